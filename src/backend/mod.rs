@@ -1,0 +1,227 @@
+//! Running one partition for a whole batch. [`PartitionProgram`] is a partition compiled to
+//! flat arrays (neuron coefficients, synapses grouped by source, stages); a [`Backend`] runs it
+//! over `T` steps for every sample of a batch from replayed input events. Backends differ only
+//! in where they compute; everything above this module is generic over them.
+
+mod cpu;
+
+pub use cpu::CpuBackend;
+
+use crate::error::Result;
+use crate::network::{Network, PopulationId, PopulationKind};
+use crate::neuron::NeuronCoeffs;
+use crate::partition::{Partition, Plan};
+use crate::spikes::SpikeTrains;
+
+/// One synapse, grouped by source; laid out as the GPU's `Synapse` struct.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Synapse {
+    /// Local target neuron.
+    pub target: u32,
+    /// Delay in steps (0 = same step, only towards a later stage).
+    pub delay: u32,
+    /// Weight in fixed point: units of the target's `NeuronCoeffs::input_scale`.
+    pub weight: i32,
+}
+
+/// A partition compiled for execution.
+#[derive(Clone, Debug)]
+pub struct PartitionProgram {
+    /// The partition's id in its plan.
+    pub partition: usize,
+    /// Global identity (population, neuron) of each local neuron, in stage order.
+    pub neurons: Vec<(PopulationId, u32)>,
+    /// Per local neuron.
+    pub coeffs: Vec<NeuronCoeffs>,
+    /// `stages + 1` bounds: stage `k` is local neurons `stage_bounds[k]..stage_bounds[k+1]`.
+    pub stage_bounds: Vec<u32>,
+    /// Global identity of each external input channel, sorted.
+    pub channels: Vec<(PopulationId, u32)>,
+    /// `channels + neurons + 1` offsets into `synapses`: sources are the input channels, then
+    /// the local neurons.
+    pub synapse_offsets: Vec<u32>,
+    /// Synapses grouped by source.
+    pub synapses: Vec<Synapse>,
+    /// Largest delay.
+    pub max_delay: u32,
+}
+
+impl PartitionProgram {
+    /// Compile partition `part` of `plan`; `dt` in µs.
+    pub fn compile(network: &Network, plan: &Plan, part: &Partition) -> Self {
+        let dt = plan.substrate.dt_us;
+        let mut neurons = Vec::new();
+        let mut coeffs = Vec::new();
+        let mut stage_bounds = vec![0u32];
+        let mut local_of = vec![Vec::new(); network.populations.len()];
+        for (k, pr) in part.parts.iter().enumerate() {
+            if k > 0 && pr.stage != part.parts[k - 1].stage {
+                stage_bounds.push(neurons.len() as u32);
+            }
+            let pop = &network.populations[pr.neurons.population];
+            let c = pop.params.coeffs(dt, pop.kind != PopulationKind::Readout);
+            let lo = &mut local_of[pr.neurons.population];
+            if lo.is_empty() {
+                lo.resize(pop.size, u32::MAX);
+            }
+            for n in pr.neurons.range() {
+                lo[n] = neurons.len() as u32;
+                neurons.push((pr.neurons.population, n as u32));
+                coeffs.push(c);
+            }
+        }
+        stage_bounds.push(neurons.len() as u32);
+        // Fixed-point resolution per target population: the largest power of two for which
+        // every neuron's largest possible input per step stays below 2^23 units, so sums are
+        // exact in i32 and in f32. Chosen per population, it does not depend on partitioning.
+        let mut scale_exp = vec![0i32; network.populations.len()];
+        for pr in &part.parts {
+            let t = pr.neurons.population;
+            let mut bound = vec![0f64; network.populations[t].size];
+            for p in 0..network.projections.len() {
+                if network.endpoints(p).1 == t {
+                    network.for_each_synapse(p, 0..bound.len(), |_, post, w| {
+                        bound[post] += (w as f64).abs()
+                    });
+                }
+            }
+            let b = bound.iter().cloned().fold(0.0, f64::max);
+            scale_exp[t] = fixed_point_exponent(b);
+        }
+        for (j, &(pop, _)) in neurons.iter().enumerate() {
+            coeffs[j].input_scale = (2f64).powi(-scale_exp[pop]) as f32;
+        }
+        // Gather synapses by target, then regroup by source.
+        let delays = network.effective_delays();
+        let mut raw: Vec<(PopulationId, u32, Synapse)> = Vec::new();
+        for pr in &part.parts {
+            let t = pr.neurons.population;
+            for p in 0..network.projections.len() {
+                let (s, tt) = network.endpoints(p);
+                if tt != t {
+                    continue;
+                }
+                let d = delays[p];
+                let scale = (2f64).powi(scale_exp[t]);
+                network.for_each_synapse(p, pr.neurons.range(), |pre, post, w| {
+                    raw.push((
+                        s,
+                        pre as u32,
+                        Synapse {
+                            target: local_of[t][post],
+                            delay: d,
+                            weight: (w as f64 * scale).round() as i32,
+                        },
+                    ));
+                });
+            }
+        }
+        let is_local = |pop: PopulationId, n: u32| {
+            local_of[pop]
+                .get(n as usize)
+                .is_some_and(|&l| l != u32::MAX)
+        };
+        let mut channels: Vec<(PopulationId, u32)> = raw
+            .iter()
+            .filter(|(p, n, _)| !is_local(*p, *n))
+            .map(|(p, n, _)| (*p, *n))
+            .collect();
+        channels.sort_unstable();
+        channels.dedup();
+        let nch = channels.len();
+        let source_index = |pop: PopulationId, n: u32| -> usize {
+            if is_local(pop, n) {
+                nch + local_of[pop][n as usize] as usize
+            } else {
+                channels.binary_search(&(pop, n)).unwrap()
+            }
+        };
+        let nsrc = nch + neurons.len();
+        let mut counts = vec![0u32; nsrc + 1];
+        let keyed: Vec<(usize, Synapse)> = raw
+            .into_iter()
+            .map(|(p, n, syn)| (source_index(p, n), syn))
+            .collect();
+        for (k, _) in &keyed {
+            counts[k + 1] += 1;
+        }
+        for i in 0..nsrc {
+            counts[i + 1] += counts[i];
+        }
+        let mut fill = counts.clone();
+        let mut synapses = vec![
+            Synapse {
+                target: 0,
+                delay: 0,
+                weight: 0
+            };
+            keyed.len()
+        ];
+        for (k, syn) in keyed {
+            synapses[fill[k] as usize] = syn;
+            fill[k] += 1;
+        }
+        let max_delay = synapses.iter().map(|s| s.delay).max().unwrap_or(0);
+        PartitionProgram {
+            partition: part.id,
+            neurons,
+            coeffs,
+            stage_bounds,
+            channels,
+            synapse_offsets: counts,
+            synapses,
+            max_delay,
+        }
+    }
+
+    /// Local neurons.
+    pub fn neuron_count(&self) -> usize {
+        self.neurons.len()
+    }
+
+    /// Synapses of source `src` (channel index, or `channels + local neuron`).
+    pub fn synapses_of(&self, src: usize) -> &[Synapse] {
+        &self.synapses[self.synapse_offsets[src] as usize..self.synapse_offsets[src + 1] as usize]
+    }
+}
+
+/// Exponent `e` of the fixed-point input resolution `2^-e` for a population whose neurons
+/// receive at most `bound` (sum of absolute weights) per step.
+pub fn fixed_point_exponent(bound: f64) -> i32 {
+    if bound <= 0.0 {
+        return 24;
+    }
+    ((1u64 << 23) as f64 / bound).log2().floor().clamp(-100.0, 60.0) as i32
+}
+
+/// What to record besides spikes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Time steps.
+    pub steps: u32,
+    /// Record the membrane (before reset) of every local neuron at every step.
+    pub membrane: bool,
+}
+
+/// Result of running one partition on a batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartitionOutput {
+    /// Spikes of the local neurons.
+    pub spikes: SpikeTrains,
+    /// Membranes `[sample][step][local neuron]`, when asked for.
+    pub membrane: Option<Vec<f32>>,
+}
+
+/// Something that runs a compiled partition for a batch.
+pub trait Backend: Sync {
+    /// Name for reports (e.g. "cpu (2 threads)" or the adapter's name).
+    fn name(&self) -> String;
+    /// Run `program` for every sample of `input` (spikes over the program's channels).
+    fn run(
+        &self,
+        program: &PartitionProgram,
+        input: &SpikeTrains,
+        opts: &RunOptions,
+    ) -> Result<PartitionOutput>;
+}

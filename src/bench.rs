@@ -1,0 +1,124 @@
+//! The throughput comparison behind `neuropart bench`: the same network and batch on each
+//! backend, timed end to end and split into phases. Criterion benches in `benches/` measure the
+//! same work; this prints one table for a README.
+
+use crate::backend::Backend;
+use crate::encode::ttfs_batch;
+use crate::error::Result;
+use crate::executor::{ExecutionStats, Executor};
+use crate::network::{PopulationId, PopulationKind};
+use crate::rng::Rng;
+use crate::spikes::SpikeTrains;
+use std::time::{Duration, Instant};
+
+/// One row of the table.
+#[derive(Clone, Debug)]
+pub struct BenchRow {
+    /// Backend name.
+    pub backend: String,
+    /// Batch size.
+    pub batch: usize,
+    /// Steps.
+    pub steps: u32,
+    /// Samples per second, end to end.
+    pub samples_per_s: f64,
+    /// Neuron updates (samples × steps × non-input neurons) per second.
+    pub updates_per_s: f64,
+    /// Mean time split of one batch.
+    pub stats: ExecutionStats,
+    /// Mean wall time of one batch.
+    pub wall: Duration,
+}
+
+/// Random image-like inputs for every input population: a fraction `density` of pixels are on,
+/// with uniform brightness, encoded time-to-first-spike.
+pub fn random_inputs(
+    exec: &Executor,
+    batch: usize,
+    density: f64,
+    seed: u64,
+) -> Vec<(PopulationId, SpikeTrains)> {
+    let mut rng = Rng::new(seed);
+    exec.network
+        .inputs()
+        .into_iter()
+        .map(|p| {
+            let n = exec.network.populations[p].size;
+            let data: Vec<f32> = (0..batch * n)
+                .map(|_| {
+                    if rng.uniform() < density {
+                        rng.uniform() as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            (p, ttfs_batch(&data, n, exec.network.steps))
+        })
+        .collect()
+}
+
+/// Time `backend` on `inputs` (warm-up once, then repeat for at least `min_time`).
+pub fn measure<B: Backend + ?Sized>(
+    exec: &Executor,
+    backend: &B,
+    inputs: &[(PopulationId, SpikeTrains)],
+    min_time: Duration,
+) -> Result<BenchRow> {
+    let batch = inputs.first().map(|(_, t)| t.samples()).unwrap_or(0);
+    exec.run(backend, inputs, false)?;
+    let mut reps = 0u32;
+    let mut stats = ExecutionStats::default();
+    let start = Instant::now();
+    while reps == 0 || start.elapsed() < min_time {
+        let e = exec.run(backend, inputs, false)?;
+        stats.backend += e.stats.backend;
+        stats.host_replay += e.stats.host_replay;
+        stats.spikes_recorded_per_sample = e.stats.spikes_recorded_per_sample;
+        stats.spikes_replayed_per_sample = e.stats.spikes_replayed_per_sample;
+        reps += 1;
+    }
+    let wall = start.elapsed() / reps;
+    stats.backend /= reps;
+    stats.host_replay /= reps;
+    let neurons: usize = exec
+        .network
+        .populations
+        .iter()
+        .filter(|p| p.kind != PopulationKind::Input)
+        .map(|p| p.size)
+        .sum();
+    let sps = batch as f64 / wall.as_secs_f64();
+    Ok(BenchRow {
+        backend: backend.name(),
+        batch,
+        steps: exec.network.steps,
+        samples_per_s: sps,
+        updates_per_s: sps * exec.network.steps as f64 * neurons as f64,
+        stats,
+        wall,
+    })
+}
+
+/// Format rows as a Markdown table.
+pub fn table(rows: &[BenchRow]) -> String {
+    let mut s = String::from(
+        "| backend | batch | T | samples/s | neuron updates/s | batch time | backend | host replay | spikes replayed/sample |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        s += &format!(
+            "| {} | {} | {} | {:.0} | {:.3e} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} |\n",
+            r.backend,
+            r.batch,
+            r.steps,
+            r.samples_per_s,
+            r.updates_per_s,
+            r.wall.as_secs_f64() * 1e3,
+            r.stats.backend.as_secs_f64() * 1e3,
+            r.stats.host_replay.as_secs_f64() * 1e3,
+            r.stats.spikes_replayed_per_sample
+        );
+    }
+    s
+}

@@ -1,0 +1,198 @@
+//! The `neuropart` command line: plan, run and benchmark partitioned networks.
+
+use clap::{Parser, Subcommand};
+use neuropart::prelude::*;
+use neuropart::report::{draw_placement, PlanReport};
+use neuropart::spikes::SpikeFile;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "neuropart", version, about = "Partitioned emulation of analog neuromorphic hardware")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct Target {
+    /// Network file (.toml or .json).
+    network: PathBuf,
+    /// Substrate file (TOML); default: BrainScaleS-2.
+    #[arg(long)]
+    substrate: Option<PathBuf>,
+    /// Number of chips (partitions of a wave run concurrently on up to this many).
+    #[arg(long, default_value_t = 1)]
+    chips: usize,
+    /// Let consecutive layers that each fit one substrate share a run.
+    #[arg(long)]
+    merge_layers: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show how a network is partitioned and scheduled.
+    Plan {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Draw the placement of every partition to this PNG.
+        #[arg(long)]
+        png: Option<PathBuf>,
+    },
+    /// Run a network on input spikes (JSON spike file) and write all spikes.
+    Run {
+        #[command(flatten)]
+        target: Target,
+        /// Input spike file: {"steps": T, "populations": {"input": [[[step, neuron], ...], ...]}}.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output spike file (same format, every population); default: stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Throughput of the MNIST network (or --network) on random TTFS input.
+    Bench {
+        /// Network file; default: the paper's 784-256-10 MNIST network.
+        #[arg(long)]
+        network: Option<PathBuf>,
+        /// Batch size.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Time steps (overrides the network's).
+        #[arg(long, default_value_t = 100)]
+        steps: u32,
+        /// Minimum seconds per measurement.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
+}
+
+fn substrate(path: &Option<PathBuf>) -> neuropart::Result<Substrate> {
+    match path {
+        Some(p) => Substrate::load(p),
+        None => Ok(Substrate::bss2()),
+    }
+}
+
+fn executor(t: &Target) -> neuropart::Result<Executor> {
+    let sub = substrate(&t.substrate)?;
+    let net = Network::load(&t.network, &sub)?;
+    Executor::new(
+        net,
+        &sub,
+        t.chips,
+        &PartitionOptions {
+            merge_layers: t.merge_layers,
+        },
+    )
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> neuropart::Result<()> {
+    match cli.command {
+        Command::Plan { target, json, png } => {
+            let exec = executor(&target)?;
+            let report = PlanReport::new(&exec.network, &exec.plan, &exec.schedule, target.chips);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("serialises"));
+            } else {
+                print!("{}", report.text());
+            }
+            if let Some(p) = png {
+                draw_placement(&exec.network, &exec.plan, &p)?;
+                eprintln!("placement drawn to {}", p.display());
+            }
+        }
+        Command::Run {
+            target,
+            input,
+            output,
+        } => {
+            let exec = executor(&target)?;
+            let text = std::fs::read_to_string(&input).map_err(|e| neuropart::Error::io(&input, e))?;
+            let file: SpikeFile =
+                serde_json::from_str(&text).map_err(|e| neuropart::Error::Parse {
+                    path: input.clone(),
+                    message: e.to_string(),
+                })?;
+            let net = &exec.network;
+            if file.steps != net.steps {
+                return Err(neuropart::Error::InvalidInput(format!(
+                    "{}: {} steps, the network runs {}",
+                    input.display(),
+                    file.steps,
+                    net.steps
+                )));
+            }
+            let mut inputs = Vec::new();
+            for (name, lists) in &file.populations {
+                let pop = net.population_id(name).ok_or_else(|| {
+                    neuropart::Error::InvalidInput(format!(
+                        "{}: no population '{name}' in the network",
+                        input.display()
+                    ))
+                })?;
+                let t = SpikeFile::lists_to_trains(lists, net.populations[pop].size, net.steps)?;
+                inputs.push((pop, t));
+            }
+            let out = exec.run(&CpuBackend, &inputs, false)?;
+            let mut result = SpikeFile {
+                steps: net.steps,
+                ..Default::default()
+            };
+            for (p, pop) in net.populations.iter().enumerate() {
+                if let Some(t) = out.spikes.get(p) {
+                    result
+                        .populations
+                        .insert(pop.name.clone(), SpikeFile::trains_to_lists(t));
+                }
+            }
+            let text = serde_json::to_string(&result).expect("serialises");
+            match output {
+                Some(p) => neuropart::io::write_atomic(&p, text.as_bytes())?,
+                None => println!("{text}"),
+            }
+        }
+        Command::Bench {
+            network,
+            batch,
+            steps,
+            seconds,
+        } => {
+            let sub = Substrate::bss2();
+            let mut net = match network {
+                Some(p) => Network::load(&p, &sub)?,
+                None => neuropart::network::mnist_network(1).build(&sub)?,
+            };
+            net.steps = steps;
+            let exec = Executor::new(net, &sub, 1, &PartitionOptions::default())?;
+            let inputs = neuropart::bench::random_inputs(&exec, batch, 0.19, 7);
+            let rows = vec![neuropart::bench::measure(
+                &exec,
+                &CpuBackend,
+                &inputs,
+                Duration::from_secs_f64(seconds),
+            )?];
+            println!(
+                "network '{}': {} partitions, batch {batch}, T = {steps}",
+                exec.network.name,
+                exec.plan.partitions.len()
+            );
+            print!("{}", neuropart::bench::table(&rows));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,270 @@
+//! Running a whole plan: partitions in schedule order on one backend, the spikes of each
+//! recorded into the [`SpikeStore`] and replayed as the input of the partitions that read them.
+//! The executor knows nothing about how a backend computes.
+
+use crate::backend::{Backend, PartitionOutput, PartitionProgram, RunOptions};
+use crate::error::{Error, Result};
+use crate::network::{Network, PopulationId, PopulationKind};
+use crate::partition::{PartitionOptions, Plan};
+use crate::schedule::{Mode, Schedule};
+use crate::spikes::{SpikeEvent, SpikeTrains};
+use crate::substrate::Substrate;
+use std::time::{Duration, Instant};
+
+/// Spikes of every population of a network for one batch, over global neuron indices.
+#[derive(Clone, Debug, Default)]
+pub struct SpikeStore {
+    /// Per population (indexed by [`PopulationId`]); `None` until recorded or given.
+    pub populations: Vec<Option<SpikeTrains>>,
+}
+
+impl SpikeStore {
+    /// Spikes of population `p`.
+    pub fn get(&self, p: PopulationId) -> Option<&SpikeTrains> {
+        self.populations.get(p).and_then(|s| s.as_ref())
+    }
+
+    /// Add the spikes of `output` (local indices of `program`) to their populations.
+    fn record(&mut self, network: &Network, program: &PartitionProgram, output: &SpikeTrains) {
+        let samples = output.samples();
+        let mut per_pop: Vec<Option<Vec<Vec<SpikeEvent>>>> = vec![None; network.populations.len()];
+        for &(pop, _) in &program.neurons {
+            per_pop[pop].get_or_insert_with(|| {
+                (0..samples)
+                    .map(|s| self.get(pop).map(|t| t.sample(s).to_vec()).unwrap_or_default())
+                    .collect()
+            });
+        }
+        for s in 0..samples {
+            for e in output.sample(s) {
+                let (pop, n) = program.neurons[e.neuron as usize];
+                per_pop[pop].as_mut().unwrap()[s].push(SpikeEvent {
+                    step: e.step,
+                    neuron: n,
+                });
+            }
+        }
+        for (pop, lists) in per_pop.into_iter().enumerate() {
+            if let Some(lists) = lists {
+                self.populations[pop] = Some(SpikeTrains::from_samples(
+                    network.populations[pop].size,
+                    output.steps,
+                    lists,
+                ));
+            }
+        }
+    }
+
+    /// The input of `program`: recorded spikes of its channels, in channel indices.
+    fn replay(&self, program: &PartitionProgram, samples: usize, steps: u32) -> SpikeTrains {
+        // Channels are sorted by (population, neuron): one contiguous block per population.
+        let mut blocks: Vec<(PopulationId, usize, usize)> = Vec::new();
+        for (k, &(pop, _)) in program.channels.iter().enumerate() {
+            match blocks.last_mut() {
+                Some(b) if b.0 == pop => b.2 = k + 1,
+                _ => blocks.push((pop, k, k + 1)),
+            }
+        }
+        let lists = (0..samples)
+            .map(|s| {
+                let mut ev = Vec::new();
+                for &(pop, a, b) in &blocks {
+                    let Some(t) = self.get(pop) else { continue };
+                    let chans = &program.channels[a..b];
+                    for e in t.sample(s) {
+                        if let Ok(k) = chans.binary_search(&(pop, e.neuron)) {
+                            ev.push(SpikeEvent {
+                                step: e.step,
+                                neuron: (a + k) as u32,
+                            });
+                        }
+                    }
+                }
+                ev
+            })
+            .collect();
+        SpikeTrains::from_samples(program.channels.len(), steps, lists)
+    }
+}
+
+/// Time spent per phase of an execution.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ExecutionStats {
+    /// Host-side replay (gathering recorded spikes into partition inputs) and recording.
+    pub host_replay: Duration,
+    /// Time inside the backend.
+    pub backend: Duration,
+    /// Spikes recorded from partitions, per sample.
+    pub spikes_recorded_per_sample: f64,
+    /// Spikes replayed into partitions (from partitions or the host), per sample.
+    pub spikes_replayed_per_sample: f64,
+}
+
+/// Result of running a network on a batch.
+#[derive(Clone, Debug)]
+pub struct Execution {
+    /// Spikes of every population (inputs included).
+    pub spikes: SpikeStore,
+    /// Membranes `[sample][step][neuron]` per population: readouts always, all populations
+    /// when asked for.
+    pub membrane: Vec<Option<Vec<f32>>>,
+    /// Where the time went.
+    pub stats: ExecutionStats,
+}
+
+/// A network prepared for execution: its plan, schedule and compiled partitions.
+#[derive(Clone, Debug)]
+pub struct Executor {
+    /// The network.
+    pub network: Network,
+    /// Its partitioning.
+    pub plan: Plan,
+    /// Its ordering.
+    pub schedule: Schedule,
+    /// One compiled program per partition.
+    pub programs: Vec<PartitionProgram>,
+}
+
+impl Executor {
+    /// Partition, schedule and compile `network` for `chips` copies of `substrate`.
+    pub fn new(
+        network: Network,
+        substrate: &Substrate,
+        chips: usize,
+        opts: &PartitionOptions,
+    ) -> Result<Self> {
+        let plan = Plan::new(&network, substrate, opts)?;
+        let schedule = Schedule::new(&plan, Mode::for_chips(chips));
+        let programs = plan
+            .partitions
+            .iter()
+            .map(|p| PartitionProgram::compile(&network, &plan, p))
+            .collect();
+        Ok(Executor {
+            network,
+            plan,
+            schedule,
+            programs,
+        })
+    }
+
+    /// Rebuild the compiled programs after the network's weights changed.
+    pub fn recompile(&mut self) {
+        self.programs = self
+            .plan
+            .partitions
+            .iter()
+            .map(|p| PartitionProgram::compile(&self.network, &self.plan, p))
+            .collect();
+    }
+
+    /// Run a batch. `inputs` gives the spikes of each input population (same sample count).
+    pub fn run<B: Backend + ?Sized>(
+        &self,
+        backend: &B,
+        inputs: &[(PopulationId, SpikeTrains)],
+        record_all_membranes: bool,
+    ) -> Result<Execution> {
+        let net = &self.network;
+        let steps = net.steps;
+        let samples = inputs.first().map(|(_, t)| t.samples()).unwrap_or(0);
+        let mut store = SpikeStore {
+            populations: vec![None; net.populations.len()],
+        };
+        for (pop, t) in inputs {
+            let p = net.populations.get(*pop).ok_or_else(|| {
+                Error::InvalidInput(format!("no population with id {pop}"))
+            })?;
+            if p.kind != PopulationKind::Input {
+                return Err(Error::InvalidInput(format!(
+                    "'{}' is not an input population",
+                    p.name
+                )));
+            }
+            if t.neurons != p.size || t.steps != steps || t.samples() != samples {
+                return Err(Error::InvalidInput(format!(
+                    "input '{}': spikes for {} neurons, {} steps, {} samples; expected {} neurons, \
+                     {steps} steps, {samples} samples",
+                    p.name,
+                    t.neurons,
+                    t.steps,
+                    t.samples(),
+                    p.size
+                )));
+            }
+            t.validate()?;
+            store.populations[*pop] = Some(t.clone());
+        }
+        for pop in net.inputs() {
+            if store.get(pop).is_none() {
+                return Err(Error::InvalidInput(format!(
+                    "no spikes given for input population '{}'",
+                    net.populations[pop].name
+                )));
+            }
+        }
+        let mut membrane: Vec<Option<Vec<f32>>> = vec![None; net.populations.len()];
+        let mut stats = ExecutionStats::default();
+        let (mut recorded, mut replayed) = (0usize, 0usize);
+        for pid in self.schedule.order() {
+            let prog = &self.programs[pid];
+            let t0 = Instant::now();
+            let input = store.replay(prog, samples, steps);
+            replayed += input.len();
+            let t1 = Instant::now();
+            let want_membrane = record_all_membranes
+                || prog
+                    .neurons
+                    .iter()
+                    .any(|&(p, _)| net.populations[p].kind == PopulationKind::Readout);
+            let out = backend.run(
+                prog,
+                &input,
+                &RunOptions {
+                    steps,
+                    membrane: want_membrane,
+                },
+            )?;
+            let t2 = Instant::now();
+            recorded += out.spikes.len();
+            store.record(net, prog, &out.spikes);
+            self.scatter_membrane(prog, &out, samples, record_all_membranes, &mut membrane);
+            stats.backend += t2 - t1;
+            stats.host_replay += (t1 - t0) + t2.elapsed();
+        }
+        let per = samples.max(1) as f64;
+        stats.spikes_recorded_per_sample = recorded as f64 / per;
+        stats.spikes_replayed_per_sample = replayed as f64 / per;
+        Ok(Execution {
+            spikes: store,
+            membrane,
+            stats,
+        })
+    }
+
+    fn scatter_membrane(
+        &self,
+        prog: &PartitionProgram,
+        out: &PartitionOutput,
+        samples: usize,
+        all: bool,
+        membrane: &mut [Option<Vec<f32>>],
+    ) {
+        let Some(m) = &out.membrane else { return };
+        let net = &self.network;
+        let steps = net.steps as usize;
+        let n = prog.neuron_count();
+        for (j, &(pop, idx)) in prog.neurons.iter().enumerate() {
+            let p = &net.populations[pop];
+            if !all && p.kind != PopulationKind::Readout {
+                continue;
+            }
+            let dst = membrane[pop].get_or_insert_with(|| vec![0.0; samples * steps * p.size]);
+            for s in 0..samples {
+                for t in 0..steps {
+                    dst[(s * steps + t) * p.size + idx as usize] = m[(s * steps + t) * n + j];
+                }
+            }
+        }
+    }
+}

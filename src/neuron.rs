@@ -1,0 +1,226 @@
+//! The neuron model: current-based leaky integrate-and-fire with exponential synaptic currents,
+//! and its non-spiking variant (leaky integrator) used as readout. Parameters, per-step
+//! coefficients and state are separate; [`lif_step`] is the one pure step function that the CPU
+//! backend calls and `shaders/lif.wgsl` mirrors line by line.
+//!
+//! Units: time in µs of hardware time, potentials in model units (the published MNIST set-up:
+//! leak = reset = 0, threshold = 1, which the chip maps to 80 and 120 CADC LSB).
+
+use crate::error::{check_range, Result};
+use serde::{Deserialize, Serialize};
+
+/// How one step of length `dt` is integrated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Integration {
+    /// Forward Euler, exactly as the chip's training software computes it:
+    /// `i ← i·(1 − dt/τ_syn) + in`, `v ← v + dt/τ_mem·(v_leak − v + i)`.
+    #[default]
+    Euler,
+    /// Exponential integration: the same update with decay factors `exp(−dt/τ)`
+    /// (`i ← i·e^{−dt/τ_syn} + in`, `v ← v + (1 − e^{−dt/τ_mem})·(v_leak − v + i)`), exact for
+    /// the membrane when the current is held over the step.
+    Exponential,
+}
+
+/// Parameters of one population's neurons.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NeuronParams {
+    /// Membrane time constant τ_mem in µs.
+    pub tau_mem: f32,
+    /// Synaptic time constant τ_syn in µs.
+    pub tau_syn: f32,
+    /// Leak (resting) potential.
+    pub v_leak: f32,
+    /// Potential after a spike.
+    pub v_reset: f32,
+    /// Firing threshold ϑ.
+    pub v_th: f32,
+    /// Refractory period in µs (held at reset; 0 = none).
+    pub refractory: f32,
+    /// Integration scheme.
+    pub integration: Integration,
+}
+
+impl Default for NeuronParams {
+    /// The published MNIST experiment: τ_syn = 5.7 µs, τ_mem = 6 µs, leak = reset = 0, ϑ = 1,
+    /// no refractory period.
+    fn default() -> Self {
+        NeuronParams {
+            tau_mem: 6.0,
+            tau_syn: 5.7,
+            v_leak: 0.0,
+            v_reset: 0.0,
+            v_th: 1.0,
+            refractory: 0.0,
+            integration: Integration::Euler,
+        }
+    }
+}
+
+impl NeuronParams {
+    /// Check ranges: finite values, positive time constants, reset below threshold.
+    pub fn validate(&self, owner: &str, dt: f32) -> Result<()> {
+        check_range(owner, "tau_mem", self.tau_mem as f64, 1e-6, 1e9)?;
+        check_range(owner, "tau_syn", self.tau_syn as f64, 1e-6, 1e9)?;
+        check_range(owner, "v_leak", self.v_leak as f64, -1e9, 1e9)?;
+        check_range(owner, "v_reset", self.v_reset as f64, -1e9, 1e9)?;
+        check_range(owner, "v_th", self.v_th as f64, -1e9, 1e9)?;
+        check_range(owner, "refractory", self.refractory as f64, 0.0, 1e9)?;
+        if self.integration == Integration::Euler {
+            // Forward Euler is unstable (oscillates) once dt exceeds a time constant.
+            check_range(owner, "tau_mem", self.tau_mem as f64, dt as f64, 1e9)?;
+            check_range(owner, "tau_syn", self.tau_syn as f64, dt as f64, 1e9)?;
+        }
+        Ok(())
+    }
+
+    /// Per-step coefficients for step `dt` (µs).
+    pub fn coeffs(&self, dt: f32, spiking: bool) -> NeuronCoeffs {
+        let (a_syn, k_mem) = match self.integration {
+            Integration::Euler => (1.0 - dt / self.tau_syn, dt / self.tau_mem),
+            Integration::Exponential => (
+                (-(dt as f64) / self.tau_syn as f64).exp() as f32,
+                1.0 - (-(dt as f64) / self.tau_mem as f64).exp() as f32,
+            ),
+        };
+        NeuronCoeffs {
+            a_syn,
+            k_mem,
+            v_leak: self.v_leak,
+            v_reset: self.v_reset,
+            v_th: self.v_th,
+            refractory_steps: (self.refractory / dt).round() as u32,
+            spiking: spiking as u32,
+            weight_gain: 1.0,
+            input_scale: 1.0,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// What one step needs, per neuron; laid out as the GPU's `Coeffs` struct.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct NeuronCoeffs {
+    /// Synaptic decay per step.
+    pub a_syn: f32,
+    /// Membrane integration factor per step.
+    pub k_mem: f32,
+    /// Leak potential.
+    pub v_leak: f32,
+    /// Reset potential.
+    pub v_reset: f32,
+    /// Threshold.
+    pub v_th: f32,
+    /// Steps held at reset after a spike.
+    pub refractory_steps: u32,
+    /// 1 for spiking neurons, 0 for a non-spiking readout.
+    pub spiking: u32,
+    /// Multiplies every synaptic input (1 in ideal mode; analog gain variation otherwise).
+    pub weight_gain: f32,
+    /// Value of one unit of the fixed-point synaptic input (a power of two, see
+    /// [`lif_step`]).
+    pub input_scale: f32,
+    /// Keeps the struct a multiple of 16 bytes for GPU arrays.
+    pub _pad: [u32; 3],
+}
+
+/// State of one neuron between steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LifState {
+    /// Synaptic current.
+    pub i: f32,
+    /// Membrane potential.
+    pub v: f32,
+    /// Remaining refractory steps.
+    pub refractory: u32,
+}
+
+impl LifState {
+    /// Resting state of a neuron with these coefficients.
+    pub fn rest(c: &NeuronCoeffs) -> Self {
+        LifState {
+            i: 0.0,
+            v: c.v_leak,
+            refractory: 0,
+        }
+    }
+}
+
+/// Advance one neuron by one step. `input` is the sum of the weights of the spikes that arrive
+/// this step in fixed point (units of `c.input_scale`): integer sums do not depend on the order
+/// in which spikes are added, so the result is the same however the network is partitioned and
+/// whichever backend adds them. The resolution is chosen per population so that the largest
+/// possible input is exact in `f32` (see `PartitionProgram::compile`). Returns whether the
+/// neuron spiked and its membrane before reset (what training needs for the surrogate).
+#[inline]
+pub fn lif_step(c: &NeuronCoeffs, s: &mut LifState, input: i32) -> (bool, f32) {
+    s.i = c.a_syn * s.i + c.weight_gain * (input as f32 * c.input_scale);
+    if s.refractory > 0 {
+        s.refractory -= 1;
+        s.v = c.v_reset;
+        return (false, s.v);
+    }
+    s.v += c.k_mem * (c.v_leak - s.v + s.i);
+    let v = s.v;
+    if c.spiking != 0 && v >= c.v_th {
+        s.v = c.v_reset;
+        s.refractory = c.refractory_steps;
+        return (true, v);
+    }
+    (false, v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn euler_coefficients_are_the_published_ones() {
+        let c = NeuronParams::default().coeffs(1.0, true);
+        assert!((c.a_syn - (1.0 - 1.0 / 5.7)).abs() < 1e-7);
+        assert!((c.k_mem - 1.0 / 6.0).abs() < 1e-7);
+    }
+
+    #[test]
+    fn hand_computed_steps() {
+        // τ_syn = 2, τ_mem = 4, dt = 1: a = 0.5, k = 0.25, threshold 1.
+        let p = NeuronParams {
+            tau_syn: 2.0,
+            tau_mem: 4.0,
+            refractory: 1.0,
+            ..Default::default()
+        };
+        let c = p.coeffs(1.0, true);
+        let mut s = LifState::rest(&c);
+        // step 0: i = 2, v = 0.5
+        assert_eq!(lif_step(&c, &mut s, 2), (false, 0.5));
+        // step 1: i = 1, v = 0.5 + 0.25*(0.5) = 0.625
+        assert_eq!(lif_step(&c, &mut s, 0), (false, 0.625));
+        // step 2: i = 0.5 + 3 = 3.5, v = 0.625 + 0.25*(2.875) = 1.34375 → spike, reset to 0
+        assert_eq!(lif_step(&c, &mut s, 3), (true, 1.34375));
+        assert_eq!(s.v, 0.0);
+        // step 3: refractory, held at reset while the current decays to 1.75
+        assert_eq!(lif_step(&c, &mut s, 0), (false, 0.0));
+        assert_eq!(s.i, 1.75);
+        // step 4: i = 0.875, v = 0.25*0.875 = 0.21875
+        assert_eq!(lif_step(&c, &mut s, 0), (false, 0.21875));
+    }
+
+    #[test]
+    fn invalid_parameters_are_named() {
+        let p = NeuronParams {
+            tau_mem: f32::NAN,
+            ..Default::default()
+        };
+        let e = p.validate("hidden", 1.0).unwrap_err().to_string();
+        assert!(e.contains("tau_mem") && e.contains("hidden") && e.contains("finite"), "{e}");
+        let p = NeuronParams {
+            tau_syn: -1.0,
+            ..Default::default()
+        };
+        assert!(p.validate("h", 1.0).unwrap_err().to_string().contains("tau_syn"));
+    }
+}

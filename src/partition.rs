@@ -1,0 +1,421 @@
+//! Cutting a network into partitions that each fit one substrate, the way the chip's own
+//! software does it: every neuron in exactly one partition, every recurrent subnetwork
+//! (strongly connected component) whole inside one, logical neurons joined from as many circuits
+//! as their fan-in needs, and a layer too large for one substrate split into `{offset, size}`
+//! ranges. This module decides *where* neurons go; it never runs anything.
+
+use crate::error::{Error, Result};
+use crate::network::{Network, PopulationId, PopulationKind};
+use crate::substrate::Substrate;
+use serde::Serialize;
+use std::ops::Range;
+
+/// A contiguous range of one population's neurons.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NeuronRange {
+    /// The population.
+    pub population: PopulationId,
+    /// First neuron.
+    pub offset: usize,
+    /// Number of neurons.
+    pub size: usize,
+}
+
+impl NeuronRange {
+    /// The neuron indices.
+    pub fn range(&self) -> Range<usize> {
+        self.offset..self.offset + self.size
+    }
+}
+
+/// A population range placed on a substrate's circuits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlacedRange {
+    /// Which neurons.
+    pub neurons: NeuronRange,
+    /// Circuits joined into each logical neuron.
+    pub circuits_per_neuron: usize,
+    /// Synapse rows the most connected neuron uses (signed inputs count twice).
+    pub rows_per_neuron: usize,
+    /// First slot: counted separately for neurons spanning all hemispheres and for single-row
+    /// neurons (see [`Partition::circuit_of`]).
+    pub first_slot: usize,
+    /// Stage within a time step: zero-delay connections inside a partition go from a lower
+    /// stage to a higher one.
+    pub stage: usize,
+}
+
+/// Where a partition's input spikes come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Encoded input from the host.
+    Host,
+    /// Recorded from another partition and replayed.
+    Partition(usize),
+}
+
+/// Spikes one partition reads from outside itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Source {
+    /// Source population.
+    pub population: PopulationId,
+    /// Where its spikes come from.
+    pub origin: Origin,
+    /// Span of the source neurons needed (first..last+1).
+    pub span: (usize, usize),
+    /// Distinct source neurons needed (each one input channel of the partition).
+    pub channels: usize,
+}
+
+/// One run of the substrate: a set of placed neuron ranges and the sources it reads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Partition {
+    /// Index in [`Plan::partitions`] (also a valid topological order).
+    pub id: usize,
+    /// The neurons, in stage order.
+    pub parts: Vec<PlacedRange>,
+    /// Circuits in use.
+    pub circuits_used: usize,
+    /// Circuits used by neurons spanning all hemispheres (placed first).
+    pub spanning_circuits: usize,
+    /// External inputs.
+    pub sources: Vec<Source>,
+}
+
+impl Partition {
+    /// Neurons on this partition.
+    pub fn neuron_count(&self) -> usize {
+        self.parts.iter().map(|p| p.neurons.size).sum()
+    }
+
+    /// Distinct external input channels.
+    pub fn channel_count(&self) -> usize {
+        self.sources.iter().map(|s| s.channels).sum()
+    }
+
+    /// Partitions this one reads spikes from.
+    pub fn dependencies(&self) -> Vec<usize> {
+        let mut d: Vec<usize> = self
+            .sources
+            .iter()
+            .filter_map(|s| match s.origin {
+                Origin::Partition(p) => Some(p),
+                Origin::Host => None,
+            })
+            .collect();
+        d.sort_unstable();
+        d.dedup();
+        d
+    }
+
+    /// Circuits (global index `hemisphere * circuits_per_hemisphere + column`) of neuron
+    /// `k` of part `part`. A logical neuron whose circuit count is a multiple of the number of
+    /// hemispheres spans all hemispheres in the same columns (as on BSS-2); a smaller one sits
+    /// in consecutive circuits of one row.
+    pub fn circuit_of(&self, substrate: &Substrate, part: usize, k: usize) -> Vec<usize> {
+        let p = &self.parts[part];
+        let c = p.circuits_per_neuron;
+        let h = substrate.hemispheres;
+        let cph = substrate.circuits_per_hemisphere;
+        let slot = p.first_slot + k * c;
+        if c % h == 0 {
+            // Spanning neurons take the same columns in every hemisphere, from column 0 up.
+            let col = slot / h;
+            (0..h)
+                .flat_map(|hh| (0..c / h).map(move |j| hh * cph + col + j))
+                .collect()
+        } else {
+            // Single-row neurons fill the columns the spanning ones left, row by row.
+            let col0 = self.spanning_circuits.div_ceil(h);
+            let free = cph - col0;
+            (slot..slot + c)
+                .map(|s| (s / free) * cph + col0 + s % free)
+                .collect()
+        }
+    }
+}
+
+/// Choices the partitioner may make.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionOptions {
+    /// Put consecutive layers that each fit one substrate into one run ("may share one run").
+    /// Off by default, as in the paper's figures.
+    pub merge_layers: bool,
+}
+
+/// The result of partitioning: partitions in a topological order, and the substrate they fit.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    /// The substrate every partition fits.
+    pub substrate: Substrate,
+    /// The partitions; ids increase along dependencies.
+    pub partitions: Vec<Partition>,
+}
+
+struct Unit {
+    ranges: Vec<NeuronRange>,
+    circuits: usize,
+    whole: bool,
+}
+
+impl Plan {
+    /// Partition `network` (validated, weights drawn) for `substrate`.
+    pub fn new(network: &Network, substrate: &Substrate, opts: &PartitionOptions) -> Result<Plan> {
+        substrate.validate()?;
+        let npop = network.populations.len();
+        // Circuits per logical neuron, and rows, per population.
+        let mut circuits = vec![0usize; npop];
+        let mut rows = vec![0usize; npop];
+        let max_rows = substrate.max_circuits_per_neuron.min(substrate.circuits())
+            * substrate.rows_per_circuit();
+        for (p, pop) in network.populations.iter().enumerate() {
+            if pop.kind == PopulationKind::Input {
+                continue;
+            }
+            let (r, fan_in) = network.rows_needed(p, substrate);
+            rows[p] = r;
+            circuits[p] = substrate.circuits_for_rows(r).ok_or_else(|| Error::FanInExceeded {
+                population: pop.name.clone(),
+                fan_in,
+                needed: r,
+                available: max_rows,
+                max_circuits: substrate.max_circuits_per_neuron.min(substrate.circuits()),
+            })?;
+        }
+        let total = substrate.circuits();
+        let mut self_loop = vec![false; npop];
+        for p in 0..network.projections.len() {
+            let (s, t) = network.endpoints(p);
+            if s == t {
+                self_loop[s] = true;
+            }
+        }
+        // Units in topological order.
+        let mut units = Vec::new();
+        for comp in network.components() {
+            if network.populations[comp[0]].kind == PopulationKind::Input {
+                continue;
+            }
+            let need: usize = comp
+                .iter()
+                .map(|&p| network.populations[p].size * circuits[p])
+                .sum();
+            let recurrent = comp.len() > 1 || self_loop[comp[0]];
+            if recurrent {
+                if need > total {
+                    let names: Vec<&str> = comp
+                        .iter()
+                        .map(|&p| network.populations[p].name.as_str())
+                        .collect();
+                    return Err(Error::RecurrentTooLarge {
+                        populations: names.join(", "),
+                        needed: need,
+                        available: total,
+                    });
+                }
+                units.push(Unit {
+                    ranges: comp
+                        .iter()
+                        .map(|&p| NeuronRange {
+                            population: p,
+                            offset: 0,
+                            size: network.populations[p].size,
+                        })
+                        .collect(),
+                    circuits: need,
+                    whole: true,
+                });
+                continue;
+            }
+            let p = comp[0];
+            let size = network.populations[p].size;
+            let per = total / circuits[p];
+            let pieces = size.div_ceil(per);
+            for (offset, len) in split_range(size, pieces) {
+                units.push(Unit {
+                    ranges: vec![NeuronRange {
+                        population: p,
+                        offset,
+                        size: len,
+                    }],
+                    circuits: len * circuits[p],
+                    whole: pieces == 1,
+                });
+            }
+        }
+        // Group units into partitions.
+        let mut groups: Vec<(Vec<NeuronRange>, usize, bool)> = Vec::new();
+        for u in units {
+            if let Some(last) = groups.last_mut() {
+                if opts.merge_layers && u.whole && last.2 && last.1 + u.circuits <= total {
+                    last.0.extend(u.ranges);
+                    last.1 += u.circuits;
+                    continue;
+                }
+            }
+            groups.push((u.ranges, u.circuits, u.whole));
+        }
+        let mut owner: Vec<Vec<(Range<usize>, usize)>> = vec![Vec::new(); npop];
+        for (id, g) in groups.iter().enumerate() {
+            for r in &g.0 {
+                owner[r.population].push((r.range(), id));
+            }
+        }
+        let delays = network.effective_delays();
+        let mut partitions = Vec::with_capacity(groups.len());
+        for (id, (ranges, used, _)) in groups.into_iter().enumerate() {
+            // Stages: a range follows every range of this partition it receives from with delay 0.
+            let mut stage = vec![0usize; ranges.len()];
+            for (j, rj) in ranges.iter().enumerate() {
+                for (pi, &d) in delays.iter().enumerate() {
+                    let (s, t) = network.endpoints(pi);
+                    if t != rj.population || d != 0 {
+                        continue;
+                    }
+                    for (i, ri) in ranges[..j].iter().enumerate() {
+                        if ri.population == s {
+                            stage[j] = stage[j].max(stage[i] + 1);
+                        }
+                    }
+                }
+            }
+            let mut order: Vec<usize> = (0..ranges.len()).collect();
+            order.sort_by_key(|&j| (stage[j], ranges[j].population, ranges[j].offset));
+            // Spanning neurons take columns from the left in every hemisphere; single-row
+            // neurons fill what is left. Each kind counts its own slots.
+            let h = substrate.hemispheres;
+            let (mut span_slot, mut row_slot) = (0, 0);
+            let mut parts = Vec::new();
+            for &j in &order {
+                let r = &ranges[j];
+                let c = circuits[r.population];
+                let slot = if c % h == 0 { &mut span_slot } else { &mut row_slot };
+                parts.push(PlacedRange {
+                    neurons: r.clone(),
+                    circuits_per_neuron: c,
+                    rows_per_neuron: rows[r.population],
+                    first_slot: *slot,
+                    stage: stage[j],
+                });
+                *slot += c * r.size;
+            }
+            let spanning_circuits = parts
+                .iter()
+                .filter(|p| p.circuits_per_neuron % h == 0)
+                .map(|p| p.circuits_per_neuron * p.neurons.size)
+                .sum();
+            let sources = sources_of(network, &parts, &owner, id);
+            let channels: usize = sources.iter().map(|s| s.channels).sum();
+            if channels > substrate.addressable_sources() {
+                return Err(Error::InputSourcesExceeded {
+                    population: parts
+                        .iter()
+                        .map(|p| network.populations[p.neurons.population].name.clone())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    needed: channels,
+                    available: substrate.addressable_sources(),
+                });
+            }
+            partitions.push(Partition {
+                id,
+                parts,
+                circuits_used: used,
+                spanning_circuits,
+                sources,
+            });
+        }
+        Ok(Plan {
+            substrate: substrate.clone(),
+            partitions,
+        })
+    }
+
+    /// The partition and part that hold neuron `neuron` of population `pop`.
+    pub fn locate(&self, pop: PopulationId, neuron: usize) -> Option<(usize, usize)> {
+        self.partitions.iter().find_map(|p| {
+            p.parts
+                .iter()
+                .position(|r| r.neurons.population == pop && r.neurons.range().contains(&neuron))
+                .map(|k| (p.id, k))
+        })
+    }
+}
+
+/// Split `n` items into `pieces` contiguous `(offset, size)` ranges whose sizes differ by at
+/// most one.
+pub fn split_range(n: usize, pieces: usize) -> Vec<(usize, usize)> {
+    let pieces = pieces.max(1);
+    let (base, extra) = (n / pieces, n % pieces);
+    let mut out = Vec::with_capacity(pieces);
+    let mut off = 0;
+    for k in 0..pieces {
+        let len = base + usize::from(k < extra);
+        out.push((off, len));
+        off += len;
+    }
+    out
+}
+
+fn sources_of(
+    network: &Network,
+    parts: &[PlacedRange],
+    owner: &[Vec<(Range<usize>, usize)>],
+    me: usize,
+) -> Vec<Source> {
+    let npop = network.populations.len();
+    let mut needed: Vec<Vec<bool>> = vec![Vec::new(); npop];
+    for part in parts {
+        for p in 0..network.projections.len() {
+            let (s, t) = network.endpoints(p);
+            if t != part.neurons.population {
+                continue;
+            }
+            let mask = &mut needed[s];
+            if mask.is_empty() {
+                mask.resize(network.populations[s].size, false);
+            }
+            network.for_each_synapse_index(p, part.neurons.range(), |pre, _, _| mask[pre] = true);
+        }
+    }
+    let mut out = Vec::new();
+    for (pop, mask) in needed.iter().enumerate() {
+        if mask.is_empty() {
+            continue;
+        }
+        let origins: Vec<(Range<usize>, Origin)> =
+            if network.populations[pop].kind == PopulationKind::Input {
+                vec![(0..mask.len(), Origin::Host)]
+            } else {
+                owner[pop]
+                    .iter()
+                    .filter(|(_, id)| *id != me)
+                    .map(|(r, id)| (r.clone(), Origin::Partition(*id)))
+                    .collect()
+            };
+        for (r, origin) in origins {
+            let used: Vec<usize> = r.clone().filter(|&n| mask[n]).collect();
+            if let (Some(&a), Some(&b)) = (used.first(), used.last()) {
+                out.push(Source {
+                    population: pop,
+                    origin,
+                    span: (a, b + 1),
+                    channels: used.len(),
+                });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_range_is_balanced_and_covers() {
+        assert_eq!(split_range(10, 3), vec![(0, 4), (4, 3), (7, 3)]);
+        assert_eq!(split_range(256, 4), vec![(0, 64), (64, 64), (128, 64), (192, 64)]);
+    }
+}

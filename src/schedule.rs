@@ -1,0 +1,122 @@
+//! Ordering a plan's partitions for execution: the partition graph (an edge wherever one
+//! partition replays another's spikes) sorted into waves of mutually independent partitions,
+//! then into rounds of at most `chips` partitions each. Also what a real system would spend:
+//! chip runs, host round trips and recorded/replayed channels. Nothing here runs anything.
+
+use crate::partition::{Origin, Plan};
+use serde::Serialize;
+
+/// How partitions share the hardware.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// One substrate, reused for every partition in turn.
+    Sequential,
+    /// Up to `n` partitions of a wave at once, on `n` substrates.
+    Concurrent(usize),
+}
+
+impl Mode {
+    /// `Sequential` for one chip, `Concurrent(n)` otherwise.
+    pub fn for_chips(chips: usize) -> Mode {
+        if chips <= 1 {
+            Mode::Sequential
+        } else {
+            Mode::Concurrent(chips)
+        }
+    }
+
+    fn width(self) -> usize {
+        match self {
+            Mode::Sequential => 1,
+            Mode::Concurrent(n) => n.max(1),
+        }
+    }
+}
+
+/// What running a schedule costs on real hardware, per batch entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CostReport {
+    /// Substrate runs (one per partition).
+    pub chip_runs: usize,
+    /// Rounds of (configure, run, read back): a host round trip each.
+    pub host_round_trips: usize,
+    /// Neurons whose spikes are recorded to the host because another partition reads them.
+    pub recorded_channels: usize,
+    /// Input channels fed from recorded spikes of other partitions.
+    pub replayed_channels: usize,
+    /// Input channels fed from the host's encoded input.
+    pub host_input_channels: usize,
+}
+
+/// Partitions ordered into waves and rounds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Schedule {
+    /// How the hardware is shared.
+    pub mode: Mode,
+    /// Waves: every partition's dependencies lie in earlier waves.
+    pub waves: Vec<Vec<usize>>,
+    /// Rounds: partitions that run at the same time (a wave split by the number of chips).
+    pub rounds: Vec<Vec<usize>>,
+    /// The cost report.
+    pub cost: CostReport,
+}
+
+impl Schedule {
+    /// Schedule `plan` for `mode`.
+    pub fn new(plan: &Plan, mode: Mode) -> Schedule {
+        let n = plan.partitions.len();
+        let mut level = vec![0usize; n];
+        // Partition ids are already topological, so one pass fixes every level.
+        for p in &plan.partitions {
+            for d in p.dependencies() {
+                assert!(d < p.id, "partition ids must be topological");
+                level[p.id] = level[p.id].max(level[d] + 1);
+            }
+        }
+        let depth = level.iter().map(|l| l + 1).max().unwrap_or(0);
+        let mut waves = vec![Vec::new(); depth];
+        for (p, &l) in level.iter().enumerate() {
+            waves[l].push(p);
+        }
+        let rounds: Vec<Vec<usize>> = waves
+            .iter()
+            .flat_map(|w| w.chunks(mode.width()).map(|c| c.to_vec()))
+            .collect();
+        let mut recorded = std::collections::BTreeSet::new();
+        let (mut replayed, mut host) = (0, 0);
+        for p in &plan.partitions {
+            for s in &p.sources {
+                match s.origin {
+                    Origin::Host => host += s.channels,
+                    Origin::Partition(_) => {
+                        replayed += s.channels;
+                        // Recorded once even if several partitions replay it; count the span
+                        // actually used by at least one reader.
+                        for n in s.span.0..s.span.1 {
+                            recorded.insert((s.population, n));
+                        }
+                    }
+                }
+            }
+        }
+        let cost = CostReport {
+            chip_runs: n,
+            host_round_trips: rounds.len(),
+            recorded_channels: recorded.len(),
+            replayed_channels: replayed,
+            host_input_channels: host,
+        };
+        Schedule {
+            mode,
+            waves,
+            rounds,
+            cost,
+        }
+    }
+
+    /// Partitions in execution order.
+    pub fn order(&self) -> impl Iterator<Item = usize> + '_ {
+        self.rounds.iter().flatten().copied()
+    }
+}

@@ -1,0 +1,196 @@
+//! The chip being emulated: how many neuron circuits it has, how many synapse rows feed each
+//! circuit, how circuits join into logical neurons for more fan-in, and the resolutions of its
+//! weights and readout. This module only describes; it never places or runs anything.
+//!
+//! Defaults are BrainScaleS-2 ("HICANN-X"): 2 hemispheres × 256 circuits, 256 synapse rows per
+//! hemisphere, 6-bit weights, signed inputs on two rows, 8-bit CADC readout.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// One emulated chip. Every field can be changed to emulate a planned or scaled system.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Substrate {
+    /// Human-readable name.
+    pub name: String,
+    /// Rows of neuron circuits (BSS-2: 2, one per synapse array).
+    pub hemispheres: usize,
+    /// Neuron circuits per hemisphere (BSS-2: 256).
+    pub circuits_per_hemisphere: usize,
+    /// Synapse rows of each hemisphere's array; each circuit column has one synapse per row
+    /// (BSS-2: 256).
+    pub synapse_rows_per_hemisphere: usize,
+    /// Distinct sources one synapse row can carry, chosen by the synapse's address (6 bit: 64).
+    pub sources_per_row: usize,
+    /// Rows one signed input uses (BSS-2: 2, one excitatory and one inhibitory row).
+    pub rows_per_signed_input: usize,
+    /// Most circuits that may be joined into one logical neuron.
+    pub max_circuits_per_neuron: usize,
+    /// Round circuits per logical neuron up to a power of two, as the chip's software does for
+    /// convenience (784 inputs: 7 → 8 circuits, as in the published MNIST model).
+    pub power_of_two_neurons: bool,
+    /// Largest weight magnitude (6 bit: 63).
+    pub weight_max: i32,
+    /// Bits of the parallel membrane readout (CADC: 8).
+    pub readout_bits: u32,
+    /// Time step of the emulation in µs of hardware time.
+    pub dt_us: f32,
+}
+
+impl Default for Substrate {
+    fn default() -> Self {
+        Self::bss2()
+    }
+}
+
+impl Substrate {
+    /// The BrainScaleS-2 chip (HICANN-X) as published.
+    pub fn bss2() -> Self {
+        Substrate {
+            name: "BrainScaleS-2".into(),
+            hemispheres: 2,
+            circuits_per_hemisphere: 256,
+            synapse_rows_per_hemisphere: 256,
+            sources_per_row: 64,
+            rows_per_signed_input: 2,
+            max_circuits_per_neuron: 512,
+            power_of_two_neurons: true,
+            weight_max: 63,
+            readout_bits: 8,
+            dt_us: 1.0,
+        }
+    }
+
+    /// All neuron circuits of the chip.
+    pub fn circuits(&self) -> usize {
+        self.hemispheres * self.circuits_per_hemisphere
+    }
+
+    /// Synapse rows one circuit receives (its column of one array).
+    pub fn rows_per_circuit(&self) -> usize {
+        self.synapse_rows_per_hemisphere
+    }
+
+    /// Signed inputs one circuit can receive (BSS-2: 128).
+    pub fn signed_inputs_per_circuit(&self) -> usize {
+        self.rows_per_circuit() / self.rows_per_signed_input
+    }
+
+    /// Distinct sources the chip's synapse rows can address in one run, counting a signed
+    /// source once per row pair.
+    pub fn addressable_sources(&self) -> usize {
+        self.hemispheres * self.synapse_rows_per_hemisphere * self.sources_per_row
+            / self.rows_per_signed_input
+    }
+
+    /// Circuits a logical neuron needs for `rows` synapse rows (signed inputs count twice),
+    /// after the power-of-two rounding if enabled. `None` if it exceeds the largest neuron.
+    pub fn circuits_for_rows(&self, rows: usize) -> Option<usize> {
+        let mut c = rows.div_ceil(self.rows_per_circuit()).max(1);
+        if self.power_of_two_neurons {
+            c = c.next_power_of_two();
+        }
+        (c <= self.max_circuits_per_neuron.min(self.circuits())).then_some(c)
+    }
+
+    /// Check that every count is positive and consistent.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("hemispheres", self.hemispheres),
+            ("circuits_per_hemisphere", self.circuits_per_hemisphere),
+            ("synapse_rows_per_hemisphere", self.synapse_rows_per_hemisphere),
+            ("sources_per_row", self.sources_per_row),
+            ("rows_per_signed_input", self.rows_per_signed_input),
+            ("max_circuits_per_neuron", self.max_circuits_per_neuron),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(Error::InvalidSubstrate(format!("{name} must be at least 1")));
+            }
+        }
+        if self.rows_per_signed_input > self.synapse_rows_per_hemisphere {
+            return Err(Error::InvalidSubstrate(format!(
+                "rows_per_signed_input ({}) exceeds synapse_rows_per_hemisphere ({})",
+                self.rows_per_signed_input, self.synapse_rows_per_hemisphere
+            )));
+        }
+        if self.weight_max < 1 {
+            return Err(Error::InvalidSubstrate("weight_max must be at least 1".into()));
+        }
+        if !(1..=16).contains(&self.readout_bits) {
+            return Err(Error::InvalidSubstrate(format!(
+                "readout_bits must lie in 1..=16, got {}",
+                self.readout_bits
+            )));
+        }
+        crate::error::check_range(&self.name, "dt_us", self.dt_us as f64, 1e-6, 1e6)
+    }
+
+    /// Parse a substrate from TOML; fields left out keep their BSS-2 defaults.
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<Self> {
+        let s: Substrate = toml::from_str(text).map_err(|e| Error::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Load a substrate from a TOML file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_toml_str(&text, path)
+    }
+}
+
+/// A system of identical chips that can run independent partitions at the same time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct System {
+    /// The chip.
+    pub substrate: Substrate,
+    /// How many of them (1 = sequential emulation only).
+    pub chips: usize,
+}
+
+impl System {
+    /// `chips` copies of `substrate`.
+    pub fn new(substrate: Substrate, chips: usize) -> Self {
+        System {
+            substrate,
+            chips: chips.max(1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bss2_numbers() {
+        let s = Substrate::bss2();
+        assert_eq!(s.circuits(), 512);
+        assert_eq!(s.signed_inputs_per_circuit(), 128);
+        // 784 signed inputs = 1568 rows → 7 circuits → 8 after power-of-two rounding.
+        assert_eq!(s.circuits_for_rows(1568), Some(8));
+        assert_eq!(s.circuits_for_rows(512), Some(2));
+        let mut exact = s.clone();
+        exact.power_of_two_neurons = false;
+        assert_eq!(exact.circuits_for_rows(1568), Some(7));
+        assert_eq!(s.circuits_for_rows(512 * 256 + 1), None);
+    }
+
+    #[test]
+    fn toml_overrides_keep_defaults() {
+        let s = Substrate::from_toml_str("circuits_per_hemisphere = 1024\n", Path::new("x.toml"))
+            .unwrap();
+        assert_eq!(s.circuits(), 2048);
+        assert_eq!(s.synapse_rows_per_hemisphere, 256);
+        let err = Substrate::from_toml_str("hemispheres = 0\n", Path::new("x.toml")).unwrap_err();
+        assert!(err.to_string().contains("hemispheres"), "{err}");
+        let err = Substrate::from_toml_str("bogus = 1\n", Path::new("x.toml")).unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+}

@@ -1,0 +1,79 @@
+//! The `neuropart` binary end to end: `plan` (text, JSON, PNG) and `run` with a spike file.
+
+use std::process::Command;
+
+fn neuropart(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_neuropart"))
+        .args(args)
+        .output()
+        .expect("binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn plan_prints_five_partitions_as_json_and_draws_png() {
+    let dir = std::env::temp_dir().join(format!("neuropart-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = dir.join("placement.png");
+    let (ok, out, err) = neuropart(&[
+        "plan",
+        "examples/networks/mnist.toml",
+        "--json",
+        "--chips",
+        "4",
+        "--png",
+        png.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["partitions"].as_array().unwrap().len(), 5);
+    assert_eq!(v["schedule"]["rounds"], serde_json::json!([[0, 1, 2, 3], [4]]));
+    assert_eq!(v["schedule"]["cost"]["host_round_trips"], 2);
+    let img = image::open(&png).unwrap();
+    assert!(img.width() > 500 && img.height() > 5 * 100);
+
+    let (ok, out, _) = neuropart(&["plan", "examples/networks/recurrent.toml"]);
+    assert!(ok);
+    assert!(out.contains("exc[0..160]") && out.contains("inh[0..40]"), "{out}");
+
+    let (ok, _, err) = neuropart(&["plan", "examples/networks/missing.toml"]);
+    assert!(!ok && err.contains("missing.toml"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn run_reads_a_spike_file_and_writes_all_spikes() {
+    let dir = std::env::temp_dir().join(format!("neuropart-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Two samples: the first with strong input on 100 channels, the second silent.
+    let events: Vec<[u32; 2]> = (0..200).map(|n| [(n % 5) as u32, n as u32]).collect();
+    let input = serde_json::json!({"steps": 100, "populations": {"input": [events, []]}});
+    let inp = dir.join("in.json");
+    std::fs::write(&inp, input.to_string()).unwrap();
+    let outp = dir.join("out.json");
+    let (ok, _, err) = neuropart(&[
+        "run",
+        "examples/networks/recurrent.toml",
+        "--input",
+        inp.to_str().unwrap(),
+        "--output",
+        outp.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&outp).unwrap()).unwrap();
+    let exc = v["populations"]["exc"].as_array().unwrap();
+    assert_eq!(exc.len(), 2);
+    assert!(!exc[0].as_array().unwrap().is_empty(), "driven sample spikes");
+    assert!(exc[1].as_array().unwrap().is_empty(), "silent sample stays silent");
+
+    // Wrong number of steps: a clear error.
+    std::fs::write(&inp, r#"{"steps": 7, "populations": {"input": [[]]}}"#).unwrap();
+    let (ok, _, err) = neuropart(&["run", "examples/networks/recurrent.toml", "--input", inp.to_str().unwrap()]);
+    assert!(!ok && err.contains("7 steps") && err.contains("100"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,308 @@
+//! Shared test helpers: a naive whole-network reference simulator written independently of the
+//! partitioner and backends, and generators of random networks and input spikes.
+#![allow(dead_code)]
+
+use neuropart::network::{
+    Connectivity, Network, Population, PopulationKind, Projection, Sign, WeightInit,
+};
+use neuropart::neuron::NeuronParams;
+use neuropart::rng::Rng;
+use neuropart::spikes::{SpikeEvent, SpikeTrains};
+use neuropart::substrate::Substrate;
+
+/// Whole-network result of the reference: spike raster and membrane per population,
+/// `[sample][step][neuron]`.
+pub struct Reference {
+    pub spikes: Vec<Vec<bool>>,
+    pub membrane: Vec<Vec<f32>>,
+}
+
+/// Simulate the whole network naively: every population every step, dense loops over all
+/// synapses, populations in topological order of their components. Implements the model as
+/// specified (fixed-point input sums with resolution 2^-e, e = floor(log2(2^23 / max Σ|w|)),
+/// forward Euler / exponential coefficients, reset and refractory), not by calling the
+/// backends' code.
+pub fn reference(net: &Network, dt: f32, inputs: &[(usize, SpikeTrains)]) -> Reference {
+    let steps = net.steps as usize;
+    let npop = net.populations.len();
+    let samples = inputs[0].1.samples();
+    let order: Vec<usize> = net.components().into_iter().flatten().collect();
+    let comp = net.component_of();
+    // Dense weight matrices and delays per projection.
+    struct P {
+        src: usize,
+        tgt: usize,
+        delay: usize,
+        w: Vec<i64>, // [post][pre] fixed point
+    }
+    let mut exps = vec![0i32; npop];
+    for t in 0..npop {
+        let mut bound = vec![0f64; net.populations[t].size];
+        for p in 0..net.projections.len() {
+            let (_, tt) = net.endpoints(p);
+            if tt == t {
+                net.for_each_synapse(p, 0..bound.len(), |_, post, w| bound[post] += (w as f64).abs());
+            }
+        }
+        let b = bound.iter().cloned().fold(0.0, f64::max);
+        exps[t] = if b <= 0.0 { 24 } else { ((8388608.0 / b).log2().floor()) as i32 };
+    }
+    let projs: Vec<P> = (0..net.projections.len())
+        .map(|p| {
+            let (s, t) = net.endpoints(p);
+            let (ns, nt) = (net.populations[s].size, net.populations[t].size);
+            let mut w = vec![0i64; ns * nt];
+            let scale = 2f64.powi(exps[t]);
+            net.for_each_synapse(p, 0..nt, |pre, post, wv| {
+                w[post * ns + pre] += (wv as f64 * scale).round() as i64
+            });
+            let delay = net.projections[p].delay as usize + usize::from(comp[s] == comp[t]);
+            P { src: s, tgt: t, delay, w }
+        })
+        .collect();
+    let mut spikes: Vec<Vec<bool>> = net
+        .populations
+        .iter()
+        .map(|p| vec![false; samples * steps * p.size])
+        .collect();
+    let mut membrane: Vec<Vec<f32>> = net
+        .populations
+        .iter()
+        .map(|p| vec![0.0; samples * steps * p.size])
+        .collect();
+    for (pop, t) in inputs {
+        let n = net.populations[*pop].size;
+        for s in 0..samples {
+            for e in t.sample(s) {
+                spikes[*pop][(s * steps + e.step as usize) * n + e.neuron as usize] = true;
+            }
+        }
+    }
+    for s in 0..samples {
+        let mut cur: Vec<Vec<f32>> = net.populations.iter().map(|p| vec![0.0; p.size]).collect();
+        let mut vm: Vec<Vec<f32>> = net
+            .populations
+            .iter()
+            .map(|p| vec![p.params.v_leak; p.size])
+            .collect();
+        let mut refr: Vec<Vec<u32>> = net.populations.iter().map(|p| vec![0; p.size]).collect();
+        for t in 0..steps {
+            for &pop in &order {
+                let p = &net.populations[pop];
+                if p.kind == PopulationKind::Input {
+                    continue;
+                }
+                let c = p.params.coeffs(dt, p.kind == PopulationKind::Lif);
+                let scale = 2f64.powi(-exps[pop]) as f32;
+                for j in 0..p.size {
+                    let mut acc: i64 = 0;
+                    for pr in projs.iter().filter(|pr| pr.tgt == pop) {
+                        if t < pr.delay {
+                            continue;
+                        }
+                        let ns = net.populations[pr.src].size;
+                        let ts = t - pr.delay;
+                        for pre in 0..ns {
+                            if spikes[pr.src][(s * steps + ts) * ns + pre] {
+                                acc += pr.w[j * ns + pre];
+                            }
+                        }
+                    }
+                    cur[pop][j] = c.a_syn * cur[pop][j] + 1.0 * (acc as f32 * scale);
+                    let idx = (s * steps + t) * p.size + j;
+                    if refr[pop][j] > 0 {
+                        refr[pop][j] -= 1;
+                        vm[pop][j] = c.v_reset;
+                        membrane[pop][idx] = c.v_reset;
+                        continue;
+                    }
+                    vm[pop][j] += c.k_mem * (c.v_leak - vm[pop][j] + cur[pop][j]);
+                    membrane[pop][idx] = vm[pop][j];
+                    if p.kind == PopulationKind::Lif && vm[pop][j] >= c.v_th {
+                        spikes[pop][idx] = true;
+                        vm[pop][j] = c.v_reset;
+                        refr[pop][j] = c.refractory_steps;
+                    }
+                }
+            }
+        }
+    }
+    Reference { spikes, membrane }
+}
+
+/// Convert a raster `[sample][step][neuron]` to trains.
+pub fn raster_to_trains(r: &[bool], samples: usize, steps: u32, n: usize) -> SpikeTrains {
+    let lists = (0..samples)
+        .map(|s| {
+            let mut v = Vec::new();
+            for t in 0..steps as usize {
+                for j in 0..n {
+                    if r[(s * steps as usize + t) * n + j] {
+                        v.push(SpikeEvent { step: t as u32, neuron: j as u32 });
+                    }
+                }
+            }
+            v
+        })
+        .collect();
+    SpikeTrains::from_samples(n, steps, lists)
+}
+
+/// Random input spikes: each channel spikes at each step with probability `p`.
+pub fn random_spikes(rng: &mut Rng, samples: usize, n: usize, steps: u32, p: f64) -> SpikeTrains {
+    let lists = (0..samples)
+        .map(|_| {
+            let mut v = Vec::new();
+            for t in 0..steps {
+                for j in 0..n {
+                    if rng.uniform() < p {
+                        v.push(SpikeEvent { step: t, neuron: j as u32 });
+                    }
+                }
+            }
+            v
+        })
+        .collect();
+    SpikeTrains::from_samples(n, steps, lists)
+}
+
+/// A small substrate that forces real partitioning of small random networks.
+pub fn small_substrate() -> Substrate {
+    Substrate {
+        name: "tiny".into(),
+        circuits_per_hemisphere: 32,
+        synapse_rows_per_hemisphere: 32,
+        ..Substrate::bss2()
+    }
+}
+
+fn params(rng: &mut Rng) -> NeuronParams {
+    NeuronParams {
+        tau_mem: 3.0 + 10.0 * rng.uniform() as f32,
+        tau_syn: 2.0 + 6.0 * rng.uniform() as f32,
+        v_th: 0.5 + rng.uniform() as f32,
+        v_reset: -0.1 * rng.uniform() as f32,
+        refractory: (rng.below(3)) as f32,
+        ..Default::default()
+    }
+}
+
+/// A random network: an image input, 1–3 hidden layers (dense, convolutional, or dense plus a
+/// sparse projection from the input), recurrence (self-loops, E/I pairs) on some layers, random
+/// delays, and a readout; weights strong enough that neurons spike.
+pub fn random_network(seed: u64, substrate: &Substrate) -> Network {
+    let mut rng = Rng::new(seed);
+    let init = WeightInit { mean: 0.15, std: 0.6 };
+    let (hh, ww) = (2 + rng.below(3), 3 + rng.below(6));
+    let n_in = hh * ww;
+    let mut pops = vec![Population {
+        name: "in".into(),
+        size: n_in,
+        kind: PopulationKind::Input,
+        shape: Some([1, hh, ww]),
+        params: NeuronParams::default(),
+    }];
+    let mut projs = Vec::new();
+    let mut prev = 0usize;
+    let layers = 1 + rng.below(3);
+    for l in 0..layers {
+        let name = format!("h{l}");
+        let prev_name = pops[prev].name.clone();
+        let choice = rng.below(3);
+        match (choice, pops[prev].shape) {
+            (1, Some([c, h, w])) if h >= 1 && w >= 1 => {
+                let k = 1 + rng.below(3.min(h).min(w));
+                let oc = 1 + rng.below(3);
+                let shape = [oc, h - k + 1, w - k + 1];
+                pops.push(Population {
+                    name: name.clone(),
+                    size: shape.iter().product(),
+                    kind: PopulationKind::Lif,
+                    shape: Some(shape),
+                    params: params(&mut rng),
+                });
+                let _ = c;
+                let mut pr = proj(&prev_name, &name, 0, init.mean);
+                pr.connectivity = Connectivity::Conv2d { kernel: k, stride: 1, padding: 0 };
+                pr.init = init;
+                projs.push(pr);
+            }
+            _ => {
+                let size = 4 + rng.below(40);
+                pops.push(Population {
+                    name: name.clone(),
+                    size,
+                    kind: PopulationKind::Lif,
+                    shape: None,
+                    params: params(&mut rng),
+                });
+                let mut pr = proj(&prev_name, &name, 0, init.mean);
+                pr.init = init;
+                projs.push(pr);
+                if choice == 2 {
+                    let conns: Vec<[u32; 2]> = (0..size * 3)
+                        .map(|_| [rng.below(n_in) as u32, rng.below(size) as u32])
+                        .collect();
+                    let mut sp = proj("in", &name, 0, 0.3);
+                    sp.connectivity = Connectivity::Sparse { connections: conns };
+                    projs.push(sp);
+                }
+            }
+        }
+        let me = pops.len() - 1;
+        if rng.below(3) == 0 && pops[me].size <= 12 {
+            if rng.below(2) == 0 {
+                projs.push(proj(&name, &name, rng.below(2) as u32, 0.2));
+            } else {
+                let inh = format!("{name}_inh");
+                pops.push(Population {
+                    name: inh.clone(),
+                    size: 3 + rng.below(5),
+                    kind: PopulationKind::Lif,
+                    shape: None,
+                    params: params(&mut rng),
+                });
+                projs.push(proj(&name, &inh, 0, 0.5));
+                projs.push(proj(&inh, &name, rng.below(2) as u32, -0.6));
+            }
+        }
+        prev = me;
+    }
+    pops.push(Population {
+        name: "out".into(),
+        size: 2 + rng.below(8),
+        kind: PopulationKind::Readout,
+        shape: None,
+        params: params(&mut rng),
+    });
+    let mut ro = proj(&pops[prev].name.clone(), "out", 0, init.mean);
+    ro.init = init;
+    projs.push(ro);
+    for p in &mut projs {
+        if rng.below(4) == 0 {
+            p.delay += 1 + rng.below(2) as u32;
+        }
+    }
+    Network {
+        name: format!("random{seed}"),
+        seed,
+        steps: 12 + rng.below(10) as u32,
+        populations: pops,
+        projections: projs,
+    }
+    .prepare(substrate)
+    .unwrap()
+}
+
+fn proj(s: &str, t: &str, delay: u32, mean: f32) -> Projection {
+    Projection {
+        name: String::new(),
+        source: s.into(),
+        target: t.into(),
+        connectivity: Connectivity::Dense,
+        sign: Sign::Signed,
+        delay,
+        init: WeightInit { mean, std: 0.3 },
+        weights: Vec::new(),
+    }
+}

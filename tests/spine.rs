@@ -1,0 +1,408 @@
+//! The spine's invariants: dynamics against hand-computed values, whole versus partitioned
+//! execution, plan and schedule invariants on random networks, the paper's MNIST plan, and
+//! clear errors for bad input.
+
+mod common;
+
+use common::*;
+use neuropart::network::{Network, NetworkBuilder, PopulationKind, WeightInit};
+use neuropart::neuron::NeuronParams;
+use neuropart::partition::{Origin, PartitionOptions, Plan};
+use neuropart::prelude::*;
+use neuropart::PartitionProgram;
+use neuropart::rng::Rng;
+use neuropart::schedule::Schedule;
+use std::collections::HashSet;
+use std::path::Path;
+
+/// One LIF neuron fed by three input channels with known weights and spike times.
+fn single_neuron(weights: Vec<f32>, steps: u32) -> Network {
+    let mut net = NetworkBuilder::new("one", steps, 0)
+        .input("in", weights.len())
+        .dense(
+            "n",
+            1,
+            NeuronParams {
+                tau_mem: 6.0,
+                tau_syn: 5.7,
+                v_th: 1.0,
+                ..Default::default()
+            },
+            WeightInit::default(),
+        )
+        .build(&Substrate::bss2())
+        .unwrap();
+    net.projections[0].weights = weights;
+    net
+}
+
+/// Closed form of the Euler-discretised neuron (f64): with a = 1 − dt/τ_syn, b = 1 − dt/τ_mem,
+/// k = dt/τ_mem, a current jump w at step s contributes i_t = w·a^(t−s) and, while no spike
+/// resets the membrane, v_t = Σ w·k·(b^(n+1) − a^(n+1))/(b − a), n = t − s.
+fn closed_form(events: &[(u32, f64)], t: u32) -> f64 {
+    let (a, b, k) = (1.0 - 1.0 / 5.7f64, 1.0 - 1.0 / 6.0f64, 1.0 / 6.0f64);
+    events
+        .iter()
+        .filter(|(s, _)| *s <= t)
+        .map(|&(s, w)| {
+            let n = (t - s) as i32;
+            w * k * (b.powi(n + 1) - a.powi(n + 1)) / (b - a)
+        })
+        .sum()
+}
+
+#[test]
+fn one_neuron_matches_closed_form_and_fires_at_hand_computed_step() {
+    // Sub-threshold: the whole trace follows the closed form.
+    let w = [0.75f64, 0.5, -0.25];
+    let times = [2u32, 5, 9];
+    let net = single_neuron(w.iter().map(|&x| x as f32).collect(), 30);
+    let exec = Executor::new(net, &Substrate::bss2(), 1, &PartitionOptions::default()).unwrap();
+    let ev: Vec<SpikeEvent> = times
+        .iter()
+        .enumerate()
+        .map(|(j, &t)| SpikeEvent { step: t, neuron: j as u32 })
+        .collect();
+    let input = SpikeTrains::from_samples(3, 30, vec![ev]);
+    let out = exec.run(&CpuBackend, &[(0, input)], true).unwrap();
+    let trace = out.membrane[1].as_ref().unwrap();
+    let events: Vec<(u32, f64)> = times.iter().cloned().zip(w.iter().cloned()).collect();
+    for t in 0..30 {
+        let expect = closed_form(&events, t);
+        assert!(
+            (trace[t as usize] as f64 - expect).abs() < 1e-5,
+            "step {t}: {} vs {expect}",
+            trace[t as usize]
+        );
+    }
+    assert!(out.spikes.get(1).unwrap().is_empty(), "stays below threshold");
+
+    // Supra-threshold: two strong inputs at steps 0 and 1. By the closed form the membrane
+    // first reaches 1 at the step found below; the neuron must spike exactly there, once.
+    let net = single_neuron(vec![2.0, 2.0], 30);
+    let events = [(0u32, 2.0f64), (1, 2.0)];
+    let first = (0..30).find(|&t| closed_form(&events, t) >= 1.0).unwrap();
+    // Hand check of that step: v_0 = 2/6 = 0.333, v_1 = 0.333 + (3.649 − 0.333)/6 = 0.886,
+    // v_2 = 0.886 + (3.011 − 0.886)/6 = 1.240 → spike at step 2.
+    assert_eq!(first, 2);
+    let exec = Executor::new(net, &Substrate::bss2(), 1, &PartitionOptions::default()).unwrap();
+    let input = SpikeTrains::from_samples(
+        2,
+        30,
+        vec![vec![
+            SpikeEvent { step: 0, neuron: 0 },
+            SpikeEvent { step: 1, neuron: 1 },
+        ]],
+    );
+    let out = exec.run(&CpuBackend, &[(0, input)], true).unwrap();
+    let spikes: Vec<u32> = out.spikes.get(1).unwrap().sample(0).iter().map(|e| e.step).collect();
+    // After the reset at step 2 the remaining current (a²·2 + a·2 = 3.011·a) drives it up
+    // again: v_t = k Σ_{u=3..t} b^(t−u) i_u with i_u = 3.011·a^(u−2); computed in f64 here.
+    let a = 1.0 - 1.0 / 5.7f64;
+    let (b, k) = (1.0 - 1.0 / 6.0f64, 1.0 / 6.0f64);
+    let i2 = 2.0 * a * a + 2.0 * a;
+    let mut second = None;
+    let mut v = 0.0;
+    for t in 3..30 {
+        v = b * v + k * i2 * a.powi(t - 2);
+        if v >= 1.0 {
+            second = Some(t as u32);
+            break;
+        }
+    }
+    let mut expect = vec![2u32];
+    expect.extend(second);
+    assert_eq!(spikes[..expect.len()], expect[..], "spike steps {spikes:?}");
+}
+
+fn assert_same_as_reference(net: &Network, substrate: &Substrate, opts: &PartitionOptions, seed: u64) -> usize {
+    let mut rng = Rng::new(seed ^ 0xABCD);
+    let samples = 3;
+    let input_pop = net.inputs()[0];
+    let n_in = net.populations[input_pop].size;
+    let input = random_spikes(&mut rng, samples, n_in, net.steps, 0.25);
+    let reference = reference(net, substrate.dt_us, &[(input_pop, input.clone())]);
+    let exec = Executor::new(net.clone(), substrate, 1, opts).unwrap();
+    let out = exec.run(&CpuBackend, &[(input_pop, input)], true).unwrap();
+    let mut total = 0;
+    for (p, pop) in net.populations.iter().enumerate() {
+        if pop.kind == PopulationKind::Input {
+            continue;
+        }
+        let expect = raster_to_trains(&reference.spikes[p], samples, net.steps, pop.size);
+        let got = out.spikes.get(p).unwrap();
+        assert_eq!(got, &expect, "seed {seed}: spikes of '{}' differ", pop.name);
+        total += got.len();
+        let m = out.membrane[p].as_ref().unwrap();
+        assert_eq!(m, &reference.membrane[p], "seed {seed}: membrane of '{}'", pop.name);
+    }
+    total
+}
+
+#[test]
+fn whole_and_partitioned_runs_give_identical_spikes() {
+    let tiny = small_substrate();
+    let big = Substrate::bss2();
+    let mut partitioned_somewhere = false;
+    let mut spikes = 0;
+    for seed in 0..12 {
+        let net = random_network(seed, &tiny);
+        let plan_tiny = Plan::new(&net, &tiny, &PartitionOptions::default()).unwrap();
+        let merged = PartitionOptions { merge_layers: true };
+        let plan_big = Plan::new(&net, &big, &merged).unwrap();
+        assert_eq!(plan_big.partitions.len(), 1, "seed {seed}: fits one BSS-2 whole");
+        partitioned_somewhere |= plan_tiny.partitions.len() > 3;
+        // Whole (one partition, stages inside), and partitioned on the tiny chip, both equal to
+        // the naive whole-network reference.
+        spikes += assert_same_as_reference(&net, &big, &merged, seed);
+        spikes += assert_same_as_reference(&net, &tiny, &PartitionOptions::default(), seed);
+        spikes += assert_same_as_reference(&net, &tiny, &merged, seed);
+    }
+    assert!(partitioned_somewhere, "some network was split into several partitions");
+    assert!(spikes > 500, "networks must actually spike ({spikes} spikes)");
+}
+
+#[test]
+fn plan_invariants_hold_on_random_networks() {
+    for seed in 0..40 {
+        let sub = if seed % 2 == 0 { small_substrate() } else { Substrate::bss2() };
+        let net = random_network(seed, &sub);
+        for merge in [false, true] {
+            let plan = Plan::new(&net, &sub, &PartitionOptions { merge_layers: merge }).unwrap();
+            check_plan(&net, &plan, seed);
+            for chips in [1, 2, 3] {
+                check_schedule(&plan, &Schedule::new(&plan, Mode::for_chips(chips)), chips);
+            }
+        }
+    }
+}
+
+fn check_plan(net: &Network, plan: &Plan, seed: u64) {
+    let sub = &plan.substrate;
+    // Coverage: every non-input neuron exactly once.
+    for (p, pop) in net.populations.iter().enumerate() {
+        if pop.kind == PopulationKind::Input {
+            continue;
+        }
+        let mut seen = vec![0; pop.size];
+        for part in &plan.partitions {
+            for r in part.parts.iter().filter(|r| r.neurons.population == p) {
+                for n in r.neurons.range() {
+                    seen[n] += 1;
+                }
+            }
+        }
+        assert!(seen.iter().all(|&c| c == 1), "seed {seed}: '{}' coverage {seen:?}", pop.name);
+    }
+    // Every synapse exactly once: the compiled programs hold each synapse of the network once.
+    let total: usize = (0..net.projections.len())
+        .map(|p| {
+            let (_, t) = net.endpoints(p);
+            let mut k = 0;
+            net.for_each_synapse(p, 0..net.populations[t].size, |_, _, _| k += 1);
+            k
+        })
+        .sum();
+    let compiled: usize = plan
+        .partitions
+        .iter()
+        .map(|p| PartitionProgram::compile(net, plan, p).synapses.len())
+        .sum();
+    assert_eq!(compiled, total, "seed {seed}: synapse coverage");
+    // Substrate constraints.
+    for part in &plan.partitions {
+        let used: usize = part.parts.iter().map(|r| r.neurons.size * r.circuits_per_neuron).sum();
+        assert_eq!(used, part.circuits_used);
+        assert!(used <= sub.circuits(), "seed {seed}: circuits {used}");
+        let mut circuits = HashSet::new();
+        for (k, r) in part.parts.iter().enumerate() {
+            assert!(r.circuits_per_neuron <= sub.max_circuits_per_neuron);
+            assert!(
+                r.rows_per_neuron <= r.circuits_per_neuron * sub.rows_per_circuit(),
+                "seed {seed}: fan-in rows {} > {} circuits",
+                r.rows_per_neuron,
+                r.circuits_per_neuron
+            );
+            let (rows, _) = net.rows_needed(r.neurons.population, sub);
+            assert_eq!(rows, r.rows_per_neuron);
+            for j in 0..r.neurons.size {
+                for c in part.circuit_of(sub, k, j) {
+                    assert!(c < sub.circuits(), "seed {seed}: circuit {c} off the chip");
+                    assert!(circuits.insert(c), "seed {seed}: circuit {c} used twice");
+                }
+            }
+        }
+        assert!(part.channel_count() <= sub.addressable_sources());
+        for s in &part.sources {
+            if let Origin::Partition(d) = s.origin {
+                assert!(d < part.id, "sources come from earlier partitions");
+            }
+        }
+    }
+    // Recurrent components whole inside one partition.
+    for comp in net.components() {
+        let looped = comp.len() > 1
+            || (0..net.projections.len()).any(|p| net.endpoints(p) == (comp[0], comp[0]));
+        if !looped || net.populations[comp[0]].kind == PopulationKind::Input {
+            continue;
+        }
+        let homes: HashSet<usize> = comp
+            .iter()
+            .flat_map(|&p| {
+                plan.partitions
+                    .iter()
+                    .filter(move |part| part.parts.iter().any(|r| r.neurons.population == p))
+                    .map(|part| part.id)
+            })
+            .collect();
+        assert_eq!(homes.len(), 1, "seed {seed}: component {comp:?} split over {homes:?}");
+    }
+}
+
+fn check_schedule(plan: &Plan, sch: &Schedule, chips: usize) {
+    let mut wave_of = vec![usize::MAX; plan.partitions.len()];
+    for (w, wave) in sch.waves.iter().enumerate() {
+        for &p in wave {
+            assert_eq!(wave_of[p], usize::MAX, "partition {p} in two waves");
+            wave_of[p] = w;
+        }
+    }
+    let mut round_of = vec![usize::MAX; plan.partitions.len()];
+    for (r, round) in sch.rounds.iter().enumerate() {
+        assert!(round.len() <= chips);
+        for &p in round {
+            assert_eq!(round_of[p], usize::MAX);
+            round_of[p] = r;
+        }
+    }
+    for p in &plan.partitions {
+        assert_ne!(wave_of[p.id], usize::MAX, "every partition scheduled");
+        for d in p.dependencies() {
+            assert!(wave_of[d] < wave_of[p.id], "dependency {d} of {} in a later wave", p.id);
+            assert!(round_of[d] < round_of[p.id]);
+        }
+    }
+}
+
+#[test]
+fn mnist_plans_to_four_hidden_partitions_and_a_readout() {
+    let sub = Substrate::bss2();
+    let net = Network::load(Path::new("examples/networks/mnist.toml"), &sub).unwrap();
+    let plan = Plan::new(&net, &sub, &PartitionOptions::default()).unwrap();
+    assert_eq!(plan.partitions.len(), 5);
+    for p in &plan.partitions[..4] {
+        assert_eq!(p.parts.len(), 1);
+        assert_eq!(p.parts[0].neurons.size, 64);
+        assert_eq!(p.parts[0].circuits_per_neuron, 8);
+        assert_eq!(p.circuits_used, 512);
+        assert_eq!(p.channel_count(), 784);
+        assert_eq!(p.dependencies(), Vec::<usize>::new());
+    }
+    let r = &plan.partitions[4];
+    assert_eq!((r.parts[0].neurons.size, r.parts[0].circuits_per_neuron), (10, 2));
+    assert_eq!(r.dependencies(), vec![0, 1, 2, 3]);
+    let seq = Schedule::new(&plan, Mode::Sequential);
+    assert_eq!(seq.waves, vec![vec![0, 1, 2, 3], vec![4]]);
+    assert_eq!(seq.cost.host_round_trips, 5);
+    let four = Schedule::new(&plan, Mode::for_chips(4));
+    assert_eq!(four.rounds, vec![vec![0, 1, 2, 3], vec![4]]);
+    assert_eq!(four.cost.host_round_trips, 2);
+    assert_eq!(four.cost.chip_runs, 5);
+    assert_eq!(four.cost.replayed_channels, 256);
+    // A chip with 4x the circuits holds the hidden layer in one run.
+    let big = Substrate { circuits_per_hemisphere: 1024, ..sub };
+    assert_eq!(Plan::new(&net, &big, &PartitionOptions::default()).unwrap().partitions.len(), 2);
+}
+
+fn err_of(toml_text: &str) -> String {
+    match Network::from_str(toml_text, false, Path::new("bad.toml"), &Substrate::bss2()) {
+        Ok(_) => panic!("accepted:\n{toml_text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    // Recurrent population larger than one substrate: 600 neurons with a self-loop.
+    let sub = Substrate::bss2();
+    let net = NetworkBuilder::new("r", 10, 0)
+        .input("in", 10)
+        .dense("big", 600, NeuronParams::default(), WeightInit::default())
+        .recurrent(WeightInit::default())
+        .build(&sub)
+        .unwrap();
+    let e = Plan::new(&net, &sub, &PartitionOptions::default()).unwrap_err().to_string();
+    // 10 + 600 signed inputs = 1220 rows → 5 → 8 circuits; 600 × 8 = 4800 > 512.
+    assert!(e.contains("recurrent") && e.contains("big") && e.contains("4800") && e.contains("512"), "{e}");
+    assert!(e.contains("short by 4288"), "{e}");
+
+    // Fan-in beyond the largest logical neuron: 70 000 signed inputs need 140 000 rows, the
+    // whole chip has 512 × 256 = 131 072.
+    let net = NetworkBuilder::new("f", 10, 0)
+        .input("in", 70_000)
+        .dense("wide", 1, NeuronParams::default(), WeightInit::default())
+        .build(&sub)
+        .unwrap();
+    let e = Plan::new(&net, &sub, &PartitionOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("wide") && e.contains("140000") && e.contains("131072") && e.contains("short by 8928"), "{e}");
+
+    // Malformed TOML: the parser's location is passed on.
+    let e = err_of("name = \"x\"\n[[populations]\nname = 1\n");
+    assert!(e.contains("bad.toml") && e.contains("cannot parse") && e.contains("line 2"), "{e}");
+
+    // NaN parameter.
+    let base = "[[populations]]\nname = \"in\"\nsize = 2\nkind = \"input\"\n\
+                [[populations]]\nname = \"h\"\nsize = 2\n";
+    let e = err_of(&format!("{base}params = {{ tau_mem = nan }}\n"));
+    assert!(e.contains("tau_mem") && e.contains("'h'") || e.contains("of h"), "{e}");
+    assert!(e.contains("finite"), "{e}");
+
+    // Negative time constant.
+    let e = err_of(&format!("{base}params = {{ tau_syn = -3.0 }}\n"));
+    assert!(e.contains("tau_syn") && e.contains("-3"), "{e}");
+
+    // Unknown population.
+    let e = err_of(&format!("{base}[[projections]]\nsource = \"in\"\ntarget = \"nope\"\n"));
+    assert!(e.contains("unknown population 'nope'"), "{e}");
+
+    // Weight count mismatch.
+    let e = err_of(&format!("{base}[[projections]]\nsource = \"in\"\ntarget = \"h\"\nweights = [1.0, 2.0, 3.0]\n"));
+    assert!(e.contains("3 weights") && e.contains("needs 4"), "{e}");
+
+    // NaN weight.
+    let e = err_of(&format!("{base}[[projections]]\nsource = \"in\"\ntarget = \"h\"\nweights = [1.0, nan, 3.0, 1.0]\n"));
+    assert!(e.contains("weights[1]") && e.contains("NaN"), "{e}");
+
+    // Convolution shape mismatch.
+    let e = err_of(
+        "[[populations]]\nname = \"img\"\nsize = 16\nkind = \"input\"\nshape = [1, 4, 4]\n\
+         [[populations]]\nname = \"c\"\nsize = 9\nshape = [1, 3, 3]\n\
+         [[projections]]\nsource = \"img\"\ntarget = \"c\"\nconnectivity = { type = \"conv2d\", kernel = 3 }\n",
+    );
+    assert!(e.contains("2x2") || e.contains("Some(2)"), "{e}");
+    assert!(e.contains("[1, 3, 3]"), "{e}");
+
+    // Excitatory projection with a negative weight.
+    let e = err_of(&format!("{base}[[projections]]\nsource = \"in\"\ntarget = \"h\"\nsign = \"excitatory\"\nweights = [1.0, -2.0, 3.0, 1.0]\n"));
+    assert!(e.contains("weights[1]") && e.contains("Excitatory"), "{e}");
+
+    // Missing file.
+    let e = Network::load(Path::new("no/such/net.toml"), &sub).unwrap_err().to_string();
+    assert!(e.contains("no/such/net.toml"), "{e}");
+}
+
+#[test]
+fn network_files_round_trip() {
+    let sub = Substrate::bss2();
+    let dir = std::env::temp_dir().join(format!("neuropart-rt-{}", std::process::id()));
+    for seed in 0..4 {
+        let net = random_network(seed, &sub);
+        for ext in ["toml", "json"] {
+            let path = dir.join(format!("n{seed}.{ext}"));
+            net.save(&path).unwrap();
+            let back = Network::load(&path, &sub).unwrap();
+            assert_eq!(back, net, "seed {seed} via {ext}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
