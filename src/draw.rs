@@ -105,7 +105,10 @@ impl Canvas {
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut bytes = Vec::new();
         self.img
-            .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
             .map_err(|e| crate::Error::io(path, std::io::Error::other(e)))?;
         crate::io::write_atomic(path, &bytes)
     }

@@ -49,8 +49,14 @@ mod tests {
             ev,
             vec![
                 SpikeEvent { step: 0, neuron: 1 },
-                SpikeEvent { step: 15, neuron: 2 },
-                SpikeEvent { step: 29, neuron: 3 },
+                SpikeEvent {
+                    step: 15,
+                    neuron: 2
+                },
+                SpikeEvent {
+                    step: 29,
+                    neuron: 3
+                },
             ]
         );
     }

@@ -9,6 +9,7 @@ use crate::partition::{PartitionOptions, Plan};
 use crate::schedule::{Mode, Schedule};
 use crate::spikes::{SpikeEvent, SpikeTrains};
 use crate::substrate::Substrate;
+use rayon::prelude::*;
 use std::time::{Duration, Instant};
 
 /// Spikes of every population of a network for one batch, over global neuron indices.
@@ -26,64 +27,74 @@ impl SpikeStore {
 
     /// Add the spikes of `output` (local indices of `program`) to their populations.
     fn record(&mut self, network: &Network, program: &PartitionProgram, output: &SpikeTrains) {
-        let samples = output.samples();
-        let mut per_pop: Vec<Option<Vec<Vec<SpikeEvent>>>> = vec![None; network.populations.len()];
-        for &(pop, _) in &program.neurons {
-            per_pop[pop].get_or_insert_with(|| {
-                (0..samples)
-                    .map(|s| self.get(pop).map(|t| t.sample(s).to_vec()).unwrap_or_default())
-                    .collect()
-            });
-        }
-        for s in 0..samples {
-            for e in output.sample(s) {
-                let (pop, n) = program.neurons[e.neuron as usize];
-                per_pop[pop].as_mut().unwrap()[s].push(SpikeEvent {
-                    step: e.step,
-                    neuron: n,
-                });
-            }
-        }
-        for (pop, lists) in per_pop.into_iter().enumerate() {
-            if let Some(lists) = lists {
-                self.populations[pop] = Some(SpikeTrains::from_samples(
-                    network.populations[pop].size,
-                    output.steps,
-                    lists,
-                ));
-            }
+        let mut pops: Vec<PopulationId> = program.neurons.iter().map(|&(p, _)| p).collect();
+        pops.dedup();
+        for pop in pops {
+            let size = network.populations[pop].size;
+            let old = self.populations[pop].take();
+            let lists: Vec<Vec<SpikeEvent>> = (0..output.samples())
+                .into_par_iter()
+                .map(|s| {
+                    let mut ev: Vec<SpikeEvent> = old
+                        .as_ref()
+                        .map(|t| t.sample(s).to_vec())
+                        .unwrap_or_default();
+                    let had = ev.len();
+                    ev.extend(output.sample(s).iter().filter_map(|e| {
+                        let (p, n) = program.neurons[e.neuron as usize];
+                        (p == pop).then_some(SpikeEvent {
+                            step: e.step,
+                            neuron: n,
+                        })
+                    }));
+                    if had > 0 {
+                        ev.sort_unstable();
+                    }
+                    ev
+                })
+                .collect();
+            self.populations[pop] =
+                Some(SpikeTrains::from_sorted_samples(size, output.steps, lists));
         }
     }
 
     /// The input of `program`: recorded spikes of its channels, in channel indices.
     fn replay(&self, program: &PartitionProgram, samples: usize, steps: u32) -> SpikeTrains {
-        // Channels are sorted by (population, neuron): one contiguous block per population.
-        let mut blocks: Vec<(PopulationId, usize, usize)> = Vec::new();
-        for (k, &(pop, _)) in program.channels.iter().enumerate() {
-            match blocks.last_mut() {
-                Some(b) if b.0 == pop => b.2 = k + 1,
-                _ => blocks.push((pop, k, k + 1)),
+        // Channels are sorted by (population, neuron): one contiguous block per population,
+        // looked up through a table over the population's neurons.
+        let mut blocks: Vec<(PopulationId, Vec<u32>)> = Vec::new();
+        for (k, &(pop, n)) in program.channels.iter().enumerate() {
+            if blocks.last().is_none_or(|b| b.0 != pop) {
+                let size = self.get(pop).map(|t| t.neurons).unwrap_or(0);
+                blocks.push((pop, vec![u32::MAX; size]));
+            }
+            let lut = &mut blocks.last_mut().unwrap().1;
+            if let Some(slot) = lut.get_mut(n as usize) {
+                *slot = k as u32;
             }
         }
-        let lists = (0..samples)
+        let lists: Vec<Vec<SpikeEvent>> = (0..samples)
+            .into_par_iter()
             .map(|s| {
                 let mut ev = Vec::new();
-                for &(pop, a, b) in &blocks {
-                    let Some(t) = self.get(pop) else { continue };
-                    let chans = &program.channels[a..b];
-                    for e in t.sample(s) {
-                        if let Ok(k) = chans.binary_search(&(pop, e.neuron)) {
-                            ev.push(SpikeEvent {
-                                step: e.step,
-                                neuron: (a + k) as u32,
-                            });
-                        }
-                    }
+                for (pop, lut) in &blocks {
+                    let Some(t) = self.get(*pop) else { continue };
+                    ev.extend(t.sample(s).iter().filter_map(|e| {
+                        let k = lut[e.neuron as usize];
+                        (k != u32::MAX).then_some(SpikeEvent {
+                            step: e.step,
+                            neuron: k,
+                        })
+                    }));
+                }
+                // Within one block the mapping keeps the (step, neuron) order.
+                if blocks.len() > 1 {
+                    ev.sort_unstable();
                 }
                 ev
             })
             .collect();
-        SpikeTrains::from_samples(program.channels.len(), steps, lists)
+        SpikeTrains::from_sorted_samples(program.channels.len(), steps, lists)
     }
 }
 
@@ -172,9 +183,10 @@ impl Executor {
             populations: vec![None; net.populations.len()],
         };
         for (pop, t) in inputs {
-            let p = net.populations.get(*pop).ok_or_else(|| {
-                Error::InvalidInput(format!("no population with id {pop}"))
-            })?;
+            let p = net
+                .populations
+                .get(*pop)
+                .ok_or_else(|| Error::InvalidInput(format!("no population with id {pop}")))?;
             if p.kind != PopulationKind::Input {
                 return Err(Error::InvalidInput(format!(
                     "'{}' is not an input population",

@@ -186,7 +186,9 @@ impl Network {
         }
         for (i, p) in self.populations.iter().enumerate() {
             if p.name.is_empty() {
-                return Err(Error::InvalidNetwork(format!("population #{i} has no name")));
+                return Err(Error::InvalidNetwork(format!(
+                    "population #{i} has no name"
+                )));
             }
             if self.populations[..i].iter().any(|q| q.name == p.name) {
                 return Err(Error::InvalidNetwork(format!(
@@ -273,7 +275,11 @@ impl Network {
                         pr.name
                     )));
                 }
-                let out = |n: usize| (n + 2 * padding).checked_sub(*kernel).map(|x| x / stride + 1);
+                let out = |n: usize| {
+                    (n + 2 * padding)
+                        .checked_sub(*kernel)
+                        .map(|x| x / stride + 1)
+                };
                 match (out(ins[1]), out(ins[2])) {
                     (Some(oh), Some(ow)) if oh == outs[1] && ow == outs[2] => {}
                     (oh, ow) => {
@@ -689,6 +695,7 @@ impl NetworkBuilder {
 
     /// A convolutional LIF layer with `out_channels` feature maps fed by the previous layer
     /// (which must have a shape).
+    #[allow(clippy::too_many_arguments)] // mirrors the conv2d signature researchers know
     pub fn conv2d(
         mut self,
         name: &str,
@@ -708,12 +715,7 @@ impl NetworkBuilder {
             .unwrap_or([1, 0, 0]);
         let o = |n: usize| ((n + 2 * padding).saturating_sub(kernel)) / stride.max(1) + 1;
         let shape = [out_channels, o(h), o(w)];
-        self = self.population(
-            name,
-            shape.iter().product(),
-            PopulationKind::Lif,
-            params,
-        );
+        self = self.population(name, shape.iter().product(), PopulationKind::Lif, params);
         self.net.populations.last_mut().unwrap().shape = Some(shape);
         self.project(
             &prev,

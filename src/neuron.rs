@@ -153,24 +153,28 @@ impl LifState {
 /// this step in fixed point (units of `c.input_scale`): integer sums do not depend on the order
 /// in which spikes are added, so the result is the same however the network is partitioned and
 /// whichever backend adds them. The resolution is chosen per population so that the largest
-/// possible input is exact in `f32` (see `PartitionProgram::compile`). Returns whether the
-/// neuron spiked and its membrane before reset (what training needs for the surrogate).
-#[inline]
-pub fn lif_step(c: &NeuronCoeffs, s: &mut LifState, input: i32) -> (bool, f32) {
-    s.i = c.a_syn * s.i + c.weight_gain * (input as f32 * c.input_scale);
-    if s.refractory > 0 {
-        s.refractory -= 1;
-        s.v = c.v_reset;
-        return (false, s.v);
-    }
-    s.v += c.k_mem * (c.v_leak - s.v + s.i);
-    let v = s.v;
-    if c.spiking != 0 && v >= c.v_th {
-        s.v = c.v_reset;
-        s.refractory = c.refractory_steps;
-        return (true, v);
-    }
-    (false, v)
+/// possible input is exact in `f32` (see `PartitionProgram::compile`).
+///
+/// Returns the new state, whether the neuron spiked, and its membrane before reset (what
+/// training needs for the surrogate). Written without branches so that loops over neurons
+/// vectorise; `shaders/lif.wgsl` mirrors it line by line.
+#[inline(always)]
+pub fn lif_step(c: &NeuronCoeffs, s: LifState, input: i32) -> (LifState, bool, f32) {
+    let i = c.a_syn * s.i + c.weight_gain * (input as f32 * c.input_scale);
+    let refractory = s.refractory > 0;
+    let integrated = s.v + c.k_mem * (c.v_leak - s.v + i);
+    let v = if refractory { c.v_reset } else { integrated };
+    let spike = !refractory && c.spiking != 0 && v >= c.v_th;
+    let next = LifState {
+        i,
+        v: if spike { c.v_reset } else { v },
+        refractory: if spike {
+            c.refractory_steps
+        } else {
+            s.refractory.saturating_sub(1)
+        },
+    };
+    (next, spike, v)
 }
 
 #[cfg(test)]
@@ -195,18 +199,24 @@ mod tests {
         };
         let c = p.coeffs(1.0, true);
         let mut s = LifState::rest(&c);
+        let mut step = |input| {
+            let (next, spike, v) = lif_step(&c, s, input);
+            s = next;
+            (spike, v, s)
+        };
         // step 0: i = 2, v = 0.5
-        assert_eq!(lif_step(&c, &mut s, 2), (false, 0.5));
+        assert_eq!(step(2).1, 0.5);
         // step 1: i = 1, v = 0.5 + 0.25*(0.5) = 0.625
-        assert_eq!(lif_step(&c, &mut s, 0), (false, 0.625));
+        assert_eq!(step(0).1, 0.625);
         // step 2: i = 0.5 + 3 = 3.5, v = 0.625 + 0.25*(2.875) = 1.34375 → spike, reset to 0
-        assert_eq!(lif_step(&c, &mut s, 3), (true, 1.34375));
-        assert_eq!(s.v, 0.0);
+        let (spike, v, st) = step(3);
+        assert_eq!((spike, v, st.v, st.refractory), (true, 1.34375, 0.0, 1));
         // step 3: refractory, held at reset while the current decays to 1.75
-        assert_eq!(lif_step(&c, &mut s, 0), (false, 0.0));
-        assert_eq!(s.i, 1.75);
+        let (spike, v, st) = step(0);
+        assert_eq!((spike, v, st.i, st.refractory), (false, 0.0, 1.75, 0));
         // step 4: i = 0.875, v = 0.25*0.875 = 0.21875
-        assert_eq!(lif_step(&c, &mut s, 0), (false, 0.21875));
+        assert!(!step(0).0);
+        assert_eq!(s.v, 0.21875);
     }
 
     #[test]
@@ -216,11 +226,18 @@ mod tests {
             ..Default::default()
         };
         let e = p.validate("hidden", 1.0).unwrap_err().to_string();
-        assert!(e.contains("tau_mem") && e.contains("hidden") && e.contains("finite"), "{e}");
+        assert!(
+            e.contains("tau_mem") && e.contains("hidden") && e.contains("finite"),
+            "{e}"
+        );
         let p = NeuronParams {
             tau_syn: -1.0,
             ..Default::default()
         };
-        assert!(p.validate("h", 1.0).unwrap_err().to_string().contains("tau_syn"));
+        assert!(p
+            .validate("h", 1.0)
+            .unwrap_err()
+            .to_string()
+            .contains("tau_syn"));
     }
 }

@@ -119,7 +119,7 @@ impl Partition {
         let h = substrate.hemispheres;
         let cph = substrate.circuits_per_hemisphere;
         let slot = p.first_slot + k * c;
-        if c % h == 0 {
+        if c.is_multiple_of(h) {
             // Spanning neurons take the same columns in every hemisphere, from column 0 up.
             let col = slot / h;
             (0..h)
@@ -175,13 +175,15 @@ impl Plan {
             }
             let (r, fan_in) = network.rows_needed(p, substrate);
             rows[p] = r;
-            circuits[p] = substrate.circuits_for_rows(r).ok_or_else(|| Error::FanInExceeded {
-                population: pop.name.clone(),
-                fan_in,
-                needed: r,
-                available: max_rows,
-                max_circuits: substrate.max_circuits_per_neuron.min(substrate.circuits()),
-            })?;
+            circuits[p] = substrate
+                .circuits_for_rows(r)
+                .ok_or_else(|| Error::FanInExceeded {
+                    population: pop.name.clone(),
+                    fan_in,
+                    needed: r,
+                    available: max_rows,
+                    max_circuits: substrate.max_circuits_per_neuron.min(substrate.circuits()),
+                })?;
         }
         let total = substrate.circuits();
         let mut self_loop = vec![false; npop];
@@ -290,7 +292,11 @@ impl Plan {
             for &j in &order {
                 let r = &ranges[j];
                 let c = circuits[r.population];
-                let slot = if c % h == 0 { &mut span_slot } else { &mut row_slot };
+                let slot = if c.is_multiple_of(h) {
+                    &mut span_slot
+                } else {
+                    &mut row_slot
+                };
                 parts.push(PlacedRange {
                     neurons: r.clone(),
                     circuits_per_neuron: c,
@@ -302,7 +308,7 @@ impl Plan {
             }
             let spanning_circuits = parts
                 .iter()
-                .filter(|p| p.circuits_per_neuron % h == 0)
+                .filter(|p| p.circuits_per_neuron.is_multiple_of(h))
                 .map(|p| p.circuits_per_neuron * p.neurons.size)
                 .sum();
             let sources = sources_of(network, &parts, &owner, id);
@@ -416,6 +422,9 @@ mod tests {
     #[test]
     fn split_range_is_balanced_and_covers() {
         assert_eq!(split_range(10, 3), vec![(0, 4), (4, 3), (7, 3)]);
-        assert_eq!(split_range(256, 4), vec![(0, 64), (64, 64), (128, 64), (192, 64)]);
+        assert_eq!(
+            split_range(256, 4),
+            vec![(0, 64), (64, 64), (128, 64), (192, 64)]
+        );
     }
 }

@@ -253,7 +253,11 @@ pub fn draw_placement(network: &Network, plan: &Plan, path: &Path) -> Result<()>
                 if let Some((k, j)) = owner[c] {
                     let r = &part.parts[k];
                     let base = PALETTE[r.neurons.population % PALETTE.len()];
-                    let colour = if j % 2 == 0 { base } else { lighten(base, 0.45) };
+                    let colour = if j % 2 == 0 {
+                        base
+                    } else {
+                        lighten(base, 0.45)
+                    };
                     cv.rect(x, row_y, cw, 12, colour);
                     let used = r.rows_per_neuron.div_ceil(r.circuits_per_neuron) as f64;
                     let used_px = (used / row_scale).ceil() as i64;

@@ -44,13 +44,21 @@ impl SpikeTrains {
     }
 
     /// Build from one event list per sample (sorted here).
-    pub fn from_samples(neurons: usize, steps: u32, samples: Vec<Vec<SpikeEvent>>) -> Self {
+    pub fn from_samples(neurons: usize, steps: u32, mut samples: Vec<Vec<SpikeEvent>>) -> Self {
+        for s in &mut samples {
+            s.sort_unstable();
+        }
+        Self::from_sorted_samples(neurons, steps, samples)
+    }
+
+    /// Build from one event list per sample, each already sorted by (step, neuron).
+    pub fn from_sorted_samples(neurons: usize, steps: u32, samples: Vec<Vec<SpikeEvent>>) -> Self {
+        debug_assert!(samples.iter().all(|s| s.windows(2).all(|w| w[0] <= w[1])));
         let total: usize = samples.iter().map(Vec::len).sum();
         let mut events = Vec::with_capacity(total);
         let mut offsets = Vec::with_capacity(samples.len() + 1);
         offsets.push(0);
-        for mut s in samples {
-            s.sort_unstable();
+        for s in samples {
             events.extend_from_slice(&s);
             offsets.push(events.len() as u32);
         }
@@ -112,7 +120,9 @@ impl SpikeTrains {
                 }
             }
             if ev.windows(2).any(|w| w[0] > w[1]) {
-                return Err(Error::InvalidInput(format!("sample {s}: events not sorted")));
+                return Err(Error::InvalidInput(format!(
+                    "sample {s}: events not sorted"
+                )));
             }
         }
         Ok(())
@@ -195,7 +205,11 @@ mod tests {
 
     #[test]
     fn layout_sorts_and_slices() {
-        let t = SpikeTrains::from_samples(4, 10, vec![vec![ev(3, 1), ev(1, 2)], vec![], vec![ev(0, 3)]]);
+        let t = SpikeTrains::from_samples(
+            4,
+            10,
+            vec![vec![ev(3, 1), ev(1, 2)], vec![], vec![ev(0, 3)]],
+        );
         assert_eq!(t.offsets, vec![0, 2, 2, 3]);
         assert_eq!(t.sample(0), &[ev(1, 2), ev(3, 1)]);
         let s = t.slice(1..3);

@@ -100,14 +100,19 @@ impl Substrate {
         let positive = [
             ("hemispheres", self.hemispheres),
             ("circuits_per_hemisphere", self.circuits_per_hemisphere),
-            ("synapse_rows_per_hemisphere", self.synapse_rows_per_hemisphere),
+            (
+                "synapse_rows_per_hemisphere",
+                self.synapse_rows_per_hemisphere,
+            ),
             ("sources_per_row", self.sources_per_row),
             ("rows_per_signed_input", self.rows_per_signed_input),
             ("max_circuits_per_neuron", self.max_circuits_per_neuron),
         ];
         for (name, v) in positive {
             if v == 0 {
-                return Err(Error::InvalidSubstrate(format!("{name} must be at least 1")));
+                return Err(Error::InvalidSubstrate(format!(
+                    "{name} must be at least 1"
+                )));
             }
         }
         if self.rows_per_signed_input > self.synapse_rows_per_hemisphere {
@@ -117,7 +122,9 @@ impl Substrate {
             )));
         }
         if self.weight_max < 1 {
-            return Err(Error::InvalidSubstrate("weight_max must be at least 1".into()));
+            return Err(Error::InvalidSubstrate(
+                "weight_max must be at least 1".into(),
+            ));
         }
         if !(1..=16).contains(&self.readout_bits) {
             return Err(Error::InvalidSubstrate(format!(

@@ -31,14 +31,20 @@ fn plan_prints_five_partitions_as_json_and_draws_png() {
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["partitions"].as_array().unwrap().len(), 5);
-    assert_eq!(v["schedule"]["rounds"], serde_json::json!([[0, 1, 2, 3], [4]]));
+    assert_eq!(
+        v["schedule"]["rounds"],
+        serde_json::json!([[0, 1, 2, 3], [4]])
+    );
     assert_eq!(v["schedule"]["cost"]["host_round_trips"], 2);
     let img = image::open(&png).unwrap();
     assert!(img.width() > 500 && img.height() > 5 * 100);
 
     let (ok, out, _) = neuropart(&["plan", "examples/networks/recurrent.toml"]);
     assert!(ok);
-    assert!(out.contains("exc[0..160]") && out.contains("inh[0..40]"), "{out}");
+    assert!(
+        out.contains("exc[0..160]") && out.contains("inh[0..40]"),
+        "{out}"
+    );
 
     let (ok, _, err) = neuropart(&["plan", "examples/networks/missing.toml"]);
     assert!(!ok && err.contains("missing.toml"), "{err}");
@@ -68,12 +74,26 @@ fn run_reads_a_spike_file_and_writes_all_spikes() {
         serde_json::from_str(&std::fs::read_to_string(&outp).unwrap()).unwrap();
     let exc = v["populations"]["exc"].as_array().unwrap();
     assert_eq!(exc.len(), 2);
-    assert!(!exc[0].as_array().unwrap().is_empty(), "driven sample spikes");
-    assert!(exc[1].as_array().unwrap().is_empty(), "silent sample stays silent");
+    assert!(
+        !exc[0].as_array().unwrap().is_empty(),
+        "driven sample spikes"
+    );
+    assert!(
+        exc[1].as_array().unwrap().is_empty(),
+        "silent sample stays silent"
+    );
 
     // Wrong number of steps: a clear error.
     std::fs::write(&inp, r#"{"steps": 7, "populations": {"input": [[]]}}"#).unwrap();
-    let (ok, _, err) = neuropart(&["run", "examples/networks/recurrent.toml", "--input", inp.to_str().unwrap()]);
-    assert!(!ok && err.contains("7 steps") && err.contains("100"), "{err}");
+    let (ok, _, err) = neuropart(&[
+        "run",
+        "examples/networks/recurrent.toml",
+        "--input",
+        inp.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("7 steps") && err.contains("100"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -9,9 +9,9 @@ use neuropart::network::{Network, NetworkBuilder, PopulationKind, WeightInit};
 use neuropart::neuron::NeuronParams;
 use neuropart::partition::{Origin, PartitionOptions, Plan};
 use neuropart::prelude::*;
-use neuropart::PartitionProgram;
 use neuropart::rng::Rng;
 use neuropart::schedule::Schedule;
+use neuropart::PartitionProgram;
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -61,7 +61,10 @@ fn one_neuron_matches_closed_form_and_fires_at_hand_computed_step() {
     let ev: Vec<SpikeEvent> = times
         .iter()
         .enumerate()
-        .map(|(j, &t)| SpikeEvent { step: t, neuron: j as u32 })
+        .map(|(j, &t)| SpikeEvent {
+            step: t,
+            neuron: j as u32,
+        })
         .collect();
     let input = SpikeTrains::from_samples(3, 30, vec![ev]);
     let out = exec.run(&CpuBackend, &[(0, input)], true).unwrap();
@@ -75,7 +78,10 @@ fn one_neuron_matches_closed_form_and_fires_at_hand_computed_step() {
             trace[t as usize]
         );
     }
-    assert!(out.spikes.get(1).unwrap().is_empty(), "stays below threshold");
+    assert!(
+        out.spikes.get(1).unwrap().is_empty(),
+        "stays below threshold"
+    );
 
     // Supra-threshold: two strong inputs at steps 0 and 1. By the closed form the membrane
     // first reaches 1 at the step found below; the neuron must spike exactly there, once.
@@ -95,7 +101,14 @@ fn one_neuron_matches_closed_form_and_fires_at_hand_computed_step() {
         ]],
     );
     let out = exec.run(&CpuBackend, &[(0, input)], true).unwrap();
-    let spikes: Vec<u32> = out.spikes.get(1).unwrap().sample(0).iter().map(|e| e.step).collect();
+    let spikes: Vec<u32> = out
+        .spikes
+        .get(1)
+        .unwrap()
+        .sample(0)
+        .iter()
+        .map(|e| e.step)
+        .collect();
     // After the reset at step 2 the remaining current (a²·2 + a·2 = 3.011·a) drives it up
     // again: v_t = k Σ_{u=3..t} b^(t−u) i_u with i_u = 3.011·a^(u−2); computed in f64 here.
     let a = 1.0 - 1.0 / 5.7f64;
@@ -115,7 +128,12 @@ fn one_neuron_matches_closed_form_and_fires_at_hand_computed_step() {
     assert_eq!(spikes[..expect.len()], expect[..], "spike steps {spikes:?}");
 }
 
-fn assert_same_as_reference(net: &Network, substrate: &Substrate, opts: &PartitionOptions, seed: u64) -> usize {
+fn assert_same_as_reference(
+    net: &Network,
+    substrate: &Substrate,
+    opts: &PartitionOptions,
+    seed: u64,
+) -> usize {
     let mut rng = Rng::new(seed ^ 0xABCD);
     let samples = 3;
     let input_pop = net.inputs()[0];
@@ -134,7 +152,11 @@ fn assert_same_as_reference(net: &Network, substrate: &Substrate, opts: &Partiti
         assert_eq!(got, &expect, "seed {seed}: spikes of '{}' differ", pop.name);
         total += got.len();
         let m = out.membrane[p].as_ref().unwrap();
-        assert_eq!(m, &reference.membrane[p], "seed {seed}: membrane of '{}'", pop.name);
+        assert_eq!(
+            m, &reference.membrane[p],
+            "seed {seed}: membrane of '{}'",
+            pop.name
+        );
     }
     total
 }
@@ -150,7 +172,11 @@ fn whole_and_partitioned_runs_give_identical_spikes() {
         let plan_tiny = Plan::new(&net, &tiny, &PartitionOptions::default()).unwrap();
         let merged = PartitionOptions { merge_layers: true };
         let plan_big = Plan::new(&net, &big, &merged).unwrap();
-        assert_eq!(plan_big.partitions.len(), 1, "seed {seed}: fits one BSS-2 whole");
+        assert_eq!(
+            plan_big.partitions.len(),
+            1,
+            "seed {seed}: fits one BSS-2 whole"
+        );
         partitioned_somewhere |= plan_tiny.partitions.len() > 3;
         // Whole (one partition, stages inside), and partitioned on the tiny chip, both equal to
         // the naive whole-network reference.
@@ -158,17 +184,34 @@ fn whole_and_partitioned_runs_give_identical_spikes() {
         spikes += assert_same_as_reference(&net, &tiny, &PartitionOptions::default(), seed);
         spikes += assert_same_as_reference(&net, &tiny, &merged, seed);
     }
-    assert!(partitioned_somewhere, "some network was split into several partitions");
-    assert!(spikes > 500, "networks must actually spike ({spikes} spikes)");
+    assert!(
+        partitioned_somewhere,
+        "some network was split into several partitions"
+    );
+    assert!(
+        spikes > 500,
+        "networks must actually spike ({spikes} spikes)"
+    );
 }
 
 #[test]
 fn plan_invariants_hold_on_random_networks() {
     for seed in 0..40 {
-        let sub = if seed % 2 == 0 { small_substrate() } else { Substrate::bss2() };
+        let sub = if seed % 2 == 0 {
+            small_substrate()
+        } else {
+            Substrate::bss2()
+        };
         let net = random_network(seed, &sub);
         for merge in [false, true] {
-            let plan = Plan::new(&net, &sub, &PartitionOptions { merge_layers: merge }).unwrap();
+            let plan = Plan::new(
+                &net,
+                &sub,
+                &PartitionOptions {
+                    merge_layers: merge,
+                },
+            )
+            .unwrap();
             check_plan(&net, &plan, seed);
             for chips in [1, 2, 3] {
                 check_schedule(&plan, &Schedule::new(&plan, Mode::for_chips(chips)), chips);
@@ -192,7 +235,11 @@ fn check_plan(net: &Network, plan: &Plan, seed: u64) {
                 }
             }
         }
-        assert!(seen.iter().all(|&c| c == 1), "seed {seed}: '{}' coverage {seen:?}", pop.name);
+        assert!(
+            seen.iter().all(|&c| c == 1),
+            "seed {seed}: '{}' coverage {seen:?}",
+            pop.name
+        );
     }
     // Every synapse exactly once: the compiled programs hold each synapse of the network once.
     let total: usize = (0..net.projections.len())
@@ -211,7 +258,11 @@ fn check_plan(net: &Network, plan: &Plan, seed: u64) {
     assert_eq!(compiled, total, "seed {seed}: synapse coverage");
     // Substrate constraints.
     for part in &plan.partitions {
-        let used: usize = part.parts.iter().map(|r| r.neurons.size * r.circuits_per_neuron).sum();
+        let used: usize = part
+            .parts
+            .iter()
+            .map(|r| r.neurons.size * r.circuits_per_neuron)
+            .sum();
         assert_eq!(used, part.circuits_used);
         assert!(used <= sub.circuits(), "seed {seed}: circuits {used}");
         let mut circuits = HashSet::new();
@@ -255,7 +306,11 @@ fn check_plan(net: &Network, plan: &Plan, seed: u64) {
                     .map(|part| part.id)
             })
             .collect();
-        assert_eq!(homes.len(), 1, "seed {seed}: component {comp:?} split over {homes:?}");
+        assert_eq!(
+            homes.len(),
+            1,
+            "seed {seed}: component {comp:?} split over {homes:?}"
+        );
     }
 }
 
@@ -278,7 +333,11 @@ fn check_schedule(plan: &Plan, sch: &Schedule, chips: usize) {
     for p in &plan.partitions {
         assert_ne!(wave_of[p.id], usize::MAX, "every partition scheduled");
         for d in p.dependencies() {
-            assert!(wave_of[d] < wave_of[p.id], "dependency {d} of {} in a later wave", p.id);
+            assert!(
+                wave_of[d] < wave_of[p.id],
+                "dependency {d} of {} in a later wave",
+                p.id
+            );
             assert!(round_of[d] < round_of[p.id]);
         }
     }
@@ -299,7 +358,10 @@ fn mnist_plans_to_four_hidden_partitions_and_a_readout() {
         assert_eq!(p.dependencies(), Vec::<usize>::new());
     }
     let r = &plan.partitions[4];
-    assert_eq!((r.parts[0].neurons.size, r.parts[0].circuits_per_neuron), (10, 2));
+    assert_eq!(
+        (r.parts[0].neurons.size, r.parts[0].circuits_per_neuron),
+        (10, 2)
+    );
     assert_eq!(r.dependencies(), vec![0, 1, 2, 3]);
     let seq = Schedule::new(&plan, Mode::Sequential);
     assert_eq!(seq.waves, vec![vec![0, 1, 2, 3], vec![4]]);
@@ -310,8 +372,17 @@ fn mnist_plans_to_four_hidden_partitions_and_a_readout() {
     assert_eq!(four.cost.chip_runs, 5);
     assert_eq!(four.cost.replayed_channels, 256);
     // A chip with 4x the circuits holds the hidden layer in one run.
-    let big = Substrate { circuits_per_hemisphere: 1024, ..sub };
-    assert_eq!(Plan::new(&net, &big, &PartitionOptions::default()).unwrap().partitions.len(), 2);
+    let big = Substrate {
+        circuits_per_hemisphere: 1024,
+        ..sub
+    };
+    assert_eq!(
+        Plan::new(&net, &big, &PartitionOptions::default())
+            .unwrap()
+            .partitions
+            .len(),
+        2
+    );
 }
 
 fn err_of(toml_text: &str) -> String {
@@ -331,9 +402,14 @@ fn bad_input_gives_clear_errors() {
         .recurrent(WeightInit::default())
         .build(&sub)
         .unwrap();
-    let e = Plan::new(&net, &sub, &PartitionOptions::default()).unwrap_err().to_string();
+    let e = Plan::new(&net, &sub, &PartitionOptions::default())
+        .unwrap_err()
+        .to_string();
     // 10 + 600 signed inputs = 1220 rows → 5 → 8 circuits; 600 × 8 = 4800 > 512.
-    assert!(e.contains("recurrent") && e.contains("big") && e.contains("4800") && e.contains("512"), "{e}");
+    assert!(
+        e.contains("recurrent") && e.contains("big") && e.contains("4800") && e.contains("512"),
+        "{e}"
+    );
     assert!(e.contains("short by 4288"), "{e}");
 
     // Fan-in beyond the largest logical neuron: 70 000 signed inputs need 140 000 rows, the
@@ -343,18 +419,32 @@ fn bad_input_gives_clear_errors() {
         .dense("wide", 1, NeuronParams::default(), WeightInit::default())
         .build(&sub)
         .unwrap();
-    let e = Plan::new(&net, &sub, &PartitionOptions::default()).unwrap_err().to_string();
-    assert!(e.contains("wide") && e.contains("140000") && e.contains("131072") && e.contains("short by 8928"), "{e}");
+    let e = Plan::new(&net, &sub, &PartitionOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("wide")
+            && e.contains("140000")
+            && e.contains("131072")
+            && e.contains("short by 8928"),
+        "{e}"
+    );
 
     // Malformed TOML: the parser's location is passed on.
     let e = err_of("name = \"x\"\n[[populations]\nname = 1\n");
-    assert!(e.contains("bad.toml") && e.contains("cannot parse") && e.contains("line 2"), "{e}");
+    assert!(
+        e.contains("bad.toml") && e.contains("cannot parse") && e.contains("line 2"),
+        "{e}"
+    );
 
     // NaN parameter.
     let base = "[[populations]]\nname = \"in\"\nsize = 2\nkind = \"input\"\n\
                 [[populations]]\nname = \"h\"\nsize = 2\n";
     let e = err_of(&format!("{base}params = {{ tau_mem = nan }}\n"));
-    assert!(e.contains("tau_mem") && e.contains("'h'") || e.contains("of h"), "{e}");
+    assert!(
+        e.contains("tau_mem") && e.contains("'h'") || e.contains("of h"),
+        "{e}"
+    );
     assert!(e.contains("finite"), "{e}");
 
     // Negative time constant.
@@ -362,15 +452,21 @@ fn bad_input_gives_clear_errors() {
     assert!(e.contains("tau_syn") && e.contains("-3"), "{e}");
 
     // Unknown population.
-    let e = err_of(&format!("{base}[[projections]]\nsource = \"in\"\ntarget = \"nope\"\n"));
+    let e = err_of(&format!(
+        "{base}[[projections]]\nsource = \"in\"\ntarget = \"nope\"\n"
+    ));
     assert!(e.contains("unknown population 'nope'"), "{e}");
 
     // Weight count mismatch.
-    let e = err_of(&format!("{base}[[projections]]\nsource = \"in\"\ntarget = \"h\"\nweights = [1.0, 2.0, 3.0]\n"));
+    let e = err_of(&format!(
+        "{base}[[projections]]\nsource = \"in\"\ntarget = \"h\"\nweights = [1.0, 2.0, 3.0]\n"
+    ));
     assert!(e.contains("3 weights") && e.contains("needs 4"), "{e}");
 
     // NaN weight.
-    let e = err_of(&format!("{base}[[projections]]\nsource = \"in\"\ntarget = \"h\"\nweights = [1.0, nan, 3.0, 1.0]\n"));
+    let e = err_of(&format!(
+        "{base}[[projections]]\nsource = \"in\"\ntarget = \"h\"\nweights = [1.0, nan, 3.0, 1.0]\n"
+    ));
     assert!(e.contains("weights[1]") && e.contains("NaN"), "{e}");
 
     // Convolution shape mismatch.
@@ -387,7 +483,9 @@ fn bad_input_gives_clear_errors() {
     assert!(e.contains("weights[1]") && e.contains("Excitatory"), "{e}");
 
     // Missing file.
-    let e = Network::load(Path::new("no/such/net.toml"), &sub).unwrap_err().to_string();
+    let e = Network::load(Path::new("no/such/net.toml"), &sub)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no/such/net.toml"), "{e}");
 }
 

@@ -97,12 +97,11 @@ impl PartitionProgram {
         let mut raw: Vec<(PopulationId, u32, Synapse)> = Vec::new();
         for pr in &part.parts {
             let t = pr.neurons.population;
-            for p in 0..network.projections.len() {
+            for (p, &d) in delays.iter().enumerate() {
                 let (s, tt) = network.endpoints(p);
                 if tt != t {
                     continue;
                 }
-                let d = delays[p];
                 let scale = (2f64).powi(scale_exp[t]);
                 network.for_each_synapse(p, pr.neurons.range(), |pre, post, w| {
                     raw.push((
@@ -192,7 +191,10 @@ pub fn fixed_point_exponent(bound: f64) -> i32 {
     if bound <= 0.0 {
         return 24;
     }
-    ((1u64 << 23) as f64 / bound).log2().floor().clamp(-100.0, 60.0) as i32
+    ((1u64 << 23) as f64 / bound)
+        .log2()
+        .floor()
+        .clamp(-100.0, 60.0) as i32
 }
 
 /// What to record besides spikes.

@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "neuropart", version, about = "Partitioned emulation of analog neuromorphic hardware")]
+#[command(
+    name = "neuropart",
+    version,
+    about = "Partitioned emulation of analog neuromorphic hardware"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -107,7 +111,10 @@ fn run(cli: Cli) -> neuropart::Result<()> {
             let exec = executor(&target)?;
             let report = PlanReport::new(&exec.network, &exec.plan, &exec.schedule, target.chips);
             if json {
-                println!("{}", serde_json::to_string_pretty(&report).expect("serialises"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("serialises")
+                );
             } else {
                 print!("{}", report.text());
             }
@@ -122,7 +129,8 @@ fn run(cli: Cli) -> neuropart::Result<()> {
             output,
         } => {
             let exec = executor(&target)?;
-            let text = std::fs::read_to_string(&input).map_err(|e| neuropart::Error::io(&input, e))?;
+            let text =
+                std::fs::read_to_string(&input).map_err(|e| neuropart::Error::io(&input, e))?;
             let file: SpikeFile =
                 serde_json::from_str(&text).map_err(|e| neuropart::Error::Parse {
                     path: input.clone(),

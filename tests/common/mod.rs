@@ -22,6 +22,7 @@ pub struct Reference {
 /// specified (fixed-point input sums with resolution 2^-e, e = floor(log2(2^23 / max Σ|w|)),
 /// forward Euler / exponential coefficients, reset and refractory), not by calling the
 /// backends' code.
+#[allow(clippy::needless_range_loop)] // the naive reference indexes on purpose
 pub fn reference(net: &Network, dt: f32, inputs: &[(usize, SpikeTrains)]) -> Reference {
     let steps = net.steps as usize;
     let npop = net.populations.len();
@@ -41,11 +42,17 @@ pub fn reference(net: &Network, dt: f32, inputs: &[(usize, SpikeTrains)]) -> Ref
         for p in 0..net.projections.len() {
             let (_, tt) = net.endpoints(p);
             if tt == t {
-                net.for_each_synapse(p, 0..bound.len(), |_, post, w| bound[post] += (w as f64).abs());
+                net.for_each_synapse(p, 0..bound.len(), |_, post, w| {
+                    bound[post] += (w as f64).abs()
+                });
             }
         }
         let b = bound.iter().cloned().fold(0.0, f64::max);
-        exps[t] = if b <= 0.0 { 24 } else { ((8388608.0 / b).log2().floor()) as i32 };
+        exps[t] = if b <= 0.0 {
+            24
+        } else {
+            ((8388608.0 / b).log2().floor()) as i32
+        };
     }
     let projs: Vec<P> = (0..net.projections.len())
         .map(|p| {
@@ -57,7 +64,12 @@ pub fn reference(net: &Network, dt: f32, inputs: &[(usize, SpikeTrains)]) -> Ref
                 w[post * ns + pre] += (wv as f64 * scale).round() as i64
             });
             let delay = net.projections[p].delay as usize + usize::from(comp[s] == comp[t]);
-            P { src: s, tgt: t, delay, w }
+            P {
+                src: s,
+                tgt: t,
+                delay,
+                w,
+            }
         })
         .collect();
     let mut spikes: Vec<Vec<bool>> = net
@@ -138,7 +150,10 @@ pub fn raster_to_trains(r: &[bool], samples: usize, steps: u32, n: usize) -> Spi
             for t in 0..steps as usize {
                 for j in 0..n {
                     if r[(s * steps as usize + t) * n + j] {
-                        v.push(SpikeEvent { step: t as u32, neuron: j as u32 });
+                        v.push(SpikeEvent {
+                            step: t as u32,
+                            neuron: j as u32,
+                        });
                     }
                 }
             }
@@ -156,7 +171,10 @@ pub fn random_spikes(rng: &mut Rng, samples: usize, n: usize, steps: u32, p: f64
             for t in 0..steps {
                 for j in 0..n {
                     if rng.uniform() < p {
-                        v.push(SpikeEvent { step: t, neuron: j as u32 });
+                        v.push(SpikeEvent {
+                            step: t,
+                            neuron: j as u32,
+                        });
                     }
                 }
             }
@@ -192,7 +210,10 @@ fn params(rng: &mut Rng) -> NeuronParams {
 /// delays, and a readout; weights strong enough that neurons spike.
 pub fn random_network(seed: u64, substrate: &Substrate) -> Network {
     let mut rng = Rng::new(seed);
-    let init = WeightInit { mean: 0.15, std: 0.6 };
+    let init = WeightInit {
+        mean: 0.15,
+        std: 0.6,
+    };
     let (hh, ww) = (2 + rng.below(3), 3 + rng.below(6));
     let n_in = hh * ww;
     let mut pops = vec![Population {
@@ -223,7 +244,11 @@ pub fn random_network(seed: u64, substrate: &Substrate) -> Network {
                 });
                 let _ = c;
                 let mut pr = proj(&prev_name, &name, 0, init.mean);
-                pr.connectivity = Connectivity::Conv2d { kernel: k, stride: 1, padding: 0 };
+                pr.connectivity = Connectivity::Conv2d {
+                    kernel: k,
+                    stride: 1,
+                    padding: 0,
+                };
                 pr.init = init;
                 projs.push(pr);
             }
