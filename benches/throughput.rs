@@ -25,9 +25,31 @@ fn cpu_mnist(c: &mut Criterion) {
     g.finish();
 }
 
+fn gpu_mnist(c: &mut Criterion) {
+    let gpu = match neuropart::gpu::GpuBackend::new() {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("gpu_mnist skipped: {e}");
+            return;
+        }
+    };
+    eprintln!("gpu_mnist on {}", gpu.name());
+    let mut g = c.benchmark_group("gpu_mnist");
+    for (batch, steps) in [(256usize, 100u32), (4096, 100)] {
+        let exec = mnist(steps);
+        let inputs = neuropart::bench::random_inputs(&exec, batch, 0.19, 7);
+        g.throughput(Throughput::Elements((batch * steps as usize * 266) as u64));
+        // `run` waits for the device and reads the spikes back before it returns.
+        g.bench_function(format!("batch{batch}_T{steps}"), |b| {
+            b.iter(|| exec.run(&gpu, &inputs, false).unwrap())
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10);
-    targets = cpu_mnist
+    targets = cpu_mnist, gpu_mnist
 }
 criterion_main!(benches);

@@ -2,7 +2,7 @@
 //! backend, timed end to end and split into phases. Criterion benches in `benches/` measure the
 //! same work; this prints one table for a README.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, PhaseTimings};
 use crate::encode::ttfs_batch;
 use crate::error::Result;
 use crate::executor::{ExecutionStats, Executor};
@@ -24,8 +24,10 @@ pub struct BenchRow {
     pub samples_per_s: f64,
     /// Neuron updates (samples × steps × non-input neurons) per second.
     pub updates_per_s: f64,
-    /// Mean time split of one batch.
+    /// Mean time split of one batch (executor's view: backend versus host replay).
     pub stats: ExecutionStats,
+    /// Mean device phases of one batch, for backends that report them.
+    pub phases: Option<PhaseTimings>,
     /// Mean wall time of one batch.
     pub wall: Duration,
 }
@@ -67,6 +69,7 @@ pub fn measure<B: Backend + ?Sized>(
 ) -> Result<BenchRow> {
     let batch = inputs.first().map(|(_, t)| t.samples()).unwrap_or(0);
     exec.run(backend, inputs, false)?;
+    backend.take_timings();
     let mut reps = 0u32;
     let mut stats = ExecutionStats::default();
     let start = Instant::now();
@@ -79,6 +82,14 @@ pub fn measure<B: Backend + ?Sized>(
         reps += 1;
     }
     let wall = start.elapsed() / reps;
+    let phases = backend.take_timings().map(|p| PhaseTimings {
+        upload: p.upload / reps,
+        dispatch: p.dispatch / reps,
+        readback: p.readback / reps,
+        host: p.host / reps,
+        chunks: p.chunks / reps as usize,
+        reruns: p.reruns,
+    });
     stats.backend /= reps;
     stats.host_replay /= reps;
     let neurons: usize = exec
@@ -96,28 +107,41 @@ pub fn measure<B: Backend + ?Sized>(
         samples_per_s: sps,
         updates_per_s: sps * exec.network.steps as f64 * neurons as f64,
         stats,
+        phases,
         wall,
     })
 }
 
-/// Format rows as a Markdown table.
+/// Format rows as a Markdown table. For the CPU, "dispatch" is the time inside the backend.
 pub fn table(rows: &[BenchRow]) -> String {
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
     let mut s = String::from(
-        "| backend | batch | T | samples/s | neuron updates/s | batch time | backend | host replay | spikes replayed/sample |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| backend | batch | T | samples/s | neuron updates/s | batch time | upload | dispatch | readback | host replay |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
+        let (up, disp, rb, host) = match &r.phases {
+            Some(p) => (
+                ms(p.upload),
+                ms(p.dispatch),
+                ms(p.readback),
+                ms(r.stats.host_replay + p.host),
+            ),
+            None => (
+                "-".into(),
+                ms(r.stats.backend),
+                "-".into(),
+                ms(r.stats.host_replay),
+            ),
+        };
         s += &format!(
-            "| {} | {} | {} | {:.0} | {:.3e} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} |\n",
+            "| {} | {} | {} | {:.0} | {:.3e} | {} | {up} | {disp} | {rb} | {host} |\n",
             r.backend,
             r.batch,
             r.steps,
             r.samples_per_s,
             r.updates_per_s,
-            r.wall.as_secs_f64() * 1e3,
-            r.stats.backend.as_secs_f64() * 1e3,
-            r.stats.host_replay.as_secs_f64() * 1e3,
-            r.stats.spikes_replayed_per_sample
+            ms(r.wall),
         );
     }
     s

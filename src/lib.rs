@@ -39,6 +39,7 @@ pub mod draw;
 pub mod encode;
 pub mod error;
 pub mod executor;
+pub mod gpu;
 pub mod io;
 pub mod network;
 pub mod neuron;

@@ -12,6 +12,7 @@ use crate::network::{Network, PopulationId, PopulationKind};
 use crate::neuron::NeuronCoeffs;
 use crate::partition::{Partition, Plan};
 use crate::spikes::SpikeTrains;
+use std::time::Duration;
 
 /// One synapse, grouped by source; laid out as the GPU's `Synapse` struct.
 #[repr(C)]
@@ -215,6 +216,23 @@ pub struct PartitionOutput {
     pub membrane: Option<Vec<f32>>,
 }
 
+/// Where a device backend's time went, summed over calls.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PhaseTimings {
+    /// Creating buffers and writing inputs.
+    pub upload: Duration,
+    /// Submitting and waiting for the kernels.
+    pub dispatch: Duration,
+    /// Mapping and copying results back.
+    pub readback: Duration,
+    /// Host work on results (sorting spikes per sample).
+    pub host: Duration,
+    /// Chunks dispatched.
+    pub chunks: usize,
+    /// Chunks rerun because a sample emitted more spikes than the output buffer held.
+    pub reruns: usize,
+}
+
 /// Something that runs a compiled partition for a batch.
 pub trait Backend: Sync {
     /// Name for reports (e.g. "cpu (2 threads)" or the adapter's name).
@@ -226,4 +244,10 @@ pub trait Backend: Sync {
         input: &SpikeTrains,
         opts: &RunOptions,
     ) -> Result<PartitionOutput>;
+
+    /// Phase timings summed since the last call (then reset); `None` for backends that do not
+    /// separate upload, dispatch and readback.
+    fn take_timings(&self) -> Option<PhaseTimings> {
+        None
+    }
 }

@@ -1,6 +1,7 @@
 //! The `neuropart` command line: plan, run and benchmark partitioned networks.
 
 use clap::{Parser, Subcommand};
+use neuropart::gpu::{open_backend, DeviceChoice, GpuBackend};
 use neuropart::prelude::*;
 use neuropart::report::{draw_placement, PlanReport};
 use neuropart::spikes::SpikeFile;
@@ -58,20 +59,23 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
-    /// Throughput of the MNIST network (or --network) on random TTFS input.
+    /// Throughput of the MNIST network (or --network) on random TTFS input, CPU and GPU.
     Bench {
         /// Network file; default: the paper's 784-256-10 MNIST network.
         #[arg(long)]
         network: Option<PathBuf>,
-        /// Batch size.
-        #[arg(long, default_value_t = 256)]
-        batch: usize,
+        /// Batch sizes (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "256")]
+        batch: Vec<usize>,
         /// Time steps (overrides the network's).
         #[arg(long, default_value_t = 100)]
         steps: u32,
         /// Minimum seconds per measurement.
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
+        /// Backend; default: the CPU and, if there is one, the GPU.
+        #[arg(long, value_enum)]
+        device: Option<DeviceChoice>,
     },
 }
 
@@ -179,6 +183,7 @@ fn run(cli: Cli) -> neuropart::Result<()> {
             batch,
             steps,
             seconds,
+            device,
         } => {
             let sub = Substrate::bss2();
             let mut net = match network {
@@ -187,18 +192,34 @@ fn run(cli: Cli) -> neuropart::Result<()> {
             };
             net.steps = steps;
             let exec = Executor::new(net, &sub, 1, &PartitionOptions::default())?;
-            let inputs = neuropart::bench::random_inputs(&exec, batch, 0.19, 7);
-            let rows = vec![neuropart::bench::measure(
-                &exec,
-                &CpuBackend,
-                &inputs,
-                Duration::from_secs_f64(seconds),
-            )?];
+            let backends: Vec<Box<dyn Backend>> = match device {
+                Some(d) => vec![open_backend(d)?],
+                None => {
+                    let mut v: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend)];
+                    match GpuBackend::new() {
+                        Ok(g) => v.push(Box::new(g)),
+                        Err(e) => eprintln!("no GPU row: {e}"),
+                    }
+                    v
+                }
+            };
             println!(
-                "network '{}': {} partitions, batch {batch}, T = {steps}",
+                "network '{}': {} partitions, T = {steps}, random TTFS input (19% of pixels on)",
                 exec.network.name,
                 exec.plan.partitions.len()
             );
+            let mut rows = Vec::new();
+            for &b in &batch {
+                let inputs = neuropart::bench::random_inputs(&exec, b, 0.19, 7);
+                for be in &backends {
+                    rows.push(neuropart::bench::measure(
+                        &exec,
+                        be.as_ref(),
+                        &inputs,
+                        Duration::from_secs_f64(seconds),
+                    )?);
+                }
+            }
             print!("{}", neuropart::bench::table(&rows));
         }
     }

@@ -1,0 +1,115 @@
+// Integrates a feed-forward partition (one stage, no synapses between its own neurons, one
+// delay for all inputs) for a chunk of samples: one thread per (sample, neuron), the time loop
+// inside, no barriers and no atomics on the input. Each thread walks its sample's input events
+// and gathers its own weights from a dense [channel][neuron] matrix. Same dynamics as
+// shaders/lif.wgsl and src/neuron.rs `lif_step`; same bindings as lif.wgsl (src/gpu/lif.rs owns
+// both layouts; bindings 4 and 5 are unused here).
+
+override WG: u32 = 64u;
+
+struct Coeffs {
+    a_syn: f32,
+    k_mem: f32,
+    v_leak: f32,
+    v_reset: f32,
+    v_th: f32,
+    refractory_steps: u32,
+    spiking: u32,
+    weight_gain: f32,
+    input_scale: f32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
+}
+
+struct State {
+    i: f32,
+    v: f32,
+    refractory: u32,
+}
+
+struct Params {
+    neurons: u32,
+    channels: u32,
+    steps: u32,
+    slots: u32,
+    stages: u32,
+    samples: u32,
+    grid_x: u32,
+    out_capacity: u32,
+    record_membrane: u32,
+    syn_off_base: u32,
+    syn_base: u32,
+    events_base: u32,
+    blocks: u32,
+    delay: u32,
+    pad0: u32,
+    pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> coeffs: array<Coeffs>;
+// Dense fixed-point weights [channel][neuron].
+@group(0) @binding(2) var<storage, read> weights: array<i32>;
+// sample offsets (samples + 1) | events (step, channel)
+@group(0) @binding(3) var<storage, read> input: array<u32>;
+@group(0) @binding(6) var<storage, read_write> output: array<atomic<u32>>;
+@group(0) @binding(7) var<storage, read_write> membrane: array<f32>;
+
+struct Step {
+    next: State,
+    spike: bool,
+    v: f32,
+}
+
+// One step of one neuron: src/neuron.rs `lif_step`.
+fn lif_step(c: Coeffs, s: State, input: i32) -> Step {
+    let i = c.a_syn * s.i + c.weight_gain * (f32(input) * c.input_scale);
+    let refractory = s.refractory > 0u;
+    let integrated = s.v + c.k_mem * (c.v_leak - s.v + i);
+    let v = select(integrated, c.v_reset, refractory);
+    let spike = !refractory && c.spiking != 0u && v >= c.v_th;
+    var out: Step;
+    out.next.i = i;
+    out.next.v = select(v, c.v_reset, spike);
+    out.next.refractory = select(select(0u, s.refractory - 1u, refractory), c.refractory_steps, spike);
+    out.spike = spike;
+    out.v = v;
+    return out;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let block = wg.y * P.grid_x + wg.x;
+    let sample = block / P.blocks;
+    let j = (block % P.blocks) * WG + lid;
+    if (sample >= P.samples || j >= P.neurons) {
+        return;
+    }
+    let n = P.neurons;
+    let c = coeffs[j];
+    var s = State(0.0, c.v_leak, 0u);
+    var e = input[sample];
+    let end = input[sample + 1u];
+    // Spike counts start at zero: the host creates the output buffer zeroed.
+    for (var t = 0u; t < P.steps; t++) {
+        var acc = 0i;
+        while (e < end && input[P.events_base + 2u * e] + P.delay == t) {
+            acc += weights[input[P.events_base + 2u * e + 1u] * n + j];
+            e++;
+        }
+        let r = lif_step(c, s, acc);
+        s = r.next;
+        if (P.record_membrane != 0u) {
+            membrane[(sample * P.steps + t) * n + j] = r.v;
+        }
+        if (r.spike) {
+            let idx = atomicAdd(&output[sample], 1u);
+            if (idx < P.out_capacity) {
+                let at = P.samples + 2u * (sample * P.out_capacity + idx);
+                atomicStore(&output[at], t);
+                atomicStore(&output[at + 1u], j);
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! GPU backend against the CPU reference: the same test bodies on both backends, on the
+//! software adapter in CI (lavapipe via WGPU_BACKEND=vulkan). Outside CI a missing adapter
+//! prints why and the GPU tests return early; with `CI` set they fail.
+
+mod common;
+
+use common::*;
+use neuropart::gpu::{GpuBackend, GpuContext};
+use neuropart::partition::PartitionOptions;
+use neuropart::prelude::*;
+use neuropart::rng::Rng;
+use std::sync::{Arc, OnceLock};
+
+/// One device per test binary.
+fn context() -> Option<Arc<GpuContext>> {
+    static CTX: OnceLock<Option<Arc<GpuContext>>> = OnceLock::new();
+    CTX.get_or_init(|| match GpuContext::new() {
+        Ok(c) => {
+            eprintln!("GPU tests on {}", c.describe());
+            Some(Arc::new(c))
+        }
+        Err(e) => {
+            if std::env::var_os("CI").is_some() {
+                panic!("CI is set but no GPU adapter is usable: {e}");
+            }
+            eprintln!("skipping GPU tests: {e}");
+            None
+        }
+    })
+    .clone()
+}
+
+fn gpu() -> Option<GpuBackend> {
+    context().map(GpuBackend::with_context)
+}
+
+#[test]
+fn every_shader_parses_and_validates() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir("shaders").unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "wgsl") {
+            let src = std::fs::read_to_string(&path).unwrap();
+            let module = naga::front::wgsl::parse_str(&src)
+                .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::empty(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+            // The crate embeds exactly this file.
+            let name = path.file_name().unwrap().to_str().unwrap();
+            let embedded = neuropart::gpu::SHADERS.iter().find(|(n, _)| *n == name);
+            assert_eq!(
+                embedded.map(|(_, s)| *s),
+                Some(src.as_str()),
+                "{name} not embedded"
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, neuropart::gpu::SHADERS.len());
+}
+
+/// Run `exec` on both backends and require identical spikes and membranes within 1e-5.
+fn assert_backends_agree(exec: &Executor, backend: &dyn Backend, samples: usize, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let inputs: Vec<(usize, SpikeTrains)> = exec
+        .network
+        .inputs()
+        .into_iter()
+        .map(|p| {
+            let n = exec.network.populations[p].size;
+            (
+                p,
+                random_spikes(&mut rng, samples, n, exec.network.steps, 0.2),
+            )
+        })
+        .collect();
+    let cpu = exec.run(&CpuBackend, &inputs, true).unwrap();
+    let other = exec.run(backend, &inputs, true).unwrap();
+    for (p, pop) in exec.network.populations.iter().enumerate() {
+        assert_eq!(
+            other.spikes.get(p),
+            cpu.spikes.get(p),
+            "seed {seed}: spikes of '{}'",
+            pop.name
+        );
+        if let (Some(a), Some(b)) = (&other.membrane[p], &cpu.membrane[p]) {
+            let worst = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            assert!(
+                worst <= 1e-5,
+                "seed {seed}: membrane of '{}' differs by {worst}",
+                pop.name
+            );
+        }
+    }
+}
+
+#[test]
+fn gpu_equals_cpu_on_random_partitioned_networks() {
+    let Some(g) = gpu() else { return };
+    let tiny = small_substrate();
+    let mut spikes = 0;
+    for seed in 0..10 {
+        let net = random_network(seed, &tiny);
+        let exec = Executor::new(
+            net,
+            &tiny,
+            1,
+            &PartitionOptions {
+                merge_layers: seed % 2 == 0,
+            },
+        )
+        .unwrap();
+        assert_backends_agree(&exec, &g, 5, seed);
+        let out = exec
+            .run(
+                &g,
+                &neuropart::bench::random_inputs(&exec, 4, 0.5, seed),
+                false,
+            )
+            .unwrap();
+        spikes += out
+            .spikes
+            .populations
+            .iter()
+            .flatten()
+            .map(|t| t.len())
+            .sum::<usize>();
+    }
+    assert!(spikes > 100, "the networks spike ({spikes})");
+}
+
+#[test]
+fn gpu_equals_cpu_on_the_mnist_network() {
+    let Some(g) = gpu() else { return };
+    let sub = Substrate::bss2();
+    let net = neuropart::network::mnist_network(5).build(&sub).unwrap();
+    let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
+    assert_backends_agree(&exec, &g, 16, 1);
+}
+
+#[test]
+fn chunked_batches_and_output_overflow_give_the_same_spikes() {
+    let Some(mut g) = gpu() else { return };
+    // A strongly driven recurrent network: many spikes per neuron, so the first output buffer
+    // (4 spikes per neuron) overflows and the chunk is rerun with room for all.
+    let sub = Substrate::bss2();
+    let mut net = Network::load(
+        std::path::Path::new("examples/networks/recurrent.toml"),
+        &sub,
+    )
+    .unwrap();
+    net.steps = 60;
+    for p in &mut net.projections {
+        if p.source == "input" {
+            for w in &mut p.weights {
+                *w = w.abs() * 4.0 + 0.2;
+            }
+        }
+    }
+    let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
+    g.max_chunk = 3;
+    assert_backends_agree(&exec, &g, 10, 3);
+    let t = g.take_timings().unwrap();
+    assert!(
+        t.chunks >= 2 * 4,
+        "10 samples in chunks of 3: {} chunks",
+        t.chunks
+    );
+    assert!(t.reruns > 0, "the output buffer overflowed and was regrown");
+}
+
+#[test]
+fn auto_device_falls_back_or_uses_the_adapter() {
+    // With an adapter, `auto` picks it; the name says which.
+    let b = neuropart::gpu::open_backend(neuropart::gpu::DeviceChoice::Auto).unwrap();
+    if context().is_some() {
+        assert!(b.name().starts_with("gpu"), "{}", b.name());
+    } else {
+        assert!(b.name().starts_with("cpu"), "{}", b.name());
+    }
+}
+
+#[test]
+fn feedforward_kernel_chunks_and_regrows_its_output() {
+    let Some(mut g) = gpu() else { return };
+    // Strong positive weights: hidden neurons fire nearly every step, far more than the first
+    // output buffer (4 spikes per neuron) holds.
+    let sub = Substrate::bss2();
+    let mut net = neuropart::network::mnist_network(2).build(&sub).unwrap();
+    for w in &mut net.projections[0].weights {
+        *w = w.abs() + 0.3;
+    }
+    let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
+    g.max_chunk = 4;
+    assert_backends_agree(&exec, &g, 9, 11);
+    let t = g.take_timings().unwrap();
+    assert!(t.reruns > 0 && t.chunks >= 5 * 3, "{t:?}");
+}
+
+#[test]
+fn sixty_thousand_mnist_samples_run_in_one_call() {
+    let Some(g) = gpu() else { return };
+    let sub = Substrate::bss2();
+    let net = neuropart::network::mnist_network(3).build(&sub).unwrap();
+    let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
+    let batch = 60_000;
+    let inputs = neuropart::bench::random_inputs(&exec, batch, 0.19, 5);
+    let out = exec.run(&g, &inputs, false).unwrap();
+    let readout = out.membrane[2].as_ref().unwrap();
+    assert_eq!(readout.len(), batch * 30 * 10);
+    let t = g.take_timings().unwrap();
+    eprintln!("60000 samples: {t:?}");
+    // Spot-check the first and last samples against the CPU.
+    for range in [0..40, batch - 40..batch] {
+        let part: Vec<(usize, SpikeTrains)> = inputs
+            .iter()
+            .map(|(p, s)| (*p, s.slice(range.clone())))
+            .collect();
+        let cpu = exec.run(&CpuBackend, &part, false).unwrap();
+        assert_eq!(
+            cpu.spikes.get(1).unwrap(),
+            &out.spikes.get(1).unwrap().slice(range.clone()),
+            "hidden spikes of samples {range:?}"
+        );
+        let m = cpu.membrane[2].as_ref().unwrap();
+        let worst = m
+            .iter()
+            .zip(&readout[range.start * 300..range.end * 300])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(worst <= 1e-5, "readout membranes differ by {worst}");
+    }
+}
