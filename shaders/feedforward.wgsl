@@ -7,46 +7,6 @@
 
 override WG: u32 = 64u;
 
-struct Coeffs {
-    a_syn: f32,
-    k_mem: f32,
-    v_leak: f32,
-    v_reset: f32,
-    v_th: f32,
-    refractory_steps: u32,
-    spiking: u32,
-    weight_gain: f32,
-    input_scale: f32,
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
-}
-
-struct State {
-    i: f32,
-    v: f32,
-    refractory: u32,
-}
-
-struct Params {
-    neurons: u32,
-    channels: u32,
-    steps: u32,
-    slots: u32,
-    stages: u32,
-    samples: u32,
-    grid_x: u32,
-    out_capacity: u32,
-    record_membrane: u32,
-    syn_off_base: u32,
-    syn_base: u32,
-    events_base: u32,
-    blocks: u32,
-    delay: u32,
-    pad0: u32,
-    pad1: u32,
-}
-
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> coeffs: array<Coeffs>;
 // Dense fixed-point weights [channel][neuron].
@@ -55,28 +15,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read> input: array<u32>;
 @group(0) @binding(6) var<storage, read_write> output: array<atomic<u32>>;
 @group(0) @binding(7) var<storage, read_write> membrane: array<f32>;
-
-struct Step {
-    next: State,
-    spike: bool,
-    v: f32,
-}
-
-// One step of one neuron: src/neuron.rs `lif_step`.
-fn lif_step(c: Coeffs, s: State, input: i32) -> Step {
-    let i = c.a_syn * s.i + c.weight_gain * (f32(input) * c.input_scale);
-    let refractory = s.refractory > 0u;
-    let integrated = s.v + c.k_mem * (c.v_leak - s.v + i);
-    let v = select(integrated, c.v_reset, refractory);
-    let spike = !refractory && c.spiking != 0u && v >= c.v_th;
-    var out: Step;
-    out.next.i = i;
-    out.next.v = select(v, c.v_reset, spike);
-    out.next.refractory = select(select(0u, s.refractory - 1u, refractory), c.refractory_steps, spike);
-    out.spike = spike;
-    out.v = v;
-    return out;
-}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -93,12 +31,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let end = input[sample + 1u];
     // Spike counts start at zero: the host creates the output buffer zeroed.
     for (var t = 0u; t < P.steps; t++) {
+        tick();
         var acc = 0i;
         while (e < end && input[P.events_base + 2u * e] + P.delay == t) {
+            tick();
             acc += weights[input[P.events_base + 2u * e + 1u] * n + j];
             e++;
         }
-        let r = lif_step(c, s, acc);
+        let r = lif_step(c, s, acc, membrane_noise(c, P.noise_seed, P.sample_base + sample, t), P.zero);
         s = r.next;
         if (P.record_membrane != 0u) {
             membrane[(sample * P.steps + t) * n + j] = r.v;
@@ -111,5 +51,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 atomicStore(&output[at + 1u], j);
             }
         }
+    }
+    if (iterations >= LOOP_BUDGET) {
+        atomicMax(&output[P.samples * (1u + 2u * P.out_capacity)], iterations);
     }
 }

@@ -8,46 +8,6 @@
 
 override WG: u32 = 64u;
 
-struct Coeffs {
-    a_syn: f32,
-    k_mem: f32,
-    v_leak: f32,
-    v_reset: f32,
-    v_th: f32,
-    refractory_steps: u32,
-    spiking: u32,
-    weight_gain: f32,
-    input_scale: f32,
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
-}
-
-struct State {
-    i: f32,
-    v: f32,
-    refractory: u32,
-}
-
-struct Params {
-    neurons: u32,
-    channels: u32,
-    steps: u32,
-    slots: u32,
-    stages: u32,
-    samples: u32,
-    grid_x: u32,
-    out_capacity: u32,
-    record_membrane: u32,
-    syn_off_base: u32,
-    syn_base: u32,
-    events_base: u32,
-    blocks: u32,
-    delay: u32,
-    pad0: u32,
-    pad1: u32,
-}
-
 @group(0) @binding(0) var<uniform> P: Params;
 // Per local neuron.
 @group(0) @binding(1) var<storage, read> coeffs: array<Coeffs>;
@@ -65,13 +25,21 @@ struct Params {
 
 var<workgroup> cursor: u32;
 var<workgroup> step_end: u32;
+// Neurons that spiked in the current stage and step; their synapses are delivered by the
+// whole workgroup together (uniform loops: fast, and countable against the software adapter's
+// loop limit).
+const FIRED_MAX: u32 = 1024u;
+var<workgroup> fired: array<u32, 1024>;
+var<workgroup> fired_count: atomic<u32>;
 
 // Add the weights of source `src` (channel, or channels + local neuron) spiking at step `t`
 // to the pending input of their targets; threads `lane, lane + stride, ...` share the list.
 fn deliver(src: u32, t: u32, sample: u32, lane: u32, stride: u32) {
     let a = program[P.syn_off_base + src];
     let b = program[P.syn_off_base + src + 1u];
+    tick();
     for (var k = a + lane; k < b; k += stride) {
+        tick();
         let base = P.syn_base + 3u * k;
         let tgt = program[base];
         let when = t + program[base + 1u];
@@ -82,29 +50,6 @@ fn deliver(src: u32, t: u32, sample: u32, lane: u32, stride: u32) {
     }
 }
 
-struct Step {
-    next: State,
-    spike: bool,
-    // Membrane before reset.
-    v: f32,
-}
-
-// One step of one neuron: src/neuron.rs `lif_step`.
-fn lif_step(c: Coeffs, s: State, input: i32) -> Step {
-    let i = c.a_syn * s.i + c.weight_gain * (f32(input) * c.input_scale);
-    let refractory = s.refractory > 0u;
-    let integrated = s.v + c.k_mem * (c.v_leak - s.v + i);
-    let v = select(integrated, c.v_reset, refractory);
-    let spike = !refractory && c.spiking != 0u && v >= c.v_th;
-    var out: Step;
-    out.next.i = i;
-    out.next.v = select(v, c.v_reset, spike);
-    out.next.refractory = select(select(0u, s.refractory - 1u, refractory), c.refractory_steps, spike);
-    out.spike = spike;
-    out.v = v;
-    return out;
-}
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let sample = wg.y * P.grid_x + wg.x;
@@ -112,10 +57,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         return;
     }
     let n = P.neurons;
+    tick();
     for (var j = lid; j < n; j += WG) {
+        tick();
         state[sample * n + j] = State(0.0, coeffs[j].v_leak, 0u);
     }
+    tick();
     for (var k = lid; k < P.slots * n; k += WG) {
+        tick();
         atomicStore(&pending[sample * P.slots * n + k], 0);
     }
     if (lid == 0u) {
@@ -126,10 +75,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     storageBarrier();
     workgroupBarrier();
     for (var t = 0u; t < P.steps; t++) {
+        tick();
         // Input events of this step: a contiguous run of the sample's sorted events.
         if (lid == 0u) {
             var c = cursor;
+            tick();
             while (c < in_end && input[P.events_base + 2u * c] == t) {
+                tick();
                 c++;
             }
             step_end = c;
@@ -137,17 +89,24 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         workgroupBarrier();
         let c0 = cursor;
         let c1 = step_end;
+        tick();
         for (var e = c0; e < c1; e++) {
+            tick();
             deliver(input[P.events_base + 2u * e + 1u], t, sample, lid, WG);
         }
         storageBarrier();
         workgroupBarrier();
         let slot = (sample * P.slots + t % P.slots) * n;
         for (var st = 0u; st < P.stages; st++) {
+            tick();
             let lo = program[st];
             let hi = program[st + 1u];
+            tick();
             for (var j = lo + lid; j < hi; j += WG) {
-                let r = lif_step(coeffs[j], state[sample * n + j], atomicLoad(&pending[slot + j]));
+                tick();
+                let c = coeffs[j];
+                let noise = membrane_noise(c, P.noise_seed, P.sample_base + sample, t);
+                let r = lif_step(c, state[sample * n + j], atomicLoad(&pending[slot + j]), noise, P.zero);
                 state[sample * n + j] = r.next;
                 if (P.record_membrane != 0u) {
                     membrane[(sample * P.steps + t) * n + j] = r.v;
@@ -159,13 +118,31 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                         atomicStore(&output[at], t);
                         atomicStore(&output[at + 1u], j);
                     }
-                    deliver(P.channels + j, t, sample, 0u, 1u);
+                    let f = atomicAdd(&fired_count, 1u);
+                    if (f < FIRED_MAX) {
+                        fired[f] = j;
+                    } else {
+                        deliver(P.channels + j, t, sample, 0u, 1u);
+                    }
                 }
+            }
+            workgroupBarrier();
+            let m = min(atomicLoad(&fired_count), FIRED_MAX);
+            tick();
+            for (var f = 0u; f < m; f++) {
+                tick();
+                deliver(P.channels + fired[f], t, sample, lid, WG);
             }
             storageBarrier();
             workgroupBarrier();
+            if (lid == 0u) {
+                atomicStore(&fired_count, 0u);
+            }
+            workgroupBarrier();
         }
+        tick();
         for (var j = lid; j < n; j += WG) {
+            tick();
             atomicStore(&pending[slot + j], 0);
         }
         if (lid == 0u) {
@@ -173,5 +150,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
         storageBarrier();
         workgroupBarrier();
+    }
+    if (iterations >= LOOP_BUDGET) {
+        atomicMax(&output[P.samples * (1u + 2u * P.out_capacity)], iterations);
     }
 }

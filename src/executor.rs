@@ -2,6 +2,7 @@
 //! recorded into the [`SpikeStore`] and replayed as the input of the partitions that read them.
 //! The executor knows nothing about how a backend computes.
 
+use crate::analog::{compile_emulated, AnalogConfig, Chip, Mode as AnalogMode};
 use crate::backend::{Backend, PartitionOutput, PartitionProgram, RunOptions};
 use crate::error::{Error, Result};
 use crate::network::{Network, PopulationId, PopulationKind};
@@ -123,6 +124,19 @@ pub struct Execution {
     pub stats: ExecutionStats,
 }
 
+/// How partitions are emulated (absent: all ideal).
+#[derive(Clone, Debug)]
+pub struct Emulation {
+    /// Magnitudes of the analog effects.
+    pub config: AnalogConfig,
+    /// Which partitions are emulated.
+    pub mode: AnalogMode,
+    /// The emulated chip (every sequential partition reuses its circuits).
+    pub chip: Chip,
+    /// Per partition: emulated.
+    pub emulated: Vec<bool>,
+}
+
 /// A network prepared for execution: its plan, schedule and compiled partitions.
 #[derive(Clone, Debug)]
 pub struct Executor {
@@ -134,6 +148,8 @@ pub struct Executor {
     pub schedule: Schedule,
     /// One compiled program per partition.
     pub programs: Vec<PartitionProgram>,
+    /// Analog emulation, if any.
+    pub emulation: Option<Emulation>,
 }
 
 impl Executor {
@@ -146,35 +162,74 @@ impl Executor {
     ) -> Result<Self> {
         let plan = Plan::new(&network, substrate, opts)?;
         let schedule = Schedule::new(&plan, Mode::for_chips(chips));
-        let programs = plan
-            .partitions
-            .iter()
-            .map(|p| PartitionProgram::compile(&network, &plan, p))
-            .collect();
-        Ok(Executor {
+        let mut e = Executor {
             network,
             plan,
             schedule,
-            programs,
-        })
+            programs: Vec::new(),
+            emulation: None,
+        };
+        e.recompile();
+        Ok(e)
+    }
+
+    /// Like [`Executor::new`], with the partitions `mode` selects running on an emulated
+    /// analog chip with the effects of `config`.
+    pub fn emulated(
+        network: Network,
+        substrate: &Substrate,
+        chips: usize,
+        opts: &PartitionOptions,
+        config: AnalogConfig,
+        mode: AnalogMode,
+    ) -> Result<Self> {
+        config.validate()?;
+        let mut e = Self::new(network, substrate, chips, opts)?;
+        e.emulation = Some(Emulation {
+            chip: Chip::draw(substrate, &config),
+            emulated: mode.per_partition(&e.network, &e.plan),
+            config,
+            mode,
+        });
+        e.recompile();
+        Ok(e)
     }
 
     /// Rebuild the compiled programs after the network's weights changed.
     pub fn recompile(&mut self) {
-        self.programs = self
-            .plan
+        let (net, plan) = (&self.network, &self.plan);
+        self.programs = plan
             .partitions
             .iter()
-            .map(|p| PartitionProgram::compile(&self.network, &self.plan, p))
+            .map(|p| match &self.emulation {
+                Some(em) if em.emulated[p.id] => {
+                    compile_emulated(net, plan, p.id, &em.config, &em.chip)
+                }
+                _ => PartitionProgram::compile(net, plan, p),
+            })
             .collect();
     }
 
     /// Run a batch. `inputs` gives the spikes of each input population (same sample count).
+    /// Membranes of readout populations are always recorded, of all populations when
+    /// `record_all_membranes`.
     pub fn run<B: Backend + ?Sized>(
         &self,
         backend: &B,
         inputs: &[(PopulationId, SpikeTrains)],
         record_all_membranes: bool,
+    ) -> Result<Execution> {
+        self.run_with_noise(backend, inputs, record_all_membranes, 0)
+    }
+
+    /// [`Executor::run`] with the seed of the temporal noise of emulated partitions (vary it
+    /// between batches; the same seed gives the same noise).
+    pub fn run_with_noise<B: Backend + ?Sized>(
+        &self,
+        backend: &B,
+        inputs: &[(PopulationId, SpikeTrains)],
+        record_all_membranes: bool,
+        noise_seed: u32,
     ) -> Result<Execution> {
         let net = &self.network;
         let steps = net.steps;
@@ -235,11 +290,21 @@ impl Executor {
                 &RunOptions {
                     steps,
                     membrane: want_membrane,
+                    noise_seed,
+                    sample_base: 0,
                 },
             )?;
             let t2 = Instant::now();
             recorded += out.spikes.len();
             store.record(net, prog, &out.spikes);
+            let mut out = out;
+            if let (Some(em), Some(m)) = (&self.emulation, out.membrane.as_mut()) {
+                if em.emulated[pid] && em.config.quantise_readout {
+                    let bits = self.plan.substrate.readout_bits;
+                    m.iter_mut()
+                        .for_each(|v| *v = em.config.quantise_readout(*v, bits));
+                }
+            }
             self.scatter_membrane(prog, &out, samples, record_all_membranes, &mut membrane);
             stats.backend += t2 - t1;
             stats.host_replay += (t1 - t0) + t2.elapsed();

@@ -33,6 +33,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod analog;
 pub mod backend;
 pub mod bench;
 pub mod draw;

@@ -95,7 +95,9 @@ impl NeuronParams {
             spiking: spiking as u32,
             weight_gain: 1.0,
             input_scale: 1.0,
-            _pad: [0; 3],
+            noise_sd: 0.0,
+            noise_key: 0,
+            _pad: 0,
         }
     }
 }
@@ -123,8 +125,12 @@ pub struct NeuronCoeffs {
     /// Value of one unit of the fixed-point synaptic input (a power of two, see
     /// [`lif_step`]).
     pub input_scale: f32,
+    /// Standard deviation of the temporal membrane noise per step (0 = none).
+    pub noise_sd: f32,
+    /// Identifies the neuron in the noise hash (same however the network is partitioned).
+    pub noise_key: u32,
     /// Keeps the struct a multiple of 16 bytes for GPU arrays.
-    pub _pad: [u32; 3],
+    pub _pad: u32,
 }
 
 /// State of one neuron between steps.
@@ -158,11 +164,13 @@ impl LifState {
 /// Returns the new state, whether the neuron spiked, and its membrane before reset (what
 /// training needs for the surrogate). Written without branches so that loops over neurons
 /// vectorise; `shaders/lif.wgsl` mirrors it line by line.
+///
+/// `noise` is this step's temporal membrane noise (see [`membrane_noise`]; 0 in ideal mode).
 #[inline(always)]
-pub fn lif_step(c: &NeuronCoeffs, s: LifState, input: i32) -> (LifState, bool, f32) {
+pub fn lif_step(c: &NeuronCoeffs, s: LifState, input: i32, noise: f32) -> (LifState, bool, f32) {
     let i = c.a_syn * s.i + c.weight_gain * (input as f32 * c.input_scale);
     let refractory = s.refractory > 0;
-    let integrated = s.v + c.k_mem * (c.v_leak - s.v + i);
+    let integrated = s.v + c.k_mem * (c.v_leak - s.v + i) + noise;
     let v = if refractory { c.v_reset } else { integrated };
     let spike = !refractory && c.spiking != 0 && v >= c.v_th;
     let next = LifState {
@@ -175,6 +183,29 @@ pub fn lif_step(c: &NeuronCoeffs, s: LifState, input: i32) -> (LifState, bool, f
         },
     };
     (next, spike, v)
+}
+
+/// PCG hash (one round): a well-mixed `u32` from a `u32`, identical in `shaders/*.wgsl`.
+#[inline(always)]
+pub fn pcg_hash(v: u32) -> u32 {
+    let state = v.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
+    let word = ((state >> ((state >> 28) + 4)) ^ state).wrapping_mul(277_803_737);
+    (word >> 22) ^ word
+}
+
+/// Temporal membrane noise of neuron `c` at `step` of sample `sample` for run seed `seed`:
+/// `c.noise_sd` times an approximately standard normal number (sum of four uniforms, scaled to
+/// unit variance), computed from integer hashes so that the CPU and the GPU kernels produce
+/// bit-identical values.
+#[inline(always)]
+pub fn membrane_noise(c: &NeuronCoeffs, seed: u32, sample: u32, step: u32) -> f32 {
+    if c.noise_sd == 0.0 {
+        return 0.0;
+    }
+    let h = pcg_hash(seed ^ pcg_hash(sample ^ pcg_hash(c.noise_key ^ pcg_hash(step))));
+    let u = |k: u32| (pcg_hash(h.wrapping_add(k)) >> 8) as f32 * (1.0 / 16_777_216.0);
+    let sum = u(0) + u(1) + u(2) + u(3);
+    (sum - 2.0) * 1.732_050_8 * c.noise_sd
 }
 
 #[cfg(test)]
@@ -200,7 +231,7 @@ mod tests {
         let c = p.coeffs(1.0, true);
         let mut s = LifState::rest(&c);
         let mut step = |input| {
-            let (next, spike, v) = lif_step(&c, s, input);
+            let (next, spike, v) = lif_step(&c, s, input, 0.0);
             s = next;
             (spike, v, s)
         };
@@ -217,6 +248,21 @@ mod tests {
         // step 4: i = 0.875, v = 0.25*0.875 = 0.21875
         assert!(!step(0).0);
         assert_eq!(s.v, 0.21875);
+    }
+
+    #[test]
+    fn membrane_noise_has_the_requested_spread() {
+        let mut c = NeuronParams::default().coeffs(1.0, true);
+        assert_eq!(membrane_noise(&c, 1, 2, 3), 0.0);
+        c.noise_sd = 0.5;
+        let xs: Vec<f64> = (0..50_000)
+            .map(|t| membrane_noise(&c, 9, t % 100, t / 100) as f64)
+            .collect();
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        let sd = (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64).sqrt();
+        assert!(mean.abs() < 0.01 && (sd - 0.5).abs() < 0.01, "{mean} {sd}");
+        assert_eq!(membrane_noise(&c, 9, 1, 1), membrane_noise(&c, 9, 1, 1));
+        assert_ne!(membrane_noise(&c, 9, 1, 1), membrane_noise(&c, 10, 1, 1));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use super::{Backend, PartitionOutput, PartitionProgram, RunOptions};
 use crate::error::{Error, Result};
-use crate::neuron::{lif_step, LifState, NeuronCoeffs};
+use crate::neuron::{lif_step, membrane_noise, LifState, NeuronCoeffs};
 use crate::spikes::{SpikeEvent, SpikeTrains};
 use rayon::prelude::*;
 
@@ -39,7 +39,15 @@ impl Backend for CpuBackend {
         let fanout = Fanout::new(program);
         let per_sample: Vec<(Vec<SpikeEvent>, Vec<f32>)> = (0..input.samples())
             .into_par_iter()
-            .map(|s| run_sample_best(program, &fanout, input.sample(s), opts))
+            .map(|s| {
+                run_sample_best(
+                    program,
+                    &fanout,
+                    input.sample(s),
+                    opts,
+                    opts.sample_base + s as u32,
+                )
+            })
             .collect();
         let mut membrane = opts.membrane.then(|| {
             Vec::with_capacity(input.samples() * opts.steps as usize * program.neuron_count())
@@ -170,6 +178,9 @@ struct SoaCoeffs {
     spiking: Vec<u32>,
     weight_gain: Vec<f32>,
     input_scale: Vec<f32>,
+    noise_sd: Vec<f32>,
+    noise_key: Vec<u32>,
+    noisy: bool,
 }
 
 impl SoaCoeffs {
@@ -184,6 +195,9 @@ impl SoaCoeffs {
             spiking: c.iter().map(|c| c.spiking).collect(),
             weight_gain: c.iter().map(|c| c.weight_gain).collect(),
             input_scale: c.iter().map(|c| c.input_scale).collect(),
+            noise_sd: c.iter().map(|c| c.noise_sd).collect(),
+            noise_key: c.iter().map(|c| c.noise_key).collect(),
+            noisy: c.iter().any(|c| c.noise_sd != 0.0),
         }
     }
 
@@ -199,7 +213,9 @@ impl SoaCoeffs {
             spiking: self.spiking[j],
             weight_gain: self.weight_gain[j],
             input_scale: self.input_scale[j],
-            _pad: [0; 3],
+            noise_sd: self.noise_sd[j],
+            noise_key: self.noise_key[j],
+            _pad: 0,
         }
     }
 }
@@ -209,6 +225,7 @@ impl SoaCoeffs {
 #[inline(always)]
 fn update<const TRACE: bool>(
     c: &SoaCoeffs,
+    (seed, sample, step): (u32, u32, u32),
     lo: usize,
     inputs: &[i32],
     cur: &mut [f32],
@@ -231,7 +248,13 @@ fn update<const TRACE: bool>(
             v: mem[k],
             refractory: refr[k],
         };
-        let (s, spike, v) = lif_step(&c.get(lo + k), s, inputs[k]);
+        let coeffs = c.get(lo + k);
+        let noise = if c.noisy {
+            membrane_noise(&coeffs, seed, sample, step)
+        } else {
+            0.0
+        };
+        let (s, spike, v) = lif_step(&coeffs, s, inputs[k], noise);
         cur[k] = s.i;
         mem[k] = s.v;
         refr[k] = s.refractory;
@@ -251,13 +274,14 @@ fn run_sample_best(
     fanout: &Fanout,
     input: &[SpikeEvent],
     opts: &RunOptions,
+    sample: u32,
 ) -> (Vec<SpikeEvent>, Vec<f32>) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the processor supports AVX2, checked just above.
-        return unsafe { run_sample_avx2(prog, fanout, input, opts) };
+        return unsafe { run_sample_avx2(prog, fanout, input, opts, sample) };
     }
-    run_sample(prog, fanout, input, opts)
+    run_sample(prog, fanout, input, opts, sample)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -267,8 +291,9 @@ unsafe fn run_sample_avx2(
     fanout: &Fanout,
     input: &[SpikeEvent],
     opts: &RunOptions,
+    sample: u32,
 ) -> (Vec<SpikeEvent>, Vec<f32>) {
-    run_sample(prog, fanout, input, opts)
+    run_sample(prog, fanout, input, opts, sample)
 }
 
 /// One sample of one partition; events come out sorted by (step, neuron).
@@ -278,6 +303,7 @@ fn run_sample(
     fanout: &Fanout,
     input: &[SpikeEvent],
     opts: &RunOptions,
+    sample: u32,
 ) -> (Vec<SpikeEvent>, Vec<f32>) {
     let n = prog.neuron_count();
     let nch = prog.channels.len();
@@ -309,6 +335,7 @@ fn run_sample(
             let any = if opts.membrane {
                 update::<true>(
                     &fanout.coeffs,
+                    (opts.noise_seed, sample, t as u32),
                     lo,
                     inputs,
                     &mut cur,
@@ -320,6 +347,7 @@ fn run_sample(
             } else {
                 update::<false>(
                     &fanout.coeffs,
+                    (opts.noise_seed, sample, t as u32),
                     lo,
                     inputs,
                     &mut cur,

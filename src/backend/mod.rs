@@ -49,8 +49,19 @@ pub struct PartitionProgram {
 }
 
 impl PartitionProgram {
-    /// Compile partition `part` of `plan`; `dt` in µs.
+    /// Compile partition `part` of `plan` (ideal: weights as they are).
     pub fn compile(network: &Network, plan: &Plan, part: &Partition) -> Self {
+        Self::compile_mapped(network, plan, part, &|w| w)
+    }
+
+    /// Compile partition `part` of `plan` with every weight passed through `weight` first
+    /// (e.g. the chip's quantisation).
+    pub fn compile_mapped(
+        network: &Network,
+        plan: &Plan,
+        part: &Partition,
+        weight: &dyn Fn(f32) -> f32,
+    ) -> Self {
         let dt = plan.substrate.dt_us;
         let mut neurons = Vec::new();
         let mut coeffs = Vec::new();
@@ -83,7 +94,7 @@ impl PartitionProgram {
             for p in 0..network.projections.len() {
                 if network.endpoints(p).1 == t {
                     network.for_each_synapse(p, 0..bound.len(), |_, post, w| {
-                        bound[post] += (w as f64).abs()
+                        bound[post] += (weight(w) as f64).abs()
                     });
                 }
             }
@@ -111,7 +122,7 @@ impl PartitionProgram {
                         Synapse {
                             target: local_of[t][post],
                             delay: d,
-                            weight: (w as f64 * scale).round() as i32,
+                            weight: (weight(w) as f64 * scale).round() as i32,
                         },
                     ));
                 });
@@ -205,6 +216,10 @@ pub struct RunOptions {
     pub steps: u32,
     /// Record the membrane (before reset) of every local neuron at every step.
     pub membrane: bool,
+    /// Seed of the temporal noise of this run (only used by neurons with noise).
+    pub noise_seed: u32,
+    /// Index of the batch's first sample (noise is drawn per sample index).
+    pub sample_base: u32,
 }
 
 /// Result of running one partition on a batch.

@@ -11,10 +11,16 @@ use crate::error::{Error, Result};
 use crate::spikes::{SpikeEvent, SpikeTrains};
 use wgpu::util::DeviceExt;
 
-/// The general kernel's source.
-pub const LIF_WGSL: &str = include_str!("../../shaders/lif.wgsl");
-/// The feed-forward kernel's source.
-pub const FEEDFORWARD_WGSL: &str = include_str!("../../shaders/feedforward.wgsl");
+/// The general kernel's source (`shaders/neuron.wgsl` + `shaders/lif.wgsl`).
+pub const LIF_WGSL: &str = concat!(
+    include_str!("../../shaders/neuron.wgsl"),
+    include_str!("../../shaders/lif.wgsl")
+);
+/// The feed-forward kernel's source (`shaders/neuron.wgsl` + `shaders/feedforward.wgsl`).
+pub const FEEDFORWARD_WGSL: &str = concat!(
+    include_str!("../../shaders/neuron.wgsl"),
+    include_str!("../../shaders/feedforward.wgsl")
+);
 
 /// Threads per workgroup (one workgroup integrates one sample).
 const WG: u32 = 64;
@@ -39,7 +45,11 @@ struct Params {
     events_base: u32,
     blocks: u32,
     delay: u32,
-    pad: [u32; 2],
+    noise_seed: u32,
+    sample_base: u32,
+    /// Always 0: keeps the shader compiler from fusing multiply and add (see neuron.wgsl).
+    zero: u32,
+    pad: [u32; 3],
 }
 
 pub(super) struct LifKernel {
@@ -262,6 +272,7 @@ pub(super) fn run(
             (syn_off_base, syn_base),
             dense.as_ref().map(|d| d.1),
             &input.slice(s0..s0 + chunk),
+            opts.sample_base + s0 as u32,
             opts,
             capacity,
             &per,
@@ -300,6 +311,7 @@ fn run_chunk(
     (syn_off_base, syn_base): (u32, u32),
     feedforward_delay: Option<u32>,
     input: &SpikeTrains,
+    sample_base: u32,
     opts: &RunOptions,
     capacity: u64,
     per: &PerSample,
@@ -335,7 +347,10 @@ fn run_chunk(
         events_base: samples as u32 + 1,
         blocks: blocks as u32,
         delay: feedforward_delay.unwrap_or(0),
-        pad: [0; 2],
+        noise_seed: opts.noise_seed,
+        sample_base,
+        zero: 0,
+        pad: [0; 3],
     };
     let usage_rw = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
     let make = |label: &str, size: u64, usage: wgpu::BufferUsages| {
@@ -346,7 +361,9 @@ fn run_chunk(
             mapped_at_creation: false,
         })
     };
-    let out_bytes = samples * per.output;
+    // Spike counts and events, then one word: the most loop iterations of an invocation, when
+    // it came near the software adapter's limit.
+    let out_bytes = samples * per.output + 4;
     let mem_bytes = samples * per.membrane;
     let (bind, out_buf, mem_buf, out_read, mem_read) = timed(&mut t.upload, || {
         scoped(device, "allocating GPU buffers", || {
@@ -425,6 +442,15 @@ fn run_chunk(
     })?;
     t.chunks += 1;
     let words: Vec<u32> = timed(&mut t.readback, || read_back(device, &out_read, out_bytes))?;
+    let iterations = words[(samples * (1 + 2 * capacity)) as usize];
+    if iterations > 0 && ctx.info.device_type == wgpu::DeviceType::Cpu {
+        return Err(Error::Gpu(format!(
+            "partition {}: a kernel invocation ran {iterations} loop iterations, at the limit of \
+             the software adapter '{}' (65 535), which cuts longer runs short; use --device cpu, \
+             fewer steps, or a real GPU",
+            program.partition, ctx.info.name
+        )));
+    }
     let counts = &words[..samples as usize];
     let most = counts.iter().copied().max().unwrap_or(0);
     if most as u64 > capacity {

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 pub use lif::{FEEDFORWARD_WGSL, LIF_WGSL};
 
-/// Every WGSL source of the crate, by file name (for validation and documentation).
-pub const SHADERS: &[(&str, &str)] = &[
-    ("lif.wgsl", LIF_WGSL),
-    ("feedforward.wgsl", FEEDFORWARD_WGSL),
+/// Every WGSL program the crate compiles, with the `shaders/` files it is made of.
+pub const SHADERS: &[(&[&str], &str)] = &[
+    (&["neuron.wgsl", "lif.wgsl"], LIF_WGSL),
+    (&["neuron.wgsl", "feedforward.wgsl"], FEEDFORWARD_WGSL),
 ];
 
 /// Device, queue and pipelines, created once and reused for every partition and batch.

@@ -1,0 +1,285 @@
+//! What makes the emulation analog: per-circuit fixed-pattern variation of time constants,
+//! threshold, leak and synaptic gain (drawn once per emulated chip from a seed; a neuron gets
+//! the mean variation of the circuits its placement gives it), temporal membrane noise, weight
+//! quantisation to the chip's signed 6-bit range and quantisation of the membrane readout
+//! (CADC). Each effect can be switched off; partitions can be emulated or ideal individually.
+//! This module only transforms compiled partitions and recorded traces.
+
+use crate::backend::PartitionProgram;
+use crate::error::{check_range, Result};
+use crate::network::{Network, PopulationKind};
+use crate::neuron::NeuronParams;
+use crate::partition::Plan;
+use crate::rng::Rng;
+use crate::substrate::Substrate;
+use serde::{Deserialize, Serialize};
+
+/// Magnitudes of the analog effects (0 switches an effect off).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalogConfig {
+    /// Seed of the emulated chip's fixed-pattern variation.
+    pub chip_seed: u64,
+    /// Relative standard deviation of τ_mem between circuits.
+    pub tau_mem_variation: f32,
+    /// Relative standard deviation of τ_syn between circuits.
+    pub tau_syn_variation: f32,
+    /// Standard deviation of the threshold, relative to (threshold − leak).
+    pub threshold_variation: f32,
+    /// Standard deviation of the leak potential, relative to (threshold − leak).
+    pub leak_variation: f32,
+    /// Relative standard deviation of the synaptic gain.
+    pub weight_gain_variation: f32,
+    /// Standard deviation of the temporal membrane noise per step, in model units.
+    pub membrane_noise: f32,
+    /// Quantise weights to the chip's integer range (`w_hw = clamp(round(scale·w), ±weight_max)`).
+    pub quantise_weights: bool,
+    /// Hardware weight units per model unit.
+    pub weight_scale: f32,
+    /// Quantise recorded membranes like the CADC (`readout_bits` of the substrate).
+    pub quantise_readout: bool,
+    /// CADC code of the model's 0 (the leak potential: 80 LSB).
+    pub readout_offset: f32,
+    /// CADC LSB per model unit (threshold 1 ↔ 120 LSB: 40).
+    pub readout_gain: f32,
+}
+
+impl Default for AnalogConfig {
+    /// A few percent of fixed-pattern variation after calibration, about one CADC LSB of
+    /// temporal noise, 6-bit weights, 8-bit readout (REFERENCE.md).
+    fn default() -> Self {
+        AnalogConfig {
+            chip_seed: 1,
+            tau_mem_variation: 0.03,
+            tau_syn_variation: 0.03,
+            threshold_variation: 0.03,
+            leak_variation: 0.02,
+            weight_gain_variation: 0.03,
+            membrane_noise: 0.025,
+            quantise_weights: true,
+            weight_scale: 32.0,
+            quantise_readout: true,
+            readout_offset: 80.0,
+            readout_gain: 40.0,
+        }
+    }
+}
+
+impl AnalogConfig {
+    /// Check every magnitude is finite and in range.
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("tau_mem_variation", self.tau_mem_variation),
+            ("tau_syn_variation", self.tau_syn_variation),
+            ("threshold_variation", self.threshold_variation),
+            ("leak_variation", self.leak_variation),
+            ("weight_gain_variation", self.weight_gain_variation),
+            ("membrane_noise", self.membrane_noise),
+        ] {
+            check_range("analog", name, v as f64, 0.0, 0.5)?;
+        }
+        check_range(
+            "analog",
+            "weight_scale",
+            self.weight_scale as f64,
+            1e-6,
+            1e9,
+        )?;
+        check_range(
+            "analog",
+            "readout_gain",
+            self.readout_gain as f64,
+            1e-6,
+            1e9,
+        )?;
+        check_range(
+            "analog",
+            "readout_offset",
+            self.readout_offset as f64,
+            -1e9,
+            1e9,
+        )
+    }
+
+    /// The weight the chip realises for model weight `w` (clamped to ±`weight_max`, rounded to
+    /// a hardware unit), in model units.
+    pub fn quantise_weight(&self, w: f32, weight_max: i32) -> f32 {
+        if !self.quantise_weights {
+            return w;
+        }
+        let m = weight_max as f32;
+        (w * self.weight_scale).round().clamp(-m, m) / self.weight_scale
+    }
+
+    /// The membrane the CADC reports for model potential `v`.
+    pub fn quantise_readout(&self, v: f32, bits: u32) -> f32 {
+        if !self.quantise_readout {
+            return v;
+        }
+        let top = ((1u32 << bits) - 1) as f32;
+        let code = (self.readout_offset + v * self.readout_gain)
+            .round()
+            .clamp(0.0, top);
+        (code - self.readout_offset) / self.readout_gain
+    }
+}
+
+/// One emulated chip: the fixed-pattern deviations of each of its circuits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Chip {
+    tau_mem: Vec<f32>,
+    tau_syn: Vec<f32>,
+    threshold: Vec<f32>,
+    leak: Vec<f32>,
+    gain: Vec<f32>,
+}
+
+impl Chip {
+    /// Draw the deviations of every circuit of `substrate` from `config.chip_seed`.
+    pub fn draw(substrate: &Substrate, config: &AnalogConfig) -> Self {
+        let n = substrate.circuits();
+        let draw = |stream: u64, sd: f32| -> Vec<f32> {
+            let mut r = Rng::derive(config.chip_seed, stream);
+            (0..n).map(|_| sd * r.normal() as f32).collect()
+        };
+        Chip {
+            tau_mem: draw(1, config.tau_mem_variation),
+            tau_syn: draw(2, config.tau_syn_variation),
+            threshold: draw(3, config.threshold_variation),
+            leak: draw(4, config.leak_variation),
+            gain: draw(5, config.weight_gain_variation),
+        }
+    }
+
+    /// The parameters a neuron placed on `circuits` realises (joined circuits share one
+    /// membrane, so their deviations average), and its synaptic gain.
+    pub fn realise(&self, p: &NeuronParams, circuits: &[usize]) -> (NeuronParams, f32) {
+        let mean = |v: &[f32]| circuits.iter().map(|&c| v[c]).sum::<f32>() / circuits.len() as f32;
+        let span = (p.v_th - p.v_leak).abs().max(1e-6);
+        let mut q = p.clone();
+        q.tau_mem = p.tau_mem * (1.0 + mean(&self.tau_mem)).max(0.1);
+        q.tau_syn = p.tau_syn * (1.0 + mean(&self.tau_syn)).max(0.1);
+        q.v_th = p.v_th + span * mean(&self.threshold);
+        q.v_leak = p.v_leak + span * mean(&self.leak);
+        (q, (1.0 + mean(&self.gain)).max(0.0))
+    }
+}
+
+/// Which partitions run emulated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Every partition ideal: plain simulation.
+    #[default]
+    Ideal,
+    /// Every partition emulated.
+    Emulated,
+    /// Only the partitions of the first hidden layer emulated, the rest ideal.
+    Mixed,
+}
+
+impl Mode {
+    /// Per partition of `plan`: emulated or not.
+    pub fn per_partition(self, network: &Network, plan: &Plan) -> Vec<bool> {
+        // The first layer: populations fed directly by an input population.
+        let first: Vec<bool> = (0..network.populations.len())
+            .map(|p| {
+                network.populations[p].kind != PopulationKind::Input
+                    && (0..network.projections.len()).any(|k| {
+                        let (s, t) = network.endpoints(k);
+                        t == p && network.populations[s].kind == PopulationKind::Input
+                    })
+            })
+            .collect();
+        plan.partitions
+            .iter()
+            .map(|part| match self {
+                Mode::Ideal => false,
+                Mode::Emulated => true,
+                Mode::Mixed => part.parts.iter().any(|r| first[r.neurons.population]),
+            })
+            .collect()
+    }
+}
+
+/// Compile partition `pid` of `plan` as the emulated chip runs it: quantised weights, varied
+/// coefficients by placement, temporal noise.
+pub fn compile_emulated(
+    network: &Network,
+    plan: &Plan,
+    pid: usize,
+    config: &AnalogConfig,
+    chip: &Chip,
+) -> PartitionProgram {
+    let sub = &plan.substrate;
+    let wmax = sub.weight_max;
+    let part = &plan.partitions[pid];
+    let mut prog =
+        PartitionProgram::compile_mapped(network, plan, part, &|w| config.quantise_weight(w, wmax));
+    let mut j = 0;
+    for (k, r) in part.parts.iter().enumerate() {
+        let pop = &network.populations[r.neurons.population];
+        for n in 0..r.neurons.size {
+            let circuits = part.circuit_of(sub, k, n);
+            let (params, gain) = chip.realise(&pop.params, &circuits);
+            let scale = prog.coeffs[j].input_scale;
+            let mut c = params.coeffs(sub.dt_us, pop.kind != PopulationKind::Readout);
+            c.input_scale = scale;
+            c.weight_gain = gain;
+            c.noise_sd = config.membrane_noise;
+            c.noise_key = crate::neuron::pcg_hash(
+                (r.neurons.population as u32).wrapping_mul(0x9E37_79B9)
+                    ^ (r.neurons.offset + n) as u32,
+            );
+            prog.coeffs[j] = c;
+            j += 1;
+        }
+    }
+    prog
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_quantise_to_the_signed_six_bit_range() {
+        let c = AnalogConfig::default();
+        assert_eq!(c.quantise_weight(0.5, 63), 16.0 / 32.0);
+        assert_eq!(c.quantise_weight(0.51, 63), 16.0 / 32.0);
+        assert_eq!(c.quantise_weight(0.52, 63), 17.0 / 32.0);
+        assert_eq!(c.quantise_weight(5.0, 63), 63.0 / 32.0);
+        assert_eq!(c.quantise_weight(-5.0, 63), -63.0 / 32.0);
+        // CADC: 0 ↔ 80 LSB, 1 ↔ 120 LSB, 8 bit.
+        assert_eq!(c.quantise_readout(1.0, 8), 1.0);
+        assert_eq!(c.quantise_readout(0.01, 8), 0.0);
+        assert_eq!(c.quantise_readout(0.02, 8), 0.025);
+        assert_eq!(c.quantise_readout(-3.0, 8), -2.0);
+        assert_eq!(c.quantise_readout(10.0, 8), 175.0 / 40.0);
+    }
+
+    #[test]
+    fn chip_variation_is_seeded_and_of_the_stated_size() {
+        let s = Substrate::bss2();
+        let c = AnalogConfig::default();
+        let a = Chip::draw(&s, &c);
+        assert_eq!(a, Chip::draw(&s, &c));
+        let other = Chip::draw(
+            &s,
+            &AnalogConfig {
+                chip_seed: 2,
+                ..c.clone()
+            },
+        );
+        assert_ne!(a, other);
+        let sd = (a.tau_mem.iter().map(|x| x * x).sum::<f32>() / 512.0).sqrt();
+        assert!((sd - 0.03).abs() < 0.005, "{sd}");
+        // Joining circuits averages their deviations.
+        let p = NeuronParams::default();
+        let (one, _) = a.realise(&p, &[0]);
+        let (two, _) = a.realise(&p, &[0, 1]);
+        let expect = p.tau_mem * (1.0 + (a.tau_mem[0] + a.tau_mem[1]) / 2.0);
+        assert!((two.tau_mem - expect).abs() < 1e-6);
+        assert!((one.tau_mem - p.tau_mem * (1.0 + a.tau_mem[0])).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,122 @@
+//! Analog emulation: reproducible chips, placement-dependent variation, quantisation, modes.
+
+mod common;
+
+use neuropart::analog::{AnalogConfig, Mode};
+use neuropart::prelude::*;
+
+fn mnist(mode: Mode, config: AnalogConfig) -> Executor {
+    let sub = Substrate::bss2();
+    let mut net = neuropart::network::mnist_network(4).build(&sub).unwrap();
+    // Excitatory enough that hidden neurons spike a few times per sample.
+    for w in &mut net.projections[0].weights {
+        *w = 0.2 * w.abs();
+    }
+    Executor::emulated(net, &sub, 1, &PartitionOptions::default(), config, mode).unwrap()
+}
+
+#[test]
+fn modes_select_partitions_and_placement_decides_variation() {
+    let em = mnist(Mode::Emulated, AnalogConfig::default());
+    assert_eq!(em.emulation.as_ref().unwrap().emulated, vec![true; 5]);
+    let mixed = mnist(Mode::Mixed, AnalogConfig::default());
+    assert_eq!(
+        mixed.emulation.as_ref().unwrap().emulated,
+        vec![true, true, true, true, false]
+    );
+    // The four hidden partitions run one after another on the same chip: neuron k of each
+    // sits on the same circuits, so it has the same time constants, threshold and gain.
+    let p = &em.programs;
+    for k in 0..64 {
+        let (a, b) = (p[0].coeffs[k], p[3].coeffs[k]);
+        assert_eq!(
+            (a.a_syn, a.k_mem, a.v_th, a.v_leak, a.weight_gain),
+            (b.a_syn, b.k_mem, b.v_th, b.v_leak, b.weight_gain)
+        );
+        assert_ne!(
+            a.noise_key, b.noise_key,
+            "distinct neurons get distinct noise"
+        );
+    }
+    // ...and different neurons of a partition differ.
+    assert_ne!(p[0].coeffs[0].v_th, p[0].coeffs[1].v_th);
+    // Ideal partitions keep the ideal coefficients.
+    let ideal = mnist(Mode::Ideal, AnalogConfig::default());
+    assert_eq!(mixed.programs[4].coeffs, ideal.programs[4].coeffs);
+    assert_ne!(mixed.programs[0].coeffs, ideal.programs[0].coeffs);
+}
+
+#[test]
+fn emulation_is_reproducible_and_changes_the_result() {
+    let inputs = |e: &Executor| neuropart::bench::random_inputs(e, 20, 0.19, 3);
+    let a = mnist(Mode::Emulated, AnalogConfig::default());
+    let b = mnist(Mode::Emulated, AnalogConfig::default());
+    let ra = a
+        .run_with_noise(&CpuBackend, &inputs(&a), false, 7)
+        .unwrap();
+    let rb = b
+        .run_with_noise(&CpuBackend, &inputs(&b), false, 7)
+        .unwrap();
+    assert_eq!(
+        ra.membrane[2], rb.membrane[2],
+        "same chip, same noise seed: same result"
+    );
+    let rc = a
+        .run_with_noise(&CpuBackend, &inputs(&a), false, 8)
+        .unwrap();
+    assert_ne!(
+        ra.membrane[2], rc.membrane[2],
+        "another noise seed: other trial noise"
+    );
+    let other = mnist(
+        Mode::Emulated,
+        AnalogConfig {
+            chip_seed: 99,
+            membrane_noise: 0.0,
+            ..Default::default()
+        },
+    );
+    let ro = other
+        .run_with_noise(&CpuBackend, &inputs(&other), false, 7)
+        .unwrap();
+    assert_ne!(ra.membrane[2], ro.membrane[2], "another chip");
+    let ideal = mnist(Mode::Ideal, AnalogConfig::default());
+    let ri = ideal.run(&CpuBackend, &inputs(&ideal), false).unwrap();
+    // The CADC reports multiples of 1/40 model units in emulated partitions only.
+    let on_grid = |m: &[f32]| {
+        m.iter()
+            .all(|v| ((v * 40.0).round() - v * 40.0).abs() < 1e-4)
+    };
+    assert!(on_grid(ra.membrane[2].as_ref().unwrap()));
+    assert!(!on_grid(ri.membrane[2].as_ref().unwrap()));
+    // Close to ideal, but not equal: a few percent of variation change some spikes, not most.
+    let count = |r: &neuropart::executor::Execution| r.spikes.get(1).unwrap().len() as f64;
+    let (ce, ci) = (count(&ra), count(&ri));
+    assert!(ci > 20.0 * 10.0, "hidden layer active: {ci} spikes");
+    assert!(
+        (ce - ci).abs() < 0.3 * ci,
+        "emulated {ce} vs ideal {ci} hidden spikes"
+    );
+    assert_ne!(ra.spikes.get(1), ri.spikes.get(1));
+}
+
+#[test]
+fn bad_analog_parameters_are_rejected() {
+    let sub = Substrate::bss2();
+    let net = neuropart::network::mnist_network(4).build(&sub).unwrap();
+    let cfg = AnalogConfig {
+        membrane_noise: f32::NAN,
+        ..Default::default()
+    };
+    let e = Executor::emulated(
+        net,
+        &sub,
+        1,
+        &PartitionOptions::default(),
+        cfg,
+        Mode::Emulated,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("membrane_noise") && e.contains("finite"), "{e}");
+}
