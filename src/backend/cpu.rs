@@ -220,18 +220,15 @@ impl SoaCoeffs {
     }
 }
 
-/// Update neurons `lo..lo + inputs.len()` by one step; returns whether any spiked.
-#[allow(clippy::too_many_arguments)]
+/// Neuron arrays of one sample: current, membrane, refractory counter, spiked this step.
+type StateArrays<'a> = (&'a mut [f32], &'a mut [f32], &'a mut [u32], &'a mut [bool]);
+
+/// Update neurons `lo..lo + inputs.len()` by one step; returns whether any spiked. `TRACE` and
+/// `NOISE` are compile-time so that the common loop has no branches.
 #[inline(always)]
-fn update<const TRACE: bool>(
-    c: &SoaCoeffs,
-    (seed, sample, step): (u32, u32, u32),
-    lo: usize,
-    inputs: &[i32],
-    cur: &mut [f32],
-    mem: &mut [f32],
-    refr: &mut [u32],
-    spiked: &mut [bool],
+fn update<const TRACE: bool, const NOISE: bool>(
+    (c, (seed, sample, step), lo, inputs): (&SoaCoeffs, (u32, u32, u32), usize, &[i32]),
+    (cur, mem, refr, spiked): StateArrays<'_>,
     trace: &mut [f32],
 ) -> bool {
     let hi = lo + inputs.len();
@@ -249,7 +246,7 @@ fn update<const TRACE: bool>(
             refractory: refr[k],
         };
         let coeffs = c.get(lo + k);
-        let noise = if c.noisy {
+        let noise = if NOISE {
             membrane_noise(&coeffs, seed, sample, step)
         } else {
             0.0
@@ -332,30 +329,18 @@ fn run_sample(
         for stage in prog.stage_bounds.windows(2) {
             let (lo, hi) = (stage[0] as usize, stage[1] as usize);
             let inputs = &pending[slot + lo..slot + hi];
-            let any = if opts.membrane {
-                update::<true>(
-                    &fanout.coeffs,
-                    (opts.noise_seed, sample, t as u32),
-                    lo,
-                    inputs,
-                    &mut cur,
-                    &mut mem,
-                    &mut refr,
-                    &mut spiked,
-                    &mut trace[t * n..(t + 1) * n],
-                )
-            } else {
-                update::<false>(
-                    &fanout.coeffs,
-                    (opts.noise_seed, sample, t as u32),
-                    lo,
-                    inputs,
-                    &mut cur,
-                    &mut mem,
-                    &mut refr,
-                    &mut spiked,
-                    &mut [],
-                )
+            let args = (
+                &fanout.coeffs,
+                (opts.noise_seed, sample, t as u32),
+                lo,
+                inputs,
+            );
+            let state = (&mut cur[..], &mut mem[..], &mut refr[..], &mut spiked[..]);
+            let any = match (opts.membrane, fanout.coeffs.noisy) {
+                (true, true) => update::<true, true>(args, state, &mut trace[t * n..(t + 1) * n]),
+                (true, false) => update::<true, false>(args, state, &mut trace[t * n..(t + 1) * n]),
+                (false, true) => update::<false, true>(args, state, &mut []),
+                (false, false) => update::<false, false>(args, state, &mut []),
             };
             if any {
                 for (j, &spike) in spiked.iter().enumerate().take(hi).skip(lo) {
