@@ -210,12 +210,18 @@ pub fn compile_emulated(
     pid: usize,
     config: &AnalogConfig,
     chip: &Chip,
+    exponents: Option<&[i32]>,
 ) -> PartitionProgram {
     let sub = &plan.substrate;
     let wmax = sub.weight_max;
     let part = &plan.partitions[pid];
-    let mut prog =
-        PartitionProgram::compile_mapped(network, plan, part, &|w| config.quantise_weight(w, wmax));
+    let mut prog = PartitionProgram::compile_with(
+        network,
+        plan,
+        part,
+        &|w| config.quantise_weight(w, wmax),
+        exponents,
+    );
     let mut j = 0;
     for (k, r) in part.parts.iter().enumerate() {
         let pop = &network.populations[r.neurons.population];

@@ -3,7 +3,7 @@
 //! The executor knows nothing about how a backend computes.
 
 use crate::analog::{compile_emulated, AnalogConfig, Chip, Mode as AnalogMode};
-use crate::backend::{Backend, PartitionOutput, PartitionProgram, RunOptions};
+use crate::backend::{scale_exponents, Backend, PartitionOutput, PartitionProgram, RunOptions};
 use crate::error::{Error, Result};
 use crate::network::{Network, PopulationId, PopulationKind};
 use crate::partition::{PartitionOptions, Plan};
@@ -198,14 +198,19 @@ impl Executor {
     /// Rebuild the compiled programs after the network's weights changed.
     pub fn recompile(&mut self) {
         let (net, plan) = (&self.network, &self.plan);
+        let ideal = scale_exponents(net, &|w| w);
+        let emulated = self.emulation.as_ref().map(|em| {
+            let wmax = plan.substrate.weight_max;
+            scale_exponents(net, &|w| em.config.quantise_weight(w, wmax))
+        });
         self.programs = plan
             .partitions
-            .iter()
+            .par_iter()
             .map(|p| match &self.emulation {
                 Some(em) if em.emulated[p.id] => {
-                    compile_emulated(net, plan, p.id, &em.config, &em.chip)
+                    compile_emulated(net, plan, p.id, &em.config, &em.chip, emulated.as_deref())
                 }
-                _ => PartitionProgram::compile(net, plan, p),
+                _ => PartitionProgram::compile_with(net, plan, p, &|w| w, Some(&ideal)),
             })
             .collect();
     }

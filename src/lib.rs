@@ -36,10 +36,12 @@
 pub mod analog;
 pub mod backend;
 pub mod bench;
+pub mod data;
 pub mod draw;
 pub mod encode;
 pub mod error;
 pub mod executor;
+pub mod experiment;
 pub mod gpu;
 pub mod io;
 pub mod network;
@@ -50,6 +52,7 @@ pub mod rng;
 pub mod schedule;
 pub mod spikes;
 pub mod substrate;
+pub mod train;
 
 pub use backend::{Backend, CpuBackend, PartitionProgram};
 pub use error::{Error, Result};

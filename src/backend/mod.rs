@@ -62,6 +62,19 @@ impl PartitionProgram {
         part: &Partition,
         weight: &dyn Fn(f32) -> f32,
     ) -> Self {
+        Self::compile_with(network, plan, part, weight, None)
+    }
+
+    /// [`PartitionProgram::compile_mapped`] with the fixed-point exponents of every population
+    /// already computed by [`scale_exponents`] (with the same `weight`), as when compiling
+    /// every partition of a plan.
+    pub fn compile_with(
+        network: &Network,
+        plan: &Plan,
+        part: &Partition,
+        weight: &dyn Fn(f32) -> f32,
+        exponents: Option<&[i32]>,
+    ) -> Self {
         let dt = plan.substrate.dt_us;
         let mut neurons = Vec::new();
         let mut coeffs = Vec::new();
@@ -84,23 +97,10 @@ impl PartitionProgram {
             }
         }
         stage_bounds.push(neurons.len() as u32);
-        // Fixed-point resolution per target population: the largest power of two for which
-        // every neuron's largest possible input per step stays below 2^23 units, so sums are
-        // exact in i32 and in f32. Chosen per population, it does not depend on partitioning.
-        let mut scale_exp = vec![0i32; network.populations.len()];
-        for pr in &part.parts {
-            let t = pr.neurons.population;
-            let mut bound = vec![0f64; network.populations[t].size];
-            for p in 0..network.projections.len() {
-                if network.endpoints(p).1 == t {
-                    network.for_each_synapse(p, 0..bound.len(), |_, post, w| {
-                        bound[post] += (weight(w) as f64).abs()
-                    });
-                }
-            }
-            let b = bound.iter().cloned().fold(0.0, f64::max);
-            scale_exp[t] = fixed_point_exponent(b);
-        }
+        let scale_exp = match exponents {
+            Some(e) => std::borrow::Cow::Borrowed(e),
+            None => std::borrow::Cow::Owned(scale_exponents(network, weight)),
+        };
         for (j, &(pop, _)) in neurons.iter().enumerate() {
             coeffs[j].input_scale = (2f64).powi(-scale_exp[pop]) as f32;
         }
@@ -133,19 +133,38 @@ impl PartitionProgram {
                 .get(n as usize)
                 .is_some_and(|&l| l != u32::MAX)
         };
-        let mut channels: Vec<(PopulationId, u32)> = raw
-            .iter()
-            .filter(|(p, n, _)| !is_local(*p, *n))
-            .map(|(p, n, _)| (*p, *n))
-            .collect();
-        channels.sort_unstable();
-        channels.dedup();
+        // External channels: every (population, neuron) some synapse reads that is not local,
+        // in (population, neuron) order, found through a table per population.
+        let mut used: Vec<Vec<bool>> = vec![Vec::new(); network.populations.len()];
+        for (p, n, _) in &raw {
+            if !is_local(*p, *n) {
+                let u = &mut used[*p];
+                if u.is_empty() {
+                    u.resize(network.populations[*p].size, false);
+                }
+                u[*n as usize] = true;
+            }
+        }
+        let mut channel_of: Vec<Vec<u32>> = vec![Vec::new(); network.populations.len()];
+        let mut channels: Vec<(PopulationId, u32)> = Vec::new();
+        for (p, u) in used.iter().enumerate() {
+            if u.is_empty() {
+                continue;
+            }
+            channel_of[p] = vec![u32::MAX; u.len()];
+            for (n, &on) in u.iter().enumerate() {
+                if on {
+                    channel_of[p][n] = channels.len() as u32;
+                    channels.push((p, n as u32));
+                }
+            }
+        }
         let nch = channels.len();
         let source_index = |pop: PopulationId, n: u32| -> usize {
             if is_local(pop, n) {
                 nch + local_of[pop][n as usize] as usize
             } else {
-                channels.binary_search(&(pop, n)).unwrap()
+                channel_of[pop][n as usize] as usize
             }
         };
         let nsrc = nch + neurons.len();
@@ -195,6 +214,27 @@ impl PartitionProgram {
     pub fn synapses_of(&self, src: usize) -> &[Synapse] {
         &self.synapses[self.synapse_offsets[src] as usize..self.synapse_offsets[src + 1] as usize]
     }
+}
+
+/// Fixed-point exponent of every population (0 for inputs): the largest power of two for which
+/// every neuron's largest possible input per step (sum of absolute weights, after `weight`)
+/// stays below 2^23 units, so sums are exact in i32 and in f32. Chosen per population, it does
+/// not depend on partitioning.
+pub fn scale_exponents(network: &Network, weight: &dyn Fn(f32) -> f32) -> Vec<i32> {
+    let mut bound: Vec<Vec<f64>> = network
+        .populations
+        .iter()
+        .map(|p| vec![0.0; p.size])
+        .collect();
+    for p in 0..network.projections.len() {
+        let (_, t) = network.endpoints(p);
+        let b = &mut bound[t];
+        network.for_each_synapse(p, 0..b.len(), |_, post, w| b[post] += (weight(w) as f64).abs());
+    }
+    bound
+        .iter()
+        .map(|b| fixed_point_exponent(b.iter().cloned().fold(0.0, f64::max)))
+        .collect()
 }
 
 /// Exponent `e` of the fixed-point input resolution `2^-e` for a population whose neurons
