@@ -54,7 +54,10 @@ fn main() {
 }
 
 fn run(a: Args) -> neuropart::Result<()> {
-    let dir = a.data.clone().unwrap_or_else(|| neuropart::data::cache_dir("mnist"));
+    let dir = a
+        .data
+        .clone()
+        .unwrap_or_else(|| neuropart::data::cache_dir("mnist"));
     let (mut train, mut test) = neuropart::data::mnist(&dir, a.data.is_none())?;
     if a.train_samples > 0 {
         train = train.take(a.train_samples);
@@ -68,7 +71,8 @@ fn run(a: Args) -> neuropart::Result<()> {
         ..Default::default()
     };
     neuropart::experiment::train_and_report(
-        neuropart::network::mnist_network(a.seed),
+        neuropart::network::mnist_network(a.seed).build(&neuropart::Substrate::bss2())?,
+        &neuropart::Substrate::bss2(),
         a.steps,
         a.mode,
         AnalogConfig::default(),

@@ -57,8 +57,14 @@ impl Dataset {
 }
 
 const MNIST_FILES: [(&str, &str); 4] = [
-    ("train-images-idx3-ubyte", "6bbc9ace898e44ae57da46a324031adb"),
-    ("train-labels-idx1-ubyte", "a25bea736e30d166cdddb491f175f624"),
+    (
+        "train-images-idx3-ubyte",
+        "6bbc9ace898e44ae57da46a324031adb",
+    ),
+    (
+        "train-labels-idx1-ubyte",
+        "a25bea736e30d166cdddb491f175f624",
+    ),
     ("t10k-images-idx3-ubyte", "2646ac647ad5339dbf082846283269ea"),
     ("t10k-labels-idx1-ubyte", "27ae3e4e09519cfbb04c329615203637"),
 ];
@@ -153,19 +159,32 @@ pub fn load_idx_pair(images: &Path, labels: &Path) -> Result<Dataset> {
     };
     let ib = std::fs::read(images).map_err(|e| Error::io(images, e))?;
     if ib.len() < 16 || be_u32(&ib, 0) != 0x0803 {
-        return Err(bad(images, "not an IDX image file (magic 0x00000803)".into()));
+        return Err(bad(
+            images,
+            "not an IDX image file (magic 0x00000803)".into(),
+        ));
     }
-    let (n, h, w) = (be_u32(&ib, 4) as usize, be_u32(&ib, 8) as usize, be_u32(&ib, 12) as usize);
+    let (n, h, w) = (
+        be_u32(&ib, 4) as usize,
+        be_u32(&ib, 8) as usize,
+        be_u32(&ib, 12) as usize,
+    );
     let need = 16 + n * h * w;
     if ib.len() != need {
         return Err(bad(
             images,
-            format!("{n} images of {h}x{w} need {need} bytes, the file has {}", ib.len()),
+            format!(
+                "{n} images of {h}x{w} need {need} bytes, the file has {}",
+                ib.len()
+            ),
         ));
     }
     let lb = std::fs::read(labels).map_err(|e| Error::io(labels, e))?;
     if lb.len() < 8 || be_u32(&lb, 0) != 0x0801 {
-        return Err(bad(labels, "not an IDX label file (magic 0x00000801)".into()));
+        return Err(bad(
+            labels,
+            "not an IDX label file (magic 0x00000801)".into(),
+        ));
     }
     let m = be_u32(&lb, 4) as usize;
     if m != n || lb.len() != 8 + m {
@@ -176,7 +195,10 @@ pub fn load_idx_pair(images: &Path, labels: &Path) -> Result<Dataset> {
     }
     let labels_v = lb[8..].to_vec();
     if let Some(k) = labels_v.iter().position(|&l| l > 9) {
-        return Err(bad(labels, format!("label {} of image {k} is not a digit", labels_v[k])));
+        return Err(bad(
+            labels,
+            format!("label {} of image {k} is not a digit", labels_v[k]),
+        ));
     }
     Ok(Dataset {
         shape: [1, h, w],
@@ -283,14 +305,20 @@ mod tests {
         assert_eq!(d.labels, vec![0, 1, 2, 3]);
         let (a, b) = idx_files(&dir, 4, 5);
         let e = load_idx_pair(&a, &b).unwrap_err().to_string();
-        assert!(e.contains("img") && e.contains("need 40 bytes") && e.contains("35"), "{e}");
+        assert!(
+            e.contains("img") && e.contains("need 40 bytes") && e.contains("35"),
+            "{e}"
+        );
         let e = load_idx_pair(&b, &a).unwrap_err().to_string();
         assert!(e.contains("magic 0x00000803"), "{e}");
         let e = mnist(&dir.join("nothing"), false).unwrap_err().to_string();
         assert!(e.contains("not found"), "{e}");
         std::fs::write(dir.join("x"), b"abc").unwrap();
         let e = verify_md5(&dir.join("x"), "00").unwrap_err().to_string();
-        assert!(e.contains("900150983cd24fb0d6963f7d28e17f72") && e.contains("corrupt"), "{e}");
+        assert!(
+            e.contains("900150983cd24fb0d6963f7d28e17f72") && e.contains("corrupt"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 

