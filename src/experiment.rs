@@ -203,10 +203,10 @@ pub fn plot_curves(series: &[(&str, &[EpochRecord])], path: &Path) -> Result<()>
                 }
             }
         };
-    panel(&mut cv, 0, "accuracy (train -, test ..)", &|r| {
+    panel(&mut cv, 0, "accuracy (train -, held-out ..)", &|r| {
         (r.train_accuracy, r.test_accuracy)
     });
-    panel(&mut cv, w / 2, "loss (train -, test ..)", &|r| {
+    panel(&mut cv, w / 2, "loss (train -, held-out ..)", &|r| {
         (r.train_loss, r.test_loss)
     });
     cv.save(path)
@@ -317,4 +317,73 @@ pub fn plot_sample(
         }
     }
     cv.save(path)
+}
+
+/// Train `net` once per mode (each from the same initial weights), validating every epoch, and
+/// write one subfolder per mode plus `fig4.png` (accuracy and loss of all modes, train solid,
+/// validation dotted, like the paper's Fig. 4) and `fig4.csv`. Returns a text summary with the
+/// final test accuracy per mode.
+#[allow(clippy::too_many_arguments)]
+pub fn compare_modes(
+    net: &crate::network::Network,
+    sub: &Substrate,
+    steps: u32,
+    modes: &[Mode],
+    analog: AnalogConfig,
+    backend: &dyn Backend,
+    cfg: TrainConfig,
+    train: &Dataset,
+    val: &Dataset,
+    test: &Dataset,
+    out: &Path,
+) -> Result<String> {
+    let mut runs = Vec::new();
+    for &mode in modes {
+        let name = format!("{mode:?}").to_lowercase();
+        let t = train_and_report(
+            net.clone(),
+            sub,
+            steps,
+            mode,
+            analog.clone(),
+            backend,
+            cfg.clone(),
+            train,
+            val,
+            &out.join(&name),
+            false,
+        )?;
+        let st = t.evaluate(backend, test, 200)?;
+        runs.push((
+            name,
+            t.history.clone(),
+            st.correct as f64 / st.samples.max(1) as f64,
+        ));
+    }
+    let series: Vec<(&str, &[EpochRecord])> =
+        runs.iter().map(|(n, h, _)| (n.as_str(), &h[..])).collect();
+    plot_curves(&series, &out.join("fig4.png"))?;
+    let mut csv = String::from("mode,epoch,train_loss,train_accuracy,val_loss,val_accuracy\n");
+    let mut summary = String::new();
+    for (name, h, acc) in &runs {
+        for r in h {
+            let _ = writeln!(
+                csv,
+                "{name},{},{:.6},{:.6},{:.6},{:.6}",
+                r.epoch, r.train_loss, r.train_accuracy, r.test_loss, r.test_accuracy
+            );
+        }
+        let last = h.last().cloned().unwrap_or_default();
+        let _ = writeln!(
+            summary,
+            "{name:>9}: test accuracy {:.2}% (validation {:.2}%, train {:.2}%) after {} epochs, {:.0} training samples/s",
+            100.0 * acc,
+            100.0 * last.test_accuracy,
+            100.0 * last.train_accuracy,
+            last.epoch,
+            last.samples_per_s
+        );
+    }
+    crate::io::write_atomic(&out.join("fig4.csv"), csv.as_bytes())?;
+    Ok(summary)
 }

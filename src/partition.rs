@@ -233,7 +233,16 @@ impl Plan {
             let p = comp[0];
             let size = network.populations[p].size;
             let per = total / circuits[p];
-            let pieces = size.div_ceil(per);
+            let mut pieces = size.div_ceil(per);
+            // More pieces while a piece reads more input channels than one run may.
+            let limit = substrate.channels_per_run();
+            while pieces < size
+                && split_range(size, pieces)
+                    .iter()
+                    .any(|&(o, l)| channels_of(network, p, o..o + l) > limit)
+            {
+                pieces += 1;
+            }
             for (offset, len) in split_range(size, pieces) {
                 units.push(Unit {
                     ranges: vec![NeuronRange {
@@ -313,7 +322,7 @@ impl Plan {
                 .sum();
             let sources = sources_of(network, &parts, &owner, id);
             let channels: usize = sources.iter().map(|s| s.channels).sum();
-            if channels > substrate.addressable_sources() {
+            if channels > substrate.channels_per_run() {
                 return Err(Error::InputSourcesExceeded {
                     population: parts
                         .iter()
@@ -321,7 +330,7 @@ impl Plan {
                         .collect::<Vec<_>>()
                         .join(", "),
                     needed: channels,
-                    available: substrate.addressable_sources(),
+                    available: substrate.channels_per_run(),
                 });
             }
             partitions.push(Partition {
@@ -362,6 +371,29 @@ pub fn split_range(n: usize, pieces: usize) -> Vec<(usize, usize)> {
         off += len;
     }
     out
+}
+
+/// Distinct source neurons that neurons `range` of population `pop` read.
+fn channels_of(network: &Network, pop: PopulationId, range: Range<usize>) -> usize {
+    let mut seen: Vec<Vec<bool>> = vec![Vec::new(); network.populations.len()];
+    let mut count = 0;
+    for p in 0..network.projections.len() {
+        let (s, t) = network.endpoints(p);
+        if t != pop || s == pop {
+            continue;
+        }
+        let mask = &mut seen[s];
+        if mask.is_empty() {
+            mask.resize(network.populations[s].size, false);
+        }
+        network.for_each_synapse_index(p, range.clone(), |pre, _, _| {
+            if !mask[pre] {
+                mask[pre] = true;
+                count += 1;
+            }
+        });
+    }
+    count
 }
 
 fn sources_of(

@@ -37,6 +37,10 @@ pub struct Substrate {
     pub readout_bits: u32,
     /// Time step of the emulation in µs of hardware time.
     pub dt_us: f32,
+    /// Most input channels one run may read (0 = as many as the synapse rows address). Under
+    /// time-to-first-spike input each channel carries at most one spike, so this bounds the
+    /// input spikes of a run: a layer that needs more is run in several parts.
+    pub input_channels_per_run: usize,
 }
 
 impl Default for Substrate {
@@ -60,6 +64,7 @@ impl Substrate {
             weight_max: 63,
             readout_bits: 8,
             dt_us: 1.0,
+            input_channels_per_run: 0,
         }
     }
 
@@ -83,6 +88,15 @@ impl Substrate {
     pub fn addressable_sources(&self) -> usize {
         self.hemispheres * self.synapse_rows_per_hemisphere * self.sources_per_row
             / self.rows_per_signed_input
+    }
+
+    /// Input channels one run may read: the addressable sources, or fewer if
+    /// `input_channels_per_run` says so.
+    pub fn channels_per_run(&self) -> usize {
+        match self.input_channels_per_run {
+            0 => self.addressable_sources(),
+            n => n.min(self.addressable_sources()),
+        }
     }
 
     /// Circuits a logical neuron needs for `rows` synapse rows (signed inputs count twice),
