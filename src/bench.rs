@@ -76,6 +76,12 @@ pub fn measure<B: Backend + ?Sized>(
     while reps == 0 || start.elapsed() < min_time {
         let e = exec.run(backend, inputs, false)?;
         stats.backend += e.stats.backend;
+        stats
+            .per_partition
+            .resize(e.stats.per_partition.len(), Duration::ZERO);
+        for (a, b) in stats.per_partition.iter_mut().zip(&e.stats.per_partition) {
+            *a += *b;
+        }
         stats.host_replay += e.stats.host_replay;
         stats.spikes_recorded_per_sample = e.stats.spikes_recorded_per_sample;
         stats.spikes_replayed_per_sample = e.stats.spikes_replayed_per_sample;
@@ -91,6 +97,9 @@ pub fn measure<B: Backend + ?Sized>(
         reruns: p.reruns,
     });
     stats.backend /= reps;
+    for d in &mut stats.per_partition {
+        *d /= reps;
+    }
     stats.host_replay /= reps;
     let neurons: usize = exec
         .network
@@ -143,6 +152,38 @@ pub fn table(rows: &[BenchRow]) -> String {
             r.updates_per_s,
             ms(r.wall),
         );
+    }
+    s
+}
+
+/// Per partition run: neurons, input channels, backend time per batch and samples/s, one
+/// column pair per measured backend.
+pub fn partition_table(exec: &Executor, rows: &[BenchRow]) -> String {
+    let mut s = String::from("| run | neurons | input channels |");
+    for r in rows {
+        s += &format!(" {} (batch {}) | samples/s |", r.backend, r.batch);
+    }
+    s += "\n|---:|---:|---:|";
+    for _ in rows {
+        s += "---:|---:|";
+    }
+    s += "\n";
+    for (k, p) in exec.plan.partitions.iter().enumerate() {
+        s += &format!(
+            "| {} | {} | {} |",
+            p.id,
+            p.neuron_count(),
+            p.channel_count()
+        );
+        for r in rows {
+            let d = r.stats.per_partition.get(k).copied().unwrap_or_default();
+            s += &format!(
+                " {:.2} ms | {:.0} |",
+                d.as_secs_f64() * 1e3,
+                r.batch as f64 / d.as_secs_f64().max(1e-12)
+            );
+        }
+        s += "\n";
     }
     s
 }

@@ -521,7 +521,8 @@ pub fn write_synthetic_eurosat(dir: &Path, per_class: usize, seed: u64) -> Resul
         for k in 0..per_class {
             let bright = 0.8 + 0.4 * rng.uniform() as f32;
             let img = image::RgbImage::from_fn(64, 64, |x, y| {
-                let stripe = if vertical { x } else { y } as usize / period % 2 == 0;
+                let coord = if vertical { x } else { y } as usize;
+                let stripe = (coord / period).is_multiple_of(2);
                 let mut px = [0u8; 3];
                 for ch in 0..3 {
                     let v = base[ch] * bright

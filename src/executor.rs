@@ -110,6 +110,8 @@ pub struct ExecutionStats {
     pub spikes_recorded_per_sample: f64,
     /// Spikes replayed into partitions (from partitions or the host), per sample.
     pub spikes_replayed_per_sample: f64,
+    /// Time inside the backend per partition (indexed by partition id).
+    pub per_partition: Vec<Duration>,
 }
 
 /// Result of running a network on a batch.
@@ -276,7 +278,10 @@ impl Executor {
             }
         }
         let mut membrane: Vec<Option<Vec<f32>>> = vec![None; net.populations.len()];
-        let mut stats = ExecutionStats::default();
+        let mut stats = ExecutionStats {
+            per_partition: vec![Duration::ZERO; self.programs.len()],
+            ..Default::default()
+        };
         let (mut recorded, mut replayed) = (0usize, 0usize);
         for pid in self.schedule.order() {
             let prog = &self.programs[pid];
@@ -312,6 +317,7 @@ impl Executor {
             }
             self.scatter_membrane(prog, &out, samples, record_all_membranes, &mut membrane);
             stats.backend += t2 - t1;
+            stats.per_partition[pid] += t2 - t1;
             stats.host_replay += (t1 - t0) + t2.elapsed();
         }
         let per = samples.max(1) as f64;
@@ -336,17 +342,23 @@ impl Executor {
         let net = &self.network;
         let steps = net.steps as usize;
         let n = prog.neuron_count();
-        for (j, &(pop, idx)) in prog.neurons.iter().enumerate() {
-            let p = &net.populations[pop];
-            if !all && p.kind != PopulationKind::Readout {
-                continue;
+        // Local neurons come in runs that are contiguous in their population: copy row slices.
+        let mut j = 0;
+        while j < n {
+            let (pop, first) = prog.neurons[j];
+            let mut len = 1;
+            while j + len < n && prog.neurons[j + len] == (pop, first + len as u32) {
+                len += 1;
             }
-            let dst = membrane[pop].get_or_insert_with(|| vec![0.0; samples * steps * p.size]);
-            for s in 0..samples {
-                for t in 0..steps {
-                    dst[(s * steps + t) * p.size + idx as usize] = m[(s * steps + t) * n + j];
+            let p = &net.populations[pop];
+            if all || p.kind == PopulationKind::Readout {
+                let dst = membrane[pop].get_or_insert_with(|| vec![0.0; samples * steps * p.size]);
+                for row in 0..samples * steps {
+                    let d = row * p.size + first as usize;
+                    dst[d..d + len].copy_from_slice(&m[row * n + j..row * n + j + len]);
                 }
             }
+            j += len;
         }
     }
 }

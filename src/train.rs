@@ -110,6 +110,10 @@ impl Adam {
     }
 }
 
+/// One projection's synapses grouped by source neuron: offsets per source, then
+/// (target neuron, weight index) pairs.
+type BySource = (Vec<u32>, Vec<(u32, u32)>);
+
 /// The network's structure as the backward pass needs it, computed once.
 #[derive(Clone, Debug)]
 pub struct Topology {
@@ -118,7 +122,7 @@ pub struct Topology {
     /// Per projection: (source, target, delay).
     ends: Vec<(PopulationId, PopulationId, usize)>,
     /// Per projection: synapses grouped by source neuron: offsets, then (target, weight index).
-    by_source: Vec<(Vec<u32>, Vec<(u32, u32)>)>,
+    by_source: Vec<BySource>,
     /// Per population: coefficients of the software model.
     coeffs: Vec<NeuronCoeffs>,
     /// The readout population.
@@ -340,14 +344,19 @@ fn sample_gradients(
     w_syn: &[Vec<f32>],
     acc: &mut [Vec<f32>],
 ) -> BatchStats {
+    // Per-neuron time series are kept neuron-major (`[n][t]`): the recursion through time and
+    // the gradient on a source's spikes then run over contiguous memory.
     let steps = net.steps as usize;
     let bf = batch as f32;
     let npop = net.populations.len();
-    // Gradient with respect to each population's spikes [t][n], and direct membrane gradients.
+    // Gradient with respect to each population's spikes, and direct membrane gradients.
     let mut gs: Vec<Vec<f32>> = net
         .populations
         .iter()
-        .map(|p| vec![0.0; steps * p.size])
+        .map(|p| match p.kind {
+            PopulationKind::Input => Vec::new(),
+            _ => vec![0.0; steps * p.size],
+        })
         .collect();
     let mut gvd: Vec<Vec<f32>> = vec![Vec::new(); npop];
     let mut stats = BatchStats {
@@ -380,10 +389,10 @@ fn sample_gradients(
         let mut d = (p - f32::from(k == label as usize)) / bf;
         d += cfg.reg_readout * 4.0 * score[k].powi(3) / (bf * c as f32);
         stats.loss += (cfg.reg_readout * score[k].powi(4) / c as f32) as f64;
-        g[at[k] * c + k] += cfg.readout_scale * d;
+        g[k * steps + at[k]] += cfg.readout_scale * d;
     }
     gvd[r] = g;
-    // Dense spike rasters of spiking populations, and the spike-count regulariser.
+    // Spike rasters of spiking populations, and the spike-count regulariser.
     let lam = cfg.reg_spikes * cfg.reg_spikes_decay.powi(epoch as i32);
     let mut raster: Vec<Vec<bool>> = vec![Vec::new(); npop];
     for &p in &topo.order {
@@ -395,7 +404,7 @@ fn sample_gradients(
         let mut count = vec![0f32; pop.size];
         if let Some(tr) = exec.spikes.get(p) {
             for e in tr.sample(s) {
-                ras[e.step as usize * pop.size + e.neuron as usize] = true;
+                ras[e.neuron as usize * steps + e.step as usize] = true;
                 count[e.neuron as usize] += 1.0;
             }
         }
@@ -405,9 +414,9 @@ fn sample_gradients(
             stats.loss += (lam * k.powi(4) / pop.size as f32) as f64;
             let d = lam * 4.0 * k.powi(3) / norm;
             if d != 0.0 {
-                for t in 0..steps {
-                    gs[p][t * pop.size + n] += d;
-                }
+                gs[p][n * steps..(n + 1) * steps]
+                    .iter_mut()
+                    .for_each(|x| *x += d);
             }
         }
         raster[p] = ras;
@@ -423,23 +432,33 @@ fn sample_gradients(
         let mut gi = vec![0f32; steps * n];
         for j in 0..n {
             let (mut gv, mut carry) = (0f32, 0f32);
+            let row = j * steps..(j + 1) * steps;
+            let (gsj, gij) = (&gs[p][row.clone()], &mut gi[row.clone()]);
+            let gvj = (!gvd[p].is_empty()).then(|| &gvd[p][row.clone()]);
+            let ras = spiking.then(|| &raster[p][row]);
             for t in (0..steps).rev() {
-                let idx = t * n + j;
                 let mut gpre = gv;
-                if spiking {
-                    if raster[p][idx] {
+                if let Some(ras) = ras {
+                    if ras[t] {
                         gpre = 0.0;
                     }
-                    let x = cfg.surrogate_alpha * (mem[idx] - co.v_th).abs() + 1.0;
-                    gpre += gs[p][idx] / (x * x);
+                    let x = cfg.surrogate_alpha * (mem[t * n + j] - co.v_th).abs() + 1.0;
+                    gpre += gsj[t] / (x * x);
                 }
-                if !gvd[p].is_empty() {
-                    gpre += gvd[p][idx];
+                if let Some(gvj) = gvj {
+                    gpre += gvj[t];
                 }
                 let gcur = carry + co.k_mem * gpre;
-                gi[idx] = gcur;
+                gij[t] = gcur;
                 gv = (1.0 - co.k_mem) * gpre;
                 carry = co.a_syn * gcur;
+            }
+        }
+        // Time-major copy for the weight gradients (contiguous over targets per step).
+        let mut gi_t = vec![0f32; steps * n];
+        for j in 0..n {
+            for t in 0..steps {
+                gi_t[t * n + j] = gi[j * steps + t];
             }
         }
         for (q, &(src, tgt, d)) in topo.ends.iter().enumerate() {
@@ -461,25 +480,23 @@ fn sample_gradients(
                 }
                 let pre = e.neuron as usize;
                 let range = offs[pre] as usize..offs[pre + 1] as usize;
-                let git = &gi[t * n..(t + 1) * n];
+                let git = &gi_t[t * n..(t + 1) * n];
                 for (g, &(post, _)) in gq[range.clone()].iter_mut().zip(&syn[range]) {
                     *g += git[post as usize];
                 }
             }
-            // Gradients on the source's spikes, at every step.
-            if net.populations[src].kind == PopulationKind::Lif {
+            // Gradients on the source's spikes at every step: one vector update per synapse.
+            if net.populations[src].kind == PopulationKind::Lif && d < steps {
                 let ws = &w_syn[q];
                 let gsrc = &mut gs[src];
-                for t in 0..steps.saturating_sub(d) {
-                    let git = &gi[(t + d) * n..(t + d + 1) * n];
-                    let row = &mut gsrc[t * ns..(t + 1) * ns];
-                    for (pre, r) in row.iter_mut().enumerate() {
-                        let range = offs[pre] as usize..offs[pre + 1] as usize;
-                        let mut sum = 0.0;
-                        for (&wk, &(post, _)) in ws[range.clone()].iter().zip(&syn[range]) {
-                            sum += wk * git[post as usize];
+                for pre in 0..ns {
+                    let dst = &mut gsrc[pre * steps..pre * steps + steps - d];
+                    let range = offs[pre] as usize..offs[pre + 1] as usize;
+                    for (&wk, &(post, _)) in ws[range.clone()].iter().zip(&syn[range]) {
+                        let from = &gi[post as usize * steps + d..(post as usize + 1) * steps];
+                        for (x, &y) in dst.iter_mut().zip(from) {
+                            *x += wk * y;
                         }
-                        *r += sum;
                     }
                 }
             }
@@ -489,6 +506,7 @@ fn sample_gradients(
 }
 
 /// Run one batch forward on `backend` and return its statistics and gradients.
+#[allow(clippy::too_many_arguments)] // one batch's whole context; a struct would only rename it
 pub fn forward_backward<B: Backend + ?Sized>(
     exec: &Executor,
     topo: &Topology,

@@ -153,7 +153,7 @@ fn short_training_beats_chance_in_all_three_modes_on_the_gpu_adapter() {
     eprintln!("{summary}");
     let csv = std::fs::read_to_string(out.join("fig4.csv")).unwrap();
     for mode in ["ideal", "emulated", "mixed"] {
-        let last = csv.lines().filter(|l| l.starts_with(mode)).last().unwrap();
+        let last = csv.lines().rfind(|l| l.starts_with(mode)).unwrap();
         let cols: Vec<f64> = last
             .split(',')
             .skip(1)

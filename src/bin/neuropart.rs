@@ -153,6 +153,12 @@ enum Command {
         /// Backend; default: the CPU and, if there is one, the GPU.
         #[arg(long, value_enum)]
         device: Option<DeviceChoice>,
+        /// Substrate file (TOML); default: BrainScaleS-2.
+        #[arg(long)]
+        substrate: Option<PathBuf>,
+        /// Fraction of input pixels that are on (MNIST: about 0.19).
+        #[arg(long, default_value_t = 0.19)]
+        density: f64,
     },
 }
 
@@ -339,8 +345,10 @@ fn run(cli: Cli) -> neuropart::Result<()> {
             steps,
             seconds,
             device,
+            substrate: sub_file,
+            density,
         } => {
-            let sub = Substrate::bss2();
+            let sub = substrate(&sub_file)?;
             let mut net = match network {
                 Some(p) => Network::load(&p, &sub)?,
                 None => neuropart::network::mnist_network(1).build(&sub)?,
@@ -359,13 +367,14 @@ fn run(cli: Cli) -> neuropart::Result<()> {
                 }
             };
             println!(
-                "network '{}': {} partitions, T = {steps}, random TTFS input (19% of pixels on)",
+                "network '{}': {} partitions, T = {steps}, random TTFS input ({:.0}% of pixels on)",
                 exec.network.name,
-                exec.plan.partitions.len()
+                exec.plan.partitions.len(),
+                100.0 * density
             );
             let mut rows = Vec::new();
             for &b in &batch {
-                let inputs = neuropart::bench::random_inputs(&exec, b, 0.19, 7);
+                let inputs = neuropart::bench::random_inputs(&exec, b, density, 7);
                 for be in &backends {
                     rows.push(neuropart::bench::measure(
                         &exec,
@@ -376,6 +385,8 @@ fn run(cli: Cli) -> neuropart::Result<()> {
                 }
             }
             print!("{}", neuropart::bench::table(&rows));
+            println!("\nper partition run (time inside the backend per batch):");
+            print!("{}", neuropart::bench::partition_table(&exec, &rows));
         }
     }
     Ok(())
