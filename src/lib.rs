@@ -11,7 +11,12 @@
 //! - [`schedule`]: waves, rounds and the cost report for one or several chips.
 //! - [`spikes`]: compact host spike buffers, `Pod` for GPU upload.
 //! - [`backend`]: the [`Backend`] trait and the [`CpuBackend`] reference.
+//! - [`gpu`]: the `GpuBackend` (wgpu, WGSL kernels in `shaders/`), chunked by adapter limits.
 //! - [`executor`]: runs a plan on a backend, recording and replaying spikes.
+//! - [`analog`]: fixed-pattern variation, temporal noise, weight and readout quantisation.
+//! - [`train`]: surrogate-gradient training from the emulator's observables, Adam, checkpoints.
+//! - [`data`], [`encode`]: MNIST and EuroSAT loaders, time-to-first-spike encoding.
+//! - [`experiment`], [`report`], [`bench`]: runs with CSV/PNG output, plan views, throughput.
 //!
 //! ```
 //! use neuropart::prelude::*;
