@@ -16,7 +16,7 @@
 //! - [`analog`]: fixed-pattern variation, temporal noise, weight and readout quantisation.
 //! - [`train`]: surrogate-gradient training from the emulator's observables, Adam, checkpoints.
 //! - [`data`], [`encode`]: MNIST and EuroSAT loaders, time-to-first-spike encoding.
-//! - [`experiment`], [`report`], [`bench`]: runs with CSV/PNG output, plan views, throughput.
+//! - [`experiment`], [`report`], [`mod@bench`]: runs with CSV/PNG output, plan views, throughput.
 //!
 //! ```
 //! use neuropart::prelude::*;
