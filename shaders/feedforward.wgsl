@@ -40,19 +40,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
         let r = lif_step(c, s, acc, membrane_noise(c, P.noise_seed, P.sample_base + sample, t), P.zero);
         s = r.next;
-        if (P.record_membrane != 0u) {
-            membrane[(sample * P.steps + t) * n + j] = r.v;
-        }
-        if (r.spike) {
-            let idx = atomicAdd(&output[sample], 1u);
-            if (idx < P.out_capacity) {
-                let at = P.samples + 2u * (sample * P.out_capacity + idx);
-                atomicStore(&output[at], t);
-                atomicStore(&output[at + 1u], j);
-            }
-        }
+        record(sample, t, j, n, r);
     }
-    if (iterations >= LOOP_BUDGET) {
-        atomicMax(&output[P.samples * (1u + 2u * P.out_capacity)], iterations);
-    }
+    report_iterations();
 }

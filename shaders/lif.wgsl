@@ -108,16 +108,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 let noise = membrane_noise(c, P.noise_seed, P.sample_base + sample, t);
                 let r = lif_step(c, state[sample * n + j], atomicLoad(&pending[slot + j]), noise, P.zero);
                 state[sample * n + j] = r.next;
-                if (P.record_membrane != 0u) {
-                    membrane[(sample * P.steps + t) * n + j] = r.v;
-                }
+                record(sample, t, j, n, r);
                 if (r.spike) {
-                    let idx = atomicAdd(&output[sample], 1u);
-                    if (idx < P.out_capacity) {
-                        let at = P.samples + 2u * (sample * P.out_capacity + idx);
-                        atomicStore(&output[at], t);
-                        atomicStore(&output[at + 1u], j);
-                    }
                     let f = atomicAdd(&fired_count, 1u);
                     if (f < FIRED_MAX) {
                         fired[f] = j;
@@ -151,7 +143,5 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         storageBarrier();
         workgroupBarrier();
     }
-    if (iterations >= LOOP_BUDGET) {
-        atomicMax(&output[P.samples * (1u + 2u * P.out_capacity)], iterations);
-    }
+    report_iterations();
 }

@@ -50,7 +50,7 @@ struct Params {
 
 // The software adapter (llvmpipe/lavapipe) silently stops the loops of an invocation after
 // 65 535 iterations in total. Kernels count their iterations with `tick` and report a count
-// near that limit (see `report_iterations` in lif.wgsl / feedforward.wgsl), so that a run cut
+// near that limit (`report_iterations` below), so that a run cut
 // short is an error on the host instead of wrong results.
 var<private> iterations: u32 = 0u;
 const LOOP_BUDGET: u32 = 60000u;
@@ -112,4 +112,30 @@ fn lif_step(c: Coeffs, s: State, input: i32, noise: f32, zero: u32) -> Step {
     out.spike = spike;
     out.v = v;
     return out;
+}
+
+// Both kernels declare `P`, `output` and `membrane` with the same layout (src/gpu/lif.rs):
+// output = spike counts (samples) | events (samples x out_capacity x (step, neuron)) | one word
+// for the loop count.
+
+// Record neuron `j`'s step `t`: its membrane (when asked for) and, if it spiked, the event.
+fn record(sample: u32, t: u32, j: u32, n: u32, r: Step) {
+    if (P.record_membrane != 0u) {
+        membrane[(sample * P.steps + t) * n + j] = r.v;
+    }
+    if (r.spike) {
+        let idx = atomicAdd(&output[sample], 1u);
+        if (idx < P.out_capacity) {
+            let at = P.samples + 2u * (sample * P.out_capacity + idx);
+            atomicStore(&output[at], t);
+            atomicStore(&output[at + 1u], j);
+        }
+    }
+}
+
+// Report this invocation's loop count if it came near the software adapter's limit.
+fn report_iterations() {
+    if (iterations >= LOOP_BUDGET) {
+        atomicMax(&output[P.samples * (1u + 2u * P.out_capacity)], iterations);
+    }
 }

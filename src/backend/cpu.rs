@@ -8,7 +8,7 @@
 //! projection) is delivered as one vector add.
 
 use super::{Backend, PartitionOutput, PartitionProgram, RunOptions};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::neuron::{lif_step, membrane_noise, LifState, NeuronCoeffs};
 use crate::spikes::{SpikeEvent, SpikeTrains};
 use rayon::prelude::*;
@@ -28,14 +28,7 @@ impl Backend for CpuBackend {
         input: &SpikeTrains,
         opts: &RunOptions,
     ) -> Result<PartitionOutput> {
-        if input.neurons != program.channels.len() {
-            return Err(Error::InvalidInput(format!(
-                "partition {} has {} input channels, the input spikes {}",
-                program.partition,
-                program.channels.len(),
-                input.neurons
-            )));
-        }
+        super::check_input(program, input)?;
         let fanout = Fanout::new(program);
         let per_sample: Vec<(Vec<SpikeEvent>, Vec<f32>)> = (0..input.samples())
             .into_par_iter()

@@ -251,6 +251,19 @@ pub fn fixed_point_exponent(bound: f64) -> i32 {
         .clamp(-100.0, 60.0) as i32
 }
 
+/// Check that `input` is over the channels of `program`.
+pub fn check_input(program: &PartitionProgram, input: &SpikeTrains) -> Result<()> {
+    if input.neurons != program.channels.len() {
+        return Err(crate::error::Error::InvalidInput(format!(
+            "partition {} has {} input channels, the input spikes {}",
+            program.partition,
+            program.channels.len(),
+            input.neurons
+        )));
+    }
+    Ok(())
+}
+
 /// What to record besides spikes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RunOptions {

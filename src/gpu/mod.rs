@@ -162,14 +162,7 @@ impl Backend for GpuBackend {
         input: &SpikeTrains,
         opts: &RunOptions,
     ) -> Result<PartitionOutput> {
-        if input.neurons != program.channels.len() {
-            return Err(Error::InvalidInput(format!(
-                "partition {} has {} input channels, the input spikes {}",
-                program.partition,
-                program.channels.len(),
-                input.neurons
-            )));
-        }
+        crate::backend::check_input(program, input)?;
         let mut t = PhaseTimings::default();
         let out = lif::run(&self.ctx, program, input, opts, self.max_chunk, &mut t)?;
         let mut all = self.timings.lock().unwrap();
