@@ -269,3 +269,118 @@ fn real_mnist_loads_with_the_published_first_labels() {
     assert_eq!(test.labels[..5], [7, 2, 1, 0, 4]);
     assert_eq!(train.shape, [1, 28, 28]);
 }
+
+/// The surrogate gradient of the hidden weights cannot be checked by finite differences (spikes
+/// are discrete), so it is checked against a naive dense implementation of the same equations
+/// (REFERENCE.md: forward Euler, SuperSpike ∂s/∂v = 1/(α|v − ϑ| + 1)², reset not
+/// differentiated), written here step by step with dense matrices.
+#[test]
+fn hidden_gradients_match_a_naive_dense_bptt() {
+    let sub = Substrate::bss2();
+    let net = small_net(11, Some(16)).build(&sub).unwrap();
+    let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
+    let topo = Topology::new(&exec.network, 1.0).unwrap();
+    let data = synthetic(8, 4);
+    let idx: Vec<usize> = (0..8).collect();
+    let input = neuropart::data::encode_batch(&data, &idx, 20, None);
+    let cfg = no_reg();
+    let out = exec.run(&CpuBackend, &[(0, input.clone())], true).unwrap();
+    let (_, g) = gradients(&exec.network, &topo, &out, &data.labels, &cfg, 0);
+
+    let (t_n, ni, nh, nc, b) = (20usize, 144usize, 16usize, 10usize, 8usize);
+    let w_in = &exec.network.projections[0].weights; // [h][i]
+    let w_out = &exec.network.projections[1].weights; // [c][h]
+    let p = neuropart::neuron::NeuronParams::default();
+    let (a, k, th) = (1.0 - 1.0 / p.tau_syn, 1.0 / p.tau_mem, p.v_th);
+    let surr = |v: f32| 1.0 / (50.0 * (v - th).abs() + 1.0).powi(2);
+    let mut gin = vec![0f64; nh * ni];
+    let mut gout = vec![0f64; nc * nh];
+    for s in 0..b {
+        let x = |t: usize, i: usize| {
+            input
+                .sample(s)
+                .iter()
+                .any(|e| e.step as usize == t && e.neuron as usize == i) as u8 as f32
+        };
+        let hs = |t: usize, h: usize| {
+            out.spikes
+                .get(1)
+                .unwrap()
+                .sample(s)
+                .iter()
+                .any(|e| e.step as usize == t && e.neuron as usize == h) as u8 as f32
+        };
+        let vh = |t: usize, h: usize| out.membrane[1].as_ref().unwrap()[(s * t_n + t) * nh + h];
+        let vr = |t: usize, c: usize| out.membrane[2].as_ref().unwrap()[(s * t_n + t) * nc + c];
+        // Loss: softmax cross-entropy of 3 × max_t v.
+        let mut score = vec![f32::NEG_INFINITY; nc];
+        let mut at = vec![0; nc];
+        for c in 0..nc {
+            for t in 0..t_n {
+                if 3.0 * vr(t, c) > score[c] {
+                    score[c] = 3.0 * vr(t, c);
+                    at[c] = t;
+                }
+            }
+        }
+        let m = score.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let z: f32 = score.iter().map(|x| (x - m).exp()).sum();
+        // Readout: dense BPTT.
+        let mut gi_r = vec![vec![0f32; nc]; t_n];
+        for c in 0..nc {
+            let d =
+                ((score[c] - m).exp() / z - (c == data.labels[s] as usize) as u8 as f32) / b as f32;
+            let (mut gv, mut gi) = (0f32, 0f32);
+            for t in (0..t_n).rev() {
+                gv = (1.0 - k) * gv + if t == at[c] { 3.0 * d } else { 0.0 };
+                gi = k * gv + a * gi;
+                gi_r[t][c] = gi;
+            }
+        }
+        // Hidden: gradient on spikes from the readout, then BPTT with the surrogate.
+        let mut gi_h = vec![vec![0f32; nh]; t_n];
+        for h in 0..nh {
+            let (mut gv, mut gi) = (0f32, 0f32);
+            for t in (0..t_n).rev() {
+                let gs: f32 = (0..nc).map(|c| w_out[c * nh + h] * gi_r[t][c]).sum();
+                let gpre = (1.0 - hs(t, h)) * gv + gs * surr(vh(t, h));
+                gi = k * gpre + a * gi;
+                gi_h[t][h] = gi;
+                gv = (1.0 - k) * gpre;
+            }
+        }
+        for t in 0..t_n {
+            for c in 0..nc {
+                for h in 0..nh {
+                    gout[c * nh + h] += (gi_r[t][c] * hs(t, h)) as f64;
+                }
+            }
+            for h in 0..nh {
+                for i in 0..ni {
+                    gin[h * ni + i] += (gi_h[t][h] * x(t, i)) as f64;
+                }
+            }
+        }
+    }
+    let close = |a: f64, b: f32| (a - b as f64).abs() <= 1e-4 * a.abs().max(b.abs() as f64) + 1e-7;
+    let mut nonzero = 0;
+    for (kk, &v) in gin.iter().enumerate() {
+        assert!(
+            close(v, g[0][kk]),
+            "input->hidden weight {kk}: naive {v}, computed {}",
+            g[0][kk]
+        );
+        nonzero += usize::from(v.abs() > 1e-6);
+    }
+    for (kk, &v) in gout.iter().enumerate() {
+        assert!(
+            close(v, g[1][kk]),
+            "hidden->readout weight {kk}: naive {v}, computed {}",
+            g[1][kk]
+        );
+    }
+    assert!(
+        nonzero > 100,
+        "only {nonzero} hidden weights have a gradient"
+    );
+}
