@@ -38,7 +38,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             acc += weights[input[P.events_base + 2u * e + 1u] * n + j];
             e++;
         }
-        let r = lif_step(c, s, acc, membrane_noise(c, P.noise_seed, P.sample_base + sample, t), P.zero);
+        let r = lif_step(c, s, acc, membrane_noise(c, noise_base(P.noise_seed, P.sample_base + sample, t)), P.zero);
         s = r.next;
         record(sample, t, j, n, r);
     }

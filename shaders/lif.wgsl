@@ -97,6 +97,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         storageBarrier();
         workgroupBarrier();
         let slot = (sample * P.slots + t % P.slots) * n;
+        let base = noise_base(P.noise_seed, P.sample_base + sample, t);
         for (var st = 0u; st < P.stages; st++) {
             tick();
             let lo = program[st];
@@ -105,7 +106,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             for (var j = lo + lid; j < hi; j += WG) {
                 tick();
                 let c = coeffs[j];
-                let noise = membrane_noise(c, P.noise_seed, P.sample_base + sample, t);
+                let noise = membrane_noise(c, base);
                 let r = lif_step(c, state[sample * n + j], atomicLoad(&pending[slot + j]), noise, P.zero);
                 state[sample * n + j] = r.next;
                 record(sample, t, j, n, r);

@@ -72,16 +72,17 @@ fn pcg_hash(v: u32) -> u32 {
     return (word >> 22u) ^ word;
 }
 
-fn uniform24(h: u32, k: u32) -> f32 {
-    return f32(pcg_hash(h + k) >> 8u) * (1.0 / 16777216.0);
+fn noise_base(seed: u32, sample: u32, step: u32) -> u32 {
+    return pcg_hash(seed ^ pcg_hash(sample ^ pcg_hash(step)));
 }
 
-fn membrane_noise(c: Coeffs, seed: u32, sample: u32, step: u32) -> f32 {
+fn membrane_noise(c: Coeffs, base: u32) -> f32 {
     if (c.noise_sd == 0.0) {
         return 0.0;
     }
-    let h = pcg_hash(seed ^ pcg_hash(sample ^ pcg_hash(c.noise_key ^ pcg_hash(step))));
-    let sum = uniform24(h, 0u) + uniform24(h, 1u) + uniform24(h, 2u) + uniform24(h, 3u);
+    let h = pcg_hash(c.noise_key ^ base);
+    let bytes = (h & 255u) + ((h >> 8u) & 255u) + ((h >> 16u) & 255u) + (h >> 24u);
+    let sum = (f32(bytes) + 2.0) * (1.0 / 256.0);
     return (sum - 2.0) * 1.7320508 * c.noise_sd;
 }
 

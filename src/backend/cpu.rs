@@ -9,7 +9,7 @@
 
 use super::{Backend, PartitionOutput, PartitionProgram, RunOptions};
 use crate::error::Result;
-use crate::neuron::{lif_step, membrane_noise, LifState, NeuronCoeffs};
+use crate::neuron::{lif_step, membrane_noise, noise_base, LifState, NeuronCoeffs};
 use crate::spikes::{SpikeEvent, SpikeTrains};
 use rayon::prelude::*;
 
@@ -220,7 +220,7 @@ type StateArrays<'a> = (&'a mut [f32], &'a mut [f32], &'a mut [u32], &'a mut [bo
 /// `NOISE` are compile-time so that the common loop has no branches.
 #[inline(always)]
 fn update<const TRACE: bool, const NOISE: bool>(
-    (c, (seed, sample, step), lo, inputs): (&SoaCoeffs, (u32, u32, u32), usize, &[i32]),
+    (c, base, lo, inputs): (&SoaCoeffs, u32, usize, &[i32]),
     (cur, mem, refr, spiked): StateArrays<'_>,
     trace: &mut [f32],
 ) -> bool {
@@ -240,7 +240,7 @@ fn update<const TRACE: bool, const NOISE: bool>(
         };
         let coeffs = c.get(lo + k);
         let noise = if NOISE {
-            membrane_noise(&coeffs, seed, sample, step)
+            membrane_noise(&coeffs, base)
         } else {
             0.0
         };
@@ -319,15 +319,11 @@ fn run_sample(
             next += 1;
         }
         let slot = (t % slots) * n;
+        let base = noise_base(opts.noise_seed, sample, t as u32);
         for stage in prog.stage_bounds.windows(2) {
             let (lo, hi) = (stage[0] as usize, stage[1] as usize);
             let inputs = &pending[slot + lo..slot + hi];
-            let args = (
-                &fanout.coeffs,
-                (opts.noise_seed, sample, t as u32),
-                lo,
-                inputs,
-            );
+            let args = (&fanout.coeffs, base, lo, inputs);
             let state = (&mut cur[..], &mut mem[..], &mut refr[..], &mut spiked[..]);
             let any = match (opts.membrane, fanout.coeffs.noisy) {
                 (true, true) => update::<true, true>(args, state, &mut trace[t * n..(t + 1) * n]),
