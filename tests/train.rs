@@ -288,7 +288,6 @@ fn hidden_gradients_match_a_naive_dense_bptt() {
     let (_, g) = gradients(&exec.network, &topo, &out, &data.labels, &cfg, 0);
 
     let (t_n, ni, nh, nc, b) = (20usize, 144usize, 16usize, 10usize, 8usize);
-    let w_in = &exec.network.projections[0].weights; // [h][i]
     let w_out = &exec.network.projections[1].weights; // [c][h]
     let p = neuropart::neuron::NeuronParams::default();
     let (a, k, th) = (1.0 - 1.0 / p.tau_syn, 1.0 / p.tau_mem, p.v_th);
