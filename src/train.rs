@@ -429,65 +429,36 @@ fn sample_gradients(
         let mem = &exec.membrane[p].as_ref().expect("membranes recorded")
             [s * steps * n..(s + 1) * steps * n];
         let spiking = pop.kind == PopulationKind::Lif;
-        // The recursion runs backwards in time for all neurons at once (time-major rows, the
-        // inner loop over neurons vectorises); each neuron's arithmetic is the same sequence.
-        let mut gs_t = vec![0f32; steps * n];
-        for j in 0..n {
-            for t in 0..steps {
-                gs_t[t * n + j] = gs[p][j * steps + t];
-            }
-        }
-        let mut ras_t = vec![0f32; if spiking { steps * n } else { 0 }];
-        if spiking {
-            for j in 0..n {
-                for t in 0..steps {
-                    ras_t[t * n + j] = f32::from(u8::from(raster[p][j * steps + t]));
-                }
-            }
-        }
-        let mut gvd_t = vec![0f32; steps * n];
-        if !gvd[p].is_empty() {
-            for j in 0..n {
-                for t in 0..steps {
-                    gvd_t[t * n + j] = gvd[p][j * steps + t];
-                }
-            }
-        }
-        let (mut gv, mut carry) = (vec![0f32; n], vec![0f32; n]);
-        let mut gi_t = vec![0f32; steps * n];
-        for t in (0..steps).rev() {
-            let row = t * n..(t + 1) * n;
-            let (m, g, dv, out) = (
-                &mem[row.clone()],
-                &gs_t[row.clone()],
-                &gvd_t[row.clone()],
-                &mut gi_t[row.clone()],
-            );
-            if spiking {
-                let r = &ras_t[row];
-                for j in 0..n {
-                    let x = cfg.surrogate_alpha * (m[j] - co.v_th).abs() + 1.0;
-                    let gpre = gv[j] * (1.0 - r[j]) + g[j] / (x * x) + dv[j];
-                    let gcur = carry[j] + co.k_mem * gpre;
-                    out[j] = gcur;
-                    gv[j] = (1.0 - co.k_mem) * gpre;
-                    carry[j] = co.a_syn * gcur;
-                }
-            } else {
-                for j in 0..n {
-                    let gpre = gv[j] + dv[j];
-                    let gcur = carry[j] + co.k_mem * gpre;
-                    out[j] = gcur;
-                    gv[j] = (1.0 - co.k_mem) * gpre;
-                    carry[j] = co.a_syn * gcur;
-                }
-            }
-        }
-        // Neuron-major copy for the gradients on the sources' spikes.
         let mut gi = vec![0f32; steps * n];
         for j in 0..n {
+            let (mut gv, mut carry) = (0f32, 0f32);
+            let row = j * steps..(j + 1) * steps;
+            let (gsj, gij) = (&gs[p][row.clone()], &mut gi[row.clone()]);
+            let gvj = (!gvd[p].is_empty()).then(|| &gvd[p][row.clone()]);
+            let ras = spiking.then(|| &raster[p][row]);
+            for t in (0..steps).rev() {
+                let mut gpre = gv;
+                if let Some(ras) = ras {
+                    if ras[t] {
+                        gpre = 0.0;
+                    }
+                    let x = cfg.surrogate_alpha * (mem[t * n + j] - co.v_th).abs() + 1.0;
+                    gpre += gsj[t] / (x * x);
+                }
+                if let Some(gvj) = gvj {
+                    gpre += gvj[t];
+                }
+                let gcur = carry + co.k_mem * gpre;
+                gij[t] = gcur;
+                gv = (1.0 - co.k_mem) * gpre;
+                carry = co.a_syn * gcur;
+            }
+        }
+        // Time-major copy for the weight gradients (contiguous over targets per step).
+        let mut gi_t = vec![0f32; steps * n];
+        for j in 0..n {
             for t in 0..steps {
-                gi[j * steps + t] = gi_t[t * n + j];
+                gi_t[t * n + j] = gi[j * steps + t];
             }
         }
         for (q, &(src, tgt, d)) in topo.ends.iter().enumerate() {
