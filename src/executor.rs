@@ -217,6 +217,25 @@ impl Executor {
             .collect();
     }
 
+    /// Bring the compiled programs up to date after the network's weights (not its structure)
+    /// changed, as after an optimiser step: the same result as [`Executor::recompile`], much
+    /// faster.
+    pub fn update_weights(&mut self) {
+        let wmax = self.plan.substrate.weight_max;
+        let ideal = |w: f32| w;
+        let quantised = |w: f32| match &self.emulation {
+            Some(em) => em.config.quantise_weight(w, wmax),
+            None => w,
+        };
+        let maps: Vec<&(dyn Fn(f32) -> f32 + Sync)> = (0..self.programs.len())
+            .map(|k| match &self.emulation {
+                Some(em) if em.emulated[k] => &quantised as &(dyn Fn(f32) -> f32 + Sync),
+                _ => &ideal as &(dyn Fn(f32) -> f32 + Sync),
+            })
+            .collect();
+        crate::backend::update_weights(&self.network, &mut self.programs, &maps);
+    }
+
     /// Run a batch. `inputs` gives the spikes of each input population (same sample count).
     /// Membranes of readout populations are always recorded, of all populations when
     /// `record_all_membranes`.

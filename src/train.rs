@@ -638,7 +638,7 @@ impl Trainer {
             )?;
             self.adam
                 .step(&mut self.exec.network, &g, lr, self.weight_limit);
-            self.exec.recompile();
+            self.exec.update_weights();
             total = total.add(st);
             progress(
                 (bi + 1) * self.cfg.batch.min(data.len()),

@@ -2,6 +2,8 @@
 
 mod common;
 
+#[allow(unused_imports)]
+use common::*;
 use neuropart::analog::{AnalogConfig, Mode};
 use neuropart::prelude::*;
 
@@ -119,4 +121,52 @@ fn bad_analog_parameters_are_rejected() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("membrane_noise") && e.contains("finite"), "{e}");
+}
+
+#[test]
+fn updating_weights_equals_compiling_afresh() {
+    let sub = Substrate::bss2();
+    let mut nets = vec![neuropart::network::mnist_network(8).build(&sub).unwrap()];
+    for seed in 0..6 {
+        nets.push(common::random_network(seed, &common::small_substrate()));
+    }
+    for (k, net) in nets.into_iter().enumerate() {
+        let sub = if k == 0 {
+            Substrate::bss2()
+        } else {
+            common::small_substrate()
+        };
+        for mode in [Mode::Ideal, Mode::Emulated, Mode::Mixed] {
+            let mut e = Executor::emulated(
+                net.clone(),
+                &sub,
+                1,
+                &PartitionOptions::default(),
+                AnalogConfig::default(),
+                mode,
+            )
+            .unwrap();
+            let mut rng = neuropart::rng::Rng::new(k as u64);
+            for p in &mut e.network.projections {
+                for w in &mut p.weights {
+                    *w += 0.3 * rng.normal() as f32;
+                }
+            }
+            let mut fresh = e.clone();
+            fresh.recompile();
+            e.update_weights();
+            for (a, b) in e.programs.iter().zip(&fresh.programs) {
+                assert_eq!(
+                    a.synapses, b.synapses,
+                    "network {k} {mode:?} partition {}",
+                    a.partition
+                );
+                assert_eq!(
+                    a.coeffs, b.coeffs,
+                    "network {k} {mode:?} partition {}",
+                    a.partition
+                );
+            }
+        }
+    }
 }

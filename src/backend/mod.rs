@@ -46,6 +46,9 @@ pub struct PartitionProgram {
     pub synapses: Vec<Synapse>,
     /// Largest delay.
     pub max_delay: u32,
+    /// For each synapse, the (projection, weight index) it realises: lets an optimiser step
+    /// update the weights without rebuilding the structure.
+    pub weight_refs: Vec<(u32, u32)>,
 }
 
 impl PartitionProgram {
@@ -106,7 +109,7 @@ impl PartitionProgram {
         }
         // Gather synapses by target, then regroup by source.
         let delays = network.effective_delays();
-        let mut raw: Vec<(PopulationId, u32, Synapse)> = Vec::new();
+        let mut raw: Vec<(PopulationId, u32, Synapse, (u32, u32))> = Vec::new();
         for pr in &part.parts {
             let t = pr.neurons.population;
             for (p, &d) in delays.iter().enumerate() {
@@ -115,15 +118,17 @@ impl PartitionProgram {
                     continue;
                 }
                 let scale = (2f64).powi(scale_exp[t]);
-                network.for_each_synapse(p, pr.neurons.range(), |pre, post, w| {
+                let ws = &network.projections[p].weights;
+                network.for_each_synapse_index(p, pr.neurons.range(), |pre, post, k| {
                     raw.push((
                         s,
                         pre as u32,
                         Synapse {
                             target: local_of[t][post],
                             delay: d,
-                            weight: (weight(w) as f64 * scale).round() as i32,
+                            weight: fixed_point(weight(ws[k]), scale),
                         },
+                        (p as u32, k as u32),
                     ));
                 });
             }
@@ -136,7 +141,7 @@ impl PartitionProgram {
         // External channels: every (population, neuron) some synapse reads that is not local,
         // in (population, neuron) order, found through a table per population.
         let mut used: Vec<Vec<bool>> = vec![Vec::new(); network.populations.len()];
-        for (p, n, _) in &raw {
+        for (p, n, _, _) in &raw {
             if !is_local(*p, *n) {
                 let u = &mut used[*p];
                 if u.is_empty() {
@@ -169,11 +174,11 @@ impl PartitionProgram {
         };
         let nsrc = nch + neurons.len();
         let mut counts = vec![0u32; nsrc + 1];
-        let keyed: Vec<(usize, Synapse)> = raw
+        let keyed: Vec<(usize, Synapse, (u32, u32))> = raw
             .into_iter()
-            .map(|(p, n, syn)| (source_index(p, n), syn))
+            .map(|(p, n, syn, r)| (source_index(p, n), syn, r))
             .collect();
-        for (k, _) in &keyed {
+        for (k, _, _) in &keyed {
             counts[k + 1] += 1;
         }
         for i in 0..nsrc {
@@ -188,8 +193,10 @@ impl PartitionProgram {
             };
             keyed.len()
         ];
-        for (k, syn) in keyed {
+        let mut weight_refs = vec![(0, 0); keyed.len()];
+        for (k, syn, r) in keyed {
             synapses[fill[k] as usize] = syn;
+            weight_refs[fill[k] as usize] = r;
             fill[k] += 1;
         }
         let max_delay = synapses.iter().map(|s| s.delay).max().unwrap_or(0);
@@ -202,6 +209,7 @@ impl PartitionProgram {
             synapse_offsets: counts,
             synapses,
             max_delay,
+            weight_refs,
         }
     }
 
@@ -237,6 +245,55 @@ pub fn scale_exponents(network: &Network, weight: &dyn Fn(f32) -> f32) -> Vec<i3
         .iter()
         .map(|b| fixed_point_exponent(b.iter().cloned().fold(0.0, f64::max)))
         .collect()
+}
+
+/// `w` in fixed point with `scale` units per model unit.
+#[inline]
+pub fn fixed_point(w: f32, scale: f64) -> i32 {
+    (w as f64 * scale).round() as i32
+}
+
+/// Bring compiled programs up to date with new weights (same structure): recompute every
+/// population's fixed-point exponent from all its synapses (as [`scale_exponents`] does) and
+/// every synapse's fixed-point weight. `weight[program]` maps a model weight to the one that
+/// program realises (e.g. the chip's quantisation). The result equals compiling afresh.
+pub fn update_weights(
+    network: &Network,
+    programs: &mut [PartitionProgram],
+    weight: &[&(dyn Fn(f32) -> f32 + Sync)],
+) {
+    let mut bound: Vec<Vec<f64>> = network
+        .populations
+        .iter()
+        .map(|p| vec![0.0; p.size])
+        .collect();
+    for (prog, map) in programs.iter().zip(weight) {
+        for (syn, &(q, k)) in prog.synapses.iter().zip(&prog.weight_refs) {
+            let (pop, n) = prog.neurons[syn.target as usize];
+            let w = map(network.projections[q as usize].weights[k as usize]);
+            bound[pop][n as usize] += (w as f64).abs();
+        }
+    }
+    let exps: Vec<i32> = bound
+        .iter()
+        .map(|b| fixed_point_exponent(b.iter().cloned().fold(0.0, f64::max)))
+        .collect();
+    for (prog, map) in programs.iter_mut().zip(weight) {
+        for (c, &(pop, _)) in prog.coeffs.iter_mut().zip(&prog.neurons) {
+            c.input_scale = (2f64).powi(-exps[pop]) as f32;
+        }
+        let PartitionProgram {
+            synapses,
+            weight_refs,
+            neurons,
+            ..
+        } = prog;
+        for (syn, &(q, k)) in synapses.iter_mut().zip(weight_refs.iter()) {
+            let pop = neurons[syn.target as usize].0;
+            let w = map(network.projections[q as usize].weights[k as usize]);
+            syn.weight = fixed_point(w, (2f64).powi(exps[pop]));
+        }
+    }
 }
 
 /// Exponent `e` of the fixed-point input resolution `2^-e` for a population whose neurons
