@@ -678,18 +678,10 @@ impl Trainer {
                 total.correct += usize::from(argmax(s) == y);
                 total.samples += 1;
             }
-            if let Some(t) = out
-                .spikes
-                .populations
-                .iter()
-                .enumerate()
-                .find_map(|(p, t)| {
-                    (self.exec.network.populations[p].kind == PopulationKind::Lif)
-                        .then_some(t.as_ref())
-                        .flatten()
-                })
-            {
-                total.hidden_spikes += t.len() as f64;
+            for (p, t) in out.spikes.populations.iter().enumerate() {
+                if let (PopulationKind::Lif, Some(t)) = (self.exec.network.populations[p].kind, t) {
+                    total.hidden_spikes += t.len() as f64;
+                }
             }
         }
         Ok(total)
