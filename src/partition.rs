@@ -346,16 +346,6 @@ impl Plan {
             partitions,
         })
     }
-
-    /// The partition and part that hold neuron `neuron` of population `pop`.
-    pub fn locate(&self, pop: PopulationId, neuron: usize) -> Option<(usize, usize)> {
-        self.partitions.iter().find_map(|p| {
-            p.parts
-                .iter()
-                .position(|r| r.neurons.population == pop && r.neurons.range().contains(&neuron))
-                .map(|k| (p.id, k))
-        })
-    }
 }
 
 /// Split `n` items into `pieces` contiguous `(offset, size)` ranges whose sizes differ by at

@@ -242,6 +242,12 @@ pub fn scores(
     out
 }
 
+/// `ln Σ exp(v)`, computed stably (shifted by the maximum).
+pub fn log_sum_exp(v: &[f32]) -> f32 {
+    let top = v.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    top + v.iter().map(|x| (x - top).exp()).sum::<f32>().ln()
+}
+
 /// Index of the largest score.
 pub fn argmax(v: &[f32]) -> usize {
     let mut best = 0;
@@ -379,8 +385,7 @@ fn sample_gradients(
             }
         }
     }
-    let top = score.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let lse = top + score.iter().map(|x| (x - top).exp()).sum::<f32>().ln();
+    let lse = log_sum_exp(&score);
     stats.loss += (lse - score[label as usize]) as f64;
     stats.correct += usize::from(argmax(&score) == label as usize);
     let mut g = vec![0.0f32; steps * c];
@@ -672,8 +677,7 @@ impl Trainer {
             for (k, &i) in chunk.iter().enumerate() {
                 let s = &sc[k * c..(k + 1) * c];
                 let y = data.labels[i] as usize;
-                let top = s.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                let lse = top + s.iter().map(|x| (x - top).exp()).sum::<f32>().ln();
+                let lse = log_sum_exp(s);
                 total.loss += (lse - s[y]) as f64;
                 total.correct += usize::from(argmax(s) == y);
                 total.samples += 1;
