@@ -19,7 +19,7 @@ fn cpu_mnist(c: &mut Criterion) {
         let inputs = neuropart::bench::random_inputs(&exec, batch, 0.19, 7);
         g.throughput(Throughput::Elements((batch * steps as usize * 266) as u64));
         g.bench_function(format!("batch{batch}_T{steps}"), |b| {
-            b.iter(|| exec.run(&CpuBackend, &inputs, false).unwrap())
+            b.iter(|| exec.run(&CpuBackend, &inputs, Observe::Scores).unwrap())
         });
     }
     g.finish();
@@ -41,7 +41,7 @@ fn gpu_mnist(c: &mut Criterion) {
         g.throughput(Throughput::Elements((batch * steps as usize * 266) as u64));
         // `run` waits for the device and reads the spikes back before it returns.
         g.bench_function(format!("batch{batch}_T{steps}"), |b| {
-            b.iter(|| exec.run(&gpu, &inputs, false).unwrap())
+            b.iter(|| exec.run(&gpu, &inputs, Observe::Scores).unwrap())
         });
     }
     g.finish();

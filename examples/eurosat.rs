@@ -9,8 +9,8 @@
 
 use clap::Parser;
 use neuropart::analog::{AnalogConfig, Mode};
+use neuropart::backend::{open_backend, DeviceChoice};
 use neuropart::data::OnBadImage;
-use neuropart::gpu::{open_backend, DeviceChoice};
 use neuropart::prelude::*;
 use neuropart::train::TrainConfig;
 use std::path::PathBuf;

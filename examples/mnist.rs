@@ -8,7 +8,7 @@
 
 use clap::Parser;
 use neuropart::analog::{AnalogConfig, Mode};
-use neuropart::gpu::{open_backend, DeviceChoice};
+use neuropart::backend::{open_backend, DeviceChoice};
 use neuropart::train::TrainConfig;
 use std::path::PathBuf;
 

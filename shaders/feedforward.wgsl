@@ -1,19 +1,21 @@
 // Integrates a feed-forward partition (one stage, no synapses between its own neurons, one
 // delay for all inputs) for a chunk of samples: one thread per (sample, neuron), the time loop
-// inside, no barriers and no atomics on the input. Each thread walks its sample's input events
-// and gathers its own weights from a dense [channel][neuron] matrix. Same dynamics as
-// shaders/lif.wgsl and src/neuron.rs `lif_step`; same bindings as lif.wgsl (src/gpu/lif.rs owns
-// both layouts; bindings 4 and 5 are unused here).
+// inside, no barriers and no atomics on the input. Each thread walks its sample's input
+// events (built by gather.wgsl) and gathers its own weights from a dense [channel][neuron]
+// matrix. Same model as lif.wgsl and src/neuron.rs `lif_step`; bindings as declared in
+// neuron.wgsl (src/backend/gpu/feedforward.rs owns this file; 4 and 5 are unused here).
 
 override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> coeffs: array<Coeffs>;
-// Dense fixed-point weights [channel][neuron].
-@group(0) @binding(2) var<storage, read> weights: array<i32>;
-// sample offsets (samples + 1) | events (step, channel)
+// Dense fixed-point weights [channel][neuron] (as u32) | source table | luts | CADC table.
+@group(0) @binding(2) var<storage, read> program: array<u32>;
+// [start, end] per sample | (step, channel) pairs, from gather.wgsl.
 @group(0) @binding(3) var<storage, read> input: array<u32>;
-@group(0) @binding(6) var<storage, read_write> output: array<atomic<u32>>;
+// Spike bits [sample][step][word] | loop-count word.
+@group(0) @binding(6) var<storage, read_write> bits: array<atomic<u32>>;
+// [sample][step][neuron] (trace) or [sample][neuron] (maximum).
 @group(0) @binding(7) var<storage, read_write> membrane: array<f32>;
 
 @compute @workgroup_size(WG)
@@ -26,21 +28,23 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     let n = P.neurons;
     let c = coeffs[j];
+    var e = input[2u * sample];
+    let end = input[2u * sample + 1u];
     var s = State(0.0, c.v_leak, 0u);
-    var e = input[sample];
-    let end = input[sample + 1u];
-    // Spike counts start at zero: the host creates the output buffer zeroed.
+    var peak = bitcast<f32>(0xff800000u);
     for (var t = 0u; t < P.steps; t++) {
         tick();
         var acc = 0i;
-        while (e < end && input[P.events_base + 2u * e] + P.delay == t) {
+        while (e < end && input[e] + P.delay == t) {
             tick();
-            acc += weights[input[P.events_base + 2u * e + 1u] * n + j];
-            e++;
+            acc += bitcast<i32>(program[input[e + 1u] * n + j]);
+            e += 2u;
         }
-        let r = lif_step(c, s, acc, membrane_noise(c, noise_base(P.noise_seed, P.sample_base + sample, t)), P.zero);
+        let r = lif_step(c, s, acc, membrane_noise(c, noise_base(P.noise_seed, P.noise_sample + sample, t)), P.zero);
         s = r.next;
-        record(sample, t, j, n, r);
+        peak = max(peak, r.v);
+        record(sample, t, j, r);
     }
+    record_peak(sample, j, peak);
     report_iterations();
 }

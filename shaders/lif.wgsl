@@ -1,7 +1,8 @@
-// Integrates one partition for a chunk of samples: one workgroup per sample, the partition's
-// neurons spread over the workgroup's threads, the whole time loop inside the shader (one
-// dispatch per partition per chunk). Mirrors `lif_step` in src/neuron.rs and `run_sample` in
-// src/backend/cpu.rs line by line; binding numbers match src/gpu/lif.rs.
+// Integrates any partition (stages, synapses between its own neurons, delays) for a chunk of
+// samples: one workgroup per sample, the partition's neurons spread over the workgroup's
+// threads, the whole time loop inside the shader (one dispatch per partition per chunk). The
+// same model and order of work as `run_sample` in src/backend/cpu.rs; bindings as declared in
+// neuron.wgsl (src/backend/gpu/lif.rs owns this file).
 //
 // Synaptic input is accumulated in fixed point with integer atomics, so the sums do not depend
 // on the order in which threads add them and GPU spikes equal CPU spikes.
@@ -11,18 +12,20 @@ override WG: u32 = 64u;
 @group(0) @binding(0) var<uniform> P: Params;
 // Per local neuron.
 @group(0) @binding(1) var<storage, read> coeffs: array<Coeffs>;
-// stage bounds (stages + 1) | synapse offsets (channels + neurons + 1) | synapses (target, delay, weight bits)
+// stage bounds (stages + 1) | synapse offsets (channels + neurons + 1) | synapses (target,
+// delay, weight bits) | source table | luts | CADC table
 @group(0) @binding(2) var<storage, read> program: array<u32>;
-// sample offsets (samples + 1) | events (step, channel)
+// [start, end] per sample | (step, channel) pairs, from gather.wgsl.
 @group(0) @binding(3) var<storage, read> input: array<u32>;
 @group(0) @binding(4) var<storage, read_write> state: array<State>;
 // [sample][slot][neuron] pending input of the next `slots` steps
 @group(0) @binding(5) var<storage, read_write> pending: array<atomic<i32>>;
-// spike counts (samples) | events (samples x out_capacity x (step, neuron))
-@group(0) @binding(6) var<storage, read_write> output: array<atomic<u32>>;
-// [sample][step][neuron], written only when record_membrane != 0
+// Spike bits [sample][step][word] | loop-count word.
+@group(0) @binding(6) var<storage, read_write> bits: array<atomic<u32>>;
+// [sample][step][neuron] (trace) or [sample][neuron] (maximum).
 @group(0) @binding(7) var<storage, read_write> membrane: array<f32>;
 
+// The input events of the current step are cursor..step_end.
 var<workgroup> cursor: u32;
 var<workgroup> step_end: u32;
 // Neurons that spiked in the current stage and step; their synapses are delivered by the
@@ -32,11 +35,11 @@ const FIRED_MAX: u32 = 1024u;
 var<workgroup> fired: array<u32, 1024>;
 var<workgroup> fired_count: atomic<u32>;
 
-// Add the weights of source `src` (channel, or channels + local neuron) spiking at step `t`
+// Add the weights of source `source` (channel, or channels + local neuron) spiking at step `t`
 // to the pending input of their targets; threads `lane, lane + stride, ...` share the list.
-fn deliver(src: u32, t: u32, sample: u32, lane: u32, stride: u32) {
-    let a = program[P.syn_off_base + src];
-    let b = program[P.syn_off_base + src + 1u];
+fn deliver(source: u32, t: u32, sample: u32, lane: u32, stride: u32) {
+    let a = program[P.syn_off_base + source];
+    let b = program[P.syn_off_base + source + 1u];
     tick();
     for (var k = a + lane; k < b; k += stride) {
         tick();
@@ -68,10 +71,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         atomicStore(&pending[sample * P.slots * n + k], 0);
     }
     if (lid == 0u) {
-        atomicStore(&output[sample], 0u);
-        cursor = input[sample];
+        cursor = input[2u * sample];
     }
-    let in_end = input[sample + 1u];
+    let in_end = input[2u * sample + 1u];
+    var peak: array<f32, 8>;
+    for (var k = 0u; k < 8u; k++) {
+        peak[k] = bitcast<f32>(0xff800000u);
+    }
     storageBarrier();
     workgroupBarrier();
     for (var t = 0u; t < P.steps; t++) {
@@ -80,9 +86,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         if (lid == 0u) {
             var c = cursor;
             tick();
-            while (c < in_end && input[P.events_base + 2u * c] == t) {
+            while (c < in_end && input[c] == t) {
                 tick();
-                c++;
+                c += 2u;
             }
             step_end = c;
         }
@@ -90,14 +96,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let c0 = cursor;
         let c1 = step_end;
         tick();
-        for (var e = c0; e < c1; e++) {
+        for (var e = c0; e < c1; e += 2u) {
             tick();
-            deliver(input[P.events_base + 2u * e + 1u], t, sample, lid, WG);
+            deliver(input[e + 1u], t, sample, lid, WG);
         }
         storageBarrier();
         workgroupBarrier();
         let slot = (sample * P.slots + t % P.slots) * n;
-        let base = noise_base(P.noise_seed, P.sample_base + sample, t);
+        let base = noise_base(P.noise_seed, P.noise_sample + sample, t);
         for (var st = 0u; st < P.stages; st++) {
             tick();
             let lo = program[st];
@@ -109,7 +115,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 let noise = membrane_noise(c, base);
                 let r = lif_step(c, state[sample * n + j], atomicLoad(&pending[slot + j]), noise, P.zero);
                 state[sample * n + j] = r.next;
-                record(sample, t, j, n, r);
+                let k = j / WG;
+                if (k < 8u) {
+                    peak[k] = max(peak[k], r.v);
+                } else if (P.record == 1u) {
+                    // More than 8 neurons per thread: keep the running maximum in the output.
+                    let m = select(membrane[sample * n + j], bitcast<f32>(0xff800000u), t == 0u);
+                    membrane[sample * n + j] = max(m, r.v);
+                }
+                record(sample, t, j, r);
                 if (r.spike) {
                     let f = atomicAdd(&fired_count, 1u);
                     if (f < FIRED_MAX) {
@@ -143,6 +157,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
         storageBarrier();
         workgroupBarrier();
+    }
+    for (var j = lid; j < n; j += WG) {
+        let k = j / WG;
+        if (k < 8u) {
+            record_peak(sample, j, peak[k]);
+        } else if (P.record == 1u) {
+            record_peak(sample, j, membrane[sample * n + j]);
+        }
     }
     report_iterations();
 }

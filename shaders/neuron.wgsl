@@ -1,6 +1,11 @@
-// The neuron model shared by every kernel (prepended to lif.wgsl and feedforward.wgsl by
-// src/gpu/lif.rs): per-neuron coefficients, state, the kernels' parameters, and one step of
-// the dynamics, mirroring `lif_step` and `membrane_noise` in src/neuron.rs line by line.
+// The neuron model and the output conventions shared by the simulation kernels (prepended,
+// after params.wgsl, to feedforward.wgsl and lif.wgsl by src/backend/gpu/): per-neuron
+// coefficients, state, one step of the dynamics (`lif_step` and `membrane_noise` of
+// src/neuron.rs, the same IEEE operations), and recording spikes as bits and membranes as
+// asked.
+//
+// Both kernels declare `P` (binding 0), `coeffs` (1), `program` (2), `input` (3), `bits` (6)
+// and `membrane` (7) with the same types; src/backend/gpu/mod.rs owns the layout.
 
 struct Coeffs {
     a_syn: f32,
@@ -23,35 +28,10 @@ struct State {
     refractory: u32,
 }
 
-// Mirrors `Params` in src/gpu/lif.rs.
-struct Params {
-    neurons: u32,
-    channels: u32,
-    steps: u32,
-    slots: u32,
-    stages: u32,
-    samples: u32,
-    grid_x: u32,
-    out_capacity: u32,
-    record_membrane: u32,
-    syn_off_base: u32,
-    syn_base: u32,
-    events_base: u32,
-    blocks: u32,
-    delay: u32,
-    noise_seed: u32,
-    sample_base: u32,
-    // Always 0; see `rounded`.
-    zero: u32,
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
-}
-
 // The software adapter (llvmpipe/lavapipe) silently stops the loops of an invocation after
 // 65 535 iterations in total. Kernels count their iterations with `tick` and report a count
-// near that limit (`report_iterations` below), so that a run cut
-// short is an error on the host instead of wrong results.
+// near that limit (`report_iterations` below), so that a run cut short is an error on the host
+// instead of wrong results.
 var<private> iterations: u32 = 0u;
 const LOOP_BUDGET: u32 = 60000u;
 
@@ -83,7 +63,7 @@ fn membrane_noise(c: Coeffs, base: u32) -> f32 {
     let h = pcg_hash(c.noise_key ^ base);
     let bytes = (h & 255u) + ((h >> 8u) & 255u) + ((h >> 16u) & 255u) + (h >> 24u);
     let sum = (f32(bytes) + 2.0) * (1.0 / 256.0);
-    return (sum - 2.0) * 1.7320508 * c.noise_sd;
+    return rounded(rounded((sum - 2.0) * 1.7320508, P.zero) * c.noise_sd, P.zero);
 }
 
 // `x` as it is, but opaque to the shader compiler (`zero` comes from a buffer), so that a
@@ -95,7 +75,7 @@ fn rounded(x: f32, zero: u32) -> f32 {
 
 fn lif_step(c: Coeffs, s: State, input: i32, noise: f32, zero: u32) -> Step {
     let decayed = rounded(c.a_syn * s.i, zero);
-    let i = decayed + rounded(c.weight_gain * (f32(input) * c.input_scale), zero);
+    let i = decayed + rounded(c.weight_gain * rounded(f32(input) * c.input_scale, zero), zero);
     let refractory = s.refractory > 0u;
     let integrated = s.v + rounded(c.k_mem * (c.v_leak - s.v + i), zero) + rounded(noise, zero);
     let v = select(integrated, c.v_reset, refractory);
@@ -115,28 +95,42 @@ fn lif_step(c: Coeffs, s: State, input: i32, noise: f32, zero: u32) -> Step {
     return out;
 }
 
-// Both kernels declare `P`, `output` and `membrane` with the same layout (src/gpu/lif.rs):
-// output = spike counts (samples) | events (samples x out_capacity x (step, neuron)) | one word
-// for the loop count.
+// --- Recording --------------------------------------------------------------------------------
 
-// Record neuron `j`'s step `t`: its membrane (when asked for) and, if it spiked, the event.
-fn record(sample: u32, t: u32, j: u32, n: u32, r: Step) {
-    if (P.record_membrane != 0u) {
-        membrane[(sample * P.steps + t) * n + j] = r.v;
+// The membrane the readout reports (the CADC table holds every code's value, computed on the
+// host so that the division is the CPU's).
+fn readout_value(v: f32) -> f32 {
+    if (P.cadc == 0u) {
+        return v;
+    }
+    let x = P.cadc_offset + rounded(v * P.cadc_gain, P.zero);
+    // Round half away from zero, as Rust's f32::round.
+    let t = trunc(x);
+    let r = select(t, t + sign(x), abs(x - t) >= 0.5);
+    let code = clamp(r, 0.0, P.cadc_top);
+    return bitcast<f32>(program[P.cadc_base + u32(code)]);
+}
+
+// Record neuron `j`'s step `t`: its spike as a bit, its membrane when a trace is asked for.
+fn record(sample: u32, t: u32, j: u32, r: Step) {
+    if (P.record == 2u) {
+        membrane[(sample * P.steps + t) * P.neurons + j] = readout_value(r.v);
     }
     if (r.spike) {
-        let idx = atomicAdd(&output[sample], 1u);
-        if (idx < P.out_capacity) {
-            let at = P.samples + 2u * (sample * P.out_capacity + idx);
-            atomicStore(&output[at], t);
-            atomicStore(&output[at + 1u], j);
-        }
+        atomicOr(&bits[(sample * P.steps + t) * P.words + j / 32u], 1u << (j % 32u));
+    }
+}
+
+// Record neuron `j`'s maximum membrane over the run, when that is asked for.
+fn record_peak(sample: u32, j: u32, peak: f32) {
+    if (P.record == 1u) {
+        membrane[sample * P.neurons + j] = readout_value(peak);
     }
 }
 
 // Report this invocation's loop count if it came near the software adapter's limit.
 fn report_iterations() {
     if (iterations >= LOOP_BUDGET) {
-        atomicMax(&output[P.samples * (1u + 2u * P.out_capacity)], iterations);
+        atomicMax(&bits[P.flag_word], iterations);
     }
 }

@@ -3,9 +3,9 @@
 //! the mean variation of the circuits its placement gives it), temporal membrane noise, weight
 //! quantisation to the chip's signed 6-bit range and quantisation of the membrane readout
 //! (CADC). Each effect can be switched off; partitions can be emulated or ideal individually.
-//! This module only transforms compiled partitions and recorded traces.
+//! This module only describes the effects and applies them to compiled partitions.
 
-use crate::backend::PartitionProgram;
+use crate::compile::{Cadc, CompileContext, PartitionProgram, WeightMap};
 use crate::error::{check_range, Result};
 use crate::network::{Network, PopulationKind};
 use crate::neuron::NeuronParams;
@@ -104,23 +104,33 @@ impl AnalogConfig {
     /// The weight the chip realises for model weight `w` (clamped to ±`weight_max`, rounded to
     /// a hardware unit), in model units.
     pub fn quantise_weight(&self, w: f32, weight_max: i32) -> f32 {
-        if !self.quantise_weights {
-            return w;
+        self.weight_map(weight_max).apply(w)
+    }
+
+    /// How emulated partitions realise weights on a chip whose largest weight is `weight_max`.
+    pub fn weight_map(&self, weight_max: i32) -> WeightMap {
+        if self.quantise_weights {
+            WeightMap::Quantised {
+                scale: self.weight_scale,
+                max: weight_max,
+            }
+        } else {
+            WeightMap::Ideal
         }
-        let m = weight_max as f32;
-        (w * self.weight_scale).round().clamp(-m, m) / self.weight_scale
+    }
+
+    /// The CADC readout of a chip with `bits` readout bits, if readout quantisation is on.
+    pub fn cadc(&self, bits: u32) -> Option<Cadc> {
+        self.quantise_readout.then(|| Cadc {
+            offset: self.readout_offset,
+            gain: self.readout_gain,
+            top: ((1u32 << bits) - 1) as f32,
+        })
     }
 
     /// The membrane the CADC reports for model potential `v`.
     pub fn quantise_readout(&self, v: f32, bits: u32) -> f32 {
-        if !self.quantise_readout {
-            return v;
-        }
-        let top = ((1u32 << bits) - 1) as f32;
-        let code = (self.readout_offset + v * self.readout_gain)
-            .round()
-            .clamp(0.0, top);
-        (code - self.readout_offset) / self.readout_gain
+        self.cadc(bits).map_or(v, |c| c.quantise(v))
     }
 }
 
@@ -202,26 +212,20 @@ impl Mode {
     }
 }
 
-/// Compile partition `pid` of `plan` as the emulated chip runs it: quantised weights, varied
-/// coefficients by placement, temporal noise.
+/// Compile partition `pid` of `plan` as the emulated chip runs it: quantised weights (through
+/// `ctx`'s weight maps), varied coefficients by placement, temporal noise, CADC readout.
 pub fn compile_emulated(
     network: &Network,
     plan: &Plan,
     pid: usize,
     config: &AnalogConfig,
     chip: &Chip,
-    exponents: Option<&[i32]>,
+    ctx: &CompileContext,
 ) -> PartitionProgram {
     let sub = &plan.substrate;
-    let wmax = sub.weight_max;
     let part = &plan.partitions[pid];
-    let mut prog = PartitionProgram::compile_with(
-        network,
-        plan,
-        part,
-        &|w| config.quantise_weight(w, wmax),
-        exponents,
-    );
+    let mut prog = PartitionProgram::compile_with(network, plan, part, ctx);
+    prog.cadc = config.cadc(sub.readout_bits);
     let mut j = 0;
     for (k, r) in part.parts.iter().enumerate() {
         let pop = &network.populations[r.neurons.population];

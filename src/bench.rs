@@ -5,7 +5,7 @@
 use crate::backend::{Backend, PhaseTimings};
 use crate::encode::ttfs_batch;
 use crate::error::Result;
-use crate::executor::{ExecutionStats, Executor};
+use crate::executor::{ExecutionStats, Executor, Observe};
 use crate::network::{PopulationId, PopulationKind};
 use crate::rng::Rng;
 use crate::spikes::SpikeTrains;
@@ -68,13 +68,13 @@ pub fn measure<B: Backend + ?Sized>(
     min_time: Duration,
 ) -> Result<BenchRow> {
     let batch = inputs.first().map(|(_, t)| t.samples()).unwrap_or(0);
-    exec.run(backend, inputs, false)?;
+    exec.run(backend, inputs, Observe::Scores)?;
     backend.take_timings();
     let mut reps = 0u32;
     let mut stats = ExecutionStats::default();
     let start = Instant::now();
     while reps == 0 || start.elapsed() < min_time {
-        let e = exec.run(backend, inputs, false)?;
+        let e = exec.run(backend, inputs, Observe::Scores)?;
         stats.backend += e.stats.backend;
         stats
             .per_partition
@@ -94,7 +94,9 @@ pub fn measure<B: Backend + ?Sized>(
         readback: p.readback / reps,
         host: p.host / reps,
         chunks: p.chunks / reps as usize,
-        reruns: p.reruns,
+        buffers_created: p.buffers_created,
+        bytes_up: p.bytes_up / reps as u64,
+        bytes_down: p.bytes_down / reps as u64,
     });
     stats.backend /= reps;
     for d in &mut stats.per_partition {

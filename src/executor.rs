@@ -1,117 +1,52 @@
-//! Running a whole plan: partitions in schedule order on one backend, the spikes of each
-//! recorded into the [`SpikeStore`] and replayed as the input of the partitions that read them.
+//! Running a whole plan: the rounds of the schedule in order, the partitions of a round at
+//! the same time on one backend, the spikes of each partition recorded into the host
+//! [`SpikeStore`] and replayed into the partitions that read them. Compiled partitions are
+//! prepared on a backend once and kept (weights rewritten in place after an optimiser step).
 //! The executor knows nothing about how a backend computes.
 
 use crate::analog::{compile_emulated, AnalogConfig, Chip, Mode as AnalogMode};
-use crate::backend::{scale_exponents, Backend, PartitionOutput, PartitionProgram, RunOptions};
+use crate::backend::{Backend, Job, Membranes, PartitionOutput, Resident, RunOptions};
+use crate::compile::{update_weights, CompileContext, PartitionProgram, WeightMap};
 use crate::error::{Error, Result};
 use crate::network::{Network, PopulationId, PopulationKind};
 use crate::partition::{PartitionOptions, Plan};
 use crate::schedule::{Mode, Schedule};
-use crate::spikes::{SpikeEvent, SpikeTrains};
+use crate::spikes::{SpikeStore, SpikeTrains};
 use crate::substrate::Substrate;
 use rayon::prelude::*;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Spikes of every population of a network for one batch, over global neuron indices.
-#[derive(Clone, Debug, Default)]
-pub struct SpikeStore {
-    /// Per population (indexed by [`PopulationId`]); `None` until recorded or given.
-    pub populations: Vec<Option<SpikeTrains>>,
-}
-
-impl SpikeStore {
-    /// Spikes of population `p`.
-    pub fn get(&self, p: PopulationId) -> Option<&SpikeTrains> {
-        self.populations.get(p).and_then(|s| s.as_ref())
-    }
-
-    /// Add the spikes of `output` (local indices of `program`) to their populations.
-    fn record(&mut self, network: &Network, program: &PartitionProgram, output: &SpikeTrains) {
-        let mut pops: Vec<PopulationId> = program.neurons.iter().map(|&(p, _)| p).collect();
-        pops.dedup();
-        for pop in pops {
-            let size = network.populations[pop].size;
-            let old = self.populations[pop].take();
-            let lists: Vec<Vec<SpikeEvent>> = (0..output.samples())
-                .into_par_iter()
-                .map(|s| {
-                    let mut ev: Vec<SpikeEvent> = old
-                        .as_ref()
-                        .map(|t| t.sample(s).to_vec())
-                        .unwrap_or_default();
-                    let had = ev.len();
-                    ev.extend(output.sample(s).iter().filter_map(|e| {
-                        let (p, n) = program.neurons[e.neuron as usize];
-                        (p == pop).then_some(SpikeEvent {
-                            step: e.step,
-                            neuron: n,
-                        })
-                    }));
-                    if had > 0 {
-                        ev.sort_unstable();
-                    }
-                    ev
-                })
-                .collect();
-            self.populations[pop] =
-                Some(SpikeTrains::from_sorted_samples(size, output.steps, lists));
-        }
-    }
-
-    /// The input of `program`: recorded spikes of its channels, in channel indices.
-    fn replay(&self, program: &PartitionProgram, samples: usize, steps: u32) -> SpikeTrains {
-        // Channels are sorted by (population, neuron): one contiguous block per population,
-        // looked up through a table over the population's neurons.
-        let mut blocks: Vec<(PopulationId, Vec<u32>)> = Vec::new();
-        for (k, &(pop, n)) in program.channels.iter().enumerate() {
-            if blocks.last().is_none_or(|b| b.0 != pop) {
-                let size = self.get(pop).map(|t| t.neurons).unwrap_or(0);
-                blocks.push((pop, vec![u32::MAX; size]));
-            }
-            let lut = &mut blocks.last_mut().unwrap().1;
-            if let Some(slot) = lut.get_mut(n as usize) {
-                *slot = k as u32;
-            }
-        }
-        let lists: Vec<Vec<SpikeEvent>> = (0..samples)
-            .into_par_iter()
-            .map(|s| {
-                let mut ev = Vec::new();
-                for (pop, lut) in &blocks {
-                    let Some(t) = self.get(*pop) else { continue };
-                    ev.extend(t.sample(s).iter().filter_map(|e| {
-                        let k = lut[e.neuron as usize];
-                        (k != u32::MAX).then_some(SpikeEvent {
-                            step: e.step,
-                            neuron: k,
-                        })
-                    }));
-                }
-                // Within one block the mapping keeps the (step, neuron) order.
-                if blocks.len() > 1 {
-                    ev.sort_unstable();
-                }
-                ev
-            })
-            .collect();
-        SpikeTrains::from_sorted_samples(program.channels.len(), steps, lists)
-    }
+/// What a run brings back besides every population's spikes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Observe {
+    /// The maximum over time of every readout membrane (the score): all that classification
+    /// needs.
+    #[default]
+    Scores,
+    /// The readout membranes at every step (plots, membrane output).
+    ReadoutTraces,
+    /// The membranes of every population at every step (training).
+    AllTraces,
 }
 
 /// Time spent per phase of an execution.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ExecutionStats {
-    /// Host-side replay (gathering recorded spikes into partition inputs) and recording.
+    /// Host work of the executor: recording spikes into the store, merging the pieces of
+    /// split populations, gathering membranes.
     pub host_replay: Duration,
     /// Time inside the backend.
     pub backend: Duration,
     /// Spikes recorded from partitions, per sample.
     pub spikes_recorded_per_sample: f64,
-    /// Spikes replayed into partitions (from partitions or the host), per sample.
+    /// Spikes of source populations walked by the partitions that read them, per sample.
     pub spikes_replayed_per_sample: f64,
-    /// Time inside the backend per partition (indexed by partition id).
+    /// Time inside the backend per partition (indexed by partition id): the time of the round
+    /// it ran in (partitions of one round run at the same time).
     pub per_partition: Vec<Duration>,
+    /// Rounds run.
+    pub rounds: usize,
 }
 
 /// Result of running a network on a batch.
@@ -119,9 +54,10 @@ pub struct ExecutionStats {
 pub struct Execution {
     /// Spikes of every population (inputs included).
     pub spikes: SpikeStore,
-    /// Membranes `[sample][step][neuron]` per population: readouts always, all populations
-    /// when asked for.
+    /// Membranes `[sample][step][neuron]` per population, as [`Observe`] asked.
     pub membrane: Vec<Option<Vec<f32>>>,
+    /// Maximum over time of the membrane `[sample][neuron]` of every readout population.
+    pub peak: Vec<Option<Vec<f32>>>,
     /// Where the time went.
     pub stats: ExecutionStats,
 }
@@ -139,8 +75,15 @@ pub struct Emulation {
     pub emulated: Vec<bool>,
 }
 
-/// A network prepared for execution: its plan, schedule and compiled partitions.
-#[derive(Clone, Debug)]
+/// The programs prepared on one backend.
+struct Residents {
+    key: u64,
+    handles: Vec<Resident>,
+    generation: u64,
+}
+
+/// A network prepared for execution: its plan, schedule and compiled partitions, and their
+/// residents on the backend it last ran on.
 pub struct Executor {
     /// The network.
     pub network: Network,
@@ -152,6 +95,34 @@ pub struct Executor {
     pub programs: Vec<PartitionProgram>,
     /// Analog emulation, if any.
     pub emulation: Option<Emulation>,
+    /// Bumped whenever the programs change; residents older than this are updated in place.
+    generation: u64,
+    residents: Mutex<Option<Residents>>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("network", &self.network.name)
+            .field("partitions", &self.programs.len())
+            .field("rounds", &self.schedule.rounds.len())
+            .finish()
+    }
+}
+
+impl Clone for Executor {
+    /// A copy with the same programs and no residents (it prepares its own when it runs).
+    fn clone(&self) -> Self {
+        Executor {
+            network: self.network.clone(),
+            plan: self.plan.clone(),
+            schedule: self.schedule.clone(),
+            programs: self.programs.clone(),
+            emulation: self.emulation.clone(),
+            generation: self.generation,
+            residents: Mutex::new(None),
+        }
+    }
 }
 
 impl Executor {
@@ -170,6 +141,8 @@ impl Executor {
             schedule,
             programs: Vec::new(),
             emulation: None,
+            generation: 0,
+            residents: Mutex::new(None),
         };
         e.recompile();
         Ok(e)
@@ -197,72 +170,111 @@ impl Executor {
         Ok(e)
     }
 
-    /// Rebuild the compiled programs after the network's weights changed.
+    /// Run up to `chips` partitions of a wave at the same time from now on.
+    pub fn set_chips(&mut self, chips: usize) {
+        self.schedule = Schedule::new(&self.plan, Mode::for_chips(chips));
+    }
+
+    /// How each population's weights reach the substrate.
+    fn weight_maps(&self) -> Vec<WeightMap> {
+        let mut maps = vec![WeightMap::Ideal; self.network.populations.len()];
+        if let Some(em) = &self.emulation {
+            if em.config.quantise_weights {
+                for p in &self.plan.partitions {
+                    if em.emulated[p.id] {
+                        for r in &p.parts {
+                            maps[r.neurons.population] =
+                                em.config.weight_map(self.plan.substrate.weight_max);
+                        }
+                    }
+                }
+            }
+        }
+        maps
+    }
+
+    /// Rebuild the compiled programs (and, at the next run, their residents) from the network.
     pub fn recompile(&mut self) {
+        let ctx = CompileContext::new(&self.network, self.weight_maps());
         let (net, plan) = (&self.network, &self.plan);
-        let ideal = scale_exponents(net, &|w| w);
-        let emulated = self.emulation.as_ref().map(|em| {
-            let wmax = plan.substrate.weight_max;
-            scale_exponents(net, &|w| em.config.quantise_weight(w, wmax))
-        });
         self.programs = plan
             .partitions
             .par_iter()
             .map(|p| match &self.emulation {
                 Some(em) if em.emulated[p.id] => {
-                    compile_emulated(net, plan, p.id, &em.config, &em.chip, emulated.as_deref())
+                    compile_emulated(net, plan, p.id, &em.config, &em.chip, &ctx)
                 }
-                _ => PartitionProgram::compile_with(net, plan, p, &|w| w, Some(&ideal)),
+                _ => PartitionProgram::compile_with(net, plan, p, &ctx),
             })
             .collect();
+        self.generation += 1;
+        *self.residents.get_mut().expect("not poisoned") = None;
     }
 
     /// Bring the compiled programs up to date after the network's weights (not its structure)
     /// changed, as after an optimiser step: the same result as [`Executor::recompile`], much
-    /// faster.
+    /// faster; residents are rewritten in place at the next run.
     pub fn update_weights(&mut self) {
-        let wmax = self.plan.substrate.weight_max;
-        let ideal = |w: f32| w;
-        let quantised = |w: f32| match &self.emulation {
-            Some(em) => em.config.quantise_weight(w, wmax),
-            None => w,
-        };
-        let maps: Vec<&(dyn Fn(f32) -> f32 + Sync)> = (0..self.programs.len())
-            .map(|k| match &self.emulation {
-                Some(em) if em.emulated[k] => &quantised as &(dyn Fn(f32) -> f32 + Sync),
-                _ => &ideal as &(dyn Fn(f32) -> f32 + Sync),
-            })
-            .collect();
-        crate::backend::update_weights(&self.network, &mut self.programs, &maps);
+        update_weights(&self.network, &mut self.programs);
+        self.generation += 1;
+    }
+
+    /// Prepare every partition on `backend` now (otherwise the first run does it), or bring
+    /// the residents up to date.
+    pub fn prepare<B: Backend + ?Sized>(&self, backend: &B) -> Result<()> {
+        let mut guard = self.residents.lock().expect("not poisoned");
+        self.ensure_residents(backend, &mut guard)?;
+        Ok(())
+    }
+
+    fn ensure_residents<'g, B: Backend + ?Sized>(
+        &self,
+        backend: &B,
+        slot: &'g mut Option<Residents>,
+    ) -> Result<&'g Residents> {
+        let fresh = !matches!(slot, Some(r) if r.key == backend.key());
+        if fresh {
+            let handles = self
+                .programs
+                .iter()
+                .map(|p| backend.prepare(p))
+                .collect::<Result<Vec<_>>>()?;
+            *slot = Some(Residents {
+                key: backend.key(),
+                handles,
+                generation: self.generation,
+            });
+        }
+        let r = slot.as_mut().expect("just set");
+        if r.generation != self.generation {
+            for (h, p) in r.handles.iter_mut().zip(&self.programs) {
+                backend.update(h, p)?;
+            }
+            r.generation = self.generation;
+        }
+        Ok(r)
     }
 
     /// Run a batch. `inputs` gives the spikes of each input population (same sample count).
-    /// Membranes of readout populations are always recorded, of all populations when
-    /// `record_all_membranes`.
     pub fn run<B: Backend + ?Sized>(
         &self,
         backend: &B,
         inputs: &[(PopulationId, SpikeTrains)],
-        record_all_membranes: bool,
+        observe: Observe,
     ) -> Result<Execution> {
-        self.run_with_noise(backend, inputs, record_all_membranes, 0)
+        self.run_with_noise(backend, inputs, observe, 0)
     }
 
-    /// [`Executor::run`] with the seed of the temporal noise of emulated partitions (vary it
-    /// between batches; the same seed gives the same noise).
-    pub fn run_with_noise<B: Backend + ?Sized>(
-        &self,
-        backend: &B,
-        inputs: &[(PopulationId, SpikeTrains)],
-        record_all_membranes: bool,
-        noise_seed: u32,
-    ) -> Result<Execution> {
+    /// Check `inputs` against the network and put them into a new store.
+    fn input_store(&self, inputs: &[(PopulationId, SpikeTrains)]) -> Result<SpikeStore> {
         let net = &self.network;
         let steps = net.steps;
         let samples = inputs.first().map(|(_, t)| t.samples()).unwrap_or(0);
-        let mut store = SpikeStore {
-            populations: vec![None; net.populations.len()],
-        };
+        let mut store = SpikeStore::new(
+            net.populations.iter().map(|p| p.size).collect(),
+            samples,
+            steps,
+        );
         for (pop, t) in inputs {
             let p = net
                 .populations
@@ -286,7 +298,7 @@ impl Executor {
                 )));
             }
             t.validate()?;
-            store.populations[*pop] = Some(t.clone());
+            store.set(*pop, t.clone());
         }
         for pop in net.inputs() {
             if store.get(pop).is_none() {
@@ -296,88 +308,207 @@ impl Executor {
                 )));
             }
         }
+        Ok(store)
+    }
+
+    /// Which membranes partition `pid` brings back for `observe`.
+    fn membranes_of(&self, pid: usize, observe: Observe) -> Membranes {
+        let net = &self.network;
+        let readout = self.programs[pid]
+            .neurons
+            .iter()
+            .any(|&(p, _)| net.populations[p].kind == PopulationKind::Readout);
+        match observe {
+            Observe::AllTraces => Membranes::Trace,
+            Observe::ReadoutTraces if readout => Membranes::Trace,
+            Observe::Scores if readout => Membranes::Max,
+            _ => Membranes::None,
+        }
+    }
+
+    /// [`Executor::run`] with the seed of the temporal noise of emulated partitions (vary it
+    /// between batches; the same seed gives the same noise).
+    pub fn run_with_noise<B: Backend + ?Sized>(
+        &self,
+        backend: &B,
+        inputs: &[(PopulationId, SpikeTrains)],
+        observe: Observe,
+        noise_seed: u32,
+    ) -> Result<Execution> {
+        let net = &self.network;
+        let mut store = self.input_store(inputs)?;
+        let samples = store.samples();
+        let steps = net.steps as usize;
+        let mut guard = self.residents.lock().expect("not poisoned");
+        let residents = self.ensure_residents(backend, &mut guard)?;
         let mut membrane: Vec<Option<Vec<f32>>> = vec![None; net.populations.len()];
+        let mut peak: Vec<Option<Vec<f32>>> = vec![None; net.populations.len()];
         let mut stats = ExecutionStats {
             per_partition: vec![Duration::ZERO; self.programs.len()],
             ..Default::default()
         };
         let (mut recorded, mut replayed) = (0usize, 0usize);
-        for pid in self.schedule.order() {
-            let prog = &self.programs[pid];
+        let opts = RunOptions {
+            steps: net.steps,
+            noise_seed,
+            sample_base: 0,
+        };
+        for round in &self.schedule.rounds {
             let t0 = Instant::now();
-            let input = store.replay(prog, samples, steps);
-            replayed += input.len();
-            let t1 = Instant::now();
-            let want_membrane = record_all_membranes
-                || prog
-                    .neurons
-                    .iter()
-                    .any(|&(p, _)| net.populations[p].kind == PopulationKind::Readout);
-            let out = backend.run(
-                prog,
-                &input,
-                &RunOptions {
-                    steps,
-                    membrane: want_membrane,
-                    noise_seed,
-                    sample_base: 0,
-                },
-            )?;
-            let t2 = Instant::now();
-            recorded += out.spikes.len();
-            store.record(net, prog, &out.spikes);
-            let mut out = out;
-            if let (Some(em), Some(m)) = (&self.emulation, out.membrane.as_mut()) {
-                if em.emulated[pid] && em.config.quantise_readout {
-                    let bits = self.plan.substrate.readout_bits;
-                    m.iter_mut()
-                        .for_each(|v| *v = em.config.quantise_readout(*v, bits));
+            for &pid in round {
+                for b in &self.programs[pid].sources {
+                    store.finalise(b.population);
+                    replayed += store.get(b.population).map_or(0, |t| t.len());
                 }
             }
-            self.scatter_membrane(prog, &out, samples, record_all_membranes, &mut membrane);
+            let jobs: Vec<Job<'_>> = round
+                .iter()
+                .map(|&pid| Job {
+                    program: &self.programs[pid],
+                    resident: &residents.handles[pid],
+                    membranes: self.membranes_of(pid, observe),
+                })
+                .collect();
+            let t1 = Instant::now();
+            let outs = backend.run_round(&store, &jobs, &opts)?;
+            let t2 = Instant::now();
+            for (&pid, (out, job)) in round.iter().zip(outs.into_iter().zip(&jobs)) {
+                recorded += out.spikes.len();
+                self.record(
+                    pid,
+                    out,
+                    job.membranes,
+                    samples,
+                    steps,
+                    &mut store,
+                    &mut membrane,
+                    &mut peak,
+                );
+                stats.per_partition[pid] += t2 - t1;
+            }
             stats.backend += t2 - t1;
-            stats.per_partition[pid] += t2 - t1;
             stats.host_replay += (t1 - t0) + t2.elapsed();
+            stats.rounds += 1;
         }
+        let t = Instant::now();
+        store.finalise_all();
+        stats.host_replay += t.elapsed();
         let per = samples.max(1) as f64;
         stats.spikes_recorded_per_sample = recorded as f64 / per;
         stats.spikes_replayed_per_sample = replayed as f64 / per;
         Ok(Execution {
             spikes: store,
             membrane,
+            peak,
             stats,
         })
     }
 
-    fn scatter_membrane(
+    /// Put one partition's output where it belongs: its spikes into the store (a piece per
+    /// population it holds neurons of), its membranes into the populations' arrays.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
         &self,
-        prog: &PartitionProgram,
-        out: &PartitionOutput,
+        pid: usize,
+        out: PartitionOutput,
+        membranes: Membranes,
         samples: usize,
-        all: bool,
+        steps: usize,
+        store: &mut SpikeStore,
         membrane: &mut [Option<Vec<f32>>],
+        peak: &mut [Option<Vec<f32>>],
     ) {
-        let Some(m) = &out.membrane else { return };
         let net = &self.network;
-        let steps = net.steps as usize;
+        let prog = &self.programs[pid];
         let n = prog.neuron_count();
-        // Local neurons come in runs that are contiguous in their population: copy row slices.
-        let mut j = 0;
-        while j < n {
-            let (pop, first) = prog.neurons[j];
-            let mut len = 1;
-            while j + len < n && prog.neurons[j + len] == (pop, first + len as u32) {
-                len += 1;
+        let runs = prog.population_runs();
+        let PartitionOutput {
+            mut spikes,
+            membrane: mem,
+        } = out;
+        if let [(0, pop, first, len)] = runs[..] {
+            debug_assert_eq!(len, n);
+            if first != 0 {
+                let offsets = spikes.offsets.clone();
+                crate::spikes::fill_per_sample(&offsets, &mut spikes.events, |_, ev| {
+                    ev.iter_mut().for_each(|e| e.neuron += first)
+                });
             }
+            spikes.neurons = net.populations[pop].size;
+            store.add_piece(pop, first, spikes);
+        } else {
+            for &(j0, pop, first, len) in &runs {
+                let lists: Vec<Vec<crate::spikes::SpikeEvent>> = (0..samples)
+                    .into_par_iter()
+                    .map(|s| {
+                        spikes
+                            .sample(s)
+                            .iter()
+                            .filter(|e| (j0..j0 + len).contains(&(e.neuron as usize)))
+                            .map(|e| crate::spikes::SpikeEvent {
+                                step: e.step,
+                                neuron: e.neuron - j0 as u32 + first,
+                            })
+                            .collect()
+                    })
+                    .collect();
+                store.add_piece(
+                    pop,
+                    first,
+                    SpikeTrains::from_sorted_samples(
+                        net.populations[pop].size,
+                        spikes.steps,
+                        lists,
+                    ),
+                );
+            }
+        }
+        let Some(m) = mem else { return };
+        for &(j0, pop, first, len) in &runs {
             let p = &net.populations[pop];
-            if all || p.kind == PopulationKind::Readout {
-                let dst = membrane[pop].get_or_insert_with(|| vec![0.0; samples * steps * p.size]);
-                for row in 0..samples * steps {
-                    let d = row * p.size + first as usize;
-                    dst[d..d + len].copy_from_slice(&m[row * n + j..row * n + j + len]);
+            let readout = p.kind == PopulationKind::Readout;
+            let (first, size) = (first as usize, p.size);
+            match membranes {
+                Membranes::None => {}
+                Membranes::Max => {
+                    if readout {
+                        let dst = peak[pop].get_or_insert_with(|| vec![0.0; samples * size]);
+                        for s in 0..samples {
+                            dst[s * size + first..s * size + first + len]
+                                .copy_from_slice(&m[s * n + j0..s * n + j0 + len]);
+                        }
+                    }
+                }
+                Membranes::Trace => {
+                    let dst =
+                        membrane[pop].get_or_insert_with(|| vec![0.0; samples * steps * size]);
+                    for row in 0..samples * steps {
+                        dst[row * size + first..row * size + first + len]
+                            .copy_from_slice(&m[row * n + j0..row * n + j0 + len]);
+                    }
                 }
             }
-            j += len;
+        }
+        if membranes == Membranes::Trace {
+            // Scores of readouts from their traces: the same maximum a `Max` run records.
+            for &(_, pop, _, _) in &runs {
+                let p = &net.populations[pop];
+                if p.kind != PopulationKind::Readout {
+                    continue;
+                }
+                let size = p.size;
+                let tr = membrane[pop].as_ref().expect("just written");
+                let mut pk = vec![f32::NEG_INFINITY; samples * size];
+                for s in 0..samples {
+                    for t in 0..steps {
+                        let row = &tr[(s * steps + t) * size..(s * steps + t + 1) * size];
+                        for (x, &v) in pk[s * size..(s + 1) * size].iter_mut().zip(row) {
+                            *x = x.max(v);
+                        }
+                    }
+                }
+                peak[pop] = Some(pk);
+            }
         }
     }
 }

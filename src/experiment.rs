@@ -226,7 +226,11 @@ pub fn plot_sample(
     let steps = net.steps as usize;
     let spikes = crate::data::encode_batch(data, &[index], net.steps, None);
     let input = net.inputs()[0];
-    let out = exec.run(backend, &[(input, spikes.clone())], false)?;
+    let out = exec.run(
+        backend,
+        &[(input, spikes.clone())],
+        crate::executor::Observe::ReadoutTraces,
+    )?;
     let nparts = exec.plan.partitions.len() as i64;
     let (cw, ch) = (4i64, 260i64);
     let width = 80 + (nparts + 1) * (steps as i64 * cw + 30);

@@ -32,7 +32,7 @@
 //! let mut image = vec![0.0f32; 784];
 //! image[400] = 1.0;
 //! let input = neuropart::encode::ttfs_batch(&image, 784, exec.network.steps);
-//! let out = exec.run(&CpuBackend, &[(0, input)], false).unwrap();
+//! let out = exec.run(&CpuBackend, &[(0, input)], Observe::ReadoutTraces).unwrap();
 //! let readout = out.membrane[2].as_ref().unwrap();
 //! assert_eq!(readout.len(), 30 * 10);
 //! ```
@@ -41,13 +41,13 @@
 pub mod analog;
 pub mod backend;
 pub mod bench;
+pub mod compile;
 pub mod data;
 pub mod draw;
 pub mod encode;
 pub mod error;
 pub mod executor;
 pub mod experiment;
-pub mod gpu;
 pub mod io;
 pub mod network;
 pub mod neuron;
@@ -59,7 +59,8 @@ pub mod spikes;
 pub mod substrate;
 pub mod train;
 
-pub use backend::{Backend, CpuBackend, PartitionProgram};
+pub use backend::{gpu, Backend, CpuBackend};
+pub use compile::PartitionProgram;
 pub use error::{Error, Result};
 pub use executor::Executor;
 pub use network::{Network, NetworkBuilder};
@@ -71,7 +72,7 @@ pub use substrate::Substrate;
 /// The names most programs need.
 pub mod prelude {
     pub use crate::backend::{Backend, CpuBackend};
-    pub use crate::executor::Executor;
+    pub use crate::executor::{Executor, Observe};
     pub use crate::network::{Network, NetworkBuilder, PopulationKind};
     pub use crate::neuron::NeuronParams;
     pub use crate::partition::{PartitionOptions, Plan};

@@ -5,7 +5,10 @@
 //! arrays are `Pod`, ready to upload to GPU buffers as they are.
 
 use crate::error::{Error, Result};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// One spike of one sample.
 #[repr(C)]
@@ -151,6 +154,184 @@ impl SpikeTrains {
                 .collect(),
             events: self.events[a..b].to_vec(),
         }
+    }
+}
+
+/// Split `events` (sized by `offsets`, one entry per sample plus one) into one mutable slice
+/// per sample and fill them in parallel with `fill(sample, slice)`.
+pub fn fill_per_sample(
+    offsets: &[u32],
+    events: &mut [SpikeEvent],
+    fill: impl Fn(usize, &mut [SpikeEvent]) + Sync,
+) {
+    let mut rest = events;
+    let mut parts = Vec::with_capacity(offsets.len().saturating_sub(1));
+    for w in offsets.windows(2) {
+        let (a, b) = std::mem::take(&mut rest).split_at_mut((w[1] - w[0]) as usize);
+        parts.push(a);
+        rest = b;
+    }
+    parts
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(s, part)| fill(s, part));
+}
+
+static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
+
+/// One population's spikes in a [`SpikeStore`], with a version that is new whenever the
+/// spikes are (a backend that keeps a copy on its device recognises it by the version).
+#[derive(Clone, Debug)]
+pub struct StoredTrains {
+    /// The spikes, over the population's neurons.
+    pub trains: Arc<SpikeTrains>,
+    /// Unique for these spikes in this process.
+    pub version: u64,
+}
+
+/// The host spike store of one batch: every population's spikes over its own neuron indices,
+/// recorded from the partitions that emit them and replayed into the partitions that read
+/// them. A population split over several partitions arrives in pieces (one per partition) and
+/// is merged once, when it is first read or at the end; memory grows with spikes only.
+#[derive(Clone, Debug, Default)]
+pub struct SpikeStore {
+    id: u64,
+    samples: usize,
+    steps: u32,
+    sizes: Vec<usize>,
+    done: Vec<Option<StoredTrains>>,
+    /// Pieces not yet merged: (first neuron, spikes over the population's indices).
+    pieces: Vec<Vec<(u32, SpikeTrains)>>,
+}
+
+impl SpikeStore {
+    /// An empty store for populations of `sizes` neurons, `samples` samples of `steps` steps.
+    pub fn new(sizes: Vec<usize>, samples: usize, steps: u32) -> Self {
+        let n = sizes.len();
+        SpikeStore {
+            id: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),
+            samples,
+            steps,
+            sizes,
+            done: vec![None; n],
+            pieces: vec![Vec::new(); n],
+        }
+    }
+
+    /// Unique for this store in this process (a device copy of it is recognised by it).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Samples of the batch.
+    pub fn samples(&self) -> usize {
+        self.samples
+    }
+
+    /// Steps of the batch.
+    pub fn steps(&self) -> u32 {
+        self.steps
+    }
+
+    /// Set the spikes of population `pop` (e.g. an input).
+    pub fn set(&mut self, pop: usize, trains: SpikeTrains) {
+        self.done[pop] = Some(StoredTrains {
+            trains: Arc::new(trains),
+            version: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),
+        });
+    }
+
+    /// Record a piece of population `pop`: the spikes of its neurons `first..` that one
+    /// partition emitted, already over the population's indices.
+    pub fn add_piece(&mut self, pop: usize, first: u32, trains: SpikeTrains) {
+        self.pieces[pop].push((first, trains));
+    }
+
+    /// Merge the recorded pieces of `pop` (if any) into its spikes: per sample and step, the
+    /// pieces in neuron order, so the result is sorted by (step, neuron) without sorting.
+    pub fn finalise(&mut self, pop: usize) {
+        let mut pieces = std::mem::take(&mut self.pieces[pop]);
+        if pieces.is_empty() {
+            return;
+        }
+        pieces.sort_by_key(|p| p.0);
+        let trains = match self.done[pop].take() {
+            None if pieces.len() == 1 => pieces.pop().expect("one piece").1,
+            None => merge_pieces(&pieces, self.sizes[pop], self.samples, self.steps),
+            Some(old) => {
+                // Spikes recorded after the population was first read (a consumer that reads
+                // only some of its ranges ran in between): merge, then restore the order.
+                pieces.push((0, Arc::unwrap_or_clone(old.trains)));
+                let mut t = merge_pieces(&pieces, self.sizes[pop], self.samples, self.steps);
+                let offsets = t.offsets.clone();
+                fill_per_sample(&offsets, &mut t.events, |_, ev| ev.sort_unstable());
+                t
+            }
+        };
+        self.set(pop, trains);
+    }
+
+    /// Merge every population's pieces.
+    pub fn finalise_all(&mut self) {
+        for p in 0..self.sizes.len() {
+            self.finalise(p);
+        }
+    }
+
+    /// Spikes of population `p` (merged; `None` if never given or recorded).
+    pub fn get(&self, p: usize) -> Option<&SpikeTrains> {
+        self.done
+            .get(p)
+            .and_then(|s| s.as_ref())
+            .map(|s| &*s.trains)
+    }
+
+    /// Spikes of population `p` with their version.
+    pub fn stored(&self, p: usize) -> Option<&StoredTrains> {
+        self.done.get(p).and_then(|s| s.as_ref())
+    }
+
+    /// Number of populations.
+    pub fn populations(&self) -> usize {
+        self.sizes.len()
+    }
+}
+
+/// Merge pieces (sorted by first neuron, over disjoint neuron ranges, each sorted per sample)
+/// into one train per sample sorted by (step, neuron).
+fn merge_pieces(
+    pieces: &[(u32, SpikeTrains)],
+    neurons: usize,
+    samples: usize,
+    steps: u32,
+) -> SpikeTrains {
+    let mut offsets = Vec::with_capacity(samples + 1);
+    offsets.push(0u32);
+    for s in 0..samples {
+        let n: usize = pieces.iter().map(|(_, t)| t.sample(s).len()).sum();
+        offsets.push(offsets[s] + n as u32);
+    }
+    let mut events = vec![SpikeEvent { step: 0, neuron: 0 }; *offsets.last().unwrap() as usize];
+    fill_per_sample(&offsets, &mut events, |s, out| {
+        let lists: Vec<&[SpikeEvent]> = pieces.iter().map(|(_, t)| t.sample(s)).collect();
+        let mut cursor = vec![0usize; lists.len()];
+        let mut k = 0;
+        for t in 0..steps {
+            for (l, c) in lists.iter().zip(cursor.iter_mut()) {
+                while *c < l.len() && l[*c].step == t {
+                    out[k] = l[*c];
+                    k += 1;
+                    *c += 1;
+                }
+            }
+        }
+        debug_assert_eq!(k, out.len());
+    });
+    SpikeTrains {
+        neurons,
+        steps,
+        offsets,
+        events,
     }
 }
 

@@ -9,7 +9,7 @@
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::executor::{Execution, Executor};
+use crate::executor::{Execution, Executor, Observe};
 use crate::network::{Network, PopulationId, PopulationKind};
 use crate::neuron::NeuronCoeffs;
 use crate::spikes::SpikeTrains;
@@ -218,28 +218,15 @@ impl BatchStats {
     }
 }
 
-/// Readout scores `[sample][class]` from an execution: scale × max over time of the membrane.
-pub fn scores(
-    exec: &Execution,
-    readout: PopulationId,
-    size: usize,
-    steps: usize,
-    scale: f32,
-) -> Vec<f32> {
-    let m = exec.membrane[readout]
+/// Readout scores `[sample][class]` from an execution: scale × the maximum over time of the
+/// readout membrane.
+pub fn scores(exec: &Execution, readout: PopulationId, scale: f32) -> Vec<f32> {
+    exec.peak[readout]
         .as_ref()
-        .expect("readout membranes are recorded");
-    let samples = m.len() / (steps * size);
-    let mut out = vec![f32::NEG_INFINITY; samples * size];
-    for s in 0..samples {
-        for t in 0..steps {
-            for c in 0..size {
-                let v = m[(s * steps + t) * size + c];
-                out[s * size + c] = out[s * size + c].max(v * scale);
-            }
-        }
-    }
-    out
+        .expect("readout maxima are recorded")
+        .iter()
+        .map(|v| v * scale)
+        .collect()
 }
 
 /// `ln Σ exp(v)`, computed stably (shifted by the maximum).
@@ -522,7 +509,7 @@ pub fn forward_backward<B: Backend + ?Sized>(
     epoch: usize,
     noise_seed: u32,
 ) -> Result<(BatchStats, Vec<Vec<f32>>)> {
-    let out = exec.run_with_noise(backend, inputs, true, noise_seed)?;
+    let out = exec.run_with_noise(backend, inputs, Observe::AllTraces, noise_seed)?;
     Ok(gradients(&exec.network, topo, &out, labels, cfg, epoch))
 }
 
@@ -670,10 +657,13 @@ impl Trainer {
         for (bi, chunk) in idx.chunks(batch.max(1)).enumerate() {
             let spikes = crate::data::encode_batch(data, chunk, steps, None);
             let noise = crate::neuron::pcg_hash(0xE7A1 ^ bi as u32);
-            let out =
-                self.exec
-                    .run_with_noise(backend, &[(self.input_pop(), spikes)], false, noise)?;
-            let sc = scores(&out, r, c, steps as usize, self.cfg.readout_scale);
+            let out = self.exec.run_with_noise(
+                backend,
+                &[(self.input_pop(), spikes)],
+                Observe::Scores,
+                noise,
+            )?;
+            let sc = scores(&out, r, self.cfg.readout_scale);
             for (k, &i) in chunk.iter().enumerate() {
                 let s = &sc[k * c..(k + 1) * c];
                 let y = data.labels[i] as usize;
@@ -682,8 +672,8 @@ impl Trainer {
                 total.correct += usize::from(argmax(s) == y);
                 total.samples += 1;
             }
-            for (p, t) in out.spikes.populations.iter().enumerate() {
-                if let (PopulationKind::Lif, Some(t)) = (self.exec.network.populations[p].kind, t) {
+            for (p, pop) in self.exec.network.populations.iter().enumerate() {
+                if let (PopulationKind::Lif, Some(t)) = (pop.kind, out.spikes.get(p)) {
                     total.hidden_spikes += t.len() as f64;
                 }
             }

@@ -54,17 +54,17 @@ fn emulation_is_reproducible_and_changes_the_result() {
     let a = mnist(Mode::Emulated, AnalogConfig::default());
     let b = mnist(Mode::Emulated, AnalogConfig::default());
     let ra = a
-        .run_with_noise(&CpuBackend, &inputs(&a), false, 7)
+        .run_with_noise(&CpuBackend, &inputs(&a), Observe::ReadoutTraces, 7)
         .unwrap();
     let rb = b
-        .run_with_noise(&CpuBackend, &inputs(&b), false, 7)
+        .run_with_noise(&CpuBackend, &inputs(&b), Observe::ReadoutTraces, 7)
         .unwrap();
     assert_eq!(
         ra.membrane[2], rb.membrane[2],
         "same chip, same noise seed: same result"
     );
     let rc = a
-        .run_with_noise(&CpuBackend, &inputs(&a), false, 8)
+        .run_with_noise(&CpuBackend, &inputs(&a), Observe::ReadoutTraces, 8)
         .unwrap();
     assert_ne!(
         ra.membrane[2], rc.membrane[2],
@@ -79,11 +79,13 @@ fn emulation_is_reproducible_and_changes_the_result() {
         },
     );
     let ro = other
-        .run_with_noise(&CpuBackend, &inputs(&other), false, 7)
+        .run_with_noise(&CpuBackend, &inputs(&other), Observe::ReadoutTraces, 7)
         .unwrap();
     assert_ne!(ra.membrane[2], ro.membrane[2], "another chip");
     let ideal = mnist(Mode::Ideal, AnalogConfig::default());
-    let ri = ideal.run(&CpuBackend, &inputs(&ideal), false).unwrap();
+    let ri = ideal
+        .run(&CpuBackend, &inputs(&ideal), Observe::ReadoutTraces)
+        .unwrap();
     // The CADC reports multiples of 1/40 model units in emulated partitions only.
     let on_grid = |m: &[f32]| {
         m.iter()

@@ -67,7 +67,9 @@ fn one_neuron_matches_closed_form_and_fires_at_hand_computed_step() {
         })
         .collect();
     let input = SpikeTrains::from_samples(3, 30, vec![ev]);
-    let out = exec.run(&CpuBackend, &[(0, input)], true).unwrap();
+    let out = exec
+        .run(&CpuBackend, &[(0, input)], Observe::AllTraces)
+        .unwrap();
     let trace = out.membrane[1].as_ref().unwrap();
     let events: Vec<(u32, f64)> = times.iter().cloned().zip(w.iter().cloned()).collect();
     for t in 0..30 {
@@ -100,7 +102,9 @@ fn one_neuron_matches_closed_form_and_fires_at_hand_computed_step() {
             SpikeEvent { step: 1, neuron: 1 },
         ]],
     );
-    let out = exec.run(&CpuBackend, &[(0, input)], true).unwrap();
+    let out = exec
+        .run(&CpuBackend, &[(0, input)], Observe::AllTraces)
+        .unwrap();
     let spikes: Vec<u32> = out
         .spikes
         .get(1)
@@ -141,7 +145,9 @@ fn assert_same_as_reference(
     let input = random_spikes(&mut rng, samples, n_in, net.steps, 0.25);
     let reference = reference(net, substrate.dt_us, &[(input_pop, input.clone())]);
     let exec = Executor::new(net.clone(), substrate, 1, opts).unwrap();
-    let out = exec.run(&CpuBackend, &[(input_pop, input)], true).unwrap();
+    let out = exec
+        .run(&CpuBackend, &[(input_pop, input)], Observe::AllTraces)
+        .unwrap();
     let mut total = 0;
     for (p, pop) in net.populations.iter().enumerate() {
         if pop.kind == PopulationKind::Input {

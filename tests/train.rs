@@ -92,7 +92,9 @@ fn check_fd(hidden: Option<usize>, q: usize) {
     let input = neuropart::data::encode_batch(&data, &idx, 20, None);
     let cfg = no_reg();
     let loss = |e: &Executor| {
-        let out = e.run(&CpuBackend, &[(0, input.clone())], true).unwrap();
+        let out = e
+            .run(&CpuBackend, &[(0, input.clone())], Observe::AllTraces)
+            .unwrap();
         let (st, g) = gradients(&e.network, &topo, &out, &data.labels, &cfg, 0);
         (st.loss / 12.0, g)
     };
@@ -284,7 +286,9 @@ fn hidden_gradients_match_a_naive_dense_bptt() {
     let idx: Vec<usize> = (0..8).collect();
     let input = neuropart::data::encode_batch(&data, &idx, 20, None);
     let cfg = no_reg();
-    let out = exec.run(&CpuBackend, &[(0, input.clone())], true).unwrap();
+    let out = exec
+        .run(&CpuBackend, &[(0, input.clone())], Observe::AllTraces)
+        .unwrap();
     let (_, g) = gradients(&exec.network, &topo, &out, &data.labels, &cfg, 0);
 
     let (t_n, ni, nh, nc, b) = (20usize, 144usize, 16usize, 10usize, 8usize);

@@ -1,74 +1,158 @@
-//! The CPU backend: rayon over the samples of a batch, each sample integrated step by step with
-//! [`crate::neuron::lif_step`]. Synaptic input is event-driven: an input spike adds its weights
-//! to a ring buffer of pending input per neuron, so the work is proportional to spikes × fan-out
-//! plus neurons × steps, never a dense matrix product. This is the reference for every kernel.
+//! The CPU backend, the reference for every kernel: rayon over (partition, chunk of samples),
+//! each sample integrated step by step with the model of [`crate::neuron::lif_step`].
+//! Synaptic input is event-driven: an input spike adds its weights to a ring buffer of pending
+//! input per neuron, so the work is proportional to spikes × fan-out plus neurons × steps,
+//! never a dense matrix product.
 //!
-//! For speed, neuron state is kept as separate arrays (the update loop vectorises) and a
-//! source whose synapses reach a contiguous run of targets with one delay (every dense
-//! projection) is delivered as one vector add.
+//! For speed the prepared program ([`CpuProgram`]) keeps neuron coefficients as separate
+//! arrays walked with `zip` (no bounds checks), splits the neurons into segments whose
+//! coefficients are all equal (broadcast, not loaded), vary per neuron, or need the general
+//! step (refractory period), delivers a source whose synapses reach a contiguous run of targets
+//! as one vector add, hashes noise only where there is noise, and is compiled for the widest
+//! vector unit the processor has (AVX-512, AVX2, or the baseline). The arithmetic is the same
+//! IEEE operations in the same order as `lif_step` (Rust never fuses multiply and add), so every
+//! variant gives bit-identical results.
 
-use super::{Backend, PartitionOutput, PartitionProgram, RunOptions};
+use super::{check_sources, Backend, Job, Membranes, PartitionOutput, Resident, RunOptions};
+use crate::compile::{Cadc, ChannelBlock, PartitionProgram};
 use crate::error::Result;
 use crate::neuron::{lif_step, membrane_noise, noise_base, LifState, NeuronCoeffs};
-use crate::spikes::{SpikeEvent, SpikeTrains};
+use crate::spikes::{SpikeEvent, SpikeStore, SpikeTrains};
 use rayon::prelude::*;
 
 /// Runs partitions on the host's cores.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
 
+/// The key shared by every CPU backend: their residents are plain host tables.
+const CPU_KEY: u64 = 0;
+
 impl Backend for CpuBackend {
     fn name(&self) -> String {
         format!("cpu ({} threads)", rayon::current_num_threads())
     }
 
-    fn run(
+    fn key(&self) -> u64 {
+        CPU_KEY
+    }
+
+    fn prepare(&self, program: &PartitionProgram) -> Result<Resident> {
+        Ok(Resident::new(CPU_KEY, CpuProgram::new(program)))
+    }
+
+    fn update(&self, resident: &mut Resident, program: &PartitionProgram) -> Result<()> {
+        resident.get_mut::<CpuProgram>()?.update(program);
+        Ok(())
+    }
+
+    fn run_round(
         &self,
-        program: &PartitionProgram,
-        input: &SpikeTrains,
+        store: &SpikeStore,
+        jobs: &[Job<'_>],
         opts: &RunOptions,
-    ) -> Result<PartitionOutput> {
-        super::check_input(program, input)?;
-        let fanout = Fanout::new(program);
-        let per_sample: Vec<(Vec<SpikeEvent>, Vec<f32>)> = (0..input.samples())
-            .into_par_iter()
-            .map(|s| {
-                run_sample_best(
-                    program,
-                    &fanout,
-                    input.sample(s),
-                    opts,
-                    opts.sample_base + s as u32,
-                )
+    ) -> Result<Vec<PartitionOutput>> {
+        let samples = store.samples();
+        let steps = opts.steps as usize;
+        let mut prepared = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            check_sources(store, job.program)?;
+            let sources: Vec<(&ChannelBlock, &SpikeTrains)> = job
+                .program
+                .sources
+                .iter()
+                .map(|b| (b, store.get(b.population).expect("checked")))
+                .collect();
+            prepared.push((job.resident.get::<CpuProgram>()?, sources));
+        }
+        // Enough work items for every thread, few enough that per-item costs stay small.
+        let threads = rayon::current_num_threads().max(1);
+        let chunk = (samples * jobs.len())
+            .div_ceil(threads * 8)
+            .clamp(1, samples.max(1));
+        // Each job's membranes are written in place by its chunks: one allocation per job.
+        let mut membranes: Vec<Vec<f32>> = jobs
+            .iter()
+            .map(|j| {
+                let n = j.program.neuron_count();
+                let per = match j.membranes {
+                    Membranes::None => 0,
+                    Membranes::Max => n,
+                    Membranes::Trace => steps * n,
+                };
+                vec![0.0; samples * per]
             })
             .collect();
-        let mut membrane = opts.membrane.then(|| {
-            Vec::with_capacity(input.samples() * opts.steps as usize * program.neuron_count())
-        });
-        let mut offsets = Vec::with_capacity(per_sample.len() + 1);
-        offsets.push(0u32);
-        let total: usize = per_sample.iter().map(|(e, _)| e.len()).sum();
-        let mut events = Vec::with_capacity(total);
-        for (ev, m) in per_sample {
-            events.extend_from_slice(&ev);
-            offsets.push(events.len() as u32);
-            if let Some(all) = membrane.as_mut() {
-                all.extend_from_slice(&m);
+        let mut items = Vec::new();
+        for (k, m) in membranes.iter_mut().enumerate() {
+            let per = m.len() / samples.max(1);
+            let mut rest = m.as_mut_slice();
+            for s0 in (0..samples).step_by(chunk) {
+                let s1 = (s0 + chunk).min(samples);
+                let (a, b) = std::mem::take(&mut rest).split_at_mut((s1 - s0) * per);
+                items.push((k, s0..s1, a));
+                rest = b;
             }
         }
-        Ok(PartitionOutput {
-            spikes: SpikeTrains {
-                neurons: program.neuron_count(),
-                steps: opts.steps,
-                offsets,
-                events,
-            },
-            membrane,
-        })
+        let results: Vec<(usize, Vec<u32>, Vec<SpikeEvent>)> = items
+            .into_par_iter()
+            .map_init(Scratch::default, |scratch, (k, range, mem)| {
+                let (prog, sources) = &prepared[k];
+                let mut counts = Vec::with_capacity(range.len());
+                let mut events = Vec::new();
+                let per = mem.len() / range.len().max(1);
+                for (i, s) in range.enumerate() {
+                    let before = events.len();
+                    let sample = Sample {
+                        prog,
+                        program: jobs[k].program,
+                        sources,
+                        sample: s,
+                        opts,
+                        membranes: jobs[k].membranes,
+                    };
+                    run_sample_best(
+                        &sample,
+                        scratch,
+                        &mut events,
+                        &mut mem[i * per..(i + 1) * per],
+                    );
+                    counts.push((events.len() - before) as u32);
+                }
+                (k, counts, events)
+            })
+            .collect();
+        let mut per_job: Vec<(Vec<u32>, Vec<SpikeEvent>)> =
+            jobs.iter().map(|_| (vec![0u32], Vec::new())).collect();
+        for (k, counts, events) in results {
+            let (offsets, all) = &mut per_job[k];
+            for c in counts {
+                offsets.push(offsets.last().unwrap() + c);
+            }
+            if all.is_empty() {
+                *all = events;
+            } else {
+                all.extend_from_slice(&events);
+            }
+        }
+        Ok(per_job
+            .into_iter()
+            .zip(membranes)
+            .zip(jobs)
+            .map(|(((offsets, events), membrane), job)| PartitionOutput {
+                spikes: SpikeTrains {
+                    neurons: job.program.neuron_count(),
+                    steps: opts.steps,
+                    offsets,
+                    events,
+                },
+                membrane: (job.membranes != Membranes::None).then_some(membrane),
+            })
+            .collect())
     }
 }
 
 /// How each source's synapses are delivered.
+#[derive(Clone, Debug)]
 enum Delivery {
     /// Weights `weights[at..at+len]` to targets `first..first+len`, one delay.
     Run {
@@ -81,86 +165,8 @@ enum Delivery {
     List(std::ops::Range<usize>),
 }
 
-struct Fanout {
-    per_source: Vec<Delivery>,
-    weights: Vec<i32>,
-    coeffs: SoaCoeffs,
-}
-
-impl Fanout {
-    fn new(prog: &PartitionProgram) -> Self {
-        let weights: Vec<i32> = prog.synapses.iter().map(|s| s.weight).collect();
-        let per_source = prog
-            .synapse_offsets
-            .windows(2)
-            .map(|w| {
-                let (a, b) = (w[0] as usize, w[1] as usize);
-                let syn = &prog.synapses[a..b];
-                let contiguous = !syn.is_empty()
-                    && syn.iter().enumerate().all(|(k, s)| {
-                        s.target == syn[0].target + k as u32 && s.delay == syn[0].delay
-                    });
-                if contiguous {
-                    Delivery::Run {
-                        first: syn[0].target as usize,
-                        len: syn.len(),
-                        at: a,
-                        delay: syn[0].delay as usize,
-                    }
-                } else {
-                    Delivery::List(a..b)
-                }
-            })
-            .collect();
-        Fanout {
-            per_source,
-            weights,
-            coeffs: SoaCoeffs::new(&prog.coeffs),
-        }
-    }
-
-    #[inline(always)]
-    fn deliver(
-        &self,
-        prog: &PartitionProgram,
-        src: usize,
-        t: usize,
-        slots: usize,
-        steps: usize,
-        pending: &mut [i32],
-    ) {
-        let n = prog.neuron_count();
-        match &self.per_source[src] {
-            Delivery::Run {
-                first,
-                len,
-                at,
-                delay,
-            } => {
-                let when = t + delay;
-                if when < steps {
-                    let base = (when % slots) * n + first;
-                    for (p, w) in pending[base..base + len]
-                        .iter_mut()
-                        .zip(&self.weights[*at..at + len])
-                    {
-                        *p += w;
-                    }
-                }
-            }
-            Delivery::List(range) => {
-                for syn in &prog.synapses[range.clone()] {
-                    let when = t + syn.delay as usize;
-                    if when < steps {
-                        pending[(when % slots) * n + syn.target as usize] += syn.weight;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Neuron coefficients as separate arrays, so the update loop loads them as vectors.
+/// Neuron coefficients as separate arrays, so update loops load them as vectors.
+#[derive(Clone, Debug, Default)]
 struct SoaCoeffs {
     a_syn: Vec<f32>,
     k_mem: Vec<f32>,
@@ -173,7 +179,6 @@ struct SoaCoeffs {
     input_scale: Vec<f32>,
     noise_sd: Vec<f32>,
     noise_key: Vec<u32>,
-    noisy: bool,
 }
 
 impl SoaCoeffs {
@@ -190,7 +195,6 @@ impl SoaCoeffs {
             input_scale: c.iter().map(|c| c.input_scale).collect(),
             noise_sd: c.iter().map(|c| c.noise_sd).collect(),
             noise_key: c.iter().map(|c| c.noise_key).collect(),
-            noisy: c.iter().any(|c| c.noise_sd != 0.0),
         }
     }
 
@@ -213,137 +217,503 @@ impl SoaCoeffs {
     }
 }
 
-/// Neuron arrays of one sample: current, membrane, refractory counter, spiked this step.
-type StateArrays<'a> = (&'a mut [f32], &'a mut [f32], &'a mut [u32], &'a mut [bool]);
-
-/// Update neurons `lo..lo + inputs.len()` by one step; returns whether any spiked. `TRACE` and
-/// `NOISE` are compile-time so that the common loop has no branches.
-#[inline(always)]
-fn update<const TRACE: bool, const NOISE: bool>(
-    (c, base, lo, inputs): (&SoaCoeffs, u32, usize, &[i32]),
-    (cur, mem, refr, spiked): StateArrays<'_>,
-    trace: &mut [f32],
-) -> bool {
-    let hi = lo + inputs.len();
-    let (cur, mem, refr, spiked) = (
-        &mut cur[lo..hi],
-        &mut mem[lo..hi],
-        &mut refr[lo..hi],
-        &mut spiked[lo..hi],
-    );
-    let mut any = false;
-    for k in 0..inputs.len() {
-        let s = LifState {
-            i: cur[k],
-            v: mem[k],
-            refractory: refr[k],
-        };
-        let coeffs = c.get(lo + k);
-        let noise = if NOISE {
-            membrane_noise(&coeffs, base)
-        } else {
-            0.0
-        };
-        let (s, spike, v) = lif_step(&coeffs, s, inputs[k], noise);
-        cur[k] = s.i;
-        mem[k] = s.v;
-        refr[k] = s.refractory;
-        spiked[k] = spike;
-        any |= spike;
-        if TRACE {
-            trace[lo + k] = v;
-        }
-    }
-    any
+/// How a segment of neurons is updated.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    /// Every coefficient equal, no refractory period, no noise: broadcast coefficients.
+    Uniform(NeuronCoeffs),
+    /// Coefficients per neuron, no refractory period, noise where `noisy`.
+    Varied { noisy: bool },
+    /// Refractory periods: the general step per neuron.
+    General { noisy: bool },
 }
 
-/// [`run_sample`] compiled for the widest vector unit the processor has. The arithmetic is
-/// the same (Rust never fuses multiply and add on its own), only the vector width differs.
-fn run_sample_best(
-    prog: &PartitionProgram,
-    fanout: &Fanout,
-    input: &[SpikeEvent],
-    opts: &RunOptions,
-    sample: u32,
-) -> (Vec<SpikeEvent>, Vec<f32>) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the processor supports AVX2, checked just above.
-        return unsafe { run_sample_avx2(prog, fanout, input, opts, sample) };
+/// Local neurons `lo..hi`, all of one stage and one population.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Segment {
+    lo: usize,
+    hi: usize,
+    kind: Kind,
+}
+
+/// A partition prepared for the CPU.
+#[derive(Clone, Debug)]
+pub struct CpuProgram {
+    n: usize,
+    nch: usize,
+    slots: usize,
+    /// Per stage: its neuron range and segments.
+    stages: Vec<(usize, usize, Vec<Segment>)>,
+    deliveries: Vec<Delivery>,
+    run_weights: Vec<i32>,
+    coeffs: SoaCoeffs,
+    rest: Vec<f32>,
+    noisy: bool,
+    cadc: Option<Cadc>,
+}
+
+impl CpuProgram {
+    fn new(prog: &PartitionProgram) -> Self {
+        let mut p = Self::coefficients(prog);
+        p.deliveries = prog
+            .synapse_offsets
+            .windows(2)
+            .map(|w| {
+                let (a, b) = (w[0] as usize, w[1] as usize);
+                let syn = &prog.synapses[a..b];
+                let contiguous = !syn.is_empty()
+                    && syn.iter().enumerate().all(|(k, s)| {
+                        s.target == syn[0].target + k as u32 && s.delay == syn[0].delay
+                    });
+                if contiguous {
+                    let at = p.run_weights.len();
+                    p.run_weights.extend(syn.iter().map(|s| s.weight));
+                    Delivery::Run {
+                        first: syn[0].target as usize,
+                        len: syn.len(),
+                        at,
+                        delay: syn[0].delay as usize,
+                    }
+                } else {
+                    Delivery::List(a..b)
+                }
+            })
+            .collect();
+        p
     }
-    run_sample(prog, fanout, input, opts, sample)
+
+    /// Everything but the synapse tables: sizes, stages and their segments, coefficients.
+    fn coefficients(prog: &PartitionProgram) -> Self {
+        let runs = prog.population_runs();
+        let stages = prog
+            .stage_bounds
+            .windows(2)
+            .map(|w| {
+                let (lo, hi) = (w[0] as usize, w[1] as usize);
+                let segs = runs
+                    .iter()
+                    .filter_map(|&(first, _, _, len)| {
+                        let (a, b) = (first.max(lo), (first + len).min(hi));
+                        (a < b).then(|| Segment {
+                            lo: a,
+                            hi: b,
+                            kind: kind_of(&prog.coeffs[a..b]),
+                        })
+                    })
+                    .collect();
+                (lo, hi, segs)
+            })
+            .collect();
+        CpuProgram {
+            n: prog.neuron_count(),
+            nch: prog.channels.len(),
+            slots: prog.max_delay as usize + 1,
+            stages,
+            deliveries: Vec::new(),
+            run_weights: Vec::new(),
+            coeffs: SoaCoeffs::new(&prog.coeffs),
+            rest: prog.coeffs.iter().map(|c| LifState::rest(c).v).collect(),
+            noisy: prog.coeffs.iter().any(|c| c.noise_sd != 0.0),
+            cadc: prog.cadc,
+        }
+    }
+
+    /// New weights and scales, same structure: rewrite the weight runs in place and the
+    /// coefficient-dependent parts.
+    fn update(&mut self, prog: &PartitionProgram) {
+        for (d, w) in self.deliveries.iter().zip(prog.synapse_offsets.windows(2)) {
+            if let Delivery::Run { len, at, .. } = *d {
+                let a = w[0] as usize;
+                for (dst, s) in self.run_weights[at..at + len]
+                    .iter_mut()
+                    .zip(&prog.synapses[a..a + len])
+                {
+                    *dst = s.weight;
+                }
+            }
+        }
+        let fresh = Self::coefficients(prog);
+        self.stages = fresh.stages;
+        self.coeffs = fresh.coeffs;
+        self.rest = fresh.rest;
+        self.noisy = fresh.noisy;
+        self.cadc = fresh.cadc;
+    }
+
+    #[inline(always)]
+    fn deliver(
+        &self,
+        prog: &PartitionProgram,
+        src: usize,
+        t: usize,
+        steps: usize,
+        pending: &mut [i32],
+    ) {
+        let n = self.n;
+        match self.deliveries[src] {
+            Delivery::Run {
+                first,
+                len,
+                at,
+                delay,
+            } => {
+                let when = t + delay;
+                if when < steps {
+                    let base = (when % self.slots) * n + first;
+                    for (p, w) in pending[base..base + len]
+                        .iter_mut()
+                        .zip(&self.run_weights[at..at + len])
+                    {
+                        *p += w;
+                    }
+                }
+            }
+            Delivery::List(ref range) => {
+                for syn in &prog.synapses[range.clone()] {
+                    let when = t + syn.delay as usize;
+                    if when < steps {
+                        pending[(when % self.slots) * n + syn.target as usize] += syn.weight;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The update kind of neurons with coefficients `c`.
+fn kind_of(c: &[NeuronCoeffs]) -> Kind {
+    let noisy = c.iter().any(|c| c.noise_sd != 0.0);
+    if c.iter().any(|c| c.refractory_steps != 0) {
+        Kind::General { noisy }
+    } else if !noisy && c.iter().all(|x| *x == c[0]) {
+        Kind::Uniform(c[0])
+    } else {
+        Kind::Varied { noisy }
+    }
+}
+
+/// Per-thread buffers, reused across samples.
+#[derive(Default)]
+struct Scratch {
+    pending: Vec<i32>,
+    cur: Vec<f32>,
+    mem: Vec<f32>,
+    refr: Vec<u32>,
+    spiked: Vec<u8>,
+    vrow: Vec<f32>,
+    peak: Vec<f32>,
+    cursors: Vec<usize>,
+}
+
+/// Everything one sample of one partition needs.
+struct Sample<'a> {
+    prog: &'a CpuProgram,
+    program: &'a PartitionProgram,
+    sources: &'a [(&'a ChannelBlock, &'a SpikeTrains)],
+    sample: usize,
+    opts: &'a RunOptions,
+    membranes: Membranes,
+}
+
+/// [`run_sample`] compiled for the widest vector unit the processor has; the arithmetic is
+/// identical in every variant, only the vector width differs.
+fn run_sample_best(
+    s: &Sample<'_>,
+    scratch: &mut Scratch,
+    events: &mut Vec<SpikeEvent>,
+    mem_out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the processor supports AVX-512F, checked just above.
+            return unsafe { run_sample_avx512(s, scratch, events, mem_out) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the processor supports AVX2, checked just above.
+            return unsafe { run_sample_avx2(s, scratch, events, mem_out) };
+        }
+    }
+    run_sample(s, scratch, events, mem_out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn run_sample_avx512(
+    s: &Sample<'_>,
+    scratch: &mut Scratch,
+    events: &mut Vec<SpikeEvent>,
+    mem_out: &mut [f32],
+) {
+    run_sample(s, scratch, events, mem_out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn run_sample_avx2(
-    prog: &PartitionProgram,
-    fanout: &Fanout,
-    input: &[SpikeEvent],
-    opts: &RunOptions,
-    sample: u32,
-) -> (Vec<SpikeEvent>, Vec<f32>) {
-    run_sample(prog, fanout, input, opts, sample)
+    s: &Sample<'_>,
+    scratch: &mut Scratch,
+    events: &mut Vec<SpikeEvent>,
+    mem_out: &mut [f32],
+) {
+    run_sample(s, scratch, events, mem_out)
 }
 
-/// One sample of one partition; events come out sorted by (step, neuron).
+/// One sample of one partition: its spikes are appended to `events` sorted by (step,
+/// neuron); its membranes go to `mem_out` (`[step][neuron]` for a trace, `[neuron]` for the
+/// maximum).
 #[inline(always)]
 fn run_sample(
-    prog: &PartitionProgram,
-    fanout: &Fanout,
-    input: &[SpikeEvent],
-    opts: &RunOptions,
-    sample: u32,
-) -> (Vec<SpikeEvent>, Vec<f32>) {
-    let n = prog.neuron_count();
-    let nch = prog.channels.len();
-    let slots = prog.max_delay as usize + 1;
-    let steps = opts.steps as usize;
-    let mut pending = vec![0i32; slots * n];
-    let (mut cur, mut mem, mut refr) = (vec![0f32; n], vec![0f32; n], vec![0u32; n]);
-    for (j, c) in prog.coeffs.iter().enumerate() {
-        mem[j] = LifState::rest(c).v;
-    }
-    let mut spiked = vec![false; n];
-    let mut out = Vec::new();
-    let mut trace = if opts.membrane {
-        vec![0f32; steps * n]
-    } else {
-        Vec::new()
-    };
-    let mut next = 0;
+    s: &Sample<'_>,
+    scratch: &mut Scratch,
+    events: &mut Vec<SpikeEvent>,
+    mem_out: &mut [f32],
+) {
+    let prog = s.prog;
+    let n = prog.n;
+    let steps = s.opts.steps as usize;
+    let sample = s.opts.sample_base + s.sample as u32;
+    let Scratch {
+        pending,
+        cur,
+        mem,
+        refr,
+        spiked,
+        vrow,
+        peak,
+        cursors,
+    } = scratch;
+    reset(pending, prog.slots * n, 0);
+    reset(cur, n, 0.0);
+    mem.clear();
+    mem.extend_from_slice(&prog.rest);
+    reset(refr, n, 0);
+    reset(spiked, n, 0);
+    reset(vrow, n, 0.0);
+    reset(peak, n, f32::NEG_INFINITY);
+    reset(cursors, s.sources.len(), 0);
     for t in 0..steps {
-        while next < input.len() && input[next].step as usize == t {
-            let ch = input[next].neuron as usize;
-            fanout.deliver(prog, ch, t, slots, steps, &mut pending);
-            next += 1;
+        for ((block, trains), c) in s.sources.iter().zip(cursors.iter_mut()) {
+            let ev = trains.sample(s.sample);
+            while *c < ev.len() && ev[*c].step as usize == t {
+                if let Some(ch) = block.channel(ev[*c].neuron) {
+                    prog.deliver(s.program, ch as usize, t, steps, pending);
+                }
+                *c += 1;
+            }
         }
-        let slot = (t % slots) * n;
-        let base = noise_base(opts.noise_seed, sample, t as u32);
-        for stage in prog.stage_bounds.windows(2) {
-            let (lo, hi) = (stage[0] as usize, stage[1] as usize);
-            let inputs = &pending[slot + lo..slot + hi];
-            let args = (&fanout.coeffs, base, lo, inputs);
-            let state = (&mut cur[..], &mut mem[..], &mut refr[..], &mut spiked[..]);
-            let any = match (opts.membrane, fanout.coeffs.noisy) {
-                (true, true) => update::<true, true>(args, state, &mut trace[t * n..(t + 1) * n]),
-                (true, false) => update::<true, false>(args, state, &mut trace[t * n..(t + 1) * n]),
-                (false, true) => update::<false, true>(args, state, &mut []),
-                (false, false) => update::<false, false>(args, state, &mut []),
+        let slot = (t % prog.slots) * n;
+        let base = if prog.noisy {
+            noise_base(s.opts.noise_seed, sample, t as u32)
+        } else {
+            0
+        };
+        for (lo, hi, segs) in &prog.stages {
+            let (lo, hi) = (*lo, *hi);
+            let vout: &mut [f32] = match s.membranes {
+                Membranes::Trace => &mut mem_out[t * n..(t + 1) * n],
+                _ => &mut vrow[..],
             };
-            if any {
-                for (j, &spike) in spiked.iter().enumerate().take(hi).skip(lo) {
-                    if spike {
-                        out.push(SpikeEvent {
-                            step: t as u32,
-                            neuron: j as u32,
-                        });
-                        fanout.deliver(prog, nch + j, t, slots, steps, &mut pending);
+            let mut any = false;
+            for seg in segs {
+                any |= update_segment(
+                    seg,
+                    &prog.coeffs,
+                    base,
+                    &pending[slot + seg.lo..slot + seg.hi],
+                    State {
+                        cur: &mut cur[seg.lo..seg.hi],
+                        mem: &mut mem[seg.lo..seg.hi],
+                        refr: &mut refr[seg.lo..seg.hi],
+                        spiked: &mut spiked[seg.lo..seg.hi],
+                        v: &mut vout[seg.lo..seg.hi],
+                    },
+                );
+            }
+            match s.membranes {
+                Membranes::None => {}
+                Membranes::Max => {
+                    for (p, &v) in peak[lo..hi].iter_mut().zip(&vrow[lo..hi]) {
+                        *p = p.max(v);
                     }
+                }
+                Membranes::Trace => {
+                    if let Some(q) = prog.cadc {
+                        for v in &mut mem_out[t * n + lo..t * n + hi] {
+                            *v = q.quantise(*v);
+                        }
+                    }
+                }
+            }
+            if any {
+                for (j, _) in spiked
+                    .iter()
+                    .enumerate()
+                    .take(hi)
+                    .skip(lo)
+                    .filter(|x| *x.1 != 0)
+                {
+                    events.push(SpikeEvent {
+                        step: t as u32,
+                        neuron: j as u32,
+                    });
+                    prog.deliver(s.program, prog.nch + j, t, steps, pending);
                 }
             }
         }
         pending[slot..slot + n].fill(0);
     }
-    (out, trace)
+    if s.membranes == Membranes::Max {
+        for (o, &p) in mem_out.iter_mut().zip(peak.iter()) {
+            *o = match prog.cadc {
+                Some(q) => q.quantise(p),
+                None => p,
+            };
+        }
+    }
+}
+
+fn reset<T: Copy>(v: &mut Vec<T>, len: usize, value: T) {
+    v.clear();
+    v.resize(len, value);
+}
+
+/// Neuron state of one segment, and where its membranes (before reset) go.
+struct State<'a> {
+    cur: &'a mut [f32],
+    mem: &'a mut [f32],
+    refr: &'a mut [u32],
+    spiked: &'a mut [u8],
+    v: &'a mut [f32],
+}
+
+/// Advance one segment by one step; returns whether any neuron spiked. Every branch computes
+/// what [`lif_step`] computes for these neurons.
+#[inline(always)]
+fn update_segment(seg: &Segment, c: &SoaCoeffs, base: u32, input: &[i32], st: State<'_>) -> bool {
+    let (lo, hi) = (seg.lo, seg.hi);
+    match seg.kind {
+        Kind::Uniform(k) => update_uniform(&k, input, st),
+        Kind::Varied { noisy: false } => update_varied::<false>(c, lo, hi, base, input, st),
+        Kind::Varied { noisy: true } => update_varied::<true>(c, lo, hi, base, input, st),
+        Kind::General { .. } => {
+            let mut any = false;
+            for (k, j) in (lo..hi).enumerate() {
+                let co = c.get(j);
+                let s = LifState {
+                    i: st.cur[k],
+                    v: st.mem[k],
+                    refractory: st.refr[k],
+                };
+                let (next, spike, v) = lif_step(&co, s, input[k], membrane_noise(&co, base));
+                st.cur[k] = next.i;
+                st.mem[k] = next.v;
+                st.refr[k] = next.refractory;
+                st.spiked[k] = spike as u8;
+                st.v[k] = v;
+                any |= spike;
+            }
+            any
+        }
+    }
+}
+
+/// Equal coefficients, no refractory period, no noise (`lif_step` with `noise = 0`).
+#[inline(always)]
+fn update_uniform(c: &NeuronCoeffs, input: &[i32], st: State<'_>) -> bool {
+    let spiking = c.spiking != 0;
+    let mut any = 0u8;
+    let n = input.len();
+    let (cur, mem, spiked, vout) = (
+        &mut st.cur[..n],
+        &mut st.mem[..n],
+        &mut st.spiked[..n],
+        &mut st.v[..n],
+    );
+    for ((((&inp, i), v), sp), vo) in input
+        .iter()
+        .zip(cur.iter_mut())
+        .zip(mem.iter_mut())
+        .zip(spiked.iter_mut())
+        .zip(vout.iter_mut())
+    {
+        let ni = c.a_syn * *i + c.weight_gain * (inp as f32 * c.input_scale);
+        let nv = *v + c.k_mem * (c.v_leak - *v + ni);
+        let spike = spiking & (nv >= c.v_th);
+        *i = ni;
+        *vo = nv;
+        *v = if spike { c.v_reset } else { nv };
+        *sp = spike as u8;
+        any |= spike as u8;
+    }
+    any != 0
+}
+
+/// Coefficients per neuron, no refractory period; noise when `NOISE` (computed as
+/// [`membrane_noise`], which is exactly 0 where a neuron's noise is off).
+#[inline(always)]
+fn update_varied<const NOISE: bool>(
+    c: &SoaCoeffs,
+    lo: usize,
+    hi: usize,
+    base: u32,
+    input: &[i32],
+    st: State<'_>,
+) -> bool {
+    let n = hi - lo;
+    let mut any = 0u8;
+    let (cur, mem, spiked, vout) = (
+        &mut st.cur[..n],
+        &mut st.mem[..n],
+        &mut st.spiked[..n],
+        &mut st.v[..n],
+    );
+    let coeffs = c.a_syn[lo..hi]
+        .iter()
+        .zip(&c.k_mem[lo..hi])
+        .zip(&c.v_leak[lo..hi])
+        .zip(&c.v_reset[lo..hi])
+        .zip(&c.v_th[lo..hi])
+        .zip(&c.spiking[lo..hi])
+        .zip(&c.weight_gain[lo..hi])
+        .zip(&c.input_scale[lo..hi])
+        .zip(&c.noise_sd[lo..hi])
+        .zip(&c.noise_key[lo..hi]);
+    let state = input[..n]
+        .iter()
+        .zip(cur.iter_mut())
+        .zip(mem.iter_mut())
+        .zip(spiked.iter_mut())
+        .zip(vout.iter_mut());
+    for (
+        (
+            ((((((((&a_syn, &k_mem), &v_leak), &v_reset), &v_th), &spiking), &gain), &scale), &sd),
+            &key,
+        ),
+        ((((&inp, i), v), sp), vo),
+    ) in coeffs.zip(state)
+    {
+        let ni = a_syn * *i + gain * (inp as f32 * scale);
+        let mut nv = *v + k_mem * (v_leak - *v + ni);
+        if NOISE {
+            nv += noise_value(sd, key, base);
+        }
+        let spike = (spiking != 0) & (nv >= v_th);
+        *i = ni;
+        *vo = nv;
+        *v = if spike { v_reset } else { nv };
+        *sp = spike as u8;
+        any |= spike as u8;
+    }
+    any != 0
+}
+
+/// [`membrane_noise`] without the branch: where `sd` is 0 the product is ±0, which adds
+/// nothing to any membrane value.
+#[inline(always)]
+fn noise_value(sd: f32, key: u32, base: u32) -> f32 {
+    let h = crate::neuron::pcg_hash(key ^ base);
+    let bytes = (h & 255) + ((h >> 8) & 255) + ((h >> 16) & 255) + (h >> 24);
+    let sum = (bytes as f32 + 2.0) * (1.0 / 256.0);
+    (sum - 2.0) * 1.732_050_8 * sd
 }

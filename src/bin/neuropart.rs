@@ -2,8 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use neuropart::analog::{AnalogConfig, Mode};
+use neuropart::backend::{open_backend, DeviceChoice, GpuBackend};
 use neuropart::data::Dataset;
-use neuropart::gpu::{open_backend, DeviceChoice, GpuBackend};
 use neuropart::prelude::*;
 use neuropart::report::{draw_placement, PlanReport};
 use neuropart::spikes::SpikeFile;
@@ -243,7 +243,7 @@ fn run(cli: Cli) -> neuropart::Result<()> {
                 let t = SpikeFile::lists_to_trains(lists, net.populations[pop].size, net.steps)?;
                 inputs.push((pop, t));
             }
-            let out = exec.run(&CpuBackend, &inputs, false)?;
+            let out = exec.run(&CpuBackend, &inputs, Observe::Scores)?;
             let mut result = SpikeFile {
                 steps: net.steps,
                 ..Default::default()

@@ -1,0 +1,452 @@
+//! Compiling a partition into a [`PartitionProgram`]: the flat arrays a backend runs (neuron
+//! coefficients, synapses grouped by source, stage bounds), the table that maps the spikes of
+//! each source population onto the partition's input channels, and the fixed-point input
+//! resolution of every population. Written once per partition; after an optimiser step only
+//! the weights and the fixed-point scales are rewritten in place ([`update_weights`]).
+//! Nothing here runs anything or knows about devices.
+
+use crate::network::{Network, PopulationId, PopulationKind};
+use crate::neuron::NeuronCoeffs;
+use crate::partition::{Partition, Plan};
+use rayon::prelude::*;
+
+/// One synapse, grouped by source; laid out as the GPU's synapse words (target, delay, weight).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Synapse {
+    /// Local target neuron.
+    pub target: u32,
+    /// Delay in steps (0 = same step, only towards a later stage).
+    pub delay: u32,
+    /// Weight in fixed point: units of the target's `NeuronCoeffs::input_scale`.
+    pub weight: i32,
+}
+
+/// Which model weight a synapse realises: projection and index into its weights.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct WeightRef {
+    /// Projection index.
+    pub projection: u32,
+    /// Index into the projection's weights.
+    pub index: u32,
+}
+
+/// How a population's model weights become the weights the substrate realises.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum WeightMap {
+    /// As they are (ideal simulation).
+    #[default]
+    Ideal,
+    /// The chip's integer range: `clamp(round(scale·w), −max, max) / scale`.
+    Quantised {
+        /// Hardware units per model unit.
+        scale: f32,
+        /// Largest hardware weight.
+        max: i32,
+    },
+}
+
+impl WeightMap {
+    /// The realised weight of model weight `w`.
+    #[inline(always)]
+    pub fn apply(self, w: f32) -> f32 {
+        match self {
+            WeightMap::Ideal => w,
+            WeightMap::Quantised { scale, max } => {
+                let m = max as f32;
+                (w * scale).round().clamp(-m, m) / scale
+            }
+        }
+    }
+}
+
+/// Quantisation of recorded membranes like the chip's parallel readout (CADC): the code
+/// `clamp(round(offset + v·gain), 0, top)` mapped back to model units.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Cadc {
+    /// Code of the model's 0.
+    pub offset: f32,
+    /// Codes per model unit.
+    pub gain: f32,
+    /// Largest code (`2^bits − 1`).
+    pub top: f32,
+}
+
+impl Cadc {
+    /// The membrane the readout reports for model potential `v`. Monotone in `v`, so the
+    /// maximum of quantised values is the quantised maximum.
+    #[inline(always)]
+    pub fn quantise(&self, v: f32) -> f32 {
+        let code = (self.offset + v * self.gain).round().clamp(0.0, self.top);
+        (code - self.offset) / self.gain
+    }
+}
+
+/// The input channels a partition reads from one source population: channels
+/// `first_channel..` in neuron order, found through `lut` over the span of source neurons.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelBlock {
+    /// The source population.
+    pub population: PopulationId,
+    /// Its first neuron that is a channel; `lut[k]` is neuron `span_start + k`.
+    pub span_start: u32,
+    /// Channel of each neuron of the span (`u32::MAX`: not read).
+    pub lut: Vec<u32>,
+}
+
+impl ChannelBlock {
+    /// The channel of source neuron `n`, if it is one.
+    #[inline(always)]
+    pub fn channel(&self, n: u32) -> Option<u32> {
+        let k = n.wrapping_sub(self.span_start) as usize;
+        match self.lut.get(k) {
+            Some(&c) if c != u32::MAX => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// A partition compiled for execution.
+#[derive(Clone, Debug)]
+pub struct PartitionProgram {
+    /// The partition's id in its plan.
+    pub partition: usize,
+    /// Global identity (population, neuron) of each local neuron, in stage order.
+    pub neurons: Vec<(PopulationId, u32)>,
+    /// Per local neuron.
+    pub coeffs: Vec<NeuronCoeffs>,
+    /// `stages + 1` bounds: stage `k` is local neurons `stage_bounds[k]..stage_bounds[k+1]`.
+    pub stage_bounds: Vec<u32>,
+    /// Global identity of each external input channel, sorted by (population, neuron).
+    pub channels: Vec<(PopulationId, u32)>,
+    /// One block per source population, in channel order.
+    pub sources: Vec<ChannelBlock>,
+    /// `channels + neurons + 1` offsets into `synapses`: sources are the input channels, then
+    /// the local neurons.
+    pub synapse_offsets: Vec<u32>,
+    /// Synapses grouped by source.
+    pub synapses: Vec<Synapse>,
+    /// Largest delay.
+    pub max_delay: u32,
+    /// For each synapse, the model weight it realises.
+    pub weight_refs: Vec<WeightRef>,
+    /// How this partition's weights reach the substrate.
+    pub weight_map: WeightMap,
+    /// Quantisation of every recorded membrane (emulated partitions), if any.
+    pub cadc: Option<Cadc>,
+}
+
+/// What compiling every partition of a plan shares: effective delays, fixed-point exponents
+/// and weight maps, computed once per network.
+#[derive(Clone, Debug)]
+pub struct CompileContext {
+    /// Effective delay of every projection.
+    pub delays: Vec<u32>,
+    /// How each population's incoming weights are realised.
+    pub maps: Vec<WeightMap>,
+    /// Fixed-point exponent of each population (see [`exponents`]).
+    pub exponents: Vec<i32>,
+}
+
+impl CompileContext {
+    /// The context for `network` with weight map `maps[population]`.
+    pub fn new(network: &Network, maps: Vec<WeightMap>) -> Self {
+        let exponents = exponents(network, &maps);
+        CompileContext {
+            delays: network.effective_delays(),
+            maps,
+            exponents,
+        }
+    }
+
+    /// Every population ideal.
+    pub fn ideal(network: &Network) -> Self {
+        Self::new(network, vec![WeightMap::Ideal; network.populations.len()])
+    }
+}
+
+impl PartitionProgram {
+    /// Compile partition `part` of `plan` in ideal mode (weights as they are).
+    pub fn compile(network: &Network, plan: &Plan, part: &Partition) -> Self {
+        Self::compile_with(network, plan, part, &CompileContext::ideal(network))
+    }
+
+    /// Compile partition `part` of `plan` with the shared `ctx`.
+    pub fn compile_with(
+        network: &Network,
+        plan: &Plan,
+        part: &Partition,
+        ctx: &CompileContext,
+    ) -> Self {
+        let dt = plan.substrate.dt_us;
+        let npop = network.populations.len();
+        let mut neurons = Vec::with_capacity(part.neuron_count());
+        let mut coeffs = Vec::with_capacity(part.neuron_count());
+        let mut stage_bounds = vec![0u32];
+        let mut local_of = vec![Vec::new(); npop];
+        for (k, pr) in part.parts.iter().enumerate() {
+            if k > 0 && pr.stage != part.parts[k - 1].stage {
+                stage_bounds.push(neurons.len() as u32);
+            }
+            let pop = &network.populations[pr.neurons.population];
+            let mut c = pop.params.coeffs(dt, pop.kind != PopulationKind::Readout);
+            c.input_scale = input_scale(ctx.exponents[pr.neurons.population]);
+            let lo = &mut local_of[pr.neurons.population];
+            if lo.is_empty() {
+                lo.resize(pop.size, u32::MAX);
+            }
+            for n in pr.neurons.range() {
+                lo[n] = neurons.len() as u32;
+                neurons.push((pr.neurons.population, n as u32));
+                coeffs.push(c);
+            }
+        }
+        stage_bounds.push(neurons.len() as u32);
+        let weight_map = part
+            .parts
+            .first()
+            .map_or(WeightMap::Ideal, |p| ctx.maps[p.neurons.population]);
+        // Gather synapses by target, then regroup by source.
+        let mut raw: Vec<(PopulationId, u32, Synapse, WeightRef)> = Vec::new();
+        for pr in &part.parts {
+            let t = pr.neurons.population;
+            let scale = (2f64).powi(ctx.exponents[t]);
+            let map = ctx.maps[t];
+            for (p, &d) in ctx.delays.iter().enumerate() {
+                let (s, tt) = network.endpoints(p);
+                if tt != t {
+                    continue;
+                }
+                let ws = &network.projections[p].weights;
+                network.for_each_synapse_index(p, pr.neurons.range(), |pre, post, k| {
+                    raw.push((
+                        s,
+                        pre as u32,
+                        Synapse {
+                            target: local_of[t][post],
+                            delay: d,
+                            weight: fixed_point(map.apply(ws[k]), scale),
+                        },
+                        WeightRef {
+                            projection: p as u32,
+                            index: k as u32,
+                        },
+                    ));
+                });
+            }
+        }
+        let is_local = |pop: PopulationId, n: u32| {
+            local_of[pop]
+                .get(n as usize)
+                .is_some_and(|&l| l != u32::MAX)
+        };
+        // External channels: every (population, neuron) some synapse reads that is not local,
+        // in (population, neuron) order.
+        let mut used: Vec<Vec<bool>> = vec![Vec::new(); npop];
+        for (p, n, _, _) in &raw {
+            if !is_local(*p, *n) {
+                let u = &mut used[*p];
+                if u.is_empty() {
+                    u.resize(network.populations[*p].size, false);
+                }
+                u[*n as usize] = true;
+            }
+        }
+        let mut sources = Vec::new();
+        let mut channels: Vec<(PopulationId, u32)> = Vec::new();
+        for (p, u) in used.iter().enumerate() {
+            let (Some(lo), Some(hi)) = (u.iter().position(|&x| x), u.iter().rposition(|&x| x))
+            else {
+                continue;
+            };
+            let mut lut = vec![u32::MAX; hi + 1 - lo];
+            for (n, &on) in u.iter().enumerate().take(hi + 1).skip(lo) {
+                if on {
+                    lut[n - lo] = channels.len() as u32;
+                    channels.push((p, n as u32));
+                }
+            }
+            sources.push(ChannelBlock {
+                population: p,
+                span_start: lo as u32,
+                lut,
+            });
+        }
+        let nch = channels.len();
+        let block_of: Vec<Option<usize>> = (0..npop)
+            .map(|p| sources.iter().position(|b| b.population == p))
+            .collect();
+        let source_index = |pop: PopulationId, n: u32| -> usize {
+            if is_local(pop, n) {
+                nch + local_of[pop][n as usize] as usize
+            } else {
+                let b = &sources[block_of[pop].expect("a channel block per source")];
+                b.channel(n).expect("every external source is a channel") as usize
+            }
+        };
+        let nsrc = nch + neurons.len();
+        let keyed: Vec<(usize, Synapse, WeightRef)> = raw
+            .into_iter()
+            .map(|(p, n, syn, r)| (source_index(p, n), syn, r))
+            .collect();
+        let mut offsets = vec![0u32; nsrc + 1];
+        for (k, _, _) in &keyed {
+            offsets[k + 1] += 1;
+        }
+        for i in 0..nsrc {
+            offsets[i + 1] += offsets[i];
+        }
+        let mut fill = offsets.clone();
+        let zero = Synapse {
+            target: 0,
+            delay: 0,
+            weight: 0,
+        };
+        let mut synapses = vec![zero; keyed.len()];
+        let mut weight_refs = vec![
+            WeightRef {
+                projection: 0,
+                index: 0
+            };
+            keyed.len()
+        ];
+        for (k, syn, r) in keyed {
+            synapses[fill[k] as usize] = syn;
+            weight_refs[fill[k] as usize] = r;
+            fill[k] += 1;
+        }
+        let max_delay = synapses.iter().map(|s| s.delay).max().unwrap_or(0);
+        PartitionProgram {
+            partition: part.id,
+            neurons,
+            coeffs,
+            stage_bounds,
+            channels,
+            sources,
+            synapse_offsets: offsets,
+            synapses,
+            max_delay,
+            weight_refs,
+            weight_map,
+            cadc: None,
+        }
+    }
+
+    /// Local neurons.
+    pub fn neuron_count(&self) -> usize {
+        self.neurons.len()
+    }
+
+    /// Synapses of source `src` (channel index, or `channels + local neuron`).
+    pub fn synapses_of(&self, src: usize) -> &[Synapse] {
+        &self.synapses[self.synapse_offsets[src] as usize..self.synapse_offsets[src + 1] as usize]
+    }
+
+    /// True for a partition a single feed-forward pass computes: one stage, no synapse from
+    /// its own neurons, one delay for every input.
+    pub fn is_feedforward(&self) -> bool {
+        let nch = self.channels.len();
+        let delay = self.synapses.first().map_or(0, |s| s.delay);
+        self.stage_bounds.len() == 2
+            && self.synapse_offsets[nch] as usize == self.synapses.len()
+            && self.synapses.iter().all(|s| s.delay == delay)
+    }
+
+    /// Runs of local neurons that are contiguous in one population: (first local neuron,
+    /// population, first neuron, length), in local order.
+    pub fn population_runs(&self) -> Vec<(usize, PopulationId, u32, usize)> {
+        let mut runs = Vec::new();
+        let mut j = 0;
+        let n = self.neurons.len();
+        while j < n {
+            let (pop, first) = self.neurons[j];
+            let mut len = 1;
+            while j + len < n && self.neurons[j + len] == (pop, first + len as u32) {
+                len += 1;
+            }
+            runs.push((j, pop, first, len));
+            j += len;
+        }
+        runs
+    }
+}
+
+/// Value of one fixed-point input unit for exponent `e`: `2^-e`.
+pub fn input_scale(e: i32) -> f32 {
+    (2f64).powi(-e) as f32
+}
+
+/// Exponent `e` of the fixed-point input resolution `2^-e` for a population whose neurons
+/// receive at most `bound` (sum of absolute weights) per step: the largest power of two for
+/// which that bound stays below 2^23 units, so every sum is exact in `i32` and in `f32`.
+pub fn fixed_point_exponent(bound: f64) -> i32 {
+    if bound <= 0.0 {
+        return 24;
+    }
+    ((1u64 << 23) as f64 / bound)
+        .log2()
+        .floor()
+        .clamp(-100.0, 60.0) as i32
+}
+
+/// `w` in fixed point with `scale` units per model unit.
+#[inline(always)]
+pub fn fixed_point(w: f32, scale: f64) -> i32 {
+    (w as f64 * scale).round() as i32
+}
+
+/// Fixed-point exponent of every population (see [`fixed_point_exponent`]; 24 for inputs),
+/// from the realised weights (`maps[population]` of the target). Chosen per population, it
+/// does not depend on the partitioning.
+pub fn exponents(network: &Network, maps: &[WeightMap]) -> Vec<i32> {
+    let mut bound: Vec<Vec<f64>> = network
+        .populations
+        .iter()
+        .map(|p| vec![0.0; p.size])
+        .collect();
+    for p in 0..network.projections.len() {
+        let (_, t) = network.endpoints(p);
+        let (b, map) = (&mut bound[t], maps[t]);
+        network.for_each_synapse(p, 0..b.len(), |_, post, w| {
+            b[post] += (map.apply(w) as f64).abs()
+        });
+    }
+    bound
+        .iter()
+        .map(|b| fixed_point_exponent(b.iter().cloned().fold(0.0, f64::max)))
+        .collect()
+}
+
+/// Bring compiled programs up to date with new weights (same structure): every population's
+/// fixed-point exponent from all its synapses and every synapse's fixed-point weight, each
+/// program through its own weight map. Returns the new exponents. The result equals compiling
+/// afresh.
+pub fn update_weights(network: &Network, programs: &mut [PartitionProgram]) -> Vec<i32> {
+    let mut maps = vec![WeightMap::Ideal; network.populations.len()];
+    for prog in programs.iter() {
+        for run in prog.population_runs() {
+            maps[run.1] = prog.weight_map;
+        }
+    }
+    let exps = exponents(network, &maps);
+    let scales: Vec<f64> = exps.iter().map(|&e| (2f64).powi(e)).collect();
+    programs.par_iter_mut().for_each(|prog| {
+        let map = prog.weight_map;
+        for (c, &(pop, _)) in prog.coeffs.iter_mut().zip(&prog.neurons) {
+            c.input_scale = input_scale(exps[pop]);
+        }
+        let PartitionProgram {
+            synapses,
+            weight_refs,
+            neurons,
+            ..
+        } = prog;
+        for (syn, r) in synapses.iter_mut().zip(weight_refs.iter()) {
+            let pop = neurons[syn.target as usize].0;
+            let w = map.apply(network.projections[r.projection as usize].weights[r.index as usize]);
+            syn.weight = fixed_point(w, scales[pop]);
+        }
+    });
+    exps
+}
