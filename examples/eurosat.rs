@@ -8,9 +8,10 @@
 //! synthetic set in the same layout is generated (the real one cannot be downloaded here).
 
 use clap::Parser;
-use neuropart::analog::{AnalogConfig, Mode};
+use neuropart::analog::Mode;
 use neuropart::backend::{open_backend, DeviceChoice};
 use neuropart::data::OnBadImage;
+use neuropart::experiment::Setup;
 use neuropart::prelude::*;
 use neuropart::train::TrainConfig;
 use std::path::PathBuf;
@@ -99,18 +100,12 @@ fn run(a: Args) -> neuropart::Result<()> {
         seed: a.seed,
         ..Default::default()
     };
+    let setup = Setup {
+        substrate: sub,
+        ..Setup::new(a.steps, Mode::Ideal)
+    };
     let summary = neuropart::experiment::compare_modes(
-        &net,
-        &sub,
-        a.steps,
-        &a.modes,
-        AnalogConfig::default(),
-        &*backend,
-        cfg,
-        &train,
-        &val,
-        &test,
-        &a.out,
+        &net, &setup, &a.modes, &*backend, cfg, &train, &val, &test, &a.out,
     )?;
     print!("{summary}");
     Ok(())

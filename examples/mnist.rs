@@ -7,8 +7,9 @@
 //! Fig. 2C-like PNG of one test sample, and a checkpoint after every epoch (`--resume`).
 
 use clap::Parser;
-use neuropart::analog::{AnalogConfig, Mode};
+use neuropart::analog::Mode;
 use neuropart::backend::{open_backend, DeviceChoice};
+use neuropart::experiment::Setup;
 use neuropart::train::TrainConfig;
 use std::path::PathBuf;
 
@@ -72,10 +73,7 @@ fn run(a: Args) -> neuropart::Result<()> {
     };
     neuropart::experiment::train_and_report(
         neuropart::network::mnist_network(a.seed).build(&neuropart::Substrate::bss2())?,
-        &neuropart::Substrate::bss2(),
-        a.steps,
-        a.mode,
-        AnalogConfig::default(),
+        &Setup::new(a.steps, a.mode),
         &*open_backend(a.device)?,
         cfg,
         &train,

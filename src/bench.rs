@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 pub struct BenchRow {
     /// Backend name.
     pub backend: String,
+    /// Chips: partitions of a wave that ran at the same time.
+    pub chips: usize,
     /// Batch size.
     pub batch: usize,
     /// Steps.
@@ -30,6 +32,25 @@ pub struct BenchRow {
     pub phases: Option<PhaseTimings>,
     /// Mean wall time of one batch.
     pub wall: Duration,
+}
+
+impl BenchRow {
+    /// Host time per sample in µs: upload, readback and host work of the backend plus the
+    /// executor's recording and replay.
+    pub fn host_us_per_sample(&self) -> f64 {
+        let device = self
+            .phases
+            .as_ref()
+            .map_or(Duration::ZERO, |p| p.host_total());
+        (device + self.stats.host_replay).as_secs_f64() * 1e6 / self.batch.max(1) as f64
+    }
+
+    /// Bytes moved to and from the device per sample (`None` for the CPU).
+    pub fn bytes_per_sample(&self) -> Option<f64> {
+        self.phases
+            .as_ref()
+            .map(|p| (p.bytes_up + p.bytes_down) as f64 / self.batch.max(1) as f64)
+    }
 }
 
 /// Random image-like inputs for every input population: a fraction `density` of pixels are on,
@@ -85,6 +106,7 @@ pub fn measure<B: Backend + ?Sized>(
         stats.host_replay += e.stats.host_replay;
         stats.spikes_recorded_per_sample = e.stats.spikes_recorded_per_sample;
         stats.spikes_replayed_per_sample = e.stats.spikes_replayed_per_sample;
+        stats.rounds = e.stats.rounds;
         reps += 1;
     }
     let wall = start.elapsed() / reps;
@@ -94,6 +116,7 @@ pub fn measure<B: Backend + ?Sized>(
         readback: p.readback / reps,
         host: p.host / reps,
         chunks: p.chunks / reps as usize,
+        rereads: p.rereads,
         buffers_created: p.buffers_created,
         bytes_up: p.bytes_up / reps as u64,
         bytes_down: p.bytes_down / reps as u64,
@@ -113,6 +136,7 @@ pub fn measure<B: Backend + ?Sized>(
     let sps = batch as f64 / wall.as_secs_f64();
     Ok(BenchRow {
         backend: backend.name(),
+        chips: exec.schedule.mode.chips(),
         batch,
         steps: exec.network.steps,
         samples_per_s: sps,
@@ -123,12 +147,14 @@ pub fn measure<B: Backend + ?Sized>(
     })
 }
 
-/// Format rows as a Markdown table. For the CPU, "dispatch" is the time inside the backend.
+/// Format rows as a Markdown table. For the CPU, "dispatch" is the time inside the backend;
+/// "host replay" is the executor's recording and merging of spikes (plus, on a GPU, unpacking
+/// what came back).
 pub fn table(rows: &[BenchRow]) -> String {
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
     let mut s = String::from(
-        "| backend | batch | T | samples/s | neuron updates/s | batch time | upload | dispatch | readback | host replay |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| backend | chips | batch | T | samples/s | neuron updates/s | batch time | upload | dispatch | readback | host replay | host µs/sample | bytes/sample |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         let (up, disp, rb, host) = match &r.phases {
@@ -145,37 +171,50 @@ pub fn table(rows: &[BenchRow]) -> String {
                 ms(r.stats.host_replay),
             ),
         };
+        let bytes = r
+            .bytes_per_sample()
+            .map_or("-".to_string(), |b| format!("{b:.0}"));
         s += &format!(
-            "| {} | {} | {} | {:.0} | {:.3e} | {} | {up} | {disp} | {rb} | {host} |\n",
+            "| {} | {} | {} | {} | {:.0} | {:.3e} | {} | {up} | {disp} | {rb} | {host} | {:.2} | {bytes} |\n",
             r.backend,
+            r.chips,
             r.batch,
             r.steps,
             r.samples_per_s,
             r.updates_per_s,
             ms(r.wall),
+            r.host_us_per_sample(),
         );
     }
     s
 }
 
-/// Per partition run: neurons, input channels, backend time per batch and samples/s, one
-/// column pair per measured backend.
+/// Per partition run: neurons, input channels, the round it ran in, backend time per batch
+/// and samples/s, one column pair per measured backend. With several chips a round's
+/// partitions run at the same time and share the round's time.
 pub fn partition_table(exec: &Executor, rows: &[BenchRow]) -> String {
-    let mut s = String::from("| run | neurons | input channels |");
+    let mut round_of = vec![0usize; exec.plan.partitions.len()];
+    for (r, round) in exec.schedule.rounds.iter().enumerate() {
+        for &p in round {
+            round_of[p] = r;
+        }
+    }
+    let mut s = String::from("| run | neurons | input channels | round |");
     for r in rows {
         s += &format!(" {} (batch {}) | samples/s |", r.backend, r.batch);
     }
-    s += "\n|---:|---:|---:|";
+    s += "\n|---:|---:|---:|---:|";
     for _ in rows {
         s += "---:|---:|";
     }
     s += "\n";
     for (k, p) in exec.plan.partitions.iter().enumerate() {
         s += &format!(
-            "| {} | {} | {} |",
+            "| {} | {} | {} | {} |",
             p.id,
             p.neuron_count(),
-            p.channel_count()
+            p.channel_count(),
+            round_of[k]
         );
         for r in rows {
             let d = r.stats.per_partition.get(k).copied().unwrap_or_default();

@@ -429,10 +429,7 @@ impl Executor {
         if let [(0, pop, first, len)] = runs[..] {
             debug_assert_eq!(len, n);
             if first != 0 {
-                let offsets = spikes.offsets.clone();
-                crate::spikes::fill_per_sample(&offsets, &mut spikes.events, |_, ev| {
-                    ev.iter_mut().for_each(|e| e.neuron += first)
-                });
+                spikes.events.iter_mut().for_each(|e| e.neuron += first);
             }
             spikes.neurons = net.populations[pop].size;
             store.add_piece(pop, first, spikes);

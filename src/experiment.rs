@@ -18,16 +18,57 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
-/// Partition `net` (run with `steps` steps) for BSS-2, emulate it in `mode`, train it
-/// on `train` for `cfg.epochs` epochs on `backend`, evaluate on `test` after every epoch, and
-/// write everything under `out`. Returns the trainer (final weights and history).
+/// How an experiment partitions and emulates a network.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// The chip.
+    pub substrate: Substrate,
+    /// Time steps per sample.
+    pub steps: u32,
+    /// Which partitions run emulated.
+    pub mode: Mode,
+    /// The analog effects of emulated partitions.
+    pub analog: AnalogConfig,
+    /// Chips: partitions of a wave that run at the same time.
+    pub chips: usize,
+    /// How the network is cut.
+    pub partition: PartitionOptions,
+}
+
+impl Setup {
+    /// BrainScaleS-2, `steps` steps, `mode`, the default analog effects, one chip.
+    pub fn new(steps: u32, mode: Mode) -> Self {
+        Setup {
+            substrate: Substrate::bss2(),
+            steps,
+            mode,
+            analog: AnalogConfig::default(),
+            chips: 1,
+            partition: PartitionOptions::default(),
+        }
+    }
+
+    /// Partition, schedule, compile and emulate `net` as this set-up says.
+    pub fn executor(&self, mut net: crate::network::Network) -> Result<Executor> {
+        net.steps = self.steps;
+        Executor::emulated(
+            net,
+            &self.substrate,
+            self.chips,
+            &self.partition,
+            self.analog.clone(),
+            self.mode,
+        )
+    }
+}
+
+/// Partition and emulate `net` as `setup` says, train it on `train` for `cfg.epochs` epochs
+/// on `backend`, evaluate on `test` after every epoch, and write everything under `out`.
+/// Returns the trainer (final weights and history).
 #[allow(clippy::too_many_arguments)]
 pub fn train_and_report(
-    mut net: crate::network::Network,
-    sub: &Substrate,
-    steps: u32,
-    mode: Mode,
-    analog: AnalogConfig,
+    net: crate::network::Network,
+    setup: &Setup,
     backend: &dyn Backend,
     cfg: TrainConfig,
     train: &Dataset,
@@ -35,8 +76,8 @@ pub fn train_and_report(
     out: &Path,
     resume: bool,
 ) -> Result<Trainer> {
-    net.steps = steps;
-    let exec = Executor::emulated(net, sub, 1, &PartitionOptions::default(), analog, mode)?;
+    let steps = setup.steps;
+    let exec = setup.executor(net)?;
     eprintln!(
         "{}: {} partitions ({} emulated), {} training and {} test samples, T = {steps}, on {}",
         exec.network.name,
@@ -330,10 +371,8 @@ pub fn plot_sample(
 #[allow(clippy::too_many_arguments)]
 pub fn compare_modes(
     net: &crate::network::Network,
-    sub: &Substrate,
-    steps: u32,
+    setup: &Setup,
     modes: &[Mode],
-    analog: AnalogConfig,
     backend: &dyn Backend,
     cfg: TrainConfig,
     train: &Dataset,
@@ -346,10 +385,10 @@ pub fn compare_modes(
         let name = format!("{mode:?}").to_lowercase();
         let t = train_and_report(
             net.clone(),
-            sub,
-            steps,
-            mode,
-            analog.clone(),
+            &Setup {
+                mode,
+                ..setup.clone()
+            },
             backend,
             cfg.clone(),
             train,

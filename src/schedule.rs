@@ -26,6 +26,11 @@ impl Mode {
         }
     }
 
+    /// Chips: partitions that may run at the same time.
+    pub fn chips(self) -> usize {
+        self.width()
+    }
+
     fn width(self) -> usize {
         match self {
             Mode::Sequential => 1,

@@ -157,8 +157,12 @@ impl SpikeTrains {
     }
 }
 
+/// Work below which a parallel loop costs more than it saves (waking the thread pool after
+/// a long device wait takes tens of microseconds).
+pub const PARALLEL_MIN: usize = 1 << 16;
+
 /// Split `events` (sized by `offsets`, one entry per sample plus one) into one mutable slice
-/// per sample and fill them in parallel with `fill(sample, slice)`.
+/// per sample and fill them with `fill(sample, slice)`, in parallel when there is enough work.
 pub fn fill_per_sample(
     offsets: &[u32],
     events: &mut [SpikeEvent],
@@ -171,10 +175,16 @@ pub fn fill_per_sample(
         parts.push(a);
         rest = b;
     }
-    parts
-        .into_par_iter()
-        .enumerate()
-        .for_each(|(s, part)| fill(s, part));
+    if parts.len() + *offsets.last().unwrap_or(&0) as usize >= PARALLEL_MIN {
+        parts
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(s, part)| fill(s, part));
+    } else {
+        for (s, part) in parts.into_iter().enumerate() {
+            fill(s, part);
+        }
+    }
 }
 
 static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
@@ -313,19 +323,28 @@ fn merge_pieces(
     }
     let mut events = vec![SpikeEvent { step: 0, neuron: 0 }; *offsets.last().unwrap() as usize];
     fill_per_sample(&offsets, &mut events, |s, out| {
-        let lists: Vec<&[SpikeEvent]> = pieces.iter().map(|(_, t)| t.sample(s)).collect();
-        let mut cursor = vec![0usize; lists.len()];
-        let mut k = 0;
-        for t in 0..steps {
-            for (l, c) in lists.iter().zip(cursor.iter_mut()) {
-                while *c < l.len() && l[*c].step == t {
-                    out[k] = l[*c];
-                    k += 1;
-                    *c += 1;
+        let mut lists: Vec<&[SpikeEvent]> = pieces
+            .iter()
+            .map(|(_, t)| t.sample(s))
+            .filter(|l| !l.is_empty())
+            .collect();
+        match lists.len() {
+            0 => {}
+            1 => out.copy_from_slice(lists[0]),
+            _ => {
+                // Per step, the pieces in neuron order: (step, neuron) order without sorting.
+                let mut k = 0;
+                for t in 0..steps {
+                    for l in lists.iter_mut() {
+                        let n = l.iter().take_while(|e| e.step == t).count();
+                        out[k..k + n].copy_from_slice(&l[..n]);
+                        k += n;
+                        *l = &l[n..];
+                    }
                 }
+                debug_assert_eq!(k, out.len());
             }
         }
-        debug_assert_eq!(k, out.len());
     });
     SpikeTrains {
         neurons,

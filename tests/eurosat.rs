@@ -1,7 +1,7 @@
 //! EuroSAT: the loader on generated folders (good and bad), the partitioning of the
 //! convolutional network, and a short training in all three modes on the software GPU adapter.
 
-use neuropart::analog::{AnalogConfig, Mode};
+use neuropart::analog::Mode;
 use neuropart::data::{
     eurosat, stratified_split, write_synthetic_eurosat, OnBadImage, EUROSAT_CLASSES,
 };
@@ -136,12 +136,14 @@ fn short_training_beats_chance_in_all_three_modes_on_the_gpu_adapter() {
         ..Default::default()
     };
     let out = dir.join("out");
+    let setup = neuropart::experiment::Setup {
+        substrate: sub,
+        ..neuropart::experiment::Setup::new(30, Mode::Ideal)
+    };
     let summary = neuropart::experiment::compare_modes(
         &net,
-        &sub,
-        30,
+        &setup,
         &[Mode::Ideal, Mode::Emulated, Mode::Mixed],
-        AnalogConfig::default(),
         &*backend,
         cfg,
         &train,

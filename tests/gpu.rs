@@ -172,6 +172,10 @@ fn chunked_batches_and_output_overflow_give_the_same_spikes() {
         "10 samples in chunks of 3: {} chunks",
         t.chunks
     );
+    assert!(
+        t.rereads > 0,
+        "more spikes than expected were read back again"
+    );
 }
 
 #[test]
@@ -199,7 +203,7 @@ fn feedforward_kernel_chunks_and_regrows_its_output() {
     g.max_chunk = 4;
     assert_backends_agree(&exec, &g, 9, 11);
     let t = g.take_timings().unwrap();
-    assert!(t.chunks >= 5 * 3, "{t:?}");
+    assert!(t.rereads > 0 && t.chunks >= 5 * 3, "{t:?}");
 }
 
 #[test]
@@ -302,5 +306,183 @@ fn software_adapter_loop_limit_is_an_error_not_wrong_spikes() {
             assert_eq!(g.context().info.device_type, wgpu::DeviceType::Cpu, "{e}");
             assert!(e.to_string().contains("loop iterations"), "{e}");
         }
+    }
+}
+
+/// Same spikes and membranes for `exec` run with one chip and with `chips`, on `backend`.
+fn assert_concurrent_equals_sequential(exec: &Executor, backend: &dyn Backend, chips: usize) {
+    let inputs = neuropart::bench::random_inputs(exec, 7, 0.4, 3);
+    let seq = exec.run(backend, &inputs, Observe::AllTraces).unwrap();
+    let mut conc = exec.clone();
+    conc.set_chips(chips);
+    assert!(
+        conc.schedule.rounds.iter().any(|r| r.len() > 1),
+        "some round runs several partitions at once"
+    );
+    let par = conc.run(backend, &inputs, Observe::AllTraces).unwrap();
+    assert!(par.stats.rounds < seq.stats.rounds);
+    for (p, pop) in exec.network.populations.iter().enumerate() {
+        assert_eq!(
+            par.spikes.get(p),
+            seq.spikes.get(p),
+            "spikes of '{}'",
+            pop.name
+        );
+        assert_eq!(
+            par.membrane[p], seq.membrane[p],
+            "membranes of '{}'",
+            pop.name
+        );
+    }
+}
+
+#[test]
+fn concurrent_rounds_equal_sequential_ones_on_both_backends() {
+    let tiny = small_substrate();
+    let g = gpu();
+    for seed in 0..6 {
+        let net = random_network(seed, &tiny);
+        let exec = Executor::new(net, &tiny, 1, &PartitionOptions::default()).unwrap();
+        if exec.schedule.waves.iter().all(|w| w.len() < 2) {
+            continue;
+        }
+        assert_concurrent_equals_sequential(&exec, &CpuBackend, 3);
+        if let Some(g) = &g {
+            assert_concurrent_equals_sequential(&exec, g, 3);
+        }
+    }
+    // Emulated MNIST: the four hidden partitions in one round of four chips.
+    let sub = Substrate::bss2();
+    let net = neuropart::network::mnist_network(8).build(&sub).unwrap();
+    let exec = Executor::emulated(
+        net,
+        &sub,
+        1,
+        &PartitionOptions::default(),
+        neuropart::analog::AnalogConfig::default(),
+        neuropart::analog::Mode::Emulated,
+    )
+    .unwrap();
+    assert_concurrent_equals_sequential(&exec, &CpuBackend, 4);
+    if let Some(g) = &g {
+        assert_concurrent_equals_sequential(&exec, g, 4);
+        // ...and the GPU's concurrent run equals the CPU's sequential one.
+        let inputs = neuropart::bench::random_inputs(&exec, 5, 0.3, 9);
+        let cpu = exec.run(&CpuBackend, &inputs, Observe::Scores).unwrap();
+        let mut four = exec.clone();
+        four.set_chips(4);
+        let gpu = four.run(g, &inputs, Observe::Scores).unwrap();
+        assert_eq!(gpu.spikes.get(1), cpu.spikes.get(1));
+        assert_eq!(gpu.peak[2], cpu.peak[2]);
+    }
+}
+
+#[test]
+fn a_second_identical_batch_creates_no_buffers_and_uploads_the_input_once() {
+    let Some(g) = gpu() else { return };
+    let sub = Substrate::bss2();
+    let mut net = neuropart::network::mnist_network(2).build(&sub).unwrap();
+    for w in &mut net.projections[0].weights {
+        *w = w.abs() * 0.3;
+    }
+    let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
+    let inputs = neuropart::bench::random_inputs(&exec, 64, 0.19, 4);
+    exec.run(&g, &inputs, Observe::Scores).unwrap();
+    g.take_timings();
+    let out = exec.run(&g, &inputs, Observe::Scores).unwrap();
+    let t = g.take_timings().unwrap();
+    assert_eq!(
+        t.buffers_created, 0,
+        "steady state creates no buffer: {t:?}"
+    );
+    // The 784-channel input is read by four partitions but written to the device once: bytes
+    // up are the input (a word per event, offsets, header), the hidden spikes replayed into the
+    // readout, and a few hundred bytes of parameters per partition.
+    let words = |p: usize| {
+        let tr = out.spikes.get(p).unwrap();
+        (2 + tr.samples() + tr.len()) as u64 * 4
+    };
+    let hidden = out.spikes.get(1).unwrap().len();
+    assert!(hidden > 64, "the hidden layer spikes ({hidden})");
+    let expected = words(0) + words(1) + 2 * 4;
+    assert!(
+        t.bytes_up >= expected && t.bytes_up < expected + 5 * 512,
+        "{} bytes up, inputs and replayed spikes {expected}",
+        t.bytes_up
+    );
+    // Bytes down: offsets and the spikes that happened (a little more as slack), and only the
+    // readout's maxima, not every membrane at every step.
+    let down_min = (hidden * 4 + 10 * 4 * 64) as u64;
+    assert!(
+        t.bytes_down >= down_min && t.bytes_down < 3 * down_min + 5 * 65 * 4 + 4096,
+        "{} bytes down for {hidden} spikes",
+        t.bytes_down
+    );
+}
+
+#[test]
+fn weights_updated_in_place_equal_a_fresh_preparation() {
+    let Some(g) = gpu() else { return };
+    let sub = Substrate::bss2();
+    let net = neuropart::network::mnist_network(3).build(&sub).unwrap();
+    let mut exec = Executor::emulated(
+        net,
+        &sub,
+        1,
+        &PartitionOptions::default(),
+        neuropart::analog::AnalogConfig::default(),
+        neuropart::analog::Mode::Mixed,
+    )
+    .unwrap();
+    let inputs = neuropart::bench::random_inputs(&exec, 6, 0.3, 2);
+    exec.run(&g, &inputs, Observe::Scores).unwrap();
+    for p in &mut exec.network.projections {
+        for (k, w) in p.weights.iter_mut().enumerate() {
+            *w = *w * 1.7 + if k % 3 == 0 { 0.05 } else { -0.02 };
+        }
+    }
+    exec.update_weights();
+    // More activity may grow the batch buffers once; the programs are not prepared again.
+    exec.run(&g, &inputs, Observe::ReadoutTraces).unwrap();
+    for p in &mut exec.network.projections {
+        for w in &mut p.weights {
+            *w *= 1.01;
+        }
+    }
+    exec.update_weights();
+    g.take_timings();
+    let updated = exec.run(&g, &inputs, Observe::ReadoutTraces).unwrap();
+    assert_eq!(g.take_timings().unwrap().buffers_created, 0);
+    let fresh = exec.clone();
+    let again = fresh.run(&g, &inputs, Observe::ReadoutTraces).unwrap();
+    let cpu = exec
+        .run(&CpuBackend, &inputs, Observe::ReadoutTraces)
+        .unwrap();
+    assert_eq!(updated.spikes.get(1), again.spikes.get(1));
+    assert_eq!(updated.spikes.get(1), cpu.spikes.get(1));
+    assert_eq!(updated.membrane[2], again.membrane[2]);
+}
+
+#[test]
+fn host_structs_match_the_wgsl_layouts_naga_reports() {
+    for (name, source, size, offsets) in neuropart::gpu::mirrored_layouts() {
+        let module = naga::front::wgsl::parse_str(source).unwrap();
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(module.to_ctx()).unwrap();
+        let (handle, ty) = module
+            .types
+            .iter()
+            .find(|(_, t)| t.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("struct {name} not found"));
+        let naga::TypeInner::Struct { members, span } = &ty.inner else {
+            panic!("{name} is not a struct")
+        };
+        assert_eq!(*span as usize, size, "size of {name}");
+        assert_eq!(
+            layouter[handle].size as usize, size,
+            "layout size of {name}"
+        );
+        let wgsl: Vec<usize> = members.iter().map(|m| m.offset as usize).collect();
+        assert_eq!(wgsl, offsets, "member offsets of {name}");
     }
 }

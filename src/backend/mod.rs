@@ -117,6 +117,9 @@ pub struct PhaseTimings {
     pub host: Duration,
     /// Chunks dispatched.
     pub chunks: usize,
+    /// Partition chunks that emitted more spikes than expected: their events were written
+    /// and read back a second time into a larger buffer.
+    pub rereads: usize,
     /// Device buffers created (0 in steady state: buffers are kept and reused).
     pub buffers_created: usize,
     /// Bytes written to the device (inputs, replayed spikes, parameters, weight updates).
@@ -133,6 +136,7 @@ impl PhaseTimings {
         self.readback += o.readback;
         self.host += o.host;
         self.chunks += o.chunks;
+        self.rereads += o.rereads;
         self.buffers_created += o.buffers_created;
         self.bytes_up += o.bytes_up;
         self.bytes_down += o.bytes_down;

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use neuropart::analog::{AnalogConfig, Mode};
 use neuropart::backend::{open_backend, DeviceChoice, GpuBackend};
 use neuropart::data::Dataset;
+use neuropart::experiment::Setup;
 use neuropart::prelude::*;
 use neuropart::report::{draw_placement, PlanReport};
 use neuropart::spikes::SpikeFile;
@@ -159,6 +160,9 @@ enum Command {
         /// Fraction of input pixels that are on (MNIST: about 0.19).
         #[arg(long, default_value_t = 0.19)]
         density: f64,
+        /// Chips: run up to this many partitions of a wave at the same time.
+        #[arg(long, default_value_t = 1)]
+        chips: usize,
     },
 }
 
@@ -283,18 +287,18 @@ fn run(cli: Cli) -> neuropart::Result<()> {
                 seed,
                 ..Default::default()
             };
-            let t = neuropart::experiment::train_and_report(
-                net,
-                &sub,
+            let setup = Setup {
+                substrate: sub,
                 steps,
-                data.mode,
-                AnalogConfig::default(),
-                &*backend,
-                cfg,
-                &train,
-                &test,
-                &out,
-                resume,
+                mode: data.mode,
+                analog: AnalogConfig::default(),
+                chips: target.chips,
+                partition: PartitionOptions {
+                    merge_layers: target.merge_layers,
+                },
+            };
+            let t = neuropart::experiment::train_and_report(
+                net, &setup, &*backend, cfg, &train, &test, &out, resume,
             )?;
             if let Some(r) = t.history.last() {
                 println!(
@@ -323,7 +327,9 @@ fn run(cli: Cli) -> neuropart::Result<()> {
                 net,
                 &sub,
                 target.chips,
-                &PartitionOptions::default(),
+                &PartitionOptions {
+                    merge_layers: target.merge_layers,
+                },
                 AnalogConfig::default(),
                 data.mode,
             )?;
@@ -347,6 +353,7 @@ fn run(cli: Cli) -> neuropart::Result<()> {
             device,
             substrate: sub_file,
             density,
+            chips,
         } => {
             let sub = substrate(&sub_file)?;
             let mut net = match network {
@@ -354,7 +361,7 @@ fn run(cli: Cli) -> neuropart::Result<()> {
                 None => neuropart::network::mnist_network(1).build(&sub)?,
             };
             net.steps = steps;
-            let exec = Executor::new(net, &sub, 1, &PartitionOptions::default())?;
+            let exec = Executor::new(net, &sub, chips, &PartitionOptions::default())?;
             let backends: Vec<Box<dyn Backend>> = match device {
                 Some(d) => vec![open_backend(d)?],
                 None => {
@@ -367,9 +374,14 @@ fn run(cli: Cli) -> neuropart::Result<()> {
                 }
             };
             println!(
-                "network '{}': {} partitions, T = {steps}, random TTFS input ({:.0}% of pixels on)",
+                "network '{}': {} partitions in {} rounds ({} chip{}: up to {} partitions at the \
+                 same time), T = {steps}, random TTFS input ({:.0}% of pixels on)",
                 exec.network.name,
                 exec.plan.partitions.len(),
+                exec.schedule.rounds.len(),
+                chips,
+                if chips == 1 { "" } else { "s" },
+                exec.schedule.rounds.iter().map(Vec::len).max().unwrap_or(0),
                 100.0 * density
             );
             let mut rows = Vec::new();
@@ -385,8 +397,19 @@ fn run(cli: Cli) -> neuropart::Result<()> {
                 }
             }
             print!("{}", neuropart::bench::table(&rows));
-            println!("\nper partition run (time inside the backend per batch):");
-            print!("{}", neuropart::bench::partition_table(&exec, &rows));
+            for r in &rows {
+                println!(
+                    "{} (batch {}): {:.1} spikes recorded and {:.1} replayed per sample",
+                    r.backend,
+                    r.batch,
+                    r.stats.spikes_recorded_per_sample,
+                    r.stats.spikes_replayed_per_sample
+                );
+            }
+            if exec.plan.partitions.len() <= 32 {
+                println!("\nper partition run (time inside the backend per batch):");
+                print!("{}", neuropart::bench::partition_table(&exec, &rows));
+            }
         }
     }
     Ok(())

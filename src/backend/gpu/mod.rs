@@ -550,6 +550,8 @@ struct Workspace {
     /// Which store the device copy belongs to.
     store_id: u64,
     store: Grown,
+    /// Mapped and filled on the host, then copied into `store`.
+    upload: Grown,
     /// Words of the store buffer in use.
     used: u64,
     /// Population and version of every region written for this store.
@@ -790,8 +792,8 @@ impl GpuBackend {
             ws.used = dir_len;
             ws.staged.clear();
         }
-        let mut regions: Vec<(usize, u64, Vec<u32>)> = Vec::new();
-        let mut need = ws.used;
+        let mut regions: Vec<(usize, u64, &SpikeTrains)> = Vec::new();
+        let mut words = 0u64;
         for &pop in pops {
             let s = store.stored(pop).expect("checked by check_sources");
             if ws.staged.iter().any(|&(p, v)| p == pop && v == s.version)
@@ -808,13 +810,14 @@ impl GpuBackend {
                     store.steps()
                 )));
             }
-            let words = region_words(tr);
-            need += words.len() as u64;
-            regions.push((pop, s.version, words));
+            words += region_len(tr).next_multiple_of(2) as u64;
+            regions.push((pop, s.version, tr));
         }
         if regions.is_empty() {
             return Ok(());
         }
+        ws.used = ws.used.next_multiple_of(2);
+        let need = ws.used + words;
         if need * 4 > ctx.max_binding() {
             return Err(Error::Gpu(format!(
                 "the batch's spikes need {} MiB on the device, more than one GPU buffer may \
@@ -823,6 +826,7 @@ impl GpuBackend {
                 ctx.max_binding() >> 20
             )));
         }
+        let device = &ctx.device;
         let usage = wgpu::BufferUsages::STORAGE
             | wgpu::BufferUsages::COPY_DST
             | wgpu::BufferUsages::COPY_SRC;
@@ -830,7 +834,7 @@ impl GpuBackend {
         let buf = ws
             .store
             .ensure(
-                &ctx.device,
+                device,
                 "spike store",
                 need * 4,
                 usage,
@@ -838,27 +842,46 @@ impl GpuBackend {
             )
             .clone();
         if let Some(old) = old.filter(|o| *o != buf) {
-            // Grown mid-batch: keep what was written for this store.
-            let mut enc = ctx
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("grow"),
-                });
+            // Grown mid-batch: keep what was written for this store (submitted now, so that
+            // the directory entries written below land after it).
+            let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("grow"),
+            });
             enc.copy_buffer_to_buffer(&old, 0, &buf, 0, (ws.used * 4).next_multiple_of(4));
             ctx.queue.submit([enc.finish()]);
         }
-        let t0 = Instant::now();
-        for (pop, version, words) in regions {
-            let at = ws.used;
+        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("stage"),
+        });
+        // Fill a kept, mapped upload buffer in place (in parallel pieces, no intermediate
+        // copy), then copy it into the store buffer on the device.
+        let upload = ws
+            .upload
+            .ensure(
+                device,
+                "upload",
+                words * 4,
+                wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
+                &mut t.buffers_created,
+            )
+            .clone();
+        map_all(device, &[&upload], wgpu::MapMode::Write)?;
+        let mut at_upload = 0u64;
+        let mut placed = Vec::with_capacity(regions.len());
+        for (pop, version, tr) in regions {
+            let len = region_len(tr) as u64;
+            placed.push((at_upload, tr));
+            enc.copy_buffer_to_buffer(&upload, at_upload * 4, &buf, ws.used * 4, len * 4);
             ctx.queue
-                .write_buffer(&buf, at * 4, bytemuck::cast_slice(&words));
-            ctx.queue
-                .write_buffer(&buf, pop as u64 * 4, bytemuck::bytes_of(&(at as u32)));
-            ws.used += words.len() as u64;
+                .write_buffer(&buf, pop as u64 * 4, bytemuck::bytes_of(&(ws.used as u32)));
+            ws.used += len.next_multiple_of(2);
+            at_upload += len.next_multiple_of(2);
             ws.staged.push((pop, version));
-            t.bytes_up += words.len() as u64 * 4 + 4;
+            t.bytes_up += len * 4 + 4;
         }
-        t.upload += t0.elapsed();
+        write_regions(&upload, &placed)?;
+        upload.unmap();
+        ctx.queue.submit([enc.finish()]);
         Ok(())
     }
 
@@ -1229,7 +1252,7 @@ impl GpuBackend {
             ctx.queue.submit([enc.finish()]);
         })?;
         let stagings: Vec<&wgpu::Buffer> = layouts.iter().map(|l| &l.1).collect();
-        map_all(device, &stagings)?;
+        map_all(device, &stagings, wgpu::MapMode::Read)?;
         t.dispatch += t_disp.elapsed();
         t.chunks += 1;
         // Read offsets, membranes and events; jobs whose events overflowed run `emit` again.
@@ -1277,19 +1300,24 @@ impl GpuBackend {
         for (k, (offsets, flat)) in raw.into_iter().enumerate() {
             let n = progs[k].neurons;
             let total = flat.len();
+            let unpack = |(out, inp): (&mut [SpikeEvent], &[u32])| {
+                for (e, &w) in out.iter_mut().zip(inp) {
+                    *e = SpikeEvent {
+                        step: w / n,
+                        neuron: w % n,
+                    };
+                }
+            };
             let mut events = vec![SpikeEvent { step: 0, neuron: 0 }; total];
-            let chunk_par = total / 4096 + 1;
-            events
-                .par_chunks_mut(total.div_ceil(chunk_par).max(1))
-                .zip(flat.par_chunks(total.div_ceil(chunk_par).max(1)))
-                .for_each(|(out, inp)| {
-                    for (e, &w) in out.iter_mut().zip(inp) {
-                        *e = SpikeEvent {
-                            step: w / n,
-                            neuron: w % n,
-                        };
-                    }
-                });
+            if total >= crate::spikes::PARALLEL_MIN {
+                let size = total.div_ceil(rayon::current_num_threads() * 4);
+                events
+                    .par_chunks_mut(size)
+                    .zip(flat.par_chunks(size))
+                    .for_each(unpack);
+            } else {
+                unpack((&mut events, &flat));
+            }
             let (all_offsets, all_events, _) = &mut outs[k];
             let base = *all_offsets.last().expect("starts with 0");
             all_offsets.extend(offsets[1..].iter().map(|o| o + base));
@@ -1330,6 +1358,7 @@ impl GpuBackend {
         let mut reads = Vec::new();
         for &k in overflow {
             let total = raw[k].0[c] as u64;
+            t.rereads += 1;
             if total * 4 > ctx.max_binding() {
                 return Err(Error::Gpu(format!(
                     "{total} spikes in one chunk exceed one GPU buffer ({} MiB); use a smaller \
@@ -1380,7 +1409,7 @@ impl GpuBackend {
         let t1 = Instant::now();
         ctx.queue.submit([enc.finish()]);
         let stagings: Vec<&wgpu::Buffer> = reads.iter().map(|r| &r.1).collect();
-        map_all(device, &stagings)?;
+        map_all(device, &stagings, wgpu::MapMode::Read)?;
         t.dispatch += t1.elapsed();
         let t2 = Instant::now();
         for (k, staging, total) in reads {
@@ -1396,35 +1425,40 @@ impl GpuBackend {
     }
 }
 
-/// A population's region of the device store: [neurons, offsets (samples + 1), events as
-/// flat indices step·neurons + neuron].
-fn region_words(tr: &SpikeTrains) -> Vec<u32> {
-    let samples = tr.samples();
-    let mut w = Vec::with_capacity(2 + samples + tr.len());
-    w.push(tr.neurons as u32);
-    w.extend_from_slice(&tr.offsets);
-    let n = tr.neurons as u32;
-    let start = w.len();
-    w.resize(start + tr.len(), 0);
-    let per = (tr.len() / 8192 + 1).max(1);
-    let size = tr.len().div_ceil(per).max(1);
-    w[start..]
-        .par_chunks_mut(size)
-        .zip(tr.events.par_chunks(size))
-        .for_each(|(out, ev)| {
-            for (o, e) in out.iter_mut().zip(ev) {
-                *o = e.step * n + e.neuron;
-            }
-        });
-    w
+/// Words of a population's region of the device store: [neurons, offsets (samples + 1),
+/// events].
+fn region_len(tr: &SpikeTrains) -> usize {
+    2 + tr.samples() + tr.len()
 }
 
-/// Map every buffer for reading and wait once for all of them.
-fn map_all(device: &wgpu::Device, bufs: &[&wgpu::Buffer]) -> Result<()> {
+/// Write populations' regions into the mapped `upload` buffer at their word offsets:
+/// [neurons, offsets, events], each event as the flat index step·neurons + neuron. (One
+/// thread: measured on the software adapter, waking the thread pool after a device wait cost
+/// more than it saved.)
+fn write_regions(upload: &wgpu::Buffer, regions: &[(u64, &SpikeTrains)]) -> Result<()> {
+    for &(at, tr) in regions {
+        let n = tr.neurons as u32;
+        let len = region_len(tr) as u64;
+        let mut view = upload
+            .get_mapped_range_mut(at * 4..(at + len) * 4)
+            .map_err(|e| Error::Gpu(format!("mapping the upload buffer: {e:?}")))?;
+        let (out, _) = view.slice(..).into_chunks::<4>();
+        out.write_iter(
+            std::iter::once(n)
+                .chain(tr.offsets.iter().copied())
+                .chain(tr.events.iter().map(|e| e.step * n + e.neuron))
+                .map(u32::to_ne_bytes),
+        );
+    }
+    Ok(())
+}
+
+/// Map every buffer (for reading or writing) and wait once for all of them.
+fn map_all(device: &wgpu::Device, bufs: &[&wgpu::Buffer], mode: wgpu::MapMode) -> Result<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     for b in bufs {
         let tx = tx.clone();
-        b.map_async(wgpu::MapMode::Read, .., move |r| {
+        b.map_async(mode, .., move |r| {
             let _ = tx.send(r);
         });
     }
