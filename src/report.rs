@@ -165,17 +165,28 @@ impl PlanReport {
         let sch = &self.schedule;
         let _ = writeln!(s, "waves:");
         for (k, w) in sch.waves.iter().enumerate() {
-            let _ = writeln!(s, "  wave {k}: partitions {w:?}");
+            let _ = writeln!(s, "  wave {k}: partitions {}", id_ranges(w));
         }
-        let _ = writeln!(
-            s,
-            "rounds ({:?}): {}",
-            sch.mode,
+        let width = sch.rounds.iter().map(Vec::len).max().unwrap_or(0);
+        let listed = if sch.rounds.len() <= 16 {
             sch.rounds
                 .iter()
-                .map(|r| format!("{r:?}"))
+                .map(|r| id_ranges(r))
                 .collect::<Vec<_>>()
                 .join(" ")
+        } else {
+            format!(
+                "{} ... {}",
+                id_ranges(&sch.rounds[0]),
+                id_ranges(sch.rounds.last().expect("more than 16"))
+            )
+        };
+        let _ = writeln!(
+            s,
+            "rounds ({:?}: up to {width} partition{} at the same time): {} rounds: {listed}",
+            sch.mode,
+            if width == 1 { "" } else { "s" },
+            sch.rounds.len(),
         );
         let c = &sch.cost;
         let _ = writeln!(
@@ -190,6 +201,25 @@ impl PlanReport {
         );
         s
     }
+}
+
+/// Partition ids as bracketed runs of consecutive ids: `[0-255]`, `[4]`, `[1, 3-5]`.
+pub fn id_ranges(ids: &[usize]) -> String {
+    let mut parts = Vec::new();
+    let mut k = 0;
+    while k < ids.len() {
+        let mut e = k;
+        while e + 1 < ids.len() && ids[e + 1] == ids[e] + 1 {
+            e += 1;
+        }
+        parts.push(if e == k {
+            ids[k].to_string()
+        } else {
+            format!("{}-{}", ids[k], ids[e])
+        });
+        k = e + 1;
+    }
+    format!("[{}]", parts.join(", "))
 }
 
 /// Draw each partition's placement on the chip: synapse array above and below, the

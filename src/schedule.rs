@@ -88,7 +88,8 @@ impl Schedule {
             .iter()
             .flat_map(|w| w.chunks(mode.width()).map(|c| c.to_vec()))
             .collect();
-        let mut recorded = std::collections::BTreeSet::new();
+        // Recorded once even if several partitions replay it: mark the spans actually read.
+        let mut read: Vec<Vec<bool>> = Vec::new();
         let (mut replayed, mut host) = (0, 0);
         for p in &plan.partitions {
             for s in &p.sources {
@@ -96,19 +97,23 @@ impl Schedule {
                     Origin::Host => host += s.channels,
                     Origin::Partition(_) => {
                         replayed += s.channels;
-                        // Recorded once even if several partitions replay it; count the span
-                        // actually used by at least one reader.
-                        for n in s.span.0..s.span.1 {
-                            recorded.insert((s.population, n));
+                        if read.len() <= s.population {
+                            read.resize(s.population + 1, Vec::new());
                         }
+                        let mask = &mut read[s.population];
+                        if mask.len() < s.span.1 {
+                            mask.resize(s.span.1, false);
+                        }
+                        mask[s.span.0..s.span.1].fill(true);
                     }
                 }
             }
         }
+        let recorded = read.iter().flatten().filter(|&&r| r).count();
         let cost = CostReport {
             chip_runs: n,
             host_round_trips: rounds.len(),
-            recorded_channels: recorded.len(),
+            recorded_channels: recorded,
             replayed_channels: replayed,
             host_input_channels: host,
         };

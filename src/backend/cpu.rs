@@ -717,3 +717,104 @@ fn noise_value(sd: f32, key: u32, base: u32) -> f32 {
     let sum = (bytes as f32 + 2.0) * (1.0 / 256.0);
     (sum - 2.0) * 1.732_050_8 * sd
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::neuron::NeuronParams;
+    use crate::rng::Rng;
+
+    /// Every specialised update computes exactly (bit for bit) what `lif_step` computes.
+    #[test]
+    fn specialised_updates_equal_lif_step_bit_for_bit() {
+        let mut rng = Rng::new(3);
+        for case in 0..4 {
+            let n = 37;
+            let coeffs: Vec<NeuronCoeffs> = (0..n)
+                .map(|j| {
+                    let varied = case >= 1;
+                    let p = NeuronParams {
+                        tau_mem: if varied {
+                            4.0 + rng.uniform() as f32
+                        } else {
+                            6.0
+                        },
+                        tau_syn: if varied {
+                            5.0 + rng.uniform() as f32
+                        } else {
+                            5.7
+                        },
+                        v_th: if varied {
+                            0.8 + 0.4 * rng.uniform() as f32
+                        } else {
+                            1.0
+                        },
+                        refractory: if case == 3 { 2.0 } else { 0.0 },
+                        ..Default::default()
+                    };
+                    let mut c = p.coeffs(1.0, case == 0 || j % 5 != 0);
+                    c.input_scale = 1.0 / 1024.0;
+                    if case >= 2 {
+                        c.noise_sd = if j % 3 == 0 { 0.0 } else { 0.05 };
+                        c.noise_key = j as u32 * 77;
+                        c.weight_gain = 0.9 + 0.2 * rng.uniform() as f32;
+                    }
+                    c
+                })
+                .collect();
+            let kind = kind_of(&coeffs);
+            let expected = match case {
+                0 => matches!(kind, Kind::Uniform(_)),
+                1 => kind == Kind::Varied { noisy: false },
+                2 => kind == Kind::Varied { noisy: true },
+                _ => kind == Kind::General { noisy: true },
+            };
+            assert!(expected, "case {case}: {kind:?}");
+            let soa = SoaCoeffs::new(&coeffs);
+            let seg = Segment { lo: 0, hi: n, kind };
+            let mut reference: Vec<LifState> = coeffs.iter().map(LifState::rest).collect();
+            let (mut cur, mut mem) = (
+                vec![0f32; n],
+                reference.iter().map(|s| s.v).collect::<Vec<_>>(),
+            );
+            let (mut refr, mut spiked, mut v) = (vec![0u32; n], vec![0u8; n], vec![0f32; n]);
+            let mut fired = 0;
+            for t in 0..60u32 {
+                let base = noise_base(9, 1, t);
+                let input: Vec<i32> = (0..n).map(|_| rng.below(900) as i32 - 300).collect();
+                let any = update_segment(
+                    &seg,
+                    &soa,
+                    base,
+                    &input,
+                    State {
+                        cur: &mut cur,
+                        mem: &mut mem,
+                        refr: &mut refr,
+                        spiked: &mut spiked,
+                        v: &mut v,
+                    },
+                );
+                let mut any_ref = false;
+                for j in 0..n {
+                    let c = &coeffs[j];
+                    let (next, spike, vj) =
+                        lif_step(c, reference[j], input[j], membrane_noise(c, base));
+                    reference[j] = next;
+                    assert_eq!(
+                        v[j].to_bits(),
+                        vj.to_bits(),
+                        "case {case} step {t} neuron {j}"
+                    );
+                    assert_eq!(mem[j].to_bits(), next.v.to_bits());
+                    assert_eq!(cur[j].to_bits(), next.i.to_bits());
+                    assert_eq!(spiked[j] != 0, spike);
+                    any_ref |= spike;
+                    fired += spike as usize;
+                }
+                assert_eq!(any, any_ref);
+            }
+            assert!(fired > 20, "case {case}: neurons spike ({fired})");
+        }
+    }
+}

@@ -199,8 +199,17 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> neuropart::Result<()> {
     match cli.command {
         Command::Plan { target, json, png } => {
-            let exec = executor(&target)?;
-            let report = PlanReport::new(&exec.network, &exec.plan, &exec.schedule, target.chips);
+            let sub = substrate(&target.substrate)?;
+            let net = Network::load(&target.network, &sub)?;
+            let plan = Plan::new(
+                &net,
+                &sub,
+                &PartitionOptions {
+                    merge_layers: target.merge_layers,
+                },
+            )?;
+            let schedule = Schedule::new(&plan, neuropart::schedule::Mode::for_chips(target.chips));
+            let report = PlanReport::new(&net, &plan, &schedule, target.chips);
             if json {
                 println!(
                     "{}",
@@ -210,7 +219,7 @@ fn run(cli: Cli) -> neuropart::Result<()> {
                 print!("{}", report.text());
             }
             if let Some(p) = png {
-                draw_placement(&exec.network, &exec.plan, &p)?;
+                draw_placement(&net, &plan, &p)?;
                 eprintln!("placement drawn to {}", p.display());
             }
         }
