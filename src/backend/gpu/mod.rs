@@ -552,6 +552,8 @@ struct Workspace {
     store: Grown,
     /// Mapped and filled on the host, then copied into `store`.
     upload: Grown,
+    /// Host buffer a region is converted in before it is copied into `upload`.
+    scratch: Vec<u32>,
     /// Words of the store buffer in use.
     used: u64,
     /// Population and version of every region written for this store.
@@ -879,7 +881,7 @@ impl GpuBackend {
             ws.staged.push((pop, version));
             t.bytes_up += len * 4 + 4;
         }
-        write_regions(&upload, &placed)?;
+        write_regions(&upload, &placed, &mut ws.scratch)?;
         upload.unmap();
         ctx.queue.submit([enc.finish()]);
         Ok(())
@@ -1432,23 +1434,26 @@ fn region_len(tr: &SpikeTrains) -> usize {
 }
 
 /// Write populations' regions into the mapped `upload` buffer at their word offsets:
-/// [neurons, offsets, events], each event as the flat index step·neurons + neuron. (One
-/// thread: measured on the software adapter, waking the thread pool after a device wait cost
-/// more than it saved.)
-fn write_regions(upload: &wgpu::Buffer, regions: &[(u64, &SpikeTrains)]) -> Result<()> {
+/// [neurons, offsets, events], each event as the flat index step·neurons + neuron, converted
+/// in a kept host buffer and copied in one piece (measured on the software adapter: faster
+/// than writing the mapped memory element by element, and than waking the thread pool after
+/// a device wait).
+fn write_regions(
+    upload: &wgpu::Buffer,
+    regions: &[(u64, &SpikeTrains)],
+    scratch: &mut Vec<u32>,
+) -> Result<()> {
     for &(at, tr) in regions {
         let n = tr.neurons as u32;
-        let len = region_len(tr) as u64;
+        scratch.clear();
+        scratch.push(n);
+        scratch.extend_from_slice(&tr.offsets);
+        scratch.extend(tr.events.iter().map(|e| e.step * n + e.neuron));
+        let len = scratch.len() as u64;
         let mut view = upload
             .get_mapped_range_mut(at * 4..(at + len) * 4)
             .map_err(|e| Error::Gpu(format!("mapping the upload buffer: {e:?}")))?;
-        let (out, _) = view.slice(..).into_chunks::<4>();
-        out.write_iter(
-            std::iter::once(n)
-                .chain(tr.offsets.iter().copied())
-                .chain(tr.events.iter().map(|e| e.step * n + e.neuron))
-                .map(u32::to_ne_bytes),
-        );
+        view.copy_from_slice(bytemuck::cast_slice(scratch));
     }
     Ok(())
 }
