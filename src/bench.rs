@@ -3,8 +3,7 @@
 //! same work; this prints one table for a README.
 
 use crate::backend::{Backend, PhaseTimings};
-use crate::encode::ttfs_batch;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::executor::{ExecutionStats, Executor, Observe};
 use crate::network::{PopulationId, PopulationKind};
 use crate::rng::Rng;
@@ -54,31 +53,59 @@ impl BenchRow {
 }
 
 /// Random image-like inputs for every input population: a fraction `density` of pixels are on,
-/// with uniform brightness, encoded time-to-first-spike.
+/// with uniform brightness, encoded with the training's encoder ([`crate::encode::image`]).
+/// The memory the spikes need is checked first.
 pub fn random_inputs(
     exec: &Executor,
     batch: usize,
     density: f64,
     seed: u64,
-) -> Vec<(PopulationId, SpikeTrains)> {
+) -> Result<Vec<(PopulationId, SpikeTrains)>> {
+    if batch == 0 {
+        return Err(Error::option("--batch", 0, "at least 1 sample"));
+    }
+    if !(0.0..=1.0).contains(&density) {
+        return Err(Error::option(
+            "--density",
+            density,
+            "a fraction of pixels in [0, 1]",
+        ));
+    }
+    let steps = exec.network.steps;
+    let inputs = exec.network.inputs();
+    let pixels: u64 = inputs
+        .iter()
+        .map(|&p| exec.network.populations[p].size as u64)
+        .sum();
+    crate::memory::check(
+        || format!("the benchmark's input spikes ({batch} samples)"),
+        crate::memory::product(&[
+            batch as u64,
+            (pixels as f64 * density).ceil() as u64 + 1,
+            std::mem::size_of::<crate::spikes::SpikeEvent>() as u64,
+        ]),
+    )?;
     let mut rng = Rng::new(seed);
-    exec.network
-        .inputs()
+    Ok(inputs
         .into_iter()
         .map(|p| {
             let n = exec.network.populations[p].size;
-            let data: Vec<f32> = (0..batch * n)
+            let mut img = vec![0f32; n];
+            let lists = (0..batch)
                 .map(|_| {
-                    if rng.uniform() < density {
-                        rng.uniform() as f32
-                    } else {
-                        0.0
+                    for v in &mut img {
+                        *v = if rng.uniform() < density {
+                            rng.uniform() as f32
+                        } else {
+                            0.0
+                        };
                     }
+                    crate::encode::image(&img, steps)
                 })
                 .collect();
-            (p, ttfs_batch(&data, n, exec.network.steps))
+            (p, SpikeTrains::from_sorted_samples(n, steps, lists))
         })
-        .collect()
+        .collect())
 }
 
 /// Time `backend` on `inputs` (warm-up once, then repeat for at least `min_time`).
@@ -89,6 +116,13 @@ pub fn measure<B: Backend + ?Sized>(
     min_time: Duration,
 ) -> Result<BenchRow> {
     let batch = inputs.first().map(|(_, t)| t.samples()).unwrap_or(0);
+    if !min_time.as_secs_f64().is_finite() {
+        return Err(Error::option(
+            "--seconds",
+            min_time.as_secs_f64(),
+            "a finite time",
+        ));
+    }
     exec.run(backend, inputs, Observe::Scores)?;
     backend.take_timings();
     let mut reps = 0u32;
@@ -136,7 +170,7 @@ pub fn measure<B: Backend + ?Sized>(
     let sps = batch as f64 / wall.as_secs_f64();
     Ok(BenchRow {
         backend: backend.name(),
-        chips: exec.schedule.mode.chips(),
+        chips: exec.schedule.chips,
         batch,
         steps: exec.network.steps,
         samples_per_s: sps,

@@ -5,6 +5,7 @@
 //! the weights and the fixed-point scales are rewritten in place ([`update_weights`]).
 //! Nothing here runs anything or knows about devices.
 
+use crate::error::Result;
 use crate::network::{Network, PopulationId, PopulationKind};
 use crate::neuron::NeuronCoeffs;
 use crate::partition::{Partition, Plan};
@@ -143,6 +144,8 @@ pub struct PartitionProgram {
 pub struct CompileContext {
     /// Effective delay of every projection.
     pub delays: Vec<u32>,
+    /// Source and target of every projection.
+    pub ends: Vec<(PopulationId, PopulationId)>,
     /// How each population's incoming weights are realised.
     pub maps: Vec<WeightMap>,
     /// Fixed-point exponent of each population (see [`exponents`]).
@@ -151,25 +154,26 @@ pub struct CompileContext {
 
 impl CompileContext {
     /// The context for `network` with weight map `maps[population]`.
-    pub fn new(network: &Network, maps: Vec<WeightMap>) -> Self {
-        let exponents = exponents(network, &maps);
-        CompileContext {
-            delays: network.effective_delays(),
+    pub fn new(network: &Network, maps: Vec<WeightMap>) -> Result<Self> {
+        let exponents = exponents(network, &maps)?;
+        Ok(CompileContext {
+            delays: network.effective_delays()?,
+            ends: network.all_endpoints()?,
             maps,
             exponents,
-        }
+        })
     }
 
     /// Every population ideal.
-    pub fn ideal(network: &Network) -> Self {
+    pub fn ideal(network: &Network) -> Result<Self> {
         Self::new(network, vec![WeightMap::Ideal; network.populations.len()])
     }
 }
 
 impl PartitionProgram {
     /// Compile partition `part` of `plan` in ideal mode (weights as they are).
-    pub fn compile(network: &Network, plan: &Plan, part: &Partition) -> Self {
-        Self::compile_with(network, plan, part, &CompileContext::ideal(network))
+    pub fn compile(network: &Network, plan: &Plan, part: &Partition) -> Result<Self> {
+        Self::compile_with(network, plan, part, &CompileContext::ideal(network)?)
     }
 
     /// Compile partition `part` of `plan` with the shared `ctx`.
@@ -178,7 +182,7 @@ impl PartitionProgram {
         plan: &Plan,
         part: &Partition,
         ctx: &CompileContext,
-    ) -> Self {
+    ) -> Result<Self> {
         let dt = plan.substrate.dt_us;
         let npop = network.populations.len();
         let mut neurons = Vec::with_capacity(part.neuron_count());
@@ -213,8 +217,7 @@ impl PartitionProgram {
             let t = pr.neurons.population;
             let scale = (2f64).powi(ctx.exponents[t]);
             let map = ctx.maps[t];
-            for (p, &d) in ctx.delays.iter().enumerate() {
-                let (s, tt) = network.endpoints(p);
+            for (p, (&d, &(s, tt))) in ctx.delays.iter().zip(&ctx.ends).enumerate() {
                 if tt != t {
                     continue;
                 }
@@ -233,7 +236,7 @@ impl PartitionProgram {
                             index: k as u32,
                         },
                     ));
-                });
+                })?;
             }
         }
         let is_local = |pop: PopulationId, n: u32| {
@@ -317,7 +320,7 @@ impl PartitionProgram {
             fill[k] += 1;
         }
         let max_delay = synapses.iter().map(|s| s.delay).max().unwrap_or(0);
-        PartitionProgram {
+        Ok(PartitionProgram {
             partition: part.id,
             neurons,
             coeffs,
@@ -330,7 +333,7 @@ impl PartitionProgram {
             weight_refs,
             weight_map,
             cadc: None,
-        }
+        })
     }
 
     /// Local neurons.
@@ -399,37 +402,36 @@ pub fn fixed_point(w: f32, scale: f64) -> i32 {
 /// Fixed-point exponent of every population (see [`fixed_point_exponent`]; 24 for inputs),
 /// from the realised weights (`maps[population]` of the target). Chosen per population, it
 /// does not depend on the partitioning.
-pub fn exponents(network: &Network, maps: &[WeightMap]) -> Vec<i32> {
+pub fn exponents(network: &Network, maps: &[WeightMap]) -> Result<Vec<i32>> {
     let mut bound: Vec<Vec<f64>> = network
         .populations
         .iter()
         .map(|p| vec![0.0; p.size])
         .collect();
-    for p in 0..network.projections.len() {
-        let (_, t) = network.endpoints(p);
+    for (p, (_, t)) in network.all_endpoints()?.into_iter().enumerate() {
         let (b, map) = (&mut bound[t], maps[t]);
         network.for_each_synapse(p, 0..b.len(), |_, post, w| {
             b[post] += (map.apply(w) as f64).abs()
-        });
+        })?;
     }
-    bound
+    Ok(bound
         .iter()
         .map(|b| fixed_point_exponent(b.iter().cloned().fold(0.0, f64::max)))
-        .collect()
+        .collect())
 }
 
 /// Bring compiled programs up to date with new weights (same structure): every population's
 /// fixed-point exponent from all its synapses and every synapse's fixed-point weight, each
 /// program through its own weight map. Returns the new exponents. The result equals compiling
 /// afresh.
-pub fn update_weights(network: &Network, programs: &mut [PartitionProgram]) -> Vec<i32> {
+pub fn update_weights(network: &Network, programs: &mut [PartitionProgram]) -> Result<Vec<i32>> {
     let mut maps = vec![WeightMap::Ideal; network.populations.len()];
     for prog in programs.iter() {
         for run in prog.population_runs() {
             maps[run.1] = prog.weight_map;
         }
     }
-    let exps = exponents(network, &maps);
+    let exps = exponents(network, &maps)?;
     let scales: Vec<f64> = exps.iter().map(|&e| (2f64).powi(e)).collect();
     programs.par_iter_mut().for_each(|prog| {
         let map = prog.weight_map;
@@ -448,5 +450,5 @@ pub fn update_weights(network: &Network, programs: &mut [PartitionProgram]) -> V
             syn.weight = fixed_point(w, scales[pop]);
         }
     });
-    exps
+    Ok(exps)
 }

@@ -1,6 +1,10 @@
-//! Spike encoders: turn pixel intensities into input spikes. Time-to-first-spike as in the
-//! reference experiments (one spike per pixel at most; brighter pixels spike earlier).
+//! The input encoder: pixel intensities to input spikes, time-to-first-spike as in the
+//! reference experiments (one spike per pixel at most; brighter pixels spike earlier), with the
+//! reference preprocessing. One encoder for training, evaluation, runs and benchmarks.
 
+use crate::data::augment::random_rotation;
+use crate::data::Dataset;
+use crate::rng::Rng;
 use crate::spikes::{SpikeEvent, SpikeTrains};
 
 /// Linear time-to-first-spike: a value `x` in `[lo, hi]` spikes at step
@@ -24,23 +28,53 @@ pub fn ttfs(values: &[f32], lo: f32, hi: f32, steps: u32) -> Vec<SpikeEvent> {
     ev
 }
 
-/// Encode a batch of images (each `pixels` values, row-major in `data`) with [`ttfs`] over
-/// each image's own minimum and maximum.
-pub fn ttfs_batch(data: &[f32], pixels: usize, steps: u32) -> SpikeTrains {
-    let samples = data
-        .chunks(pixels)
-        .map(|img| {
-            let lo = img.iter().cloned().fold(f32::INFINITY, f32::min);
-            let hi = img.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            ttfs(img, lo, hi, steps)
+/// The reference experiment's input encoding of one image (values in [0, 1]): divided by its
+/// maximum, ×1.2, clamped to [0, 1] (so the brightest pixels saturate), then linear
+/// time-to-first-spike over [0, 1]. Training, evaluation, `run` and the benchmarks all encode
+/// through this one function.
+pub fn image(img: &[f32], steps: u32) -> Vec<SpikeEvent> {
+    let max = img.iter().cloned().fold(0.0f32, f32::max).max(1e-6);
+    let scaled: Vec<f32> = img
+        .iter()
+        .map(|v| (v / max * 1.2).clamp(0.0, 1.0))
+        .collect();
+    ttfs(&scaled, 0.0, 1.0, steps)
+}
+
+/// Encode images `idx` of `data` with [`image`] for `steps` steps, each after the random
+/// rotation of the reference experiment when `augment` gives a generator.
+pub fn images(
+    data: &Dataset,
+    idx: &[usize],
+    steps: u32,
+    mut augment: Option<&mut Rng>,
+) -> SpikeTrains {
+    let lists = idx
+        .iter()
+        .map(|&i| match augment.as_deref_mut() {
+            Some(rng) => image(&random_rotation(data.image(i), data.shape, rng), steps),
+            None => image(data.image(i), steps),
         })
         .collect();
-    SpikeTrains::from_samples(pixels, steps, samples)
+    SpikeTrains::from_samples(data.image_size(), steps, lists)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_are_scaled_by_their_maximum_then_encoded() {
+        // max 0.5 → ×1.2/0.5: 0.5 → 1 (clamped from 1.2), 0.25 → 0.6, 0 → silent.
+        let ev = image(&[0.5, 0.25, 0.0], 10);
+        assert_eq!(
+            ev,
+            vec![
+                SpikeEvent { step: 0, neuron: 0 },
+                SpikeEvent { step: 4, neuron: 1 }
+            ]
+        );
+    }
 
     #[test]
     fn bright_pixels_spike_first_dark_ones_never() {

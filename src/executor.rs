@@ -10,12 +10,16 @@ use crate::compile::{update_weights, CompileContext, PartitionProgram, WeightMap
 use crate::error::{Error, Result};
 use crate::network::{Network, PopulationId, PopulationKind};
 use crate::partition::{PartitionOptions, Plan};
-use crate::schedule::{Mode, Schedule};
-use crate::spikes::{SpikeStore, SpikeTrains};
+use crate::schedule::Schedule;
+use crate::spikes::{SpikeFile, SpikeStore, SpikeTrains};
 use crate::substrate::Substrate;
 use rayon::prelude::*;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Bytes a compiled synapse takes (the program's synapse and weight reference, a backend's
+/// copy of the weight), for the memory estimate.
+const COMPILED_BYTES_PER_SYNAPSE: u64 = 24;
 
 /// What a run brings back besides every population's spikes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,6 +64,41 @@ pub struct Execution {
     pub peak: Vec<Option<Vec<f32>>>,
     /// Where the time went.
     pub stats: ExecutionStats,
+}
+
+impl Execution {
+    /// The file form of this result: every population's spikes, the readouts' scores and
+    /// predicted classes, and the membranes that were recorded (when `membranes`).
+    pub fn to_file(&self, network: &Network, membranes: bool) -> SpikeFile {
+        let steps = network.steps as usize;
+        let mut file = SpikeFile {
+            steps: network.steps,
+            ..Default::default()
+        };
+        for (p, pop) in network.populations.iter().enumerate() {
+            if let Some(t) = self.spikes.get(p) {
+                file.populations
+                    .insert(pop.name.clone(), SpikeFile::trains_to_lists(t));
+            }
+            if let Some(peak) = &self.peak[p] {
+                let rows: Vec<Vec<f32>> = peak.chunks(pop.size).map(<[f32]>::to_vec).collect();
+                file.predicted.insert(
+                    pop.name.clone(),
+                    rows.iter().map(|r| crate::train::argmax(r)).collect(),
+                );
+                file.scores.insert(pop.name.clone(), rows);
+            }
+            if let (true, Some(m)) = (membranes, &self.membrane[p]) {
+                file.membranes.insert(
+                    pop.name.clone(),
+                    m.chunks(steps * pop.size)
+                        .map(|s| s.chunks(pop.size).map(<[f32]>::to_vec).collect())
+                        .collect(),
+                );
+            }
+        }
+        file
+    }
 }
 
 /// How partitions are emulated (absent: all ideal).
@@ -134,7 +173,7 @@ impl Executor {
         opts: &PartitionOptions,
     ) -> Result<Self> {
         let plan = Plan::new(&network, substrate, opts)?;
-        let schedule = Schedule::new(&plan, Mode::for_chips(chips));
+        let schedule = Schedule::new(&plan, chips);
         let mut e = Executor {
             network,
             plan,
@@ -144,7 +183,7 @@ impl Executor {
             generation: 0,
             residents: Mutex::new(None),
         };
-        e.recompile();
+        e.recompile()?;
         Ok(e)
     }
 
@@ -161,18 +200,18 @@ impl Executor {
         config.validate()?;
         let mut e = Self::new(network, substrate, chips, opts)?;
         e.emulation = Some(Emulation {
-            chip: Chip::draw(substrate, &config),
-            emulated: mode.per_partition(&e.network, &e.plan),
+            chip: Chip::draw(substrate, &config)?,
+            emulated: mode.per_partition(&e.network, &e.plan)?,
             config,
             mode,
         });
-        e.recompile();
+        e.recompile()?;
         Ok(e)
     }
 
     /// Run up to `chips` partitions of a wave at the same time from now on.
     pub fn set_chips(&mut self, chips: usize) {
-        self.schedule = Schedule::new(&self.plan, Mode::for_chips(chips));
+        self.schedule = Schedule::new(&self.plan, chips);
     }
 
     /// How each population's weights reach the substrate.
@@ -194,8 +233,19 @@ impl Executor {
     }
 
     /// Rebuild the compiled programs (and, at the next run, their residents) from the network.
-    pub fn recompile(&mut self) {
-        let ctx = CompileContext::new(&self.network, self.weight_maps());
+    pub fn recompile(&mut self) -> Result<()> {
+        self.network.check(&self.plan.substrate)?;
+        let synapses: u64 = self
+            .plan
+            .partitions
+            .iter()
+            .map(|p| p.synapse_count as u64)
+            .sum();
+        crate::memory::check(
+            || format!("the {} compiled partitions", self.plan.partitions.len()),
+            crate::memory::product(&[synapses, COMPILED_BYTES_PER_SYNAPSE]),
+        )?;
+        let ctx = CompileContext::new(&self.network, self.weight_maps())?;
         let (net, plan) = (&self.network, &self.plan);
         self.programs = plan
             .partitions
@@ -206,17 +256,19 @@ impl Executor {
                 }
                 _ => PartitionProgram::compile_with(net, plan, p, &ctx),
             })
-            .collect();
+            .collect::<Result<_>>()?;
         self.generation += 1;
         *self.residents.get_mut().expect("not poisoned") = None;
+        Ok(())
     }
 
     /// Bring the compiled programs up to date after the network's weights (not its structure)
     /// changed, as after an optimiser step: the same result as [`Executor::recompile`], much
     /// faster; residents are rewritten in place at the next run.
-    pub fn update_weights(&mut self) {
-        update_weights(&self.network, &mut self.programs);
+    pub fn update_weights(&mut self) -> Result<()> {
+        update_weights(&self.network, &mut self.programs)?;
         self.generation += 1;
+        Ok(())
     }
 
     /// Prepare every partition on `backend` now (otherwise the first run does it), or bring
@@ -255,6 +307,57 @@ impl Executor {
         Ok(r)
     }
 
+    /// The input spikes of `file` (from `path`, named in errors) for this network: every input
+    /// population, each checked against the population's size and the network's steps.
+    pub fn inputs_from_file(
+        &self,
+        file: &SpikeFile,
+        path: &std::path::Path,
+    ) -> Result<Vec<(PopulationId, SpikeTrains)>> {
+        let net = &self.network;
+        if file.steps != net.steps {
+            return Err(Error::input(
+                "steps",
+                format!(
+                    "the file has {} steps, the network runs {}",
+                    file.steps, net.steps
+                ),
+            )
+            .in_file(path));
+        }
+        let mut inputs = Vec::new();
+        for (name, lists) in &file.populations {
+            let pop = net.population_id(name).ok_or_else(|| {
+                Error::input(
+                    format!("population '{name}'"),
+                    format!(
+                        "is not in network '{}' (its inputs: {})",
+                        net.name,
+                        net.inputs()
+                            .iter()
+                            .map(|&p| net.populations[p].name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+                .in_file(path)
+            })?;
+            if net.populations[pop].kind != PopulationKind::Input {
+                continue;
+            }
+            let t = SpikeFile::lists_to_trains(lists, net.populations[pop].size, net.steps)
+                .map_err(|e| match e {
+                    Error::Input { item, problem } => {
+                        Error::input(format!("population '{name}', {item}"), problem)
+                    }
+                    e => e,
+                })
+                .map_err(|e| e.in_file(path))?;
+            inputs.push((pop, t));
+        }
+        Ok(inputs)
+    }
+
     /// Run a batch. `inputs` gives the spikes of each input population (same sample count).
     pub fn run<B: Backend + ?Sized>(
         &self,
@@ -276,36 +379,43 @@ impl Executor {
             steps,
         );
         for (pop, t) in inputs {
-            let p = net
-                .populations
-                .get(*pop)
-                .ok_or_else(|| Error::InvalidInput(format!("no population with id {pop}")))?;
+            let p = net.populations.get(*pop).ok_or_else(|| {
+                Error::input(
+                    format!("population #{pop}"),
+                    format!("the network has {} populations", net.populations.len()),
+                )
+            })?;
+            let item = || format!("population '{}'", p.name);
             if p.kind != PopulationKind::Input {
-                return Err(Error::InvalidInput(format!(
-                    "'{}' is not an input population",
-                    p.name
-                )));
+                return Err(Error::input(item(), "is not an input population"));
             }
             if t.neurons != p.size || t.steps != steps || t.samples() != samples {
-                return Err(Error::InvalidInput(format!(
-                    "input '{}': spikes for {} neurons, {} steps, {} samples; expected {} neurons, \
-                     {steps} steps, {samples} samples",
-                    p.name,
-                    t.neurons,
-                    t.steps,
-                    t.samples(),
-                    p.size
-                )));
+                return Err(Error::input(
+                    item(),
+                    format!(
+                        "spikes for {} neurons, {} steps, {} samples; expected {} neurons, \
+                         {steps} steps, {samples} samples",
+                        t.neurons,
+                        t.steps,
+                        t.samples(),
+                        p.size
+                    ),
+                ));
             }
-            t.validate()?;
+            t.validate().map_err(|e| match e {
+                Error::Input { item: i, problem } => {
+                    Error::input(format!("population '{}', {i}", p.name), problem)
+                }
+                e => e,
+            })?;
             store.set(*pop, t.clone());
         }
         for pop in net.inputs() {
             if store.get(pop).is_none() {
-                return Err(Error::InvalidInput(format!(
-                    "no spikes given for input population '{}'",
-                    net.populations[pop].name
-                )));
+                return Err(Error::input(
+                    format!("population '{}'", net.populations[pop].name),
+                    "no spikes given for this input population",
+                ));
             }
         }
         Ok(store)

@@ -6,13 +6,13 @@
 use crate::analog::{AnalogConfig, Mode};
 use crate::backend::Backend;
 use crate::data::Dataset;
-use crate::draw::{Canvas, Color, PALETTE};
 use crate::error::{Error, Result};
 use crate::executor::Executor;
 use crate::network::PopulationKind;
 use crate::partition::PartitionOptions;
+use crate::plot::{PanelContent, SamplePanels};
 use crate::substrate::Substrate;
-use crate::train::{EpochRecord, TrainConfig, Trainer};
+use crate::train::{silence_warnings, EpochRecord, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -63,8 +63,11 @@ impl Setup {
 }
 
 /// Partition and emulate `net` as `setup` says, train it on `train` for `cfg.epochs` epochs
-/// on `backend`, evaluate on `test` after every epoch, and write everything under `out`.
-/// Returns the trainer (final weights and history).
+/// on `backend`, evaluate on `test` after every epoch, and write everything under `out`
+/// (checked to be writable first): the checkpoint after every epoch (atomically; a diverged
+/// run stops before overwriting the last good one), the CSV and PNG of the curves, and a PNG of
+/// one test sample. Warnings (silent populations) go to stderr. With `resume`, continues from
+/// `out/checkpoint.json` up to `cfg.epochs`. Returns the trainer (final weights and history).
 #[allow(clippy::too_many_arguments)]
 pub fn train_and_report(
     net: crate::network::Network,
@@ -76,29 +79,40 @@ pub fn train_and_report(
     out: &Path,
     resume: bool,
 ) -> Result<Trainer> {
+    cfg.validate()?;
+    crate::io::check_writable(out)?;
     let steps = setup.steps;
     let exec = setup.executor(net)?;
+    let mut trainer = Trainer::new(exec, cfg)?;
+    trainer.check_data(train)?;
+    trainer.check_data(test)?;
+    if train.is_empty() {
+        return Err(Error::Dataset {
+            path: out.to_path_buf(),
+            problem: "no training samples".into(),
+        });
+    }
+    let exec = &trainer.exec;
     eprintln!(
-        "{}: {} partitions ({} emulated), {} training and {} test samples, T = {steps}, on {}",
+        "{}: {} partitions in {} rounds ({} emulated, {} chip{}), {} training and {} test \
+         samples, T = {steps}, on {}",
         exec.network.name,
         exec.plan.partitions.len(),
+        exec.schedule.rounds.len(),
         exec.emulation
             .as_ref()
             .map_or(0, |e| e.emulated.iter().filter(|&&x| x).count()),
+        setup.chips,
+        if setup.chips == 1 { "" } else { "s" },
         train.len(),
         test.len(),
         backend.name()
     );
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let ck = out.join("checkpoint.json");
-    let mut trainer = Trainer::new(exec, cfg)?;
     if resume {
-        trainer.resume(&ck)?;
-        eprintln!(
-            "resumed from {} after epoch {}",
-            ck.display(),
-            trainer.epoch
-        );
+        for line in trainer.resume(&ck)? {
+            eprintln!("{line}");
+        }
     }
     let style =
         ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
@@ -110,23 +124,35 @@ pub fn train_and_report(
             .with_style(style.clone())
             .with_prefix(format!("epoch {e}/{}", trainer.cfg.epochs));
         let t0 = Instant::now();
+        let first = trainer.epoch == 0;
+        let net = trainer.exec.network.clone();
+        let mut warned = false;
         let st = trainer.train_epoch(backend, train, |done, _, s| {
             bar.set_position(done as u64);
             bar.set_message(format!(
                 "loss {:.3} acc {:.1}%",
-                s.loss / s.samples.max(1) as f64,
-                100.0 * s.correct as f64 / s.samples.max(1) as f64
+                s.mean_loss(),
+                100.0 * s.accuracy()
             ));
+            if first && !warned {
+                warned = true;
+                for w in silence_warnings(&net, s, "in the first batch") {
+                    bar.println(format!("warning: {w}"));
+                }
+            }
         })?;
         bar.finish_and_clear();
         let seconds = t0.elapsed().as_secs_f64();
+        for w in silence_warnings(&trainer.exec.network, &st, &format!("in epoch {e}")) {
+            eprintln!("warning: {w}");
+        }
         let ev = trainer.evaluate(backend, test, 500)?;
         let rec = EpochRecord {
             epoch: e,
-            train_loss: st.loss / st.samples.max(1) as f64,
-            train_accuracy: st.correct as f64 / st.samples.max(1) as f64,
-            test_loss: ev.loss / ev.samples.max(1) as f64,
-            test_accuracy: ev.correct as f64 / ev.samples.max(1) as f64,
+            train_loss: st.mean_loss(),
+            train_accuracy: st.accuracy(),
+            test_loss: ev.mean_loss(),
+            test_accuracy: ev.accuracy(),
             hidden_spikes: st.hidden_spikes / st.samples.max(1) as f64,
             seconds,
             samples_per_s: st.samples as f64 / seconds,
@@ -143,7 +169,7 @@ pub fn train_and_report(
         trainer.history.push(rec);
         trainer.save(&ck)?;
         write_csv(&trainer.history, &out.join("curves.csv"))?;
-        plot_curves(&[("", &trainer.history)], &out.join("curves.png"))?;
+        crate::plot::curves(&[("", &trainer.history)], "test", &out.join("curves.png"))?;
     }
     if !test.is_empty() {
         plot_sample(&trainer, backend, test, 0, &out.join("sample.png"))?;
@@ -173,86 +199,6 @@ pub fn write_csv(history: &[EpochRecord], path: &Path) -> Result<()> {
     crate::io::write_atomic(path, s.as_bytes())
 }
 
-/// Accuracy (left) and loss (right) over epochs; training solid, test dotted; one colour per
-/// named series (e.g. per emulation mode, like the paper's Fig. 4).
-pub fn plot_curves(series: &[(&str, &[EpochRecord])], path: &Path) -> Result<()> {
-    let (w, h) = (1000i64, 420i64);
-    let mut cv = Canvas::new(w as u32, h as u32);
-    let panel =
-        |cv: &mut Canvas, x0: i64, title: &str, get: &dyn Fn(&EpochRecord) -> (f64, f64)| {
-            let (pw, ph, top) = (w / 2 - 90, h - 110, 40i64);
-            let left = x0 + 60;
-            cv.text(left, 12, title, 2, [0, 0, 0]);
-            let pts: Vec<f64> = series
-                .iter()
-                .flat_map(|(_, hs)| {
-                    hs.iter().flat_map(|r| {
-                        let (a, b) = get(r);
-                        [a, b]
-                    })
-                })
-                .filter(|v| v.is_finite())
-                .collect();
-            let (mut lo, mut hi) = pts
-                .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-                    (a.min(v), b.max(v))
-                });
-            if !lo.is_finite() {
-                (lo, hi) = (0.0, 1.0);
-            }
-            if hi - lo < 1e-9 {
-                hi = lo + 1.0;
-            }
-            let epochs = series
-                .iter()
-                .map(|(_, hs)| hs.len())
-                .max()
-                .unwrap_or(1)
-                .max(2);
-            let px = |e: usize| left + (e as i64 - 1) * pw / (epochs as i64 - 1);
-            let py = |v: f64| top + ph - ((v - lo) / (hi - lo) * ph as f64) as i64;
-            cv.frame(left, top, pw + 1, ph + 1, [0, 0, 0]);
-            for k in 0..=4 {
-                let v = lo + (hi - lo) * k as f64 / 4.0;
-                cv.text(x0 + 2, py(v) - 4, &format!("{v:.3}"), 1, [60, 60, 60]);
-            }
-            cv.text(left + pw / 2 - 20, top + ph + 10, "epoch", 1, [0, 0, 0]);
-            cv.text(left, top + ph + 10, "1", 1, [0, 0, 0]);
-            cv.text(
-                left + pw - 16,
-                top + ph + 10,
-                &epochs.to_string(),
-                1,
-                [0, 0, 0],
-            );
-            for (si, (name, hs)) in series.iter().enumerate() {
-                let col: Color = PALETTE[si % PALETTE.len()];
-                for (k, win) in hs.windows(2).enumerate() {
-                    let (a, b) = (get(&win[0]), get(&win[1]));
-                    cv.line(px(k + 1), py(a.0), px(k + 2), py(b.0), col, false);
-                    cv.line(px(k + 1), py(a.1), px(k + 2), py(b.1), col, true);
-                }
-                for (k, r) in hs.iter().enumerate() {
-                    let (a, b) = get(r);
-                    cv.rect(px(k + 1) - 2, py(a) - 2, 5, 5, col);
-                    cv.frame(px(k + 1) - 2, py(b) - 2, 5, 5, col);
-                }
-                if !name.is_empty() {
-                    cv.rect(left + 10, top + 10 + 14 * si as i64, 20, 3, col);
-                    cv.text(left + 36, top + 6 + 14 * si as i64, name, 1, [0, 0, 0]);
-                }
-            }
-        };
-    panel(&mut cv, 0, "accuracy (train -, held-out ..)", &|r| {
-        (r.train_accuracy, r.test_accuracy)
-    });
-    panel(&mut cv, w / 2, "loss (train -, held-out ..)", &|r| {
-        (r.train_loss, r.test_loss)
-    });
-    cv.save(path)
-}
-
 /// One test sample through the partitioned network, one panel per partition run: the input
 /// raster, each hidden partition's spikes, and the readout membranes (like Fig. 2C).
 pub fn plot_sample(
@@ -265,103 +211,76 @@ pub fn plot_sample(
     let exec = &trainer.exec;
     let net = &exec.network;
     let steps = net.steps as usize;
-    let spikes = crate::data::encode_batch(data, &[index], net.steps, None);
-    let input = net.inputs()[0];
+    let spikes = crate::encode::images(data, &[index], net.steps, None);
+    let input = trainer.topo.input();
     let out = exec.run(
         backend,
         &[(input, spikes.clone())],
         crate::executor::Observe::ReadoutTraces,
     )?;
-    let nparts = exec.plan.partitions.len() as i64;
-    let (cw, ch) = (4i64, 260i64);
-    let width = 80 + (nparts + 1) * (steps as i64 * cw + 30);
-    let mut cv = Canvas::new(width as u32, (ch + 70) as u32);
-    cv.text(
-        10,
-        8,
-        &format!("test sample {index}, label {}", data.labels[index]),
-        2,
-        [0, 0, 0],
-    );
-    let raster =
-        |cv: &mut Canvas, x0: i64, title: &str, n: usize, ev: &[(usize, usize)], col: Color| {
-            for (k, line) in title.split('\n').enumerate() {
-                cv.text(x0, 26 + 10 * k as i64, line, 1, [0, 0, 0]);
-            }
-            cv.frame(x0 - 1, 49, steps as i64 * cw + 2, ch + 2, [0, 0, 0]);
-            let rh = (ch as f64 / n.max(1) as f64).max(1.0);
-            for &(t, j) in ev {
-                cv.rect(
-                    x0 + t as i64 * cw,
-                    50 + (j as f64 * ch as f64 / n as f64) as i64,
-                    cw,
-                    rh.ceil() as i64,
-                    col,
-                );
-            }
-        };
-    let mut x = 20i64;
-    let ev: Vec<(usize, usize)> = spikes
-        .sample(0)
-        .iter()
-        .map(|e| (e.step as usize, e.neuron as usize))
-        .collect();
-    raster(&mut cv, x, "input", spikes.neurons, &ev, [0, 0, 0]);
-    x += steps as i64 * cw + 30;
+    let mut panels = vec![(
+        format!("input ({} channels)", spikes.neurons),
+        spikes.neurons,
+        PanelContent::Spikes(
+            spikes
+                .sample(0)
+                .iter()
+                .map(|e| (e.step as usize, e.neuron as usize))
+                .collect(),
+        ),
+        7,
+    )];
     for part in &exec.plan.partitions {
         for r in &part.parts {
             let pop = &net.populations[r.neurons.population];
             let title = format!(
-                "run {}\n{}[{}..{}]",
+                "run {}: {}[{}..{}]",
                 part.id,
                 pop.name,
                 r.neurons.offset,
                 r.neurons.offset + r.neurons.size
             );
-            let col = PALETTE[r.neurons.population % PALETTE.len()];
-            if pop.kind == PopulationKind::Readout {
+            let content = if pop.kind == PopulationKind::Readout {
                 let m = out.membrane[r.neurons.population]
                     .as_ref()
-                    .expect("readout recorded");
-                let (lo, hi) = m
-                    .iter()
-                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
-                        (a.min(v), b.max(v))
-                    });
-                let span = (hi - lo).max(1e-6);
-                for (k, line) in title.split('\n').enumerate() {
-                    cv.text(x, 26 + 10 * k as i64, line, 1, [0, 0, 0]);
-                }
-                cv.frame(x - 1, 49, steps as i64 * cw + 2, ch + 2, [0, 0, 0]);
-                for c in r.neurons.range() {
-                    let colr = PALETTE[c % PALETTE.len()];
-                    for t in 1..steps {
-                        let y = |t: usize| {
-                            50 + ch - ((m[t * pop.size + c] - lo) / span * ch as f32) as i64
-                        };
-                        cv.line(
-                            x + (t as i64 - 1) * cw,
-                            y(t - 1),
-                            x + t as i64 * cw,
-                            y(t),
-                            colr,
-                            false,
-                        );
-                    }
-                }
-            } else if let Some(tr) = out.spikes.get(r.neurons.population) {
-                let ev: Vec<(usize, usize)> = tr
-                    .sample(0)
-                    .iter()
-                    .filter(|e| r.neurons.range().contains(&(e.neuron as usize)))
-                    .map(|e| (e.step as usize, e.neuron as usize - r.neurons.offset))
-                    .collect();
-                raster(&mut cv, x, &title, r.neurons.size, &ev, col);
-            }
-            x += steps as i64 * cw + 30;
+                    .expect("readout traces recorded");
+                PanelContent::Membranes(
+                    r.neurons
+                        .range()
+                        .map(|c| (0..steps).map(|t| m[t * pop.size + c]).collect())
+                        .collect(),
+                )
+            } else {
+                PanelContent::Spikes(
+                    out.spikes
+                        .get(r.neurons.population)
+                        .map(|tr| {
+                            tr.sample(0)
+                                .iter()
+                                .filter(|e| r.neurons.range().contains(&(e.neuron as usize)))
+                                .map(|e| (e.step as usize, e.neuron as usize - r.neurons.offset))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                )
+            };
+            panels.push((title, r.neurons.size, content, r.neurons.population));
         }
     }
-    cv.save(path)
+    let shown = panels.len().min(16);
+    panels.truncate(shown);
+    crate::plot::sample(
+        &SamplePanels {
+            title: format!(
+                "test sample {index} (label {}) through {} partition runs",
+                data.labels[index],
+                exec.plan.partitions.len()
+            ),
+            steps,
+            panels,
+        },
+        path,
+    )
 }
 
 /// Train `net` once per mode (each from the same initial weights), validating every epoch, and
@@ -405,7 +324,7 @@ pub fn compare_modes(
     }
     let series: Vec<(&str, &[EpochRecord])> =
         runs.iter().map(|(n, h, _)| (n.as_str(), &h[..])).collect();
-    plot_curves(&series, &out.join("fig4.png"))?;
+    crate::plot::curves(&series, "validation", &out.join("fig4.png"))?;
     let mut csv = String::from("mode,epoch,train_loss,train_accuracy,val_loss,val_accuracy\n");
     let mut summary = String::new();
     for (name, h, acc) in &runs {

@@ -5,78 +5,109 @@
 //! each fit the chip, the partitions run one after another (or side by side on a multi-chip
 //! system), and the spikes of one partition are recorded on the host and replayed into the next.
 //!
-//! - [`substrate`]: the chip (`Substrate::bss2()`, every field overridable).
-//! - [`network`]: populations and projections (dense, conv2d, sparse, recurrent), TOML/JSON.
-//! - [`partition`]: the [`Plan`]: partitions that fit, recurrent loops kept whole.
-//! - [`schedule`]: waves, rounds and the cost report for one or several chips.
-//! - [`spikes`]: compact host spike buffers, `Pod` for GPU upload.
-//! - [`backend`]: the [`Backend`] trait and the [`CpuBackend`] reference.
-//! - [`gpu`]: the `GpuBackend` (wgpu, WGSL kernels in `shaders/`), chunked by adapter limits.
-//! - [`executor`]: runs a plan on a backend, recording and replaying spikes.
-//! - [`analog`]: fixed-pattern variation, temporal noise, weight and readout quantisation.
-//! - [`train`]: surrogate-gradient training from the emulator's observables, Adam, checkpoints.
-//! - [`data`], [`encode`]: MNIST and EuroSAT loaders, time-to-first-spike encoding.
-//! - [`experiment`], [`report`], [`mod@bench`]: runs with CSV/PNG output, plan views, throughput.
+//! The pieces, in the order data flows through them:
+//!
+//! - [`Network`] (populations and projections, TOML/JSON) and [`Substrate`] (the chip,
+//!   [`Substrate::bss2`] or any planned variant) go into a [`Plan`]: partitions that fit,
+//!   recurrent loops kept whole.
+//! - A [`Schedule`] orders the partitions into rounds of at most `chips` partitions.
+//! - An [`Executor`] compiles every partition ([`PartitionProgram`]), prepares it once on a
+//!   [`Backend`] ([`CpuBackend`] or [`GpuBackend`]) and runs batches: rounds in order,
+//!   partitions of a round at the same time, spikes recorded into and replayed from the host
+//!   [`SpikeStore`].
+//! - [`AnalogConfig`] and [`Mode`] make partitions emulated: fixed-pattern variation, temporal
+//!   noise, weight and readout quantisation.
+//! - A [`Trainer`] trains with surrogate gradients from the emulator's observables.
+//! - [`data`] loads MNIST-like IDX sets and EuroSAT, [`encode`] turns images into spikes,
+//!   [`plot`] draws figures, [`bench`] measures throughput, [`experiment`] runs a whole
+//!   training with its outputs.
 //!
 //! ```
 //! use neuropart::prelude::*;
 //!
 //! let substrate = Substrate::bss2();
-//! let net = neuropart::network::mnist_network(1).build(&substrate).unwrap();
+//! let net = neuropart::mnist_network(1).build(&substrate).unwrap();
 //! let exec = Executor::new(net, &substrate, 1, &PartitionOptions::default()).unwrap();
 //! // The paper's Fig. 2A: four hidden partitions of 64 eight-circuit neurons, then the readout.
 //! assert_eq!(exec.plan.partitions.len(), 5);
 //! assert_eq!(exec.schedule.waves, vec![vec![0, 1, 2, 3], vec![4]]);
 //!
-//! // One bright pixel per sample, encoded time-to-first-spike.
+//! // One bright pixel, encoded time-to-first-spike like the training data.
 //! let mut image = vec![0.0f32; 784];
 //! image[400] = 1.0;
-//! let input = neuropart::encode::ttfs_batch(&image, 784, exec.network.steps);
+//! let input = SpikeTrains::from_samples(784, 30, vec![neuropart::encode::image(&image, 30)]);
 //! let out = exec.run(&CpuBackend, &[(0, input)], Observe::ReadoutTraces).unwrap();
 //! let readout = out.membrane[2].as_ref().unwrap();
 //! assert_eq!(readout.len(), 30 * 10);
 //! ```
 #![warn(missing_docs)]
 
-pub mod analog;
-pub mod backend;
+mod analog;
+mod backend;
 pub mod bench;
-pub mod compile;
+mod compile;
 pub mod data;
-pub mod draw;
 pub mod encode;
-pub mod error;
-pub mod executor;
+mod error;
+mod executor;
 pub mod experiment;
 pub mod io;
-pub mod network;
-pub mod neuron;
-pub mod partition;
-pub mod report;
-pub mod rng;
-pub mod schedule;
-pub mod spikes;
-pub mod substrate;
-pub mod train;
+mod memory;
+mod network;
+mod neuron;
+mod partition;
+pub mod plot;
+mod report;
+mod rng;
+mod schedule;
+mod spikes;
+mod substrate;
+mod train;
 
-pub use backend::{gpu, Backend, CpuBackend};
-pub use compile::PartitionProgram;
-pub use error::{Error, Result};
-pub use executor::Executor;
-pub use network::{Network, NetworkBuilder};
-pub use partition::{PartitionOptions, Plan};
-pub use schedule::{Mode, Schedule};
-pub use spikes::{SpikeEvent, SpikeTrains};
+/// The GPU backend's pieces: its context, shaders and the layouts they share with the host.
+pub mod gpu {
+    pub use crate::backend::gpu::{
+        binding, mirrored_layouts, quiet_vulkan_loader, GpuBackend, GpuContext, GpuState,
+        SimParams, MAX_SOURCES, SHADERS, WG,
+    };
+}
+
+pub use analog::{AnalogConfig, Chip, Mode};
+pub use backend::{
+    open_backend, Backend, CpuBackend, DeviceChoice, GpuBackend, GpuContext, Job, Membranes,
+    PartitionOutput, PhaseTimings, Resident, RunOptions,
+};
+pub use compile::{
+    Cadc, ChannelBlock, CompileContext, PartitionProgram, Synapse, WeightMap, WeightRef,
+};
+pub use data::Dataset;
+pub use error::{human_bytes, Error, Result};
+pub use executor::{Emulation, Execution, ExecutionStats, Executor, Observe};
+pub use experiment::Setup;
+pub use memory::{machine_memory, memory_limit, parse_size, set_memory_limit};
+pub use network::{
+    mnist_network, Connectivity, Format, Network, NetworkBuilder, Population, PopulationId,
+    PopulationKind, Projection, Sign, WeightInit, MAX_DELAY, MAX_POPULATION, MAX_STEPS,
+};
+pub use neuron::{lif_step, Integration, LifState, NeuronCoeffs, NeuronParams};
+pub use partition::{
+    split_range, NeuronRange, Origin, Partition, PartitionOptions, PlacedRange, Plan, Source,
+};
+pub use report::PlanReport;
+pub use rng::Rng;
+pub use schedule::{CostReport, Schedule};
+pub use spikes::{SpikeEvent, SpikeFile, SpikeStore, SpikeTrains};
 pub use substrate::Substrate;
+pub use train::{
+    gradients, silence_warnings, Adam, BatchStats, Checkpoint, EpochRecord, Topology, TrainConfig,
+    Trainer,
+};
 
 /// The names most programs need.
 pub mod prelude {
-    pub use crate::backend::{Backend, CpuBackend};
-    pub use crate::executor::{Executor, Observe};
-    pub use crate::network::{Network, NetworkBuilder, PopulationKind};
-    pub use crate::neuron::NeuronParams;
-    pub use crate::partition::{PartitionOptions, Plan};
-    pub use crate::schedule::{Mode, Schedule};
-    pub use crate::spikes::{SpikeEvent, SpikeTrains};
-    pub use crate::substrate::Substrate;
+    pub use crate::{
+        AnalogConfig, Backend, CpuBackend, Executor, Mode, Network, NetworkBuilder, NeuronParams,
+        Observe, PartitionOptions, Plan, PopulationKind, Schedule, SpikeEvent, SpikeTrains,
+        Substrate,
+    };
 }

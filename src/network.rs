@@ -164,153 +164,174 @@ fn default_steps() -> u32 {
 /// Index of a population in [`Network::populations`].
 pub type PopulationId = usize;
 
+/// Largest delay a projection may have, in steps (a spike delayed beyond the run never
+/// arrives; the bound keeps the arithmetic of delays exact).
+pub const MAX_DELAY: u32 = 1 << 24;
+
+/// Largest number of neurons a population may have (indices are 32-bit on every backend).
+pub const MAX_POPULATION: usize = 1 << 31;
+
+/// Largest number of steps a run may have (32-bit spike steps).
+pub const MAX_STEPS: u32 = 1 << 30;
+
+fn projection_name(pr: &Projection) -> String {
+    if pr.name.is_empty() {
+        format!("{}->{}", pr.source, pr.target)
+    } else {
+        pr.name.clone()
+    }
+}
+
 impl Network {
     /// Index of the population called `name`.
     pub fn population_id(&self, name: &str) -> Option<PopulationId> {
         self.populations.iter().position(|p| p.name == name)
     }
 
-    /// Source and target ids of projection `p` (the network must be valid).
-    pub fn endpoints(&self, p: usize) -> (PopulationId, PopulationId) {
-        let pr = &self.projections[p];
-        (
-            self.population_id(&pr.source).expect("validated"),
-            self.population_id(&pr.target).expect("validated"),
-        )
+    /// Source and target ids of projection `p`; an error names the projection and the
+    /// population it names that does not exist.
+    pub fn endpoints(&self, p: usize) -> Result<(PopulationId, PopulationId)> {
+        let pr = self.projections.get(p).ok_or_else(|| {
+            Error::network(
+                format!("projection #{p}"),
+                format!("the network has {} projections", self.projections.len()),
+            )
+        })?;
+        let find = |n: &str| {
+            self.population_id(n).ok_or_else(|| {
+                Error::network(
+                    format!("projection '{}'", projection_name(pr)),
+                    format!("names unknown population '{n}'"),
+                )
+            })
+        };
+        Ok((find(&pr.source)?, find(&pr.target)?))
     }
 
-    /// Check names, sizes, shapes, weights and parameters; fill in default projection names.
+    /// Source and target ids of every projection.
+    pub fn all_endpoints(&self) -> Result<Vec<(PopulationId, PopulationId)>> {
+        (0..self.projections.len())
+            .map(|p| self.endpoints(p))
+            .collect()
+    }
+
+    /// Check names, sizes, shapes, delays, weights and parameters (every size computed with
+    /// checked arithmetic, so that absurd values are errors, never wrapped numbers), and fill
+    /// in default projection names.
     pub fn validate(&mut self, substrate: &Substrate) -> Result<()> {
-        if self.steps == 0 {
-            return Err(Error::InvalidNetwork("steps must be at least 1".into()));
+        for pr in &mut self.projections {
+            if pr.name.is_empty() {
+                pr.name = projection_name(pr);
+            }
+        }
+        self.check(substrate)
+    }
+
+    /// [`Network::validate`] without changing anything.
+    pub fn check(&self, substrate: &Substrate) -> Result<()> {
+        if self.steps == 0 || self.steps > MAX_STEPS {
+            return Err(Error::network(
+                "steps",
+                format!("{} steps; a run has 1 to {MAX_STEPS}", self.steps),
+            ));
         }
         for (i, p) in self.populations.iter().enumerate() {
             if p.name.is_empty() {
-                return Err(Error::InvalidNetwork(format!(
-                    "population #{i} has no name"
-                )));
+                return Err(Error::network(format!("population #{i}"), "has no name"));
             }
+            let item = || format!("population '{}'", p.name);
             if self.populations[..i].iter().any(|q| q.name == p.name) {
-                return Err(Error::InvalidNetwork(format!(
-                    "population name '{}' is used twice",
-                    p.name
-                )));
+                return Err(Error::network(item(), "the name is used twice"));
             }
-            if p.size == 0 {
-                return Err(Error::InvalidNetwork(format!(
-                    "population '{}' has size 0",
-                    p.name
-                )));
+            if p.size == 0 || p.size > MAX_POPULATION {
+                return Err(Error::network(
+                    item(),
+                    format!(
+                        "size {}; a population has 1 to {MAX_POPULATION} neurons",
+                        p.size
+                    ),
+                ));
             }
             if let Some(s) = p.shape {
-                if s.iter().product::<usize>() != p.size {
-                    return Err(Error::InvalidNetwork(format!(
-                        "population '{}': shape {:?} has {} neurons but size is {}",
-                        p.name,
-                        s,
-                        s.iter().product::<usize>(),
-                        p.size
-                    )));
+                let n = s.iter().try_fold(1usize, |a, &x| a.checked_mul(x));
+                if n != Some(p.size) {
+                    return Err(Error::network(
+                        item(),
+                        format!(
+                            "shape {s:?} holds {} neurons but size is {}",
+                            n.map_or("more than 2^64".to_string(), |n| n.to_string()),
+                            p.size
+                        ),
+                    ));
                 }
             }
             if p.kind != PopulationKind::Input {
-                p.params.validate(&p.name, substrate.dt_us)?;
+                p.params
+                    .validate(&p.name, substrate.dt_us, p.kind == PopulationKind::Lif)?;
             }
         }
+        let mut weights = 0u64;
         for i in 0..self.projections.len() {
-            if self.projections[i].name.is_empty() {
-                let pr = &self.projections[i];
-                self.projections[i].name = format!("{}->{}", pr.source, pr.target);
-            }
-            self.validate_projection(i)?;
+            weights = weights.saturating_add(self.check_projection(i)? as u64);
         }
-        Ok(())
+        crate::memory::check(
+            || "the network's weights".to_string(),
+            weights.saturating_mul(4),
+        )
     }
 
-    fn validate_projection(&self, i: usize) -> Result<()> {
+    /// Check projection `i`; returns its number of weights.
+    fn check_projection(&self, i: usize) -> Result<usize> {
         let pr = &self.projections[i];
-        let find = |n: &str| {
-            self.population_id(n).ok_or_else(|| {
-                Error::InvalidNetwork(format!(
-                    "projection '{}' names unknown population '{n}'",
-                    pr.name
-                ))
-            })
-        };
-        let (s, t) = (find(&pr.source)?, find(&pr.target)?);
+        let item = || format!("projection '{}'", projection_name(pr));
+        let (s, t) = self.endpoints(i)?;
         let (src, tgt) = (&self.populations[s], &self.populations[t]);
         if tgt.kind == PopulationKind::Input {
-            return Err(Error::InvalidNetwork(format!(
-                "projection '{}' targets input population '{}'",
-                pr.name, tgt.name
-            )));
+            return Err(Error::network(
+                item(),
+                format!("targets input population '{}'", tgt.name),
+            ));
         }
         if src.kind == PopulationKind::Readout {
-            return Err(Error::InvalidNetwork(format!(
-                "projection '{}' starts at readout population '{}', which does not spike",
-                pr.name, src.name
-            )));
+            return Err(Error::network(
+                item(),
+                format!(
+                    "starts at readout population '{}', which does not spike",
+                    src.name
+                ),
+            ));
         }
-        check_range(&pr.name, "init.mean", pr.init.mean as f64, -1e6, 1e6)?;
-        check_range(&pr.name, "init.std", pr.init.std as f64, 0.0, 1e6)?;
-        let expected = match &pr.connectivity {
-            Connectivity::Dense => src.size * tgt.size,
-            Connectivity::Conv2d {
-                kernel,
-                stride,
-                padding,
-            } => {
-                let (ins, outs) = match (src.shape, tgt.shape) {
-                    (Some(a), Some(b)) => (a, b),
-                    _ => {
-                        return Err(Error::InvalidNetwork(format!(
-                            "conv2d projection '{}' needs a shape on '{}' and '{}'",
-                            pr.name, src.name, tgt.name
-                        )))
-                    }
-                };
-                if *kernel == 0 || *stride == 0 {
-                    return Err(Error::InvalidNetwork(format!(
-                        "conv2d projection '{}': kernel and stride must be at least 1",
-                        pr.name
-                    )));
+        if pr.delay > MAX_DELAY {
+            return Err(Error::network(
+                item(),
+                format!("delay {} steps; at most {MAX_DELAY}", pr.delay),
+            ));
+        }
+        let name = projection_name(pr);
+        check_range(&name, "init.mean", pr.init.mean as f64, -1e6, 1e6)?;
+        check_range(&name, "init.std", pr.init.std as f64, 0.0, 1e6)?;
+        let expected = self.weight_count(i)?;
+        if let Connectivity::Sparse { connections } = &pr.connectivity {
+            for (k, &[a, b]) in connections.iter().enumerate() {
+                if a as usize >= src.size || b as usize >= tgt.size {
+                    return Err(Error::network(
+                        item(),
+                        format!(
+                            "connection #{k} [{a}, {b}] is outside {} x {} neurons",
+                            src.size, tgt.size
+                        ),
+                    ));
                 }
-                let out = |n: usize| {
-                    (n + 2 * padding)
-                        .checked_sub(*kernel)
-                        .map(|x| x / stride + 1)
-                };
-                match (out(ins[1]), out(ins[2])) {
-                    (Some(oh), Some(ow)) if oh == outs[1] && ow == outs[2] => {}
-                    (oh, ow) => {
-                        return Err(Error::InvalidNetwork(format!(
-                            "conv2d projection '{}': a {}x{} input with kernel {kernel}, stride \
-                             {stride}, padding {padding} gives {:?}x{:?} outputs, but '{}' has shape {:?}",
-                            pr.name, ins[1], ins[2], oh, ow, tgt.name, outs
-                        )))
-                    }
-                }
-                outs[0] * ins[0] * kernel * kernel
             }
-            Connectivity::Sparse { connections } => {
-                for (k, &[a, b]) in connections.iter().enumerate() {
-                    if a as usize >= src.size || b as usize >= tgt.size {
-                        return Err(Error::InvalidNetwork(format!(
-                            "sparse projection '{}': connection #{k} [{a}, {b}] is outside \
-                             {} x {} neurons",
-                            pr.name, src.size, tgt.size
-                        )));
-                    }
-                }
-                connections.len()
-            }
-        };
+        }
         if !pr.weights.is_empty() && pr.weights.len() != expected {
-            return Err(Error::InvalidNetwork(format!(
-                "projection '{}' has {} weights, its connectivity needs {expected}",
-                pr.name,
-                pr.weights.len()
-            )));
+            return Err(Error::network(
+                item(),
+                format!(
+                    "has {} weights, its connectivity needs {expected}",
+                    pr.weights.len()
+                ),
+            ));
         }
         for (k, &w) in pr.weights.iter().enumerate() {
             let ok = w.is_finite()
@@ -320,38 +341,81 @@ impl Network {
                     Sign::Inhibitory => w <= 0.0,
                 };
             if !ok {
-                return Err(Error::InvalidParameter {
-                    owner: pr.name.clone(),
+                return Err(Error::Parameter {
+                    owner: name,
                     name: format!("weights[{k}]"),
                     value: w as f64,
                     reason: format!("must be finite and fit sign {:?}", pr.sign),
                 });
             }
         }
-        Ok(())
+        Ok(expected)
     }
 
-    /// Number of weights projection `p` stores.
-    pub fn weight_count(&self, p: usize) -> usize {
-        let (s, t) = self.endpoints(p);
+    /// Number of weights projection `p` stores; errors for shapes a convolution cannot use,
+    /// with checked arithmetic.
+    pub fn weight_count(&self, p: usize) -> Result<usize> {
+        let (s, t) = self.endpoints(p)?;
         let (src, tgt) = (&self.populations[s], &self.populations[t]);
-        match &self.projections[p].connectivity {
-            Connectivity::Dense => src.size * tgt.size,
-            Connectivity::Conv2d { kernel, .. } => {
-                tgt.shape.unwrap()[0] * src.shape.unwrap()[0] * kernel * kernel
+        let pr = &self.projections[p];
+        let item = || format!("projection '{}'", projection_name(pr));
+        let too_big = || Error::network(item(), "its size overflows 64-bit arithmetic");
+        match &pr.connectivity {
+            Connectivity::Dense => src.size.checked_mul(tgt.size).ok_or_else(too_big),
+            Connectivity::Conv2d {
+                kernel,
+                stride,
+                padding,
+            } => {
+                let (ins, outs) = conv_shapes(pr, src, tgt)?;
+                if *kernel == 0 || *stride == 0 {
+                    return Err(Error::network(
+                        item(),
+                        format!("kernel {kernel} and stride {stride} must be at least 1"),
+                    ));
+                }
+                let out = |n: usize| -> Option<usize> {
+                    n.checked_add(padding.checked_mul(2)?)?
+                        .checked_sub(*kernel)
+                        .map(|x| x / stride + 1)
+                };
+                match (out(ins[1]), out(ins[2])) {
+                    (Some(oh), Some(ow)) if oh == outs[1] && ow == outs[2] => {}
+                    (oh, ow) => {
+                        let dim = |d: Option<usize>| d.map_or("no".to_string(), |d| d.to_string());
+                        return Err(Error::network(
+                            item(),
+                            format!(
+                                "a {}x{} input with kernel {kernel}, stride {stride}, padding \
+                                 {padding} gives {}x{} outputs, but '{}' has shape {:?}",
+                                ins[1],
+                                ins[2],
+                                dim(oh),
+                                dim(ow),
+                                tgt.name,
+                                outs
+                            ),
+                        ));
+                    }
+                }
+                outs[0]
+                    .checked_mul(ins[0])
+                    .and_then(|x| x.checked_mul(*kernel))
+                    .and_then(|x| x.checked_mul(*kernel))
+                    .ok_or_else(too_big)
             }
-            Connectivity::Sparse { connections } => connections.len(),
+            Connectivity::Sparse { connections } => Ok(connections.len()),
         }
     }
 
     /// Draw the weights of every projection that has none, from its `init` and the network
     /// seed (deterministic), respecting the projection's sign.
-    pub fn materialise_weights(&mut self) {
+    pub fn materialise_weights(&mut self) -> Result<()> {
         for p in 0..self.projections.len() {
             if !self.projections[p].weights.is_empty() {
                 continue;
             }
-            let n = self.weight_count(p);
+            let n = self.weight_count(p)?;
             let pr = &self.projections[p];
             let mut rng = Rng::derive(self.seed, p as u64);
             let ws = (0..n)
@@ -366,25 +430,36 @@ impl Network {
                 .collect();
             self.projections[p].weights = ws;
         }
+        Ok(())
     }
 
     /// Validate and draw missing weights: the state every other module expects.
     pub fn prepare(mut self, substrate: &Substrate) -> Result<Self> {
         self.validate(substrate)?;
-        self.materialise_weights();
+        self.materialise_weights()?;
         Ok(self)
     }
 
     /// Call `f(source_neuron, target_neuron, weight)` for every synapse of projection `p`
-    /// whose target lies in `targets` (weights must be materialised).
+    /// whose target lies in `targets`; the weights must be drawn ([`Network::prepare`]).
     pub fn for_each_synapse(
         &self,
         p: usize,
         targets: Range<usize>,
         mut f: impl FnMut(usize, usize, f32),
-    ) {
+    ) -> Result<()> {
         let w = &self.projections[p].weights;
-        self.for_each_synapse_index(p, targets, |pre, post, k| f(pre, post, w[k]));
+        if w.len() != self.weight_count(p)? {
+            return Err(Error::network(
+                format!("projection '{}'", projection_name(&self.projections[p])),
+                format!(
+                    "has {} weights, its connectivity needs {} (call Network::prepare)",
+                    w.len(),
+                    self.weight_count(p)?
+                ),
+            ));
+        }
+        self.for_each_synapse_index(p, targets, |pre, post, k| f(pre, post, w[k]))
     }
 
     /// Call `f(source_neuron, target_neuron, weight_index)` for every synapse of projection
@@ -395,9 +470,11 @@ impl Network {
         p: usize,
         targets: Range<usize>,
         mut f: impl FnMut(usize, usize, usize),
-    ) {
-        let (s, t) = self.endpoints(p);
+    ) -> Result<()> {
+        self.weight_count(p)?;
+        let (s, t) = self.endpoints(p)?;
         let (src, tgt) = (&self.populations[s], &self.populations[t]);
+        let targets = targets.start.min(tgt.size)..targets.end.min(tgt.size);
         match &self.projections[p].connectivity {
             Connectivity::Dense => {
                 for post in targets {
@@ -411,23 +488,28 @@ impl Network {
                 stride,
                 padding,
             } => {
-                let [ic, ih, iw] = src.shape.unwrap();
-                let [_, oh, ow] = tgt.shape.unwrap();
-                let k = *kernel;
+                let (ins, outs) = conv_shapes(&self.projections[p], src, tgt)?;
+                let ([ic, ih, iw], [_, oh, ow]) = (ins, outs);
+                let (k, stride, padding) = (*kernel, *stride, *padding);
                 for post in targets {
                     let (o, y, x) = (post / (oh * ow), (post / ow) % oh, post % ow);
                     for c in 0..ic {
                         for ky in 0..k {
-                            let iy = (y * stride + ky) as isize - *padding as isize;
-                            if iy < 0 || iy >= ih as isize {
+                            // y·stride + ky − padding, in range [0, ih): checked for padding.
+                            let Some(iy) = (y * stride + ky).checked_sub(padding) else {
+                                continue;
+                            };
+                            if iy >= ih {
                                 continue;
                             }
                             for kx in 0..k {
-                                let ix = (x * stride + kx) as isize - *padding as isize;
-                                if ix < 0 || ix >= iw as isize {
+                                let Some(ix) = (x * stride + kx).checked_sub(padding) else {
+                                    continue;
+                                };
+                                if ix >= iw {
                                     continue;
                                 }
-                                let pre = (c * ih + iy as usize) * iw + ix as usize;
+                                let pre = (c * ih + iy) * iw + ix;
                                 f(pre, post, ((o * ic + c) * k + ky) * k + kx);
                             }
                         }
@@ -442,16 +524,17 @@ impl Network {
                 }
             }
         }
+        Ok(())
     }
 
     /// Synapse rows each neuron of population `pop` needs at most (signed inputs count
     /// `rows_per_signed_input` times), and its largest fan-in in inputs.
-    pub fn rows_needed(&self, pop: PopulationId, substrate: &Substrate) -> (usize, usize) {
+    pub fn rows_needed(&self, pop: PopulationId, substrate: &Substrate) -> Result<(usize, usize)> {
         let size = self.populations[pop].size;
         let mut rows = vec![0usize; size];
         let mut fan_in = vec![0usize; size];
         for p in 0..self.projections.len() {
-            let (_, t) = self.endpoints(p);
+            let (_, t) = self.endpoints(p)?;
             if t != pop {
                 continue;
             }
@@ -462,45 +545,51 @@ impl Network {
             self.for_each_synapse_index(p, 0..size, |_, post, _| {
                 rows[post] += per;
                 fan_in[post] += 1;
-            });
+            })?;
         }
-        (
+        Ok((
             rows.into_iter().max().unwrap_or(0),
             fan_in.into_iter().max().unwrap_or(0),
-        )
+        ))
     }
 
     /// Strongly connected components of the population graph, in topological order (every
     /// component after all components it receives from). Input populations are components
     /// of their own.
-    pub fn components(&self) -> Vec<Vec<PopulationId>> {
+    pub fn components(&self) -> Result<Vec<Vec<PopulationId>>> {
         let n = self.populations.len();
         let mut succ = vec![Vec::new(); n];
-        for p in 0..self.projections.len() {
-            let (s, t) = self.endpoints(p);
+        for (s, t) in self.all_endpoints()? {
             succ[s].push(t);
         }
-        tarjan(n, &succ)
+        Ok(tarjan(n, &succ))
     }
 
     /// Component index of every population (same order as [`Network::components`]).
-    pub fn component_of(&self) -> Vec<usize> {
+    pub fn component_of(&self) -> Result<Vec<usize>> {
         let mut of = vec![0; self.populations.len()];
-        for (c, comp) in self.components().iter().enumerate() {
+        for (c, comp) in self.components()?.iter().enumerate() {
             for &p in comp {
                 of[p] = c;
             }
         }
-        of
+        Ok(of)
     }
 
     /// Effective delay in steps of every projection (see the module docs).
-    pub fn effective_delays(&self) -> Vec<u32> {
-        let of = self.component_of();
-        (0..self.projections.len())
-            .map(|p| {
-                let (s, t) = self.endpoints(p);
-                self.projections[p].delay + u32::from(of[s] == of[t])
+    pub fn effective_delays(&self) -> Result<Vec<u32>> {
+        let of = self.component_of()?;
+        self.all_endpoints()?
+            .into_iter()
+            .enumerate()
+            .map(|(p, (s, t))| {
+                let d = self.projections[p].delay;
+                d.checked_add(u32::from(of[s] == of[t])).ok_or_else(|| {
+                    Error::network(
+                        format!("projection '{}'", projection_name(&self.projections[p])),
+                        format!("delay {d} overflows"),
+                    )
+                })
             })
             .collect()
     }
@@ -512,38 +601,100 @@ impl Network {
             .collect()
     }
 
-    /// Parse from TOML or JSON text (`json` picks the format), validate and draw missing weights.
-    pub fn from_str(text: &str, json: bool, path: &Path, substrate: &Substrate) -> Result<Self> {
-        let parsed: std::result::Result<Network, String> = if json {
-            serde_json::from_str(text).map_err(|e| e.to_string())
-        } else {
-            toml::from_str(text).map_err(|e| e.to_string())
-        };
-        let net = parsed.map_err(|message| Error::Parse {
-            path: path.to_path_buf(),
-            message,
-        })?;
-        net.prepare(substrate)
+    /// Parse from TOML or JSON text, validate and draw missing weights. `path` names the
+    /// text in errors.
+    pub fn from_str(
+        text: &str,
+        format: Format,
+        path: &Path,
+        substrate: &Substrate,
+    ) -> Result<Self> {
+        let net: Network = format.parse(text, path)?;
+        net.prepare(substrate).map_err(|e| e.in_file(path))
     }
 
-    /// Load a `.toml` or `.json` network file.
+    /// Load a `.toml` or `.json` network file (the format from the extension, any case, or
+    /// from the content when the extension says neither).
     pub fn load(path: &Path, substrate: &Substrate) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let json = path.extension().is_some_and(|e| e == "json");
-        Self::from_str(&text, json, path, substrate)
+        Self::from_str(&text, Format::of(path, &text), path, substrate)
     }
 
     /// Save as `.toml` or `.json` (by extension), atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let text = if path.extension().is_some_and(|e| e == "json") {
-            serde_json::to_string_pretty(self).expect("network serialises")
-        } else {
-            toml::to_string(self).map_err(|e| Error::Parse {
+        let text = match Format::of(path, "") {
+            Format::Json => serde_json::to_string_pretty(self).map_err(|e| Error::Parse {
                 path: path.to_path_buf(),
+                format: "JSON",
                 message: e.to_string(),
-            })?
+            })?,
+            Format::Toml => toml::to_string(self).map_err(|e| Error::Parse {
+                path: path.to_path_buf(),
+                format: "TOML",
+                message: e.to_string(),
+            })?,
         };
         crate::io::write_atomic(path, text.as_bytes())
+    }
+}
+
+/// The shapes of a convolution's source and target; an error when one has none.
+fn conv_shapes(
+    pr: &Projection,
+    src: &Population,
+    tgt: &Population,
+) -> Result<([usize; 3], [usize; 3])> {
+    match (src.shape, tgt.shape) {
+        (Some(a), Some(b)) => Ok((a, b)),
+        _ => Err(Error::network(
+            format!("projection '{}'", projection_name(pr)),
+            format!(
+                "a conv2d projection needs a shape on '{}' and '{}'",
+                src.name, tgt.name
+            ),
+        )),
+    }
+}
+
+/// A text format of network, substrate and spike files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// TOML.
+    Toml,
+    /// JSON.
+    Json,
+}
+
+impl Format {
+    /// From the extension (`.json`/`.toml`, any case); otherwise from the content (JSON
+    /// starts with `{`).
+    pub fn of(path: &Path, text: &str) -> Format {
+        match path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("json") => Format::Json,
+            Some("toml") => Format::Toml,
+            _ if text.trim_start().starts_with('{') => Format::Json,
+            _ => Format::Toml,
+        }
+    }
+
+    /// Parse `text` as this format; JSON objects with a key given twice are refused.
+    pub fn parse<T: serde::de::DeserializeOwned>(self, text: &str, path: &Path) -> Result<T> {
+        let err = |format, message: String| Error::Parse {
+            path: path.to_path_buf(),
+            format,
+            message,
+        };
+        match self {
+            Format::Toml => toml::from_str(text).map_err(|e| err("TOML", e.to_string())),
+            Format::Json => {
+                crate::io::reject_duplicate_json_keys(text).map_err(|m| err("JSON", m))?;
+                serde_json::from_str(text).map_err(|e| err("JSON", e.to_string()))
+            }
+        }
     }
 }
 
@@ -625,6 +776,12 @@ impl NetworkBuilder {
                 projections: Vec::new(),
             },
         }
+    }
+
+    /// Set the time steps of one run.
+    pub fn with_steps(mut self, steps: u32) -> Self {
+        self.net.steps = steps;
+        self
     }
 
     fn last(&self) -> String {
@@ -713,7 +870,12 @@ impl NetworkBuilder {
             .last()
             .and_then(|p| p.shape)
             .unwrap_or([1, 0, 0]);
-        let o = |n: usize| ((n + 2 * padding).saturating_sub(kernel)) / stride.max(1) + 1;
+        // Sizes that overflow become 0: validation then names the layer.
+        let o = |n: usize| {
+            n.checked_add(padding.saturating_mul(2))
+                .and_then(|m| m.checked_sub(kernel))
+                .map_or(0, |m| m / stride.max(1) + 1)
+        };
         let shape = [out_channels, o(h), o(w)];
         self = self.population(name, shape.iter().product(), PopulationKind::Lif, params);
         self.net.populations.last_mut().unwrap().shape = Some(shape);

@@ -60,8 +60,10 @@ impl Default for NeuronParams {
 }
 
 impl NeuronParams {
-    /// Check ranges: finite values, positive time constants, reset below threshold.
-    pub fn validate(&self, owner: &str, dt: f32) -> Result<()> {
+    /// Check ranges: finite values, positive time constants, time constants of at least one
+    /// step under forward Euler (`dt` is the substrate's `dt_us`), and for spiking neurons a
+    /// reset below the threshold (a reset at or above it would fire on every step).
+    pub fn validate(&self, owner: &str, dt: f32, spiking: bool) -> Result<()> {
         check_range(owner, "tau_mem", self.tau_mem as f64, 1e-6, 1e9)?;
         check_range(owner, "tau_syn", self.tau_syn as f64, 1e-6, 1e9)?;
         check_range(owner, "v_leak", self.v_leak as f64, -1e9, 1e9)?;
@@ -70,8 +72,31 @@ impl NeuronParams {
         check_range(owner, "refractory", self.refractory as f64, 0.0, 1e9)?;
         if self.integration == Integration::Euler {
             // Forward Euler is unstable (oscillates) once dt exceeds a time constant.
-            check_range(owner, "tau_mem", self.tau_mem as f64, dt as f64, 1e9)?;
-            check_range(owner, "tau_syn", self.tau_syn as f64, dt as f64, 1e9)?;
+            for (name, tau) in [("tau_mem", self.tau_mem), ("tau_syn", self.tau_syn)] {
+                if tau < dt {
+                    return Err(crate::error::Error::Parameter {
+                        owner: owner.to_string(),
+                        name: name.into(),
+                        value: tau as f64,
+                        reason: format!(
+                            "forward Euler needs time constants of at least the substrate's \
+                             time step dt_us = {dt} µs; lower dt_us or use \
+                             integration = \"exponential\""
+                        ),
+                    });
+                }
+            }
+        }
+        if spiking && self.v_reset >= self.v_th {
+            return Err(crate::error::Error::Parameter {
+                owner: owner.to_string(),
+                name: "v_reset".into(),
+                value: self.v_reset as f64,
+                reason: format!(
+                    "must lie below the threshold v_th = {} (the neuron would fire on every step)",
+                    self.v_th
+                ),
+            });
         }
         Ok(())
     }
@@ -285,7 +310,7 @@ mod tests {
             tau_mem: f32::NAN,
             ..Default::default()
         };
-        let e = p.validate("hidden", 1.0).unwrap_err().to_string();
+        let e = p.validate("hidden", 1.0, true).unwrap_err().to_string();
         assert!(
             e.contains("tau_mem") && e.contains("hidden") && e.contains("finite"),
             "{e}"
@@ -295,9 +320,27 @@ mod tests {
             ..Default::default()
         };
         assert!(p
-            .validate("h", 1.0)
+            .validate("h", 1.0, true)
             .unwrap_err()
             .to_string()
             .contains("tau_syn"));
+        let p = NeuronParams {
+            v_reset: 1.5,
+            ..Default::default()
+        };
+        let e = p.validate("h", 1.0, true).unwrap_err().to_string();
+        assert!(
+            e.contains("v_reset") && e.contains("1.5") && e.contains("v_th = 1"),
+            "{e}"
+        );
+        assert!(
+            p.validate("readout", 1.0, false).is_ok(),
+            "a readout does not fire"
+        );
+        let e = NeuronParams::default()
+            .validate("h", 100.0, true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tau_mem") && e.contains("dt_us = 100"), "{e}");
     }
 }

@@ -81,6 +81,8 @@ pub struct Partition {
     pub spanning_circuits: usize,
     /// External inputs.
     pub sources: Vec<Source>,
+    /// Synapses onto this partition's neurons.
+    pub synapse_count: usize,
 }
 
 impl Partition {
@@ -163,7 +165,9 @@ impl Plan {
     /// Partition `network` (validated, weights drawn) for `substrate`.
     pub fn new(network: &Network, substrate: &Substrate, opts: &PartitionOptions) -> Result<Plan> {
         substrate.validate()?;
+        network.check(substrate)?;
         let npop = network.populations.len();
+        let ends = network.all_endpoints()?;
         // Circuits per logical neuron, and rows, per population.
         let mut circuits = vec![0usize; npop];
         let mut rows = vec![0usize; npop];
@@ -173,7 +177,7 @@ impl Plan {
             if pop.kind == PopulationKind::Input {
                 continue;
             }
-            let (r, fan_in) = network.rows_needed(p, substrate);
+            let (r, fan_in) = network.rows_needed(p, substrate)?;
             rows[p] = r;
             circuits[p] = substrate
                 .circuits_for_rows(r)
@@ -187,15 +191,14 @@ impl Plan {
         }
         let total = substrate.circuits();
         let mut self_loop = vec![false; npop];
-        for p in 0..network.projections.len() {
-            let (s, t) = network.endpoints(p);
+        for &(s, t) in &ends {
             if s == t {
                 self_loop[s] = true;
             }
         }
         // Units in topological order.
         let mut units = Vec::new();
-        for comp in network.components() {
+        for comp in network.components()? {
             if network.populations[comp[0]].kind == PopulationKind::Input {
                 continue;
             }
@@ -233,15 +236,35 @@ impl Plan {
             let p = comp[0];
             let size = network.populations[p].size;
             let per = total / circuits[p];
-            let mut pieces = size.div_ceil(per);
-            // More pieces while a piece reads more input channels than one run may.
+            // More pieces while a piece reads more input channels than one run may: the
+            // fewest that fit, found by doubling and then bisecting (each test scans the
+            // layer's synapses once).
             let limit = substrate.channels_per_run();
-            while pieces < size
-                && split_range(size, pieces)
-                    .iter()
-                    .any(|&(o, l)| channels_of(network, p, o..o + l) > limit)
-            {
-                pieces += 1;
+            let fits = |pieces: usize| -> Result<bool> {
+                for (o, l) in split_range(size, pieces) {
+                    if channels_of(network, &ends, p, o..o + l)? > limit {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            };
+            let mut pieces = size.div_ceil(per);
+            if !fits(pieces)? {
+                let mut lo = pieces;
+                let mut hi = (pieces * 2).min(size);
+                while hi < size && !fits(hi)? {
+                    lo = hi;
+                    hi = (hi * 2).min(size);
+                }
+                while hi - lo > 1 {
+                    let mid = lo + (hi - lo) / 2;
+                    if fits(mid)? {
+                        hi = mid;
+                    } else {
+                        lo = mid;
+                    }
+                }
+                pieces = hi;
             }
             for (offset, len) in split_range(size, pieces) {
                 units.push(Unit {
@@ -273,14 +296,13 @@ impl Plan {
                 owner[r.population].push((r.range(), id));
             }
         }
-        let delays = network.effective_delays();
+        let delays = network.effective_delays()?;
         let mut partitions = Vec::with_capacity(groups.len());
         for (id, (ranges, used, _)) in groups.into_iter().enumerate() {
             // Stages: a range follows every range of this partition it receives from with delay 0.
             let mut stage = vec![0usize; ranges.len()];
             for (j, rj) in ranges.iter().enumerate() {
-                for (pi, &d) in delays.iter().enumerate() {
-                    let (s, t) = network.endpoints(pi);
+                for (&d, &(s, t)) in delays.iter().zip(&ends) {
                     if t != rj.population || d != 0 {
                         continue;
                     }
@@ -320,17 +342,37 @@ impl Plan {
                 .filter(|p| p.circuits_per_neuron.is_multiple_of(h))
                 .map(|p| p.circuits_per_neuron * p.neurons.size)
                 .sum();
-            let sources = sources_of(network, &parts, &owner, id);
+            let (sources, synapse_count) = sources_of(network, &ends, &parts, &owner, id)?;
             let channels: usize = sources.iter().map(|s| s.channels).sum();
             if channels > substrate.channels_per_run() {
+                let by_field = substrate.input_channels_per_run != 0
+                    && substrate.input_channels_per_run < substrate.addressable_sources();
                 return Err(Error::InputSourcesExceeded {
                     population: parts
                         .iter()
-                        .map(|p| network.populations[p.neurons.population].name.clone())
+                        .map(|p| {
+                            let r = &p.neurons;
+                            format!(
+                                "{}[{}..{}]",
+                                network.populations[r.population].name,
+                                r.offset,
+                                r.offset + r.size
+                            )
+                        })
                         .collect::<Vec<_>>()
                         .join(", "),
                     needed: channels,
                     available: substrate.channels_per_run(),
+                    limit: if by_field {
+                        format!(
+                            "the substrate's input_channels_per_run = {}",
+                            substrate.input_channels_per_run
+                        )
+                    } else {
+                        "the substrate's synapse-row addressing (hemispheres x \
+                         synapse_rows_per_hemisphere x sources_per_row / rows_per_signed_input)"
+                            .to_string()
+                    },
                 });
             }
             partitions.push(Partition {
@@ -339,6 +381,7 @@ impl Plan {
                 circuits_used: used,
                 spanning_circuits,
                 sources,
+                synapse_count,
             });
         }
         Ok(Plan {
@@ -364,11 +407,15 @@ pub fn split_range(n: usize, pieces: usize) -> Vec<(usize, usize)> {
 }
 
 /// Distinct source neurons that neurons `range` of population `pop` read.
-fn channels_of(network: &Network, pop: PopulationId, range: Range<usize>) -> usize {
+fn channels_of(
+    network: &Network,
+    ends: &[(PopulationId, PopulationId)],
+    pop: PopulationId,
+    range: Range<usize>,
+) -> Result<usize> {
     let mut seen: Vec<Vec<bool>> = vec![Vec::new(); network.populations.len()];
     let mut count = 0;
-    for p in 0..network.projections.len() {
-        let (s, t) = network.endpoints(p);
+    for (p, &(s, t)) in ends.iter().enumerate() {
         if t != pop || s == pop {
             continue;
         }
@@ -381,22 +428,23 @@ fn channels_of(network: &Network, pop: PopulationId, range: Range<usize>) -> usi
                 mask[pre] = true;
                 count += 1;
             }
-        });
+        })?;
     }
-    count
+    Ok(count)
 }
 
 fn sources_of(
     network: &Network,
+    ends: &[(PopulationId, PopulationId)],
     parts: &[PlacedRange],
     owner: &[Vec<(Range<usize>, usize)>],
     me: usize,
-) -> Vec<Source> {
+) -> Result<(Vec<Source>, usize)> {
     let npop = network.populations.len();
     let mut needed: Vec<Vec<bool>> = vec![Vec::new(); npop];
+    let mut synapses = 0;
     for part in parts {
-        for p in 0..network.projections.len() {
-            let (s, t) = network.endpoints(p);
+        for (p, &(s, t)) in ends.iter().enumerate() {
             if t != part.neurons.population {
                 continue;
             }
@@ -404,7 +452,10 @@ fn sources_of(
             if mask.is_empty() {
                 mask.resize(network.populations[s].size, false);
             }
-            network.for_each_synapse_index(p, part.neurons.range(), |pre, _, _| mask[pre] = true);
+            network.for_each_synapse_index(p, part.neurons.range(), |pre, _, _| {
+                mask[pre] = true;
+                synapses += 1;
+            })?;
         }
     }
     let mut out = Vec::new();
@@ -434,7 +485,7 @@ fn sources_of(
             }
         }
     }
-    out
+    Ok((out, synapses))
 }
 
 #[cfg(test)]

@@ -1,14 +1,11 @@
-//! Human- and machine-readable views of a plan: the text `neuropart plan` prints, the same as
-//! JSON, and a PNG of the placement on the chip (like the paper's Fig. 3B). Presentation only.
+//! Human- and machine-readable views of a plan: the text `neuropart plan` prints and the same
+//! as JSON (the placement drawing is [`crate::plot::placement`]). Presentation only.
 
-use crate::draw::{lighten, Canvas, PALETTE};
-use crate::error::Result;
 use crate::network::Network;
 use crate::partition::{Origin, Plan};
 use crate::schedule::Schedule;
 use serde::Serialize;
 use std::fmt::Write as _;
-use std::path::Path;
 
 /// One placed range, by name.
 #[derive(Clone, Debug, Serialize)]
@@ -74,7 +71,8 @@ pub struct PlanReport {
 
 impl PlanReport {
     /// Build the report.
-    pub fn new(network: &Network, plan: &Plan, schedule: &Schedule, chips: usize) -> Self {
+    pub fn new(network: &Network, plan: &Plan, schedule: &Schedule) -> Self {
+        let chips = schedule.chips;
         let name = |p: usize| network.populations[p].name.clone();
         let partitions = plan
             .partitions
@@ -183,8 +181,9 @@ impl PlanReport {
         };
         let _ = writeln!(
             s,
-            "rounds ({:?}: up to {width} partition{} at the same time): {} rounds: {listed}",
-            sch.mode,
+            "rounds ({} chip{}: up to {width} partition{} at the same time): {} rounds: {listed}",
+            sch.chips,
+            if sch.chips == 1 { "" } else { "s" },
             if width == 1 { "" } else { "s" },
             sch.rounds.len(),
         );
@@ -220,93 +219,4 @@ pub fn id_ranges(ids: &[usize]) -> String {
         k = e + 1;
     }
     format!("[{}]", parts.join(", "))
-}
-
-/// Draw each partition's placement on the chip: synapse array above and below, the
-/// neuron-circuit rows between, one colour per population, alternating shades per logical
-/// neuron, shaded synapse rows in use.
-pub fn draw_placement(network: &Network, plan: &Plan, path: &Path) -> Result<()> {
-    let sub = &plan.substrate;
-    let cols = sub.circuits_per_hemisphere as i64;
-    let cw = (900 / cols).clamp(1, 4);
-    let rows = sub.synapse_rows_per_hemisphere as i64;
-    let rh = 64.max(rows / 4).min(rows);
-    let row_scale = rows as f64 / rh as f64;
-    let nh = sub.hemispheres as i64;
-    let arrays_h = rh * nh.min(2);
-    let panel_h = 26 + arrays_h + nh * 14 + 12;
-    let width = 20 + cols * cw + 20;
-    let n = plan.partitions.len() as i64;
-    let mut cv = Canvas::new(width as u32, (panel_h * n + 10) as u32);
-    for (pi, part) in plan.partitions.iter().enumerate() {
-        let y0 = pi as i64 * panel_h + 6;
-        let names: Vec<String> = part
-            .parts
-            .iter()
-            .map(|r| {
-                format!(
-                    "{}[{}..{}] x{}c",
-                    network.populations[r.neurons.population].name,
-                    r.neurons.offset,
-                    r.neurons.offset + r.neurons.size,
-                    r.circuits_per_neuron
-                )
-            })
-            .collect();
-        let fan: usize = part.channel_count();
-        cv.text(
-            20,
-            y0,
-            &format!("run {}: {}  <- {} inputs", part.id, names.join(" "), fan),
-            1,
-            [0, 0, 0],
-        );
-        // Which circuit holds which (part, neuron).
-        let mut owner: Vec<Option<(usize, usize)>> = vec![None; sub.circuits()];
-        for (k, r) in part.parts.iter().enumerate() {
-            for j in 0..r.neurons.size {
-                for c in part.circuit_of(sub, k, j) {
-                    if c < owner.len() {
-                        owner[c] = Some((k, j));
-                    }
-                }
-            }
-        }
-        let top = y0 + 14;
-        for h in 0..nh {
-            // Array of hemisphere 0 above its neuron row, of hemisphere 1 below its row.
-            let row_y = top + rh + h * 14 + 2;
-            let array_y = if h == 0 { top } else { top + rh + nh * 14 + 4 };
-            for col in 0..cols {
-                let c = (h * cols + col) as usize;
-                let x = 20 + col * cw;
-                if let Some((k, j)) = owner[c] {
-                    let r = &part.parts[k];
-                    let base = PALETTE[r.neurons.population % PALETTE.len()];
-                    let colour = if j % 2 == 0 {
-                        base
-                    } else {
-                        lighten(base, 0.45)
-                    };
-                    cv.rect(x, row_y, cw, 12, colour);
-                    let used = r.rows_per_neuron.div_ceil(r.circuits_per_neuron) as f64;
-                    let used_px = (used / row_scale).ceil() as i64;
-                    if h < 2 {
-                        let (ya, hgt) = if h == 0 {
-                            (array_y + rh - used_px, used_px)
-                        } else {
-                            (array_y, used_px)
-                        };
-                        cv.rect(x, ya, cw, hgt, lighten(base, 0.6));
-                    }
-                } else {
-                    cv.rect(x, row_y, cw, 12, [235, 235, 235]);
-                }
-            }
-            if h < 2 {
-                cv.frame(19, array_y - 1, cols * cw + 2, rh + 2, [120, 120, 120]);
-            }
-        }
-    }
-    cv.save(path)
 }

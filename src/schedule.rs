@@ -6,39 +6,6 @@
 use crate::partition::{Origin, Plan};
 use serde::Serialize;
 
-/// How partitions share the hardware.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// One substrate, reused for every partition in turn.
-    Sequential,
-    /// Up to `n` partitions of a wave at once, on `n` substrates.
-    Concurrent(usize),
-}
-
-impl Mode {
-    /// `Sequential` for one chip, `Concurrent(n)` otherwise.
-    pub fn for_chips(chips: usize) -> Mode {
-        if chips <= 1 {
-            Mode::Sequential
-        } else {
-            Mode::Concurrent(chips)
-        }
-    }
-
-    /// Chips: partitions that may run at the same time.
-    pub fn chips(self) -> usize {
-        self.width()
-    }
-
-    fn width(self) -> usize {
-        match self {
-            Mode::Sequential => 1,
-            Mode::Concurrent(n) => n.max(1),
-        }
-    }
-}
-
 /// What running a schedule costs on real hardware, per batch entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CostReport {
@@ -57,8 +24,8 @@ pub struct CostReport {
 /// Partitions ordered into waves and rounds.
 #[derive(Clone, Debug, Serialize)]
 pub struct Schedule {
-    /// How the hardware is shared.
-    pub mode: Mode,
+    /// Chips: partitions that may run at the same time (1: sequential emulation).
+    pub chips: usize,
     /// Waves: every partition's dependencies lie in earlier waves.
     pub waves: Vec<Vec<usize>>,
     /// Rounds: partitions that run at the same time (a wave split by the number of chips).
@@ -68,14 +35,15 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// Schedule `plan` for `mode`.
-    pub fn new(plan: &Plan, mode: Mode) -> Schedule {
+    /// Schedule `plan` for `chips` chips (at least 1).
+    pub fn new(plan: &Plan, chips: usize) -> Schedule {
+        let chips = chips.max(1);
         let n = plan.partitions.len();
         let mut level = vec![0usize; n];
         // Partition ids are already topological, so one pass fixes every level.
         for p in &plan.partitions {
             for d in p.dependencies() {
-                assert!(d < p.id, "partition ids must be topological");
+                debug_assert!(d < p.id, "partition ids are topological (Plan::new)");
                 level[p.id] = level[p.id].max(level[d] + 1);
             }
         }
@@ -86,7 +54,7 @@ impl Schedule {
         }
         let rounds: Vec<Vec<usize>> = waves
             .iter()
-            .flat_map(|w| w.chunks(mode.width()).map(|c| c.to_vec()))
+            .flat_map(|w| w.chunks(chips).map(|c| c.to_vec()))
             .collect();
         // Recorded once even if several partitions replay it: mark the spans actually read.
         let mut read: Vec<Vec<bool>> = Vec::new();
@@ -118,7 +86,7 @@ impl Schedule {
             host_input_channels: host,
         };
         Schedule {
-            mode,
+            chips,
             waves,
             rounds,
             cost,

@@ -7,6 +7,7 @@
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -104,28 +105,55 @@ impl SpikeTrains {
         c
     }
 
-    /// Check indices against `neurons` and `steps`, and the ordering.
+    /// Check indices against `neurons` and `steps`, the ordering, and that no neuron spikes
+    /// twice in one step (a neuron or input channel carries at most one spike per step;
+    /// duplicate events are refused, not summed).
     pub fn validate(&self) -> Result<()> {
         if self.offsets.first() != Some(&0)
-            || *self.offsets.last().unwrap() as usize != self.events.len()
+            || *self.offsets.last().unwrap_or(&0) as usize != self.events.len()
             || self.offsets.windows(2).any(|w| w[0] > w[1])
         {
-            return Err(Error::InvalidInput("offsets are not monotone".into()));
+            return Err(Error::input(
+                "spike trains",
+                format!(
+                    "offsets are not monotone from 0 to the {} events",
+                    self.events.len()
+                ),
+            ));
         }
         for s in 0..self.samples() {
             let ev = self.sample(s);
             for e in ev {
                 if e.neuron as usize >= self.neurons || e.step >= self.steps {
-                    return Err(Error::InvalidInput(format!(
-                        "sample {s}: spike at step {} of neuron {} is outside {} steps x {} neurons",
-                        e.step, e.neuron, self.steps, self.neurons
-                    )));
+                    return Err(Error::input(
+                        format!("sample {s}"),
+                        format!(
+                            "spike at step {} of neuron {} is outside {} steps x {} neurons",
+                            e.step, e.neuron, self.steps, self.neurons
+                        ),
+                    ));
                 }
             }
-            if ev.windows(2).any(|w| w[0] > w[1]) {
-                return Err(Error::InvalidInput(format!(
-                    "sample {s}: events not sorted"
-                )));
+            for w in ev.windows(2) {
+                if w[0] > w[1] {
+                    return Err(Error::input(
+                        format!("sample {s}"),
+                        format!(
+                            "events not sorted: ({}, {}) before ({}, {})",
+                            w[0].step, w[0].neuron, w[1].step, w[1].neuron
+                        ),
+                    ));
+                }
+                if w[0] == w[1] {
+                    return Err(Error::input(
+                        format!("sample {s}"),
+                        format!(
+                            "neuron {} spikes twice at step {}; at most one spike per neuron \
+                             and step",
+                            w[0].neuron, w[0].step
+                        ),
+                    ));
+                }
             }
         }
         Ok(())
@@ -354,17 +382,35 @@ fn merge_pieces(
     }
 }
 
-/// Spike file format (JSON): per population name, per sample, a list of `[step, neuron]`.
+/// Spike file format (JSON): per population name, per sample, a list of `[step, neuron]`;
+/// what `neuropart run` writes adds, per readout population, the scores (maximum over time of
+/// the membrane) and the predicted class per sample, and with `--membranes` every
+/// population's membrane `[sample][step][neuron]`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpikeFile {
     /// Time steps (must match the network's).
     pub steps: u32,
     /// Per population: per sample, the `[step, neuron]` pairs.
-    pub populations: std::collections::BTreeMap<String, Vec<Vec<[u32; 2]>>>,
+    pub populations: BTreeMap<String, Vec<Vec<[u32; 2]>>>,
+    /// Per readout population: per sample, each neuron's maximum membrane over the run.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scores: BTreeMap<String, Vec<Vec<f32>>>,
+    /// Per readout population: per sample, the neuron with the highest score.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub predicted: BTreeMap<String, Vec<usize>>,
+    /// Per population: per sample, per step, each neuron's membrane (before reset).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub membranes: BTreeMap<String, Vec<Vec<Vec<f32>>>>,
 }
 
 impl SpikeFile {
+    /// Read a spike file (JSON; a key given twice is an error).
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        crate::network::Format::Json.parse(&text, path)
+    }
+
     /// Convert one population's trains to the file form.
     pub fn trains_to_lists(t: &SpikeTrains) -> Vec<Vec<[u32; 2]>> {
         (0..t.samples())
@@ -421,6 +467,12 @@ mod tests {
         assert_eq!(t.counts()[..4], [0, 1, 1, 0]);
         let bad = SpikeTrains::from_samples(4, 10, vec![vec![ev(10, 0)]]);
         assert!(bad.validate().unwrap_err().to_string().contains("step 10"));
+        let twice = SpikeTrains::from_samples(4, 10, vec![vec![], vec![ev(3, 2), ev(3, 2)]]);
+        let e = twice.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("sample 1") && e.contains("neuron 2 spikes twice at step 3"),
+            "{e}"
+        );
         // 8 bytes per event, no per-neuron storage.
         assert_eq!(std::mem::size_of::<SpikeEvent>(), 8);
     }

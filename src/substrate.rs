@@ -6,6 +6,7 @@
 //! hemisphere, 6-bit weights, signed inputs on two rows, 8-bit CADC readout.
 
 use crate::error::{Error, Result};
+use crate::network::Format;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -104,14 +105,21 @@ impl Substrate {
     pub fn circuits_for_rows(&self, rows: usize) -> Option<usize> {
         let mut c = rows.div_ceil(self.rows_per_circuit()).max(1);
         if self.power_of_two_neurons {
-            c = c.next_power_of_two();
+            c = c.checked_next_power_of_two()?;
         }
         (c <= self.max_circuits_per_neuron.min(self.circuits())).then_some(c)
     }
 
-    /// Check that every count is positive and consistent.
+    /// Check that every count is positive, within what the emulator can represent, and
+    /// consistent (products computed with checked arithmetic: an absurd size is an error
+    /// naming the fields, never a wrapped number).
     pub fn validate(&self) -> Result<()> {
-        let positive = [
+        let err = |field: &str, problem: String| Error::Substrate {
+            field: field.into(),
+            problem,
+        };
+        const MAX: usize = 1 << 24;
+        let counts = [
             ("hemispheres", self.hemispheres),
             ("circuits_per_hemisphere", self.circuits_per_hemisphere),
             (
@@ -122,66 +130,83 @@ impl Substrate {
             ("rows_per_signed_input", self.rows_per_signed_input),
             ("max_circuits_per_neuron", self.max_circuits_per_neuron),
         ];
-        for (name, v) in positive {
-            if v == 0 {
-                return Err(Error::InvalidSubstrate(format!(
-                    "{name} must be at least 1"
-                )));
+        for (name, v) in counts {
+            if v == 0 || v > MAX {
+                return Err(err(name, format!("{v}; must lie in 1..={MAX}")));
             }
         }
-        if self.rows_per_signed_input > self.synapse_rows_per_hemisphere {
-            return Err(Error::InvalidSubstrate(format!(
-                "rows_per_signed_input ({}) exceeds synapse_rows_per_hemisphere ({})",
-                self.rows_per_signed_input, self.synapse_rows_per_hemisphere
-            )));
+        let circuits = self
+            .hemispheres
+            .checked_mul(self.circuits_per_hemisphere)
+            .filter(|&c| c <= MAX);
+        if circuits.is_none() {
+            return Err(err(
+                "hemispheres x circuits_per_hemisphere",
+                format!(
+                    "{} x {} circuits; a chip has at most {MAX}",
+                    self.hemispheres, self.circuits_per_hemisphere
+                ),
+            ));
         }
-        if self.weight_max < 1 {
-            return Err(Error::InvalidSubstrate(
-                "weight_max must be at least 1".into(),
+        let sources = self
+            .hemispheres
+            .checked_mul(self.synapse_rows_per_hemisphere)
+            .and_then(|x| x.checked_mul(self.sources_per_row))
+            .filter(|&x| x <= u32::MAX as usize);
+        if sources.is_none() {
+            return Err(err(
+                "hemispheres x synapse_rows_per_hemisphere x sources_per_row",
+                format!(
+                    "{} x {} x {} addressable sources exceed 2^32",
+                    self.hemispheres, self.synapse_rows_per_hemisphere, self.sources_per_row
+                ),
+            ));
+        }
+        if self.rows_per_signed_input > self.synapse_rows_per_hemisphere {
+            return Err(err(
+                "rows_per_signed_input",
+                format!(
+                    "{} exceeds synapse_rows_per_hemisphere ({})",
+                    self.rows_per_signed_input, self.synapse_rows_per_hemisphere
+                ),
+            ));
+        }
+        if !(1..=1 << 20).contains(&self.weight_max) {
+            return Err(err(
+                "weight_max",
+                format!("{}; must lie in 1..={}", self.weight_max, 1 << 20),
             ));
         }
         if !(1..=16).contains(&self.readout_bits) {
-            return Err(Error::InvalidSubstrate(format!(
-                "readout_bits must lie in 1..=16, got {}",
-                self.readout_bits
-            )));
+            return Err(err(
+                "readout_bits",
+                format!("{}; must lie in 1..=16", self.readout_bits),
+            ));
         }
         crate::error::check_range(&self.name, "dt_us", self.dt_us as f64, 1e-6, 1e6)
     }
 
-    /// Parse a substrate from TOML; fields left out keep their BSS-2 defaults.
-    pub fn from_toml_str(text: &str, path: &Path) -> Result<Self> {
-        let s: Substrate = toml::from_str(text).map_err(|e| Error::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        s.validate()?;
+    /// Parse a substrate from TOML (or JSON, see [`Format`]); fields left out keep their
+    /// BSS-2 defaults. `path` names the text in errors.
+    pub fn from_str(text: &str, format: Format, path: &Path) -> Result<Self> {
+        let s: Substrate = format.parse(text, path)?;
+        s.validate().map_err(|e| e.in_file(path))?;
         Ok(s)
     }
 
-    /// Load a substrate from a TOML file.
+    /// Load a substrate from a TOML (or JSON) file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::from_toml_str(&text, path)
+        Self::from_str(&text, Format::of(path, &text), path)
     }
-}
 
-/// A system of identical chips that can run independent partitions at the same time.
-#[derive(Clone, Debug, PartialEq)]
-pub struct System {
-    /// The chip.
-    pub substrate: Substrate,
-    /// How many of them (1 = sequential emulation only).
-    pub chips: usize,
-}
-
-impl System {
-    /// `chips` copies of `substrate`.
-    pub fn new(substrate: Substrate, chips: usize) -> Self {
-        System {
-            substrate,
-            chips: chips.max(1),
-        }
+    /// Save as TOML (or JSON, by extension), atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = match Format::of(path, "") {
+            Format::Json => serde_json::to_string_pretty(self).expect("plain data serialises"),
+            Format::Toml => toml::to_string(self).expect("plain data serialises"),
+        };
+        crate::io::write_atomic(path, text.as_bytes())
     }
 }
 
@@ -205,13 +230,19 @@ mod tests {
 
     #[test]
     fn toml_overrides_keep_defaults() {
-        let s = Substrate::from_toml_str("circuits_per_hemisphere = 1024\n", Path::new("x.toml"))
-            .unwrap();
+        let s = Substrate::from_str(
+            "circuits_per_hemisphere = 1024\n",
+            Format::Toml,
+            Path::new("x.toml"),
+        )
+        .unwrap();
         assert_eq!(s.circuits(), 2048);
         assert_eq!(s.synapse_rows_per_hemisphere, 256);
-        let err = Substrate::from_toml_str("hemispheres = 0\n", Path::new("x.toml")).unwrap_err();
+        let err = Substrate::from_str("hemispheres = 0\n", Format::Toml, Path::new("x.toml"))
+            .unwrap_err();
         assert!(err.to_string().contains("hemispheres"), "{err}");
-        let err = Substrate::from_toml_str("bogus = 1\n", Path::new("x.toml")).unwrap_err();
+        let err =
+            Substrate::from_str("bogus = 1\n", Format::Toml, Path::new("x.toml")).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
     }
 }

@@ -4,12 +4,12 @@ mod common;
 
 #[allow(unused_imports)]
 use common::*;
-use neuropart::analog::{AnalogConfig, Mode};
 use neuropart::prelude::*;
+use neuropart::{AnalogConfig, Mode};
 
 fn mnist(mode: Mode, config: AnalogConfig) -> Executor {
     let sub = Substrate::bss2();
-    let mut net = neuropart::network::mnist_network(4).build(&sub).unwrap();
+    let mut net = neuropart::mnist_network(4).build(&sub).unwrap();
     // Excitatory enough that hidden neurons spike a few times per sample.
     for w in &mut net.projections[0].weights {
         *w = 0.2 * w.abs();
@@ -50,7 +50,7 @@ fn modes_select_partitions_and_placement_decides_variation() {
 
 #[test]
 fn emulation_is_reproducible_and_changes_the_result() {
-    let inputs = |e: &Executor| neuropart::bench::random_inputs(e, 20, 0.19, 3);
+    let inputs = |e: &Executor| neuropart::bench::random_inputs(e, 20, 0.19, 3).unwrap();
     let a = mnist(Mode::Emulated, AnalogConfig::default());
     let b = mnist(Mode::Emulated, AnalogConfig::default());
     let ra = a
@@ -94,7 +94,7 @@ fn emulation_is_reproducible_and_changes_the_result() {
     assert!(on_grid(ra.membrane[2].as_ref().unwrap()));
     assert!(!on_grid(ri.membrane[2].as_ref().unwrap()));
     // Close to ideal, but not equal: a few percent of variation change some spikes, not most.
-    let count = |r: &neuropart::executor::Execution| r.spikes.get(1).unwrap().len() as f64;
+    let count = |r: &neuropart::Execution| r.spikes.get(1).unwrap().len() as f64;
     let (ce, ci) = (count(&ra), count(&ri));
     assert!(ci > 20.0 * 10.0, "hidden layer active: {ci} spikes");
     assert!(
@@ -107,7 +107,7 @@ fn emulation_is_reproducible_and_changes_the_result() {
 #[test]
 fn bad_analog_parameters_are_rejected() {
     let sub = Substrate::bss2();
-    let net = neuropart::network::mnist_network(4).build(&sub).unwrap();
+    let net = neuropart::mnist_network(4).build(&sub).unwrap();
     let cfg = AnalogConfig {
         membrane_noise: f32::NAN,
         ..Default::default()
@@ -128,7 +128,7 @@ fn bad_analog_parameters_are_rejected() {
 #[test]
 fn updating_weights_equals_compiling_afresh() {
     let sub = Substrate::bss2();
-    let mut nets = vec![neuropart::network::mnist_network(8).build(&sub).unwrap()];
+    let mut nets = vec![neuropart::mnist_network(8).build(&sub).unwrap()];
     for seed in 0..6 {
         nets.push(common::random_network(seed, &common::small_substrate()));
     }
@@ -148,15 +148,15 @@ fn updating_weights_equals_compiling_afresh() {
                 mode,
             )
             .unwrap();
-            let mut rng = neuropart::rng::Rng::new(k as u64);
+            let mut rng = neuropart::Rng::new(k as u64);
             for p in &mut e.network.projections {
                 for w in &mut p.weights {
                     *w += 0.3 * rng.normal() as f32;
                 }
             }
             let mut fresh = e.clone();
-            fresh.recompile();
-            e.update_weights();
+            fresh.recompile().unwrap();
+            e.update_weights().unwrap();
             for (a, b) in e.programs.iter().zip(&fresh.programs) {
                 assert_eq!(
                     a.synapses, b.synapses,

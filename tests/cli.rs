@@ -92,7 +92,7 @@ fn run_reads_a_spike_file_and_writes_all_spikes() {
         inp.to_str().unwrap(),
     ]);
     assert!(
-        !ok && err.contains("7 steps") && err.contains("100"),
+        !ok && err.contains("in.json") && err.contains("7 steps") && err.contains("runs 100"),
         "{err}"
     );
     let _ = std::fs::remove_dir_all(dir);

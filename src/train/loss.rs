@@ -1,0 +1,33 @@
+//! The classification loss: readout score = scale × the maximum over time of the readout
+//! membrane, log-softmax, cross-entropy; shared by training and evaluation.
+
+use crate::executor::Execution;
+use crate::network::PopulationId;
+
+/// Readout scores `[sample][class]` from an execution: scale × the maximum over time of the
+/// readout membrane.
+pub fn scores(exec: &Execution, readout: PopulationId, scale: f32) -> Vec<f32> {
+    exec.peak[readout]
+        .as_ref()
+        .expect("readout maxima are recorded")
+        .iter()
+        .map(|v| v * scale)
+        .collect()
+}
+
+/// `ln Σ exp(v)`, computed stably (shifted by the maximum).
+pub fn log_sum_exp(v: &[f32]) -> f32 {
+    let top = v.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    top + v.iter().map(|x| (x - top).exp()).sum::<f32>().ln()
+}
+
+/// Index of the largest score.
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (k, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = k;
+        }
+    }
+    best
+}

@@ -1,0 +1,598 @@
+//! Surrogate-gradient training through time, hardware-in-the-loop style: the forward pass runs
+//! on the emulator (any backend, partition by partition, spikes replayed) and records the
+//! observables — spikes and membranes of every population; the backward pass ([`backward`])
+//! recomputes the model's gradients from those observables on the host, with the SuperSpike
+//! surrogate; the loss ([`loss`]) is the cross-entropy of the readout's maximum over time;
+//! the optimiser ([`optimiser`]) is Adam with the published schedule. This module holds the
+//! configuration and the [`Trainer`]: epochs, evaluation, checkpoints, divergence and silence
+//! checks. Feed-forward networks only.
+
+pub mod backward;
+pub mod loss;
+pub mod optimiser;
+
+pub use backward::{gradients, Topology};
+pub use loss::{argmax, log_sum_exp, scores};
+pub use optimiser::Adam;
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::executor::{Executor, Observe};
+use crate::network::{PopulationId, PopulationKind};
+use crate::spikes::SpikeTrains;
+use serde::{Deserialize, Serialize};
+
+/// Training hyper-parameters (defaults: the published MNIST set-up).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Samples per optimiser step.
+    pub batch: usize,
+    /// Adam learning rate.
+    pub lr: f32,
+    /// Learning rate factor per epoch.
+    pub lr_decay: f32,
+    /// Readout score = this × max over time of the readout membrane.
+    pub readout_scale: f32,
+    /// SuperSpike steepness α: ∂s/∂v = 1/(α|v − ϑ| + 1)².
+    pub surrogate_alpha: f32,
+    /// Weight of mean(score⁴).
+    pub reg_readout: f32,
+    /// Weight of mean((spike count)⁴) of hidden neurons, in the first epoch.
+    pub reg_spikes: f32,
+    /// Factor per epoch on `reg_spikes`.
+    pub reg_spikes_decay: f32,
+    /// Weight of mean(w⁴).
+    pub reg_weights: f32,
+    /// Random rotation augmentation.
+    pub augment: bool,
+    /// Seed of shuffling, augmentation and noise.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 10,
+            batch: 100,
+            lr: 0.002,
+            lr_decay: 0.97,
+            readout_scale: 3.0,
+            surrogate_alpha: 50.0,
+            reg_readout: 1.6e-4,
+            reg_spikes: 0.0025,
+            reg_spikes_decay: 0.985,
+            reg_weights: 0.0033,
+            augment: true,
+            seed: 1,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Check every value: an error names the option and what it must be.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(Error::option(
+                "--epochs",
+                0,
+                "at least 1 (nothing to train)",
+            ));
+        }
+        if self.batch == 0 {
+            return Err(Error::option("--batch", 0, "at least 1 sample per step"));
+        }
+        let positive = |name: &str, v: f32| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(Error::option(name, v, "a finite number above 0"))
+            }
+        };
+        let non_negative = |name: &str, v: f32| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(Error::option(name, v, "a finite number of at least 0"))
+            }
+        };
+        let factor = |name: &str, v: f32| {
+            if v.is_finite() && v > 0.0 && v <= 1.0 {
+                Ok(())
+            } else {
+                Err(Error::option(name, v, "a factor in (0, 1]"))
+            }
+        };
+        positive("--lr", self.lr)?;
+        factor("lr_decay", self.lr_decay)?;
+        positive("readout_scale", self.readout_scale)?;
+        positive("surrogate_alpha", self.surrogate_alpha)?;
+        non_negative("reg_readout", self.reg_readout)?;
+        non_negative("reg_spikes", self.reg_spikes)?;
+        factor("reg_spikes_decay", self.reg_spikes_decay)?;
+        non_negative("reg_weights", self.reg_weights)
+    }
+}
+
+/// Loss, accuracy and activity of one batch (or a sum of batches).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BatchStats {
+    /// Summed loss (cross-entropy plus regularisers) over samples.
+    pub loss: f64,
+    /// Correctly classified samples.
+    pub correct: usize,
+    /// Samples.
+    pub samples: usize,
+    /// Hidden spikes (all spiking populations) summed over samples.
+    pub hidden_spikes: f64,
+    /// Per population (indexed by id; 0 for non-spiking ones): samples in which the
+    /// population emitted no spike at all.
+    pub silent_samples: Vec<usize>,
+}
+
+impl BatchStats {
+    fn add(mut self, o: BatchStats) -> Self {
+        self.loss += o.loss;
+        self.correct += o.correct;
+        self.samples += o.samples;
+        self.hidden_spikes += o.hidden_spikes;
+        if self.silent_samples.len() < o.silent_samples.len() {
+            self.silent_samples.resize(o.silent_samples.len(), 0);
+        }
+        for (a, b) in self.silent_samples.iter_mut().zip(&o.silent_samples) {
+            *a += b;
+        }
+        self
+    }
+
+    /// Mean loss per sample.
+    pub fn mean_loss(&self) -> f64 {
+        self.loss / self.samples.max(1) as f64
+    }
+
+    /// Fraction classified correctly.
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.samples.max(1) as f64
+    }
+}
+
+/// Samples of `spikes` (one train per population) in which each spiking population of
+/// `network` emitted nothing.
+fn silent_samples(
+    network: &crate::network::Network,
+    spikes: &crate::spikes::SpikeStore,
+) -> Vec<usize> {
+    network
+        .populations
+        .iter()
+        .enumerate()
+        .map(|(p, pop)| match (pop.kind, spikes.get(p)) {
+            (PopulationKind::Lif, Some(t)) => {
+                (0..t.samples()).filter(|&s| t.sample(s).is_empty()).count()
+            }
+            _ => 0,
+        })
+        .collect()
+}
+
+/// Warnings for spiking populations that were silent for (almost) all of `stats`' samples:
+/// what usually helps, by name.
+pub fn silence_warnings(
+    network: &crate::network::Network,
+    stats: &BatchStats,
+    when: &str,
+) -> Vec<String> {
+    stats
+        .silent_samples
+        .iter()
+        .enumerate()
+        .filter(|&(_, &silent)| stats.samples > 0 && silent as f64 >= 0.99 * stats.samples as f64)
+        .map(|(p, &silent)| {
+            format!(
+                "population '{}' emitted no spikes in {silent} of {} samples {when}; gradients \
+                 cannot reach the layers before it. What usually helps: a larger initial weight \
+                 (init.mean / init.std of the projections into it), a lower threshold v_th, or a \
+                 weaker spike regulariser (reg_spikes)",
+                network.populations[p].name, stats.samples
+            )
+        })
+        .collect()
+}
+
+/// Run one batch forward on `backend` and return its statistics and gradients.
+#[allow(clippy::too_many_arguments)] // one batch's whole context; a struct would only rename it
+pub fn forward_backward<B: Backend + ?Sized>(
+    exec: &Executor,
+    topo: &Topology,
+    backend: &B,
+    inputs: &[(PopulationId, SpikeTrains)],
+    labels: &[u8],
+    cfg: &TrainConfig,
+    epoch: usize,
+    noise_seed: u32,
+) -> Result<(BatchStats, Vec<Vec<f32>>)> {
+    let out = exec.run_with_noise(backend, inputs, Observe::AllTraces, noise_seed)?;
+    let (mut stats, grads) = gradients(&exec.network, topo, &out, labels, cfg, epoch);
+    stats.silent_samples = silent_samples(&exec.network, &out.spikes);
+    Ok((stats, grads))
+}
+
+/// One epoch's record (a row of the CSV).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch (1-based).
+    pub epoch: usize,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Training accuracy (on the augmented samples, as trained).
+    pub train_accuracy: f64,
+    /// Mean test (or validation) cross-entropy.
+    pub test_loss: f64,
+    /// Test accuracy.
+    pub test_accuracy: f64,
+    /// Hidden spikes per sample.
+    pub hidden_spikes: f64,
+    /// Wall time of the epoch's training part in seconds.
+    pub seconds: f64,
+    /// Training samples per second.
+    pub samples_per_s: f64,
+}
+
+/// What a checkpoint holds: enough to continue exactly where training stopped.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Weights of every projection.
+    pub weights: Vec<Vec<f32>>,
+    /// Optimiser state.
+    pub adam: Adam,
+    /// Epochs completed.
+    pub epoch: usize,
+    /// The configuration (its seed included).
+    pub config: TrainConfig,
+    /// Per-epoch history.
+    pub history: Vec<EpochRecord>,
+    /// Time steps the network was trained with (absent in older checkpoints).
+    #[serde(default)]
+    pub steps: Option<u32>,
+}
+
+impl Checkpoint {
+    /// Read a checkpoint written by [`Trainer::save`].
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        crate::network::Format::Json.parse(&text, path)
+    }
+
+    /// Check the weights fit `network`: one array per projection, each of its length, all
+    /// finite.
+    pub fn check_weights(
+        &self,
+        network: &crate::network::Network,
+    ) -> std::result::Result<(), String> {
+        if self.weights.len() != network.projections.len() {
+            return Err(format!(
+                "{} weight arrays, the network has {} projections",
+                self.weights.len(),
+                network.projections.len()
+            ));
+        }
+        for (w, p) in self.weights.iter().zip(&network.projections) {
+            if w.len() != p.weights.len() {
+                return Err(format!(
+                    "projection '{}': {} weights, the network needs {}",
+                    p.name,
+                    w.len(),
+                    p.weights.len()
+                ));
+            }
+            if let Some(k) = w.iter().position(|x| !x.is_finite()) {
+                return Err(format!(
+                    "projection '{}': weight {k} is not finite ({})",
+                    p.name, w[k]
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Put the weights into `network` (checked first).
+    pub fn apply_weights(
+        &self,
+        network: &mut crate::network::Network,
+        path: &std::path::Path,
+    ) -> Result<()> {
+        self.check_weights(network)
+            .map_err(|problem| Error::Checkpoint {
+                path: path.to_path_buf(),
+                problem,
+            })?;
+        for (p, w) in network.projections.iter_mut().zip(&self.weights) {
+            p.weights.clone_from(w);
+        }
+        Ok(())
+    }
+}
+
+/// Training state: the executor (whose network holds the weights), the optimiser and history.
+pub struct Trainer {
+    /// The partitioned, possibly emulated network.
+    pub exec: Executor,
+    /// Its structure for the backward pass.
+    pub topo: Topology,
+    /// Optimiser.
+    pub adam: Adam,
+    /// Hyper-parameters.
+    pub cfg: TrainConfig,
+    /// Epochs completed.
+    pub epoch: usize,
+    /// History.
+    pub history: Vec<EpochRecord>,
+    /// Largest weight magnitude (the chip's range in emulated mode).
+    pub weight_limit: f32,
+}
+
+impl Trainer {
+    /// A trainer for `exec` (weights as they are); `cfg` is checked.
+    pub fn new(exec: Executor, cfg: TrainConfig) -> Result<Self> {
+        cfg.validate()?;
+        let topo = Topology::new(&exec.network, exec.plan.substrate.dt_us)?;
+        let weight_limit = match &exec.emulation {
+            Some(em) if em.config.quantise_weights => {
+                exec.plan.substrate.weight_max as f32 / em.config.weight_scale
+            }
+            _ => f32::INFINITY,
+        };
+        Ok(Trainer {
+            adam: Adam::new(&exec.network),
+            topo,
+            exec,
+            cfg,
+            epoch: 0,
+            history: Vec::new(),
+            weight_limit,
+        })
+    }
+
+    /// Train one epoch over `data`; `progress(done, total, stats so far)` after each batch.
+    /// A non-finite loss or weight stops it with [`Error::Diverged`] naming the epoch and the
+    /// batch; the weights are then not to be saved.
+    pub fn train_epoch<B: Backend + ?Sized>(
+        &mut self,
+        backend: &B,
+        data: &crate::data::Dataset,
+        mut progress: impl FnMut(usize, usize, &BatchStats),
+    ) -> Result<BatchStats> {
+        self.check_data(data)?;
+        let mut rng = crate::rng::Rng::derive(self.cfg.seed, 1_000 + self.epoch as u64);
+        let mut order: Vec<usize> = (0..data.len()).collect();
+        for k in (1..order.len()).rev() {
+            order.swap(k, rng.below(k + 1));
+        }
+        let lr = self.cfg.lr * self.cfg.lr_decay.powi(self.epoch as i32);
+        let steps = self.exec.network.steps;
+        let mut total = BatchStats::default();
+        let mut done = 0;
+        for (bi, idx) in order.chunks(self.cfg.batch).enumerate() {
+            let mut aug = crate::rng::Rng::derive(
+                self.cfg.seed ^ 0xA5A5,
+                (self.epoch * 1_000_000 + bi) as u64,
+            );
+            let spikes =
+                crate::encode::images(data, idx, steps, self.cfg.augment.then_some(&mut aug));
+            let labels: Vec<u8> = idx.iter().map(|&i| data.labels[i]).collect();
+            let noise = crate::neuron::pcg_hash(
+                (self.epoch * 1_000_003 + bi) as u32 ^ self.cfg.seed as u32,
+            );
+            let (st, g) = forward_backward(
+                &self.exec,
+                &self.topo,
+                backend,
+                &[(self.topo.input(), spikes)],
+                &labels,
+                &self.cfg,
+                self.epoch,
+                noise,
+            )?;
+            let diverged = |what: String| Error::Diverged {
+                epoch: self.epoch + 1,
+                batch: bi + 1,
+                what,
+            };
+            if !st.loss.is_finite() {
+                return Err(diverged(format!("the loss is {}", st.loss)));
+            }
+            if !self
+                .adam
+                .step(&mut self.exec.network, &g, lr, self.weight_limit)
+            {
+                return Err(diverged("a weight became non-finite".into()));
+            }
+            self.exec.update_weights()?;
+            total = total.add(st);
+            done += idx.len();
+            progress(done, data.len(), &total);
+        }
+        self.epoch += 1;
+        Ok(total)
+    }
+
+    /// An error unless `data` fits the network: images of the input population's size,
+    /// labels below the readout's size.
+    pub fn check_data(&self, data: &crate::data::Dataset) -> Result<()> {
+        let net = &self.exec.network;
+        let (input, readout) = (
+            &net.populations[self.topo.input()],
+            &net.populations[self.topo.readout()],
+        );
+        if data.image_size() != input.size {
+            return Err(Error::input(
+                format!("population '{}'", input.name),
+                format!(
+                    "has {} neurons, the data's images {} values ({:?})",
+                    input.size,
+                    data.image_size(),
+                    data.shape
+                ),
+            ));
+        }
+        if data.classes > readout.size {
+            return Err(Error::input(
+                format!("population '{}'", readout.name),
+                format!(
+                    "has {} neurons, the data {} classes (labels up to {})",
+                    readout.size,
+                    data.classes,
+                    data.classes.saturating_sub(1)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Cross-entropy and accuracy on `data` (no augmentation, no regularisers), in batches
+    /// of `batch`.
+    pub fn evaluate<B: Backend + ?Sized>(
+        &self,
+        backend: &B,
+        data: &crate::data::Dataset,
+        batch: usize,
+    ) -> Result<BatchStats> {
+        self.check_data(data)?;
+        let steps = self.exec.network.steps;
+        let r = self.topo.readout();
+        let c = self.exec.network.populations[r].size;
+        let mut total = BatchStats::default();
+        let idx: Vec<usize> = (0..data.len()).collect();
+        for (bi, chunk) in idx.chunks(batch.max(1)).enumerate() {
+            let spikes = crate::encode::images(data, chunk, steps, None);
+            let noise = crate::neuron::pcg_hash(0xE7A1 ^ bi as u32);
+            let out = self.exec.run_with_noise(
+                backend,
+                &[(self.topo.input(), spikes)],
+                Observe::Scores,
+                noise,
+            )?;
+            let sc = scores(&out, r, self.cfg.readout_scale);
+            let mut st = BatchStats {
+                silent_samples: silent_samples(&self.exec.network, &out.spikes),
+                ..Default::default()
+            };
+            for (k, &i) in chunk.iter().enumerate() {
+                let s = &sc[k * c..(k + 1) * c];
+                let y = data.labels[i] as usize;
+                let lse = log_sum_exp(s);
+                st.loss += (lse - s[y]) as f64;
+                st.correct += usize::from(argmax(s) == y);
+                st.samples += 1;
+            }
+            for (p, pop) in self.exec.network.populations.iter().enumerate() {
+                if let (PopulationKind::Lif, Some(t)) = (pop.kind, out.spikes.get(p)) {
+                    st.hidden_spikes += t.len() as f64;
+                }
+            }
+            total = total.add(st);
+        }
+        Ok(total)
+    }
+
+    /// The checkpoint of the current state.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            weights: self
+                .exec
+                .network
+                .projections
+                .iter()
+                .map(|p| p.weights.clone())
+                .collect(),
+            adam: self.adam.clone(),
+            epoch: self.epoch,
+            config: self.cfg.clone(),
+            history: self.history.clone(),
+            steps: Some(self.exec.network.steps),
+        }
+    }
+
+    /// Write the checkpoint atomically (temporary file, fsync, rename).
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        let text = serde_json::to_string(&self.checkpoint()).expect("checkpoint serialises");
+        crate::io::write_atomic(path, text.as_bytes())
+    }
+
+    /// Continue from a checkpoint written by [`Trainer::save`], up to this trainer's
+    /// `cfg.epochs`. Every array is checked against the network. What cannot change on
+    /// resume (seed, batch size, steps) must equal the checkpoint's, else an error says which;
+    /// the learning rate and the epoch count are this trainer's. Returns lines saying what was
+    /// reconciled, for the caller to show.
+    pub fn resume(&mut self, path: &std::path::Path) -> Result<Vec<String>> {
+        let ck = Checkpoint::load(path)?;
+        let err = |problem: String| Error::Checkpoint {
+            path: path.to_path_buf(),
+            problem,
+        };
+        ck.check_weights(&self.exec.network).map_err(err)?;
+        ck.adam.check(&self.exec.network).map_err(err)?;
+        if ck.history.len() > ck.epoch {
+            return Err(err(format!(
+                "{} epochs done but {} history records",
+                ck.epoch,
+                ck.history.len()
+            )));
+        }
+        let (old, new) = (&ck.config, &self.cfg);
+        if old.seed != new.seed {
+            return Err(err(format!(
+                "it was trained with --seed {}, the command line says {}: a resumed run keeps \
+                 its seed (its shuffling and noise)",
+                old.seed, new.seed
+            )));
+        }
+        if old.batch != new.batch {
+            return Err(err(format!(
+                "it was trained with --batch {}, the command line says {}: a resumed run keeps \
+                 its batch size",
+                old.batch, new.batch
+            )));
+        }
+        if let Some(steps) = ck.steps {
+            if steps != self.exec.network.steps {
+                return Err(err(format!(
+                    "it was trained with {steps} steps, this network runs {}",
+                    self.exec.network.steps
+                )));
+            }
+        }
+        if ck.epoch >= new.epochs {
+            return Err(err(format!(
+                "it has {} epochs done; ask for more with --epochs (now {})",
+                ck.epoch, new.epochs
+            )));
+        }
+        let mut said = vec![format!(
+            "resuming after epoch {} of {} from {}",
+            ck.epoch,
+            new.epochs,
+            path.display()
+        )];
+        if old.lr != new.lr {
+            said.push(format!(
+                "learning rate: {} from the command line (the checkpoint was trained with {}), \
+                 decayed by {} per epoch from epoch {}",
+                new.lr,
+                old.lr,
+                new.lr_decay,
+                ck.epoch + 1
+            ));
+        }
+        for (p, w) in self.exec.network.projections.iter_mut().zip(&ck.weights) {
+            p.weights.clone_from(w);
+        }
+        self.exec.update_weights()?;
+        self.adam = ck.adam;
+        self.epoch = ck.epoch;
+        self.history = ck.history;
+        Ok(said)
+    }
+}
