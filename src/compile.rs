@@ -414,10 +414,61 @@ pub fn exponents(network: &Network, maps: &[WeightMap]) -> Result<Vec<i32>> {
             b[post] += (map.apply(w) as f64).abs()
         })?;
     }
-    Ok(bound
+    bound
         .iter()
-        .map(|b| fixed_point_exponent(b.iter().cloned().fold(0.0, f64::max)))
-        .collect())
+        .enumerate()
+        .map(|(p, b)| {
+            let most = b.iter().cloned().fold(0.0, f64::max);
+            if most > MAX_SUMMED_INPUT {
+                return Err(crate::error::Error::network(
+                    format!("population '{}'", network.populations[p].name),
+                    format!(
+                        "its neurons' summed absolute input weights reach {most:e}; the \
+                         fixed-point input sums represent at most {MAX_SUMMED_INPUT:e}"
+                    ),
+                ));
+            }
+            Ok(fixed_point_exponent(most))
+        })
+        .collect()
+}
+
+/// Largest sum of absolute input weights of one neuron the fixed-point input represents
+/// exactly (2^23 units of the coarsest resolution, 2^100).
+pub const MAX_SUMMED_INPUT: f64 = 1.0633823966279327e37;
+
+/// Projections more than 1 % of whose non-zero weights round to zero at their target's
+/// fixed-point resolution (set by the target's largest summed input; a few tiny weights of a
+/// random initialisation always do): one line per projection naming it, the count and the
+/// cause. A weight far larger than the others (say 1e30) makes every other
+/// weight of its target vanish; this says so instead of dropping them silently.
+pub fn precision_warnings(network: &Network, ctx: &CompileContext) -> Vec<String> {
+    let mut out = Vec::new();
+    for (p, &(_, t)) in ctx.ends.iter().enumerate() {
+        let pr = &network.projections[p];
+        let scale = (2f64).powi(ctx.exponents[t]);
+        let map = ctx.maps[t];
+        let (mut lost, mut nonzero) = (0usize, 0usize);
+        for &w in &pr.weights {
+            let v = map.apply(w);
+            if v != 0.0 {
+                nonzero += 1;
+                if fixed_point(v, scale) == 0 {
+                    lost += 1;
+                }
+            }
+        }
+        if lost > 0 && lost * 100 > nonzero {
+            let largest = pr.weights.iter().fold(0f32, |a, w| a.max(w.abs()));
+            out.push(format!(
+                "projection '{}': {lost} of {nonzero} non-zero weights round to 0 at the input \
+                 resolution of '{}' (2^{}), which its largest summed input sets (largest weight \
+                 here {largest:e}); rescale the weights or split the projection",
+                pr.name, network.populations[t].name, -ctx.exponents[t]
+            ));
+        }
+    }
+    out
 }
 
 /// Bring compiled programs up to date with new weights (same structure): every population's

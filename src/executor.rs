@@ -6,7 +6,9 @@
 
 use crate::analog::{compile_emulated, AnalogConfig, Chip, Mode as AnalogMode};
 use crate::backend::{Backend, Job, Membranes, PartitionOutput, Resident, RunOptions};
-use crate::compile::{update_weights, CompileContext, PartitionProgram, WeightMap};
+use crate::compile::{
+    precision_warnings, update_weights, CompileContext, PartitionProgram, WeightMap,
+};
 use crate::error::{Error, Result};
 use crate::network::{Network, PopulationId, PopulationKind};
 use crate::partition::{PartitionOptions, Plan};
@@ -20,6 +22,9 @@ use std::time::{Duration, Instant};
 /// Bytes a compiled synapse takes (the program's synapse and weight reference, a backend's
 /// copy of the weight), for the memory estimate.
 const COMPILED_BYTES_PER_SYNAPSE: u64 = 24;
+
+/// Bytes of a recorded spike on the host.
+const SPIKE_BYTES: u64 = std::mem::size_of::<crate::spikes::SpikeEvent>() as u64;
 
 /// What a run brings back besides every population's spikes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -134,6 +139,8 @@ pub struct Executor {
     pub programs: Vec<PartitionProgram>,
     /// Analog emulation, if any.
     pub emulation: Option<Emulation>,
+    /// What compiling found worth saying (weights that lost all precision).
+    pub warnings: Vec<String>,
     /// Bumped whenever the programs change; residents older than this are updated in place.
     generation: u64,
     residents: Mutex<Option<Residents>>,
@@ -158,6 +165,7 @@ impl Clone for Executor {
             schedule: self.schedule.clone(),
             programs: self.programs.clone(),
             emulation: self.emulation.clone(),
+            warnings: self.warnings.clone(),
             generation: self.generation,
             residents: Mutex::new(None),
         }
@@ -180,6 +188,7 @@ impl Executor {
             schedule,
             programs: Vec::new(),
             emulation: None,
+            warnings: Vec::new(),
             generation: 0,
             residents: Mutex::new(None),
         };
@@ -246,6 +255,7 @@ impl Executor {
             crate::memory::product(&[synapses, COMPILED_BYTES_PER_SYNAPSE]),
         )?;
         let ctx = CompileContext::new(&self.network, self.weight_maps())?;
+        self.warnings = precision_warnings(&self.network, &ctx);
         let (net, plan) = (&self.network, &self.plan);
         self.programs = plan
             .partitions
@@ -449,6 +459,21 @@ impl Executor {
         let mut store = self.input_store(inputs)?;
         let samples = store.samples();
         let steps = net.steps as usize;
+        let traced: u64 = net
+            .populations
+            .iter()
+            .filter(|p| match observe {
+                Observe::AllTraces => p.kind != PopulationKind::Input,
+                Observe::ReadoutTraces => p.kind == PopulationKind::Readout,
+                Observe::Scores => false,
+            })
+            .map(|p| p.size as u64)
+            .sum();
+        // The backend's copy and the populations' arrays.
+        crate::memory::check(
+            || format!("membrane traces of {samples} samples x {steps} steps x {traced} neurons"),
+            crate::memory::product(&[samples as u64, steps as u64, traced, 4, 2]),
+        )?;
         let mut guard = self.residents.lock().expect("not poisoned");
         let residents = self.ensure_residents(backend, &mut guard)?;
         let mut membrane: Vec<Option<Vec<f32>>> = vec![None; net.populations.len()];
@@ -484,6 +509,11 @@ impl Executor {
             let t2 = Instant::now();
             for (&pid, (out, job)) in round.iter().zip(outs.into_iter().zip(&jobs)) {
                 recorded += out.spikes.len();
+                // Spikes are data: their memory is known only as they come.
+                crate::memory::check(
+                    || format!("the {recorded} spikes recorded so far"),
+                    crate::memory::product(&[recorded as u64, 2 * SPIKE_BYTES]),
+                )?;
                 self.record(
                     pid,
                     out,

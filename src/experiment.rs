@@ -93,6 +93,9 @@ pub fn train_and_report(
         });
     }
     let exec = &trainer.exec;
+    for w in &exec.warnings {
+        eprintln!("warning: {w}");
+    }
     eprintln!(
         "{}: {} partitions in {} rounds ({} emulated, {} chip{}), {} training and {} test \
          samples, T = {steps}, on {}",

@@ -78,7 +78,8 @@ pub use backend::{
     PartitionOutput, PhaseTimings, Resident, RunOptions,
 };
 pub use compile::{
-    Cadc, ChannelBlock, CompileContext, PartitionProgram, Synapse, WeightMap, WeightRef,
+    precision_warnings, Cadc, ChannelBlock, CompileContext, PartitionProgram, Synapse, WeightMap,
+    WeightRef,
 };
 pub use data::Dataset;
 pub use error::{human_bytes, Error, Result};

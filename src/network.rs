@@ -381,19 +381,24 @@ impl Network {
                 };
                 match (out(ins[1]), out(ins[2])) {
                     (Some(oh), Some(ow)) if oh == outs[1] && ow == outs[2] => {}
-                    (oh, ow) => {
-                        let dim = |d: Option<usize>| d.map_or("no".to_string(), |d| d.to_string());
+                    (Some(oh), Some(ow)) => {
                         return Err(Error::network(
                             item(),
                             format!(
                                 "a {}x{} input with kernel {kernel}, stride {stride}, padding \
-                                 {padding} gives {}x{} outputs, but '{}' has shape {:?}",
-                                ins[1],
-                                ins[2],
-                                dim(oh),
-                                dim(ow),
-                                tgt.name,
-                                outs
+                                 {padding} gives {oh}x{ow} outputs, but '{}' has shape {:?}",
+                                ins[1], ins[2], tgt.name, outs
+                            ),
+                        ));
+                    }
+                    _ => {
+                        return Err(Error::network(
+                            item(),
+                            format!(
+                                "a {}x{} input with kernel {kernel}, stride {stride}, padding \
+                                 {padding} has no valid output size (the kernel does not fit the \
+                                 padded input, or the padded size overflows)",
+                                ins[1], ins[2]
                             ),
                         ));
                     }

@@ -166,6 +166,12 @@ impl Plan {
     pub fn new(network: &Network, substrate: &Substrate, opts: &PartitionOptions) -> Result<Plan> {
         substrate.validate()?;
         network.check(substrate)?;
+        // Planning keeps a few counters per neuron (fan-in, rows, channel masks).
+        let neurons: u64 = network.populations.iter().map(|p| p.size as u64).sum();
+        crate::memory::check(
+            || format!("planning {} neurons", neurons),
+            crate::memory::product(&[neurons, 32]),
+        )?;
         let npop = network.populations.len();
         let ends = network.all_endpoints()?;
         // Circuits per logical neuron, and rows, per population.

@@ -501,7 +501,10 @@ fn bad_input_gives_clear_errors() {
          [[populations]]\nname = \"c\"\nsize = 9\nshape = [1, 3, 3]\n\
          [[projections]]\nsource = \"img\"\ntarget = \"c\"\nconnectivity = { type = \"conv2d\", kernel = 3 }\n",
     );
-    assert!(e.contains("2x2") || e.contains("Some(2)"), "{e}");
+    assert!(
+        e.contains("gives 2x2 outputs") && !e.contains("Some("),
+        "{e}"
+    );
     assert!(e.contains("[1, 3, 3]"), "{e}");
 
     // Excitatory projection with a negative weight.

@@ -178,7 +178,7 @@ enum Command {
         #[arg(long, default_value = "100", value_parser = at_least_one)]
         batch: usize,
         /// Adam learning rate (decayed ×0.97 per epoch).
-        #[arg(long, default_value = "0.002", value_parser = positive)]
+        #[arg(long, default_value = "0.002", value_parser = positive, allow_hyphen_values = true)]
         lr: f32,
         /// Seed of shuffling, augmentation and noise.
         #[arg(long, default_value_t = 1)]
@@ -226,7 +226,7 @@ enum Command {
         #[arg(long, default_value = "100", value_parser = steps)]
         steps: u32,
         /// Minimum seconds per measurement.
-        #[arg(long, default_value = "2", value_parser = positive)]
+        #[arg(long, default_value = "2", value_parser = positive, allow_hyphen_values = true)]
         seconds: f32,
         /// Backend; default: the CPU and, if there is one, the GPU.
         #[arg(long, value_enum)]
@@ -234,8 +234,8 @@ enum Command {
         /// Substrate file (TOML); default: BrainScaleS-2.
         #[arg(long)]
         substrate: Option<PathBuf>,
-        /// Fraction of input pixels that are on (MNIST: about 0.19).
-        #[arg(long, default_value_t = 0.19)]
+        /// Fraction of input pixels that are on, in [0, 1] (MNIST: about 0.19).
+        #[arg(long, default_value_t = 0.19, allow_hyphen_values = true)]
         density: f64,
         /// Chips: run up to this many partitions of a wave at the same time.
         #[arg(long, default_value = "1", value_parser = at_least_one)]
@@ -247,6 +247,13 @@ fn substrate(path: &Option<PathBuf>) -> neuropart::Result<Substrate> {
     match path {
         Some(p) => Substrate::load(p),
         None => Ok(Substrate::bss2()),
+    }
+}
+
+/// Print warnings to stderr.
+fn warn(lines: &[String]) {
+    for w in lines {
+        eprintln!("warning: {w}");
     }
 }
 
@@ -304,6 +311,8 @@ fn run(command: Command) -> neuropart::Result<()> {
             let sub = target.substrate()?;
             let net = Network::load(&target.network, &sub)?;
             let plan = Plan::new(&net, &sub, &target.options())?;
+            let ctx = neuropart::CompileContext::ideal(&net)?;
+            warn(&neuropart::precision_warnings(&net, &ctx));
             let schedule = Schedule::new(&plan, target.chips);
             let report = PlanReport::new(&net, &plan, &schedule);
             if json {
@@ -339,6 +348,7 @@ fn run(command: Command) -> neuropart::Result<()> {
                 AnalogConfig::default(),
                 mode,
             )?;
+            warn(&exec.warnings);
             let file = SpikeFile::load(&input)?;
             let inputs = exec.inputs_from_file(&file, &input)?;
             let backend = open_backend(device)?;
@@ -418,6 +428,7 @@ fn run(command: Command) -> neuropart::Result<()> {
                 AnalogConfig::default(),
                 data.mode,
             )?;
+            warn(&exec.warnings);
             let t = Trainer::new(exec, ck.config.clone())?;
             let st = t.evaluate(&*backend, &test, 500)?;
             println!(
@@ -462,6 +473,7 @@ fn run(command: Command) -> neuropart::Result<()> {
             };
             net.steps = steps;
             let exec = Executor::new(net, &sub, chips, &PartitionOptions::default())?;
+            warn(&exec.warnings);
             // Inputs first: an impossible batch is an error before any device is opened.
             let inputs: Vec<_> = batch
                 .iter()

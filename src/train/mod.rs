@@ -316,6 +316,7 @@ impl Checkpoint {
 }
 
 /// Training state: the executor (whose network holds the weights), the optimiser and history.
+#[derive(Debug)]
 pub struct Trainer {
     /// The partitioned, possibly emulated network.
     pub exec: Executor,
