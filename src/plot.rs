@@ -361,7 +361,9 @@ impl Figure for Placement<'_> {
         let root = root.titled(&title, ("sans-serif", 22))?;
         let cols = sub.circuits_per_hemisphere as f64;
         let rows = sub.synapse_rows_per_hemisphere as f64;
-        let band = (rows / 6.0).max(4.0);
+        // The neuron rows' band: a round number of row units, so that the tick labels of the
+        // arrays (counted from the band) are round too.
+        let band = ((rows / 5.0 / 10.0).round() * 10.0).max(10.0);
         let two = sub.hemispheres > 1;
         // y: array 0 above its neuron row (rows counted upwards from the row), neuron row 0 in
         // [0, band], neuron row 1 in [-band, 0], array 1 below it (counted downwards).
@@ -384,7 +386,7 @@ impl Figure for Placement<'_> {
             let mut chart = ChartBuilder::on(area)
                 .caption(
                     format!(
-                        "run {}: {}  ← {} input channels",
+                        "run {}: {}, reading {} input channels",
                         part.id,
                         names.join(", "),
                         part.channel_count()
@@ -401,6 +403,7 @@ impl Figure for Placement<'_> {
                 .x_desc("neuron circuit (column)")
                 .y_desc("synapse row")
                 .label_style(("sans-serif", 12))
+                .x_label_formatter(&|x| format!("{x:.0}"))
                 .y_label_formatter(&|y| {
                     if *y >= band {
                         format!("{:.0}", y - band)
@@ -472,7 +475,7 @@ impl Figure for Placement<'_> {
             for p in pops {
                 let c = colour(p);
                 let kind = match self.network.populations[p].kind {
-                    PopulationKind::Readout => "readout",
+                    PopulationKind::Readout => "non-spiking readout",
                     _ => "LIF",
                 };
                 chart
