@@ -1,7 +1,8 @@
 //! The neuron model: current-based leaky integrate-and-fire with exponential synaptic currents,
 //! and its non-spiking variant (leaky integrator) used as readout. Parameters, per-step
 //! coefficients and state are separate; [`lif_step`] is the one pure step function that the CPU
-//! backend calls and `shaders/lif.wgsl` mirrors line by line.
+//! backend calls (specialised, bit for bit) and `lif_step` in `shaders/neuron.wgsl` computes with
+//! the same IEEE operations.
 //!
 //! Units: time in µs of hardware time, potentials in model units (the published MNIST set-up:
 //! leak = reset = 0, threshold = 1, which the chip maps to 80 and 120 CADC LSB).
@@ -188,7 +189,7 @@ impl LifState {
 ///
 /// Returns the new state, whether the neuron spiked, and its membrane before reset (what
 /// training needs for the surrogate). Written without branches so that loops over neurons
-/// vectorise; `shaders/lif.wgsl` mirrors it line by line.
+/// vectorise; `lif_step` in `shaders/neuron.wgsl` makes the same operations.
 ///
 /// `noise` is this step's temporal membrane noise (see [`membrane_noise`]; 0 in ideal mode).
 #[inline(always)]

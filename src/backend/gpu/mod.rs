@@ -3,9 +3,10 @@
 //! partitions into device buffers once and runs whole rounds of them in one submission.
 //!
 //! One module per shader file: [`feedforward`] (`shaders/feedforward.wgsl`), [`lif`]
-//! (`shaders/lif.wgsl`), [`compact`] (`shaders/compact.wgsl`); `shaders/neuron.wgsl` is the model
-//! both simulation kernels share, and this module owns its layouts ([`SimParams`], the binding
-//! table [`binding`]).
+//! (`shaders/lif.wgsl`), [`gather`] (`shaders/gather.wgsl`), [`compact`]
+//! (`shaders/compact.wgsl`); `shaders/neuron.wgsl` is the model both simulation kernels share
+//! and `shaders/params.wgsl` their parameters, whose layouts this module owns ([`SimParams`],
+//! the binding table [`binding`]).
 //!
 //! Data flow of a round: the spikes of every source population are written once per batch
 //! into one device buffer (the device copy of the host spike store, reused and grown, never
