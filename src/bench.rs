@@ -262,3 +262,141 @@ pub fn partition_table(exec: &Executor, rows: &[BenchRow]) -> String {
     }
     s
 }
+
+/// One row of the training table.
+#[derive(Clone, Debug)]
+pub struct TrainRow {
+    /// Backend name.
+    pub backend: String,
+    /// Steps.
+    pub steps: u32,
+    /// Samples per optimiser step.
+    pub batch: usize,
+    /// Emulation mode.
+    pub mode: crate::analog::Mode,
+    /// Training samples per second (forward, backward, optimiser and host work).
+    pub samples_per_s: f64,
+    /// Mean time split of one batch.
+    pub timings: crate::train::StepTimings,
+    /// Hidden spikes per sample in the measured batches.
+    pub hidden_spikes: f64,
+}
+
+/// Random MNIST-shaped data: `n` 28×28 images with a fraction `density` of pixels on (uniform
+/// brightness) and random labels of 10 classes.
+pub fn random_mnist(n: usize, density: f64, seed: u64) -> crate::data::Dataset {
+    let mut rng = Rng::new(seed);
+    crate::data::Dataset {
+        shape: [1, 28, 28],
+        pixels: (0..n * 784)
+            .map(|_| {
+                if rng.uniform() < density {
+                    rng.uniform() as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect(),
+        labels: (0..n).map(|_| rng.below(10) as u8).collect(),
+        classes: 10,
+    }
+}
+
+/// Train the MNIST network (784-256-10, the published set-up) in `mode` on random
+/// MNIST-shaped input with batches of `batch` at `steps` steps: one warm-up batch, then
+/// `batches` timed ones.
+pub fn measure_training<B: Backend + ?Sized>(
+    backend: &B,
+    steps: u32,
+    batch: usize,
+    mode: crate::analog::Mode,
+    batches: usize,
+) -> Result<TrainRow> {
+    if batch == 0 || batches == 0 {
+        return Err(Error::option(
+            "--batch",
+            batch,
+            "at least 1 sample and 1 batch",
+        ));
+    }
+    let sub = crate::substrate::Substrate::bss2();
+    let net = crate::network::mnist_network(1)
+        .with_steps(steps)
+        .build(&sub)?;
+    let exec = Executor::emulated(
+        net,
+        &sub,
+        1,
+        &crate::partition::PartitionOptions::default(),
+        crate::analog::AnalogConfig::default(),
+        mode,
+    )?;
+    let mut trainer = crate::train::Trainer::new(
+        exec,
+        crate::train::TrainConfig {
+            batch,
+            ..Default::default()
+        },
+    )?;
+    crate::memory::check(
+        || format!("{} random images", batch * (batches + 1)),
+        crate::memory::product(&[(batch * (batches + 1)) as u64, 784 * 4]),
+    )?;
+    let data = random_mnist(batch * (batches + 1), 0.19, 11);
+    let mut run = |k: usize| {
+        let t0 = Instant::now();
+        let idx: Vec<usize> = (k * batch..(k + 1) * batch).collect();
+        let spikes = crate::encode::images(&data, &idx, steps, None);
+        let labels: Vec<u8> = idx.iter().map(|&i| data.labels[i]).collect();
+        trainer.train_batch(backend, spikes, &labels, k, t0.elapsed())
+    };
+    run(0)?;
+    let mut total = crate::train::StepTimings::default();
+    let mut spikes = 0.0;
+    let start = Instant::now();
+    for k in 1..=batches {
+        let (st, t) = run(k)?;
+        total.add(&t);
+        spikes += st.hidden_spikes;
+    }
+    let wall = start.elapsed();
+    let n = batches as u32;
+    Ok(TrainRow {
+        backend: backend.name(),
+        steps,
+        batch,
+        mode,
+        samples_per_s: (batch * batches) as f64 / wall.as_secs_f64(),
+        timings: crate::train::StepTimings {
+            forward: total.forward / n,
+            backward: total.backward / n,
+            optimiser: total.optimiser / n,
+            host: total.host / n,
+        },
+        hidden_spikes: spikes / (batch * batches) as f64,
+    })
+}
+
+/// The training rows as a Markdown table.
+pub fn train_table(rows: &[TrainRow]) -> String {
+    let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
+    let mut s = String::from(
+        "| device | mode | T | batch | train samples/s | forward ms/batch | backward ms/batch | optimiser ms/batch | host ms/batch |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        s += &format!(
+            "| {} | {:?} | {} | {} | {:.0} | {} | {} | {} | {} |\n",
+            r.backend,
+            r.mode,
+            r.steps,
+            r.batch,
+            r.samples_per_s,
+            ms(r.timings.forward),
+            ms(r.timings.backward),
+            ms(r.timings.optimiser),
+            ms(r.timings.host),
+        );
+    }
+    s
+}

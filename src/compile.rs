@@ -31,6 +31,11 @@ pub struct WeightRef {
     pub projection: u32,
     /// Index into the projection's weights.
     pub index: u32,
+    /// Position of the weight in the projection's source-major order: `source · targets +
+    /// target` for a dense projection (whose weights are laid out `[target][source]`), the
+    /// index otherwise. Rewriting a partition's synapses, which are grouped by source, reads
+    /// the source-major copy contiguously.
+    pub source_major: u32,
 }
 
 /// How a population's model weights become the weights the substrate realises.
@@ -56,10 +61,37 @@ impl WeightMap {
             WeightMap::Ideal => w,
             WeightMap::Quantised { scale, max } => {
                 let m = max as f32;
-                (w * scale).round().clamp(-m, m) / scale
+                round_f32(w * scale).clamp(-m, m) / scale
             }
         }
     }
+}
+
+/// `x.round()` (half away from zero), bit for bit, without a call into libm: the hot loops
+/// round every weight and every recorded membrane, and `f32::round` is a function call on
+/// x86-64.
+#[inline(always)]
+pub fn round_f32(x: f32) -> f32 {
+    // From 2^23 on every f32 is an integer (NaN and infinities pass through too).
+    if x.abs() >= 8_388_608.0 || x.is_nan() {
+        return x;
+    }
+    let t = x as i32 as f32;
+    let r = x - t;
+    let n = if r.abs() >= 0.5 { t + r.signum() } else { t };
+    n.copysign(x)
+}
+
+/// `x.round()` for `f64`, like [`round_f32`].
+#[inline(always)]
+pub fn round_f64(x: f64) -> f64 {
+    if x.abs() >= 4_503_599_627_370_496.0 || x.is_nan() {
+        return x;
+    }
+    let t = x as i64 as f64;
+    let r = x - t;
+    let n = if r.abs() >= 0.5 { t + r.signum() } else { t };
+    n.copysign(x)
 }
 
 /// Quantisation of recorded membranes like the chip's parallel readout (CADC): the code
@@ -79,7 +111,7 @@ impl Cadc {
     /// maximum of quantised values is the quantised maximum.
     #[inline(always)]
     pub fn quantise(&self, v: f32) -> f32 {
-        let code = (self.offset + v * self.gain).round().clamp(0.0, self.top);
+        let code = round_f32(self.offset + v * self.gain).clamp(0.0, self.top);
         (code - self.offset) / self.gain
     }
 }
@@ -222,6 +254,9 @@ impl PartitionProgram {
                     continue;
                 }
                 let ws = &network.projections[p].weights;
+                let dense =
+                    network.projections[p].connectivity == crate::network::Connectivity::Dense;
+                let nt = network.populations[tt].size;
                 network.for_each_synapse_index(p, pr.neurons.range(), |pre, post, k| {
                     raw.push((
                         s,
@@ -234,6 +269,11 @@ impl PartitionProgram {
                         WeightRef {
                             projection: p as u32,
                             index: k as u32,
+                            source_major: if dense {
+                                (pre * nt + post) as u32
+                            } else {
+                                k as u32
+                            },
                         },
                     ));
                 })?;
@@ -310,7 +350,8 @@ impl PartitionProgram {
         let mut weight_refs = vec![
             WeightRef {
                 projection: 0,
-                index: 0
+                index: 0,
+                source_major: 0,
             };
             keyed.len()
         ];
@@ -396,39 +437,57 @@ pub fn fixed_point_exponent(bound: f64) -> i32 {
 /// `w` in fixed point with `scale` units per model unit.
 #[inline(always)]
 pub fn fixed_point(w: f32, scale: f64) -> i32 {
-    (w as f64 * scale).round() as i32
+    round_f64(w as f64 * scale) as i32
 }
 
 /// Fixed-point exponent of every population (see [`fixed_point_exponent`]; 24 for inputs),
 /// from the realised weights (`maps[population]` of the target). Chosen per population, it
 /// does not depend on the partitioning.
 pub fn exponents(network: &Network, maps: &[WeightMap]) -> Result<Vec<i32>> {
-    let mut bound: Vec<Vec<f64>> = network
-        .populations
-        .iter()
-        .map(|p| vec![0.0; p.size])
-        .collect();
-    for (p, (_, t)) in network.all_endpoints()?.into_iter().enumerate() {
-        let (b, map) = (&mut bound[t], maps[t]);
-        network.for_each_synapse(p, 0..b.len(), |_, post, w| {
-            b[post] += (map.apply(w) as f64).abs()
-        })?;
-    }
-    bound
-        .iter()
+    let ends = network.all_endpoints()?;
+    let mapped = mapped_weights(network, &ends, maps);
+    exponents_of(network, &ends, |p| &mapped[p])
+}
+
+/// `w` (`rows × cols`, row-major) transposed, in cache-sized tiles, in parallel over tiles of
+/// rows of the result.
+fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const TILE: usize = 32;
+    let mut out = crate::pool::take(w.len());
+    out.par_chunks_mut((TILE * rows).max(1))
         .enumerate()
-        .map(|(p, b)| {
-            let most = b.iter().cloned().fold(0.0, f64::max);
-            if most > MAX_SUMMED_INPUT {
-                return Err(crate::error::Error::network(
-                    format!("population '{}'", network.populations[p].name),
-                    format!(
-                        "its neurons' summed absolute input weights reach {most:e}; the \
-                         fixed-point input sums represent at most {MAX_SUMMED_INPUT:e}"
-                    ),
-                ));
+        .for_each(|(tc, block)| {
+            // Result rows tc·TILE.. (= source columns), all result columns (= source rows).
+            let c0 = tc * TILE;
+            let cn = block.len() / rows.max(1);
+            for r0 in (0..rows).step_by(TILE) {
+                for r in r0..(r0 + TILE).min(rows) {
+                    for c in 0..cn {
+                        block[c * rows + r] = w[r * cols + c0 + c];
+                    }
+                }
             }
-            Ok(fixed_point_exponent(most))
+        });
+    out
+}
+
+/// Every weight through its target's map, in parallel.
+fn mapped_weights(
+    network: &Network,
+    ends: &[(PopulationId, PopulationId)],
+    maps: &[WeightMap],
+) -> Vec<Vec<f32>> {
+    network
+        .projections
+        .par_iter()
+        .zip(ends)
+        .map(|(pr, &(_, t))| {
+            let map = maps[t];
+            let mut out = crate::pool::take(pr.weights.len());
+            for (o, &w) in out.iter_mut().zip(&pr.weights) {
+                *o = map.apply(w);
+            }
+            out
         })
         .collect()
 }
@@ -482,24 +541,151 @@ pub fn update_weights(network: &Network, programs: &mut [PartitionProgram]) -> R
             maps[run.1] = prog.weight_map;
         }
     }
-    let exps = exponents(network, &maps)?;
-    let scales: Vec<f64> = exps.iter().map(|&e| (2f64).powi(e)).collect();
+    // Every weight through its target's map once; the bounds from those; a source-major copy
+    // (a blocked transpose for dense projections) for the gathers below.
+    let ends = network.all_endpoints()?;
+    let mapped = mapped_weights(network, &ends, &maps);
+    let exps = exponents_of(network, &ends, |p| &mapped[p])?;
+    let major: Vec<std::borrow::Cow<[f32]>> = mapped
+        .iter()
+        .zip(&ends)
+        .enumerate()
+        .map(|(p, (w, &(s, t)))| {
+            if network.projections[p].connectivity == crate::network::Connectivity::Dense {
+                let (ns, nt) = (network.populations[s].size, network.populations[t].size);
+                std::borrow::Cow::Owned(transpose(w, nt, ns))
+            } else {
+                std::borrow::Cow::Borrowed(&w[..])
+            }
+        })
+        .collect();
+    // Powers of two: `w · scale` is exact in f32 as in f64, so rounding in f32 gives the same
+    // fixed-point values as `fixed_point`.
+    let scales: Vec<f32> = exps.iter().map(|&e| (2f64).powi(e) as f32).collect();
     programs.par_iter_mut().for_each(|prog| {
-        let map = prog.weight_map;
         for (c, &(pop, _)) in prog.coeffs.iter_mut().zip(&prog.neurons) {
             c.input_scale = input_scale(exps[pop]);
         }
+        let single = prog.population_runs().len() == 1;
         let PartitionProgram {
             synapses,
             weight_refs,
             neurons,
             ..
         } = prog;
+        let scale0 = neurons.first().map_or(1.0, |&(pop, _)| scales[pop]);
         for (syn, r) in synapses.iter_mut().zip(weight_refs.iter()) {
-            let pop = neurons[syn.target as usize].0;
-            let w = map.apply(network.projections[r.projection as usize].weights[r.index as usize]);
-            syn.weight = fixed_point(w, scales[pop]);
+            let scale = if single {
+                scale0
+            } else {
+                scales[neurons[syn.target as usize].0]
+            };
+            let w = major[r.projection as usize][r.source_major as usize];
+            syn.weight = round_f32(w * scale) as i32;
         }
     });
+    for m in major {
+        if let std::borrow::Cow::Owned(v) = m {
+            crate::pool::give(v);
+        }
+    }
+    mapped.into_iter().for_each(crate::pool::give);
     Ok(exps)
+}
+
+/// [`exponents`] from already mapped weights (`weights(projection)`): dense projections
+/// summed row by row in parallel.
+fn exponents_of<'a>(
+    network: &Network,
+    ends: &[(PopulationId, PopulationId)],
+    weights: impl Fn(usize) -> &'a [f32] + Sync,
+) -> Result<Vec<i32>> {
+    let mut bound: Vec<Vec<f64>> = network
+        .populations
+        .iter()
+        .map(|p| vec![0.0; p.size])
+        .collect();
+    for (p, &(s, t)) in ends.iter().enumerate() {
+        let w = weights(p);
+        if w.len() != network.weight_count(p)? {
+            return Err(crate::error::Error::network(
+                format!("projection '{}'", network.projections[p].name),
+                format!(
+                    "has {} weights, its connectivity needs {} (call Network::prepare)",
+                    w.len(),
+                    network.weight_count(p)?
+                ),
+            ));
+        }
+        let b = &mut bound[t];
+        if network.projections[p].connectivity == crate::network::Connectivity::Dense {
+            let ns = network.populations[s].size;
+            b.par_iter_mut()
+                .zip(w.par_chunks(ns.max(1)))
+                .for_each(|(b, row)| *b += row.iter().map(|&x| (x as f64).abs()).sum::<f64>());
+        } else {
+            network.for_each_synapse_index(p, 0..b.len(), |_, post, k| {
+                b[post] += (w[k] as f64).abs()
+            })?;
+        }
+    }
+    bound
+        .iter()
+        .enumerate()
+        .map(|(p, b)| {
+            let most = b.iter().cloned().fold(0.0, f64::max);
+            if most > MAX_SUMMED_INPUT {
+                return Err(crate::error::Error::network(
+                    format!("population '{}'", network.populations[p].name),
+                    format!(
+                        "its neurons' summed absolute input weights reach {most:e}; the \
+                         fixed-point input sums represent at most {MAX_SUMMED_INPUT:e}"
+                    ),
+                ));
+            }
+            Ok(fixed_point_exponent(most))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_rounding_equals_the_standard_library_bit_for_bit() {
+        let mut rng = crate::rng::Rng::new(5);
+        let mut xs: Vec<f32> = vec![
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            -2.5,
+            0.49999997,
+            -0.49999997,
+            0.0,
+            -0.0,
+            -0.3,
+            0.3,
+            8_388_607.5,
+            -8_388_607.5,
+            8_388_608.0,
+            1e30,
+            -1e30,
+            f32::INFINITY,
+            f32::MIN_POSITIVE,
+        ];
+        for _ in 0..100_000 {
+            let scale = 10f64.powi(rng.below(12) as i32 - 4);
+            xs.push(((rng.uniform() - 0.5) * scale) as f32);
+            xs.push((rng.below(2000) as f32 - 1000.0) / 2.0);
+        }
+        for &x in &xs {
+            assert_eq!(round_f32(x).to_bits(), x.round().to_bits(), "{x}");
+            let y = x as f64 * 1.25;
+            assert_eq!(round_f64(y).to_bits(), y.round().to_bits(), "{y}");
+        }
+        assert!(round_f32(f32::NAN).is_nan());
+    }
 }

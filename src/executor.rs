@@ -5,7 +5,9 @@
 //! The executor knows nothing about how a backend computes.
 
 use crate::analog::{compile_emulated, AnalogConfig, Chip, Mode as AnalogMode};
-use crate::backend::{Backend, Job, Membranes, PartitionOutput, Resident, RunOptions};
+use crate::backend::{
+    Backend, Job, MembraneDest, Membranes, PartitionOutput, Resident, RunOptions,
+};
 use crate::compile::{
     precision_warnings, update_weights, CompileContext, PartitionProgram, WeightMap,
 };
@@ -69,6 +71,17 @@ pub struct Execution {
     pub peak: Vec<Option<Vec<f32>>>,
     /// Where the time went.
     pub stats: ExecutionStats,
+}
+
+impl Drop for Execution {
+    /// The membrane arrays go back to the buffer pool for the next run.
+    fn drop(&mut self) {
+        for m in self.membrane.iter_mut().chain(self.peak.iter_mut()) {
+            if let Some(v) = m.take() {
+                crate::pool::give(v);
+            }
+        }
+    }
 }
 
 impl Execution {
@@ -496,18 +509,64 @@ impl Executor {
                     replayed += store.get(b.population).map_or(0, |t| t.len());
                 }
             }
-            let jobs: Vec<Job<'_>> = round
-                .iter()
-                .map(|&pid| Job {
-                    program: &self.programs[pid],
+            // Jobs that are the only writer of one population's membranes in this round write
+            // them straight into its array; the others into buffers copied below.
+            let mut slots: Vec<Option<&mut Option<Vec<f32>>>> =
+                membrane.iter_mut().map(Some).collect();
+            let mut peak_slots: Vec<Option<&mut Option<Vec<f32>>>> =
+                peak.iter_mut().map(Some).collect();
+            let mut kinds = Vec::with_capacity(round.len());
+            let mut jobs: Vec<Job<'_>> = Vec::with_capacity(round.len());
+            for &pid in round {
+                let prog = &self.programs[pid];
+                let membranes = self.membranes_of(pid, observe);
+                kinds.push(membranes);
+                let runs = prog.population_runs();
+                let sole = |pop: usize| {
+                    round
+                        .iter()
+                        .filter(|&&q| self.programs[q].neurons.iter().any(|&(p, _)| p == pop))
+                        .count()
+                        == 1
+                };
+                let dest = match (membranes, runs.as_slice()) {
+                    (Membranes::Trace, &[(0, pop, first, _)]) if sole(pop) => {
+                        let size = net.populations[pop].size;
+                        let slot = slots[pop].take().expect("one writer");
+                        let data =
+                            slot.get_or_insert_with(|| crate::pool::take(samples * steps * size));
+                        Some(MembraneDest {
+                            data,
+                            stride: size,
+                            offset: first as usize,
+                        })
+                    }
+                    (Membranes::Max, &[(0, pop, first, _)])
+                        if sole(pop) && net.populations[pop].kind == PopulationKind::Readout =>
+                    {
+                        let size = net.populations[pop].size;
+                        let slot = peak_slots[pop].take().expect("one writer");
+                        let data = slot.get_or_insert_with(|| crate::pool::take(samples * size));
+                        Some(MembraneDest {
+                            data,
+                            stride: size,
+                            offset: first as usize,
+                        })
+                    }
+                    _ => None,
+                };
+                jobs.push(Job {
+                    program: prog,
                     resident: &residents.handles[pid],
-                    membranes: self.membranes_of(pid, observe),
-                })
-                .collect();
+                    membranes,
+                    dest,
+                });
+            }
             let t1 = Instant::now();
-            let outs = backend.run_round(&store, &jobs, &opts)?;
+            let outs = backend.run_round(&store, &mut jobs, &opts)?;
+            drop(jobs);
             let t2 = Instant::now();
-            for (&pid, (out, job)) in round.iter().zip(outs.into_iter().zip(&jobs)) {
+            for (&pid, (out, &kind)) in round.iter().zip(outs.into_iter().zip(&kinds)) {
                 recorded += out.spikes.len();
                 // Spikes are data: their memory is known only as they come.
                 crate::memory::check(
@@ -517,7 +576,7 @@ impl Executor {
                 self.record(
                     pid,
                     out,
-                    job.membranes,
+                    kind,
                     samples,
                     steps,
                     &mut store,
@@ -600,31 +659,9 @@ impl Executor {
                 );
             }
         }
-        let Some(m) = mem else { return };
-        for &(j0, pop, first, len) in &runs {
-            let p = &net.populations[pop];
-            let readout = p.kind == PopulationKind::Readout;
-            let (first, size) = (first as usize, p.size);
-            match membranes {
-                Membranes::None => {}
-                Membranes::Max => {
-                    if readout {
-                        let dst = peak[pop].get_or_insert_with(|| vec![0.0; samples * size]);
-                        for s in 0..samples {
-                            dst[s * size + first..s * size + first + len]
-                                .copy_from_slice(&m[s * n + j0..s * n + j0 + len]);
-                        }
-                    }
-                }
-                Membranes::Trace => {
-                    let dst =
-                        membrane[pop].get_or_insert_with(|| vec![0.0; samples * steps * size]);
-                    for row in 0..samples * steps {
-                        dst[row * size + first..row * size + first + len]
-                            .copy_from_slice(&m[row * n + j0..row * n + j0 + len]);
-                    }
-                }
-            }
+        if let Some(m) = mem {
+            self.scatter(&runs, n, &m, membranes, samples, steps, membrane, peak);
+            crate::pool::give(m);
         }
         if membranes == Membranes::Trace {
             // Scores of readouts from their traces: the same maximum a `Max` run records.
@@ -635,7 +672,8 @@ impl Executor {
                 }
                 let size = p.size;
                 let tr = membrane[pop].as_ref().expect("just written");
-                let mut pk = vec![f32::NEG_INFINITY; samples * size];
+                let mut pk = crate::pool::take_zeroed(samples * size);
+                pk.fill(f32::NEG_INFINITY);
                 for s in 0..samples {
                     for t in 0..steps {
                         let row = &tr[(s * steps + t) * size..(s * steps + t + 1) * size];
@@ -644,7 +682,50 @@ impl Executor {
                         }
                     }
                 }
-                peak[pop] = Some(pk);
+                if let Some(old) = peak[pop].replace(pk) {
+                    crate::pool::give(old);
+                }
+            }
+        }
+    }
+
+    /// Copy a partition's membranes `m` (its `n` local neurons per row) into the populations'
+    /// arrays.
+    #[allow(clippy::too_many_arguments)]
+    fn scatter(
+        &self,
+        runs: &[(usize, PopulationId, u32, usize)],
+        n: usize,
+        m: &[f32],
+        membranes: Membranes,
+        samples: usize,
+        steps: usize,
+        membrane: &mut [Option<Vec<f32>>],
+        peak: &mut [Option<Vec<f32>>],
+    ) {
+        for &(j0, pop, first, len) in runs {
+            let p = &self.network.populations[pop];
+            let (first, size) = (first as usize, p.size);
+            match membranes {
+                Membranes::None => {}
+                Membranes::Max => {
+                    if p.kind == PopulationKind::Readout {
+                        let dst =
+                            peak[pop].get_or_insert_with(|| crate::pool::take(samples * size));
+                        for s in 0..samples {
+                            dst[s * size + first..s * size + first + len]
+                                .copy_from_slice(&m[s * n + j0..s * n + j0 + len]);
+                        }
+                    }
+                }
+                Membranes::Trace => {
+                    let dst = membrane[pop]
+                        .get_or_insert_with(|| crate::pool::take(samples * steps * size));
+                    for row in 0..samples * steps {
+                        dst[row * size + first..row * size + first + len]
+                            .copy_from_slice(&m[row * n + j0..row * n + j0 + len]);
+                    }
+                }
             }
         }
     }

@@ -57,6 +57,7 @@ mod network;
 mod neuron;
 mod partition;
 pub mod plot;
+mod pool;
 mod report;
 mod rng;
 mod schedule;
@@ -74,8 +75,8 @@ pub mod gpu {
 
 pub use analog::{AnalogConfig, Chip, Mode};
 pub use backend::{
-    open_backend, Backend, CpuBackend, DeviceChoice, GpuBackend, GpuContext, Job, Membranes,
-    PartitionOutput, PhaseTimings, Resident, RunOptions,
+    open_backend, Backend, CpuBackend, DeviceChoice, GpuBackend, GpuContext, Job, MembraneDest,
+    Membranes, PartitionOutput, PhaseTimings, Resident, RunOptions,
 };
 pub use compile::{
     precision_warnings, Cadc, ChannelBlock, CompileContext, PartitionProgram, Synapse, WeightMap,
@@ -100,8 +101,8 @@ pub use schedule::{CostReport, Schedule};
 pub use spikes::{SpikeEvent, SpikeFile, SpikeStore, SpikeTrains};
 pub use substrate::Substrate;
 pub use train::{
-    gradients, silence_warnings, Adam, BatchStats, Checkpoint, EpochRecord, Topology, TrainConfig,
-    Trainer,
+    gradients, silence_warnings, Adam, BatchStats, Checkpoint, EpochRecord, StepTimings, Topology,
+    TrainConfig, Trainer,
 };
 
 /// The names most programs need.

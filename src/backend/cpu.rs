@@ -48,13 +48,13 @@ impl Backend for CpuBackend {
     fn run_round(
         &self,
         store: &SpikeStore,
-        jobs: &[Job<'_>],
+        jobs: &mut [Job<'_>],
         opts: &RunOptions,
     ) -> Result<Vec<PartitionOutput>> {
         let samples = store.samples();
         let steps = opts.steps as usize;
         let mut prepared = Vec::with_capacity(jobs.len());
-        for job in jobs {
+        for job in jobs.iter() {
             check_sources(store, job.program)?;
             let sources: Vec<(&ChannelBlock, &SpikeTrains)> = job
                 .program
@@ -62,60 +62,77 @@ impl Backend for CpuBackend {
                 .iter()
                 .map(|b| (b, store.get(b.population).expect("checked")))
                 .collect();
-            prepared.push((job.resident.get::<CpuProgram>()?, sources));
+            prepared.push((
+                job.resident.get::<CpuProgram>()?,
+                sources,
+                job.program,
+                job.membranes,
+            ));
         }
         // Enough work items for every thread, few enough that per-item costs stay small.
         let threads = rayon::current_num_threads().max(1);
         let chunk = (samples * jobs.len())
             .div_ceil(threads * 8)
             .clamp(1, samples.max(1));
-        // Each job's membranes are written in place by its chunks: one allocation per job.
-        let mut membranes: Vec<Vec<f32>> = jobs
+        // Each job's membranes are written in place by its chunks: into the destination the
+        // job gives, or into one buffer per job.
+        let mut own: Vec<Option<Vec<f32>>> = jobs
             .iter()
             .map(|j| {
-                let n = j.program.neuron_count();
-                let per = match j.membranes {
-                    Membranes::None => 0,
-                    Membranes::Max => n,
-                    Membranes::Trace => steps * n,
-                };
-                vec![0.0; samples * per]
+                let per = rows_per_sample(j.membranes, steps) * j.program.neuron_count();
+                (j.dest.is_none() && per > 0).then(|| crate::pool::take_zeroed(samples * per))
             })
             .collect();
         let mut items = Vec::new();
-        for (k, m) in membranes.iter_mut().enumerate() {
-            let per = m.len() / samples.max(1);
-            let mut rest = m.as_mut_slice();
+        for (k, (job, buf)) in jobs.iter_mut().zip(own.iter_mut()).enumerate() {
+            let n = job.program.neuron_count();
+            let rows = rows_per_sample(job.membranes, steps);
+            let (mut rest, stride, offset): (&mut [f32], usize, usize) = match (&mut job.dest, buf)
+            {
+                (Some(d), _) => (&mut *d.data, d.stride, d.offset),
+                (None, Some(b)) => (b.as_mut_slice(), n, 0),
+                (None, None) => (&mut [], n, 0),
+            };
             for s0 in (0..samples).step_by(chunk) {
                 let s1 = (s0 + chunk).min(samples);
-                let (a, b) = std::mem::take(&mut rest).split_at_mut((s1 - s0) * per);
-                items.push((k, s0..s1, a));
+                let len = ((s1 - s0) * rows * stride).min(rest.len());
+                let (a, b) = std::mem::take(&mut rest).split_at_mut(len);
+                items.push((
+                    k,
+                    s0..s1,
+                    MemOut {
+                        data: a,
+                        stride,
+                        offset,
+                    },
+                ));
                 rest = b;
             }
         }
         let results: Vec<(usize, Vec<u32>, Vec<SpikeEvent>)> = items
             .into_par_iter()
-            .map_init(Scratch::default, |scratch, (k, range, mem)| {
-                let (prog, sources) = &prepared[k];
+            .map_init(Scratch::default, |scratch, (k, range, mut mem)| {
+                let (prog, sources, program, membranes) = &prepared[k];
                 let mut counts = Vec::with_capacity(range.len());
                 let mut events = Vec::new();
-                let per = mem.len() / range.len().max(1);
+                let rows = rows_per_sample(*membranes, steps);
                 for (i, s) in range.enumerate() {
                     let before = events.len();
                     let sample = Sample {
                         prog,
-                        program: jobs[k].program,
+                        program,
                         sources,
                         sample: s,
                         opts,
-                        membranes: jobs[k].membranes,
+                        membranes: *membranes,
                     };
-                    run_sample_best(
-                        &sample,
-                        scratch,
-                        &mut events,
-                        &mut mem[i * per..(i + 1) * per],
-                    );
+                    let (stride, offset) = (mem.stride, mem.offset);
+                    let out = MemOut {
+                        data: mem.rows(i * rows, rows),
+                        stride,
+                        offset,
+                    };
+                    run_sample_best(&sample, scratch, &mut events, out);
                     counts.push((events.len() - before) as u32);
                 }
                 (k, counts, events)
@@ -136,8 +153,8 @@ impl Backend for CpuBackend {
         }
         Ok(per_job
             .into_iter()
-            .zip(membranes)
-            .zip(jobs)
+            .zip(own)
+            .zip(jobs.iter())
             .map(|(((offsets, events), membrane), job)| PartitionOutput {
                 spikes: SpikeTrains {
                     neurons: job.program.neuron_count(),
@@ -145,9 +162,41 @@ impl Backend for CpuBackend {
                     offsets,
                     events,
                 },
-                membrane: (job.membranes != Membranes::None).then_some(membrane),
+                membrane,
             })
             .collect())
+    }
+}
+
+/// Rows of membranes one sample fills: every step for a trace, one for the maximum.
+fn rows_per_sample(m: Membranes, steps: usize) -> usize {
+    match m {
+        Membranes::None => 0,
+        Membranes::Max => 1,
+        Membranes::Trace => steps,
+    }
+}
+
+/// Where a sample's membranes go: rows of `stride` values, its neurons at `offset..`.
+struct MemOut<'a> {
+    data: &'a mut [f32],
+    stride: usize,
+    offset: usize,
+}
+
+impl MemOut<'_> {
+    /// Rows `first..first + rows`.
+    fn rows(&mut self, first: usize, rows: usize) -> &mut [f32] {
+        let len = self.data.len();
+        let (a, b) = (first * self.stride, (first + rows) * self.stride);
+        &mut self.data[a.min(len)..b.min(len)]
+    }
+
+    /// The `n` values of row `r`.
+    #[inline(always)]
+    fn row(&mut self, r: usize, n: usize) -> &mut [f32] {
+        let a = r * self.stride + self.offset;
+        &mut self.data[a..a + n]
     }
 }
 
@@ -421,7 +470,7 @@ fn run_sample_best(
     s: &Sample<'_>,
     scratch: &mut Scratch,
     events: &mut Vec<SpikeEvent>,
-    mem_out: &mut [f32],
+    mem_out: MemOut<'_>,
 ) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -443,7 +492,7 @@ unsafe fn run_sample_avx512(
     s: &Sample<'_>,
     scratch: &mut Scratch,
     events: &mut Vec<SpikeEvent>,
-    mem_out: &mut [f32],
+    mem_out: MemOut<'_>,
 ) {
     run_sample(s, scratch, events, mem_out)
 }
@@ -454,20 +503,20 @@ unsafe fn run_sample_avx2(
     s: &Sample<'_>,
     scratch: &mut Scratch,
     events: &mut Vec<SpikeEvent>,
-    mem_out: &mut [f32],
+    mem_out: MemOut<'_>,
 ) {
     run_sample(s, scratch, events, mem_out)
 }
 
 /// One sample of one partition: its spikes are appended to `events` sorted by (step,
-/// neuron); its membranes go to `mem_out` (`[step][neuron]` for a trace, `[neuron]` for the
+/// neuron); its membranes go to `mem_out` (a row per step for a trace, one row for the
 /// maximum).
 #[inline(always)]
 fn run_sample(
     s: &Sample<'_>,
     scratch: &mut Scratch,
     events: &mut Vec<SpikeEvent>,
-    mem_out: &mut [f32],
+    mut mem_out: MemOut<'_>,
 ) {
     let prog = s.prog;
     let n = prog.n;
@@ -511,7 +560,7 @@ fn run_sample(
         for (lo, hi, segs) in &prog.stages {
             let (lo, hi) = (*lo, *hi);
             let vout: &mut [f32] = match s.membranes {
-                Membranes::Trace => &mut mem_out[t * n..(t + 1) * n],
+                Membranes::Trace => mem_out.row(t, n),
                 _ => &mut vrow[..],
             };
             let mut any = false;
@@ -539,7 +588,7 @@ fn run_sample(
                 }
                 Membranes::Trace => {
                     if let Some(q) = prog.cadc {
-                        for v in &mut mem_out[t * n + lo..t * n + hi] {
+                        for v in &mut mem_out.row(t, n)[lo..hi] {
                             *v = q.quantise(*v);
                         }
                     }
@@ -564,7 +613,7 @@ fn run_sample(
         pending[slot..slot + n].fill(0);
     }
     if s.membranes == Membranes::Max {
-        for (o, &p) in mem_out.iter_mut().zip(peak.iter()) {
+        for (o, &p) in mem_out.row(0, n).iter_mut().zip(peak.iter()) {
             *o = match prog.cadc {
                 Some(q) => q.quantise(p),
                 None => p,

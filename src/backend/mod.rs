@@ -84,8 +84,21 @@ impl Resident {
     }
 }
 
+/// Where a job writes its membranes instead of a buffer of its own: rows of `stride` values
+/// (a population's array: `[sample][step]` rows for a trace, `[sample]` rows for a maximum),
+/// the job's neurons at columns `offset..offset + neurons`. Saves a copy of every trace.
+#[derive(Debug)]
+pub struct MembraneDest<'a> {
+    /// The rows.
+    pub data: &'a mut [f32],
+    /// Values per row.
+    pub stride: usize,
+    /// The job's first column.
+    pub offset: usize,
+}
+
 /// One partition of a round.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub struct Job<'a> {
     /// Its compiled program.
     pub program: &'a PartitionProgram,
@@ -93,6 +106,9 @@ pub struct Job<'a> {
     pub resident: &'a Resident,
     /// Which membranes to bring back.
     pub membranes: Membranes,
+    /// Where to write them (then [`PartitionOutput::membrane`] is `None`); `None`: in a buffer
+    /// of the output.
+    pub dest: Option<MembraneDest<'a>>,
 }
 
 /// Result of running one partition on a batch.
@@ -100,7 +116,8 @@ pub struct Job<'a> {
 pub struct PartitionOutput {
     /// Spikes of the local neurons, each sample sorted by (step, neuron).
     pub spikes: SpikeTrains,
-    /// Membranes as asked for ([`Membranes`]); CADC-quantised where the program says so.
+    /// Membranes as asked for ([`Membranes`]), unless the job gave a destination;
+    /// CADC-quantised where the program says so.
     pub membrane: Option<Vec<f32>>,
 }
 
@@ -170,7 +187,7 @@ pub trait Backend: Sync {
     fn run_round(
         &self,
         store: &SpikeStore,
-        jobs: &[Job<'_>],
+        jobs: &mut [Job<'_>],
         opts: &RunOptions,
     ) -> Result<Vec<PartitionOutput>>;
 

@@ -240,6 +240,17 @@ enum Command {
         /// Chips: run up to this many partitions of a wave at the same time.
         #[arg(long, default_value = "1", value_parser = at_least_one)]
         chips: usize,
+        /// Benchmark training instead (the MNIST network, the published set-up, random
+        /// MNIST-shaped input): one warm-up batch, then --batches timed ones; the first
+        /// --batch size and the --steps apply.
+        #[arg(long)]
+        train: bool,
+        /// With --train: ideal or emulated (or mixed).
+        #[arg(long, value_enum, default_value = "emulated")]
+        mode: Mode,
+        /// With --train: timed batches.
+        #[arg(long, default_value = "20", value_parser = at_least_one)]
+        batches: usize,
     },
 }
 
@@ -465,7 +476,43 @@ fn run(command: Command) -> neuropart::Result<()> {
             substrate: sub_file,
             density,
             chips,
+            train,
+            mode,
+            batches,
         } => {
+            if train {
+                let backends: Vec<Box<dyn Backend>> = match device {
+                    Some(d) => vec![open_backend(d)?],
+                    None => {
+                        let mut v: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend)];
+                        match GpuBackend::new() {
+                            Ok(g) => v.push(Box::new(g)),
+                            Err(e) => eprintln!("no GPU row: {e}"),
+                        }
+                        v
+                    }
+                };
+                let mut rows = Vec::new();
+                for be in &backends {
+                    for &b in &batch {
+                        rows.push(neuropart::bench::measure_training(
+                            be.as_ref(),
+                            steps,
+                            b,
+                            mode,
+                            batches,
+                        )?);
+                    }
+                }
+                print!("{}", neuropart::bench::train_table(&rows));
+                for r in &rows {
+                    println!(
+                        "{} (batch {}): {:.1} hidden spikes per sample",
+                        r.backend, r.batch, r.hidden_spikes
+                    );
+                }
+                return Ok(());
+            }
             let sub = substrate(&sub_file)?;
             let mut net = match network {
                 Some(p) => Network::load(&p, &sub)?,

@@ -1,7 +1,14 @@
 //! The backward pass: gradients of the loss with respect to every weight, through time, from
-//! the observables the forward pass recorded (spikes and membranes), with the SuperSpike
-//! surrogate for the spike's derivative and the reset treated as a constant. Feed-forward
-//! networks only.
+//! the observables the forward pass recorded (spikes, and membranes time-major per sample,
+//! `[step][neuron]`), with the SuperSpike surrogate for the spike's derivative and the reset
+//! treated as a constant. Feed-forward networks only.
+//!
+//! Two phases, both parallel: per sample, the reverse-time recursion of every population,
+//! vectorised across its neurons (no transposes: the recorded layout is the one it reads);
+//! then per (chunk of samples, projection, block of source neurons), that chunk's weight
+//! gradients from the source's spike events. The chunks' partial sums are combined in a fixed
+//! binary tree over chunk indices, so the result does not depend on the number of threads (or
+//! of processes that own whole subtrees of chunks).
 
 use super::loss::{argmax, log_sum_exp};
 use super::{BatchStats, TrainConfig};
@@ -24,6 +31,8 @@ pub struct Topology {
     ends: Vec<(PopulationId, PopulationId, usize)>,
     /// Per projection: synapses grouped by source neuron: offsets, then (target, weight index).
     by_source: Vec<BySource>,
+    /// Per projection: dense (weights `[target][source]`, every source reaching every target).
+    dense: Vec<bool>,
     /// Per population: coefficients of the software model.
     coeffs: Vec<NeuronCoeffs>,
     /// The readout population.
@@ -95,10 +104,16 @@ impl Topology {
             .iter()
             .map(|p| p.params.coeffs(dt, p.kind == PopulationKind::Lif))
             .collect();
+        let dense = net
+            .projections
+            .iter()
+            .map(|p| p.connectivity == crate::network::Connectivity::Dense)
+            .collect();
         Ok(Topology {
             order,
             ends,
             by_source,
+            dense,
             coeffs,
             readout,
             input,
@@ -116,8 +131,14 @@ impl Topology {
     }
 }
 
+/// Samples per chunk of the gradient sum: partial sums over whole chunks are combined in a
+/// fixed tree ([`tree_sum`]). Fixed, so that results do not depend on the machine.
+pub const GRAD_CHUNK: usize = 16;
+
 /// Loss and weight gradients of a batch from its recorded observables. `exec` must hold the
-/// membranes of every population (`record_all_membranes`). Gradients are of the batch mean.
+/// membranes of every population ([`crate::Observe::AllTraces`]). Gradients are of the batch
+/// mean, in each projection's weight layout; they do not include the weight regulariser (the
+/// optimiser adds it, [`crate::Adam::step`]).
 pub fn gradients(
     net: &Network,
     topo: &Topology,
@@ -126,76 +147,224 @@ pub fn gradients(
     cfg: &TrainConfig,
     epoch: usize,
 ) -> (BatchStats, Vec<Vec<f32>>) {
-    let b = labels.len();
-    // Weights in synapse order (grouped by source neuron), and gradients accumulated in the
-    // same order: both contiguous in the inner loops; mapped back to weight indices at the end.
-    let w_syn: Vec<Vec<f32>> = topo
-        .by_source
-        .iter()
-        .enumerate()
-        .map(|(q, (_, syn))| {
-            syn.iter()
-                .map(|&(_, k)| net.projections[q].weights[k as usize])
-                .collect()
-        })
-        .collect();
-    let zero = || -> (BatchStats, Vec<Vec<f32>>) {
-        (
-            BatchStats::default(),
-            topo.by_source
-                .iter()
-                .map(|(_, syn)| vec![0.0; syn.len()])
-                .collect(),
-        )
-    };
-    // Fixed chunks of samples, each summed in order, then the chunks summed in order: the
-    // result does not depend on how many threads there are or how work is stolen.
-    let idx: Vec<usize> = (0..b).collect();
-    let parts: Vec<(BatchStats, Vec<Vec<f32>>)> = idx
-        .par_chunks(16)
-        .map(|chunk| {
-            let (mut stats, mut acc) = zero();
-            for &s in chunk {
-                let st = sample_gradients(
-                    net, topo, exec, s, labels[s], b, cfg, epoch, &w_syn, &mut acc,
-                );
-                stats = stats.add(st);
-            }
-            (stats, acc)
-        })
-        .collect();
-    let (mut stats, mut acc) = zero();
-    for (st, a) in parts {
-        stats = stats.add(st);
-        for (x, y) in acc.iter_mut().zip(a) {
-            for (u, v) in x.iter_mut().zip(y) {
-                *u += v;
-            }
-        }
-    }
-    let mut grads: Vec<Vec<f32>> = net
-        .projections
-        .iter()
-        .map(|p| vec![0.0; p.weights.len()])
-        .collect();
-    for (q, (_, syn)) in topo.by_source.iter().enumerate() {
-        for (pos, &(_, k)) in syn.iter().enumerate() {
-            grads[q][k as usize] += acc[q][pos];
-        }
-    }
-    // Weight regulariser: mean(w⁴) per projection.
-    for (q, pr) in net.projections.iter().enumerate() {
-        let numel = pr.weights.len().max(1) as f32;
-        for (k, &w) in pr.weights.iter().enumerate() {
-            grads[q][k] += cfg.reg_weights * 4.0 * w.powi(3) / numel;
-            stats.loss += (cfg.reg_weights * w.powi(4) / numel) as f64 * b as f64;
-        }
-    }
+    let (stats, partials) = chunk_gradients(
+        net,
+        topo,
+        exec,
+        labels,
+        cfg,
+        epoch,
+        0..labels.len().div_ceil(GRAD_CHUNK),
+    );
+    let (stats, acc) = tree_sum(stats, partials);
+    let grads = to_weight_layout(net, topo, &acc);
+    acc.into_iter().for_each(crate::pool::give);
     (stats, grads)
 }
 
+/// The per-chunk partial results of chunks `chunks` of the batch (statistics and gradients in
+/// the projections' by-source order), for combining with [`tree_sum`].
 #[allow(clippy::too_many_arguments)]
-fn sample_gradients(
+pub fn chunk_gradients(
+    net: &Network,
+    topo: &Topology,
+    exec: &Execution,
+    labels: &[u8],
+    cfg: &TrainConfig,
+    epoch: usize,
+    chunks: std::ops::Range<usize>,
+) -> (Vec<BatchStats>, Vec<Vec<Vec<f32>>>) {
+    let b = labels.len();
+    let steps = net.steps as usize;
+    let samples = chunks.start * GRAD_CHUNK..(chunks.end * GRAD_CHUNK).min(b);
+    // Phase A: per sample, the current gradients of every population, time-major.
+    let sizes: Vec<usize> = net.populations.iter().map(|p| p.size).collect();
+    let mut gi: Vec<Vec<f32>> = net
+        .populations
+        .iter()
+        .map(|p| match p.kind {
+            PopulationKind::Input => Vec::new(),
+            _ => crate::pool::take_zeroed(samples.len() * steps * p.size),
+        })
+        .collect();
+    let mut per_sample: Vec<Vec<&mut [f32]>> = (0..samples.len()).map(|_| Vec::new()).collect();
+    for (p, g) in gi.iter_mut().enumerate() {
+        let n = steps * sizes[p];
+        if n == 0 || g.is_empty() {
+            for slots in per_sample.iter_mut() {
+                slots.push(&mut []);
+            }
+            continue;
+        }
+        for (slots, part) in per_sample.iter_mut().zip(g.chunks_mut(n)) {
+            slots.push(part);
+        }
+    }
+    let stats: Vec<BatchStats> = per_sample
+        .into_par_iter()
+        .enumerate()
+        .map_init(Scratch::default, |scr, (k, mut slots)| {
+            let s = samples.start + k;
+            sample_backward(
+                net, topo, exec, s, labels[s], b, cfg, epoch, &mut slots, scr,
+            )
+        })
+        .collect();
+    // Phase B: per (chunk, projection, block of sources), the chunk's weight gradients.
+    let mut partials: Vec<Vec<Vec<f32>>> = chunks
+        .clone()
+        .map(|_| {
+            topo.by_source
+                .iter()
+                .map(|(_, syn)| crate::pool::take_zeroed(syn.len()))
+                .collect()
+        })
+        .collect();
+    let mut items = Vec::new();
+    for (ci, partial) in chunks.clone().zip(partials.iter_mut()) {
+        for (q, acc) in partial.iter_mut().enumerate() {
+            let (offs, _) = &topo.by_source[q];
+            let ns = offs.len() - 1;
+            let block = ns.div_ceil(8).max(1);
+            let mut rest: &mut [f32] = acc;
+            let mut lo = 0;
+            while lo < ns {
+                let hi = (lo + block).min(ns);
+                let len = (offs[hi] - offs[lo]) as usize;
+                let (a, r) = std::mem::take(&mut rest).split_at_mut(len);
+                items.push((ci, q, lo..hi, a));
+                rest = r;
+                lo = hi;
+            }
+        }
+    }
+    items.into_par_iter().for_each(|(ci, q, range, acc)| {
+        let (src, tgt, d) = topo.ends[q];
+        let Some(trains) = exec.spikes.get(src) else {
+            return;
+        };
+        let (offs, syn) = &topo.by_source[q];
+        let nt = sizes[tgt];
+        let base = offs[range.start] as usize;
+        let first = ci * GRAD_CHUNK;
+        for s in first..(first + GRAD_CHUNK).min(b) {
+            let g =
+                &gi[tgt][(s - samples.start) * steps * nt..(s - samples.start + 1) * steps * nt];
+            for e in trains.sample(s) {
+                let pre = e.neuron as usize;
+                let t = e.step as usize + d;
+                if t >= steps || !range.contains(&pre) {
+                    continue;
+                }
+                let (a, z) = (offs[pre] as usize - base, offs[pre + 1] as usize - base);
+                let git = &g[t * nt..(t + 1) * nt];
+                if topo.dense[q] {
+                    for (x, &y) in acc[a..z].iter_mut().zip(git) {
+                        *x += y;
+                    }
+                } else {
+                    for (x, &(post, _)) in acc[a..z].iter_mut().zip(&syn[a + base..z + base]) {
+                        *x += git[post as usize];
+                    }
+                }
+            }
+        }
+    });
+    gi.into_iter().for_each(crate::pool::give);
+    // Statistics per chunk, summed in sample order.
+    let chunk_stats = chunks
+        .map(|ci| {
+            let lo = ci * GRAD_CHUNK - samples.start;
+            let hi = ((ci + 1) * GRAD_CHUNK).min(b) - samples.start;
+            stats[lo..hi]
+                .iter()
+                .cloned()
+                .fold(BatchStats::default(), |a, b| a + b)
+        })
+        .collect();
+    (chunk_stats, partials)
+}
+
+/// Combine per-chunk partial results in a fixed binary tree over chunk indices: the halves
+/// split at the largest power of two below the count, so a block of chunks aligned to a power
+/// of two is a subtree (what one process may sum on its own).
+pub fn tree_sum(
+    mut stats: Vec<BatchStats>,
+    mut partials: Vec<Vec<Vec<f32>>>,
+) -> (BatchStats, Vec<Vec<f32>>) {
+    fn reduce(stats: &mut [BatchStats], parts: &mut [Vec<Vec<f32>>]) {
+        let n = parts.len();
+        if n <= 1 {
+            return;
+        }
+        let mid = if n.is_power_of_two() {
+            n / 2
+        } else {
+            1 << (usize::BITS - 1 - n.leading_zeros())
+        };
+        let (sl, sr) = stats.split_at_mut(mid);
+        let (pl, pr) = parts.split_at_mut(mid);
+        rayon::join(|| reduce(sl, pl), || reduce(sr, pr));
+        sl[0] = std::mem::take(&mut sl[0]) + std::mem::take(&mut sr[0]);
+        for (a, b) in pl[0].iter_mut().zip(&pr[0]) {
+            a.par_iter_mut()
+                .with_min_len(1 << 14)
+                .zip(b.par_iter().with_min_len(1 << 14))
+                .for_each(|(x, y)| *x += y);
+        }
+    }
+    if partials.is_empty() {
+        return (BatchStats::default(), Vec::new());
+    }
+    reduce(&mut stats, &mut partials);
+    let first = std::mem::take(&mut partials[0]);
+    partials.into_iter().flatten().for_each(crate::pool::give);
+    (std::mem::take(&mut stats[0]), first)
+}
+
+/// Gradients in by-source order (as the backward accumulates them) to each projection's
+/// weight layout; the synapses of a convolution that share a weight add up.
+pub fn to_weight_layout(net: &Network, topo: &Topology, acc: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    net.projections
+        .par_iter()
+        .enumerate()
+        .map(|(q, pr)| {
+            let mut g = crate::pool::take_zeroed(pr.weights.len());
+            let (offs, syn) = &topo.by_source[q];
+            if topo.dense[q] {
+                // by-source order is [source][target]; the weights are [target][source].
+                let ns = offs.len() - 1;
+                let nt = syn.len().checked_div(ns).unwrap_or(0);
+                for (pre, row) in acc[q].chunks(nt.max(1)).enumerate() {
+                    for (post, &x) in row.iter().enumerate() {
+                        g[post * ns + pre] += x;
+                    }
+                }
+            } else {
+                for (x, &(_, k)) in acc[q].iter().zip(syn) {
+                    g[k as usize] += x;
+                }
+            }
+            g
+        })
+        .collect()
+}
+
+/// Per-thread buffers of the per-sample backward, reused across samples and batches.
+#[derive(Default)]
+struct Scratch {
+    gs: Vec<Vec<f32>>,
+    gvd: Vec<f32>,
+    raster: Vec<u8>,
+    count: Vec<f32>,
+    gv: Vec<f32>,
+    carry: Vec<f32>,
+}
+
+/// One sample: its loss and statistics, and the current gradient `gi[p]` (`[step][neuron]`)
+/// of every non-input population.
+#[allow(clippy::too_many_arguments)]
+fn sample_backward(
     net: &Network,
     topo: &Topology,
     exec: &Execution,
@@ -204,29 +373,18 @@ fn sample_gradients(
     batch: usize,
     cfg: &TrainConfig,
     epoch: usize,
-    w_syn: &[Vec<f32>],
-    acc: &mut [Vec<f32>],
+    gi: &mut [&mut [f32]],
+    scr: &mut Scratch,
 ) -> BatchStats {
-    // Per-neuron time series are kept neuron-major (`[n][t]`): the recursion through time and
-    // the gradient on a source's spikes then run over contiguous memory.
     let steps = net.steps as usize;
     let bf = batch as f32;
     let npop = net.populations.len();
-    // Gradient with respect to each population's spikes, and direct membrane gradients.
-    let mut gs: Vec<Vec<f32>> = net
-        .populations
-        .iter()
-        .map(|p| match p.kind {
-            PopulationKind::Input => Vec::new(),
-            _ => vec![0.0; steps * p.size],
-        })
-        .collect();
-    let mut gvd: Vec<Vec<f32>> = vec![Vec::new(); npop];
+    scr.gs.resize_with(npop, Vec::new);
     let mut stats = BatchStats {
         samples: 1,
         ..Default::default()
     };
-    // Loss on the readout.
+    // Loss on the readout: direct gradient on its membrane at each neuron's maximum.
     let r = topo.readout;
     let c = net.populations[r].size;
     let m =
@@ -245,43 +403,49 @@ fn sample_gradients(
     let lse = log_sum_exp(&score);
     stats.loss += (lse - score[label as usize]) as f64;
     stats.correct += usize::from(argmax(&score) == label as usize);
-    let mut g = vec![0.0f32; steps * c];
+    scr.gvd.clear();
+    scr.gvd.resize(steps * c, 0.0);
     for k in 0..c {
         let p = (score[k] - lse).exp();
         let mut d = (p - f32::from(k == label as usize)) / bf;
         d += cfg.reg_readout * 4.0 * score[k].powi(3) / (bf * c as f32);
         stats.loss += (cfg.reg_readout * score[k].powi(4) / c as f32) as f64;
-        g[k * steps + at[k]] += cfg.readout_scale * d;
+        scr.gvd[at[k] * c + k] += cfg.readout_scale * d;
     }
-    gvd[r] = g;
-    // Spike rasters of spiking populations, and the spike-count regulariser.
+    // Gradients on spikes: start with the spike-count regulariser.
     let lam = cfg.reg_spikes * cfg.reg_spikes_decay.powi(epoch as i32);
-    let mut raster: Vec<Vec<bool>> = vec![Vec::new(); npop];
     for &p in &topo.order {
         let pop = &net.populations[p];
+        let gs = &mut scr.gs[p];
+        gs.clear();
         if pop.kind != PopulationKind::Lif {
             continue;
         }
-        let mut ras = vec![false; steps * pop.size];
-        let mut count = vec![0f32; pop.size];
+        let n = pop.size;
+        gs.resize(steps * n, 0.0);
+        scr.count.clear();
+        scr.count.resize(n, 0.0);
         if let Some(tr) = exec.spikes.get(p) {
             for e in tr.sample(s) {
-                ras[e.neuron as usize * steps + e.step as usize] = true;
-                count[e.neuron as usize] += 1.0;
+                scr.count[e.neuron as usize] += 1.0;
             }
         }
-        stats.hidden_spikes += count.iter().sum::<f32>() as f64;
-        let norm = bf * pop.size as f32;
-        for (n, &k) in count.iter().enumerate() {
-            stats.loss += (lam * k.powi(4) / pop.size as f32) as f64;
-            let d = lam * 4.0 * k.powi(3) / norm;
-            if d != 0.0 {
-                gs[p][n * steps..(n + 1) * steps]
-                    .iter_mut()
-                    .for_each(|x| *x += d);
+        stats.hidden_spikes += scr.count.iter().sum::<f32>() as f64;
+        let norm = bf * n as f32;
+        let mut row = vec![0f32; n];
+        let mut any = false;
+        for (x, &k) in row.iter_mut().zip(&scr.count) {
+            stats.loss += (lam * k.powi(4) / n as f32) as f64;
+            *x = lam * 4.0 * k.powi(3) / norm;
+            any |= *x != 0.0;
+        }
+        if any {
+            for gst in gs.chunks_mut(n) {
+                for (g, &x) in gst.iter_mut().zip(&row) {
+                    *g += x;
+                }
             }
         }
-        raster[p] = ras;
     }
     // Backward through time, targets before sources.
     for &p in topo.order.iter().rev() {
@@ -291,73 +455,92 @@ fn sample_gradients(
         let mem = &exec.membrane[p].as_ref().expect("membranes recorded")
             [s * steps * n..(s + 1) * steps * n];
         let spiking = pop.kind == PopulationKind::Lif;
-        let mut gi = vec![0f32; steps * n];
-        for j in 0..n {
-            let (mut gv, mut carry) = (0f32, 0f32);
-            let row = j * steps..(j + 1) * steps;
-            let (gsj, gij) = (&gs[p][row.clone()], &mut gi[row.clone()]);
-            let gvj = (!gvd[p].is_empty()).then(|| &gvd[p][row.clone()]);
-            let ras = spiking.then(|| &raster[p][row]);
-            for t in (0..steps).rev() {
-                let mut gpre = gv;
-                if let Some(ras) = ras {
-                    if ras[t] {
-                        gpre = 0.0;
+        let gip = &mut *gi[p];
+        scr.raster.clear();
+        if spiking {
+            scr.raster.resize(steps * n, 0);
+            if let Some(tr) = exec.spikes.get(p) {
+                for e in tr.sample(s) {
+                    scr.raster[e.step as usize * n + e.neuron as usize] = 1;
+                }
+            }
+        }
+        scr.gv.clear();
+        scr.gv.resize(n, 0.0);
+        scr.carry.clear();
+        scr.carry.resize(n, 0.0);
+        let direct = (p == r).then_some(&scr.gvd[..]);
+        let (k_mem, a_syn, v_th, alpha) = (co.k_mem, co.a_syn, co.v_th, cfg.surrogate_alpha);
+        for t in (0..steps).rev() {
+            let row = t * n..(t + 1) * n;
+            let git = &mut gip[row.clone()];
+            let (gv, carry) = (&mut scr.gv[..], &mut scr.carry[..]);
+            if spiking {
+                let (gst, ras, mt) = (
+                    &scr.gs[p][row.clone()],
+                    &scr.raster[row.clone()],
+                    &mem[row.clone()],
+                );
+                for (((((g, v), c), &gsv), &sp), &mv) in git
+                    .iter_mut()
+                    .zip(gv.iter_mut())
+                    .zip(carry.iter_mut())
+                    .zip(gst)
+                    .zip(ras)
+                    .zip(mt)
+                {
+                    let mut gpre = if sp != 0 { 0.0 } else { *v };
+                    let x = alpha * (mv - v_th).abs() + 1.0;
+                    gpre += gsv / (x * x);
+                    let gcur = *c + k_mem * gpre;
+                    *g = gcur;
+                    *v = (1.0 - k_mem) * gpre;
+                    *c = a_syn * gcur;
+                }
+            } else {
+                let gvt = direct.map(|d| &d[row.clone()]);
+                for (k, ((g, v), c)) in git
+                    .iter_mut()
+                    .zip(gv.iter_mut())
+                    .zip(carry.iter_mut())
+                    .enumerate()
+                {
+                    let mut gpre = *v;
+                    if let Some(d) = gvt {
+                        gpre += d[k];
                     }
-                    let x = cfg.surrogate_alpha * (mem[t * n + j] - co.v_th).abs() + 1.0;
-                    gpre += gsj[t] / (x * x);
+                    let gcur = *c + k_mem * gpre;
+                    *g = gcur;
+                    *v = (1.0 - k_mem) * gpre;
+                    *c = a_syn * gcur;
                 }
-                if let Some(gvj) = gvj {
-                    gpre += gvj[t];
-                }
-                let gcur = carry + co.k_mem * gpre;
-                gij[t] = gcur;
-                gv = (1.0 - co.k_mem) * gpre;
-                carry = co.a_syn * gcur;
             }
         }
-        // Time-major copy for the weight gradients (contiguous over targets per step).
-        let mut gi_t = vec![0f32; steps * n];
-        for j in 0..n {
-            for t in 0..steps {
-                gi_t[t * n + j] = gi[j * steps + t];
-            }
-        }
+        // Gradients on the spikes of this population's spiking sources.
+        let gip = &*gi[p];
         for (q, &(src, tgt, d)) in topo.ends.iter().enumerate() {
-            if tgt != p {
+            if tgt != p || net.populations[src].kind != PopulationKind::Lif || d >= steps {
                 continue;
             }
-            let (offs, syn) = &topo.by_source[q];
             let ns = net.populations[src].size;
-            // Weight gradients: spikes of the source times the current gradient on arrival.
-            let events: &[crate::spikes::SpikeEvent] = match exec.spikes.get(src) {
-                Some(tr) => tr.sample(s),
-                None => &[],
-            };
-            let gq = &mut acc[q];
-            for e in events {
-                let t = e.step as usize + d;
-                if t >= steps {
-                    continue;
+            let w = &net.projections[q].weights;
+            let gsrc = &mut scr.gs[src];
+            if topo.dense[q] {
+                for t in 0..steps - d {
+                    let dst = &mut gsrc[t * ns..(t + 1) * ns];
+                    for (post, &g) in gip[(t + d) * n..(t + d + 1) * n].iter().enumerate() {
+                        for (x, &wk) in dst.iter_mut().zip(&w[post * ns..(post + 1) * ns]) {
+                            *x += wk * g;
+                        }
+                    }
                 }
-                let pre = e.neuron as usize;
-                let range = offs[pre] as usize..offs[pre + 1] as usize;
-                let git = &gi_t[t * n..(t + 1) * n];
-                for (g, &(post, _)) in gq[range.clone()].iter_mut().zip(&syn[range]) {
-                    *g += git[post as usize];
-                }
-            }
-            // Gradients on the source's spikes at every step: one vector update per synapse.
-            if net.populations[src].kind == PopulationKind::Lif && d < steps {
-                let ws = &w_syn[q];
-                let gsrc = &mut gs[src];
+            } else {
+                let (offs, syn) = &topo.by_source[q];
                 for pre in 0..ns {
-                    let dst = &mut gsrc[pre * steps..pre * steps + steps - d];
-                    let range = offs[pre] as usize..offs[pre + 1] as usize;
-                    for (&wk, &(post, _)) in ws[range.clone()].iter().zip(&syn[range]) {
-                        let from = &gi[post as usize * steps + d..(post as usize + 1) * steps];
-                        for (x, &y) in dst.iter_mut().zip(from) {
-                            *x += wk * y;
+                    for &(post, k) in &syn[offs[pre] as usize..offs[pre + 1] as usize] {
+                        let wk = w[k as usize];
+                        for t in 0..steps - d {
+                            gsrc[t * ns + pre] += wk * gip[(t + d) * n + post as usize];
                         }
                     }
                 }

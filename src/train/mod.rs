@@ -18,7 +18,7 @@ pub use optimiser::Adam;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::executor::{Executor, Observe};
-use crate::network::{PopulationId, PopulationKind};
+use crate::network::PopulationKind;
 use crate::spikes::SpikeTrains;
 use serde::{Deserialize, Serialize};
 
@@ -132,7 +132,10 @@ pub struct BatchStats {
     pub silent_samples: Vec<usize>,
 }
 
-impl BatchStats {
+impl std::ops::Add for BatchStats {
+    type Output = BatchStats;
+
+    /// These plus `o`.
     fn add(mut self, o: BatchStats) -> Self {
         self.loss += o.loss;
         self.correct += o.correct;
@@ -146,7 +149,9 @@ impl BatchStats {
         }
         self
     }
+}
 
+impl BatchStats {
     /// Mean loss per sample.
     pub fn mean_loss(&self) -> f64 {
         self.loss / self.samples.max(1) as f64
@@ -201,22 +206,27 @@ pub fn silence_warnings(
         .collect()
 }
 
-/// Run one batch forward on `backend` and return its statistics and gradients.
-#[allow(clippy::too_many_arguments)] // one batch's whole context; a struct would only rename it
-pub fn forward_backward<B: Backend + ?Sized>(
-    exec: &Executor,
-    topo: &Topology,
-    backend: &B,
-    inputs: &[(PopulationId, SpikeTrains)],
-    labels: &[u8],
-    cfg: &TrainConfig,
-    epoch: usize,
-    noise_seed: u32,
-) -> Result<(BatchStats, Vec<Vec<f32>>)> {
-    let out = exec.run_with_noise(backend, inputs, Observe::AllTraces, noise_seed)?;
-    let (mut stats, grads) = gradients(&exec.network, topo, &out, labels, cfg, epoch);
-    stats.silent_samples = silent_samples(&exec.network, &out.spikes);
-    Ok((stats, grads))
+/// Where one optimiser step's time went.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepTimings {
+    /// Inside the backend: the forward pass of every partition.
+    pub forward: std::time::Duration,
+    /// Gradients from the observables.
+    pub backward: std::time::Duration,
+    /// Adam, the regulariser and writing the weights (and resident copies) in place.
+    pub optimiser: std::time::Duration,
+    /// Everything else outside the backend: encoding, replay, bookkeeping.
+    pub host: std::time::Duration,
+}
+
+impl StepTimings {
+    /// Add `o` to these.
+    pub fn add(&mut self, o: &StepTimings) {
+        self.forward += o.forward;
+        self.backward += o.backward;
+        self.optimiser += o.optimiser;
+        self.host += o.host;
+    }
 }
 
 /// One epoch's record (a row of the CSV).
@@ -371,11 +381,11 @@ impl Trainer {
         for k in (1..order.len()).rev() {
             order.swap(k, rng.below(k + 1));
         }
-        let lr = self.cfg.lr * self.cfg.lr_decay.powi(self.epoch as i32);
         let steps = self.exec.network.steps;
         let mut total = BatchStats::default();
         let mut done = 0;
         for (bi, idx) in order.chunks(self.cfg.batch).enumerate() {
+            let t0 = std::time::Instant::now();
             let mut aug = crate::rng::Rng::derive(
                 self.cfg.seed ^ 0xA5A5,
                 (self.epoch * 1_000_000 + bi) as u64,
@@ -383,40 +393,80 @@ impl Trainer {
             let spikes =
                 crate::encode::images(data, idx, steps, self.cfg.augment.then_some(&mut aug));
             let labels: Vec<u8> = idx.iter().map(|&i| data.labels[i]).collect();
-            let noise = crate::neuron::pcg_hash(
-                (self.epoch * 1_000_003 + bi) as u32 ^ self.cfg.seed as u32,
-            );
-            let (st, g) = forward_backward(
-                &self.exec,
-                &self.topo,
-                backend,
-                &[(self.topo.input(), spikes)],
-                &labels,
-                &self.cfg,
-                self.epoch,
-                noise,
-            )?;
-            let diverged = |what: String| Error::Diverged {
-                epoch: self.epoch + 1,
-                batch: bi + 1,
-                what,
-            };
-            if !st.loss.is_finite() {
-                return Err(diverged(format!("the loss is {}", st.loss)));
-            }
-            if !self
-                .adam
-                .step(&mut self.exec.network, &g, lr, self.weight_limit)
-            {
-                return Err(diverged("a weight became non-finite".into()));
-            }
-            self.exec.update_weights()?;
-            total = total.add(st);
+            let encode = t0.elapsed();
+            let (st, _) = self.train_batch(backend, spikes, &labels, bi, encode)?;
+            total = total + st;
             done += idx.len();
             progress(done, data.len(), &total);
         }
         self.epoch += 1;
         Ok(total)
+    }
+
+    /// One optimiser step on a batch of encoded inputs (batch `bi` of the current epoch, which
+    /// seeds its noise): forward, backward, Adam, weights rewritten in place. `host` is time
+    /// already spent on the batch outside the backend (encoding), added to the timings'.
+    pub fn train_batch<B: Backend + ?Sized>(
+        &mut self,
+        backend: &B,
+        spikes: SpikeTrains,
+        labels: &[u8],
+        bi: usize,
+        host: std::time::Duration,
+    ) -> Result<(BatchStats, StepTimings)> {
+        use std::time::Instant;
+        let lr = self.cfg.lr * self.cfg.lr_decay.powi(self.epoch as i32);
+        let noise =
+            crate::neuron::pcg_hash((self.epoch * 1_000_003 + bi) as u32 ^ self.cfg.seed as u32);
+        let mut timings = StepTimings {
+            host,
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let out = self.exec.run_with_noise(
+            backend,
+            &[(self.topo.input(), spikes)],
+            Observe::AllTraces,
+            noise,
+        )?;
+        timings.forward = out.stats.backend;
+        timings.host += t0.elapsed().saturating_sub(out.stats.backend);
+        let t1 = Instant::now();
+        let (mut st, g) = gradients(
+            &self.exec.network,
+            &self.topo,
+            &out,
+            labels,
+            &self.cfg,
+            self.epoch,
+        );
+        st.silent_samples = silent_samples(&self.exec.network, &out.spikes);
+        timings.backward = t1.elapsed();
+        let diverged = |what: String| Error::Diverged {
+            epoch: self.epoch + 1,
+            batch: bi + 1,
+            what,
+        };
+        if !st.loss.is_finite() {
+            return Err(diverged(format!("the loss is {}", st.loss)));
+        }
+        let t2 = Instant::now();
+        let (reg_loss, finite) = self.adam.step(
+            &mut self.exec.network,
+            &g,
+            lr,
+            self.weight_limit,
+            self.cfg.reg_weights,
+        );
+        st.loss += reg_loss * st.samples as f64;
+        g.into_iter().for_each(crate::pool::give);
+        if !finite {
+            return Err(diverged("a weight became non-finite".into()));
+        }
+        self.exec.update_weights()?;
+        self.exec.prepare(backend)?;
+        timings.optimiser = t2.elapsed();
+        Ok((st, timings))
     }
 
     /// An error unless `data` fits the network: images of the input population's size,
@@ -493,7 +543,7 @@ impl Trainer {
                     st.hidden_spikes += t.len() as f64;
                 }
             }
-            total = total.add(st);
+            total = total + st;
         }
         Ok(total)
     }

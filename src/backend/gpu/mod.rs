@@ -750,7 +750,7 @@ impl Backend for GpuBackend {
     fn run_round(
         &self,
         store: &SpikeStore,
-        jobs: &[Job<'_>],
+        jobs: &mut [Job<'_>],
         opts: &RunOptions,
     ) -> Result<Vec<PartitionOutput>> {
         let mut t = PhaseTimings::default();
@@ -945,7 +945,7 @@ impl GpuBackend {
     fn run_round_timed(
         &self,
         store: &SpikeStore,
-        jobs: &[Job<'_>],
+        jobs: &mut [Job<'_>],
         opts: &RunOptions,
         t: &mut PhaseTimings,
     ) -> Result<Vec<PartitionOutput>> {
@@ -954,7 +954,7 @@ impl GpuBackend {
         let steps = opts.steps as u64;
         let mut progs = Vec::with_capacity(jobs.len());
         let mut pops = Vec::new();
-        for job in jobs {
+        for job in jobs.iter() {
             check_sources(store, job.program)?;
             let g = job.resident.get::<GpuProgram>()?;
             if ctx.is_software() {
@@ -1002,7 +1002,7 @@ impl GpuBackend {
         // The largest chunk every per-sample buffer of every job fits.
         let limit = ctx.max_binding();
         let mut chunk = samples.max(1).min(self.max_chunk.max(1)) as u64;
-        for (g, job) in progs.iter().zip(jobs) {
+        for (g, job) in progs.iter().zip(jobs.iter()) {
             let per = PerSample::of(g, steps, job.membranes);
             chunk = chunk.min(limit / per.largest().max(1));
             let blocks = match g.kernel {
@@ -1032,7 +1032,7 @@ impl GpuBackend {
         let t1 = Instant::now();
         let result = outs
             .into_iter()
-            .zip(jobs)
+            .zip(jobs.iter())
             .map(|((offsets, events, membrane), job)| PartitionOutput {
                 spikes: SpikeTrains {
                     neurons: job.program.neuron_count(),
@@ -1040,7 +1040,8 @@ impl GpuBackend {
                     offsets,
                     events,
                 },
-                membrane: (job.membranes != Membranes::None).then_some(membrane),
+                membrane: (job.membranes != Membranes::None && job.dest.is_none())
+                    .then_some(membrane),
             })
             .collect();
         t.host += t1.elapsed();
@@ -1054,7 +1055,7 @@ impl GpuBackend {
         ws: &mut Workspace,
         store_buf: &wgpu::Buffer,
         store: &SpikeStore,
-        jobs: &[Job<'_>],
+        jobs: &mut [Job<'_>],
         progs: &[&GpuProgram],
         opts: &RunOptions,
         s0: usize,
@@ -1332,9 +1333,21 @@ impl GpuBackend {
                 )));
             }
             let m0 = (layout.membrane / 4) as usize;
-            outs[k].2.extend_from_slice(bytemuck::cast_slice(
-                &words[m0..m0 + (layout.membrane_len / 4) as usize],
-            ));
+            let mem: &[f32] =
+                bytemuck::cast_slice(&words[m0..m0 + (layout.membrane_len / 4) as usize]);
+            match &mut jobs[k].dest {
+                Some(d) => {
+                    // Rows of this chunk into the job's destination.
+                    let n = progs[k].neurons as usize;
+                    let rows = mem.len() / n.max(1);
+                    let first = s0 * rows / c.max(1);
+                    for (r, src) in mem.chunks(n.max(1)).enumerate() {
+                        let at = (first + r) * d.stride + d.offset;
+                        d.data[at..at + n].copy_from_slice(src);
+                    }
+                }
+                None => outs[k].2.extend_from_slice(mem),
+            }
             let total = offsets[c] as u64;
             let e0 = (layout.events / 4) as usize;
             let events = if total <= layout.capacity {
