@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::network::{Network, PopulationId, PopulationKind};
 use crate::neuron::NeuronCoeffs;
 use crate::partition::{Partition, Plan};
+use crate::simd::widest;
 use rayon::prelude::*;
 
 /// One synapse, grouped by source; laid out as the GPU's synapse words (target, delay, weight).
@@ -31,11 +32,57 @@ pub struct WeightRef {
     pub projection: u32,
     /// Index into the projection's weights.
     pub index: u32,
-    /// Position of the weight in the projection's source-major order: `source · targets +
-    /// target` for a dense projection (whose weights are laid out `[target][source]`), the
-    /// index otherwise. Rewriting a partition's synapses, which are grouped by source, reads
-    /// the source-major copy contiguously.
-    pub source_major: u32,
+}
+
+/// A stretch of a program's synapses that realise one projection's weights at evenly spaced
+/// indices, all into one target population: a dense projection's synapses from one source
+/// (spaced by the projection's source count), at worst a single synapse. Rewriting the weights
+/// walks these runs, with no lookup per synapse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WeightRun {
+    /// First synapse of the run.
+    pub synapse: u32,
+    /// Synapses in the run.
+    pub len: u32,
+    /// Projection.
+    pub projection: u32,
+    /// Weight index of the first synapse.
+    pub index: u32,
+    /// Step between consecutive synapses' weight indices.
+    pub stride: u32,
+    /// Target population.
+    pub population: u32,
+}
+
+/// The runs of `refs` (see [`WeightRun`]), `targets[j]` the target population of synapse `j`.
+fn weight_runs(refs: &[WeightRef], targets: impl Iterator<Item = PopulationId>) -> Vec<WeightRun> {
+    let mut runs: Vec<WeightRun> = Vec::new();
+    for (j, (r, pop)) in refs.iter().zip(targets).enumerate() {
+        let pop = pop as u32;
+        if let Some(last) = runs.last_mut() {
+            if last.projection == r.projection && last.population == pop {
+                if last.len == 1 && r.index > last.index {
+                    last.stride = r.index - last.index;
+                    last.len = 2;
+                    continue;
+                }
+                let next = last.index as u64 + last.len as u64 * last.stride as u64;
+                if last.len > 1 && r.index as u64 == next {
+                    last.len += 1;
+                    continue;
+                }
+            }
+        }
+        runs.push(WeightRun {
+            synapse: j as u32,
+            len: 1,
+            projection: r.projection,
+            index: r.index,
+            stride: 1,
+            population: pop,
+        });
+    }
+    runs
 }
 
 /// How a population's model weights become the weights the substrate realises.
@@ -72,26 +119,43 @@ impl WeightMap {
 /// x86-64.
 #[inline(always)]
 pub fn round_f32(x: f32) -> f32 {
-    // From 2^23 on every f32 is an integer (NaN and infinities pass through too).
-    if x.abs() >= 8_388_608.0 || x.is_nan() {
-        return x;
+    // A select, not a branch; from 2^23 on every f32 is an integer (NaN and infinities are
+    // returned as they are too). `round_i32` is exact below 2^23, and the sign comes back for
+    // a result of zero (−0.3 rounds to −0.0).
+    let n = round_i32(x) as f32;
+    if x.abs() < 8_388_608.0 {
+        n.copysign(x)
+    } else {
+        x
     }
-    let t = x as i32 as f32;
-    let r = x - t;
-    let n = if r.abs() >= 0.5 { t + r.signum() } else { t };
-    n.copysign(x)
+}
+
+/// `x.round() as i32` for `|x| ≤ 2^23`, where every caller stays (fixed-point weights are
+/// below 2^23 by the choice of exponent, membrane codes below 2^16); beyond that range the
+/// result is ±2^23 (and −2^23 for NaN). Branch-free and without Rust's saturating
+/// float-to-integer conversion, which the baseline instruction set does not vectorise.
+#[inline(always)]
+pub fn round_i32(x: f32) -> i32 {
+    // `max` and `min` drop NaN, so `y` is finite (`clamp` would keep NaN).
+    #[allow(clippy::manual_clamp)]
+    let y = x.max(-8_388_608.0).min(8_388_608.0);
+    // SAFETY: `y` is finite and within ±2^23, well inside `i32`.
+    let t = unsafe { y.to_int_unchecked::<i32>() };
+    let r = y - t as f32;
+    t + i32::from(r >= 0.5) - i32::from(r <= -0.5)
 }
 
 /// `x.round()` for `f64`, like [`round_f32`].
 #[inline(always)]
 pub fn round_f64(x: f64) -> f64 {
-    if x.abs() >= 4_503_599_627_370_496.0 || x.is_nan() {
-        return x;
-    }
     let t = x as i64 as f64;
     let r = x - t;
-    let n = if r.abs() >= 0.5 { t + r.signum() } else { t };
-    n.copysign(x)
+    let n = (t + f64::from(u8::from(r.abs() >= 0.5)).copysign(x)).copysign(x);
+    if x.abs() < 4_503_599_627_370_496.0 {
+        n
+    } else {
+        x
+    }
 }
 
 /// Quantisation of recorded membranes like the chip's parallel readout (CADC): the code
@@ -164,6 +228,8 @@ pub struct PartitionProgram {
     pub max_delay: u32,
     /// For each synapse, the model weight it realises.
     pub weight_refs: Vec<WeightRef>,
+    /// The same, as runs of evenly spaced weights (what rewriting the weights walks).
+    pub weight_runs: Vec<WeightRun>,
     /// How this partition's weights reach the substrate.
     pub weight_map: WeightMap,
     /// Quantisation of every recorded membrane (emulated partitions), if any.
@@ -254,9 +320,6 @@ impl PartitionProgram {
                     continue;
                 }
                 let ws = &network.projections[p].weights;
-                let dense =
-                    network.projections[p].connectivity == crate::network::Connectivity::Dense;
-                let nt = network.populations[tt].size;
                 network.for_each_synapse_index(p, pr.neurons.range(), |pre, post, k| {
                     raw.push((
                         s,
@@ -269,11 +332,6 @@ impl PartitionProgram {
                         WeightRef {
                             projection: p as u32,
                             index: k as u32,
-                            source_major: if dense {
-                                (pre * nt + post) as u32
-                            } else {
-                                k as u32
-                            },
                         },
                     ));
                 })?;
@@ -351,7 +409,6 @@ impl PartitionProgram {
             WeightRef {
                 projection: 0,
                 index: 0,
-                source_major: 0,
             };
             keyed.len()
         ];
@@ -361,6 +418,10 @@ impl PartitionProgram {
             fill[k] += 1;
         }
         let max_delay = synapses.iter().map(|s| s.delay).max().unwrap_or(0);
+        let weight_runs = weight_runs(
+            &weight_refs,
+            synapses.iter().map(|s| neurons[s.target as usize].0),
+        );
         Ok(PartitionProgram {
             partition: part.id,
             neurons,
@@ -372,6 +433,7 @@ impl PartitionProgram {
             synapses,
             max_delay,
             weight_refs,
+            weight_runs,
             weight_map,
             cadc: None,
         })
@@ -444,52 +506,9 @@ pub fn fixed_point(w: f32, scale: f64) -> i32 {
 /// from the realised weights (`maps[population]` of the target). Chosen per population, it
 /// does not depend on the partitioning.
 pub fn exponents(network: &Network, maps: &[WeightMap]) -> Result<Vec<i32>> {
-    let ends = network.all_endpoints()?;
-    let mapped = mapped_weights(network, &ends, maps);
-    exponents_of(network, &ends, |p| &mapped[p])
-}
-
-/// `w` (`rows × cols`, row-major) transposed, in cache-sized tiles, in parallel over tiles of
-/// rows of the result.
-fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const TILE: usize = 32;
-    let mut out = crate::pool::take(w.len());
-    out.par_chunks_mut((TILE * rows).max(1))
-        .enumerate()
-        .for_each(|(tc, block)| {
-            // Result rows tc·TILE.. (= source columns), all result columns (= source rows).
-            let c0 = tc * TILE;
-            let cn = block.len() / rows.max(1);
-            for r0 in (0..rows).step_by(TILE) {
-                for r in r0..(r0 + TILE).min(rows) {
-                    for c in 0..cn {
-                        block[c * rows + r] = w[r * cols + c0 + c];
-                    }
-                }
-            }
-        });
-    out
-}
-
-/// Every weight through its target's map, in parallel.
-fn mapped_weights(
-    network: &Network,
-    ends: &[(PopulationId, PopulationId)],
-    maps: &[WeightMap],
-) -> Vec<Vec<f32>> {
-    network
-        .projections
-        .par_iter()
-        .zip(ends)
-        .map(|(pr, &(_, t))| {
-            let map = maps[t];
-            let mut out = crate::pool::take(pr.weights.len());
-            for (o, &w) in out.iter_mut().zip(&pr.weights) {
-                *o = map.apply(w);
-            }
-            out
-        })
-        .collect()
+    let mut stage = WeightStage::new(network, maps)?;
+    stage.stage_all(network);
+    stage.exponents(network)
 }
 
 /// Largest sum of absolute input weights of one neuron the fixed-point input represents
@@ -533,119 +552,298 @@ pub fn precision_warnings(network: &Network, ctx: &CompileContext) -> Vec<String
 /// Bring compiled programs up to date with new weights (same structure): every population's
 /// fixed-point exponent from all its synapses and every synapse's fixed-point weight, each
 /// program through its own weight map. Returns the new exponents. The result equals compiling
-/// afresh.
+/// afresh. (An optimiser fills a [`WeightStage`] in its own pass instead of [`WeightStage::stage_all`].)
 pub fn update_weights(network: &Network, programs: &mut [PartitionProgram]) -> Result<Vec<i32>> {
-    let mut maps = vec![WeightMap::Ideal; network.populations.len()];
-    for prog in programs.iter() {
-        for run in prog.population_runs() {
-            maps[run.1] = prog.weight_map;
-        }
-    }
-    // Every weight through its target's map once; the bounds from those; a source-major copy
-    // (a blocked transpose for dense projections) for the gathers below.
-    let ends = network.all_endpoints()?;
-    let mapped = mapped_weights(network, &ends, &maps);
-    let exps = exponents_of(network, &ends, |p| &mapped[p])?;
-    let major: Vec<std::borrow::Cow<[f32]>> = mapped
-        .iter()
-        .zip(&ends)
-        .enumerate()
-        .map(|(p, (w, &(s, t)))| {
-            if network.projections[p].connectivity == crate::network::Connectivity::Dense {
-                let (ns, nt) = (network.populations[s].size, network.populations[t].size);
-                std::borrow::Cow::Owned(transpose(w, nt, ns))
-            } else {
-                std::borrow::Cow::Borrowed(&w[..])
-            }
-        })
-        .collect();
-    // Powers of two: `w · scale` is exact in f32 as in f64, so rounding in f32 gives the same
-    // fixed-point values as `fixed_point`.
-    let scales: Vec<f32> = exps.iter().map(|&e| (2f64).powi(e) as f32).collect();
-    programs.par_iter_mut().for_each(|prog| {
-        for (c, &(pop, _)) in prog.coeffs.iter_mut().zip(&prog.neurons) {
-            c.input_scale = input_scale(exps[pop]);
-        }
-        let single = prog.population_runs().len() == 1;
-        let PartitionProgram {
-            synapses,
-            weight_refs,
-            neurons,
-            ..
-        } = prog;
-        let scale0 = neurons.first().map_or(1.0, |&(pop, _)| scales[pop]);
-        for (syn, r) in synapses.iter_mut().zip(weight_refs.iter()) {
-            let scale = if single {
-                scale0
-            } else {
-                scales[neurons[syn.target as usize].0]
-            };
-            let w = major[r.projection as usize][r.source_major as usize];
-            syn.weight = round_f32(w * scale) as i32;
-        }
-    });
-    for m in major {
-        if let std::borrow::Cow::Owned(v) = m {
-            crate::pool::give(v);
-        }
-    }
-    mapped.into_iter().for_each(crate::pool::give);
-    Ok(exps)
+    let mut stage = WeightStage::for_programs(network, programs)?;
+    stage.stage_all(network);
+    stage.write(network, programs)
 }
 
-/// [`exponents`] from already mapped weights (`weights(projection)`): dense projections
-/// summed row by row in parallel.
-fn exponents_of<'a>(
-    network: &Network,
-    ends: &[(PopulationId, PopulationId)],
-    weights: impl Fn(usize) -> &'a [f32] + Sync,
-) -> Result<Vec<i32>> {
-    let mut bound: Vec<Vec<f64>> = network
-        .populations
-        .iter()
-        .map(|p| vec![0.0; p.size])
-        .collect();
-    for (p, &(s, t)) in ends.iter().enumerate() {
-        let w = weights(p);
-        if w.len() != network.weight_count(p)? {
-            return Err(crate::error::Error::network(
-                format!("projection '{}'", network.projections[p].name),
-                format!(
-                    "has {} weights, its connectivity needs {} (call Network::prepare)",
-                    w.len(),
-                    network.weight_count(p)?
-                ),
-            ));
-        }
-        let b = &mut bound[t];
-        if network.projections[p].connectivity == crate::network::Connectivity::Dense {
-            let ns = network.populations[s].size;
-            b.par_iter_mut()
-                .zip(w.par_chunks(ns.max(1)))
-                .for_each(|(b, row)| *b += row.iter().map(|&x| (x as f64).abs()).sum::<f64>());
-        } else {
-            network.for_each_synapse_index(p, 0..b.len(), |_, post, k| {
-                b[post] += (w[k] as f64).abs()
-            })?;
+/// New weights on their way into compiled programs: each projection's weights through its
+/// target's map, and for each dense projection the summed absolute mapped weight of every
+/// target (what sets the fixed-point exponents). Filled in blocks of whole rows, by an
+/// optimiser in the same pass as its step ([`WeightStage::slot`], [`stage_block`]) or by
+/// [`WeightStage::stage_all`]; then [`WeightStage::write`] sets the exponents and rewrites the
+/// programs' synapses run by run.
+#[derive(Clone)]
+pub struct WeightStage {
+    ends: Vec<(PopulationId, PopulationId)>,
+    /// Per population: the map of the weights into it.
+    pop_maps: Vec<WeightMap>,
+    /// Per projection: its target's map.
+    maps: Vec<WeightMap>,
+    /// Per projection: the row length (source count) if dense, else 0.
+    rows: Vec<usize>,
+    mapped: Vec<Vec<f32>>,
+    /// Per dense projection: summed absolute mapped weight per target.
+    row_bounds: Vec<Vec<f64>>,
+}
+
+impl std::fmt::Debug for WeightStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeightStage")
+            .field("projections", &self.ends.len())
+            .field("weights", &self.mapped.iter().map(Vec::len).sum::<usize>())
+            .finish()
+    }
+}
+
+/// One projection's share of a [`WeightStage`], filled in blocks of whole rows.
+pub struct StageSlot<'a> {
+    /// The map of the projection's target.
+    pub map: WeightMap,
+    /// Row length (sources) of a dense projection, 0 otherwise.
+    pub row: usize,
+    mapped: &'a mut [f32],
+    bounds: &'a mut [f64],
+}
+
+impl<'a> StageSlot<'a> {
+    /// A block length of about `target` weights that is a whole number of rows.
+    pub fn block_len(&self, target: usize) -> usize {
+        match target.checked_div(self.row) {
+            None => target.max(1),
+            Some(rows) => rows.max(1) * self.row,
         }
     }
-    bound
-        .iter()
-        .enumerate()
-        .map(|(p, b)| {
-            let most = b.iter().cloned().fold(0.0, f64::max);
-            if most > MAX_SUMMED_INPUT {
+
+    /// The slot cut into blocks of `len` weights (from [`StageSlot::block_len`]): for each,
+    /// its mapped weights and, for a dense projection, its rows' bounds.
+    pub fn blocks(self, len: usize) -> Vec<(&'a mut [f32], &'a mut [f64])> {
+        let n = self.mapped.len().div_ceil(len.max(1));
+        let mut bounds: Vec<&'a mut [f64]> = match len.checked_div(self.row) {
+            None => (0..n).map(|_| <&mut [f64]>::default()).collect(),
+            Some(rows) => self.bounds.chunks_mut(rows.max(1)).collect(),
+        };
+        bounds.resize_with(n, Default::default);
+        self.mapped.chunks_mut(len.max(1)).zip(bounds).collect()
+    }
+}
+
+widest! {
+/// Stage one block of new weights `w` (starting on a row boundary): `mapped = map(w)` and, for a
+/// dense projection (`row > 0`), each row's summed absolute mapped weight into `bounds`.
+pub fn stage_block(map: WeightMap, row: usize, w: &[f32], mapped: &mut [f32], bounds: &mut [f64]) {
+    match map {
+        WeightMap::Ideal => mapped.copy_from_slice(w),
+        WeightMap::Quantised { scale, max } => {
+            let m = max as f32;
+            for (o, &x) in mapped.iter_mut().zip(w) {
+                *o = round_f32(x * scale).clamp(-m, m) / scale;
+            }
+        }
+    }
+    if row > 0 {
+        for (b, r) in bounds.iter_mut().zip(mapped.chunks(row)) {
+            *b = abs_sum(r);
+        }
+    }
+}
+}
+
+/// Sum of `|x|` in f64, in eight interleaved lanes combined in a fixed order (vectorisable,
+/// deterministic).
+#[inline(always)]
+fn abs_sum(x: &[f32]) -> f64 {
+    let mut lanes = [0f64; 8];
+    let mut it = x.chunks_exact(8);
+    for c in &mut it {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += (v as f64).abs();
+        }
+    }
+    for (l, &v) in lanes.iter_mut().zip(it.remainder()) {
+        *l += (v as f64).abs();
+    }
+    ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
+        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
+}
+
+widest! {
+    /// Every synapse of `runs` (which `syn` holds, in order): its weight in fixed point.
+    fn write_runs(runs: &[WeightRun], syn: &mut [Synapse], mapped: &[Vec<f32>], scales: &[f32]) {
+        let mut syn = syn;
+        for run in runs {
+            let (s, rest) = std::mem::take(&mut syn).split_at_mut(run.len as usize);
+            syn = rest;
+            let w = &mapped[run.projection as usize];
+            let scale = scales[run.population as usize];
+            let (i0, step) = (run.index as usize, run.stride as usize);
+            for (k, s) in s.iter_mut().enumerate() {
+                s.weight = round_i32(w[i0 + k * step] * scale);
+            }
+        }
+    }
+}
+
+impl WeightStage {
+    /// An empty stage for `network`, `maps[population]` the map of the weights into each
+    /// population.
+    pub fn new(network: &Network, maps: &[WeightMap]) -> Result<Self> {
+        let ends = network.all_endpoints()?;
+        let mut rows = Vec::with_capacity(ends.len());
+        let mut row_bounds = Vec::with_capacity(ends.len());
+        let mut mapped = Vec::with_capacity(ends.len());
+        for (p, &(s, t)) in ends.iter().enumerate() {
+            let pr = &network.projections[p];
+            let n = network.weight_count(p)?;
+            if pr.weights.len() != n {
                 return Err(crate::error::Error::network(
-                    format!("population '{}'", network.populations[p].name),
+                    format!("projection '{}'", pr.name),
                     format!(
-                        "its neurons' summed absolute input weights reach {most:e}; the \
-                         fixed-point input sums represent at most {MAX_SUMMED_INPUT:e}"
+                        "has {} weights, its connectivity needs {n} (call Network::prepare)",
+                        pr.weights.len()
                     ),
                 ));
             }
-            Ok(fixed_point_exponent(most))
+            let dense = pr.connectivity == crate::network::Connectivity::Dense;
+            rows.push(if dense {
+                network.populations[s].size
+            } else {
+                0
+            });
+            row_bounds.push(vec![
+                0.0;
+                if dense {
+                    network.populations[t].size
+                } else {
+                    0
+                }
+            ]);
+            mapped.push(vec![0.0; n]);
+        }
+        Ok(WeightStage {
+            pop_maps: maps.to_vec(),
+            maps: ends.iter().map(|&(_, t)| maps[t]).collect(),
+            ends,
+            rows,
+            mapped,
+            row_bounds,
         })
-        .collect()
+    }
+
+    /// An empty stage with the maps of `programs` (ideal for populations no program holds).
+    pub fn for_programs(network: &Network, programs: &[PartitionProgram]) -> Result<Self> {
+        let mut maps = vec![WeightMap::Ideal; network.populations.len()];
+        for prog in programs {
+            for run in prog.population_runs() {
+                maps[run.1] = prog.weight_map;
+            }
+        }
+        Self::new(network, &maps)
+    }
+
+    /// True if this stage was made for programs like `programs` of `network` (same weight
+    /// counts, same maps): a stage made before a recompilation with another emulation is not.
+    pub fn fits(&self, network: &Network, programs: &[PartitionProgram]) -> bool {
+        self.mapped.len() == network.projections.len()
+            && self
+                .mapped
+                .iter()
+                .zip(&network.projections)
+                .all(|(m, p)| m.len() == p.weights.len())
+            && programs.iter().all(|prog| {
+                prog.population_runs()
+                    .iter()
+                    .all(|r| self.pop_maps.get(r.1) == Some(&prog.weight_map))
+            })
+    }
+
+    /// Projection `p`'s share, to fill.
+    pub fn slot(&mut self, p: usize) -> StageSlot<'_> {
+        StageSlot {
+            map: self.maps[p],
+            row: self.rows[p],
+            mapped: &mut self.mapped[p],
+            bounds: &mut self.row_bounds[p],
+        }
+    }
+
+    /// Stage every weight of `network` as it is, in parallel blocks.
+    pub fn stage_all(&mut self, network: &Network) {
+        for p in 0..self.ends.len() {
+            let w = &network.projections[p].weights;
+            let slot = self.slot(p);
+            let (map, row, len) = (slot.map, slot.row, slot.block_len(1 << 14));
+            slot.blocks(len)
+                .into_par_iter()
+                .zip(w.par_chunks(len))
+                .for_each(|((mapped, bounds), w)| stage_block(map, row, w, mapped, bounds));
+        }
+    }
+
+    /// The fixed-point exponent of every population from the staged weights.
+    pub fn exponents(&self, network: &Network) -> Result<Vec<i32>> {
+        let mut bound: Vec<Vec<f64>> = network
+            .populations
+            .iter()
+            .map(|p| vec![0.0; p.size])
+            .collect();
+        for (p, &(_, t)) in self.ends.iter().enumerate() {
+            let b = &mut bound[t];
+            if self.rows[p] > 0 {
+                for (b, &r) in b.iter_mut().zip(&self.row_bounds[p]) {
+                    *b += r;
+                }
+            } else {
+                let w = &self.mapped[p];
+                network.for_each_synapse_index(p, 0..b.len(), |_, post, k| {
+                    b[post] += (w[k] as f64).abs()
+                })?;
+            }
+        }
+        bound
+            .iter()
+            .enumerate()
+            .map(|(p, b)| {
+                let most = b.iter().cloned().fold(0.0, f64::max);
+                if most > MAX_SUMMED_INPUT {
+                    return Err(crate::error::Error::network(
+                        format!("population '{}'", network.populations[p].name),
+                        format!(
+                            "its neurons' summed absolute input weights reach {most:e}; the \
+                             fixed-point input sums represent at most {MAX_SUMMED_INPUT:e}"
+                        ),
+                    ));
+                }
+                Ok(fixed_point_exponent(most))
+            })
+            .collect()
+    }
+
+    /// Set every population's exponent from the staged weights and rewrite the fixed-point
+    /// weight of every synapse of `programs` (compiled from `network`), in parallel over
+    /// groups of runs. Returns the exponents.
+    pub fn write(&self, network: &Network, programs: &mut [PartitionProgram]) -> Result<Vec<i32>> {
+        const GROUP: usize = 4096;
+        let exps = self.exponents(network)?;
+        // Powers of two: `w · scale` is exact in f32 as in f64, so rounding in f32 gives the
+        // same fixed-point values as `fixed_point`.
+        let scales: Vec<f32> = exps.iter().map(|&e| (2f64).powi(e) as f32).collect();
+        let mut groups: Vec<(&[WeightRun], &mut [Synapse])> = Vec::new();
+        for prog in programs.iter_mut() {
+            for (c, &(pop, _)) in prog.coeffs.iter_mut().zip(&prog.neurons) {
+                c.input_scale = input_scale(exps[pop]);
+            }
+            let mut runs: &[WeightRun] = &prog.weight_runs;
+            let mut syn: &mut [Synapse] = &mut prog.synapses;
+            while !runs.is_empty() {
+                let (mut k, mut len) = (0, 0);
+                while k < runs.len() && len < GROUP {
+                    len += runs[k].len as usize;
+                    k += 1;
+                }
+                let (r, rr) = runs.split_at(k);
+                let (s, sr) = std::mem::take(&mut syn).split_at_mut(len);
+                groups.push((r, s));
+                (runs, syn) = (rr, sr);
+            }
+        }
+        groups
+            .into_par_iter()
+            .for_each(|(runs, syn)| write_runs(runs, syn, &self.mapped, &scales));
+        Ok(exps)
+    }
 }
 
 #[cfg(test)]
@@ -687,5 +885,11 @@ mod tests {
             assert_eq!(round_f64(y).to_bits(), y.round().to_bits(), "{y}");
         }
         assert!(round_f32(f32::NAN).is_nan());
+        for &x in xs.iter().filter(|x| x.abs() <= 8_388_608.0) {
+            assert_eq!(round_i32(x), x.round() as i32, "{x}");
+        }
+        assert_eq!(round_i32(1e30), 8_388_608);
+        assert_eq!(round_i32(-f32::INFINITY), -8_388_608);
+        assert_eq!(round_i32(f32::NAN), -8_388_608);
     }
 }

@@ -9,7 +9,7 @@ use crate::backend::{
     Backend, Job, MembraneDest, Membranes, PartitionOutput, Resident, RunOptions,
 };
 use crate::compile::{
-    precision_warnings, update_weights, CompileContext, PartitionProgram, WeightMap,
+    precision_warnings, update_weights, CompileContext, PartitionProgram, WeightMap, WeightStage,
 };
 use crate::error::{Error, Result};
 use crate::network::{Network, PopulationId, PopulationKind};
@@ -290,6 +290,23 @@ impl Executor {
     /// faster; residents are rewritten in place at the next run.
     pub fn update_weights(&mut self) -> Result<()> {
         update_weights(&self.network, &mut self.programs)?;
+        self.generation += 1;
+        Ok(())
+    }
+
+    /// An empty [`WeightStage`] for these programs, for an optimiser to fill as it steps;
+    /// `old` again if it still fits them.
+    pub fn weight_stage(&self, old: Option<WeightStage>) -> Result<WeightStage> {
+        match old {
+            Some(s) if s.fits(&self.network, &self.programs) => Ok(s),
+            _ => WeightStage::for_programs(&self.network, &self.programs),
+        }
+    }
+
+    /// [`Executor::update_weights`] from weights an optimiser staged (the network's weights,
+    /// as the stage holds them mapped).
+    pub fn write_weights(&mut self, stage: &WeightStage) -> Result<()> {
+        stage.write(&self.network, &mut self.programs)?;
         self.generation += 1;
         Ok(())
     }

@@ -61,6 +61,7 @@ mod pool;
 mod report;
 mod rng;
 mod schedule;
+mod simd;
 mod spikes;
 mod substrate;
 mod train;

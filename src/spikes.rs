@@ -74,6 +74,25 @@ impl SpikeTrains {
         }
     }
 
+    /// From flat parts: `offsets` (one per sample plus one, from 0) into `events`, each
+    /// sample's events sorted by (step, neuron).
+    pub(crate) fn from_flat(
+        neurons: usize,
+        steps: u32,
+        offsets: Vec<u32>,
+        events: Vec<SpikeEvent>,
+    ) -> Self {
+        debug_assert!(
+            offsets.first() == Some(&0) && *offsets.last().unwrap() as usize == events.len()
+        );
+        SpikeTrains {
+            neurons,
+            steps,
+            offsets,
+            events,
+        }
+    }
+
     /// Number of samples.
     pub fn samples(&self) -> usize {
         self.offsets.len() - 1

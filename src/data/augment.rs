@@ -5,6 +5,13 @@ use crate::rng::Rng;
 /// Rotate a `h × w` single-channel image by `degrees` around its centre (bilinear, zero
 /// outside).
 pub fn rotate(img: &[f32], h: usize, w: usize, degrees: f32) -> Vec<f32> {
+    let mut out = Vec::new();
+    rotate_into(img, h, w, degrees, &mut out);
+    out
+}
+
+/// [`rotate`] into `out` (resized to `h × w`).
+pub fn rotate_into(img: &[f32], h: usize, w: usize, degrees: f32, out: &mut Vec<f32>) {
     let (s, c) = degrees.to_radians().sin_cos();
     let (cy, cx) = ((h as f32 - 1.0) / 2.0, (w as f32 - 1.0) / 2.0);
     let at = |y: isize, x: isize| -> f32 {
@@ -14,7 +21,8 @@ pub fn rotate(img: &[f32], h: usize, w: usize, degrees: f32) -> Vec<f32> {
             img[y as usize * w + x as usize]
         }
     };
-    let mut out = vec![0.0; h * w];
+    out.clear();
+    out.resize(h * w, 0.0);
     for y in 0..h {
         for x in 0..w {
             let (dy, dx) = (y as f32 - cy, x as f32 - cx);
@@ -27,19 +35,12 @@ pub fn rotate(img: &[f32], h: usize, w: usize, degrees: f32) -> Vec<f32> {
                 + fy * ((1.0 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1));
         }
     }
-    out
 }
 
-/// `img` (channels × `h` × `w`) as the training sees it: single-channel images rotated by a
-/// random angle in ±25° with probability 0.5 (from `rng`); others as they are.
-pub fn random_rotation(img: &[f32], shape: [usize; 3], rng: &mut Rng) -> Vec<f32> {
-    let [ch, h, w] = shape;
-    if rng.uniform() < 0.5 && ch == 1 {
-        let deg = (rng.uniform() as f32 * 2.0 - 1.0) * 25.0;
-        rotate(img, h, w, deg)
-    } else {
-        img.to_vec()
-    }
+/// The training's random rotation of an image of `shape` (channels × h × w): for a
+/// single-channel image, with probability 0.5, an angle in ±25° (degrees); `None` otherwise.
+pub fn rotation_angle(shape: [usize; 3], rng: &mut Rng) -> Option<f32> {
+    (rng.uniform() < 0.5 && shape[0] == 1).then(|| (rng.uniform() as f32 * 2.0 - 1.0) * 25.0)
 }
 
 #[cfg(test)]

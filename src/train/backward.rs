@@ -16,6 +16,8 @@ use crate::error::{Error, Result};
 use crate::executor::Execution;
 use crate::network::{Network, PopulationId, PopulationKind};
 use crate::neuron::NeuronCoeffs;
+use crate::simd::widest;
+use crate::spikes::SpikeTrains;
 use rayon::prelude::*;
 
 /// One projection's synapses grouped by source neuron: offsets per source, then
@@ -147,7 +149,7 @@ pub fn gradients(
     cfg: &TrainConfig,
     epoch: usize,
 ) -> (BatchStats, Vec<Vec<f32>>) {
-    let (stats, partials) = chunk_gradients(
+    let (stats, acc) = chunk_gradients(
         net,
         topo,
         exec,
@@ -156,14 +158,13 @@ pub fn gradients(
         epoch,
         0..labels.len().div_ceil(GRAD_CHUNK),
     );
-    let (stats, acc) = tree_sum(stats, partials);
-    let grads = to_weight_layout(net, topo, &acc);
-    acc.into_iter().for_each(crate::pool::give);
-    (stats, grads)
+    (stats, to_weight_layout(net, topo, acc))
 }
 
-/// The per-chunk partial results of chunks `chunks` of the batch (statistics and gradients in
-/// the projections' by-source order), for combining with [`tree_sum`].
+/// Statistics and gradients (a dense projection's in its weight layout, the others' in
+/// by-source order; see [`to_weight_layout`]) of chunks `chunks` of the batch, summed over the chunks in the fixed tree of [`tree_split`]. For a range of chunks
+/// that is a subtree of the whole batch's tree (an aligned power of two of chunks), this is
+/// that subtree's sum, which another process may combine with the others.
 #[allow(clippy::too_many_arguments)]
 pub fn chunk_gradients(
     net: &Network,
@@ -173,7 +174,7 @@ pub fn chunk_gradients(
     cfg: &TrainConfig,
     epoch: usize,
     chunks: std::ops::Range<usize>,
-) -> (Vec<BatchStats>, Vec<Vec<Vec<f32>>>) {
+) -> (BatchStats, Vec<Vec<f32>>) {
     let b = labels.len();
     let steps = net.steps as usize;
     let samples = chunks.start * GRAD_CHUNK..(chunks.end * GRAD_CHUNK).min(b);
@@ -184,95 +185,112 @@ pub fn chunk_gradients(
         .iter()
         .map(|p| match p.kind {
             PopulationKind::Input => Vec::new(),
-            _ => crate::pool::take_zeroed(samples.len() * steps * p.size),
+            _ => crate::pool::take(samples.len() * steps * p.size),
         })
         .collect();
-    let mut per_sample: Vec<Vec<&mut [f32]>> = (0..samples.len()).map(|_| Vec::new()).collect();
-    for (p, g) in gi.iter_mut().enumerate() {
-        let n = steps * sizes[p];
-        if n == 0 || g.is_empty() {
-            for slots in per_sample.iter_mut() {
-                slots.push(&mut []);
-            }
-            continue;
-        }
-        for (slots, part) in per_sample.iter_mut().zip(g.chunks_mut(n)) {
-            slots.push(part);
+    // One slot per (sample, population): sample k's slots are `slots[k·P..(k+1)·P]`.
+    let npop = sizes.len();
+    let mut slots: Vec<&mut [f32]> = Vec::with_capacity(samples.len() * npop);
+    let mut parts: Vec<std::slice::ChunksMut<f32>> = gi
+        .iter_mut()
+        .enumerate()
+        .map(|(p, g)| g.chunks_mut((steps * sizes[p]).max(1)))
+        .collect();
+    for _ in samples.clone() {
+        for part in parts.iter_mut() {
+            slots.push(part.next().unwrap_or_default());
         }
     }
-    let stats: Vec<BatchStats> = per_sample
-        .into_par_iter()
+    drop(parts);
+    let stats: Vec<BatchStats> = slots
+        .par_chunks_mut(npop.max(1))
         .enumerate()
-        .map_init(Scratch::default, |scr, (k, mut slots)| {
+        .map_init(Scratch::default, |scr, (k, slots)| {
             let s = samples.start + k;
-            sample_backward(
-                net, topo, exec, s, labels[s], b, cfg, epoch, &mut slots, scr,
-            )
+            sample_backward(net, topo, exec, s, labels[s], b, cfg, epoch, slots, scr)
         })
         .collect();
-    // Phase B: per (chunk, projection, block of sources), the chunk's weight gradients.
-    let mut partials: Vec<Vec<Vec<f32>>> = chunks
-        .clone()
-        .map(|_| {
-            topo.by_source
-                .iter()
-                .map(|(_, syn)| crate::pool::take_zeroed(syn.len()))
-                .collect()
-        })
+    // Phase B: every chunk's weight gradients, then their sum over the chunks in the fixed
+    // tree, per work item in the item's own (cache-sized) scratch; each sum is written once.
+    // A dense projection's items are blocks of targets: the events of one (sample, step) are
+    // consecutive, so the target's current gradient for them is read once, and the block's
+    // rows of the weight layout are the item's own. Other projections' items are blocks of
+    // sources, in by-source order.
+    const BLOCK_SYNAPSES: usize = 4096;
+    const TARGET_BLOCK: usize = 16;
+    let nchunks = chunks.len();
+    let mut out: Vec<Vec<f32>> = topo
+        .by_source
+        .iter()
+        .map(|(_, syn)| crate::pool::take(syn.len()))
         .collect();
     let mut items = Vec::new();
-    for (ci, partial) in chunks.clone().zip(partials.iter_mut()) {
-        for (q, acc) in partial.iter_mut().enumerate() {
-            let (offs, _) = &topo.by_source[q];
-            let ns = offs.len() - 1;
-            let block = ns.div_ceil(8).max(1);
-            let mut rest: &mut [f32] = acc;
-            let mut lo = 0;
-            while lo < ns {
-                let hi = (lo + block).min(ns);
-                let len = (offs[hi] - offs[lo]) as usize;
-                let (a, r) = std::mem::take(&mut rest).split_at_mut(len);
-                items.push((ci, q, lo..hi, a));
+    for (q, acc) in out.iter_mut().enumerate() {
+        let (offs, _) = &topo.by_source[q];
+        let ns = offs.len() - 1;
+        let mut rest: &mut [f32] = acc;
+        let mut lo = 0;
+        if topo.dense[q] {
+            let nt = sizes[topo.ends[q].1];
+            while lo < nt {
+                let hi = (lo + TARGET_BLOCK).min(nt);
+                let (a, r) = std::mem::take(&mut rest).split_at_mut((hi - lo) * ns);
+                items.push((q, lo..hi, a));
                 rest = r;
                 lo = hi;
             }
+            continue;
+        }
+        while lo < ns {
+            let mut hi = lo + 1;
+            while hi < ns && (offs[hi + 1] - offs[lo]) as usize <= BLOCK_SYNAPSES {
+                hi += 1;
+            }
+            let len = (offs[hi] - offs[lo]) as usize;
+            let (a, r) = std::mem::take(&mut rest).split_at_mut(len);
+            items.push((q, lo..hi, a));
+            rest = r;
+            lo = hi;
         }
     }
-    items.into_par_iter().for_each(|(ci, q, range, acc)| {
-        let (src, tgt, d) = topo.ends[q];
-        let Some(trains) = exec.spikes.get(src) else {
-            return;
-        };
-        let (offs, syn) = &topo.by_source[q];
-        let nt = sizes[tgt];
-        let base = offs[range.start] as usize;
-        let first = ci * GRAD_CHUNK;
-        for s in first..(first + GRAD_CHUNK).min(b) {
-            let g =
-                &gi[tgt][(s - samples.start) * steps * nt..(s - samples.start + 1) * steps * nt];
-            for e in trains.sample(s) {
-                let pre = e.neuron as usize;
-                let t = e.step as usize + d;
-                if t >= steps || !range.contains(&pre) {
-                    continue;
-                }
-                let (a, z) = (offs[pre] as usize - base, offs[pre + 1] as usize - base);
-                let git = &g[t * nt..(t + 1) * nt];
-                if topo.dense[q] {
-                    for (x, &y) in acc[a..z].iter_mut().zip(git) {
-                        *x += y;
-                    }
-                } else {
-                    for (x, &(post, _)) in acc[a..z].iter_mut().zip(&syn[a + base..z + base]) {
-                        *x += git[post as usize];
+    items
+        .into_par_iter()
+        .for_each_init(Vec::new, |scratch: &mut Vec<f32>, (q, range, acc)| {
+            let len = acc.len();
+            scratch.clear();
+            scratch.resize(nchunks * len, 0.0);
+            let (src, tgt, d) = topo.ends[q];
+            let (dense, ns, nt) = (topo.dense[q], sizes[src], sizes[tgt]);
+            if let Some(trains) = exec.spikes.get(src) {
+                for (part, ci) in scratch.chunks_mut(len.max(1)).zip(chunks.clone()) {
+                    let first = ci * GRAD_CHUNK;
+                    let span = first..(first + GRAD_CHUNK).min(b);
+                    let g = &gi[tgt][(first - samples.start) * steps * nt..];
+                    let shape = (steps, nt, d);
+                    if dense {
+                        accumulate_dense(trains, span, shape, g, range.clone(), part);
+                    } else {
+                        let by_source = &topo.by_source[q];
+                        accumulate(trains, span, shape, g, by_source, range.clone(), part);
                     }
                 }
             }
-        }
-    });
+            tree_sum(scratch, nchunks, len);
+            if dense {
+                // The scratch is [source][target of the block]; the weights [target][source].
+                let tb = range.len();
+                for (j, row) in acc.chunks_mut(ns.max(1)).enumerate() {
+                    for (x, &y) in row.iter_mut().zip(scratch[j..].iter().step_by(tb)) {
+                        *x = y;
+                    }
+                }
+            } else {
+                acc.copy_from_slice(&scratch[..len]);
+            }
+        });
     gi.into_iter().for_each(crate::pool::give);
-    // Statistics per chunk, summed in sample order.
-    let chunk_stats = chunks
+    // Statistics per chunk (summed in sample order), then over the chunks in the same tree.
+    let mut chunk_stats: Vec<BatchStats> = chunks
         .map(|ci| {
             let lo = ci * GRAD_CHUNK - samples.start;
             let hi = ((ci + 1) * GRAD_CHUNK).min(b) - samples.start;
@@ -282,77 +300,178 @@ pub fn chunk_gradients(
                 .fold(BatchStats::default(), |a, b| a + b)
         })
         .collect();
-    (chunk_stats, partials)
+    tree(
+        &mut chunk_stats,
+        &|a: &mut BatchStats, b: &mut BatchStats| *a = std::mem::take(a) + std::mem::take(b),
+    );
+    (chunk_stats.into_iter().next().unwrap_or_default(), out)
 }
 
-/// Combine per-chunk partial results in a fixed binary tree over chunk indices: the halves
-/// split at the largest power of two below the count, so a block of chunks aligned to a power
-/// of two is a subtree (what one process may sum on its own).
-pub fn tree_sum(
-    mut stats: Vec<BatchStats>,
-    mut partials: Vec<Vec<Vec<f32>>>,
-) -> (BatchStats, Vec<Vec<f32>>) {
-    fn reduce(stats: &mut [BatchStats], parts: &mut [Vec<Vec<f32>>]) {
-        let n = parts.len();
-        if n <= 1 {
-            return;
-        }
-        let mid = if n.is_power_of_two() {
-            n / 2
-        } else {
-            1 << (usize::BITS - 1 - n.leading_zeros())
-        };
-        let (sl, sr) = stats.split_at_mut(mid);
-        let (pl, pr) = parts.split_at_mut(mid);
-        rayon::join(|| reduce(sl, pl), || reduce(sr, pr));
-        sl[0] = std::mem::take(&mut sl[0]) + std::mem::take(&mut sr[0]);
-        for (a, b) in pl[0].iter_mut().zip(&pr[0]) {
-            a.par_iter_mut()
-                .with_min_len(1 << 14)
-                .zip(b.par_iter().with_min_len(1 << 14))
-                .for_each(|(x, y)| *x += y);
-        }
-    }
-    if partials.is_empty() {
-        return (BatchStats::default(), Vec::new());
-    }
-    reduce(&mut stats, &mut partials);
-    let first = std::mem::take(&mut partials[0]);
-    partials.into_iter().flatten().for_each(crate::pool::give);
-    (std::mem::take(&mut stats[0]), first)
-}
-
-/// Gradients in by-source order (as the backward accumulates them) to each projection's
-/// weight layout; the synapses of a convolution that share a weight add up.
-pub fn to_weight_layout(net: &Network, topo: &Topology, acc: &[Vec<f32>]) -> Vec<Vec<f32>> {
-    net.projections
-        .par_iter()
-        .enumerate()
-        .map(|(q, pr)| {
-            let mut g = crate::pool::take_zeroed(pr.weights.len());
-            let (offs, syn) = &topo.by_source[q];
-            if topo.dense[q] {
-                // by-source order is [source][target]; the weights are [target][source].
-                let ns = offs.len() - 1;
-                let nt = syn.len().checked_div(ns).unwrap_or(0);
-                for (pre, row) in acc[q].chunks(nt.max(1)).enumerate() {
-                    for (post, &x) in row.iter().enumerate() {
-                        g[post * ns + pre] += x;
-                    }
+widest! {
+    /// One work item of phase B for a dense projection: into `acc` (`[source][target of
+    /// `targets`]`), for every spike in samples `span`, the target's current gradient `g`
+    /// (`[sample of span][step][target]`) `d` steps later; `shape` is (steps, targets, d).
+    fn accumulate_dense(
+        trains: &SpikeTrains,
+        span: std::ops::Range<usize>,
+        shape: (usize, usize, usize),
+        g: &[f32],
+        targets: std::ops::Range<usize>,
+        acc: &mut [f32],
+    ) {
+        let (steps, nt, d) = shape;
+        let tb = targets.len();
+        for (k, s) in span.enumerate() {
+            let g = &g[k * steps * nt..(k + 1) * steps * nt];
+            for e in trains.sample(s) {
+                let t = e.step as usize + d;
+                if t >= steps {
+                    continue;
                 }
-            } else {
-                for (x, &(_, k)) in acc[q].iter().zip(syn) {
-                    g[k as usize] += x;
+                let pre = e.neuron as usize;
+                let git = &g[t * nt + targets.start..t * nt + targets.end];
+                for (x, &y) in acc[pre * tb..(pre + 1) * tb].iter_mut().zip(git) {
+                    *x += y;
                 }
             }
-            g
-        })
-        .collect()
+        }
+    }
+}
+
+widest! {
+    /// One work item of phase B for a sparse projection: into `acc` (the by-source gradients
+    /// of sources `range`), for every spike of those sources in samples `span`, the target's
+    /// current gradient `g` (`[sample of span][step][target]`) `d` steps later; `shape` is
+    /// (steps, targets, d).
+    fn accumulate(
+        trains: &SpikeTrains,
+        span: std::ops::Range<usize>,
+        shape: (usize, usize, usize),
+        g: &[f32],
+        by_source: &BySource,
+        range: std::ops::Range<usize>,
+        acc: &mut [f32],
+    ) {
+        let (steps, nt, d) = shape;
+        let (offs, syn) = by_source;
+        let base = offs[range.start] as usize;
+        for (k, s) in span.enumerate() {
+            let g = &g[k * steps * nt..(k + 1) * steps * nt];
+            for e in trains.sample(s) {
+                let pre = e.neuron as usize;
+                let t = e.step as usize + d;
+                if t >= steps || !range.contains(&pre) {
+                    continue;
+                }
+                let (a, z) = (offs[pre] as usize - base, offs[pre + 1] as usize - base);
+                let git = &g[t * nt..(t + 1) * nt];
+                for (x, &(post, _)) in acc[a..z].iter_mut().zip(&syn[a + base..z + base]) {
+                    *x += git[post as usize];
+                }
+            }
+        }
+    }
+}
+
+/// Where the fixed reduction tree splits `n` chunks: at the largest power of two below `n`
+/// (half of `n` if it is one), so that a block of chunks aligned to a power of two is a
+/// subtree (what one process may sum on its own).
+pub fn tree_split(n: usize) -> usize {
+    if n.is_power_of_two() {
+        n / 2
+    } else {
+        1 << (usize::BITS - 1 - n.leading_zeros())
+    }
+}
+
+/// Sum `items` into `items[0]` in the fixed tree of [`tree_split`]: `add(a, b)` adds `b` to
+/// `a`.
+pub fn tree<T>(items: &mut [T], add: &impl Fn(&mut T, &mut T)) {
+    let n = items.len();
+    if n <= 1 {
+        return;
+    }
+    let (l, r) = items.split_at_mut(tree_split(n));
+    tree(l, add);
+    tree(r, add);
+    add(&mut l[0], &mut r[0]);
+}
+
+/// [`tree`] over `n` consecutive parts of `len` values of `buf`, into the first part.
+fn tree_sum(buf: &mut [f32], n: usize, len: usize) {
+    if n <= 1 {
+        return;
+    }
+    let (l, r) = buf.split_at_mut(tree_split(n) * len);
+    tree_sum(l, tree_split(n), len);
+    tree_sum(r, n - tree_split(n), len);
+    add_into(&mut l[..len], &r[..len]);
+}
+
+widest! {
+    /// `a += b`, element by element.
+    fn add_into(a: &mut [f32], b: &[f32]) {
+        for (x, &y) in a.iter_mut().zip(b) {
+            *x += y;
+        }
+    }
+}
+
+/// Gradients as [`chunk_gradients`] sums them (a dense projection's in its weight layout
+/// already, the others' in by-source order) to each projection's weight layout; the synapses
+/// of a convolution that share a weight add up.
+pub fn to_weight_layout(net: &Network, topo: &Topology, mut acc: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
+    acc.par_iter_mut()
+        .zip(&net.projections)
+        .enumerate()
+        .filter(|(q, _)| !topo.dense[*q])
+        .for_each(|(q, (a, pr))| {
+            let mut g = crate::pool::take_zeroed(pr.weights.len());
+            for (x, &(_, k)) in a.iter().zip(&topo.by_source[q].1) {
+                g[k as usize] += x;
+            }
+            crate::pool::give(std::mem::replace(a, g));
+        });
+    acc
+}
+
+widest! {
+    /// One step back through time for a spiking population: from the gradients `gv` on the
+    /// membranes and `carry` on the synaptic currents one step later, and the recorded
+    /// (gradient on the spikes, spike raster, membrane) of this step, the current gradient
+    /// `git` of this step; `gv` and `carry` move one step back. `k` is (k_mem, a_syn, v_th,
+    /// surrogate alpha).
+    fn lif_step_back(
+        git: &mut [f32],
+        gv: &mut [f32],
+        carry: &mut [f32],
+        recorded: (&[f32], &[u8], &[f32]),
+        k: (f32, f32, f32, f32),
+    ) {
+        let (k_mem, a_syn, v_th, alpha) = k;
+        let n = git.len();
+        let (gv, carry) = (&mut gv[..n], &mut carry[..n]);
+        let (gst, ras, mt) = (&recorded.0[..n], &recorded.1[..n], &recorded.2[..n]);
+        for i in 0..n {
+            // After a spike the reset cuts the membrane's gradient: `gv` masked to +0.0 (a
+            // bit mask, not a branch, so that the loop vectorises).
+            let keep = u32::from(ras[i] == 0).wrapping_neg();
+            let x = alpha * (mt[i] - v_th).abs() + 1.0;
+            let gpre = f32::from_bits(gv[i].to_bits() & keep) + gst[i] / (x * x);
+            let gcur = carry[i] + k_mem * gpre;
+            git[i] = gcur;
+            gv[i] = (1.0 - k_mem) * gpre;
+            carry[i] = a_syn * gcur;
+        }
+    }
 }
 
 /// Per-thread buffers of the per-sample backward, reused across samples and batches.
 #[derive(Default)]
 struct Scratch {
+    score: Vec<f32>,
+    at: Vec<usize>,
+    row: Vec<f32>,
     gs: Vec<Vec<f32>>,
     gvd: Vec<f32>,
     raster: Vec<u8>,
@@ -361,10 +480,10 @@ struct Scratch {
     carry: Vec<f32>,
 }
 
+widest! {
 /// One sample: its loss and statistics, and the current gradient `gi[p]` (`[step][neuron]`)
 /// of every non-input population.
-#[allow(clippy::too_many_arguments)]
-fn sample_backward(
+fn sample_backward<'a>(
     net: &Network,
     topo: &Topology,
     exec: &Execution,
@@ -373,7 +492,7 @@ fn sample_backward(
     batch: usize,
     cfg: &TrainConfig,
     epoch: usize,
-    gi: &mut [&mut [f32]],
+    gi: &mut [&'a mut [f32]],
     scr: &mut Scratch,
 ) -> BatchStats {
     let steps = net.steps as usize;
@@ -389,8 +508,11 @@ fn sample_backward(
     let c = net.populations[r].size;
     let m =
         &exec.membrane[r].as_ref().expect("membranes recorded")[s * steps * c..(s + 1) * steps * c];
-    let mut score = vec![f32::NEG_INFINITY; c];
-    let mut at = vec![0usize; c];
+    let (score, at) = (&mut scr.score, &mut scr.at);
+    score.clear();
+    score.resize(c, f32::NEG_INFINITY);
+    at.clear();
+    at.resize(c, 0);
     for t in 0..steps {
         for k in 0..c {
             let v = m[t * c + k] * cfg.readout_scale;
@@ -400,9 +522,9 @@ fn sample_backward(
             }
         }
     }
-    let lse = log_sum_exp(&score);
+    let lse = log_sum_exp(score);
     stats.loss += (lse - score[label as usize]) as f64;
-    stats.correct += usize::from(argmax(&score) == label as usize);
+    stats.correct += usize::from(argmax(score) == label as usize);
     scr.gvd.clear();
     scr.gvd.resize(steps * c, 0.0);
     for k in 0..c {
@@ -432,7 +554,9 @@ fn sample_backward(
         }
         stats.hidden_spikes += scr.count.iter().sum::<f32>() as f64;
         let norm = bf * n as f32;
-        let mut row = vec![0f32; n];
+        let row = &mut scr.row;
+        row.clear();
+        row.resize(n, 0.0);
         let mut any = false;
         for (x, &k) in row.iter_mut().zip(&scr.count) {
             stats.loss += (lam * k.powi(4) / n as f32) as f64;
@@ -441,7 +565,7 @@ fn sample_backward(
         }
         if any {
             for gst in gs.chunks_mut(n) {
-                for (g, &x) in gst.iter_mut().zip(&row) {
+                for (g, &x) in gst.iter_mut().zip(row.iter()) {
                     *g += x;
                 }
             }
@@ -481,22 +605,7 @@ fn sample_backward(
                     &scr.raster[row.clone()],
                     &mem[row.clone()],
                 );
-                for (((((g, v), c), &gsv), &sp), &mv) in git
-                    .iter_mut()
-                    .zip(gv.iter_mut())
-                    .zip(carry.iter_mut())
-                    .zip(gst)
-                    .zip(ras)
-                    .zip(mt)
-                {
-                    let mut gpre = if sp != 0 { 0.0 } else { *v };
-                    let x = alpha * (mv - v_th).abs() + 1.0;
-                    gpre += gsv / (x * x);
-                    let gcur = *c + k_mem * gpre;
-                    *g = gcur;
-                    *v = (1.0 - k_mem) * gpre;
-                    *c = a_syn * gcur;
-                }
+                lif_step_back(git, gv, carry, (gst, ras, mt), (k_mem, a_syn, v_th, alpha));
             } else {
                 let gvt = direct.map(|d| &d[row.clone()]);
                 for (k, ((g, v), c)) in git
@@ -548,4 +657,5 @@ fn sample_backward(
         }
     }
     stats
+}
 }

@@ -342,6 +342,8 @@ pub struct Trainer {
     pub history: Vec<EpochRecord>,
     /// Largest weight magnitude (the chip's range in emulated mode).
     pub weight_limit: f32,
+    /// Where the optimiser stages new weights for the programs (made at the first step).
+    stage: Option<crate::compile::WeightStage>,
 }
 
 impl Trainer {
@@ -363,6 +365,7 @@ impl Trainer {
             epoch: 0,
             history: Vec::new(),
             weight_limit,
+            stage: None,
         })
     }
 
@@ -451,19 +454,24 @@ impl Trainer {
             return Err(diverged(format!("the loss is {}", st.loss)));
         }
         let t2 = Instant::now();
+        let mut stage = self.exec.weight_stage(self.stage.take())?;
         let (reg_loss, finite) = self.adam.step(
             &mut self.exec.network,
             &g,
-            lr,
-            self.weight_limit,
-            self.cfg.reg_weights,
+            optimiser::StepSize {
+                lr,
+                limit: self.weight_limit,
+                reg: self.cfg.reg_weights,
+            },
+            &mut stage,
         );
         st.loss += reg_loss * st.samples as f64;
         g.into_iter().for_each(crate::pool::give);
         if !finite {
             return Err(diverged("a weight became non-finite".into()));
         }
-        self.exec.update_weights()?;
+        self.exec.write_weights(&stage)?;
+        self.stage = Some(stage);
         self.exec.prepare(backend)?;
         timings.optimiser = t2.elapsed();
         Ok((st, timings))

@@ -1,9 +1,22 @@
 //! Adam with the published schedule's step size, fused with the weight regulariser and the
 //! clamp to the chip's range in emulated mode: one parallel pass over the weights.
 
+use crate::compile::{stage_block, WeightStage};
 use crate::network::Network;
+use crate::simd::widest;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+
+/// The step's size, the weights' range and the weight regulariser's strength.
+#[derive(Clone, Copy, Debug)]
+pub struct StepSize {
+    /// Learning rate.
+    pub lr: f32,
+    /// Every weight is clamped to ±`limit`.
+    pub limit: f32,
+    /// Strength of the regulariser `reg · mean(w⁴)`.
+    pub reg: f32,
+}
 
 /// Adam state for every projection's weights.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -14,6 +27,65 @@ pub struct Adam {
     pub v: Vec<Vec<f32>>,
     /// Steps taken.
     pub t: u64,
+}
+
+/// What every weight's Adam update shares.
+struct AdamConsts {
+    b1: f32,
+    b2: f32,
+    inv_c1: f32,
+    inv_c2: f32,
+    eps: f32,
+    lr: f32,
+    limit: f32,
+    /// Regulariser strength over the projection's weight count.
+    reg_n: f32,
+}
+
+widest! {
+/// Adam with the regulariser on one block; returns the regulariser's loss of the block (summed
+/// in eight f64 lanes combined in a fixed order) and whether every new weight is finite.
+/// Written over lanes of eight so that it vectorises.
+fn adam_block(k: &AdamConsts, w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) -> (f64, bool) {
+    #[inline(always)]
+    fn one(k: &AdamConsts, w: &mut f32, m: &mut f32, v: &mut f32, g: f32) -> (f32, bool) {
+        let w3 = *w * *w * *w;
+        let loss = k.reg_n * (w3 * *w);
+        let g = g + 4.0 * k.reg_n * w3;
+        *m = k.b1 * *m + (1.0 - k.b1) * g;
+        *v = k.b2 * *v + (1.0 - k.b2) * g * g;
+        let step = k.lr * (*m * k.inv_c1) / ((*v * k.inv_c2).sqrt() + k.eps);
+        *w = (*w - step).clamp(-k.limit, k.limit);
+        (loss, w.is_finite())
+    }
+    let mut lanes = [0f64; 8];
+    let mut finite = [true; 8];
+    let n8 = w.len() / 8 * 8;
+    let (wa, wb) = w.split_at_mut(n8);
+    let (ma, mb) = m.split_at_mut(n8);
+    let (va, vb) = v.split_at_mut(n8);
+    let (ga, gb) = g.split_at(n8);
+    for (((w, m), v), g) in wa
+        .chunks_exact_mut(8)
+        .zip(ma.chunks_exact_mut(8))
+        .zip(va.chunks_exact_mut(8))
+        .zip(ga.chunks_exact(8))
+    {
+        for i in 0..8 {
+            let (l, f) = one(k, &mut w[i], &mut m[i], &mut v[i], g[i]);
+            lanes[i] += l as f64;
+            finite[i] &= f;
+        }
+    }
+    for (i, (((w, m), v), &g)) in wb.iter_mut().zip(mb).zip(vb).zip(gb).enumerate() {
+        let (l, f) = one(k, w, m, v, g);
+        lanes[i] += l as f64;
+        finite[i] &= f;
+    }
+    let loss = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
+        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
+    (loss, finite.iter().all(|&f| f))
+}
 }
 
 impl Adam {
@@ -32,20 +104,22 @@ impl Adam {
     }
 
     /// One step of size `lr` on every projection, fused with the weight regulariser
-    /// `reg · mean(w⁴)` per projection (its gradient added to `grads`) and the clamp of every
-    /// weight to ±`limit`: one parallel pass over the weights, no call per weight. Returns the
+    /// `reg · mean(w⁴)` per projection (its gradient added to `grads`), the clamp of every
+    /// weight to ±`limit` and the staging of the new weights for the programs (their map onto
+    /// the substrate's range and the bounds that set the fixed-point exponents, see
+    /// [`WeightStage`]): one parallel pass over the weights, no call per weight. Returns the
     /// regulariser's loss (of the weights before the step, per sample) and whether every
-    /// weight is finite afterwards. The pass is split into fixed blocks summed in order, so the
-    /// result does not depend on the number of threads.
+    /// weight is finite afterwards. The pass is split into fixed blocks of whole rows summed
+    /// in order, so the result does not depend on the number of threads.
     pub fn step(
         &mut self,
         network: &mut Network,
         grads: &[Vec<f32>],
-        lr: f32,
-        limit: f32,
-        reg: f32,
+        hyper: StepSize,
+        stage: &mut WeightStage,
     ) -> (f64, bool) {
         const BLOCK: usize = 1 << 14;
+        let StepSize { lr, limit, reg } = hyper;
         let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
         self.t += 1;
         let c1 = 1.0 - b1.powi(self.t as i32);
@@ -56,24 +130,27 @@ impl Adam {
             let w = &mut network.projections[p].weights;
             let numel = w.len().max(1) as f32;
             let (m, v) = (&mut self.m[p], &mut self.v[p]);
+            let slot = stage.slot(p);
+            let (map, row, len) = (slot.map, slot.row, slot.block_len(BLOCK));
+            let k = AdamConsts {
+                b1,
+                b2,
+                inv_c1: 1.0 / c1,
+                inv_c2: 1.0 / c2,
+                eps,
+                lr,
+                limit,
+                reg_n: reg / numel,
+            };
             let blocks: Vec<(f64, bool)> = w
-                .par_chunks_mut(BLOCK)
-                .zip(m.par_chunks_mut(BLOCK))
-                .zip(v.par_chunks_mut(BLOCK))
-                .zip(g.par_chunks(BLOCK))
-                .map(|(((w, m), v), g)| {
-                    let mut loss = 0.0f64;
-                    let mut finite = true;
-                    for (((w, m), v), &g) in w.iter_mut().zip(m).zip(v).zip(g) {
-                        let w3 = *w * *w * *w;
-                        loss += (reg * (w3 * *w) / numel) as f64;
-                        let g = g + reg * 4.0 * w3 / numel;
-                        *m = b1 * *m + (1.0 - b1) * g;
-                        *v = b2 * *v + (1.0 - b2) * g * g;
-                        let step = lr * (*m / c1) / ((*v / c2).sqrt() + eps);
-                        *w = (*w - step).clamp(-limit, limit);
-                        finite &= w.is_finite();
-                    }
+                .par_chunks_mut(len)
+                .zip(m.par_chunks_mut(len))
+                .zip(v.par_chunks_mut(len))
+                .zip(g.par_chunks(len))
+                .zip(slot.blocks(len))
+                .map(|((((w, m), v), g), (mapped, bounds))| {
+                    let (loss, finite) = adam_block(&k, w, m, v, g);
+                    stage_block(map, row, w, mapped, bounds);
                     (loss, finite)
                 })
                 .collect();
