@@ -21,7 +21,7 @@ struct Args {
     #[arg(long, default_value = "mnist-out")]
     out: PathBuf,
     /// Epochs.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 90)]
     epochs: usize,
     /// ideal, emulated or mixed (first layer emulated).
     #[arg(long, value_enum, default_value = "emulated")]

@@ -114,7 +114,7 @@ fn readout_value(v: f32) -> f32 {
 // Record neuron `j`'s step `t`: its spike as a bit, its membrane when a trace is asked for.
 fn record(sample: u32, t: u32, j: u32, r: Step) {
     if (P.record == 2u) {
-        membrane[(sample * P.steps + t) * P.neurons + j] = readout_value(r.v);
+        membrane[P.mem_base + (sample * P.steps + t) * P.mem_stride + j] = readout_value(r.v);
     }
     if (r.spike) {
         atomicOr(&bits[(sample * P.steps + t) * P.words + j / 32u], 1u << (j % 32u));

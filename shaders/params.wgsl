@@ -41,6 +41,13 @@ struct Params {
     zero: u32,
     // Workgroups along x of gather.wgsl (one thread per sample).
     gather_grid_x: u32,
-    pad: u32,
+    // Traces: where sample 0, step 0, local neuron 0 goes in `membrane`, and the words from
+    // one step's row to the next (the local neurons, or a whole population kept on the
+    // device for training).
+    mem_base: u32,
+    mem_stride: u32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
 }
 

@@ -310,16 +310,34 @@ pub fn random_mnist(n: usize, density: f64, seed: u64) -> crate::data::Dataset {
     }
 }
 
-/// Train the MNIST network (784-256-10, the published set-up) in `mode` on random
-/// MNIST-shaped input with batches of `batch` at `steps` steps: one warm-up batch, then
-/// `batches` timed ones.
-pub fn measure_training<B: Backend + ?Sized>(
-    backend: &B,
-    steps: u32,
-    batch: usize,
-    mode: crate::analog::Mode,
-    batches: usize,
-) -> Result<TrainRow> {
+/// What a training benchmark trains.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainBench {
+    /// Time steps per sample.
+    pub steps: u32,
+    /// Samples per optimiser step.
+    pub batch: usize,
+    /// Emulation mode.
+    pub mode: crate::analog::Mode,
+    /// Timed batches (after one warm-up batch).
+    pub batches: usize,
+    /// Fraction of input pixels that are on.
+    pub density: f64,
+    /// Chips: partitions of a wave run at the same time.
+    pub chips: usize,
+}
+
+/// Train the MNIST network (784-256-10, the published set-up) as `b` says, on random
+/// MNIST-shaped input: one warm-up batch, then `b.batches` timed ones.
+pub fn measure_training<B: Backend + ?Sized>(backend: &B, b: &TrainBench) -> Result<TrainRow> {
+    let TrainBench {
+        steps,
+        batch,
+        mode,
+        batches,
+        density,
+        chips,
+    } = *b;
     if batch == 0 || batches == 0 {
         return Err(Error::option(
             "--batch",
@@ -340,7 +358,7 @@ pub fn measure_training<B: Backend + ?Sized>(
     let exec = Executor::emulated(
         net,
         &sub,
-        1,
+        chips,
         &crate::partition::PartitionOptions::default(),
         crate::analog::AnalogConfig::default(),
         mode,
@@ -356,7 +374,7 @@ pub fn measure_training<B: Backend + ?Sized>(
         || format!("{} random images", batch * (batches + 1)),
         crate::memory::product(&[(batch * (batches + 1)) as u64, 784 * 4]),
     )?;
-    let data = random_mnist(batch * (batches + 1), 0.19, 11);
+    let data = random_mnist(batch * (batches + 1), density, 11);
     let mut run = |k: usize| {
         let t0 = Instant::now();
         let idx: Vec<usize> = (k * batch..(k + 1) * batch).collect();
@@ -395,14 +413,13 @@ pub fn measure_training<B: Backend + ?Sized>(
 pub fn train_table(rows: &[TrainRow]) -> String {
     let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
     let mut s = String::from(
-        "| device | mode | T | batch | train samples/s | forward ms/batch | backward ms/batch | optimiser ms/batch | host ms/batch |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| device | T | batch | train samples/s | forward ms/batch | backward ms/batch | optimiser ms/batch | host ms/batch |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         s += &format!(
-            "| {} | {:?} | {} | {} | {:.0} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} |\n",
             r.backend,
-            r.mode,
             r.steps,
             r.batch,
             r.samples_per_s,

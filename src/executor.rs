@@ -39,6 +39,9 @@ pub enum Observe {
     ReadoutTraces,
     /// The membranes of every population at every step (training).
     AllTraces,
+    /// The same, kept on the device of a backend that trains there
+    /// ([`crate::backend::DeviceTraining`]); the execution holds spikes only.
+    Kept,
 }
 
 /// Time spent per phase of an execution.
@@ -237,7 +240,7 @@ impl Executor {
     }
 
     /// How each population's weights reach the substrate.
-    fn weight_maps(&self) -> Vec<WeightMap> {
+    pub fn weight_maps(&self) -> Vec<WeightMap> {
         let mut maps = vec![WeightMap::Ideal; self.network.populations.len()];
         if let Some(em) = &self.emulation {
             if em.config.quantise_weights {
@@ -309,6 +312,23 @@ impl Executor {
         stage.write(&self.network, &mut self.programs)?;
         self.generation += 1;
         Ok(())
+    }
+
+    /// Bumped whenever the compiled programs change (recompiled or weights rewritten).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Run `f` on the residents of every program on `backend` (prepared or brought up to date
+    /// first), in program order.
+    pub fn with_residents<B: Backend + ?Sized, R>(
+        &self,
+        backend: &B,
+        f: impl FnOnce(&[Resident]) -> R,
+    ) -> Result<R> {
+        let mut guard = self.residents.lock().expect("not poisoned");
+        let r = self.ensure_residents(backend, &mut guard)?;
+        Ok(f(&r.handles))
     }
 
     /// Prepare every partition on `backend` now (otherwise the first run does it), or bring
@@ -470,6 +490,7 @@ impl Executor {
             .any(|&(p, _)| net.populations[p].kind == PopulationKind::Readout);
         match observe {
             Observe::AllTraces => Membranes::Trace,
+            Observe::Kept => Membranes::Keep,
             Observe::ReadoutTraces if readout => Membranes::Trace,
             Observe::Scores if readout => Membranes::Max,
             _ => Membranes::None,
@@ -485,6 +506,20 @@ impl Executor {
         observe: Observe,
         noise_seed: u32,
     ) -> Result<Execution> {
+        self.run_samples(backend, inputs, observe, noise_seed, 0)
+    }
+
+    /// [`Executor::run_with_noise`] on samples that are part of a larger batch, the first of
+    /// them its sample `sample_base` (the noise of each sample depends on its index in the
+    /// batch, so a batch run in parts gets the noise it gets whole).
+    pub fn run_samples<B: Backend + ?Sized>(
+        &self,
+        backend: &B,
+        inputs: &[(PopulationId, SpikeTrains)],
+        observe: Observe,
+        noise_seed: u32,
+        sample_base: u32,
+    ) -> Result<Execution> {
         let net = &self.network;
         let mut store = self.input_store(inputs)?;
         let samples = store.samples();
@@ -494,6 +529,7 @@ impl Executor {
             .iter()
             .filter(|p| match observe {
                 Observe::AllTraces => p.kind != PopulationKind::Input,
+                Observe::Kept => false,
                 Observe::ReadoutTraces => p.kind == PopulationKind::Readout,
                 Observe::Scores => false,
             })
@@ -516,7 +552,7 @@ impl Executor {
         let opts = RunOptions {
             steps: net.steps,
             noise_seed,
-            sample_base: 0,
+            sample_base,
         };
         for round in &self.schedule.rounds {
             let t0 = Instant::now();
@@ -680,11 +716,12 @@ impl Executor {
             self.scatter(&runs, n, &m, membranes, samples, steps, membrane, peak);
             crate::pool::give(m);
         }
-        if membranes == Membranes::Trace {
-            // Scores of readouts from their traces: the same maximum a `Max` run records.
+        if matches!(membranes, Membranes::Trace | Membranes::Keep) {
+            // Scores of readouts from their traces: the same maximum a `Max` run records
+            // (membranes kept on a device are not here).
             for &(_, pop, _, _) in &runs {
                 let p = &net.populations[pop];
-                if p.kind != PopulationKind::Readout {
+                if p.kind != PopulationKind::Readout || membrane[pop].is_none() {
                     continue;
                 }
                 let size = p.size;
@@ -735,7 +772,8 @@ impl Executor {
                         }
                     }
                 }
-                Membranes::Trace => {
+                // A backend without a device of its own returns kept membranes like traces.
+                Membranes::Trace | Membranes::Keep => {
                     let dst = membrane[pop]
                         .get_or_insert_with(|| crate::pool::take(samples * steps * size));
                     for row in 0..samples * steps {

@@ -53,6 +53,12 @@ impl Backend for CpuBackend {
     ) -> Result<Vec<PartitionOutput>> {
         let samples = store.samples();
         let steps = opts.steps as usize;
+        // The host is the CPU's device: kept membranes are returned like traces.
+        for job in jobs.iter_mut() {
+            if job.membranes == Membranes::Keep {
+                job.membranes = Membranes::Trace;
+            }
+        }
         let mut prepared = Vec::with_capacity(jobs.len());
         for job in jobs.iter() {
             check_sources(store, job.program)?;
@@ -173,7 +179,8 @@ fn rows_per_sample(m: Membranes, steps: usize) -> usize {
     match m {
         Membranes::None => 0,
         Membranes::Max => 1,
-        Membranes::Trace => steps,
+        // The host is the CPU's device: kept membranes are traces like any other.
+        Membranes::Trace | Membranes::Keep => steps,
     }
 }
 
@@ -560,7 +567,7 @@ fn run_sample(
         for (lo, hi, segs) in &prog.stages {
             let (lo, hi) = (*lo, *hi);
             let vout: &mut [f32] = match s.membranes {
-                Membranes::Trace => mem_out.row(t, n),
+                Membranes::Trace | Membranes::Keep => mem_out.row(t, n),
                 _ => &mut vrow[..],
             };
             let mut any = false;
@@ -586,7 +593,7 @@ fn run_sample(
                         *p = p.max(v);
                     }
                 }
-                Membranes::Trace => {
+                Membranes::Trace | Membranes::Keep => {
                     if let Some(q) = prog.cadc {
                         for v in &mut mem_out.row(t, n)[lo..hi] {
                             *v = q.quantise(*v);

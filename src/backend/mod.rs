@@ -12,9 +12,13 @@ pub mod gpu;
 pub use cpu::CpuBackend;
 pub use gpu::{GpuBackend, GpuContext};
 
-use crate::compile::PartitionProgram;
+use crate::compile::{PartitionProgram, WeightMap};
 use crate::error::{Error, Result};
+use crate::network::{Network, PopulationId};
+use crate::neuron::NeuronCoeffs;
 use crate::spikes::{SpikeStore, SpikeTrains};
+use crate::train::optimiser::StepSize;
+use crate::train::Adam;
 use std::any::Any;
 use std::time::Duration;
 
@@ -29,6 +33,10 @@ pub enum Membranes {
     Max,
     /// Every local neuron's membrane (before reset) at every step, `[sample][step][neuron]`.
     Trace,
+    /// As `Trace`, but kept on the device for a backward pass that runs there
+    /// ([`DeviceTraining`]), in the region of the partition's population; nothing is returned.
+    /// Only backends that train on their device are asked for it.
+    Keep,
 }
 
 /// Options of one run that are the same for every partition of a round.
@@ -196,6 +204,115 @@ pub trait Backend: Sync {
     fn take_timings(&self) -> Option<PhaseTimings> {
         None
     }
+
+    /// Training on this backend's own device ([`DeviceTraining`]), if it trains there; `None`:
+    /// the host computes the backward pass and the optimiser step from the observables the
+    /// forward pass returns (the CPU, whose device is the host).
+    fn device_training(&self) -> Option<&dyn DeviceTraining> {
+        None
+    }
+}
+
+/// One projection's synapses grouped by source neuron: offsets per source, then (target
+/// neuron, weight index) pairs.
+pub type BySource = (Vec<u32>, Vec<(u32, u32)>);
+
+/// The structure of a feed-forward network as a backward pass needs it (plain data, computed
+/// once by the trainer).
+#[derive(Clone, Copy, Debug)]
+pub struct TrainStructure<'a> {
+    /// The network (its weights are the model weights the backward pass differentiates).
+    pub network: &'a Network,
+    /// Non-input populations, sources before targets.
+    pub order: &'a [PopulationId],
+    /// Per projection: (source, target, delay in steps).
+    pub ends: &'a [(PopulationId, PopulationId, usize)],
+    /// Per projection: its synapses by source neuron (offsets, then (target, weight index)).
+    pub by_source: &'a [BySource],
+    /// Per projection: dense (weights `[target][source]`).
+    pub dense: &'a [bool],
+    /// Per population: the software model's coefficients.
+    pub coeffs: &'a [NeuronCoeffs],
+    /// The readout population.
+    pub readout: PopulationId,
+    /// Per population: how the weights into it map onto the substrate.
+    pub maps: &'a [WeightMap],
+    /// The compiled partitions (their residents on the backend given alongside).
+    pub programs: &'a [PartitionProgram],
+}
+
+/// One chunk of a training batch whose forward pass just ran with [`Membranes::Keep`].
+#[derive(Clone, Copy, Debug)]
+pub struct TrainChunk<'a> {
+    /// The chunk's spikes: the input and every recorded population.
+    pub spikes: &'a SpikeStore,
+    /// The whole batch's labels.
+    pub labels: &'a [u8],
+    /// The chunk's first sample in the batch.
+    pub first: usize,
+    /// True for the batch's first chunk (its gradients replace the previous batch's).
+    pub first_chunk: bool,
+    /// Score = this × the readout membrane's maximum over time.
+    pub readout_scale: f32,
+    /// SuperSpike steepness.
+    pub alpha: f32,
+    /// Readout regulariser strength.
+    pub reg_readout: f32,
+    /// Spike-count regulariser strength, decayed for the epoch.
+    pub reg_spikes: f32,
+}
+
+/// What one device optimiser step reports: the loss and accuracy the device computed for the
+/// batch's samples (cross-entropy plus the readout regulariser), the weight regulariser's
+/// loss, and whether every weight stayed finite.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct DeviceStepStats {
+    /// Summed over the batch's samples.
+    pub loss: f64,
+    /// Samples classified correctly.
+    pub correct: usize,
+    /// The weight regulariser's loss (per sample).
+    pub reg_loss: f64,
+    /// False if a weight or the loss became non-finite.
+    pub finite: bool,
+}
+
+/// A backend that trains on its own device: the observables of the forward pass
+/// ([`Membranes::Keep`]) never leave it, and the backward pass, the optimiser and the writing
+/// of the fixed-point weights into the resident programs run there too. Results are
+/// deterministic (fixed-order reductions), and equal the host's within rounding.
+pub trait DeviceTraining {
+    /// Move a training onto the device: the structure, the model weights, the optimiser's
+    /// moments and step count, and `residents` (the programs' handles on this backend).
+    fn begin(
+        &self,
+        structure: &TrainStructure<'_>,
+        residents: &[Resident],
+        weights: &[Vec<f32>],
+        adam: &Adam,
+    ) -> Result<Resident>;
+
+    /// Most samples one chunk of a batch may have (the kept traces and gradients must fit one
+    /// device buffer).
+    fn chunk_samples(&self, state: &Resident) -> usize;
+
+    /// Before a chunk's forward pass: the device regions its kept traces go to.
+    fn keep(&self, state: &mut Resident, samples: usize) -> Result<()>;
+
+    /// The backward pass of a chunk: its weight gradients added to the batch's.
+    fn backward(&self, state: &mut Resident, chunk: &TrainChunk<'_>) -> Result<()>;
+
+    /// The optimiser step on the batch's gradients (`samples` in the batch) and the writing
+    /// of the new weights into the resident programs.
+    fn step(&self, state: &mut Resident, samples: usize, size: StepSize)
+        -> Result<DeviceStepStats>;
+
+    /// The device's model weights and optimiser state, back on the host.
+    fn read(&self, state: &Resident, weights: &mut [Vec<f32>], adam: &mut Adam) -> Result<()>;
+
+    /// The last batch's gradients (of the batch mean, without the weight regulariser), in
+    /// each projection's weight layout.
+    fn gradients(&self, state: &Resident) -> Result<Vec<Vec<f32>>>;
 }
 
 /// Check that `store` holds the spikes of every source population of `program`, over the

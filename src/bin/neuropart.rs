@@ -241,15 +241,15 @@ enum Command {
         #[arg(long, default_value = "1", value_parser = at_least_one)]
         chips: usize,
         /// Benchmark training instead (the MNIST network, the published set-up, random
-        /// MNIST-shaped input): one warm-up batch, then --batches timed ones; the first
-        /// --batch size and the --steps apply.
-        #[arg(long)]
+        /// MNIST-shaped input): one warm-up batch, then --batches timed ones, one row per
+        /// device and batch size; --steps, --density and --chips apply.
+        #[arg(long, conflicts_with_all = ["network", "substrate", "seconds"])]
         train: bool,
         /// With --train: ideal or emulated (or mixed).
-        #[arg(long, value_enum, default_value = "emulated")]
+        #[arg(long, value_enum, default_value = "emulated", requires = "train")]
         mode: Mode,
         /// With --train: timed batches.
-        #[arg(long, default_value = "20", value_parser = at_least_one)]
+        #[arg(long, default_value = "20", value_parser = at_least_one, requires = "train")]
         batches: usize,
     },
 }
@@ -495,15 +495,22 @@ fn run(command: Command) -> neuropart::Result<()> {
                 let mut rows = Vec::new();
                 for be in &backends {
                     for &b in &batch {
-                        rows.push(neuropart::bench::measure_training(
-                            be.as_ref(),
+                        let setup = neuropart::bench::TrainBench {
                             steps,
-                            b,
+                            batch: b,
                             mode,
                             batches,
-                        )?);
+                            density,
+                            chips,
+                        };
+                        rows.push(neuropart::bench::measure_training(be.as_ref(), &setup)?);
                     }
                 }
+                println!(
+                    "Training the MNIST network (784-256-10), {mode:?} mode, {chips} chip{}, \
+                     random MNIST-shaped input (density {density})",
+                    if chips == 1 { "" } else { "s" }
+                );
                 print!("{}", neuropart::bench::train_table(&rows));
                 for r in &rows {
                     println!(

@@ -20,9 +20,7 @@ use crate::simd::widest;
 use crate::spikes::SpikeTrains;
 use rayon::prelude::*;
 
-/// One projection's synapses grouped by source neuron: offsets per source, then
-/// (target neuron, weight index) pairs.
-pub(crate) type BySource = (Vec<u32>, Vec<(u32, u32)>);
+pub(crate) use crate::backend::BySource;
 
 /// The network's structure as the backward pass needs it, computed once.
 #[derive(Clone, Debug)]
@@ -131,6 +129,61 @@ impl Topology {
     pub fn input(&self) -> PopulationId {
         self.input
     }
+
+    /// This structure as a backend that trains on its device takes it.
+    pub fn structure<'a>(
+        &'a self,
+        net: &'a Network,
+        maps: &'a [crate::compile::WeightMap],
+        programs: &'a [crate::compile::PartitionProgram],
+    ) -> crate::backend::TrainStructure<'a> {
+        crate::backend::TrainStructure {
+            network: net,
+            order: &self.order,
+            ends: &self.ends,
+            by_source: &self.by_source,
+            dense: &self.dense,
+            coeffs: &self.coeffs,
+            readout: self.readout,
+            maps,
+            programs,
+        }
+    }
+}
+
+/// The spike-count regulariser's loss (`lam`·count⁴ per neuron over its population size,
+/// summed over samples) and the spikes of the spiking populations in `spikes`, as the
+/// per-sample backward adds them (for a backward pass that runs elsewhere).
+pub fn spike_regulariser(
+    net: &Network,
+    topo: &Topology,
+    spikes: &crate::spikes::SpikeStore,
+    lam: f32,
+) -> (f64, f64) {
+    let (mut loss, mut count_all) = (0.0f64, 0.0f64);
+    let mut count: Vec<f32> = Vec::new();
+    for &p in &topo.order {
+        let pop = &net.populations[p];
+        let Some(tr) = spikes.get(p) else {
+            continue;
+        };
+        if pop.kind != PopulationKind::Lif {
+            continue;
+        }
+        let n = pop.size;
+        for s in 0..tr.samples() {
+            count.clear();
+            count.resize(n, 0.0);
+            for e in tr.sample(s) {
+                count[e.neuron as usize] += 1.0;
+            }
+            count_all += count.iter().sum::<f32>() as f64;
+            for &k in &count {
+                loss += (lam * k.powi(4) / n as f32) as f64;
+            }
+        }
+    }
+    (loss, count_all)
 }
 
 /// Samples per chunk of the gradient sum: partial sums over whole chunks are combined in a

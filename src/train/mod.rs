@@ -344,6 +344,9 @@ pub struct Trainer {
     pub weight_limit: f32,
     /// Where the optimiser stages new weights for the programs (made at the first step).
     stage: Option<crate::compile::WeightStage>,
+    /// A training on the backend's device, with the executor generation it was last in step
+    /// with (the host's weights are stale while it trains; [`Trainer::sync`]).
+    device: Option<(u64, crate::backend::Resident)>,
 }
 
 impl Trainer {
@@ -366,6 +369,7 @@ impl Trainer {
             history: Vec::new(),
             weight_limit,
             stage: None,
+            device: None,
         })
     }
 
@@ -402,8 +406,47 @@ impl Trainer {
             done += idx.len();
             progress(done, data.len(), &total);
         }
+        self.sync(backend)?;
         self.epoch += 1;
         Ok(total)
+    }
+
+    /// Bring the host's weights, optimiser state and compiled programs up to date with a
+    /// training on the backend's device (after [`Trainer::train_batch`]; [`Trainer::train_epoch`]
+    /// does it at its end). Nothing to do for a backend that trains on the host.
+    pub fn sync<B: Backend + ?Sized>(&mut self, backend: &B) -> Result<()> {
+        let (Some(dev), Some((_, state))) = (backend.device_training(), &self.device) else {
+            return Ok(());
+        };
+        let mut weights: Vec<Vec<f32>> = self
+            .exec
+            .network
+            .projections
+            .iter()
+            .map(|p| p.weights.clone())
+            .collect();
+        dev.read(state, &mut weights, &mut self.adam)?;
+        for (p, w) in self.exec.network.projections.iter_mut().zip(weights) {
+            p.weights = w;
+        }
+        self.exec.update_weights()?;
+        if let Some((generation, _)) = &mut self.device {
+            *generation = self.exec.generation();
+        }
+        Ok(())
+    }
+
+    /// The last batch's gradients on the backend's device (see
+    /// [`crate::backend::DeviceTraining::gradients`]); `None` for a backend that trains on
+    /// the host or before the first batch.
+    pub fn device_gradients<B: Backend + ?Sized>(
+        &self,
+        backend: &B,
+    ) -> Result<Option<Vec<Vec<f32>>>> {
+        match (backend.device_training(), &self.device) {
+            (Some(dev), Some((_, state))) => dev.gradients(state).map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// One optimiser step on a batch of encoded inputs (batch `bi` of the current epoch, which
@@ -418,9 +461,11 @@ impl Trainer {
         host: std::time::Duration,
     ) -> Result<(BatchStats, StepTimings)> {
         use std::time::Instant;
+        if let Some(dev) = backend.device_training() {
+            return self.train_batch_device(backend, dev, spikes, labels, bi, host);
+        }
         let lr = self.cfg.lr * self.cfg.lr_decay.powi(self.epoch as i32);
-        let noise =
-            crate::neuron::pcg_hash((self.epoch * 1_000_003 + bi) as u32 ^ self.cfg.seed as u32);
+        let noise = self.noise_seed(bi);
         let mut timings = StepTimings {
             host,
             ..Default::default()
@@ -474,6 +519,140 @@ impl Trainer {
         self.stage = Some(stage);
         self.exec.prepare(backend)?;
         timings.optimiser = t2.elapsed();
+        Ok((st, timings))
+    }
+
+    /// The seed of the temporal noise of batch `bi` of the current epoch (the forward pass of
+    /// [`Trainer::train_batch`] runs with it).
+    pub fn noise_seed(&self, bi: usize) -> u32 {
+        crate::neuron::pcg_hash((self.epoch * 1_000_003 + bi) as u32 ^ self.cfg.seed as u32)
+    }
+
+    /// [`Trainer::train_batch`] on a backend that trains on its device: per chunk of the batch
+    /// (as many samples as the device's regions hold), the forward pass with the traces kept
+    /// there and the backward pass there; then the optimiser step there. The host encodes,
+    /// replays spikes and counts them for the spike regulariser's loss.
+    fn train_batch_device<B: Backend + ?Sized>(
+        &mut self,
+        backend: &B,
+        dev: &dyn crate::backend::DeviceTraining,
+        spikes: SpikeTrains,
+        labels: &[u8],
+        bi: usize,
+        host: std::time::Duration,
+    ) -> Result<(BatchStats, StepTimings)> {
+        use std::time::Instant;
+        let lr = self.cfg.lr * self.cfg.lr_decay.powi(self.epoch as i32);
+        let noise = self.noise_seed(bi);
+        let lam = self.cfg.reg_spikes * self.cfg.reg_spikes_decay.powi(self.epoch as i32);
+        let mut timings = StepTimings {
+            host,
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let generation = self.exec.generation();
+        let mut state = match self.device.take() {
+            Some((g, st)) if g == generation && st.backend() == backend.key() => st,
+            _ => {
+                let maps = self.exec.weight_maps();
+                let weights: Vec<Vec<f32>> = self
+                    .exec
+                    .network
+                    .projections
+                    .iter()
+                    .map(|p| p.weights.clone())
+                    .collect();
+                let structure = self
+                    .topo
+                    .structure(&self.exec.network, &maps, &self.exec.programs);
+                let adam = &self.adam;
+                self.exec
+                    .with_residents(backend, |res| dev.begin(&structure, res, &weights, adam))??
+            }
+        };
+        timings.host += t0.elapsed();
+        let b = labels.len();
+        let chunk = dev.chunk_samples(&state).max(1);
+        let mut st = BatchStats {
+            samples: b,
+            ..Default::default()
+        };
+        let input = self.topo.input();
+        let mut spikes = Some(spikes);
+        for start in (0..b).step_by(chunk) {
+            let end = (start + chunk).min(b);
+            let part = if start == 0 && end == b {
+                spikes.take().expect("one chunk")
+            } else {
+                spikes
+                    .as_ref()
+                    .expect("kept for the chunks")
+                    .slice(start..end)
+            };
+            dev.keep(&mut state, end - start)?;
+            let t1 = Instant::now();
+            let out = self.exec.run_samples(
+                backend,
+                &[(input, part)],
+                Observe::Kept,
+                noise,
+                start as u32,
+            )?;
+            timings.forward += out.stats.backend;
+            timings.host += t1.elapsed().saturating_sub(out.stats.backend);
+            let t2 = Instant::now();
+            let (reg, count) =
+                backward::spike_regulariser(&self.exec.network, &self.topo, &out.spikes, lam);
+            st.loss += reg;
+            st.hidden_spikes += count;
+            let silent = silent_samples(&self.exec.network, &out.spikes);
+            if st.silent_samples.len() < silent.len() {
+                st.silent_samples.resize(silent.len(), 0);
+            }
+            for (a, s) in st.silent_samples.iter_mut().zip(silent) {
+                *a += s;
+            }
+            timings.host += t2.elapsed();
+            let t3 = Instant::now();
+            dev.backward(
+                &mut state,
+                &crate::backend::TrainChunk {
+                    spikes: &out.spikes,
+                    labels,
+                    first: start,
+                    first_chunk: start == 0,
+                    readout_scale: self.cfg.readout_scale,
+                    alpha: self.cfg.surrogate_alpha,
+                    reg_readout: self.cfg.reg_readout,
+                    reg_spikes: lam,
+                },
+            )?;
+            timings.backward += t3.elapsed();
+        }
+        let t4 = Instant::now();
+        let r = dev.step(
+            &mut state,
+            b,
+            optimiser::StepSize {
+                lr,
+                limit: self.weight_limit,
+                reg: self.cfg.reg_weights,
+            },
+        )?;
+        timings.optimiser = t4.elapsed();
+        self.device = Some((generation, state));
+        st.loss += r.loss + r.reg_loss * b as f64;
+        st.correct = r.correct;
+        if !r.finite {
+            return Err(Error::Diverged {
+                epoch: self.epoch + 1,
+                batch: bi + 1,
+                what: format!(
+                    "the loss or a weight became non-finite on the device (loss {})",
+                    r.loss
+                ),
+            });
+        }
         Ok((st, timings))
     }
 

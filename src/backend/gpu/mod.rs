@@ -15,10 +15,16 @@
 //! happened (and only the membranes asked for) are read back. Batches larger than the adapter's
 //! buffer or dispatch limits run in chunks.
 
+pub mod backward;
 pub mod compact;
 pub mod feedforward;
 pub mod gather;
+pub mod grad;
 pub mod lif;
+pub mod loss;
+pub mod optimiser;
+mod training;
+pub mod weights;
 
 use super::{
     check_sources, Backend, Job, Membranes, PartitionOutput, PhaseTimings, Resident, RunOptions,
@@ -41,6 +47,11 @@ pub const SHADERS: &[(&[&str], &str)] = &[
     ),
     (&["params.wgsl", "gather.wgsl"], gather::SOURCE),
     (&["compact.wgsl"], compact::SOURCE),
+    (&["loss.wgsl"], loss::SOURCE),
+    (&["backward.wgsl"], backward::SOURCE),
+    (&["grad.wgsl"], grad::SOURCE),
+    (&["optimiser.wgsl"], optimiser::SOURCE),
+    (&["weights.wgsl"], weights::SOURCE),
 ];
 
 /// Binding numbers of the simulation kernels (as declared in `shaders/feedforward.wgsl` and
@@ -129,8 +140,13 @@ pub struct SimParams {
     pub zero: u32,
     /// Workgroups along x of the gather kernel.
     pub gather_grid_x: u32,
+    /// Traces: the word of `membrane` where sample 0, step 0, local neuron 0 goes...
+    pub mem_base: u32,
+    /// ...and the words from one step's row to the next (the local neurons, or the whole
+    /// population for traces kept on the device).
+    pub mem_stride: u32,
     /// Padding to 16 bytes.
-    pub pad: u32,
+    pub pad: [u32; 3],
 }
 
 /// Neuron state as the general kernel stores it (`State` in neuron.wgsl).
@@ -182,7 +198,11 @@ pub fn mirrored_layouts() -> Vec<(&'static str, &'static str, usize, Vec<usize>)
                 offset_of!(SimParams, flag_word),
                 offset_of!(SimParams, zero),
                 offset_of!(SimParams, gather_grid_x),
+                offset_of!(SimParams, mem_base),
+                offset_of!(SimParams, mem_stride),
                 offset_of!(SimParams, pad),
+                offset_of!(SimParams, pad) + 4,
+                offset_of!(SimParams, pad) + 8,
             ],
         ),
         (
@@ -213,6 +233,126 @@ pub fn mirrored_layouts() -> Vec<(&'static str, &'static str, usize, Vec<usize>)
                 offset_of!(GpuState, v),
                 offset_of!(GpuState, refractory),
             ],
+        ),
+        ("LossParams", loss::SOURCE, size_of::<loss::LossParams>(), {
+            use loss::LossParams as P;
+            vec![
+                offset_of!(P, samples),
+                offset_of!(P, steps),
+                offset_of!(P, classes),
+                offset_of!(P, mem_base),
+                offset_of!(P, batch),
+                offset_of!(P, readout_scale),
+                offset_of!(P, reg_readout),
+                offset_of!(P, first),
+                offset_of!(P, grid_x),
+                offset_of!(P, stats_base),
+                offset_of!(P, pad),
+                offset_of!(P, pad) + 4,
+            ]
+        }),
+        (
+            "BackParams",
+            backward::SOURCE,
+            size_of::<backward::BackParams>(),
+            {
+                use backward::BackParams as P;
+                vec![
+                    offset_of!(P, samples),
+                    offset_of!(P, steps),
+                    offset_of!(P, neurons),
+                    offset_of!(P, mem_base),
+                    offset_of!(P, raster_base),
+                    offset_of!(P, words),
+                    offset_of!(P, csr_base),
+                    offset_of!(P, spiking),
+                    offset_of!(P, k_mem),
+                    offset_of!(P, a_syn),
+                    offset_of!(P, v_th),
+                    offset_of!(P, alpha),
+                    offset_of!(P, lam),
+                    offset_of!(P, batch),
+                    offset_of!(P, out_first),
+                    offset_of!(P, out_count),
+                    offset_of!(P, grid_x),
+                    offset_of!(P, pad),
+                    offset_of!(P, pad) + 4,
+                    offset_of!(P, pad) + 8,
+                ]
+            },
+        ),
+        ("GradParams", grad::SOURCE, size_of::<grad::GradParams>(), {
+            use grad::GradParams as P;
+            vec![
+                offset_of!(P, steps),
+                offset_of!(P, ns),
+                offset_of!(P, nt),
+                offset_of!(P, delay),
+                offset_of!(P, w_base),
+                offset_of!(P, tgt_base),
+                offset_of!(P, csr_base),
+                offset_of!(P, first),
+                offset_of!(P, list),
+                offset_of!(P, by_weight),
+                offset_of!(P, synapses),
+                offset_of!(P, numel),
+                offset_of!(P, grid_x),
+                offset_of!(P, pad),
+                offset_of!(P, pad) + 4,
+                offset_of!(P, pad) + 8,
+            ]
+        }),
+        (
+            "OptParams",
+            optimiser::SOURCE,
+            size_of::<optimiser::OptParams>(),
+            {
+                use optimiser::OptParams as P;
+                vec![
+                    offset_of!(P, w_base),
+                    offset_of!(P, numel),
+                    offset_of!(P, lr),
+                    offset_of!(P, limit),
+                    offset_of!(P, reg_n),
+                    offset_of!(P, inv_c1),
+                    offset_of!(P, inv_c2),
+                    offset_of!(P, b1),
+                    offset_of!(P, b2),
+                    offset_of!(P, eps),
+                    offset_of!(P, quantised),
+                    offset_of!(P, map_scale),
+                    offset_of!(P, map_max),
+                    offset_of!(P, partial_base),
+                    offset_of!(P, ns),
+                    offset_of!(P, nt),
+                    offset_of!(P, bound_base),
+                    offset_of!(P, first_into),
+                    offset_of!(P, by_target),
+                    offset_of!(P, populations),
+                    offset_of!(P, pop_table),
+                    offset_of!(P, exp_base),
+                    offset_of!(P, grid_x),
+                    offset_of!(P, pad),
+                ]
+            },
+        ),
+        (
+            "WriteParams",
+            weights::SOURCE,
+            size_of::<weights::WriteParams>(),
+            {
+                use weights::WriteParams as P;
+                vec![
+                    offset_of!(P, words),
+                    offset_of!(P, table_base),
+                    offset_of!(P, exp_at),
+                    offset_of!(P, neurons),
+                    offset_of!(P, grid_x),
+                    offset_of!(P, pad),
+                    offset_of!(P, pad) + 4,
+                    offset_of!(P, pad) + 8,
+                ]
+            },
         ),
         (
             "CompactParams",
@@ -301,6 +441,11 @@ pub struct GpuContext {
     general: wgpu::ComputePipeline,
     gather: gather::GatherKernel,
     compact: compact::CompactKernels,
+    loss: loss::LossKernel,
+    backward: backward::BackwardKernels,
+    grad: grad::GradKernels,
+    optimiser: optimiser::OptimiserKernels,
+    weights: weights::WeightsKernel,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -320,6 +465,34 @@ fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
         },
         count: None,
     }
+}
+
+/// The layout of a training kernel: its parameters at binding 0 (a uniform read at a dynamic
+/// offset of one buffer that holds every dispatch's parameters, `params` bytes each), then the
+/// storage buffers `(binding, read-only)`.
+fn training_layout(
+    device: &wgpu::Device,
+    label: &str,
+    params: u64,
+    storage: &[(u32, bool)],
+) -> wgpu::BindGroupLayout {
+    let mut entries = vec![wgpu::BindGroupLayoutEntry {
+        binding: 0,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: true,
+            min_binding_size: std::num::NonZeroU64::new(params),
+        },
+        count: None,
+    }];
+    for &(binding, read_only) in storage {
+        entries.push(storage_entry(binding, read_only));
+    }
+    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some(label),
+        entries: &entries,
+    })
 }
 
 fn uniform_entry(binding: u32) -> wgpu::BindGroupLayoutEntry {
@@ -343,6 +516,18 @@ fn pipeline(
     source: &'static str,
     entry: &str,
 ) -> wgpu::ComputePipeline {
+    pipeline_with(device, layout, label, source, entry, &[("WG", WG as f64)])
+}
+
+/// [`pipeline`] with other override constants.
+fn pipeline_with(
+    device: &wgpu::Device,
+    layout: &wgpu::BindGroupLayout,
+    label: &str,
+    source: &'static str,
+    entry: &str,
+    constants: &[(&str, f64)],
+) -> wgpu::ComputePipeline {
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(label),
         source: wgpu::ShaderSource::Wgsl(source.into()),
@@ -358,7 +543,7 @@ fn pipeline(
         module: &module,
         entry_point: Some(entry),
         compilation_options: wgpu::PipelineCompilationOptions {
-            constants: &[("WG", WG as f64)],
+            constants,
             zero_initialize_workgroup_memory: true,
         },
         cache: None,
@@ -413,6 +598,16 @@ impl GpuContext {
                 let compact = compact::CompactKernels::new(&device);
                 (sim_layout, ff, general, gather, compact)
             })?;
+        let (loss, backward, grad, optimiser, weights) =
+            scoped(&device, "compiling the training shaders", || {
+                (
+                    loss::LossKernel::new(&device),
+                    backward::BackwardKernels::new(&device),
+                    grad::GradKernels::new(&device),
+                    optimiser::OptimiserKernels::new(&device),
+                    weights::WeightsKernel::new(&device),
+                )
+            })?;
         Ok(GpuContext {
             info,
             limits,
@@ -424,6 +619,11 @@ impl GpuContext {
             general,
             gather,
             compact,
+            loss,
+            backward,
+            grad,
+            optimiser,
+            weights,
         })
     }
 
@@ -611,9 +811,23 @@ struct Workspace {
     scratch: Vec<u32>,
     /// Words of the store buffer in use.
     used: u64,
+    /// Where kept traces go.
+    kept: KeptTraces,
     /// Population and version of every region written for this store.
     staged: Vec<(usize, u64)>,
     slots: Vec<Slot>,
+}
+
+/// Where traces kept on the device for training go ([`Membranes::Keep`]): one buffer, a
+/// `[sample][step][neuron]` region per population, set up by the device training
+/// (`training.rs`) before each forward pass.
+#[derive(Default)]
+struct KeptTraces {
+    buf: Option<wgpu::Buffer>,
+    /// Per population: the first word of its region, if it has one.
+    regions: Vec<Option<u64>>,
+    /// Per population: neurons.
+    sizes: Vec<usize>,
 }
 
 /// Runs partitions on a GPU through wgpu.
@@ -764,6 +978,10 @@ impl Backend for GpuBackend {
             &mut *self.timings.lock().expect("not poisoned"),
         ))
     }
+
+    fn device_training(&self) -> Option<&dyn super::DeviceTraining> {
+        Some(self)
+    }
 }
 
 /// Bits of the CADC of an emulated program (from its largest code).
@@ -794,7 +1012,8 @@ impl PerSample {
             pending: if general { g.slots as u64 * n * 4 } else { 0 },
             bits: steps * n.div_ceil(32) * 4,
             membrane: match membranes {
-                Membranes::None => 0,
+                // Kept traces go to the workspace's kept buffer.
+                Membranes::None | Membranes::Keep => 0,
                 Membranes::Max => n * 4,
                 Membranes::Trace => steps * n * 4,
             },
@@ -1040,8 +1259,9 @@ impl GpuBackend {
                     offsets,
                     events,
                 },
-                membrane: (job.membranes != Membranes::None && job.dest.is_none())
-                    .then_some(membrane),
+                membrane: (matches!(job.membranes, Membranes::Max | Membranes::Trace)
+                    && job.dest.is_none())
+                .then_some(membrane),
             })
             .collect();
         t.host += t1.elapsed();
@@ -1073,6 +1293,30 @@ impl GpuBackend {
         });
         let created = &mut t.buffers_created;
         for (k, (job, g)) in jobs.iter().zip(progs).enumerate() {
+            // Kept traces: the population's region of the kept buffer, rows of its size.
+            let kept = if job.membranes == Membranes::Keep {
+                let runs = job.program.population_runs();
+                let &[(0, pop, first, _)] = &runs[..] else {
+                    return Err(Error::Gpu(format!(
+                        "partition {} holds neurons of {} populations; training on the GPU \
+                         needs one population per partition (use --device cpu)",
+                        job.program.partition,
+                        runs.len()
+                    )));
+                };
+                let (Some(buf), Some(&Some(region))) =
+                    (ws.kept.buf.clone(), ws.kept.regions.get(pop))
+                else {
+                    return Err(Error::Gpu(format!(
+                        "partition {}: no device region for the kept traces of population #{pop}",
+                        job.program.partition
+                    )));
+                };
+                let size = ws.kept.sizes[pop] as u64;
+                Some((buf, region + s0 as u64 * steps * size + first as u64, size))
+            } else {
+                None
+            };
             let slot = &mut ws.slots[k];
             let per = PerSample::of(g, steps, job.membranes);
             let n = g.neurons as u64;
@@ -1171,6 +1415,10 @@ impl GpuBackend {
                 .membrane
                 .ensure(device, "membrane", membrane_len, rw, created)
                 .clone();
+            let (membrane, mem_base, mem_stride) = match kept {
+                Some((buf, base, size)) => (buf, base as u32, size as u32),
+                None => (membrane, 0, n as u32),
+            };
             let offsets = slot
                 .offsets
                 .ensure(device, "offsets", (c as u64 + 1) * 4, rw, created)
@@ -1214,7 +1462,7 @@ impl GpuBackend {
                 record: match job.membranes {
                     Membranes::None => 0,
                     Membranes::Max => 1,
-                    Membranes::Trace => 2,
+                    Membranes::Trace | Membranes::Keep => 2,
                 },
                 syn_off_base: g.syn_off_base,
                 syn_base: g.syn_base,
@@ -1231,7 +1479,9 @@ impl GpuBackend {
                 flag_word: (c as u64 * steps * words) as u32,
                 zero: 0,
                 gather_grid_x: cgx,
-                pad: 0,
+                mem_base,
+                mem_stride,
+                pad: [0; 3],
             };
             let cparams = compact::CompactParams {
                 samples: c as u32,

@@ -1,0 +1,102 @@
+//! Host side of `shaders/backward.wgsl`: the spike raster of a population from its recorded
+//! spikes, and the backward pass through time of one population on the device. This module
+//! owns the source, the parameters' layout and the pipelines.
+
+/// The kernel's source.
+pub const SOURCE: &str = include_str!("../../../shaders/backward.wgsl");
+
+/// Words per outgoing-projection record in the topology buffer (see the shader).
+pub const OUT_RECORD: usize = 8;
+
+/// Mirrors `BackParams` in `shaders/backward.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BackParams {
+    /// Samples in the chunk.
+    pub samples: u32,
+    /// Time steps.
+    pub steps: u32,
+    /// The population's neurons.
+    pub neurons: u32,
+    /// Its region in the kept traces and in the current gradients.
+    pub mem_base: u32,
+    /// Its region in the raster.
+    pub raster_base: u32,
+    /// Raster words per step.
+    pub words: u32,
+    /// Its spikes by neuron in the events buffer.
+    pub csr_base: u32,
+    /// 1 for a spiking population, 0 for the readout.
+    pub spiking: u32,
+    /// Membrane integration factor per step.
+    pub k_mem: f32,
+    /// Synaptic decay per step.
+    pub a_syn: f32,
+    /// Threshold.
+    pub v_th: f32,
+    /// SuperSpike steepness.
+    pub alpha: f32,
+    /// Spike-count regulariser strength (decayed for the epoch).
+    pub lam: f32,
+    /// Samples of the whole batch.
+    pub batch: f32,
+    /// Its outgoing-projection records in the topology buffer.
+    pub out_first: u32,
+    /// How many.
+    pub out_count: u32,
+    /// Workgroups along x.
+    pub grid_x: u32,
+    /// Padding to 16 bytes.
+    pub pad: [u32; 3],
+}
+
+/// Binding numbers (after the parameters at 0).
+pub mod binding {
+    /// Kept traces (read).
+    pub const MEM: u32 = 1;
+    /// Current gradients (written).
+    pub const GI: u32 = 2;
+    /// Spike raster (written by `raster_bits`).
+    pub const RASTER: u32 = 3;
+    /// Spikes by neuron (read).
+    pub const EVENTS: u32 = 4;
+    /// Topology (read).
+    pub const TOPO: u32 = 5;
+    /// Model weights (read).
+    pub const WEIGHTS: u32 = 6;
+    /// Direct gradients of the readout (read).
+    pub const PER_SAMPLE: u32 = 7;
+}
+
+/// Layout and pipelines.
+pub(super) struct BackwardKernels {
+    pub layout: wgpu::BindGroupLayout,
+    pub raster: wgpu::ComputePipeline,
+    pub backward: wgpu::ComputePipeline,
+}
+
+impl BackwardKernels {
+    pub fn new(device: &wgpu::Device) -> Self {
+        let layout = super::training_layout(
+            device,
+            "backward",
+            std::mem::size_of::<BackParams>() as u64,
+            &[
+                (binding::MEM, true),
+                (binding::GI, false),
+                (binding::RASTER, false),
+                (binding::EVENTS, true),
+                (binding::TOPO, true),
+                (binding::WEIGHTS, true),
+                (binding::PER_SAMPLE, true),
+            ],
+        );
+        let raster = super::pipeline(device, &layout, "backward.wgsl", SOURCE, "raster_bits");
+        let backward = super::pipeline(device, &layout, "backward.wgsl", SOURCE, "backward");
+        BackwardKernels {
+            layout,
+            raster,
+            backward,
+        }
+    }
+}

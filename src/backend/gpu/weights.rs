@@ -1,0 +1,105 @@
+//! Host side of `shaders/weights.wgsl`: the fixed-point weights and input scales written into a
+//! resident partition program on the device after an optimiser step. This module owns the
+//! source, the parameters' layout, the pipeline and the table of which weights make each
+//! program word.
+
+use crate::compile::PartitionProgram;
+use crate::neuron::NeuronCoeffs;
+
+/// The kernel's source.
+pub const SOURCE: &str = include_str!("../../../shaders/weights.wgsl");
+
+/// Mirrors `WriteParams` in `shaders/weights.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct WriteParams {
+    /// Program words to write.
+    pub words: u32,
+    /// Their table in the tables buffer.
+    pub table_base: u32,
+    /// The partition population's (scale, input scale) pair in the scalars buffer.
+    pub exp_at: u32,
+    /// The partition's neurons.
+    pub neurons: u32,
+    /// Workgroups along x.
+    pub grid_x: u32,
+    /// Padding to 16 bytes.
+    pub pad: [u32; 3],
+}
+
+/// Binding numbers (after the parameters at 0).
+pub mod binding {
+    /// The resident program's words.
+    pub const PROGRAM: u32 = 1;
+    /// The resident coefficients, as words.
+    pub const COEFFS: u32 = 2;
+    /// Word tables (read).
+    pub const TABLE: u32 = 3;
+    /// Mapped weights (read).
+    pub const MAPPED: u32 = 4;
+    /// Exponents (read).
+    pub const SCALARS: u32 = 5;
+}
+
+/// Layout and pipeline.
+pub(super) struct WeightsKernel {
+    pub layout: wgpu::BindGroupLayout,
+    pub pipeline: wgpu::ComputePipeline,
+}
+
+impl WeightsKernel {
+    pub fn new(device: &wgpu::Device) -> Self {
+        let layout = super::training_layout(
+            device,
+            "weights",
+            std::mem::size_of::<WriteParams>() as u64,
+            &[
+                (binding::PROGRAM, false),
+                (binding::COEFFS, false),
+                (binding::TABLE, true),
+                (binding::MAPPED, true),
+                (binding::SCALARS, true),
+            ],
+        );
+        let words = (std::mem::size_of::<NeuronCoeffs>() / 4) as f64;
+        let at = (std::mem::offset_of!(NeuronCoeffs, input_scale) / 4) as f64;
+        let pipeline = super::pipeline_with(
+            device,
+            &layout,
+            "weights.wgsl",
+            SOURCE,
+            "main",
+            &[
+                ("WG", super::WG as f64),
+                ("COEFF_WORDS", words),
+                ("INPUT_SCALE_WORD", at),
+            ],
+        );
+        WeightsKernel { layout, pipeline }
+    }
+}
+
+/// Which program word each synapse's weight goes to: `(word, synapse)` for every synapse of
+/// `p` in the program `words` layout the GPU backend chose (`dense`: the feed-forward kernel's
+/// `[channel][neuron]` matrix, whose words add the weights of every synapse of one channel to
+/// one neuron; otherwise the general kernel's synapse words from `syn_base`), sorted by word.
+pub fn word_of_synapses(p: &PartitionProgram, dense: bool, syn_base: u32) -> Vec<(u32, u32)> {
+    let n = p.neuron_count() as u32;
+    let nch = p.channels.len();
+    let mut out = Vec::with_capacity(p.synapses.len());
+    for src in 0..p.synapse_offsets.len() - 1 {
+        let (a, b) = (p.synapse_offsets[src], p.synapse_offsets[src + 1]);
+        for j in a..b {
+            let word = if dense {
+                debug_assert!(src < nch, "feed-forward programs have no local sources");
+                src as u32 * n + p.synapses[j as usize].target
+            } else {
+                // Synapse words are (target, delay, weight).
+                syn_base + 3 * j + 2
+            };
+            out.push((word, j));
+        }
+    }
+    out.sort_unstable();
+    out
+}

@@ -1,0 +1,240 @@
+//! Training on the GPU against training on the CPU: gradients of one batch, the weights after
+//! one optimiser step and the loss after twenty, determinism, and a batch trained in chunks;
+//! ideal and emulated, MNIST-shaped and with two hidden layers. On the software adapter in CI
+//! (lavapipe via WGPU_BACKEND=vulkan); outside CI a missing adapter skips, with `CI` set it
+//! fails.
+
+use neuropart::gpu::{GpuBackend, GpuContext};
+use neuropart::prelude::*;
+use neuropart::{AnalogConfig, Mode, NeuronParams, Rng};
+use neuropart::{NetworkBuilder, TrainConfig, Trainer, WeightInit};
+use std::sync::{Arc, OnceLock};
+
+fn context() -> Option<Arc<GpuContext>> {
+    static CTX: OnceLock<Option<Arc<GpuContext>>> = OnceLock::new();
+    CTX.get_or_init(|| match GpuContext::new() {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            if std::env::var_os("CI").is_some() {
+                panic!("CI is set but no GPU adapter is usable: {e}");
+            }
+            eprintln!("skipping GPU training tests: {e}");
+            None
+        }
+    })
+    .clone()
+}
+
+/// Random MNIST-like images (a fifth of the pixels lit) with random labels.
+fn images(n: usize, pixels: usize, seed: u64) -> neuropart::Dataset {
+    let mut rng = Rng::new(seed);
+    neuropart::Dataset {
+        shape: [1, 1, pixels],
+        pixels: (0..n * pixels)
+            .map(|_| {
+                if rng.uniform() < 0.2 {
+                    0.3 + 0.7 * rng.uniform() as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect(),
+        labels: (0..n).map(|_| rng.below(10) as u8).collect(),
+        classes: 10,
+    }
+}
+
+/// 784-256-10 as the paper's (hidden weights shifted so that it spikes on random input), or
+/// 784-128-64-10 with `two_hidden`.
+fn network(two_hidden: bool, steps: u32) -> NetworkBuilder {
+    let init = WeightInit {
+        mean: 0.02,
+        std: 0.2,
+    };
+    let b = NetworkBuilder::new("gpu-train", steps, 7).input("input", 784);
+    let b = if two_hidden {
+        b.dense("h1", 128, NeuronParams::default(), init).dense(
+            "h2",
+            64,
+            NeuronParams::default(),
+            WeightInit {
+                mean: 0.1,
+                std: 0.3,
+            },
+        )
+    } else {
+        b.dense("hidden", 256, NeuronParams::default(), init)
+    };
+    b.readout(
+        "readout",
+        10,
+        NeuronParams::default(),
+        WeightInit {
+            mean: 0.01,
+            std: 0.2,
+        },
+    )
+}
+
+fn trainer(two_hidden: bool, mode: Mode) -> Trainer {
+    let sub = Substrate::bss2();
+    let net = network(two_hidden, 20).build(&sub).unwrap();
+    let exec = Executor::emulated(
+        net,
+        &sub,
+        1,
+        &PartitionOptions::default(),
+        AnalogConfig::default(),
+        mode,
+    )
+    .unwrap();
+    Trainer::new(
+        exec,
+        TrainConfig {
+            augment: false,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Batch `k` of `data` (size `b`), encoded.
+fn batch(data: &neuropart::Dataset, b: usize, k: usize) -> (SpikeTrains, Vec<u8>) {
+    let idx: Vec<usize> = (k * b..(k + 1) * b).collect();
+    let spikes = neuropart::encode::images(data, &idx, 20, None);
+    (spikes, idx.iter().map(|&i| data.labels[i]).collect())
+}
+
+/// The CPU's gradients of batch 0 of epoch 0 for `t` (the noise train_batch uses).
+fn cpu_gradients(t: &Trainer, spikes: &SpikeTrains, labels: &[u8]) -> Vec<Vec<f32>> {
+    let noise = t.noise_seed(0);
+    let out = t
+        .exec
+        .run_with_noise(
+            &CpuBackend,
+            &[(t.topo.input(), spikes.clone())],
+            Observe::AllTraces,
+            noise,
+        )
+        .unwrap();
+    neuropart::gradients(&t.exec.network, &t.topo, &out, labels, &t.cfg, 0).1
+}
+
+fn assert_gradients_agree(two_hidden: bool, mode: Mode, max_chunk: usize) {
+    let Some(ctx) = context() else { return };
+    let mut gpu = GpuBackend::with_context(ctx);
+    gpu.max_chunk = max_chunk;
+    let data = images(24, 784, 3);
+    let (spikes, labels) = batch(&data, 24, 0);
+    let mut t = trainer(two_hidden, mode);
+    let want = cpu_gradients(&t, &spikes, &labels);
+    t.train_batch(&gpu, spikes, &labels, 0, Default::default())
+        .unwrap();
+    let got = t
+        .device_gradients(&gpu)
+        .unwrap()
+        .expect("trained on the device");
+    for (q, (g, w)) in got.iter().zip(&want).enumerate() {
+        let scale = w.iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert!(scale > 0.0, "projection {q}: no gradient at all");
+        let worst = g
+            .iter()
+            .zip(w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 1e-5 * scale,
+            "projection {q} ({mode:?}, two hidden: {two_hidden}, chunks of {max_chunk}): \
+             largest difference {worst:e}, largest gradient {scale:e}"
+        );
+    }
+}
+
+#[test]
+fn gradients_equal_the_cpus_ideal() {
+    assert_gradients_agree(false, Mode::Ideal, usize::MAX);
+}
+
+#[test]
+fn gradients_equal_the_cpus_emulated() {
+    assert_gradients_agree(false, Mode::Emulated, usize::MAX);
+}
+
+#[test]
+fn gradients_equal_the_cpus_with_two_hidden_layers() {
+    assert_gradients_agree(true, Mode::Emulated, usize::MAX);
+    assert_gradients_agree(true, Mode::Ideal, usize::MAX);
+}
+
+#[test]
+fn a_batch_in_chunks_has_the_unchunked_gradients() {
+    // Chunks of 7 samples (the device regions hold 7): 24 = 7 + 7 + 7 + 3.
+    assert_gradients_agree(false, Mode::Emulated, 7);
+}
+
+fn weights(t: &Trainer) -> Vec<f32> {
+    t.exec
+        .network
+        .projections
+        .iter()
+        .flat_map(|p| p.weights.iter().cloned())
+        .collect()
+}
+
+#[test]
+fn steps_agree_with_the_cpu_and_repeat_exactly() {
+    let Some(ctx) = context() else { return };
+    let gpu = GpuBackend::with_context(ctx);
+    let data = images(20 * 16, 784, 9);
+    let run = |backend: &dyn Backend, steps: usize| {
+        let mut t = trainer(false, Mode::Emulated);
+        let (mut loss, mut correct) = (0.0, 0usize);
+        for k in 0..steps {
+            let (spikes, labels) = batch(&data, 16, k);
+            let (st, _) = t
+                .train_batch(backend, spikes, &labels, k, Default::default())
+                .unwrap();
+            if k == steps - 1 {
+                (loss, correct) = (st.loss / st.samples as f64, st.correct);
+            }
+        }
+        t.sync(backend).unwrap();
+        (weights(&t), loss, correct)
+    };
+    // One step: the weights agree (a gradient that rounds to the other sign flips a weight's
+    // Adam step, so a few may differ by 2 lr).
+    let (cpu1, ..) = run(&CpuBackend, 1);
+    let (gpu1, ..) = run(&gpu, 1);
+    let largest = cpu1.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let close = cpu1
+        .iter()
+        .zip(&gpu1)
+        .filter(|(a, b)| (*a - *b).abs() <= 1e-5 * largest)
+        .count();
+    assert!(
+        close as f64 >= 0.999 * cpu1.len() as f64,
+        "{} of {} weights agree after one step",
+        close,
+        cpu1.len()
+    );
+    // Twenty steps: loss and accuracy of the last batch within 1 %.
+    let (_, cpu_loss, cpu_correct) = run(&CpuBackend, 20);
+    let (gpu20, gpu_loss, gpu_correct) = run(&gpu, 20);
+    assert!(
+        (cpu_loss - gpu_loss).abs() <= 0.01 * cpu_loss,
+        "loss after 20 steps: CPU {cpu_loss}, GPU {gpu_loss}"
+    );
+    assert!(
+        cpu_correct.abs_diff(gpu_correct) as f64 <= (0.01 * 16.0f64).ceil(),
+        "correct in the last batch: CPU {cpu_correct}, GPU {gpu_correct}"
+    );
+    // The same seed twice: the same weights, bit for bit.
+    let (again, ..) = run(&gpu, 20);
+    assert!(
+        gpu20
+            .iter()
+            .zip(&again)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "two GPU runs with the same seed differ"
+    );
+}
