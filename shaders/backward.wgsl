@@ -33,9 +33,10 @@ struct BackParams {
     out_first: u32,
     out_count: u32,
     grid_x: u32,
+    // 1: the membrane integrates the previous step's current (hxtorch's order).
+    membrane_first: u32,
     pad0: u32,
     pad1: u32,
-    pad2: u32,
 }
 
 override WG: u32 = 64u;
@@ -147,9 +148,17 @@ fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
                 gpre += bitcast<f32>(per_sample[d + 1u]);
             }
         }
-        let gcur = carry + B.k_mem * gpre;
+        // hxtorch's order: this step's current reaches the loss through the next step's
+        // membrane, which `carry` already holds.
+        var gcur = carry + B.k_mem * gpre;
+        if (B.membrane_first != 0u) {
+            gcur = carry;
+        }
         gi[at] = gcur;
         gv = (1.0 - B.k_mem) * gpre;
         carry = B.a_syn * gcur;
+        if (B.membrane_first != 0u) {
+            carry += B.k_mem * gpre;
+        }
     }
 }

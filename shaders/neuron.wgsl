@@ -19,7 +19,8 @@ struct Coeffs {
     input_scale: f32,
     noise_sd: f32,
     noise_key: u32,
-    pad: u32,
+    // 1: the membrane integrates the previous step's current (hxtorch's order).
+    membrane_first: u32,
 }
 
 struct State {
@@ -77,7 +78,8 @@ fn lif_step(c: Coeffs, s: State, input: i32, noise: f32, zero: u32) -> Step {
     let decayed = rounded(c.a_syn * s.i, zero);
     let i = decayed + rounded(c.weight_gain * rounded(f32(input) * c.input_scale, zero), zero);
     let refractory = s.refractory > 0u;
-    let integrated = s.v + rounded(c.k_mem * (c.v_leak - s.v + i), zero) + rounded(noise, zero);
+    let drive = select(i, s.i, c.membrane_first != 0u);
+    let integrated = s.v + rounded(c.k_mem * (c.v_leak - s.v + drive), zero) + rounded(noise, zero);
     let v = select(integrated, c.v_reset, refractory);
     let spike = !refractory && c.spiking != 0u && v >= c.v_th;
     var out: Step;

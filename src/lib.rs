@@ -92,7 +92,7 @@ pub use network::{
     mnist_network, Connectivity, Format, Network, NetworkBuilder, Population, PopulationId,
     PopulationKind, Projection, Sign, WeightInit, MAX_DELAY, MAX_POPULATION, MAX_STEPS,
 };
-pub use neuron::{lif_step, Integration, LifState, NeuronCoeffs, NeuronParams};
+pub use neuron::{lif_step, Integration, LifState, NeuronCoeffs, NeuronParams, Update};
 pub use partition::{
     split_range, NeuronRange, Origin, Partition, PartitionOptions, PlacedRange, Plan, Source,
 };

@@ -24,6 +24,21 @@ pub enum Integration {
     Exponential,
 }
 
+/// In which order one step updates the synaptic current and the membrane.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Update {
+    /// This step's input joins the current first and the membrane integrates the new current
+    /// (`i ← a·i + in`, then `v ← v + k·(v_leak − v + i)`): an input reaches the membrane in
+    /// the step it arrives.
+    #[default]
+    InputFirst,
+    /// As the chip's training software (hxtorch): the membrane integrates the previous step's
+    /// current, then the current decays and takes this step's input (`v ← v + k·(v_leak − v +
+    /// i)`, then `i ← a·i + in`): an input reaches the membrane one step later.
+    Hxtorch,
+}
+
 /// Parameters of one population's neurons.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -42,6 +57,8 @@ pub struct NeuronParams {
     pub refractory: f32,
     /// Integration scheme.
     pub integration: Integration,
+    /// Order of the current and membrane updates within a step.
+    pub update: Update,
 }
 
 impl Default for NeuronParams {
@@ -56,6 +73,7 @@ impl Default for NeuronParams {
             v_th: 1.0,
             refractory: 0.0,
             integration: Integration::Euler,
+            update: Update::InputFirst,
         }
     }
 }
@@ -123,7 +141,7 @@ impl NeuronParams {
             input_scale: 1.0,
             noise_sd: 0.0,
             noise_key: 0,
-            _pad: 0,
+            membrane_first: u32::from(self.update == Update::Hxtorch),
         }
     }
 }
@@ -155,8 +173,9 @@ pub struct NeuronCoeffs {
     pub noise_sd: f32,
     /// Identifies the neuron in the noise hash (same however the network is partitioned).
     pub noise_key: u32,
-    /// Keeps the struct a multiple of 16 bytes for GPU arrays.
-    pub _pad: u32,
+    /// 1: the membrane integrates the previous step's current ([`Update::Hxtorch`]); 0: this
+    /// step's ([`Update::InputFirst`]).
+    pub membrane_first: u32,
 }
 
 /// State of one neuron between steps.
@@ -196,7 +215,9 @@ impl LifState {
 pub fn lif_step(c: &NeuronCoeffs, s: LifState, input: i32, noise: f32) -> (LifState, bool, f32) {
     let i = c.a_syn * s.i + c.weight_gain * (input as f32 * c.input_scale);
     let refractory = s.refractory > 0;
-    let integrated = s.v + c.k_mem * (c.v_leak - s.v + i) + noise;
+    // The current the membrane integrates: this step's, or the previous (hxtorch's order).
+    let drive = if c.membrane_first != 0 { s.i } else { i };
+    let integrated = s.v + c.k_mem * (c.v_leak - s.v + drive) + noise;
     let v = if refractory { c.v_reset } else { integrated };
     let spike = !refractory && c.spiking != 0 && v >= c.v_th;
     let next = LifState {

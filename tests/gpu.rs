@@ -486,3 +486,46 @@ fn host_structs_match_the_wgsl_layouts_naga_reports() {
         assert_eq!(wgsl, offsets, "member offsets of {name}");
     }
 }
+
+/// One input spike at step 0 through weight 1 into a leaky integrator with dt/τ_mem = 1/2 and
+/// dt/τ_syn = 1/4, computed by hand (every value exact in binary): in neuropart's order the
+/// current takes the input first and the membrane integrates it in the same step; in
+/// hxtorch's order the membrane integrates the previous step's current, so the trace is the
+/// same one step later. Both backends.
+#[test]
+fn update_orders_match_hand_computed_traces() {
+    // i: 1, 0.75, 0.5625, 0.421875; v ← v + (0 − v + i)/2.
+    let input_first = [0.5f32, 0.625, 0.59375, 0.5078125];
+    let hxtorch = [0.0f32, 0.5, 0.625, 0.59375];
+    let sub = Substrate::bss2();
+    for (update, want) in [
+        (neuropart::Update::InputFirst, input_first),
+        (neuropart::Update::Hxtorch, hxtorch),
+    ] {
+        let params = neuropart::NeuronParams {
+            tau_mem: 2.0,
+            tau_syn: 4.0,
+            update,
+            ..Default::default()
+        };
+        let mut net = NetworkBuilder::new("order", 4, 1)
+            .input("input", 1)
+            .readout("out", 1, params, neuropart::WeightInit::default())
+            .build(&sub)
+            .unwrap();
+        net.projections[0].weights = vec![1.0];
+        let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
+        let spikes = SpikeTrains::from_samples(1, 4, vec![vec![SpikeEvent { step: 0, neuron: 0 }]]);
+        let mut backends: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend)];
+        if let Some(g) = gpu() {
+            backends.push(Box::new(g));
+        }
+        for b in &backends {
+            let out = exec
+                .run(b.as_ref(), &[(0, spikes.clone())], Observe::ReadoutTraces)
+                .unwrap();
+            let got = out.membrane[1].as_ref().unwrap();
+            assert_eq!(&got[..], &want[..], "{update:?} on {}", b.name());
+        }
+    }
+}

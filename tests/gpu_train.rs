@@ -46,29 +46,33 @@ fn images(n: usize, pixels: usize, seed: u64) -> neuropart::Dataset {
 
 /// 784-256-10 as the paper's (hidden weights shifted so that it spikes on random input), or
 /// 784-128-64-10 with `two_hidden`.
-fn network(two_hidden: bool, steps: u32) -> NetworkBuilder {
+fn network(two_hidden: bool, steps: u32, update: neuropart::Update) -> NetworkBuilder {
+    let p = NeuronParams {
+        update,
+        ..Default::default()
+    };
     let init = WeightInit {
         mean: 0.02,
         std: 0.2,
     };
     let b = NetworkBuilder::new("gpu-train", steps, 7).input("input", 784);
     let b = if two_hidden {
-        b.dense("h1", 128, NeuronParams::default(), init).dense(
+        b.dense("h1", 128, p.clone(), init).dense(
             "h2",
             64,
-            NeuronParams::default(),
+            p.clone(),
             WeightInit {
                 mean: 0.1,
                 std: 0.3,
             },
         )
     } else {
-        b.dense("hidden", 256, NeuronParams::default(), init)
+        b.dense("hidden", 256, p.clone(), init)
     };
     b.readout(
         "readout",
         10,
-        NeuronParams::default(),
+        p,
         WeightInit {
             mean: 0.01,
             std: 0.2,
@@ -77,8 +81,12 @@ fn network(two_hidden: bool, steps: u32) -> NetworkBuilder {
 }
 
 fn trainer(two_hidden: bool, mode: Mode) -> Trainer {
+    trainer_in(two_hidden, mode, neuropart::Update::InputFirst)
+}
+
+fn trainer_in(two_hidden: bool, mode: Mode, update: neuropart::Update) -> Trainer {
     let sub = Substrate::bss2();
-    let net = network(two_hidden, 20).build(&sub).unwrap();
+    let net = network(two_hidden, 20, update).build(&sub).unwrap();
     let exec = Executor::emulated(
         net,
         &sub,
@@ -121,12 +129,21 @@ fn cpu_gradients(t: &Trainer, spikes: &SpikeTrains, labels: &[u8]) -> Vec<Vec<f3
 }
 
 fn assert_gradients_agree(two_hidden: bool, mode: Mode, max_chunk: usize) {
+    assert_gradients_agree_in(two_hidden, mode, max_chunk, neuropart::Update::InputFirst);
+}
+
+fn assert_gradients_agree_in(
+    two_hidden: bool,
+    mode: Mode,
+    max_chunk: usize,
+    update: neuropart::Update,
+) {
     let Some(ctx) = context() else { return };
     let mut gpu = GpuBackend::with_context(ctx);
     gpu.max_chunk = max_chunk;
     let data = images(24, 784, 3);
     let (spikes, labels) = batch(&data, 24, 0);
-    let mut t = trainer(two_hidden, mode);
+    let mut t = trainer_in(two_hidden, mode, update);
     let want = cpu_gradients(&t, &spikes, &labels);
     t.train_batch(&gpu, spikes, &labels, 0, Default::default())
         .unwrap();
@@ -164,6 +181,11 @@ fn gradients_equal_the_cpus_emulated() {
 fn gradients_equal_the_cpus_with_two_hidden_layers() {
     assert_gradients_agree(true, Mode::Emulated, usize::MAX);
     assert_gradients_agree(true, Mode::Ideal, usize::MAX);
+}
+
+#[test]
+fn gradients_equal_the_cpus_in_hxtorchs_update_order() {
+    assert_gradients_agree_in(true, Mode::Emulated, usize::MAX, neuropart::Update::Hxtorch);
 }
 
 #[test]

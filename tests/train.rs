@@ -3,11 +3,11 @@
 
 use neuropart::data::Dataset;
 use neuropart::prelude::*;
-use neuropart::NeuronParams;
 use neuropart::Rng;
 use neuropart::{gradients, Topology, TrainConfig, Trainer};
 use neuropart::{AnalogConfig, Mode};
 use neuropart::{NetworkBuilder, WeightInit};
+use neuropart::{NeuronParams, Update};
 
 /// A synthetic 10-class task on 12x12 images: each class lights a different pair of bars, plus
 /// noise pixels. Learnable, but not by a single pixel.
@@ -45,12 +45,21 @@ fn synthetic(n: usize, seed: u64) -> Dataset {
 }
 
 fn small_net(seed: u64, hidden: Option<usize>) -> NetworkBuilder {
+    small_net_with(seed, hidden, Update::InputFirst)
+}
+
+/// `small_net` with every population in update order `update`.
+fn small_net_with(seed: u64, hidden: Option<usize>, update: Update) -> NetworkBuilder {
+    let params = NeuronParams {
+        update,
+        ..Default::default()
+    };
     let b = NetworkBuilder::new("small", 20, seed).input("input", 144);
     let b = match hidden {
         Some(n) => b.dense(
             "hidden",
             n,
-            NeuronParams::default(),
+            params.clone(),
             WeightInit {
                 mean: 0.1,
                 std: 0.15,
@@ -61,7 +70,7 @@ fn small_net(seed: u64, hidden: Option<usize>) -> NetworkBuilder {
     b.readout(
         "readout",
         10,
-        NeuronParams::default(),
+        params,
         WeightInit {
             mean: 0.1,
             std: 0.2,
@@ -82,9 +91,9 @@ fn no_reg() -> TrainConfig {
 /// Central finite differences of the batch loss with respect to some weights of projection
 /// `q`, compared with the computed gradient. The readout is linear in its input weights for
 /// fixed spikes and arg-max times, so the check is exact up to rounding.
-fn check_fd(hidden: Option<usize>, q: usize) {
+fn check_fd(hidden: Option<usize>, q: usize, update: Update) {
     let sub = Substrate::bss2();
-    let net = small_net(3, hidden).build(&sub).unwrap();
+    let net = small_net_with(3, hidden, update).build(&sub).unwrap();
     let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
     let topo = Topology::new(&exec.network, 1.0).unwrap();
     let data = synthetic(12, 5);
@@ -134,9 +143,17 @@ fn check_fd(hidden: Option<usize>, q: usize) {
 fn readout_gradients_match_finite_differences_through_time() {
     // Input spikes straight into the leaky-integrator readout: checks the backward recursion
     // through the synaptic current and the membrane over all steps.
-    check_fd(None, 0);
+    check_fd(None, 0, Update::InputFirst);
     // Hidden spikes into the readout (spikes fixed under small changes of readout weights).
-    check_fd(Some(24), 1);
+    check_fd(Some(24), 1, Update::InputFirst);
+}
+
+#[test]
+fn gradients_in_hxtorchs_update_order_match_finite_differences() {
+    // The membrane integrates the previous step's current: the recursion differs, the check
+    // is the same.
+    check_fd(None, 0, Update::Hxtorch);
+    check_fd(Some(24), 1, Update::Hxtorch);
 }
 
 #[test]

@@ -235,6 +235,7 @@ struct SoaCoeffs {
     input_scale: Vec<f32>,
     noise_sd: Vec<f32>,
     noise_key: Vec<u32>,
+    membrane_first: Vec<u32>,
 }
 
 impl SoaCoeffs {
@@ -251,6 +252,7 @@ impl SoaCoeffs {
             input_scale: c.iter().map(|c| c.input_scale).collect(),
             noise_sd: c.iter().map(|c| c.noise_sd).collect(),
             noise_key: c.iter().map(|c| c.noise_key).collect(),
+            membrane_first: c.iter().map(|c| c.membrane_first).collect(),
         }
     }
 
@@ -268,7 +270,7 @@ impl SoaCoeffs {
             input_scale: self.input_scale[j],
             noise_sd: self.noise_sd[j],
             noise_key: self.noise_key[j],
-            _pad: 0,
+            membrane_first: self.membrane_first[j],
         }
     }
 }
@@ -443,6 +445,9 @@ fn kind_of(c: &[NeuronCoeffs]) -> Kind {
         Kind::General { noisy }
     } else if !noisy && c.iter().all(|x| *x == c[0]) {
         Kind::Uniform(c[0])
+    } else if c.iter().any(|x| x.membrane_first != 0) {
+        // hxtorch's update order with per-neuron coefficients: the reference step.
+        Kind::General { noisy }
     } else {
         Kind::Varied { noisy }
     }
@@ -694,7 +699,8 @@ fn update_uniform(c: &NeuronCoeffs, input: &[i32], st: State<'_>) -> bool {
         .zip(vout.iter_mut())
     {
         let ni = c.a_syn * *i + c.weight_gain * (inp as f32 * c.input_scale);
-        let nv = *v + c.k_mem * (c.v_leak - *v + ni);
+        let drive = if c.membrane_first != 0 { *i } else { ni };
+        let nv = *v + c.k_mem * (c.v_leak - *v + drive);
         let spike = spiking & (nv >= c.v_th);
         *i = ni;
         *vo = nv;
@@ -784,11 +790,13 @@ mod tests {
     #[test]
     fn specialised_updates_equal_lif_step_bit_for_bit() {
         let mut rng = Rng::new(3);
-        for case in 0..4 {
+        // 0 uniform, 1 varied, 2 varied and noisy, 3 refractory; 4 and 5: 0 and 2 in
+        // hxtorch's update order.
+        for case in 0..6 {
             let n = 37;
             let coeffs: Vec<NeuronCoeffs> = (0..n)
                 .map(|j| {
-                    let varied = case >= 1;
+                    let varied = case >= 1 && case != 4;
                     let p = NeuronParams {
                         tau_mem: if varied {
                             4.0 + rng.uniform() as f32
@@ -806,11 +814,16 @@ mod tests {
                             1.0
                         },
                         refractory: if case == 3 { 2.0 } else { 0.0 },
+                        update: if case >= 4 {
+                            crate::neuron::Update::Hxtorch
+                        } else {
+                            crate::neuron::Update::InputFirst
+                        },
                         ..Default::default()
                     };
-                    let mut c = p.coeffs(1.0, case == 0 || j % 5 != 0);
+                    let mut c = p.coeffs(1.0, case == 0 || case == 4 || j % 5 != 0);
                     c.input_scale = 1.0 / 1024.0;
-                    if case >= 2 {
+                    if matches!(case, 2 | 3 | 5) {
                         c.noise_sd = if j % 3 == 0 { 0.0 } else { 0.05 };
                         c.noise_key = j as u32 * 77;
                         c.weight_gain = 0.9 + 0.2 * rng.uniform() as f32;
@@ -820,7 +833,7 @@ mod tests {
                 .collect();
             let kind = kind_of(&coeffs);
             let expected = match case {
-                0 => matches!(kind, Kind::Uniform(_)),
+                0 | 4 => matches!(kind, Kind::Uniform(_)),
                 1 => kind == Kind::Varied { noisy: false },
                 2 => kind == Kind::Varied { noisy: true },
                 _ => kind == Kind::General { noisy: true },

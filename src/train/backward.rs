@@ -493,13 +493,17 @@ widest! {
     /// membranes and `carry` on the synaptic currents one step later, and the recorded
     /// (gradient on the spikes, spike raster, membrane) of this step, the current gradient
     /// `git` of this step; `gv` and `carry` move one step back. `k` is (k_mem, a_syn, v_th,
-    /// surrogate alpha).
+    /// surrogate alpha). With `membrane_first` (hxtorch's order: the membrane integrates the
+    /// previous step's current) a step's current reaches the loss through the next step's
+    /// membrane, so `carry` holds a·g_i(t+1) + k·g_v(t+1) and is this step's current gradient;
+    /// otherwise it holds a·g_i(t+1) and this step's membrane adds k·g_v(t).
     fn lif_step_back(
         git: &mut [f32],
         gv: &mut [f32],
         carry: &mut [f32],
         recorded: (&[f32], &[u8], &[f32]),
         k: (f32, f32, f32, f32),
+        membrane_first: bool,
     ) {
         let (k_mem, a_syn, v_th, alpha) = k;
         let n = git.len();
@@ -511,10 +515,18 @@ widest! {
             let keep = u32::from(ras[i] == 0).wrapping_neg();
             let x = alpha * (mt[i] - v_th).abs() + 1.0;
             let gpre = f32::from_bits(gv[i].to_bits() & keep) + gst[i] / (x * x);
-            let gcur = carry[i] + k_mem * gpre;
+            let gcur = if membrane_first {
+                carry[i]
+            } else {
+                carry[i] + k_mem * gpre
+            };
             git[i] = gcur;
             gv[i] = (1.0 - k_mem) * gpre;
-            carry[i] = a_syn * gcur;
+            carry[i] = if membrane_first {
+                a_syn * gcur + k_mem * gpre
+            } else {
+                a_syn * gcur
+            };
         }
     }
 }
@@ -648,6 +660,7 @@ fn sample_backward<'a>(
         scr.carry.resize(n, 0.0);
         let direct = (p == r).then_some(&scr.gvd[..]);
         let (k_mem, a_syn, v_th, alpha) = (co.k_mem, co.a_syn, co.v_th, cfg.surrogate_alpha);
+        let mf = co.membrane_first != 0;
         for t in (0..steps).rev() {
             let row = t * n..(t + 1) * n;
             let git = &mut gip[row.clone()];
@@ -658,7 +671,7 @@ fn sample_backward<'a>(
                     &scr.raster[row.clone()],
                     &mem[row.clone()],
                 );
-                lif_step_back(git, gv, carry, (gst, ras, mt), (k_mem, a_syn, v_th, alpha));
+                lif_step_back(git, gv, carry, (gst, ras, mt), (k_mem, a_syn, v_th, alpha), mf);
             } else {
                 let gvt = direct.map(|d| &d[row.clone()]);
                 for (k, ((g, v), c)) in git
@@ -671,10 +684,15 @@ fn sample_backward<'a>(
                     if let Some(d) = gvt {
                         gpre += d[k];
                     }
-                    let gcur = *c + k_mem * gpre;
+                    // See `lif_step_back` for the two update orders.
+                    let gcur = if mf { *c } else { *c + k_mem * gpre };
                     *g = gcur;
                     *v = (1.0 - k_mem) * gpre;
-                    *c = a_syn * gcur;
+                    *c = if mf {
+                        a_syn * gcur + k_mem * gpre
+                    } else {
+                        a_syn * gcur
+                    };
                 }
             }
         }

@@ -46,8 +46,10 @@ pub struct BackParams {
     pub out_count: u32,
     /// Workgroups along x.
     pub grid_x: u32,
+    /// 1 in hxtorch's update order.
+    pub membrane_first: u32,
     /// Padding to 16 bytes.
-    pub pad: [u32; 3],
+    pub pad: [u32; 2],
 }
 
 /// Binding numbers (after the parameters at 0).

@@ -221,7 +221,7 @@ pub fn mirrored_layouts() -> Vec<(&'static str, &'static str, usize, Vec<usize>)
                 offset_of!(NeuronCoeffs, input_scale),
                 offset_of!(NeuronCoeffs, noise_sd),
                 offset_of!(NeuronCoeffs, noise_key),
-                offset_of!(NeuronCoeffs, _pad),
+                offset_of!(NeuronCoeffs, membrane_first),
             ],
         ),
         (
@@ -275,9 +275,9 @@ pub fn mirrored_layouts() -> Vec<(&'static str, &'static str, usize, Vec<usize>)
                     offset_of!(P, out_first),
                     offset_of!(P, out_count),
                     offset_of!(P, grid_x),
+                    offset_of!(P, membrane_first),
                     offset_of!(P, pad),
                     offset_of!(P, pad) + 4,
-                    offset_of!(P, pad) + 8,
                 ]
             },
         ),

@@ -665,7 +665,8 @@ impl DeviceTraining for GpuBackend {
                 out_first: pop.out_first,
                 out_count: pop.out_count,
                 grid_x: 0,
-                pad: [0; 3],
+                membrane_first: c.membrane_first,
+                pad: [0; 2],
             })
         };
         for (p, pop) in st.pops.iter().enumerate() {
