@@ -1,0 +1,26 @@
+"""neuropart: an emulator of analog, accelerated neuromorphic hardware (a BrainScaleS-2 class
+chip) that runs and trains spiking networks larger than the chip by partitioning them.
+
+    import neuropart
+    net = neuropart.from_nir("model.nir")          # or Network.from_toml("net.toml")
+    plan = net.plan(chips=1)                       # how it partitions onto BrainScaleS-2
+    out = net.run({"input": spikes}, device="gpu", mode="emulated")
+
+Arrays are numpy: spikes ``bool [batch, T, neurons]``, membranes ``float32 [batch, T,
+neurons]``, weights ``float32`` in each projection's layout (dense: ``[target][source]``).
+Bad networks, inputs and options raise ``ValueError``; device, file and divergence failures
+``RuntimeError``; both carry the library's message.
+"""
+
+from ._neuropart import Network, Plan, Substrate, __version__, spikes_to_dense
+from ._nir import from_nir, to_nir
+
+__all__ = [
+    "Network",
+    "Plan",
+    "Substrate",
+    "from_nir",
+    "to_nir",
+    "spikes_to_dense",
+    "__version__",
+]

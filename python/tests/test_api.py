@@ -1,0 +1,200 @@
+"""The Python API against an independent numpy reference (tests/reference.py), plus its
+errors, plans, training and checkpoints."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import neuropart
+from reference import simulate
+
+RNG = np.random.default_rng(7)
+
+
+def dyadic(shape, scale=16):
+    """Random weights that are multiples of 1/scale (exact in fixed point and in float32)."""
+    return (RNG.integers(-6, 12, size=shape) / scale).astype(np.float32)
+
+
+def small(update="input_first", steps=12):
+    """input 8 -> hidden 6 (LIF) -> out 3 (readout), dyadic weights, as JSON text."""
+    w1, w2 = dyadic((6, 8)), dyadic((3, 6))
+    params = {"tau_mem": 4.0, "tau_syn": 8.0, "v_leak": 0.0, "v_reset": 0.0, "v_th": 0.5,
+              "update": update}
+    desc = {
+        "name": "small",
+        "steps": steps,
+        "populations": [
+            {"name": "in", "size": 8, "kind": "input"},
+            {"name": "hidden", "size": 6, "kind": "lif", "params": params},
+            {"name": "out", "size": 3, "kind": "readout", "params": params},
+        ],
+        "projections": [
+            {"source": "in", "target": "hidden", "weights": w1.ravel().tolist()},
+            {"source": "hidden", "target": "out", "weights": w2.ravel().tolist()},
+        ],
+    }
+    ref_pops = [
+        {"name": "in", "size": 8, "kind": "input"},
+        {"name": "hidden", "size": 6, "kind": "lif", **params},
+        {"name": "out", "size": 3, "kind": "readout", **params},
+    ]
+    return desc, ref_pops, [("in", "hidden", w1), ("hidden", "out", w2)]
+
+
+def spikes(batch, steps, n, p=0.3):
+    return RNG.random((batch, steps, n)) < p
+
+
+@pytest.mark.parametrize("update", ["input_first", "hxtorch"])
+def test_run_equals_a_numpy_reference(update):
+    desc, pops, projs = small(update)
+    net = neuropart.Network.from_str(json.dumps(desc), "json")
+    x = spikes(5, 12, 8)
+    out = net.run({"in": x}, device="cpu")
+    ref = simulate(pops, projs, {"in": x}, 12, update)
+    assert out["hidden"].dtype == bool and out["hidden"].shape == (5, 12, 6)
+    assert out["hidden"].any(), "the hidden layer should spike"
+    np.testing.assert_array_equal(out["hidden"], ref["hidden"])
+    assert out["out"].dtype == np.float32
+    np.testing.assert_array_equal(out["out"], ref["out"])
+
+
+def test_gpu_runs_equal_cpu_runs():
+    desc, _, _ = small()
+    net = neuropart.Network.from_str(json.dumps(desc), "json")
+    x = spikes(4, 12, 8)
+    try:
+        gpu = net.run({"in": x}, device="gpu")
+    except RuntimeError as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no GPU adapter: {e}")
+    cpu = net.run({"in": x}, device="cpu")
+    np.testing.assert_array_equal(gpu["hidden"], cpu["hidden"])
+    np.testing.assert_allclose(gpu["out"], cpu["out"], atol=1e-6)
+
+
+def test_files_round_trip(tmp_path, root):
+    net = neuropart.Network.from_toml(os.path.join(root, "examples/networks/mnist.toml"))
+    assert net.name == "mnist" and net.steps == 30
+    assert [p["name"] for p in net.populations] == ["input", "hidden", "readout"]
+    assert net.projections == ["input->hidden", "hidden->readout"]
+    path = tmp_path / "copy.toml"
+    net.to_toml(str(path))
+    again = neuropart.Network.from_toml(str(path))
+    for name in net.projections:
+        np.testing.assert_array_equal(net.weights(name), again.weights(name))
+    jpath = tmp_path / "copy.json"
+    jpath.write_text(net.to_json_str())
+    j = neuropart.Network.from_json(str(jpath))
+    np.testing.assert_array_equal(j.weights("input->hidden"), net.weights("input->hidden"))
+
+
+def test_substrates(root):
+    s = neuropart.Substrate.bss2()
+    assert s.circuits == 512
+    e = neuropart.Substrate.from_toml(os.path.join(root, "examples/networks/eurosat-substrate.toml"))
+    assert e.circuits > 0 and e.name
+
+
+def test_plan(tmp_path, root):
+    net = neuropart.Network.from_toml(os.path.join(root, "examples/networks/mnist.toml"))
+    plan = net.plan()
+    assert len(plan.partitions) == 5
+    assert [p["neurons"] for p in plan.partitions] == [64, 64, 64, 64, 10]
+    assert plan.waves == [[0, 1, 2, 3], [4]]
+    assert plan.rounds == [[0], [1], [2], [3], [4]]
+    assert plan.cost["chip_runs"] == 5
+    assert json.loads(plan.to_json())["network"] == "mnist"
+    four = net.plan(chips=4)
+    assert four.rounds == [[0, 1, 2, 3], [4]]
+    png = tmp_path / "placement.png"
+    plan.draw(str(png))
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_errors_are_python_exceptions(tmp_path):
+    with pytest.raises(ValueError, match="population"):
+        neuropart.Network.from_str('{"populations": [{"name": "a", "size": 0}]}', "json")
+    desc, _, _ = small()
+    net = neuropart.Network.from_str(json.dumps(desc), "json")
+    with pytest.raises(ValueError, match=r"\[batch, 12, 8\]"):
+        net.run({"in": np.zeros((2, 11, 8), bool)}, device="cpu")
+    with pytest.raises(ValueError, match="no population 'nope'"):
+        net.run({"nope": np.zeros((2, 12, 8), bool)}, device="cpu")
+    with pytest.raises(ValueError, match="device 'tpu'"):
+        net.run({"in": np.zeros((2, 12, 8), bool)}, device="tpu")
+    with pytest.raises(ValueError, match="mode 'analog'"):
+        net.run({"in": np.zeros((2, 12, 8), bool)}, device="cpu", mode="analog")
+    with pytest.raises(RuntimeError, match="missing.toml"):
+        neuropart.Network.from_toml(str(tmp_path / "missing.toml"))
+    with pytest.raises(ValueError, match="chips"):
+        net.plan(chips=0)
+
+
+def synthetic(n, seed):
+    """A learnable 4-class task on 6x6 images: each class lights one row."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, size=n)
+    x = np.zeros((n, 6, 6), np.float32)
+    for k, c in enumerate(y):
+        x[k, c + 1, :] = 0.7 + 0.3 * rng.random(6)
+        x[k][rng.random((6, 6)) < 0.05] = rng.random()
+    return x, y
+
+
+def task_net():
+    desc = {
+        "name": "task",
+        "steps": 12,
+        "seed": 3,
+        "populations": [
+            {"name": "in", "size": 36, "kind": "input"},
+            {"name": "hidden", "size": 20, "kind": "lif"},
+            {"name": "out", "size": 4, "kind": "readout"},
+        ],
+        "projections": [
+            {"source": "in", "target": "hidden", "init": {"mean": 0.15, "std": 0.2}},
+            {"source": "hidden", "target": "out", "init": {"mean": 0.1, "std": 0.3}},
+        ],
+    }
+    return neuropart.Network.from_str(json.dumps(desc), "json")
+
+
+def test_train_evaluate_and_checkpoints(tmp_path):
+    net = task_net()
+    x, y = synthetic(400, 1)
+    tx, ty = synthetic(100, 2)
+    before = net.evaluate(tx, ty, mode="ideal", device="cpu")
+    seen = []
+    records = net.train(x, y, tx, ty, epochs=3, mode="ideal", device="cpu", out=str(tmp_path),
+                        on_epoch=seen.append, batch=20, lr=0.02)
+    assert [r["epoch"] for r in records] == [1, 2, 3] and len(seen) == 3
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+    after = net.evaluate(tx, ty, mode="ideal", device="cpu")
+    assert after["loss"] < before["loss"] and after["accuracy"] > 0.5
+    assert abs(after["accuracy"] - records[-1]["test_accuracy"]) < 1e-9
+    ck = tmp_path / "checkpoint.json"
+    assert ck.exists()
+    path = tmp_path / "task.json"
+    path.write_text(task_net().to_json_str())
+    loaded = neuropart.Network.from_checkpoint(str(path), str(ck))
+    np.testing.assert_array_equal(loaded.weights("in->hidden"), net.weights("in->hidden"))
+    with pytest.raises(ValueError, match="labels"):
+        net.train(x, y[:10], epochs=1, device="cpu")
+    with pytest.raises(ValueError, match="epochs"):
+        net.train(x, y, epochs=0, device="cpu")
+
+
+def test_weights_can_be_set_and_are_checked():
+    net = task_net()
+    w = net.weights("in->hidden")
+    net.set_weights("in->hidden", np.zeros_like(w))
+    assert not net.weights("in->hidden").any()
+    with pytest.raises(ValueError, match="720 weights"):
+        net.set_weights("in->hidden", np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="not finite"):
+        net.set_weights("in->hidden", np.full_like(w, np.nan))
