@@ -183,6 +183,11 @@ fn projection_name(pr: &Projection) -> String {
 }
 
 impl Network {
+    /// A copy of every projection's weights.
+    pub fn weights(&self) -> Vec<Vec<f32>> {
+        self.projections.iter().map(|p| p.weights.clone()).collect()
+    }
+
     /// Index of the population called `name`.
     pub fn population_id(&self, name: &str) -> Option<PopulationId> {
         self.populations.iter().position(|p| p.name == name)

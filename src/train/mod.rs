@@ -418,13 +418,7 @@ impl Trainer {
         let (Some(dev), Some((_, state))) = (backend.device_training(), &self.device) else {
             return Ok(());
         };
-        let mut weights: Vec<Vec<f32>> = self
-            .exec
-            .network
-            .projections
-            .iter()
-            .map(|p| p.weights.clone())
-            .collect();
+        let mut weights = self.exec.network.weights();
         dev.read(state, &mut weights, &mut self.adam)?;
         for (p, w) in self.exec.network.projections.iter_mut().zip(weights) {
             p.weights = w;
@@ -555,13 +549,7 @@ impl Trainer {
             Some((g, st)) if g == generation && st.backend() == backend.key() => st,
             _ => {
                 let maps = self.exec.weight_maps();
-                let weights: Vec<Vec<f32>> = self
-                    .exec
-                    .network
-                    .projections
-                    .iter()
-                    .map(|p| p.weights.clone())
-                    .collect();
+                let weights = self.exec.network.weights();
                 let structure = self
                     .topo
                     .structure(&self.exec.network, &maps, &self.exec.programs);

@@ -138,6 +138,25 @@ impl Arena {
     }
 }
 
+/// `(key, value)` pairs grouped by key (a counting sort, stable): `n + 1` offsets and the
+/// values.
+fn csr(n: usize, pairs: impl Iterator<Item = (usize, u32)> + Clone) -> (Vec<u32>, Vec<u32>) {
+    let mut offsets = vec![0u32; n + 1];
+    for (k, _) in pairs.clone() {
+        offsets[k + 1] += 1;
+    }
+    for i in 0..n {
+        offsets[i + 1] += offsets[i];
+    }
+    let mut fill = offsets.clone();
+    let mut list = vec![0u32; offsets[n] as usize];
+    for (k, v) in pairs {
+        list[fill[k] as usize] = v;
+        fill[k] += 1;
+    }
+    (offsets, list)
+}
+
 /// Workgroups for `threads` threads as a 2-D grid.
 fn groups(threads: u64) -> Result<(u32, u32)> {
     super::grid(threads.div_ceil(WG as u64).max(1))
@@ -374,39 +393,23 @@ impl DeviceTraining for GpuBackend {
             for &(post, k) in syn {
                 topo.extend([post, k]);
             }
-            // Per weight: its synapses in by-source order.
+            // Per weight: its synapses in by-source order; per target: the weight of each
+            // synapse into it, in source order.
             pr.by_weight = words32(topo.len() as u64, "the topology")?;
-            let mut count = vec![0u32; pr.numel as usize + 1];
-            for &(_, k) in syn {
-                count[k as usize + 1] += 1;
-            }
-            for i in 0..pr.numel as usize {
-                count[i + 1] += count[i];
-            }
-            let mut fill = count.clone();
-            let mut list = vec![0u32; syn.len()];
-            for (j, &(_, k)) in syn.iter().enumerate() {
-                list[fill[k as usize] as usize] = j as u32;
-                fill[k as usize] += 1;
-            }
-            topo.extend_from_slice(&count);
+            let (offsets, list) = csr(
+                pr.numel as usize,
+                syn.iter()
+                    .enumerate()
+                    .map(|(j, &(_, k))| (k as usize, j as u32)),
+            );
+            topo.extend_from_slice(&offsets);
             topo.extend_from_slice(&list);
-            // Per target: the weight of each synapse into it, in source order.
             pr.by_target = words32(topo.len() as u64, "the topology")?;
-            let mut count = vec![0u32; pr.nt as usize + 1];
-            for &(post, _) in syn {
-                count[post as usize + 1] += 1;
-            }
-            for i in 0..pr.nt as usize {
-                count[i + 1] += count[i];
-            }
-            let mut fill = count.clone();
-            let mut list = vec![0u32; syn.len()];
-            for &(post, k) in syn {
-                list[fill[post as usize] as usize] = k;
-                fill[post as usize] += 1;
-            }
-            topo.extend_from_slice(&count);
+            let (offsets, list) = csr(
+                pr.nt as usize,
+                syn.iter().map(|&(post, k)| (post as usize, k)),
+            );
+            topo.extend_from_slice(&offsets);
             topo.extend_from_slice(&list);
         }
         let mut at = records_at;
@@ -578,7 +581,7 @@ impl DeviceTraining for GpuBackend {
         let batch = chunk.labels.len();
         // The spikes of every population by neuron: offsets, then sample·steps + step.
         let mut events: Vec<u32> = Vec::new();
-        let mut csr = vec![0u32; st.pops.len()];
+        let mut csr_at = vec![0u32; st.pops.len()];
         for (p, pop) in st.pops.iter().enumerate() {
             let Some(tr) = chunk.spikes.get(p) else {
                 continue;
@@ -586,26 +589,17 @@ impl DeviceTraining for GpuBackend {
             if pop.kind == PopulationKind::Readout {
                 continue;
             }
-            csr[p] = words32(events.len() as u64, "the chunk's spikes")?;
-            let n = pop.size as usize;
-            let at = events.len();
-            events.resize(at + n + 1, 0);
-            for e in &tr.events {
-                events[at + 1 + e.neuron as usize] += 1;
-            }
-            for i in 0..n {
-                events[at + i + 1] += events[at + i];
-            }
-            let list = events.len();
-            events.resize(list + tr.events.len(), 0);
-            let mut fill: Vec<u32> = events[at..at + n].to_vec();
-            for s in 0..samples {
-                for e in tr.sample(s) {
-                    let slot = &mut fill[e.neuron as usize];
-                    events[list + *slot as usize] = s as u32 * steps + e.step;
-                    *slot += 1;
-                }
-            }
+            csr_at[p] = words32(events.len() as u64, "the chunk's spikes")?;
+            let (offsets, list) = csr(
+                pop.size as usize,
+                (0..samples).flat_map(|s| {
+                    tr.sample(s)
+                        .iter()
+                        .map(move |e| (e.neuron as usize, s as u32 * steps + e.step))
+                }),
+            );
+            events.extend_from_slice(&offsets);
+            events.extend_from_slice(&list);
         }
         let labels: Vec<u32> = chunk.labels.iter().map(|&l| l as u32).collect();
         let classes = st.pops[st.readout].size as u64;
@@ -654,7 +648,7 @@ impl DeviceTraining for GpuBackend {
                 mem_base: pop.region.unwrap_or(0),
                 raster_base: pop.raster.unwrap_or(0),
                 words: pop.words,
-                csr_base: csr[p],
+                csr_base: csr_at[p],
                 spiking: u32::from(pop.kind == PopulationKind::Lif),
                 k_mem: c.k_mem,
                 a_syn: c.a_syn,
@@ -713,7 +707,7 @@ impl DeviceTraining for GpuBackend {
                 delay: pr.delay,
                 w_base: pr.w_base,
                 tgt_base: st.pops[pr.tgt].region.unwrap_or(0),
-                csr_base: csr[pr.src],
+                csr_base: csr_at[pr.src],
                 first: u32::from(chunk.first_chunk),
                 list: pr.list,
                 by_weight: pr.by_weight,
