@@ -66,6 +66,22 @@ fn backend(device: &str) -> PyResult<Box<dyn Backend>> {
     }
 }
 
+/// `obj` as a contiguous numpy array of `dtype` (lists, other dtypes and views converted);
+/// what cannot be converted is a `ValueError` naming `what`.
+fn array_of<'py, T: numpy::Element>(
+    obj: &Bound<'py, PyAny>,
+    dtype: &str,
+    what: &str,
+) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
+    let bad = |e: PyErr| PyValueError::new_err(format!("{what}: {e}"));
+    obj.py()
+        .import("numpy")?
+        .call_method1("ascontiguousarray", (obj, dtype))
+        .map_err(bad)?
+        .extract::<PyReadonlyArrayDyn<'py, T>>()
+        .map_err(|e| bad(e.into()))
+}
+
 fn json<'py>(py: Python<'py>, value: &impl serde::Serialize) -> PyResult<Bound<'py, PyAny>> {
     let text = serde_json::to_string(value).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
     py.import("json")?.call_method1("loads", (text,))
@@ -308,12 +324,10 @@ impl Network {
 
     /// Write the network (with its weights) as TOML.
     fn to_toml(&self, path: PathBuf) -> PyResult<()> {
-        let p = if path.extension().is_some() {
-            path
-        } else {
-            path.with_extension("toml")
-        };
-        self.inner.save(&p).map_err(to_py)
+        let text = toml::to_string(&self.inner).map_err(|e| {
+            PyRuntimeError::new_err(format!("{}: writing TOML: {e}", path.display()))
+        })?;
+        neuropart::io::write_atomic(&path, text.as_bytes()).map_err(to_py)
     }
 
     /// The network as a NIR graph, written to `path` when given (conventions in
@@ -434,7 +448,9 @@ impl Network {
     /// Run a batch: `inputs` maps input population names to `bool [batch, T, neurons]`
     /// arrays. Returns, per population, `bool [batch, T, neurons]` spikes (spiking
     /// populations) or `float32 [batch, T, neurons]` membranes (readouts).
-    #[pyo3(signature = (inputs, device = "auto", mode = "ideal", chips = 1, seed = 0))]
+    #[pyo3(signature = (inputs, device = "auto", mode = "ideal", chips = 1, seed = 0,
+        substrate = None))]
+    #[allow(clippy::too_many_arguments)]
     fn run<'py>(
         &self,
         py: Python<'py>,
@@ -443,7 +459,11 @@ impl Network {
         mode: &str,
         chips: usize,
         seed: u32,
+        substrate: Option<PyRef<'py, Substrate>>,
     ) -> PyResult<Bound<'py, PyDict>> {
+        if chips == 0 {
+            return Err(PyValueError::new_err("chips must be at least 1"));
+        }
         let mode = mode_of(mode)?;
         let backend = backend(device)?;
         let net = &self.inner;
@@ -460,11 +480,11 @@ impl Network {
                     "population '{name}' is not an input population"
                 )));
             }
-            let arr: PyReadonlyArrayDyn<'py, bool> = v.extract().map_err(|_| {
-                PyValueError::new_err(format!(
-                    "inputs['{name}']: a bool array [batch, T, neurons]"
-                ))
-            })?;
+            let arr: PyReadonlyArrayDyn<'py, bool> = array_of(
+                &v,
+                "bool",
+                &format!("inputs['{name}'] (bool [batch, T, neurons])"),
+            )?;
             let shape = arr.shape().to_vec();
             let n = net.populations[pop].size;
             if shape.len() != 3 || shape[1] != steps || shape[2] != n {
@@ -499,7 +519,7 @@ impl Network {
                 SpikeTrains::from_sorted_samples(n, steps as u32, samples),
             ));
         }
-        let sub = neuropart::Substrate::bss2();
+        let sub = substrate_or_default(substrate);
         let exec = self.executor(&sub, mode, chips)?;
         let b = backend.as_ref();
         let out = py
@@ -538,17 +558,17 @@ impl Network {
     /// schedule); evaluate on `test_x`/`test_y` after each epoch when given; write
     /// `out/checkpoint.json` after each epoch when `out` is given; call `on_epoch(record)`
     /// after each epoch. The network's weights become the trained ones. Returns the records.
-    #[pyo3(signature = (train_x, train_y, test_x = None, test_y = None, epochs = 10,
+    #[pyo3(signature = (train_x, train_y, test_x = None, test_y = None, epochs = 15,
         mode = "emulated", device = "auto", out = None, on_epoch = None, batch = 100, seed = 1,
-        augment = false, lr = 0.002))]
+        augment = true, lr = 0.002, substrate = None))]
     #[allow(clippy::too_many_arguments)]
     fn train<'py>(
         &mut self,
         py: Python<'py>,
-        train_x: PyReadonlyArrayDyn<'py, f32>,
-        train_y: PyReadonlyArrayDyn<'py, i64>,
-        test_x: Option<PyReadonlyArrayDyn<'py, f32>>,
-        test_y: Option<PyReadonlyArrayDyn<'py, i64>>,
+        train_x: &Bound<'py, PyAny>,
+        train_y: &Bound<'py, PyAny>,
+        test_x: Option<Bound<'py, PyAny>>,
+        test_y: Option<Bound<'py, PyAny>>,
         epochs: usize,
         mode: &str,
         device: &str,
@@ -558,12 +578,19 @@ impl Network {
         seed: u64,
         augment: bool,
         lr: f32,
+        substrate: Option<PyRef<'py, Substrate>>,
     ) -> PyResult<Bound<'py, PyList>> {
         let mode = mode_of(mode)?;
         let backend = backend(device)?;
-        let train = dataset(&train_x, &train_y)?;
+        let train = dataset(
+            &array_of(train_x, "float32", "train_x")?,
+            &array_of(train_y, "int64", "train_y")?,
+        )?;
         let test = match (&test_x, &test_y) {
-            (Some(x), Some(y)) => Some(dataset(x, y)?),
+            (Some(x), Some(y)) => Some(dataset(
+                &array_of(x, "float32", "test_x")?,
+                &array_of(y, "int64", "test_y")?,
+            )?),
             (None, None) => None,
             _ => {
                 return Err(PyValueError::new_err(
@@ -582,7 +609,7 @@ impl Network {
             lr,
             ..Default::default()
         };
-        let sub = neuropart::Substrate::bss2();
+        let sub = substrate_or_default(substrate);
         let exec = self.executor(&sub, mode, 1)?;
         let mut trainer = Trainer::new(exec, cfg).map_err(to_py)?;
         trainer.check_data(&train).map_err(to_py)?;
@@ -612,6 +639,16 @@ impl Network {
                 rec.set_item("test_loss", t.mean_loss())?;
                 rec.set_item("test_accuracy", t.accuracy())?;
             }
+            trainer.history.push(neuropart::EpochRecord {
+                epoch: trainer.epoch,
+                train_loss: st.mean_loss(),
+                train_accuracy: st.accuracy(),
+                test_loss: tst.as_ref().map_or(f64::NAN, |t| t.mean_loss()),
+                test_accuracy: tst.as_ref().map_or(f64::NAN, |t| t.accuracy()),
+                hidden_spikes: st.hidden_spikes / st.samples.max(1) as f64,
+                seconds,
+                samples_per_s: st.samples as f64 / seconds.max(1e-9),
+            });
             if let Some(dir) = &out {
                 trainer.save(&dir.join("checkpoint.json")).map_err(to_py)?;
             }
@@ -627,23 +664,25 @@ impl Network {
     }
 
     /// Loss, accuracy and hidden spikes per sample on images `x` with labels `y`.
-    #[pyo3(signature = (x, y, mode = "emulated", device = "auto", batch = 500))]
+    #[pyo3(signature = (x, y, mode = "emulated", device = "auto", batch = 500, substrate = None))]
+    #[allow(clippy::too_many_arguments)]
     fn evaluate<'py>(
         &self,
         py: Python<'py>,
-        x: PyReadonlyArrayDyn<'py, f32>,
-        y: PyReadonlyArrayDyn<'py, i64>,
+        x: &Bound<'py, PyAny>,
+        y: &Bound<'py, PyAny>,
         mode: &str,
         device: &str,
         batch: usize,
+        substrate: Option<PyRef<'py, Substrate>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         if batch == 0 {
             return Err(PyValueError::new_err("batch must be at least 1"));
         }
         let mode = mode_of(mode)?;
         let backend = backend(device)?;
-        let data = dataset(&x, &y)?;
-        let sub = neuropart::Substrate::bss2();
+        let data = dataset(&array_of(x, "float32", "x")?, &array_of(y, "int64", "y")?)?;
+        let sub = substrate_or_default(substrate);
         let exec = self.executor(&sub, mode, 1)?;
         let trainer = Trainer::new(exec, TrainConfig::default()).map_err(to_py)?;
         let b = backend.as_ref();

@@ -170,21 +170,25 @@ def test_train_evaluate_and_checkpoints(tmp_path):
     tx, ty = synthetic(100, 2)
     before = net.evaluate(tx, ty, mode="ideal", device="cpu")
     seen = []
-    records = net.train(x, y, tx, ty, epochs=3, mode="ideal", device="cpu", out=str(tmp_path),
-                        on_epoch=seen.append, batch=20, lr=0.02)
+    # uint8 labels and float64 images are converted.
+    records = net.train(x.astype(np.float64), y.astype(np.uint8), tx, ty, epochs=3, mode="ideal",
+                        device="cpu", out=str(tmp_path), on_epoch=seen.append, batch=20,
+                        lr=0.02, augment=False)
     assert [r["epoch"] for r in records] == [1, 2, 3] and len(seen) == 3
     assert records[-1]["train_loss"] < records[0]["train_loss"]
     after = net.evaluate(tx, ty, mode="ideal", device="cpu")
     assert after["loss"] < before["loss"] and after["accuracy"] > 0.5
     assert abs(after["accuracy"] - records[-1]["test_accuracy"]) < 1e-9
     ck = tmp_path / "checkpoint.json"
-    assert ck.exists()
+    assert [r["epoch"] for r in json.loads(ck.read_text())["history"]] == [1, 2, 3]
     path = tmp_path / "task.json"
     path.write_text(task_net().to_json_str())
     loaded = neuropart.Network.from_checkpoint(str(path), str(ck))
     np.testing.assert_array_equal(loaded.weights("in->hidden"), net.weights("in->hidden"))
     with pytest.raises(ValueError, match="labels"):
         net.train(x, y[:10], epochs=1, device="cpu")
+    with pytest.raises(ValueError, match="train_x"):
+        net.train([["not", "numbers"]], y, epochs=1, device="cpu")
     with pytest.raises(ValueError, match="epochs"):
         net.train(x, y, epochs=0, device="cpu")
 

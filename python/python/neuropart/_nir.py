@@ -14,7 +14,11 @@ Conventions (the README has them as a table):
   refused naming the node and the parameter. ``Affine`` biases must be zero (the chip has no
   bias current). ``Conv2d`` needs a square kernel, equal strides and paddings, dilation 1 and
   groups 1; ``SumPool2d`` becomes a convolution with fixed unit weights.
-* Population names are the NIR node names; projections are named after the weight nodes.
+* Population names are the NIR node names; projections are named after the weight nodes
+  (``node:source->target`` when one weight node connects several pairs of populations).
+* A projection inside a recurrent loop takes one extra step (neuropart's timing).
+* NIR has no update order: export records it in the neuron nodes' metadata
+  (``neuropart_update``), which import reads before the ``update`` argument.
 
 Export writes the same conventions (``r = 1``, ``w_in = 1``), so a graph exported here and
 read back gives identical spikes.
@@ -70,10 +74,26 @@ def _pair(node_name: str, what: str, value) -> int:
     return int(a[0])
 
 
+def _node_shape(node, fallback) -> Tuple[int, ...]:
+    """A node's neuron shape: its input type where NIR gives one, else `fallback`'s shape; a
+    2-D [H, W] is one channel [1, H, W]."""
+    shape: Tuple[int, ...] = ()
+    it = getattr(node, "input_type", None)
+    if isinstance(it, dict) and it.get("input") is not None:
+        shape = tuple(int(x) for x in np.asarray(it["input"]).ravel())
+    if not shape or any(x <= 0 for x in shape):
+        shape = _shape(fallback)
+    if len(shape) == 2:
+        shape = (1,) + shape
+    return shape
+
+
 def _neuron_population(name: str, node, dt: float, update: str) -> Dict[str, Any]:
     kind = type(node).__name__
-    shape = _shape(node.v_leak)
+    shape = _node_shape(node, node.v_leak)
     size = int(np.prod(shape)) if shape else 1
+    # A neuropart update order written by `to_nir` wins over the argument.
+    update = (getattr(node, "metadata", None) or {}).get("neuropart_update", update)
     if kind in ("CubaLIF", "CubaLI"):
         tau_syn = _uniform(name, "tau_syn", node.tau_syn) / dt
         tau_mem = _uniform(name, "tau_mem", node.tau_mem) / dt
@@ -148,7 +168,8 @@ def from_nir(graph_or_path, dt: float = 1e-3, steps: int = 30, update: str = "in
     for a, b in graph.edges:
         if a not in nodes or b not in nodes:
             raise ValueError(f"NIR edge ({a}, {b}) names a node that is not in the graph")
-        succ[a].append(b)
+        if b not in succ[a]:
+            succ[a].append(b)
 
     # Populations: inputs and neuron nodes, in a stable order (inputs first, then by name
     # along the edges).
@@ -159,6 +180,8 @@ def from_nir(graph_or_path, dt: float = 1e-3, steps: int = 30, update: str = "in
         t = type(node).__name__
         if t == "Input":
             shape = tuple(int(x) for x in np.asarray(node.input_type["input"]).ravel())
+            if len(shape) == 2:
+                shape = (1,) + shape
             pop: Dict[str, Any] = {"name": k, "size": int(np.prod(shape)), "kind": "input"}
             if len(shape) == 3:
                 pop["shape"] = list(shape)
@@ -180,7 +203,7 @@ def from_nir(graph_or_path, dt: float = 1e-3, steps: int = 30, update: str = "in
                 out.append((nxt, path))
         return out
 
-    projections: List[Dict[str, Any]] = []
+    pairs: List[Tuple[str, str, str]] = []
     for src in [p["name"] for p in populations]:
         for w_name, _ in through_pass(src, []):
             wnode = nodes[w_name]
@@ -200,7 +223,15 @@ def from_nir(graph_or_path, dt: float = 1e-3, steps: int = 30, update: str = "in
                         f"NIR weight node '{w_name}' feeds '{tgt}' ({tt}); neuropart needs a "
                         "neuron node (CubaLIF, CubaLI, LIF, LI) after every weight node"
                     )
-                projections.append(_projection(w_name, wnode, src, tgt, nodes, populations))
+                pairs.append((w_name, src, tgt))
+    # A weight node between several pairs of populations gives one projection per pair.
+    uses = {w: sum(1 for p in pairs if p[0] == w) for w, _, _ in pairs}
+    projections = []
+    for w_name, src, tgt in pairs:
+        proj = _projection(w_name, nodes[w_name], src, tgt, nodes, populations)
+        if uses[w_name] > 1:
+            proj["name"] = f"{w_name}:{src}->{tgt}"
+        projections.append(proj)
     if not projections:
         raise ValueError("the NIR graph has no weight node between two populations")
     desc = {
@@ -278,6 +309,14 @@ def _projection(w_name, wnode, src, tgt, nodes, populations) -> Dict[str, Any]:
             w[ch, ch] = 1.0
     if src_pop.get("shape") is None:
         raise ValueError(f"NIR node '{w_name}': a convolution needs a source with a [c, h, w] shape")
+    tgt_pop = next(p for p in populations if p["name"] == tgt)
+    if tgt_pop.get("shape") is None:
+        # A convolution into a flat node (through a Flatten): the node is its output image.
+        c, h, wd = src_pop["shape"]
+        oh = (h + 2 * padding - k) // stride + 1
+        ow = (wd + 2 * padding - k) // stride + 1
+        if w.shape[0] * oh * ow == tgt_pop["size"]:
+            tgt_pop["shape"] = [int(w.shape[0]), int(oh), int(ow)]
     if not np.all(gain == gain[0]):
         raise ValueError(
             f"NIR node '{tgt}': r · w_in differs between neurons after the convolution "
@@ -297,6 +336,17 @@ def to_nir(net, path=None, dt: float = 1e-3):
     nodes: Dict[str, Any] = {}
     edges: List[Tuple[str, str]] = []
     pops = {p["name"]: p for p in desc["populations"]}
+    taken = set(pops)
+
+    def unique(name: str) -> str:
+        base, k = name, 1
+        while name in taken:
+            k += 1
+            name = f"{base}_{k}"
+        taken.add(name)
+        return name
+
+    sources = {pr["source"] for pr in desc["projections"]}
     for p in desc["populations"]:
         shape = p.get("shape") or [p["size"]]
         name = p["name"]
@@ -320,6 +370,8 @@ def to_nir(net, path=None, dt: float = 1e-3):
             r=full(1.0),
             v_leak=full(prm.get("v_leak", 0.0)),
             w_in=full(1.0),
+            # NIR has no update order: kept in the metadata, which from_nir reads.
+            metadata={"neuropart_update": prm.get("update", "input_first")},
         )
         if p.get("kind", "lif") == "lif":
             nodes[name] = nir.CubaLIF(
@@ -327,8 +379,10 @@ def to_nir(net, path=None, dt: float = 1e-3):
             )
         else:
             nodes[name] = nir.CubaLI(**common)
-            nodes[f"{name}_output"] = nir.Output(output_type={"output": np.array(shape)})
-            edges.append((name, f"{name}_output"))
+        if name not in sources:
+            out = unique(f"{name}_output")
+            nodes[out] = nir.Output(output_type={"output": np.array(shape)})
+            edges.append((name, out))
     names = net.projections
     for pr, pname in zip(desc["projections"], names):
         if pr.get("delay", 0) != 0:
@@ -336,7 +390,7 @@ def to_nir(net, path=None, dt: float = 1e-3):
         conn = pr.get("connectivity", {"type": "dense"})
         w = np.asarray(net.weights(pname), dtype=np.float32)
         src, tgt = pops[pr["source"]], pops[pr["target"]]
-        node_name = pname.replace("->", "_to_")
+        node_name = unique(pname.replace("->", "_to_").replace(":", "_"))
         if conn["type"] == "dense":
             nodes[node_name] = nir.Linear(weight=w.reshape(tgt["size"], src["size"]))
         elif conn["type"] == "conv2d":
@@ -356,7 +410,7 @@ def to_nir(net, path=None, dt: float = 1e-3):
             raise ValueError(f"projection '{pname}': {conn['type']} connectivity has no NIR form here")
         if conn["type"] == "dense" and src.get("shape"):
             # An image-shaped source reaches a Linear through a Flatten.
-            flat = f"{node_name}_flatten"
+            flat = unique(f"{node_name}_flatten")
             nodes[flat] = nir.Flatten(input_type={"input": np.array(src["shape"])}, start_dim=0)
             edges.append((pr["source"], flat))
             edges.append((flat, node_name))
