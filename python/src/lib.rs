@@ -79,7 +79,7 @@ fn array_of<'py, T: numpy::Element>(
         .call_method1("ascontiguousarray", (obj, dtype))
         .map_err(bad)?
         .extract::<PyReadonlyArrayDyn<'py, T>>()
-        .map_err(|e| bad(e.into()))
+        .map_err(bad)
 }
 
 fn json<'py>(py: Python<'py>, value: &impl serde::Serialize) -> PyResult<Bound<'py, PyAny>> {
