@@ -14,6 +14,7 @@ use crate::plot::{PanelContent, SamplePanels};
 use crate::substrate::Substrate;
 use crate::train::{silence_warnings, EpochRecord, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
@@ -351,4 +352,72 @@ pub fn compare_modes(
     }
     crate::io::write_atomic(&out.join("fig4.csv"), csv.as_bytes())?;
     Ok(summary)
+}
+
+/// One emulated chip of a [`chip_sweep`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChipResult {
+    /// Index in the sweep.
+    pub chip: usize,
+    /// The seed its fixed-pattern variation was drawn from.
+    pub seed: u64,
+    /// Test accuracy on it.
+    pub accuracy: f64,
+    /// Mean test cross-entropy on it.
+    pub loss: f64,
+}
+
+/// The seed of chip `k` of a sweep with seed `seed` (every chip's variation drawn
+/// independently, the same for the same seed).
+pub fn chip_seed(seed: u64, k: usize) -> u64 {
+    crate::rng::Rng::derive(seed, k as u64).next_u64()
+}
+
+/// Evaluate `net` (trained weights) on `test` on `chips` independently drawn emulated chips
+/// (each its own fixed-pattern variation, seeded by [`chip_seed`]), every partition emulated
+/// as `setup.mode` says; `progress(done)` after each chip.
+pub fn chip_sweep(
+    net: &crate::network::Network,
+    setup: &Setup,
+    backend: &dyn Backend,
+    cfg: &TrainConfig,
+    test: &Dataset,
+    chips: usize,
+    seed: u64,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<ChipResult>> {
+    if chips == 0 {
+        return Err(Error::option(
+            "--chip-instances",
+            0,
+            "at least 1 chip to evaluate on",
+        ));
+    }
+    let mut out = Vec::with_capacity(chips);
+    for k in 0..chips {
+        let s = chip_seed(seed, k);
+        let mut one = setup.clone();
+        one.analog.chip_seed = s;
+        let trainer = Trainer::new(one.executor(net.clone())?, cfg.clone())?;
+        trainer.check_data(test)?;
+        let st = trainer.evaluate(backend, test, 500)?;
+        out.push(ChipResult {
+            chip: k,
+            seed: s,
+            accuracy: st.accuracy(),
+            loss: st.mean_loss(),
+        });
+        progress(k + 1);
+    }
+    Ok(out)
+}
+
+/// Mean, standard deviation (of the population), minimum and maximum of `v`.
+pub fn summary(v: &[f64]) -> (f64, f64, f64, f64) {
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
+    let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let max = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    (mean, var.sqrt(), min, max)
 }

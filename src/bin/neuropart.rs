@@ -199,6 +199,17 @@ enum Command {
         /// Checkpoint written by `train`.
         #[arg(long)]
         checkpoint: PathBuf,
+        /// Evaluate on this many independently drawn emulated chips (each its own fixed-pattern
+        /// variation) and report per chip, mean, standard deviation, minimum and maximum as a
+        /// table, `OUT/chips.csv` and the histogram `OUT/chips.png`.
+        #[arg(long, value_parser = at_least_one)]
+        chip_instances: Option<usize>,
+        /// With --chip-instances: the seed the chips are drawn from.
+        #[arg(long, default_value = "1", requires = "chip_instances")]
+        chip_seed: u64,
+        /// With --chip-instances: output folder.
+        #[arg(long, default_value = "sweep-out", requires = "chip_instances")]
+        out: PathBuf,
     },
     /// Write the network file with a checkpoint's trained weights (and steps).
     Export {
@@ -425,12 +436,76 @@ fn run(command: Command) -> neuropart::Result<()> {
             target,
             data,
             checkpoint,
+            chip_instances,
+            chip_seed,
+            out,
         } => {
             let sub = target.substrate()?;
             let (net, ck) = load_network(&target.network, &sub, data.steps, Some(&checkpoint))?;
             let ck = ck.expect("loaded");
+            if chip_instances.is_some() && data.mode == Mode::Ideal {
+                return Err(neuropart::Error::option(
+                    "--chip-instances",
+                    chip_instances.unwrap_or(0),
+                    "needs --mode emulated or mixed (an ideal run has no chip)",
+                ));
+            }
+            if chip_instances.is_some() {
+                neuropart::io::check_writable(&out)?;
+            }
             let (_, test) = data.load()?;
             let backend = open_backend(data.device)?;
+            if let Some(k) = chip_instances {
+                let setup = neuropart::Setup {
+                    substrate: sub.clone(),
+                    steps: net.steps,
+                    mode: data.mode,
+                    analog: AnalogConfig::default(),
+                    chips: target.chips,
+                    partition: target.options(),
+                };
+                let bar = indicatif::ProgressBar::new(k as u64).with_prefix("chips");
+                let results = neuropart::experiment::chip_sweep(
+                    &net,
+                    &setup,
+                    &*backend,
+                    &ck.config,
+                    &test,
+                    k,
+                    chip_seed,
+                    |done| bar.set_position(done as u64),
+                )?;
+                bar.finish_and_clear();
+                let mut csv = String::from("chip,seed,accuracy,loss\n");
+                println!("| chip | seed | test accuracy | test loss |\n|---:|---:|---:|---:|");
+                for r in &results {
+                    println!(
+                        "| {} | {} | {:.2} % | {:.4} |",
+                        r.chip,
+                        r.seed,
+                        100.0 * r.accuracy,
+                        r.loss
+                    );
+                    csv += &format!("{},{},{},{}\n", r.chip, r.seed, r.accuracy, r.loss);
+                }
+                let acc: Vec<f64> = results.iter().map(|r| 100.0 * r.accuracy).collect();
+                let (mean, sd, min, max) = neuropart::experiment::summary(&acc);
+                println!(
+                    "{k} chips ({:?} mode, seed {chip_seed}): test accuracy mean {mean:.2} %, \
+                     sd {sd:.2}, min {min:.2} %, max {max:.2} %",
+                    data.mode
+                );
+                neuropart::io::write_atomic(&out.join("chips.csv"), csv.as_bytes())?;
+                neuropart::plot::histogram(
+                    &acc,
+                    (k / 2).clamp(4, 20),
+                    &format!("Test accuracy on {k} emulated chips"),
+                    "test accuracy (%)",
+                    &out.join("chips.png"),
+                )?;
+                eprintln!("per-chip results in {}", out.join("chips.csv").display());
+                return Ok(());
+            }
             let exec = Executor::emulated(
                 net,
                 &sub,
