@@ -376,6 +376,7 @@ pub fn chip_seed(seed: u64, k: usize) -> u64 {
 /// Evaluate `net` (trained weights) on `test` on `chips` independently drawn emulated chips
 /// (each its own fixed-pattern variation, seeded by [`chip_seed`]), every partition emulated
 /// as `setup.mode` says; `progress(done)` after each chip.
+#[allow(clippy::too_many_arguments)]
 pub fn chip_sweep(
     net: &crate::network::Network,
     setup: &Setup,
