@@ -260,3 +260,97 @@ fn steps_agree_with_the_cpu_and_repeat_exactly() {
         "two GPU runs with the same seed differ"
     );
 }
+
+/// A convolutional network (sparse synapse lists: shared kernel weights, by-target bounds) and
+/// a sparse projection: the GPU's gradients equal the CPU's.
+#[test]
+fn gradients_equal_the_cpus_for_convolutions() {
+    let Some(ctx) = context() else { return };
+    let gpu = GpuBackend::with_context(ctx);
+    let sub = Substrate::bss2();
+    let p = NeuronParams::default();
+    let net = NetworkBuilder::new("conv", 20, 5)
+        .input_image("input", [1, 12, 12])
+        .conv2d(
+            "conv",
+            3,
+            3,
+            1,
+            1,
+            p.clone(),
+            WeightInit {
+                mean: 0.8,
+                std: 0.3,
+            },
+        )
+        .readout(
+            "readout",
+            10,
+            p,
+            WeightInit {
+                mean: 0.02,
+                std: 0.2,
+            },
+        )
+        .build(&sub)
+        .unwrap();
+    let exec = Executor::emulated(
+        net,
+        &sub,
+        1,
+        &PartitionOptions::default(),
+        AnalogConfig::default(),
+        Mode::Emulated,
+    )
+    .unwrap();
+    let mut t = Trainer::new(
+        exec,
+        TrainConfig {
+            augment: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let data = images(16, 144, 5);
+    let idx: Vec<usize> = (0..16).collect();
+    let spikes = neuropart::encode::images(&data, &idx, 20, None);
+    let labels: Vec<u8> = idx.iter().map(|&i| data.labels[i]).collect();
+    let want = cpu_gradients(&t, &spikes, &labels);
+    let mut on_cpu = Trainer::new(t.exec.clone(), t.cfg.clone()).unwrap();
+    on_cpu
+        .train_batch(&CpuBackend, spikes.clone(), &labels, 0, Default::default())
+        .unwrap();
+    t.train_batch(&gpu, spikes, &labels, 0, Default::default())
+        .unwrap();
+    let got = t
+        .device_gradients(&gpu)
+        .unwrap()
+        .expect("trained on the device");
+    for (q, (g, w)) in got.iter().zip(&want).enumerate() {
+        let scale = w.iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert!(scale > 0.0, "projection {q}: no gradient at all");
+        let worst = g
+            .iter()
+            .zip(w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 1e-5 * scale,
+            "projection {q}: largest difference {worst:e}, largest gradient {scale:e}"
+        );
+    }
+    // The step (shared kernel weights, by-target bounds) gives the CPU's weights.
+    t.sync(&gpu).unwrap();
+    let (a, b) = (weights(&on_cpu), weights(&t));
+    let largest = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let close = a
+        .iter()
+        .zip(&b)
+        .filter(|(x, y)| (*x - *y).abs() <= 1e-5 * largest)
+        .count();
+    assert!(
+        close as f64 >= 0.999 * a.len() as f64,
+        "{close} of {} weights agree",
+        a.len()
+    );
+}
