@@ -45,6 +45,7 @@
 mod analog;
 mod backend;
 pub mod bench;
+pub mod comm;
 mod compile;
 pub mod data;
 pub mod encode;

@@ -434,3 +434,123 @@ fn chip_sweeps_draw_each_chip_independently_and_repeat() {
     let ideal = Setup::new(20, Mode::Emulated);
     assert!(chip_sweep(&net, &ideal, &CpuBackend, &cfg, &test, 0, 9, |_| {}).is_err());
 }
+
+/// Processes simulated by threads for [`neuropart::comm::Communicator`]: each gather writes
+/// its slot, waits for all, reads all, and waits again before the slots are reused.
+struct Threads {
+    rank: usize,
+    size: usize,
+    slots: std::sync::Arc<(
+        std::sync::Mutex<(Vec<Vec<f32>>, Vec<Vec<f64>>)>,
+        std::sync::Barrier,
+    )>,
+}
+
+impl neuropart::comm::Communicator for Threads {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.size
+    }
+    fn all_gather(&self, local: &[f32]) -> Vec<Vec<f32>> {
+        self.slots.0.lock().unwrap().0[self.rank] = local.to_vec();
+        self.slots.1.wait();
+        let all = self.slots.0.lock().unwrap().0.clone();
+        self.slots.1.wait();
+        all
+    }
+    fn all_gather_f64(&self, local: &[f64]) -> Vec<Vec<f64>> {
+        self.slots.0.lock().unwrap().1[self.rank] = local.to_vec();
+        self.slots.1.wait();
+        let all = self.slots.0.lock().unwrap().1.clone();
+        self.slots.1.wait();
+        all
+    }
+}
+
+/// Data-parallel training over 2 and 4 (simulated) processes gives the weights of one process
+/// bit for bit: each owns a subtree of the fixed reduction tree over the batch's chunks; a
+/// last batch with fewer chunks than processes leaves some with none.
+#[test]
+fn data_parallel_training_equals_one_process_bit_for_bit() {
+    let sub = Substrate::bss2();
+    let data = synthetic(230, 3);
+    let make = || {
+        let net = small_net(13, Some(24)).build(&sub).unwrap();
+        let exec = Executor::emulated(
+            net,
+            &sub,
+            1,
+            &PartitionOptions::default(),
+            AnalogConfig::default(),
+            Mode::Emulated,
+        )
+        .unwrap();
+        Trainer::new(
+            exec,
+            TrainConfig {
+                batch: 70,
+                lr: 0.01,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let mut one = make();
+    let st1 = one.train_epoch(&CpuBackend, &data, |_, _, _| {}).unwrap();
+    let w1: Vec<Vec<f32>> = one
+        .exec
+        .network
+        .projections
+        .iter()
+        .map(|p| p.weights.clone())
+        .collect();
+    for size in [2usize, 4] {
+        let slots = std::sync::Arc::new((
+            std::sync::Mutex::new((vec![Vec::new(); size], vec![Vec::new(); size])),
+            std::sync::Barrier::new(size),
+        ));
+        let results: Vec<(Vec<Vec<f32>>, f64)> = std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..size)
+                .map(|rank| {
+                    let comm = Threads {
+                        rank,
+                        size,
+                        slots: slots.clone(),
+                    };
+                    let data = &data;
+                    let make = &make;
+                    sc.spawn(move || {
+                        let mut t = make();
+                        let st = t
+                            .train_epoch_in(&CpuBackend, &comm, data, |_, _, _| {})
+                            .unwrap();
+                        let w = t
+                            .exec
+                            .network
+                            .projections
+                            .iter()
+                            .map(|p| p.weights.clone())
+                            .collect();
+                        (w, st.loss)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (rank, (w, loss)) in results.iter().enumerate() {
+            for (q, (a, b)) in w.iter().zip(&w1).enumerate() {
+                assert!(
+                    a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{size} processes, rank {rank}: projection {q} differs from one process"
+                );
+            }
+            assert!(
+                (loss - st1.loss).abs() <= 1e-9 * st1.loss.abs(),
+                "{loss} vs {}",
+                st1.loss
+            );
+        }
+    }
+}

@@ -210,6 +210,7 @@ pub fn gradients(
         cfg,
         epoch,
         0..labels.len().div_ceil(GRAD_CHUNK),
+        0,
     );
     (stats, to_weight_layout(net, topo, acc))
 }
@@ -217,7 +218,8 @@ pub fn gradients(
 /// Statistics and gradients (a dense projection's in its weight layout, the others' in
 /// by-source order; see [`to_weight_layout`]) of chunks `chunks` of the batch, summed over the chunks in the fixed tree of [`tree_split`]. For a range of chunks
 /// that is a subtree of the whole batch's tree (an aligned power of two of chunks), this is
-/// that subtree's sum, which another process may combine with the others.
+/// that subtree's sum, which another process may combine with the others. `exec` holds the
+/// batch's samples from `exec_base` on (a process's shard), `labels` the whole batch's.
 #[allow(clippy::too_many_arguments)]
 pub fn chunk_gradients(
     net: &Network,
@@ -227,6 +229,7 @@ pub fn chunk_gradients(
     cfg: &TrainConfig,
     epoch: usize,
     chunks: std::ops::Range<usize>,
+    exec_base: usize,
 ) -> (BatchStats, Vec<Vec<f32>>) {
     let b = labels.len();
     let steps = net.steps as usize;
@@ -260,7 +263,8 @@ pub fn chunk_gradients(
         .enumerate()
         .map_init(Scratch::default, |scr, (k, slots)| {
             let s = samples.start + k;
-            sample_backward(net, topo, exec, s, labels[s], b, cfg, epoch, slots, scr)
+            let x = s - exec_base;
+            sample_backward(net, topo, exec, x, labels[s], b, cfg, epoch, slots, scr)
         })
         .collect();
     // Phase B: every chunk's weight gradients, then their sum over the chunks in the fixed
@@ -317,7 +321,8 @@ pub fn chunk_gradients(
             if let Some(trains) = exec.spikes.get(src) {
                 for (part, ci) in scratch.chunks_mut(len.max(1)).zip(chunks.clone()) {
                     let first = ci * GRAD_CHUNK;
-                    let span = first..(first + GRAD_CHUNK).min(b);
+                    // The chunk's samples as `exec` numbers them.
+                    let span = first - exec_base..(first + GRAD_CHUNK).min(b) - exec_base;
                     let g = &gi[tgt][(first - samples.start) * steps * nt..];
                     let shape = (steps, nt, d);
                     if dense {
@@ -459,6 +464,109 @@ fn tree_sum(buf: &mut [f32], n: usize, len: usize) {
     tree_sum(l, tree_split(n), len);
     tree_sum(r, n - tree_split(n), len);
     add_into(&mut l[..len], &r[..len]);
+}
+
+/// The chunks of a batch's `n` chunks each of `size` processes owns: the fixed reduction tree
+/// ([`tree_split`]) cut into `size` subtrees (`size` a power of two); with fewer chunks than
+/// processes some own none.
+pub fn rank_chunks(n: usize, size: usize) -> Vec<std::ops::Range<usize>> {
+    fn cut(lo: usize, hi: usize, ranks: usize, out: &mut Vec<std::ops::Range<usize>>) {
+        if ranks <= 1 {
+            out.push(lo..hi);
+            return;
+        }
+        let mid = if hi - lo <= 1 {
+            hi
+        } else {
+            lo + tree_split(hi - lo)
+        };
+        cut(lo, mid, ranks / 2, out);
+        cut(mid, hi, ranks - ranks / 2, out);
+    }
+    let mut out = Vec::with_capacity(size);
+    cut(0, n, size.max(1), &mut out);
+    out
+}
+
+/// Every process's subtree sums (`part`: this process's statistics and gradients from
+/// [`chunk_gradients`], `None` if it owns no chunk), exchanged through `comm` and combined in
+/// the order of the fixed tree, so every process gets what one process computes alone.
+pub fn combine_ranks(
+    comm: &dyn crate::comm::Communicator,
+    topo: &Topology,
+    part: Option<(BatchStats, Vec<Vec<f32>>)>,
+) -> (BatchStats, Vec<Vec<f32>>) {
+    let lens: Vec<usize> = topo.by_source.iter().map(|(_, syn)| syn.len()).collect();
+    let (flat, stats) = match &part {
+        Some((st, acc)) => {
+            let mut s = vec![
+                st.loss,
+                st.correct as f64,
+                st.samples as f64,
+                st.hidden_spikes,
+            ];
+            s.extend(st.silent_samples.iter().map(|&x| x as f64));
+            (acc.concat(), s)
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    drop(part);
+    let all = comm.all_gather(&flat);
+    let all_stats = comm.all_gather_f64(&stats);
+    let parts: Vec<Option<(BatchStats, Vec<f32>)>> = all
+        .into_iter()
+        .zip(all_stats)
+        .map(|(g, s)| {
+            (!s.is_empty()).then(|| {
+                (
+                    BatchStats {
+                        loss: s[0],
+                        correct: s[1] as usize,
+                        samples: s[2] as usize,
+                        hidden_spikes: s[3],
+                        silent_samples: s[4..].iter().map(|&x| x as usize).collect(),
+                    },
+                    g,
+                )
+            })
+        })
+        .collect();
+    fn join(
+        parts: &mut [Option<(BatchStats, Vec<f32>)>],
+        lo: usize,
+        hi: usize,
+    ) -> Option<(BatchStats, Vec<f32>)> {
+        // Ranks lo..hi own one subtree; the halves are the processes' split of rank_chunks.
+        if hi - lo <= 1 {
+            return parts[lo].take();
+        }
+        let mid = lo + (hi - lo) / 2;
+        let left = join(parts, lo, mid);
+        let right = join(parts, mid, hi);
+        match (left, right) {
+            (Some((sa, mut a)), Some((sb, b))) => {
+                add_into(&mut a, &b);
+                Some((sa + sb, a))
+            }
+            (l, r) => l.or(r),
+        }
+    }
+    let n = parts.len();
+    let mut parts = parts;
+    let (st, flat) = join(&mut parts, 0, n).unwrap_or_default();
+    let mut acc = Vec::with_capacity(lens.len());
+    let mut at = 0;
+    for len in lens {
+        let mut v = crate::pool::take(len);
+        if flat.len() >= at + len {
+            v.copy_from_slice(&flat[at..at + len]);
+        } else {
+            v.fill(0.0);
+        }
+        acc.push(v);
+        at += len;
+    }
+    (st, acc)
 }
 
 widest! {

@@ -380,6 +380,19 @@ impl Trainer {
         &mut self,
         backend: &B,
         data: &crate::data::Dataset,
+        progress: impl FnMut(usize, usize, &BatchStats),
+    ) -> Result<BatchStats> {
+        self.train_epoch_in(backend, &crate::comm::Single, data, progress)
+    }
+
+    /// [`Trainer::train_epoch`] by the processes of `comm` together
+    /// ([`Trainer::train_batch_in`]): every process sees the same data in the same order and
+    /// ends with the same weights.
+    pub fn train_epoch_in<B: Backend + ?Sized>(
+        &mut self,
+        backend: &B,
+        comm: &dyn crate::comm::Communicator,
+        data: &crate::data::Dataset,
         mut progress: impl FnMut(usize, usize, &BatchStats),
     ) -> Result<BatchStats> {
         self.check_data(data)?;
@@ -401,7 +414,7 @@ impl Trainer {
                 crate::encode::images(data, idx, steps, self.cfg.augment.then_some(&mut aug));
             let labels: Vec<u8> = idx.iter().map(|&i| data.labels[i]).collect();
             let encode = t0.elapsed();
-            let (st, _) = self.train_batch(backend, spikes, &labels, bi, encode)?;
+            let (st, _) = self.train_batch_in(backend, comm, spikes, &labels, bi, encode)?;
             total = total + st;
             done += idx.len();
             progress(done, data.len(), &total);
@@ -484,6 +497,21 @@ impl Trainer {
         );
         st.silent_samples = silent_samples(&self.exec.network, &out.spikes);
         timings.backward = t1.elapsed();
+        timings.optimiser = self.optimiser_step(backend, &mut st, g, lr, bi)?;
+        Ok((st, timings))
+    }
+
+    /// Adam on the batch's gradients `g` (the weight regulariser's loss added to `st`), the
+    /// weights written into the programs and the residents; its duration.
+    fn optimiser_step<B: Backend + ?Sized>(
+        &mut self,
+        backend: &B,
+        st: &mut BatchStats,
+        g: Vec<Vec<f32>>,
+        lr: f32,
+        bi: usize,
+    ) -> Result<std::time::Duration> {
+        use std::time::Instant;
         let diverged = |what: String| Error::Diverged {
             epoch: self.epoch + 1,
             batch: bi + 1,
@@ -512,7 +540,89 @@ impl Trainer {
         self.exec.write_weights(&stage)?;
         self.stage = Some(stage);
         self.exec.prepare(backend)?;
-        timings.optimiser = t2.elapsed();
+        Ok(t2.elapsed())
+    }
+
+    /// [`Trainer::train_batch`] by the processes of `comm` together (data parallel): each
+    /// runs the forward and backward pass of its shard of the batch — the samples of its
+    /// subtree of the fixed reduction tree over the batch's 16-sample chunks
+    /// ([`backward::rank_chunks`]) — the processes exchange their subtree sums, and every one
+    /// combines them in the tree's order and takes the same optimiser step. The weights are
+    /// those of one process, bit for bit, for any power-of-two number of processes. Runs on
+    /// backends that train on the host.
+    pub fn train_batch_in<B: Backend + ?Sized>(
+        &mut self,
+        backend: &B,
+        comm: &dyn crate::comm::Communicator,
+        spikes: SpikeTrains,
+        labels: &[u8],
+        bi: usize,
+        host: std::time::Duration,
+    ) -> Result<(BatchStats, StepTimings)> {
+        use std::time::Instant;
+        if comm.size() == 1 {
+            return self.train_batch(backend, spikes, labels, bi, host);
+        }
+        if backend.device_training().is_some() {
+            return Err(Error::option(
+                "--device",
+                "gpu",
+                "data-parallel training across processes runs on the CPU backend",
+            ));
+        }
+        if !comm.size().is_power_of_two() {
+            return Err(Error::option(
+                "processes",
+                comm.size(),
+                "data-parallel training needs a power of two of processes",
+            ));
+        }
+        let lr = self.cfg.lr * self.cfg.lr_decay.powi(self.epoch as i32);
+        let noise = self.noise_seed(bi);
+        let mut timings = StepTimings {
+            host,
+            ..Default::default()
+        };
+        let b = labels.len();
+        let ranges = backward::rank_chunks(b.div_ceil(backward::GRAD_CHUNK), comm.size());
+        let mine = ranges[comm.rank()].clone();
+        let (s0, s1) = (
+            (mine.start * backward::GRAD_CHUNK).min(b),
+            (mine.end * backward::GRAD_CHUNK).min(b),
+        );
+        let mut part = None;
+        if s0 < s1 {
+            let t0 = Instant::now();
+            let out = self.exec.run_samples(
+                backend,
+                &[(self.topo.input(), spikes.slice(s0..s1))],
+                Observe::AllTraces,
+                noise,
+                s0 as u32,
+            )?;
+            timings.forward = out.stats.backend;
+            timings.host += t0.elapsed().saturating_sub(out.stats.backend);
+            let t1 = Instant::now();
+            let (mut st, acc) = backward::chunk_gradients(
+                &self.exec.network,
+                &self.topo,
+                &out,
+                labels,
+                &self.cfg,
+                self.epoch,
+                mine,
+                s0,
+            );
+            st.silent_samples = silent_samples(&self.exec.network, &out.spikes);
+            timings.backward = t1.elapsed();
+            part = Some((st, acc));
+        }
+        let t2 = Instant::now();
+        let (st, acc) = backward::combine_ranks(comm, &self.topo, part);
+        let g = backward::to_weight_layout(&self.exec.network, &self.topo, acc);
+        timings.host += t2.elapsed();
+        let mut st = st;
+        timings.optimiser = self.optimiser_step(backend, &mut st, g, lr, bi)?;
         Ok((st, timings))
     }
 
