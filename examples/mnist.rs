@@ -88,6 +88,7 @@ fn run(a: Args) -> neuropart::Result<()> {
         &test,
         &a.out,
         a.resume,
+        &neuropart::comm::Single,
     )
     .map(|_| ())
 }

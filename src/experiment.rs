@@ -79,9 +79,14 @@ pub fn train_and_report(
     test: &Dataset,
     out: &Path,
     resume: bool,
+    comm: &dyn crate::comm::Communicator,
 ) -> Result<Trainer> {
     cfg.validate()?;
-    crate::io::check_writable(out)?;
+    // Several processes train together: the first alone reports and writes.
+    let lead = comm.rank() == 0;
+    if lead {
+        crate::io::check_writable(out)?;
+    }
     let steps = setup.steps;
     let exec = setup.executor(net)?;
     let mut trainer = Trainer::new(exec, cfg)?;
@@ -94,28 +99,39 @@ pub fn train_and_report(
         });
     }
     let exec = &trainer.exec;
-    for w in &exec.warnings {
+    for w in exec.warnings.iter().filter(|_| lead) {
         eprintln!("warning: {w}");
     }
-    eprintln!(
-        "{}: {} partitions in {} rounds ({} emulated, {} chip{}), {} training and {} test \
+    if lead {
+        eprintln!(
+            "{}: {} partitions in {} rounds ({} emulated, {} chip{}), {} training and {} test \
          samples, T = {steps}, on {}",
-        exec.network.name,
-        exec.plan.partitions.len(),
-        exec.schedule.rounds.len(),
-        exec.emulation
-            .as_ref()
-            .map_or(0, |e| e.emulated.iter().filter(|&&x| x).count()),
-        setup.chips,
-        if setup.chips == 1 { "" } else { "s" },
-        train.len(),
-        test.len(),
-        backend.name()
-    );
+            exec.network.name,
+            exec.plan.partitions.len(),
+            exec.schedule.rounds.len(),
+            exec.emulation
+                .as_ref()
+                .map_or(0, |e| e.emulated.iter().filter(|&&x| x).count()),
+            setup.chips,
+            if setup.chips == 1 { "" } else { "s" },
+            train.len(),
+            test.len(),
+            backend.name()
+        );
+        if comm.size() > 1 {
+            eprintln!(
+                "training in {} processes (each a shard of every batch of {})",
+                comm.size(),
+                trainer.cfg.batch
+            );
+        }
+    }
     let ck = out.join("checkpoint.json");
     if resume {
         for line in trainer.resume(&ck)? {
-            eprintln!("{line}");
+            if lead {
+                eprintln!("{line}");
+            }
         }
     }
     let style =
@@ -124,14 +140,18 @@ pub fn train_and_report(
             .progress_chars("=> ");
     while trainer.epoch < trainer.cfg.epochs {
         let e = trainer.epoch + 1;
-        let bar = ProgressBar::new(train.len() as u64)
-            .with_style(style.clone())
-            .with_prefix(format!("epoch {e}/{}", trainer.cfg.epochs));
+        let bar = if lead {
+            ProgressBar::new(train.len() as u64)
+        } else {
+            ProgressBar::hidden()
+        }
+        .with_style(style.clone())
+        .with_prefix(format!("epoch {e}/{}", trainer.cfg.epochs));
         let t0 = Instant::now();
         let first = trainer.epoch == 0;
         let net = trainer.exec.network.clone();
         let mut warned = false;
-        let st = trainer.train_epoch(backend, train, |done, _, s| {
+        let st = trainer.train_epoch_in(backend, comm, train, |done, _, s| {
             bar.set_position(done as u64);
             bar.set_message(format!(
                 "loss {:.3} acc {:.1}%",
@@ -147,8 +167,10 @@ pub fn train_and_report(
         })?;
         bar.finish_and_clear();
         let seconds = t0.elapsed().as_secs_f64();
-        for w in silence_warnings(&trainer.exec.network, &st, &format!("in epoch {e}")) {
-            eprintln!("warning: {w}");
+        if lead {
+            for w in silence_warnings(&trainer.exec.network, &st, &format!("in epoch {e}")) {
+                eprintln!("warning: {w}");
+            }
         }
         let ev = trainer.evaluate(backend, test, 500)?;
         let rec = EpochRecord {
@@ -161,6 +183,10 @@ pub fn train_and_report(
             seconds,
             samples_per_s: st.samples as f64 / seconds,
         };
+        trainer.history.push(rec.clone());
+        if !lead {
+            continue;
+        }
         eprintln!(
             "epoch {e}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | {:.1} hidden spikes/sample | {:.0} samples/s",
             rec.train_loss,
@@ -170,12 +196,11 @@ pub fn train_and_report(
             rec.hidden_spikes,
             rec.samples_per_s
         );
-        trainer.history.push(rec);
         trainer.save(&ck)?;
         write_csv(&trainer.history, &out.join("curves.csv"))?;
         crate::plot::curves(&[("", &trainer.history)], "test", &out.join("curves.png"))?;
     }
-    if !test.is_empty() {
+    if lead && !test.is_empty() {
         plot_sample(&trainer, backend, test, 0, &out.join("sample.png"))?;
     }
     Ok(trainer)
@@ -318,6 +343,7 @@ pub fn compare_modes(
             val,
             &out.join(&name),
             false,
+            &crate::comm::Single,
         )?;
         let st = t.evaluate(backend, test, 200)?;
         runs.push((

@@ -418,9 +418,23 @@ fn run(command: Command) -> neuropart::Result<()> {
                 chips: target.chips,
                 partition: target.options(),
             };
+            // Started with mpirun (binary built with `--features mpi`): the processes train
+            // together, the first one reports and writes.
+            #[cfg(feature = "mpi")]
+            let mpi = neuropart::comm::Mpi::init();
+            #[cfg(feature = "mpi")]
+            let comm: &dyn neuropart::comm::Communicator = match &mpi {
+                Some(m) => m,
+                None => &neuropart::comm::Single,
+            };
+            #[cfg(not(feature = "mpi"))]
+            let comm: &dyn neuropart::comm::Communicator = &neuropart::comm::Single;
             let t = neuropart::experiment::train_and_report(
-                net, &setup, &*backend, cfg, &train, &test, &out, resume,
+                net, &setup, &*backend, cfg, &train, &test, &out, resume, comm,
             )?;
+            if comm.rank() != 0 {
+                return Ok(());
+            }
             if let Some(r) = t.history.last() {
                 println!(
                     "final: test accuracy {:.2}%, test loss {:.4} ({:?} mode, {} epochs); outputs in {}",
