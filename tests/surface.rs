@@ -294,6 +294,7 @@ fn divergence_and_bad_numbers_never_overwrite_the_last_good_checkpoint() {
         &train,
         &out,
         true,
+        &neuropart::comm::Single,
     )
     .unwrap_err();
     assert!(
@@ -465,6 +466,7 @@ fn resume_continues_to_the_requested_epochs_and_refuses_what_cannot_change() {
             &data,
             &out,
             resume,
+            &neuropart::comm::Single,
         )
     };
     assert_eq!(train(cfg(2, 1, 20), false).unwrap().history.len(), 2);

@@ -437,13 +437,15 @@ fn chip_sweeps_draw_each_chip_independently_and_repeat() {
 
 /// Processes simulated by threads for [`neuropart::comm::Communicator`]: each gather writes
 /// its slot, waits for all, reads all, and waits again before the slots are reused.
+type Slots = std::sync::Arc<(
+    std::sync::Mutex<(Vec<Vec<f32>>, Vec<Vec<f64>>)>,
+    std::sync::Barrier,
+)>;
+
 struct Threads {
     rank: usize,
     size: usize,
-    slots: std::sync::Arc<(
-        std::sync::Mutex<(Vec<Vec<f32>>, Vec<Vec<f64>>)>,
-        std::sync::Barrier,
-    )>,
+    slots: Slots,
 }
 
 impl neuropart::comm::Communicator for Threads {
