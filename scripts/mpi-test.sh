@@ -1,22 +1,38 @@
 #!/usr/bin/env bash
-# Data-parallel training across processes equals one process: builds neuropart with the `mpi`
+# Work shared by processes under MPI equals one process: builds neuropart with the `mpi`
 # feature (needs OpenMPI and libclang: apt-get install openmpi-bin libopenmpi-dev libclang-dev
-# pkg-config), trains the MNIST network on 2 000 images for one epoch in one process and in 2
-# processes under mpirun, and compares the checkpoints' weights (identical expected; at most
-# 1e-6 of the largest weight allowed).
+# pkg-config), then with 2 processes under mpirun against one process:
+#   1. training the MNIST network on 2 000 images for one epoch (the checkpoints' weights:
+#      identical expected; at most 1e-6 of the largest weight allowed);
+#   2. resuming that checkpoint for a second epoch (a checkpoint of one process continued by
+#      two: the same weights);
+#   3. evaluation, a chip-instance sweep and a run with membranes, sharded over the processes
+#      and gathered on the first (identical output expected, byte for byte).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --features mpi --bin neuropart
-bin=target/release/neuropart
+bin=$PWD/target/release/neuropart
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-args=(train examples/networks/mnist.toml --train-samples 2000 --test-samples 500 --epochs 1
-      --device cpu --mode emulated)
-"$bin" "${args[@]}" --out "$out/one" 2>&1 | tail -n 1
 # CI runs as root on 2 cores: allow both.
-OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
-  mpirun --oversubscribe -n 2 "$bin" "${args[@]}" --out "$out/two" 2>&1 | tail -n 1
-python3 - "$out/one/checkpoint.json" "$out/two/checkpoint.json" <<'PY'
+two() {
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+    mpirun --oversubscribe -n 2 "$bin" "$@"
+}
+passed=0
+failed=0
+check() { # NAME COMMAND...: count a check that exits 0 as passed
+  local name=$1
+  shift
+  if "$@"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    echo "FAILED: $name"
+  fi
+}
+same_weights() { # A B LABEL
+  python3 - "$1" "$2" "$3" <<'PY'
 import json, sys
 a = json.load(open(sys.argv[1]))["weights"]
 b = json.load(open(sys.argv[2]))["weights"]
@@ -24,7 +40,59 @@ largest = max(abs(x) for p in a for x in p)
 worst = max(abs(x - y) for p, q in zip(a, b) for x, y in zip(p, q))
 n = sum(len(p) for p in a)
 ok = len(a) == len(b) and worst <= 1e-6 * largest
-print(f"{'1 passed, 0 failed' if ok else '0 passed, 1 failed'}: 2-process training vs 1 process, "
-      f"{n} weights, largest difference {worst:g} (largest weight {largest:g})")
+print(f"{sys.argv[3]}: {n} weights, largest difference {worst:g} (largest weight {largest:g})")
 sys.exit(0 if ok else 1)
 PY
+}
+same_file() { # A B LABEL
+  if cmp -s "$1" "$2"; then
+    echo "$3: identical ($(wc -c <"$1") bytes)"
+  else
+    echo "$3: the files differ"
+    return 1
+  fi
+}
+
+train=(train examples/networks/mnist.toml --train-samples 2000 --test-samples 500 --device cpu
+       --mode emulated)
+"$bin" "${train[@]}" --epochs 1 --out "$out/one" 2>&1 | tail -n 1
+two "${train[@]}" --epochs 1 --out "$out/two" 2>&1 | tail -n 1
+check "2-process training" same_weights "$out/one/checkpoint.json" "$out/two/checkpoint.json" \
+  "2-process training vs 1 process"
+
+cp -r "$out/one" "$out/one-more"
+cp -r "$out/one" "$out/two-more"
+"$bin" "${train[@]}" --epochs 2 --resume --out "$out/one-more" 2>&1 | tail -n 1
+two "${train[@]}" --epochs 2 --resume --out "$out/two-more" 2>&1 | tail -n 1
+check "2-process resume" same_weights "$out/one-more/checkpoint.json" \
+  "$out/two-more/checkpoint.json" "a 1-process checkpoint resumed by 2 processes vs by 1"
+
+ck=$out/one/checkpoint.json
+ev=(eval examples/networks/mnist.toml --checkpoint "$ck" --test-samples 1000 --device cpu
+    --mode emulated)
+"$bin" "${ev[@]}" >"$out/eval-one.txt" 2>/dev/null
+two "${ev[@]}" >"$out/eval-two.txt" 2>/dev/null
+check "2-process evaluation" same_file "$out/eval-one.txt" "$out/eval-two.txt" \
+  "2-process evaluation ($(cat "$out/eval-one.txt"))"
+"$bin" "${ev[@]}" --chip-instances 3 --out "$out/sweep-one" >/dev/null 2>&1
+two "${ev[@]}" --chip-instances 3 --out "$out/sweep-two" >/dev/null 2>&1
+check "2-process chip sweep" same_file "$out/sweep-one/chips.csv" "$out/sweep-two/chips.csv" \
+  "2-process sweep of 3 chips, chips.csv"
+
+python3 - "$out/input.json" <<'PY'
+import json, random, sys
+random.seed(3)
+samples = [sorted({(random.randrange(30), random.randrange(784)) for _ in range(150)})
+           for _ in range(5)]
+json.dump({"steps": 30, "populations": {"input": [[list(e) for e in s] for s in samples]}},
+          open(sys.argv[1], "w"))
+PY
+run=(run examples/networks/mnist.toml --checkpoint "$ck" --input "$out/input.json" --mode emulated
+     --seed 5 --membranes)
+"$bin" "${run[@]}" --output "$out/run-one.json" 2>/dev/null
+two "${run[@]}" --output "$out/run-two.json" 2>/dev/null
+check "2-process run" same_file "$out/run-one.json" "$out/run-two.json" \
+  "2-process run of 5 samples with membranes"
+
+echo "$passed passed, $failed failed: work shared by 2 MPI processes vs 1 process"
+[ "$failed" -eq 0 ]

@@ -31,6 +31,10 @@ pub struct BenchRow {
     pub phases: Option<PhaseTimings>,
     /// Mean wall time of one batch.
     pub wall: Duration,
+    /// Processes that ran the batch together (each a contiguous shard of its samples).
+    pub processes: usize,
+    /// Samples of the batch this process ran (what `stats` and `phases` are about).
+    pub shard: usize,
 }
 
 impl BenchRow {
@@ -41,14 +45,14 @@ impl BenchRow {
             .phases
             .as_ref()
             .map_or(Duration::ZERO, |p| p.host_total());
-        (device + self.stats.host_replay).as_secs_f64() * 1e6 / self.batch.max(1) as f64
+        (device + self.stats.host_replay).as_secs_f64() * 1e6 / self.shard.max(1) as f64
     }
 
     /// Bytes moved to and from the device per sample (`None` for the CPU).
     pub fn bytes_per_sample(&self) -> Option<f64> {
         self.phases
             .as_ref()
-            .map(|p| (p.bytes_up + p.bytes_down) as f64 / self.batch.max(1) as f64)
+            .map(|p| (p.bytes_up + p.bytes_down) as f64 / self.shard.max(1) as f64)
     }
 }
 
@@ -115,6 +119,20 @@ pub fn measure<B: Backend + ?Sized>(
     inputs: &[(PopulationId, SpikeTrains)],
     min_time: Duration,
 ) -> Result<BenchRow> {
+    measure_in(exec, backend, &crate::comm::Single, inputs, min_time)
+}
+
+/// [`measure`] by the processes of `comm` together: each runs its contiguous shard of the
+/// batch's samples ([`crate::comm::shard`]) and the readout's scores are gathered after every
+/// batch (as a sharded `run` does); the first process decides when to stop. Samples/s count
+/// the whole batch; the time split is the calling process's.
+pub fn measure_in<B: Backend + ?Sized>(
+    exec: &Executor,
+    backend: &B,
+    comm: &dyn crate::comm::Communicator,
+    inputs: &[(PopulationId, SpikeTrains)],
+    min_time: Duration,
+) -> Result<BenchRow> {
     let batch = inputs.first().map(|(_, t)| t.samples()).unwrap_or(0);
     if !min_time.as_secs_f64().is_finite() {
         return Err(Error::option(
@@ -123,13 +141,33 @@ pub fn measure<B: Backend + ?Sized>(
             "a finite time",
         ));
     }
-    exec.run(backend, inputs, Observe::Scores)?;
+    let mine = crate::comm::shard(batch, comm.size(), comm.rank());
+    let shard: Vec<(PopulationId, SpikeTrains)> = inputs
+        .iter()
+        .map(|(p, t)| (*p, t.slice(mine.clone())))
+        .collect();
+    let base = mine.start as u32;
+    let run = || -> Result<crate::executor::Execution> {
+        let e = exec.run_samples(backend, &shard, Observe::Scores, 0, base)?;
+        if comm.size() > 1 {
+            let scores: Vec<f32> = e.peak.iter().flatten().flatten().copied().collect();
+            comm.all_gather(&scores);
+        }
+        Ok(e)
+    };
+    run()?;
     backend.take_timings();
     let mut reps = 0u32;
     let mut stats = ExecutionStats::default();
+    comm.barrier();
     let start = Instant::now();
-    while reps == 0 || start.elapsed() < min_time {
-        let e = exec.run(backend, inputs, Observe::Scores)?;
+    loop {
+        let go_on = reps == 0 || start.elapsed() < min_time;
+        // The first process's word counts, so that all run the same batches.
+        if comm.all_gather_bytes(&[u8::from(go_on)])[0][0] == 0 {
+            break;
+        }
+        let e = run()?;
         stats.backend += e.stats.backend;
         stats
             .per_partition
@@ -178,6 +216,8 @@ pub fn measure<B: Backend + ?Sized>(
         stats,
         phases,
         wall,
+        processes: comm.size(),
+        shard: mine.len(),
     })
 }
 
@@ -280,6 +320,8 @@ pub struct TrainRow {
     pub timings: crate::train::StepTimings,
     /// Hidden spikes per sample in the measured batches.
     pub hidden_spikes: f64,
+    /// Processes that trained together (each a shard of every batch).
+    pub processes: usize,
 }
 
 /// Added to the hidden layer's initial weights in [`measure_training`] (see there).
@@ -328,8 +370,13 @@ pub struct TrainBench {
 }
 
 /// Train the MNIST network (784-256-10, the published set-up) as `b` says, on random
-/// MNIST-shaped input: one warm-up batch, then `b.batches` timed ones.
-pub fn measure_training<B: Backend + ?Sized>(backend: &B, b: &TrainBench) -> Result<TrainRow> {
+/// MNIST-shaped input: one warm-up batch, then `b.batches` timed ones, by the processes of
+/// `comm` together (each a shard of every batch; [`crate::train::Trainer::train_batch_in`]).
+pub fn measure_training<B: Backend + ?Sized>(
+    backend: &B,
+    comm: &dyn crate::comm::Communicator,
+    b: &TrainBench,
+) -> Result<TrainRow> {
     let TrainBench {
         steps,
         batch,
@@ -380,9 +427,10 @@ pub fn measure_training<B: Backend + ?Sized>(backend: &B, b: &TrainBench) -> Res
         let idx: Vec<usize> = (k * batch..(k + 1) * batch).collect();
         let spikes = crate::encode::images(&data, &idx, steps, None);
         let labels: Vec<u8> = idx.iter().map(|&i| data.labels[i]).collect();
-        trainer.train_batch(backend, spikes, &labels, k, t0.elapsed())
+        trainer.train_batch_in(backend, comm, spikes, &labels, k, t0.elapsed())
     };
     run(0)?;
+    comm.barrier();
     let mut total = crate::train::StepTimings::default();
     let mut spikes = 0.0;
     let start = Instant::now();
@@ -404,21 +452,33 @@ pub fn measure_training<B: Backend + ?Sized>(backend: &B, b: &TrainBench) -> Res
             backward: total.backward / n,
             optimiser: total.optimiser / n,
             host: total.host / n,
+            exchange: total.exchange / n,
+            exchanged_bytes: total.exchanged_bytes / n as u64,
         },
         hidden_spikes: spikes / (batch * batches) as f64,
+        processes: comm.size(),
     })
 }
 
-/// The training rows as a Markdown table.
+/// The training rows as a Markdown table; with rows trained by several processes, also their
+/// number and the exchange of gradient sums per batch (time and bytes each process sent).
 pub fn train_table(rows: &[TrainRow]) -> String {
     let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
+    let many = rows.iter().any(|r| r.processes > 1);
     let mut s = String::from(
-        "| device | T | batch | train samples/s | forward ms/batch | backward ms/batch | optimiser ms/batch | host ms/batch |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| device | T | batch | train samples/s | forward ms/batch | backward ms/batch | optimiser ms/batch | host ms/batch |",
     );
+    let mut rule = String::from("|---|---:|---:|---:|---:|---:|---:|---:|");
+    if many {
+        s += " processes | exchange ms/batch | exchange KB/batch |";
+        rule += "---:|---:|---:|";
+    }
+    s += "\n";
+    s += &rule;
+    s += "\n";
     for r in rows {
         s += &format!(
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} |",
             r.backend,
             r.steps,
             r.batch,
@@ -428,6 +488,15 @@ pub fn train_table(rows: &[TrainRow]) -> String {
             ms(r.timings.optimiser),
             ms(r.timings.host),
         );
+        if many {
+            s += &format!(
+                " {} | {} | {:.0} |",
+                r.processes,
+                ms(r.timings.exchange),
+                r.timings.exchanged_bytes as f64 / 1e3
+            );
+        }
+        s += "\n";
     }
     s
 }

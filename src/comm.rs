@@ -1,20 +1,65 @@
-//! How processes that train one model together talk: a small communicator with two
-//! implementations, the single process ([`Single`], the default) and MPI ([`Mpi`], feature
-//! `mpi`, over the system's OpenMPI through the `mpi` crate). Only the main thread calls it,
-//! between parallel regions. Nothing here decides what is summed in which order: callers
-//! gather every process's values and combine them in their own fixed order, so results do not
-//! depend on the number of processes.
+//! How processes that work together talk: a small communicator with two implementations, the
+//! single process ([`Single`], the default) and MPI ([`Mpi`], feature `mpi`, over the system's
+//! OpenMPI through the `mpi` crate). Only the main thread calls it, between parallel regions.
+//! Nothing here decides what is summed in which order: callers gather every process's values
+//! and combine them in their own fixed order, so results do not depend on the number of
+//! processes. [`shard`] says which contiguous part of `n` items a process takes.
 
-/// A group of processes.
+use std::ops::Range;
+
+/// A group of processes. Implementations provide the byte all-gather; the typed gathers and
+/// the barrier are built on it.
 pub trait Communicator {
     /// This process's index.
     fn rank(&self) -> usize;
     /// Processes in the group.
     fn size(&self) -> usize;
+    /// Every process's `local` bytes (any length each), in rank order, on every process.
+    fn all_gather_bytes(&self, local: &[u8]) -> Vec<Vec<u8>>;
+    /// This process's index among the processes on its machine (which GPU it takes).
+    fn local_rank(&self) -> usize {
+        0
+    }
     /// Every process's `local` values (any length each), in rank order, on every process.
-    fn all_gather(&self, local: &[f32]) -> Vec<Vec<f32>>;
+    fn all_gather(&self, local: &[f32]) -> Vec<Vec<f32>> {
+        self.all_gather_bytes(bytemuck::cast_slice(local))
+            .iter()
+            .map(|b| bytemuck::pod_collect_to_vec(b))
+            .collect()
+    }
     /// As [`Communicator::all_gather`], for `f64`.
-    fn all_gather_f64(&self, local: &[f64]) -> Vec<Vec<f64>>;
+    fn all_gather_f64(&self, local: &[f64]) -> Vec<Vec<f64>> {
+        self.all_gather_bytes(bytemuck::cast_slice(local))
+            .iter()
+            .map(|b| bytemuck::pod_collect_to_vec(b))
+            .collect()
+    }
+    /// Wait until every process got here.
+    fn barrier(&self) {
+        self.all_gather_bytes(&[]);
+    }
+    /// Stop every process of the group (after an error in this one, so that the others do
+    /// not wait for it forever). A single process has nothing to stop.
+    fn abort(&self, _code: i32) {}
+}
+
+/// The contiguous part of `n` items that process `rank` of `size` takes: the first `n % size`
+/// processes one more than the rest, in rank order.
+pub fn shard(n: usize, size: usize, rank: usize) -> Range<usize> {
+    let size = size.max(1);
+    let (q, r) = (n / size, n % size);
+    let start = rank * q + rank.min(r);
+    start..start + q + usize::from(rank < r)
+}
+
+/// The processes this program was started as: all of `mpirun`'s (binary built with feature
+/// `mpi`), else this one alone. Keep it for the whole run (dropping it finalises MPI).
+pub fn world() -> Box<dyn Communicator> {
+    #[cfg(feature = "mpi")]
+    if let Some(m) = Mpi::init() {
+        return Box::new(m);
+    }
+    Box::new(Single)
 }
 
 /// One process alone.
@@ -30,11 +75,7 @@ impl Communicator for Single {
         1
     }
 
-    fn all_gather(&self, local: &[f32]) -> Vec<Vec<f32>> {
-        vec![local.to_vec()]
-    }
-
-    fn all_gather_f64(&self, local: &[f64]) -> Vec<Vec<f64>> {
+    fn all_gather_bytes(&self, local: &[u8]) -> Vec<Vec<u8>> {
         vec![local.to_vec()]
     }
 }
@@ -54,6 +95,7 @@ mod with_mpi {
     /// `MPI_COMM_WORLD`; MPI is finalised when this is dropped (keep it for the whole run).
     pub struct Mpi {
         world: SimpleCommunicator,
+        local_rank: usize,
         _universe: Universe,
     }
 
@@ -73,41 +115,13 @@ mod with_mpi {
         /// was initialised before.
         pub fn init() -> Option<Self> {
             let (universe, _) = mpi::initialize_with_threading(Threading::Funneled)?;
+            let world = universe.world();
+            let local_rank = world.split_shared(world.rank()).rank() as usize;
             Some(Mpi {
-                world: universe.world(),
+                world,
+                local_rank,
                 _universe: universe,
             })
-        }
-
-        /// This process's index among the processes of its node (to pick a GPU).
-        pub fn local_rank(&self) -> usize {
-            self.world.split_shared(self.world.rank()).rank() as usize
-        }
-
-        fn gather<T: Equivalence + Default + Clone>(&self, local: &[T]) -> Vec<Vec<T>> {
-            let n = Group::size(self);
-            let mine = local.len() as Count;
-            let mut counts = vec![0 as Count; n];
-            self.world.all_gather_into(&mine, &mut counts[..]);
-            let displs: Vec<Count> = counts
-                .iter()
-                .scan(0, |acc, &c| {
-                    let d = *acc;
-                    *acc += c;
-                    Some(d)
-                })
-                .collect();
-            let total: usize = counts.iter().map(|&c| c as usize).sum();
-            let mut buf = vec![T::default(); total];
-            {
-                let mut part = PartitionMut::new(&mut buf[..], &counts[..], &displs[..]);
-                self.world.all_gather_varcount_into(local, &mut part);
-            }
-            let mut out = Vec::with_capacity(n);
-            for (&c, &d) in counts.iter().zip(&displs) {
-                out.push(buf[d as usize..(d + c) as usize].to_vec());
-            }
-            out
         }
     }
 
@@ -120,6 +134,19 @@ mod with_mpi {
             self.world.size() as usize
         }
 
+        fn local_rank(&self) -> usize {
+            self.local_rank
+        }
+
+        fn abort(&self, code: i32) {
+            self.world.abort(code)
+        }
+
+        fn all_gather_bytes(&self, local: &[u8]) -> Vec<Vec<u8>> {
+            self.gather(local)
+        }
+
+        // Typed, so that the values need no conversion from and to bytes.
         fn all_gather(&self, local: &[f32]) -> Vec<Vec<f32>> {
             self.gather(local)
         }
@@ -127,5 +154,69 @@ mod with_mpi {
         fn all_gather_f64(&self, local: &[f64]) -> Vec<Vec<f64>> {
             self.gather(local)
         }
+    }
+
+    impl Mpi {
+        fn gather<T: Equivalence + Copy + Default>(&self, local: &[T]) -> Vec<Vec<T>> {
+            // An empty slice's dangling address can be 1, which OpenMPI reads as
+            // MPI_IN_PLACE: hand it real (unused) memory instead.
+            let dummy = [T::default(); 1];
+            let local = if local.is_empty() { &dummy[..0] } else { local };
+            let n = Group::size(self);
+            let mine = Count::try_from(local.len())
+                .expect("one process's share of an exchange is under 2^31 values");
+            let mut counts = vec![0 as Count; n];
+            self.world.all_gather_into(&mine, &mut counts[..]);
+            let displs: Vec<Count> = counts
+                .iter()
+                .scan(0 as Count, |acc, &c| {
+                    let d = *acc;
+                    *acc += c;
+                    Some(d)
+                })
+                .collect();
+            let total: usize = counts.iter().map(|&c| c as usize).sum();
+            let mut buf = vec![T::default(); total + 1];
+            {
+                let mut part = PartitionMut::new(&mut buf[..total], &counts[..], &displs[..]);
+                self.world.all_gather_varcount_into(local, &mut part);
+            }
+            counts
+                .iter()
+                .zip(&displs)
+                .map(|(&c, &d)| buf[d as usize..(d + c) as usize].to_vec())
+                .collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_cover_every_item_once_in_order() {
+        for n in [0usize, 1, 5, 16, 17, 1000] {
+            for size in 1..6 {
+                let parts: Vec<_> = (0..size).map(|r| shard(n, size, r)).collect();
+                assert_eq!(parts[0].start, 0);
+                assert_eq!(parts[size - 1].end, n);
+                for w in parts.windows(2) {
+                    assert_eq!(w[0].end, w[1].start);
+                }
+                let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+                assert!(lens.iter().max().unwrap() - lens.iter().min().unwrap() <= 1);
+            }
+        }
+        assert_eq!(shard(5, 2, 0), 0..3);
+        assert_eq!(shard(5, 2, 1), 3..5);
+    }
+
+    #[test]
+    fn typed_gathers_round_trip_through_bytes() {
+        let v = [1.5f32, -0.0, f32::MIN_POSITIVE, 3.25];
+        assert_eq!(Single.all_gather(&v), vec![v.to_vec()]);
+        let d = [1e300f64, -2.5];
+        assert_eq!(Single.all_gather_f64(&d), vec![d.to_vec()]);
     }
 }

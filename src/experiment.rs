@@ -172,7 +172,7 @@ pub fn train_and_report(
                 eprintln!("warning: {w}");
             }
         }
-        let ev = trainer.evaluate(backend, test, 500)?;
+        let ev = trainer.evaluate_in(backend, comm, test, 500)?;
         let rec = EpochRecord {
             epoch: e,
             train_loss: st.mean_loss(),
@@ -393,6 +393,55 @@ pub struct ChipResult {
     pub loss: f64,
 }
 
+/// Run `inputs` (every sample of the batch) by the processes of `comm` together, the
+/// temporal noise seeded by `seed`: each runs a contiguous shard of the samples
+/// ([`crate::comm::shard`]) with the noise those samples get in one run, and the first process
+/// gets the file form of the whole batch in sample order ([`crate::executor::Execution::to_file`];
+/// the others get `None`).
+pub fn run_in(
+    exec: &Executor,
+    backend: &dyn Backend,
+    comm: &dyn crate::comm::Communicator,
+    inputs: &[(crate::network::PopulationId, crate::spikes::SpikeTrains)],
+    observe: crate::executor::Observe,
+    seed: u32,
+    membranes: bool,
+) -> Result<Option<crate::spikes::SpikeFile>> {
+    let samples = inputs.first().map_or(0, |(_, t)| t.samples());
+    if comm.size() == 1 {
+        let out = exec.run_with_noise(backend, inputs, observe, seed)?;
+        return Ok(Some(out.to_file(&exec.network, membranes)));
+    }
+    let mine = crate::comm::shard(samples, comm.size(), comm.rank());
+    let part = if mine.is_empty() {
+        crate::spikes::SpikeFile {
+            steps: exec.network.steps,
+            ..Default::default()
+        }
+    } else {
+        let shard: Vec<_> = inputs
+            .iter()
+            .map(|(p, t)| (*p, t.slice(mine.clone())))
+            .collect();
+        exec.run_samples(backend, &shard, observe, seed, mine.start as u32)?
+            .to_file(&exec.network, membranes)
+    };
+    let bytes = serde_json::to_vec(&part).expect("serialises");
+    drop(part);
+    let all = comm.all_gather_bytes(&bytes);
+    if comm.rank() != 0 {
+        return Ok(None);
+    }
+    let mut whole = crate::spikes::SpikeFile {
+        steps: exec.network.steps,
+        ..Default::default()
+    };
+    for b in all {
+        whole.append(serde_json::from_slice(&b).expect("written by a process of this run"));
+    }
+    Ok(Some(whole))
+}
+
 /// The seed of chip `k` of a sweep with seed `seed` (every chip's variation drawn
 /// independently, the same for the same seed).
 pub fn chip_seed(seed: u64, k: usize) -> u64 {
@@ -411,6 +460,34 @@ pub fn chip_sweep(
     test: &Dataset,
     chips: usize,
     seed: u64,
+    progress: impl FnMut(usize),
+) -> Result<Vec<ChipResult>> {
+    chip_sweep_in(
+        net,
+        setup,
+        backend,
+        &crate::comm::Single,
+        cfg,
+        test,
+        chips,
+        seed,
+        progress,
+    )
+}
+
+/// [`chip_sweep`] by the processes of `comm` together: each evaluates a contiguous share of
+/// the chips ([`crate::comm::shard`]) and every process gets every chip's result, in chip
+/// order; `progress(done)` counts this process's chips.
+#[allow(clippy::too_many_arguments)]
+pub fn chip_sweep_in(
+    net: &crate::network::Network,
+    setup: &Setup,
+    backend: &dyn Backend,
+    comm: &dyn crate::comm::Communicator,
+    cfg: &TrainConfig,
+    test: &Dataset,
+    chips: usize,
+    seed: u64,
     mut progress: impl FnMut(usize),
 ) -> Result<Vec<ChipResult>> {
     if chips == 0 {
@@ -420,23 +497,28 @@ pub fn chip_sweep(
             "at least 1 chip to evaluate on",
         ));
     }
-    let mut out = Vec::with_capacity(chips);
-    for k in 0..chips {
-        let s = chip_seed(seed, k);
+    let mut mine = Vec::new();
+    for (done, k) in crate::comm::shard(chips, comm.size(), comm.rank()).enumerate() {
         let mut one = setup.clone();
-        one.analog.chip_seed = s;
+        one.analog.chip_seed = chip_seed(seed, k);
         let trainer = Trainer::new(one.executor(net.clone())?, cfg.clone())?;
         trainer.check_data(test)?;
         let st = trainer.evaluate(backend, test, 500)?;
-        out.push(ChipResult {
-            chip: k,
-            seed: s,
-            accuracy: st.accuracy(),
-            loss: st.mean_loss(),
-        });
-        progress(k + 1);
+        mine.extend([st.accuracy(), st.mean_loss()]);
+        progress(done + 1);
     }
-    Ok(out)
+    Ok(comm
+        .all_gather_f64(&mine)
+        .concat()
+        .chunks_exact(2)
+        .enumerate()
+        .map(|(k, r)| ChipResult {
+            chip: k,
+            seed: chip_seed(seed, k),
+            accuracy: r[0],
+            loss: r[1],
+        })
+        .collect())
 }
 
 /// Mean, standard deviation (of the population), minimum and maximum of `v`.

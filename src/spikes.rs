@@ -424,6 +424,20 @@ pub struct SpikeFile {
 }
 
 impl SpikeFile {
+    /// Append `other`'s samples after these (every population's lists, scores, predictions
+    /// and membranes; both of the same steps).
+    pub fn append(&mut self, other: SpikeFile) {
+        fn join<V>(a: &mut BTreeMap<String, Vec<V>>, b: BTreeMap<String, Vec<V>>) {
+            for (k, v) in b {
+                a.entry(k).or_default().extend(v);
+            }
+        }
+        join(&mut self.populations, other.populations);
+        join(&mut self.scores, other.scores);
+        join(&mut self.predicted, other.predicted);
+        join(&mut self.membranes, other.membranes);
+    }
+
     /// Read a spike file (JSON; a key given twice is an error).
     pub fn load(path: &std::path::Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;

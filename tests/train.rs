@@ -437,10 +437,7 @@ fn chip_sweeps_draw_each_chip_independently_and_repeat() {
 
 /// Processes simulated by threads for [`neuropart::comm::Communicator`]: each gather writes
 /// its slot, waits for all, reads all, and waits again before the slots are reused.
-type Slots = std::sync::Arc<(
-    std::sync::Mutex<(Vec<Vec<f32>>, Vec<Vec<f64>>)>,
-    std::sync::Barrier,
-)>;
+type Slots = std::sync::Arc<(std::sync::Mutex<Vec<Vec<u8>>>, std::sync::Barrier)>;
 
 struct Threads {
     rank: usize,
@@ -455,20 +452,35 @@ impl neuropart::comm::Communicator for Threads {
     fn size(&self) -> usize {
         self.size
     }
-    fn all_gather(&self, local: &[f32]) -> Vec<Vec<f32>> {
-        self.slots.0.lock().unwrap().0[self.rank] = local.to_vec();
+    fn all_gather_bytes(&self, local: &[u8]) -> Vec<Vec<u8>> {
+        self.slots.0.lock().unwrap()[self.rank] = local.to_vec();
         self.slots.1.wait();
-        let all = self.slots.0.lock().unwrap().0.clone();
-        self.slots.1.wait();
-        all
-    }
-    fn all_gather_f64(&self, local: &[f64]) -> Vec<Vec<f64>> {
-        self.slots.0.lock().unwrap().1[self.rank] = local.to_vec();
-        self.slots.1.wait();
-        let all = self.slots.0.lock().unwrap().1.clone();
+        let all = self.slots.0.lock().unwrap().clone();
         self.slots.1.wait();
         all
     }
+}
+
+/// Run `f` in `size` simulated processes (one thread each), results in rank order.
+fn in_processes<T: Send>(size: usize, f: impl Fn(&Threads) -> T + Sync) -> Vec<T> {
+    let slots: Slots = std::sync::Arc::new((
+        std::sync::Mutex::new(vec![Vec::new(); size]),
+        std::sync::Barrier::new(size),
+    ));
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..size)
+            .map(|rank| {
+                let comm = Threads {
+                    rank,
+                    size,
+                    slots: slots.clone(),
+                };
+                let f = &f;
+                sc.spawn(move || f(&comm))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
 }
 
 /// Data-parallel training over 2 and 4 (simulated) processes gives the weights of one process
@@ -509,37 +521,19 @@ fn data_parallel_training_equals_one_process_bit_for_bit() {
         .map(|p| p.weights.clone())
         .collect();
     for size in [2usize, 4] {
-        let slots = std::sync::Arc::new((
-            std::sync::Mutex::new((vec![Vec::new(); size], vec![Vec::new(); size])),
-            std::sync::Barrier::new(size),
-        ));
-        let results: Vec<(Vec<Vec<f32>>, f64)> = std::thread::scope(|sc| {
-            let handles: Vec<_> = (0..size)
-                .map(|rank| {
-                    let comm = Threads {
-                        rank,
-                        size,
-                        slots: slots.clone(),
-                    };
-                    let data = &data;
-                    let make = &make;
-                    sc.spawn(move || {
-                        let mut t = make();
-                        let st = t
-                            .train_epoch_in(&CpuBackend, &comm, data, |_, _, _| {})
-                            .unwrap();
-                        let w = t
-                            .exec
-                            .network
-                            .projections
-                            .iter()
-                            .map(|p| p.weights.clone())
-                            .collect();
-                        (w, st.loss)
-                    })
-                })
+        let results = in_processes(size, |comm| {
+            let mut t = make();
+            let st = t
+                .train_epoch_in(&CpuBackend, comm, &data, |_, _, _| {})
+                .unwrap();
+            let w: Vec<Vec<f32>> = t
+                .exec
+                .network
+                .projections
+                .iter()
+                .map(|p| p.weights.clone())
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
+            (w, st.loss)
         });
         for (rank, (w, loss)) in results.iter().enumerate() {
             for (q, (a, b)) in w.iter().zip(&w1).enumerate() {
@@ -554,5 +548,97 @@ fn data_parallel_training_equals_one_process_bit_for_bit() {
                 st1.loss
             );
         }
+    }
+}
+
+/// Sharded evaluation, chip sweeps, runs and benchmarks over 2, 3 and 7 (simulated)
+/// processes give what one process gives, bit for bit and in sample order — including
+/// processes left without a batch, chip or sample.
+#[test]
+fn sharded_evaluation_sweeps_and_runs_equal_one_process() {
+    use neuropart::experiment::{chip_sweep, chip_sweep_in, run_in, Setup};
+    let sub = Substrate::bss2();
+    let net = small_net(5, Some(24)).build(&sub).unwrap();
+    let test = synthetic(230, 8);
+    let mut setup = Setup::new(20, Mode::Emulated);
+    setup.substrate = sub.clone();
+    let cfg = TrainConfig::default();
+    let trainer = Trainer::new(setup.executor(net.clone()).unwrap(), cfg.clone()).unwrap();
+    // 5 batches of 50 (the last 30).
+    let one = trainer.evaluate(&CpuBackend, &test, 50).unwrap();
+    assert_eq!(one.samples, 230);
+    let sweep = chip_sweep(&net, &setup, &CpuBackend, &cfg, &test, 5, 3, |_| {}).unwrap();
+    let exec = &trainer.exec;
+    let idx: Vec<usize> = (0..5).collect();
+    let inputs = vec![(
+        exec.network.population_id("input").unwrap(),
+        neuropart::encode::images(&test, &idx, exec.network.steps, None),
+    )];
+    let whole = serde_json::to_string(
+        &run_in(
+            exec,
+            &CpuBackend,
+            &neuropart::comm::Single,
+            &inputs,
+            Observe::AllTraces,
+            4,
+            true,
+        )
+        .unwrap()
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        whole,
+        serde_json::to_string(
+            &exec
+                .run_with_noise(&CpuBackend, &inputs, Observe::AllTraces, 4)
+                .unwrap()
+                .to_file(&exec.network, true)
+        )
+        .unwrap()
+    );
+    for size in [2usize, 3, 7] {
+        let got = in_processes(size, |comm| {
+            let ev = trainer.evaluate_in(&CpuBackend, comm, &test, 50).unwrap();
+            let sw =
+                chip_sweep_in(&net, &setup, &CpuBackend, comm, &cfg, &test, 5, 3, |_| {}).unwrap();
+            let file = run_in(
+                exec,
+                &CpuBackend,
+                comm,
+                &inputs,
+                Observe::AllTraces,
+                4,
+                true,
+            )
+            .unwrap()
+            .map(|f| serde_json::to_string(&f).unwrap());
+            let row = neuropart::bench::measure_in(
+                exec,
+                &CpuBackend,
+                comm,
+                &inputs,
+                std::time::Duration::from_millis(1),
+            )
+            .unwrap();
+            (ev, sw, file, row.shard, row.processes)
+        });
+        let mut shards = 0;
+        for (rank, (ev, sw, file, shard, processes)) in got.into_iter().enumerate() {
+            assert_eq!(ev.to_wire().len(), one.to_wire().len());
+            for (a, b) in ev.to_wire().iter().zip(one.to_wire()) {
+                assert_eq!(a.to_bits(), b.to_bits(), "{size} processes, rank {rank}");
+            }
+            assert_eq!(sw, sweep, "{size} processes, rank {rank}");
+            match (rank, file) {
+                (0, Some(f)) => assert_eq!(f, whole, "{size} processes: the run's file"),
+                (0, None) => panic!("the first process got no file"),
+                (_, f) => assert!(f.is_none(), "process {rank} got the file too"),
+            }
+            assert_eq!(processes, size);
+            shards += shard;
+        }
+        assert_eq!(shards, 5, "the benchmark's shards cover the batch once");
     }
 }

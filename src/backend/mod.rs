@@ -360,20 +360,42 @@ pub enum DeviceChoice {
 
 /// Open the backend for `choice`, printing which adapter is used to stderr.
 pub fn open_backend(choice: DeviceChoice) -> Result<Box<dyn Backend>> {
+    open_backend_in(choice, &crate::comm::Single)
+}
+
+/// [`open_backend`] for one of the processes of `comm`: on a GPU, each process takes the GPU
+/// of its index on its machine (`WGPU_ADAPTER_NAME` still wins); each process says which
+/// device it uses.
+pub fn open_backend_in(
+    choice: DeviceChoice,
+    comm: &dyn crate::comm::Communicator,
+) -> Result<Box<dyn Backend>> {
+    let gpu = || {
+        if comm.size() > 1 {
+            GpuBackend::for_process(comm.local_rank())
+        } else {
+            GpuBackend::new()
+        }
+    };
+    let who = if comm.size() > 1 {
+        format!("process {}: ", comm.rank())
+    } else {
+        String::new()
+    };
     match choice {
         DeviceChoice::Cpu => Ok(Box::new(CpuBackend)),
         DeviceChoice::Gpu => {
-            let g = GpuBackend::new()?;
-            eprintln!("using {}", g.name());
+            let g = gpu()?;
+            eprintln!("{who}using {}", g.name());
             Ok(Box::new(g))
         }
-        DeviceChoice::Auto => match GpuBackend::new() {
+        DeviceChoice::Auto => match gpu() {
             Ok(g) => {
-                eprintln!("using {}", g.name());
+                eprintln!("{who}using {}", g.name());
                 Ok(Box::new(g))
             }
             Err(e) => {
-                eprintln!("no usable GPU ({e}); running on the CPU");
+                eprintln!("{who}no usable GPU ({e}); running on the CPU");
                 Ok(Box::new(CpuBackend))
             }
         },

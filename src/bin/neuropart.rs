@@ -2,10 +2,11 @@
 //! networks. Thin over the library; every option it accepts changes what it does.
 
 use clap::{Parser, Subcommand};
+use neuropart::comm::Communicator;
 use neuropart::prelude::*;
 use neuropart::{
-    open_backend, AnalogConfig, Checkpoint, Dataset, DeviceChoice, GpuBackend, PlanReport, Setup,
-    SpikeFile, TrainConfig, Trainer,
+    open_backend_in, AnalogConfig, Checkpoint, Dataset, DeviceChoice, GpuBackend, PlanReport,
+    Setup, SpikeFile, TrainConfig, Trainer,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -265,6 +266,24 @@ enum Command {
     },
 }
 
+/// The GPU this process takes (by its index on the machine when there are several).
+fn gpu_for(comm: &dyn Communicator) -> neuropart::Result<GpuBackend> {
+    if comm.size() > 1 {
+        GpuBackend::for_process(comm.local_rank())
+    } else {
+        GpuBackend::new()
+    }
+}
+
+/// ", N processes (each a shard of every batch)" when there are several.
+fn processes(comm: &dyn Communicator) -> String {
+    if comm.size() > 1 {
+        format!(", {} processes (each a shard of every batch)", comm.size())
+    } else {
+        String::new()
+    }
+}
+
 fn substrate(path: &Option<PathBuf>) -> neuropart::Result<Substrate> {
     match path {
         Some(p) => Substrate::load(p),
@@ -285,10 +304,18 @@ fn main() -> ExitCode {
     if let Some(m) = cli.max_memory {
         neuropart::set_memory_limit(m);
     }
-    match run(cli.command) {
+    // Started with mpirun (binary built with `--features mpi`): the processes share the
+    // work, the first one reports and writes.
+    let world = neuropart::comm::world();
+    match run(cli.command, &*world) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            if world.size() > 1 {
+                eprintln!("error (process {} of {}): {e}", world.rank(), world.size());
+                world.abort(1);
+            } else {
+                eprintln!("error: {e}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -327,7 +354,14 @@ fn load_network(
     Ok((net, ck))
 }
 
-fn run(command: Command) -> neuropart::Result<()> {
+fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
+    let lead = comm.rank() == 0;
+    let open_backend = |d| open_backend_in(d, comm);
+    let warn = |lines: &[String]| {
+        if lead {
+            warn(lines)
+        }
+    };
     match command {
         Command::Plan { target, json, png } => {
             let sub = target.substrate()?;
@@ -379,9 +413,14 @@ fn run(command: Command) -> neuropart::Result<()> {
             } else {
                 Observe::Scores
             };
-            let out = exec.run_with_noise(&*backend, &inputs, observe, seed)?;
-            let text =
-                serde_json::to_string(&out.to_file(&exec.network, membranes)).expect("serialises");
+            // With several processes each runs a shard of the samples, the first writes all.
+            let Some(file) = neuropart::experiment::run_in(
+                &exec, &*backend, comm, &inputs, observe, seed, membranes,
+            )?
+            else {
+                return Ok(());
+            };
+            let text = serde_json::to_string(&file).expect("serialises");
             match output {
                 Some(p) => neuropart::io::write_atomic(&p, text.as_bytes())?,
                 None => println!("{text}"),
@@ -418,21 +457,10 @@ fn run(command: Command) -> neuropart::Result<()> {
                 chips: target.chips,
                 partition: target.options(),
             };
-            // Started with mpirun (binary built with `--features mpi`): the processes train
-            // together, the first one reports and writes.
-            #[cfg(feature = "mpi")]
-            let mpi = neuropart::comm::Mpi::init();
-            #[cfg(feature = "mpi")]
-            let comm: &dyn neuropart::comm::Communicator = match &mpi {
-                Some(m) => m,
-                None => &neuropart::comm::Single,
-            };
-            #[cfg(not(feature = "mpi"))]
-            let comm: &dyn neuropart::comm::Communicator = &neuropart::comm::Single;
             let t = neuropart::experiment::train_and_report(
                 net, &setup, &*backend, cfg, &train, &test, &out, resume, comm,
             )?;
-            if comm.rank() != 0 {
+            if !lead {
                 return Ok(());
             }
             if let Some(r) = t.history.last() {
@@ -464,7 +492,7 @@ fn run(command: Command) -> neuropart::Result<()> {
                     "needs --mode emulated or mixed (an ideal run has no chip)",
                 ));
             }
-            if chip_instances.is_some() {
+            if chip_instances.is_some() && lead {
                 neuropart::io::check_writable(&out)?;
             }
             let (_, test) = data.load()?;
@@ -478,11 +506,18 @@ fn run(command: Command) -> neuropart::Result<()> {
                     chips: target.chips,
                     partition: target.options(),
                 };
-                let bar = indicatif::ProgressBar::new(k as u64).with_prefix("chips");
-                let results = neuropart::experiment::chip_sweep(
+                let mine = neuropart::comm::shard(k, comm.size(), comm.rank()).len();
+                let bar = if lead {
+                    indicatif::ProgressBar::new(mine as u64)
+                } else {
+                    indicatif::ProgressBar::hidden()
+                }
+                .with_prefix("chips");
+                let results = neuropart::experiment::chip_sweep_in(
                     &net,
                     &setup,
                     &*backend,
+                    comm,
                     &ck.config,
                     &test,
                     k,
@@ -490,6 +525,9 @@ fn run(command: Command) -> neuropart::Result<()> {
                     |done| bar.set_position(done as u64),
                 )?;
                 bar.finish_and_clear();
+                if !lead {
+                    return Ok(());
+                }
                 let mut csv = String::from("chip,seed,accuracy,loss\n");
                 println!("| chip | seed | test accuracy | test loss |\n|---:|---:|---:|---:|");
                 for r in &results {
@@ -530,7 +568,10 @@ fn run(command: Command) -> neuropart::Result<()> {
             )?;
             warn(&exec.warnings);
             let t = Trainer::new(exec, ck.config.clone())?;
-            let st = t.evaluate(&*backend, &test, 500)?;
+            let st = t.evaluate_in(&*backend, comm, &test, 500)?;
+            if !lead {
+                return Ok(());
+            }
             println!(
                 "{} test images ({:?} mode): accuracy {:.2}%, loss {:.4}, {:.1} hidden spikes per sample",
                 st.samples,
@@ -574,7 +615,7 @@ fn run(command: Command) -> neuropart::Result<()> {
                     Some(d) => vec![open_backend(d)?],
                     None => {
                         let mut v: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend)];
-                        match GpuBackend::new() {
+                        match gpu_for(comm) {
                             Ok(g) => v.push(Box::new(g)),
                             Err(e) => eprintln!("no GPU row: {e}"),
                         }
@@ -592,13 +633,21 @@ fn run(command: Command) -> neuropart::Result<()> {
                             density,
                             chips,
                         };
-                        rows.push(neuropart::bench::measure_training(be.as_ref(), &setup)?);
+                        rows.push(neuropart::bench::measure_training(
+                            be.as_ref(),
+                            comm,
+                            &setup,
+                        )?);
                     }
+                }
+                if !lead {
+                    return Ok(());
                 }
                 println!(
                     "Training the MNIST network (784-256-10), {mode:?} mode, {chips} chip{}, \
-                     random MNIST-shaped input (density {density})",
-                    if chips == 1 { "" } else { "s" }
+                     random MNIST-shaped input (density {density}){}",
+                    if chips == 1 { "" } else { "s" },
+                    processes(comm)
                 );
                 print!("{}", neuropart::bench::train_table(&rows));
                 for r in &rows {
@@ -626,34 +675,42 @@ fn run(command: Command) -> neuropart::Result<()> {
                 Some(d) => vec![open_backend(d)?],
                 None => {
                     let mut v: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend)];
-                    match GpuBackend::new() {
+                    match gpu_for(comm) {
                         Ok(g) => v.push(Box::new(g)),
                         Err(e) => eprintln!("no GPU row: {e}"),
                     }
                     v
                 }
             };
-            println!(
+            let header = format!(
                 "network '{}': {} partitions in {} rounds ({} chip{}: up to {} partitions at the \
-                 same time), T = {steps}, random TTFS input ({:.0}% of pixels on)",
+                 same time), T = {steps}, random TTFS input ({:.0}% of pixels on){}",
                 exec.network.name,
                 exec.plan.partitions.len(),
                 exec.schedule.rounds.len(),
                 chips,
                 if chips == 1 { "" } else { "s" },
                 exec.schedule.rounds.iter().map(Vec::len).max().unwrap_or(0),
-                100.0 * density
+                100.0 * density,
+                processes(comm)
             );
+            if lead {
+                println!("{header}");
+            }
             let mut rows = Vec::new();
             for inputs in &inputs {
                 for be in &backends {
-                    rows.push(neuropart::bench::measure(
+                    rows.push(neuropart::bench::measure_in(
                         &exec,
                         be.as_ref(),
+                        comm,
                         inputs,
                         Duration::from_secs_f32(seconds),
                     )?);
                 }
+            }
+            if !lead {
+                return Ok(());
             }
             print!("{}", neuropart::bench::table(&rows));
             for r in &rows {

@@ -498,16 +498,7 @@ pub fn combine_ranks(
 ) -> (BatchStats, Vec<Vec<f32>>) {
     let lens: Vec<usize> = topo.by_source.iter().map(|(_, syn)| syn.len()).collect();
     let (flat, stats) = match &part {
-        Some((st, acc)) => {
-            let mut s = vec![
-                st.loss,
-                st.correct as f64,
-                st.samples as f64,
-                st.hidden_spikes,
-            ];
-            s.extend(st.silent_samples.iter().map(|&x| x as f64));
-            (acc.concat(), s)
-        }
+        Some((st, acc)) => (acc.concat(), st.to_wire()),
         None => (Vec::new(), Vec::new()),
     };
     drop(part);
@@ -516,20 +507,7 @@ pub fn combine_ranks(
     let parts: Vec<Option<(BatchStats, Vec<f32>)>> = all
         .into_iter()
         .zip(all_stats)
-        .map(|(g, s)| {
-            (!s.is_empty()).then(|| {
-                (
-                    BatchStats {
-                        loss: s[0],
-                        correct: s[1] as usize,
-                        samples: s[2] as usize,
-                        hidden_spikes: s[3],
-                        silent_samples: s[4..].iter().map(|&x| x as usize).collect(),
-                    },
-                    g,
-                )
-            })
-        })
+        .map(|(g, s)| (!s.is_empty()).then(|| (BatchStats::from_wire(&s), g)))
         .collect();
     fn join(
         parts: &mut [Option<(BatchStats, Vec<f32>)>],

@@ -161,6 +161,29 @@ impl BatchStats {
     pub fn accuracy(&self) -> f64 {
         self.correct as f64 / self.samples.max(1) as f64
     }
+
+    /// These as numbers to send to other processes ([`BatchStats::from_wire`] reads them).
+    pub fn to_wire(&self) -> Vec<f64> {
+        let mut s = vec![
+            self.loss,
+            self.correct as f64,
+            self.samples as f64,
+            self.hidden_spikes,
+        ];
+        s.extend(self.silent_samples.iter().map(|&x| x as f64));
+        s
+    }
+
+    /// Stats sent by [`BatchStats::to_wire`].
+    pub fn from_wire(s: &[f64]) -> Self {
+        BatchStats {
+            loss: s[0],
+            correct: s[1] as usize,
+            samples: s[2] as usize,
+            hidden_spikes: s[3],
+            silent_samples: s[4..].iter().map(|&x| x as usize).collect(),
+        }
+    }
 }
 
 /// Samples of `spikes` (one train per population) in which each spiking population of
@@ -217,6 +240,10 @@ pub struct StepTimings {
     pub optimiser: std::time::Duration,
     /// Everything else outside the backend: encoding, replay, bookkeeping.
     pub host: std::time::Duration,
+    /// With several processes: exchanging the gradient sums (part of `host`).
+    pub exchange: std::time::Duration,
+    /// With several processes: bytes this process sent in the exchange.
+    pub exchanged_bytes: u64,
 }
 
 impl StepTimings {
@@ -226,6 +253,8 @@ impl StepTimings {
         self.backward += o.backward;
         self.optimiser += o.optimiser;
         self.host += o.host;
+        self.exchange += o.exchange;
+        self.exchanged_bytes += o.exchanged_bytes;
     }
 }
 
@@ -617,8 +646,12 @@ impl Trainer {
             timings.backward = t1.elapsed();
             part = Some((st, acc));
         }
+        timings.exchanged_bytes = part.as_ref().map_or(0, |(st, acc)| {
+            (4 * acc.iter().map(Vec::len).sum::<usize>() + 8 * st.to_wire().len()) as u64
+        });
         let t2 = Instant::now();
         let (st, acc) = backward::combine_ranks(comm, &self.topo, part);
+        timings.exchange = t2.elapsed();
         let g = backward::to_weight_layout(&self.exec.network, &self.topo, acc);
         timings.host += t2.elapsed();
         let mut st = st;
@@ -795,13 +828,28 @@ impl Trainer {
         data: &crate::data::Dataset,
         batch: usize,
     ) -> Result<BatchStats> {
+        self.evaluate_in(backend, &crate::comm::Single, data, batch)
+    }
+
+    /// [`Trainer::evaluate`] by the processes of `comm` together: each evaluates a contiguous
+    /// share of the batches ([`crate::comm::shard`]), every process gets every batch's
+    /// stats and sums them in batch order, so the result is that of one process, bit for bit.
+    pub fn evaluate_in<B: Backend + ?Sized>(
+        &self,
+        backend: &B,
+        comm: &dyn crate::comm::Communicator,
+        data: &crate::data::Dataset,
+        batch: usize,
+    ) -> Result<BatchStats> {
         self.check_data(data)?;
         let steps = self.exec.network.steps;
         let r = self.topo.readout();
         let c = self.exec.network.populations[r].size;
-        let mut total = BatchStats::default();
         let idx: Vec<usize> = (0..data.len()).collect();
-        for (bi, chunk) in idx.chunks(batch.max(1)).enumerate() {
+        let batches: Vec<&[usize]> = idx.chunks(batch.max(1)).collect();
+        let mut wire = Vec::new();
+        for bi in crate::comm::shard(batches.len(), comm.size(), comm.rank()) {
+            let chunk = batches[bi];
             let spikes = crate::encode::images(data, chunk, steps, None);
             let noise = crate::neuron::pcg_hash(0xE7A1 ^ bi as u32);
             let out = self.exec.run_with_noise(
@@ -828,7 +876,16 @@ impl Trainer {
                     st.hidden_spikes += t.len() as f64;
                 }
             }
-            total = total + st;
+            wire.push(st.to_wire());
+        }
+        // Every batch's stats in batch order (a process's batches are consecutive), summed
+        // from the first.
+        let width = 4 + self.exec.network.populations.len();
+        let mut total = BatchStats::default();
+        for flat in comm.all_gather_f64(&wire.concat()) {
+            for one in flat.chunks_exact(width) {
+                total = total + BatchStats::from_wire(one);
+            }
         }
         Ok(total)
     }

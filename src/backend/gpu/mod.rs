@@ -555,10 +555,18 @@ impl GpuContext {
     /// `WGPU_POWER_PREF`), create the device with the adapter's own limits and compile the
     /// kernels.
     pub fn new() -> Result<Self> {
+        Self::for_process(None)
+    }
+
+    /// As [`GpuContext::new`], for the process of index `local_rank` among several on one
+    /// machine: without `WGPU_ADAPTER_NAME` it takes GPU `local_rank` modulo the GPUs found
+    /// (those of the first backend that has any, in the driver's order), so that processes
+    /// spread over a machine's GPUs. With no hardware GPU it falls back to what `new` picks.
+    pub fn for_process(local_rank: Option<usize>) -> Result<Self> {
         check_backend_variable()?;
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapter = pollster::block_on(select_adapter(&instance))?;
+        let adapter = pollster::block_on(select_adapter(&instance, local_rank))?;
         let info = adapter.get_info();
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
@@ -648,7 +656,10 @@ impl GpuContext {
     }
 }
 
-async fn select_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+async fn select_adapter(
+    instance: &wgpu::Instance,
+    local_rank: Option<usize>,
+) -> Result<wgpu::Adapter> {
     if let Ok(want) = std::env::var("WGPU_ADAPTER_NAME") {
         let want = want.to_lowercase();
         let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
@@ -661,6 +672,30 @@ async fn select_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
                     "WGPU_ADAPTER_NAME={want} matches none of the adapters found: {names:?}"
                 ))
             });
+    }
+    if let Some(local) = local_rank {
+        let hardware: Vec<wgpu::Adapter> = instance
+            .enumerate_adapters(wgpu::Backends::all())
+            .await
+            .into_iter()
+            .filter(|a| {
+                matches!(
+                    a.get_info().device_type,
+                    wgpu::DeviceType::DiscreteGpu
+                        | wgpu::DeviceType::IntegratedGpu
+                        | wgpu::DeviceType::VirtualGpu
+                )
+            })
+            .collect();
+        // One physical GPU shows up once per backend (Vulkan, GL, ...): count one backend's.
+        if let Some(first) = hardware.first().map(|a| a.get_info().backend) {
+            let mut same: Vec<wgpu::Adapter> = hardware
+                .into_iter()
+                .filter(|a| a.get_info().backend == first)
+                .collect();
+            let k = local % same.len();
+            return Ok(same.swap_remove(k));
+        }
     }
     instance
         .request_adapter(&wgpu::RequestAdapterOptions {
@@ -843,6 +878,14 @@ impl GpuBackend {
     /// A backend on a fresh context (see [`GpuContext::new`]).
     pub fn new() -> Result<Self> {
         Ok(Self::with_context(Arc::new(GpuContext::new()?)))
+    }
+
+    /// A backend on a fresh context for the process of index `local_rank` on its machine
+    /// (see [`GpuContext::for_process`]).
+    pub fn for_process(local_rank: usize) -> Result<Self> {
+        Ok(Self::with_context(Arc::new(GpuContext::for_process(
+            Some(local_rank),
+        )?)))
     }
 
     /// A backend sharing an existing context.
