@@ -8,9 +8,10 @@
 //! synthetic set in the same layout is generated (the real one cannot be downloaded here).
 
 use clap::Parser;
+use neuropart::comm::Communicator;
 use neuropart::data::OnBadImage;
 use neuropart::prelude::*;
-use neuropart::{open_backend, DeviceChoice, Format, Setup, TrainConfig};
+use neuropart::{open_backend_in, DeviceChoice, Format, Setup, TrainConfig};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -55,15 +56,21 @@ const SUBSTRATE: &str = include_str!("networks/eurosat-substrate.toml");
 
 fn main() {
     neuropart::gpu::quiet_vulkan_loader();
-    if let Err(e) = run(Args::parse()) {
+    let args = Args::parse();
+    // Under mpirun (built with `--features mpi`) the processes train together.
+    let world = neuropart::comm::world();
+    if let Err(e) = run(args, &*world) {
         eprintln!("error: {e}");
+        world.abort(1);
         std::process::exit(1);
     }
 }
 
-fn run(a: Args) -> neuropart::Result<()> {
-    let dir = match &a.data {
-        Some(d) => d.clone(),
+fn run(a: Args, comm: &dyn Communicator) -> neuropart::Result<()> {
+    let lead = comm.rank() == 0;
+    // The first process writes the synthetic set into the cache, the others read it.
+    let dir = neuropart::comm::first_then_rest(comm, || match &a.data {
+        Some(d) => Ok(d.clone()),
         None => {
             let d = neuropart::data::cache_dir("eurosat-synthetic");
             if !d.join("SeaLake").exists() {
@@ -73,19 +80,21 @@ fn run(a: Args) -> neuropart::Result<()> {
                 );
                 neuropart::data::write_synthetic_eurosat(&d, 40, a.seed)?;
             }
-            d
+            Ok::<_, neuropart::Error>(d)
         }
-    };
+    })?;
     let data = neuropart::data::eurosat(&dir, a.per_class, a.on_bad_image)?;
     let (train, val, test) = neuropart::data::stratified_split(&data, 0.15, 0.15, a.seed);
-    eprintln!(
-        "EuroSAT from {}: {} images, split {} / {} / {} (train / validation / test)",
-        dir.display(),
-        data.len(),
-        train.len(),
-        val.len(),
-        test.len()
-    );
+    if lead {
+        eprintln!(
+            "EuroSAT from {}: {} images, split {} / {} / {} (train / validation / test)",
+            dir.display(),
+            data.len(),
+            train.len(),
+            val.len(),
+            test.len()
+        );
+    }
     let sub = Substrate::from_str(
         SUBSTRATE,
         Format::Toml,
@@ -97,7 +106,7 @@ fn run(a: Args) -> neuropart::Result<()> {
         std::path::Path::new("examples/networks/eurosat.toml"),
         &sub,
     )?;
-    let backend = open_backend(a.device)?;
+    let backend = open_backend_in(a.device, comm)?;
     let cfg = TrainConfig {
         epochs: a.epochs,
         batch: 20,
@@ -114,8 +123,10 @@ fn run(a: Args) -> neuropart::Result<()> {
         ..Setup::new(a.steps, Mode::Ideal)
     };
     let summary = neuropart::experiment::compare_modes(
-        &net, &setup, &a.modes, &*backend, cfg, &train, &val, &test, &a.out,
+        &net, &setup, &a.modes, &*backend, cfg, &train, &val, &test, &a.out, comm,
     )?;
-    print!("{summary}");
+    if lead {
+        print!("{summary}");
+    }
     Ok(())
 }

@@ -8,7 +8,8 @@
 //! `--data DIR` trains on any IDX image-classification set instead (e.g. Fashion-MNIST).
 
 use clap::Parser;
-use neuropart::{open_backend, DeviceChoice, Mode, Setup, TrainConfig};
+use neuropart::comm::Communicator;
+use neuropart::{open_backend_in, DeviceChoice, Mode, Setup, TrainConfig};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -48,17 +49,22 @@ struct Args {
 
 fn main() {
     neuropart::gpu::quiet_vulkan_loader();
-    if let Err(e) = run(Args::parse()) {
+    let args = Args::parse();
+    // Under mpirun (built with `--features mpi`) the processes train together.
+    let world = neuropart::comm::world();
+    if let Err(e) = run(args, &*world) {
         eprintln!("error: {e}");
+        world.abort(1);
         std::process::exit(1);
     }
 }
 
-fn run(a: Args) -> neuropart::Result<()> {
-    let (mut train, mut test) = match &a.data {
-        Some(dir) => neuropart::data::load_idx_dir(dir)?,
-        None => neuropart::data::mnist(&neuropart::data::cache_dir("mnist"))?,
-    };
+fn run(a: Args, comm: &dyn Communicator) -> neuropart::Result<()> {
+    // The first process fetches MNIST into the cache, the others read it from there.
+    let (mut train, mut test) = neuropart::comm::first_then_rest(comm, || match &a.data {
+        Some(dir) => neuropart::data::load_idx_dir(dir),
+        None => neuropart::data::mnist(&neuropart::data::cache_dir("mnist")),
+    })?;
     if a.train_samples > 0 {
         train = train.take(a.train_samples);
     }
@@ -82,13 +88,13 @@ fn run(a: Args) -> neuropart::Result<()> {
     neuropart::experiment::train_and_report(
         net.build(&sub)?,
         &Setup::new(a.steps, a.mode),
-        &*open_backend(a.device)?,
+        &*open_backend_in(a.device, comm)?,
         cfg,
         &train,
         &test,
         &a.out,
         a.resume,
-        &neuropart::comm::Single,
+        comm,
     )
     .map(|_| ())
 }

@@ -52,6 +52,19 @@ pub fn shard(n: usize, size: usize, rank: usize) -> Range<usize> {
     start..start + q + usize::from(rank < r)
 }
 
+/// `f` on the first process, then (after it finished) on the others: for work that fills a
+/// shared cache, such as fetching a data set, which the others then only read.
+pub fn first_then_rest<T>(comm: &dyn Communicator, f: impl FnOnce() -> T) -> T {
+    if comm.rank() == 0 {
+        let r = f();
+        comm.barrier();
+        r
+    } else {
+        comm.barrier();
+        f()
+    }
+}
+
 /// The processes this program was started as: all of `mpirun`'s (binary built with feature
 /// `mpi`), else this one alone. Keep it for the whole run (dropping it finalises MPI).
 pub fn world() -> Box<dyn Communicator> {

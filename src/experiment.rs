@@ -315,7 +315,7 @@ pub fn plot_sample(
 /// Train `net` once per mode (each from the same initial weights), validating every epoch, and
 /// write one subfolder per mode plus `fig4.png` (accuracy and loss of all modes, train solid,
 /// validation dotted, like the paper's Fig. 4) and `fig4.csv`. Returns a text summary with the
-/// final test accuracy per mode.
+/// final test accuracy per mode. The processes of `comm` train together; the first writes.
 #[allow(clippy::too_many_arguments)]
 pub fn compare_modes(
     net: &crate::network::Network,
@@ -327,6 +327,7 @@ pub fn compare_modes(
     val: &Dataset,
     test: &Dataset,
     out: &Path,
+    comm: &dyn crate::comm::Communicator,
 ) -> Result<String> {
     let mut runs = Vec::new();
     for &mode in modes {
@@ -343,9 +344,9 @@ pub fn compare_modes(
             val,
             &out.join(&name),
             false,
-            &crate::comm::Single,
+            comm,
         )?;
-        let st = t.evaluate(backend, test, 200)?;
+        let st = t.evaluate_in(backend, comm, test, 200)?;
         runs.push((
             name,
             t.history.clone(),
@@ -354,7 +355,9 @@ pub fn compare_modes(
     }
     let series: Vec<(&str, &[EpochRecord])> =
         runs.iter().map(|(n, h, _)| (n.as_str(), &h[..])).collect();
-    crate::plot::curves(&series, "validation", &out.join("fig4.png"))?;
+    if comm.rank() == 0 {
+        crate::plot::curves(&series, "validation", &out.join("fig4.png"))?;
+    }
     let mut csv = String::from("mode,epoch,train_loss,train_accuracy,val_loss,val_accuracy\n");
     let mut summary = String::new();
     for (name, h, acc) in &runs {
@@ -376,7 +379,9 @@ pub fn compare_modes(
             last.samples_per_s
         );
     }
-    crate::io::write_atomic(&out.join("fig4.csv"), csv.as_bytes())?;
+    if comm.rank() == 0 {
+        crate::io::write_atomic(&out.join("fig4.csv"), csv.as_bytes())?;
+    }
     Ok(summary)
 }
 

@@ -151,6 +151,7 @@ fn short_training_beats_chance_in_all_three_modes_on_the_gpu_adapter() {
         &val,
         &test,
         &out,
+        &neuropart::comm::Single,
     )
     .unwrap();
     eprintln!("{summary}");

@@ -1,8 +1,11 @@
 //! Training on the GPU against training on the CPU: gradients of one batch, the weights after
 //! one optimiser step and the loss after twenty, determinism, and a batch trained in chunks;
-//! ideal and emulated, MNIST-shaped and with two hidden layers. On the software adapter in CI
+//! ideal and emulated, MNIST-shaped and with two hidden layers; data-parallel training of
+//! processes on GPUs. On the software adapter in CI
 //! (lavapipe via WGPU_BACKEND=vulkan); outside CI a missing adapter skips, with `CI` set it
 //! fails.
+
+mod common;
 
 use neuropart::gpu::{GpuBackend, GpuContext};
 use neuropart::prelude::*;
@@ -353,4 +356,42 @@ fn gradients_equal_the_cpus_for_convolutions() {
         "{close} of {} weights agree",
         a.len()
     );
+}
+
+/// Data-parallel training of 2 (simulated) processes, each on its GPU: every process runs its
+/// shard's forward pass on the GPU, the backward pass and step on the host; the GPU's forward
+/// pass is the CPU's, so the weights equal those of one process on the CPU, bit for bit.
+#[test]
+fn processes_on_gpus_train_the_weights_of_one_process_on_the_cpu() {
+    let Some(ctx) = context() else { return };
+    let data = images(5 * 40, 784, 4);
+    let steps =
+        |t: &mut Trainer, backend: &dyn Backend, comm: &dyn neuropart::comm::Communicator| {
+            for k in 0..5 {
+                let (spikes, labels) = batch(&data, 40, k);
+                t.train_batch_in(backend, comm, spikes, &labels, k, Default::default())
+                    .unwrap();
+            }
+            weights(t)
+        };
+    let mut one = trainer(false, Mode::Emulated);
+    let cpu = steps(&mut one, &CpuBackend, &neuropart::comm::Single);
+    let got = common::in_processes(2, |comm| {
+        let gpu = GpuBackend::with_context(ctx.clone());
+        let mut t = trainer(false, Mode::Emulated);
+        steps(&mut t, &gpu, comm)
+    });
+    for (rank, w) in got.iter().enumerate() {
+        let differ = w
+            .iter()
+            .zip(&cpu)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(
+            differ,
+            0,
+            "process {rank}: {differ} of {} weights differ from one process on the CPU",
+            cpu.len()
+        );
+    }
 }

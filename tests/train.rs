@@ -1,6 +1,9 @@
 //! Training: gradients against finite differences, learning on a small task, determinism,
 //! exact resume from a checkpoint, and the MNIST loader on the real files.
 
+mod common;
+
+use common::in_processes;
 use neuropart::data::Dataset;
 use neuropart::prelude::*;
 use neuropart::Rng;
@@ -433,54 +436,6 @@ fn chip_sweeps_draw_each_chip_independently_and_repeat() {
     assert_eq!(st.mean_loss().to_bits(), a[2].loss.to_bits());
     let ideal = Setup::new(20, Mode::Emulated);
     assert!(chip_sweep(&net, &ideal, &CpuBackend, &cfg, &test, 0, 9, |_| {}).is_err());
-}
-
-/// Processes simulated by threads for [`neuropart::comm::Communicator`]: each gather writes
-/// its slot, waits for all, reads all, and waits again before the slots are reused.
-type Slots = std::sync::Arc<(std::sync::Mutex<Vec<Vec<u8>>>, std::sync::Barrier)>;
-
-struct Threads {
-    rank: usize,
-    size: usize,
-    slots: Slots,
-}
-
-impl neuropart::comm::Communicator for Threads {
-    fn rank(&self) -> usize {
-        self.rank
-    }
-    fn size(&self) -> usize {
-        self.size
-    }
-    fn all_gather_bytes(&self, local: &[u8]) -> Vec<Vec<u8>> {
-        self.slots.0.lock().unwrap()[self.rank] = local.to_vec();
-        self.slots.1.wait();
-        let all = self.slots.0.lock().unwrap().clone();
-        self.slots.1.wait();
-        all
-    }
-}
-
-/// Run `f` in `size` simulated processes (one thread each), results in rank order.
-fn in_processes<T: Send>(size: usize, f: impl Fn(&Threads) -> T + Sync) -> Vec<T> {
-    let slots: Slots = std::sync::Arc::new((
-        std::sync::Mutex::new(vec![Vec::new(); size]),
-        std::sync::Barrier::new(size),
-    ));
-    std::thread::scope(|sc| {
-        let handles: Vec<_> = (0..size)
-            .map(|rank| {
-                let comm = Threads {
-                    rank,
-                    size,
-                    slots: slots.clone(),
-                };
-                let f = &f;
-                sc.spawn(move || f(&comm))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    })
 }
 
 /// Data-parallel training over 2 and 4 (simulated) processes gives the weights of one process

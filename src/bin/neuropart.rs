@@ -447,7 +447,7 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
             neuropart::io::check_writable(&out)?;
             let sub = target.substrate()?;
             let (net, _) = load_network(&target.network, &sub, data.steps, None)?;
-            let (train, test) = data.load()?;
+            let (train, test) = neuropart::comm::first_then_rest(comm, || data.load())?;
             let backend = open_backend(data.device)?;
             let setup = Setup {
                 steps: net.steps,
@@ -495,7 +495,7 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
             if chip_instances.is_some() && lead {
                 neuropart::io::check_writable(&out)?;
             }
-            let (_, test) = data.load()?;
+            let (_, test) = neuropart::comm::first_then_rest(comm, || data.load())?;
             let backend = open_backend(data.device)?;
             if let Some(k) = chip_instances {
                 let setup = neuropart::Setup {

@@ -577,8 +577,10 @@ impl Trainer {
     /// subtree of the fixed reduction tree over the batch's 16-sample chunks
     /// ([`backward::rank_chunks`]) — the processes exchange their subtree sums, and every one
     /// combines them in the tree's order and takes the same optimiser step. The weights are
-    /// those of one process, bit for bit, for any power-of-two number of processes. Runs on
-    /// backends that train on the host.
+    /// those of one process, bit for bit, for any power-of-two number of processes. On a
+    /// backend that trains on its device (a GPU), each process runs its shard's forward pass
+    /// there and the backward pass and step on the host: the GPU's forward pass is the CPU's,
+    /// so the weights are those of one process on the CPU.
     pub fn train_batch_in<B: Backend + ?Sized>(
         &mut self,
         backend: &B,
@@ -591,13 +593,6 @@ impl Trainer {
         use std::time::Instant;
         if comm.size() == 1 {
             return self.train_batch(backend, spikes, labels, bi, host);
-        }
-        if backend.device_training().is_some() {
-            return Err(Error::option(
-                "--device",
-                "gpu",
-                "data-parallel training across processes runs on the CPU backend",
-            ));
         }
         if !comm.size().is_power_of_two() {
             return Err(Error::option(

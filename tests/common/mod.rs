@@ -400,3 +400,51 @@ fn proj(s: &str, t: &str, delay: u32, mean: f32) -> Projection {
         weights: Vec::new(),
     }
 }
+
+/// Processes simulated by threads for [`neuropart::comm::Communicator`]: each gather writes
+/// its slot, waits for all, reads all, and waits again before the slots are reused.
+pub type Slots = std::sync::Arc<(std::sync::Mutex<Vec<Vec<u8>>>, std::sync::Barrier)>;
+
+pub struct Threads {
+    rank: usize,
+    size: usize,
+    slots: Slots,
+}
+
+impl neuropart::comm::Communicator for Threads {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.size
+    }
+    fn all_gather_bytes(&self, local: &[u8]) -> Vec<Vec<u8>> {
+        self.slots.0.lock().unwrap()[self.rank] = local.to_vec();
+        self.slots.1.wait();
+        let all = self.slots.0.lock().unwrap().clone();
+        self.slots.1.wait();
+        all
+    }
+}
+
+/// Run `f` in `size` simulated processes (one thread each), results in rank order.
+pub fn in_processes<T: Send>(size: usize, f: impl Fn(&Threads) -> T + Sync) -> Vec<T> {
+    let slots: Slots = std::sync::Arc::new((
+        std::sync::Mutex::new(vec![Vec::new(); size]),
+        std::sync::Barrier::new(size),
+    ));
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..size)
+            .map(|rank| {
+                let comm = Threads {
+                    rank,
+                    size,
+                    slots: slots.clone(),
+                };
+                let f = &f;
+                sc.spawn(move || f(&comm))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
