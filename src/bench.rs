@@ -425,7 +425,9 @@ pub fn measure_training<B: Backend + ?Sized>(
     let mut run = |k: usize| {
         let t0 = Instant::now();
         let idx: Vec<usize> = (k * batch..(k + 1) * batch).collect();
-        let spikes = crate::encode::images(&data, &idx, steps, None);
+        // Each process encodes its shard only.
+        let part = crate::train::Trainer::shard(batch, comm);
+        let spikes = crate::encode::images_part(&data, &idx, steps, None, part);
         let labels: Vec<u8> = idx.iter().map(|&i| data.labels[i]).collect();
         trainer.train_batch_in(backend, comm, spikes, &labels, k, t0.elapsed())
     };

@@ -35,6 +35,18 @@ pub fn image(img: &[f32], steps: u32) -> Vec<SpikeEvent> {
 /// drawn in image order, the images encoded in parallel (in groups, each with its own reused
 /// buffers).
 pub fn images(data: &Dataset, idx: &[usize], steps: u32, augment: Option<&mut Rng>) -> SpikeTrains {
+    images_part(data, idx, steps, augment, 0..idx.len())
+}
+
+/// The images `idx[part]` of what [`images`] encodes for `idx` (the rotations of all of `idx`
+/// drawn, so each image gets the rotation it gets in the whole): a process's shard of a batch.
+pub fn images_part(
+    data: &Dataset,
+    idx: &[usize],
+    steps: u32,
+    augment: Option<&mut Rng>,
+    part: std::ops::Range<usize>,
+) -> SpikeTrains {
     use rayon::prelude::*;
     const GROUP: usize = 8;
     let angles: Vec<Option<f32>> = match augment {
@@ -44,6 +56,7 @@ pub fn images(data: &Dataset, idx: &[usize], steps: u32, augment: Option<&mut Rn
             .collect(),
         None => vec![None; idx.len()],
     };
+    let (idx, angles) = (&idx[part.clone()], &angles[part]);
     let [_, h, w] = data.shape;
     let groups: Vec<SpikeTrains> = idx
         .par_chunks(GROUP)

@@ -475,7 +475,7 @@ fn data_parallel_training_equals_one_process_bit_for_bit() {
         .iter()
         .map(|p| p.weights.clone())
         .collect();
-    for size in [2usize, 4] {
+    for size in [2usize, 3, 4, 5, 7] {
         let results = in_processes(size, |comm| {
             let mut t = make();
             let st = t

@@ -467,8 +467,8 @@ fn tree_sum(buf: &mut [f32], n: usize, len: usize) {
 }
 
 /// The chunks of a batch's `n` chunks each of `size` processes owns: the fixed reduction tree
-/// ([`tree_split`]) cut into `size` subtrees (`size` a power of two); with fewer chunks than
-/// processes some own none.
+/// ([`tree_split`]) cut into `size` subtrees (half the processes take each half of a tree, the
+/// odd one out the right); with fewer chunks than processes some own none.
 pub fn rank_chunks(n: usize, size: usize) -> Vec<std::ops::Range<usize>> {
     fn cut(lo: usize, hi: usize, ranks: usize, out: &mut Vec<std::ops::Range<usize>>) {
         if ranks <= 1 {

@@ -21,6 +21,7 @@ use crate::executor::{Executor, Observe};
 use crate::network::PopulationKind;
 use crate::spikes::SpikeTrains;
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 
 /// Training hyper-parameters (defaults: the published MNIST set-up).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -439,8 +440,14 @@ impl Trainer {
                 self.cfg.seed ^ 0xA5A5,
                 (self.epoch * 1_000_000 + bi) as u64,
             );
-            let spikes =
-                crate::encode::images(data, idx, steps, self.cfg.augment.then_some(&mut aug));
+            // With several processes, each encodes only its shard.
+            let spikes = crate::encode::images_part(
+                data,
+                idx,
+                steps,
+                self.cfg.augment.then_some(&mut aug),
+                Self::shard(idx.len(), comm),
+            );
             let labels: Vec<u8> = idx.iter().map(|&i| data.labels[i]).collect();
             let encode = t0.elapsed();
             let (st, _) = self.train_batch_in(backend, comm, spikes, &labels, bi, encode)?;
@@ -577,7 +584,7 @@ impl Trainer {
     /// subtree of the fixed reduction tree over the batch's 16-sample chunks
     /// ([`backward::rank_chunks`]) — the processes exchange their subtree sums, and every one
     /// combines them in the tree's order and takes the same optimiser step. The weights are
-    /// those of one process, bit for bit, for any power-of-two number of processes. On a
+    /// those of one process, bit for bit, for any number of processes. On a
     /// backend that trains on its device (a GPU), each process runs its shard's forward pass
     /// there and the backward pass and step on the host: the GPU's forward pass is the CPU's,
     /// so the weights are those of one process on the CPU.
@@ -594,13 +601,6 @@ impl Trainer {
         if comm.size() == 1 {
             return self.train_batch(backend, spikes, labels, bi, host);
         }
-        if !comm.size().is_power_of_two() {
-            return Err(Error::option(
-                "processes",
-                comm.size(),
-                "data-parallel training needs a power of two of processes",
-            ));
-        }
         let lr = self.cfg.lr * self.cfg.lr_decay.powi(self.epoch as i32);
         let noise = self.noise_seed(bi);
         let mut timings = StepTimings {
@@ -610,16 +610,27 @@ impl Trainer {
         let b = labels.len();
         let ranges = backward::rank_chunks(b.div_ceil(backward::GRAD_CHUNK), comm.size());
         let mine = ranges[comm.rank()].clone();
-        let (s0, s1) = (
-            (mine.start * backward::GRAD_CHUNK).min(b),
-            (mine.end * backward::GRAD_CHUNK).min(b),
-        );
+        let Range { start: s0, end: s1 } = Self::shard(b, comm);
+        let spikes = if spikes.samples() == b {
+            spikes.slice(s0..s1)
+        } else if spikes.samples() == s1 - s0 {
+            spikes
+        } else {
+            return Err(Error::input(
+                "spikes",
+                format!(
+                    "{} samples for a batch of {b} of which this process takes {}",
+                    spikes.samples(),
+                    s1 - s0
+                ),
+            ));
+        };
         let mut part = None;
         if s0 < s1 {
             let t0 = Instant::now();
             let out = self.exec.run_samples(
                 backend,
-                &[(self.topo.input(), spikes.slice(s0..s1))],
+                &[(self.topo.input(), spikes)],
                 Observe::AllTraces,
                 noise,
                 s0 as u32,
@@ -652,6 +663,19 @@ impl Trainer {
         let mut st = st;
         timings.optimiser = self.optimiser_step(backend, &mut st, g, lr, bi)?;
         Ok((st, timings))
+    }
+
+    /// The samples of a batch of `b` that this process of `comm` trains in
+    /// [`Trainer::train_batch_in`]: those of its subtree of the reduction tree over the
+    /// batch's chunks (all of them for one process).
+    pub fn shard(b: usize, comm: &dyn crate::comm::Communicator) -> Range<usize> {
+        if comm.size() == 1 {
+            return 0..b;
+        }
+        let mine = backward::rank_chunks(b.div_ceil(backward::GRAD_CHUNK), comm.size())
+            [comm.rank()]
+        .clone();
+        (mine.start * backward::GRAD_CHUNK).min(b)..(mine.end * backward::GRAD_CHUNK).min(b)
     }
 
     /// The seed of the temporal noise of batch `bi` of the current epoch (the forward pass of
