@@ -568,9 +568,14 @@ impl Figure for Histo<'_> {
             .y_desc("count")
             .label_style(("sans-serif", 14))
             .draw()?;
+        // A small gap keeps neighbouring bins of equal count apart.
+        let gap = 0.04 * width;
         chart.draw_series(counts.iter().enumerate().map(|(b, &n)| {
             let x0 = lo + b as f64 * width;
-            Rectangle::new([(x0, 0), (x0 + width, n)], colour(0).mix(0.8).filled())
+            Rectangle::new(
+                [(x0 + gap, 0), (x0 + width - gap, n)],
+                colour(0).mix(0.8).filled(),
+            )
         }))?;
         root.present()?;
         Ok(())
