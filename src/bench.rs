@@ -34,7 +34,7 @@ pub struct BenchRow {
     /// Processes that ran the batch together (each a contiguous shard of its samples).
     pub processes: usize,
     /// Samples of the batch this process ran (what `stats` and `phases` are about).
-    pub shard: usize,
+    pub shard_samples: usize,
 }
 
 impl BenchRow {
@@ -45,14 +45,14 @@ impl BenchRow {
             .phases
             .as_ref()
             .map_or(Duration::ZERO, |p| p.host_total());
-        (device + self.stats.host_replay).as_secs_f64() * 1e6 / self.shard.max(1) as f64
+        (device + self.stats.host_replay).as_secs_f64() * 1e6 / self.shard_samples.max(1) as f64
     }
 
     /// Bytes moved to and from the device per sample (`None` for the CPU).
     pub fn bytes_per_sample(&self) -> Option<f64> {
         self.phases
             .as_ref()
-            .map(|p| (p.bytes_up + p.bytes_down) as f64 / self.shard.max(1) as f64)
+            .map(|p| (p.bytes_up + p.bytes_down) as f64 / self.shard_samples.max(1) as f64)
     }
 }
 
@@ -124,8 +124,8 @@ pub fn measure<B: Backend + ?Sized>(
 
 /// [`measure`] by the processes of `comm` together: each runs its contiguous shard of the
 /// batch's samples ([`crate::comm::shard`]) and the readout's scores are gathered after every
-/// batch (as a sharded `run` does); the first process decides when to stop. Samples/s count
-/// the whole batch; the time split is the calling process's.
+/// batch (a sharded `run` gathers whole results); the first process decides when to stop.
+/// Samples/s count the whole batch; the time split is the calling process's.
 pub fn measure_in<B: Backend + ?Sized>(
     exec: &Executor,
     backend: &B,
@@ -217,7 +217,7 @@ pub fn measure_in<B: Backend + ?Sized>(
         phases,
         wall,
         processes: comm.size(),
-        shard: mine.len(),
+        shard_samples: mine.len(),
     })
 }
 
@@ -426,7 +426,7 @@ pub fn measure_training<B: Backend + ?Sized>(
         let t0 = Instant::now();
         let idx: Vec<usize> = (k * batch..(k + 1) * batch).collect();
         // Each process encodes its shard only.
-        let part = crate::train::Trainer::shard(batch, comm);
+        let part = crate::train::Trainer::batch_shard(batch, comm);
         let spikes = crate::encode::images_part(&data, &idx, steps, None, part);
         let labels: Vec<u8> = idx.iter().map(|&i| data.labels[i]).collect();
         trainer.train_batch_in(backend, comm, spikes, &labels, k, t0.elapsed())
@@ -443,8 +443,17 @@ pub fn measure_training<B: Backend + ?Sized>(
     }
     let wall = start.elapsed();
     let n = batches as u32;
+    // Processes on GPUs run the forward pass there, the rest on the host.
+    let name = if comm.size() > 1 && backend.device_training().is_some() {
+        format!(
+            "{} (forward; backward and step on the host)",
+            backend.name()
+        )
+    } else {
+        backend.name()
+    };
     Ok(TrainRow {
-        backend: backend.name(),
+        backend: name,
         steps,
         batch,
         mode,

@@ -9,6 +9,10 @@ use std::ops::Range;
 
 /// A group of processes. Implementations provide the byte all-gather; the typed gathers and
 /// the barrier are built on it.
+///
+/// Every exchange waits for every process: a process that stops early (an error, a panic)
+/// leaves the others waiting in their next exchange. Callers stop the whole group then
+/// ([`Communicator::abort`]), as the command line and the examples do.
 pub trait Communicator {
     /// This process's index.
     fn rank(&self) -> usize;
@@ -52,24 +56,43 @@ pub fn shard(n: usize, size: usize, rank: usize) -> Range<usize> {
     start..start + q + usize::from(rank < r)
 }
 
-/// `f` on the first process, then (after it finished) on the others: for work that fills a
-/// shared cache, such as fetching a data set, which the others then only read.
+/// `f` on the first process, then on the first process of each other machine, then on the
+/// rest, each wave after the one before finished: for work that fills a cache, such as fetching
+/// a data set, so that one process fills a cache shared by all machines, or one per machine
+/// fills that machine's own, and the others only read.
 pub fn first_then_rest<T>(comm: &dyn Communicator, f: impl FnOnce() -> T) -> T {
-    if comm.rank() == 0 {
-        let r = f();
-        comm.barrier();
-        r
+    let wave = if comm.rank() == 0 {
+        0
+    } else if comm.local_rank() == 0 {
+        1
     } else {
+        2
+    };
+    let mut f = Some(f);
+    let mut out = None;
+    for w in 0..3 {
+        if w == wave {
+            out = f.take().map(|f| f());
+        }
         comm.barrier();
-        f()
     }
+    out.expect("every process is in one wave")
 }
 
 /// The processes this program was started as: all of `mpirun`'s (binary built with feature
-/// `mpi`), else this one alone. Keep it for the whole run (dropping it finalises MPI).
+/// `mpi`), else this one alone. Keep it for the whole run (dropping it finalises MPI). With
+/// several processes, a panic in one ends it at once (after the usual message), so that the
+/// launcher stops the others instead of leaving them waiting.
 pub fn world() -> Box<dyn Communicator> {
     #[cfg(feature = "mpi")]
     if let Some(m) = Mpi::init() {
+        if Communicator::size(&m) > 1 {
+            let report = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                report(info);
+                std::process::abort();
+            }));
+        }
         return Box::new(m);
     }
     Box::new(Single)
@@ -176,8 +199,12 @@ mod with_mpi {
             let dummy = [T::default(); 1];
             let local = if local.is_empty() { &dummy[..0] } else { local };
             let n = Group::size(self);
-            let mine = Count::try_from(local.len())
-                .expect("one process's share of an exchange is under 2^31 values");
+            let Ok(mine) = Count::try_from(local.len()) else {
+                panic!(
+                    "one process's share of an exchange is {} values, MPI counts up to 2^31 - 1",
+                    local.len()
+                )
+            };
             let mut counts = vec![0 as Count; n];
             self.world.all_gather_into(&mine, &mut counts[..]);
             let displs: Vec<Count> = counts

@@ -124,6 +124,13 @@ pub fn train_and_report(
                 comm.size(),
                 trainer.cfg.batch
             );
+            if backend.device_training().is_some() {
+                eprintln!(
+                    "across processes the forward pass runs on each process's GPU, the backward \
+                     pass and the step on the host (the weights are those of one process on the \
+                     CPU; training entirely on the GPU is for one process)"
+                );
+            }
         }
     }
     let ck = out.join("checkpoint.json");
@@ -413,9 +420,9 @@ pub fn run_in(
     membranes: bool,
 ) -> Result<Option<crate::spikes::SpikeFile>> {
     let samples = inputs.first().map_or(0, |(_, t)| t.samples());
-    if comm.size() == 1 {
+    if comm.size() == 1 || samples == 0 {
         let out = exec.run_with_noise(backend, inputs, observe, seed)?;
-        return Ok(Some(out.to_file(&exec.network, membranes)));
+        return Ok((comm.rank() == 0).then(|| out.to_file(&exec.network, membranes)));
     }
     let mine = crate::comm::shard(samples, comm.size(), comm.rank());
     let part = if mine.is_empty() {
@@ -431,7 +438,7 @@ pub fn run_in(
         exec.run_samples(backend, &shard, observe, seed, mine.start as u32)?
             .to_file(&exec.network, membranes)
     };
-    let bytes = serde_json::to_vec(&part).expect("serialises");
+    let bytes = part.to_bytes();
     drop(part);
     let all = comm.all_gather_bytes(&bytes);
     if comm.rank() != 0 {
@@ -441,8 +448,14 @@ pub fn run_in(
         steps: exec.network.steps,
         ..Default::default()
     };
-    for b in all {
-        whole.append(serde_json::from_slice(&b).expect("written by a process of this run"));
+    for (rank, b) in all.iter().enumerate() {
+        let part = crate::spikes::SpikeFile::from_bytes(b).ok_or_else(|| {
+            Error::input(
+                format!("results of process {rank}"),
+                format!("{} bytes that are not a spike file's binary form", b.len()),
+            )
+        })?;
+        whole.append(part);
     }
     Ok(Some(whole))
 }
@@ -502,12 +515,13 @@ pub fn chip_sweep_in(
             "at least 1 chip to evaluate on",
         ));
     }
+    // Every process checks (also one without a chip), so that bad data stops all alike.
+    Trainer::new(setup.executor(net.clone())?, cfg.clone())?.check_data(test)?;
     let mut mine = Vec::new();
     for (done, k) in crate::comm::shard(chips, comm.size(), comm.rank()).enumerate() {
         let mut one = setup.clone();
         one.analog.chip_seed = chip_seed(seed, k);
         let trainer = Trainer::new(one.executor(net.clone())?, cfg.clone())?;
-        trainer.check_data(test)?;
         let st = trainer.evaluate(backend, test, 500)?;
         mine.extend([st.accuracy(), st.mean_loss()]);
         progress(done + 1);

@@ -423,7 +423,128 @@ pub struct SpikeFile {
     pub membranes: BTreeMap<String, Vec<Vec<Vec<f32>>>>,
 }
 
+/// Exact binary form of a [`SpikeFile`]'s contents for sending between processes: lengths and
+/// values as little-endian words, floats by their bits (non-finite ones survive, unlike JSON).
+trait Wire: Sized {
+    fn put(&self, out: &mut Vec<u8>);
+    fn get(input: &mut &[u8]) -> Option<Self>;
+}
+
+fn take<const N: usize>(input: &mut &[u8]) -> Option<[u8; N]> {
+    let (head, rest) = input.split_first_chunk::<N>()?;
+    *input = rest;
+    Some(*head)
+}
+
+impl Wire for u32 {
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn get(input: &mut &[u8]) -> Option<Self> {
+        take::<4>(input).map(u32::from_le_bytes)
+    }
+}
+
+impl Wire for f32 {
+    fn put(&self, out: &mut Vec<u8>) {
+        self.to_bits().put(out);
+    }
+    fn get(input: &mut &[u8]) -> Option<Self> {
+        u32::get(input).map(f32::from_bits)
+    }
+}
+
+impl Wire for usize {
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(*self as u64).to_le_bytes());
+    }
+    fn get(input: &mut &[u8]) -> Option<Self> {
+        take::<8>(input).and_then(|b| usize::try_from(u64::from_le_bytes(b)).ok())
+    }
+}
+
+impl Wire for [u32; 2] {
+    fn put(&self, out: &mut Vec<u8>) {
+        self[0].put(out);
+        self[1].put(out);
+    }
+    fn get(input: &mut &[u8]) -> Option<Self> {
+        Some([u32::get(input)?, u32::get(input)?])
+    }
+}
+
+impl Wire for String {
+    fn put(&self, out: &mut Vec<u8>) {
+        self.len().put(out);
+        out.extend_from_slice(self.as_bytes());
+    }
+    fn get(input: &mut &[u8]) -> Option<Self> {
+        let n = usize::get(input)?;
+        let (name, rest) = (input.get(..n)?, input.get(n..)?);
+        *input = rest;
+        String::from_utf8(name.to_vec()).ok()
+    }
+}
+
+impl<T: Wire> Wire for Vec<T> {
+    fn put(&self, out: &mut Vec<u8>) {
+        self.len().put(out);
+        for x in self {
+            x.put(out);
+        }
+    }
+    fn get(input: &mut &[u8]) -> Option<Self> {
+        let n = usize::get(input)?;
+        // Each value takes at least 4 bytes: a length beyond the input is damage, not a size.
+        if n > input.len() / 4 + 1 {
+            return None;
+        }
+        (0..n).map(|_| T::get(input)).collect()
+    }
+}
+
+impl<V: Wire> Wire for BTreeMap<String, V> {
+    fn put(&self, out: &mut Vec<u8>) {
+        self.len().put(out);
+        for (k, v) in self {
+            k.put(out);
+            v.put(out);
+        }
+    }
+    fn get(input: &mut &[u8]) -> Option<Self> {
+        let n = usize::get(input)?;
+        (0..n)
+            .map(|_| Some((String::get(input)?, V::get(input)?)))
+            .collect()
+    }
+}
+
 impl SpikeFile {
+    /// These contents in an exact binary form (for sending to another process;
+    /// [`SpikeFile::from_bytes`] reads it).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.steps.put(&mut out);
+        self.populations.put(&mut out);
+        self.scores.put(&mut out);
+        self.predicted.put(&mut out);
+        self.membranes.put(&mut out);
+        out
+    }
+
+    /// A file from [`SpikeFile::to_bytes`]; `None` if `bytes` are not such a form.
+    pub fn from_bytes(mut bytes: &[u8]) -> Option<Self> {
+        let input = &mut bytes;
+        let file = SpikeFile {
+            steps: u32::get(input)?,
+            populations: Wire::get(input)?,
+            scores: Wire::get(input)?,
+            predicted: Wire::get(input)?,
+            membranes: Wire::get(input)?,
+        };
+        input.is_empty().then_some(file)
+    }
+
     /// Append `other`'s samples after these (every population's lists, scores, predictions
     /// and membranes; both of the same steps).
     pub fn append(&mut self, other: SpikeFile) {
@@ -508,5 +629,46 @@ mod tests {
         );
         // 8 bytes per event, no per-neuron storage.
         assert_eq!(std::mem::size_of::<SpikeEvent>(), 8);
+    }
+
+    #[test]
+    fn spike_files_survive_their_binary_form_exactly() {
+        let mut f = SpikeFile {
+            steps: 7,
+            ..Default::default()
+        };
+        f.populations
+            .insert("in".into(), vec![vec![[0, 3], [6, 1]], vec![]]);
+        f.scores.insert(
+            "out".into(),
+            vec![vec![f32::NAN, -0.0], vec![f32::INFINITY, 1e-40]],
+        );
+        f.predicted.insert("out".into(), vec![1, 0]);
+        f.membranes
+            .insert("out".into(), vec![vec![vec![0.5, -2.0]; 7]; 2]);
+        let bytes = f.to_bytes();
+        let back = SpikeFile::from_bytes(&bytes).unwrap();
+        // NaN != NaN: compare the bits of every score, the rest directly.
+        assert_eq!(back.populations, f.populations);
+        assert_eq!(back.predicted, f.predicted);
+        assert_eq!(back.membranes, f.membranes);
+        assert_eq!(back.steps, 7);
+        let bits = |g: &SpikeFile| -> Vec<u32> {
+            g.scores["out"]
+                .iter()
+                .flatten()
+                .map(|x| x.to_bits())
+                .collect()
+        };
+        assert_eq!(bits(&back), bits(&f));
+        // Cut short or with bytes to spare: not a file.
+        assert!(SpikeFile::from_bytes(&bytes[..bytes.len() - 1]).is_none());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(SpikeFile::from_bytes(&longer).is_none());
+        // A length beyond the input is refused, not allocated.
+        let mut huge = 7u32.to_le_bytes().to_vec();
+        huge.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(SpikeFile::from_bytes(&huge).is_none());
     }
 }

@@ -577,7 +577,7 @@ fn sharded_evaluation_sweeps_and_runs_equal_one_process() {
                 std::time::Duration::from_millis(1),
             )
             .unwrap();
-            (ev, sw, file, row.shard, row.processes)
+            (ev, sw, file, row.shard_samples, row.processes)
         });
         let mut shards = 0;
         for (rank, (ev, sw, file, shard, processes)) in got.into_iter().enumerate() {

@@ -266,13 +266,33 @@ enum Command {
     },
 }
 
-/// The GPU this process takes (by its index on the machine when there are several).
-fn gpu_for(comm: &dyn Communicator) -> neuropart::Result<GpuBackend> {
-    if comm.size() > 1 {
+/// The backends `bench` measures: `device`, or the CPU and, where every process has one, its
+/// GPU (by its index on the machine when there are several). All processes measure the same
+/// rows, so that they take part in the same exchanges.
+fn bench_backends(
+    device: Option<DeviceChoice>,
+    comm: &dyn Communicator,
+) -> neuropart::Result<Vec<Box<dyn Backend>>> {
+    if let Some(d) = device {
+        return Ok(vec![open_backend_in(d, comm)?]);
+    }
+    let mut v: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend)];
+    let gpu = if comm.size() > 1 {
         GpuBackend::for_process(comm.local_rank())
     } else {
         GpuBackend::new()
+    };
+    let opened = comm.all_gather_bytes(&[u8::from(gpu.is_ok())]);
+    let without = opened.iter().filter(|b| b[0] == 0).count();
+    match gpu {
+        Ok(g) if without == 0 => v.push(Box::new(g)),
+        Ok(_) => eprintln!(
+            "no GPU row: {without} of {} processes have no usable GPU",
+            comm.size()
+        ),
+        Err(e) => eprintln!("no GPU row: {e}"),
     }
+    Ok(v)
 }
 
 /// ", N processes (each a shard of every batch)" when there are several.
@@ -611,17 +631,7 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
             batches,
         } => {
             if train {
-                let backends: Vec<Box<dyn Backend>> = match device {
-                    Some(d) => vec![open_backend(d)?],
-                    None => {
-                        let mut v: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend)];
-                        match gpu_for(comm) {
-                            Ok(g) => v.push(Box::new(g)),
-                            Err(e) => eprintln!("no GPU row: {e}"),
-                        }
-                        v
-                    }
-                };
+                let backends = bench_backends(device, comm)?;
                 let mut rows = Vec::new();
                 for be in &backends {
                     for &b in &batch {
@@ -671,17 +681,7 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
                 .iter()
                 .map(|&b| neuropart::bench::random_inputs(&exec, b, density, 7))
                 .collect::<neuropart::Result<_>>()?;
-            let backends: Vec<Box<dyn Backend>> = match device {
-                Some(d) => vec![open_backend(d)?],
-                None => {
-                    let mut v: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend)];
-                    match gpu_for(comm) {
-                        Ok(g) => v.push(Box::new(g)),
-                        Err(e) => eprintln!("no GPU row: {e}"),
-                    }
-                    v
-                }
-            };
+            let backends = bench_backends(device, comm)?;
             let header = format!(
                 "network '{}': {} partitions in {} rounds ({} chip{}: up to {} partitions at the \
                  same time), T = {steps}, random TTFS input ({:.0}% of pixels on){}",

@@ -243,7 +243,8 @@ pub struct StepTimings {
     pub host: std::time::Duration,
     /// With several processes: exchanging the gradient sums (part of `host`).
     pub exchange: std::time::Duration,
-    /// With several processes: bytes this process sent in the exchange.
+    /// With several processes: bytes of this process's part of the exchange (its gradient sums
+    /// and batch statistics), which the all-gather delivers to each of the others.
     pub exchanged_bytes: u64,
 }
 
@@ -446,7 +447,7 @@ impl Trainer {
                 idx,
                 steps,
                 self.cfg.augment.then_some(&mut aug),
-                Self::shard(idx.len(), comm),
+                Self::batch_shard(idx.len(), comm),
             );
             let labels: Vec<u8> = idx.iter().map(|&i| data.labels[i]).collect();
             let encode = t0.elapsed();
@@ -610,7 +611,7 @@ impl Trainer {
         let b = labels.len();
         let ranges = backward::rank_chunks(b.div_ceil(backward::GRAD_CHUNK), comm.size());
         let mine = ranges[comm.rank()].clone();
-        let Range { start: s0, end: s1 } = Self::shard(b, comm);
+        let Range { start: s0, end: s1 } = Self::batch_shard(b, comm);
         let spikes = if spikes.samples() == b {
             spikes.slice(s0..s1)
         } else if spikes.samples() == s1 - s0 {
@@ -668,7 +669,7 @@ impl Trainer {
     /// The samples of a batch of `b` that this process of `comm` trains in
     /// [`Trainer::train_batch_in`]: those of its subtree of the reduction tree over the
     /// batch's chunks (all of them for one process).
-    pub fn shard(b: usize, comm: &dyn crate::comm::Communicator) -> Range<usize> {
+    pub fn batch_shard(b: usize, comm: &dyn crate::comm::Communicator) -> Range<usize> {
         if comm.size() == 1 {
             return 0..b;
         }

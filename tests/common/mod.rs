@@ -405,6 +405,7 @@ fn proj(s: &str, t: &str, delay: u32, mean: f32) -> Projection {
 /// its slot, waits for all, reads all, and waits again before the slots are reused.
 pub type Slots = std::sync::Arc<(std::sync::Mutex<Vec<Vec<u8>>>, std::sync::Barrier)>;
 
+/// One simulated process: its rank among `size`, and the slots all of them share.
 pub struct Threads {
     rank: usize,
     size: usize,
