@@ -382,6 +382,10 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
             warn(lines)
         }
     };
+    // Nothing to share in a plan or an export: the first process does it alone.
+    if !lead && matches!(command, Command::Plan { .. } | Command::Export { .. }) {
+        return Ok(());
+    }
     match command {
         Command::Plan { target, json, png } => {
             let sub = target.substrate()?;
