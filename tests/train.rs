@@ -597,3 +597,23 @@ fn sharded_evaluation_sweeps_and_runs_equal_one_process() {
         assert_eq!(shards, 5, "the benchmark's shards cover the batch once");
     }
 }
+
+/// A cache filled by the first process before the others look: the first process's work ends
+/// before any other's begins, and every process gets its own result.
+#[test]
+fn the_first_process_fills_a_cache_before_the_others_read_it() {
+    let log = std::sync::Mutex::new(Vec::new());
+    let got = in_processes(4, |comm| {
+        neuropart::comm::first_then_rest(comm, || {
+            let r = neuropart::comm::Communicator::rank(comm);
+            log.lock().unwrap().push((r, "start"));
+            std::thread::sleep(std::time::Duration::from_millis(if r == 0 { 30 } else { 1 }));
+            log.lock().unwrap().push((r, "end"));
+            r * 10
+        })
+    });
+    assert_eq!(got, vec![0, 10, 20, 30]);
+    let log = log.into_inner().unwrap();
+    assert_eq!(&log[..2], &[(0, "start"), (0, "end")], "{log:?}");
+    assert_eq!(log.len(), 8);
+}
