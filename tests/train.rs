@@ -607,7 +607,8 @@ fn the_first_process_fills_a_cache_before_the_others_read_it() {
         neuropart::comm::first_then_rest(comm, || {
             let r = neuropart::comm::Communicator::rank(comm);
             log.lock().unwrap().push((r, "start"));
-            std::thread::sleep(std::time::Duration::from_millis(if r == 0 { 30 } else { 1 }));
+            let nap = if r == 0 { 30 } else { 1 };
+            std::thread::sleep(std::time::Duration::from_millis(nap));
             log.lock().unwrap().push((r, "end"));
             r * 10
         })
