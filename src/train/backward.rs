@@ -496,6 +496,12 @@ pub fn combine_ranks(
     topo: &Topology,
     part: Option<(BatchStats, Vec<Vec<f32>>)>,
 ) -> (BatchStats, Vec<Vec<f32>>) {
+    // One process owns the whole tree: nothing to exchange or combine.
+    if comm.size() == 1 {
+        if let Some(p) = part {
+            return p;
+        }
+    }
     let lens: Vec<usize> = topo.by_source.iter().map(|(_, syn)| syn.len()).collect();
     let (flat, stats) = match &part {
         Some((st, acc)) => (acc.concat(), st.to_wire()),

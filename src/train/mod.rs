@@ -504,38 +504,10 @@ impl Trainer {
         bi: usize,
         host: std::time::Duration,
     ) -> Result<(BatchStats, StepTimings)> {
-        use std::time::Instant;
         if let Some(dev) = backend.device_training() {
             return self.train_batch_device(backend, dev, spikes, labels, bi, host);
         }
-        let lr = self.cfg.lr * self.cfg.lr_decay.powi(self.epoch as i32);
-        let noise = self.noise_seed(bi);
-        let mut timings = StepTimings {
-            host,
-            ..Default::default()
-        };
-        let t0 = Instant::now();
-        let out = self.exec.run_with_noise(
-            backend,
-            &[(self.topo.input(), spikes)],
-            Observe::AllTraces,
-            noise,
-        )?;
-        timings.forward = out.stats.backend;
-        timings.host += t0.elapsed().saturating_sub(out.stats.backend);
-        let t1 = Instant::now();
-        let (mut st, g) = gradients(
-            &self.exec.network,
-            &self.topo,
-            &out,
-            labels,
-            &self.cfg,
-            self.epoch,
-        );
-        st.silent_samples = silent_samples(&self.exec.network, &out.spikes);
-        timings.backward = t1.elapsed();
-        timings.optimiser = self.optimiser_step(backend, &mut st, g, lr, bi)?;
-        Ok((st, timings))
+        self.train_batch_host(backend, &crate::comm::Single, spikes, labels, bi, host)
     }
 
     /// Adam on the batch's gradients `g` (the weight regulariser's loss added to `st`), the
@@ -598,10 +570,26 @@ impl Trainer {
         bi: usize,
         host: std::time::Duration,
     ) -> Result<(BatchStats, StepTimings)> {
-        use std::time::Instant;
         if comm.size() == 1 {
             return self.train_batch(backend, spikes, labels, bi, host);
         }
+        self.train_batch_host(backend, comm, spikes, labels, bi, host)
+    }
+
+    /// One optimiser step with the backward pass and step on the host, by the processes of
+    /// `comm` together ([`Trainer::train_batch_in`]; one process: [`Trainer::train_batch`] on
+    /// a backend that trains on the host). `spikes`: the whole batch's, or only this
+    /// process's shard ([`Trainer::batch_shard`]).
+    fn train_batch_host<B: Backend + ?Sized>(
+        &mut self,
+        backend: &B,
+        comm: &dyn crate::comm::Communicator,
+        spikes: SpikeTrains,
+        labels: &[u8],
+        bi: usize,
+        host: std::time::Duration,
+    ) -> Result<(BatchStats, StepTimings)> {
+        use std::time::Instant;
         let lr = self.cfg.lr * self.cfg.lr_decay.powi(self.epoch as i32);
         let noise = self.noise_seed(bi);
         let mut timings = StepTimings {
@@ -609,13 +597,13 @@ impl Trainer {
             ..Default::default()
         };
         let b = labels.len();
-        let ranges = backward::rank_chunks(b.div_ceil(backward::GRAD_CHUNK), comm.size());
-        let mine = ranges[comm.rank()].clone();
         let Range { start: s0, end: s1 } = Self::batch_shard(b, comm);
-        let spikes = if spikes.samples() == b {
-            spikes.slice(s0..s1)
-        } else if spikes.samples() == s1 - s0 {
+        // The shard starts on a chunk and ends on one or at the batch's end.
+        let mine = s0.div_ceil(backward::GRAD_CHUNK)..s1.div_ceil(backward::GRAD_CHUNK);
+        let spikes = if spikes.samples() == s1 - s0 {
             spikes
+        } else if spikes.samples() == b {
+            spikes.slice(s0..s1)
         } else {
             return Err(Error::input(
                 "spikes",
@@ -653,15 +641,20 @@ impl Trainer {
             timings.backward = t1.elapsed();
             part = Some((st, acc));
         }
-        timings.exchanged_bytes = part.as_ref().map_or(0, |(st, acc)| {
-            (4 * acc.iter().map(Vec::len).sum::<usize>() + 8 * st.to_wire().len()) as u64
-        });
+        if comm.size() > 1 {
+            timings.exchanged_bytes = part.as_ref().map_or(0, |(st, acc)| {
+                (4 * acc.iter().map(Vec::len).sum::<usize>() + 8 * st.to_wire().len()) as u64
+            });
+        }
         let t2 = Instant::now();
-        let (st, acc) = backward::combine_ranks(comm, &self.topo, part);
-        timings.exchange = t2.elapsed();
-        let g = backward::to_weight_layout(&self.exec.network, &self.topo, acc);
+        let (mut st, acc) = backward::combine_ranks(comm, &self.topo, part);
+        if comm.size() > 1 {
+            timings.exchange = t2.elapsed();
+        }
         timings.host += t2.elapsed();
-        let mut st = st;
+        let t3 = Instant::now();
+        let g = backward::to_weight_layout(&self.exec.network, &self.topo, acc);
+        timings.backward += t3.elapsed();
         timings.optimiser = self.optimiser_step(backend, &mut st, g, lr, bi)?;
         Ok((st, timings))
     }
