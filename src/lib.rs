@@ -77,8 +77,8 @@ pub mod gpu {
 
 pub use analog::{AnalogConfig, Chip, Mode};
 pub use backend::{
-    open_backend, open_backend_in, Backend, CpuBackend, DeviceChoice, GpuBackend, GpuContext, Job,
-    MembraneDest, Membranes, PartitionOutput, PhaseTimings, Resident, RunOptions,
+    gpu_backend_in, open_backend, open_backend_in, Backend, CpuBackend, DeviceChoice, GpuBackend,
+    GpuContext, Job, MembraneDest, Membranes, PartitionOutput, PhaseTimings, Resident, RunOptions,
 };
 pub use compile::{
     precision_warnings, Cadc, ChannelBlock, CompileContext, PartitionProgram, Synapse, WeightMap,

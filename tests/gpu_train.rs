@@ -131,6 +131,24 @@ fn cpu_gradients(t: &Trainer, spikes: &SpikeTrains, labels: &[u8]) -> Vec<Vec<f3
     neuropart::gradients(&t.exec.network, &t.topo, &out, labels, &t.cfg, 0).1
 }
 
+/// Every projection of `got` within 1e-5 of the largest gradient of `want` (which must have
+/// one); `what` names the case in the message.
+fn assert_gradients_close(got: &[Vec<f32>], want: &[Vec<f32>], what: &str) {
+    for (q, (g, w)) in got.iter().zip(want).enumerate() {
+        let scale = w.iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert!(scale > 0.0, "projection {q}: no gradient at all");
+        let worst = g
+            .iter()
+            .zip(w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 1e-5 * scale,
+            "projection {q} ({what}): largest difference {worst:e}, largest gradient {scale:e}"
+        );
+    }
+}
+
 fn assert_gradients_agree(two_hidden: bool, mode: Mode, max_chunk: usize) {
     assert_gradients_agree_in(two_hidden, mode, max_chunk, neuropart::Update::InputFirst);
 }
@@ -154,20 +172,11 @@ fn assert_gradients_agree_in(
         .device_gradients(&gpu)
         .unwrap()
         .expect("trained on the device");
-    for (q, (g, w)) in got.iter().zip(&want).enumerate() {
-        let scale = w.iter().fold(0f32, |m, x| m.max(x.abs()));
-        assert!(scale > 0.0, "projection {q}: no gradient at all");
-        let worst = g
-            .iter()
-            .zip(w)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(
-            worst <= 1e-5 * scale,
-            "projection {q} ({mode:?}, two hidden: {two_hidden}, chunks of {max_chunk}): \
-             largest difference {worst:e}, largest gradient {scale:e}"
-        );
-    }
+    assert_gradients_close(
+        &got,
+        &want,
+        &format!("{mode:?}, two hidden: {two_hidden}, chunks of {max_chunk}"),
+    );
 }
 
 #[test]
@@ -329,19 +338,7 @@ fn gradients_equal_the_cpus_for_convolutions() {
         .device_gradients(&gpu)
         .unwrap()
         .expect("trained on the device");
-    for (q, (g, w)) in got.iter().zip(&want).enumerate() {
-        let scale = w.iter().fold(0f32, |m, x| m.max(x.abs()));
-        assert!(scale > 0.0, "projection {q}: no gradient at all");
-        let worst = g
-            .iter()
-            .zip(w)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(
-            worst <= 1e-5 * scale,
-            "projection {q}: largest difference {worst:e}, largest gradient {scale:e}"
-        );
-    }
+    assert_gradients_close(&got, &want, "convolutional network");
     // The step (shared kernel weights, by-target bounds) gives the CPU's weights.
     t.sync(&gpu).unwrap();
     let (a, b) = (weights(&on_cpu), weights(&t));

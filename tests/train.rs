@@ -51,6 +51,30 @@ fn small_net(seed: u64, hidden: Option<usize>) -> NetworkBuilder {
     small_net_with(seed, hidden, Update::InputFirst)
 }
 
+/// A trainer of `small_net(seed, Some(hidden))` on an emulated chip, batches of `batch`,
+/// learning rate 0.01.
+fn emulated_trainer(sub: &Substrate, seed: u64, hidden: usize, batch: usize) -> Trainer {
+    let net = small_net(seed, Some(hidden)).build(sub).unwrap();
+    let exec = Executor::emulated(
+        net,
+        sub,
+        1,
+        &PartitionOptions::default(),
+        AnalogConfig::default(),
+        Mode::Emulated,
+    )
+    .unwrap();
+    Trainer::new(
+        exec,
+        TrainConfig {
+            batch,
+            lr: 0.01,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
 /// `small_net` with every population in update order `update`.
 fn small_net_with(seed: u64, hidden: Option<usize>, update: Update) -> NetworkBuilder {
     let params = NeuronParams {
@@ -164,27 +188,7 @@ fn training_reduces_the_loss_and_beats_chance_deterministically() {
     let sub = Substrate::bss2();
     let data = synthetic(600, 1);
     let test = synthetic(200, 2);
-    let make = || {
-        let net = small_net(7, Some(40)).build(&sub).unwrap();
-        let exec = Executor::emulated(
-            net,
-            &sub,
-            1,
-            &PartitionOptions::default(),
-            AnalogConfig::default(),
-            Mode::Emulated,
-        )
-        .unwrap();
-        Trainer::new(
-            exec,
-            TrainConfig {
-                batch: 50,
-                lr: 0.01,
-                ..Default::default()
-            },
-        )
-        .unwrap()
-    };
+    let make = || emulated_trainer(&sub, 7, 40, 50);
     let mut a = make();
     let before = a.evaluate(&CpuBackend, &test, 100).unwrap();
     let e1 = a.train_epoch(&CpuBackend, &data, |_, _, _| {}).unwrap();
@@ -445,27 +449,7 @@ fn chip_sweeps_draw_each_chip_independently_and_repeat() {
 fn data_parallel_training_equals_one_process_bit_for_bit() {
     let sub = Substrate::bss2();
     let data = synthetic(230, 3);
-    let make = || {
-        let net = small_net(13, Some(24)).build(&sub).unwrap();
-        let exec = Executor::emulated(
-            net,
-            &sub,
-            1,
-            &PartitionOptions::default(),
-            AnalogConfig::default(),
-            Mode::Emulated,
-        )
-        .unwrap();
-        Trainer::new(
-            exec,
-            TrainConfig {
-                batch: 70,
-                lr: 0.01,
-                ..Default::default()
-            },
-        )
-        .unwrap()
-    };
+    let make = || emulated_trainer(&sub, 13, 24, 70);
     let mut one = make();
     let st1 = one.train_epoch(&CpuBackend, &data, |_, _, _| {}).unwrap();
     let w1: Vec<Vec<f32>> = one

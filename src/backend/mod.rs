@@ -363,6 +363,16 @@ pub fn open_backend(choice: DeviceChoice) -> Result<Box<dyn Backend>> {
     open_backend_in(choice, &crate::comm::Single)
 }
 
+/// The GPU of this process of `comm`: with several processes the one of its index on its
+/// machine ([`GpuBackend::for_process`]), alone the adapter [`GpuBackend::new`] picks.
+pub fn gpu_backend_in(comm: &dyn crate::comm::Communicator) -> Result<GpuBackend> {
+    if comm.size() > 1 {
+        GpuBackend::for_process(comm.local_rank())
+    } else {
+        GpuBackend::new()
+    }
+}
+
 /// [`open_backend`] for one of the processes of `comm`: on a GPU, each process takes the GPU
 /// of its index on its machine (`WGPU_ADAPTER_NAME` still wins); each process says which
 /// device it uses.
@@ -370,13 +380,7 @@ pub fn open_backend_in(
     choice: DeviceChoice,
     comm: &dyn crate::comm::Communicator,
 ) -> Result<Box<dyn Backend>> {
-    let gpu = || {
-        if comm.size() > 1 {
-            GpuBackend::for_process(comm.local_rank())
-        } else {
-            GpuBackend::new()
-        }
-    };
+    let gpu = || gpu_backend_in(comm);
     let who = if comm.size() > 1 {
         format!("process {}: ", comm.rank())
     } else {

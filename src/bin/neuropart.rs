@@ -5,8 +5,8 @@ use clap::{Parser, Subcommand};
 use neuropart::comm::Communicator;
 use neuropart::prelude::*;
 use neuropart::{
-    open_backend_in, AnalogConfig, Checkpoint, Dataset, DeviceChoice, GpuBackend, PlanReport,
-    Setup, SpikeFile, TrainConfig, Trainer,
+    open_backend_in, AnalogConfig, Checkpoint, Dataset, DeviceChoice, PlanReport, Setup, SpikeFile,
+    TrainConfig, Trainer,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -80,6 +80,19 @@ impl Target {
     fn options(&self) -> PartitionOptions {
         PartitionOptions {
             merge_layers: self.merge_layers,
+        }
+    }
+
+    /// How to partition and emulate on `sub` (these chips and options, the default analog
+    /// effects): `steps` steps, `mode`.
+    fn setup(&self, sub: Substrate, steps: u32, mode: Mode) -> Setup {
+        Setup {
+            substrate: sub,
+            steps,
+            mode,
+            analog: AnalogConfig::default(),
+            chips: self.chips,
+            partition: self.options(),
         }
     }
 }
@@ -277,11 +290,7 @@ fn bench_backends(
         return Ok(vec![open_backend_in(d, comm)?]);
     }
     let mut v: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend)];
-    let gpu = if comm.size() > 1 {
-        GpuBackend::for_process(comm.local_rank())
-    } else {
-        GpuBackend::new()
-    };
+    let gpu = neuropart::gpu_backend_in(comm);
     let opened = comm.all_gather_bytes(&[u8::from(gpu.is_ok())]);
     let without = opened.iter().filter(|b| b[0] == 0).count();
     match gpu {
@@ -420,14 +429,7 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
         } => {
             let sub = target.substrate()?;
             let (net, _) = load_network(&target.network, &sub, None, checkpoint.as_deref())?;
-            let exec = Executor::emulated(
-                net,
-                &sub,
-                target.chips,
-                &target.options(),
-                AnalogConfig::default(),
-                mode,
-            )?;
+            let exec = target.setup(sub, net.steps, mode).executor(net)?;
             warn(&exec.warnings);
             let file = SpikeFile::load(&input)?;
             let inputs = exec.inputs_from_file(&file, &input)?;
@@ -473,14 +475,7 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
             let (net, _) = load_network(&target.network, &sub, data.steps, None)?;
             let (train, test) = neuropart::comm::first_then_rest(comm, || data.load())?;
             let backend = open_backend(data.device)?;
-            let setup = Setup {
-                steps: net.steps,
-                substrate: sub,
-                mode: data.mode,
-                analog: AnalogConfig::default(),
-                chips: target.chips,
-                partition: target.options(),
-            };
+            let setup = target.setup(sub, net.steps, data.mode);
             let t = neuropart::experiment::train_and_report(
                 net, &setup, &*backend, cfg, &train, &test, &out, resume, comm,
             )?;
@@ -521,15 +516,8 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
             }
             let (_, test) = neuropart::comm::first_then_rest(comm, || data.load())?;
             let backend = open_backend(data.device)?;
+            let setup = target.setup(sub, net.steps, data.mode);
             if let Some(k) = chip_instances {
-                let setup = neuropart::Setup {
-                    substrate: sub.clone(),
-                    steps: net.steps,
-                    mode: data.mode,
-                    analog: AnalogConfig::default(),
-                    chips: target.chips,
-                    partition: target.options(),
-                };
                 let mine = neuropart::comm::shard(k, comm.size(), comm.rank()).len();
                 let bar = if lead {
                     indicatif::ProgressBar::new(mine as u64)
@@ -582,14 +570,7 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
                 eprintln!("per-chip results in {}", out.join("chips.csv").display());
                 return Ok(());
             }
-            let exec = Executor::emulated(
-                net,
-                &sub,
-                target.chips,
-                &target.options(),
-                AnalogConfig::default(),
-                data.mode,
-            )?;
+            let exec = setup.executor(net)?;
             warn(&exec.warnings);
             let t = Trainer::new(exec, ck.config.clone())?;
             let st = t.evaluate_in(&*backend, comm, &test, 500)?;
