@@ -144,6 +144,19 @@ pub struct Chip {
     gain: Vec<f32>,
 }
 
+impl AnalogConfig {
+    /// The configuration of chip `k` of a multi-chip system: chip 0 is this one, every other
+    /// chip has its own variation, from a seed derived from the chip seed and `k`.
+    pub fn for_system_chip(&self, k: usize) -> AnalogConfig {
+        let mut c = self.clone();
+        if k > 0 {
+            c.chip_seed =
+                crate::rng::Rng::derive(self.chip_seed, 0x5157_0000 + k as u64).next_u64();
+        }
+        c
+    }
+}
+
 impl Chip {
     /// Draw the deviations of every circuit of `substrate` from `config.chip_seed`.
     pub fn draw(substrate: &Substrate, config: &AnalogConfig) -> Result<Self> {

@@ -387,9 +387,19 @@ impl PartitionProgram {
             }
         };
         let nsrc = nch + neurons.len();
+        // A spike from outside the partition arrives when its run's schedule delivers it:
+        // replayed from the host at its step, or over a system's links a window later. The
+        // extra step of a recurrent loop inside one chip (see `Network::effective_delays`)
+        // does not apply to it; outside a system no external source is recurrent, so this is
+        // the effective delay there.
         let keyed: Vec<(usize, Synapse, WeightRef)> = raw
             .into_iter()
-            .map(|(p, n, syn, r)| (source_index(p, n), syn, r))
+            .map(|(p, n, mut syn, r)| {
+                if !is_local(p, n) {
+                    syn.delay = network.projections[r.projection as usize].delay;
+                }
+                (source_index(p, n), syn, r)
+            })
             .collect();
         let mut offsets = vec![0u32; nsrc + 1];
         for (k, _, _) in &keyed {

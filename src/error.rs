@@ -82,7 +82,8 @@ pub enum Error {
     /// A recurrent subnetwork (strongly connected component) does not fit on one substrate.
     #[error(
         "recurrent subnetwork [{populations}] needs {needed} neuron circuits in one partition, \
-         but the substrate has {available} (short by {}); every recurrent loop must run on one substrate",
+         but the substrate has {available} (short by {}); every recurrent loop must run on one substrate \
+         (a [system] section in the substrate file lets it span the chips of a multi-chip system)",
         needed - available
     )]
     RecurrentTooLarge {
@@ -92,6 +93,23 @@ pub enum Error {
         needed: usize,
         /// Circuits available.
         available: usize,
+    },
+    /// A recurrent subnetwork does not fit the chips of the whole system.
+    #[error(
+        "recurrent subnetwork [{populations}] needs {needed} neuron circuits, but the system's \
+         {chips} chips x {per_chip} circuits hold {} (short by {}); a recurrent loop may span the \
+         chips of one system run, never two: give the system more chips",
+        chips * per_chip, needed.saturating_sub(chips * per_chip)
+    )]
+    RecurrentTooLargeForSystem {
+        /// Names of the populations in the component.
+        populations: String,
+        /// Circuits needed.
+        needed: usize,
+        /// Chips of the system.
+        chips: usize,
+        /// Circuits per chip.
+        per_chip: usize,
     },
     /// A partition needs more distinct input channels than one run may read.
     #[error(

@@ -6,7 +6,7 @@
 
 use crate::analog::{compile_emulated, AnalogConfig, Chip, Mode as AnalogMode};
 use crate::backend::{
-    Backend, Job, MembraneDest, Membranes, PartitionOutput, Resident, RunOptions,
+    Backend, Exchange, Job, MembraneDest, Membranes, PartitionOutput, Resident, RunOptions,
 };
 use crate::compile::{
     precision_warnings, update_weights, CompileContext, PartitionProgram, WeightMap, WeightStage,
@@ -61,6 +61,8 @@ pub struct ExecutionStats {
     pub per_partition: Vec<Duration>,
     /// Rounds run.
     pub rounds: usize,
+    /// Traffic on the links of a system (runs whose chips exchanged spikes), if any.
+    pub links: Option<crate::system::LinkStats>,
 }
 
 /// Result of running a network on a batch.
@@ -131,6 +133,9 @@ pub struct Emulation {
     pub mode: AnalogMode,
     /// The emulated chip (every sequential partition reuses its circuits).
     pub chip: Chip,
+    /// On a multi-chip system, every chip of it, each with its own variation (`chips[0]` is
+    /// `chip`; chip k > 0 drawn from a seed derived from the chip seed and k).
+    pub chips: Vec<Chip>,
     /// Per partition: emulated.
     pub emulated: Vec<bool>,
 }
@@ -157,6 +162,9 @@ pub struct Executor {
     pub emulation: Option<Emulation>,
     /// What compiling found worth saying (weights that lost all precision).
     pub warnings: Vec<String>,
+    /// Per round of the schedule: the live exchange between its chips, if they exchange
+    /// spikes (a system run with links in use).
+    exchanges: Vec<Option<Exchange>>,
     /// Bumped whenever the programs change; residents older than this are updated in place.
     generation: u64,
     residents: Mutex<Option<Residents>>,
@@ -182,6 +190,7 @@ impl Clone for Executor {
             programs: self.programs.clone(),
             emulation: self.emulation.clone(),
             warnings: self.warnings.clone(),
+            exchanges: self.exchanges.clone(),
             generation: self.generation,
             residents: Mutex::new(None),
         }
@@ -205,6 +214,7 @@ impl Executor {
             programs: Vec::new(),
             emulation: None,
             warnings: Vec::new(),
+            exchanges: Vec::new(),
             generation: 0,
             residents: Mutex::new(None),
         };
@@ -224,8 +234,12 @@ impl Executor {
     ) -> Result<Self> {
         config.validate()?;
         let mut e = Self::new(network, substrate, chips, opts)?;
+        let chips = (0..substrate.system_chips())
+            .map(|k| Chip::draw(substrate, &config.for_system_chip(k)))
+            .collect::<Result<Vec<_>>>()?;
         e.emulation = Some(Emulation {
-            chip: Chip::draw(substrate, &config)?,
+            chip: chips[0].clone(),
+            chips,
             emulated: mode.per_partition(&e.network, &e.plan)?,
             config,
             mode,
@@ -234,9 +248,40 @@ impl Executor {
         Ok(e)
     }
 
-    /// Run up to `chips` partitions of a wave at the same time from now on.
+    /// Run up to `chips` partitions of a wave at the same time from now on (a plan on a
+    /// system keeps its system runs).
     pub fn set_chips(&mut self, chips: usize) {
         self.schedule = Schedule::new(&self.plan, chips);
+        self.exchanges = self.build_exchanges();
+    }
+
+    /// The live exchange of every round whose partitions read each other over links.
+    fn build_exchanges(&self) -> Vec<Option<Exchange>> {
+        let Some(system) = &self.plan.substrate.system else {
+            return vec![None; self.schedule.rounds.len()];
+        };
+        self.schedule
+            .rounds
+            .iter()
+            .map(|round| {
+                let linked = round.iter().any(|&p| {
+                    self.plan.partitions[p]
+                        .sources
+                        .iter()
+                        .any(|s| matches!(s.origin, crate::partition::Origin::Link(_)))
+                });
+                linked.then(|| {
+                    let progs: Vec<&PartitionProgram> =
+                        round.iter().map(|&p| &self.programs[p]).collect();
+                    Exchange::new(&progs, system, self.plan.substrate.dt_us)
+                })
+            })
+            .collect()
+    }
+
+    /// The exchange of each round (`None`: its partitions run on their own).
+    pub fn exchanges(&self) -> &[Option<Exchange>] {
+        &self.exchanges
     }
 
     /// How each population's weights reach the substrate.
@@ -278,13 +323,15 @@ impl Executor {
             .par_iter()
             .map(|p| match &self.emulation {
                 Some(em) if em.emulated[p.id] => {
-                    compile_emulated(net, plan, p.id, &em.config, &em.chip, &ctx)
+                    let chip = em.chips.get(p.chip.unwrap_or(0)).unwrap_or(&em.chip);
+                    compile_emulated(net, plan, p.id, &em.config, chip, &ctx)
                 }
                 _ => PartitionProgram::compile_with(net, plan, p, &ctx),
             })
             .collect::<Result<_>>()?;
         self.generation += 1;
         *self.residents.get_mut().expect("not poisoned") = None;
+        self.exchanges = self.build_exchanges();
         Ok(())
     }
 
@@ -554,7 +601,7 @@ impl Executor {
             noise_seed,
             sample_base,
         };
-        for round in &self.schedule.rounds {
+        for (ri, round) in self.schedule.rounds.iter().enumerate() {
             let t0 = Instant::now();
             for &pid in round {
                 for b in &self.programs[pid].sources {
@@ -616,7 +663,17 @@ impl Executor {
                 });
             }
             let t1 = Instant::now();
-            let outs = backend.run_round(&store, &mut jobs, &opts)?;
+            let outs = match self.exchanges.get(ri).and_then(Option::as_ref) {
+                Some(ex) => {
+                    let (outs, links) = backend.run_system(&store, &mut jobs, ex, &opts)?;
+                    stats
+                        .links
+                        .get_or_insert_with(crate::system::LinkStats::default)
+                        .add(&links);
+                    outs
+                }
+                None => backend.run_round(&store, &mut jobs, &opts)?,
+            };
             drop(jobs);
             let t2 = Instant::now();
             for (&pid, (out, &kind)) in round.iter().zip(outs.into_iter().zip(&kinds)) {

@@ -124,7 +124,7 @@ pub fn train_and_report(
                 comm.size(),
                 trainer.cfg.batch
             );
-            if backend.device_training().is_some() {
+            if trainer.device_training(backend).is_some() {
                 eprintln!(
                     "across processes the forward pass runs on each process's GPU, the backward \
                      pass and the step on the host (the weights are those of one process on the \

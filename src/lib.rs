@@ -57,6 +57,7 @@ mod memory;
 mod network;
 mod neuron;
 mod partition;
+mod placement;
 pub mod plot;
 mod pool;
 mod report;
@@ -65,6 +66,7 @@ mod schedule;
 mod simd;
 mod spikes;
 mod substrate;
+mod system;
 mod train;
 
 /// The GPU backend's pieces: its context, shaders and the layouts they share with the host.
@@ -95,13 +97,15 @@ pub use network::{
 };
 pub use neuron::{lif_step, Integration, LifState, NeuronCoeffs, NeuronParams, Update};
 pub use partition::{
-    split_range, NeuronRange, Origin, Partition, PartitionOptions, PlacedRange, Plan, Source,
+    split_range, NeuronRange, Origin, Partition, PartitionOptions, PlacedRange, Placement, Plan,
+    Source, SystemPlan,
 };
-pub use report::PlanReport;
+pub use report::{LinkReport, PlanReport, SystemReport};
 pub use rng::Rng;
 pub use schedule::{CostReport, Schedule};
 pub use spikes::{SpikeEvent, SpikeFile, SpikeStore, SpikeTrains};
 pub use substrate::Substrate;
+pub use system::{DropReason, LinkStats, LinkTopology, Links, Overflow, Router, System};
 pub use train::{
     gradients, silence_warnings, Adam, BatchStats, Checkpoint, EpochRecord, StepTimings, Topology,
     TrainConfig, Trainer,

@@ -174,7 +174,7 @@ pub const MAX_POPULATION: usize = 1 << 31;
 /// Largest number of steps a run may have (32-bit spike steps).
 pub const MAX_STEPS: u32 = 1 << 30;
 
-fn projection_name(pr: &Projection) -> String {
+pub(crate) fn projection_name(pr: &Projection) -> String {
     if pr.name.is_empty() {
         format!("{}->{}", pr.source, pr.target)
     } else {

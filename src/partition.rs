@@ -53,6 +53,8 @@ pub enum Origin {
     Host,
     /// Recorded from another partition and replayed.
     Partition(usize),
+    /// Sent live over the system's links by another partition of the same system run.
+    Link(usize),
 }
 
 /// Spikes one partition reads from outside itself.
@@ -83,6 +85,12 @@ pub struct Partition {
     pub sources: Vec<Source>,
     /// Synapses onto this partition's neurons.
     pub synapse_count: usize,
+    /// The chip of its system run it lies on (with a `[system]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chip: Option<usize>,
+    /// The system run it belongs to (with a `[system]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_run: Option<usize>,
 }
 
 impl Partition {
@@ -96,14 +104,15 @@ impl Partition {
         self.sources.iter().map(|s| s.channels).sum()
     }
 
-    /// Partitions this one reads spikes from.
+    /// Partitions this one reads replayed spikes from (not those of its own system run, whose
+    /// spikes arrive over links while both run).
     pub fn dependencies(&self) -> Vec<usize> {
         let mut d: Vec<usize> = self
             .sources
             .iter()
             .filter_map(|s| match s.origin {
                 Origin::Partition(p) => Some(p),
-                Origin::Host => None,
+                Origin::Host | Origin::Link(_) => None,
             })
             .collect();
         d.sort_unstable();
@@ -138,12 +147,49 @@ impl Partition {
     }
 }
 
+/// How feed-forward partitions are placed on the chips of a system.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// Concurrent when the whole network fits one system run, else sequential.
+    #[default]
+    Auto,
+    /// As many partitions as the system has chips per system run, in dependency order;
+    /// partitions of one run that depend on each other exchange spikes over the links while
+    /// they run.
+    Concurrent,
+    /// Only independent partitions share a system run (a wave split by the chips); every
+    /// dependency between feed-forward partitions goes through the host. A recurrent
+    /// subnetwork larger than a chip still spans chips of one run.
+    Sequential,
+}
+
 /// Choices the partitioner may make.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PartitionOptions {
     /// Put consecutive layers that each fit one substrate into one run ("may share one run").
     /// Off by default, as in the paper's figures.
     pub merge_layers: bool,
+    /// How partitions are placed on a system's chips (no effect without a `[system]`).
+    pub placement: Placement,
+}
+
+/// A plan's placement on a multi-chip system.
+#[derive(Clone, Debug, Serialize)]
+pub struct SystemPlan {
+    /// The placement used (never `auto`).
+    pub placement: Placement,
+    /// Per system run: its partitions, the k-th on chip k.
+    pub runs: Vec<Vec<usize>>,
+    /// The window of the lock-step execution: the delivery delay in steps.
+    pub delay_steps: u32,
+    /// Synapses whose source neuron lies on another chip of the same system run.
+    pub cross_chip_synapses: usize,
+    /// Per link: source neurons whose spikes cross it (each crossing is one event per spike),
+    /// summed over the system runs.
+    pub link_channels: Vec<u64>,
+    /// Per projection: its synapses whose source lies on another chip of the same run.
+    pub cross_per_projection: Vec<usize>,
 }
 
 /// The result of partitioning: partitions in a topological order, and the substrate they fit.
@@ -151,14 +197,19 @@ pub struct PartitionOptions {
 pub struct Plan {
     /// The substrate every partition fits.
     pub substrate: Substrate,
-    /// The partitions; ids increase along dependencies.
+    /// The partitions; ids increase along dependencies (between system runs).
     pub partitions: Vec<Partition>,
+    /// The placement on the substrate's system, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system: Option<SystemPlan>,
 }
 
 struct Unit {
     ranges: Vec<NeuronRange>,
     circuits: usize,
     whole: bool,
+    /// The recurrent subnetwork spanning chips it is a piece of.
+    spans: Option<usize>,
 }
 
 impl Plan {
@@ -219,11 +270,36 @@ impl Plan {
                         .iter()
                         .map(|&p| network.populations[p].name.as_str())
                         .collect();
-                    return Err(Error::RecurrentTooLarge {
-                        populations: names.join(", "),
-                        needed: need,
-                        available: total,
-                    });
+                    let Some(system) = &substrate.system else {
+                        return Err(Error::RecurrentTooLarge {
+                            populations: names.join(", "),
+                            needed: need,
+                            available: total,
+                        });
+                    };
+                    let sizes: Vec<(PopulationId, usize, usize)> = comp
+                        .iter()
+                        .map(|&p| (p, network.populations[p].size, circuits[p]))
+                        .collect();
+                    let pieces = split_component(&sizes, total, system.chips).ok_or_else(|| {
+                        Error::RecurrentTooLargeForSystem {
+                            populations: names.join(", "),
+                            needed: need,
+                            chips: system.chips,
+                            per_chip: total,
+                        }
+                    })?;
+                    let group = units.len();
+                    for ranges in pieces {
+                        let circuits = ranges.iter().map(|r| r.size * circuits[r.population]).sum();
+                        units.push(Unit {
+                            ranges,
+                            circuits,
+                            whole: false,
+                            spans: Some(group),
+                        });
+                    }
+                    continue;
                 }
                 units.push(Unit {
                     ranges: comp
@@ -236,6 +312,7 @@ impl Plan {
                         .collect(),
                     circuits: need,
                     whole: true,
+                    spans: None,
                 });
                 continue;
             }
@@ -281,11 +358,13 @@ impl Plan {
                     }],
                     circuits: len * circuits[p],
                     whole: pieces == 1,
+                    spans: None,
                 });
             }
         }
         // Group units into partitions.
         let mut groups: Vec<(Vec<NeuronRange>, usize, bool)> = Vec::new();
+        let mut spans: Vec<Option<usize>> = Vec::new();
         for u in units {
             if let Some(last) = groups.last_mut() {
                 if opts.merge_layers && u.whole && last.2 && last.1 + u.circuits <= total {
@@ -295,6 +374,7 @@ impl Plan {
                 }
             }
             groups.push((u.ranges, u.circuits, u.whole));
+            spans.push(u.spans);
         }
         let mut owner: Vec<Vec<(Range<usize>, usize)>> = vec![Vec::new(); npop];
         for (id, g) in groups.iter().enumerate() {
@@ -388,13 +468,107 @@ impl Plan {
                 spanning_circuits,
                 sources,
                 synapse_count,
+                chip: None,
+                system_run: None,
             });
         }
-        Ok(Plan {
+        let mut plan = Plan {
             substrate: substrate.clone(),
             partitions,
-        })
+            system: None,
+        };
+        if let Some(system) = &substrate.system {
+            plan.system = Some(crate::placement::place(
+                network,
+                &mut plan.partitions,
+                &spans,
+                system,
+                substrate.dt_us,
+                opts.placement,
+            )?);
+        }
+        Ok(plan)
     }
+}
+
+impl Plan {
+    /// Steps each projection's spikes spend on a system's links: the delivery delay where
+    /// every synapse of the projection crosses chips of one system run, 0 where none does. A
+    /// projection with both kinds has no single delay (training needs one): an error naming
+    /// it and the counts.
+    pub fn link_delays(&self, network: &Network) -> Result<Vec<u32>> {
+        let n = network.projections.len();
+        let Some(sp) = &self.system else {
+            return Ok(vec![0; n]);
+        };
+        (0..n)
+            .map(|p| {
+                let cross = sp.cross_per_projection.get(p).copied().unwrap_or(0);
+                if cross == 0 {
+                    return Ok(0);
+                }
+                let mut total = 0usize;
+                let size = network.populations[network.endpoints(p)?.1].size;
+                network.for_each_synapse_index(p, 0..size, |_, _, _| total += 1)?;
+                if cross == total {
+                    Ok(sp.delay_steps)
+                } else {
+                    Err(Error::network(
+                        format!(
+                            "projection '{}'",
+                            crate::network::projection_name(&network.projections[p])
+                        ),
+                        format!(
+                            "{cross} of its {total} synapses cross chips of one system run and \
+                             the rest do not, so its spikes arrive with two delays; training \
+                             needs one: use --placement sequential, or a system whose chips \
+                             hold the projection's target whole"
+                        ),
+                    ))
+                }
+            })
+            .collect()
+    }
+}
+
+/// Split a recurrent subnetwork (`(population, neurons, circuits per neuron)` in order) into
+/// contiguous ranges for the fewest chips of `per_chip` circuits, at most `chips`, each chip's
+/// share as even as whole neurons allow. `None` if it does not fit `chips` chips.
+fn split_component(
+    pops: &[(PopulationId, usize, usize)],
+    per_chip: usize,
+    chips: usize,
+) -> Option<Vec<Vec<NeuronRange>>> {
+    let need: usize = pops.iter().map(|&(_, n, c)| n * c).sum();
+    let widest = pops.iter().map(|&(_, _, c)| c).max().unwrap_or(1);
+    for k in need.div_ceil(per_chip).max(1)..=chips {
+        // Each chip is filled past cap − widest ≥ ⌈need/k⌉ − 1 circuits before the next one
+        // starts, so k chips hold the component unless the cap had to be cut to the chip.
+        let cap = (need.div_ceil(k) + widest - 1).min(per_chip);
+        let mut pieces: Vec<Vec<NeuronRange>> = vec![Vec::new()];
+        let mut used = 0;
+        for &(p, n, c) in pops {
+            let mut first = 0;
+            while first < n {
+                if used + c > cap {
+                    pieces.push(Vec::new());
+                    used = 0;
+                }
+                let fit = ((cap - used) / c).min(n - first);
+                pieces.last_mut().expect("one piece").push(NeuronRange {
+                    population: p,
+                    offset: first,
+                    size: fit,
+                });
+                used += fit * c;
+                first += fit;
+            }
+        }
+        if pieces.len() <= k {
+            return Some(pieces);
+        }
+    }
+    None
 }
 
 /// Split `n` items into `pieces` contiguous `(offset, size)` ranges whose sizes differ by at

@@ -52,6 +52,179 @@ pub struct PartitionReport {
     pub ranges: Vec<RangeReport>,
     /// Inputs.
     pub sources: Vec<SourceReport>,
+    /// The chip of its system run it lies on (with a system).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chip: Option<usize>,
+    /// Its system run (with a system).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_run: Option<usize>,
+}
+
+/// One link's expected traffic.
+#[derive(Clone, Debug, Serialize)]
+pub struct LinkReport {
+    /// Its name ("chip 3 -> hub").
+    pub link: String,
+    /// Source neurons whose spikes cross it (one event per spike of each).
+    pub channels: u64,
+}
+
+/// The placement on a multi-chip system.
+#[derive(Clone, Debug, Serialize)]
+pub struct SystemReport {
+    /// Chips of the system.
+    pub chips: usize,
+    /// Topology.
+    pub topology: crate::system::LinkTopology,
+    /// How feed-forward partitions were placed.
+    pub placement: crate::partition::Placement,
+    /// Per system run: the partitions, the k-th on chip k.
+    pub system_runs: Vec<Vec<usize>>,
+    /// Most chips one system run uses.
+    pub chips_used: usize,
+    /// Circuits used per chip, per system run.
+    pub circuits_per_chip: Vec<Vec<usize>>,
+    /// The delivery delay (the lock-step window) in steps.
+    pub delay_steps: u32,
+    /// Synapses whose source lies on another chip of the same run.
+    pub cross_chip_synapses: usize,
+    /// Expected traffic per link that carries any (busiest first).
+    pub links: Vec<LinkReport>,
+    /// Estimated hardware time per sample: system runs × (configure + T·dt + host round
+    /// trip), in µs.
+    pub hardware_us_per_sample: f64,
+    /// What the real system would object to.
+    pub warnings: Vec<String>,
+}
+
+impl SystemReport {
+    /// The report of `plan`'s placement (`None` without a system) for runs of `steps`.
+    pub fn new(plan: &Plan, steps: u32) -> Option<Self> {
+        let (sys, sp) = (plan.substrate.system.as_ref()?, plan.system.as_ref()?);
+        let links = sys.links();
+        let mut busy: Vec<LinkReport> = sp
+            .link_channels
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| c > 0)
+            .map(|(l, &c)| LinkReport {
+                link: links.names[l].clone(),
+                channels: c,
+            })
+            .collect();
+        busy.sort_by_key(|l| std::cmp::Reverse(l.channels));
+        let mut warnings = Vec::new();
+        let latency = links.longest_route() as f32 * sys.hop_latency_us;
+        let used_links = sp.link_channels.iter().any(|&c| c > 0);
+        if used_links && latency > sys.delivery_delay_us {
+            warnings.push(format!(
+                "the delivery delay ({} us) is shorter than the latency of the longest route                  ({} hops x {} us = {latency} us): a real system would drop those spikes as late",
+                sys.delivery_delay_us,
+                links.longest_route(),
+                sys.hop_latency_us
+            ));
+        }
+        let dt = plan.substrate.dt_us;
+        if (sys.delay_steps(dt) as f32 * dt - sys.delivery_delay_us).abs() > 1e-3 * dt {
+            warnings.push(format!(
+                "the delivery delay of {} us is emulated as {} steps of {dt} us",
+                sys.delivery_delay_us,
+                sys.delay_steps(dt)
+            ));
+        }
+        Some(SystemReport {
+            chips: sys.chips,
+            topology: sys.topology,
+            placement: sp.placement,
+            system_runs: sp.runs.clone(),
+            chips_used: sp.runs.iter().map(Vec::len).max().unwrap_or(0),
+            circuits_per_chip: sp
+                .runs
+                .iter()
+                .map(|r| {
+                    r.iter()
+                        .map(|&p| plan.partitions[p].circuits_used)
+                        .collect()
+                })
+                .collect(),
+            delay_steps: sp.delay_steps,
+            cross_chip_synapses: sp.cross_chip_synapses,
+            links: busy,
+            hardware_us_per_sample: sys.hardware_us(sp.runs.len(), steps, dt),
+            warnings,
+        })
+    }
+
+    /// Lines for a person.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "system: {} chips ({:?}), {:?} placement: {} system run{}, up to {} chips at the same \
+             time, delivery delay {} step{}",
+            self.chips,
+            self.topology,
+            self.placement,
+            self.system_runs.len(),
+            if self.system_runs.len() == 1 { "" } else { "s" },
+            self.chips_used,
+            self.delay_steps,
+            if self.delay_steps == 1 { "" } else { "s" },
+        );
+        for (r, (run, circ)) in self
+            .system_runs
+            .iter()
+            .zip(&self.circuits_per_chip)
+            .enumerate()
+        {
+            if r == 8 && self.system_runs.len() > 9 {
+                let _ = writeln!(s, "  ... {} more system runs", self.system_runs.len() - 8);
+                break;
+            }
+            let chips: Vec<String> = run
+                .iter()
+                .zip(circ)
+                .enumerate()
+                .map(|(c, (p, u))| format!("chip {c}: partition {p} ({u} circuits)"))
+                .collect();
+            let shown = if chips.len() > 6 {
+                format!(
+                    "{}, ... {}",
+                    chips[..5].join(", "),
+                    chips.last().expect("many")
+                )
+            } else {
+                chips.join(", ")
+            };
+            let _ = writeln!(s, "  system run {r}: {shown}");
+        }
+        let _ = writeln!(
+            s,
+            "  cross-chip synapses: {}; links carrying spikes: {}",
+            self.cross_chip_synapses,
+            self.links.len()
+        );
+        for l in self.links.iter().take(6) {
+            let _ = writeln!(
+                s,
+                "    {}: spikes of {} neurons (one event per spike)",
+                l.link, l.channels
+            );
+        }
+        if self.links.len() > 6 {
+            let _ = writeln!(s, "    ... {} more links", self.links.len() - 6);
+        }
+        let _ = writeln!(
+            s,
+            "  estimated hardware time: {:.1} us per sample (system runs x (configure + T x dt + \
+             host round trip))",
+            self.hardware_us_per_sample
+        );
+        for w in &self.warnings {
+            let _ = writeln!(s, "  warning: {w}");
+        }
+        s
+    }
 }
 
 /// The whole report.
@@ -67,6 +240,9 @@ pub struct PlanReport {
     pub partitions: Vec<PartitionReport>,
     /// The schedule (waves, rounds, cost).
     pub schedule: Schedule,
+    /// The placement on a multi-chip system, if the substrate has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system: Option<SystemReport>,
 }
 
 impl PlanReport {
@@ -107,11 +283,14 @@ impl PlanReport {
                         origin: match s.origin {
                             Origin::Host => "host".into(),
                             Origin::Partition(k) => format!("partition {k}"),
+                            Origin::Link(k) => format!("partition {k} over links"),
                         },
                         channels: s.channels,
                         span: s.span,
                     })
                     .collect(),
+                chip: p.chip,
+                system_run: p.system_run,
             })
             .collect();
         PlanReport {
@@ -120,6 +299,7 @@ impl PlanReport {
             chips,
             partitions,
             schedule: schedule.clone(),
+            system: SystemReport::new(plan, network.steps),
         }
     }
 
@@ -198,6 +378,9 @@ impl PlanReport {
             c.replayed_channels,
             c.host_input_channels
         );
+        if let Some(sys) = &self.system {
+            s += &sys.text();
+        }
         s
     }
 }

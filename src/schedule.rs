@@ -19,6 +19,8 @@ pub struct CostReport {
     pub replayed_channels: usize,
     /// Input channels fed from the host's encoded input.
     pub host_input_channels: usize,
+    /// Input channels fed live over a system's links by a partition of the same system run.
+    pub linked_channels: usize,
 }
 
 /// Partitions ordered into waves and rounds.
@@ -35,9 +37,14 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// Schedule `plan` for `chips` chips (at least 1).
+    /// Schedule `plan` for `chips` chips (at least 1). A plan placed on a system
+    /// ([`Plan::system`]) runs as its system runs, each one round on the system's chips;
+    /// `chips` is then ignored.
     pub fn new(plan: &Plan, chips: usize) -> Schedule {
-        let chips = chips.max(1);
+        let chips = match &plan.substrate.system {
+            Some(s) if plan.system.is_some() => s.chips,
+            _ => chips.max(1),
+        };
         let n = plan.partitions.len();
         let mut level = vec![0usize; n];
         // Partition ids are already topological, so one pass fixes every level.
@@ -52,17 +59,21 @@ impl Schedule {
         for (p, &l) in level.iter().enumerate() {
             waves[l].push(p);
         }
-        let rounds: Vec<Vec<usize>> = waves
-            .iter()
-            .flat_map(|w| w.chunks(chips).map(|c| c.to_vec()))
-            .collect();
+        let rounds: Vec<Vec<usize>> = match &plan.system {
+            Some(sp) => sp.runs.clone(),
+            None => waves
+                .iter()
+                .flat_map(|w| w.chunks(chips).map(|c| c.to_vec()))
+                .collect(),
+        };
         // Recorded once even if several partitions replay it: mark the spans actually read.
         let mut read: Vec<Vec<bool>> = Vec::new();
-        let (mut replayed, mut host) = (0, 0);
+        let (mut replayed, mut host, mut linked) = (0, 0, 0);
         for p in &plan.partitions {
             for s in &p.sources {
                 match s.origin {
                     Origin::Host => host += s.channels,
+                    Origin::Link(_) => linked += s.channels,
                     Origin::Partition(_) => {
                         replayed += s.channels;
                         if read.len() <= s.population {
@@ -84,6 +95,7 @@ impl Schedule {
             recorded_channels: recorded,
             replayed_channels: replayed,
             host_input_channels: host,
+            linked_channels: linked,
         };
         Schedule {
             chips,

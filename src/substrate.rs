@@ -7,6 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::network::Format;
+use crate::system::System;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -42,6 +43,10 @@ pub struct Substrate {
     /// time-to-first-spike input each channel carries at most one spike, so this bounds the
     /// input spikes of a run: a layer that needs more is run in several parts.
     pub input_channels_per_run: usize,
+    /// Several of these chips joined by links into a multi-chip system (the `[system]`
+    /// section); absent: one chip.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system: Option<System>,
 }
 
 impl Default for Substrate {
@@ -66,6 +71,7 @@ impl Substrate {
             readout_bits: 8,
             dt_us: 1.0,
             input_channels_per_run: 0,
+            system: None,
         }
     }
 
@@ -183,7 +189,16 @@ impl Substrate {
                 format!("{}; must lie in 1..=16", self.readout_bits),
             ));
         }
-        crate::error::check_range(&self.name, "dt_us", self.dt_us as f64, 1e-6, 1e6)
+        crate::error::check_range(&self.name, "dt_us", self.dt_us as f64, 1e-6, 1e6)?;
+        match &self.system {
+            Some(s) => s.validate(),
+            None => Ok(()),
+        }
+    }
+
+    /// Chips that run at the same time: the system's, or 1.
+    pub fn system_chips(&self) -> usize {
+        self.system.as_ref().map_or(1, |s| s.chips)
     }
 
     /// Parse a substrate from TOML (or JSON, see [`Format`]); fields left out keep their

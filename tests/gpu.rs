@@ -116,6 +116,7 @@ fn gpu_equals_cpu_on_random_partitioned_networks() {
             1,
             &PartitionOptions {
                 merge_layers: seed % 2 == 0,
+                ..Default::default()
             },
         )
         .unwrap();

@@ -175,7 +175,10 @@ fn whole_and_partitioned_runs_give_identical_spikes() {
     for seed in 0..12 {
         let net = random_network(seed, &tiny);
         let plan_tiny = Plan::new(&net, &tiny, &PartitionOptions::default()).unwrap();
-        let merged = PartitionOptions { merge_layers: true };
+        let merged = PartitionOptions {
+            merge_layers: true,
+            ..Default::default()
+        };
         let plan_big = Plan::new(&net, &big, &merged).unwrap();
         assert_eq!(
             plan_big.partitions.len(),
@@ -214,6 +217,7 @@ fn plan_invariants_hold_on_random_networks() {
                 &sub,
                 &PartitionOptions {
                     merge_layers: merge,
+                    ..Default::default()
                 },
             )
             .unwrap();

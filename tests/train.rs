@@ -122,7 +122,7 @@ fn check_fd(hidden: Option<usize>, q: usize, update: Update) {
     let sub = Substrate::bss2();
     let net = small_net_with(3, hidden, update).build(&sub).unwrap();
     let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
-    let topo = Topology::new(&exec.network, 1.0).unwrap();
+    let topo = Topology::new(&exec.network, 1.0, &[]).unwrap();
     let data = synthetic(12, 5);
     let idx: Vec<usize> = (0..12).collect();
     let input = neuropart::encode::images(&data, &idx, 20, None);
@@ -282,7 +282,7 @@ fn recurrent_networks_are_refused_for_training() {
         &sub,
     )
     .unwrap();
-    let e = Topology::new(&net, 1.0).unwrap_err().to_string();
+    let e = Topology::new(&net, 1.0, &[]).unwrap_err().to_string();
     assert!(e.contains("recurrent") && e.contains("exc"), "{e}");
 }
 
@@ -305,7 +305,7 @@ fn hidden_gradients_match_a_naive_dense_bptt() {
     let sub = Substrate::bss2();
     let net = small_net(11, Some(16)).build(&sub).unwrap();
     let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
-    let topo = Topology::new(&exec.network, 1.0).unwrap();
+    let topo = Topology::new(&exec.network, 1.0, &[]).unwrap();
     let data = synthetic(8, 4);
     let idx: Vec<usize> = (0..8).collect();
     let input = neuropart::encode::images(&data, &idx, 20, None);

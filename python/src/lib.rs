@@ -434,8 +434,15 @@ impl Network {
             return Err(PyValueError::new_err("chips must be at least 1"));
         }
         let sub = substrate_or_default(substrate);
-        let plan = neuropart::Plan::new(&self.inner, &sub, &PartitionOptions { merge_layers })
-            .map_err(to_py)?;
+        let plan = neuropart::Plan::new(
+            &self.inner,
+            &sub,
+            &PartitionOptions {
+                merge_layers,
+                ..Default::default()
+            },
+        )
+        .map_err(to_py)?;
         let schedule = Schedule::new(&plan, chips);
         let report = PlanReport::new(&self.inner, &plan, &schedule);
         Ok(Plan {

@@ -13,11 +13,14 @@
 //! IEEE operations in the same order as `lif_step` (Rust never fuses multiply and add), so every
 //! variant gives bit-identical results.
 
-use super::{check_sources, Backend, Job, Membranes, PartitionOutput, Resident, RunOptions};
+use super::{
+    check_sources, Backend, Exchange, Job, Membranes, PartitionOutput, Resident, RunOptions,
+};
 use crate::compile::{Cadc, ChannelBlock, PartitionProgram};
 use crate::error::Result;
 use crate::neuron::{lif_step, membrane_noise, noise_base, LifState, NeuronCoeffs};
 use crate::spikes::{SpikeEvent, SpikeStore, SpikeTrains};
+use crate::system::{LinkStats, Router};
 use rayon::prelude::*;
 
 /// Runs partitions on the host's cores.
@@ -43,6 +46,16 @@ impl Backend for CpuBackend {
     fn update(&self, resident: &mut Resident, program: &PartitionProgram) -> Result<()> {
         resident.get_mut::<CpuProgram>()?.update(program);
         Ok(())
+    }
+
+    fn run_system(
+        &self,
+        store: &SpikeStore,
+        jobs: &mut [Job<'_>],
+        exchange: &Exchange,
+        opts: &RunOptions,
+    ) -> Result<(Vec<PartitionOutput>, LinkStats)> {
+        self.run_system_resident(store, jobs, exchange, opts)
     }
 
     fn run_round(
@@ -174,6 +187,293 @@ impl Backend for CpuBackend {
     }
 }
 
+impl CpuBackend {
+    /// [`Backend::run_system`] with the prepared residents.
+    fn run_system_resident(
+        &self,
+        store: &SpikeStore,
+        jobs: &mut [Job<'_>],
+        exchange: &Exchange,
+        opts: &RunOptions,
+    ) -> Result<(Vec<PartitionOutput>, LinkStats)> {
+        let progs = jobs
+            .iter()
+            .map(|j| j.resident.get::<CpuProgram>())
+            .collect::<Result<Vec<_>>>()?;
+        run_system(store, jobs, &progs, exchange, opts)
+    }
+}
+
+/// The jobs of one system run on the host's cores: rayon over chunks of samples; within a
+/// sample every chip advances one window, then the spikes of that window are routed (in the
+/// order step, chip, neuron) and delivered a window later. Exact whatever the order of the
+/// chips inside a window, since nothing sent in a window arrives in it.
+pub(crate) fn run_system(
+    store: &SpikeStore,
+    jobs: &mut [Job<'_>],
+    progs: &[&CpuProgram],
+    exchange: &Exchange,
+    opts: &RunOptions,
+) -> Result<(Vec<PartitionOutput>, LinkStats)> {
+    let samples = store.samples();
+    let steps = opts.steps as usize;
+    let chips = jobs.len();
+    let window = exchange.window.max(1) as usize;
+    for job in jobs.iter_mut() {
+        if job.membranes == Membranes::Keep {
+            job.membranes = Membranes::Trace;
+        }
+    }
+    // Sources: from the store, or empty where every channel of the block is fed by links.
+    let empty: Vec<SpikeTrains> = jobs
+        .iter()
+        .flat_map(|j| j.program.sources.iter())
+        .map(|b| SpikeTrains::empty(samples, store_size(store, b.population), opts.steps))
+        .collect();
+    let mut empty_at = 0;
+    let mut sources: Vec<Vec<(&ChannelBlock, &SpikeTrains)>> = Vec::with_capacity(chips);
+    for (k, job) in jobs.iter().enumerate() {
+        let mut v = Vec::new();
+        for b in &job.program.sources {
+            let all_live = b
+                .lut
+                .iter()
+                .all(|&ch| ch == u32::MAX || exchange.live[k][ch as usize]);
+            let t = match store.get(b.population) {
+                Some(t) => t,
+                None if all_live => &empty[empty_at],
+                None => {
+                    check_sources(store, job.program)?;
+                    unreachable!("check_sources fails for a missing population")
+                }
+            };
+            empty_at += 1;
+            v.push((b, t));
+        }
+        sources.push(v);
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = samples.div_ceil(threads * 4).clamp(1, samples.max(1));
+    // Per job: its membrane rows, split by the chunks of samples.
+    let mut own: Vec<Option<Vec<f32>>> = jobs
+        .iter()
+        .map(|j| {
+            let per = rows_per_sample(j.membranes, steps) * j.program.neuron_count();
+            (j.dest.is_none() && per > 0).then(|| crate::pool::take_zeroed(samples * per))
+        })
+        .collect();
+    let membranes: Vec<Membranes> = jobs.iter().map(|j| j.membranes).collect();
+    let programs: Vec<&PartitionProgram> = jobs.iter().map(|j| j.program).collect();
+    let ranges: Vec<std::ops::Range<usize>> = (0..samples)
+        .step_by(chunk)
+        .map(|s0| s0..(s0 + chunk).min(samples))
+        .collect();
+    let mut items: Vec<(std::ops::Range<usize>, Vec<MemOut<'_>>)> =
+        ranges.iter().map(|r| (r.clone(), Vec::new())).collect();
+    for (job, buf) in jobs.iter_mut().zip(own.iter_mut()) {
+        let n = job.program.neuron_count();
+        let rows = rows_per_sample(job.membranes, steps);
+        let (mut rest, stride, offset): (&mut [f32], usize, usize) = match (&mut job.dest, buf) {
+            (Some(d), _) => (&mut *d.data, d.stride, d.offset),
+            (None, Some(b)) => (b.as_mut_slice(), n, 0),
+            (None, None) => (&mut [], n, 0),
+        };
+        for (range, outs) in items.iter_mut() {
+            let len = (range.len() * rows * stride).min(rest.len());
+            let (a, b) = std::mem::take(&mut rest).split_at_mut(len);
+            outs.push(MemOut {
+                data: a,
+                stride,
+                offset,
+            });
+            rest = b;
+        }
+    }
+    let nlinks = exchange.links.names.len();
+    type ItemOut = (Vec<Vec<u32>>, Vec<Vec<SpikeEvent>>, LinkStats);
+    let results: Vec<Result<ItemOut>> = items
+        .into_par_iter()
+        .map(|(range, mut outs)| {
+            let mut scratch: Vec<Scratch> = (0..chips).map(|_| Scratch::default()).collect();
+            let mut stats = LinkStats::new(nlinks, chips);
+            let mut router = Router::new(
+                &exchange.links,
+                exchange.link_cap,
+                exchange.buffer_cap,
+                exchange.overflow,
+            );
+            let mut counts: Vec<Vec<u32>> = vec![Vec::with_capacity(range.len()); chips];
+            let mut events: Vec<Vec<SpikeEvent>> = vec![Vec::new(); chips];
+            let mut arrivals: Vec<Vec<(u32, u32)>> = vec![Vec::new(); chips];
+            let mut cursors = vec![0usize; chips];
+            let mut first = vec![0usize; chips];
+            for (i, s) in range.enumerate() {
+                let sample_of = |k: usize| Sample {
+                    prog: progs[k],
+                    program: programs[k],
+                    sources: &sources[k],
+                    sample: s,
+                    opts,
+                    membranes: membranes[k],
+                };
+                for k in 0..chips {
+                    begin(&sample_of(k), &mut scratch[k]);
+                    arrivals[k].clear();
+                    cursors[k] = 0;
+                    first[k] = events[k].len();
+                }
+                stats.samples += 1;
+                for t0 in (0..steps).step_by(window) {
+                    let t1 = (t0 + window).min(steps);
+                    let mark: Vec<usize> = events.iter().map(Vec::len).collect();
+                    for k in 0..chips {
+                        let rows = rows_per_sample(membranes[k], steps);
+                        let o = &mut outs[k];
+                        let (stride, offset) = (o.stride, o.offset);
+                        let mut out = MemOut {
+                            data: o.rows(i * rows, rows),
+                            stride,
+                            offset,
+                        };
+                        let mut live = Live {
+                            live: &exchange.live[k],
+                            arrivals: &arrivals[k],
+                            cursor: cursors[k],
+                        };
+                        advance_best(
+                            &sample_of(k),
+                            &mut scratch[k],
+                            t0..t1,
+                            &mut events[k],
+                            &mut out,
+                            &mut live,
+                        );
+                        cursors[k] = live.cursor;
+                    }
+                    // Route this window's spikes: by step, then chip, then neuron.
+                    router.begin_window(&mut stats);
+                    let mut at = mark.clone();
+                    for t in t0..t1 {
+                        for k in 0..chips {
+                            let f = &exchange.fanout[k];
+                            while at[k] < events[k].len() && events[k][at[k]].step as usize == t {
+                                let j = events[k][at[k]].neuron as usize;
+                                at[k] += 1;
+                                let (a, b) = (f.offsets[j] as usize, f.offsets[j + 1] as usize);
+                                if a == b {
+                                    continue;
+                                }
+                                let (to, chans) = (&f.chips[a..b], &f.channels[a..b]);
+                                let arrive = (t + window) as u32;
+                                router.route(k, to, &mut stats, |d| {
+                                    arrivals[to[d] as usize].push((arrive, chans[d]));
+                                })?;
+                            }
+                        }
+                    }
+                    router.end_window(&mut stats);
+                }
+                for k in 0..chips {
+                    let rows = rows_per_sample(membranes[k], steps);
+                    let o = &mut outs[k];
+                    let (stride, offset) = (o.stride, o.offset);
+                    let mut out = MemOut {
+                        data: o.rows(i * rows, rows),
+                        stride,
+                        offset,
+                    };
+                    finish(&sample_of(k), &scratch[k], &mut out);
+                    counts[k].push((events[k].len() - first[k]) as u32);
+                }
+            }
+            Ok((counts, events, stats))
+        })
+        .collect();
+    let mut per_job: Vec<(Vec<u32>, Vec<SpikeEvent>)> =
+        jobs.iter().map(|_| (vec![0u32], Vec::new())).collect();
+    let mut stats = LinkStats::new(nlinks, chips);
+    for r in results {
+        let (counts, events, st) = r?;
+        stats.add(&st);
+        for (k, (c, e)) in counts.into_iter().zip(events).enumerate() {
+            let (offsets, all) = &mut per_job[k];
+            for c in c {
+                offsets.push(offsets.last().expect("one offset") + c);
+            }
+            all.extend_from_slice(&e);
+        }
+    }
+    let outs = per_job
+        .into_iter()
+        .zip(own)
+        .zip(&programs)
+        .map(|(((offsets, events), membrane), program)| PartitionOutput {
+            spikes: SpikeTrains {
+                neurons: program.neuron_count(),
+                steps: opts.steps,
+                offsets,
+                events,
+            },
+            membrane,
+        })
+        .collect();
+    Ok((outs, stats))
+}
+
+/// Neurons of population `p` as the store knows it (0 if it does not).
+fn store_size(store: &SpikeStore, p: usize) -> usize {
+    store.get(p).map_or(0, |t| t.neurons)
+}
+
+/// [`advance`] with live channels, compiled for the widest vector unit the processor has.
+fn advance_best(
+    s: &Sample<'_>,
+    scratch: &mut Scratch,
+    range: std::ops::Range<usize>,
+    events: &mut Vec<SpikeEvent>,
+    mem_out: &mut MemOut<'_>,
+    live: &mut Live<'_>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the processor supports AVX-512F, checked just above.
+            return unsafe { advance_avx512(s, scratch, range, events, mem_out, live) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the processor supports AVX2, checked just above.
+            return unsafe { advance_avx2(s, scratch, range, events, mem_out, live) };
+        }
+    }
+    advance::<true>(s, scratch, range, events, mem_out, live)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn advance_avx512(
+    s: &Sample<'_>,
+    scratch: &mut Scratch,
+    range: std::ops::Range<usize>,
+    events: &mut Vec<SpikeEvent>,
+    mem_out: &mut MemOut<'_>,
+    live: &mut Live<'_>,
+) {
+    advance::<true>(s, scratch, range, events, mem_out, live)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn advance_avx2(
+    s: &Sample<'_>,
+    scratch: &mut Scratch,
+    range: std::ops::Range<usize>,
+    events: &mut Vec<SpikeEvent>,
+    mem_out: &mut MemOut<'_>,
+    live: &mut Live<'_>,
+) {
+    advance::<true>(s, scratch, range, events, mem_out, live)
+}
+
 /// Rows of membranes one sample fills: every step for a trace, one for the maximum.
 fn rows_per_sample(m: Membranes, steps: usize) -> usize {
     match m {
@@ -296,7 +596,7 @@ struct Segment {
 
 /// A partition prepared for the CPU.
 #[derive(Clone, Debug)]
-pub struct CpuProgram {
+pub(crate) struct CpuProgram {
     n: usize,
     nch: usize,
     slots: usize,
@@ -311,7 +611,7 @@ pub struct CpuProgram {
 }
 
 impl CpuProgram {
-    fn new(prog: &PartitionProgram) -> Self {
+    pub(crate) fn new(prog: &PartitionProgram) -> Self {
         let mut p = Self::coefficients(prog);
         p.deliveries = prog
             .synapse_offsets
@@ -530,10 +830,33 @@ fn run_sample(
     events: &mut Vec<SpikeEvent>,
     mut mem_out: MemOut<'_>,
 ) {
+    begin(s, scratch);
+    let steps = s.opts.steps as usize;
+    advance::<false>(
+        s,
+        scratch,
+        0..steps,
+        events,
+        &mut mem_out,
+        &mut Live::default(),
+    );
+    finish(s, scratch, &mut mem_out);
+}
+
+/// Spikes that arrive over a system's links: `arrivals` sorted by step (`(step, channel)`),
+/// `cursor` the first not yet delivered; channels in `live` take no spikes from the store.
+#[derive(Default)]
+struct Live<'a> {
+    live: &'a [bool],
+    arrivals: &'a [(u32, u32)],
+    cursor: usize,
+}
+
+/// Put a sample's state at rest.
+#[inline(always)]
+fn begin(s: &Sample<'_>, scratch: &mut Scratch) {
     let prog = s.prog;
     let n = prog.n;
-    let steps = s.opts.steps as usize;
-    let sample = s.opts.sample_base + s.sample as u32;
     let Scratch {
         pending,
         cur,
@@ -553,14 +876,55 @@ fn run_sample(
     reset(vrow, n, 0.0);
     reset(peak, n, f32::NEG_INFINITY);
     reset(cursors, s.sources.len(), 0);
-    for t in 0..steps {
+}
+
+/// Advance a sample by `steps` (a range starting where the last call ended). With `LIVE`,
+/// the channels `live.live` marks take their spikes from `live.arrivals` instead of the store.
+#[inline(always)]
+fn advance<const LIVE: bool>(
+    s: &Sample<'_>,
+    scratch: &mut Scratch,
+    range: std::ops::Range<usize>,
+    events: &mut Vec<SpikeEvent>,
+    mem_out: &mut MemOut<'_>,
+    live: &mut Live<'_>,
+) {
+    let prog = s.prog;
+    let n = prog.n;
+    let steps = s.opts.steps as usize;
+    let sample = s.opts.sample_base + s.sample as u32;
+    let Scratch {
+        pending,
+        cur,
+        mem,
+        refr,
+        spiked,
+        vrow,
+        peak,
+        cursors,
+    } = scratch;
+    let Live {
+        live,
+        arrivals,
+        cursor,
+    } = live;
+    let (live, arrivals) = (*live, *arrivals);
+    for t in range {
         for ((block, trains), c) in s.sources.iter().zip(cursors.iter_mut()) {
             let ev = trains.sample(s.sample);
             while *c < ev.len() && ev[*c].step as usize == t {
                 if let Some(ch) = block.channel(ev[*c].neuron) {
-                    prog.deliver(s.program, ch as usize, t, steps, pending);
+                    if !LIVE || !live[ch as usize] {
+                        prog.deliver(s.program, ch as usize, t, steps, pending);
+                    }
                 }
                 *c += 1;
+            }
+        }
+        if LIVE {
+            while *cursor < arrivals.len() && arrivals[*cursor].0 as usize == t {
+                prog.deliver(s.program, arrivals[*cursor].1 as usize, t, steps, pending);
+                *cursor += 1;
             }
         }
         let slot = (t % prog.slots) * n;
@@ -624,8 +988,14 @@ fn run_sample(
         }
         pending[slot..slot + n].fill(0);
     }
+}
+
+/// Write what a sample leaves at its end (the maximum of each membrane, if asked).
+#[inline(always)]
+fn finish(s: &Sample<'_>, scratch: &Scratch, mem_out: &mut MemOut<'_>) {
+    let prog = s.prog;
     if s.membranes == Membranes::Max {
-        for (o, &p) in mem_out.row(0, n).iter_mut().zip(peak.iter()) {
+        for (o, &p) in mem_out.row(0, prog.n).iter_mut().zip(scratch.peak.iter()) {
             *o = match prog.cadc {
                 Some(q) => q.quantise(p),
                 None => p,

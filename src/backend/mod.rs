@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::network::{Network, PopulationId};
 use crate::neuron::NeuronCoeffs;
 use crate::spikes::{SpikeStore, SpikeTrains};
+use crate::system::{LinkStats, Links, Overflow, System};
 use crate::train::optimiser::StepSize;
 use crate::train::Adam;
 use std::any::Any;
@@ -199,6 +200,30 @@ pub trait Backend: Sync {
         opts: &RunOptions,
     ) -> Result<Vec<PartitionOutput>>;
 
+    /// Run the jobs of one system run, job `k` on chip `k`, all chips stepping together in
+    /// windows of `exchange.window` steps and the spikes each emits routed to the others
+    /// between windows ([`Exchange`]). Also returns the links' traffic. The default runs on
+    /// the host's cores with the CPU backend's code (programs prepared for this call).
+    fn run_system(
+        &self,
+        store: &SpikeStore,
+        jobs: &mut [Job<'_>],
+        exchange: &Exchange,
+        opts: &RunOptions,
+    ) -> Result<(Vec<PartitionOutput>, LinkStats)> {
+        let progs: Vec<cpu::CpuProgram> = jobs
+            .iter()
+            .map(|j| cpu::CpuProgram::new(j.program))
+            .collect();
+        cpu::run_system(
+            store,
+            jobs,
+            &progs.iter().collect::<Vec<_>>(),
+            exchange,
+            opts,
+        )
+    }
+
     /// Phase timings summed since the last call (then reset); `None` for backends that do not
     /// separate upload, dispatch and readback.
     fn take_timings(&self) -> Option<PhaseTimings> {
@@ -210,6 +235,98 @@ pub trait Backend: Sync {
     /// forward pass returns (the CPU, whose device is the host).
     fn device_training(&self) -> Option<&dyn DeviceTraining> {
         None
+    }
+}
+
+/// Which chips read a chip's neurons over the links: per local neuron `j`, entries
+/// `offsets[j]..offsets[j + 1]` of `chips` (increasing) and the reading chip's input channel.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fanout {
+    /// `neurons + 1` offsets.
+    pub offsets: Vec<u32>,
+    /// Reading chip.
+    pub chips: Vec<u32>,
+    /// Its input channel.
+    pub channels: Vec<u32>,
+}
+
+/// The live exchange of one system run: what each chip's spikes reach and how the links
+/// decide. Built once per plan from the compiled programs ([`Exchange::new`]).
+#[derive(Clone, Debug)]
+pub struct Exchange {
+    /// Steps per window: the delivery delay. A spike sent at step t arrives at t + window
+    /// (then takes its synapse's delay).
+    pub window: u32,
+    /// Per chip.
+    pub fanout: Vec<Fanout>,
+    /// Per chip, per input channel: fed over the links (not from the store).
+    pub live: Vec<Vec<bool>>,
+    /// The system's links.
+    pub links: Links,
+    /// Events per link and window (0: unlimited).
+    pub link_cap: u32,
+    /// Events per receive buffer and window (0: unlimited).
+    pub buffer_cap: u32,
+    /// What a full link or buffer does.
+    pub overflow: Overflow,
+}
+
+impl Exchange {
+    /// The exchange between `programs` (the k-th on chip k) on `system`, steps of `dt_us`.
+    pub fn new(programs: &[&PartitionProgram], system: &System, dt_us: f32) -> Self {
+        let window = system.delay_steps(dt_us);
+        // Who holds each (population, neuron) of this run.
+        let mut holder: std::collections::HashMap<(PopulationId, u32), (u32, u32)> =
+            std::collections::HashMap::new();
+        for (c, p) in programs.iter().enumerate() {
+            for (j, &id) in p.neurons.iter().enumerate() {
+                holder.insert(id, (c as u32, j as u32));
+            }
+        }
+        let mut lists: Vec<Vec<Vec<(u32, u32)>>> = programs
+            .iter()
+            .map(|p| vec![Vec::new(); p.neurons.len()])
+            .collect();
+        let mut live = Vec::with_capacity(programs.len());
+        for (c, p) in programs.iter().enumerate() {
+            let mut l = vec![false; p.channels.len()];
+            for (ch, id) in p.channels.iter().enumerate() {
+                if let Some(&(from, j)) = holder.get(id) {
+                    if from as usize != c {
+                        l[ch] = true;
+                        lists[from as usize][j as usize].push((c as u32, ch as u32));
+                    }
+                }
+            }
+            live.push(l);
+        }
+        let fanout = lists
+            .into_iter()
+            .map(|per| {
+                let mut f = Fanout {
+                    offsets: vec![0],
+                    ..Default::default()
+                };
+                for v in per {
+                    // Channels were visited chip by chip: already in chip order.
+                    for (chip, ch) in v {
+                        f.chips.push(chip);
+                        f.channels.push(ch);
+                    }
+                    f.offsets.push(f.chips.len() as u32);
+                }
+                f
+            })
+            .collect();
+        Exchange {
+            window,
+            fanout,
+            live,
+            links: system.links(),
+            link_cap: system.link_capacity(window, dt_us),
+            buffer_cap: system.receive_buffer as u32,
+            overflow: system.overflow,
+        }
     }
 }
 

@@ -64,22 +64,52 @@ struct Target {
     /// Substrate file (TOML); default: BrainScaleS-2.
     #[arg(long)]
     substrate: Option<PathBuf>,
-    /// Chips: run up to this many partitions of a wave at the same time.
-    #[arg(long, default_value = "1", value_parser = at_least_one)]
-    chips: usize,
+    /// Chips: run up to this many partitions of a wave at the same time (default 1); with a
+    /// [system] in the substrate file, the system's chip count instead of its `chips`.
+    #[arg(long, value_parser = at_least_one)]
+    chips: Option<usize>,
     /// Let consecutive layers that each fit one substrate share a run.
     #[arg(long)]
     merge_layers: bool,
+    /// How partitions share the system runs of a [system]: concurrent (as many as the system
+    /// has chips, spikes between them over the links), sequential (only independent ones;
+    /// dependencies through the host) or auto (concurrent when the network fits one system
+    /// run). Needs a [system] in the substrate file.
+    #[arg(long, value_enum)]
+    placement: Option<neuropart::Placement>,
 }
 
 impl Target {
+    /// The substrate file's chip (default BrainScaleS-2), its system's chips set by --chips;
+    /// --placement without a system is an error.
     fn substrate(&self) -> neuropart::Result<Substrate> {
-        substrate(&self.substrate)
+        let mut sub = substrate(&self.substrate)?;
+        match (&mut sub.system, self.chips) {
+            (Some(sys), Some(c)) => {
+                sys.chips = c;
+                sub.validate()?;
+            }
+            (None, _) if self.placement.is_some() => {
+                return Err(neuropart::Error::option(
+                    "--placement",
+                    format!("{:?}", self.placement.expect("given")).to_lowercase(),
+                    "needs a multi-chip system: a [system] section in the --substrate file",
+                ))
+            }
+            _ => {}
+        }
+        Ok(sub)
+    }
+
+    /// Chips of a wave that run at the same time (without a system).
+    fn chips(&self) -> usize {
+        self.chips.unwrap_or(1)
     }
 
     fn options(&self) -> PartitionOptions {
         PartitionOptions {
             merge_layers: self.merge_layers,
+            placement: self.placement.unwrap_or_default(),
         }
     }
 
@@ -91,7 +121,7 @@ impl Target {
             steps,
             mode,
             analog: AnalogConfig::default(),
-            chips: self.chips,
+            chips: self.chips(),
             partition: self.options(),
         }
     }
@@ -402,7 +432,7 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
             let plan = Plan::new(&net, &sub, &target.options())?;
             let ctx = neuropart::CompileContext::ideal(&net)?;
             warn(&neuropart::precision_warnings(&net, &ctx));
-            let schedule = Schedule::new(&plan, target.chips);
+            let schedule = Schedule::new(&plan, target.chips());
             let report = PlanReport::new(&net, &plan, &schedule);
             if json {
                 println!(

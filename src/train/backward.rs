@@ -42,8 +42,10 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Check the network is trainable (feed-forward, one readout) and index it.
-    pub fn new(net: &Network, dt: f32) -> Result<Self> {
+    /// Check the network is trainable (feed-forward, one readout) and index it; `links[p]`
+    /// steps are added to projection `p`'s delay (its spikes cross a system's links, see
+    /// [`crate::Plan::link_delays`]).
+    pub fn new(net: &Network, dt: f32, links: &[u32]) -> Result<Self> {
         let mut order = Vec::new();
         let all_ends = net.all_endpoints()?;
         for comp in net.components()? {
@@ -85,7 +87,7 @@ impl Topology {
         let mut ends = Vec::new();
         let mut by_source = Vec::new();
         for (k, (&delay, &(s, t))) in delays.iter().zip(&all_ends).enumerate() {
-            ends.push((s, t, delay as usize));
+            ends.push((s, t, (delay + links.get(k).copied().unwrap_or(0)) as usize));
             let ns = net.populations[s].size;
             let mut lists: Vec<Vec<(u32, u32)>> = vec![Vec::new(); ns];
             net.for_each_synapse_index(k, 0..net.populations[t].size, |pre, post, w| {

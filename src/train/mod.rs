@@ -384,7 +384,11 @@ impl Trainer {
     /// A trainer for `exec` (weights as they are); `cfg` is checked.
     pub fn new(exec: Executor, cfg: TrainConfig) -> Result<Self> {
         cfg.validate()?;
-        let topo = Topology::new(&exec.network, exec.plan.substrate.dt_us)?;
+        let topo = Topology::new(
+            &exec.network,
+            exec.plan.substrate.dt_us,
+            &exec.plan.link_delays(&exec.network)?,
+        )?;
         let weight_limit = match &exec.emulation {
             Some(em) if em.config.quantise_weights => {
                 exec.plan.substrate.weight_max as f32 / em.config.weight_scale
@@ -461,11 +465,24 @@ impl Trainer {
         Ok(total)
     }
 
+    /// The backend's own training on its device, where this network can train there: not
+    /// when chips of a system exchange spikes over links (their runs return traces to the
+    /// host, whose backward pass then runs).
+    pub fn device_training<'b, B: Backend + ?Sized>(
+        &self,
+        backend: &'b B,
+    ) -> Option<&'b dyn crate::backend::DeviceTraining> {
+        if self.exec.exchanges().iter().any(Option::is_some) {
+            return None;
+        }
+        backend.device_training()
+    }
+
     /// Bring the host's weights, optimiser state and compiled programs up to date with a
     /// training on the backend's device (after [`Trainer::train_batch`]; [`Trainer::train_epoch`]
     /// does it at its end). Nothing to do for a backend that trains on the host.
     pub fn sync<B: Backend + ?Sized>(&mut self, backend: &B) -> Result<()> {
-        let (Some(dev), Some((_, state))) = (backend.device_training(), &self.device) else {
+        let (Some(dev), Some((_, state))) = (self.device_training(backend), &self.device) else {
             return Ok(());
         };
         let mut weights = self.exec.network.weights();
@@ -487,7 +504,7 @@ impl Trainer {
         &self,
         backend: &B,
     ) -> Result<Option<Vec<Vec<f32>>>> {
-        match (backend.device_training(), &self.device) {
+        match (self.device_training(backend), &self.device) {
             (Some(dev), Some((_, state))) => dev.gradients(state).map(Some),
             _ => Ok(None),
         }
@@ -504,7 +521,7 @@ impl Trainer {
         bi: usize,
         host: std::time::Duration,
     ) -> Result<(BatchStats, StepTimings)> {
-        if let Some(dev) = backend.device_training() {
+        if let Some(dev) = self.device_training(backend) {
             return self.train_batch_device(backend, dev, spikes, labels, bi, host);
         }
         self.train_batch_host(backend, &crate::comm::Single, spikes, labels, bi, host)

@@ -80,6 +80,31 @@ pub fn hand_synapses(net: &Network, p: usize) -> Vec<(usize, usize, f64)> {
 /// coefficients, reset and refractory), not by calling the backends' code.
 #[allow(clippy::needless_range_loop)] // the naive reference indexes on purpose
 pub fn reference(net: &Network, dt: f32, inputs: &[(usize, SpikeTrains)]) -> Reference {
+    reference_on_system(net, dt, inputs, None).0
+}
+
+/// Neurons placed on the chips of a multi-chip system, for [`reference_on_system`].
+pub struct ChipsOf {
+    /// Per population, per neuron: its chip (`usize::MAX`: the host's input).
+    pub chip: Vec<Vec<usize>>,
+    /// The delivery delay in steps (also the window of the buffer limit).
+    pub window: usize,
+    /// Spikes a chip may receive per window (0: unlimited).
+    pub buffer: usize,
+}
+
+/// [`reference`] on a multi-chip system: a synapse between neurons on different chips has
+/// the projection's delay plus the delivery delay (and not the extra step of a loop on one
+/// chip); with a receive buffer, the spikes of each window are offered in the order (step,
+/// sending chip, population, neuron), each to its reading chips in increasing order, and a
+/// chip takes at most `buffer` per window; the rest are dropped (second result: per chip).
+#[allow(clippy::needless_range_loop)] // the naive reference indexes on purpose
+pub fn reference_on_system(
+    net: &Network,
+    dt: f32,
+    inputs: &[(usize, SpikeTrains)],
+    chips: Option<&ChipsOf>,
+) -> (Reference, Vec<u64>) {
     let steps = net.steps as usize;
     let npop = net.populations.len();
     let samples = inputs[0].1.samples();
@@ -89,8 +114,9 @@ pub fn reference(net: &Network, dt: f32, inputs: &[(usize, SpikeTrains)]) -> Ref
     struct P {
         src: usize,
         tgt: usize,
-        delay: usize,
-        w: Vec<i64>, // [post][pre] fixed point
+        delay: Vec<usize>, // [post][pre]
+        cross: Vec<bool>,  // [post][pre]: between chips
+        w: Vec<i64>,       // [post][pre] fixed point
     }
     let syns: Vec<Vec<(usize, usize, f64)>> = (0..net.projections.len())
         .map(|p| hand_synapses(net, p))
@@ -132,11 +158,26 @@ pub fn reference(net: &Network, dt: f32, inputs: &[(usize, SpikeTrains)]) -> Ref
             for &(post, pre, x) in &syns[p] {
                 w[post * ns + pre] += (x * scale).round() as i64;
             }
-            let delay = net.projections[p].delay as usize + usize::from(comp[s] == comp[t]);
+            let d = net.projections[p].delay as usize;
+            let nt = net.populations[t].size;
+            let mut delay = vec![d + usize::from(comp[s] == comp[t]); ns * nt];
+            let mut cross = vec![false; ns * nt];
+            if let Some(c) = chips {
+                for post in 0..nt {
+                    for pre in 0..ns {
+                        let (a, b) = (c.chip[s][pre], c.chip[t][post]);
+                        if a != usize::MAX && a != b {
+                            delay[post * ns + pre] = d + c.window;
+                            cross[post * ns + pre] = true;
+                        }
+                    }
+                }
+            }
             P {
                 src: s,
                 tgt: t,
                 delay,
+                cross,
                 w,
             }
         })
@@ -159,7 +200,46 @@ pub fn reference(net: &Network, dt: f32, inputs: &[(usize, SpikeTrains)]) -> Ref
             }
         }
     }
+    // Per chip, per population, per (sample, step, neuron): the spike reached that chip.
+    let nchips = chips.map_or(0, |c| {
+        c.chip
+            .iter()
+            .flatten()
+            .filter(|&&x| x != usize::MAX)
+            .max()
+            .map_or(0, |m| m + 1)
+    });
+    let mut delivered: Vec<Vec<Vec<bool>>> = (0..nchips)
+        .map(|_| {
+            net.populations
+                .iter()
+                .map(|p| vec![false; samples * steps * p.size])
+                .collect()
+        })
+        .collect();
+    // Per population, per neuron: the other chips that read it.
+    let mut readers: Vec<Vec<Vec<usize>>> = net
+        .populations
+        .iter()
+        .map(|p| vec![Vec::new(); p.size])
+        .collect();
+    for pr in &projs {
+        let ns = net.populations[pr.src].size;
+        for post in 0..net.populations[pr.tgt].size {
+            for pre in 0..ns {
+                if pr.cross[post * ns + pre] {
+                    let b = chips.unwrap().chip[pr.tgt][post];
+                    if !readers[pr.src][pre].contains(&b) {
+                        readers[pr.src][pre].push(b);
+                    }
+                }
+            }
+        }
+    }
+    readers.iter_mut().flatten().for_each(|v| v.sort_unstable());
+    let mut dropped = vec![0u64; nchips];
     for s in 0..samples {
+        let mut received = vec![0usize; nchips];
         let mut cur: Vec<Vec<f32>> = net.populations.iter().map(|p| vec![0.0; p.size]).collect();
         let mut vm: Vec<Vec<f32>> = net
             .populations
@@ -178,13 +258,20 @@ pub fn reference(net: &Network, dt: f32, inputs: &[(usize, SpikeTrains)]) -> Ref
                 for j in 0..p.size {
                     let mut acc: i64 = 0;
                     for pr in projs.iter().filter(|pr| pr.tgt == pop) {
-                        if t < pr.delay {
-                            continue;
-                        }
                         let ns = net.populations[pr.src].size;
-                        let ts = t - pr.delay;
                         for pre in 0..ns {
-                            if spikes[pr.src][(s * steps + ts) * ns + pre] {
+                            let d = pr.delay[j * ns + pre];
+                            if t < d {
+                                continue;
+                            }
+                            let at = (s * steps + t - d) * ns + pre;
+                            let arrived = if pr.cross[j * ns + pre] {
+                                let dst = chips.unwrap().chip[pop][j];
+                                delivered[dst][pr.src][at]
+                            } else {
+                                true
+                            };
+                            if spikes[pr.src][at] && arrived {
                                 acc += pr.w[j * ns + pre];
                             }
                         }
@@ -206,9 +293,33 @@ pub fn reference(net: &Network, dt: f32, inputs: &[(usize, SpikeTrains)]) -> Ref
                     }
                 }
             }
+            // The links: this step's spikes, chip by chip, offered to their readers.
+            if let Some(c) = chips {
+                if t % c.window == 0 {
+                    received.fill(0);
+                }
+                for a in 0..nchips {
+                    for pop in 0..npop {
+                        let n = net.populations[pop].size;
+                        for j in 0..n {
+                            if c.chip[pop][j] != a || !spikes[pop][(s * steps + t) * n + j] {
+                                continue;
+                            }
+                            for &b in &readers[pop][j] {
+                                if c.buffer == 0 || received[b] < c.buffer {
+                                    received[b] += 1;
+                                    delivered[b][pop][(s * steps + t) * n + j] = true;
+                                } else {
+                                    dropped[b] += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
-    Reference { spikes, membrane }
+    (Reference { spikes, membrane }, dropped)
 }
 
 /// Convert a raster `[sample][step][neuron]` to trains.
