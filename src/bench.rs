@@ -179,6 +179,9 @@ pub fn measure_in<B: Backend + ?Sized>(
         stats.spikes_recorded_per_sample = e.stats.spikes_recorded_per_sample;
         stats.spikes_replayed_per_sample = e.stats.spikes_replayed_per_sample;
         stats.rounds = e.stats.rounds;
+        if let Some(l) = &e.stats.links {
+            stats.links.get_or_insert_with(Default::default).add(l);
+        }
         reps += 1;
     }
     let wall = start.elapsed() / reps;

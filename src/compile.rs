@@ -903,3 +903,164 @@ mod tests {
         assert_eq!(round_i32(f32::NAN), -8_388_608);
     }
 }
+
+/// The partitions of one system run as one program: `programs[k]` (on chip `k`) side by side,
+/// each input channel fed by another chip's neuron (`live[k][channel]`) turned into a synapse
+/// from that neuron with `window` more steps of delay (a spike crossing the links arrives a
+/// delivery delay later), every other channel kept as an input of the whole. Runs exactly as
+/// the chips in lock-step with unlimited links do, in one pass over all their neurons. `None`
+/// where the programs cannot be one: several stages, or different readout quantisation or
+/// weight maps.
+pub fn fuse(
+    programs: &[&PartitionProgram],
+    live: &[Vec<bool>],
+    window: u32,
+) -> Option<FusedProgram> {
+    let first = programs.first()?;
+    if programs.iter().any(|p| {
+        p.stage_bounds.len() != 2 || p.cadc != first.cadc || p.weight_map != first.weight_map
+    }) {
+        return None;
+    }
+    let mut offsets = vec![0usize];
+    let mut neurons = Vec::new();
+    let mut coeffs = Vec::new();
+    for p in programs {
+        neurons.extend_from_slice(&p.neurons);
+        coeffs.extend_from_slice(&p.coeffs);
+        offsets.push(neurons.len());
+    }
+    let holder: std::collections::HashMap<(PopulationId, u32), usize> =
+        neurons.iter().enumerate().map(|(j, &id)| (id, j)).collect();
+    // The inputs of the whole: every channel not fed over the links, once.
+    let mut channels: Vec<(PopulationId, u32)> = programs
+        .iter()
+        .zip(live)
+        .flat_map(|(p, l)| {
+            p.channels
+                .iter()
+                .zip(l)
+                .filter(|(_, &on)| !on)
+                .map(|(&c, _)| c)
+        })
+        .collect();
+    channels.sort_unstable();
+    channels.dedup();
+    let nch = channels.len();
+    let mut sources: Vec<ChannelBlock> = Vec::new();
+    for (ch, &(pop, n)) in channels.iter().enumerate() {
+        if sources.last().is_none_or(|b| b.population != pop) {
+            sources.push(ChannelBlock {
+                population: pop,
+                span_start: n,
+                lut: Vec::new(),
+            });
+        }
+        let b = sources.last_mut().expect("just pushed");
+        let k = (n - b.span_start) as usize;
+        b.lut.resize(k + 1, u32::MAX);
+        b.lut[k] = ch as u32;
+    }
+    let channel_of = |id: (PopulationId, u32)| channels.binary_search(&id).ok();
+    // Every synapse under its source in the whole, in chip order.
+    let mut keyed: Vec<(u32, Synapse, WeightRef, (u32, u32))> = Vec::new();
+    for (k, p) in programs.iter().enumerate() {
+        let pnch = p.channels.len();
+        for src in 0..pnch + p.neurons.len() {
+            let (source, extra) = if src < pnch {
+                if live[k][src] {
+                    let j = holder[&p.channels[src]];
+                    ((nch + j) as u32, window)
+                } else {
+                    (channel_of(p.channels[src])? as u32, 0)
+                }
+            } else {
+                ((nch + offsets[k] + src - pnch) as u32, 0)
+            };
+            let a = p.synapse_offsets[src] as usize;
+            for (i, (syn, r)) in p
+                .synapses_of(src)
+                .iter()
+                .zip(&p.weight_refs[a..])
+                .enumerate()
+            {
+                keyed.push((
+                    source,
+                    Synapse {
+                        target: syn.target + offsets[k] as u32,
+                        delay: syn.delay + extra,
+                        weight: syn.weight,
+                    },
+                    *r,
+                    (k as u32, (a + i) as u32),
+                ));
+            }
+        }
+    }
+    keyed.sort_by_key(|e| e.0);
+    let nsrc = nch + neurons.len();
+    let mut synapse_offsets = vec![0u32; nsrc + 1];
+    for (s, _, _, _) in &keyed {
+        synapse_offsets[*s as usize + 1] += 1;
+    }
+    for i in 0..nsrc {
+        synapse_offsets[i + 1] += synapse_offsets[i];
+    }
+    let mut origin = Vec::with_capacity(keyed.len());
+    let (synapses, weight_refs): (Vec<Synapse>, Vec<WeightRef>) = keyed
+        .into_iter()
+        .map(|(_, s, r, o)| {
+            origin.push(o);
+            (s, r)
+        })
+        .unzip();
+    let max_delay = synapses.iter().map(|s| s.delay).max().unwrap_or(0);
+    let weight_runs = weight_runs(
+        &weight_refs,
+        synapses.iter().map(|s| neurons[s.target as usize].0),
+    );
+    let n = neurons.len() as u32;
+    Some(FusedProgram {
+        program: PartitionProgram {
+            partition: first.partition,
+            neurons,
+            coeffs,
+            stage_bounds: vec![0, n],
+            channels,
+            sources,
+            synapse_offsets,
+            synapses,
+            max_delay,
+            weight_refs,
+            weight_runs,
+            weight_map: first.weight_map,
+            cadc: first.cadc,
+        },
+        offsets,
+        origin,
+    })
+}
+
+/// The programs of a system run as one ([`fuse`]).
+#[derive(Clone, Debug)]
+pub struct FusedProgram {
+    /// The whole.
+    pub program: PartitionProgram,
+    /// `chips + 1` bounds: chip k's neurons are `offsets[k]..offsets[k + 1]` of the whole.
+    pub offsets: Vec<usize>,
+    /// Per synapse of the whole: (chip, index of the synapse in that chip's program).
+    origin: Vec<(u32, u32)>,
+}
+
+impl FusedProgram {
+    /// Take the weights and coefficients of `programs` (the ones fused, after their weights
+    /// changed; same structure): the same as fusing them again.
+    pub fn refresh(&mut self, programs: &[&PartitionProgram]) {
+        for (syn, &(k, i)) in self.program.synapses.iter_mut().zip(&self.origin) {
+            syn.weight = programs[k as usize].synapses[i as usize].weight;
+        }
+        for (k, p) in programs.iter().enumerate() {
+            self.program.coeffs[self.offsets[k]..self.offsets[k + 1]].copy_from_slice(&p.coeffs);
+        }
+    }
+}

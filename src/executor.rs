@@ -144,6 +144,8 @@ pub struct Emulation {
 struct Residents {
     key: u64,
     handles: Vec<Resident>,
+    /// Per round: the resident of its fused program, if it has one.
+    fused: Vec<Option<Resident>>,
     generation: u64,
 }
 
@@ -165,6 +167,10 @@ pub struct Executor {
     /// Per round of the schedule: the live exchange between its chips, if they exchange
     /// spikes (a system run with links in use).
     exchanges: Vec<Option<Exchange>>,
+    /// Per round: its chips as one program, where links are unlimited (nothing can be
+    /// dropped, so lock-step windows are not needed: a cross-chip synapse is one with the
+    /// delivery delay added).
+    fused: Vec<Option<crate::compile::FusedProgram>>,
     /// Bumped whenever the programs change; residents older than this are updated in place.
     generation: u64,
     residents: Mutex<Option<Residents>>,
@@ -191,6 +197,7 @@ impl Clone for Executor {
             emulation: self.emulation.clone(),
             warnings: self.warnings.clone(),
             exchanges: self.exchanges.clone(),
+            fused: self.fused.clone(),
             generation: self.generation,
             residents: Mutex::new(None),
         }
@@ -215,6 +222,7 @@ impl Executor {
             emulation: None,
             warnings: Vec::new(),
             exchanges: Vec::new(),
+            fused: Vec::new(),
             generation: 0,
             residents: Mutex::new(None),
         };
@@ -252,11 +260,42 @@ impl Executor {
     /// system keeps its system runs).
     pub fn set_chips(&mut self, chips: usize) {
         self.schedule = Schedule::new(&self.plan, chips);
-        self.exchanges = self.build_exchanges();
+        self.build_exchanges();
     }
 
-    /// The live exchange of every round whose partitions read each other over links.
-    fn build_exchanges(&self) -> Vec<Option<Exchange>> {
+    /// The live exchange of every round whose partitions read each other over links, and the
+    /// fused program of those whose links are unlimited. Residents are prepared anew.
+    fn build_exchanges(&mut self) {
+        self.exchanges = self.exchanges_of_rounds();
+        self.fused = self
+            .schedule
+            .rounds
+            .iter()
+            .zip(&self.exchanges)
+            .map(|(round, ex)| {
+                let ex = ex
+                    .as_ref()
+                    .filter(|e| e.link_cap == 0 && e.buffer_cap == 0)?;
+                let progs: Vec<&PartitionProgram> =
+                    round.iter().map(|&p| &self.programs[p]).collect();
+                crate::compile::fuse(&progs, &ex.live, ex.window)
+            })
+            .collect();
+        *self.residents.get_mut().expect("not poisoned") = None;
+    }
+
+    /// Bring the fused programs up to date after their chips' weights changed.
+    fn refresh_fused(&mut self) {
+        for (f, round) in self.fused.iter_mut().zip(&self.schedule.rounds) {
+            if let Some(f) = f {
+                let progs: Vec<&PartitionProgram> =
+                    round.iter().map(|&p| &self.programs[p]).collect();
+                f.refresh(&progs);
+            }
+        }
+    }
+
+    fn exchanges_of_rounds(&self) -> Vec<Option<Exchange>> {
         let Some(system) = &self.plan.substrate.system else {
             return vec![None; self.schedule.rounds.len()];
         };
@@ -330,8 +369,7 @@ impl Executor {
             })
             .collect::<Result<_>>()?;
         self.generation += 1;
-        *self.residents.get_mut().expect("not poisoned") = None;
-        self.exchanges = self.build_exchanges();
+        self.build_exchanges();
         Ok(())
     }
 
@@ -340,6 +378,7 @@ impl Executor {
     /// faster; residents are rewritten in place at the next run.
     pub fn update_weights(&mut self) -> Result<()> {
         update_weights(&self.network, &mut self.programs)?;
+        self.refresh_fused();
         self.generation += 1;
         Ok(())
     }
@@ -357,6 +396,7 @@ impl Executor {
     /// as the stage holds them mapped).
     pub fn write_weights(&mut self, stage: &WeightStage) -> Result<()> {
         stage.write(&self.network, &mut self.programs)?;
+        self.refresh_fused();
         self.generation += 1;
         Ok(())
     }
@@ -398,9 +438,15 @@ impl Executor {
                 .iter()
                 .map(|p| backend.prepare(p))
                 .collect::<Result<Vec<_>>>()?;
+            let fused = self
+                .fused
+                .iter()
+                .map(|f| f.as_ref().map(|f| backend.prepare(&f.program)).transpose())
+                .collect::<Result<Vec<_>>>()?;
             *slot = Some(Residents {
                 key: backend.key(),
                 handles,
+                fused,
                 generation: self.generation,
             });
         }
@@ -408,6 +454,11 @@ impl Executor {
         if r.generation != self.generation {
             for (h, p) in r.handles.iter_mut().zip(&self.programs) {
                 backend.update(h, p)?;
+            }
+            for (h, f) in r.fused.iter_mut().zip(&self.fused) {
+                if let (Some(h), Some(f)) = (h, f) {
+                    backend.update(h, &f.program)?;
+                }
             }
             r.generation = self.generation;
         }
@@ -608,6 +659,106 @@ impl Executor {
                     store.finalise(b.population);
                     replayed += store.get(b.population).map_or(0, |t| t.len());
                 }
+            }
+            if let (Some(f), Some(Some(h)), Some(Some(ex))) = (
+                self.fused.get(ri).and_then(Option::as_ref),
+                residents.fused.get(ri),
+                self.exchanges.get(ri),
+            ) {
+                // A system run with unlimited links: its chips as one program.
+                let kinds: Vec<Membranes> = round
+                    .iter()
+                    .map(|&pid| match self.membranes_of(pid, observe) {
+                        Membranes::Keep => Membranes::Trace,
+                        m => m,
+                    })
+                    .collect();
+                let kind = if kinds.contains(&Membranes::Trace) {
+                    Membranes::Trace
+                } else if kinds.contains(&Membranes::Max) {
+                    Membranes::Max
+                } else {
+                    Membranes::None
+                };
+                let mut jobs = [Job {
+                    program: &f.program,
+                    resident: h,
+                    membranes: kind,
+                    dest: None,
+                }];
+                let t1 = Instant::now();
+                let whole = backend
+                    .run_round(&store, &mut jobs, &opts)?
+                    .pop()
+                    .expect("one job, one output");
+                let t2 = Instant::now();
+                stats
+                    .links
+                    .get_or_insert_with(crate::system::LinkStats::default)
+                    .add(&ex.count(&whole.spikes, &f.offsets));
+                let n = f.program.neuron_count();
+                // Each chip's spikes, in one pass over the whole's.
+                let chips = round.len();
+                let chip_of = |j: u32| f.offsets.partition_point(|&o| o <= j as usize) - 1;
+                let mut offsets: Vec<Vec<u32>> = vec![vec![0u32]; chips];
+                let mut events: Vec<Vec<crate::spikes::SpikeEvent>> = vec![Vec::new(); chips];
+                for s in 0..samples {
+                    for e in whole.spikes.sample(s) {
+                        let k = chip_of(e.neuron);
+                        events[k].push(crate::spikes::SpikeEvent {
+                            step: e.step,
+                            neuron: e.neuron - f.offsets[k] as u32,
+                        });
+                    }
+                    for k in 0..chips {
+                        offsets[k].push(events[k].len() as u32);
+                    }
+                }
+                for (k, (&pid, (offsets, events))) in round
+                    .iter()
+                    .zip(offsets.into_iter().zip(events))
+                    .enumerate()
+                {
+                    let (lo, hi) = (f.offsets[k], f.offsets[k + 1]);
+                    let mem = match (&whole.membrane, kinds[k]) {
+                        (Some(m), kk) if kk != Membranes::None => {
+                            let mut v = crate::pool::take(m.len() / n * (hi - lo));
+                            for (dst, row) in v.chunks_exact_mut(hi - lo).zip(m.chunks_exact(n)) {
+                                dst.copy_from_slice(&row[lo..hi]);
+                            }
+                            Some(v)
+                        }
+                        _ => None,
+                    };
+                    let out = PartitionOutput {
+                        spikes: SpikeTrains {
+                            neurons: hi - lo,
+                            steps: net.steps,
+                            offsets,
+                            events,
+                        },
+                        membrane: mem,
+                    };
+                    recorded += out.spikes.len();
+                    self.record(
+                        pid,
+                        out,
+                        kinds[k],
+                        samples,
+                        steps,
+                        &mut store,
+                        &mut membrane,
+                        &mut peak,
+                    );
+                    stats.per_partition[pid] += t2 - t1;
+                }
+                if let Some(m) = whole.membrane {
+                    crate::pool::give(m);
+                }
+                stats.backend += t2 - t1;
+                stats.host_replay += (t1 - t0) + t2.elapsed();
+                stats.rounds += 1;
+                continue;
             }
             // Jobs that are the only writer of one population's membranes in this round write
             // them straight into its array; the others into buffers copied below.

@@ -12,6 +12,7 @@ use crate::network::PopulationKind;
 use crate::partition::PartitionOptions;
 use crate::plot::{PanelContent, SamplePanels};
 use crate::substrate::Substrate;
+use crate::system::LinkStats;
 use crate::train::{silence_warnings, EpochRecord, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -418,29 +419,42 @@ pub fn run_in(
     observe: crate::executor::Observe,
     seed: u32,
     membranes: bool,
-) -> Result<Option<crate::spikes::SpikeFile>> {
+) -> Result<Option<(crate::spikes::SpikeFile, Option<LinkStats>)>> {
     let samples = inputs.first().map_or(0, |(_, t)| t.samples());
     if comm.size() == 1 || samples == 0 {
         let out = exec.run_with_noise(backend, inputs, observe, seed)?;
-        return Ok((comm.rank() == 0).then(|| out.to_file(&exec.network, membranes)));
+        let links = out.stats.links.clone();
+        return Ok((comm.rank() == 0).then(|| (out.to_file(&exec.network, membranes), links)));
     }
     let mine = crate::comm::shard(samples, comm.size(), comm.rank());
-    let part = if mine.is_empty() {
-        crate::spikes::SpikeFile {
+    let (part, links) = if mine.is_empty() {
+        let empty = crate::spikes::SpikeFile {
             steps: exec.network.steps,
             ..Default::default()
-        }
+        };
+        (empty, None)
     } else {
         let shard: Vec<_> = inputs
             .iter()
             .map(|(p, t)| (*p, t.slice(mine.clone())))
             .collect();
-        exec.run_samples(backend, &shard, observe, seed, mine.start as u32)?
-            .to_file(&exec.network, membranes)
+        let out = exec.run_samples(backend, &shard, observe, seed, mine.start as u32)?;
+        (
+            out.to_file(&exec.network, membranes),
+            out.stats.links.clone(),
+        )
     };
     let bytes = part.to_bytes();
     drop(part);
     let all = comm.all_gather_bytes(&bytes);
+    // The links' traffic, summed over the processes (each counted its own samples).
+    let wire = links.map(|l| l.to_wire()).unwrap_or_default();
+    let mut total: Option<LinkStats> = None;
+    for w in comm.all_gather_f64(&wire) {
+        if let Some(l) = LinkStats::from_wire(&w) {
+            total.get_or_insert_with(LinkStats::default).add(&l);
+        }
+    }
     if comm.rank() != 0 {
         return Ok(None);
     }
@@ -457,7 +471,7 @@ pub fn run_in(
         })?;
         whole.append(part);
     }
-    Ok(Some(whole))
+    Ok(Some((whole, total)))
 }
 
 /// The seed of chip `k` of a sweep with seed `seed` (every chip's variation drawn

@@ -393,6 +393,46 @@ impl LinkStats {
         self.sent += o.sent;
     }
 
+    /// These as numbers to send to other processes ([`LinkStats::from_wire`] reads them).
+    pub fn to_wire(&self) -> Vec<f64> {
+        let mut v = vec![
+            self.samples as f64,
+            self.windows as f64,
+            self.sent as f64,
+            self.carried.len() as f64,
+            self.delivered.len() as f64,
+        ];
+        v.extend(self.carried.iter().map(|&x| x as f64));
+        v.extend(self.peak.iter().map(|&x| x as f64));
+        v.extend(self.dropped_bandwidth.iter().map(|&x| x as f64));
+        v.extend(self.delivered.iter().map(|&x| x as f64));
+        v.extend(self.dropped_buffer.iter().map(|&x| x as f64));
+        v
+    }
+
+    /// Stats written by [`LinkStats::to_wire`] (counts below 2^53 travel exactly); `None` if
+    /// `v` is not such a vector.
+    pub fn from_wire(v: &[f64]) -> Option<Self> {
+        let head: &[f64; 5] = v.get(..5)?.try_into().ok()?;
+        let [samples, windows, sent, l, c] = *head;
+        let rest = &v[5..];
+        let (l, c) = (l as usize, c as usize);
+        if rest.len() != 3 * l + 2 * c {
+            return None;
+        }
+        let u = |a: usize, n: usize| rest[a..a + n].iter().map(|&x| x as u64).collect();
+        Some(LinkStats {
+            samples: samples as u64,
+            windows: windows as u64,
+            sent: sent as u64,
+            carried: u(0, l),
+            peak: rest[l..2 * l].iter().map(|&x| x as u32).collect(),
+            dropped_bandwidth: u(2 * l, l),
+            delivered: u(3 * l, c),
+            dropped_buffer: u(3 * l + c, c),
+        })
+    }
+
     /// Spikes that did not arrive, by reason.
     pub fn dropped(&self, reason: DropReason) -> u64 {
         match reason {
@@ -497,17 +537,32 @@ impl<'a> Router<'a> {
         }
     }
 
-    /// Route one spike from chip `from` to the chips `to` (in increasing order); calls
-    /// `deliver(k)` for each `to[k]` it reaches. An error only with [`Overflow::Error`].
+    /// Route one spike from chip `from` to the chips `to` (in increasing order), whose routes
+    /// together cross the links `tree` (each once); calls `deliver(k)` for each `to[k]` it
+    /// reaches. An error only with [`Overflow::Error`].
+    #[inline]
     pub fn route(
         &mut self,
         from: usize,
         to: &[u32],
+        tree: &[u32],
         stats: &mut LinkStats,
         mut deliver: impl FnMut(usize),
     ) -> Result<()> {
-        self.event += 1;
         stats.sent += 1;
+        if self.link_cap == 0 && self.buffer_cap == 0 {
+            // Nothing can be full: every link of the tree carries it, every chip gets it.
+            for &l in tree {
+                self.used[l as usize] += 1;
+                stats.carried[l as usize] += 1;
+            }
+            for (k, &dst) in to.iter().enumerate() {
+                stats.delivered[dst as usize] += 1;
+                deliver(k);
+            }
+            return Ok(());
+        }
+        self.event += 1;
         for (k, &dst) in to.iter().enumerate() {
             let dst = dst as usize;
             let mut ok = true;
@@ -617,19 +672,19 @@ mod tests {
         r.begin_window(&mut st);
         let mut got = Vec::new();
         // Chip 0 to chips 1 and 2: the uplink carries it once, both downlinks once.
-        r.route(0, &[1, 2], &mut st, |k| got.push(k)).unwrap();
+        r.route(0, &[1, 2], &[], &mut st, |k| got.push(k)).unwrap();
         assert_eq!(got, [0, 1]);
         assert_eq!(st.carried[0], 1);
         // Chip 1 to chip 2: its uplink is free, the downlink to 2 is full: dropped there.
         got.clear();
-        r.route(1, &[2], &mut st, |k| got.push(k)).unwrap();
+        r.route(1, &[2], &[], &mut st, |k| got.push(k)).unwrap();
         assert!(got.is_empty());
         assert_eq!(st.dropped_bandwidth[5], 1);
         r.end_window(&mut st);
         assert_eq!(st.peak[0], 1);
         // Next window: room again.
         r.begin_window(&mut st);
-        r.route(1, &[2], &mut st, |k| got.push(k)).unwrap();
+        r.route(1, &[2], &[], &mut st, |k| got.push(k)).unwrap();
         assert_eq!(got, [0]);
         // Buffers: one event per chip and window.
         let mut r = Router::new(&links, 0, 1, Overflow::Drop);
@@ -637,14 +692,55 @@ mod tests {
         r.begin_window(&mut st);
         let mut n = 0;
         for _ in 0..3 {
-            r.route(0, &[1], &mut st, |_| n += 1).unwrap();
+            r.route(0, &[1], &[], &mut st, |_| n += 1).unwrap();
         }
         assert_eq!((n, st.dropped_buffer[1], st.delivered[1]), (1, 2, 1));
         let mut r = Router::new(&links, 0, 1, Overflow::Error);
         r.begin_window(&mut st);
-        r.route(0, &[1], &mut st, |_| {}).unwrap();
-        let e = r.route(0, &[1], &mut st, |_| {}).unwrap_err().to_string();
+        r.route(0, &[1], &[], &mut st, |_| {}).unwrap();
+        let e = r
+            .route(0, &[1], &[], &mut st, |_| {})
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("chip 1") && e.contains("receive buffer"), "{e}");
+    }
+
+    #[test]
+    fn unlimited_links_count_as_the_general_rule_does() {
+        // The fast path (no limits) against the general one with limits never reached.
+        let sys = System {
+            chips: 9,
+            topology: LinkTopology::Torus,
+            ..System::default()
+        };
+        let links = sys.links();
+        let mut fast = Router::new(&links, 0, 0, Overflow::Drop);
+        let mut slow = Router::new(&links, u32::MAX, u32::MAX, Overflow::Drop);
+        let (mut a, mut b) = (
+            LinkStats::new(links.names.len(), 9),
+            LinkStats::new(links.names.len(), 9),
+        );
+        fast.begin_window(&mut a);
+        slow.begin_window(&mut b);
+        for from in 0..9usize {
+            let to: Vec<u32> = (0..9).filter(|&c| c != from as u32 && c % 2 == 0).collect();
+            let mut tree: Vec<u32> = Vec::new();
+            for &d in &to {
+                for &l in links.route(from, d as usize) {
+                    if !tree.contains(&l) {
+                        tree.push(l);
+                    }
+                }
+            }
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            fast.route(from, &to, &tree, &mut a, |k| x.push(k)).unwrap();
+            slow.route(from, &to, &[], &mut b, |k| y.push(k)).unwrap();
+            assert_eq!(x, y);
+        }
+        fast.end_window(&mut a);
+        slow.end_window(&mut b);
+        assert_eq!(a, b);
+        assert!(a.carried.iter().sum::<u64>() > 9);
     }
 
     #[test]

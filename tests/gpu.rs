@@ -530,3 +530,29 @@ fn update_orders_match_hand_computed_traces() {
         }
     }
 }
+
+#[test]
+fn system_runs_on_the_gpu_equal_the_cpu() {
+    // A loop over three chips: with unlimited links the system run is one program on the
+    // device; with a receive buffer the chips step in lock-step windows. Both equal the CPU
+    // (spikes, membranes, link counts and drops).
+    let Some(g) = gpu() else { return };
+    for buffer in [0, 6] {
+        let sub = common::tiny_chip(common::system(4, 2.0, buffer));
+        let net = common::looped(&sub);
+        let exec = Executor::new(net.clone(), &sub, 1, &PartitionOptions::default()).unwrap();
+        let mut rng = Rng::new(21);
+        let input = random_spikes(&mut rng, 6, 20, net.steps, 0.2);
+        let c = exec
+            .run(&CpuBackend, &[(0, input.clone())], Observe::AllTraces)
+            .unwrap();
+        let d = exec.run(&g, &[(0, input)], Observe::AllTraces).unwrap();
+        for p in 1..net.populations.len() {
+            assert_eq!(c.spikes.get(p), d.spikes.get(p), "buffer {buffer}");
+            assert_eq!(c.membrane[p], d.membrane[p], "buffer {buffer}");
+        }
+        assert_eq!(c.stats.links, d.stats.links, "buffer {buffer}");
+        let dropped: u64 = c.stats.links.as_ref().unwrap().dropped_buffer.iter().sum();
+        assert_eq!(dropped > 0, buffer > 0);
+    }
+}

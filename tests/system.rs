@@ -6,56 +6,11 @@
 
 mod common;
 
-use common::{random_spikes, raster_to_trains, reference_on_system, ChipsOf};
+use common::{
+    looped, random_spikes, raster_to_trains, reference_on_system, system, tiny_chip, ChipsOf,
+};
 use neuropart::prelude::*;
-use neuropart::{Connectivity, LinkTopology, Origin, Placement, Rng, System, WeightInit};
-
-/// A chip of 32 circuits (rows enough for 128 signed inputs per circuit).
-fn tiny_chip(system: System) -> Substrate {
-    Substrate {
-        name: "tiny".into(),
-        circuits_per_hemisphere: 16,
-        system: Some(system),
-        ..Substrate::bss2()
-    }
-}
-
-/// Two recurrent populations in one loop (a: 40, b: 30, a -> a, a -> b, b -> a with a delay),
-/// 70 circuits: three tiny chips; a readout on a fourth.
-fn looped(sub: &Substrate) -> Network {
-    let p = NeuronParams {
-        tau_mem: 6.0,
-        tau_syn: 4.0,
-        v_th: 0.6,
-        ..Default::default()
-    };
-    let w = |mean: f32, std: f32| WeightInit { mean, std };
-    let mut net = NetworkBuilder::new("looped", 40, 11)
-        .input("in", 20)
-        .dense("a", 40, p.clone(), w(0.2, 0.5))
-        .recurrent(w(0.0, 0.25))
-        .dense("b", 30, p.clone(), w(0.1, 0.4))
-        .project("b", "a", Connectivity::Dense, w(-0.05, 0.3))
-        .readout("out", 5, p, w(0.0, 0.3))
-        .build(sub)
-        .unwrap();
-    let k = net
-        .projections
-        .iter()
-        .position(|q| q.source == "b" && q.target == "a");
-    net.projections[k.unwrap()].delay = 2;
-    net
-}
-
-fn system(chips: usize, delay_us: f32, buffer: usize) -> System {
-    System {
-        chips,
-        topology: LinkTopology::Star,
-        delivery_delay_us: delay_us,
-        receive_buffer: buffer,
-        ..System::default()
-    }
-}
+use neuropart::{Origin, Placement, Rng, WeightInit};
 
 /// Each neuron's chip, from the plan.
 fn chips_of(net: &Network, plan: &Plan) -> Vec<Vec<usize>> {
@@ -456,4 +411,35 @@ fn training_across_chips_equals_training_with_the_link_delay_on_one_chip() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("h->out") && e.contains("sequential"), "{e}");
+}
+
+#[test]
+fn a_fused_system_run_equals_the_lock_step_windows() {
+    // Unlimited links run the chips as one program; a receive buffer too large to fill
+    // forces the lock-step windows. Same spikes, membranes and link counts.
+    let fused_sub = tiny_chip(system(4, 2.0, 0));
+    let lock_sub = tiny_chip(system(4, 2.0, 1_000_000));
+    let net = looped(&fused_sub);
+    let mut rng = Rng::new(12);
+    let input = random_spikes(&mut rng, 7, 20, net.steps, 0.2);
+    let run = |sub: &Substrate, observe| {
+        Executor::new(net.clone(), sub, 1, &PartitionOptions::default())
+            .unwrap()
+            .run(&CpuBackend, &[(0, input.clone())], observe)
+            .unwrap()
+    };
+    for observe in [Observe::Scores, Observe::AllTraces] {
+        let (a, b) = (run(&fused_sub, observe), run(&lock_sub, observe));
+        for p in 1..net.populations.len() {
+            assert_eq!(a.spikes.get(p), b.spikes.get(p), "{observe:?}");
+        }
+        assert_eq!(a.membrane, b.membrane, "{observe:?}");
+        assert_eq!(a.peak, b.peak, "{observe:?}");
+        let (la, lb) = (
+            a.stats.links.clone().unwrap(),
+            b.stats.links.clone().unwrap(),
+        );
+        assert_eq!(la, lb, "{observe:?}");
+        assert!(la.sent > 100 && la.peak.iter().any(|&p| p > 1));
+    }
 }

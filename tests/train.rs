@@ -524,7 +524,8 @@ fn sharded_evaluation_sweeps_and_runs_equal_one_process() {
             true,
         )
         .unwrap()
-        .unwrap(),
+        .unwrap()
+        .0,
     )
     .unwrap();
     assert_eq!(
@@ -552,7 +553,7 @@ fn sharded_evaluation_sweeps_and_runs_equal_one_process() {
                 true,
             )
             .unwrap()
-            .map(|f| serde_json::to_string(&f).unwrap());
+            .map(|(f, _)| serde_json::to_string(&f).unwrap());
             let row = neuropart::bench::measure_in(
                 exec,
                 &CpuBackend,

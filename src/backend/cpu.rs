@@ -252,8 +252,10 @@ pub(crate) fn run_system(
         }
         sources.push(v);
     }
+    // Chunks of samples, one work item each. Inside a window every chip advances all the
+    // chunk's samples before the next chip, so its synapse tables stay in cache.
     let threads = rayon::current_num_threads().max(1);
-    let chunk = samples.div_ceil(threads * 4).clamp(1, samples.max(1));
+    let chunk = samples.div_ceil(threads).clamp(1, SYSTEM_CHUNK);
     // Per job: its membrane rows, split by the chunks of samples.
     let mut own: Vec<Option<Vec<f32>>> = jobs
         .iter()
@@ -290,11 +292,14 @@ pub(crate) fn run_system(
         }
     }
     let nlinks = exchange.links.names.len();
+    // Per chip, per sample of the chunk: spike counts and events, in sample order.
     type ItemOut = (Vec<Vec<u32>>, Vec<Vec<SpikeEvent>>, LinkStats);
     let results: Vec<Result<ItemOut>> = items
         .into_par_iter()
         .map(|(range, mut outs)| {
-            let mut scratch: Vec<Scratch> = (0..chips).map(|_| Scratch::default()).collect();
+            let m = range.len();
+            let at = |k: usize, i: usize| k * m + i;
+            let mut scratch: Vec<Scratch> = (0..chips * m).map(|_| Scratch::default()).collect();
             let mut stats = LinkStats::new(nlinks, chips);
             let mut router = Router::new(
                 &exchange.links,
@@ -302,32 +307,29 @@ pub(crate) fn run_system(
                 exchange.buffer_cap,
                 exchange.overflow,
             );
-            let mut counts: Vec<Vec<u32>> = vec![Vec::with_capacity(range.len()); chips];
-            let mut events: Vec<Vec<SpikeEvent>> = vec![Vec::new(); chips];
-            let mut arrivals: Vec<Vec<(u32, u32)>> = vec![Vec::new(); chips];
-            let mut cursors = vec![0usize; chips];
-            let mut first = vec![0usize; chips];
-            for (i, s) in range.enumerate() {
-                let sample_of = |k: usize| Sample {
-                    prog: progs[k],
-                    program: programs[k],
-                    sources: &sources[k],
-                    sample: s,
-                    opts,
-                    membranes: membranes[k],
-                };
-                for k in 0..chips {
-                    begin(&sample_of(k), &mut scratch[k]);
-                    arrivals[k].clear();
-                    cursors[k] = 0;
-                    first[k] = events[k].len();
+            let mut events: Vec<Vec<SpikeEvent>> = vec![Vec::new(); chips * m];
+            let mut arrivals: Vec<Vec<(u32, u32)>> = vec![Vec::new(); chips * m];
+            let mut cursors = vec![0usize; chips * m];
+            let mut sent = vec![0usize; chips * m];
+            let sample_of = |k: usize, s: usize| Sample {
+                prog: progs[k],
+                program: programs[k],
+                sources: &sources[k],
+                sample: s,
+                opts,
+                membranes: membranes[k],
+            };
+            for k in 0..chips {
+                for (i, s) in range.clone().enumerate() {
+                    begin(&sample_of(k, s), &mut scratch[at(k, i)]);
                 }
-                stats.samples += 1;
-                for t0 in (0..steps).step_by(window) {
-                    let t1 = (t0 + window).min(steps);
-                    let mark: Vec<usize> = events.iter().map(Vec::len).collect();
-                    for k in 0..chips {
-                        let rows = rows_per_sample(membranes[k], steps);
+            }
+            stats.samples += m as u64;
+            for t0 in (0..steps).step_by(window) {
+                let t1 = (t0 + window).min(steps);
+                for k in 0..chips {
+                    let rows = rows_per_sample(membranes[k], steps);
+                    for (i, s) in range.clone().enumerate() {
                         let o = &mut outs[k];
                         let (stride, offset) = (o.stride, o.offset);
                         let mut out = MemOut {
@@ -337,44 +339,53 @@ pub(crate) fn run_system(
                         };
                         let mut live = Live {
                             live: &exchange.live[k],
-                            arrivals: &arrivals[k],
-                            cursor: cursors[k],
+                            arrivals: &arrivals[at(k, i)],
+                            cursor: cursors[at(k, i)],
                         };
                         advance_best(
-                            &sample_of(k),
-                            &mut scratch[k],
+                            &sample_of(k, s),
+                            &mut scratch[at(k, i)],
                             t0..t1,
-                            &mut events[k],
+                            &mut events[at(k, i)],
                             &mut out,
                             &mut live,
                         );
-                        cursors[k] = live.cursor;
+                        cursors[at(k, i)] = live.cursor;
                     }
-                    // Route this window's spikes: by step, then chip, then neuron.
+                }
+                // Route each sample's spikes of this window: by step, then chip, then neuron;
+                // they arrive a window later.
+                for i in 0..m {
                     router.begin_window(&mut stats);
-                    let mut at = mark.clone();
                     for t in t0..t1 {
                         for k in 0..chips {
                             let f = &exchange.fanout[k];
-                            while at[k] < events[k].len() && events[k][at[k]].step as usize == t {
-                                let j = events[k][at[k]].neuron as usize;
-                                at[k] += 1;
+                            let ev = &events[at(k, i)];
+                            let c = &mut sent[at(k, i)];
+                            while *c < ev.len() && ev[*c].step as usize == t {
+                                let j = ev[*c].neuron as usize;
+                                *c += 1;
                                 let (a, b) = (f.offsets[j] as usize, f.offsets[j + 1] as usize);
                                 if a == b {
                                     continue;
                                 }
                                 let (to, chans) = (&f.chips[a..b], &f.channels[a..b]);
                                 let arrive = (t + window) as u32;
-                                router.route(k, to, &mut stats, |d| {
-                                    arrivals[to[d] as usize].push((arrive, chans[d]));
+                                let tree = f.tree(j);
+                                router.route(k, to, tree, &mut stats, |d| {
+                                    arrivals[at(to[d] as usize, i)].push((arrive, chans[d]));
                                 })?;
                             }
                         }
                     }
                     router.end_window(&mut stats);
                 }
-                for k in 0..chips {
-                    let rows = rows_per_sample(membranes[k], steps);
+            }
+            let mut counts: Vec<Vec<u32>> = vec![Vec::with_capacity(m); chips];
+            let mut flat: Vec<Vec<SpikeEvent>> = vec![Vec::new(); chips];
+            for k in 0..chips {
+                let rows = rows_per_sample(membranes[k], steps);
+                for (i, s) in range.clone().enumerate() {
                     let o = &mut outs[k];
                     let (stride, offset) = (o.stride, o.offset);
                     let mut out = MemOut {
@@ -382,11 +393,17 @@ pub(crate) fn run_system(
                         stride,
                         offset,
                     };
-                    finish(&sample_of(k), &scratch[k], &mut out);
-                    counts[k].push((events[k].len() - first[k]) as u32);
+                    finish(&sample_of(k, s), &scratch[at(k, i)], &mut out);
+                    let ev = std::mem::take(&mut events[at(k, i)]);
+                    counts[k].push(ev.len() as u32);
+                    if flat[k].is_empty() {
+                        flat[k] = ev;
+                    } else {
+                        flat[k].extend_from_slice(&ev);
+                    }
                 }
             }
-            Ok((counts, events, stats))
+            Ok((counts, flat, stats))
         })
         .collect();
     let mut per_job: Vec<(Vec<u32>, Vec<SpikeEvent>)> =
@@ -419,6 +436,9 @@ pub(crate) fn run_system(
         .collect();
     Ok((outs, stats))
 }
+
+/// Most samples one work item of a system run holds (each keeps the state of every chip).
+const SYSTEM_CHUNK: usize = 16;
 
 /// Neurons of population `p` as the store knows it (0 if it does not).
 fn store_size(store: &SpikeStore, p: usize) -> usize {
@@ -507,16 +527,22 @@ impl MemOut<'_> {
     }
 }
 
+/// Weights `run_weights[at..at+len]` to targets `first..first+len`, one delay.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    first: usize,
+    len: usize,
+    at: usize,
+    delay: usize,
+}
+
 /// How each source's synapses are delivered.
 #[derive(Clone, Debug)]
 enum Delivery {
-    /// Weights `weights[at..at+len]` to targets `first..first+len`, one delay.
-    Run {
-        first: usize,
-        len: usize,
-        at: usize,
-        delay: usize,
-    },
+    /// One run.
+    Run(Run),
+    /// Runs `runs[range]`.
+    Runs(std::ops::Range<usize>),
     /// Synapses `range` of the program, one by one.
     List(std::ops::Range<usize>),
 }
@@ -603,6 +629,8 @@ pub(crate) struct CpuProgram {
     /// Per stage: its neuron range and segments.
     stages: Vec<(usize, usize, Vec<Segment>)>,
     deliveries: Vec<Delivery>,
+    /// The stretches of sources delivered as several runs.
+    runs: Vec<Run>,
     run_weights: Vec<i32>,
     coeffs: SoaCoeffs,
     rest: Vec<f32>,
@@ -619,21 +647,44 @@ impl CpuProgram {
             .map(|w| {
                 let (a, b) = (w[0] as usize, w[1] as usize);
                 let syn = &prog.synapses[a..b];
-                let contiguous = !syn.is_empty()
-                    && syn.iter().enumerate().all(|(k, s)| {
-                        s.target == syn[0].target + k as u32 && s.delay == syn[0].delay
-                    });
-                if contiguous {
-                    let at = p.run_weights.len();
-                    p.run_weights.extend(syn.iter().map(|s| s.weight));
-                    Delivery::Run {
-                        first: syn[0].target as usize,
-                        len: syn.len(),
-                        at,
-                        delay: syn[0].delay as usize,
+                // Maximal stretches of consecutive targets with one delay.
+                let mut runs: Vec<(usize, usize)> = Vec::new();
+                for (k, s) in syn.iter().enumerate() {
+                    match runs.last_mut() {
+                        Some((start, len))
+                            if s.target == syn[*start].target + *len as u32
+                                && s.delay == syn[*start].delay =>
+                        {
+                            *len += 1
+                        }
+                        _ => runs.push((k, 1)),
                     }
-                } else {
-                    Delivery::List(a..b)
+                }
+                let mut run = |(start, len): (usize, usize)| {
+                    let at = p.run_weights.len();
+                    p.run_weights
+                        .extend(syn[start..start + len].iter().map(|s| s.weight));
+                    Run {
+                        first: syn[start].target as usize,
+                        len,
+                        at,
+                        delay: syn[start].delay as usize,
+                    }
+                };
+                match runs[..] {
+                    [] => Delivery::List(a..b),
+                    [one] => Delivery::Run(run(one)),
+                    // Long stretches (a source reaching several chips of a fused system run)
+                    // as vector adds; short ones synapse by synapse.
+                    _ if runs.len() * 8 <= syn.len() => {
+                        let first = p.runs.len();
+                        for r in runs {
+                            let r = run(r);
+                            p.runs.push(r);
+                        }
+                        Delivery::Runs(first..p.runs.len())
+                    }
+                    _ => Delivery::List(a..b),
                 }
             })
             .collect();
@@ -668,6 +719,7 @@ impl CpuProgram {
             slots: prog.max_delay as usize + 1,
             stages,
             deliveries: Vec::new(),
+            runs: Vec::new(),
             run_weights: Vec::new(),
             coeffs: SoaCoeffs::new(&prog.coeffs),
             rest: prog.coeffs.iter().map(|c| LifState::rest(c).v).collect(),
@@ -679,15 +731,26 @@ impl CpuProgram {
     /// New weights and scales, same structure: rewrite the weight runs in place and the
     /// coefficient-dependent parts.
     fn update(&mut self, prog: &PartitionProgram) {
+        let mut rewrite = |r: &Run, a: usize, at_syn: usize| {
+            for (dst, s) in self.run_weights[r.at..r.at + r.len]
+                .iter_mut()
+                .zip(&prog.synapses[a + at_syn..a + at_syn + r.len])
+            {
+                *dst = s.weight;
+            }
+        };
         for (d, w) in self.deliveries.iter().zip(prog.synapse_offsets.windows(2)) {
-            if let Delivery::Run { len, at, .. } = *d {
-                let a = w[0] as usize;
-                for (dst, s) in self.run_weights[at..at + len]
-                    .iter_mut()
-                    .zip(&prog.synapses[a..a + len])
-                {
-                    *dst = s.weight;
+            let a = w[0] as usize;
+            match d {
+                Delivery::Run(r) => rewrite(r, a, 0),
+                Delivery::Runs(range) => {
+                    let mut at_syn = 0;
+                    for r in &self.runs[range.clone()] {
+                        rewrite(r, a, at_syn);
+                        at_syn += r.len;
+                    }
                 }
+                Delivery::List(_) => {}
             }
         }
         let fresh = Self::coefficients(prog);
@@ -707,32 +770,35 @@ impl CpuProgram {
         steps: usize,
         pending: &mut [i32],
     ) {
-        let n = self.n;
         match self.deliveries[src] {
-            Delivery::Run {
-                first,
-                len,
-                at,
-                delay,
-            } => {
-                let when = t + delay;
-                if when < steps {
-                    let base = (when % self.slots) * n + first;
-                    for (p, w) in pending[base..base + len]
-                        .iter_mut()
-                        .zip(&self.run_weights[at..at + len])
-                    {
-                        *p += w;
-                    }
+            Delivery::Run(r) => self.deliver_run(r, t, steps, pending),
+            Delivery::Runs(ref range) => {
+                for &r in &self.runs[range.clone()] {
+                    self.deliver_run(r, t, steps, pending);
                 }
             }
             Delivery::List(ref range) => {
                 for syn in &prog.synapses[range.clone()] {
                     let when = t + syn.delay as usize;
                     if when < steps {
-                        pending[(when % self.slots) * n + syn.target as usize] += syn.weight;
+                        pending[(when % self.slots) * self.n + syn.target as usize] += syn.weight;
                     }
                 }
+            }
+        }
+    }
+
+    /// Add one run's weights to the pending input of its step.
+    #[inline(always)]
+    fn deliver_run(&self, r: Run, t: usize, steps: usize, pending: &mut [i32]) {
+        let when = t + r.delay;
+        if when < steps {
+            let base = (when % self.slots) * self.n + r.first;
+            for (p, w) in pending[base..base + r.len]
+                .iter_mut()
+                .zip(&self.run_weights[r.at..r.at + r.len])
+            {
+                *p += w;
             }
         }
     }

@@ -248,6 +248,19 @@ pub struct Fanout {
     pub chips: Vec<u32>,
     /// Its input channel.
     pub channels: Vec<u32>,
+    /// Per local neuron, entries `tree_offsets[j]..tree_offsets[j + 1]` of `tree_links`: the
+    /// links its spikes cross to reach every reading chip (each once: multicast).
+    pub tree_offsets: Vec<u32>,
+    /// The links of every neuron's multicast tree.
+    pub tree_links: Vec<u32>,
+}
+
+impl Fanout {
+    /// The links neuron `j`'s spikes cross.
+    #[inline]
+    pub fn tree(&self, j: usize) -> &[u32] {
+        &self.tree_links[self.tree_offsets[j] as usize..self.tree_offsets[j + 1] as usize]
+    }
 }
 
 /// The live exchange of one system run: what each chip's spikes reach and how the links
@@ -272,6 +285,70 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// The traffic the links carry when nothing can be full (unlimited links and buffers),
+    /// counted from the spikes of the chips' neurons side by side (`spikes`, chip k's neurons
+    /// at `offsets[k]..offsets[k + 1]`, each sample sorted by step and neuron): what
+    /// [`crate::Router`] counts for the same spikes, in the same windows.
+    pub fn count(&self, spikes: &SpikeTrains, offsets: &[usize]) -> LinkStats {
+        use rayon::prelude::*;
+        let chips = self.fanout.len();
+        let nlinks = self.links.names.len();
+        let window = self.window.max(1);
+        let mut chip_of = vec![0u32; offsets.last().copied().unwrap_or(0)];
+        for k in 0..chips {
+            chip_of[offsets[k]..offsets[k + 1]].fill(k as u32);
+        }
+        let per = |range: std::ops::Range<usize>| {
+            let mut st = LinkStats::new(nlinks, chips);
+            let mut used = vec![0u32; nlinks];
+            for s in range {
+                st.samples += 1;
+                let ev = spikes.sample(s);
+                let mut i = 0;
+                for t0 in (0..spikes.steps).step_by(window as usize) {
+                    used.fill(0);
+                    st.windows += 1;
+                    while i < ev.len() && ev[i].step < t0 + window {
+                        let j = ev[i].neuron as usize;
+                        i += 1;
+                        let k = chip_of[j] as usize;
+                        let f = &self.fanout[k];
+                        let local = j - offsets[k];
+                        let (a, b) = (f.offsets[local] as usize, f.offsets[local + 1] as usize);
+                        if a == b {
+                            continue;
+                        }
+                        st.sent += 1;
+                        for &l in f.tree(local) {
+                            used[l as usize] += 1;
+                        }
+                        for &d in &f.chips[a..b] {
+                            st.delivered[d as usize] += 1;
+                        }
+                    }
+                    for ((p, c), &u) in st.peak.iter_mut().zip(&mut st.carried).zip(&used) {
+                        *p = (*p).max(u);
+                        *c += u as u64;
+                    }
+                }
+            }
+            st
+        };
+        let n = spikes.samples();
+        let chunk = n.div_ceil(rayon::current_num_threads().max(1) * 4).max(1);
+        let parts: Vec<LinkStats> = (0..n)
+            .step_by(chunk)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|s0| per(s0..(s0 + chunk).min(n)))
+            .collect();
+        let mut st = LinkStats::new(nlinks, chips);
+        for p in &parts {
+            st.add(p);
+        }
+        st
+    }
+
     /// The exchange between `programs` (the k-th on chip k) on `system`, steps of `dt_us`.
     pub fn new(programs: &[&PartitionProgram], system: &System, dt_us: f32) -> Self {
         let window = system.delay_steps(dt_us);
@@ -300,20 +377,30 @@ impl Exchange {
             }
             live.push(l);
         }
+        let links = system.links();
         let fanout = lists
             .into_iter()
-            .map(|per| {
+            .enumerate()
+            .map(|(from, per)| {
                 let mut f = Fanout {
                     offsets: vec![0],
+                    tree_offsets: vec![0],
                     ..Default::default()
                 };
                 for v in per {
                     // Channels were visited chip by chip: already in chip order.
-                    for (chip, ch) in v {
+                    for &(chip, ch) in &v {
                         f.chips.push(chip);
                         f.channels.push(ch);
+                        for &l in links.route(from, chip as usize) {
+                            let start = *f.tree_offsets.last().expect("one offset") as usize;
+                            if !f.tree_links[start..].contains(&l) {
+                                f.tree_links.push(l);
+                            }
+                        }
                     }
                     f.offsets.push(f.chips.len() as u32);
+                    f.tree_offsets.push(f.tree_links.len() as u32);
                 }
                 f
             })
@@ -322,7 +409,7 @@ impl Exchange {
             window,
             fanout,
             live,
-            links: system.links(),
+            links,
             link_cap: system.link_capacity(window, dt_us),
             buffer_cap: system.receive_buffer as u32,
             overflow: system.overflow,

@@ -292,9 +292,13 @@ enum Command {
         /// Fraction of input pixels that are on, in [0, 1] (MNIST: about 0.19).
         #[arg(long, default_value_t = 0.19, allow_hyphen_values = true)]
         density: f64,
-        /// Chips: run up to this many partitions of a wave at the same time.
-        #[arg(long, default_value = "1", value_parser = at_least_one)]
-        chips: usize,
+        /// Chips: run up to this many partitions of a wave at the same time (default 1); with a
+        /// [system] in the substrate file, the system's chip count.
+        #[arg(long, value_parser = at_least_one)]
+        chips: Option<usize>,
+        /// How partitions share the system runs of a [system] (see `plan --help`).
+        #[arg(long, value_enum, conflicts_with = "train")]
+        placement: Option<neuropart::Placement>,
         /// Benchmark training instead (the MNIST network, the published set-up, random
         /// MNIST-shaped input): one warm-up batch, then --batches timed ones, one row per
         /// device and batch size; --steps, --density and --chips apply.
@@ -348,6 +352,40 @@ fn substrate(path: &Option<PathBuf>) -> neuropart::Result<Substrate> {
         Some(p) => Substrate::load(p),
         None => Ok(Substrate::bss2()),
     }
+}
+
+/// On a system: the estimated hardware time per sample and the links' measured traffic
+/// (empty without a system).
+fn system_summary(exec: &Executor, links: Option<&neuropart::LinkStats>) -> String {
+    let Some(sys) = neuropart::SystemReport::new(&exec.plan, exec.network.steps) else {
+        return String::new();
+    };
+    let mut s = format!(
+        "system: {} system run{} on up to {} of {} chips, delivery delay {} step{}; estimated \
+         hardware time {:.1} us per sample\n",
+        sys.system_runs.len(),
+        if sys.system_runs.len() == 1 { "" } else { "s" },
+        sys.chips_used,
+        sys.chips,
+        sys.delay_steps,
+        if sys.delay_steps == 1 { "" } else { "s" },
+        sys.hardware_us_per_sample
+    );
+    match links {
+        Some(l) => {
+            s += &l.text(
+                &exec
+                    .plan
+                    .substrate
+                    .system
+                    .as_ref()
+                    .expect("a system")
+                    .links(),
+            )
+        }
+        None => s += "links: no spikes crossed chips while they ran\n",
+    }
+    s
 }
 
 /// Print warnings to stderr.
@@ -470,7 +508,7 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
                 Observe::Scores
             };
             // With several processes each runs a shard of the samples, the first writes all.
-            let Some(file) = neuropart::experiment::run_in(
+            let Some((file, links)) = neuropart::experiment::run_in(
                 &exec, &*backend, comm, &inputs, observe, seed, membranes,
             )?
             else {
@@ -481,6 +519,7 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
                 Some(p) => neuropart::io::write_atomic(&p, text.as_bytes())?,
                 None => println!("{text}"),
             }
+            eprint!("{}", system_summary(&exec, links.as_ref()));
         }
         Command::Train {
             target,
@@ -615,6 +654,18 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
                 st.mean_loss(),
                 st.hidden_spikes / st.samples.max(1) as f64
             );
+            if let Some(sys) = neuropart::SystemReport::new(&t.exec.plan, t.exec.network.steps) {
+                println!(
+                    "system: {} system run{}, estimated hardware time {:.1} us per sample; links: \
+                     {:.1} cross-chip deliveries per sample, {} dropped ({:.2} %)",
+                    sys.system_runs.len(),
+                    if sys.system_runs.len() == 1 { "" } else { "s" },
+                    sys.hardware_us_per_sample,
+                    st.link_deliveries / st.samples.max(1) as f64,
+                    st.link_dropped,
+                    100.0 * st.link_drop_fraction()
+                );
+            }
         }
         Command::Export {
             network,
@@ -641,10 +692,19 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
             substrate: sub_file,
             density,
             chips,
+            placement,
             train,
             mode,
             batches,
         } => {
+            let target = Target {
+                network: network.clone().unwrap_or_default(),
+                substrate: sub_file.clone(),
+                chips,
+                merge_layers: false,
+                placement,
+            };
+            let chips = target.chips();
             if train {
                 let backends = bench_backends(device, comm)?;
                 let mut rows = Vec::new();
@@ -683,13 +743,13 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
                 }
                 return Ok(());
             }
-            let sub = substrate(&sub_file)?;
+            let sub = target.substrate()?;
             let mut net = match network {
                 Some(p) => Network::load(&p, &sub)?,
                 None => neuropart::mnist_network(1).build(&sub)?,
             };
             net.steps = steps;
-            let exec = Executor::new(net, &sub, chips, &PartitionOptions::default())?;
+            let exec = Executor::new(net, &sub, chips, &target.options())?;
             warn(&exec.warnings);
             // Inputs first: an impossible batch is an error before any device is opened.
             let inputs: Vec<_> = batch
@@ -736,6 +796,9 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
                     r.stats.spikes_recorded_per_sample,
                     r.stats.spikes_replayed_per_sample
                 );
+            }
+            if let Some(r) = rows.first() {
+                print!("{}", system_summary(&exec, r.stats.links.as_ref()));
             }
             if exec.plan.partitions.len() <= 32 {
                 println!("\nper partition run (time inside the backend per batch):");

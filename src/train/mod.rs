@@ -128,6 +128,10 @@ pub struct BatchStats {
     pub samples: usize,
     /// Hidden spikes (all spiking populations) summed over samples.
     pub hidden_spikes: f64,
+    /// Cross-chip deliveries a system's links were asked for (0 without a system).
+    pub link_deliveries: f64,
+    /// Of those, dropped (bandwidth or receive buffer).
+    pub link_dropped: f64,
     /// Per population (indexed by id; 0 for non-spiking ones): samples in which the
     /// population emitted no spike at all.
     pub silent_samples: Vec<usize>,
@@ -142,6 +146,8 @@ impl std::ops::Add for BatchStats {
         self.correct += o.correct;
         self.samples += o.samples;
         self.hidden_spikes += o.hidden_spikes;
+        self.link_deliveries += o.link_deliveries;
+        self.link_dropped += o.link_dropped;
         if self.silent_samples.len() < o.silent_samples.len() {
             self.silent_samples.resize(o.silent_samples.len(), 0);
         }
@@ -163,6 +169,11 @@ impl BatchStats {
         self.correct as f64 / self.samples.max(1) as f64
     }
 
+    /// Fraction of the cross-chip deliveries the links dropped (0 without any).
+    pub fn link_drop_fraction(&self) -> f64 {
+        self.link_dropped / self.link_deliveries.max(1.0)
+    }
+
     /// These as numbers to send to other processes ([`BatchStats::from_wire`] reads them).
     pub fn to_wire(&self) -> Vec<f64> {
         let mut s = vec![
@@ -170,6 +181,8 @@ impl BatchStats {
             self.correct as f64,
             self.samples as f64,
             self.hidden_spikes,
+            self.link_deliveries,
+            self.link_dropped,
         ];
         s.extend(self.silent_samples.iter().map(|&x| x as f64));
         s
@@ -182,7 +195,9 @@ impl BatchStats {
             correct: s[1] as usize,
             samples: s[2] as usize,
             hidden_spikes: s[3],
-            silent_samples: s[4..].iter().map(|&x| x as usize).collect(),
+            link_deliveries: s[4],
+            link_dropped: s[5],
+            silent_samples: s[6..].iter().map(|&x| x as usize).collect(),
         }
     }
 }
@@ -893,6 +908,10 @@ impl Trainer {
                 silent_samples: silent_samples(&self.exec.network, &out.spikes),
                 ..Default::default()
             };
+            if let Some(l) = &out.stats.links {
+                st.link_deliveries = l.attempted() as f64;
+                st.link_dropped = (l.attempted() - l.delivered.iter().sum::<u64>()) as f64;
+            }
             for (k, &i) in chunk.iter().enumerate() {
                 let s = &sc[k * c..(k + 1) * c];
                 let y = data.labels[i] as usize;
@@ -910,7 +929,7 @@ impl Trainer {
         }
         // Every batch's stats in batch order (a process's batches are consecutive), summed
         // from the first.
-        let width = 4 + self.exec.network.populations.len();
+        let width = 6 + self.exec.network.populations.len();
         let mut total = BatchStats::default();
         for flat in comm.all_gather_f64(&wire.concat()) {
             for one in flat.chunks_exact(width) {

@@ -6,6 +6,7 @@ use neuropart::NeuronParams;
 use neuropart::Rng;
 use neuropart::Substrate;
 use neuropart::{Connectivity, Network, Population, PopulationKind, Projection, Sign, WeightInit};
+use neuropart::{LinkTopology, NetworkBuilder, System};
 use neuropart::{SpikeEvent, SpikeTrains};
 
 /// Whole-network result of the reference: spike raster and membrane per population,
@@ -559,4 +560,51 @@ pub fn in_processes<T: Send>(size: usize, f: impl Fn(&Threads) -> T + Sync) -> V
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     })
+}
+
+/// A chip of 32 circuits (rows enough for 128 signed inputs per circuit).
+pub fn tiny_chip(system: System) -> Substrate {
+    Substrate {
+        name: "tiny".into(),
+        circuits_per_hemisphere: 16,
+        system: Some(system),
+        ..Substrate::bss2()
+    }
+}
+
+/// Two recurrent populations in one loop (a: 40, b: 30, a -> a, a -> b, b -> a with a delay),
+/// 70 circuits: three tiny chips; a readout on a fourth.
+pub fn looped(sub: &Substrate) -> Network {
+    let p = NeuronParams {
+        tau_mem: 6.0,
+        tau_syn: 4.0,
+        v_th: 0.6,
+        ..Default::default()
+    };
+    let w = |mean: f32, std: f32| WeightInit { mean, std };
+    let mut net = NetworkBuilder::new("looped", 40, 11)
+        .input("in", 20)
+        .dense("a", 40, p.clone(), w(0.2, 0.5))
+        .recurrent(w(0.0, 0.25))
+        .dense("b", 30, p.clone(), w(0.1, 0.4))
+        .project("b", "a", Connectivity::Dense, w(-0.05, 0.3))
+        .readout("out", 5, p, w(0.0, 0.3))
+        .build(sub)
+        .unwrap();
+    let k = net
+        .projections
+        .iter()
+        .position(|q| q.source == "b" && q.target == "a");
+    net.projections[k.unwrap()].delay = 2;
+    net
+}
+
+pub fn system(chips: usize, delay_us: f32, buffer: usize) -> System {
+    System {
+        chips,
+        topology: LinkTopology::Star,
+        delivery_delay_us: delay_us,
+        receive_buffer: buffer,
+        ..System::default()
+    }
 }
