@@ -105,7 +105,7 @@ pub use rng::Rng;
 pub use schedule::{CostReport, Schedule};
 pub use spikes::{SpikeEvent, SpikeFile, SpikeStore, SpikeTrains};
 pub use substrate::Substrate;
-pub use system::{DropReason, LinkStats, LinkTopology, Links, Overflow, Router, System};
+pub use system::{DropReason, LinkStats, LinkTopology, Links, Node, Overflow, Router, System};
 pub use train::{
     gradients, silence_warnings, Adam, BatchStats, Checkpoint, EpochRecord, StepTimings, Topology,
     TrainConfig, Trainer,

@@ -386,8 +386,12 @@ impl Figure for Placement<'_> {
             let mut chart = ChartBuilder::on(area)
                 .caption(
                     format!(
-                        "run {}: {}, reading {} input channels",
+                        "run {}{}: {}, reading {} input channels",
                         part.id,
+                        match (part.system_run, part.chip) {
+                            (Some(r), Some(c)) => format!(" (system run {r}, chip {c})"),
+                            _ => String::new(),
+                        },
                         names.join(", "),
                         part.channel_count()
                     ),
@@ -578,6 +582,165 @@ impl Figure for Histo<'_> {
             )
         }))?;
         root.present()?;
+        Ok(())
+    }
+}
+
+/// Draw a plan's placement on its multi-chip system (PNG, or SVG by extension): the chips of
+/// its first system run (filled by the circuits they use), the aggregators, and every link,
+/// darker and wider the more source neurons' spikes cross it. An error without a system.
+pub fn system(network: &Network, plan: &Plan, path: &Path) -> Result<()> {
+    let (Some(sys), Some(sp)) = (&plan.substrate.system, &plan.system) else {
+        return Err(Error::option(
+            "--png",
+            path.display(),
+            "a system drawing needs a [system] in the substrate",
+        ));
+    };
+    save(
+        &SystemFigure {
+            network,
+            plan,
+            sys,
+            links: sys.links(),
+            traffic: &sp.link_channels,
+        },
+        path,
+    )
+}
+
+struct SystemFigure<'a> {
+    network: &'a Network,
+    plan: &'a Plan,
+    sys: &'a crate::system::System,
+    links: crate::system::Links,
+    traffic: &'a [u64],
+}
+
+impl SystemFigure<'_> {
+    /// Where a node is drawn, in [-1.2, 1.2]².
+    fn at(&self, node: crate::system::Node) -> (f64, f64) {
+        use crate::system::{LinkTopology as T, Node};
+        let n = self.sys.chips.max(1) as f64;
+        let ring = |k: f64, r: f64| {
+            let a = std::f64::consts::TAU * k / n - std::f64::consts::FRAC_PI_2;
+            (r * a.cos(), r * a.sin())
+        };
+        match (self.sys.topology, node) {
+            (T::Mesh2d | T::Torus, Node::Chip(c)) => {
+                let w = self.sys.grid_width();
+                let h = self.sys.chips.div_ceil(w).max(1);
+                let f = |i: usize, m: usize| {
+                    if m == 1 {
+                        0.0
+                    } else {
+                        -1.0 + 2.0 * i as f64 / (m - 1) as f64
+                    }
+                };
+                (f(c % w, w), -f(c / w, h))
+            }
+            (_, Node::Chip(c)) => ring(c as f64, 1.0),
+            (_, Node::Hub(0)) => (0.0, 0.0),
+            (_, Node::Hub(p)) => {
+                let per = self.sys.chips_per_backplane.max(1);
+                let first = (p - 1) * per;
+                let last = (first + per).min(self.sys.chips) - 1;
+                ring((first + last) as f64 / 2.0, 0.55)
+            }
+        }
+    }
+}
+
+impl Figure for SystemFigure<'_> {
+    fn size(&self) -> (u32, u32) {
+        (900, 900)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> PlotResult
+    where
+        DB::ErrorType: 'static,
+    {
+        use crate::system::Node;
+        root.fill(&WHITE)?;
+        let sp = self.plan.system.as_ref().expect("checked");
+        let title = format!(
+            "'{}' on {} chips ({}): {} system run{}, {} cross-chip synapses",
+            self.network.name,
+            self.sys.chips,
+            self.sys.topology.name(),
+            sp.runs.len(),
+            if sp.runs.len() == 1 { "" } else { "s" },
+            sp.cross_chip_synapses
+        );
+        let root = root.titled(&title, ("sans-serif", 17))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "chips of system run 0 (fill: circuits used); links: darker and wider = \
+                 more neurons' spikes cross them",
+                ("sans-serif", 14),
+            )
+            .margin(20)
+            .build_cartesian_2d(-1.25f64..1.25, -1.25f64..1.25)?;
+        let top = self.traffic.iter().copied().max().unwrap_or(0).max(1) as f64;
+        for (l, &(a, b)) in self.links.ends.iter().enumerate() {
+            let (pa, pb) = (self.at(a), self.at(b));
+            let t = self.traffic.get(l).copied().unwrap_or(0) as f64 / top;
+            let shade = (220.0 * (1.0 - t)) as u8;
+            let color = if t > 0.0 {
+                RGBColor(200, shade, shade)
+            } else {
+                RGBColor(225, 225, 225)
+            };
+            let width = if t > 0.0 { 1 + (5.0 * t) as u32 } else { 1 };
+            chart.draw_series(std::iter::once(PathElement::new(
+                vec![pa, pb],
+                color.stroke_width(width),
+            )))?;
+        }
+        let run0 = sp.runs.first().cloned().unwrap_or_default();
+        let circuits = self.plan.substrate.circuits() as f64;
+        for c in 0..self.sys.chips {
+            let (x, y) = self.at(Node::Chip(c));
+            let used = run0.get(c).map_or(0.0, |&p| {
+                self.plan.partitions[p].circuits_used as f64 / circuits
+            });
+            let g = (235.0 - 150.0 * used) as u8;
+            chart.draw_series(std::iter::once(Circle::new(
+                (x, y),
+                9,
+                RGBColor(g, g, 255).filled(),
+            )))?;
+            chart.draw_series(std::iter::once(Circle::new(
+                (x, y),
+                9,
+                BLACK.stroke_width(1),
+            )))?;
+            if self.sys.chips <= 48 {
+                chart.draw_series(std::iter::once(Text::new(
+                    c.to_string(),
+                    (x + 0.03, y + 0.03),
+                    ("sans-serif", 12),
+                )))?;
+            }
+        }
+        let hubs = self
+            .links
+            .ends
+            .iter()
+            .flat_map(|&(a, b)| [a, b])
+            .filter(|n| matches!(n, Node::Hub(_)));
+        let mut seen = Vec::new();
+        for h in hubs {
+            if seen.contains(&h) {
+                continue;
+            }
+            seen.push(h);
+            let (x, y) = self.at(h);
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(x - 0.04, y - 0.04), (x + 0.04, y + 0.04)],
+                RGBColor(90, 90, 90).filled(),
+            )))?;
+        }
         Ok(())
     }
 }

@@ -160,11 +160,11 @@ impl SystemReport {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "system: {} chips ({:?}), {:?} placement: {} system run{}, up to {} chips at the same \
+            "system: {} chips ({}), {} placement: {} system run{}, up to {} chips at the same \
              time, delivery delay {} step{}",
             self.chips,
-            self.topology,
-            self.placement,
+            self.topology.name(),
+            format!("{:?}", self.placement).to_lowercase(),
             self.system_runs.len(),
             if self.system_runs.len() == 1 { "" } else { "s" },
             self.chips_used,

@@ -34,6 +34,19 @@ pub enum LinkTopology {
     AllToAll,
 }
 
+impl LinkTopology {
+    /// The name a substrate file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkTopology::Star => "star",
+            LinkTopology::Backplanes => "backplanes",
+            LinkTopology::Mesh2d => "mesh2d",
+            LinkTopology::Torus => "torus",
+            LinkTopology::AllToAll => "all-to-all",
+        }
+    }
+}
+
 /// What happens to a spike that a link or a receive buffer cannot take in a window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -187,12 +200,15 @@ impl System {
     pub fn links(&self) -> Links {
         let n = self.chips;
         let mut names = Vec::new();
+        let mut ends = Vec::new();
         let mut routes = vec![Vec::new(); n * n];
         match self.topology {
             LinkTopology::Star => {
                 for c in 0..n {
                     names.push(format!("chip {c} -> hub"));
                     names.push(format!("hub -> chip {c}"));
+                    ends.push((Node::Chip(c), Node::Hub(0)));
+                    ends.push((Node::Hub(0), Node::Chip(c)));
                 }
                 for a in 0..n {
                     for b in 0..n {
@@ -208,10 +224,14 @@ impl System {
                 for c in 0..n {
                     names.push(format!("chip {c} -> backplane {}", c / per));
                     names.push(format!("backplane {} -> chip {c}", c / per));
+                    ends.push((Node::Chip(c), Node::Hub(1 + c / per)));
+                    ends.push((Node::Hub(1 + c / per), Node::Chip(c)));
                 }
                 for p in 0..planes {
                     names.push(format!("backplane {p} -> top"));
                     names.push(format!("top -> backplane {p}"));
+                    ends.push((Node::Hub(1 + p), Node::Hub(0)));
+                    ends.push((Node::Hub(0), Node::Hub(1 + p)));
                 }
                 let up = |p: usize| (2 * n + 2 * p) as u32;
                 for a in 0..n {
@@ -234,8 +254,16 @@ impl System {
                 let wrap = self.topology == LinkTopology::Torus;
                 // Link 4·node + direction (0: +x, 1: −x, 2: +y, 3: −y).
                 for c in 0..w * h {
-                    for d in ["+x", "-x", "+y", "-y"] {
+                    let (x, y) = (c % w, c / w);
+                    let to = [
+                        ((x + 1) % w, y),
+                        ((x + w - 1) % w, y),
+                        (x, (y + 1) % h),
+                        (x, (y + h - 1) % h),
+                    ];
+                    for (d, (tx, ty)) in ["+x", "-x", "+y", "-y"].into_iter().zip(to) {
                         names.push(format!("chip {c} {d}"));
+                        ends.push((Node::Chip(c), Node::Chip(ty * w + tx)));
                     }
                 }
                 let step = |from: usize, to: usize, size: usize| -> (bool, usize) {
@@ -279,6 +307,7 @@ impl System {
                         if a != b {
                             routes[a * n + b] = vec![names.len() as u32];
                             names.push(format!("chip {a} -> chip {b}"));
+                            ends.push((Node::Chip(a), Node::Chip(b)));
                         }
                     }
                 }
@@ -287,6 +316,7 @@ impl System {
         Links {
             chips: n,
             names,
+            ends,
             routes,
         }
     }
@@ -301,6 +331,15 @@ impl System {
     }
 }
 
+/// An end of a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Node {
+    /// A chip (on a grid: a grid position, which may hold no chip).
+    Chip(usize),
+    /// An aggregator: 0 the star's hub or the backplanes' top, 1 + p backplane p's.
+    Hub(usize),
+}
+
 /// The directed links of a system and the route (link ids, in order) of every chip pair.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Links {
@@ -308,6 +347,8 @@ pub struct Links {
     pub chips: usize,
     /// A name per link ("chip 3 -> hub").
     pub names: Vec<String>,
+    /// Per link: where it starts and ends.
+    pub ends: Vec<(Node, Node)>,
     /// `routes[a·chips + b]`: the links a spike from chip `a` to chip `b` crosses.
     pub routes: Vec<Vec<u32>>,
 }

@@ -124,6 +124,53 @@ impl Substrate {
         self.inner.circuits()
     }
 
+    /// The multi-chip system (the `[system]` section) as a dict, or None for one chip.
+    #[getter]
+    fn system<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match &self.inner.system {
+            Some(s) => json(py, s),
+            None => Ok(py.None().into_bound(py)),
+        }
+    }
+
+    /// This chip as a multi-chip system of `chips` chips (the `[system]` fields; the
+    /// BrainScaleS-2 defaults for the rest): chips of one system run exchange spikes over
+    /// links, each arriving `delivery_delay_us` after it was sent.
+    #[pyo3(signature = (chips, topology = "star", delivery_delay_us = 2.0,
+        link_events_per_us = 0.0, receive_buffer = 0))]
+    fn with_system(
+        &self,
+        chips: usize,
+        topology: &str,
+        delivery_delay_us: f32,
+        link_events_per_us: f32,
+        receive_buffer: usize,
+    ) -> PyResult<Self> {
+        let topology = match topology {
+            "star" => neuropart::LinkTopology::Star,
+            "backplanes" => neuropart::LinkTopology::Backplanes,
+            "mesh2d" => neuropart::LinkTopology::Mesh2d,
+            "torus" => neuropart::LinkTopology::Torus,
+            "all-to-all" => neuropart::LinkTopology::AllToAll,
+            t => {
+                return Err(PyValueError::new_err(format!(
+                    "topology '{t}': use 'star', 'backplanes', 'mesh2d', 'torus' or 'all-to-all'"
+                )))
+            }
+        };
+        let mut inner = self.inner.clone();
+        inner.system = Some(neuropart::System {
+            chips,
+            topology,
+            delivery_delay_us,
+            link_events_per_us,
+            receive_buffer,
+            ..Default::default()
+        });
+        inner.validate().map_err(to_py)?;
+        Ok(Substrate { inner })
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Substrate('{}', {} circuits)",

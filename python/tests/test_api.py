@@ -202,3 +202,22 @@ def test_weights_can_be_set_and_are_checked():
         net.set_weights("in->hidden", np.zeros(3, np.float32))
     with pytest.raises(ValueError, match="not finite"):
         net.set_weights("in->hidden", np.full_like(w, np.nan))
+
+
+def test_a_recurrent_loop_spans_the_chips_of_a_system():
+    import neuropart as npt
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    net = npt.Network.from_toml(os.path.join(root, "examples/networks/recurrent-600.toml"))
+    with pytest.raises(ValueError, match="every recurrent loop must run on one substrate"):
+        net.plan()
+    sub = npt.Substrate.bss2().with_system(chips=11, delivery_delay_us=2.0)
+    assert sub.system["chips"] == 11 and sub.system["topology"] == "star"
+    plan = net.plan(substrate=sub)
+    parts = plan.partitions
+    assert len(parts) == 11
+    assert sorted(p["chip"] for p in parts) == list(range(11))
+    with pytest.raises(ValueError, match="system.chips"):
+        npt.Substrate.bss2().with_system(chips=0)
+    with pytest.raises(ValueError, match="topology 'ring'"):
+        npt.Substrate.bss2().with_system(chips=2, topology="ring")

@@ -481,8 +481,22 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
                 print!("{}", report.text());
             }
             if let Some(p) = png {
-                neuropart::plot::placement(&net, &plan, &p)?;
-                eprintln!("placement drawn to {}", p.display());
+                if plan.system.is_some() {
+                    // The system (chips, links, traffic) here; every chip's circuits beside it.
+                    let stem = p.file_stem().unwrap_or_default().to_string_lossy();
+                    let ext = p.extension().map_or("png".into(), |e| e.to_string_lossy());
+                    let chips = p.with_file_name(format!("{stem}-chips.{ext}"));
+                    neuropart::plot::system(&net, &plan, &p)?;
+                    neuropart::plot::placement(&net, &plan, &chips)?;
+                    eprintln!(
+                        "system drawn to {}, the chips' circuits to {}",
+                        p.display(),
+                        chips.display()
+                    );
+                } else {
+                    neuropart::plot::placement(&net, &plan, &p)?;
+                    eprintln!("placement drawn to {}", p.display());
+                }
             }
         }
         Command::Run {

@@ -20,6 +20,16 @@ class Substrate:
     def name(self) -> str: ...
     @property
     def circuits(self) -> int: ...
+    @property
+    def system(self) -> Optional[Dict[str, Any]]: ...
+    def with_system(
+        self,
+        chips: int,
+        topology: str = "star",
+        delivery_delay_us: float = 2.0,
+        link_events_per_us: float = 0.0,
+        receive_buffer: int = 0,
+    ) -> Substrate: ...
 
 class Plan:
     """How a network partitions onto a substrate."""
