@@ -242,3 +242,33 @@ def test_refusals_name_the_node():
         neuropart.from_nir(g)
     with pytest.raises(ValueError, match="dt"):
         neuropart.from_nir(graph_with(nir.Linear(weight=dyadic((4, 4)))), dt=0)
+
+
+def test_a_recurrent_nir_graph_larger_than_a_chip_runs_on_a_system():
+    # 300 recurrent neurons reading 100 inputs and each other: 400 signed inputs, 4 circuits
+    # each, 1 200 circuits: more than one chip; on a 4-chip system the loop spans 3 chips.
+    n_in, n = 100, 300
+    g = nir.NIRGraph(
+        nodes={
+            "input": nir.Input(input_type={"input": np.array([n_in])}),
+            "fc": nir.Linear(weight=dyadic((n, n_in), 0, 12)),
+            "h": cuba_lif(n),
+            "rec": nir.Linear(weight=dyadic((n, n), -2, 2, 64)),
+            "fo": nir.Linear(weight=dyadic((2, n))),
+            "o": cuba_li(2),
+        },
+        edges=[("input", "fc"), ("fc", "h"), ("h", "rec"), ("rec", "h"), ("h", "fo"), ("fo", "o")],
+    )
+    net = neuropart.from_nir(g, steps=20)
+    with pytest.raises(ValueError, match="recurrent subnetwork"):
+        net.plan()
+    sub = neuropart.Substrate.bss2().with_system(chips=4)
+    parts = net.plan(substrate=sub).partitions
+    loop = [p for p in parts if any(r["population"] == "h" for r in p["ranges"])]
+    assert sorted(p["chip"] for p in loop) == [0, 1, 2]
+    assert {p["system_run"] for p in parts} == {0}
+    x = RNG.random((2, 20, n_in)) < 0.2
+    a = net.run({"input": x}, device="cpu", substrate=sub)
+    b = net.run({"input": x}, device="cpu", substrate=sub)
+    np.testing.assert_array_equal(a["h"], b["h"])
+    assert a["h"].shape == (2, 20, n) and a["h"].any()

@@ -445,53 +445,18 @@ fn store_size(store: &SpikeStore, p: usize) -> usize {
     store.get(p).map_or(0, |t| t.neurons)
 }
 
-/// [`advance`] with live channels, compiled for the widest vector unit the processor has.
-fn advance_best(
-    s: &Sample<'_>,
-    scratch: &mut Scratch,
-    range: std::ops::Range<usize>,
-    events: &mut Vec<SpikeEvent>,
-    mem_out: &mut MemOut<'_>,
-    live: &mut Live<'_>,
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the processor supports AVX-512F, checked just above.
-            return unsafe { advance_avx512(s, scratch, range, events, mem_out, live) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the processor supports AVX2, checked just above.
-            return unsafe { advance_avx2(s, scratch, range, events, mem_out, live) };
-        }
+crate::simd::widest! {
+    /// [`advance`] with live channels, compiled for the widest vector unit the processor has.
+    fn advance_best(
+        s: &Sample<'_>,
+        scratch: &mut Scratch,
+        range: std::ops::Range<usize>,
+        events: &mut Vec<SpikeEvent>,
+        mem_out: &mut MemOut<'_>,
+        live: &mut Live<'_>,
+    ) {
+        advance::<true>(s, scratch, range, events, mem_out, live)
     }
-    advance::<true>(s, scratch, range, events, mem_out, live)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn advance_avx512(
-    s: &Sample<'_>,
-    scratch: &mut Scratch,
-    range: std::ops::Range<usize>,
-    events: &mut Vec<SpikeEvent>,
-    mem_out: &mut MemOut<'_>,
-    live: &mut Live<'_>,
-) {
-    advance::<true>(s, scratch, range, events, mem_out, live)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn advance_avx2(
-    s: &Sample<'_>,
-    scratch: &mut Scratch,
-    range: std::ops::Range<usize>,
-    events: &mut Vec<SpikeEvent>,
-    mem_out: &mut MemOut<'_>,
-    live: &mut Live<'_>,
-) {
-    advance::<true>(s, scratch, range, events, mem_out, live)
 }
 
 /// Rows of membranes one sample fills: every step for a trace, one for the maximum.
