@@ -696,64 +696,31 @@ impl Executor {
                     .links
                     .get_or_insert_with(crate::system::LinkStats::default)
                     .add(&ex.count(&whole.spikes, &f.offsets));
-                let n = f.program.neuron_count();
-                // Each chip's spikes, in one pass over the whole's.
-                let chips = round.len();
-                let chip_of = |j: u32| f.offsets.partition_point(|&o| o <= j as usize) - 1;
-                let mut offsets: Vec<Vec<u32>> = vec![vec![0u32]; chips];
-                let mut events: Vec<Vec<crate::spikes::SpikeEvent>> = vec![Vec::new(); chips];
-                for s in 0..samples {
-                    for e in whole.spikes.sample(s) {
-                        let k = chip_of(e.neuron);
-                        events[k].push(crate::spikes::SpikeEvent {
-                            step: e.step,
-                            neuron: e.neuron - f.offsets[k] as u32,
-                        });
-                    }
-                    for k in 0..chips {
-                        offsets[k].push(events[k].len() as u32);
-                    }
-                }
-                for (k, (&pid, (offsets, events))) in round
-                    .iter()
-                    .zip(offsets.into_iter().zip(events))
-                    .enumerate()
-                {
-                    let (lo, hi) = (f.offsets[k], f.offsets[k + 1]);
-                    let mem = match (&whole.membrane, kinds[k]) {
-                        (Some(m), kk) if kk != Membranes::None => {
-                            let mut v = crate::pool::take(m.len() / n * (hi - lo));
-                            for (dst, row) in v.chunks_exact_mut(hi - lo).zip(m.chunks_exact(n)) {
-                                dst.copy_from_slice(&row[lo..hi]);
+                // The whole's spikes and membranes go where its populations' belong, as one
+                // partition's would.
+                recorded += whole.spikes.len();
+                self.record(
+                    &f.program,
+                    whole,
+                    kind,
+                    samples,
+                    steps,
+                    &mut store,
+                    &mut membrane,
+                    &mut peak,
+                );
+                if observe == Observe::ReadoutTraces {
+                    // Traces were asked of the readouts only.
+                    for &(_, pop, _, _) in &f.program.population_runs() {
+                        if net.populations[pop].kind != PopulationKind::Readout {
+                            if let Some(v) = membrane[pop].take() {
+                                crate::pool::give(v);
                             }
-                            Some(v)
                         }
-                        _ => None,
-                    };
-                    let out = PartitionOutput {
-                        spikes: SpikeTrains {
-                            neurons: hi - lo,
-                            steps: net.steps,
-                            offsets,
-                            events,
-                        },
-                        membrane: mem,
-                    };
-                    recorded += out.spikes.len();
-                    self.record(
-                        pid,
-                        out,
-                        kinds[k],
-                        samples,
-                        steps,
-                        &mut store,
-                        &mut membrane,
-                        &mut peak,
-                    );
-                    stats.per_partition[pid] += t2 - t1;
+                    }
                 }
-                if let Some(m) = whole.membrane {
-                    crate::pool::give(m);
+                for &pid in round {
+                    stats.per_partition[pid] += t2 - t1;
                 }
                 stats.backend += t2 - t1;
                 stats.host_replay += (t1 - t0) + t2.elapsed();
@@ -835,7 +802,7 @@ impl Executor {
                     crate::memory::product(&[recorded as u64, 2 * SPIKE_BYTES]),
                 )?;
                 self.record(
-                    pid,
+                    &self.programs[pid],
                     out,
                     kind,
                     samples,
@@ -869,7 +836,7 @@ impl Executor {
     #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
-        pid: usize,
+        prog: &PartitionProgram,
         out: PartitionOutput,
         membranes: Membranes,
         samples: usize,
@@ -879,7 +846,6 @@ impl Executor {
         peak: &mut [Option<Vec<f32>>],
     ) {
         let net = &self.network;
-        let prog = &self.programs[pid];
         let n = prog.neuron_count();
         let runs = prog.population_runs();
         let PartitionOutput {

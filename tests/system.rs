@@ -428,7 +428,7 @@ fn a_fused_system_run_equals_the_lock_step_windows() {
             .run(&CpuBackend, &[(0, input.clone())], observe)
             .unwrap()
     };
-    for observe in [Observe::Scores, Observe::AllTraces] {
+    for observe in [Observe::Scores, Observe::ReadoutTraces, Observe::AllTraces] {
         let (a, b) = (run(&fused_sub, observe), run(&lock_sub, observe));
         for p in 1..net.populations.len() {
             assert_eq!(a.spikes.get(p), b.spikes.get(p), "{observe:?}");
