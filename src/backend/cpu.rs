@@ -940,6 +940,13 @@ fn advance<const LIVE: bool>(
         cursor,
     } = live;
     let (live, arrivals) = (*live, *arrivals);
+    // A local view of the output, so that its fields stay in registers across the loop.
+    let mut mem_out = MemOut {
+        data: &mut *mem_out.data,
+        stride: mem_out.stride,
+        offset: mem_out.offset,
+    };
+    let mut at = *cursor;
     for t in range {
         for ((block, trains), c) in s.sources.iter().zip(cursors.iter_mut()) {
             let ev = trains.sample(s.sample);
@@ -953,9 +960,9 @@ fn advance<const LIVE: bool>(
             }
         }
         if LIVE {
-            while *cursor < arrivals.len() && arrivals[*cursor].0 as usize == t {
-                prog.deliver(s.program, arrivals[*cursor].1 as usize, t, steps, pending);
-                *cursor += 1;
+            while at < arrivals.len() && arrivals[at].0 as usize == t {
+                prog.deliver(s.program, arrivals[at].1 as usize, t, steps, pending);
+                at += 1;
             }
         }
         let slot = (t % prog.slots) * n;
@@ -1019,6 +1026,7 @@ fn advance<const LIVE: bool>(
         }
         pending[slot..slot + n].fill(0);
     }
+    *cursor = at;
 }
 
 /// Write what a sample leaves at its end (the maximum of each membrane, if asked).
