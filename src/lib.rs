@@ -103,8 +103,8 @@ pub use schedule::{CostReport, Schedule};
 pub use spikes::{SpikeEvent, SpikeFile, SpikeStore, SpikeTrains};
 pub use substrate::Substrate;
 pub use train::{
-    gradients, silence_warnings, Adam, BatchStats, Checkpoint, EpochRecord, StepTimings, Topology,
-    TrainConfig, Trainer,
+    gradients, silence_warnings, Adam, BatchStats, Checkpoint, EpochRecord, PopulationShape,
+    ProjectionShape, StepTimings, Structure, Topology, TrainConfig, Trainer,
 };
 
 /// The names most programs need.

@@ -608,3 +608,78 @@ fn weak_outcomes_are_clear() {
     // The error type says which errors are about what the user gave.
     assert!(Error::option("--lr", -1, "above 0").is_user_error());
 }
+
+/// A network `in[a] -> hidden[b] -> out[c]` as TOML (dense, drawn weights, 12 steps).
+fn layers(a: usize, b: usize, c: usize) -> String {
+    format!(
+        "name = \"layers\"\nsteps = 12\n\
+         [[populations]]\nname = \"in\"\nsize = {a}\nkind = \"input\"\n\
+         [[populations]]\nname = \"hidden\"\nsize = {b}\n\
+         [[populations]]\nname = \"out\"\nsize = {c}\nkind = \"readout\"\n\
+         [[projections]]\nsource = \"in\"\ntarget = \"hidden\"\n\
+         [[projections]]\nsource = \"hidden\"\ntarget = \"out\"\n"
+    )
+}
+
+/// A checkpoint (untrained) of `net_file`'s network, written to `ck`.
+fn save_checkpoint(net_file: &Path, ck: &Path) {
+    let net = Network::load(net_file, &Substrate::bss2()).unwrap();
+    let exec = Setup::new(12, Mode::Ideal).executor(net).unwrap();
+    Trainer::new(exec, TrainConfig::default())
+        .unwrap()
+        .save(ck)
+        .unwrap();
+}
+
+#[test]
+fn checkpoints_are_always_readable_and_refuse_another_network() {
+    let dir = temp("fingerprint");
+    let sub = Substrate::bss2();
+    let (a, b) = (dir.join("a.toml"), dir.join("b.toml"));
+    // 16 -> 8 -> 4 and 8 -> 16 -> 2: the same weight counts (128 and 32), names and kinds.
+    std::fs::write(&a, layers(16, 8, 4)).unwrap();
+    std::fs::write(&b, layers(8, 16, 2)).unwrap();
+    let ck = dir.join("ck.json");
+    save_checkpoint(&a, &ck);
+    let text = std::fs::read_to_string(&ck).unwrap();
+    assert!(!text.contains("null") && !text.contains("NaN"), "{text}");
+    let loaded = neuropart::Checkpoint::load(&ck).unwrap();
+    let mut other = Network::load(&b, &sub).unwrap();
+    let e = loaded
+        .apply_weights(&mut other, &ck)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("ck.json")
+            && e.contains("another network")
+            && e.contains("population #0")
+            && e.contains("'in' (16 neurons, input)")
+            && e.contains("'in' (8 neurons, input)"),
+        "{e}"
+    );
+    // The same through the command line: eval, export and run refuse it, naming the difference.
+    let (ok, _, err) = neuropart(&[
+        "export",
+        b.to_str().unwrap(),
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "-o",
+        dir.join("b-trained.toml").to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("'in' (16 neurons, input)"), "{err}");
+    assert!(!dir.join("b-trained.toml").exists());
+    // An older checkpoint has no fingerprint and still loads; one written by the Python
+    // package before absent values were left out had `null` test results: read as absent.
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v.as_object_mut().unwrap().remove("structure");
+    v["history"] = serde_json::json!([{"epoch": 1, "train_loss": 1.2, "train_accuracy": 0.5,
+        "test_loss": null, "test_accuracy": null, "hidden_spikes": 3.0, "seconds": 1.0,
+        "samples_per_s": 10.0}]);
+    v["epoch"] = 1.into();
+    std::fs::write(&ck, v.to_string()).unwrap();
+    let old = neuropart::Checkpoint::load(&ck).unwrap();
+    assert_eq!(old.history[0].test_loss, None);
+    old.apply_weights(&mut Network::load(&a, &sub).unwrap(), &ck)
+        .unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}

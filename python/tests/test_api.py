@@ -202,3 +202,19 @@ def test_weights_can_be_set_and_are_checked():
         net.set_weights("in->hidden", np.zeros(3, np.float32))
     with pytest.raises(ValueError, match="not finite"):
         net.set_weights("in->hidden", np.full_like(w, np.nan))
+
+
+def test_a_checkpoint_without_a_test_set_is_readable(tmp_path, root):
+    net = task_net()
+    x, y = synthetic(60, 1)
+    records = net.train(x, y, epochs=1, mode="ideal", device="cpu", out=str(tmp_path),
+                        batch=20, augment=False)
+    assert "test_loss" not in records[0]
+    ck = tmp_path / "checkpoint.json"
+    text = ck.read_text()
+    assert "null" not in text and "NaN" not in text
+    assert "test_loss" not in json.loads(text)["history"][0]
+    path = tmp_path / "task.json"
+    path.write_text(task_net().to_json_str())
+    loaded = neuropart.Network.from_checkpoint(str(path), str(ck))
+    np.testing.assert_array_equal(loaded.weights("in->hidden"), net.weights("in->hidden"))

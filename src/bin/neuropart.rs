@@ -485,8 +485,8 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
             if let Some(r) = t.history.last() {
                 println!(
                     "final: test accuracy {:.2}%, test loss {:.4} ({:?} mode, {} epochs); outputs in {}",
-                    100.0 * r.test_accuracy,
-                    r.test_loss,
+                    100.0 * r.test_accuracy.unwrap_or(f64::NAN),
+                    r.test_loss.unwrap_or(f64::NAN),
                     data.mode,
                     r.epoch,
                     out.display()
