@@ -683,3 +683,70 @@ fn checkpoints_are_always_readable_and_refuse_another_network() {
         .unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn export_and_train_never_overwrite_a_checkpoint_they_did_not_write() {
+    let dir = temp("overwrite");
+    let net = dir.join("net.toml");
+    write_net(&net, 3);
+    let ck = dir.join("ck.json");
+    save_checkpoint(&net, &ck);
+    let good = std::fs::read(&ck).unwrap();
+    // -o naming the checkpoint (also through another spelling of the path) or the network.
+    let other_spelling = dir.join(".").join("ck.json");
+    for out in [&ck, &other_spelling, &net] {
+        let (ok, _, err) = neuropart(&[
+            "export",
+            net.to_str().unwrap(),
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            !ok && err.contains("--output") && err.contains("it reads"),
+            "{err}"
+        );
+    }
+    assert_eq!(std::fs::read(&ck).unwrap(), good);
+    // train --out over a folder holding a checkpoint: refused without --resume or --force.
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_idx(&data, 40, 3, false, 1);
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("checkpoint.json"), &good).unwrap();
+    let train = |extra: &[&str]| {
+        let mut a = vec![
+            "train",
+            net.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--mode",
+            "ideal",
+            "--batch",
+            "20",
+            "--epochs",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        neuropart(&a)
+    };
+    let (ok, _, err) = train(&[]);
+    assert!(
+        !ok && err.contains("checkpoint.json")
+            && err.contains("--resume")
+            && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(out.join("checkpoint.json")).unwrap(), good);
+    let (ok, _, err) = train(&["--force"]);
+    assert!(ok, "{err}");
+    let ck = neuropart::Checkpoint::load(&out.join("checkpoint.json")).unwrap();
+    assert_eq!(ck.epoch, 1);
+    let _ = std::fs::remove_dir_all(dir);
+}

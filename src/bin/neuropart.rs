@@ -203,6 +203,9 @@ enum Command {
         /// Continue from OUT/checkpoint.json up to --epochs.
         #[arg(long)]
         resume: bool,
+        /// Start afresh over a checkpoint already in OUT (without it, that is refused).
+        #[arg(long, conflicts_with = "resume")]
+        force: bool,
     },
     /// Evaluate a trained checkpoint on the test split of the data (MNIST by default).
     Eval {
@@ -317,6 +320,14 @@ fn substrate(path: &Option<PathBuf>) -> neuropart::Result<Substrate> {
     match path {
         Some(p) => Substrate::load(p),
         None => Ok(Substrate::bss2()),
+    }
+}
+
+/// Whether `a` and `b` name the same existing file (through links and relative paths too).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
     }
 }
 
@@ -461,6 +472,7 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
             seed,
             out,
             resume,
+            force,
         } => {
             let cfg = TrainConfig {
                 epochs,
@@ -470,6 +482,18 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
                 ..Default::default()
             };
             cfg.validate()?;
+            let existing = out.join("checkpoint.json");
+            if !resume && !force && existing.exists() {
+                return Err(neuropart::Error::option(
+                    "--out",
+                    out.display(),
+                    format!(
+                        "{} is a checkpoint of an earlier training; continue it with --resume, \
+                         or start afresh over it with --force",
+                        existing.display()
+                    ),
+                ));
+            }
             neuropart::io::check_writable(&out)?;
             let sub = target.substrate()?;
             let (net, _) = load_network(&target.network, &sub, data.steps, None)?;
@@ -592,6 +616,18 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
             checkpoint,
             output,
         } => {
+            for (input, what) in [(&network, "network file"), (&checkpoint, "checkpoint")] {
+                if same_file(&output, input) {
+                    return Err(neuropart::Error::option(
+                        "--output",
+                        output.display(),
+                        format!(
+                            "is the {what} it reads ({}); write the network elsewhere",
+                            input.display()
+                        ),
+                    ));
+                }
+            }
             let sub = substrate(&sub_file)?;
             let (net, _) = load_network(&network, &sub, None, Some(&checkpoint))?;
             net.save(&output)?;
