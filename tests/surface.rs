@@ -750,3 +750,28 @@ fn export_and_train_never_overwrite_a_checkpoint_they_did_not_write() {
     assert_eq!(ck.epoch, 1);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn flat_images_are_not_rotated() {
+    let net = Network::from_str(
+        &layers(16, 8, 3),
+        Format::Toml,
+        Path::new("flat.toml"),
+        &Substrate::bss2(),
+    )
+    .unwrap();
+    let exec = Setup::new(12, Mode::Ideal).executor(net).unwrap();
+    let mut data = tiny_data(20, 1);
+    data.shape = [1, 1, 16];
+    let mut t = Trainer::new(exec, TrainConfig::default()).unwrap();
+    let e = t
+        .train_epoch(&CpuBackend, &data, |_, _, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("[1, 1, 16]") && e.contains("augmentation"),
+        "{e}"
+    );
+    t.cfg.augment = false;
+    t.train_epoch(&CpuBackend, &data, |_, _, _| {}).unwrap();
+}

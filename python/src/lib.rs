@@ -199,6 +199,37 @@ impl Plan {
     }
 }
 
+/// A `ValueError` when `augment` is on and `train_x` is not image-shaped: the rotation turns
+/// each sample as an image, and a flat row would be turned as a 1 × n strip.
+fn check_augmentable(py: Python<'_>, train_x: &Bound<'_, PyAny>, augment: bool) -> PyResult<()> {
+    if !augment {
+        return Ok(());
+    }
+    let shape: Vec<usize> = py
+        .import("numpy")?
+        .call_method1("shape", (train_x,))?
+        .extract()
+        .unwrap_or_default();
+    if matches!(shape.len(), 3 | 4) {
+        return Ok(());
+    }
+    let values: usize = shape.iter().skip(1).product();
+    let side = (values as f64).sqrt().round() as usize;
+    let example = if shape.len() == 2 && side * side == values && side > 1 {
+        format!(
+            " (e.g. train_x.reshape({}, {side}, {side}))",
+            shape.first().copied().unwrap_or(0)
+        )
+    } else {
+        String::new()
+    };
+    Err(PyValueError::new_err(format!(
+        "train_x has shape {shape:?}, but augment=True rotates every sample as an image: pass \
+         images shaped [n, height, width] or [n, channels, height, width]{example}, or \
+         augment=False"
+    )))
+}
+
 /// Images `[n, ...]` in [0, 1] and labels `[n]` as a dataset (shape from the array: `[n, H,
 /// W]` or `[n, C, H, W]`; anything else is flattened to one row).
 fn dataset(
@@ -582,6 +613,7 @@ impl Network {
     ) -> PyResult<Bound<'py, PyList>> {
         let mode = mode_of(mode)?;
         let backend = backend(device)?;
+        check_augmentable(py, train_x, augment)?;
         let train = dataset(
             &array_of(train_x, "float32", "train_x")?,
             &array_of(train_y, "int64", "train_y")?,

@@ -218,3 +218,15 @@ def test_a_checkpoint_without_a_test_set_is_readable(tmp_path, root):
     path.write_text(task_net().to_json_str())
     loaded = neuropart.Network.from_checkpoint(str(path), str(ck))
     np.testing.assert_array_equal(loaded.weights("in->hidden"), net.weights("in->hidden"))
+
+
+def test_flat_images_are_refused_with_augmentation():
+    net = task_net()
+    x, y = synthetic(40, 1)
+    with pytest.raises(ValueError, match=r"train_x has shape \[40, 36\].*reshape\(40, 6, 6\)"
+                                         r".*augment=False"):
+        net.train(x.reshape(40, 36), y, epochs=1, mode="ideal", device="cpu", batch=20)
+    # Image-shaped, or flat without augmentation, trains.
+    net.train(x, y, epochs=1, mode="ideal", device="cpu", batch=20)
+    net.train(x.reshape(40, 36), y, epochs=1, mode="ideal", device="cpu", batch=20,
+              augment=False)

@@ -573,6 +573,17 @@ impl Trainer {
         mut progress: impl FnMut(usize, usize, &BatchStats),
     ) -> Result<BatchStats> {
         self.check_data(data)?;
+        let [channels, h, w] = data.shape;
+        if self.cfg.augment && channels == 1 && (h == 1 || w == 1) && h * w > 1 {
+            return Err(Error::input(
+                "training data",
+                format!(
+                    "images of shape {:?} are flat, but augmentation rotates every image: \
+                     give the images their height and width, or turn augmentation off",
+                    data.shape
+                ),
+            ));
+        }
         let mut rng = crate::rng::Rng::derive(self.cfg.seed, 1_000 + self.epoch as u64);
         let mut order: Vec<usize> = (0..data.len()).collect();
         for k in (1..order.len()).rev() {
