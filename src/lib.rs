@@ -88,7 +88,10 @@ pub use data::Dataset;
 pub use error::{human_bytes, Error, Result};
 pub use executor::{Emulation, Execution, ExecutionStats, Executor, Observe};
 pub use experiment::Setup;
-pub use memory::{machine_memory, memory_limit, parse_size, set_memory_limit};
+pub use memory::{
+    check as check_memory, machine_memory, memory_limit, parse_size, product as memory_product,
+    set_memory_limit,
+};
 pub use network::{
     mnist_network, Connectivity, Format, Network, NetworkBuilder, Population, PopulationId,
     PopulationKind, Projection, Sign, WeightInit, MAX_DELAY, MAX_POPULATION, MAX_STEPS,

@@ -4,7 +4,8 @@
 //! the library does the work. Arrays cross as numpy arrays: spikes `bool [batch, T, neurons]`,
 //! membranes `float32 [batch, T, neurons]`, weights `float32` in the projection's layout.
 //! Errors: the library's user errors (bad networks, inputs, options) raise `ValueError`,
-//! device, file-system and divergence failures `RuntimeError`, with the library's message.
+//! sizes over the memory limit `MemoryError`, device, file-system and divergence failures
+//! `RuntimeError`, with the library's message.
 
 use ndarray::Array3;
 use neuropart::gpu::{GpuBackend, GpuContext};
@@ -15,14 +16,16 @@ use neuropart::{
 use numpy::{
     IntoPyArray, PyArray1, PyArrayDyn, PyReadonlyArray1, PyReadonlyArrayDyn, PyUntypedArrayMethods,
 };
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 fn to_py(e: neuropart::Error) -> PyErr {
-    if e.is_user_error() {
+    if matches!(e, neuropart::Error::Memory { .. }) {
+        PyMemoryError::new_err(e.to_string())
+    } else if e.is_user_error() {
         PyValueError::new_err(e.to_string())
     } else {
         PyRuntimeError::new_err(e.to_string())
@@ -267,6 +270,58 @@ fn dataset(
     })
 }
 
+/// A `MemoryError` naming the sizes unless the dense arrays a [`Network::run`] of `net` on
+/// `inputs` makes fit the memory limit: the inputs as contiguous `bool` copies, every spiking
+/// population's `bool` and every readout's `float32 [batch, T, neurons]` (the library checks
+/// its own traces). Done before anything is converted or run, with the batch read from the
+/// inputs' shapes.
+fn check_run_memory(
+    py: Python<'_>,
+    net: &neuropart::Network,
+    inputs: &Bound<'_, PyDict>,
+) -> PyResult<()> {
+    let np = py.import("numpy")?;
+    let mut batch = 0u64;
+    let mut input_neurons = 0u64;
+    for (k, v) in inputs.iter() {
+        let shape: Vec<u64> = np
+            .call_method1("shape", (v,))?
+            .extract()
+            .unwrap_or_default();
+        if let (Some(&b), Ok(name)) = (shape.first(), k.extract::<String>()) {
+            batch = batch.max(b);
+            if let Some(p) = net.population_id(&name) {
+                input_neurons += net.populations[p].size as u64;
+            }
+        }
+    }
+    let count = |kind| -> u64 {
+        net.populations
+            .iter()
+            .filter(|p| p.kind == kind)
+            .map(|p| p.size as u64)
+            .sum()
+    };
+    let (spiking, readout) = (
+        count(neuropart::PopulationKind::Lif),
+        count(neuropart::PopulationKind::Readout),
+    );
+    let steps = net.steps as u64;
+    let per_step = input_neurons
+        .saturating_add(spiking)
+        .saturating_add(readout.saturating_mul(4));
+    neuropart::check_memory(
+        || {
+            format!(
+                "run's dense arrays of {batch} samples x {steps} steps ({input_neurons} input \
+                 and {spiking} spiking neurons as bool, {readout} readout neurons as float32)"
+            )
+        },
+        neuropart::memory_product(&[batch, steps, per_step]),
+    )
+    .map_err(to_py)
+}
+
 /// A spiking network: populations and projections, validated.
 #[pyclass(module = "neuropart", from_py_object)]
 #[derive(Clone)]
@@ -499,6 +554,7 @@ impl Network {
         let backend = backend(device)?;
         let net = &self.inner;
         let steps = net.steps as usize;
+        check_run_memory(py, net, inputs)?;
         let mut given = Vec::new();
         let mut batch = None;
         for (k, v) in inputs.iter() {
@@ -553,7 +609,7 @@ impl Network {
         let sub = substrate_or_default(substrate);
         let exec = self.executor(&sub, mode, chips)?;
         let b = backend.as_ref();
-        let out = py
+        let mut out = py
             .detach(|| exec.run_with_noise(b, &given, Observe::ReadoutTraces, seed))
             .map_err(to_py)?;
         let samples = batch.unwrap_or(0);
@@ -562,7 +618,7 @@ impl Network {
             let n = pop.size;
             match pop.kind {
                 neuropart::PopulationKind::Readout => {
-                    let m = out.membrane[p].clone().unwrap_or_default();
+                    let m = out.membrane[p].take().unwrap_or_default();
                     let arr = Array3::from_shape_vec((samples, steps, n), m)
                         .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
                     result.set_item(&pop.name, arr.into_pyarray(py))?;
@@ -767,6 +823,16 @@ fn spikes_to_dense<'py>(
     steps: usize,
     neurons: usize,
 ) -> PyResult<Bound<'py, PyArrayDyn<bool>>> {
+    neuropart::check_memory(
+        || {
+            format!(
+                "spikes_to_dense's array of {} samples x {steps} steps x {neurons} neurons",
+                events.len()
+            )
+        },
+        neuropart::memory_product(&[events.len() as u64, steps as u64, neurons as u64]),
+    )
+    .map_err(to_py)?;
     let mut arr = ndarray::ArrayD::from_elem(vec![events.len(), steps, neurons], false);
     for (s, ev) in events.iter().enumerate() {
         for &(t, n) in ev {

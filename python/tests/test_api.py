@@ -230,3 +230,37 @@ def test_flat_images_are_refused_with_augmentation():
     net.train(x, y, epochs=1, mode="ideal", device="cpu", batch=20)
     net.train(x.reshape(40, 36), y, epochs=1, mode="ideal", device="cpu", batch=20,
               augment=False)
+
+
+def in_child(code):
+    """Run `code` in a fresh interpreter (an abort there must not take the tests with it)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_dense_results_are_checked_against_the_memory_limit():
+    # 1 sample x 2^26 steps x 4096 neurons: 256 GiB of spikes, over any memory limit here;
+    # refused before anything is run or converted (the input itself is 64 MiB).
+    r = in_child(
+        "import json, numpy as np, neuropart\n"
+        "desc = {'steps': 8, 'populations': [{'name': 'in', 'size': 1, 'kind': 'input'},"
+        " {'name': 'wide', 'size': 4096}],"
+        " 'projections': [{'source': 'in', 'target': 'wide'}]}\n"
+        "net = neuropart.Network.from_str(json.dumps(desc), 'json')\n"
+        "net.steps = 2**26\n"
+        "try:\n"
+        "    net.run({'in': np.zeros((1, 2**26, 1), bool)}, device='cpu')\n"
+        "except MemoryError as e:\n"
+        "    print('MemoryError:', e)\n"
+        "try:\n"
+        "    neuropart.spikes_to_dense([[]], 10**6, 10**6)\n"
+        "except MemoryError as e:\n"
+        "    print('MemoryError:', e)\n")
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and len(lines) == 2, (r.returncode, r.stdout, r.stderr)
+    assert "1 samples x 67108864 steps" in lines[0] and "4096 spiking" in lines[0], lines
+    assert "1 samples x 1000000 steps x 1000000 neurons" in lines[1], lines
+    assert all("memory limit" in line for line in lines), lines
