@@ -5,7 +5,9 @@
 //! membranes `float32 [batch, T, neurons]`, weights `float32` in the projection's layout.
 //! Errors: the library's user errors (bad networks, inputs, options) raise `ValueError`,
 //! sizes over the memory limit `MemoryError`, device, file-system and divergence failures
-//! `RuntimeError`, with the library's message.
+//! `RuntimeError`, with the library's message. The library's parallel work runs in a thread
+//! pool of this process ([`in_pool`]), so that a child made by `fork` (multiprocessing's
+//! default on Linux) works instead of waiting for the parent's threads, which it has not.
 
 use ndarray::Array3;
 use neuropart::gpu::{GpuBackend, GpuContext};
@@ -20,7 +22,7 @@ use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 fn to_py(e: neuropart::Error) -> PyErr {
     if matches!(e, neuropart::Error::Memory { .. }) {
@@ -41,6 +43,29 @@ fn mode_of(mode: &str) -> PyResult<Mode> {
             "mode '{mode}': use 'ideal', 'emulated' or 'mixed'"
         ))),
     }
+}
+
+/// Run `f` in this process's thread pool. rayon's global pool is made once and its threads
+/// do not survive `fork`: a child that used it would wait forever for work no thread takes. So
+/// every library call runs in a pool owned by the process id that made it, rebuilt in a child.
+fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> PyResult<R> {
+    static POOL: Mutex<Option<(u32, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let pool = {
+        // Held only here, briefly; a panic elsewhere leaves the pool as good as it was.
+        let mut guard = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        match &*guard {
+            Some((owner, pool)) if *owner == pid => pool.clone(),
+            _ => {
+                let pool = Arc::new(rayon::ThreadPoolBuilder::new().build().map_err(|e| {
+                    PyRuntimeError::new_err(format!("cannot start the worker threads: {e}"))
+                })?);
+                *guard = Some((pid, pool.clone()));
+                pool
+            }
+        }
+    };
+    Ok(pool.install(f))
 }
 
 /// One GPU context per process (opening an adapter and compiling the kernels takes a while).
@@ -333,19 +358,21 @@ impl Network {
     fn load(path: PathBuf, substrate: Option<PyRef<'_, Substrate>>) -> PyResult<Self> {
         let sub = substrate_or_default(substrate);
         Ok(Network {
-            inner: neuropart::Network::load(&path, &sub).map_err(to_py)?,
+            inner: in_pool(|| neuropart::Network::load(&path, &sub))?.map_err(to_py)?,
         })
     }
 
     fn executor(&self, sub: &neuropart::Substrate, mode: Mode, chips: usize) -> PyResult<Executor> {
-        Executor::emulated(
-            self.inner.clone(),
-            sub,
-            chips.max(1),
-            &PartitionOptions::default(),
-            AnalogConfig::default(),
-            mode,
-        )
+        in_pool(|| {
+            Executor::emulated(
+                self.inner.clone(),
+                sub,
+                chips.max(1),
+                &PartitionOptions::default(),
+                AnalogConfig::default(),
+                mode,
+            )
+        })?
         .map_err(to_py)
     }
 }
@@ -386,7 +413,8 @@ impl Network {
         let sub = substrate_or_default(substrate);
         let path = PathBuf::from(format!("<{format} text>"));
         Ok(Network {
-            inner: neuropart::Network::from_str(text, fmt, &path, &sub).map_err(to_py)?,
+            inner: in_pool(|| neuropart::Network::from_str(text, fmt, &path, &sub))?
+                .map_err(to_py)?,
         })
     }
 
@@ -610,7 +638,7 @@ impl Network {
         let exec = self.executor(&sub, mode, chips)?;
         let b = backend.as_ref();
         let mut out = py
-            .detach(|| exec.run_with_noise(b, &given, Observe::ReadoutTraces, seed))
+            .detach(|| in_pool(|| exec.run_with_noise(b, &given, Observe::ReadoutTraces, seed)))?
             .map_err(to_py)?;
         let samples = batch.unwrap_or(0);
         let result = PyDict::new(py);
@@ -709,11 +737,14 @@ impl Network {
         while trainer.epoch < epochs {
             let t0 = std::time::Instant::now();
             let st = py
-                .detach(|| trainer.train_epoch(b, &train, |_, _, _| {}))
+                .detach(|| in_pool(|| trainer.train_epoch(b, &train, |_, _, _| {})))?
                 .map_err(to_py)?;
             let seconds = t0.elapsed().as_secs_f64();
             let tst = match &test {
-                Some(t) => Some(py.detach(|| trainer.evaluate(b, t, 500)).map_err(to_py)?),
+                Some(t) => Some(
+                    py.detach(|| in_pool(|| trainer.evaluate(b, t, 500)))?
+                        .map_err(to_py)?,
+                ),
                 None => None,
             };
             let rec = PyDict::new(py);
@@ -775,7 +806,7 @@ impl Network {
         let trainer = Trainer::new(exec, TrainConfig::default()).map_err(to_py)?;
         let b = backend.as_ref();
         let st = py
-            .detach(|| trainer.evaluate(b, &data, batch))
+            .detach(|| in_pool(|| trainer.evaluate(b, &data, batch)))?
             .map_err(to_py)?;
         let d = PyDict::new(py);
         d.set_item("loss", st.mean_loss())?;

@@ -264,3 +264,23 @@ def test_dense_results_are_checked_against_the_memory_limit():
     assert "1 samples x 67108864 steps" in lines[0] and "4096 spiking" in lines[0], lines
     assert "1 samples x 1000000 steps x 1000000 neurons" in lines[1], lines
     assert all("memory limit" in line for line in lines), lines
+
+
+def _run_in_worker(desc_json):
+    net = neuropart.Network.from_str(desc_json, "json")
+    x = np.random.default_rng(3).random((64, 12, 8)) < 0.3
+    return int(net.run({"in": x}, device="cpu")["hidden"].sum())
+
+
+def test_a_forked_worker_runs_after_the_parent_did():
+    import multiprocessing
+
+    desc, _, _ = small()
+    text = json.dumps(desc)
+    # The parent's run starts its worker threads, which a forked child does not have.
+    want = _run_in_worker(text)
+    assert want > 0
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(2) as pool:
+        got = pool.map_async(_run_in_worker, [text, text]).get(timeout=60)
+    assert got == [want, want]
