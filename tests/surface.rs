@@ -775,3 +775,27 @@ fn flat_images_are_not_rotated() {
     t.cfg.augment = false;
     t.train_epoch(&CpuBackend, &data, |_, _, _| {}).unwrap();
 }
+
+#[test]
+fn projection_names_are_unique() {
+    let e = net_err(&format!(
+        "{TWO_POPS}[[projections]]\nsource = \"in\"\ntarget = \"h\"\n\
+         [[projections]]\nsource = \"in\"\ntarget = \"h\"\nsign = \"inhibitory\"\n"
+    ));
+    assert!(
+        e.contains("projection 'in->h'") && e.contains("#0 and #1"),
+        "{e}"
+    );
+    // Named apart, the same pair of populations is fine.
+    Network::from_str(
+        &format!(
+            "{TWO_POPS}[[projections]]\nsource = \"in\"\ntarget = \"h\"\n\
+             [[projections]]\nname = \"inh\"\nsource = \"in\"\ntarget = \"h\"\n\
+             sign = \"inhibitory\"\n"
+        ),
+        Format::Toml,
+        Path::new("ok.toml"),
+        &Substrate::bss2(),
+    )
+    .unwrap();
+}
