@@ -185,8 +185,8 @@ pub fn train_and_report(
             epoch: e,
             train_loss: st.mean_loss(),
             train_accuracy: st.accuracy(),
-            test_loss: ev.mean_loss(),
-            test_accuracy: ev.accuracy(),
+            test_loss: Some(ev.mean_loss()),
+            test_accuracy: Some(ev.accuracy()),
             hidden_spikes: st.hidden_spikes / st.samples.max(1) as f64,
             seconds,
             samples_per_s: st.samples as f64 / seconds,
@@ -199,8 +199,8 @@ pub fn train_and_report(
             "epoch {e}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | {:.1} hidden spikes/sample | {:.0} samples/s",
             rec.train_loss,
             100.0 * rec.train_accuracy,
-            rec.test_loss,
-            100.0 * rec.test_accuracy,
+            ev.mean_loss(),
+            100.0 * ev.accuracy(),
             rec.hidden_spikes,
             rec.samples_per_s
         );
@@ -222,18 +222,23 @@ pub fn write_csv(history: &[EpochRecord], path: &Path) -> Result<()> {
     for r in history {
         let _ = writeln!(
             s,
-            "{},{:.6},{:.6},{:.6},{:.6},{:.3},{:.2},{:.1}",
+            "{},{:.6},{:.6},{},{},{:.3},{:.2},{:.1}",
             r.epoch,
             r.train_loss,
             r.train_accuracy,
-            r.test_loss,
-            r.test_accuracy,
+            csv_value(r.test_loss),
+            csv_value(r.test_accuracy),
             r.hidden_spikes,
             r.seconds,
             r.samples_per_s
         );
     }
     crate::io::write_atomic(path, s.as_bytes())
+}
+
+/// A value that may be absent, as a CSV field (empty when absent).
+fn csv_value(v: Option<f64>) -> String {
+    v.map_or(String::new(), |v| format!("{v:.6}"))
 }
 
 /// One test sample through the partitioned network, one panel per partition run: the input
@@ -372,8 +377,12 @@ pub fn compare_modes(
         for r in h {
             let _ = writeln!(
                 csv,
-                "{name},{},{:.6},{:.6},{:.6},{:.6}",
-                r.epoch, r.train_loss, r.train_accuracy, r.test_loss, r.test_accuracy
+                "{name},{},{:.6},{:.6},{},{}",
+                r.epoch,
+                r.train_loss,
+                r.train_accuracy,
+                csv_value(r.test_loss),
+                csv_value(r.test_accuracy)
             );
         }
         let last = h.last().cloned().unwrap_or_default();
@@ -381,7 +390,7 @@ pub fn compare_modes(
             summary,
             "{name:>9}: test accuracy {:.2}% (validation {:.2}%, train {:.2}%) after {} epochs, {:.0} training samples/s",
             100.0 * acc,
-            100.0 * last.test_accuracy,
+            100.0 * last.test_accuracy.unwrap_or(f64::NAN),
             100.0 * last.train_accuracy,
             last.epoch,
             last.samples_per_s

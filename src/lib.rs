@@ -90,7 +90,10 @@ pub use data::Dataset;
 pub use error::{human_bytes, Error, Result};
 pub use executor::{Emulation, Execution, ExecutionStats, Executor, Observe};
 pub use experiment::Setup;
-pub use memory::{machine_memory, memory_limit, parse_size, set_memory_limit};
+pub use memory::{
+    check as check_memory, machine_memory, memory_limit, parse_size, product as memory_product,
+    set_memory_limit,
+};
 pub use network::{
     mnist_network, Connectivity, Format, Network, NetworkBuilder, Population, PopulationId,
     PopulationKind, Projection, Sign, WeightInit, MAX_DELAY, MAX_POPULATION, MAX_STEPS,
@@ -107,8 +110,8 @@ pub use spikes::{SpikeEvent, SpikeFile, SpikeStore, SpikeTrains};
 pub use substrate::Substrate;
 pub use system::{DropReason, LinkStats, LinkTopology, Links, Node, Overflow, Router, System};
 pub use train::{
-    gradients, silence_warnings, Adam, BatchStats, Checkpoint, EpochRecord, StepTimings, Topology,
-    TrainConfig, Trainer,
+    gradients, silence_warnings, Adam, BatchStats, Checkpoint, EpochRecord, PopulationShape,
+    ProjectionShape, StepTimings, Structure, Topology, TrainConfig, Trainer,
 };
 
 /// The names most programs need.

@@ -275,6 +275,21 @@ impl Network {
                     .validate(&p.name, substrate.dt_us, p.kind == PopulationKind::Lif)?;
             }
         }
+        // Names locate weights (checkpoints, `weights(name)`, NIR nodes): one name, one
+        // projection.
+        let mut seen = std::collections::HashMap::new();
+        for (i, pr) in self.projections.iter().enumerate() {
+            let name = projection_name(pr);
+            if let Some(j) = seen.insert(name.clone(), i) {
+                return Err(Error::network(
+                    format!("projection '{name}'"),
+                    format!(
+                        "the name is used by projections #{j} and #{i}; give each its own \
+                         `name` (the default is source->target)"
+                    ),
+                ));
+            }
+        }
         let mut weights = 0u64;
         for i in 0..self.projections.len() {
             weights = weights.saturating_add(self.check_projection(i)? as u64);

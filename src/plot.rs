@@ -117,10 +117,13 @@ impl Figure for Curves<'_> {
         type Get = fn(&EpochRecord) -> (f64, f64);
         let metrics: [(&str, &str, Get); 2] = [
             ("accuracy", "accuracy (%)", |r| {
-                (100.0 * r.train_accuracy, 100.0 * r.test_accuracy)
+                (
+                    100.0 * r.train_accuracy,
+                    100.0 * r.test_accuracy.unwrap_or(f64::NAN),
+                )
             }),
             ("loss", "cross-entropy loss", |r| {
-                (r.train_loss, r.test_loss)
+                (r.train_loss, r.test_loss.unwrap_or(f64::NAN))
             }),
         ];
         for (area, (title, ylabel, get)) in panels.iter().zip(metrics) {

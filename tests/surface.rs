@@ -608,3 +608,194 @@ fn weak_outcomes_are_clear() {
     // The error type says which errors are about what the user gave.
     assert!(Error::option("--lr", -1, "above 0").is_user_error());
 }
+
+/// A network `in[a] -> hidden[b] -> out[c]` as TOML (dense, drawn weights, 12 steps).
+fn layers(a: usize, b: usize, c: usize) -> String {
+    format!(
+        "name = \"layers\"\nsteps = 12\n\
+         [[populations]]\nname = \"in\"\nsize = {a}\nkind = \"input\"\n\
+         [[populations]]\nname = \"hidden\"\nsize = {b}\n\
+         [[populations]]\nname = \"out\"\nsize = {c}\nkind = \"readout\"\n\
+         [[projections]]\nsource = \"in\"\ntarget = \"hidden\"\n\
+         [[projections]]\nsource = \"hidden\"\ntarget = \"out\"\n"
+    )
+}
+
+/// A checkpoint (untrained) of `net_file`'s network, written to `ck`.
+fn save_checkpoint(net_file: &Path, ck: &Path) {
+    let net = Network::load(net_file, &Substrate::bss2()).unwrap();
+    let exec = Setup::new(12, Mode::Ideal).executor(net).unwrap();
+    Trainer::new(exec, TrainConfig::default())
+        .unwrap()
+        .save(ck)
+        .unwrap();
+}
+
+#[test]
+fn checkpoints_are_always_readable_and_refuse_another_network() {
+    let dir = temp("fingerprint");
+    let sub = Substrate::bss2();
+    let (a, b) = (dir.join("a.toml"), dir.join("b.toml"));
+    // 16 -> 8 -> 4 and 8 -> 16 -> 2: the same weight counts (128 and 32), names and kinds.
+    std::fs::write(&a, layers(16, 8, 4)).unwrap();
+    std::fs::write(&b, layers(8, 16, 2)).unwrap();
+    let ck = dir.join("ck.json");
+    save_checkpoint(&a, &ck);
+    let text = std::fs::read_to_string(&ck).unwrap();
+    assert!(!text.contains("null") && !text.contains("NaN"), "{text}");
+    let loaded = neuropart::Checkpoint::load(&ck).unwrap();
+    let mut other = Network::load(&b, &sub).unwrap();
+    let e = loaded
+        .apply_weights(&mut other, &ck)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("ck.json")
+            && e.contains("another network")
+            && e.contains("population #0")
+            && e.contains("'in' (16 neurons, input)")
+            && e.contains("'in' (8 neurons, input)"),
+        "{e}"
+    );
+    // The same through the command line: eval, export and run refuse it, naming the difference.
+    let (ok, _, err) = neuropart(&[
+        "export",
+        b.to_str().unwrap(),
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "-o",
+        dir.join("b-trained.toml").to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("'in' (16 neurons, input)"), "{err}");
+    assert!(!dir.join("b-trained.toml").exists());
+    // An older checkpoint has no fingerprint and still loads; one written by the Python
+    // package before absent values were left out had `null` test results: read as absent.
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v.as_object_mut().unwrap().remove("structure");
+    v["history"] = serde_json::json!([{"epoch": 1, "train_loss": 1.2, "train_accuracy": 0.5,
+        "test_loss": null, "test_accuracy": null, "hidden_spikes": 3.0, "seconds": 1.0,
+        "samples_per_s": 10.0}]);
+    v["epoch"] = 1.into();
+    std::fs::write(&ck, v.to_string()).unwrap();
+    let old = neuropart::Checkpoint::load(&ck).unwrap();
+    assert_eq!(old.history[0].test_loss, None);
+    old.apply_weights(&mut Network::load(&a, &sub).unwrap(), &ck)
+        .unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn export_and_train_never_overwrite_a_checkpoint_they_did_not_write() {
+    let dir = temp("overwrite");
+    let net = dir.join("net.toml");
+    write_net(&net, 3);
+    let ck = dir.join("ck.json");
+    save_checkpoint(&net, &ck);
+    let good = std::fs::read(&ck).unwrap();
+    // -o naming the checkpoint (also through another spelling of the path) or the network.
+    let other_spelling = dir.join(".").join("ck.json");
+    for out in [&ck, &other_spelling, &net] {
+        let (ok, _, err) = neuropart(&[
+            "export",
+            net.to_str().unwrap(),
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            !ok && err.contains("--output") && err.contains("it reads"),
+            "{err}"
+        );
+    }
+    assert_eq!(std::fs::read(&ck).unwrap(), good);
+    // train --out over a folder holding a checkpoint: refused without --resume or --force.
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_idx(&data, 40, 3, false, 1);
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("checkpoint.json"), &good).unwrap();
+    let train = |extra: &[&str]| {
+        let mut a = vec![
+            "train",
+            net.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--mode",
+            "ideal",
+            "--batch",
+            "20",
+            "--epochs",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        neuropart(&a)
+    };
+    let (ok, _, err) = train(&[]);
+    assert!(
+        !ok && err.contains("checkpoint.json")
+            && err.contains("--resume")
+            && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(out.join("checkpoint.json")).unwrap(), good);
+    let (ok, _, err) = train(&["--force"]);
+    assert!(ok, "{err}");
+    let ck = neuropart::Checkpoint::load(&out.join("checkpoint.json")).unwrap();
+    assert_eq!(ck.epoch, 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn flat_images_are_not_rotated() {
+    let net = Network::from_str(
+        &layers(16, 8, 3),
+        Format::Toml,
+        Path::new("flat.toml"),
+        &Substrate::bss2(),
+    )
+    .unwrap();
+    let exec = Setup::new(12, Mode::Ideal).executor(net).unwrap();
+    let mut data = tiny_data(20, 1);
+    data.shape = [1, 1, 16];
+    let mut t = Trainer::new(exec, TrainConfig::default()).unwrap();
+    let e = t
+        .train_epoch(&CpuBackend, &data, |_, _, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("[1, 1, 16]") && e.contains("augmentation"),
+        "{e}"
+    );
+    t.cfg.augment = false;
+    t.train_epoch(&CpuBackend, &data, |_, _, _| {}).unwrap();
+}
+
+#[test]
+fn projection_names_are_unique() {
+    let e = net_err(&format!(
+        "{TWO_POPS}[[projections]]\nsource = \"in\"\ntarget = \"h\"\n\
+         [[projections]]\nsource = \"in\"\ntarget = \"h\"\nsign = \"inhibitory\"\n"
+    ));
+    assert!(
+        e.contains("projection 'in->h'") && e.contains("#0 and #1"),
+        "{e}"
+    );
+    // Named apart, the same pair of populations is fine.
+    Network::from_str(
+        &format!(
+            "{TWO_POPS}[[projections]]\nsource = \"in\"\ntarget = \"h\"\n\
+             [[projections]]\nname = \"inh\"\nsource = \"in\"\ntarget = \"h\"\n\
+             sign = \"inhibitory\"\n"
+        ),
+        Format::Toml,
+        Path::new("ok.toml"),
+        &Substrate::bss2(),
+    )
+    .unwrap();
+}

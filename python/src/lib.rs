@@ -4,7 +4,10 @@
 //! the library does the work. Arrays cross as numpy arrays: spikes `bool [batch, T, neurons]`,
 //! membranes `float32 [batch, T, neurons]`, weights `float32` in the projection's layout.
 //! Errors: the library's user errors (bad networks, inputs, options) raise `ValueError`,
-//! device, file-system and divergence failures `RuntimeError`, with the library's message.
+//! sizes over the memory limit `MemoryError`, device, file-system and divergence failures
+//! `RuntimeError`, with the library's message. The library's parallel work runs in a thread
+//! pool of this process ([`in_pool`]), so that a child made by `fork` (multiprocessing's
+//! default on Linux) works instead of waiting for the parent's threads, which it has not.
 
 use ndarray::Array3;
 use neuropart::gpu::{GpuBackend, GpuContext};
@@ -15,14 +18,16 @@ use neuropart::{
 use numpy::{
     IntoPyArray, PyArray1, PyArrayDyn, PyReadonlyArray1, PyReadonlyArrayDyn, PyUntypedArrayMethods,
 };
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 fn to_py(e: neuropart::Error) -> PyErr {
-    if e.is_user_error() {
+    if matches!(e, neuropart::Error::Memory { .. }) {
+        PyMemoryError::new_err(e.to_string())
+    } else if e.is_user_error() {
         PyValueError::new_err(e.to_string())
     } else {
         PyRuntimeError::new_err(e.to_string())
@@ -38,6 +43,29 @@ fn mode_of(mode: &str) -> PyResult<Mode> {
             "mode '{mode}': use 'ideal', 'emulated' or 'mixed'"
         ))),
     }
+}
+
+/// Run `f` in this process's thread pool. rayon's global pool is made once and its threads
+/// do not survive `fork`: a child that used it would wait forever for work no thread takes. So
+/// every library call runs in a pool owned by the process id that made it, rebuilt in a child.
+fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> PyResult<R> {
+    static POOL: Mutex<Option<(u32, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let pool = {
+        // Held only here, briefly; a panic elsewhere leaves the pool as good as it was.
+        let mut guard = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        match &*guard {
+            Some((owner, pool)) if *owner == pid => pool.clone(),
+            _ => {
+                let pool = Arc::new(rayon::ThreadPoolBuilder::new().build().map_err(|e| {
+                    PyRuntimeError::new_err(format!("cannot start the worker threads: {e}"))
+                })?);
+                *guard = Some((pid, pool.clone()));
+                pool
+            }
+        }
+    };
+    Ok(pool.install(f))
 }
 
 /// One GPU context per process (opening an adapter and compiling the kernels takes a while).
@@ -246,6 +274,37 @@ impl Plan {
     }
 }
 
+/// A `ValueError` when `augment` is on and `train_x` is not image-shaped: the rotation turns
+/// each sample as an image, and a flat row would be turned as a 1 × n strip.
+fn check_augmentable(py: Python<'_>, train_x: &Bound<'_, PyAny>, augment: bool) -> PyResult<()> {
+    if !augment {
+        return Ok(());
+    }
+    let shape: Vec<usize> = py
+        .import("numpy")?
+        .call_method1("shape", (train_x,))?
+        .extract()
+        .unwrap_or_default();
+    if matches!(shape.len(), 3 | 4) {
+        return Ok(());
+    }
+    let values: usize = shape.iter().skip(1).product();
+    let side = (values as f64).sqrt().round() as usize;
+    let example = if shape.len() == 2 && side * side == values && side > 1 {
+        format!(
+            " (e.g. train_x.reshape({}, {side}, {side}))",
+            shape.first().copied().unwrap_or(0)
+        )
+    } else {
+        String::new()
+    };
+    Err(PyValueError::new_err(format!(
+        "train_x has shape {shape:?}, but augment=True rotates every sample as an image: pass \
+         images shaped [n, height, width] or [n, channels, height, width]{example}, or \
+         augment=False"
+    )))
+}
+
 /// Images `[n, ...]` in [0, 1] and labels `[n]` as a dataset (shape from the array: `[n, H,
 /// W]` or `[n, C, H, W]`; anything else is flattened to one row).
 fn dataset(
@@ -283,6 +342,58 @@ fn dataset(
     })
 }
 
+/// A `MemoryError` naming the sizes unless the dense arrays a [`Network::run`] of `net` on
+/// `inputs` makes fit the memory limit: the inputs as contiguous `bool` copies, every spiking
+/// population's `bool` and every readout's `float32 [batch, T, neurons]` (the library checks
+/// its own traces). Done before anything is converted or run, with the batch read from the
+/// inputs' shapes.
+fn check_run_memory(
+    py: Python<'_>,
+    net: &neuropart::Network,
+    inputs: &Bound<'_, PyDict>,
+) -> PyResult<()> {
+    let np = py.import("numpy")?;
+    let mut batch = 0u64;
+    let mut input_neurons = 0u64;
+    for (k, v) in inputs.iter() {
+        let shape: Vec<u64> = np
+            .call_method1("shape", (v,))?
+            .extract()
+            .unwrap_or_default();
+        if let (Some(&b), Ok(name)) = (shape.first(), k.extract::<String>()) {
+            batch = batch.max(b);
+            if let Some(p) = net.population_id(&name) {
+                input_neurons += net.populations[p].size as u64;
+            }
+        }
+    }
+    let count = |kind| -> u64 {
+        net.populations
+            .iter()
+            .filter(|p| p.kind == kind)
+            .map(|p| p.size as u64)
+            .sum()
+    };
+    let (spiking, readout) = (
+        count(neuropart::PopulationKind::Lif),
+        count(neuropart::PopulationKind::Readout),
+    );
+    let steps = net.steps as u64;
+    let per_step = input_neurons
+        .saturating_add(spiking)
+        .saturating_add(readout.saturating_mul(4));
+    neuropart::check_memory(
+        || {
+            format!(
+                "run's dense arrays of {batch} samples x {steps} steps ({input_neurons} input \
+                 and {spiking} spiking neurons as bool, {readout} readout neurons as float32)"
+            )
+        },
+        neuropart::memory_product(&[batch, steps, per_step]),
+    )
+    .map_err(to_py)
+}
+
 /// A spiking network: populations and projections, validated.
 #[pyclass(module = "neuropart", from_py_object)]
 #[derive(Clone)]
@@ -294,19 +405,21 @@ impl Network {
     fn load(path: PathBuf, substrate: Option<PyRef<'_, Substrate>>) -> PyResult<Self> {
         let sub = substrate_or_default(substrate);
         Ok(Network {
-            inner: neuropart::Network::load(&path, &sub).map_err(to_py)?,
+            inner: in_pool(|| neuropart::Network::load(&path, &sub))?.map_err(to_py)?,
         })
     }
 
     fn executor(&self, sub: &neuropart::Substrate, mode: Mode, chips: usize) -> PyResult<Executor> {
-        Executor::emulated(
-            self.inner.clone(),
-            sub,
-            chips.max(1),
-            &PartitionOptions::default(),
-            AnalogConfig::default(),
-            mode,
-        )
+        in_pool(|| {
+            Executor::emulated(
+                self.inner.clone(),
+                sub,
+                chips.max(1),
+                &PartitionOptions::default(),
+                AnalogConfig::default(),
+                mode,
+            )
+        })?
         .map_err(to_py)
     }
 }
@@ -347,7 +460,8 @@ impl Network {
         let sub = substrate_or_default(substrate);
         let path = PathBuf::from(format!("<{format} text>"));
         Ok(Network {
-            inner: neuropart::Network::from_str(text, fmt, &path, &sub).map_err(to_py)?,
+            inner: in_pool(|| neuropart::Network::from_str(text, fmt, &path, &sub))?
+                .map_err(to_py)?,
         })
     }
 
@@ -522,6 +636,7 @@ impl Network {
         let backend = backend(device)?;
         let net = &self.inner;
         let steps = net.steps as usize;
+        check_run_memory(py, net, inputs)?;
         let mut given = Vec::new();
         let mut batch = None;
         for (k, v) in inputs.iter() {
@@ -576,8 +691,8 @@ impl Network {
         let sub = substrate_or_default(substrate);
         let exec = self.executor(&sub, mode, chips)?;
         let b = backend.as_ref();
-        let out = py
-            .detach(|| exec.run_with_noise(b, &given, Observe::ReadoutTraces, seed))
+        let mut out = py
+            .detach(|| in_pool(|| exec.run_with_noise(b, &given, Observe::ReadoutTraces, seed)))?
             .map_err(to_py)?;
         let samples = batch.unwrap_or(0);
         let result = PyDict::new(py);
@@ -585,7 +700,7 @@ impl Network {
             let n = pop.size;
             match pop.kind {
                 neuropart::PopulationKind::Readout => {
-                    let m = out.membrane[p].clone().unwrap_or_default();
+                    let m = out.membrane[p].take().unwrap_or_default();
                     let arr = Array3::from_shape_vec((samples, steps, n), m)
                         .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
                     result.set_item(&pop.name, arr.into_pyarray(py))?;
@@ -636,6 +751,7 @@ impl Network {
     ) -> PyResult<Bound<'py, PyList>> {
         let mode = mode_of(mode)?;
         let backend = backend(device)?;
+        check_augmentable(py, train_x, augment)?;
         let train = dataset(
             &array_of(train_x, "float32", "train_x")?,
             &array_of(train_y, "int64", "train_y")?,
@@ -675,11 +791,14 @@ impl Network {
         while trainer.epoch < epochs {
             let t0 = std::time::Instant::now();
             let st = py
-                .detach(|| trainer.train_epoch(b, &train, |_, _, _| {}))
+                .detach(|| in_pool(|| trainer.train_epoch(b, &train, |_, _, _| {})))?
                 .map_err(to_py)?;
             let seconds = t0.elapsed().as_secs_f64();
             let tst = match &test {
-                Some(t) => Some(py.detach(|| trainer.evaluate(b, t, 500)).map_err(to_py)?),
+                Some(t) => Some(
+                    py.detach(|| in_pool(|| trainer.evaluate(b, t, 500)))?
+                        .map_err(to_py)?,
+                ),
                 None => None,
             };
             let rec = PyDict::new(py);
@@ -697,8 +816,8 @@ impl Network {
                 epoch: trainer.epoch,
                 train_loss: st.mean_loss(),
                 train_accuracy: st.accuracy(),
-                test_loss: tst.as_ref().map_or(f64::NAN, |t| t.mean_loss()),
-                test_accuracy: tst.as_ref().map_or(f64::NAN, |t| t.accuracy()),
+                test_loss: tst.as_ref().map(|t| t.mean_loss()),
+                test_accuracy: tst.as_ref().map(|t| t.accuracy()),
                 hidden_spikes: st.hidden_spikes / st.samples.max(1) as f64,
                 seconds,
                 samples_per_s: st.samples as f64 / seconds.max(1e-9),
@@ -741,7 +860,7 @@ impl Network {
         let trainer = Trainer::new(exec, TrainConfig::default()).map_err(to_py)?;
         let b = backend.as_ref();
         let st = py
-            .detach(|| trainer.evaluate(b, &data, batch))
+            .detach(|| in_pool(|| trainer.evaluate(b, &data, batch)))?
             .map_err(to_py)?;
         let d = PyDict::new(py);
         d.set_item("loss", st.mean_loss())?;
@@ -789,6 +908,16 @@ fn spikes_to_dense<'py>(
     steps: usize,
     neurons: usize,
 ) -> PyResult<Bound<'py, PyArrayDyn<bool>>> {
+    neuropart::check_memory(
+        || {
+            format!(
+                "spikes_to_dense's array of {} samples x {steps} steps x {neurons} neurons",
+                events.len()
+            )
+        },
+        neuropart::memory_product(&[events.len() as u64, steps as u64, neurons as u64]),
+    )
+    .map_err(to_py)?;
     let mut arr = ndarray::ArrayD::from_elem(vec![events.len(), steps, neurons], false);
     for (s, ev) in events.iter().enumerate() {
         for &(t, n) in ev {

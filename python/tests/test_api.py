@@ -49,6 +49,8 @@ def spikes(batch, steps, n, p=0.3):
 
 
 @pytest.mark.parametrize("update", ["input_first", "hxtorch"])
+
+
 def test_run_equals_a_numpy_reference(update):
     desc, pops, projs = small(update)
     net = neuropart.Network.from_str(json.dumps(desc), "json")
@@ -221,3 +223,85 @@ def test_a_recurrent_loop_spans_the_chips_of_a_system():
         npt.Substrate.bss2().with_system(chips=0)
     with pytest.raises(ValueError, match="topology 'ring'"):
         npt.Substrate.bss2().with_system(chips=2, topology="ring")
+
+
+def test_a_checkpoint_without_a_test_set_is_readable(tmp_path, root):
+    net = task_net()
+    x, y = synthetic(60, 1)
+    records = net.train(x, y, epochs=1, mode="ideal", device="cpu", out=str(tmp_path),
+                        batch=20, augment=False)
+    assert "test_loss" not in records[0]
+    ck = tmp_path / "checkpoint.json"
+    text = ck.read_text()
+    assert "null" not in text and "NaN" not in text
+    assert "test_loss" not in json.loads(text)["history"][0]
+    path = tmp_path / "task.json"
+    path.write_text(task_net().to_json_str())
+    loaded = neuropart.Network.from_checkpoint(str(path), str(ck))
+    np.testing.assert_array_equal(loaded.weights("in->hidden"), net.weights("in->hidden"))
+
+
+def test_flat_images_are_refused_with_augmentation():
+    net = task_net()
+    x, y = synthetic(40, 1)
+    with pytest.raises(ValueError, match=r"train_x has shape \[40, 36\].*reshape\(40, 6, 6\)"
+                                         r".*augment=False"):
+        net.train(x.reshape(40, 36), y, epochs=1, mode="ideal", device="cpu", batch=20)
+    # Image-shaped, or flat without augmentation, trains.
+    net.train(x, y, epochs=1, mode="ideal", device="cpu", batch=20)
+    net.train(x.reshape(40, 36), y, epochs=1, mode="ideal", device="cpu", batch=20,
+              augment=False)
+
+
+def in_child(code):
+    """Run `code` in a fresh interpreter (an abort there must not take the tests with it)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_dense_results_are_checked_against_the_memory_limit():
+    # 1 sample x 2^26 steps x 4096 neurons: 256 GiB of spikes, over any memory limit here;
+    # refused before anything is run or converted (the input itself is 64 MiB).
+    r = in_child(
+        "import json, numpy as np, neuropart\n"
+        "desc = {'steps': 8, 'populations': [{'name': 'in', 'size': 1, 'kind': 'input'},"
+        " {'name': 'wide', 'size': 4096}],"
+        " 'projections': [{'source': 'in', 'target': 'wide'}]}\n"
+        "net = neuropart.Network.from_str(json.dumps(desc), 'json')\n"
+        "net.steps = 2**26\n"
+        "try:\n"
+        "    net.run({'in': np.zeros((1, 2**26, 1), bool)}, device='cpu')\n"
+        "except MemoryError as e:\n"
+        "    print('MemoryError:', e)\n"
+        "try:\n"
+        "    neuropart.spikes_to_dense([[]], 10**6, 10**6)\n"
+        "except MemoryError as e:\n"
+        "    print('MemoryError:', e)\n")
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and len(lines) == 2, (r.returncode, r.stdout, r.stderr)
+    assert "1 samples x 67108864 steps" in lines[0] and "4096 spiking" in lines[0], lines
+    assert "1 samples x 1000000 steps x 1000000 neurons" in lines[1], lines
+    assert all("memory limit" in line for line in lines), lines
+
+
+def _run_in_worker(desc_json):
+    net = neuropart.Network.from_str(desc_json, "json")
+    x = np.random.default_rng(3).random((64, 12, 8)) < 0.3
+    return int(net.run({"in": x}, device="cpu")["hidden"].sum())
+
+
+def test_a_forked_worker_runs_after_the_parent_did():
+    import multiprocessing
+
+    desc, _, _ = small()
+    text = json.dumps(desc)
+    # The parent's run starts its worker threads, which a forked child does not have.
+    want = _run_in_worker(text)
+    assert want > 0
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(2) as pool:
+        got = pool.map_async(_run_in_worker, [text, text]).get(timeout=60)
+    assert got == [want, want]

@@ -2,6 +2,8 @@
 (tests/reference.py, with the conventions written out here), a file round trip with identical
 spikes, and the refusals."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -50,6 +52,8 @@ def run_both(graph, ref_pops, ref_projs, n_in, steps=12, update="input_first", n
 
 
 @pytest.mark.parametrize("update", ["input_first", "hxtorch"])
+
+
 def test_linear_cubalif_cubali(update):
     w1, w2 = dyadic((6, 8)), dyadic((3, 6))
     g = nir.NIRGraph(
@@ -272,3 +276,66 @@ def test_a_recurrent_nir_graph_larger_than_a_chip_runs_on_a_system():
     b = net.run({"input": x}, device="cpu", substrate=sub)
     np.testing.assert_array_equal(a["h"], b["h"])
     assert a["h"].shape == (2, 20, n) and a["h"].any()
+
+def small_graph(extra_nodes=None, extra_edges=()):
+    """input 4 -> fc -> lif 4 -> out -> li 2, plus `extra_nodes` and `extra_edges`."""
+    nodes = {"input": nir.Input(input_type={"input": np.array([4])}),
+             "fc": nir.Linear(weight=dyadic((4, 4))), "lif": cuba_lif(4),
+             "out": nir.Linear(weight=dyadic((2, 4))), "li": cuba_li(2)}
+    nodes.update(extra_nodes or {})
+    edges = [("input", "fc"), ("fc", "lif"), ("lif", "out"), ("out", "li")] + list(extra_edges)
+    return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+
+
+def test_dangling_weight_nodes_and_graphs_without_input_are_refused():
+    # A weight node with no outgoing edge: its target would never be driven.
+    g = small_graph({"dangling": nir.Linear(weight=dyadic((2, 4)))}, [("lif", "dangling")])
+    with pytest.raises(ValueError, match="'dangling' has no outgoing edge"):
+        neuropart.from_nir(g)
+    # A weight node that no population feeds.
+    g = small_graph({"orphan": nir.Linear(weight=dyadic((2, 4)))}, [("orphan", "li")])
+    with pytest.raises(ValueError, match="'orphan' is not fed by any population"):
+        neuropart.from_nir(g)
+    # No Input node: the first weight node would be dropped.
+    g = nir.NIRGraph(nodes={"fc": nir.Linear(weight=dyadic((4, 4))), "lif": cuba_lif(4),
+                            "out": nir.Linear(weight=dyadic((2, 4))), "li": cuba_li(2)},
+                     edges=[("fc", "lif"), ("lif", "out"), ("out", "li")], type_check=False)
+    with pytest.raises(ValueError, match="no Input node"):
+        neuropart.from_nir(g)
+    assert neuropart.from_nir(small_graph()).projections == ["fc", "out"]
+
+
+def two_pops(name="hidden", projections=None):
+    desc = {
+        "name": "pair", "steps": 8,
+        "populations": [{"name": "in", "size": 4, "kind": "input"},
+                        {"name": name, "size": 3, "kind": "lif"}],
+        "projections": projections or [{"source": "in", "target": name}],
+    }
+    return neuropart.Network.from_str(json.dumps(desc), "json")
+
+
+def test_export_checks_dt_names_and_projection_names(tmp_path):
+    net = two_pops()
+    for dt in (0, 0.0, -1e-3, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="dt must be a finite number above 0"):
+            net.to_nir(dt=dt)
+    with pytest.raises(ValueError, match="population 'a/b'.*'/'"):
+        two_pops("a/b").to_nir(str(tmp_path / "x.nir"))
+    assert not (tmp_path / "x.nir").exists()
+    # Two projections between the same populations under one (default) name are refused; named
+    # apart, each is its own weight node and survives the round trip.
+    same = [{"source": "in", "target": "hidden", "init": {"mean": 0.5, "std": 0.0}},
+            {"source": "in", "target": "hidden", "init": {"mean": -0.25, "std": 0.0}}]
+    with pytest.raises(ValueError, match="projection 'in->hidden'.*#0 and #1"):
+        two_pops(projections=same)
+    same[1]["name"] = "in->hidden/2"
+    net = two_pops(projections=same)
+    path = tmp_path / "pair.nir"
+    g = net.to_nir(str(path))
+    linear = sorted(k for k, n in g.nodes.items() if type(n).__name__ == "Linear")
+    assert len(linear) == 2
+    weights = sorted(float(np.asarray(g.nodes[k].weight).ravel()[0]) for k in linear)
+    assert weights == [-0.25, 0.5]
+    back = neuropart.from_nir(str(path))
+    assert sorted(float(back.weights(p)[0]) for p in back.projections) == [-0.25, 0.5]

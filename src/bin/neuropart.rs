@@ -233,6 +233,9 @@ enum Command {
         /// Continue from OUT/checkpoint.json up to --epochs.
         #[arg(long)]
         resume: bool,
+        /// Start afresh over a checkpoint already in OUT (without it, that is refused).
+        #[arg(long, conflicts_with = "resume")]
+        force: bool,
     },
     /// Evaluate a trained checkpoint on the test split of the data (MNIST by default).
     Eval {
@@ -386,6 +389,14 @@ fn system_summary(exec: &Executor, links: Option<&neuropart::LinkStats>) -> Stri
         None => s += "links: no spikes crossed chips while they ran\n",
     }
     s
+}
+
+/// Whether `a` and `b` name the same existing file (through links and relative paths too).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
 }
 
 /// Print warnings to stderr.
@@ -544,6 +555,7 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
             seed,
             out,
             resume,
+            force,
         } => {
             let cfg = TrainConfig {
                 epochs,
@@ -553,6 +565,18 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
                 ..Default::default()
             };
             cfg.validate()?;
+            let existing = out.join("checkpoint.json");
+            if !resume && !force && existing.exists() {
+                return Err(neuropart::Error::option(
+                    "--out",
+                    out.display(),
+                    format!(
+                        "{} is a checkpoint of an earlier training; continue it with --resume, \
+                         or start afresh over it with --force",
+                        existing.display()
+                    ),
+                ));
+            }
             neuropart::io::check_writable(&out)?;
             let sub = target.substrate()?;
             let (net, _) = load_network(&target.network, &sub, data.steps, None)?;
@@ -568,8 +592,8 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
             if let Some(r) = t.history.last() {
                 println!(
                     "final: test accuracy {:.2}%, test loss {:.4} ({:?} mode, {} epochs); outputs in {}",
-                    100.0 * r.test_accuracy,
-                    r.test_loss,
+                    100.0 * r.test_accuracy.unwrap_or(f64::NAN),
+                    r.test_loss.unwrap_or(f64::NAN),
                     data.mode,
                     r.epoch,
                     out.display()
@@ -687,6 +711,18 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
             checkpoint,
             output,
         } => {
+            for (input, what) in [(&network, "network file"), (&checkpoint, "checkpoint")] {
+                if same_file(&output, input) {
+                    return Err(neuropart::Error::option(
+                        "--output",
+                        output.display(),
+                        format!(
+                            "is the {what} it reads ({}); write the network elsewhere",
+                            input.display()
+                        ),
+                    ));
+                }
+            }
             let sub = substrate(&sub_file)?;
             let (net, _) = load_network(&network, &sub, None, Some(&checkpoint))?;
             net.save(&output)?;

@@ -284,10 +284,13 @@ pub struct EpochRecord {
     pub train_loss: f64,
     /// Training accuracy (on the augmented samples, as trained).
     pub train_accuracy: f64,
-    /// Mean test (or validation) cross-entropy.
-    pub test_loss: f64,
-    /// Test accuracy.
-    pub test_accuracy: f64,
+    /// Mean test (or validation) cross-entropy; absent when there was no test set (absent
+    /// from the checkpoint too, never `null`; older checkpoints' `null` reads as absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_loss: Option<f64>,
+    /// Test accuracy; absent when there was no test set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_accuracy: Option<f64>,
     /// Hidden spikes per sample.
     pub hidden_spikes: f64,
     /// Wall time of the epoch's training part in seconds.
@@ -312,6 +315,142 @@ pub struct Checkpoint {
     /// Time steps the network was trained with (absent in older checkpoints).
     #[serde(default)]
     pub steps: Option<u32>,
+    /// The structure of the network it was trained on, checked on load so that the weights
+    /// of another network with the same weight counts are refused (absent in older
+    /// checkpoints, which load unchecked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structure: Option<Structure>,
+}
+
+/// The fingerprint of a network's structure that a checkpoint carries: what its weights mean.
+/// Steps, parameters and weights are not part of it (a checkpoint may change them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Structure {
+    /// Every population in order.
+    pub populations: Vec<PopulationShape>,
+    /// Every projection in order.
+    pub projections: Vec<ProjectionShape>,
+}
+
+/// A population as [`Structure`] records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PopulationShape {
+    /// Name.
+    pub name: String,
+    /// Neurons.
+    pub size: usize,
+    /// Input, LIF or readout.
+    pub kind: PopulationKind,
+    /// Image shape `[channels, height, width]`, where the network gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<[usize; 3]>,
+}
+
+/// A projection as [`Structure`] records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectionShape {
+    /// Name.
+    pub name: String,
+    /// Source population.
+    pub source: String,
+    /// Target population.
+    pub target: String,
+    /// Connectivity: `dense`, `sparse`, or `conv2d k<kernel> s<stride> p<padding>`.
+    pub connectivity: String,
+    /// Number of weights.
+    pub weights: usize,
+}
+
+impl Structure {
+    /// The structure of `network`.
+    pub fn of(network: &crate::network::Network) -> Self {
+        use crate::network::Connectivity;
+        Structure {
+            populations: network
+                .populations
+                .iter()
+                .map(|p| PopulationShape {
+                    name: p.name.clone(),
+                    size: p.size,
+                    kind: p.kind,
+                    shape: p.shape,
+                })
+                .collect(),
+            projections: network
+                .projections
+                .iter()
+                .enumerate()
+                .map(|(k, p)| ProjectionShape {
+                    name: p.name.clone(),
+                    source: p.source.clone(),
+                    target: p.target.clone(),
+                    connectivity: match &p.connectivity {
+                        Connectivity::Dense => "dense".into(),
+                        Connectivity::Sparse { .. } => "sparse".into(),
+                        Connectivity::Conv2d {
+                            kernel,
+                            stride,
+                            padding,
+                        } => format!("conv2d k{kernel} s{stride} p{padding}"),
+                    },
+                    weights: network.weight_count(k).unwrap_or(p.weights.len()),
+                })
+                .collect(),
+        }
+    }
+
+    /// The first difference between this (the checkpoint's) and `now` (the network's), in
+    /// words; `None` when they are equal.
+    pub fn first_difference(&self, now: &Structure) -> Option<String> {
+        let (a, b) = (&self.populations, &now.populations);
+        if a.len() != b.len() {
+            return Some(format!(
+                "it was trained on a network with {} populations, this one has {}",
+                a.len(),
+                b.len()
+            ));
+        }
+        for (k, (x, y)) in a.iter().zip(b).enumerate() {
+            if x != y {
+                return Some(format!(
+                    "population #{k}: it was trained on {}, this network has {}",
+                    describe_population(x),
+                    describe_population(y)
+                ));
+            }
+        }
+        let (a, b) = (&self.projections, &now.projections);
+        if a.len() != b.len() {
+            return Some(format!(
+                "it was trained on a network with {} projections, this one has {}",
+                a.len(),
+                b.len()
+            ));
+        }
+        for (k, (x, y)) in a.iter().zip(b).enumerate() {
+            if x != y {
+                return Some(format!(
+                    "projection #{k}: it was trained on {}, this network has {}",
+                    describe_projection(x),
+                    describe_projection(y)
+                ));
+            }
+        }
+        None
+    }
+}
+
+fn describe_population(p: &PopulationShape) -> String {
+    let shape = p.shape.map_or(String::new(), |s| format!(", shape {s:?}"));
+    let kind = format!("{:?}", p.kind).to_lowercase();
+    format!("'{}' ({} neurons, {kind}{shape})", p.name, p.size)
+}
+
+fn describe_projection(p: &ProjectionShape) -> String {
+    format!(
+        "'{}' ({} -> {}, {}, {} weights)",
+        p.name, p.source, p.target, p.connectivity, p.weights
+    )
 }
 
 impl Checkpoint {
@@ -321,12 +460,19 @@ impl Checkpoint {
         crate::network::Format::Json.parse(&text, path)
     }
 
-    /// Check the weights fit `network`: one array per projection, each of its length, all
-    /// finite.
+    /// Check the weights fit `network`: the same structure (where the checkpoint records
+    /// one), one array per projection, each of its length, all finite.
     pub fn check_weights(
         &self,
         network: &crate::network::Network,
     ) -> std::result::Result<(), String> {
+        if let Some(difference) = self
+            .structure
+            .as_ref()
+            .and_then(|s| s.first_difference(&Structure::of(network)))
+        {
+            return Err(format!("another network: {difference}"));
+        }
         if self.weights.len() != network.projections.len() {
             return Err(format!(
                 "{} weight arrays, the network has {} projections",
@@ -446,6 +592,17 @@ impl Trainer {
         mut progress: impl FnMut(usize, usize, &BatchStats),
     ) -> Result<BatchStats> {
         self.check_data(data)?;
+        let [channels, h, w] = data.shape;
+        if self.cfg.augment && channels == 1 && (h == 1 || w == 1) && h * w > 1 {
+            return Err(Error::input(
+                "training data",
+                format!(
+                    "images of shape {:?} are flat, but augmentation rotates every image: \
+                     give the images their height and width, or turn augmentation off",
+                    data.shape
+                ),
+            ));
+        }
         let mut rng = crate::rng::Rng::derive(self.cfg.seed, 1_000 + self.epoch as u64);
         let mut order: Vec<usize> = (0..data.len()).collect();
         for k in (1..order.len()).rev() {
@@ -954,6 +1111,7 @@ impl Trainer {
             config: self.cfg.clone(),
             history: self.history.clone(),
             steps: Some(self.exec.network.steps),
+            structure: Some(Structure::of(&self.exec.network)),
         }
     }
 

@@ -450,6 +450,8 @@ pub fn random_network(seed: u64, substrate: &Substrate) -> Network {
                         .map(|_| [rng.below(n_in) as u32, rng.below(size) as u32])
                         .collect();
                     let mut sp = proj("in", &name, 0, 0.3);
+                    // Its own name: the dense projection has the default one.
+                    sp.name = format!("in->{name} sparse");
                     sp.connectivity = Connectivity::Sparse { connections: conns };
                     projs.push(sp);
                 }

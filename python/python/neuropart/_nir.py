@@ -164,6 +164,11 @@ def from_nir(graph_or_path, dt: float = 1e-3, steps: int = 30, update: str = "in
             raise ValueError(
                 f"NIR node '{k}' of type {t} is not supported (supported: {', '.join(SUPPORTED)})"
             )
+    if not any(type(node).__name__ == "Input" for node in nodes.values()):
+        raise ValueError(
+            "the NIR graph has no Input node; neuropart feeds spikes into Input nodes, so every "
+            "graph needs at least one (nir.Input before the first weight node)"
+        )
     succ: Dict[str, List[str]] = {k: [] for k in nodes}
     for a, b in graph.edges:
         if a not in nodes or b not in nodes:
@@ -216,6 +221,11 @@ def from_nir(graph_or_path, dt: float = 1e-3, steps: int = 30, update: str = "in
                     "weight node (Linear, Affine, Conv2d, SumPool2d) between populations"
                 )
             targets = through_pass(w_name, [])
+            if not targets:
+                raise ValueError(
+                    f"NIR weight node '{w_name}' has no outgoing edge: nothing would receive its "
+                    "input; connect it to a neuron node or remove it"
+                )
             for tgt, _ in targets:
                 tt = type(nodes[tgt]).__name__
                 if tt not in NEURON_NODES:
@@ -224,6 +234,13 @@ def from_nir(graph_or_path, dt: float = 1e-3, steps: int = 30, update: str = "in
                         "neuron node (CubaLIF, CubaLI, LIF, LI) after every weight node"
                     )
                 pairs.append((w_name, src, tgt))
+    used = {w for w, _, _ in pairs}
+    for k in sorted(nodes):
+        if type(nodes[k]).__name__ in WEIGHT_NODES and k not in used:
+            raise ValueError(
+                f"NIR weight node '{k}' is not fed by any population (no edge into it from an "
+                "Input or neuron node); connect it or remove it"
+            )
     # A weight node between several pairs of populations gives one projection per pair.
     uses = {w: sum(1 for p in pairs if p[0] == w) for w, _, _ in pairs}
     projections = []
@@ -332,7 +349,21 @@ def to_nir(net, path=None, dt: float = 1e-3):
     CubaLI (readout), Linear (dense), Conv2d (convolutions), with ``r = 1``, ``w_in = 1`` and
     times ``τ · dt`` (see the module's conventions)."""
     nir = _nir()
+    try:
+        dt_ok = bool(np.isfinite(dt) and dt > 0)
+    except TypeError:
+        dt_ok = False
+    if not dt_ok:
+        raise ValueError(
+            f"dt must be a finite number above 0 (the file's time unit per step), not {dt}"
+        )
     desc = json.loads(net.to_json_str())
+    for p in desc["populations"]:
+        if "/" in p["name"]:
+            raise ValueError(
+                f"population '{p['name']}': a NIR node name cannot contain '/' (NIR files "
+                "store nodes as HDF5 groups, where '/' separates groups); rename the population"
+            )
     nodes: Dict[str, Any] = {}
     edges: List[Tuple[str, str]] = []
     pops = {p["name"]: p for p in desc["populations"]}
@@ -390,7 +421,7 @@ def to_nir(net, path=None, dt: float = 1e-3):
         conn = pr.get("connectivity", {"type": "dense"})
         w = np.asarray(net.weights(pname), dtype=np.float32)
         src, tgt = pops[pr["source"]], pops[pr["target"]]
-        node_name = unique(pname.replace("->", "_to_").replace(":", "_"))
+        node_name = unique(pname.replace("->", "_to_").replace(":", "_").replace("/", "_"))
         if conn["type"] == "dense":
             nodes[node_name] = nir.Linear(weight=w.reshape(tgt["size"], src["size"]))
         elif conn["type"] == "conv2d":
