@@ -105,10 +105,8 @@ impl Execution {
             }
             if let Some(peak) = &self.peak[p] {
                 let rows: Vec<Vec<f32>> = peak.chunks(pop.size).map(<[f32]>::to_vec).collect();
-                file.predicted.insert(
-                    pop.name.clone(),
-                    rows.iter().map(|r| crate::train::argmax(r)).collect(),
-                );
+                file.predicted
+                    .insert(pop.name.clone(), rows.iter().map(|r| argmax(r)).collect());
                 file.scores.insert(pop.name.clone(), rows);
             }
             if let (true, Some(m)) = (membranes, &self.membrane[p]) {
@@ -122,6 +120,17 @@ impl Execution {
         }
         file
     }
+}
+
+/// Index of the largest score.
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (k, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = k;
+        }
+    }
+    best
 }
 
 /// How partitions are emulated (absent: all ideal).

@@ -153,3 +153,45 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// A text format of network, substrate and spike files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// TOML.
+    Toml,
+    /// JSON.
+    Json,
+}
+
+impl Format {
+    /// From the extension (`.json`/`.toml`, any case); otherwise from the content (JSON
+    /// starts with `{`).
+    pub fn of(path: &Path, text: &str) -> Format {
+        match path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("json") => Format::Json,
+            Some("toml") => Format::Toml,
+            _ if text.trim_start().starts_with('{') => Format::Json,
+            _ => Format::Toml,
+        }
+    }
+
+    /// Parse `text` as this format; JSON objects with a key given twice are refused.
+    pub fn parse<T: serde::de::DeserializeOwned>(self, text: &str, path: &Path) -> Result<T> {
+        let err = |format, message: String| Error::Parse {
+            path: path.to_path_buf(),
+            format,
+            message,
+        };
+        match self {
+            Format::Toml => toml::from_str(text).map_err(|e| err("TOML", e.to_string())),
+            Format::Json => {
+                crate::io::reject_duplicate_json_keys(text).map_err(|m| err("JSON", m))?;
+                serde_json::from_str(text).map_err(|e| err("JSON", e.to_string()))
+            }
+        }
+    }
+}

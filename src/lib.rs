@@ -42,6 +42,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod adam;
 mod analog;
 mod backend;
 pub mod bench;

@@ -213,8 +213,14 @@ struct Unit {
 }
 
 impl Plan {
-    /// Partition `network` (validated, weights drawn) for `substrate`.
-    pub fn new(network: &Network, substrate: &Substrate, opts: &PartitionOptions) -> Result<Plan> {
+    /// Partition `network` (validated, weights drawn) for `substrate`, without placing the
+    /// partitions on a system's chips ([`Plan::new`] does that too); with each partition, the
+    /// recurrent subnetwork spanning chips it is a piece of.
+    pub(crate) fn cut(
+        network: &Network,
+        substrate: &Substrate,
+        opts: &PartitionOptions,
+    ) -> Result<(Plan, Vec<Option<usize>>)> {
         substrate.validate()?;
         network.check(substrate)?;
         // Planning keeps a few counters per neuron (fan-in, rows, channel masks).
@@ -472,22 +478,12 @@ impl Plan {
                 system_run: None,
             });
         }
-        let mut plan = Plan {
+        let plan = Plan {
             substrate: substrate.clone(),
             partitions,
             system: None,
         };
-        if let Some(system) = &substrate.system {
-            plan.system = Some(crate::placement::place(
-                network,
-                &mut plan.partitions,
-                &spans,
-                system,
-                substrate.dt_us,
-                opts.placement,
-            )?);
-        }
-        Ok(plan)
+        Ok((plan, spans))
     }
 }
 

@@ -7,13 +7,33 @@
 
 use crate::error::Result;
 use crate::network::{Network, PopulationId};
-use crate::partition::{Origin, Partition, Placement, SystemPlan};
+use crate::partition::{Origin, Partition, PartitionOptions, Placement, Plan, SystemPlan};
+use crate::substrate::Substrate;
 use crate::system::System;
 use std::collections::BTreeMap;
 
+impl Plan {
+    /// Partition `network` (validated, weights drawn) for `substrate`, and with a `[system]`
+    /// place the partitions on its chips and into system runs.
+    pub fn new(network: &Network, substrate: &Substrate, opts: &PartitionOptions) -> Result<Plan> {
+        let (mut plan, spans) = Plan::cut(network, substrate, opts)?;
+        if let Some(system) = &substrate.system {
+            plan.system = Some(place(
+                network,
+                &mut plan.partitions,
+                &spans,
+                system,
+                substrate.dt_us,
+                opts.placement,
+            )?);
+        }
+        Ok(plan)
+    }
+}
+
 /// Place `partitions` (in plan order; consecutive partitions with the same `spans[k]` are the
 /// pieces of one recurrent subnetwork) on `system`.
-pub(crate) fn place(
+fn place(
     network: &Network,
     partitions: &mut [Partition],
     spans: &[Option<usize>],

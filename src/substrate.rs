@@ -6,7 +6,7 @@
 //! hemisphere, 6-bit weights, signed inputs on two rows, 8-bit CADC readout.
 
 use crate::error::{Error, Result};
-use crate::network::Format;
+use crate::io::Format;
 use crate::system::System;
 use serde::{Deserialize, Serialize};
 use std::path::Path;

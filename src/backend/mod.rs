@@ -12,14 +12,13 @@ pub mod gpu;
 pub use cpu::CpuBackend;
 pub use gpu::{GpuBackend, GpuContext};
 
+use crate::adam::{Adam, StepSize};
 use crate::compile::{PartitionProgram, WeightMap};
 use crate::error::{Error, Result};
 use crate::network::{Network, PopulationId};
 use crate::neuron::NeuronCoeffs;
 use crate::spikes::{SpikeStore, SpikeTrains};
 use crate::system::{LinkStats, Links, Overflow, System};
-use crate::train::optimiser::StepSize;
-use crate::train::Adam;
 use std::any::Any;
 use std::time::Duration;
 

@@ -21,13 +21,4 @@ pub fn log_sum_exp(v: &[f32]) -> f32 {
     top + v.iter().map(|x| (x - top).exp()).sum::<f32>().ln()
 }
 
-/// Index of the largest score.
-pub fn argmax(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (k, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = k;
-        }
-    }
-    best
-}
+pub use crate::executor::argmax;

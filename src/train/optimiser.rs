@@ -5,29 +5,8 @@ use crate::compile::{stage_block, WeightStage};
 use crate::network::Network;
 use crate::simd::widest;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
-/// The step's size, the weights' range and the weight regulariser's strength.
-#[derive(Clone, Copy, Debug)]
-pub struct StepSize {
-    /// Learning rate.
-    pub lr: f32,
-    /// Every weight is clamped to ±`limit`.
-    pub limit: f32,
-    /// Strength of the regulariser `reg · mean(w⁴)`.
-    pub reg: f32,
-}
-
-/// Adam state for every projection's weights.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Adam {
-    /// First moments.
-    pub m: Vec<Vec<f32>>,
-    /// Second moments.
-    pub v: Vec<Vec<f32>>,
-    /// Steps taken.
-    pub t: u64,
-}
+pub use crate::adam::{Adam, StepSize};
 
 /// What every weight's Adam update shares.
 struct AdamConsts {

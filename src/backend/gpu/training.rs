@@ -16,13 +16,12 @@ use super::loss::{binding as loss_b, LossParams, MAX_CLASSES};
 use super::optimiser::{binding as opt_b, OptParams};
 use super::weights::{binding as write_b, WriteParams};
 use super::{map_all, scoped, GpuBackend, GpuProgram, Grown, Kernel, WG};
+use crate::adam::{Adam, StepSize};
 use crate::backend::{DeviceStepStats, DeviceTraining, Resident, TrainChunk, TrainStructure};
 use crate::compile::WeightMap;
 use crate::error::{Error, Result};
 use crate::network::PopulationKind;
 use crate::neuron::NeuronCoeffs;
-use crate::train::optimiser::StepSize;
-use crate::train::Adam;
 
 /// Adam's constants (as src/train/optimiser.rs).
 const B1: f32 = 0.9;
