@@ -7,7 +7,10 @@
 #   2. resuming that checkpoint for a second epoch (a checkpoint of one process continued by
 #      two: the same weights);
 #   3. evaluation, a chip-instance sweep and a run with membranes, sharded over the processes
-#      and gathered on the first (identical output expected, byte for byte).
+#      and gathered on the first (identical output expected, byte for byte), also a run on a
+#      multi-chip system whose recurrent loop spans chips;
+#   4. processes given different options or files stop at once with a message naming the
+#      difference (no hang, no blend).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --features mpi --bin neuropart
@@ -93,6 +96,66 @@ run=(run examples/networks/mnist.toml --checkpoint "$ck" --input "$out/input.jso
 two "${run[@]}" --output "$out/run-two.json" 2>/dev/null
 check "2-process run" same_file "$out/run-one.json" "$out/run-two.json" \
   "2-process run of 5 samples with membranes"
+
+python3 - "$out/in600.json" <<'PY'
+import json, random, sys
+random.seed(4)
+samples = [sorted({(random.randrange(100), n) for n in range(100) if random.random() < 0.2})
+           for _ in range(5)]
+json.dump({"steps": 100, "populations": {"input": [[list(e) for e in s] for s in samples]}},
+          open(sys.argv[1], "w"))
+PY
+sys=(run examples/networks/recurrent-600.toml --substrate examples/systems/bss2-4chip.toml
+     --chips 11 --input "$out/in600.json")
+"$bin" "${sys[@]}" --output "$out/sys-one.json" 2>/dev/null
+two "${sys[@]}" --output "$out/sys-two.json" 2>/dev/null
+check "2-process system run" same_file "$out/sys-one.json" "$out/sys-two.json" \
+  "2-process run of a recurrent loop over 10 chips of a system"
+
+stops() { # LABEL NEEDLE APP-CONTEXTS...: mpirun with these app contexts must stop with an
+  # error (not run to the end, not hang: a time limit) that says NEEDLE
+  local label=$1 needle=$2
+  shift 2
+  local log=$out/stops.log status=0
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 \
+    mpirun --oversubscribe "$@" >"$log" 2>&1 || status=$?
+  if [ "$status" -eq 0 ] || [ "$status" -eq 124 ]; then
+    echo "$label: $([ "$status" -eq 0 ] && echo "ran to the end" || echo "hung")"
+    return 1
+  fi
+  if grep -q "$needle" "$log"; then
+    echo "$label: stopped ($(grep -m1 "$needle" "$log" | cut -c1-150))"
+  else
+    echo "$label: no message naming '$needle':"
+    tail -n 5 "$log"
+    return 1
+  fi
+}
+net=$PWD/examples/networks/mnist.toml
+check "different options" stops "processes given different --epochs" "another command line" \
+  -n 1 "$bin" "${train[@]}" --epochs 1 --out "$out/d1" : \
+  -n 1 "$bin" "${train[@]}" --epochs 2 --out "$out/d1"
+# A node with an older copy: the same command line, another file behind the same path.
+mkdir -p "$out/p0/mnist" "$out/p1/mnist"
+cp "$out/one/checkpoint.json" "$out/p0/ck.json"
+cp "$out/two-more/checkpoint.json" "$out/p1/ck.json"
+ev0=(eval "$net" --checkpoint ck.json --data "$PWD/data-cache/mnist" --test-samples 1000
+     --device cpu)
+check "different checkpoints" stops "processes given different checkpoints" "another checkpoint" \
+  -n 1 -wdir "$out/p0" "$bin" "${ev0[@]}" : -n 1 -wdir "$out/p1" "$bin" "${ev0[@]}"
+cp data-cache/mnist/* "$out/p0/mnist/"
+cp data-cache/mnist/* "$out/p1/mnist/"
+python3 - "$out/p1/mnist/t10k-labels-idx1-ubyte" <<'PY'
+import sys
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read())
+b[8] = (b[8] + 1) % 10
+open(p, "wb").write(bytes(b))
+PY
+ev1=(eval "$net" --checkpoint "$out/one/checkpoint.json" --data mnist --test-samples 1000
+     --device cpu)
+check "different data" stops "processes given different test sets" "another test set" \
+  -n 1 -wdir "$out/p0" "$bin" "${ev1[@]}" : -n 1 -wdir "$out/p1" "$bin" "${ev1[@]}"
 
 echo "$passed passed, $failed failed: work shared by 2 MPI processes vs 1 process"
 [ "$failed" -eq 0 ]

@@ -47,6 +47,68 @@ pub trait Communicator {
     fn abort(&self, _code: i32) {}
 }
 
+/// A 64-bit FNV-1a digest of `bytes` (the same on every machine and build: what [`agree`]
+/// compares).
+pub fn digest(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Check that every process was given the same things: `items` are (what, its digest) — the
+/// command line, each input file, each data set — in the same order on every process. On a
+/// difference every process returns the same error, naming the first item that differs and the
+/// processes, so that a group started with different files or options stops at once instead
+/// of hanging or blending their results. One exchange; nothing with one process.
+pub fn agree(comm: &dyn Communicator, items: &[(String, u64)]) -> crate::error::Result<()> {
+    if comm.size() < 2 {
+        return Ok(());
+    }
+    let mut mine = Vec::new();
+    for (what, d) in items {
+        mine.extend_from_slice(&d.to_le_bytes());
+        mine.extend_from_slice(&(what.len() as u32).to_le_bytes());
+        mine.extend_from_slice(what.as_bytes());
+    }
+    let all = comm.all_gather_bytes(&mine);
+    let parse = |b: &[u8]| -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        let mut k = 0;
+        while k + 12 <= b.len() {
+            let d = u64::from_le_bytes(b[k..k + 8].try_into().expect("8 bytes"));
+            let n = u32::from_le_bytes(b[k + 8..k + 12].try_into().expect("4 bytes")) as usize;
+            let what = String::from_utf8_lossy(&b[k + 12..(k + 12 + n).min(b.len())]).into_owned();
+            out.push((what, d));
+            k += 12 + n;
+        }
+        out
+    };
+    let first = parse(&all[0]);
+    for (r, b) in all.iter().enumerate().skip(1) {
+        let other = parse(b);
+        for k in 0..first.len().max(other.len()) {
+            let (a, o) = (first.get(k), other.get(k));
+            if a != o {
+                let what = a.or(o).map_or("?", |x| x.0.as_str());
+                return Err(crate::error::Error::input(
+                    "the processes",
+                    format!(
+                        "process {r} of {} was given another {what} than process 0 (digest \
+                         {:016x} vs {:016x}); every process must run the same command on the same \
+                         files and data",
+                        comm.size(),
+                        o.map_or(0, |x| x.1),
+                        a.map_or(0, |x| x.1)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The contiguous part of `n` items that process `rank` of `size` takes: the first `n % size`
 /// processes one more than the rest, in rank order.
 pub fn shard(n: usize, size: usize, rank: usize) -> Range<usize> {

@@ -603,3 +603,38 @@ fn the_first_process_fills_a_cache_before_the_others_read_it() {
     assert_eq!(&log[..2], &[(0, "start"), (0, "end")], "{log:?}");
     assert_eq!(log.len(), 8);
 }
+
+#[test]
+fn processes_given_different_things_stop_naming_the_first_difference() {
+    // Process 2 of 3 has another checkpoint behind the same name: every process gets the same
+    // error, naming it (no process goes on alone, so none waits forever).
+    let got = common::in_processes(3, |comm| {
+        let mut items = vec![
+            ("command line".to_string(), 1u64),
+            ("checkpoint (ck.json)".to_string(), 7),
+            ("test set".to_string(), 9),
+        ];
+        if neuropart::comm::Communicator::rank(comm) == 2 {
+            items[1].1 = 8;
+            items[2].1 = 10;
+        }
+        neuropart::comm::agree(comm, &items).map_err(|e| e.to_string())
+    });
+    for r in &got {
+        let e = r.as_ref().unwrap_err();
+        assert!(
+            e.contains("process 2 of 3") && e.contains("another checkpoint (ck.json)"),
+            "{e}"
+        );
+    }
+    let same = common::in_processes(2, |comm| {
+        neuropart::comm::agree(comm, &[("command line".into(), 3)]).is_ok()
+    });
+    assert_eq!(same, [true, true]);
+    // A data set's digest sees one label.
+    let a = synthetic(50, 1);
+    let mut b = a.clone();
+    assert_eq!(a.digest(), b.digest());
+    b.labels[17] = (b.labels[17] + 1) % 10;
+    assert_ne!(a.digest(), b.digest());
+}

@@ -399,6 +399,57 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// The files a command reads, named for a person.
+fn input_files(command: &Command) -> Vec<(&'static str, PathBuf)> {
+    let mut v = Vec::new();
+    let mut target = |t: &Target| {
+        v.push(("network file", t.network.clone()));
+        if let Some(s) = &t.substrate {
+            v.push(("substrate file", s.clone()));
+        }
+    };
+    match command {
+        Command::Plan { target: t, .. } | Command::Train { target: t, .. } => target(t),
+        Command::Run {
+            target: t,
+            input,
+            checkpoint,
+            ..
+        } => {
+            target(t);
+            v.push(("input spike file", input.clone()));
+            if let Some(c) = checkpoint {
+                v.push(("checkpoint", c.clone()));
+            }
+        }
+        Command::Eval {
+            target: t,
+            checkpoint,
+            ..
+        } => {
+            target(t);
+            v.push(("checkpoint", checkpoint.clone()));
+        }
+        Command::Export { .. } => {}
+        Command::Bench {
+            network, substrate, ..
+        } => {
+            v.extend(network.iter().map(|p| ("network file", p.clone())));
+            v.extend(substrate.iter().map(|p| ("substrate file", p.clone())));
+        }
+    }
+    v
+}
+
+/// Check that every process loaded the same data sets.
+fn agree_on_data(comm: &dyn Communicator, sets: &[(&str, &Dataset)]) -> neuropart::Result<()> {
+    let items: Vec<(String, u64)> = sets
+        .iter()
+        .map(|(what, d)| (what.to_string(), d.digest()))
+        .collect();
+    neuropart::comm::agree(comm, &items)
+}
+
 /// Print warnings to stderr.
 fn warn(lines: &[String]) {
     for w in lines {
@@ -473,6 +524,19 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
     // Nothing to share in a plan or an export: the first process does it alone.
     if !lead && matches!(command, Command::Plan { .. } | Command::Export { .. }) {
         return Ok(());
+    }
+    // Processes started together must have been given the same command, files and data.
+    if comm.size() > 1 && !matches!(command, Command::Plan { .. } | Command::Export { .. }) {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let mut items = vec![(
+            "command line".to_string(),
+            neuropart::comm::digest(args.join("\0").as_bytes()),
+        )];
+        for (what, path) in input_files(&command) {
+            let d = std::fs::read(&path).map_or(0, |b| neuropart::comm::digest(&b));
+            items.push((format!("{what} ({})", path.display()), d));
+        }
+        neuropart::comm::agree(comm, &items)?;
     }
     match command {
         Command::Plan { target, json, png } => {
@@ -581,6 +645,7 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
             let sub = target.substrate()?;
             let (net, _) = load_network(&target.network, &sub, data.steps, None)?;
             let (train, test) = neuropart::comm::first_then_rest(comm, || data.load())?;
+            agree_on_data(comm, &[("training set", &train), ("test set", &test)])?;
             let backend = open_backend(data.device)?;
             let setup = target.setup(sub, net.steps, data.mode);
             let t = neuropart::experiment::train_and_report(
@@ -622,6 +687,7 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
                 neuropart::io::check_writable(&out)?;
             }
             let (_, test) = neuropart::comm::first_then_rest(comm, || data.load())?;
+            agree_on_data(comm, &[("test set", &test)])?;
             let backend = open_backend(data.device)?;
             let setup = target.setup(sub, net.steps, data.mode);
             if let Some(k) = chip_instances {

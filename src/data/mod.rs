@@ -29,6 +29,18 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// A digest of the images, labels, shape and classes (processes compare it before they
+    /// work on the data together, [`crate::comm::agree`]).
+    pub fn digest(&self) -> u64 {
+        let mut b: Vec<u8> = Vec::with_capacity(32 + self.labels.len());
+        for x in self.shape.iter().chain([&self.classes, &self.labels.len()]) {
+            b.extend_from_slice(&(*x as u64).to_le_bytes());
+        }
+        b.extend_from_slice(&self.labels);
+        b.extend_from_slice(&crate::comm::digest(bytemuck::cast_slice(&self.pixels)).to_le_bytes());
+        crate::comm::digest(&b)
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()
