@@ -85,6 +85,14 @@ fn run(a: Args, comm: &dyn Communicator) -> neuropart::Result<()> {
     })?;
     let data = neuropart::data::eurosat(&dir, a.per_class, a.on_bad_image)?;
     let (train, val, test) = neuropart::data::stratified_split(&data, 0.15, 0.15, a.seed);
+    // Processes started together must have the same options and data.
+    neuropart::comm::agree(
+        comm,
+        &[
+            neuropart::comm::command_line(),
+            ("data set".into(), data.digest()),
+        ],
+    )?;
     if lead {
         eprintln!(
             "EuroSAT from {}: {} images, split {} / {} / {} (train / validation / test)",

@@ -71,6 +71,15 @@ fn run(a: Args, comm: &dyn Communicator) -> neuropart::Result<()> {
     if a.test_samples > 0 {
         test = test.take(a.test_samples);
     }
+    // Processes started together must have the same options and data.
+    neuropart::comm::agree(
+        comm,
+        &[
+            neuropart::comm::command_line(),
+            ("training set".into(), train.digest()),
+            ("test set".into(), test.digest()),
+        ],
+    )?;
     let cfg = TrainConfig {
         epochs: a.epochs,
         seed: a.seed,

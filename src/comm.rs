@@ -57,6 +57,15 @@ pub fn digest(bytes: &[u8]) -> u64 {
     h
 }
 
+/// The item [`agree`] compares for the process's command line (its arguments).
+pub fn command_line() -> (String, u64) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    (
+        "command line".to_string(),
+        digest(args.join("\0").as_bytes()),
+    )
+}
+
 /// Check that every process was given the same things: `items` are (what, its digest) — the
 /// command line, each input file, each data set — in the same order on every process. On a
 /// difference every process returns the same error, naming the first item that differs and the

@@ -527,11 +527,7 @@ fn run(command: Command, comm: &dyn Communicator) -> neuropart::Result<()> {
     }
     // Processes started together must have been given the same command, files and data.
     if comm.size() > 1 && !matches!(command, Command::Plan { .. } | Command::Export { .. }) {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let mut items = vec![(
-            "command line".to_string(),
-            neuropart::comm::digest(args.join("\0").as_bytes()),
-        )];
+        let mut items = vec![neuropart::comm::command_line()];
         for (what, path) in input_files(&command) {
             let d = std::fs::read(&path).map_or(0, |b| neuropart::comm::digest(&b));
             items.push((format!("{what} ({})", path.display()), d));
