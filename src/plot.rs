@@ -64,9 +64,16 @@ fn save(fig: &impl Figure, path: &Path) -> Result<()> {
     let fail =
         |e: Box<dyn std::error::Error>| Error::io(path, std::io::Error::other(e.to_string()));
     let (w, h) = fig.size();
-    let svg = path
+    let ext = path
         .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    if !matches!(ext.as_deref(), Some("png" | "svg")) {
+        return Err(Error::io(
+            path,
+            std::io::Error::other("a figure is written as .png or .svg (by the file's extension)"),
+        ));
+    }
+    let svg = ext.as_deref() == Some("svg");
     let bytes = if svg {
         let mut s = String::new();
         fig.draw(SVGBackend::with_string(&mut s, (w, h)).into_drawing_area())

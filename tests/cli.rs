@@ -97,3 +97,52 @@ fn run_reads_a_spike_file_and_writes_all_spikes() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn figures_only_by_their_extension_and_sweeps_of_a_sane_size() {
+    let dir = std::env::temp_dir().join(format!("neuropart-cli-ext-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pdf = dir.join("placement.pdf");
+    let (ok, _, err) = neuropart(&[
+        "plan",
+        "examples/networks/mnist.toml",
+        "--png",
+        pdf.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains(".png or .svg") && err.contains("placement.pdf"),
+        "{err}"
+    );
+    assert!(!pdf.exists(), "nothing written under the wrong name");
+    let (ok, _, err) = neuropart(&[
+        "eval",
+        "examples/networks/mnist.toml",
+        "--checkpoint",
+        "none.json",
+        "--chip-instances",
+        "18446744073709551615",
+    ]);
+    assert!(!ok && err.contains("draw 1 to 65536"), "{err}");
+    // A system's plan: every partition gains its chip and system run; the drawing shows the
+    // system and, beside it, the chips' circuits.
+    let sys = dir.join("sys.png");
+    let (ok, out, err) = neuropart(&[
+        "plan",
+        "examples/networks/recurrent-600.toml",
+        "--substrate",
+        "examples/systems/bss2-2x12-backplanes.toml",
+        "--json",
+        "--png",
+        sys.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let parts = v["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 11);
+    assert!(parts
+        .iter()
+        .all(|p| p["system_run"] == 0 && p["chip"].is_u64()));
+    assert_eq!(v["system"]["cross_chip_synapses"], 330000);
+    assert!(sys.exists() && dir.join("sys-chips.png").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -36,6 +36,15 @@ fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A number of chips to draw: 1 to 65 536.
+fn chip_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=65_536).contains(&n) => Ok(n),
+        Ok(n) => Err(format!("{n} chips; draw 1 to 65536")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// A finite number above 0.
 fn positive(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
@@ -249,7 +258,7 @@ enum Command {
         /// Evaluate on this many independently drawn emulated chips (each its own fixed-pattern
         /// variation) and report per chip, mean, standard deviation, minimum and maximum as a
         /// table, `OUT/chips.csv` and the histogram `OUT/chips.png`.
-        #[arg(long, value_parser = at_least_one)]
+        #[arg(long, value_parser = chip_count)]
         chip_instances: Option<usize>,
         /// With --chip-instances: the seed the chips are drawn from.
         #[arg(long, default_value = "1", requires = "chip_instances")]
