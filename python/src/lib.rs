@@ -15,9 +15,7 @@ use neuropart::{
     AnalogConfig, Backend, Checkpoint, CpuBackend, Executor, Mode, Observe, PartitionOptions,
     PlanReport, Schedule, SpikeEvent, SpikeTrains, TrainConfig, Trainer,
 };
-use numpy::{
-    IntoPyArray, PyArray1, PyArrayDyn, PyReadonlyArray1, PyReadonlyArrayDyn, PyUntypedArrayMethods,
-};
+use numpy::{IntoPyArray, PyArray1, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -92,6 +90,36 @@ fn backend(device: &str) -> PyResult<Box<dyn Backend>> {
             "device '{device}': use 'cpu', 'gpu' or 'auto'"
         ))),
     }
+}
+
+/// Labels `y` as `int64`, refusing what is not a whole number (float labels like 1.5 or NaN
+/// would otherwise be truncated silently); `what` names the argument.
+fn labels_of<'py>(y: &Bound<'py, PyAny>, what: &str) -> PyResult<PyReadonlyArrayDyn<'py, i64>> {
+    let np = y.py().import("numpy")?;
+    let a = np
+        .call_method1("asarray", (y,))
+        .map_err(|e| PyValueError::new_err(format!("{what}: {e}")))?;
+    let kind: String = a.getattr("dtype")?.getattr("kind")?.extract()?;
+    match kind.as_str() {
+        "i" | "u" | "b" => {}
+        "f" => {
+            let whole: bool = np
+                .call_method1("array_equal", (&a, np.call_method1("floor", (&a,))?))?
+                .extract()?;
+            if !whole {
+                return Err(PyValueError::new_err(format!(
+                    "{what}: labels must be whole numbers (class indices); got fractional or NaN \
+                     values"
+                )));
+            }
+        }
+        k => {
+            return Err(PyValueError::new_err(format!(
+                "{what}: labels must be integers (class indices), not numpy dtype kind '{k}'"
+            )))
+        }
+    }
+    array_of(&a, "int64", what)
 }
 
 /// `obj` as a contiguous numpy array of `dtype` (lists, other dtypes and views converted);
@@ -315,6 +343,21 @@ fn dataset(
     let n = *shape
         .first()
         .ok_or_else(|| PyValueError::new_err("x has no sample axis"))?;
+    if n == 0 {
+        return Err(PyValueError::new_err(
+            "x has 0 samples: there is nothing to train or evaluate on",
+        ));
+    }
+    if let Some((i, v)) = x
+        .as_array()
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !v.is_finite())
+    {
+        return Err(PyValueError::new_err(format!(
+            "x: pixel {i} (flat index) is {v}; images must be finite"
+        )));
+    }
     let labels: Vec<i64> = y.as_array().iter().copied().collect();
     if labels.len() != n {
         return Err(PyValueError::new_err(format!(
@@ -563,9 +606,15 @@ impl Network {
     }
 
     /// Replace the weights of projection `name` (same length).
-    fn set_weights(&mut self, name: &str, weights: PyReadonlyArray1<'_, f32>) -> PyResult<()> {
+    fn set_weights(&mut self, name: &str, weights: &Bound<'_, PyAny>) -> PyResult<()> {
         let k = self.projection_index(name)?;
-        let w: Vec<f32> = weights.as_array().iter().copied().collect();
+        // Any array-like of numbers, any shape (flattened in C order), as `run` and `train`
+        // take their inputs.
+        let w: Vec<f32> = array_of::<f32>(weights, "float32", "weights")?
+            .as_array()
+            .iter()
+            .copied()
+            .collect();
         let have = self.inner.projections[k].weights.len();
         if w.len() != have {
             return Err(PyValueError::new_err(format!(
@@ -754,12 +803,12 @@ impl Network {
         check_augmentable(py, train_x, augment)?;
         let train = dataset(
             &array_of(train_x, "float32", "train_x")?,
-            &array_of(train_y, "int64", "train_y")?,
+            &labels_of(train_y, "train_y")?,
         )?;
         let test = match (&test_x, &test_y) {
             (Some(x), Some(y)) => Some(dataset(
                 &array_of(x, "float32", "test_x")?,
-                &array_of(y, "int64", "test_y")?,
+                &labels_of(y, "test_y")?,
             )?),
             (None, None) => None,
             _ => {
@@ -854,7 +903,7 @@ impl Network {
         }
         let mode = mode_of(mode)?;
         let backend = backend(device)?;
-        let data = dataset(&array_of(x, "float32", "x")?, &array_of(y, "int64", "y")?)?;
+        let data = dataset(&array_of(x, "float32", "x")?, &labels_of(y, "y")?)?;
         let sub = substrate_or_default(substrate);
         let exec = self.executor(&sub, mode, 1)?;
         let trainer = Trainer::new(exec, TrainConfig::default()).map_err(to_py)?;

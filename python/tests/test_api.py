@@ -305,3 +305,27 @@ def test_a_forked_worker_runs_after_the_parent_did():
     with ctx.Pool(2) as pool:
         got = pool.map_async(_run_in_worker, [text, text]).get(timeout=60)
     assert got == [want, want]
+
+
+def test_set_weights_takes_what_run_takes_and_data_is_validated():
+    net = task_net()
+    name = net.projections[0]
+    w = net.weights(name)
+    # float64, lists and 2-D arrays, as run and train accept their inputs.
+    net.set_weights(name, w.astype(np.float64).reshape(2, -1))
+    np.testing.assert_array_equal(net.weights(name), w)
+    net.set_weights(name, [float(v) for v in w])
+    np.testing.assert_array_equal(net.weights(name), w)
+    x, y = synthetic(20, 3)
+    with pytest.raises(ValueError, match="0 samples"):
+        net.evaluate(x[:0], y[:0], device="cpu")
+    bad = x.copy()
+    bad[3, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="must be finite"):
+        net.evaluate(bad, y, device="cpu")
+    with pytest.raises(ValueError, match="whole numbers"):
+        net.evaluate(x, y + 0.5, device="cpu")
+    with pytest.raises(ValueError, match="whole numbers"):
+        net.evaluate(x, np.where(y == 0, np.nan, y), device="cpu")
+    # Whole-number floats are labels.
+    net.evaluate(x, y.astype(np.float64), device="cpu")
