@@ -698,6 +698,31 @@ impl Network {
                     "population '{name}' is not an input population"
                 )));
             }
+            // Spikes are 0 or 1: anything else (0.5, NaN, 2) is a mistake, not a spike.
+            let np = py.import("numpy")?;
+            let a = np.call_method1("asarray", (&v,))?;
+            let kind: String = a.getattr("dtype")?.getattr("kind")?.extract()?;
+            if kind != "b" {
+                let spikes: bool = np
+                    .call_method1(
+                        "all",
+                        (np.call_method1(
+                            "logical_or",
+                            (
+                                np.call_method1("equal", (&a, 0))?,
+                                np.call_method1("equal", (&a, 1))?,
+                            ),
+                        )?,),
+                    )?
+                    .extract()
+                    .unwrap_or(false);
+                if !spikes {
+                    return Err(PyValueError::new_err(format!(
+                        "inputs['{name}']: spikes must be 0 or 1 (bool [batch, T, neurons]); \
+                         got other values"
+                    )));
+                }
+            }
             let arr: PyReadonlyArrayDyn<'py, bool> = array_of(
                 &v,
                 "bool",

@@ -329,3 +329,15 @@ def test_set_weights_takes_what_run_takes_and_data_is_validated():
         net.evaluate(x, np.where(y == 0, np.nan, y), device="cpu")
     # Whole-number floats are labels.
     net.evaluate(x, y.astype(np.float64), device="cpu")
+
+
+def test_run_takes_spikes_as_zeros_and_ones_only():
+    net = task_net()
+    x = (np.random.default_rng(1).random((2, 12, 36)) < 0.2)
+    a = net.run({"in": x}, device="cpu")
+    b = net.run({"in": x.astype(np.float32)}, device="cpu")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    for bad in (x * 0.5, np.where(x, np.nan, 0.0), x * 2):
+        with pytest.raises(ValueError, match="spikes must be 0 or 1"):
+            net.run({"in": bad}, device="cpu")
