@@ -224,13 +224,8 @@ pub(crate) fn run_system(
             job.membranes = Membranes::Trace;
         }
     }
-    // Sources: from the store, or empty where every channel of the block is fed by links.
-    let empty: Vec<SpikeTrains> = jobs
-        .iter()
-        .flat_map(|j| j.program.sources.iter())
-        .map(|b| SpikeTrains::empty(samples, store_size(store, b.population), opts.steps))
-        .collect();
-    let mut empty_at = 0;
+    // Sources: from the store, or nothing where every channel of the block is fed by links.
+    let none = SpikeTrains::empty(samples, 0, opts.steps);
     let mut sources: Vec<Vec<(&ChannelBlock, &SpikeTrains)>> = Vec::with_capacity(chips);
     for (k, job) in jobs.iter().enumerate() {
         let mut v = Vec::new();
@@ -241,13 +236,13 @@ pub(crate) fn run_system(
                 .all(|&ch| ch == u32::MAX || exchange.live[k][ch as usize]);
             let t = match store.get(b.population) {
                 Some(t) => t,
-                None if all_live => &empty[empty_at],
+                None if all_live => &none,
+                // A source that is neither in the store nor sent over links: the check names it.
                 None => {
                     check_sources(store, job.program)?;
-                    unreachable!("check_sources fails for a missing population")
+                    &none
                 }
             };
-            empty_at += 1;
             v.push((b, t));
         }
         sources.push(v);
@@ -439,11 +434,6 @@ pub(crate) fn run_system(
 
 /// Most samples one work item of a system run holds (each keeps the state of every chip).
 const SYSTEM_CHUNK: usize = 16;
-
-/// Neurons of population `p` as the store knows it (0 if it does not).
-fn store_size(store: &SpikeStore, p: usize) -> usize {
-    store.get(p).map_or(0, |t| t.neurons)
-}
 
 crate::simd::widest! {
     /// [`advance`] with live channels, compiled for the widest vector unit the processor has.

@@ -202,6 +202,29 @@ impl BatchStats {
     }
 }
 
+/// The first difference between the checkpoint's items `a` and the network's `b` (of kind
+/// `what`), in words.
+fn first_difference_in<T: PartialEq>(
+    what: &str,
+    a: &[T],
+    b: &[T],
+    describe: impl Fn(&T) -> String,
+) -> Option<String> {
+    if a.len() != b.len() {
+        return Some(format!(
+            "it was trained on a network with {} {what}s, this one has {}",
+            a.len(),
+            b.len()
+        ));
+    }
+    let k = a.iter().zip(b).position(|(x, y)| x != y)?;
+    Some(format!(
+        "{what} #{k}: it was trained on {}, this network has {}",
+        describe(&a[k]),
+        describe(&b[k])
+    ))
+}
+
 /// Samples of `spikes` (one train per population) in which each spiking population of
 /// `network` emitted nothing.
 fn silent_samples(
@@ -402,41 +425,20 @@ impl Structure {
     /// The first difference between this (the checkpoint's) and `now` (the network's), in
     /// words; `None` when they are equal.
     pub fn first_difference(&self, now: &Structure) -> Option<String> {
-        let (a, b) = (&self.populations, &now.populations);
-        if a.len() != b.len() {
-            return Some(format!(
-                "it was trained on a network with {} populations, this one has {}",
-                a.len(),
-                b.len()
-            ));
-        }
-        for (k, (x, y)) in a.iter().zip(b).enumerate() {
-            if x != y {
-                return Some(format!(
-                    "population #{k}: it was trained on {}, this network has {}",
-                    describe_population(x),
-                    describe_population(y)
-                ));
-            }
-        }
-        let (a, b) = (&self.projections, &now.projections);
-        if a.len() != b.len() {
-            return Some(format!(
-                "it was trained on a network with {} projections, this one has {}",
-                a.len(),
-                b.len()
-            ));
-        }
-        for (k, (x, y)) in a.iter().zip(b).enumerate() {
-            if x != y {
-                return Some(format!(
-                    "projection #{k}: it was trained on {}, this network has {}",
-                    describe_projection(x),
-                    describe_projection(y)
-                ));
-            }
-        }
-        None
+        first_difference_in(
+            "population",
+            &self.populations,
+            &now.populations,
+            describe_population,
+        )
+        .or_else(|| {
+            first_difference_in(
+                "projection",
+                &self.projections,
+                &now.projections,
+                describe_projection,
+            )
+        })
     }
 }
 
