@@ -4,10 +4,10 @@
 
 use crate::backend::{Backend, PhaseTimings};
 use crate::error::{Error, Result};
-use crate::executor::{ExecutionStats, Executor, Observe};
-use crate::network::{PopulationId, PopulationKind};
+use crate::model::network::{PopulationId, PopulationKind};
 use crate::rng::Rng;
-use crate::spikes::SpikeTrains;
+use crate::run::executor::{ExecutionStats, Executor, Observe};
+use crate::spikes::store::SpikeTrains;
 use std::time::{Duration, Instant};
 
 /// One row of the table.
@@ -57,7 +57,7 @@ impl BenchRow {
 }
 
 /// Random image-like inputs for every input population: a fraction `density` of pixels are on,
-/// with uniform brightness, encoded with the training's encoder ([`crate::encode::image`]).
+/// with uniform brightness, encoded with the training's encoder ([`crate::spikes::encode::image`]).
 /// The memory the spikes need is checked first.
 pub fn random_inputs(
     exec: &Executor,
@@ -86,7 +86,7 @@ pub fn random_inputs(
         crate::memory::product(&[
             batch as u64,
             (pixels as f64 * density).ceil() as u64 + 1,
-            std::mem::size_of::<crate::spikes::SpikeEvent>() as u64,
+            std::mem::size_of::<crate::spikes::store::SpikeEvent>() as u64,
         ]),
     )?;
     let mut rng = Rng::new(seed);
@@ -104,7 +104,7 @@ pub fn random_inputs(
                             0.0
                         };
                     }
-                    crate::encode::image(&img, steps)
+                    crate::spikes::encode::image(&img, steps)
                 })
                 .collect();
             (p, SpikeTrains::from_sorted_samples(n, steps, lists))
@@ -119,17 +119,17 @@ pub fn measure<B: Backend + ?Sized>(
     inputs: &[(PopulationId, SpikeTrains)],
     min_time: Duration,
 ) -> Result<BenchRow> {
-    measure_in(exec, backend, &crate::comm::Single, inputs, min_time)
+    measure_in(exec, backend, &crate::dist::comm::Single, inputs, min_time)
 }
 
 /// [`measure`] by the processes of `comm` together: each runs its contiguous shard of the
-/// batch's samples ([`crate::comm::shard`]) and the readout's scores are gathered after every
+/// batch's samples ([`crate::dist::comm::shard`]) and the readout's scores are gathered after every
 /// batch (a sharded `run` gathers whole results); the first process decides when to stop.
 /// Samples/s count the whole batch; the time split is the calling process's.
 pub fn measure_in<B: Backend + ?Sized>(
     exec: &Executor,
     backend: &B,
-    comm: &dyn crate::comm::Communicator,
+    comm: &dyn crate::dist::comm::Communicator,
     inputs: &[(PopulationId, SpikeTrains)],
     min_time: Duration,
 ) -> Result<BenchRow> {
@@ -141,13 +141,13 @@ pub fn measure_in<B: Backend + ?Sized>(
             "a finite time",
         ));
     }
-    let mine = crate::comm::shard(batch, comm.size(), comm.rank());
+    let mine = crate::dist::comm::shard(batch, comm.size(), comm.rank());
     let shard: Vec<(PopulationId, SpikeTrains)> = inputs
         .iter()
         .map(|(p, t)| (*p, t.slice(mine.clone())))
         .collect();
     let base = mine.start as u32;
-    let run = || -> Result<crate::executor::Execution> {
+    let run = || -> Result<crate::run::executor::Execution> {
         let e = exec.run_samples(backend, &shard, Observe::Scores, 0, base)?;
         if comm.size() > 1 {
             let scores: Vec<f32> = e.peak.iter().flatten().flatten().copied().collect();
@@ -316,7 +316,7 @@ pub struct TrainRow {
     /// Samples per optimiser step.
     pub batch: usize,
     /// Emulation mode.
-    pub mode: crate::analog::Mode,
+    pub mode: crate::model::analog::Mode,
     /// Training samples per second (forward, backward, optimiser and host work).
     pub samples_per_s: f64,
     /// Mean time split of one batch.
@@ -363,7 +363,7 @@ pub struct TrainBench {
     /// Samples per optimiser step.
     pub batch: usize,
     /// Emulation mode.
-    pub mode: crate::analog::Mode,
+    pub mode: crate::model::analog::Mode,
     /// Timed batches (after one warm-up batch).
     pub batches: usize,
     /// Fraction of input pixels that are on.
@@ -377,7 +377,7 @@ pub struct TrainBench {
 /// `comm` together (each a shard of every batch; [`crate::train::Trainer::train_batch_in`]).
 pub fn measure_training<B: Backend + ?Sized>(
     backend: &B,
-    comm: &dyn crate::comm::Communicator,
+    comm: &dyn crate::dist::comm::Communicator,
     b: &TrainBench,
 ) -> Result<TrainRow> {
     let TrainBench {
@@ -395,8 +395,8 @@ pub fn measure_training<B: Backend + ?Sized>(
             "at least 1 sample and 1 batch",
         ));
     }
-    let sub = crate::substrate::Substrate::bss2();
-    let mut net = crate::network::mnist_network(1)
+    let sub = crate::model::substrate::Substrate::bss2();
+    let mut net = crate::model::network::mnist_network(1)
         .with_steps(steps)
         .build(&sub)?;
     // Random input drives the freshly initialised hidden layer to silence, which would make
@@ -409,8 +409,8 @@ pub fn measure_training<B: Backend + ?Sized>(
         net,
         &sub,
         chips,
-        &crate::partition::PartitionOptions::default(),
-        crate::analog::AnalogConfig::default(),
+        &crate::plan::partition::PartitionOptions::default(),
+        crate::model::analog::AnalogConfig::default(),
         mode,
     )?;
     let mut trainer = crate::train::Trainer::new(
@@ -430,7 +430,7 @@ pub fn measure_training<B: Backend + ?Sized>(
         let idx: Vec<usize> = (k * batch..(k + 1) * batch).collect();
         // Each process encodes its shard only.
         let part = crate::train::Trainer::batch_shard(batch, comm);
-        let spikes = crate::encode::images_part(&data, &idx, steps, None, part);
+        let spikes = crate::spikes::encode::images_part(&data, &idx, steps, None, part);
         let labels: Vec<u8> = idx.iter().map(|&i| data.labels[i]).collect();
         trainer.train_batch_in(backend, comm, spikes, &labels, k, t0.elapsed())
     };

@@ -3,16 +3,16 @@
 //! the CSV of the curves, their PNG, a checkpoint (atomically) and a PNG of one test sample
 //! like the paper's Fig. 2C. Presentation and orchestration only; the maths lives in `train`.
 
-use crate::analog::{AnalogConfig, Mode};
 use crate::backend::Backend;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::executor::Executor;
-use crate::network::PopulationKind;
-use crate::partition::PartitionOptions;
-use crate::plot::{PanelContent, SamplePanels};
-use crate::substrate::Substrate;
-use crate::system::LinkStats;
+use crate::io::plot::{PanelContent, SamplePanels};
+use crate::model::analog::{AnalogConfig, Mode};
+use crate::model::network::PopulationKind;
+use crate::model::substrate::Substrate;
+use crate::model::system::LinkStats;
+use crate::plan::partition::PartitionOptions;
+use crate::run::executor::Executor;
 use crate::train::{silence_warnings, EpochRecord, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -51,7 +51,7 @@ impl Setup {
     }
 
     /// Partition, schedule, compile and emulate `net` as this set-up says.
-    pub fn executor(&self, mut net: crate::network::Network) -> Result<Executor> {
+    pub fn executor(&self, mut net: crate::model::network::Network) -> Result<Executor> {
         net.steps = self.steps;
         Executor::emulated(
             net,
@@ -72,7 +72,7 @@ impl Setup {
 /// `out/checkpoint.json` up to `cfg.epochs`. Returns the trainer (final weights and history).
 #[allow(clippy::too_many_arguments)]
 pub fn train_and_report(
-    net: crate::network::Network,
+    net: crate::model::network::Network,
     setup: &Setup,
     backend: &dyn Backend,
     cfg: TrainConfig,
@@ -80,13 +80,13 @@ pub fn train_and_report(
     test: &Dataset,
     out: &Path,
     resume: bool,
-    comm: &dyn crate::comm::Communicator,
+    comm: &dyn crate::dist::comm::Communicator,
 ) -> Result<Trainer> {
     cfg.validate()?;
     // Several processes train together: the first alone reports and writes.
     let lead = comm.rank() == 0;
     if lead {
-        crate::io::check_writable(out)?;
+        crate::files::check_writable(out)?;
     }
     let steps = setup.steps;
     let exec = setup.executor(net)?;
@@ -206,7 +206,7 @@ pub fn train_and_report(
         );
         trainer.save(&ck)?;
         write_csv(&trainer.history, &out.join("curves.csv"))?;
-        crate::plot::curves(&[("", &trainer.history)], "test", &out.join("curves.png"))?;
+        crate::io::plot::curves(&[("", &trainer.history)], "test", &out.join("curves.png"))?;
     }
     if lead && !test.is_empty() {
         plot_sample(&trainer, backend, test, 0, &out.join("sample.png"))?;
@@ -233,7 +233,7 @@ pub fn write_csv(history: &[EpochRecord], path: &Path) -> Result<()> {
             r.samples_per_s
         );
     }
-    crate::io::write_atomic(path, s.as_bytes())
+    crate::files::write_atomic(path, s.as_bytes())
 }
 
 /// A value that may be absent, as a CSV field (empty when absent).
@@ -253,12 +253,12 @@ pub fn plot_sample(
     let exec = &trainer.exec;
     let net = &exec.network;
     let steps = net.steps as usize;
-    let spikes = crate::encode::images(data, &[index], net.steps, None);
+    let spikes = crate::spikes::encode::images(data, &[index], net.steps, None);
     let input = trainer.topo.input();
     let out = exec.run(
         backend,
         &[(input, spikes.clone())],
-        crate::executor::Observe::ReadoutTraces,
+        crate::run::executor::Observe::ReadoutTraces,
     )?;
     let mut panels = vec![(
         format!("input ({} channels)", spikes.neurons),
@@ -311,7 +311,7 @@ pub fn plot_sample(
     }
     let shown = panels.len().min(16);
     panels.truncate(shown);
-    crate::plot::sample(
+    crate::io::plot::sample(
         &SamplePanels {
             title: format!(
                 "test sample {index} (label {}) through {} partition runs",
@@ -331,7 +331,7 @@ pub fn plot_sample(
 /// final test accuracy per mode. The processes of `comm` train together; the first writes.
 #[allow(clippy::too_many_arguments)]
 pub fn compare_modes(
-    net: &crate::network::Network,
+    net: &crate::model::network::Network,
     setup: &Setup,
     modes: &[Mode],
     backend: &dyn Backend,
@@ -340,7 +340,7 @@ pub fn compare_modes(
     val: &Dataset,
     test: &Dataset,
     out: &Path,
-    comm: &dyn crate::comm::Communicator,
+    comm: &dyn crate::dist::comm::Communicator,
 ) -> Result<String> {
     let mut runs = Vec::new();
     for &mode in modes {
@@ -369,7 +369,7 @@ pub fn compare_modes(
     let series: Vec<(&str, &[EpochRecord])> =
         runs.iter().map(|(n, h, _)| (n.as_str(), &h[..])).collect();
     if comm.rank() == 0 {
-        crate::plot::curves(&series, "validation", &out.join("fig4.png"))?;
+        crate::io::plot::curves(&series, "validation", &out.join("fig4.png"))?;
     }
     let mut csv = String::from("mode,epoch,train_loss,train_accuracy,val_loss,val_accuracy\n");
     let mut summary = String::new();
@@ -397,7 +397,7 @@ pub fn compare_modes(
         );
     }
     if comm.rank() == 0 {
-        crate::io::write_atomic(&out.join("fig4.csv"), csv.as_bytes())?;
+        crate::files::write_atomic(&out.join("fig4.csv"), csv.as_bytes())?;
     }
     Ok(summary)
 }
@@ -417,27 +417,30 @@ pub struct ChipResult {
 
 /// Run `inputs` (every sample of the batch) by the processes of `comm` together, the
 /// temporal noise seeded by `seed`: each runs a contiguous shard of the samples
-/// ([`crate::comm::shard`]) with the noise those samples get in one run, and the first process
-/// gets the file form of the whole batch in sample order ([`crate::executor::Execution::to_file`];
+/// ([`crate::dist::comm::shard`]) with the noise those samples get in one run, and the first process
+/// gets the file form of the whole batch in sample order ([`crate::run::executor::Execution::to_file`];
 /// the others get `None`).
 pub fn run_in(
     exec: &Executor,
     backend: &dyn Backend,
-    comm: &dyn crate::comm::Communicator,
-    inputs: &[(crate::network::PopulationId, crate::spikes::SpikeTrains)],
-    observe: crate::executor::Observe,
+    comm: &dyn crate::dist::comm::Communicator,
+    inputs: &[(
+        crate::model::network::PopulationId,
+        crate::spikes::store::SpikeTrains,
+    )],
+    observe: crate::run::executor::Observe,
     seed: u32,
     membranes: bool,
-) -> Result<Option<(crate::spikes::SpikeFile, Option<LinkStats>)>> {
+) -> Result<Option<(crate::spikes::store::SpikeFile, Option<LinkStats>)>> {
     let samples = inputs.first().map_or(0, |(_, t)| t.samples());
     if comm.size() == 1 || samples == 0 {
         let out = exec.run_with_noise(backend, inputs, observe, seed)?;
         let links = out.stats.links.clone();
         return Ok((comm.rank() == 0).then(|| (out.to_file(&exec.network, membranes), links)));
     }
-    let mine = crate::comm::shard(samples, comm.size(), comm.rank());
+    let mine = crate::dist::comm::shard(samples, comm.size(), comm.rank());
     let (part, links) = if mine.is_empty() {
-        let empty = crate::spikes::SpikeFile {
+        let empty = crate::spikes::store::SpikeFile {
             steps: exec.network.steps,
             ..Default::default()
         };
@@ -467,12 +470,12 @@ pub fn run_in(
     if comm.rank() != 0 {
         return Ok(None);
     }
-    let mut whole = crate::spikes::SpikeFile {
+    let mut whole = crate::spikes::store::SpikeFile {
         steps: exec.network.steps,
         ..Default::default()
     };
     for (rank, b) in all.iter().enumerate() {
-        let part = crate::spikes::SpikeFile::from_bytes(b).ok_or_else(|| {
+        let part = crate::spikes::store::SpikeFile::from_bytes(b).ok_or_else(|| {
             Error::input(
                 format!("results of process {rank}"),
                 format!("{} bytes that are not a spike file's binary form", b.len()),
@@ -494,7 +497,7 @@ pub fn chip_seed(seed: u64, k: usize) -> u64 {
 /// as `setup.mode` says; `progress(done)` after each chip.
 #[allow(clippy::too_many_arguments)]
 pub fn chip_sweep(
-    net: &crate::network::Network,
+    net: &crate::model::network::Network,
     setup: &Setup,
     backend: &dyn Backend,
     cfg: &TrainConfig,
@@ -507,7 +510,7 @@ pub fn chip_sweep(
         net,
         setup,
         backend,
-        &crate::comm::Single,
+        &crate::dist::comm::Single,
         cfg,
         test,
         chips,
@@ -517,14 +520,14 @@ pub fn chip_sweep(
 }
 
 /// [`chip_sweep`] by the processes of `comm` together: each evaluates a contiguous share of
-/// the chips ([`crate::comm::shard`]) and every process gets every chip's result, in chip
+/// the chips ([`crate::dist::comm::shard`]) and every process gets every chip's result, in chip
 /// order; `progress(done)` counts this process's chips.
 #[allow(clippy::too_many_arguments)]
 pub fn chip_sweep_in(
-    net: &crate::network::Network,
+    net: &crate::model::network::Network,
     setup: &Setup,
     backend: &dyn Backend,
-    comm: &dyn crate::comm::Communicator,
+    comm: &dyn crate::dist::comm::Communicator,
     cfg: &TrainConfig,
     test: &Dataset,
     chips: usize,
@@ -541,7 +544,7 @@ pub fn chip_sweep_in(
     // Every process checks (also one without a chip), so that bad data stops all alike.
     Trainer::new(setup.executor(net.clone())?, cfg.clone())?.check_data(test)?;
     let mut mine = Vec::new();
-    for (done, k) in crate::comm::shard(chips, comm.size(), comm.rank()).enumerate() {
+    for (done, k) in crate::dist::comm::shard(chips, comm.size(), comm.rank()).enumerate() {
         let mut one = setup.clone();
         one.analog.chip_seed = chip_seed(seed, k);
         let trainer = Trainer::new(one.executor(net.clone())?, cfg.clone())?;

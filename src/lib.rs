@@ -42,33 +42,33 @@
 //! ```
 #![warn(missing_docs)]
 
+// Ground floor: used by every stage.
 mod adam;
-mod analog;
-mod backend;
-pub mod bench;
-pub mod comm;
-mod compile;
-pub mod data;
-pub mod encode;
+mod dist;
 mod error;
-mod executor;
-pub mod experiment;
-pub mod io;
+mod files;
 mod memory;
-mod network;
-mod neuron;
-mod partition;
-mod placement;
-pub mod plot;
 mod pool;
-mod report;
 mod rng;
-mod schedule;
 mod simd;
+
+// The stages, in the order data flows through them; a folder imports only folders above it
+// in this list (checked by `tests/layout.rs`).
+mod backend;
+pub mod io;
+mod model;
+mod plan;
+mod run;
 mod spikes;
-mod substrate;
-mod system;
 mod train;
+
+pub mod bench;
+pub mod data;
+pub mod experiment;
+
+pub use dist::comm;
+pub use io::plot;
+pub use spikes::encode;
 
 /// The GPU backend's pieces: its context, shaders and the layouts they share with the host.
 pub mod gpu {
@@ -78,38 +78,39 @@ pub mod gpu {
     };
 }
 
-pub use analog::{AnalogConfig, Chip, Mode};
 pub use backend::{
     gpu_backend_in, open_backend, open_backend_in, Backend, CpuBackend, DeviceChoice, GpuBackend,
     GpuContext, Job, MembraneDest, Membranes, PartitionOutput, PhaseTimings, Resident, RunOptions,
 };
-pub use compile::{
-    precision_warnings, Cadc, ChannelBlock, CompileContext, PartitionProgram, Synapse, WeightMap,
-    WeightRef,
-};
 pub use data::Dataset;
 pub use error::{human_bytes, Error, Result};
-pub use executor::{Emulation, Execution, ExecutionStats, Executor, Observe};
 pub use experiment::Setup;
+pub use io::report::{LinkReport, PlanReport, SystemReport};
 pub use memory::{
     check as check_memory, machine_memory, memory_limit, parse_size, product as memory_product,
     set_memory_limit,
 };
-pub use network::{
+pub use model::analog::{AnalogConfig, Cadc, Chip, Mode, WeightMap};
+pub use model::network::{
     mnist_network, Connectivity, Format, Network, NetworkBuilder, Population, PopulationId,
     PopulationKind, Projection, Sign, WeightInit, MAX_DELAY, MAX_POPULATION, MAX_STEPS,
 };
-pub use neuron::{lif_step, Integration, LifState, NeuronCoeffs, NeuronParams, Update};
-pub use partition::{
+pub use model::neuron::{lif_step, Integration, LifState, NeuronCoeffs, NeuronParams, Update};
+pub use model::substrate::Substrate;
+pub use model::system::{
+    DropReason, LinkStats, LinkTopology, Links, Node, Overflow, Router, System,
+};
+pub use plan::compile::{
+    precision_warnings, ChannelBlock, CompileContext, PartitionProgram, Synapse, WeightRef,
+};
+pub use plan::partition::{
     split_range, NeuronRange, Origin, Partition, PartitionOptions, PlacedRange, Placement, Plan,
     Source, SystemPlan,
 };
-pub use report::{LinkReport, PlanReport, SystemReport};
+pub use plan::schedule::{CostReport, Schedule};
 pub use rng::Rng;
-pub use schedule::{CostReport, Schedule};
-pub use spikes::{SpikeEvent, SpikeFile, SpikeStore, SpikeTrains};
-pub use substrate::Substrate;
-pub use system::{DropReason, LinkStats, LinkTopology, Links, Node, Overflow, Router, System};
+pub use run::executor::{Emulation, Execution, ExecutionStats, Executor, Observe};
+pub use spikes::store::{SpikeEvent, SpikeFile, SpikeStore, SpikeTrains};
 pub use train::{
     gradients, silence_warnings, Adam, BatchStats, Checkpoint, EpochRecord, PopulationShape,
     ProjectionShape, StepTimings, Structure, Topology, TrainConfig, Trainer,

@@ -49,3 +49,47 @@ macro_rules! widest {
 }
 
 pub(crate) use widest;
+
+/// `x.round()` (half away from zero), bit for bit, without a call into libm: the hot loops
+/// round every weight and every recorded membrane, and `f32::round` is a function call on
+/// x86-64.
+#[inline(always)]
+pub fn round_f32(x: f32) -> f32 {
+    // A select, not a branch; from 2^23 on every f32 is an integer (NaN and infinities are
+    // returned as they are too). `round_i32` is exact below 2^23, and the sign comes back for
+    // a result of zero (−0.3 rounds to −0.0).
+    let n = round_i32(x) as f32;
+    if x.abs() < 8_388_608.0 {
+        n.copysign(x)
+    } else {
+        x
+    }
+}
+
+/// `x.round() as i32` for `|x| ≤ 2^23`, where every caller stays (fixed-point weights are
+/// below 2^23 by the choice of exponent, membrane codes below 2^16); beyond that range the
+/// result is ±2^23 (and −2^23 for NaN). Branch-free and without Rust's saturating
+/// float-to-integer conversion, which the baseline instruction set does not vectorise.
+#[inline(always)]
+pub fn round_i32(x: f32) -> i32 {
+    // `max` and `min` drop NaN, so `y` is finite (`clamp` would keep NaN).
+    #[allow(clippy::manual_clamp)]
+    let y = x.max(-8_388_608.0).min(8_388_608.0);
+    // SAFETY: `y` is finite and within ±2^23, well inside `i32`.
+    let t = unsafe { y.to_int_unchecked::<i32>() };
+    let r = y - t as f32;
+    t + i32::from(r >= 0.5) - i32::from(r <= -0.5)
+}
+
+/// `x.round()` for `f64`, like [`round_f32`].
+#[inline(always)]
+pub fn round_f64(x: f64) -> f64 {
+    let t = x as i64 as f64;
+    let r = x - t;
+    let n = (t + f64::from(u8::from(r.abs() >= 0.5)).copysign(x)).copysign(x);
+    if x.abs() < 4_503_599_627_370_496.0 {
+        n
+    } else {
+        x
+    }
+}

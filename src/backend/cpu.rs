@@ -1,5 +1,5 @@
 //! The CPU backend, the reference for every kernel: rayon over (partition, chunk of samples),
-//! each sample integrated step by step with the model of [`crate::neuron::lif_step`].
+//! each sample integrated step by step with the model of [`crate::model::neuron::lif_step`].
 //! Synaptic input is event-driven: an input spike adds its weights to a ring buffer of pending
 //! input per neuron, so the work is proportional to spikes × fan-out plus neurons × steps,
 //! never a dense matrix product.
@@ -16,11 +16,12 @@
 use super::{
     check_sources, Backend, Exchange, Job, Membranes, PartitionOutput, Resident, RunOptions,
 };
-use crate::compile::{Cadc, ChannelBlock, PartitionProgram};
 use crate::error::Result;
-use crate::neuron::{lif_step, membrane_noise, noise_base, LifState, NeuronCoeffs};
-use crate::spikes::{SpikeEvent, SpikeStore, SpikeTrains};
-use crate::system::{LinkStats, Router};
+use crate::model::analog::Cadc;
+use crate::model::neuron::{lif_step, membrane_noise, noise_base, LifState, NeuronCoeffs};
+use crate::model::system::{LinkStats, Router};
+use crate::plan::compile::{ChannelBlock, PartitionProgram};
+use crate::spikes::store::{SpikeEvent, SpikeStore, SpikeTrains};
 use rayon::prelude::*;
 
 /// Runs partitions on the host's cores.
@@ -1173,7 +1174,7 @@ fn update_varied<const NOISE: bool>(
 /// nothing to any membrane value.
 #[inline(always)]
 fn noise_value(sd: f32, key: u32, base: u32) -> f32 {
-    let h = crate::neuron::pcg_hash(key ^ base);
+    let h = crate::model::neuron::pcg_hash(key ^ base);
     let bytes = (h & 255) + ((h >> 8) & 255) + ((h >> 16) & 255) + (h >> 24);
     let sum = (bytes as f32 + 2.0) * (1.0 / 256.0);
     (sum - 2.0) * 1.732_050_8 * sd
@@ -1182,7 +1183,7 @@ fn noise_value(sd: f32, key: u32, base: u32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::neuron::NeuronParams;
+    use crate::model::neuron::NeuronParams;
     use crate::rng::Rng;
 
     /// Every specialised update computes exactly (bit for bit) what `lif_step` computes.
@@ -1214,9 +1215,9 @@ mod tests {
                         },
                         refractory: if case == 3 { 2.0 } else { 0.0 },
                         update: if case >= 4 {
-                            crate::neuron::Update::Hxtorch
+                            crate::model::neuron::Update::Hxtorch
                         } else {
-                            crate::neuron::Update::InputFirst
+                            crate::model::neuron::Update::InputFirst
                         },
                         ..Default::default()
                     };

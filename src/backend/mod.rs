@@ -13,12 +13,13 @@ pub use cpu::CpuBackend;
 pub use gpu::{GpuBackend, GpuContext};
 
 use crate::adam::{Adam, StepSize};
-use crate::compile::{PartitionProgram, WeightMap};
 use crate::error::{Error, Result};
-use crate::network::{Network, PopulationId};
-use crate::neuron::NeuronCoeffs;
-use crate::spikes::{SpikeStore, SpikeTrains};
-use crate::system::{LinkStats, Links, Overflow, System};
+use crate::model::analog::WeightMap;
+use crate::model::network::{Network, PopulationId};
+use crate::model::neuron::NeuronCoeffs;
+use crate::model::system::{LinkStats, Links, Overflow, System};
+use crate::plan::compile::PartitionProgram;
+use crate::spikes::store::{SpikeStore, SpikeTrains};
 use std::any::Any;
 use std::time::Duration;
 
@@ -563,12 +564,12 @@ pub enum DeviceChoice {
 
 /// Open the backend for `choice`, printing which adapter is used to stderr.
 pub fn open_backend(choice: DeviceChoice) -> Result<Box<dyn Backend>> {
-    open_backend_in(choice, &crate::comm::Single)
+    open_backend_in(choice, &crate::dist::comm::Single)
 }
 
 /// The GPU of this process of `comm`: with several processes the one of its index on its
 /// machine ([`GpuBackend::for_process`]), alone the adapter [`GpuBackend::new`] picks.
-pub fn gpu_backend_in(comm: &dyn crate::comm::Communicator) -> Result<GpuBackend> {
+pub fn gpu_backend_in(comm: &dyn crate::dist::comm::Communicator) -> Result<GpuBackend> {
     if comm.size() > 1 {
         GpuBackend::for_process(comm.local_rank())
     } else {
@@ -581,7 +582,7 @@ pub fn gpu_backend_in(comm: &dyn crate::comm::Communicator) -> Result<GpuBackend
 /// device it uses.
 pub fn open_backend_in(
     choice: DeviceChoice,
-    comm: &dyn crate::comm::Communicator,
+    comm: &dyn crate::dist::comm::Communicator,
 ) -> Result<Box<dyn Backend>> {
     let gpu = || gpu_backend_in(comm);
     let who = if comm.size() > 1 {

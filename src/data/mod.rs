@@ -30,15 +30,17 @@ pub struct Dataset {
 
 impl Dataset {
     /// A digest of the images, labels, shape and classes (processes compare it before they
-    /// work on the data together, [`crate::comm::agree`]).
+    /// work on the data together, [`crate::dist::comm::agree`]).
     pub fn digest(&self) -> u64 {
         let mut b: Vec<u8> = Vec::with_capacity(32 + self.labels.len());
         for x in self.shape.iter().chain([&self.classes, &self.labels.len()]) {
             b.extend_from_slice(&(*x as u64).to_le_bytes());
         }
         b.extend_from_slice(&self.labels);
-        b.extend_from_slice(&crate::comm::digest(bytemuck::cast_slice(&self.pixels)).to_le_bytes());
-        crate::comm::digest(&b)
+        b.extend_from_slice(
+            &crate::dist::comm::digest(bytemuck::cast_slice(&self.pixels)).to_le_bytes(),
+        );
+        crate::dist::comm::digest(&b)
     }
 
     /// Number of images.

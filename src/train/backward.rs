@@ -13,11 +13,11 @@
 use super::loss::{argmax, log_sum_exp};
 use super::{BatchStats, TrainConfig};
 use crate::error::{Error, Result};
-use crate::executor::Execution;
-use crate::network::{Network, PopulationId, PopulationKind};
-use crate::neuron::NeuronCoeffs;
+use crate::model::network::{Network, PopulationId, PopulationKind};
+use crate::model::neuron::NeuronCoeffs;
+use crate::run::executor::Execution;
 use crate::simd::widest;
-use crate::spikes::SpikeTrains;
+use crate::spikes::store::SpikeTrains;
 use rayon::prelude::*;
 
 pub(crate) use crate::backend::BySource;
@@ -109,7 +109,7 @@ impl Topology {
         let dense = net
             .projections
             .iter()
-            .map(|p| p.connectivity == crate::network::Connectivity::Dense)
+            .map(|p| p.connectivity == crate::model::network::Connectivity::Dense)
             .collect();
         Ok(Topology {
             order,
@@ -136,8 +136,8 @@ impl Topology {
     pub fn structure<'a>(
         &'a self,
         net: &'a Network,
-        maps: &'a [crate::compile::WeightMap],
-        programs: &'a [crate::compile::PartitionProgram],
+        maps: &'a [crate::model::analog::WeightMap],
+        programs: &'a [crate::plan::compile::PartitionProgram],
     ) -> crate::backend::TrainStructure<'a> {
         crate::backend::TrainStructure {
             network: net,
@@ -159,7 +159,7 @@ impl Topology {
 pub fn spike_regulariser(
     net: &Network,
     topo: &Topology,
-    spikes: &crate::spikes::SpikeStore,
+    spikes: &crate::spikes::store::SpikeStore,
     lam: f32,
 ) -> (f64, f64) {
     let (mut loss, mut count_all) = (0.0f64, 0.0f64);
@@ -494,7 +494,7 @@ pub fn rank_chunks(n: usize, size: usize) -> Vec<std::ops::Range<usize>> {
 /// [`chunk_gradients`], `None` if it owns no chunk), exchanged through `comm` and combined in
 /// the order of the fixed tree, so every process gets what one process computes alone.
 pub fn combine_ranks(
-    comm: &dyn crate::comm::Communicator,
+    comm: &dyn crate::dist::comm::Communicator,
     topo: &Topology,
     part: Option<(BatchStats, Vec<Vec<f32>>)>,
 ) -> (BatchStats, Vec<Vec<f32>>) {

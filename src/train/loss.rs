@@ -1,8 +1,8 @@
 //! The classification loss: readout score = scale × the maximum over time of the readout
 //! membrane, log-softmax, cross-entropy; shared by training and evaluation.
 
-use crate::executor::Execution;
-use crate::network::PopulationId;
+use crate::model::network::PopulationId;
+use crate::run::executor::Execution;
 
 /// Readout scores `[sample][class]` from an execution: scale × the maximum over time of the
 /// readout membrane.
@@ -21,4 +21,4 @@ pub fn log_sum_exp(v: &[f32]) -> f32 {
     top + v.iter().map(|x| (x - top).exp()).sum::<f32>().ln()
 }
 
-pub use crate::executor::argmax;
+pub use crate::run::executor::argmax;

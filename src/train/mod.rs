@@ -17,9 +17,9 @@ pub use optimiser::Adam;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::executor::{Executor, Observe};
-use crate::network::PopulationKind;
-use crate::spikes::SpikeTrains;
+use crate::model::network::PopulationKind;
+use crate::run::executor::{Executor, Observe};
+use crate::spikes::store::SpikeTrains;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
@@ -228,8 +228,8 @@ fn first_difference_in<T: PartialEq>(
 /// Samples of `spikes` (one train per population) in which each spiking population of
 /// `network` emitted nothing.
 fn silent_samples(
-    network: &crate::network::Network,
-    spikes: &crate::spikes::SpikeStore,
+    network: &crate::model::network::Network,
+    spikes: &crate::spikes::store::SpikeStore,
 ) -> Vec<usize> {
     network
         .populations
@@ -247,7 +247,7 @@ fn silent_samples(
 /// Warnings for spiking populations that were silent for (almost) all of `stats`' samples:
 /// what usually helps, by name.
 pub fn silence_warnings(
-    network: &crate::network::Network,
+    network: &crate::model::network::Network,
     stats: &BatchStats,
     when: &str,
 ) -> Vec<String> {
@@ -386,8 +386,8 @@ pub struct ProjectionShape {
 
 impl Structure {
     /// The structure of `network`.
-    pub fn of(network: &crate::network::Network) -> Self {
-        use crate::network::Connectivity;
+    pub fn of(network: &crate::model::network::Network) -> Self {
+        use crate::model::network::Connectivity;
         Structure {
             populations: network
                 .populations
@@ -459,14 +459,14 @@ impl Checkpoint {
     /// Read a checkpoint written by [`Trainer::save`].
     pub fn load(path: &std::path::Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        crate::network::Format::Json.parse(&text, path)
+        crate::model::network::Format::Json.parse(&text, path)
     }
 
     /// Check the weights fit `network`: the same structure (where the checkpoint records
     /// one), one array per projection, each of its length, all finite.
     pub fn check_weights(
         &self,
-        network: &crate::network::Network,
+        network: &crate::model::network::Network,
     ) -> std::result::Result<(), String> {
         if let Some(difference) = self
             .structure
@@ -504,7 +504,7 @@ impl Checkpoint {
     /// Put the weights into `network` (checked first).
     pub fn apply_weights(
         &self,
-        network: &mut crate::network::Network,
+        network: &mut crate::model::network::Network,
         path: &std::path::Path,
     ) -> Result<()> {
         self.check_weights(network)
@@ -537,7 +537,7 @@ pub struct Trainer {
     /// Largest weight magnitude (the chip's range in emulated mode).
     pub weight_limit: f32,
     /// Where the optimiser stages new weights for the programs (made at the first step).
-    stage: Option<crate::compile::WeightStage>,
+    stage: Option<crate::plan::compile::WeightStage>,
     /// A training on the backend's device, with the executor generation it was last in step
     /// with (the host's weights are stale while it trains; [`Trainer::sync`]).
     device: Option<(u64, crate::backend::Resident)>,
@@ -580,7 +580,7 @@ impl Trainer {
         data: &crate::data::Dataset,
         progress: impl FnMut(usize, usize, &BatchStats),
     ) -> Result<BatchStats> {
-        self.train_epoch_in(backend, &crate::comm::Single, data, progress)
+        self.train_epoch_in(backend, &crate::dist::comm::Single, data, progress)
     }
 
     /// [`Trainer::train_epoch`] by the processes of `comm` together
@@ -589,7 +589,7 @@ impl Trainer {
     pub fn train_epoch_in<B: Backend + ?Sized>(
         &mut self,
         backend: &B,
-        comm: &dyn crate::comm::Communicator,
+        comm: &dyn crate::dist::comm::Communicator,
         data: &crate::data::Dataset,
         mut progress: impl FnMut(usize, usize, &BatchStats),
     ) -> Result<BatchStats> {
@@ -620,7 +620,7 @@ impl Trainer {
                 (self.epoch * 1_000_000 + bi) as u64,
             );
             // With several processes, each encodes only its shard.
-            let spikes = crate::encode::images_part(
+            let spikes = crate::spikes::encode::images_part(
                 data,
                 idx,
                 steps,
@@ -698,7 +698,14 @@ impl Trainer {
         if let Some(dev) = self.device_training(backend) {
             return self.train_batch_device(backend, dev, spikes, labels, bi, host);
         }
-        self.train_batch_host(backend, &crate::comm::Single, spikes, labels, bi, host)
+        self.train_batch_host(
+            backend,
+            &crate::dist::comm::Single,
+            spikes,
+            labels,
+            bi,
+            host,
+        )
     }
 
     /// Adam on the batch's gradients `g` (the weight regulariser's loss added to `st`), the
@@ -755,7 +762,7 @@ impl Trainer {
     pub fn train_batch_in<B: Backend + ?Sized>(
         &mut self,
         backend: &B,
-        comm: &dyn crate::comm::Communicator,
+        comm: &dyn crate::dist::comm::Communicator,
         spikes: SpikeTrains,
         labels: &[u8],
         bi: usize,
@@ -774,7 +781,7 @@ impl Trainer {
     fn train_batch_host<B: Backend + ?Sized>(
         &mut self,
         backend: &B,
-        comm: &dyn crate::comm::Communicator,
+        comm: &dyn crate::dist::comm::Communicator,
         spikes: SpikeTrains,
         labels: &[u8],
         bi: usize,
@@ -853,7 +860,7 @@ impl Trainer {
     /// The samples of a batch of `b` that this process of `comm` trains in
     /// [`Trainer::train_batch_in`]: those of its subtree of the reduction tree over the
     /// batch's chunks (all of them for one process).
-    pub fn batch_shard(b: usize, comm: &dyn crate::comm::Communicator) -> Range<usize> {
+    pub fn batch_shard(b: usize, comm: &dyn crate::dist::comm::Communicator) -> Range<usize> {
         if comm.size() == 1 {
             return 0..b;
         }
@@ -866,7 +873,7 @@ impl Trainer {
     /// The seed of the temporal noise of batch `bi` of the current epoch (the forward pass of
     /// [`Trainer::train_batch`] runs with it).
     pub fn noise_seed(&self, bi: usize) -> u32 {
-        crate::neuron::pcg_hash((self.epoch * 1_000_003 + bi) as u32 ^ self.cfg.seed as u32)
+        crate::model::neuron::pcg_hash((self.epoch * 1_000_003 + bi) as u32 ^ self.cfg.seed as u32)
     }
 
     /// [`Trainer::train_batch`] on a backend that trains on its device: per chunk of the batch
@@ -1032,16 +1039,16 @@ impl Trainer {
         data: &crate::data::Dataset,
         batch: usize,
     ) -> Result<BatchStats> {
-        self.evaluate_in(backend, &crate::comm::Single, data, batch)
+        self.evaluate_in(backend, &crate::dist::comm::Single, data, batch)
     }
 
     /// [`Trainer::evaluate`] by the processes of `comm` together: each evaluates a contiguous
-    /// share of the batches ([`crate::comm::shard`]), every process gets every batch's
+    /// share of the batches ([`crate::dist::comm::shard`]), every process gets every batch's
     /// stats and sums them in batch order, so the result is that of one process, bit for bit.
     pub fn evaluate_in<B: Backend + ?Sized>(
         &self,
         backend: &B,
-        comm: &dyn crate::comm::Communicator,
+        comm: &dyn crate::dist::comm::Communicator,
         data: &crate::data::Dataset,
         batch: usize,
     ) -> Result<BatchStats> {
@@ -1052,10 +1059,10 @@ impl Trainer {
         let idx: Vec<usize> = (0..data.len()).collect();
         let batches: Vec<&[usize]> = idx.chunks(batch.max(1)).collect();
         let mut wire = Vec::new();
-        for bi in crate::comm::shard(batches.len(), comm.size(), comm.rank()) {
+        for bi in crate::dist::comm::shard(batches.len(), comm.size(), comm.rank()) {
             let chunk = batches[bi];
-            let spikes = crate::encode::images(data, chunk, steps, None);
-            let noise = crate::neuron::pcg_hash(0xE7A1 ^ bi as u32);
+            let spikes = crate::spikes::encode::images(data, chunk, steps, None);
+            let noise = crate::model::neuron::pcg_hash(0xE7A1 ^ bi as u32);
             let out = self.exec.run_with_noise(
                 backend,
                 &[(self.topo.input(), spikes)],
@@ -1120,7 +1127,7 @@ impl Trainer {
     /// Write the checkpoint atomically (temporary file, fsync, rename).
     pub fn save(&self, path: &std::path::Path) -> Result<()> {
         let text = serde_json::to_string(&self.checkpoint()).expect("checkpoint serialises");
-        crate::io::write_atomic(path, text.as_bytes())
+        crate::files::write_atomic(path, text.as_bytes())
     }
 
     /// Continue from a checkpoint written by [`Trainer::save`], up to this trainer's

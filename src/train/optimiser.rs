@@ -1,8 +1,8 @@
 //! Adam with the published schedule's step size, fused with the weight regulariser and the
 //! clamp to the chip's range in emulated mode: one parallel pass over the weights.
 
-use crate::compile::{stage_block, WeightStage};
-use crate::network::Network;
+use crate::model::network::Network;
+use crate::plan::compile::{stage_block, WeightStage};
 use crate::simd::widest;
 use rayon::prelude::*;
 

@@ -3,7 +3,7 @@
 //! its weights from a dense `[channel][neuron]` matrix. This module owns the source, the
 //! pipeline and the matrix layout.
 
-use crate::compile::PartitionProgram;
+use crate::plan::compile::PartitionProgram;
 
 /// The kernel's source (`shaders/params.wgsl` + `shaders/neuron.wgsl` +
 /// `shaders/feedforward.wgsl`).

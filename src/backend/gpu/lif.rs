@@ -2,7 +2,7 @@
 //! delays), one workgroup per sample delivering synapses cooperatively with integer atomics.
 //! This module owns the source, the pipeline and the program's word layout.
 
-use crate::compile::{PartitionProgram, Synapse};
+use crate::plan::compile::{PartitionProgram, Synapse};
 
 /// The kernel's source (`shaders/params.wgsl` + `shaders/neuron.wgsl` + `shaders/lif.wgsl`).
 pub const SOURCE: &str = concat!(

@@ -29,10 +29,11 @@ pub mod weights;
 use super::{
     check_sources, Backend, Job, Membranes, PartitionOutput, PhaseTimings, Resident, RunOptions,
 };
-use crate::compile::{Cadc, PartitionProgram};
 use crate::error::{Error, Result};
-use crate::neuron::NeuronCoeffs;
-use crate::spikes::{SpikeEvent, SpikeStore, SpikeTrains};
+use crate::model::analog::Cadc;
+use crate::model::neuron::NeuronCoeffs;
+use crate::plan::compile::PartitionProgram;
+use crate::spikes::store::{SpikeEvent, SpikeStore, SpikeTrains};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1672,7 +1673,7 @@ impl GpuBackend {
                 }
             };
             let mut events = vec![SpikeEvent { step: 0, neuron: 0 }; total];
-            if total >= crate::spikes::PARALLEL_MIN {
+            if total >= crate::spikes::store::PARALLEL_MIN {
                 let size = total.div_ceil(rayon::current_num_threads() * 4);
                 events
                     .par_chunks_mut(size)

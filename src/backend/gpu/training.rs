@@ -18,10 +18,10 @@ use super::weights::{binding as write_b, WriteParams};
 use super::{map_all, scoped, GpuBackend, GpuProgram, Grown, Kernel, WG};
 use crate::adam::{Adam, StepSize};
 use crate::backend::{DeviceStepStats, DeviceTraining, Resident, TrainChunk, TrainStructure};
-use crate::compile::WeightMap;
 use crate::error::{Error, Result};
-use crate::network::PopulationKind;
-use crate::neuron::NeuronCoeffs;
+use crate::model::analog::WeightMap;
+use crate::model::network::PopulationKind;
+use crate::model::neuron::NeuronCoeffs;
 
 /// Adam's constants (as src/train/optimiser.rs).
 const B1: f32 = 0.9;

@@ -3,8 +3,8 @@
 //! source, the parameters' layout, the pipeline and the table of which weights make each
 //! program word.
 
-use crate::compile::PartitionProgram;
-use crate::neuron::NeuronCoeffs;
+use crate::model::neuron::NeuronCoeffs;
+use crate::plan::compile::PartitionProgram;
 
 /// The kernel's source.
 pub const SOURCE: &str = include_str!("../../../shaders/weights.wgsl");

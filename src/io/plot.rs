@@ -6,8 +6,8 @@
 //! (no system fonts needed); files written atomically. Presentation only.
 
 use crate::error::{Error, Result};
-use crate::network::{Network, PopulationKind};
-use crate::partition::Plan;
+use crate::model::network::{Network, PopulationKind};
+use crate::plan::partition::Plan;
 use crate::train::EpochRecord;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -39,7 +39,7 @@ fn lighten(c: RGBColor, f: f64) -> RGBColor {
     RGBColor(l(c.0), l(c.1), l(c.2))
 }
 
-static FONT: &[u8] = include_bytes!("../assets/fonts/Roboto-Regular.ttf");
+static FONT: &[u8] = include_bytes!("../../assets/fonts/Roboto-Regular.ttf");
 
 fn init_font() {
     static INIT: Once = Once::new();
@@ -89,7 +89,7 @@ fn save(fig: &impl Figure, path: &Path) -> Result<()> {
             .map_err(|e| Error::io(path, std::io::Error::other(e)))?;
         png
     };
-    crate::io::write_atomic(path, &bytes)
+    crate::files::write_atomic(path, &bytes)
 }
 
 /// Accuracy (left) and loss (right) over epochs, training solid and held-out dashed, one
@@ -622,15 +622,15 @@ pub fn system(network: &Network, plan: &Plan, path: &Path) -> Result<()> {
 struct SystemFigure<'a> {
     network: &'a Network,
     plan: &'a Plan,
-    sys: &'a crate::system::System,
-    links: crate::system::Links,
+    sys: &'a crate::model::system::System,
+    links: crate::model::system::Links,
     traffic: &'a [u64],
 }
 
 impl SystemFigure<'_> {
     /// Where a node is drawn, in [-1.2, 1.2]².
-    fn at(&self, node: crate::system::Node) -> (f64, f64) {
-        use crate::system::{LinkTopology as T, Node};
+    fn at(&self, node: crate::model::system::Node) -> (f64, f64) {
+        use crate::model::system::{LinkTopology as T, Node};
         let n = self.sys.chips.max(1) as f64;
         let ring = |k: f64, r: f64| {
             let a = std::f64::consts::TAU * k / n - std::f64::consts::FRAC_PI_2;
@@ -670,7 +670,7 @@ impl Figure for SystemFigure<'_> {
     where
         DB::ErrorType: 'static,
     {
-        use crate::system::Node;
+        use crate::model::system::Node;
         root.fill(&WHITE)?;
         let sp = self.plan.system.as_ref().expect("checked");
         let title = format!(

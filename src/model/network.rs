@@ -7,9 +7,9 @@
 //! projections with delay 0 act within the same step, as in layer-by-layer training code.
 
 use crate::error::{check_range, Error, Result};
-use crate::neuron::NeuronParams;
+use crate::model::neuron::NeuronParams;
+use crate::model::substrate::Substrate;
 use crate::rng::Rng;
-use crate::substrate::Substrate;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 use std::path::Path;
@@ -659,7 +659,7 @@ impl Network {
                 message: e.to_string(),
             })?,
         };
-        crate::io::write_atomic(path, text.as_bytes())
+        crate::files::write_atomic(path, text.as_bytes())
     }
 }
 
@@ -681,7 +681,7 @@ fn conv_shapes(
     }
 }
 
-pub use crate::io::Format;
+pub use crate::files::Format;
 
 /// Tarjan's algorithm; returns components in topological order.
 fn tarjan(n: usize, succ: &[Vec<usize>]) -> Vec<Vec<usize>> {

@@ -5,13 +5,11 @@
 //! (CADC). Each effect can be switched off; partitions can be emulated or ideal individually.
 //! This module only describes the effects and applies them to compiled partitions.
 
-use crate::compile::{Cadc, CompileContext, PartitionProgram, WeightMap};
 use crate::error::{check_range, Result};
-use crate::network::{Network, PopulationKind};
-use crate::neuron::NeuronParams;
-use crate::partition::Plan;
+use crate::model::neuron::NeuronParams;
+use crate::model::substrate::Substrate;
 use crate::rng::Rng;
-use crate::substrate::Substrate;
+use crate::simd::round_f32;
 use serde::{Deserialize, Serialize};
 
 /// Magnitudes of the analog effects (0 switches an effect off).
@@ -206,65 +204,55 @@ pub enum Mode {
     Mixed,
 }
 
-impl Mode {
-    /// Per partition of `plan`: emulated or not.
-    pub fn per_partition(self, network: &Network, plan: &Plan) -> Result<Vec<bool>> {
-        // The first layer: populations fed directly by an input population.
-        let ends = network.all_endpoints()?;
-        let first: Vec<bool> = (0..network.populations.len())
-            .map(|p| {
-                network.populations[p].kind != PopulationKind::Input
-                    && ends.iter().any(|&(s, t)| {
-                        t == p && network.populations[s].kind == PopulationKind::Input
-                    })
-            })
-            .collect();
-        Ok(plan
-            .partitions
-            .iter()
-            .map(|part| match self {
-                Mode::Ideal => false,
-                Mode::Emulated => true,
-                Mode::Mixed => part.parts.iter().any(|r| first[r.neurons.population]),
-            })
-            .collect())
+/// How a population's model weights become the weights the substrate realises.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum WeightMap {
+    /// As they are (ideal simulation).
+    #[default]
+    Ideal,
+    /// The chip's integer range: `clamp(round(scale·w), −max, max) / scale`.
+    Quantised {
+        /// Hardware units per model unit.
+        scale: f32,
+        /// Largest hardware weight.
+        max: i32,
+    },
+}
+
+impl WeightMap {
+    /// The realised weight of model weight `w`.
+    #[inline(always)]
+    pub fn apply(self, w: f32) -> f32 {
+        match self {
+            WeightMap::Ideal => w,
+            WeightMap::Quantised { scale, max } => {
+                let m = max as f32;
+                round_f32(w * scale).clamp(-m, m) / scale
+            }
+        }
     }
 }
 
-/// Compile partition `pid` of `plan` as the emulated chip runs it: quantised weights (through
-/// `ctx`'s weight maps), varied coefficients by placement, temporal noise, CADC readout.
-pub fn compile_emulated(
-    network: &Network,
-    plan: &Plan,
-    pid: usize,
-    config: &AnalogConfig,
-    chip: &Chip,
-    ctx: &CompileContext,
-) -> Result<PartitionProgram> {
-    let sub = &plan.substrate;
-    let part = &plan.partitions[pid];
-    let mut prog = PartitionProgram::compile_with(network, plan, part, ctx)?;
-    prog.cadc = config.cadc(sub.readout_bits);
-    let mut j = 0;
-    for (k, r) in part.parts.iter().enumerate() {
-        let pop = &network.populations[r.neurons.population];
-        for n in 0..r.neurons.size {
-            let circuits = part.circuit_of(sub, k, n);
-            let (params, gain) = chip.realise(&pop.params, &circuits);
-            let scale = prog.coeffs[j].input_scale;
-            let mut c = params.coeffs(sub.dt_us, pop.kind != PopulationKind::Readout);
-            c.input_scale = scale;
-            c.weight_gain = gain;
-            c.noise_sd = config.membrane_noise;
-            c.noise_key = crate::neuron::pcg_hash(
-                (r.neurons.population as u32).wrapping_mul(0x9E37_79B9)
-                    ^ (r.neurons.offset + n) as u32,
-            );
-            prog.coeffs[j] = c;
-            j += 1;
-        }
+/// Quantisation of recorded membranes like the chip's parallel readout (CADC): the code
+/// `clamp(round(offset + v·gain), 0, top)` mapped back to model units.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Cadc {
+    /// Code of the model's 0.
+    pub offset: f32,
+    /// Codes per model unit.
+    pub gain: f32,
+    /// Largest code (`2^bits − 1`).
+    pub top: f32,
+}
+
+impl Cadc {
+    /// The membrane the readout reports for model potential `v`. Monotone in `v`, so the
+    /// maximum of quantised values is the quantised maximum.
+    #[inline(always)]
+    pub fn quantise(&self, v: f32) -> f32 {
+        let code = round_f32(self.offset + v * self.gain).clamp(0.0, self.top);
+        (code - self.offset) / self.gain
     }
-    Ok(prog)
 }
 
 #[cfg(test)]

@@ -6,10 +6,10 @@
 //! never runs anything.
 
 use crate::error::Result;
-use crate::network::{Network, PopulationId};
-use crate::partition::{Origin, Partition, PartitionOptions, Placement, Plan, SystemPlan};
-use crate::substrate::Substrate;
-use crate::system::System;
+use crate::model::network::{Network, PopulationId};
+use crate::model::substrate::Substrate;
+use crate::model::system::System;
+use crate::plan::partition::{Origin, Partition, PartitionOptions, Placement, Plan, SystemPlan};
 use std::collections::BTreeMap;
 
 impl Plan {
@@ -129,7 +129,7 @@ fn traffic(
     network: &Network,
     partitions: &[Partition],
     runs: &[Vec<usize>],
-    links: &crate::system::Links,
+    links: &crate::model::system::Links,
 ) -> Result<(Vec<usize>, Vec<u64>)> {
     let ends = network.all_endpoints()?;
     let mut cross = vec![0usize; ends.len()];

@@ -6,7 +6,7 @@ use crate::data::augment::{rotate_into, rotation_angle};
 use crate::data::Dataset;
 use crate::rng::Rng;
 use crate::simd::widest;
-use crate::spikes::{SpikeEvent, SpikeTrains};
+use crate::spikes::store::{SpikeEvent, SpikeTrains};
 
 /// Linear time-to-first-spike: a value `x` in `[lo, hi]` spikes at step
 /// `T − round(T·(x − lo)/(hi − lo))`; a value at `lo` would spike at step `T`, outside the run,
@@ -156,7 +156,7 @@ impl Encoder {
 #[inline(always)]
 fn ttfs_step(steps: u32, tx: f32) -> u32 {
     // `max` drops NaN; the largest f32 below 2^32 bounds `r` for any `steps`.
-    let r = crate::compile::round_f32(tx)
+    let r = crate::simd::round_f32(tx)
         .max(0.0)
         .min(steps as f32)
         .min(4_294_967_040.0);

@@ -5,8 +5,8 @@
 //! ranges. This module decides *where* neurons go; it never runs anything.
 
 use crate::error::{Error, Result};
-use crate::network::{Network, PopulationId, PopulationKind};
-use crate::substrate::Substrate;
+use crate::model::network::{Network, PopulationId, PopulationKind};
+use crate::model::substrate::Substrate;
 use serde::Serialize;
 use std::ops::Range;
 
@@ -512,7 +512,7 @@ impl Plan {
                     Err(Error::network(
                         format!(
                             "projection '{}'",
-                            crate::network::projection_name(&network.projections[p])
+                            crate::model::network::projection_name(&network.projections[p])
                         ),
                         format!(
                             "{cross} of its {total} synapses cross chips of one system run and \

@@ -562,7 +562,7 @@ impl SpikeFile {
     /// Read a spike file (JSON; a key given twice is an error).
     pub fn load(path: &std::path::Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        crate::network::Format::Json.parse(&text, path)
+        crate::model::network::Format::Json.parse(&text, path)
     }
 
     /// Convert one population's trains to the file form.

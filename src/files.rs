@@ -189,7 +189,7 @@ impl Format {
         match self {
             Format::Toml => toml::from_str(text).map_err(|e| err("TOML", e.to_string())),
             Format::Json => {
-                crate::io::reject_duplicate_json_keys(text).map_err(|m| err("JSON", m))?;
+                crate::files::reject_duplicate_json_keys(text).map_err(|m| err("JSON", m))?;
                 serde_json::from_str(text).map_err(|e| err("JSON", e.to_string()))
             }
         }

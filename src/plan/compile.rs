@@ -6,10 +6,11 @@
 //! Nothing here runs anything or knows about devices.
 
 use crate::error::Result;
-use crate::network::{Network, PopulationId, PopulationKind};
-use crate::neuron::NeuronCoeffs;
-use crate::partition::{Partition, Plan};
-use crate::simd::widest;
+use crate::model::analog::{Cadc, WeightMap};
+use crate::model::network::{Network, PopulationId, PopulationKind};
+use crate::model::neuron::NeuronCoeffs;
+use crate::plan::partition::{Partition, Plan};
+use crate::simd::{round_f32, round_f64, round_i32, widest};
 use rayon::prelude::*;
 
 /// One synapse, grouped by source; laid out as the GPU's synapse words (target, delay, weight).
@@ -83,101 +84,6 @@ fn weight_runs(refs: &[WeightRef], targets: impl Iterator<Item = PopulationId>) 
         });
     }
     runs
-}
-
-/// How a population's model weights become the weights the substrate realises.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub enum WeightMap {
-    /// As they are (ideal simulation).
-    #[default]
-    Ideal,
-    /// The chip's integer range: `clamp(round(scale·w), −max, max) / scale`.
-    Quantised {
-        /// Hardware units per model unit.
-        scale: f32,
-        /// Largest hardware weight.
-        max: i32,
-    },
-}
-
-impl WeightMap {
-    /// The realised weight of model weight `w`.
-    #[inline(always)]
-    pub fn apply(self, w: f32) -> f32 {
-        match self {
-            WeightMap::Ideal => w,
-            WeightMap::Quantised { scale, max } => {
-                let m = max as f32;
-                round_f32(w * scale).clamp(-m, m) / scale
-            }
-        }
-    }
-}
-
-/// `x.round()` (half away from zero), bit for bit, without a call into libm: the hot loops
-/// round every weight and every recorded membrane, and `f32::round` is a function call on
-/// x86-64.
-#[inline(always)]
-pub fn round_f32(x: f32) -> f32 {
-    // A select, not a branch; from 2^23 on every f32 is an integer (NaN and infinities are
-    // returned as they are too). `round_i32` is exact below 2^23, and the sign comes back for
-    // a result of zero (−0.3 rounds to −0.0).
-    let n = round_i32(x) as f32;
-    if x.abs() < 8_388_608.0 {
-        n.copysign(x)
-    } else {
-        x
-    }
-}
-
-/// `x.round() as i32` for `|x| ≤ 2^23`, where every caller stays (fixed-point weights are
-/// below 2^23 by the choice of exponent, membrane codes below 2^16); beyond that range the
-/// result is ±2^23 (and −2^23 for NaN). Branch-free and without Rust's saturating
-/// float-to-integer conversion, which the baseline instruction set does not vectorise.
-#[inline(always)]
-pub fn round_i32(x: f32) -> i32 {
-    // `max` and `min` drop NaN, so `y` is finite (`clamp` would keep NaN).
-    #[allow(clippy::manual_clamp)]
-    let y = x.max(-8_388_608.0).min(8_388_608.0);
-    // SAFETY: `y` is finite and within ±2^23, well inside `i32`.
-    let t = unsafe { y.to_int_unchecked::<i32>() };
-    let r = y - t as f32;
-    t + i32::from(r >= 0.5) - i32::from(r <= -0.5)
-}
-
-/// `x.round()` for `f64`, like [`round_f32`].
-#[inline(always)]
-pub fn round_f64(x: f64) -> f64 {
-    let t = x as i64 as f64;
-    let r = x - t;
-    let n = (t + f64::from(u8::from(r.abs() >= 0.5)).copysign(x)).copysign(x);
-    if x.abs() < 4_503_599_627_370_496.0 {
-        n
-    } else {
-        x
-    }
-}
-
-/// Quantisation of recorded membranes like the chip's parallel readout (CADC): the code
-/// `clamp(round(offset + v·gain), 0, top)` mapped back to model units.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Cadc {
-    /// Code of the model's 0.
-    pub offset: f32,
-    /// Codes per model unit.
-    pub gain: f32,
-    /// Largest code (`2^bits − 1`).
-    pub top: f32,
-}
-
-impl Cadc {
-    /// The membrane the readout reports for model potential `v`. Monotone in `v`, so the
-    /// maximum of quantised values is the quantised maximum.
-    #[inline(always)]
-    pub fn quantise(&self, v: f32) -> f32 {
-        let code = round_f32(self.offset + v * self.gain).clamp(0.0, self.top);
-        (code - self.offset) / self.gain
-    }
 }
 
 /// The input channels a partition reads from one source population: channels
@@ -706,7 +612,7 @@ impl WeightStage {
                     ),
                 ));
             }
-            let dense = pr.connectivity == crate::network::Connectivity::Dense;
+            let dense = pr.connectivity == crate::model::network::Connectivity::Dense;
             rows.push(if dense {
                 network.populations[s].size
             } else {

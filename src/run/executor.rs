@@ -4,19 +4,20 @@
 //! prepared on a backend once and kept (weights rewritten in place after an optimiser step).
 //! The executor knows nothing about how a backend computes.
 
-use crate::analog::{compile_emulated, AnalogConfig, Chip, Mode as AnalogMode};
 use crate::backend::{
     Backend, Exchange, Job, MembraneDest, Membranes, PartitionOutput, Resident, RunOptions,
 };
-use crate::compile::{
-    precision_warnings, update_weights, CompileContext, PartitionProgram, WeightMap, WeightStage,
-};
 use crate::error::{Error, Result};
-use crate::network::{Network, PopulationId, PopulationKind};
-use crate::partition::{PartitionOptions, Plan};
-use crate::schedule::Schedule;
-use crate::spikes::{SpikeFile, SpikeStore, SpikeTrains};
-use crate::substrate::Substrate;
+use crate::model::analog::{AnalogConfig, Chip, Mode as AnalogMode, WeightMap};
+use crate::model::network::{Network, PopulationId, PopulationKind};
+use crate::model::substrate::Substrate;
+use crate::plan::compile::{
+    precision_warnings, update_weights, CompileContext, PartitionProgram, WeightStage,
+};
+use crate::plan::emulated::compile_emulated;
+use crate::plan::partition::{PartitionOptions, Plan};
+use crate::plan::schedule::Schedule;
+use crate::spikes::store::{SpikeFile, SpikeStore, SpikeTrains};
 use rayon::prelude::*;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 const COMPILED_BYTES_PER_SYNAPSE: u64 = 24;
 
 /// Bytes of a recorded spike on the host.
-const SPIKE_BYTES: u64 = std::mem::size_of::<crate::spikes::SpikeEvent>() as u64;
+const SPIKE_BYTES: u64 = std::mem::size_of::<crate::spikes::store::SpikeEvent>() as u64;
 
 /// What a run brings back besides every population's spikes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -62,7 +63,7 @@ pub struct ExecutionStats {
     /// Rounds run.
     pub rounds: usize,
     /// Traffic on the links of a system (runs whose chips exchanged spikes), if any.
-    pub links: Option<crate::system::LinkStats>,
+    pub links: Option<crate::model::system::LinkStats>,
 }
 
 /// Result of running a network on a batch.
@@ -179,7 +180,7 @@ pub struct Executor {
     /// Per round: its chips as one program, where links are unlimited (nothing can be
     /// dropped, so lock-step windows are not needed: a cross-chip synapse is one with the
     /// delivery delay added).
-    fused: Vec<Option<crate::compile::FusedProgram>>,
+    fused: Vec<Option<crate::plan::compile::FusedProgram>>,
     /// Bumped whenever the programs change; residents older than this are updated in place.
     generation: u64,
     residents: Mutex<Option<Residents>>,
@@ -287,7 +288,7 @@ impl Executor {
                     .filter(|e| e.link_cap == 0 && e.buffer_cap == 0)?;
                 let progs: Vec<&PartitionProgram> =
                     round.iter().map(|&p| &self.programs[p]).collect();
-                crate::compile::fuse(&progs, &ex.live, ex.window)
+                crate::plan::compile::fuse(&progs, &ex.live, ex.window)
             })
             .collect();
         *self.residents.get_mut().expect("not poisoned") = None;
@@ -316,7 +317,7 @@ impl Executor {
                     self.plan.partitions[p]
                         .sources
                         .iter()
-                        .any(|s| matches!(s.origin, crate::partition::Origin::Link(_)))
+                        .any(|s| matches!(s.origin, crate::plan::partition::Origin::Link(_)))
                 });
                 linked.then(|| {
                     let progs: Vec<&PartitionProgram> =
@@ -703,7 +704,7 @@ impl Executor {
                 let t2 = Instant::now();
                 stats
                     .links
-                    .get_or_insert_with(crate::system::LinkStats::default)
+                    .get_or_insert_with(crate::model::system::LinkStats::default)
                     .add(&ex.count(&whole.spikes, &f.offsets));
                 // The whole's spikes and membranes go where its populations' belong, as one
                 // partition's would.
@@ -795,7 +796,7 @@ impl Executor {
                     let (outs, links) = backend.run_system(&store, &mut jobs, ex, &opts)?;
                     stats
                         .links
-                        .get_or_insert_with(crate::system::LinkStats::default)
+                        .get_or_insert_with(crate::model::system::LinkStats::default)
                         .add(&links);
                     outs
                 }
@@ -870,14 +871,14 @@ impl Executor {
             store.add_piece(pop, first, spikes);
         } else {
             for &(j0, pop, first, len) in &runs {
-                let lists: Vec<Vec<crate::spikes::SpikeEvent>> = (0..samples)
+                let lists: Vec<Vec<crate::spikes::store::SpikeEvent>> = (0..samples)
                     .into_par_iter()
                     .map(|s| {
                         spikes
                             .sample(s)
                             .iter()
                             .filter(|e| (j0..j0 + len).contains(&(e.neuron as usize)))
-                            .map(|e| crate::spikes::SpikeEvent {
+                            .map(|e| crate::spikes::store::SpikeEvent {
                                 step: e.step,
                                 neuron: e.neuron - j0 as u32 + first,
                             })

@@ -6,8 +6,8 @@
 //! hemisphere, 6-bit weights, signed inputs on two rows, 8-bit CADC readout.
 
 use crate::error::{Error, Result};
-use crate::io::Format;
-use crate::system::System;
+use crate::files::Format;
+use crate::model::system::System;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -221,7 +221,7 @@ impl Substrate {
             Format::Json => serde_json::to_string_pretty(self).expect("plain data serialises"),
             Format::Toml => toml::to_string(self).expect("plain data serialises"),
         };
-        crate::io::write_atomic(path, text.as_bytes())
+        crate::files::write_atomic(path, text.as_bytes())
     }
 }
 

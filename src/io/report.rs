@@ -1,9 +1,9 @@
 //! Human- and machine-readable views of a plan: the text `neuropart plan` prints and the same
-//! as JSON (the placement drawing is [`crate::plot::placement`]). Presentation only.
+//! as JSON (the placement drawing is [`crate::io::plot::placement`]). Presentation only.
 
-use crate::network::Network;
-use crate::partition::{Origin, Plan};
-use crate::schedule::Schedule;
+use crate::model::network::Network;
+use crate::plan::partition::{Origin, Plan};
+use crate::plan::schedule::Schedule;
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -75,9 +75,9 @@ pub struct SystemReport {
     /// Chips of the system.
     pub chips: usize,
     /// Topology.
-    pub topology: crate::system::LinkTopology,
+    pub topology: crate::model::system::LinkTopology,
     /// How feed-forward partitions were placed.
-    pub placement: crate::partition::Placement,
+    pub placement: crate::plan::partition::Placement,
     /// Per system run: the partitions, the k-th on chip k.
     pub system_runs: Vec<Vec<usize>>,
     /// Most chips one system run uses.

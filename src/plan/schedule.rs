@@ -3,7 +3,7 @@
 //! then into rounds of at most `chips` partitions each. Also what a real system would spend:
 //! chip runs, host round trips and recorded/replayed channels. Nothing here runs anything.
 
-use crate::partition::{Origin, Plan};
+use crate::plan::partition::{Origin, Plan};
 use serde::Serialize;
 
 /// What running a schedule costs on real hardware, per batch entry.
