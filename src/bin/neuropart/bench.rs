@@ -1,0 +1,204 @@
+//! neuropart bench: throughput of inference or training per backend and batch size.
+
+use super::common::*;
+use neuropart::comm::Communicator;
+use neuropart::prelude::*;
+use neuropart::{open_backend_in, DeviceChoice};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Network file; default: the paper's 784-256-10 MNIST network.
+    #[arg(long)]
+    pub(crate) network: Option<PathBuf>,
+    /// Batch sizes (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "256", value_parser = at_least_one)]
+    pub(crate) batch: Vec<usize>,
+    /// Time steps (overrides the network's).
+    #[arg(long, default_value = "100", value_parser = steps)]
+    pub(crate) steps: u32,
+    /// Minimum seconds per measurement.
+    #[arg(long, default_value = "2", value_parser = positive, allow_hyphen_values = true)]
+    pub(crate) seconds: f32,
+    /// Backend; default: the CPU and, if there is one, the GPU.
+    #[arg(long, value_enum)]
+    pub(crate) device: Option<DeviceChoice>,
+    /// Substrate file (TOML); default: BrainScaleS-2.
+    #[arg(long)]
+    pub(crate) substrate: Option<PathBuf>,
+    /// Fraction of input pixels that are on, in [0, 1] (MNIST: about 0.19).
+    #[arg(long, default_value_t = 0.19, allow_hyphen_values = true)]
+    pub(crate) density: f64,
+    /// Chips: run up to this many partitions of a wave at the same time (default 1); with a
+    /// [system] in the substrate file, the system's chip count.
+    #[arg(long, value_parser = at_least_one)]
+    pub(crate) chips: Option<usize>,
+    /// How partitions share the system runs of a [system] (see `plan --help`).
+    #[arg(long, value_enum, conflicts_with = "train")]
+    pub(crate) placement: Option<neuropart::Placement>,
+    /// Benchmark training instead (the MNIST network, the published set-up, random
+    /// MNIST-shaped input): one warm-up batch, then --batches timed ones, one row per
+    /// device and batch size; --steps, --density and --chips apply.
+    #[arg(long, conflicts_with_all = ["network", "substrate", "seconds"])]
+    pub(crate) train: bool,
+    /// With --train: ideal or emulated (or mixed).
+    #[arg(long, value_enum, default_value = "emulated", requires = "train")]
+    pub(crate) mode: Mode,
+    /// With --train: timed batches.
+    #[arg(long, default_value = "20", value_parser = at_least_one, requires = "train")]
+    pub(crate) batches: usize,
+}
+
+/// The backends `bench` measures: `device`, or the CPU and, where every process has one, its
+/// GPU (by its index on the machine when there are several). All processes measure the same
+/// rows, so that they take part in the same exchanges.
+fn bench_backends(
+    device: Option<DeviceChoice>,
+    comm: &dyn Communicator,
+) -> neuropart::Result<Vec<Box<dyn Backend>>> {
+    if let Some(d) = device {
+        return Ok(vec![open_backend_in(d, comm)?]);
+    }
+    let mut v: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend)];
+    let gpu = neuropart::gpu_backend_in(comm);
+    let opened = comm.all_gather_bytes(&[u8::from(gpu.is_ok())]);
+    let without = opened.iter().filter(|b| b[0] == 0).count();
+    match gpu {
+        Ok(g) if without == 0 => v.push(Box::new(g)),
+        Ok(_) => eprintln!(
+            "no GPU row: {without} of {} processes have no usable GPU",
+            comm.size()
+        ),
+        Err(e) => eprintln!("no GPU row: {e}"),
+    }
+    Ok(v)
+}
+
+pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
+    let Args {
+        network,
+        batch,
+        steps,
+        seconds,
+        device,
+        substrate: sub_file,
+        density,
+        chips,
+        placement,
+        train,
+        mode,
+        batches,
+    } = args;
+    let lead = ctx.lead;
+    let warn = |lines: &[String]| ctx.warn(lines);
+    let comm = ctx.comm;
+    let target = Target {
+        network: network.clone().unwrap_or_default(),
+        substrate: sub_file.clone(),
+        chips,
+        merge_layers: false,
+        placement,
+    };
+    let chips = target.chips();
+    if train {
+        let backends = bench_backends(device, comm)?;
+        let mut rows = Vec::new();
+        for be in &backends {
+            for &b in &batch {
+                let setup = neuropart::bench::TrainBench {
+                    steps,
+                    batch: b,
+                    mode,
+                    batches,
+                    density,
+                    chips,
+                };
+                rows.push(neuropart::bench::measure_training(
+                    be.as_ref(),
+                    comm,
+                    &setup,
+                )?);
+            }
+        }
+        if !lead {
+            return Ok(());
+        }
+        println!(
+            "Training the MNIST network (784-256-10), {mode:?} mode, {chips} chip{}, \
+                 random MNIST-shaped input (density {density}){}",
+            if chips == 1 { "" } else { "s" },
+            processes(comm)
+        );
+        print!("{}", neuropart::bench::train_table(&rows));
+        for r in &rows {
+            println!(
+                "{} (batch {}): {:.1} hidden spikes per sample",
+                r.backend, r.batch, r.hidden_spikes
+            );
+        }
+        return Ok(());
+    }
+    let sub = target.substrate()?;
+    let mut net = match network {
+        Some(p) => Network::load(&p, &sub)?,
+        None => neuropart::mnist_network(1).build(&sub)?,
+    };
+    net.steps = steps;
+    let exec = Executor::new(net, &sub, chips, &target.options())?;
+    warn(&exec.warnings);
+    // Inputs first: an impossible batch is an error before any device is opened.
+    let inputs: Vec<_> = batch
+        .iter()
+        .map(|&b| neuropart::bench::random_inputs(&exec, b, density, 7))
+        .collect::<neuropart::Result<_>>()?;
+    let backends = bench_backends(device, comm)?;
+    let header = format!(
+        "network '{}': {} partitions in {} rounds ({} chip{}: up to {} partitions at the \
+             same time), T = {steps}, random TTFS input ({:.0}% of pixels on){}",
+        exec.network.name,
+        exec.plan.partitions.len(),
+        exec.schedule.rounds.len(),
+        chips,
+        if chips == 1 { "" } else { "s" },
+        exec.schedule.rounds.iter().map(Vec::len).max().unwrap_or(0),
+        100.0 * density,
+        processes(comm)
+    );
+    if lead {
+        println!("{header}");
+    }
+    let mut rows = Vec::new();
+    for inputs in &inputs {
+        for be in &backends {
+            rows.push(neuropart::bench::measure_in(
+                &exec,
+                be.as_ref(),
+                comm,
+                inputs,
+                Duration::from_secs_f32(seconds),
+            )?);
+        }
+    }
+    if !lead {
+        return Ok(());
+    }
+    print!("{}", neuropart::bench::table(&rows));
+    for r in &rows {
+        println!(
+            "{} (batch {}): {:.1} spikes recorded and {:.1} replayed per sample",
+            r.backend,
+            r.batch,
+            r.stats.spikes_recorded_per_sample,
+            r.stats.spikes_replayed_per_sample
+        );
+    }
+    if let Some(r) = rows.first() {
+        print!("{}", system_summary(&exec, r.stats.links.as_ref()));
+    }
+    if exec.plan.partitions.len() <= 32 {
+        println!("\nper partition run (time inside the backend per batch):");
+        print!("{}", neuropart::bench::partition_table(&exec, &rows));
+    }
+    Ok(())
+}

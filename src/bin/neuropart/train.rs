@@ -1,0 +1,95 @@
+//! neuropart train: surrogate-gradient training on an image-classification set.
+
+use super::common::*;
+use neuropart::TrainConfig;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    pub(crate) target: Target,
+    #[command(flatten)]
+    pub(crate) data: DataArgs,
+    /// Epochs (with --resume: train until this many are done).
+    #[arg(long, default_value = "15", value_parser = at_least_one)]
+    pub(crate) epochs: usize,
+    /// Samples per optimiser step.
+    #[arg(long, default_value = "100", value_parser = at_least_one)]
+    pub(crate) batch: usize,
+    /// Adam learning rate (decayed ×0.97 per epoch).
+    #[arg(long, default_value = "0.002", value_parser = positive, allow_hyphen_values = true)]
+    pub(crate) lr: f32,
+    /// Seed of shuffling, augmentation and noise.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// Output folder (CSV, PNGs, checkpoint.json); checked to be writable first.
+    #[arg(long, default_value = "train-out")]
+    pub(crate) out: PathBuf,
+    /// Continue from OUT/checkpoint.json up to --epochs.
+    #[arg(long)]
+    pub(crate) resume: bool,
+    /// Start afresh over a checkpoint already in OUT (without it, that is refused).
+    #[arg(long, conflicts_with = "resume")]
+    pub(crate) force: bool,
+}
+
+pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
+    let Args {
+        target,
+        data,
+        epochs,
+        batch,
+        lr,
+        seed,
+        out,
+        resume,
+        force,
+    } = args;
+    let lead = ctx.lead;
+    let open_backend = |d| ctx.open_backend(d);
+    let comm = ctx.comm;
+    let cfg = TrainConfig {
+        epochs,
+        batch,
+        lr,
+        seed,
+        ..Default::default()
+    };
+    cfg.validate()?;
+    let existing = out.join("checkpoint.json");
+    if !resume && !force && existing.exists() {
+        return Err(neuropart::Error::option(
+            "--out",
+            out.display(),
+            format!(
+                "{} is a checkpoint of an earlier training; continue it with --resume, \
+                     or start afresh over it with --force",
+                existing.display()
+            ),
+        ));
+    }
+    neuropart::io::check_writable(&out)?;
+    let sub = target.substrate()?;
+    let (net, _) = load_network(&target.network, &sub, data.steps, None)?;
+    let (train, test) = neuropart::comm::first_then_rest(comm, || data.load())?;
+    agree_on_data(comm, &[("training set", &train), ("test set", &test)])?;
+    let backend = open_backend(data.device)?;
+    let setup = target.setup(sub, net.steps, data.mode);
+    let t = neuropart::experiment::train_and_report(
+        net, &setup, &*backend, cfg, &train, &test, &out, resume, comm,
+    )?;
+    if !lead {
+        return Ok(());
+    }
+    if let Some(r) = t.history.last() {
+        println!(
+            "final: test accuracy {:.2}%, test loss {:.4} ({:?} mode, {} epochs); outputs in {}",
+            100.0 * r.test_accuracy.unwrap_or(f64::NAN),
+            r.test_loss.unwrap_or(f64::NAN),
+            data.mode,
+            r.epoch,
+            out.display()
+        );
+    }
+    Ok(())
+}
