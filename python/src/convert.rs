@@ -1,0 +1,221 @@
+//! Arguments in, results out: errors as Python exceptions, modes, labels and arrays of
+//! any numeric dtype, data sets with their checks, the memory check of a run.
+
+use crate::*;
+
+pub(crate) fn to_py(e: neuropart::Error) -> PyErr {
+    if matches!(e, neuropart::Error::Memory { .. }) {
+        PyMemoryError::new_err(e.to_string())
+    } else if e.is_user_error() {
+        PyValueError::new_err(e.to_string())
+    } else {
+        PyRuntimeError::new_err(e.to_string())
+    }
+}
+
+pub(crate) fn mode_of(mode: &str) -> PyResult<Mode> {
+    match mode {
+        "ideal" => Ok(Mode::Ideal),
+        "emulated" => Ok(Mode::Emulated),
+        "mixed" => Ok(Mode::Mixed),
+        _ => Err(PyValueError::new_err(format!(
+            "mode '{mode}': use 'ideal', 'emulated' or 'mixed'"
+        ))),
+    }
+}
+
+/// Labels `y` as `int64`, refusing what is not a whole number (float labels like 1.5 or NaN
+/// would otherwise be truncated silently); `what` names the argument.
+pub(crate) fn labels_of<'py>(
+    y: &Bound<'py, PyAny>,
+    what: &str,
+) -> PyResult<PyReadonlyArrayDyn<'py, i64>> {
+    let np = y.py().import("numpy")?;
+    let a = np
+        .call_method1("asarray", (y,))
+        .map_err(|e| PyValueError::new_err(format!("{what}: {e}")))?;
+    let kind: String = a.getattr("dtype")?.getattr("kind")?.extract()?;
+    match kind.as_str() {
+        "i" | "u" | "b" => {}
+        "f" => {
+            let whole: bool = np
+                .call_method1("array_equal", (&a, np.call_method1("floor", (&a,))?))?
+                .extract()?;
+            if !whole {
+                return Err(PyValueError::new_err(format!(
+                    "{what}: labels must be whole numbers (class indices); got fractional or NaN \
+                     values"
+                )));
+            }
+        }
+        k => {
+            return Err(PyValueError::new_err(format!(
+                "{what}: labels must be integers (class indices), not numpy dtype kind '{k}'"
+            )))
+        }
+    }
+    array_of(&a, "int64", what)
+}
+
+/// `obj` as a contiguous numpy array of `dtype` (lists, other dtypes and views converted);
+/// what cannot be converted is a `ValueError` naming `what`.
+pub(crate) fn array_of<'py, T: numpy::Element>(
+    obj: &Bound<'py, PyAny>,
+    dtype: &str,
+    what: &str,
+) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
+    let bad = |e: PyErr| PyValueError::new_err(format!("{what}: {e}"));
+    obj.py()
+        .import("numpy")?
+        .call_method1("ascontiguousarray", (obj, dtype))
+        .map_err(bad)?
+        .extract::<PyReadonlyArrayDyn<'py, T>>()
+        .map_err(bad)
+}
+
+pub(crate) fn json<'py>(
+    py: Python<'py>,
+    value: &impl serde::Serialize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let text = serde_json::to_string(value).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    py.import("json")?.call_method1("loads", (text,))
+}
+
+/// A `ValueError` when `augment` is on and `train_x` is not image-shaped: the rotation turns
+/// each sample as an image, and a flat row would be turned as a 1 × n strip.
+pub(crate) fn check_augmentable(
+    py: Python<'_>,
+    train_x: &Bound<'_, PyAny>,
+    augment: bool,
+) -> PyResult<()> {
+    if !augment {
+        return Ok(());
+    }
+    let shape: Vec<usize> = py
+        .import("numpy")?
+        .call_method1("shape", (train_x,))?
+        .extract()
+        .unwrap_or_default();
+    if matches!(shape.len(), 3 | 4) {
+        return Ok(());
+    }
+    let values: usize = shape.iter().skip(1).product();
+    let side = (values as f64).sqrt().round() as usize;
+    let example = if shape.len() == 2 && side * side == values && side > 1 {
+        format!(
+            " (e.g. train_x.reshape({}, {side}, {side}))",
+            shape.first().copied().unwrap_or(0)
+        )
+    } else {
+        String::new()
+    };
+    Err(PyValueError::new_err(format!(
+        "train_x has shape {shape:?}, but augment=True rotates every sample as an image: pass \
+         images shaped [n, height, width] or [n, channels, height, width]{example}, or \
+         augment=False"
+    )))
+}
+
+/// Images `[n, ...]` in [0, 1] and labels `[n]` as a dataset (shape from the array: `[n, H,
+/// W]` or `[n, C, H, W]`; anything else is flattened to one row).
+pub(crate) fn dataset(
+    x: &PyReadonlyArrayDyn<'_, f32>,
+    y: &PyReadonlyArrayDyn<'_, i64>,
+) -> PyResult<neuropart::Dataset> {
+    let shape = x.shape().to_vec();
+    let n = *shape
+        .first()
+        .ok_or_else(|| PyValueError::new_err("x has no sample axis"))?;
+    if n == 0 {
+        return Err(PyValueError::new_err(
+            "x has 0 samples: there is nothing to train or evaluate on",
+        ));
+    }
+    if let Some((i, v)) = x
+        .as_array()
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !v.is_finite())
+    {
+        return Err(PyValueError::new_err(format!(
+            "x: pixel {i} (flat index) is {v}; images must be finite"
+        )));
+    }
+    let labels: Vec<i64> = y.as_array().iter().copied().collect();
+    if labels.len() != n {
+        return Err(PyValueError::new_err(format!(
+            "{n} images but {} labels",
+            labels.len()
+        )));
+    }
+    if let Some(&bad) = labels.iter().find(|&&l| !(0..=255).contains(&l)) {
+        return Err(PyValueError::new_err(format!(
+            "label {bad} is outside 0..=255"
+        )));
+    }
+    let img_shape = match shape.len() {
+        3 => [1, shape[1], shape[2]],
+        4 => [shape[1], shape[2], shape[3]],
+        _ => [1, 1, shape[1..].iter().product()],
+    };
+    let pixels: Vec<f32> = x.as_array().iter().copied().collect();
+    let classes = labels.iter().copied().max().map_or(0, |m| m as usize + 1);
+    Ok(neuropart::Dataset {
+        shape: img_shape,
+        pixels,
+        labels: labels.iter().map(|&l| l as u8).collect(),
+        classes,
+    })
+}
+
+/// A `MemoryError` naming the sizes unless the dense arrays a [`Network::run`] of `net` on
+/// `inputs` makes fit the memory limit: the inputs as contiguous `bool` copies, every spiking
+/// population's `bool` and every readout's `float32 [batch, T, neurons]` (the library checks
+/// its own traces). Done before anything is converted or run, with the batch read from the
+/// inputs' shapes.
+pub(crate) fn check_run_memory(
+    py: Python<'_>,
+    net: &neuropart::Network,
+    inputs: &Bound<'_, PyDict>,
+) -> PyResult<()> {
+    let np = py.import("numpy")?;
+    let mut batch = 0u64;
+    let mut input_neurons = 0u64;
+    for (k, v) in inputs.iter() {
+        let shape: Vec<u64> = np
+            .call_method1("shape", (v,))?
+            .extract()
+            .unwrap_or_default();
+        if let (Some(&b), Ok(name)) = (shape.first(), k.extract::<String>()) {
+            batch = batch.max(b);
+            if let Some(p) = net.population_id(&name) {
+                input_neurons += net.populations[p].size as u64;
+            }
+        }
+    }
+    let count = |kind| -> u64 {
+        net.populations
+            .iter()
+            .filter(|p| p.kind == kind)
+            .map(|p| p.size as u64)
+            .sum()
+    };
+    let (spiking, readout) = (
+        count(neuropart::PopulationKind::Lif),
+        count(neuropart::PopulationKind::Readout),
+    );
+    let steps = net.steps as u64;
+    let per_step = input_neurons
+        .saturating_add(spiking)
+        .saturating_add(readout.saturating_mul(4));
+    neuropart::check_memory(
+        || {
+            format!(
+                "run's dense arrays of {batch} samples x {steps} steps ({input_neurons} input \
+                 and {spiking} spiking neurons as bool, {readout} readout neurons as float32)"
+            )
+        },
+        neuropart::memory_product(&[batch, steps, per_step]),
+    )
+    .map_err(to_py)
+}
