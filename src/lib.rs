@@ -37,8 +37,10 @@
 //! image[400] = 1.0;
 //! let input = SpikeTrains::from_samples(784, 30, vec![neuropart::encode::image(&image, 30)]);
 //! let out = exec.run(&CpuBackend, &[(0, input)], Observe::ReadoutTraces).unwrap();
-//! let readout = out.membrane[2].as_ref().unwrap();
-//! assert_eq!(readout.len(), 30 * 10);
+//! // Results are arrays indexed [sample, step, neuron] (scores: [sample, neuron]).
+//! let readout = out.membranes(2).unwrap();
+//! assert_eq!(readout.dim(), (1, 30, 10));
+//! assert_eq!(out.scores(2).unwrap().dim(), (1, 10));
 //! ```
 #![warn(missing_docs)]
 
@@ -68,6 +70,8 @@ pub mod experiment;
 
 pub use dist::comm;
 pub use io::plot;
+/// The array crate of results and inputs ([`Execution::membranes`], [`SpikeTrains::from_dense`]).
+pub use ndarray;
 pub use spikes::encode;
 
 /// The GPU backend's pieces: its context, shaders and the layouts they share with the host.

@@ -131,6 +131,108 @@ fn one_neuron_matches_closed_form_and_fires_at_hand_computed_step() {
     assert_eq!(spikes, expect, "every spike step, not only the first");
 }
 
+#[test]
+fn results_and_inputs_are_arrays_indexed_by_sample_step_neuron() {
+    use neuropart::ndarray::{Array3, Axis};
+    // The single neuron of the closed form behind a readout of two neurons: sample 0 gets no
+    // input, sample 1 the three input spikes; the input goes in as a dense array.
+    let w = [0.75f64, 0.5, -0.25];
+    let times = [2u32, 5, 9];
+    let mut net = NetworkBuilder::new("arrays", 30, 0)
+        .input("in", 3)
+        .dense(
+            "n",
+            1,
+            NeuronParams {
+                tau_mem: 6.0,
+                tau_syn: 5.7,
+                v_th: 1.0,
+                ..Default::default()
+            },
+            WeightInit::default(),
+        )
+        .readout("out", 2, NeuronParams::default(), WeightInit::default())
+        .build(&Substrate::bss2())
+        .unwrap();
+    net.projections[0].weights = w.iter().map(|&x| x as f32).collect();
+    let exec = Executor::new(net, &Substrate::bss2(), 1, &PartitionOptions::default()).unwrap();
+    let mut dense = Array3::from_elem((2, 30, 3), false);
+    for (j, &t) in times.iter().enumerate() {
+        dense[[1, t as usize, j]] = true;
+    }
+    let input = SpikeTrains::from_dense(dense.view());
+    assert_eq!(input.sample(0), &[], "sample 0 has no spikes");
+    assert_eq!(input.sample(1).len(), 3);
+    assert_eq!(
+        input.to_dense(),
+        dense,
+        "dense -> trains -> dense is the identity"
+    );
+    // A transposed (non-contiguous) view reads by index, not by memory order.
+    let mut flipped = Array3::from_elem((3, 30, 2), false);
+    flipped.assign(&dense.view().permuted_axes([2, 1, 0]));
+    let back = SpikeTrains::from_dense(flipped.view().permuted_axes([2, 1, 0]));
+    assert_eq!(back, input);
+
+    let out = exec
+        .run(&CpuBackend, &[(0, input)], Observe::AllTraces)
+        .unwrap();
+    let m = out.membranes(1).expect("recorded");
+    assert_eq!(m.dim(), (2, 30, 1));
+    let events: Vec<(u32, f64)> = times.iter().cloned().zip(w.iter().cloned()).collect();
+    for t in 0..30 {
+        assert_eq!(m[[0, t, 0]], 0.0, "no input, no membrane (step {t})");
+        let expect = closed_form(&events, t as u32);
+        assert!((m[[1, t, 0]] as f64 - expect).abs() < 1e-5, "step {t}");
+    }
+    let spikes = out.spikes_dense(1).unwrap();
+    assert_eq!(spikes.dim(), (2, 30, 1));
+    assert!(!spikes.iter().any(|&x| x), "stays below threshold");
+    assert_eq!(
+        out.spikes_dense(0).unwrap(),
+        dense,
+        "the input as it went in"
+    );
+
+    // Scores are the readout's maximum membrane over time, per sample and neuron: the MNIST
+    // network on three images (blank, one bright pixel, a bright block), its first layer made
+    // excitatory and its readout weights large so that the block's spikes show.
+    let sub = Substrate::bss2();
+    let mut net = neuropart::mnist_network(1).build(&sub).unwrap();
+    for w in &mut net.projections[0].weights {
+        *w = w.abs();
+    }
+    for w in &mut net.projections[1].weights {
+        *w *= 8.0;
+    }
+    let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
+    let mut images = vec![vec![0.0f32; 784]; 3];
+    images[1][400] = 1.0;
+    images[2][100..700].fill(1.0);
+    let trains: Vec<Vec<SpikeEvent>> = images
+        .iter()
+        .map(|im| neuropart::encode::image(im, 30))
+        .collect();
+    let input = SpikeTrains::from_samples(784, 30, trains);
+    let out = exec
+        .run(&CpuBackend, &[(0, input)], Observe::ReadoutTraces)
+        .unwrap();
+    let r = out.membranes(2).expect("recorded");
+    assert_eq!(r.dim(), (3, 30, 10));
+    let scores = out.scores(2).expect("a readout");
+    assert_eq!(scores.dim(), (3, 10));
+    for s in 0..3 {
+        for n in 0..10 {
+            let max = (0..30)
+                .map(|t| r[[s, t, n]])
+                .fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(scores[[s, n]], max, "sample {s}, neuron {n}");
+        }
+    }
+    let row = |s: usize| scores.index_axis(Axis(0), s).to_vec();
+    assert_ne!(row(0), row(2), "the samples differ");
+}
+
 fn assert_same_as_reference(
     net: &Network,
     substrate: &Substrate,

@@ -31,7 +31,7 @@ use ndarray::Array3;
 use neuropart::gpu::{GpuBackend, GpuContext};
 use neuropart::{
     AnalogConfig, Backend, Checkpoint, CpuBackend, Executor, Mode, Observe, PartitionOptions,
-    PlanReport, Schedule, SpikeEvent, SpikeTrains, TrainConfig, Trainer,
+    PlanReport, Schedule, SpikeTrains, TrainConfig, Trainer,
 };
 use numpy::{IntoPyArray, PyArray1, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyValueError};

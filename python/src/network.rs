@@ -305,27 +305,11 @@ impl Network {
                     "the inputs have different batch sizes",
                 ));
             }
-            let a = arr.as_array();
-            let samples: Vec<Vec<SpikeEvent>> = (0..shape[0])
-                .map(|s| {
-                    let mut ev = Vec::new();
-                    for t in 0..steps {
-                        for j in 0..n {
-                            if a[[s, t, j]] {
-                                ev.push(SpikeEvent {
-                                    step: t as u32,
-                                    neuron: j as u32,
-                                });
-                            }
-                        }
-                    }
-                    ev
-                })
-                .collect();
-            given.push((
-                pop,
-                SpikeTrains::from_sorted_samples(n, steps as u32, samples),
-            ));
+            let a = arr
+                .as_array()
+                .into_dimensionality::<ndarray::Ix3>()
+                .map_err(|e| PyValueError::new_err(format!("inputs['{name}']: {e}")))?;
+            given.push((pop, SpikeTrains::from_dense(a)));
         }
         let sub = substrate_or_default(substrate);
         let exec = self.executor(&sub, mode, chips)?;
@@ -339,20 +323,15 @@ impl Network {
             let n = pop.size;
             match pop.kind {
                 neuropart::PopulationKind::Readout => {
-                    let m = out.membrane[p].take().unwrap_or_default();
-                    let arr = Array3::from_shape_vec((samples, steps, n), m)
-                        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+                    let arr = out
+                        .take_membranes(p)
+                        .unwrap_or_else(|| Array3::zeros((samples, steps, n)));
                     result.set_item(&pop.name, arr.into_pyarray(py))?;
                 }
                 neuropart::PopulationKind::Lif => {
-                    let mut arr = Array3::from_elem((samples, steps, n), false);
-                    if let Some(tr) = out.spikes.get(p) {
-                        for s in 0..samples {
-                            for e in tr.sample(s) {
-                                arr[[s, e.step as usize, e.neuron as usize]] = true;
-                            }
-                        }
-                    }
+                    let arr = out
+                        .spikes_dense(p)
+                        .unwrap_or_else(|| Array3::from_elem((samples, steps, n), false));
                     result.set_item(&pop.name, arr.into_pyarray(py))?;
                 }
                 neuropart::PopulationKind::Input => {}

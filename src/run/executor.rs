@@ -18,6 +18,7 @@ use crate::plan::emulated::compile_emulated;
 use crate::plan::partition::{PartitionOptions, Plan};
 use crate::plan::schedule::Schedule;
 use crate::spikes::store::{SpikeFile, SpikeStore, SpikeTrains};
+use ndarray::{Array3, ArrayView2, ArrayView3};
 use rayon::prelude::*;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -91,6 +92,44 @@ impl Drop for Execution {
 }
 
 impl Execution {
+    /// Neurons of population `p` in a `[sample][step][neuron]` array of `len` values.
+    fn neurons_of(&self, len: usize, per_sample_steps: usize) -> usize {
+        len.checked_div(self.spikes.samples() * per_sample_steps)
+            .unwrap_or(0)
+    }
+
+    /// The membranes of population `p` as a `[sample, step, neuron]` view, when they were
+    /// recorded ([`Observe`]).
+    pub fn membranes(&self, p: usize) -> Option<ArrayView3<'_, f32>> {
+        let m = self.membrane.get(p)?.as_ref()?;
+        let steps = self.spikes.steps() as usize;
+        let n = self.neurons_of(m.len(), steps);
+        ArrayView3::from_shape((self.spikes.samples(), steps, n), m).ok()
+    }
+
+    /// The membranes of population `p` as an owned `[sample, step, neuron]` array, moved out
+    /// of this result without a copy.
+    pub fn take_membranes(&mut self, p: usize) -> Option<Array3<f32>> {
+        let steps = self.spikes.steps() as usize;
+        let samples = self.spikes.samples();
+        let m = self.membrane.get_mut(p)?.take()?;
+        let n = self.neurons_of(m.len(), steps);
+        Array3::from_shape_vec((samples, steps, n), m).ok()
+    }
+
+    /// The scores of readout population `p` (its maximum membrane over time) as a
+    /// `[sample, neuron]` view.
+    pub fn scores(&self, p: usize) -> Option<ArrayView2<'_, f32>> {
+        let m = self.peak.get(p)?.as_ref()?;
+        let n = self.neurons_of(m.len(), 1);
+        ArrayView2::from_shape((self.spikes.samples(), n), m).ok()
+    }
+
+    /// The spikes of population `p` as a dense `[sample, step, neuron]` array.
+    pub fn spikes_dense(&self, p: usize) -> Option<Array3<bool>> {
+        self.spikes.get(p).map(SpikeTrains::to_dense)
+    }
+
     /// The file form of this result: every population's spikes, the readouts' scores and
     /// predicted classes, and the membranes that were recorded (when `membranes`).
     pub fn to_file(&self, network: &Network, membranes: bool) -> SpikeFile {

@@ -5,6 +5,7 @@
 //! arrays are `Pod`, ready to upload to GPU buffers as they are.
 
 use crate::error::{Error, Result};
+use ndarray::{Array3, ArrayView3, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -53,6 +54,37 @@ impl SpikeTrains {
             s.sort_unstable();
         }
         Self::from_sorted_samples(neurons, steps, samples)
+    }
+
+    /// The spikes as a dense `[sample, step, neuron]` array, `true` where a neuron spiked
+    /// (one byte per entry: check the size first for long runs).
+    pub fn to_dense(&self) -> Array3<bool> {
+        let mut a = Array3::from_elem((self.samples(), self.steps as usize, self.neurons), false);
+        for s in 0..self.samples() {
+            for e in self.sample(s) {
+                a[[s, e.step as usize, e.neuron as usize]] = true;
+            }
+        }
+        a
+    }
+
+    /// Spikes from a dense `[sample, step, neuron]` array (any memory layout, e.g. a view of
+    /// another program's array): a spike wherever it is `true`.
+    pub fn from_dense(a: ArrayView3<'_, bool>) -> Self {
+        let (samples, steps, neurons) = a.dim();
+        let lists = (0..samples)
+            .map(|s| {
+                a.index_axis(Axis(0), s)
+                    .indexed_iter()
+                    .filter(|&(_, &on)| on)
+                    .map(|((t, n), _)| SpikeEvent {
+                        step: t as u32,
+                        neuron: n as u32,
+                    })
+                    .collect()
+            })
+            .collect();
+        Self::from_sorted_samples(neurons, steps as u32, lists)
     }
 
     /// Build from one event list per sample, each already sorted by (step, neuron).
