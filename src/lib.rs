@@ -53,6 +53,7 @@ mod memory;
 mod pool;
 mod rng;
 mod simd;
+mod threads;
 
 // The stages, in the order data flows through them; a folder imports only folders above it
 // in this list (checked by `tests/layout.rs`).
@@ -115,6 +116,7 @@ pub use plan::schedule::{CostReport, Schedule};
 pub use rng::Rng;
 pub use run::executor::{Emulation, Execution, ExecutionStats, Executor, Observe};
 pub use spikes::store::{SpikeEvent, SpikeFile, SpikeStore, SpikeTrains};
+pub use threads::{start_worker_threads, worker_threads, MAX_THREADS};
 pub use train::{
     gradients, silence_warnings, Adam, BatchStats, Checkpoint, EpochRecord, PopulationShape,
     ProjectionShape, StepTimings, Structure, Topology, TrainConfig, Trainer,

@@ -123,7 +123,7 @@ fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
 /// the order data flows through them, then the programs that use the whole pipeline.
 const FLOORS: &[&[&str]] = &[
     &[
-        "adam", "dist", "error", "files", "memory", "pool", "rng", "simd",
+        "adam", "dist", "error", "files", "memory", "pool", "rng", "simd", "threads",
     ],
     &["data"],
     &["model"],

@@ -251,8 +251,36 @@ fn resuming_from_a_checkpoint_continues_exactly() {
     first.train_epoch(&CpuBackend, &data, |_, _, _| {}).unwrap();
     first.save(&path).unwrap();
     let mut resumed = make();
-    resumed.resume(&path).unwrap();
+    let said = resumed.resume(&path).unwrap();
+    assert!(said.iter().all(|l| !l.contains("mode")), "{said:?}");
     assert_eq!(resumed.epoch, 1);
+    // Resuming an ideal training in emulated mode is allowed (fine-tuning on the chip), and
+    // said.
+    let net = small_net(9, Some(20)).build(&sub).unwrap();
+    let exec = Executor::emulated(
+        net,
+        &sub,
+        1,
+        &PartitionOptions::default(),
+        neuropart::AnalogConfig::default(),
+        neuropart::Mode::Emulated,
+    )
+    .unwrap();
+    let mut on_chip = Trainer::new(
+        exec,
+        TrainConfig {
+            batch: 40,
+            augment: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let said = on_chip.resume(&path).unwrap();
+    assert!(
+        said.iter()
+            .any(|l| l.contains("mode: emulated") && l.contains("trained ideal")),
+        "{said:?}"
+    );
     resumed
         .train_epoch(&CpuBackend, &data, |_, _, _| {})
         .unwrap();

@@ -3,13 +3,46 @@
 
 use crate::*;
 
+/// The library's error as a Python exception, in Python's words: options are the Python
+/// argument of the same name (`--batch` → `batch`), the memory limit is
+/// `neuropart.set_memory_limit`, a device is chosen with `device='cpu'`.
 pub(crate) fn to_py(e: neuropart::Error) -> PyErr {
+    let text = python_words(&e);
     if matches!(e, neuropart::Error::Memory { .. }) {
-        PyMemoryError::new_err(e.to_string())
+        PyMemoryError::new_err(text)
     } else if e.is_user_error() {
-        PyValueError::new_err(e.to_string())
+        PyValueError::new_err(text)
     } else {
-        PyRuntimeError::new_err(e.to_string())
+        PyRuntimeError::new_err(text)
+    }
+}
+
+/// The text of `e` with the command line's flags replaced by the Python API's names.
+pub(crate) fn python_words(e: &neuropart::Error) -> String {
+    match e {
+        neuropart::Error::Option {
+            name,
+            value,
+            reason,
+        } => match name.strip_prefix("--") {
+            Some(flag) => format!("argument {} = {value}: {reason}", flag.replace('-', "_")),
+            None => e.to_string(),
+        },
+        neuropart::Error::Memory {
+            quantity,
+            needed,
+            limit,
+        } => format!(
+            "{quantity} would need about {} but the memory limit is {} (set with \
+             neuropart.set_memory_limit)",
+            neuropart::human_bytes(*needed),
+            neuropart::human_bytes(*limit)
+        ),
+        _ => e
+            .to_string()
+            .replace("--device cpu", "device='cpu'")
+            .replace("--steps", "steps")
+            .replace("--max-memory", "neuropart.set_memory_limit"),
     }
 }
 
@@ -65,9 +98,16 @@ pub(crate) fn array_of<'py, T: numpy::Element>(
     what: &str,
 ) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
     let bad = |e: PyErr| PyValueError::new_err(format!("{what}: {e}"));
-    obj.py()
-        .import("numpy")?
-        .call_method1("ascontiguousarray", (obj, dtype))
+    let np = obj.py().import("numpy")?;
+    let given = np.call_method1("asarray", (obj,)).map_err(bad)?;
+    let kind: String = given.getattr("dtype")?.getattr("kind")?.extract()?;
+    if !matches!(kind.as_str(), "b" | "i" | "u" | "f" | "O") {
+        let name: String = given.getattr("dtype")?.str()?.extract()?;
+        return Err(PyValueError::new_err(format!(
+            "{what}: values of dtype {name}; give real numbers"
+        )));
+    }
+    np.call_method1("ascontiguousarray", (given, dtype))
         .map_err(bad)?
         .extract::<PyReadonlyArrayDyn<'py, T>>()
         .map_err(bad)
@@ -218,4 +258,19 @@ pub(crate) fn check_run_memory(
         neuropart::memory_product(&[batch, steps, per_step]),
     )
     .map_err(to_py)
+}
+
+/// An integer argument `name` within `min..=max` as a count (Python ints of any sign arrive
+/// here, so that a negative one is a `ValueError` naming the argument, not a bare
+/// `OverflowError`).
+pub(crate) fn count(name: &str, value: i64, min: u64, max: u64) -> PyResult<u64> {
+    match u64::try_from(value) {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        _ if max == u64::MAX => Err(PyValueError::new_err(format!(
+            "argument {name} = {value}: at least {min}"
+        ))),
+        _ => Err(PyValueError::new_err(format!(
+            "argument {name} = {value}: {min} to {max}"
+        ))),
+    }
 }

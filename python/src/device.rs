@@ -14,9 +14,17 @@ pub(crate) fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> PyResult<R> {
         match &*guard {
             Some((owner, pool)) if *owner == pid => pool.clone(),
             _ => {
-                let pool = Arc::new(rayon::ThreadPoolBuilder::new().build().map_err(|e| {
-                    PyRuntimeError::new_err(format!("cannot start the worker threads: {e}"))
-                })?);
+                let n = neuropart::worker_threads().map_err(to_py)?;
+                let pool = Arc::new(
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(n)
+                        .build()
+                        .map_err(|e| {
+                            PyRuntimeError::new_err(format!(
+                                "cannot start {n} worker threads (RAYON_NUM_THREADS): {e}"
+                            ))
+                        })?,
+                );
                 *guard = Some((pid, pool.clone()));
                 pool
             }

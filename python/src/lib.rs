@@ -34,7 +34,7 @@ use neuropart::{
     PlanReport, Schedule, SpikeTrains, TrainConfig, Trainer,
 };
 use numpy::{IntoPyArray, PyArray1, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use std::path::PathBuf;
@@ -46,6 +46,7 @@ fn _neuropart(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Substrate>()?;
     m.add_class::<Plan>()?;
     m.add_function(wrap_pyfunction!(spikes_to_dense, m)?)?;
+    m.add_function(wrap_pyfunction!(set_memory_limit, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -131,13 +131,8 @@ impl Network {
     }
 
     #[setter]
-    fn set_steps(&mut self, steps: u32) -> PyResult<()> {
-        if steps == 0 || steps > neuropart::MAX_STEPS {
-            return Err(PyValueError::new_err(format!(
-                "steps {steps}: between 1 and {}",
-                neuropart::MAX_STEPS
-            )));
-        }
+    fn set_steps(&mut self, steps: i64) -> PyResult<()> {
+        let steps = count("steps", steps, 1, neuropart::MAX_STEPS as u64)? as u32;
         self.inner.steps = steps;
         Ok(())
     }
@@ -202,12 +197,10 @@ impl Network {
     fn plan(
         &self,
         substrate: Option<PyRef<'_, Substrate>>,
-        chips: usize,
+        chips: i64,
         merge_layers: bool,
     ) -> PyResult<Plan> {
-        if chips == 0 {
-            return Err(PyValueError::new_err("chips must be at least 1"));
-        }
+        let chips = count("chips", chips, 1, u64::MAX)? as usize;
         let sub = substrate_or_default(substrate);
         let plan = neuropart::Plan::new(
             &self.inner,
@@ -239,13 +232,12 @@ impl Network {
         inputs: &Bound<'py, PyDict>,
         device: &str,
         mode: &str,
-        chips: usize,
-        seed: u32,
+        chips: i64,
+        seed: i64,
         substrate: Option<PyRef<'py, Substrate>>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        if chips == 0 {
-            return Err(PyValueError::new_err("chips must be at least 1"));
-        }
+        let chips = count("chips", chips, 1, u64::MAX)? as usize;
+        let seed = count("seed", seed, 0, u32::MAX as u64)? as u32;
         let mode = mode_of(mode)?;
         let backend = backend(device)?;
         let net = &self.inner;
@@ -259,8 +251,19 @@ impl Network {
                 PyValueError::new_err(format!("no population '{name}' in the network"))
             })?;
             if net.populations[pop].kind != neuropart::PopulationKind::Input {
+                let inputs: Vec<String> = net
+                    .inputs()
+                    .iter()
+                    .map(|&i| format!("'{}'", net.populations[i].name))
+                    .collect();
+                let kind = match net.populations[pop].kind {
+                    neuropart::PopulationKind::Readout => "a readout",
+                    _ => "a hidden (LIF) population",
+                };
                 return Err(PyValueError::new_err(format!(
-                    "population '{name}' is not an input population"
+                    "inputs['{name}']: '{name}' is {kind}, not an input; the network's inputs \
+                     are [{}]",
+                    inputs.join(", ")
                 )));
             }
             // Spikes are 0 or 1: anything else (0.5, NaN, 2) is a mistake, not a spike.
@@ -343,30 +346,36 @@ impl Network {
     /// Train on images `train_x` (`float32 [n, H, W]` or `[n, C, H, W]` in [0, 1]) with labels
     /// `train_y`, as `neuropart train` does (time-to-first-spike input, the published
     /// schedule); evaluate on `test_x`/`test_y` after each epoch when given; write
-    /// `out/checkpoint.json` after each epoch when `out` is given; call `on_epoch(record)`
-    /// after each epoch. The network's weights become the trained ones. Returns the records.
+    /// `out/checkpoint.json` after each epoch when `out` is given (a checkpoint already there
+    /// is replaced only with `force=True`); call `on_epoch(record)` after each epoch, with the
+    /// network already holding that epoch's weights. The network's weights become the trained
+    /// ones. Returns the records.
     #[pyo3(signature = (train_x, train_y, test_x = None, test_y = None, epochs = 15,
         mode = "emulated", device = "auto", out = None, on_epoch = None, batch = 100, seed = 1,
-        augment = true, lr = 0.002, substrate = None))]
+        augment = true, lr = 0.002, substrate = None, force = false))]
     #[allow(clippy::too_many_arguments)]
     fn train<'py>(
-        &mut self,
+        slf: &Bound<'py, Self>,
         py: Python<'py>,
         train_x: &Bound<'py, PyAny>,
         train_y: &Bound<'py, PyAny>,
         test_x: Option<Bound<'py, PyAny>>,
         test_y: Option<Bound<'py, PyAny>>,
-        epochs: usize,
+        epochs: i64,
         mode: &str,
         device: &str,
         out: Option<PathBuf>,
         on_epoch: Option<Bound<'py, PyAny>>,
-        batch: usize,
-        seed: u64,
+        batch: i64,
+        seed: i64,
         augment: bool,
         lr: f32,
         substrate: Option<PyRef<'py, Substrate>>,
+        force: bool,
     ) -> PyResult<Bound<'py, PyList>> {
+        let epochs = count("epochs", epochs, 1, u64::MAX)? as usize;
+        let batch = count("batch", batch, 1, u64::MAX)? as usize;
+        let seed = count("seed", seed, 0, u64::MAX)?;
         let mode = mode_of(mode)?;
         let backend = backend(device)?;
         check_augmentable(py, train_x, augment)?;
@@ -387,6 +396,15 @@ impl Network {
             }
         };
         if let Some(dir) = &out {
+            let existing = dir.join("checkpoint.json");
+            if !force && existing.exists() {
+                return Err(PyValueError::new_err(format!(
+                    "out = '{}': {} is a checkpoint of an earlier training; pass force=True to \
+                     replace it, or another folder",
+                    dir.display(),
+                    existing.display()
+                )));
+            }
             neuropart::io::check_writable(dir).map_err(to_py)?;
         }
         let cfg = TrainConfig {
@@ -398,7 +416,8 @@ impl Network {
             ..Default::default()
         };
         let sub = substrate_or_default(substrate);
-        let exec = self.executor(&sub, mode, 1)?;
+        // The network is borrowed only here and between epochs, so that `on_epoch` may read it.
+        let exec = slf.borrow().executor(&sub, mode, 1)?;
         let mut trainer = Trainer::new(exec, cfg).map_err(to_py)?;
         trainer.check_data(&train).map_err(to_py)?;
         if let Some(t) = &test {
@@ -443,14 +462,14 @@ impl Network {
             if let Some(dir) = &out {
                 trainer.save(&dir.join("checkpoint.json")).map_err(to_py)?;
             }
-            self.inner = trainer.exec.network.clone();
+            slf.borrow_mut().inner = trainer.exec.network.clone();
             if let Some(cb) = &on_epoch {
                 cb.call1((rec.clone(),))?;
             }
             records.append(rec)?;
             py.check_signals()?;
         }
-        self.inner = trainer.exec.network.clone();
+        slf.borrow_mut().inner = trainer.exec.network.clone();
         Ok(records)
     }
 
@@ -464,12 +483,10 @@ impl Network {
         y: &Bound<'py, PyAny>,
         mode: &str,
         device: &str,
-        batch: usize,
+        batch: i64,
         substrate: Option<PyRef<'py, Substrate>>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        if batch == 0 {
-            return Err(PyValueError::new_err("batch must be at least 1"));
-        }
+        let batch = count("batch", batch, 1, u64::MAX)? as usize;
         let mode = mode_of(mode)?;
         let backend = backend(device)?;
         let data = dataset(&array_of(x, "float32", "x")?, &labels_of(y, "y")?)?;

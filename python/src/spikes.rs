@@ -33,3 +33,28 @@ pub(crate) fn spikes_to_dense<'py>(
     }
     Ok(arr.into_pyarray(py))
 }
+
+/// Set the memory this process may plan for: bytes as an int, or a size such as "512M",
+/// "16G". Runs and trainings that would need more raise `MemoryError` before allocating.
+/// The default is 80 % of the machine's memory.
+#[pyfunction]
+pub(crate) fn set_memory_limit(limit: &Bound<'_, PyAny>) -> PyResult<()> {
+    let bytes = if let Ok(n) = limit.extract::<i128>() {
+        if n <= 0 || n > u64::MAX as i128 {
+            return Err(PyValueError::new_err(format!(
+                "limit = {n}: a positive number of bytes"
+            )));
+        }
+        n as u64
+    } else if let Ok(s) = limit.extract::<String>() {
+        neuropart::parse_size(&s).map_err(|e| {
+            PyValueError::new_err(python_words(&e).replace("argument max_memory", "limit"))
+        })?
+    } else {
+        return Err(PyTypeError::new_err(
+            "limit: bytes as an int or a size such as '512M'",
+        ));
+    };
+    neuropart::set_memory_limit(bytes);
+    Ok(())
+}

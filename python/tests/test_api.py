@@ -219,7 +219,7 @@ def test_a_recurrent_loop_spans_the_chips_of_a_system():
     parts = plan.partitions
     assert len(parts) == 11
     assert sorted(p["chip"] for p in parts) == list(range(11))
-    with pytest.raises(ValueError, match="system.chips"):
+    with pytest.raises(ValueError, match="argument chips = 0: at least 1"):
         npt.Substrate.bss2().with_system(chips=0)
     with pytest.raises(ValueError, match="topology 'ring'"):
         npt.Substrate.bss2().with_system(chips=2, topology="ring")
@@ -341,3 +341,87 @@ def test_run_takes_spikes_as_zeros_and_ones_only():
     for bad in (x * 0.5, np.where(x, np.nan, 0.0), x * 2):
         with pytest.raises(ValueError, match="spikes must be 0 or 1"):
             net.run({"in": bad}, device="cpu")
+
+
+def test_errors_speak_python_and_train_keeps_earlier_checkpoints(tmp_path):
+    net = task_net()
+    x, y = synthetic(40, 1)
+    # Options are named as the Python arguments, not as the command line's flags.
+    with pytest.raises(ValueError, match="argument batch = 0") as e:
+        net.train(x, y, epochs=1, mode="ideal", device="cpu", batch=0)
+    assert "--" not in str(e.value)
+    with pytest.raises(ValueError, match="argument lr") as e:
+        net.train(x, y, epochs=1, mode="ideal", device="cpu", lr=-1.0)
+    assert "--" not in str(e.value)
+    # The readout is not an input, and the error says what the inputs are.
+    with pytest.raises(ValueError,
+                       match=r"'out' is a readout, not an input; the network's inputs are \['in'\]"):
+        net.run({"out": np.zeros((1, 12, 4), bool)}, device="cpu")
+    # A checkpoint in `out` from an earlier training is kept unless force=True.
+    net.train(x, y, epochs=2, mode="ideal", device="cpu", out=str(tmp_path), batch=20,
+              augment=False)
+    ck = tmp_path / "checkpoint.json"
+    before = ck.read_text()
+    with pytest.raises(ValueError, match="force=True"):
+        net.train(x, y, epochs=1, mode="ideal", device="cpu", out=str(tmp_path), batch=20,
+                  augment=False)
+    assert ck.read_text() == before
+    # on_epoch may read the network, and sees that epoch's weights.
+    seen = []
+    net.train(x, y, epochs=2, mode="ideal", device="cpu", out=str(tmp_path), batch=20,
+              augment=False, force=True,
+              on_epoch=lambda r: seen.append(net.weights("in->hidden").copy()))
+    assert len(seen) == 2 and not np.array_equal(seen[0], seen[1])
+    np.testing.assert_array_equal(seen[1], net.weights("in->hidden"))
+    assert [r["epoch"] for r in json.loads(ck.read_text())["history"]] == [1, 2]
+
+
+def test_the_memory_limit_is_set_from_python():
+    r = in_child(
+        "import json, numpy as np, neuropart\n"
+        "desc = {'steps': 8, 'populations': [{'name': 'in', 'size': 1, 'kind': 'input'},"
+        " {'name': 'wide', 'size': 64}],"
+        " 'projections': [{'source': 'in', 'target': 'wide'}]}\n"
+        "net = neuropart.Network.from_str(json.dumps(desc), 'json')\n"
+        "neuropart.set_memory_limit('1K')\n"
+        "try:\n"
+        "    net.run({'in': np.zeros((64, 8, 1), bool)}, device='cpu')\n"
+        "except MemoryError as e:\n"
+        "    print('MemoryError:', e)\n"
+        "neuropart.set_memory_limit(1 << 30)\n"
+        "print(net.run({'in': np.zeros((64, 8, 1), bool)}, device='cpu')['wide'].shape)\n"
+        "for bad in ('12Q', -1, 2.5):\n"
+        "    try:\n"
+        "        neuropart.set_memory_limit(bad)\n"
+        "    except (ValueError, TypeError) as e:\n"
+        "        print(type(e).__name__, e)\n")
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and len(lines) == 5, (r.stdout, r.stderr)
+    assert "neuropart.set_memory_limit" in lines[0] and "--" not in lines[0], lines
+    assert lines[1] == "(64, 8, 64)"
+    assert lines[2].startswith("ValueError limit = 12Q"), lines
+    assert lines[3].startswith("ValueError limit = -1"), lines
+    assert lines[4].startswith("TypeError limit"), lines
+
+
+def test_a_bad_thread_count_is_an_error_naming_the_variable():
+    desc, _, _ = small()
+    r = subprocess_env(
+        "import json, numpy as np, neuropart\n"
+        "try:\n"
+        f"    net = neuropart.Network.from_str({json.dumps(json.dumps(desc))}, 'json')\n"
+        "    net.run({'in': np.zeros((1, 12, 8), bool)}, device='cpu')\n"
+        "except ValueError as e:\n"
+        "    print(e)\n",
+        RAYON_NUM_THREADS="5000")
+    assert r.returncode == 0, r.stderr
+    assert "RAYON_NUM_THREADS" in r.stdout and "5000" in r.stdout, r.stdout
+
+
+def subprocess_env(code, **env):
+    """`in_child` with extra environment variables."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **env})

@@ -343,6 +343,9 @@ pub struct Checkpoint {
     /// checkpoints, which load unchecked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub structure: Option<Structure>,
+    /// The mode it was trained in (absent in older checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<crate::model::analog::Mode>,
 }
 
 /// The fingerprint of a network's structure that a checkpoint carries: what its weights mean.
@@ -1121,7 +1124,16 @@ impl Trainer {
             history: self.history.clone(),
             steps: Some(self.exec.network.steps),
             structure: Some(Structure::of(&self.exec.network)),
+            mode: Some(self.mode()),
         }
+    }
+
+    /// The mode this trainer trains in (which partitions are emulated).
+    pub fn mode(&self) -> crate::model::analog::Mode {
+        self.exec
+            .emulation
+            .as_ref()
+            .map_or(crate::model::analog::Mode::Ideal, |e| e.mode)
     }
 
     /// Write the checkpoint atomically (temporary file, fsync, rename).
@@ -1195,6 +1207,14 @@ impl Trainer {
                 ck.epoch + 1
             ));
         }
+        if let Some(m) = ck.mode.filter(|&m| m != self.mode()) {
+            said.push(format!(
+                "mode: {} from now on; epochs 1 to {} were trained {}",
+                mode_name(self.mode()),
+                ck.epoch,
+                mode_name(m)
+            ));
+        }
         for (p, w) in self.exec.network.projections.iter_mut().zip(&ck.weights) {
             p.weights.clone_from(w);
         }
@@ -1203,5 +1223,14 @@ impl Trainer {
         self.epoch = ck.epoch;
         self.history = ck.history;
         Ok(said)
+    }
+}
+
+/// A mode as people say it.
+fn mode_name(m: crate::model::analog::Mode) -> &'static str {
+    match m {
+        crate::model::analog::Mode::Ideal => "ideal",
+        crate::model::analog::Mode::Emulated => "emulated",
+        crate::model::analog::Mode::Mixed => "mixed (first layer emulated)",
     }
 }

@@ -12,7 +12,14 @@ Bad networks, inputs and options raise ``ValueError``; device, file and divergen
 ``RuntimeError``; both carry the library's message.
 """
 
-from ._neuropart import Network, Plan, Substrate, __version__, spikes_to_dense
+from ._neuropart import (
+    Network,
+    Plan,
+    Substrate,
+    __version__,
+    set_memory_limit,
+    spikes_to_dense,
+)
 from ._nir import from_nir, to_nir
 
 __all__ = [
@@ -22,5 +29,6 @@ __all__ = [
     "from_nir",
     "to_nir",
     "spikes_to_dense",
+    "set_memory_limit",
     "__version__",
 ]

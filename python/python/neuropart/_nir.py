@@ -152,11 +152,22 @@ def from_nir(graph_or_path, dt: float = 1e-3, steps: int = 30, update: str = "in
     if update not in ("input_first", "hxtorch"):
         raise ValueError(f"update '{update}': use 'input_first' or 'hxtorch'")
     if isinstance(graph_or_path, (str, os.PathLike)):
-        graph = nir.read(str(graph_or_path))
-        default_name = os.path.splitext(os.path.basename(str(graph_or_path)))[0]
+        path = str(graph_or_path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path!r}: no such NIR file")
+        try:
+            graph = nir.read(path)
+        except Exception as e:  # h5py and nir raise many kinds; the user needs the file named
+            raise ValueError(f"{path!r}: cannot be read as a NIR file ({type(e).__name__}: {e})"
+                             ) from e
+        default_name = os.path.splitext(os.path.basename(path))[0]
     else:
         graph = graph_or_path
         default_name = "nir"
+    if not (isinstance(getattr(graph, "nodes", None), dict)
+            and hasattr(getattr(graph, "edges", None), "__iter__")):
+        raise TypeError("from_nir takes a nir.NIRGraph or the path of a NIR file, not "
+                        f"{type(graph_or_path).__name__}")
     nodes = dict(graph.nodes)
     for k, node in nodes.items():
         t = type(node).__name__

@@ -85,6 +85,10 @@ fn input_files(command: &Command) -> Vec<(&'static str, PathBuf)> {
 fn main() -> ExitCode {
     neuropart::gpu::quiet_vulkan_loader();
     let cli = Cli::parse();
+    if let Err(e) = neuropart::start_worker_threads() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     if let Some(m) = cli.max_memory {
         neuropart::set_memory_limit(m);
     }

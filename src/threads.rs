@@ -1,0 +1,73 @@
+//! The worker threads of the CPU path: how many (`RAYON_NUM_THREADS`, else one per core),
+//! checked, so that a bad value is an error that names the variable instead of a panic
+//! inside the thread pool.
+
+use crate::error::{Error, Result};
+
+/// Most worker threads a process starts.
+pub const MAX_THREADS: usize = 1024;
+
+/// The number of worker threads: `RAYON_NUM_THREADS` when set (1 to [`MAX_THREADS`]), else
+/// one per core.
+pub fn worker_threads() -> Result<usize> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    threads_from(std::env::var("RAYON_NUM_THREADS").ok().as_deref(), cores)
+}
+
+/// [`worker_threads`] for the variable's value `var` on a machine of `cores` cores.
+fn threads_from(var: Option<&str>, cores: usize) -> Result<usize> {
+    let Some(v) = var.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(cores);
+    };
+    match v.parse::<usize>() {
+        // rayon's own meaning of 0: one per core.
+        Ok(0) => Ok(cores),
+        Ok(n) if n <= MAX_THREADS => Ok(n),
+        Ok(n) => Err(Error::option(
+            "RAYON_NUM_THREADS",
+            n,
+            format!("at most {MAX_THREADS} worker threads ({cores} cores here)"),
+        )),
+        Err(_) => Err(Error::option(
+            "RAYON_NUM_THREADS",
+            v,
+            "a number of worker threads, e.g. 4",
+        )),
+    }
+}
+
+/// Start the process's global worker threads ([`worker_threads`] of them); an error names
+/// the variable or what the system refused. Call it once at the start of a program.
+pub fn start_worker_threads() -> Result<()> {
+    let n = worker_threads()?;
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .map_err(|e| {
+            Error::option(
+                "RAYON_NUM_THREADS",
+                n,
+                format!("cannot start {n} worker threads: {e}"),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_counts_are_checked() {
+        assert_eq!(threads_from(None, 2).unwrap(), 2);
+        assert_eq!(threads_from(Some(" "), 2).unwrap(), 2);
+        assert_eq!(threads_from(Some("3"), 2).unwrap(), 3);
+        assert_eq!(threads_from(Some("0"), 2).unwrap(), 2);
+        let e = threads_from(Some("5000"), 2).unwrap_err().to_string();
+        assert!(
+            e.contains("RAYON_NUM_THREADS") && e.contains("5000") && e.contains("1024"),
+            "{e}"
+        );
+        let e = threads_from(Some("many"), 2).unwrap_err().to_string();
+        assert!(e.contains("many"), "{e}");
+    }
+}
