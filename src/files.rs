@@ -58,6 +58,19 @@ fn resolve_links(path: &Path) -> Result<PathBuf> {
 /// Check that the folder `dir` can be written (creating it if needed), before long work
 /// that writes into it.
 pub fn check_writable(dir: &Path) -> Result<()> {
+    // The first existing ancestor that is a file: the output folder cannot be made there.
+    if let Some(file) = dir.ancestors().find(|a| a.is_file()) {
+        return Err(Error::io(
+            dir,
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} is a file; the output needs a folder (give another path)",
+                    file.display()
+                ),
+            ),
+        ));
+    }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let probe = dir.join(format!(".neuropart-write-test{}", std::process::id()));
     std::fs::write(&probe, b"").map_err(|e| Error::io(dir, e))?;
@@ -127,6 +140,27 @@ pub fn reject_duplicate_json_keys(text: &str) -> std::result::Result<(), String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn an_output_folder_over_a_file_is_an_error_naming_both() {
+        let dir = std::env::temp_dir().join(format!("np-writable-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("taken");
+        std::fs::write(&file, b"x").unwrap();
+        for out in [file.clone(), file.join("sub")] {
+            let e = check_writable(&out).unwrap_err().to_string();
+            assert!(
+                e.contains("taken is a file") && e.contains(&*out.to_string_lossy()),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            b"x",
+            "the file is left alone"
+        );
+        check_writable(&dir.join("new")).unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn duplicate_keys_are_found_at_any_depth() {
