@@ -2,10 +2,11 @@
 //! on the emulator (any backend, partition by partition, spikes replayed) and records the
 //! observables — spikes and membranes of every population; the backward pass ([`backward`])
 //! recomputes the model's gradients from those observables on the host, with the SuperSpike
-//! surrogate; the loss ([`loss`]) is the cross-entropy of the readout's maximum over time;
+//! surrogate; the loss ([`loss`]) is the cross-entropy of the readout's score (the maximum
+//! over time, or the readout's [`crate::Score`]);
 //! the optimiser ([`optimiser`]) is Adam with the published schedule. This module holds the
 //! configuration and the [`Trainer`]: epochs, evaluation, checkpoints, divergence and silence
-//! checks. Feed-forward networks only.
+//! checks. Recurrent loops are trained through time on the host ([`backward`]).
 
 pub mod backward;
 pub mod loss;
@@ -541,6 +542,9 @@ pub struct Trainer {
     /// A training on the backend's device, with the executor generation it was last in step
     /// with (the host's weights are stale while it trains; [`Trainer::sync`]).
     device: Option<(u64, crate::backend::Resident)>,
+    /// Says once that the backward pass runs on the host although the backend trains on its
+    /// device ([`Trainer::host_backward_reason`]).
+    host_note: std::sync::Once,
 }
 
 impl Trainer {
@@ -568,6 +572,7 @@ impl Trainer {
             weight_limit,
             stage: None,
             device: None,
+            host_note: std::sync::Once::new(),
         })
     }
 
@@ -649,7 +654,27 @@ impl Trainer {
         if self.exec.exchanges().iter().any(Option::is_some) {
             return None;
         }
-        backend.device_training()
+        let dev = backend.device_training()?;
+        if let Some(why) = self.host_backward_reason() {
+            self.host_note.call_once(|| {
+                eprintln!(
+                    "note: {why}: the backward pass runs on the CPU, the forward on the device"
+                )
+            });
+            return None;
+        }
+        Some(dev)
+    }
+
+    /// Why this network's backward pass cannot run on a device that trains there (its
+    /// kernels walk feed-forward populations and score the maximum over time), if it cannot.
+    pub fn host_backward_reason(&self) -> Option<String> {
+        let net = &self.exec.network;
+        if self.topo.is_recurrent() {
+            return Some(format!("network '{}' has a recurrent loop", net.name));
+        }
+        let r = &net.populations[self.topo.readout()];
+        (!r.score.is_max()).then(|| format!("readout '{}' scores {:?}", r.name, r.score))
     }
 
     /// Bring the host's weights, optimiser state and compiled programs up to date with a
