@@ -69,6 +69,7 @@ pub mod experiment;
 pub use dist::comm;
 pub use io::plot;
 pub use spikes::encode;
+pub use spikes::encode::Encoding;
 
 /// The GPU backend's pieces: its context, shaders and the layouts they share with the host.
 pub mod gpu {
@@ -113,7 +114,7 @@ pub use run::executor::{Emulation, Execution, ExecutionStats, Executor, Observe}
 pub use spikes::store::{SpikeEvent, SpikeFile, SpikeStore, SpikeTrains};
 pub use train::{
     gradients, silence_warnings, Adam, BatchStats, Checkpoint, EpochRecord, PopulationShape,
-    ProjectionShape, StepTimings, Structure, Topology, TrainConfig, Trainer,
+    ProjectionShape, StepTimings, Structure, Topology, TrainConfig, TrainMemory, Trainer,
 };
 
 /// The names most programs need.

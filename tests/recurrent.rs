@@ -362,3 +362,165 @@ fn recurrent_gradients_across_chips_include_the_link_delay() {
         check(&exec, [0, 0, 2, 2, 2, 2], &format!("system, {mode:?}"));
     }
 }
+
+#[test]
+fn readout_scores_come_from_the_network_file_and_are_checked() {
+    let sub = Substrate::bss2();
+    let text = |score: &str, kind: &str| {
+        format!(
+            "name = \"s\"\nsteps = 12\n[[populations]]\nname = \"in\"\nsize = 4\nkind = \"input\"\n\
+             [[populations]]\nname = \"out\"\nsize = 3\nkind = \"{kind}\"\nscore = {score}\n\
+             [[projections]]\nsource = \"in\"\ntarget = \"out\"\ninit = {{ mean = 0.5, std = 0.3 }}\n"
+        )
+    };
+    let parse = |t: String| {
+        Network::from_str(
+            &t,
+            neuropart::Format::Toml,
+            std::path::Path::new("s.toml"),
+            &sub,
+        )
+    };
+    let e = parse(text("{ type = \"last\", steps = 0 }", "readout")).unwrap_err();
+    assert!(e.to_string().contains("last 0 steps"), "{e}");
+    let e = parse(text("{ type = \"last\", steps = 13 }", "readout")).unwrap_err();
+    assert!(e.to_string().contains("a run has 12"), "{e}");
+    let e = parse(text("{ type = \"sum\" }", "lif")).unwrap_err();
+    assert!(e.to_string().contains("only readout populations"), "{e}");
+    // Evaluation's scores equal the trace's mean over the last steps / sum, computed here.
+    let mut rng = Rng::new(3);
+    let input = random_spikes(&mut rng, 5, 4, 12, 0.3);
+    for (score, k) in [
+        ("{ type = \"last\", steps = 3 }", 3usize),
+        ("{ type = \"sum\" }", 12),
+    ] {
+        let net = parse(text(score, "readout")).unwrap();
+        // Defaults are not written back; other scores are.
+        let again = toml::to_string(&net).unwrap();
+        assert!(again.contains("score"), "{again}");
+        let exec = Executor::new(net, &sub, 1, &Default::default()).unwrap();
+        let scores = exec
+            .run(&CpuBackend, &[(0, input.clone())], Observe::Scores)
+            .unwrap();
+        let traces = exec
+            .run(&CpuBackend, &[(0, input.clone())], Observe::ReadoutTraces)
+            .unwrap();
+        let m = traces.membrane[1].as_ref().unwrap();
+        let got = scores.peak[1].as_ref().unwrap();
+        for s in 0..5 {
+            for c in 0..3 {
+                let sum: f32 = (12 - k..12).map(|t| m[(s * 12 + t) * 3 + c]).sum();
+                let want = if k == 12 { sum } else { sum / k as f32 };
+                assert!((got[s * 3 + c] - want).abs() <= 1e-5 * want.abs().max(1.0));
+            }
+        }
+    }
+    let net = parse(text("{ type = \"max\" }", "readout")).unwrap();
+    assert!(!toml::to_string(&net).unwrap().contains("score"));
+}
+
+#[test]
+fn rows_encoding_feeds_one_row_every_k_steps() {
+    // A 2x3 image: row 0 = (1, 0, 0.5), row 1 = (0.25, 0, 0); k = 4.
+    let data = neuropart::Dataset {
+        shape: [1, 2, 3],
+        pixels: vec![1.0, 0.0, 0.5, 0.25, 0.0, 0.0],
+        labels: vec![0],
+        classes: 1,
+    };
+    let enc = neuropart::Encoding::Rows { steps_per_row: 4 };
+    assert_eq!(enc.inputs(data.shape), 3);
+    let t = neuropart::encode::encode_part(&data, &[0], 10, enc, None, 0..1);
+    let got: Vec<(u32, u32)> = t.sample(0).iter().map(|e| (e.step, e.neuron)).collect();
+    // Step r·k + ⌊k·(1 − x)⌋: (0, 0), (2, 2), (4 + 3, 0).
+    assert_eq!(got, [(0, 0), (2, 2), (7, 0)]);
+}
+
+#[test]
+fn a_recurrent_network_learns_sequential_mnist_rows() {
+    // Real data, a small recurrent layer, the rows one every 2 steps: the loss decreases and
+    // the accuracy beats chance clearly after three short epochs.
+    let (train, test) = neuropart::data::mnist(&neuropart::data::cache_dir("mnist")).unwrap();
+    let (train, test) = (train.take(2000), test.take(500));
+    let sub = Substrate::bss2();
+    let p = NeuronParams {
+        tau_mem: 10.0,
+        ..Default::default()
+    };
+    let w = |mean: f32, std: f32| WeightInit { mean, std };
+    let mut net = NetworkBuilder::new("rows", 60, 2)
+        .input("rows", 28)
+        .dense("h", 64, p.clone(), w(0.05, 0.4))
+        .recurrent(w(0.0, 0.06))
+        .readout("out", 10, p, w(0.0, 0.15))
+        .build(&sub)
+        .unwrap();
+    net.populations[2].score = Score::Sum;
+    let exec = Executor::new(net, &sub, 1, &Default::default()).unwrap();
+    let mut tr = neuropart::Trainer::new(
+        exec,
+        TrainConfig {
+            batch: 50,
+            lr: 0.005,
+            augment: false,
+            readout_scale: 0.05,
+            surrogate_alpha: 10.0,
+            reg_spikes: 0.0,
+            encoding: neuropart::Encoding::Rows { steps_per_row: 2 },
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(tr.topo.is_recurrent());
+    let before = tr.evaluate(&CpuBackend, &test, 250).unwrap();
+    let e1 = tr.train_epoch(&CpuBackend, &train, |_, _, _| {}).unwrap();
+    tr.train_epoch(&CpuBackend, &train, |_, _, _| {}).unwrap();
+    let e2 = tr.train_epoch(&CpuBackend, &train, |_, _, _| {}).unwrap();
+    let after = tr.evaluate(&CpuBackend, &test, 250).unwrap();
+    assert!(
+        e2.mean_loss() < 0.9 * e1.mean_loss(),
+        "training loss {} -> {}",
+        e1.mean_loss(),
+        e2.mean_loss()
+    );
+    assert!(
+        after.accuracy() > 0.5 && after.accuracy() > before.accuracy() + 0.3,
+        "test accuracy {} -> {}",
+        before.accuracy(),
+        after.accuracy()
+    );
+}
+
+#[test]
+fn a_training_batch_over_the_memory_limit_is_refused_before_allocating() {
+    // T = 784 with 256 recurrent neurons and 10 readouts: 266 neurons x 784 steps of f32
+    // membranes (twice) and current gradients per sample. (On a chip that holds the loop.)
+    let sub = Substrate {
+        circuits_per_hemisphere: 1024,
+        ..Substrate::bss2()
+    };
+    let w = WeightInit::default();
+    let net = NetworkBuilder::new("long", 784, 1)
+        .input("rows", 28)
+        .dense("h", 256, NeuronParams::default(), w)
+        .recurrent(w)
+        .readout("out", 10, NeuronParams::default(), w)
+        .build(&sub)
+        .unwrap();
+    let per_sample = 266 * 784 * 4 * 3;
+    assert_eq!(neuropart::TrainMemory::of(&net).per_sample(), per_sample);
+    let exec = Executor::new(net, &sub, 1, &Default::default()).unwrap();
+    // Other tests of this binary need far less than the limit set here.
+    neuropart::set_memory_limit(100 * per_sample - 1);
+    let e = neuropart::Trainer::new(exec.clone(), TrainConfig::default()).unwrap_err();
+    let ok = neuropart::Trainer::new(
+        exec,
+        TrainConfig {
+            batch: 99,
+            ..Default::default()
+        },
+    );
+    neuropart::set_memory_limit(0);
+    assert!(e.to_string().contains("per sample"), "{e}");
+    assert!(ok.is_ok());
+}
