@@ -119,6 +119,16 @@ pub fn train_and_report(
             test.len(),
             backend.name()
         );
+        let mem = crate::train::TrainMemory::of(&exec.network);
+        eprintln!(
+            "training memory: {} per sample ({} neurons x {} steps of membranes and gradients), \
+             {} per batch of {}",
+            crate::error::human_bytes(mem.per_sample()),
+            mem.neurons,
+            mem.steps,
+            crate::error::human_bytes(mem.per_sample() * trainer.cfg.batch as u64),
+            trainer.cfg.batch
+        );
         if comm.size() > 1 {
             eprintln!(
                 "training in {} processes (each a shard of every batch of {})",
@@ -253,7 +263,14 @@ pub fn plot_sample(
     let exec = &trainer.exec;
     let net = &exec.network;
     let steps = net.steps as usize;
-    let spikes = crate::spikes::encode::images(data, &[index], net.steps, None);
+    let spikes = crate::spikes::encode::encode_part(
+        data,
+        &[index],
+        net.steps,
+        trainer.cfg.encoding,
+        None,
+        0..1,
+    );
     let input = trainer.topo.input();
     let out = exec.run(
         backend,

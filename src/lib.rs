@@ -74,6 +74,7 @@ pub use io::plot;
 /// The array crate of results and inputs ([`Execution::membranes`], [`SpikeTrains::from_dense`]).
 pub use ndarray;
 pub use spikes::encode;
+pub use spikes::encode::Encoding;
 
 /// The GPU backend's pieces: its context, shaders and the layouts they share with the host.
 pub mod gpu {
@@ -98,7 +99,7 @@ pub use memory::{
 pub use model::analog::{AnalogConfig, Cadc, Chip, Mode, WeightMap};
 pub use model::network::{
     mnist_network, Connectivity, Format, Network, NetworkBuilder, Population, PopulationId,
-    PopulationKind, Projection, Sign, WeightInit, MAX_DELAY, MAX_POPULATION, MAX_STEPS,
+    PopulationKind, Projection, Score, Sign, WeightInit, MAX_DELAY, MAX_POPULATION, MAX_STEPS,
 };
 pub use model::neuron::{lif_step, Integration, LifState, NeuronCoeffs, NeuronParams, Update};
 pub use model::substrate::Substrate;
@@ -119,7 +120,7 @@ pub use spikes::store::{SpikeEvent, SpikeFile, SpikeStore, SpikeTrains};
 pub use threads::{start_worker_threads, worker_threads, MAX_THREADS};
 pub use train::{
     gradients, silence_warnings, Adam, BatchStats, Checkpoint, EpochRecord, PopulationShape,
-    ProjectionShape, StepTimings, Structure, Topology, TrainConfig, Trainer,
+    ProjectionShape, StepTimings, Structure, Topology, TrainConfig, TrainMemory, Trainer,
 };
 
 /// The names most programs need.

@@ -392,3 +392,71 @@ fn processes_on_gpus_train_the_weights_of_one_process_on_the_cpu() {
         );
     }
 }
+
+/// A recurrent network on the GPU: its backward pass runs on the host (the device kernels
+/// walk feed-forward populations), said once, and the weights after one step are the CPU's.
+#[test]
+fn recurrent_networks_train_with_the_backward_pass_on_the_host() {
+    let Some(ctx) = context() else { return };
+    let gpu = GpuBackend::with_context(ctx);
+    let sub = Substrate::bss2();
+    let p = NeuronParams {
+        tau_mem: 10.0,
+        ..Default::default()
+    };
+    let w = |mean: f32, std: f32| WeightInit { mean, std };
+    let data = images(3 * 16, 100, 4);
+    for mode in [Mode::Ideal, Mode::Emulated] {
+        let run = |backend: &dyn Backend| {
+            let net = NetworkBuilder::new("rec", 20, 5)
+                .input("in", 100)
+                .dense("h", 48, p.clone(), w(0.15, 0.4))
+                .recurrent(w(0.0, 0.15))
+                .readout("out", 10, p.clone(), w(0.0, 0.3))
+                .build(&sub)
+                .unwrap();
+            let exec = Executor::emulated(
+                net,
+                &sub,
+                1,
+                &PartitionOptions::default(),
+                AnalogConfig::default(),
+                mode,
+            )
+            .unwrap();
+            let mut t = Trainer::new(
+                exec,
+                TrainConfig {
+                    batch: 16,
+                    surrogate_alpha: 10.0,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            assert!(t.host_backward_reason().is_some());
+            assert!(t.device_training(backend).is_none());
+            let mut spikes_seen = 0.0;
+            for k in 0..3 {
+                let (spikes, labels) = batch(&data, 16, k);
+                let (st, _) = t
+                    .train_batch(backend, spikes, &labels, k, Default::default())
+                    .unwrap();
+                spikes_seen += st.hidden_spikes;
+            }
+            t.sync(backend).unwrap();
+            (weights(&t), spikes_seen)
+        };
+        let (cpu, active) = run(&CpuBackend);
+        let (gpu_w, _) = run(&gpu);
+        assert!(active > 100.0, "the hidden layer must spike ({active})");
+        let largest = cpu.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let worst = cpu
+            .iter()
+            .zip(&gpu_w)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            worst <= 1e-5 * largest,
+            "{mode:?}: weights after three steps differ by up to {worst} (largest {largest})"
+        );
+    }
+}

@@ -303,15 +303,18 @@ fn resuming_from_a_checkpoint_continues_exactly() {
 }
 
 #[test]
-fn recurrent_networks_are_refused_for_training() {
+fn recurrent_networks_are_indexed_for_training() {
+    // Once refused ("training supports feed-forward networks"); the backward pass through
+    // time of loops is checked in tests/recurrent.rs.
     let sub = Substrate::bss2();
     let net = Network::load(
         std::path::Path::new("examples/networks/recurrent.toml"),
         &sub,
     )
     .unwrap();
-    let e = Topology::new(&net, 1.0, &[]).unwrap_err().to_string();
-    assert!(e.contains("recurrent") && e.contains("exc"), "{e}");
+    assert!(Topology::new(&net, 1.0, &[]).unwrap().is_recurrent());
+    let ff = small_net(1, Some(8)).build(&sub).unwrap();
+    assert!(!Topology::new(&ff, 1.0, &[]).unwrap().is_recurrent());
 }
 
 #[test]

@@ -45,6 +45,46 @@ pub struct Population {
     /// Neuron parameters (ignored for inputs).
     #[serde(default)]
     pub params: NeuronParams,
+    /// How a readout's membrane becomes its class score (readouts only; default: the maximum
+    /// over time).
+    #[serde(default, skip_serializing_if = "Score::is_max")]
+    pub score: Score,
+}
+
+/// How a readout population's membrane trace becomes its class score (before the training's
+/// `readout_scale`). In a network file: `score = { type = "last", steps = 5 }`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Score {
+    /// The maximum over time (the published MNIST set-up).
+    #[default]
+    Max,
+    /// The mean over the last `steps` steps (sequence tasks that decide at the end).
+    Last {
+        /// Steps, at least 1 and at most the run's.
+        steps: u32,
+    },
+    /// The sum over all steps.
+    Sum,
+}
+
+impl Score {
+    /// Whether this is the default, [`Score::Max`].
+    pub fn is_max(&self) -> bool {
+        *self == Score::Max
+    }
+
+    /// The score of one neuron's trace `v(t)` (`trace(t)` for `t` in `0..steps`).
+    pub fn of(&self, steps: usize, trace: impl Fn(usize) -> f32) -> f32 {
+        match *self {
+            Score::Max => (0..steps).map(&trace).fold(f32::NEG_INFINITY, f32::max),
+            Score::Last { steps: k } => {
+                let k = (k as usize).clamp(1, steps.max(1));
+                (steps - k..steps).map(&trace).sum::<f32>() / k as f32
+            }
+            Score::Sum => (0..steps).map(&trace).sum(),
+        }
+    }
 }
 
 /// Which way a projection's weights may point.
@@ -247,6 +287,25 @@ impl Network {
             let item = || format!("population '{}'", p.name);
             if self.populations[..i].iter().any(|q| q.name == p.name) {
                 return Err(Error::network(item(), "the name is used twice"));
+            }
+            match p.score {
+                Score::Max => {}
+                _ if p.kind != PopulationKind::Readout => {
+                    return Err(Error::network(
+                        item(),
+                        "has a score, but only readout populations are scored",
+                    ))
+                }
+                Score::Last { steps } if steps == 0 || steps > self.steps => {
+                    return Err(Error::network(
+                        item(),
+                        format!(
+                            "scores the last {steps} steps; a run has {} (1 to {} allowed)",
+                            self.steps, self.steps
+                        ),
+                    ))
+                }
+                _ => {}
             }
             if p.size == 0 || p.size > MAX_POPULATION {
                 return Err(Error::network(
@@ -791,6 +850,7 @@ impl NetworkBuilder {
             kind,
             shape: None,
             params,
+            score: Score::Max,
         });
         self
     }

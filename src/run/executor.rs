@@ -74,7 +74,8 @@ pub struct Execution {
     pub spikes: SpikeStore,
     /// Membranes `[sample][step][neuron]` per population, as [`Observe`] asked.
     pub membrane: Vec<Option<Vec<f32>>>,
-    /// Maximum over time of the membrane `[sample][neuron]` of every readout population.
+    /// Score `[sample][neuron]` of every readout population: the maximum over time of its
+    /// membrane, or what its [`crate::Score`] says.
     pub peak: Vec<Option<Vec<f32>>>,
     /// Where the time went.
     pub stats: ExecutionStats,
@@ -635,10 +636,15 @@ impl Executor {
             .neurons
             .iter()
             .any(|&(p, _)| net.populations[p].kind == PopulationKind::Readout);
+        // A score other than the maximum over time is computed from the trace.
+        let traced_score = self.programs[pid].neurons.iter().any(|&(p, _)| {
+            net.populations[p].kind == PopulationKind::Readout && !net.populations[p].score.is_max()
+        });
         match observe {
             Observe::AllTraces => Membranes::Trace,
             Observe::Kept => Membranes::Keep,
             Observe::ReadoutTraces if readout => Membranes::Trace,
+            Observe::Scores if traced_score => Membranes::Trace,
             Observe::Scores if readout => Membranes::Max,
             _ => Membranes::None,
         }
@@ -678,7 +684,7 @@ impl Executor {
                 Observe::AllTraces => p.kind != PopulationKind::Input,
                 Observe::Kept => false,
                 Observe::ReadoutTraces => p.kind == PopulationKind::Readout,
-                Observe::Scores => false,
+                Observe::Scores => p.kind == PopulationKind::Readout && !p.score.is_max(),
             })
             .map(|p| p.size as u64)
             .sum();
@@ -940,8 +946,8 @@ impl Executor {
             crate::pool::give(m);
         }
         if matches!(membranes, Membranes::Trace | Membranes::Keep) {
-            // Scores of readouts from their traces: the same maximum a `Max` run records
-            // (membranes kept on a device are not here).
+            // Scores of readouts from their traces: the same maximum a `Max` run records, or
+            // the population's other score (membranes kept on a device are not here).
             for &(_, pop, _, _) in &runs {
                 let p = &net.populations[pop];
                 if p.kind != PopulationKind::Readout || membrane[pop].is_none() {
@@ -950,13 +956,20 @@ impl Executor {
                 let size = p.size;
                 let tr = membrane[pop].as_ref().expect("just written");
                 let mut pk = crate::pool::take_zeroed(samples * size);
-                pk.fill(f32::NEG_INFINITY);
-                for s in 0..samples {
-                    for t in 0..steps {
-                        let row = &tr[(s * steps + t) * size..(s * steps + t + 1) * size];
-                        for (x, &v) in pk[s * size..(s + 1) * size].iter_mut().zip(row) {
-                            *x = x.max(v);
+                if p.score.is_max() {
+                    pk.fill(f32::NEG_INFINITY);
+                    for s in 0..samples {
+                        for t in 0..steps {
+                            let row = &tr[(s * steps + t) * size..(s * steps + t + 1) * size];
+                            for (x, &v) in pk[s * size..(s + 1) * size].iter_mut().zip(row) {
+                                *x = x.max(v);
+                            }
                         }
+                    }
+                } else {
+                    for (s, x) in pk.iter_mut().enumerate() {
+                        let (s, k) = (s / size, s % size);
+                        *x = p.score.of(steps, |t| tr[(s * steps + t) * size + k]);
                     }
                 }
                 if let Some(old) = peak[pop].replace(pk) {

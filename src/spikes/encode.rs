@@ -281,3 +281,95 @@ mod tests {
         );
     }
 }
+
+/// How a training or evaluation turns images into input spikes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Encoding {
+    /// One input per pixel, time-to-first-spike over the whole run ([`image`]).
+    #[default]
+    Latency,
+    /// Row by row (sequential MNIST): one input per column; row `r` takes steps
+    /// `r·k .. (r+1)·k` (`k = steps_per_row`), in which a pixel `x` in (0, 1] spikes once, at
+    /// step `r·k + ⌊k·(1 − x)⌋` (bright early; 0 is silent). The run needs at least
+    /// rows × k steps; any further steps have no input.
+    Rows {
+        /// Steps per row (k ≥ 1).
+        steps_per_row: u32,
+    },
+}
+
+impl Encoding {
+    /// Input neurons this encoding gives an image of `shape` (channels × h × w).
+    pub fn inputs(&self, shape: [usize; 3]) -> usize {
+        match self {
+            Encoding::Latency => shape.iter().product(),
+            Encoding::Rows { .. } => shape[0] * shape[2],
+        }
+    }
+
+    /// Steps the encoding of an image of `shape` needs (1 for [`Encoding::Latency`], which
+    /// spreads over any run).
+    pub fn steps(&self, shape: [usize; 3]) -> u64 {
+        match self {
+            Encoding::Latency => 1,
+            Encoding::Rows { steps_per_row } => shape[1] as u64 * *steps_per_row as u64,
+        }
+    }
+}
+
+/// [`images_part`] with any [`Encoding`] (the rotations drawn the same way).
+pub fn encode_part(
+    data: &Dataset,
+    idx: &[usize],
+    steps: u32,
+    encoding: Encoding,
+    augment: Option<&mut Rng>,
+    part: std::ops::Range<usize>,
+) -> SpikeTrains {
+    use rayon::prelude::*;
+    let Encoding::Rows { steps_per_row: k } = encoding else {
+        return images_part(data, idx, steps, augment, part);
+    };
+    let angles: Vec<Option<f32>> = match augment {
+        Some(rng) => idx
+            .iter()
+            .map(|_| rotation_angle(data.shape, rng))
+            .collect(),
+        None => vec![None; idx.len()],
+    };
+    let [c, h, w] = data.shape;
+    let lists: Vec<Vec<SpikeEvent>> = idx[part.clone()]
+        .par_iter()
+        .zip(&angles[part])
+        .map_init(Vec::new, |rotated, (&i, angle)| {
+            let img = match angle {
+                Some(deg) => {
+                    rotate_into(data.image(i), h, w, *deg, rotated);
+                    &rotated[..]
+                }
+                None => data.image(i),
+            };
+            let mut ev = Vec::new();
+            for (ch, plane) in img.chunks(h * w).enumerate().take(c) {
+                for (r, row) in plane.chunks(w).enumerate() {
+                    for (col, &x) in row.iter().enumerate() {
+                        if x > 0.0 {
+                            let late = ((k as f32 * (1.0 - x.min(1.0))) as u32).min(k - 1);
+                            let step = r as u32 * k + late;
+                            if step < steps {
+                                ev.push(SpikeEvent {
+                                    step,
+                                    neuron: (ch * w + col) as u32,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            ev.sort_unstable();
+            ev
+        })
+        .collect();
+    SpikeTrains::from_sorted_samples(encoding.inputs(data.shape), steps, lists)
+}

@@ -1,7 +1,10 @@
 //! The backward pass: gradients of the loss with respect to every weight, through time, from
 //! the observables the forward pass recorded (spikes, and membranes time-major per sample,
 //! `[step][neuron]`), with the SuperSpike surrogate for the spike's derivative and the reset
-//! treated as a constant. Feed-forward networks only.
+//! treated as a constant. Recurrent loops (a strongly connected component of populations,
+//! whose projections take at least one step, plus a system's link delay where they cross
+//! chips) are walked back through time together: step by step, every member of the loop, and
+//! the gradient on each member's spikes from the loop's projections `d` steps later.
 //!
 //! Two phases, both parallel: per sample, the reverse-time recursion of every population,
 //! vectorised across its neurons (no transposes: the recorded layout is the one it reads);
@@ -13,7 +16,7 @@
 use super::loss::{argmax, log_sum_exp};
 use super::{BatchStats, TrainConfig};
 use crate::error::{Error, Result};
-use crate::model::network::{Network, PopulationId, PopulationKind};
+use crate::model::network::{Network, PopulationId, PopulationKind, Score};
 use crate::model::neuron::NeuronCoeffs;
 use crate::run::executor::Execution;
 use crate::simd::widest;
@@ -27,6 +30,11 @@ pub(crate) use crate::backend::BySource;
 pub struct Topology {
     /// Non-input populations, sources before targets.
     order: Vec<PopulationId>,
+    /// The same populations as strongly connected components in topological order: the
+    /// backward pass walks a component's members back through time together.
+    comps: Vec<Vec<PopulationId>>,
+    /// Whether some component is a recurrent loop.
+    recurrent: bool,
     /// Per projection: (source, target, delay).
     ends: Vec<(PopulationId, PopulationId, usize)>,
     /// Per projection: synapses grouped by source neuron: offsets, then (target, weight index).
@@ -42,23 +50,24 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Check the network is trainable (feed-forward, one readout) and index it; `links[p]`
+    /// Check the network is trainable (one input, one readout) and index it; `links[p]`
     /// steps are added to projection `p`'s delay (its spikes cross a system's links, see
     /// [`crate::Plan::link_delays`]).
     pub fn new(net: &Network, dt: f32, links: &[u32]) -> Result<Self> {
         let mut order = Vec::new();
+        let mut comps = Vec::new();
+        let mut recurrent = false;
         let all_ends = net.all_endpoints()?;
         for comp in net.components()? {
             let p = comp[0];
-            let looped = comp.len() > 1 || all_ends.contains(&(p, p));
-            if looped {
-                return Err(Error::network(
-                    format!("population '{}'", net.populations[p].name),
-                    "is in a recurrent loop; training supports feed-forward networks",
-                ));
-            }
-            if net.populations[p].kind != PopulationKind::Input {
-                order.push(p);
+            recurrent |= comp.len() > 1 || all_ends.contains(&(p, p));
+            let members: Vec<PopulationId> = comp
+                .into_iter()
+                .filter(|&p| net.populations[p].kind != PopulationKind::Input)
+                .collect();
+            if !members.is_empty() {
+                order.extend(&members);
+                comps.push(members);
             }
         }
         let readouts: Vec<PopulationId> = (0..net.populations.len())
@@ -113,6 +122,8 @@ impl Topology {
             .collect();
         Ok(Topology {
             order,
+            comps,
+            recurrent,
             ends,
             by_source,
             dense,
@@ -120,6 +131,11 @@ impl Topology {
             readout,
             input,
         })
+    }
+
+    /// Whether the network has a recurrent loop (the backward pass runs on the host for it).
+    pub fn is_recurrent(&self) -> bool {
+        self.recurrent
     }
 
     /// The readout population.
@@ -625,6 +641,48 @@ widest! {
     }
 }
 
+widest! {
+    /// [`lif_step_back`] for a non-spiking population (a leaky integrator): `direct` is the
+    /// loss's gradient on this step's membranes (the readout's). `k` is (k_mem, a_syn).
+    fn li_step_back(
+        git: &mut [f32],
+        gv: &mut [f32],
+        carry: &mut [f32],
+        direct: Option<&[f32]>,
+        k: (f32, f32),
+        membrane_first: bool,
+    ) {
+        let (k_mem, a_syn) = k;
+        for (i, ((g, v), c)) in git.iter_mut().zip(gv.iter_mut()).zip(carry.iter_mut()).enumerate() {
+            let mut gpre = *v;
+            if let Some(d) = direct {
+                gpre += d[i];
+            }
+            let gcur = if membrane_first { *c } else { *c + k_mem * gpre };
+            *g = gcur;
+            *v = (1.0 - k_mem) * gpre;
+            *c = if membrane_first {
+                a_syn * gcur + k_mem * gpre
+            } else {
+                a_syn * gcur
+            };
+        }
+    }
+}
+
+widest! {
+    /// `dst += wᵀ·g` for dense weights `w` (`[target][source]`): the gradient on one step's
+    /// source spikes from the targets' current gradients `g`.
+    fn transpose_product(dst: &mut [f32], w: &[f32], g: &[f32]) {
+        let ns = dst.len();
+        for (row, &gp) in w.chunks_exact(ns.max(1)).zip(g) {
+            for (x, &wk) in dst.iter_mut().zip(row) {
+                *x += wk * gp;
+            }
+        }
+    }
+}
+
 /// Per-thread buffers of the per-sample backward, reused across samples and batches.
 #[derive(Default)]
 struct Scratch {
@@ -633,10 +691,12 @@ struct Scratch {
     row: Vec<f32>,
     gs: Vec<Vec<f32>>,
     gvd: Vec<f32>,
-    raster: Vec<u8>,
+    /// Per member of the component being walked back: its raster, membrane and current
+    /// gradients.
+    raster: Vec<Vec<u8>>,
     count: Vec<f32>,
-    gv: Vec<f32>,
-    carry: Vec<f32>,
+    gv: Vec<Vec<f32>>,
+    carry: Vec<Vec<f32>>,
 }
 
 widest! {
@@ -662,22 +722,29 @@ fn sample_backward<'a>(
         samples: 1,
         ..Default::default()
     };
-    // Loss on the readout: direct gradient on its membrane at each neuron's maximum.
+    // Loss on the readout: direct gradient on its membrane at the steps its score reads.
     let r = topo.readout;
     let c = net.populations[r].size;
     let m =
         &exec.membrane[r].as_ref().expect("membranes recorded")[s * steps * c..(s + 1) * steps * c];
+    let mode = net.populations[r].score;
     let (score, at) = (&mut scr.score, &mut scr.at);
     score.clear();
-    score.resize(c, f32::NEG_INFINITY);
     at.clear();
     at.resize(c, 0);
-    for t in 0..steps {
-        for k in 0..c {
-            let v = m[t * c + k] * cfg.readout_scale;
-            if v > score[k] {
-                score[k] = v;
-                at[k] = t;
+    for k in 0..c {
+        score.push(mode.of(steps, |t| m[t * c + k]) * cfg.readout_scale);
+    }
+    if mode == Score::Max {
+        // The first step of each neuron's maximum.
+        score.fill(f32::NEG_INFINITY);
+        for t in 0..steps {
+            for k in 0..c {
+                let v = m[t * c + k] * cfg.readout_scale;
+                if v > score[k] {
+                    score[k] = v;
+                    at[k] = t;
+                }
             }
         }
     }
@@ -691,7 +758,20 @@ fn sample_backward<'a>(
         let mut d = (p - f32::from(k == label as usize)) / bf;
         d += cfg.reg_readout * 4.0 * score[k].powi(3) / (bf * c as f32);
         stats.loss += (cfg.reg_readout * score[k].powi(4) / c as f32) as f64;
-        scr.gvd[at[k] * c + k] += cfg.readout_scale * d;
+        match mode {
+            Score::Max => scr.gvd[at[k] * c + k] += cfg.readout_scale * d,
+            Score::Last { steps: last } => {
+                let last = (last as usize).clamp(1, steps);
+                for t in steps - last..steps {
+                    scr.gvd[t * c + k] += cfg.readout_scale * d / last as f32;
+                }
+            }
+            Score::Sum => {
+                for t in 0..steps {
+                    scr.gvd[t * c + k] += cfg.readout_scale * d;
+                }
+            }
+        }
     }
     // Gradients on spikes: start with the spike-count regulariser.
     let lam = cfg.reg_spikes * cfg.reg_spikes_decay.powi(epoch as i32);
@@ -730,91 +810,105 @@ fn sample_backward<'a>(
             }
         }
     }
-    // Backward through time, targets before sources.
-    for &p in topo.order.iter().rev() {
-        let pop = &net.populations[p];
-        let n = pop.size;
-        let co = &topo.coeffs[p];
-        let mem = &exec.membrane[p].as_ref().expect("membranes recorded")
-            [s * steps * n..(s + 1) * steps * n];
-        let spiking = pop.kind == PopulationKind::Lif;
-        let gip = &mut *gi[p];
-        scr.raster.clear();
-        if spiking {
-            scr.raster.resize(steps * n, 0);
-            if let Some(tr) = exec.spikes.get(p) {
-                for e in tr.sample(s) {
-                    scr.raster[e.step as usize * n + e.neuron as usize] = 1;
-                }
-            }
+    // Backward through time, targets before sources: a component's members together, step by
+    // step (one member for a feed-forward population).
+    for comp in topo.comps.iter().rev() {
+        let m = comp.len();
+        for v in [&mut scr.gv, &mut scr.carry] {
+            v.resize_with(m.max(v.len()), Vec::new);
         }
-        scr.gv.clear();
-        scr.gv.resize(n, 0.0);
-        scr.carry.clear();
-        scr.carry.resize(n, 0.0);
-        let direct = (p == r).then_some(&scr.gvd[..]);
-        let (k_mem, a_syn, v_th, alpha) = (co.k_mem, co.a_syn, co.v_th, cfg.surrogate_alpha);
-        let mf = co.membrane_first != 0;
-        for t in (0..steps).rev() {
-            let row = t * n..(t + 1) * n;
-            let git = &mut gip[row.clone()];
-            let (gv, carry) = (&mut scr.gv[..], &mut scr.carry[..]);
-            if spiking {
-                let (gst, ras, mt) = (
-                    &scr.gs[p][row.clone()],
-                    &scr.raster[row.clone()],
-                    &mem[row.clone()],
-                );
-                lif_step_back(git, gv, carry, (gst, ras, mt), (k_mem, a_syn, v_th, alpha), mf);
-            } else {
-                let gvt = direct.map(|d| &d[row.clone()]);
-                for (k, ((g, v), c)) in git
-                    .iter_mut()
-                    .zip(gv.iter_mut())
-                    .zip(carry.iter_mut())
-                    .enumerate()
-                {
-                    let mut gpre = *v;
-                    if let Some(d) = gvt {
-                        gpre += d[k];
+        scr.raster.resize_with(m.max(scr.raster.len()), Vec::new);
+        for (j, &p) in comp.iter().enumerate() {
+            let n = net.populations[p].size;
+            for v in [&mut scr.gv[j], &mut scr.carry[j]] {
+                v.clear();
+                v.resize(n, 0.0);
+            }
+            let raster = &mut scr.raster[j];
+            raster.clear();
+            if net.populations[p].kind == PopulationKind::Lif {
+                raster.resize(steps * n, 0);
+                if let Some(tr) = exec.spikes.get(p) {
+                    for e in tr.sample(s) {
+                        raster[e.step as usize * n + e.neuron as usize] = 1;
                     }
-                    // See `lif_step_back` for the two update orders.
-                    let gcur = if mf { *c } else { *c + k_mem * gpre };
-                    *g = gcur;
-                    *v = (1.0 - k_mem) * gpre;
-                    *c = if mf {
-                        a_syn * gcur + k_mem * gpre
-                    } else {
-                        a_syn * gcur
-                    };
                 }
             }
         }
-        // Gradients on the spikes of this population's spiking sources.
-        let gip = &*gi[p];
-        for (q, &(src, tgt, d)) in topo.ends.iter().enumerate() {
-            if tgt != p || net.populations[src].kind != PopulationKind::Lif || d >= steps {
-                continue;
-            }
-            let ns = net.populations[src].size;
-            let w = &net.projections[q].weights;
-            let gsrc = &mut scr.gs[src];
-            if topo.dense[q] {
-                for t in 0..steps - d {
-                    let dst = &mut gsrc[t * ns..(t + 1) * ns];
-                    for (post, &g) in gip[(t + d) * n..(t + d + 1) * n].iter().enumerate() {
-                        for (x, &wk) in dst.iter_mut().zip(&w[post * ns..(post + 1) * ns]) {
-                            *x += wk * g;
+        for t in (0..steps).rev() {
+            for (j, &p) in comp.iter().enumerate() {
+                let pop = &net.populations[p];
+                let n = pop.size;
+                let co = &topo.coeffs[p];
+                let mem = &exec.membrane[p].as_ref().expect("membranes recorded")
+                    [s * steps * n..(s + 1) * steps * n];
+                let k = (co.k_mem, co.a_syn, co.v_th, cfg.surrogate_alpha);
+                let mf = co.membrane_first != 0;
+                let row = t * n..(t + 1) * n;
+                let git = &mut gi[p][row.clone()];
+                let (gv, carry) = (&mut scr.gv[j][..], &mut scr.carry[j][..]);
+                if pop.kind == PopulationKind::Lif {
+                    let rec = (&scr.gs[p][row.clone()], &scr.raster[j][row.clone()], &mem[row]);
+                    lif_step_back(git, gv, carry, rec, k, mf);
+                } else {
+                    let direct = (p == r).then(|| &scr.gvd[row]);
+                    li_step_back(git, gv, carry, direct, (k.0, k.1), mf);
+                }
+                // This step's current gradient onto the spikes `d` steps earlier of the
+                // component's spiking members that project here.
+                let git = &gi[p][t * n..(t + 1) * n];
+                for (q, &(src, tgt, d)) in topo.ends.iter().enumerate() {
+                    if tgt != p
+                        || d > t
+                        || !comp.contains(&src)
+                        || net.populations[src].kind != PopulationKind::Lif
+                    {
+                        continue;
+                    }
+                    let ns = net.populations[src].size;
+                    let dst = &mut scr.gs[src][(t - d) * ns..(t - d + 1) * ns];
+                    let w = &net.projections[q].weights;
+                    if topo.dense[q] {
+                        transpose_product(dst, w, git);
+                    } else {
+                        let (offs, syn) = &topo.by_source[q];
+                        for (pre, x) in dst.iter_mut().enumerate() {
+                            for &(post, kw) in &syn[offs[pre] as usize..offs[pre + 1] as usize] {
+                                *x += w[kw as usize] * git[post as usize];
+                            }
                         }
                     }
                 }
-            } else {
-                let (offs, syn) = &topo.by_source[q];
-                for pre in 0..ns {
-                    for &(post, k) in &syn[offs[pre] as usize..offs[pre + 1] as usize] {
-                        let wk = w[k as usize];
-                        for t in 0..steps - d {
-                            gsrc[t * ns + pre] += wk * gip[(t + d) * n + post as usize];
+            }
+        }
+        // Gradients on the spikes of spiking sources outside the component, over all steps.
+        for &p in comp {
+            let n = net.populations[p].size;
+            let gip = &*gi[p];
+            for (q, &(src, tgt, d)) in topo.ends.iter().enumerate() {
+                if tgt != p
+                    || comp.contains(&src)
+                    || net.populations[src].kind != PopulationKind::Lif
+                    || d >= steps
+                {
+                    continue;
+                }
+                let ns = net.populations[src].size;
+                let w = &net.projections[q].weights;
+                let gsrc = &mut scr.gs[src];
+                if topo.dense[q] {
+                    for t in 0..steps - d {
+                        let dst = &mut gsrc[t * ns..(t + 1) * ns];
+                        transpose_product(dst, w, &gip[(t + d) * n..(t + d + 1) * n]);
+                    }
+                } else {
+                    let (offs, syn) = &topo.by_source[q];
+                    for pre in 0..ns {
+                        for &(post, k) in &syn[offs[pre] as usize..offs[pre + 1] as usize] {
+                            let wk = w[k as usize];
+                            for t in 0..steps - d {
+                                gsrc[t * ns + pre] += wk * gip[(t + d) * n + post as usize];
+                            }
                         }
                     }
                 }

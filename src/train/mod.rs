@@ -2,10 +2,11 @@
 //! on the emulator (any backend, partition by partition, spikes replayed) and records the
 //! observables — spikes and membranes of every population; the backward pass ([`backward`])
 //! recomputes the model's gradients from those observables on the host, with the SuperSpike
-//! surrogate; the loss ([`loss`]) is the cross-entropy of the readout's maximum over time;
+//! surrogate; the loss ([`loss`]) is the cross-entropy of the readout's score (the maximum
+//! over time, or the readout's [`crate::Score`]);
 //! the optimiser ([`optimiser`]) is Adam with the published schedule. This module holds the
 //! configuration and the [`Trainer`]: epochs, evaluation, checkpoints, divergence and silence
-//! checks. Feed-forward networks only.
+//! checks. Recurrent loops are trained through time on the host ([`backward`]).
 
 pub mod backward;
 pub mod loss;
@@ -19,6 +20,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::network::PopulationKind;
 use crate::run::executor::{Executor, Observe};
+use crate::spikes::encode::Encoding;
 use crate::spikes::store::SpikeTrains;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -51,6 +53,13 @@ pub struct TrainConfig {
     pub augment: bool,
     /// Seed of shuffling, augmentation and noise.
     pub seed: u64,
+    /// How images become input spikes (default: time-to-first-spike of every pixel).
+    #[serde(skip_serializing_if = "is_latency")]
+    pub encoding: Encoding,
+}
+
+fn is_latency(e: &Encoding) -> bool {
+    *e == Encoding::Latency
 }
 
 impl Default for TrainConfig {
@@ -68,6 +77,7 @@ impl Default for TrainConfig {
             reg_weights: 0.0033,
             augment: true,
             seed: 1,
+            encoding: Encoding::Latency,
         }
     }
 }
@@ -113,7 +123,11 @@ impl TrainConfig {
         non_negative("reg_readout", self.reg_readout)?;
         non_negative("reg_spikes", self.reg_spikes)?;
         factor("reg_spikes_decay", self.reg_spikes_decay)?;
-        non_negative("reg_weights", self.reg_weights)
+        non_negative("reg_weights", self.reg_weights)?;
+        if self.encoding == (Encoding::Rows { steps_per_row: 0 }) {
+            return Err(Error::option("steps_per_row", 0, "at least 1 step per row"));
+        }
+        Ok(())
     }
 }
 
@@ -522,6 +536,47 @@ impl Checkpoint {
     }
 }
 
+/// Host memory one sample of a training batch takes while its backward pass runs on the host
+/// (what [`Trainer::new`] checks for a whole batch against the memory limit, `--max-memory`,
+/// before anything is allocated). Spikes come on top: 8 bytes per spike.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrainMemory {
+    /// Neurons whose membranes are recorded (every non-input population).
+    pub neurons: u64,
+    /// Steps of a run.
+    pub steps: u64,
+    /// The recorded membranes, `f32` per neuron and step, twice (the backend's copy and the
+    /// populations' arrays).
+    pub traces: u64,
+    /// The current gradients of the backward pass, `f32` per neuron and step.
+    pub gradients: u64,
+}
+
+impl TrainMemory {
+    /// The memory of `network`'s training per sample.
+    pub fn of(network: &crate::model::network::Network) -> Self {
+        let neurons: u64 = network
+            .populations
+            .iter()
+            .filter(|p| p.kind != PopulationKind::Input)
+            .map(|p| p.size as u64)
+            .sum();
+        let steps = network.steps as u64;
+        let cells = crate::memory::product(&[neurons, steps, 4]);
+        TrainMemory {
+            neurons,
+            steps,
+            traces: cells.saturating_mul(2),
+            gradients: cells,
+        }
+    }
+
+    /// Bytes per sample.
+    pub fn per_sample(&self) -> u64 {
+        self.traces.saturating_add(self.gradients)
+    }
+}
+
 /// Training state: the executor (whose network holds the weights), the optimiser and history.
 #[derive(Debug)]
 pub struct Trainer {
@@ -544,12 +599,29 @@ pub struct Trainer {
     /// A training on the backend's device, with the executor generation it was last in step
     /// with (the host's weights are stale while it trains; [`Trainer::sync`]).
     device: Option<(u64, crate::backend::Resident)>,
+    /// Says once that the backward pass runs on the host although the backend trains on its
+    /// device ([`Trainer::host_backward_reason`]).
+    host_note: std::sync::Once,
 }
 
 impl Trainer {
     /// A trainer for `exec` (weights as they are); `cfg` is checked.
     pub fn new(exec: Executor, cfg: TrainConfig) -> Result<Self> {
         cfg.validate()?;
+        let mem = TrainMemory::of(&exec.network);
+        crate::memory::check(
+            || {
+                format!(
+                    "a training batch of {} samples x {} per sample (membranes and current \
+                     gradients of {} neurons x {} steps)",
+                    cfg.batch,
+                    crate::error::human_bytes(mem.per_sample()),
+                    mem.neurons,
+                    mem.steps
+                )
+            },
+            mem.per_sample().saturating_mul(cfg.batch as u64),
+        )?;
         let topo = Topology::new(
             &exec.network,
             exec.plan.substrate.dt_us,
@@ -571,6 +643,7 @@ impl Trainer {
             weight_limit,
             stage: None,
             device: None,
+            host_note: std::sync::Once::new(),
         })
     }
 
@@ -623,10 +696,11 @@ impl Trainer {
                 (self.epoch * 1_000_000 + bi) as u64,
             );
             // With several processes, each encodes only its shard.
-            let spikes = crate::spikes::encode::images_part(
+            let spikes = crate::spikes::encode::encode_part(
                 data,
                 idx,
                 steps,
+                self.cfg.encoding,
                 self.cfg.augment.then_some(&mut aug),
                 Self::batch_shard(idx.len(), comm),
             );
@@ -652,7 +726,27 @@ impl Trainer {
         if self.exec.exchanges().iter().any(Option::is_some) {
             return None;
         }
-        backend.device_training()
+        let dev = backend.device_training()?;
+        if let Some(why) = self.host_backward_reason() {
+            self.host_note.call_once(|| {
+                eprintln!(
+                    "note: {why}: the backward pass runs on the CPU, the forward on the device"
+                )
+            });
+            return None;
+        }
+        Some(dev)
+    }
+
+    /// Why this network's backward pass cannot run on a device that trains there (its
+    /// kernels walk feed-forward populations and score the maximum over time), if it cannot.
+    pub fn host_backward_reason(&self) -> Option<String> {
+        let net = &self.exec.network;
+        if self.topo.is_recurrent() {
+            return Some(format!("network '{}' has a recurrent loop", net.name));
+        }
+        let r = &net.populations[self.topo.readout()];
+        (!r.score.is_max()).then(|| format!("readout '{}' scores {:?}", r.name, r.score))
     }
 
     /// Bring the host's weights, optimiser state and compiled programs up to date with a
@@ -1009,14 +1103,23 @@ impl Trainer {
             &net.populations[self.topo.input()],
             &net.populations[self.topo.readout()],
         );
-        if data.image_size() != input.size {
+        let inputs = self.cfg.encoding.inputs(data.shape);
+        if inputs != input.size {
             return Err(Error::input(
                 format!("population '{}'", input.name),
                 format!(
-                    "has {} neurons, the data's images {} values ({:?})",
-                    input.size,
-                    data.image_size(),
-                    data.shape
+                    "has {} neurons, the data's images give {inputs} inputs ({:?}, {:?})",
+                    input.size, data.shape, self.cfg.encoding
+                ),
+            ));
+        }
+        let need = self.cfg.encoding.steps(data.shape);
+        if need > net.steps as u64 {
+            return Err(Error::input(
+                format!("network '{}'", net.name),
+                format!(
+                    "runs {} steps; {:?} of images {:?} needs {need}",
+                    net.steps, self.cfg.encoding, data.shape
                 ),
             ));
         }
@@ -1064,7 +1167,14 @@ impl Trainer {
         let mut wire = Vec::new();
         for bi in crate::dist::comm::shard(batches.len(), comm.size(), comm.rank()) {
             let chunk = batches[bi];
-            let spikes = crate::spikes::encode::images(data, chunk, steps, None);
+            let spikes = crate::spikes::encode::encode_part(
+                data,
+                chunk,
+                steps,
+                self.cfg.encoding,
+                None,
+                0..chunk.len(),
+            );
             let noise = crate::model::neuron::pcg_hash(0xE7A1 ^ bi as u32);
             let out = self.exec.run_with_noise(
                 backend,

@@ -1,0 +1,526 @@
+//! Training recurrent networks: the backward pass through time of loops (a self-connection and
+//! a loop between two populations, with delays, across the chips of a system with the links'
+//! delivery delay), ideal, emulated and mixed, against finite differences of a forward model
+//! written here; readout scores over the last steps and over all steps.
+
+mod common;
+
+use common::{random_spikes, system, tiny_chip};
+use neuropart::prelude::*;
+use neuropart::{gradients, Score, Topology, TrainConfig};
+use neuropart::{AnalogConfig, Mode, Rng};
+use neuropart::{Connectivity, NetworkBuilder, NeuronParams, Update, WeightInit};
+
+const STEPS: u32 = 30;
+const SAMPLES: usize = 6;
+const INPUTS: usize = 6;
+
+/// in(6) -> h(24) with h -> h, h -> g(24), g -> h (one extra step), readout(3) from g and h.
+/// Projections: 0 in->h, 1 h->h, 2 h->g, 3 g->out, 4 g->h, 5 h->out.
+fn net(sub: &Substrate, update: Update, score: Score) -> Network {
+    let p = NeuronParams {
+        tau_mem: 6.0,
+        tau_syn: 4.0,
+        v_th: 0.5,
+        update,
+        ..Default::default()
+    };
+    let w = |mean: f32, std: f32| WeightInit { mean, std };
+    let mut net = NetworkBuilder::new("rec", STEPS, 21)
+        .input("in", INPUTS)
+        .dense("h", 24, p.clone(), w(0.35, 0.5))
+        .recurrent(w(0.0, 0.3))
+        .dense("g", 24, p.clone(), w(0.05, 0.4))
+        .readout("out", 3, p, w(0.0, 0.4))
+        .project("g", "h", Connectivity::Dense, w(-0.05, 0.3))
+        .project("h", "out", Connectivity::Dense, w(0.0, 0.3))
+        .build(sub)
+        .unwrap();
+    net.projections[4].delay = 1;
+    net.populations[3].score = score;
+    net
+}
+
+fn no_reg() -> TrainConfig {
+    TrainConfig {
+        reg_readout: 0.0,
+        reg_spikes: 0.0,
+        reg_weights: 0.0,
+        augment: false,
+        ..Default::default()
+    }
+}
+
+/// The forward model of the network, written out here: forward Euler (REFERENCE.md), the
+/// spikes and the membranes the emulator recorded held as constants where the surrogate
+/// gradient holds them (the spike raster `S`, the reset), and every spike `S + σ(v) − σ(v̄)`
+/// with σ(x) = x / (α|x| + 1), whose derivative is SuperSpike's 1/(α|x| + 1)². Its exact
+/// gradient is the surrogate gradient, so finite differences of it check the backward pass.
+struct Model {
+    /// Per population (0 = input): size, spiking.
+    pops: Vec<(usize, bool)>,
+    /// Per projection: (source, target, delay in steps).
+    ends: Vec<(usize, usize, usize)>,
+    a: f64,
+    k: f64,
+    th: f64,
+    membrane_first: bool,
+    score: Score,
+    scale: f64,
+    alpha: f64,
+}
+
+/// What the emulator recorded for one sample: per population `[step][neuron]` spikes (0/1)
+/// and membranes (before reset).
+struct Recorded {
+    spikes: Vec<Vec<f64>>,
+    membrane: Vec<Vec<f64>>,
+}
+
+impl Model {
+    fn sigma(&self, x: f64) -> f64 {
+        x / (self.alpha * x.abs() + 1.0)
+    }
+
+    /// Mean loss over the samples and every population's membranes `[sample][pop][t·n+i]`
+    /// before the correction `corr` (added to the membranes the spikes and scores read, so that
+    /// they read the recorded values at the weights of the recording; without it the spikes are
+    /// the recorded ones, which gives the membranes the correction is found from).
+    fn forward(
+        &self,
+        w: &[Vec<f64>],
+        rec: &[Recorded],
+        labels: &[u8],
+        corr: Option<&Vec<Vec<Vec<f64>>>>,
+    ) -> (f64, Vec<Vec<Vec<f64>>>) {
+        let t_n = STEPS as usize;
+        let mut loss = 0.0;
+        let mut raws = Vec::new();
+        for (s, r) in rec.iter().enumerate() {
+            let np = self.pops.len();
+            let mut spikes: Vec<Vec<f64>> =
+                (0..np).map(|p| vec![0.0; t_n * self.pops[p].0]).collect();
+            spikes[0].clone_from(&r.spikes[0]);
+            let mut raw: Vec<Vec<f64>> = (0..np).map(|p| vec![0.0; t_n * self.pops[p].0]).collect();
+            let mut cur: Vec<Vec<f64>> = (0..np).map(|p| vec![0.0; self.pops[p].0]).collect();
+            let mut mem: Vec<Vec<f64>> = (0..np).map(|p| vec![0.0; self.pops[p].0]).collect();
+            for t in 0..t_n {
+                // Populations in index order: every delay-0 projection goes forward in it.
+                for p in 1..np {
+                    let n = self.pops[p].0;
+                    let mut input = vec![0.0; n];
+                    for (q, &(src, tgt, d)) in self.ends.iter().enumerate() {
+                        if tgt != p || d > t {
+                            continue;
+                        }
+                        let ns = self.pops[src].0;
+                        for post in 0..n {
+                            for pre in 0..ns {
+                                input[post] +=
+                                    w[q][post * ns + pre] * spikes[src][(t - d) * ns + pre];
+                            }
+                        }
+                    }
+                    for i in 0..n {
+                        let prev_i = cur[p][i];
+                        cur[p][i] = self.a * cur[p][i] + input[i];
+                        let drive = if self.membrane_first {
+                            prev_i
+                        } else {
+                            cur[p][i]
+                        };
+                        let v = mem[p][i] + self.k * (0.0 - mem[p][i] + drive);
+                        raw[p][t * n + i] = v;
+                        if self.pops[p].1 {
+                            let recorded = r.spikes[p][t * n + i];
+                            let vbar = r.membrane[p][t * n + i];
+                            // Without a correction (finding it), the recorded spikes only.
+                            spikes[p][t * n + i] = recorded
+                                + corr.map_or(0.0, |c| {
+                                    self.sigma(v + c[s][p][t * n + i] - self.th)
+                                        - self.sigma(vbar - self.th)
+                                });
+                            mem[p][i] = if recorded > 0.0 { 0.0 } else { v };
+                        } else {
+                            mem[p][i] = v;
+                        }
+                    }
+                }
+            }
+            // The readout (last population): its score, log-softmax, cross-entropy.
+            let p = np - 1;
+            let c = self.pops[p].0;
+            let v =
+                |t: usize, k: usize| raw[p][t * c + k] + corr.map_or(0.0, |x| x[s][p][t * c + k]);
+            let score: Vec<f64> = (0..c)
+                .map(|k| {
+                    self.scale
+                        * match self.score {
+                            // At the first step of the recorded maximum (a trace that
+                            // stays flat at its maximum has ties that rounding must not
+                            // break differently).
+                            Score::Max => {
+                                let m = &r.membrane[p];
+                                let at = (0..t_n).fold(0, |a, t| {
+                                    if m[t * c + k] > m[a * c + k] {
+                                        t
+                                    } else {
+                                        a
+                                    }
+                                });
+                                v(at, k)
+                            }
+                            Score::Last { steps } => {
+                                let l = steps as usize;
+                                (t_n - l..t_n).map(|t| v(t, k)).sum::<f64>() / l as f64
+                            }
+                            Score::Sum => (0..t_n).map(|t| v(t, k)).sum(),
+                        }
+                })
+                .collect();
+            let top = score.iter().cloned().fold(f64::MIN, f64::max);
+            let lse = top + score.iter().map(|x| (x - top).exp()).sum::<f64>().ln();
+            loss += lse - score[labels[s] as usize];
+            raws.push(raw);
+        }
+        (loss / rec.len() as f64, raws)
+    }
+}
+
+/// Largest relative error of the backward pass's gradients against central finite differences
+/// of [`Model`], over a spread of weights of every projection, for `exec` (its plan's link
+/// delays `links` expected on the projections, added to the model's delays).
+fn check(exec: &Executor, links: [usize; 6], label: &str) -> f64 {
+    let network = &exec.network;
+    let mut rng = Rng::new(4);
+    let input = random_spikes(&mut rng, SAMPLES, INPUTS, STEPS, 0.25);
+    let labels: Vec<u8> = (0..SAMPLES).map(|s| (s % 3) as u8).collect();
+    let out = exec
+        .run_samples(&CpuBackend, &[(0, input.clone())], Observe::AllTraces, 7, 0)
+        .unwrap();
+    let delays = exec.plan.link_delays(network).unwrap();
+    assert_eq!(
+        delays,
+        links.iter().map(|&d| d as u32).collect::<Vec<_>>(),
+        "{label}: link delays"
+    );
+    let topo = Topology::new(network, 1.0, &delays).unwrap();
+    assert!(topo.is_recurrent());
+    let cfg = no_reg();
+    let (st, g) = gradients(network, &topo, &out, &labels, &cfg, 0);
+    // Recorded spikes and membranes per sample.
+    let t_n = STEPS as usize;
+    let rec: Vec<Recorded> = (0..SAMPLES)
+        .map(|s| {
+            let spikes = (0..4)
+                .map(|p| {
+                    let n = network.populations[p].size;
+                    let mut r = vec![0.0; t_n * n];
+                    if let Some(tr) = out.spikes.get(p) {
+                        for e in tr.sample(s) {
+                            r[e.step as usize * n + e.neuron as usize] = 1.0;
+                        }
+                    }
+                    r
+                })
+                .collect();
+            let membrane = (0..4)
+                .map(|p| {
+                    let n = network.populations[p].size;
+                    out.membrane[p].as_ref().map_or(vec![0.0; t_n * n], |m| {
+                        m[s * t_n * n..(s + 1) * t_n * n]
+                            .iter()
+                            .map(|&x| x as f64)
+                            .collect()
+                    })
+                })
+                .collect();
+            Recorded { spikes, membrane }
+        })
+        .collect();
+    let hidden_spikes: f64 = rec.iter().map(|r| r.spikes[1].iter().sum::<f64>()).sum();
+    let g_spikes: f64 = rec.iter().map(|r| r.spikes[2].iter().sum::<f64>()).sum();
+    assert!(
+        hidden_spikes > 50.0 && g_spikes > 20.0,
+        "{label}: the loop must be active ({hidden_spikes}, {g_spikes} spikes)"
+    );
+    let pp = &network.populations[1].params;
+    // Delays as the network's timing convention says: +1 inside a loop, +the link delay.
+    let base = [0usize, 1, 1, 0, 2, 0];
+    let model = Model {
+        pops: vec![(INPUTS, false), (24, true), (24, true), (3, false)],
+        ends: vec![
+            (0, 1, base[0] + links[0]),
+            (1, 1, base[1] + links[1]),
+            (1, 2, base[2] + links[2]),
+            (2, 3, base[3] + links[3]),
+            (2, 1, base[4] + links[4]),
+            (1, 3, base[5] + links[5]),
+        ],
+        a: 1.0 - 1.0 / pp.tau_syn as f64,
+        k: 1.0 / pp.tau_mem as f64,
+        th: pp.v_th as f64,
+        membrane_first: pp.update == Update::Hxtorch,
+        score: network.populations[3].score,
+        scale: cfg.readout_scale as f64,
+        alpha: cfg.surrogate_alpha as f64,
+    };
+    let w0: Vec<Vec<f64>> = network
+        .projections
+        .iter()
+        .map(|p| p.weights.iter().map(|&x| x as f64).collect())
+        .collect();
+    // The correction that makes the model read the recorded membranes at w0.
+    let (_, raw) = model.forward(&w0, &rec, &labels, None);
+    let corr: Vec<Vec<Vec<f64>>> = raw
+        .iter()
+        .zip(&rec)
+        .map(|(rs, r)| {
+            rs.iter()
+                .zip(&r.membrane)
+                .map(|(a, b)| b.iter().zip(a).map(|(x, y)| x - y).collect())
+                .collect()
+        })
+        .collect();
+    let (l0, _) = model.forward(&w0, &rec, &labels, Some(&corr));
+    let lib = st.loss / SAMPLES as f64;
+    assert!(
+        (l0 - lib).abs() <= 1e-4 * lib.abs().max(1.0),
+        "{label}: the model's loss {l0}, the emulator's {lib}"
+    );
+    let mut worst: f64 = 0.0;
+    for (q, gq) in g.iter().enumerate() {
+        let mut picks: Vec<usize> = (0..gq.len()).filter(|&k| gq[k].abs() > 1e-6).collect();
+        assert!(
+            picks.len() >= 8,
+            "{label}: projection {q}: {} live weights",
+            picks.len()
+        );
+        let step = picks.len() / 8;
+        picks = picks.into_iter().step_by(step).collect();
+        picks.extend((0..gq.len()).filter(|&k| gq[k] == 0.0).take(2));
+        for k in picks {
+            let eps = 1e-5;
+            let mut wp = w0.clone();
+            wp[q][k] += eps;
+            let mut wm = w0.clone();
+            wm[q][k] -= eps;
+            let fd = (model.forward(&wp, &rec, &labels, Some(&corr)).0
+                - model.forward(&wm, &rec, &labels, Some(&corr)).0)
+                / (2.0 * eps);
+            let an = gq[k] as f64;
+            let err = (fd - an).abs() / (fd.abs().max(an.abs()) + 1e-4);
+            assert!(
+                err < 1e-2,
+                "{label}: projection {q} weight {k}: finite difference {fd}, gradient {an}"
+            );
+            worst = worst.max(err);
+        }
+    }
+    eprintln!("{label}: largest relative gradient error {worst:.2e}");
+    worst
+}
+
+#[test]
+fn recurrent_gradients_on_one_chip_match_finite_differences() {
+    let sub = Substrate::bss2();
+    for (update, score) in [
+        (Update::InputFirst, Score::Max),
+        (Update::InputFirst, Score::Sum),
+        (Update::Hxtorch, Score::Last { steps: 5 }),
+    ] {
+        let exec = Executor::new(net(&sub, update, score), &sub, 1, &Default::default()).unwrap();
+        check(&exec, [0; 6], &format!("one chip, {update:?}, {score:?}"));
+    }
+}
+
+#[test]
+fn recurrent_gradients_across_chips_include_the_link_delay() {
+    // h on chip 0, g on chip 1, the readout on chip 2, one system run: every projection
+    // between them crosses a link and arrives 2 steps (2 µs) later.
+    let sub = tiny_chip(system(3, 2.0, 0));
+    for mode in [Mode::Ideal, Mode::Emulated, Mode::Mixed] {
+        let net = net(&sub, Update::InputFirst, Score::Last { steps: 4 });
+        let exec = Executor::emulated(
+            net,
+            &sub,
+            1,
+            &PartitionOptions::default(),
+            AnalogConfig::default(),
+            mode,
+        )
+        .unwrap();
+        let sp = exec.plan.system.as_ref().unwrap();
+        assert_eq!(sp.runs, vec![vec![0, 1, 2]], "one system run");
+        let chips: Vec<usize> = exec
+            .plan
+            .partitions
+            .iter()
+            .map(|p| p.chip.unwrap())
+            .collect();
+        assert_eq!(chips, [0, 1, 2]);
+        check(&exec, [0, 0, 2, 2, 2, 2], &format!("system, {mode:?}"));
+    }
+}
+
+#[test]
+fn readout_scores_come_from_the_network_file_and_are_checked() {
+    let sub = Substrate::bss2();
+    let text = |score: &str, kind: &str| {
+        format!(
+            "name = \"s\"\nsteps = 12\n[[populations]]\nname = \"in\"\nsize = 4\nkind = \"input\"\n\
+             [[populations]]\nname = \"out\"\nsize = 3\nkind = \"{kind}\"\nscore = {score}\n\
+             [[projections]]\nsource = \"in\"\ntarget = \"out\"\ninit = {{ mean = 0.5, std = 0.3 }}\n"
+        )
+    };
+    let parse = |t: String| {
+        Network::from_str(
+            &t,
+            neuropart::Format::Toml,
+            std::path::Path::new("s.toml"),
+            &sub,
+        )
+    };
+    let e = parse(text("{ type = \"last\", steps = 0 }", "readout")).unwrap_err();
+    assert!(e.to_string().contains("last 0 steps"), "{e}");
+    let e = parse(text("{ type = \"last\", steps = 13 }", "readout")).unwrap_err();
+    assert!(e.to_string().contains("a run has 12"), "{e}");
+    let e = parse(text("{ type = \"sum\" }", "lif")).unwrap_err();
+    assert!(e.to_string().contains("only readout populations"), "{e}");
+    // Evaluation's scores equal the trace's mean over the last steps / sum, computed here.
+    let mut rng = Rng::new(3);
+    let input = random_spikes(&mut rng, 5, 4, 12, 0.3);
+    for (score, k) in [
+        ("{ type = \"last\", steps = 3 }", 3usize),
+        ("{ type = \"sum\" }", 12),
+    ] {
+        let net = parse(text(score, "readout")).unwrap();
+        // Defaults are not written back; other scores are.
+        let again = toml::to_string(&net).unwrap();
+        assert!(again.contains("score"), "{again}");
+        let exec = Executor::new(net, &sub, 1, &Default::default()).unwrap();
+        let scores = exec
+            .run(&CpuBackend, &[(0, input.clone())], Observe::Scores)
+            .unwrap();
+        let traces = exec
+            .run(&CpuBackend, &[(0, input.clone())], Observe::ReadoutTraces)
+            .unwrap();
+        let m = traces.membrane[1].as_ref().unwrap();
+        let got = scores.peak[1].as_ref().unwrap();
+        for s in 0..5 {
+            for c in 0..3 {
+                let sum: f32 = (12 - k..12).map(|t| m[(s * 12 + t) * 3 + c]).sum();
+                let want = if k == 12 { sum } else { sum / k as f32 };
+                assert!((got[s * 3 + c] - want).abs() <= 1e-5 * want.abs().max(1.0));
+            }
+        }
+    }
+    let net = parse(text("{ type = \"max\" }", "readout")).unwrap();
+    assert!(!toml::to_string(&net).unwrap().contains("score"));
+}
+
+#[test]
+fn rows_encoding_feeds_one_row_every_k_steps() {
+    // A 2x3 image: row 0 = (1, 0, 0.5), row 1 = (0.25, 0, 0); k = 4.
+    let data = neuropart::Dataset {
+        shape: [1, 2, 3],
+        pixels: vec![1.0, 0.0, 0.5, 0.25, 0.0, 0.0],
+        labels: vec![0],
+        classes: 1,
+    };
+    let enc = neuropart::Encoding::Rows { steps_per_row: 4 };
+    assert_eq!(enc.inputs(data.shape), 3);
+    let t = neuropart::encode::encode_part(&data, &[0], 10, enc, None, 0..1);
+    let got: Vec<(u32, u32)> = t.sample(0).iter().map(|e| (e.step, e.neuron)).collect();
+    // Step r·k + ⌊k·(1 − x)⌋: (0, 0), (2, 2), (4 + 3, 0).
+    assert_eq!(got, [(0, 0), (2, 2), (7, 0)]);
+}
+
+#[test]
+fn a_recurrent_network_learns_sequential_mnist_rows() {
+    // Real data, a small recurrent layer, the rows one every 2 steps: the loss decreases and
+    // the accuracy beats chance clearly after three short epochs.
+    let (train, test) = neuropart::data::mnist(&neuropart::data::cache_dir("mnist")).unwrap();
+    let (train, test) = (train.take(2000), test.take(500));
+    let sub = Substrate::bss2();
+    let p = NeuronParams {
+        tau_mem: 10.0,
+        ..Default::default()
+    };
+    let w = |mean: f32, std: f32| WeightInit { mean, std };
+    let mut net = NetworkBuilder::new("rows", 60, 2)
+        .input("rows", 28)
+        .dense("h", 64, p.clone(), w(0.05, 0.4))
+        .recurrent(w(0.0, 0.06))
+        .readout("out", 10, p, w(0.0, 0.15))
+        .build(&sub)
+        .unwrap();
+    net.populations[2].score = Score::Sum;
+    let exec = Executor::new(net, &sub, 1, &Default::default()).unwrap();
+    let mut tr = neuropart::Trainer::new(
+        exec,
+        TrainConfig {
+            batch: 50,
+            lr: 0.005,
+            augment: false,
+            readout_scale: 0.05,
+            surrogate_alpha: 10.0,
+            reg_spikes: 0.0,
+            encoding: neuropart::Encoding::Rows { steps_per_row: 2 },
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(tr.topo.is_recurrent());
+    let before = tr.evaluate(&CpuBackend, &test, 250).unwrap();
+    let e1 = tr.train_epoch(&CpuBackend, &train, |_, _, _| {}).unwrap();
+    tr.train_epoch(&CpuBackend, &train, |_, _, _| {}).unwrap();
+    let e2 = tr.train_epoch(&CpuBackend, &train, |_, _, _| {}).unwrap();
+    let after = tr.evaluate(&CpuBackend, &test, 250).unwrap();
+    assert!(
+        e2.mean_loss() < 0.9 * e1.mean_loss(),
+        "training loss {} -> {}",
+        e1.mean_loss(),
+        e2.mean_loss()
+    );
+    assert!(
+        after.accuracy() > 0.5 && after.accuracy() > before.accuracy() + 0.3,
+        "test accuracy {} -> {}",
+        before.accuracy(),
+        after.accuracy()
+    );
+}
+
+#[test]
+fn a_training_batch_over_the_memory_limit_is_refused_before_allocating() {
+    // T = 784 with 256 recurrent neurons and 10 readouts: 266 neurons x 784 steps of f32
+    // membranes (twice) and current gradients per sample. (On a chip that holds the loop.)
+    let sub = Substrate {
+        circuits_per_hemisphere: 1024,
+        ..Substrate::bss2()
+    };
+    let w = WeightInit::default();
+    let net = NetworkBuilder::new("long", 784, 1)
+        .input("rows", 28)
+        .dense("h", 256, NeuronParams::default(), w)
+        .recurrent(w)
+        .readout("out", 10, NeuronParams::default(), w)
+        .build(&sub)
+        .unwrap();
+    let per_sample = 266 * 784 * 4 * 3;
+    assert_eq!(neuropart::TrainMemory::of(&net).per_sample(), per_sample);
+    let exec = Executor::new(net, &sub, 1, &Default::default()).unwrap();
+    // Other tests of this binary need far less than the limit set here.
+    neuropart::set_memory_limit(100 * per_sample - 1);
+    let e = neuropart::Trainer::new(exec.clone(), TrainConfig::default()).unwrap_err();
+    let ok = neuropart::Trainer::new(
+        exec,
+        TrainConfig {
+            batch: 99,
+            ..Default::default()
+        },
+    );
+    neuropart::set_memory_limit(0);
+    assert!(e.to_string().contains("per sample"), "{e}");
+    assert!(ok.is_ok());
+}
