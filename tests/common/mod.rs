@@ -403,6 +403,7 @@ pub fn random_network(seed: u64, substrate: &Substrate) -> Network {
         kind: PopulationKind::Input,
         shape: Some([1, hh, ww]),
         params: NeuronParams::default(),
+        per_neuron: Default::default(),
     }];
     let mut projs = Vec::new();
     let mut prev = 0usize;
@@ -422,6 +423,7 @@ pub fn random_network(seed: u64, substrate: &Substrate) -> Network {
                     kind: PopulationKind::Lif,
                     shape: Some(shape),
                     params: params(&mut rng),
+                    per_neuron: Default::default(),
                 });
                 let _ = c;
                 let mut pr = proj(&prev_name, &name, 0, init.mean);
@@ -441,6 +443,7 @@ pub fn random_network(seed: u64, substrate: &Substrate) -> Network {
                     kind: PopulationKind::Lif,
                     shape: None,
                     params: params(&mut rng),
+                    per_neuron: Default::default(),
                 });
                 let mut pr = proj(&prev_name, &name, 0, init.mean);
                 pr.init = init;
@@ -469,6 +472,7 @@ pub fn random_network(seed: u64, substrate: &Substrate) -> Network {
                     kind: PopulationKind::Lif,
                     shape: None,
                     params: params(&mut rng),
+                    per_neuron: Default::default(),
                 });
                 projs.push(proj(&name, &inh, 0, 0.5));
                 projs.push(proj(&inh, &name, rng.below(2) as u32, -0.6));
@@ -482,6 +486,7 @@ pub fn random_network(seed: u64, substrate: &Substrate) -> Network {
         kind: PopulationKind::Readout,
         shape: None,
         params: params(&mut rng),
+        per_neuron: Default::default(),
     });
     let mut ro = proj(&pops[prev].name.clone(), "out", 0, init.mean);
     ro.init = init;
@@ -497,6 +502,7 @@ pub fn random_network(seed: u64, substrate: &Substrate) -> Network {
         steps: 12 + rng.below(10) as u32,
         populations: pops,
         projections: projs,
+        metadata: Default::default(),
     }
     .prepare(substrate)
     .unwrap()
