@@ -30,7 +30,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let c = coeffs[j];
     var e = input[2u * sample];
     let end = input[2u * sample + 1u];
-    var s = State(0.0, c.v_leak, 0u);
+    var s = State(0.0, c.v_init, 0u);
     var peak = bitcast<f32>(0xff800000u);
     for (var t = 0u; t < P.steps; t++) {
         tick();

@@ -63,7 +63,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     tick();
     for (var j = lid; j < n; j += WG) {
         tick();
-        state[sample * n + j] = State(0.0, coeffs[j].v_leak, 0u);
+        state[sample * n + j] = State(0.0, coeffs[j].v_init, 0u);
     }
     tick();
     for (var k = lid; k < P.slots * n; k += WG) {

@@ -21,6 +21,12 @@ struct Coeffs {
     noise_key: u32,
     // 1: the membrane integrates the previous step's current (hxtorch's order).
     membrane_first: u32,
+    // Constant current added every step (a bias).
+    bias: f32,
+    // Membrane at the start of a run.
+    v_init: f32,
+    // 1: the membrane leaks towards v_leak; 0: it only integrates (NIR's IF).
+    leaky: u32,
 }
 
 struct State {
@@ -76,10 +82,11 @@ fn rounded(x: f32, zero: u32) -> f32 {
 
 fn lif_step(c: Coeffs, s: State, input: i32, noise: f32, zero: u32) -> Step {
     let decayed = rounded(c.a_syn * s.i, zero);
-    let i = decayed + rounded(c.weight_gain * rounded(f32(input) * c.input_scale, zero), zero);
+    let i = decayed + (rounded(c.weight_gain * rounded(f32(input) * c.input_scale, zero), zero) + c.bias);
     let refractory = s.refractory > 0u;
     let drive = select(i, s.i, c.membrane_first != 0u);
-    let integrated = s.v + rounded(c.k_mem * (c.v_leak - s.v + drive), zero) + rounded(noise, zero);
+    let leak = select(0.0, c.v_leak - s.v, c.leaky != 0u);
+    let integrated = s.v + rounded(c.k_mem * (leak + drive), zero) + rounded(noise, zero);
     let v = select(integrated, c.v_reset, refractory);
     let spike = !refractory && c.spiking != 0u && v >= c.v_th;
     var out: Step;

@@ -101,16 +101,17 @@ impl Network {
 
     /// The network as a NIR graph, written to `path` when given (conventions in
     /// `neuropart._nir` and the README).
-    #[pyo3(signature = (path = None, dt = 1e-3))]
+    #[pyo3(signature = (path = None, dt = None, convention = "nir"))]
     fn to_nir<'py>(
         slf: &Bound<'py, Self>,
         path: Option<PathBuf>,
-        dt: f64,
+        dt: Option<f64>,
+        convention: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         py.import("neuropart._nir")?
             .getattr("to_nir")?
-            .call1((slf, path, dt))
+            .call1((slf, path, dt, convention))
     }
 
     /// The network (with its weights) as JSON text.
@@ -238,6 +239,29 @@ impl Network {
     ) -> PyResult<Bound<'py, PyDict>> {
         let chips = count("chips", chips, 1, u64::MAX)? as usize;
         let seed = count("seed", seed, 0, u32::MAX as u64)? as u32;
+        // T comes from the input: a network runs any number of steps.
+        if let Some((_, v)) = inputs.iter().next() {
+            let shape: Vec<usize> = py
+                .import("numpy")?
+                .call_method1("shape", (&v,))?
+                .extract()?;
+            if shape.len() == 3
+                && shape[1] != self.inner.steps as usize
+                && (1..=neuropart::MAX_STEPS as usize).contains(&shape[1])
+            {
+                let mut other = self.clone();
+                other.inner.steps = shape[1] as u32;
+                return other.run(
+                    py,
+                    inputs,
+                    device,
+                    mode,
+                    chips as i64,
+                    seed as i64,
+                    substrate,
+                );
+            }
+        }
         let mode = mode_of(mode)?;
         let backend = backend(device)?;
         let net = &self.inner;

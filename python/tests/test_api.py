@@ -124,7 +124,9 @@ def test_errors_are_python_exceptions(tmp_path):
     desc, _, _ = small()
     net = neuropart.Network.from_str(json.dumps(desc), "json")
     with pytest.raises(ValueError, match=r"\[batch, 12, 8\]"):
-        net.run({"in": np.zeros((2, 11, 8), bool)}, device="cpu")
+        net.run({"in": np.zeros((2, 12, 7), bool)}, device="cpu")
+    # T comes from the input.
+    assert net.run({"in": np.zeros((2, 11, 8), bool)}, device="cpu")["out"].shape[1] == 11
     with pytest.raises(ValueError, match="no population 'nope'"):
         net.run({"nope": np.zeros((2, 12, 8), bool)}, device="cpu")
     with pytest.raises(ValueError, match="device 'tpu'"):

@@ -518,6 +518,9 @@ struct SoaCoeffs {
     noise_sd: Vec<f32>,
     noise_key: Vec<u32>,
     membrane_first: Vec<u32>,
+    bias: Vec<f32>,
+    v_init: Vec<f32>,
+    leaky: Vec<u32>,
 }
 
 impl SoaCoeffs {
@@ -535,6 +538,9 @@ impl SoaCoeffs {
             noise_sd: c.iter().map(|c| c.noise_sd).collect(),
             noise_key: c.iter().map(|c| c.noise_key).collect(),
             membrane_first: c.iter().map(|c| c.membrane_first).collect(),
+            bias: c.iter().map(|c| c.bias).collect(),
+            v_init: c.iter().map(|c| c.v_init).collect(),
+            leaky: c.iter().map(|c| c.leaky).collect(),
         }
     }
 
@@ -553,6 +559,9 @@ impl SoaCoeffs {
             noise_sd: self.noise_sd[j],
             noise_key: self.noise_key[j],
             membrane_first: self.membrane_first[j],
+            bias: self.bias[j],
+            v_init: self.v_init[j],
+            leaky: self.leaky[j],
         }
     }
 }
@@ -1098,9 +1107,10 @@ fn update_uniform(c: &NeuronCoeffs, input: &[i32], st: State<'_>) -> bool {
         .zip(spiked.iter_mut())
         .zip(vout.iter_mut())
     {
-        let ni = c.a_syn * *i + c.weight_gain * (inp as f32 * c.input_scale);
+        let ni = c.a_syn * *i + (c.weight_gain * (inp as f32 * c.input_scale) + c.bias);
         let drive = if c.membrane_first != 0 { *i } else { ni };
-        let nv = *v + c.k_mem * (c.v_leak - *v + drive);
+        let leak = if c.leaky != 0 { c.v_leak - *v } else { 0.0 };
+        let nv = *v + c.k_mem * (leak + drive);
         let spike = spiking & (nv >= c.v_th);
         *i = ni;
         *vo = nv;
@@ -1140,7 +1150,8 @@ fn update_varied<const NOISE: bool>(
         .zip(&c.weight_gain[lo..hi])
         .zip(&c.input_scale[lo..hi])
         .zip(&c.noise_sd[lo..hi])
-        .zip(&c.noise_key[lo..hi]);
+        .zip(&c.noise_key[lo..hi])
+        .zip(c.bias[lo..hi].iter().zip(&c.leaky[lo..hi]));
     let state = input[..n]
         .iter()
         .zip(cur.iter_mut())
@@ -1149,14 +1160,21 @@ fn update_varied<const NOISE: bool>(
         .zip(vout.iter_mut());
     for (
         (
-            ((((((((&a_syn, &k_mem), &v_leak), &v_reset), &v_th), &spiking), &gain), &scale), &sd),
-            &key,
+            (
+                (
+                    (((((((&a_syn, &k_mem), &v_leak), &v_reset), &v_th), &spiking), &gain), &scale),
+                    &sd,
+                ),
+                &key,
+            ),
+            (&bias, &leaky),
         ),
         ((((&inp, i), v), sp), vo),
     ) in coeffs.zip(state)
     {
-        let ni = a_syn * *i + gain * (inp as f32 * scale);
-        let mut nv = *v + k_mem * (v_leak - *v + ni);
+        let ni = a_syn * *i + (gain * (inp as f32 * scale) + bias);
+        let leak = if leaky != 0 { v_leak - *v } else { 0.0 };
+        let mut nv = *v + k_mem * (leak + ni);
         if NOISE {
             nv += noise_value(sd, key, base);
         }
@@ -1223,6 +1241,15 @@ mod tests {
                     };
                     let mut c = p.coeffs(1.0, case == 0 || case == 4 || j % 5 != 0);
                     c.input_scale = 1.0 / 1024.0;
+                    if case >= 1 && case != 4 {
+                        // NIR's additions: a bias, a start away from rest, no leak.
+                        c.bias = 0.01 * (j % 7) as f32 - 0.02;
+                        c.v_init = 0.1 * (j % 3) as f32;
+                        c.leaky = u32::from(j % 4 != 1);
+                    } else if case == 4 {
+                        c.bias = 0.015;
+                        c.leaky = 0;
+                    }
                     if matches!(case, 2 | 3 | 5) {
                         c.noise_sd = if j % 3 == 0 { 0.0 } else { 0.05 };
                         c.noise_key = j as u32 * 77;

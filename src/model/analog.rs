@@ -183,13 +183,28 @@ impl Chip {
         let mean = |v: &[f32]| circuits.iter().map(|&c| v[c]).sum::<f32>() / circuits.len() as f32;
         let span = (p.v_th - p.v_leak).abs().max(1e-6);
         let mut q = p.clone();
-        q.tau_mem = p.tau_mem * (1.0 + mean(&self.tau_mem)).max(0.1);
+        // The chip's membrane always leaks: a perfect integrator (NIR's IF) becomes the longest
+        // calibratable membrane time constant, its input scaled up by the same factor so that
+        // one input moves the membrane as far as before; the remaining leak is the
+        // approximation (README, NIR mapping).
+        let mut boost = 1.0;
+        if !p.leak {
+            boost = LONGEST_TAU_MEM_US / p.tau_mem;
+            q.tau_mem = LONGEST_TAU_MEM_US;
+            q.leak = true;
+            q.bias = p.bias * boost;
+        }
+        q.tau_mem = q.tau_mem * (1.0 + mean(&self.tau_mem)).max(0.1);
         q.tau_syn = p.tau_syn * (1.0 + mean(&self.tau_syn)).max(0.1);
         q.v_th = p.v_th + span * mean(&self.threshold);
         q.v_leak = p.v_leak + span * mean(&self.leak);
-        (q, (1.0 + mean(&self.gain)).max(0.0))
+        (q, (1.0 + mean(&self.gain)).max(0.0) * boost)
     }
 }
+
+/// The longest membrane time constant the chip calibrates (µs): where emulated integrators
+/// without leak go.
+pub const LONGEST_TAU_MEM_US: f32 = 2000.0;
 
 /// Which partitions run emulated.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

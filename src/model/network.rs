@@ -49,6 +49,10 @@ pub struct Population {
     /// over time).
     #[serde(default, skip_serializing_if = "Score::is_max")]
     pub score: Score,
+    /// Values of single neurons that replace `params`' (NIR graphs give every parameter per
+    /// neuron, and the chip calibrates each neuron on its own).
+    #[serde(default, skip_serializing_if = "PerNeuron::is_empty")]
+    pub per_neuron: PerNeuron,
 }
 
 /// How a readout population's membrane trace becomes its class score (before the training's
@@ -84,6 +88,92 @@ impl Score {
             }
             Score::Sum => (0..steps).map(&trace).sum(),
         }
+    }
+}
+
+
+/// Parameters given neuron by neuron: each list is empty (every neuron takes the population's
+/// value) or holds one value per neuron, in the units of [`NeuronParams`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PerNeuron {
+    /// Membrane time constants (µs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tau_mem: Vec<f32>,
+    /// Synaptic time constants (µs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tau_syn: Vec<f32>,
+    /// Leak potentials.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub v_leak: Vec<f32>,
+    /// Reset potentials.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub v_reset: Vec<f32>,
+    /// Thresholds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub v_th: Vec<f32>,
+    /// Constant currents (biases).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bias: Vec<f32>,
+    /// Membranes at the start of a run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub v_init: Vec<f32>,
+}
+
+impl PerNeuron {
+    /// Whether no parameter is given per neuron.
+    pub fn is_empty(&self) -> bool {
+        self.lists().iter().all(|(_, v)| v.is_empty())
+    }
+
+    /// Every list with its parameter's name.
+    pub fn lists(&self) -> [(&'static str, &Vec<f32>); 7] {
+        [
+            ("tau_mem", &self.tau_mem),
+            ("tau_syn", &self.tau_syn),
+            ("v_leak", &self.v_leak),
+            ("v_reset", &self.v_reset),
+            ("v_th", &self.v_th),
+            ("bias", &self.bias),
+            ("v_init", &self.v_init),
+        ]
+    }
+
+    /// Whether only values that do not enter the backward pass (bias, initial membrane, leak
+    /// potential, reset) differ between neurons: training takes τ and ϑ per population.
+    pub fn trainable(&self) -> bool {
+        self.tau_mem.is_empty() && self.tau_syn.is_empty() && self.v_th.is_empty()
+    }
+}
+
+impl Population {
+    /// The parameters of neuron `n` (the population's, with its per-neuron values).
+    pub fn neuron_params(&self, n: usize) -> NeuronParams {
+        let mut p = self.params.clone();
+        let q = &self.per_neuron;
+        let at = |v: &Vec<f32>| v.get(n).copied();
+        if let Some(x) = at(&q.tau_mem) {
+            p.tau_mem = x;
+        }
+        if let Some(x) = at(&q.tau_syn) {
+            p.tau_syn = x;
+        }
+        if let Some(x) = at(&q.v_leak) {
+            p.v_leak = x;
+        }
+        if let Some(x) = at(&q.v_reset) {
+            p.v_reset = x;
+        }
+        if let Some(x) = at(&q.v_th) {
+            p.v_th = x;
+        }
+        if let Some(x) = at(&q.bias) {
+            p.bias = x;
+        }
+        if let Some(x) = at(&q.v_init) {
+            p.v_init = Some(x);
+        }
+        p
     }
 }
 
@@ -195,6 +285,11 @@ pub struct Network {
     /// The projections.
     #[serde(default)]
     pub projections: Vec<Projection>,
+    /// Notes that tools keep with the network and neuropart never reads (the NIR import
+    /// records the graph's node types, names and time step here, so that export restores
+    /// them).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 fn default_steps() -> u32 {
@@ -332,6 +427,32 @@ impl Network {
             if p.kind != PopulationKind::Input {
                 p.params
                     .validate(&p.name, substrate.dt_us, p.kind == PopulationKind::Lif)?;
+                for (what, v) in p.per_neuron.lists() {
+                    if !v.is_empty() && v.len() != p.size {
+                        return Err(Error::network(
+                            item(),
+                            format!(
+                                "per_neuron.{what} has {} values for {} neurons",
+                                v.len(),
+                                p.size
+                            ),
+                        ));
+                    }
+                }
+                if !p.per_neuron.is_empty() {
+                    for n in 0..p.size {
+                        p.neuron_params(n).validate(
+                            &format!("{} neuron {n}", item()),
+                            substrate.dt_us,
+                            p.kind == PopulationKind::Lif,
+                        )?;
+                    }
+                }
+            } else if !p.per_neuron.is_empty() {
+                return Err(Error::network(
+                    item(),
+                    "an input population has no neuron parameters (per_neuron)",
+                ));
             }
         }
         // Names locate weights (checkpoints, `weights(name)`, NIR nodes): one name, one
@@ -818,6 +939,7 @@ impl NetworkBuilder {
                 steps,
                 populations: Vec::new(),
                 projections: Vec::new(),
+                metadata: Default::default(),
             },
         }
     }
@@ -851,6 +973,7 @@ impl NetworkBuilder {
             shape: None,
             params,
             score: Score::Max,
+            per_neuron: PerNeuron::default(),
         });
         self
     }

@@ -59,6 +59,26 @@ pub struct NeuronParams {
     pub integration: Integration,
     /// Order of the current and membrane updates within a step.
     pub update: Update,
+    /// Whether the membrane leaks towards `v_leak` (false: a perfect integrator, NIR's `IF`:
+    /// `v ← v + k_mem·i`).
+    #[serde(skip_serializing_if = "is_true")]
+    pub leak: bool,
+    /// A constant current added to the synaptic current every step (an `Affine` or
+    /// convolution bias; on the chip a per-neuron offset), in the current's units.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub bias: f32,
+    /// Membrane potential at the start of a run; none: at rest (`v_leak`). NIR graphs start at
+    /// 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub v_init: Option<f32>,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn is_zero(x: &f32) -> bool {
+    *x == 0.0
 }
 
 impl Default for NeuronParams {
@@ -74,6 +94,9 @@ impl Default for NeuronParams {
             refractory: 0.0,
             integration: Integration::Euler,
             update: Update::InputFirst,
+            leak: true,
+            bias: 0.0,
+            v_init: None,
         }
     }
 }
@@ -89,6 +112,10 @@ impl NeuronParams {
         check_range(owner, "v_reset", self.v_reset as f64, -1e9, 1e9)?;
         check_range(owner, "v_th", self.v_th as f64, -1e9, 1e9)?;
         check_range(owner, "refractory", self.refractory as f64, 0.0, 1e9)?;
+        check_range(owner, "bias", self.bias as f64, -1e9, 1e9)?;
+        if let Some(v) = self.v_init {
+            check_range(owner, "v_init", v as f64, -1e9, 1e9)?;
+        }
         if self.integration == Integration::Euler {
             // Forward Euler is unstable (oscillates) once dt exceeds a time constant.
             for (name, tau) in [("tau_mem", self.tau_mem), ("tau_syn", self.tau_syn)] {
@@ -142,6 +169,9 @@ impl NeuronParams {
             noise_sd: 0.0,
             noise_key: 0,
             membrane_first: u32::from(self.update == Update::Hxtorch),
+            bias: self.bias,
+            v_init: self.v_init.unwrap_or(self.v_leak),
+            leaky: u32::from(self.leak),
         }
     }
 }
@@ -176,6 +206,12 @@ pub struct NeuronCoeffs {
     /// 1: the membrane integrates the previous step's current ([`Update::Hxtorch`]); 0: this
     /// step's ([`Update::InputFirst`]).
     pub membrane_first: u32,
+    /// Constant current added every step ([`NeuronParams::bias`]).
+    pub bias: f32,
+    /// Membrane at the start of a run.
+    pub v_init: f32,
+    /// 1: the membrane leaks towards `v_leak`; 0: it only integrates (NIR's `IF`).
+    pub leaky: u32,
 }
 
 /// State of one neuron between steps.
@@ -190,11 +226,12 @@ pub struct LifState {
 }
 
 impl LifState {
-    /// Resting state of a neuron with these coefficients.
+    /// State of a neuron with these coefficients at the start of a run (no current, membrane
+    /// at `v_init`, which is `v_leak` unless set).
     pub fn rest(c: &NeuronCoeffs) -> Self {
         LifState {
             i: 0.0,
-            v: c.v_leak,
+            v: c.v_init,
             refractory: 0,
         }
     }
@@ -213,11 +250,12 @@ impl LifState {
 /// `noise` is this step's temporal membrane noise (see [`membrane_noise`]; 0 in ideal mode).
 #[inline(always)]
 pub fn lif_step(c: &NeuronCoeffs, s: LifState, input: i32, noise: f32) -> (LifState, bool, f32) {
-    let i = c.a_syn * s.i + c.weight_gain * (input as f32 * c.input_scale);
+    let i = c.a_syn * s.i + (c.weight_gain * (input as f32 * c.input_scale) + c.bias);
     let refractory = s.refractory > 0;
     // The current the membrane integrates: this step's, or the previous (hxtorch's order).
     let drive = if c.membrane_first != 0 { s.i } else { i };
-    let integrated = s.v + c.k_mem * (c.v_leak - s.v + drive) + noise;
+    let leak = if c.leaky != 0 { c.v_leak - s.v } else { 0.0 };
+    let integrated = s.v + c.k_mem * (leak + drive) + noise;
     let v = if refractory { c.v_reset } else { integrated };
     let spike = !refractory && c.spiking != 0 && v >= c.v_th;
     let next = LifState {

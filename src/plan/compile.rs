@@ -198,16 +198,24 @@ impl PartitionProgram {
                 stage_bounds.push(neurons.len() as u32);
             }
             let pop = &network.populations[pr.neurons.population];
-            let mut c = pop.params.coeffs(dt, pop.kind != PopulationKind::Readout);
+            let spiking = pop.kind != PopulationKind::Readout;
+            let mut c = pop.params.coeffs(dt, spiking);
             c.input_scale = input_scale(ctx.exponents[pr.neurons.population]);
             let lo = &mut local_of[pr.neurons.population];
             if lo.is_empty() {
                 lo.resize(pop.size, u32::MAX);
             }
+            let varied = !pop.per_neuron.is_empty();
             for n in pr.neurons.range() {
                 lo[n] = neurons.len() as u32;
                 neurons.push((pr.neurons.population, n as u32));
-                coeffs.push(c);
+                if varied {
+                    let mut cn = pop.neuron_params(n).coeffs(dt, spiking);
+                    cn.input_scale = c.input_scale;
+                    coeffs.push(cn);
+                } else {
+                    coeffs.push(c);
+                }
             }
         }
         stage_bounds.push(neurons.len() as u32);

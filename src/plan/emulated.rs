@@ -50,7 +50,7 @@ pub fn compile_emulated(
         let pop = &network.populations[r.neurons.population];
         for n in 0..r.neurons.size {
             let circuits = part.circuit_of(sub, k, n);
-            let (params, gain) = chip.realise(&pop.params, &circuits);
+            let (params, gain) = chip.realise(&pop.neuron_params(r.neurons.offset + n), &circuits);
             let scale = prog.coeffs[j].input_scale;
             let mut c = params.coeffs(sub.dt_us, pop.kind != PopulationKind::Readout);
             c.input_scale = scale;

@@ -110,6 +110,17 @@ impl Topology {
             }
             by_source.push((offsets, flat));
         }
+        // The backward pass takes τ, ϑ and the leak per population (a bias or an initial
+        // membrane per neuron changes only the forward values it reads, and gets no gradient).
+        for p in &net.populations {
+            if p.kind != PopulationKind::Input && (!p.params.leak || !p.per_neuron.trainable()) {
+                return Err(crate::error::Error::network(
+                    format!("population '{}'", p.name),
+                    "training needs leaky neurons with one τ_mem, τ_syn and threshold per \
+                     population (this one has no leak, NIR's IF, or per-neuron τ or threshold)",
+                ));
+            }
+        }
         let coeffs = net
             .populations
             .iter()

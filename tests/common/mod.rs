@@ -404,6 +404,7 @@ pub fn random_network(seed: u64, substrate: &Substrate) -> Network {
         shape: Some([1, hh, ww]),
         params: NeuronParams::default(),
         score: Default::default(),
+        per_neuron: Default::default(),
     }];
     let mut projs = Vec::new();
     let mut prev = 0usize;
@@ -424,6 +425,7 @@ pub fn random_network(seed: u64, substrate: &Substrate) -> Network {
                     shape: Some(shape),
                     params: params(&mut rng),
                     score: Default::default(),
+                    per_neuron: Default::default(),
                 });
                 let _ = c;
                 let mut pr = proj(&prev_name, &name, 0, init.mean);
@@ -444,6 +446,7 @@ pub fn random_network(seed: u64, substrate: &Substrate) -> Network {
                     shape: None,
                     params: params(&mut rng),
                     score: Default::default(),
+                    per_neuron: Default::default(),
                 });
                 let mut pr = proj(&prev_name, &name, 0, init.mean);
                 pr.init = init;
@@ -473,6 +476,7 @@ pub fn random_network(seed: u64, substrate: &Substrate) -> Network {
                     shape: None,
                     params: params(&mut rng),
                     score: Default::default(),
+                    per_neuron: Default::default(),
                 });
                 projs.push(proj(&name, &inh, 0, 0.5));
                 projs.push(proj(&inh, &name, rng.below(2) as u32, -0.6));
@@ -487,6 +491,7 @@ pub fn random_network(seed: u64, substrate: &Substrate) -> Network {
         shape: None,
         params: params(&mut rng),
         score: Default::default(),
+        per_neuron: Default::default(),
     });
     let mut ro = proj(&pops[prev].name.clone(), "out", 0, init.mean);
     ro.init = init;
@@ -502,6 +507,7 @@ pub fn random_network(seed: u64, substrate: &Substrate) -> Network {
         steps: 12 + rng.below(10) as u32,
         populations: pops,
         projections: projs,
+        metadata: Default::default(),
     }
     .prepare(substrate)
     .unwrap()

@@ -32,10 +32,16 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-NEURON_NODES = ("CubaLIF", "CubaLI", "LIF", "LI")
-WEIGHT_NODES = ("Linear", "Affine", "Conv2d", "SumPool2d")
-PASS_NODES = ("Flatten",)
-SUPPORTED = ("Input", "Output") + NEURON_NODES + WEIGHT_NODES + PASS_NODES
+from . import _nir_graph as G
+from ._nir_graph import Refusal
+
+CONVENTIONS = ("nir", "hxtorch")
+
+#: Node types that are refused with a reason (anything else unknown is refused as unknown).
+WHY_NOT = {
+    "Threshold": "a Threshold node thresholds a continuous value; the chip's neurons threshold "
+                 "only their own membranes (put the threshold into a neuron node)",
+}
 
 
 def _nir():
@@ -46,120 +52,171 @@ def _nir():
     return nir
 
 
-def _uniform(node_name: str, param: str, values) -> float:
-    a = np.asarray(values, dtype=np.float64).ravel()
-    if a.size == 0:
-        raise ValueError(f"NIR node '{node_name}': parameter '{param}' is empty")
-    if not np.all(a == a[0]):
-        raise ValueError(
-            f"NIR node '{node_name}': parameter '{param}' differs between neurons "
-            f"({a.min():g} to {a.max():g}); neuropart populations share one value"
+def _read(nir, path: str, type_check: bool):
+    version = getattr(nir, "__version__", "?")
+    try:
+        return nir.read(path, type_check=type_check)
+    except Exception as e:  # nir raises ValueError, TypeError, AssertionError, KeyError
+        hint = ""
+        if type_check:
+            try:
+                nir.read(path, type_check=False)
+                hint = "; it reads with type_check=False (from_nir(path, type_check=False))"
+            except Exception:
+                pass
+        why = f"{type(e).__name__}: {e}"
+        if not hint:
+            why += (" (the file does not follow the NIR format that this version of nir "
+                    "reads: a node lacks a required field or an edge names a missing node)")
+        raise Refusal(f"nir.read (nir {version}) cannot read '{path}': {why}{hint}") from e
+
+
+def _params(name: str, node, attr: str, size: int) -> np.ndarray:
+    v = getattr(node, attr, None)
+    if v is None:
+        raise Refusal(f"NIR node '{name}' ({G.kind(node)}): parameter '{attr}' is missing")
+    a = np.asarray(v, dtype=np.float64)
+    if a.size == 1:
+        a = np.full(size, float(a.ravel()[0]))
+    a = a.ravel()
+    if a.size != size:
+        raise Refusal(
+            f"NIR node '{name}' ({G.kind(node)}): parameter '{attr}' has {a.size} values for "
+            f"{size} neurons"
         )
-    if not np.isfinite(a[0]):
-        raise ValueError(f"NIR node '{node_name}': parameter '{param}' is {a[0]}")
-    return float(a[0])
+    if not np.all(np.isfinite(a)):
+        raise Refusal(f"NIR node '{name}' ({G.kind(node)}): parameter '{attr}' is not finite")
+    return a
 
 
-def _shape(values) -> Tuple[int, ...]:
-    return tuple(int(x) for x in np.asarray(values).shape)
-
-
-def _pair(node_name: str, what: str, value) -> int:
-    a = np.atleast_1d(np.asarray(value)).astype(np.int64).ravel()
-    if a.size == 2 and a[0] != a[1]:
-        raise ValueError(
-            f"NIR node '{node_name}': {what} {tuple(a)} differs between height and width; "
-            "neuropart convolutions use one value for both"
+def _tau_steps(name: str, node, attr: str, size: int, dt: float) -> np.ndarray:
+    tau = _params(name, node, attr, size)
+    bad = np.flatnonzero(tau <= 0)
+    if bad.size:
+        raise Refusal(
+            f"NIR node '{name}' ({G.kind(node)}): {attr} = {tau[bad[0]]:g} at neuron {bad[0]} "
+            f"({bad.size} neurons at or below 0); a time constant must be positive"
         )
-    return int(a[0])
+    if tau.min() < dt * (1 - 1e-6):
+        raise Refusal(
+            f"NIR node '{name}' ({G.kind(node)}): {attr} = {tau.min():g} is shorter than the "
+            f"time step dt = {dt:g} given to from_nir; forward Euler is unstable there: pass "
+            f"dt <= {tau.min():g}"
+        )
+    return np.maximum(tau / dt, 1.0)
 
 
-def _node_shape(node, fallback) -> Tuple[int, ...]:
-    """A node's neuron shape: its input type where NIR gives one, else `fallback`'s shape; a
-    2-D [H, W] is one channel [1, H, W]."""
-    shape: Tuple[int, ...] = ()
-    it = getattr(node, "input_type", None)
-    if isinstance(it, dict) and it.get("input") is not None:
-        shape = tuple(int(x) for x in np.asarray(it["input"]).ravel())
-    if not shape or any(x <= 0 for x in shape):
-        shape = _shape(fallback)
-    if len(shape) == 2:
-        shape = (1,) + shape
-    return shape
-
-
-def _neuron_population(name: str, node, dt: float, update: str) -> Dict[str, Any]:
-    kind = type(node).__name__
-    shape = _node_shape(node, node.v_leak)
-    size = int(np.prod(shape)) if shape else 1
-    # A neuropart update order written by `to_nir` wins over the argument.
-    update = (getattr(node, "metadata", None) or {}).get("neuropart_update", update)
-    if kind in ("CubaLIF", "CubaLI"):
-        tau_syn = _uniform(name, "tau_syn", node.tau_syn) / dt
-        tau_mem = _uniform(name, "tau_mem", node.tau_mem) / dt
-    else:
-        tau_syn = 1.0  # no synaptic filter: the current is the step's input
-        tau_mem = _uniform(name, "tau", node.tau) / dt
-    params = {
-        "tau_mem": tau_mem,
-        "tau_syn": tau_syn,
-        "v_leak": _uniform(name, "v_leak", node.v_leak),
-        "update": update,
-    }
-    spiking = kind in ("CubaLIF", "LIF")
+def _neuron(name: str, node, size: int, dt: float, convention: str):
+    """Population parameters of a neuron node, and the gain per neuron that multiplies every
+    weight and bias into it (NIR's input scaling folded into the weights)."""
+    t = G.kind(node)
+    ones = np.ones(size)
+    per: Dict[str, np.ndarray] = {}
+    prm: Dict[str, Any] = {}
+    if t in ("CubaLIF", "CubaLI"):
+        per["tau_syn"] = _tau_steps(name, node, "tau_syn", size, dt)
+        per["tau_mem"] = _tau_steps(name, node, "tau_mem", size, dt)
+        gain = _params(name, node, "r", size) * _params(name, node, "w_in", size)
+        if convention == "nir":
+            # τ_syn dI/dt = −I + w_in·S: one step moves I by (dt/τ_syn)·w_in·S.
+            gain = gain / per["tau_syn"]
+        per["v_leak"] = _params(name, node, "v_leak", size)
+    elif t in ("LIF", "LI"):
+        per["tau_syn"] = ones  # no synaptic filter: the current is the step's input
+        per["tau_mem"] = _tau_steps(name, node, "tau", size, dt)
+        gain = _params(name, node, "r", size)
+        per["v_leak"] = _params(name, node, "v_leak", size)
+    elif t in ("IF", "I"):
+        # dv/dt = R·I: v ← v + dt·R·I, no leak.
+        per["tau_syn"] = ones
+        per["tau_mem"] = ones
+        prm["leak"] = False
+        gain = _params(name, node, "r", size) * dt
+        per["v_leak"] = np.zeros(size)
+    else:  # an Output fed by weights: its value is the weighted sum of the step
+        per["tau_syn"] = ones
+        per["tau_mem"] = ones
+        gain = ones
+        per["v_leak"] = np.zeros(size)
+    spiking = t in G.SPIKING_NODES
     if spiking:
-        params["v_th"] = _uniform(name, "v_threshold", node.v_threshold)
-        params["v_reset"] = _uniform(name, "v_reset", node.v_reset)
+        th = _params(name, node, "v_threshold", size)
+        reset = getattr(node, "v_reset", None)
+        per["v_reset"] = np.zeros(size) if reset is None else _params(name, node, "v_reset", size)
+        if convention == "nir":
+            # NIR fires when v > v_threshold, neuropart when v >= v_th: the next float up.
+            th = np.nextafter(th.astype(np.float32), np.float32(np.inf)).astype(np.float64)
+        per["v_th"] = th
     else:
-        # A readout never spikes; its threshold is unused.
-        params["v_th"] = 1.0
-        params["v_reset"] = 0.0
-    pop: Dict[str, Any] = {
-        "name": name,
-        "size": size,
-        "kind": "lif" if spiking else "readout",
-        "params": params,
-    }
-    if len(shape) == 3:
-        pop["shape"] = list(shape)
-    return pop
+        prm["v_th"], prm["v_reset"] = 1.0, 0.0
+    if convention == "nir":
+        per["v_init"] = np.zeros(size)  # NIR graphs start at 0, not at v_leak
+    if not np.all(np.isfinite(gain)):
+        raise Refusal(f"NIR node '{name}' ({t}): r or w_in is not finite")
+    per_neuron = {}
+    for k, v in per.items():
+        v32 = np.asarray(v, np.float32)
+        if np.all(v32 == v32[0]):
+            if k == "v_init":
+                prm[k] = float(v32[0])
+            else:
+                prm[k] = float(v32[0])
+        else:
+            per_neuron[k] = v32.tolist()
+    if convention == "nir" and prm.get("v_init") == prm.get("v_leak"):
+        prm.pop("v_init")
+    return prm, per_neuron, gain, spiking
 
 
-def _input_gain(name: str, node) -> np.ndarray:
-    """Per neuron: what multiplies a weight (w_in · r), flattened."""
-    r = np.asarray(node.r, dtype=np.float64).ravel()
-    w_in = np.asarray(getattr(node, "w_in", np.ones_like(r)), dtype=np.float64)
-    w_in = np.broadcast_to(w_in, np.asarray(node.r).shape).ravel()
-    g = r * w_in
-    if not np.all(np.isfinite(g)):
-        raise ValueError(f"NIR node '{name}': r or w_in is not finite")
-    return g
+def _input_size_wanted(nodes, succ, k: str) -> Optional[int]:
+    """What the first node after `k` (through identities and Flatten) takes as input."""
+    for nxt in succ[k]:
+        node = nodes[nxt]
+        t = G.node_kind(node)
+        if t in (G.IDENTITY, "Flatten"):
+            got = _input_size_wanted(nodes, succ, nxt)
+            if got is not None:
+                return got
+        elif t in ("Linear", "Affine"):
+            return int(np.asarray(node.weight).shape[1])
+        elif t in G.NEURON_NODES:
+            sh = G.node_shape(node)
+            if sh is not None:
+                return int(np.prod(sh))
+    return None
 
 
-def from_nir(graph_or_path, dt: float = 1e-3, steps: int = 30, update: str = "input_first",
-             name: Optional[str] = None):
+def from_nir(graph_or_path, dt: Optional[float] = None, steps: int = 30,
+             update: Optional[str] = None, name: Optional[str] = None,
+             convention: Optional[str] = None, type_check: bool = True,
+             notes: Optional[List[str]] = None):
     """A :class:`neuropart.Network` from a NIR graph (or a NIR file's path).
 
-    ``dt``: the file's time unit per substrate step (τ/dt steps); ``steps``: time steps of one
-    run; ``update``: ``"input_first"`` (neuropart's order) or ``"hxtorch"`` (the membrane
-    integrates the previous step's current, as the chip's software).
+    ``dt``: the step in the file's time unit (τ/dt steps; default: the one recorded by
+    :func:`to_nir`, else 1e-3); ``steps``: the default T of a run (``Network.run`` takes T
+    from its input); ``convention``: ``"nir"`` (default) integrates NIR's equations as the
+    specification writes them (one input spike moves a CubaLIF's current by
+    (dt/τ_syn)·w_in·w, membranes start at 0, a neuron fires when v > v_threshold);
+    ``"hxtorch"`` reads graphs written by the chip's software (a spike adds w·w_in to the
+    current, membranes start at v_leak, fire at v >= v_threshold); ``update``:
+    ``"input_first"`` (default) or ``"hxtorch"`` (the membrane integrates the previous step's
+    current); ``type_check``: passed to ``nir.read``; ``notes``: a list that receives one line
+    per mapping decision (inlined subgraphs, dropped batch dimensions, composed weight chains).
     """
     from ._neuropart import Network
 
     nir = _nir()
-    if not (dt > 0 and np.isfinite(dt)):
-        raise ValueError(f"dt must be a positive number, not {dt}")
-    if update not in ("input_first", "hxtorch"):
+    if convention is not None and convention not in CONVENTIONS:
+        raise ValueError(f"convention '{convention}': use 'nir' or 'hxtorch'")
+    if update is not None and update not in ("input_first", "hxtorch"):
         raise ValueError(f"update '{update}': use 'input_first' or 'hxtorch'")
+    if notes is None:
+        notes = []
     if isinstance(graph_or_path, (str, os.PathLike)):
         path = str(graph_or_path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path!r}: no such NIR file")
-        try:
-            graph = nir.read(path)
-        except Exception as e:  # h5py and nir raise many kinds; the user needs the file named
-            raise ValueError(f"{path!r}: cannot be read as a NIR file ({type(e).__name__}: {e})"
-                             ) from e
+        graph = _read(nir, path, type_check)
         default_name = os.path.splitext(os.path.basename(path))[0]
     else:
         graph = graph_or_path
@@ -168,198 +225,332 @@ def from_nir(graph_or_path, dt: float = 1e-3, steps: int = 30, update: str = "in
             and hasattr(getattr(graph, "edges", None), "__iter__")):
         raise TypeError("from_nir takes a nir.NIRGraph or the path of a NIR file, not "
                         f"{type(graph_or_path).__name__}")
-    nodes = dict(graph.nodes)
+    meta = _neuropart_meta(graph)
+    if convention is None:
+        convention = meta.get("convention", "nir")
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention '{convention}': use 'nir' or 'hxtorch'")
+    if dt is None:
+        dt = float(meta.get("dt", 1e-3))
+    try:
+        dt_ok = bool(np.isfinite(dt) and dt > 0)
+    except TypeError:
+        dt_ok = False
+    if not dt_ok:
+        raise ValueError(f"dt must be a positive number (the file's time per step), not {dt}")
+    nodes, edges, more = G.flatten_graph(graph)
+    notes += more
     for k, node in nodes.items():
-        t = type(node).__name__
-        if t not in SUPPORTED:
-            raise ValueError(
-                f"NIR node '{k}' of type {t} is not supported (supported: {', '.join(SUPPORTED)})"
+        t = G.node_kind(node)
+        if t in WHY_NOT:
+            raise Refusal(f"NIR node '{k}' of type {t} is not supported: {WHY_NOT[t]}")
+        if t not in ("Input", "Output", G.IDENTITY) + G.NEURON_NODES + G.LINEAR_NODES:
+            raise Refusal(
+                f"NIR node '{k}' of type {t} is not supported (neuropart maps Input, Output, "
+                f"{', '.join(G.NEURON_NODES + G.LINEAR_NODES)})"
             )
-    if not any(type(node).__name__ == "Input" for node in nodes.values()):
-        raise ValueError(
+    inputs = sorted(k for k, n in nodes.items() if G.node_kind(n) == "Input")
+    if not inputs:
+        raise Refusal(
             "the NIR graph has no Input node; neuropart feeds spikes into Input nodes, so every "
             "graph needs at least one (nir.Input before the first weight node)"
         )
     succ: Dict[str, List[str]] = {k: [] for k in nodes}
-    for a, b in graph.edges:
-        if a not in nodes or b not in nodes:
-            raise ValueError(f"NIR edge ({a}, {b}) names a node that is not in the graph")
+    for a, b in edges:
         if b not in succ[a]:
             succ[a].append(b)
 
-    # Populations: inputs and neuron nodes, in a stable order (inputs first, then by name
-    # along the edges).
-    populations: List[Dict[str, Any]] = []
-    pop_names = set()
-    for k in sorted(nodes):
-        node = nodes[k]
-        t = type(node).__name__
-        if t == "Input":
-            shape = tuple(int(x) for x in np.asarray(node.input_type["input"]).ravel())
-            if len(shape) == 2:
-                shape = (1,) + shape
-            pop: Dict[str, Any] = {"name": k, "size": int(np.prod(shape)), "kind": "input"}
-            if len(shape) == 3:
-                pop["shape"] = list(shape)
-            populations.append(pop)
-            pop_names.add(k)
-    for k in sorted(nodes):
-        if type(nodes[k]).__name__ in NEURON_NODES:
-            populations.append(_neuron_population(k, nodes[k], dt, update))
-            pop_names.add(k)
+    # Shapes of inputs (dropping a leading batch or time dimension that an exporter wrote)
+    # and of neuron nodes (None: scalar parameters, sized by what feeds them).
+    shape: Dict[str, Optional[Tuple[int, ...]]] = {}
+    for k in inputs:
+        sh = G.input_shape(nodes[k])
+        if not sh:
+            raise Refusal(f"NIR node '{k}' (Input): no input_type, so its size is unknown")
+        want = _input_size_wanted(nodes, succ, k)
+        while len(sh) > 1 and want is not None and int(np.prod(sh)) != want \
+                and int(np.prod(sh[1:])) == want:
+            notes.append(f"Input '{k}': shape {list(sh)} read as {list(sh[1:])} (the leading "
+                         f"{sh[0]} taken as a batch or time dimension the exporter wrote)")
+            sh = sh[1:]
+        shape[k] = sh
+    for k, n in nodes.items():
+        if G.node_kind(n) in G.NEURON_NODES:
+            shape[k] = G.node_shape(n)
 
-    def through_pass(start: str, path: List[str]) -> List[Tuple[str, List[str]]]:
-        """Follow pass-through nodes from `start`: (first non-pass node, pass nodes on the way)."""
+    # Paths: from every population through linear nodes to the next neuron node or Output.
+    def walk(k: str, chain: List[Tuple[str, Any]], seen: Tuple[str, ...], src: str):
         out = []
-        for nxt in succ[start]:
-            t = type(nodes[nxt]).__name__
-            if t in PASS_NODES:
-                out += through_pass(nxt, path + [nxt])
+        for nxt in succ[k]:
+            node = nodes[nxt]
+            t = G.node_kind(node)
+            if t in G.NEURON_NODES or t == "Output":
+                out.append((chain, nxt))
+            elif t in G.LINEAR_NODES or t == G.IDENTITY:
+                if nxt in seen:
+                    raise Refusal(f"NIR node '{nxt}' ({t}) lies on a loop without a neuron node")
+                out += walk(nxt, chain + [(nxt, node)], seen + (nxt,), src)
             else:
-                out.append((nxt, path))
+                raise Refusal(f"NIR node '{nxt}' ({t}) is fed by '{k}'; an Input feeds only "
+                              "weight or neuron nodes")
         return out
 
-    pairs: List[Tuple[str, str, str]] = []
-    for src in [p["name"] for p in populations]:
-        for w_name, _ in through_pass(src, []):
-            wnode = nodes[w_name]
-            wt = type(wnode).__name__
-            if wt in ("Output",):
-                continue
-            if wt not in WEIGHT_NODES:
-                raise ValueError(
-                    f"NIR node '{src}' feeds '{w_name}' ({wt}) directly; neuropart needs a "
-                    "weight node (Linear, Affine, Conv2d, SumPool2d) between populations"
+    out_names: Dict[str, str] = {}
+    pops_order = inputs + sorted(k for k, n in nodes.items() if G.node_kind(n) in G.NEURON_NODES)
+    paths: List[Tuple[str, List[Tuple[str, Any]], str]] = []
+    for src in pops_order:
+        t = G.node_kind(nodes[src])
+        for chain, tgt in walk(src, [], (src,), src):
+            if t in G.NEURON_NODES and t not in G.SPIKING_NODES and \
+                    G.node_kind(nodes[tgt]) != "Output":
+                via = "".join(f" through '{k}'" for k, _ in chain)
+                raise Refusal(
+                    f"NIR node '{src}' ({t}) feeds '{tgt}'{via}: a {t} sends its membrane, a "
+                    "continuous value, and the chip's neurons send only spikes"
                 )
-            targets = through_pass(w_name, [])
-            if not targets:
-                raise ValueError(
-                    f"NIR weight node '{w_name}' has no outgoing edge: nothing would receive its "
-                    "input; connect it to a neuron node or remove it"
-                )
-            for tgt, _ in targets:
-                tt = type(nodes[tgt]).__name__
-                if tt not in NEURON_NODES:
-                    raise ValueError(
-                        f"NIR weight node '{w_name}' feeds '{tgt}' ({tt}); neuropart needs a "
-                        "neuron node (CubaLIF, CubaLI, LIF, LI) after every weight node"
-                    )
-                pairs.append((w_name, src, tgt))
-    used = {w for w, _, _ in pairs}
-    for k in sorted(nodes):
-        if type(nodes[k]).__name__ in WEIGHT_NODES and k not in used:
-            raise ValueError(
-                f"NIR weight node '{k}' is not fed by any population (no edge into it from an "
-                "Input or neuron node); connect it or remove it"
+            if G.node_kind(nodes[tgt]) == "Output" and not any(
+                    G.node_kind(n) not in (G.IDENTITY, "Flatten") for _, n in chain):
+                if t == "Input":
+                    notes.append(f"Output '{tgt}' repeats Input '{src}' (nothing to run)")
+                else:
+                    out_names[src] = tgt
+                continue  # a population read as it is
+            paths.append((src, chain, tgt))
+    if not paths:
+        raise Refusal("the NIR graph connects no population to a neuron node or weighted Output")
+    used = {k for _, ch, _ in paths for k, _ in ch}
+    for k, n in nodes.items():
+        if G.node_kind(n) in G.LINEAR_NODES and k not in used:
+            raise Refusal(
+                f"NIR node '{k}' ({G.node_kind(n)}) is not on a path from an Input or a "
+                "spiking neuron node to a neuron node or an Output; connect it or remove it"
             )
-    # A weight node between several pairs of populations gives one projection per pair.
-    uses = {w: sum(1 for p in pairs if p[0] == w) for w, _, _ in pairs}
+    # Sizes along the paths; neuron nodes with scalar parameters take the size of their input.
+    outputs: Dict[str, Tuple[int, ...]] = {}
+    todo = list(paths)
+    shapes_of: Dict[int, List[Tuple[int, ...]]] = {}
+    while todo:
+        progress = False
+        for p in list(todo):
+            src, chain, tgt = p
+            if shape.get(src) is None:
+                continue
+            sh = G.shapes_along(chain, shape[src])
+            shapes_of[id(p)] = sh
+            tt = G.node_kind(nodes[tgt])
+            have = outputs.get(tgt) if tt == "Output" else shape.get(tgt)
+            if have is None:
+                if tt == "Output":
+                    outputs[tgt] = sh[-1]
+                else:
+                    shape[tgt] = sh[-1]
+                    notes.append(f"'{tgt}' ({tt}) has scalar parameters: {int(np.prod(sh[-1]))} "
+                                 "neurons, the size of its input")
+            elif int(np.prod(have)) != int(np.prod(sh[-1])):
+                via = " -> ".join([src] + [k for k, _ in chain] + [tgt])
+                raise Refusal(
+                    f"NIR node '{tgt}' ({tt}) has {int(np.prod(have))} neurons but receives "
+                    f"{int(np.prod(sh[-1]))} values along {via}"
+                )
+            todo.remove(p)
+            progress = True
+        if not progress:
+            raise Refusal(f"NIR node '{todo[0][0]}': its size cannot be inferred (scalar "
+                          "parameters and no sized input)")
+
+    populations: List[Dict[str, Any]] = []
+    gains: Dict[str, np.ndarray] = {}
+    biases: Dict[str, np.ndarray] = {}
+    for k in inputs:
+        n = int(np.prod(shape[k]))
+        pop: Dict[str, Any] = {"name": k, "size": n, "kind": "input"}
+        if len(shape[k]) == 3:
+            pop["shape"] = list(shape[k])
+        populations.append(pop)
+    targets = list(dict.fromkeys(
+        [k for k in pops_order if k not in inputs] + [t for _, _, t in paths]))
+    for k in targets:
+        node = nodes[k]
+        t = G.node_kind(node)
+        sh = outputs[k] if t == "Output" else shape[k]
+        if sh is None:
+            raise Refusal(f"NIR node '{k}' ({t}): nothing feeds it and its parameters are "
+                          "scalars, so its size is unknown")
+        n = int(np.prod(sh))
+        prm, per, gain, spiking = _neuron(k, node, n, dt, convention)
+        upd = (getattr(node, "metadata", None) or {}).get("neuropart_update", update) \
+            if t != "Output" else update
+        prm["update"] = upd or "input_first"
+        pop = {"name": k, "size": n, "kind": "lif" if spiking else "readout", "params": prm}
+        if per:
+            pop["per_neuron"] = per
+        if len(sh) == 3:
+            pop["shape"] = list(sh)
+        if t == "Output":
+            notes.append(f"Output '{k}' fed by weights: a readout population whose membrane "
+                         "is the weighted sum of each step (τ = one step)")
+        populations.append(pop)
+        gains[k] = gain
+        biases[k] = np.zeros(n)
+    pop_of = {p["name"]: p for p in populations}
+
     projections = []
-    for w_name, src, tgt in pairs:
-        proj = _projection(w_name, nodes[w_name], src, tgt, nodes, populations)
-        if uses[w_name] > 1:
-            proj["name"] = f"{w_name}:{src}->{tgt}"
+    names_used: Dict[str, int] = {}
+    for p in paths:
+        src, chain, tgt = p
+        sh = shapes_of[id(p)]
+        proj = _projection(src, chain, tgt, sh, pop_of, gains[tgt], dt, notes)
+        biases[tgt] += gains[tgt] * G.chain_bias(chain, sh)
+        names_used[proj["name"]] = names_used.get(proj["name"], 0) + 1
         projections.append(proj)
-    if not projections:
-        raise ValueError("the NIR graph has no weight node between two populations")
+    for proj in projections:
+        if names_used[proj["name"]] > 1:
+            proj["name"] = f"{proj['name']}_{proj['source']}_to_{proj['target']}"
+    for k, b in biases.items():
+        b32 = b.astype(np.float32)
+        if not np.any(b32):
+            continue
+        if np.all(b32 == b32[0]):
+            pop_of[k]["params"]["bias"] = float(b32[0])
+        else:
+            pop_of[k].setdefault("per_neuron", {})["bias"] = b32.tolist()
+    record = {"dt": dt, "convention": convention, "outputs": out_names,
+              "weighted_outputs": [k for k in targets if G.node_kind(nodes[k]) == "Output"]}
     desc = {
         "name": name or default_name,
         "seed": 0,
         "steps": int(steps),
         "populations": populations,
         "projections": projections,
+        "metadata": {"nir": json.dumps(record)},
     }
     return Network.from_str(json.dumps(desc), "json")
 
 
-def _projection(w_name, wnode, src, tgt, nodes, populations) -> Dict[str, Any]:
-    wt = type(wnode).__name__
-    src_pop = next(p for p in populations if p["name"] == src)
-    tgt_node = nodes[tgt]
-    gain = _input_gain(tgt, tgt_node)
-    proj: Dict[str, Any] = {"name": w_name, "source": src, "target": tgt, "sign": "signed"}
-    if wt in ("Linear", "Affine"):
-        w = np.asarray(wnode.weight, dtype=np.float64)
-        if w.ndim != 2:
-            raise ValueError(f"NIR node '{w_name}': weight of shape {w.shape}, not [out, in]")
-        if wt == "Affine":
-            b = np.asarray(wnode.bias, dtype=np.float64)
-            if np.any(b != 0):
-                raise ValueError(
-                    f"NIR node '{w_name}': Affine with a non-zero bias (largest |b| = "
-                    f"{np.abs(b).max():g}); the chip has no bias current"
-                )
-        if w.shape[1] != src_pop["size"] or w.shape[0] != gain.size:
-            raise ValueError(
-                f"NIR node '{w_name}': weight [{w.shape[0]}, {w.shape[1]}] between '{src}' "
-                f"({src_pop['size']} neurons) and '{tgt}' ({gain.size} neurons)"
-            )
+def _neuropart_meta(graph) -> Dict[str, Any]:
+    m = (getattr(graph, "metadata", None) or {}).get("neuropart")
+    if isinstance(m, (str, bytes)):
+        try:
+            m = json.loads(m)
+        except ValueError:
+            m = None
+    return m if isinstance(m, dict) else {}
+
+
+def _projection(src, chain, tgt, shapes, pop_of, gain, dt, notes) -> Dict[str, Any]:
+    delay = 0
+    linear = []
+    for k, node in chain:
+        t = G.node_kind(node)
+        if t == "Delay":
+            delay += G.delay_steps(k, node, dt)
+        elif t not in (G.IDENTITY,):
+            linear.append((k, node))
+    named = [k for k, n in linear if G.node_kind(n) != "Flatten"]
+    name = "+".join(named) if named else f"{src}_to_{tgt}"
+    proj: Dict[str, Any] = {"name": name, "source": src, "target": tgt, "sign": "signed",
+                            "delay": int(delay)}
+    src_pop, tgt_pop = pop_of[src], pop_of[tgt]
+    core = [(k, n) for k, n in linear if G.node_kind(n) != "Flatten"]
+    kinds = [G.node_kind(n) for _, n in core]
+    n_in, n_out = src_pop["size"], tgt_pop["size"]
+    if kinds in (["Linear"], ["Affine"]):
+        w = np.asarray(core[0][1].weight, np.float64)
         proj["connectivity"] = {"type": "dense"}
         proj["weights"] = (w * gain[:, None]).astype(np.float32).ravel().tolist()
         return proj
-    # Convolutions: weights [c_out][c_in][k][k].
-    if wt == "Conv2d":
-        w = np.asarray(wnode.weight, dtype=np.float64)
-        if w.ndim != 4 or w.shape[2] != w.shape[3]:
-            raise ValueError(
-                f"NIR node '{w_name}': weight of shape {w.shape}; neuropart needs a square "
-                "kernel [c_out, c_in, k, k]"
-            )
-        if _pair(w_name, "dilation", wnode.dilation) != 1 or int(wnode.groups) != 1:
-            raise ValueError(f"NIR node '{w_name}': dilation and groups must be 1")
-        b = np.asarray(wnode.bias, dtype=np.float64)
-        if np.any(b != 0):
-            raise ValueError(
-                f"NIR node '{w_name}': Conv2d with a non-zero bias; the chip has no bias current"
-            )
-        k = w.shape[2]
-        stride = _pair(w_name, "stride", wnode.stride)
-        pad = wnode.padding
-        if isinstance(pad, str):
-            if pad == "valid":
-                padding = 0
-            elif pad == "same" and stride == 1 and k % 2 == 1:
-                padding = k // 2
-            else:
-                raise ValueError(f"NIR node '{w_name}': padding '{pad}' with kernel {k}, stride {stride}")
-        else:
-            padding = _pair(w_name, "padding", pad)
-    else:  # SumPool2d: a convolution with unit weights, channel to the same channel.
-        k = _pair(w_name, "kernel_size", wnode.kernel_size)
-        stride = _pair(w_name, "stride", wnode.stride)
-        padding = _pair(w_name, "padding", wnode.padding)
-        shape = src_pop.get("shape")
-        if shape is None:
-            raise ValueError(f"NIR node '{w_name}': SumPool2d needs a source with a [c, h, w] shape")
-        c = shape[0]
-        w = np.zeros((c, c, k, k))
-        for ch in range(c):
-            w[ch, ch] = 1.0
-    if src_pop.get("shape") is None:
-        raise ValueError(f"NIR node '{w_name}': a convolution needs a source with a [c, h, w] shape")
-    tgt_pop = next(p for p in populations if p["name"] == tgt)
-    if tgt_pop.get("shape") is None:
-        # A convolution into a flat node (through a Flatten): the node is its output image.
-        c, h, wd = src_pop["shape"]
-        oh = (h + 2 * padding - k) // stride + 1
-        ow = (wd + 2 * padding - k) // stride + 1
-        if w.shape[0] * oh * ow == tgt_pop["size"]:
-            tgt_pop["shape"] = [int(w.shape[0]), int(oh), int(ow)]
-    if not np.all(gain == gain[0]):
-        raise ValueError(
-            f"NIR node '{tgt}': r · w_in differs between neurons after the convolution "
-            f"'{w_name}' (shared kernel weights cannot fold it)"
-        )
-    proj["connectivity"] = {"type": "conv2d", "kernel": int(k), "stride": int(stride), "padding": int(padding)}
-    proj["weights"] = (w * gain[0]).astype(np.float32).ravel().tolist()
+    conv = _as_conv2d(core, src_pop, tgt_pop, gain)
+    if conv is not None:
+        proj["connectivity"], proj["weights"] = conv
+        return proj
+    # Anything else: the composed matrix, dense or as a list of synapses.
+    sub = [(k, n) for k, n in chain if G.node_kind(n) != "Delay"]
+    m = G.compose(sub, G.shapes_along(sub, shapes[0])) * gain[:, None]
+    m = m.astype(np.float32)
+    if len(core) > 1 or kinds == ["Conv1d"]:
+        notes.append(f"{' -> '.join(named)}: composed into one projection {src} -> {tgt}")
+    nz = np.count_nonzero(m)
+    if not named:
+        notes.append(f"'{src}' feeds '{tgt}' directly: one-to-one synapses of weight 1")
+    if nz * 4 >= m.size or m.size <= 4096:
+        proj["connectivity"] = {"type": "dense"}
+        proj["weights"] = m.ravel().tolist()
+    else:
+        t_idx, s_idx = np.nonzero(m)
+        order = np.lexsort((t_idx, s_idx))
+        proj["connectivity"] = {"type": "sparse", "connections":
+                                np.stack([s_idx[order], t_idx[order]], 1).tolist()}
+        proj["weights"] = m[t_idx[order], s_idx[order]].tolist()
     return proj
 
 
-def to_nir(net, path=None, dt: float = 1e-3):
-    """The network as a NIR graph (written to ``path`` when given): Input, CubaLIF (spiking),
-    CubaLI (readout), Linear (dense), Conv2d (convolutions), with ``r = 1``, ``w_in = 1`` and
-    times ``τ · dt`` (see the module's conventions)."""
+def _as_conv2d(core, src_pop, tgt_pop, gain):
+    """A single square Conv2d or pooling node between image-shaped populations as neuropart's
+    conv2d connectivity (weights shared per position), the gain folded per output channel; None
+    when it does not fit (then the composed matrix is used)."""
+    if len(core) != 1 or "shape" not in src_pop or "shape" not in tgt_pop:
+        return None
+    k, node = core[0]
+    t = G.node_kind(node)
+    c_in = src_pop["shape"][0]
+    c_out, oh, ow = tgt_pop["shape"]
+    g = gain.reshape(c_out, oh * ow)
+    if not np.all(g == g[:, :1]):
+        return None
+    g = g[:, 0]
+    if t == "Conv2d":
+        w = np.asarray(node.weight, np.float64)
+        if w.shape[2] != w.shape[3] or int(node.groups) != 1:
+            return None
+        stride, dil = G._ints(node.stride, 2), G._ints(node.dilation, 2)
+        pad = G._conv_padding(k, node, tuple(w.shape[2:]), stride, dil)
+        if stride[0] != stride[1] or pad[0] != pad[1] or dil != (1, 1):
+            return None
+        kern, s, p = int(w.shape[2]), stride[0], pad[0]
+    elif t in ("SumPool2d", "AvgPool2d"):
+        kk, ss, pp = (G._ints(node.kernel_size, 2), G._ints(node.stride, 2),
+                      G._ints(node.padding, 2))
+        if kk[0] != kk[1] or ss[0] != ss[1] or pp[0] != pp[1] or c_in != c_out:
+            return None
+        kern, s, p = kk[0], ss[0], pp[0]
+        w = np.zeros((c_out, c_in, kern, kern))
+        for ch in range(c_out):
+            w[ch, ch] = 1.0 / (kern * kern) if t == "AvgPool2d" else 1.0
+    else:
+        return None
+    h, wd = src_pop["shape"][1:]
+    if (h + 2 * p - kern) // s + 1 != oh or (wd + 2 * p - kern) // s + 1 != ow:
+        return None
+    w = w * g[:, None, None, None]
+    conn = {"type": "conv2d", "kernel": kern, "stride": s, "padding": p}
+    return conn, w.astype(np.float32).ravel().tolist()
+
+
+def to_nir(net, path=None, dt: Optional[float] = None, convention: str = "nir"):
+    """The network as a NIR graph (written to ``path`` when given).
+
+    ``convention="nir"`` (default) writes what NIR's readers integrate to the same spikes:
+    ``CubaLIF``/``CubaLI`` with ``r = 1`` and ``w_in = τ_syn/dt`` (so that a spike moves the
+    current by its weight), ``LIF``/``LI`` where the synaptic time constant is one step,
+    ``IF``/``I`` for neurons without leak (``r = 1/dt``), ``Affine``/``Conv2d`` biases for
+    constant currents, ``Delay`` nodes for delays, thresholds one float below neuropart's
+    (NIR fires at v > v_threshold), and the step in the graph's metadata
+    (``metadata["neuropart"]``), which :func:`from_nir` reads back. Networks imported from NIR
+    keep their Output names and weighted Outputs. ``convention="hxtorch"`` writes the chip
+    software's reading (CubaLIF/CubaLI with ``r = w_in = 1``, τ·dt). ``dt``: the file's time
+    per step (default: the import's, else 1e-3).
+    """
     nir = _nir()
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention '{convention}': use 'nir' or 'hxtorch'")
+    desc = json.loads(net.to_json_str())
+    meta = {}
+    try:
+        meta = json.loads(desc.get("metadata", {}).get("nir", "{}"))
+    except ValueError:
+        meta = {}
+    if dt is None:
+        dt = float(meta.get("dt", 1e-3))
     try:
         dt_ok = bool(np.isfinite(dt) and dt > 0)
     except TypeError:
@@ -368,7 +559,6 @@ def to_nir(net, path=None, dt: float = 1e-3):
         raise ValueError(
             f"dt must be a finite number above 0 (the file's time unit per step), not {dt}"
         )
-    desc = json.loads(net.to_json_str())
     for p in desc["populations"]:
         if "/" in p["name"]:
             raise ValueError(
@@ -379,6 +569,9 @@ def to_nir(net, path=None, dt: float = 1e-3):
     edges: List[Tuple[str, str]] = []
     pops = {p["name"]: p for p in desc["populations"]}
     taken = set(pops)
+    outputs = meta.get("outputs", {})  # population -> its Output node's name
+    weighted = set(meta.get("weighted_outputs", []))  # readouts that were weighted Outputs
+    taken |= set(outputs.values())
 
     def unique(name: str) -> str:
         base, k = name, 1
@@ -388,7 +581,15 @@ def to_nir(net, path=None, dt: float = 1e-3):
         taken.add(name)
         return name
 
+    def per(p, key, default):
+        """A parameter per neuron (the population's value, or its per_neuron list)."""
+        v = (p.get("per_neuron") or {}).get(key)
+        if v is not None:
+            return np.asarray(v, np.float32)
+        return np.full(p["size"], p.get("params", {}).get(key, default), np.float32)
+
     sources = {pr["source"] for pr in desc["projections"]}
+    bias_of: Dict[str, np.ndarray] = {}
     for p in desc["populations"]:
         shape = p.get("shape") or [p["size"]]
         name = p["name"]
@@ -403,42 +604,99 @@ def to_nir(net, path=None, dt: float = 1e-3):
         if prm.get("refractory", 0.0) != 0.0:
             raise ValueError(f"population '{name}': a refractory period has no NIR form")
 
-        def full(v):
-            return np.full(shape, v, dtype=np.float32)
+        def arr(key, default):
+            return per(p, key, default).reshape(shape)
 
-        common = dict(
-            tau_syn=full(prm.get("tau_syn", 5.7) * dt),
-            tau_mem=full(prm.get("tau_mem", 6.0) * dt),
-            r=full(1.0),
-            v_leak=full(prm.get("v_leak", 0.0)),
-            w_in=full(1.0),
-            # NIR has no update order: kept in the metadata, which from_nir reads.
-            metadata={"neuropart_update": prm.get("update", "input_first")},
-        )
-        if p.get("kind", "lif") == "lif":
-            nodes[name] = nir.CubaLIF(
-                v_threshold=full(prm.get("v_th", 1.0)), v_reset=full(prm.get("v_reset", 0.0)), **common
-            )
+        bias = per(p, "bias", 0.0)
+        if np.any(bias):
+            bias_of[name] = bias
+        if name in weighted:
+            nodes[name] = nir.Output(output_type={"output": np.array(shape)})
+            continue
+        tau_syn, tau_mem = arr("tau_syn", 5.7), arr("tau_mem", 6.0)
+        v_leak = arr("v_leak", 0.0)
+        leak = prm.get("leak", True)
+        spiking = p.get("kind", "lif") == "lif"
+        md = {"neuropart_update": prm.get("update", "input_first")}
+        if convention == "hxtorch":
+            common = dict(tau_syn=tau_syn * dt, tau_mem=tau_mem * dt, r=np.ones_like(v_leak),
+                          v_leak=v_leak, w_in=np.ones_like(v_leak), metadata=md)
+            if not leak or np.any(bias):
+                raise ValueError(f"population '{name}': a neuron without leak or with a bias "
+                                 "has no form in the hxtorch convention; use convention='nir'")
+            if spiking:
+                nodes[name] = nir.CubaLIF(v_threshold=arr("v_th", 1.0),
+                                          v_reset=arr("v_reset", 0.0), **common)
+            else:
+                nodes[name] = nir.CubaLI(**common)
         else:
-            nodes[name] = nir.CubaLI(**common)
+            v_init = per(p, "v_init", np.nan)
+            v_init = np.where(np.isnan(v_init), per(p, "v_leak", 0.0), v_init)
+            if np.any(v_init != 0):
+                raise ValueError(
+                    f"population '{name}': its membranes start at {float(v_init.max()):g} "
+                    "(v_init, or v_leak when unset); NIR graphs start at 0 (set v_init = 0, or "
+                    "export with convention='hxtorch', whose readers start at v_leak)"
+                )
+            th = np.nextafter(arr("v_th", 1.0), np.float32(-np.inf))
+            one = np.ones_like(v_leak)
+            if not leak:
+                # v ← v + dt·r·S with r = 1/dt: one unit of input per unit of weight.
+                if not np.all(tau_mem == 1.0):
+                    raise ValueError(f"population '{name}': an integrator without leak "
+                                     "exports only with τ_mem = one step (k = 1)")
+                r = (one / np.float32(dt)).astype(np.float32)
+                nodes[name] = (nir.IF(r=r, v_threshold=th, v_reset=arr("v_reset", 0.0))
+                               if spiking else nir.I(r=r))
+            elif np.all(tau_syn == 1.0):
+                if spiking:
+                    nodes[name] = nir.LIF(tau=tau_mem * dt, r=one, v_leak=v_leak, v_threshold=th,
+                                          v_reset=arr("v_reset", 0.0))
+                else:
+                    nodes[name] = nir.LI(tau=tau_mem * dt, r=one, v_leak=v_leak)
+            else:
+                # τ_syn dI/dt = −I + w_in·S with w_in = τ_syn/dt: a spike moves I by w.
+                common = dict(tau_syn=tau_syn * dt, tau_mem=tau_mem * dt, r=one, v_leak=v_leak,
+                              w_in=tau_syn.astype(np.float32))
+                if spiking:
+                    nodes[name] = nir.CubaLIF(v_threshold=th, v_reset=arr("v_reset", 0.0),
+                                              **common)
+                else:
+                    nodes[name] = nir.CubaLI(**common)
+            nodes[name].metadata = md
         if name not in sources:
-            out = unique(f"{name}_output")
+            out = outputs.get(name) or unique(f"{name}_output")
             nodes[out] = nir.Output(output_type={"output": np.array(shape)})
             edges.append((name, out))
     names = net.projections
     for pr, pname in zip(desc["projections"], names):
-        if pr.get("delay", 0) != 0:
-            raise ValueError(f"projection '{pname}': a delay has no NIR form here")
         conn = pr.get("connectivity", {"type": "dense"})
         w = np.asarray(net.weights(pname), dtype=np.float32)
         src, tgt = pops[pr["source"]], pops[pr["target"]]
         node_name = unique(pname.replace("->", "_to_").replace(":", "_").replace("/", "_"))
-        if conn["type"] == "dense":
-            nodes[node_name] = nir.Linear(weight=w.reshape(tgt["size"], src["size"]))
+        bias = bias_of.pop(pr["target"], None)
+        if conn["type"] in ("dense", "sparse"):
+            if conn["type"] == "sparse":
+                m = np.zeros((tgt["size"], src["size"]), np.float32)
+                c = np.asarray(conn["connections"], np.int64).reshape(-1, 2)
+                np.add.at(m, (c[:, 1], c[:, 0]), w)
+            else:
+                m = w.reshape(tgt["size"], src["size"])
+            if bias is not None:
+                nodes[node_name] = nir.Affine(weight=m, bias=bias)
+            else:
+                nodes[node_name] = nir.Linear(weight=m)
         elif conn["type"] == "conv2d":
             k = conn["kernel"]
             c_in = src["shape"][0]
             c_out = tgt["shape"][0]
+            b = np.zeros(c_out, dtype=np.float32)
+            if bias is not None:
+                per_ch = bias.reshape(c_out, -1)
+                if not np.all(per_ch == per_ch[:, :1]):
+                    raise ValueError(f"population '{pr['target']}': its bias differs within a "
+                                     "channel; a Conv2d bias is one value per channel")
+                b = per_ch[:, 0].copy()
             nodes[node_name] = nir.Conv2d(
                 input_shape=tuple(src["shape"][1:]),
                 weight=w.reshape(c_out, c_in, k, k),
@@ -446,11 +704,11 @@ def to_nir(net, path=None, dt: float = 1e-3):
                 padding=conn.get("padding", 0),
                 dilation=1,
                 groups=1,
-                bias=np.zeros(c_out, dtype=np.float32),
+                bias=b,
             )
         else:
             raise ValueError(f"projection '{pname}': {conn['type']} connectivity has no NIR form here")
-        if conn["type"] == "dense" and src.get("shape"):
+        if conn["type"] != "conv2d" and src.get("shape"):
             # An image-shaped source reaches a Linear through a Flatten.
             flat = unique(f"{node_name}_flatten")
             nodes[flat] = nir.Flatten(input_type={"input": np.array(src["shape"])}, start_dim=0)
@@ -458,8 +716,21 @@ def to_nir(net, path=None, dt: float = 1e-3):
             edges.append((flat, node_name))
         else:
             edges.append((pr["source"], node_name))
-        edges.append((node_name, pr["target"]))
-    graph = nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+        last = node_name
+        if pr.get("delay", 0):
+            if convention == "hxtorch":
+                raise ValueError(f"projection '{pname}': a delay has no NIR form here")
+            d = unique(f"{node_name}_delay")
+            nodes[d] = nir.Delay(delay=np.full(tgt["size"], pr["delay"] * dt, np.float32))
+            edges.append((node_name, d))
+            last = d
+        edges.append((last, pr["target"]))
+    if bias_of:
+        k = next(iter(bias_of))
+        raise ValueError(f"population '{k}' has a bias but no projection into it to carry it "
+                         "(NIR puts biases on Affine and convolution nodes)")
+    graph = nir.NIRGraph(nodes=nodes, edges=edges, type_check=False,
+                         metadata={"neuropart": json.dumps({"dt": dt, "convention": convention})})
     if path is not None:
         nir.write(str(path), graph)
     return graph

@@ -63,6 +63,9 @@ pub fn mirrored_layouts() -> Vec<(&'static str, &'static str, usize, Vec<usize>)
                 offset_of!(NeuronCoeffs, noise_sd),
                 offset_of!(NeuronCoeffs, noise_key),
                 offset_of!(NeuronCoeffs, membrane_first),
+                offset_of!(NeuronCoeffs, bias),
+                offset_of!(NeuronCoeffs, v_init),
+                offset_of!(NeuronCoeffs, leaky),
             ],
         ),
         (
