@@ -20,12 +20,12 @@ def args():
     return p.parse_args()
 
 
-def ttfs_input(batch, steps, seed=7, density=0.19):
-    """Dense spikes [T, B, 784] (float32 0/1)."""
+def ttfs_input(batch, steps, seed=7, density=0.19, n=784):
+    """Dense spikes [T, B, n] (float32 0/1)."""
     rng = np.random.default_rng(seed)
-    x = np.where(rng.random((batch, 784)) < density, rng.random((batch, 784)), 0.0)
+    x = np.where(rng.random((batch, n)) < density, rng.random((batch, n)), 0.0)
     step = steps - np.round(steps * x).astype(int)
-    spikes = np.zeros((steps, batch, 784), np.float32)
+    spikes = np.zeros((steps, batch, n), np.float32)
     b, n = np.nonzero(step < steps)
     spikes[step[b, n], b, n] = 1.0
     return spikes

@@ -639,3 +639,80 @@ fn network_files_round_trip() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn fused_waves_give_what_partition_by_partition_runs_give() {
+    // The partitions of a wave as one program (each source spike taken once for all of them)
+    // against one partition at a time: bit for bit, ideal and emulated (noise included),
+    // spikes, membranes and scores.
+    let tiny = small_substrate();
+    let mut fused_somewhere = false;
+    for seed in 0..8u64 {
+        let net = random_network(seed, &tiny);
+        let mut rng = Rng::new(seed ^ 0x5EED);
+        let input_pop = net.inputs()[0];
+        let n_in = net.populations[input_pop].size;
+        let input = random_spikes(&mut rng, 5, n_in, net.steps, 0.25);
+        for emulated in [false, true] {
+            let opts = PartitionOptions::default();
+            let mut exec = if emulated {
+                Executor::emulated(
+                    net.clone(),
+                    &tiny,
+                    1,
+                    &opts,
+                    neuropart::AnalogConfig::default(),
+                    neuropart::Mode::Emulated,
+                )
+            } else {
+                Executor::new(net.clone(), &tiny, 1, &opts)
+            }
+            .unwrap();
+            let inputs = [(input_pop, input.clone())];
+            let fused = exec
+                .run_with_noise(&CpuBackend, &inputs, Observe::AllTraces, 7)
+                .unwrap();
+            exec.set_fuse_waves(false);
+            let apart = exec
+                .run_with_noise(&CpuBackend, &inputs, Observe::AllTraces, 7)
+                .unwrap();
+            fused_somewhere |= fused.stats.rounds < apart.stats.rounds;
+            for (p, pop) in net.populations.iter().enumerate() {
+                assert_eq!(
+                    fused.spikes.get(p),
+                    apart.spikes.get(p),
+                    "seed {seed}, emulated {emulated}: spikes of '{}'",
+                    pop.name
+                );
+                let bits = |v: &Option<Vec<f32>>| {
+                    v.as_ref()
+                        .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+                };
+                assert_eq!(
+                    bits(&fused.membrane[p]),
+                    bits(&apart.membrane[p]),
+                    "seed {seed}, emulated {emulated}: membranes of '{}'",
+                    pop.name
+                );
+                assert_eq!(bits(&fused.peak[p]), bits(&apart.peak[p]), "scores");
+            }
+            // Only the readouts' traces when only they are asked for.
+            exec.set_fuse_waves(true);
+            let readouts = exec
+                .run_with_noise(&CpuBackend, &inputs, Observe::ReadoutTraces, 7)
+                .unwrap();
+            for (p, pop) in net.populations.iter().enumerate() {
+                assert_eq!(
+                    readouts.membrane[p].is_some(),
+                    pop.kind == PopulationKind::Readout,
+                    "'{}'",
+                    pop.name
+                );
+            }
+        }
+    }
+    assert!(
+        fused_somewhere,
+        "some wave of two or more partitions ran fused"
+    );
+}

@@ -44,6 +44,10 @@ impl Backend for CpuBackend {
         Ok(Resident::new(CPU_KEY, CpuProgram::new(program)))
     }
 
+    fn fuses_waves(&self) -> bool {
+        true
+    }
+
     fn update(&self, resident: &mut Resident, program: &PartitionProgram) -> Result<()> {
         resident.get_mut::<CpuProgram>()?.update(program);
         Ok(())

@@ -236,6 +236,13 @@ pub trait Backend: Sync {
     fn device_training(&self) -> Option<&dyn DeviceTraining> {
         None
     }
+
+    /// Whether the partitions of a wave should run as one program on this backend (each
+    /// source spike taken once for all of them; see [`Executor`](crate::Executor)). Results
+    /// are the same either way.
+    fn fuses_waves(&self) -> bool {
+        false
+    }
 }
 
 /// Which chips read a chip's neurons over the links: per local neuron `j`, entries

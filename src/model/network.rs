@@ -91,7 +91,6 @@ impl Score {
     }
 }
 
-
 /// Parameters given neuron by neuron: each list is empty (every neuron takes the population's
 /// value) or holds one value per neuron, in the units of [`NeuronParams`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -196,6 +196,8 @@ struct Residents {
     handles: Vec<Resident>,
     /// Per round: the resident of its fused program, if it has one.
     fused: Vec<Option<Resident>>,
+    /// Per wave: the resident of its fused program (backends that fuse waves).
+    wave_fused: Vec<Option<Resident>>,
     generation: u64,
 }
 
@@ -221,6 +223,11 @@ pub struct Executor {
     /// dropped, so lock-step windows are not needed: a cross-chip synapse is one with the
     /// delivery delay added).
     fused: Vec<Option<crate::plan::compile::FusedProgram>>,
+    /// Per wave of the schedule (without a system): its partitions as one program, each
+    /// source spike taken once for all of them, on backends that fuse waves.
+    wave_fused: Vec<Option<crate::plan::compile::FusedProgram>>,
+    /// Whether waves run fused where the backend does so (default: yes).
+    fuse_waves: bool,
     /// Bumped whenever the programs change; residents older than this are updated in place.
     generation: u64,
     residents: Mutex<Option<Residents>>,
@@ -248,6 +255,8 @@ impl Clone for Executor {
             warnings: self.warnings.clone(),
             exchanges: self.exchanges.clone(),
             fused: self.fused.clone(),
+            wave_fused: self.wave_fused.clone(),
+            fuse_waves: self.fuse_waves,
             generation: self.generation,
             residents: Mutex::new(None),
         }
@@ -273,6 +282,8 @@ impl Executor {
             warnings: Vec::new(),
             exchanges: Vec::new(),
             fused: Vec::new(),
+            wave_fused: Vec::new(),
+            fuse_waves: true,
             generation: 0,
             residents: Mutex::new(None),
         };
@@ -331,15 +342,54 @@ impl Executor {
                 crate::plan::compile::fuse(&progs, &ex.live, ex.window)
             })
             .collect();
+        self.wave_fused = self.fused_waves();
+        *self.residents.get_mut().expect("not poisoned") = None;
+    }
+
+    /// The fused program of every wave of two or more partitions, without a system (a
+    /// system's rounds have their own).
+    fn fused_waves(&self) -> Vec<Option<crate::plan::compile::FusedProgram>> {
+        if !self.fuse_waves || self.plan.substrate.system.is_some() {
+            return Vec::new();
+        }
+        self.schedule
+            .waves
+            .iter()
+            .map(|wave| {
+                if wave.len() < 2 {
+                    return None;
+                }
+                let progs: Vec<&PartitionProgram> =
+                    wave.iter().map(|&p| &self.programs[p]).collect();
+                let live: Vec<Vec<bool>> = progs
+                    .iter()
+                    .map(|p| vec![false; p.channels.len()])
+                    .collect();
+                crate::plan::compile::fuse(&progs, &live, 0)
+            })
+            .collect()
+    }
+
+    /// Run the partitions of a wave as one program on backends that fuse waves (the
+    /// default), or one by one as the schedule's rounds say. The same spikes, membranes and
+    /// scores either way; only the speed differs.
+    pub fn set_fuse_waves(&mut self, on: bool) {
+        self.fuse_waves = on;
+        self.wave_fused = self.fused_waves();
         *self.residents.get_mut().expect("not poisoned") = None;
     }
 
     /// Bring the fused programs up to date after their chips' weights changed.
     fn refresh_fused(&mut self) {
-        for (f, round) in self.fused.iter_mut().zip(&self.schedule.rounds) {
+        let groups = self
+            .fused
+            .iter_mut()
+            .zip(&self.schedule.rounds)
+            .chain(self.wave_fused.iter_mut().zip(&self.schedule.waves));
+        for (f, group) in groups {
             if let Some(f) = f {
                 let progs: Vec<&PartitionProgram> =
-                    round.iter().map(|&p| &self.programs[p]).collect();
+                    group.iter().map(|&p| &self.programs[p]).collect();
                 f.refresh(&progs);
             }
         }
@@ -493,10 +543,19 @@ impl Executor {
                 .iter()
                 .map(|f| f.as_ref().map(|f| backend.prepare(&f.program)).transpose())
                 .collect::<Result<Vec<_>>>()?;
+            let wave_fused = if backend.fuses_waves() {
+                self.wave_fused
+                    .iter()
+                    .map(|f| f.as_ref().map(|f| backend.prepare(&f.program)).transpose())
+                    .collect::<Result<Vec<_>>>()?
+            } else {
+                Vec::new()
+            };
             *slot = Some(Residents {
                 key: backend.key(),
                 handles,
                 fused,
+                wave_fused,
                 generation: self.generation,
             });
         }
@@ -505,7 +564,9 @@ impl Executor {
             for (h, p) in r.handles.iter_mut().zip(&self.programs) {
                 backend.update(h, p)?;
             }
-            for (h, f) in r.fused.iter_mut().zip(&self.fused) {
+            let pairs = (r.fused.iter_mut().zip(&self.fused))
+                .chain(r.wave_fused.iter_mut().zip(&self.wave_fused));
+            for (h, f) in pairs {
                 if let (Some(h), Some(f)) = (h, f) {
                     backend.update(h, &f.program)?;
                 }
@@ -707,7 +768,25 @@ impl Executor {
             noise_seed,
             sample_base,
         };
-        for (ri, round) in self.schedule.rounds.iter().enumerate() {
+        // Waves fused where the backend fuses them (then a wave is one unit, with no
+        // exchanges: there is no system), else the schedule's rounds.
+        let by_waves = !residents.wave_fused.is_empty();
+        let (units, fused, fused_res, exchanges) = if by_waves {
+            (
+                &self.schedule.waves,
+                &self.wave_fused,
+                &residents.wave_fused,
+                &[][..],
+            )
+        } else {
+            (
+                &self.schedule.rounds,
+                &self.fused,
+                &residents.fused,
+                &self.exchanges[..],
+            )
+        };
+        for (ri, round) in units.iter().enumerate() {
             let t0 = Instant::now();
             for &pid in round {
                 for b in &self.programs[pid].sources {
@@ -715,12 +794,11 @@ impl Executor {
                     replayed += store.get(b.population).map_or(0, |t| t.len());
                 }
             }
-            if let (Some(f), Some(Some(h)), Some(Some(ex))) = (
-                self.fused.get(ri).and_then(Option::as_ref),
-                residents.fused.get(ri),
-                self.exchanges.get(ri),
-            ) {
-                // A system run with unlimited links: its chips as one program.
+            if let (Some(f), Some(Some(h))) =
+                (fused.get(ri).and_then(Option::as_ref), fused_res.get(ri))
+            {
+                // A system run with unlimited links (its chips as one program), or a fused
+                // wave.
                 let kinds: Vec<Membranes> = round
                     .iter()
                     .map(|&pid| match self.membranes_of(pid, observe) {
@@ -747,10 +825,12 @@ impl Executor {
                     .pop()
                     .expect("one job, one output");
                 let t2 = Instant::now();
-                stats
-                    .links
-                    .get_or_insert_with(crate::model::system::LinkStats::default)
-                    .add(&ex.count(&whole.spikes, &f.offsets));
+                if let Some(Some(ex)) = exchanges.get(ri) {
+                    stats
+                        .links
+                        .get_or_insert_with(crate::model::system::LinkStats::default)
+                        .add(&ex.count(&whole.spikes, &f.offsets));
+                }
                 // The whole's spikes and membranes go where its populations' belong, as one
                 // partition's would.
                 recorded += whole.spikes.len();
@@ -764,13 +844,18 @@ impl Executor {
                     &mut membrane,
                     &mut peak,
                 );
-                if observe == Observe::ReadoutTraces {
-                    // Traces were asked of the readouts only.
-                    for &(_, pop, _, _) in &f.program.population_runs() {
-                        if net.populations[pop].kind != PopulationKind::Readout {
-                            if let Some(v) = membrane[pop].take() {
-                                crate::pool::give(v);
-                            }
+                // Traces only where they were asked for (the whole ran with the widest kind).
+                let asked: Vec<PopulationId> = round
+                    .iter()
+                    .zip(&kinds)
+                    .filter(|(_, k)| matches!(k, Membranes::Trace))
+                    .flat_map(|(&pid, _)| self.programs[pid].population_runs())
+                    .map(|(_, pop, _, _)| pop)
+                    .collect();
+                for &(_, pop, _, _) in &f.program.population_runs() {
+                    if !asked.contains(&pop) {
+                        if let Some(v) = membrane[pop].take() {
+                            crate::pool::give(v);
                         }
                     }
                 }
@@ -836,7 +921,7 @@ impl Executor {
                 });
             }
             let t1 = Instant::now();
-            let outs = match self.exchanges.get(ri).and_then(Option::as_ref) {
+            let outs = match exchanges.get(ri).and_then(Option::as_ref) {
                 Some(ex) => {
                     let (outs, links) = backend.run_system(&store, &mut jobs, ex, &opts)?;
                     stats

@@ -48,6 +48,10 @@ pub(crate) struct Args {
     /// With --train: timed batches.
     #[arg(long, default_value = "20", value_parser = at_least_one, requires = "train")]
     pub(crate) batches: usize,
+    /// Run the partitions of a wave one by one instead of as one program on the CPU (the
+    /// same results; for comparing the two).
+    #[arg(long, conflicts_with = "train")]
+    pub(crate) unfused: bool,
 }
 
 /// The backends `bench` measures: `device`, or the CPU and, where every process has one, its
@@ -89,6 +93,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         train,
         mode,
         batches,
+        unfused,
     } = args;
     let lead = ctx.lead;
     let warn = |lines: &[String]| ctx.warn(lines);
@@ -145,7 +150,10 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         None => neuropart::mnist_network(1).build(&sub)?,
     };
     net.steps = steps;
-    let exec = Executor::new(net, &sub, chips, &target.options())?;
+    let mut exec = Executor::new(net, &sub, chips, &target.options())?;
+    if unfused {
+        exec.set_fuse_waves(false);
+    }
     warn(&exec.warnings);
     // Inputs first: an impossible batch is an error before any device is opened.
     let inputs: Vec<_> = batch
