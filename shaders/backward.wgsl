@@ -162,3 +162,57 @@ fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
         }
     }
 }
+
+// A population that projects onto itself (a recurrent loop of one population): the gradient on
+// a spike at step t needs the population's own current gradients d ≥ 1 steps later, so all its
+// neurons of a sample step back together. One workgroup per sample; its invocations share the
+// neurons, keep their state in workgroup memory and meet at a barrier after every step (the
+// CPU walks a loop's members the same way, src/train/backward.rs).
+const MAX_LOOP: u32 = 1024u;
+var<workgroup> loop_gv: array<f32, MAX_LOOP>;
+var<workgroup> loop_carry: array<f32, MAX_LOOP>;
+var<workgroup> loop_reg: array<f32, MAX_LOOP>;
+
+@compute @workgroup_size(WG)
+fn backward_loop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let s = wg.y * B.grid_x + wg.x;
+    if (s >= B.samples) {
+        return;
+    }
+    for (var n = lid; n < B.neurons; n += WG) {
+        var reg = 0.0;
+        if (B.spiking != 0u) {
+            var count = 0u;
+            for (var t = 0u; t < B.steps; t++) {
+                count += select(0u, 1u, spiked(s, t, n));
+            }
+            let k = f32(count);
+            reg = B.lam * 4.0 * (k * k * k) / (B.batch * f32(B.neurons));
+        }
+        loop_reg[n] = reg;
+        loop_gv[n] = 0.0;
+        loop_carry[n] = 0.0;
+    }
+    for (var r = 0u; r < B.steps; r++) {
+        let t = B.steps - 1u - r;
+        for (var n = lid; n < B.neurons; n += WG) {
+            let at = B.mem_base + (s * B.steps + t) * B.neurons + n;
+            let gs = spike_gradient(s, t, n, loop_reg[n]);
+            let x = B.alpha * abs(mem[at] - B.v_th) + 1.0;
+            let gpre = select(loop_gv[n], 0.0, spiked(s, t, n)) + gs / (x * x);
+            var gcur = loop_carry[n] + B.k_mem * gpre;
+            if (B.membrane_first != 0u) {
+                gcur = loop_carry[n];
+            }
+            gi[at] = gcur;
+            loop_gv[n] = (1.0 - B.k_mem) * gpre;
+            var carry = B.a_syn * gcur;
+            if (B.membrane_first != 0u) {
+                carry += B.k_mem * gpre;
+            }
+            loop_carry[n] = carry;
+        }
+        // This step's current gradients are read by every neuron at step t − d.
+        storageBarrier();
+    }
+}

@@ -524,6 +524,13 @@ pub trait DeviceTraining {
     /// The last batch's gradients (of the batch mean, without the weight regulariser), in
     /// each projection's weight layout.
     fn gradients(&self, state: &Resident) -> Result<Vec<Vec<f32>>>;
+
+    /// The most neurons of a population that projects onto itself (a recurrent loop of one
+    /// population) whose backward pass this device runs; loops of several populations, or
+    /// larger, train with the backward pass on the host. 0: no recurrent loops.
+    fn largest_self_loop(&self) -> usize {
+        0
+    }
 }
 
 /// Check that `store` holds the spikes of every source population of `program`, over the

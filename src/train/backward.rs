@@ -144,9 +144,18 @@ impl Topology {
         })
     }
 
-    /// Whether the network has a recurrent loop (the backward pass runs on the host for it).
+    /// Whether the network has a recurrent loop.
     pub fn is_recurrent(&self) -> bool {
         self.recurrent
+    }
+
+    /// The recurrent loops: every strongly connected component of more than one population,
+    /// or of one that projects onto itself.
+    pub fn loops(&self) -> impl Iterator<Item = &[PopulationId]> {
+        self.comps
+            .iter()
+            .map(Vec::as_slice)
+            .filter(|c| c.len() > 1 || self.ends.iter().any(|&(s, t, _)| s == c[0] && t == c[0]))
     }
 
     /// The readout population.

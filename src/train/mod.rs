@@ -727,7 +727,7 @@ impl Trainer {
             return None;
         }
         let dev = backend.device_training()?;
-        if let Some(why) = self.host_backward_reason() {
+        if let Some(why) = self.host_backward_reason(dev) {
             self.host_note.call_once(|| {
                 eprintln!(
                     "note: {why}: the backward pass runs on the CPU, the forward on the device"
@@ -738,12 +738,28 @@ impl Trainer {
         Some(dev)
     }
 
-    /// Why this network's backward pass cannot run on a device that trains there (its
-    /// kernels walk feed-forward populations and score the maximum over time), if it cannot.
-    pub fn host_backward_reason(&self) -> Option<String> {
+    /// Why this network's backward pass cannot run on `dev`, a device that trains there (its
+    /// kernels walk populations one at a time, a loop only within one population, and score
+    /// the maximum over time), if it cannot.
+    pub fn host_backward_reason(&self, dev: &dyn crate::backend::DeviceTraining) -> Option<String> {
         let net = &self.exec.network;
-        if self.topo.is_recurrent() {
-            return Some(format!("network '{}' has a recurrent loop", net.name));
+        let most = dev.largest_self_loop();
+        for l in self.topo.loops() {
+            let name = &net.populations[l[0]].name;
+            if l.len() > 1 {
+                return Some(format!(
+                    "the recurrent loop of '{name}' spans {} populations (the device walks \
+                     loops of one population)",
+                    l.len()
+                ));
+            }
+            if net.populations[l[0]].size > most {
+                return Some(format!(
+                    "population '{name}' projects onto itself with {} neurons (the device \
+                     walks such loops of up to {most})",
+                    net.populations[l[0]].size
+                ));
+            }
         }
         let r = &net.populations[self.topo.readout()];
         (!r.score.is_max()).then(|| format!("readout '{}' scores {:?}", r.name, r.score))

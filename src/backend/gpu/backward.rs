@@ -1,9 +1,14 @@
 //! Host side of `shaders/backward.wgsl`: the spike raster of a population from its recorded
-//! spikes, and the backward pass through time of one population on the device. This module
+//! spikes, and the backward pass through time of one population on the device (one thread per
+//! neuron, or for a population that projects onto itself one workgroup per sample). This module
 //! owns the source, the parameters' layout and the pipelines.
 
 /// The kernel's source.
 pub const SOURCE: &str = include_str!("../../../shaders/backward.wgsl");
+
+/// Most neurons of a population that projects onto itself whose backward pass runs on the
+/// device (`MAX_LOOP` in the shader: its state lives in workgroup memory).
+pub const MAX_LOOP_NEURONS: usize = 1024;
 
 /// Words per outgoing-projection record in the topology buffer (see the shader).
 pub const OUT_RECORD: usize = 8;
@@ -75,6 +80,8 @@ pub(super) struct BackwardKernels {
     pub layout: wgpu::BindGroupLayout,
     pub raster: wgpu::ComputePipeline,
     pub backward: wgpu::ComputePipeline,
+    /// A population that projects onto itself: one workgroup per sample.
+    pub backward_loop: wgpu::ComputePipeline,
 }
 
 impl BackwardKernels {
@@ -95,10 +102,13 @@ impl BackwardKernels {
         );
         let raster = super::pipeline(device, &layout, "backward.wgsl", SOURCE, "raster_bits");
         let backward = super::pipeline(device, &layout, "backward.wgsl", SOURCE, "backward");
+        let backward_loop =
+            super::pipeline(device, &layout, "backward.wgsl", SOURCE, "backward_loop");
         BackwardKernels {
             layout,
             raster,
             backward,
+            backward_loop,
         }
     }
 }

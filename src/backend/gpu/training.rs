@@ -273,6 +273,10 @@ impl GpuBackend {
 }
 
 impl DeviceTraining for GpuBackend {
+    fn largest_self_loop(&self) -> usize {
+        super::backward::MAX_LOOP_NEURONS
+    }
+
     fn begin(
         &self,
         s: &TrainStructure<'_>,
@@ -687,9 +691,15 @@ impl DeviceTraining for GpuBackend {
         let mut backs = Vec::new();
         for &p in st.order.iter().rev() {
             let mut bp = back(p, st)?;
-            let grid = groups(samples as u64 * st.pops[p].size as u64)?;
+            // A population that projects onto itself steps back a sample at a time.
+            let looped = st.projs.iter().any(|q| q.src == p && q.tgt == p);
+            let grid = if looped {
+                super::grid(samples as u64)?
+            } else {
+                groups(samples as u64 * st.pops[p].size as u64)?
+            };
             bp.grid_x = grid.0;
-            backs.push((arena.push(&bp), grid));
+            backs.push((looped, arena.push(&bp), grid));
         }
         let mut grads = Vec::new();
         for pr in &st.projs {
@@ -788,8 +798,12 @@ impl DeviceTraining for GpuBackend {
             pass.set_pipeline(&ctx.loss.pipeline);
             pass.set_bind_group(0, &lb, &[loss_at]);
             pass.dispatch_workgroups(lgx, lgy, 1);
-            pass.set_pipeline(&ctx.backward.backward);
-            for &(at, (x, y)) in &backs {
+            for &(looped, at, (x, y)) in &backs {
+                pass.set_pipeline(if looped {
+                    &ctx.backward.backward_loop
+                } else {
+                    &ctx.backward.backward
+                });
                 pass.set_bind_group(0, &bk, &[at]);
                 pass.dispatch_workgroups(x, y, 1);
             }
