@@ -194,7 +194,7 @@ impl Chip {
             q.leak = true;
             q.bias = p.bias * boost;
         }
-        q.tau_mem = q.tau_mem * (1.0 + mean(&self.tau_mem)).max(0.1);
+        q.tau_mem *= (1.0 + mean(&self.tau_mem)).max(0.1);
         q.tau_syn = p.tau_syn * (1.0 + mean(&self.tau_syn)).max(0.1);
         q.v_th = p.v_th + span * mean(&self.threshold);
         q.v_leak = p.v_leak + span * mean(&self.leak);

@@ -496,6 +496,7 @@ pub fn random_network(seed: u64, substrate: &Substrate) -> Network {
             p.delay += 1 + rng.below(2) as u32;
         }
     }
+    nir_features(&mut pops, seed);
     Network {
         name: format!("random{seed}"),
         seed,
@@ -506,6 +507,34 @@ pub fn random_network(seed: u64, substrate: &Substrate) -> Network {
     }
     .prepare(substrate)
     .unwrap()
+}
+
+/// What NIR graphs bring, on some populations (drawn from their own stream, so that the rest
+/// of the network is as before): biases (per population or per neuron), membranes that start
+/// away from rest, integrators without leak, thresholds per neuron.
+fn nir_features(pops: &mut [Population], seed: u64) {
+    let mut rng = Rng::derive(seed, 0x004e_4952);
+    for p in pops.iter_mut().filter(|p| p.kind != PopulationKind::Input) {
+        let n = p.size;
+        match rng.below(6) {
+            0 => p.params.bias = 0.05 * (rng.uniform() as f32 - 0.3),
+            1 => {
+                p.per_neuron.bias = (0..n).map(|_| 0.1 * (rng.uniform() as f32 - 0.4)).collect();
+                p.per_neuron.v_init = (0..n).map(|_| 0.3 * rng.uniform() as f32).collect();
+            }
+            2 => {
+                p.params.leak = false;
+                p.params.v_init = Some(0.2 * rng.uniform() as f32);
+            }
+            3 => {
+                let th = p.params.v_th;
+                p.per_neuron.v_th = (0..n)
+                    .map(|_| th * (0.8 + 0.4 * rng.uniform() as f32))
+                    .collect();
+            }
+            _ => {}
+        }
+    }
 }
 
 fn proj(s: &str, t: &str, delay: u32, mean: f32) -> Projection {

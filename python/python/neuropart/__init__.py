@@ -13,7 +13,7 @@ Bad networks, inputs and options raise ``ValueError``; device, file and divergen
 """
 
 from ._neuropart import Network, Plan, Substrate, __version__, spikes_to_dense
-from ._nir import from_nir, to_nir
+from ._nir import from_nir, to_nir, weight_report
 
 __all__ = [
     "Network",
@@ -21,6 +21,7 @@ __all__ = [
     "Substrate",
     "from_nir",
     "to_nir",
+    "weight_report",
     "spikes_to_dense",
     "__version__",
 ]

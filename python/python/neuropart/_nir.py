@@ -37,6 +37,34 @@ from ._nir_graph import Refusal
 
 CONVENTIONS = ("nir", "hxtorch")
 
+#: The chip's largest weight (6 bit): BrainScaleS-2's `Substrate.weight_max`.
+WEIGHT_MAX = 63
+
+#: The analog configuration's default weight scale (hardware units per model unit).
+DEFAULT_WEIGHT_SCALE = 32.0
+
+
+def weight_report(net, weight_max: int = WEIGHT_MAX,
+                  default_scale: float = DEFAULT_WEIGHT_SCALE) -> List[Dict[str, Any]]:
+    """How emulated mode maps each population's incoming weights onto the chip's integer
+    range: per population its scale (hardware units per model unit: ``params.weight_scale``,
+    else the analog default), the largest |w|, and how many weights are clipped
+    (|round(scale·w)| > weight_max)."""
+    desc = json.loads(net.to_json_str())
+    out = []
+    for p in desc["populations"]:
+        if p.get("kind") == "input":
+            continue
+        scale = p.get("params", {}).get("weight_scale") or default_scale
+        ws = [np.asarray(net.weights(pr["name"]), np.float64)
+              for pr in desc["projections"] if pr["target"] == p["name"]]
+        w = np.concatenate(ws) if ws else np.zeros(0)
+        clipped = int(np.sum(np.abs(np.round(w * scale)) > weight_max))
+        out.append({"population": p["name"], "scale": float(scale),
+                     "largest": float(np.abs(w).max(initial=0.0)), "weights": int(w.size),
+                     "clipped": clipped})
+    return out
+
 #: Node types that are refused with a reason (anything else unknown is refused as unknown).
 WHY_NOT = {
     "Threshold": "a Threshold node thresholds a continuous value; the chip's neurons threshold "
@@ -399,6 +427,18 @@ def from_nir(graph_or_path, dt: Optional[float] = None, steps: int = 30,
     for proj in projections:
         if names_used[proj["name"]] > 1:
             proj["name"] = f"{proj['name']}_{proj['source']}_to_{proj['target']}"
+    # Emulated mode: the synaptic gain calibration of each population chosen so that its
+    # largest incoming weight uses the chip's whole range (as the chip software's weight
+    # scaling does); nothing is clipped at import.
+    for k in pop_of:
+        ws = [np.abs(np.asarray(p["weights"], np.float64)).max(initial=0.0)
+              for p in projections if p["target"] == k]
+        top = max(ws, default=0.0)
+        if pop_of[k]["kind"] != "input" and top > 0:
+            scale = WEIGHT_MAX / top
+            pop_of[k]["params"]["weight_scale"] = float(np.float32(scale))
+            notes.append(f"emulated weights into '{k}': {scale:.4g} hardware units per model "
+                         f"unit (largest |w| {top:.4g} -> {WEIGHT_MAX})")
     for k, b in biases.items():
         b32 = b.astype(np.float32)
         if not np.any(b32):
@@ -408,7 +448,13 @@ def from_nir(graph_or_path, dt: Optional[float] = None, steps: int = 30,
         else:
             pop_of[k].setdefault("per_neuron", {})["bias"] = b32.tolist()
     record = {"dt": dt, "convention": convention, "outputs": out_names,
-              "weighted_outputs": [k for k in targets if G.node_kind(nodes[k]) == "Output"]}
+              "weighted_outputs": [k for k in targets if G.node_kind(nodes[k]) == "Output"],
+              # The graph as read and how its nodes became projections: export writes it back
+              # with the network's current parameters and weights.
+              "graph": _encode(graph.to_dict()),
+              "chains": {pr["name"]: [k for k, _ in ch]
+                         for pr, (_, ch, _) in zip(projections, paths)},
+              "digest": {pr["name"]: _digest(pr["weights"]) for pr in projections}}
     desc = {
         "name": name or default_name,
         "seed": 0,
@@ -418,6 +464,185 @@ def from_nir(graph_or_path, dt: Optional[float] = None, steps: int = 30,
         "metadata": {"nir": json.dumps(record)},
     }
     return Network.from_str(json.dumps(desc), "json")
+
+
+def _encode(x):
+    """A nir dict (numpy arrays inside) as JSON-able data."""
+    if isinstance(x, dict):
+        return {k: _encode(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_encode(v) for v in x]
+    if isinstance(x, np.generic):
+        return {"__sc__": x.item() if x.dtype.kind not in "SUO" else str(x),
+                "dtype": x.dtype.str}
+    if isinstance(x, np.ndarray):
+        a = np.asarray(x)
+        if a.dtype.kind in "SUO":
+            return {"__str__": [str(v.decode() if isinstance(v, bytes) else v)
+                                for v in a.ravel()], "shape": list(a.shape)}
+        return {"__nd__": a.ravel().tolist(), "dtype": a.dtype.str, "shape": list(a.shape)}
+    if isinstance(x, bytes):
+        return x.decode()
+    return x
+
+
+def _decode(x):
+    if isinstance(x, dict):
+        if "__nd__" in x:
+            return np.asarray(x["__nd__"], dtype=np.dtype(x["dtype"])).reshape(x["shape"])
+        if "__sc__" in x:
+            return np.dtype(x["dtype"]).type(x["__sc__"])
+        if "__str__" in x:
+            return np.asarray(x["__str__"]).reshape(x["shape"])
+        return {k: _decode(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_decode(v) for v in x]
+    return x
+
+
+def _digest(weights) -> str:
+    import hashlib
+    return hashlib.sha1(np.asarray(weights, np.float32).tobytes()).hexdigest()
+
+
+def _lookup(graph, dotted: str):
+    """Node `dotted` of `graph` (top-level names may contain dots; nested ones are
+    `outer.inner`)."""
+    if dotted in graph.nodes:
+        return graph.nodes[dotted]
+    for k, n in graph.nodes.items():
+        if G.kind(n) == "NIRGraph" and dotted.startswith(k + "."):
+            return _lookup(n, dotted[len(k) + 1:])
+    raise KeyError(dotted)
+
+
+def _graph_from(d):
+    d = dict(d)
+    d["type_check"] = False
+    return _nir().NIRGraph.from_dict(d)
+
+
+def _structured(net, desc, meta, dt):
+    """The imported graph, node for node, with the network's current parameters and weights:
+    neuron nodes get τ, thresholds, leak and reset from the network (r and w_in as read); a
+    weight node that became one projection gets its weights with the node's input gain taken
+    out again; chains composed into one projection must be unchanged."""
+    graph = _graph_from(_decode(meta["graph"]))
+    nir_conv = meta.get("convention", "nir") == "nir"
+    weighted = set(meta.get("weighted_outputs", []))
+    gains: Dict[str, np.ndarray] = {}
+    for p in desc["populations"]:
+        if p.get("kind") == "input":
+            continue
+        n = p["size"]
+        if p["name"] in weighted:
+            gains[p["name"]] = np.ones(n)
+            continue
+        node = _lookup(graph, p["name"])
+        t = G.kind(node)
+
+        def per(key, default):
+            v = (p.get("per_neuron") or {}).get(key)
+            if v is not None:
+                return np.asarray(v, np.float64)
+            return np.full(n, p.get("params", {}).get(key, default), np.float64)
+
+        def put(attr, values):
+            old = np.asarray(getattr(node, attr))
+            v = np.asarray(values, old.dtype if old.dtype.kind == "f" else np.float32)
+            if old.size != n:
+                if not np.all(v == v[0]):
+                    raise ValueError(f"NIR node '{p['name']}': '{attr}' now differs between "
+                                     "neurons but the node holds one value")
+                v = np.full(old.shape, v[0], dtype=v.dtype)
+            else:
+                v = v.reshape(old.shape)
+            setattr(node, attr, v)
+
+        def vec(attr):
+            return np.resize(np.asarray(getattr(node, attr), np.float64).ravel(), n)
+
+        tau_syn = per("tau_syn", 5.7).astype(np.float32)
+        if t in ("CubaLIF", "CubaLI"):
+            put("tau_syn", tau_syn * dt)
+            put("tau_mem", per("tau_mem", 6.0) * dt)
+            gain = vec("r") * vec("w_in")
+            if nir_conv:
+                gain = gain / tau_syn
+        elif t in ("LIF", "LI"):
+            put("tau", per("tau_mem", 6.0) * dt)
+            gain = vec("r")
+        else:
+            gain = vec("r") * dt
+        if t not in ("IF", "I"):
+            put("v_leak", per("v_leak", 0.0))
+        if t in G.SPIKING_NODES:
+            th = per("v_th", 1.0).astype(np.float32)
+            if nir_conv:
+                th = np.nextafter(th, np.float32(-np.inf))
+            put("v_threshold", th)
+            if getattr(node, "v_reset", None) is not None:
+                put("v_reset", per("v_reset", 0.0))
+        upd = p.get("params", {}).get("update", "input_first")
+        if upd != "input_first":
+            node.metadata = {**(getattr(node, "metadata", None) or {}), "neuropart_update": upd}
+        gains[p["name"]] = gain
+    chains = meta.get("chains", {})
+    digest = meta.get("digest", {})
+    for pr in desc["projections"]:
+        name = pr["name"]
+        chain = chains.get(name)
+        if chain is None:
+            raise ValueError(f"projection '{name}' was added after the import; export with "
+                             "structure=False")
+        w = np.asarray(net.weights(name), np.float64)
+        core = [k for k in chain if G.kind(_lookup(graph, k)) not in
+                ("Flatten", "Input", "Output", "Delay")]
+        conn = pr.get("connectivity", {"type": "dense"})
+        g = gains[pr["target"]]
+        kinds = [G.kind(_lookup(graph, k)) for k in core]
+        if kinds in (["Linear"], ["Affine"]) and conn["type"] == "dense":
+            node = _lookup(graph, core[0])
+            old = np.asarray(node.weight)
+            node.weight = (w.reshape(old.shape) / g[:, None]).astype(old.dtype)
+        elif kinds == ["Conv2d"] and conn["type"] == "conv2d":
+            node = _lookup(graph, core[0])
+            old = np.asarray(node.weight)
+            g_ch = g.reshape(old.shape[0], -1)[:, 0]
+            node.weight = (w.reshape(old.shape) / g_ch[:, None, None, None]).astype(old.dtype)
+        elif _digest(w) != digest.get(name):
+            raise ValueError(
+                f"projection '{name}' composes the NIR nodes {', '.join(chain) or '(none)'} and "
+                "its weights changed since the import: those nodes cannot hold them; export "
+                "with structure=False (one Linear per projection)"
+            )
+    md = dict(graph.metadata or {})
+    md["neuropart"] = json.dumps({"dt": dt, "convention": meta.get("convention", "nir")})
+    graph.metadata = md
+    return graph
+
+
+def _write(nir, path: str, graph) -> None:
+    """nir.write, with 0-d parameters (some exporters write scalars, which nir 1.0.8 reads
+    but cannot write) stored as one-element arrays."""
+    try:
+        nir.write(path, graph)
+    except TypeError as e:
+        if "Scalar" not in str(e):
+            raise
+
+        def lift(g):
+            for n in g.nodes.values():
+                if G.kind(n) == "NIRGraph":
+                    lift(n)
+                    continue
+                for attr, v in vars(n).items():
+                    if isinstance(v, (np.ndarray, np.generic)) and np.ndim(v) == 0 \
+                            and np.asarray(v).dtype.kind == "f":
+                        setattr(n, attr, np.asarray(v).reshape(1))
+
+        lift(graph)
+        nir.write(path, graph)
 
 
 def _neuropart_meta(graph) -> Dict[str, Any]:
@@ -519,7 +744,8 @@ def _as_conv2d(core, src_pop, tgt_pop, gain):
     return conn, w.astype(np.float32).ravel().tolist()
 
 
-def to_nir(net, path=None, dt: Optional[float] = None, convention: str = "nir"):
+def to_nir(net, path=None, dt: Optional[float] = None, convention: str = "nir",
+           structure: bool = True):
     """The network as a NIR graph (written to ``path`` when given).
 
     ``convention="nir"`` (default) writes what NIR's readers integrate to the same spikes:
@@ -531,7 +757,10 @@ def to_nir(net, path=None, dt: Optional[float] = None, convention: str = "nir"):
     (``metadata["neuropart"]``), which :func:`from_nir` reads back. Networks imported from NIR
     keep their Output names and weighted Outputs. ``convention="hxtorch"`` writes the chip
     software's reading (CubaLIF/CubaLI with ``r = w_in = 1``, τ·dt). ``dt``: the file's time
-    per step (default: the import's, else 1e-3).
+    per step (default: the import's, else 1e-3). ``structure``: a network imported from NIR
+    is written back node for node (the same names, types, nesting, r and w_in, with its
+    current parameters and weights), unless ``structure=False`` or the step or convention
+    differs from the import's.
     """
     nir = _nir()
     if convention not in CONVENTIONS:
@@ -552,6 +781,12 @@ def to_nir(net, path=None, dt: Optional[float] = None, convention: str = "nir"):
         raise ValueError(
             f"dt must be a finite number above 0 (the file's time unit per step), not {dt}"
         )
+    if structure and "graph" in meta and float(meta.get("dt", -1)) == float(dt) \
+            and meta.get("convention", "nir") == convention:
+        graph = _structured(net, desc, meta, dt)
+        if path is not None:
+            _write(nir, str(path), graph)
+        return graph
     for p in desc["populations"]:
         if "/" in p["name"]:
             raise ValueError(
