@@ -1,27 +1,29 @@
 """NIR (Neuromorphic Intermediate Representation) import and export.
 
-Conventions (the README has them as a table):
+Conventions (the README has them as tables):
 
 * Times in the file are in the unit of ``dt``: a time constant ``tau`` becomes ``tau / dt``
-  steps of the substrate's time step (1 µs on BrainScaleS-2). NIR's documentation uses
-  seconds or milliseconds; hxtorch writes τ in ms and runs at 1 µs, hence ``dt=1e-3``.
-* A spike through weight ``w`` makes the synaptic current jump by ``w · w_in`` (the jump does
-  not scale with dt or τ_syn, as in the chip's software), and ``r`` multiplies the current in
-  the membrane equation; both are folded into the weights of the projection into the node.
-* ``LIF`` and ``LI`` have no synaptic filter: their current is the input of the step
-  (τ_syn = one step).
-* Every neuron of a node must share τ, thresholds and potentials; differing values are
-  refused naming the node and the parameter. ``Affine`` biases must be zero (the chip has no
-  bias current). ``Conv2d`` needs a square kernel, equal strides and paddings, dilation 1 and
-  groups 1; ``SumPool2d`` becomes a convolution with fixed unit weights.
-* Population names are the NIR node names; projections are named after the weight nodes
-  (``node:source->target`` when one weight node connects several pairs of populations).
+  steps of the substrate's time step (1 µs on BrainScaleS-2).
+* ``convention="nir"`` (default): NIR's equations integrated as the specification writes them
+  (forward Euler at ``dt``): a CubaLIF's current moves by (dt/τ_syn)·w_in·(input) per step, the
+  membrane by (dt/τ_mem)·(v_leak − v + r·I); ``LIF``/``LI`` take the input as their current
+  (τ_syn = one step, gain r); ``IF``/``I`` integrate without leak (gain dt·r); a neuron fires
+  when v > v_threshold; every state starts at 0. The input gains fold into the weights and
+  biases of the projections into the node.
+* ``convention="hxtorch"``: the chip software's reading (a spike adds w·w_in·r to the
+  current; membranes start at v_leak; fire at v ≥ v_threshold).
+* Biases become constant currents per neuron; parameters that differ between the neurons of
+  a node become per-neuron values; chains of weight nodes (pooling, Flatten, Scale, Delay,
+  convolutions, Affine) become one projection; nested graphs are inlined (``outer.inner``).
+* Population names are the NIR node names; projections are named after their weight nodes
+  (``a+b`` for a composed chain, ``src_to_tgt`` for a direct connection).
 * A projection inside a recurrent loop takes one extra step (neuropart's timing).
 * NIR has no update order: export records it in the neuron nodes' metadata
   (``neuropart_update``), which import reads before the ``update`` argument.
 
-Export writes the same conventions (``r = 1``, ``w_in = 1``), so a graph exported here and
-read back gives identical spikes.
+The import records the graph it read, the step and the convention in the network's
+metadata; export writes an imported graph back node for node, and records ``dt`` and the
+convention in the graph's metadata, which import reads.
 """
 
 from __future__ import annotations
@@ -410,6 +412,17 @@ def from_nir(graph_or_path, dt: Optional[float] = None, steps: int = 30,
         if t == "Output":
             notes.append(f"Output '{k}' fed by weights: a readout population whose membrane "
                          "is the weighted sum of each step (τ = one step)")
+        if t in ("IF", "I"):
+            notes.append(f"'{k}' ({t}) emulated: the chip's membrane always leaks; the longest "
+                         "calibratable τ_mem (2000 µs) with its input scaled up to match, so "
+                         "a leak of 1/2000 of (v_leak − v) per µs remains")
+        for key, lo, hi in (("tau_mem", 0.1, 2000.0), ("tau_syn", 0.1, 100.0)):
+            v = np.asarray(per.get(key, [prm.get(key, 1.0)]), np.float64)
+            if t not in ("IF", "I", "Output") and (v.min() < lo or v.max() > hi) and \
+                    not (key == "tau_syn" and np.all(v == 1.0)):
+                notes.append(f"'{k}' ({t}) emulated: {key} {v.min():g} to {v.max():g} µs lies "
+                             f"outside the chip's calibratable {lo:g} to {hi:g} µs; the "
+                             "emulator runs it as given")
         populations.append(pop)
         gains[k] = gain
         biases[k] = np.zeros(n)
