@@ -401,3 +401,26 @@ def test_export_of_an_import_is_the_graph_read(path, tmp_path):
         node = g2.nodes[name]
         np.testing.assert_allclose(np.asarray(node.weight).ravel(),
                                    2 * np.asarray(graph.nodes[name].weight).ravel(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("b", [BRAILLE, SINABS_CNN, "b23438d4e1", "f75a86dbef"])
+@pytest.mark.parametrize("mode", ["ideal", "emulated"])
+def test_gpu_equals_cpu_on_real_files(b, mode):
+    """Biases, integrators without leak, membranes starting below rest and weighted Outputs:
+    the GPU kernels give the CPU's spikes (and readout membranes)."""
+    path = by_blob(b)
+    graph, checked = read(path)
+    net = neuropart.from_nir(path, dt=choose_dt(graph), type_check=checked)
+    xs, _ = population_inputs(net, graph, np.random.default_rng(4), 2, 25, 0.25)
+    try:
+        gpu = net.run(xs, device="gpu", mode=mode)
+    except RuntimeError as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no GPU adapter: {e}")
+    cpu = net.run(xs, device="cpu", mode=mode)
+    for k in cpu:
+        if cpu[k].dtype == bool:
+            np.testing.assert_array_equal(gpu[k], cpu[k], err_msg=k)
+        else:
+            np.testing.assert_allclose(gpu[k], cpu[k], atol=1e-6, err_msg=k)
