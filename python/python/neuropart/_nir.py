@@ -693,6 +693,9 @@ def _projection(src, chain, tgt, shapes, pop_of, gain, dt, notes) -> Dict[str, A
     conv = _as_conv2d(core, src_pop, tgt_pop, gain)
     if conv is not None:
         proj["connectivity"], proj["weights"] = conv
+        if len(core) > 1:
+            notes.append(f"{' -> '.join(named)}: composed into one convolution {src} -> {tgt} "
+                         f"(kernel {conv[0]['kernel']}, stride {conv[0]['stride']})")
         return proj
     # Anything else: the composed matrix, dense or as a list of synapses.
     sub = [(k, n) for k, n in chain if G.node_kind(n) != "Delay"]
@@ -715,11 +718,53 @@ def _projection(src, chain, tgt, shapes, pop_of, gain, dt, notes) -> Dict[str, A
     return proj
 
 
+def _pool_conv(core, src_pop, tgt_pop, gain):
+    """SumPool2d/AvgPool2d (non-overlapping, tiling the image) then Conv2d, as one
+    convolution: kernel (k_c − 1)·s_p + k_p, stride s_c·s_p, padding p_c·s_p, each conv weight
+    spread over the pooling window (the Sinabs CNNs' pool -> conv)."""
+    (kp_name, pool), (kc_name, conv) = core
+    if G.node_kind(pool) not in ("SumPool2d", "AvgPool2d") or G.node_kind(conv) != "Conv2d":
+        return None
+    kp, sp, pp = (G._ints(pool.kernel_size, 2), G._ints(pool.stride, 2),
+                  G._ints(pool.padding, 2))
+    c_in, h, wd = src_pop["shape"]
+    if kp[0] != kp[1] or kp != sp or pp != (0, 0) or h % kp[0] or wd % kp[0]:
+        return None
+    w = np.asarray(conv.weight, np.float64)
+    if w.shape[2] != w.shape[3] or int(conv.groups) != 1 or w.shape[1] != c_in:
+        return None
+    stride, dil = G._ints(conv.stride, 2), G._ints(conv.dilation, 2)
+    pad = G._conv_padding(kc_name, conv, tuple(w.shape[2:]), stride, dil)
+    if stride[0] != stride[1] or pad[0] != pad[1] or dil != (1, 1):
+        return None
+    c_out, oh, ow = tgt_pop["shape"]
+    g = gain.reshape(c_out, oh * ow)
+    if not np.all(g == g[:, :1]):
+        return None
+    k_p, k_c = kp[0], w.shape[2]
+    kern, st, p = (k_c - 1) * k_p + k_p, stride[0] * k_p, pad[0] * k_p
+    if (h + 2 * p - kern) // st + 1 != oh or (wd + 2 * p - kern) // st + 1 != ow:
+        return None
+    per = 1.0 / (k_p * k_p) if G.node_kind(pool) == "AvgPool2d" else 1.0
+    big = np.zeros((c_out, c_in, kern, kern))
+    for ky in range(k_c):
+        for kx in range(k_c):
+            big[:, :, ky * k_p:(ky + 1) * k_p, kx * k_p:(kx + 1) * k_p] += \
+                w[:, :, ky:ky + 1, kx:kx + 1] * per
+    big = big * g[:, 0][:, None, None, None]
+    conn = {"type": "conv2d", "kernel": int(kern), "stride": int(st), "padding": int(p)}
+    return conn, big.astype(np.float32).ravel().tolist()
+
+
 def _as_conv2d(core, src_pop, tgt_pop, gain):
     """A single square Conv2d or pooling node between image-shaped populations as neuropart's
     conv2d connectivity (weights shared per position), the gain folded per output channel; None
     when it does not fit (then the composed matrix is used)."""
-    if len(core) != 1 or "shape" not in src_pop or "shape" not in tgt_pop:
+    if "shape" not in src_pop or "shape" not in tgt_pop:
+        return None
+    if len(core) == 2:
+        return _pool_conv(core, src_pop, tgt_pop, gain)
+    if len(core) != 1:
         return None
     k, node = core[0]
     t = G.node_kind(node)
