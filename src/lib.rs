@@ -98,8 +98,9 @@ pub use memory::{
 };
 pub use model::analog::{AnalogConfig, Cadc, Chip, Mode, WeightMap};
 pub use model::network::{
-    mnist_network, Connectivity, Format, Network, NetworkBuilder, Population, PopulationId,
-    PopulationKind, Projection, Score, Sign, WeightInit, MAX_DELAY, MAX_POPULATION, MAX_STEPS,
+    mnist_network, Connectivity, Format, Network, NetworkBuilder, PerNeuron, Population,
+    PopulationId, PopulationKind, Projection, Score, Sign, WeightInit, MAX_DELAY, MAX_POPULATION,
+    MAX_STEPS,
 };
 pub use model::neuron::{lif_step, Integration, LifState, NeuronCoeffs, NeuronParams, Update};
 pub use model::substrate::Substrate;

@@ -71,6 +71,11 @@ pub struct NeuronParams {
     /// 0.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub v_init: Option<f32>,
+    /// Emulated mode: hardware weight units per model unit of the weights into these neurons
+    /// (their synaptic gain calibration); none: the analog configuration's `weight_scale`. The
+    /// NIR import sets it so that the largest imported weight uses the chip's full range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_scale: Option<f32>,
 }
 
 fn is_true(b: &bool) -> bool {
@@ -97,6 +102,7 @@ impl Default for NeuronParams {
             leak: true,
             bias: 0.0,
             v_init: None,
+            weight_scale: None,
         }
     }
 }
@@ -115,6 +121,9 @@ impl NeuronParams {
         check_range(owner, "bias", self.bias as f64, -1e9, 1e9)?;
         if let Some(v) = self.v_init {
             check_range(owner, "v_init", v as f64, -1e9, 1e9)?;
+        }
+        if let Some(s) = self.weight_scale {
+            check_range(owner, "weight_scale", s as f64, 1e-9, 1e12)?;
         }
         if self.integration == Integration::Euler {
             // Forward Euler is unstable (oscillates) once dt exceeds a time constant.

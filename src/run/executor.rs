@@ -431,8 +431,14 @@ impl Executor {
                 for p in &self.plan.partitions {
                     if em.emulated[p.id] {
                         for r in &p.parts {
-                            maps[r.neurons.population] =
-                                em.config.weight_map(self.plan.substrate.weight_max);
+                            let pop = r.neurons.population;
+                            let mut map = em.config.weight_map(self.plan.substrate.weight_max);
+                            if let (WeightMap::Quantised { scale, .. }, Some(s)) =
+                                (&mut map, self.network.populations[pop].params.weight_scale)
+                            {
+                                *scale = s;
+                            }
+                            maps[pop] = map;
                         }
                     }
                 }

@@ -245,7 +245,14 @@ pub fn reference_on_system(
         let mut vm: Vec<Vec<f32>> = net
             .populations
             .iter()
-            .map(|p| vec![p.params.v_leak; p.size])
+            .map(|p| {
+                (0..p.size)
+                    .map(|j| {
+                        let q = p.neuron_params(j);
+                        q.v_init.unwrap_or(q.v_leak)
+                    })
+                    .collect()
+            })
             .collect();
         let mut refr: Vec<Vec<u32>> = net.populations.iter().map(|p| vec![0; p.size]).collect();
         for t in 0..steps {
@@ -254,9 +261,9 @@ pub fn reference_on_system(
                 if p.kind == PopulationKind::Input {
                     continue;
                 }
-                let c = p.params.coeffs(dt, p.kind == PopulationKind::Lif);
                 let scale = 2f64.powi(-exps[pop]) as f32;
                 for j in 0..p.size {
+                    let c = p.neuron_params(j).coeffs(dt, p.kind == PopulationKind::Lif);
                     let mut acc: i64 = 0;
                     for pr in projs.iter().filter(|pr| pr.tgt == pop) {
                         let ns = net.populations[pr.src].size;
@@ -277,7 +284,7 @@ pub fn reference_on_system(
                             }
                         }
                     }
-                    cur[pop][j] = c.a_syn * cur[pop][j] + 1.0 * (acc as f32 * scale);
+                    cur[pop][j] = c.a_syn * cur[pop][j] + (1.0 * (acc as f32 * scale) + c.bias);
                     let idx = (s * steps + t) * p.size + j;
                     if refr[pop][j] > 0 {
                         refr[pop][j] -= 1;
@@ -285,7 +292,13 @@ pub fn reference_on_system(
                         membrane[pop][idx] = c.v_reset;
                         continue;
                     }
-                    vm[pop][j] += c.k_mem * (c.v_leak - vm[pop][j] + cur[pop][j]);
+                    // No leak (NIR's IF): the membrane only integrates.
+                    let leak = if c.leaky != 0 {
+                        c.v_leak - vm[pop][j]
+                    } else {
+                        0.0
+                    };
+                    vm[pop][j] += c.k_mem * (leak + cur[pop][j]);
                     membrane[pop][idx] = vm[pop][j];
                     if p.kind == PopulationKind::Lif && vm[pop][j] >= c.v_th {
                         spikes[pop][idx] = true;
@@ -501,6 +514,7 @@ pub fn random_network(seed: u64, substrate: &Substrate) -> Network {
             p.delay += 1 + rng.below(2) as u32;
         }
     }
+    nir_features(&mut pops, seed);
     Network {
         name: format!("random{seed}"),
         seed,
@@ -511,6 +525,34 @@ pub fn random_network(seed: u64, substrate: &Substrate) -> Network {
     }
     .prepare(substrate)
     .unwrap()
+}
+
+/// What NIR graphs bring, on some populations (drawn from their own stream, so that the rest
+/// of the network is as before): biases (per population or per neuron), membranes that start
+/// away from rest, integrators without leak, thresholds per neuron.
+fn nir_features(pops: &mut [Population], seed: u64) {
+    let mut rng = Rng::derive(seed, 0x004e_4952);
+    for p in pops.iter_mut().filter(|p| p.kind != PopulationKind::Input) {
+        let n = p.size;
+        match rng.below(6) {
+            0 => p.params.bias = 0.05 * (rng.uniform() as f32 - 0.3),
+            1 => {
+                p.per_neuron.bias = (0..n).map(|_| 0.1 * (rng.uniform() as f32 - 0.4)).collect();
+                p.per_neuron.v_init = (0..n).map(|_| 0.3 * rng.uniform() as f32).collect();
+            }
+            2 => {
+                p.params.leak = false;
+                p.params.v_init = Some(0.2 * rng.uniform() as f32);
+            }
+            3 => {
+                let th = p.params.v_th;
+                p.per_neuron.v_th = (0..n)
+                    .map(|_| th * (0.8 + 0.4 * rng.uniform() as f32))
+                    .collect();
+            }
+            _ => {}
+        }
+    }
 }
 
 fn proj(s: &str, t: &str, delay: u32, mean: f32) -> Projection {

@@ -20,7 +20,7 @@ from ._neuropart import (
     set_memory_limit,
     spikes_to_dense,
 )
-from ._nir import from_nir, to_nir
+from ._nir import from_nir, to_nir, weight_report
 
 __all__ = [
     "Network",
@@ -28,6 +28,7 @@ __all__ = [
     "Substrate",
     "from_nir",
     "to_nir",
+    "weight_report",
     "spikes_to_dense",
     "set_memory_limit",
     "__version__",

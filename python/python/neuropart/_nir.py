@@ -1,27 +1,29 @@
 """NIR (Neuromorphic Intermediate Representation) import and export.
 
-Conventions (the README has them as a table):
+Conventions (the README has them as tables):
 
 * Times in the file are in the unit of ``dt``: a time constant ``tau`` becomes ``tau / dt``
-  steps of the substrate's time step (1 µs on BrainScaleS-2). NIR's documentation uses
-  seconds or milliseconds; hxtorch writes τ in ms and runs at 1 µs, hence ``dt=1e-3``.
-* A spike through weight ``w`` makes the synaptic current jump by ``w · w_in`` (the jump does
-  not scale with dt or τ_syn, as in the chip's software), and ``r`` multiplies the current in
-  the membrane equation; both are folded into the weights of the projection into the node.
-* ``LIF`` and ``LI`` have no synaptic filter: their current is the input of the step
-  (τ_syn = one step).
-* Every neuron of a node must share τ, thresholds and potentials; differing values are
-  refused naming the node and the parameter. ``Affine`` biases must be zero (the chip has no
-  bias current). ``Conv2d`` needs a square kernel, equal strides and paddings, dilation 1 and
-  groups 1; ``SumPool2d`` becomes a convolution with fixed unit weights.
-* Population names are the NIR node names; projections are named after the weight nodes
-  (``node:source->target`` when one weight node connects several pairs of populations).
+  steps of the substrate's time step (1 µs on BrainScaleS-2).
+* ``convention="nir"`` (default): NIR's equations integrated as the specification writes them
+  (forward Euler at ``dt``): a CubaLIF's current moves by (dt/τ_syn)·w_in·(input) per step, the
+  membrane by (dt/τ_mem)·(v_leak − v + r·I); ``LIF``/``LI`` take the input as their current
+  (τ_syn = one step, gain r); ``IF``/``I`` integrate without leak (gain dt·r); a neuron fires
+  when v > v_threshold; every state starts at 0. The input gains fold into the weights and
+  biases of the projections into the node.
+* ``convention="hxtorch"``: the chip software's reading (a spike adds w·w_in·r to the
+  current; membranes start at v_leak; fire at v ≥ v_threshold).
+* Biases become constant currents per neuron; parameters that differ between the neurons of
+  a node become per-neuron values; chains of weight nodes (pooling, Flatten, Scale, Delay,
+  convolutions, Affine) become one projection; nested graphs are inlined (``outer.inner``).
+* Population names are the NIR node names; projections are named after their weight nodes
+  (``a+b`` for a composed chain, ``src_to_tgt`` for a direct connection).
 * A projection inside a recurrent loop takes one extra step (neuropart's timing).
 * NIR has no update order: export records it in the neuron nodes' metadata
   (``neuropart_update``), which import reads before the ``update`` argument.
 
-Export writes the same conventions (``r = 1``, ``w_in = 1``), so a graph exported here and
-read back gives identical spikes.
+The import records the graph it read, the step and the convention in the network's
+metadata; export writes an imported graph back node for node, and records ``dt`` and the
+convention in the graph's metadata, which import reads.
 """
 
 from __future__ import annotations
@@ -36,6 +38,34 @@ from . import _nir_graph as G
 from ._nir_graph import Refusal
 
 CONVENTIONS = ("nir", "hxtorch")
+
+#: The chip's largest weight (6 bit): BrainScaleS-2's `Substrate.weight_max`.
+WEIGHT_MAX = 63
+
+#: The analog configuration's default weight scale (hardware units per model unit).
+DEFAULT_WEIGHT_SCALE = 32.0
+
+
+def weight_report(net, weight_max: int = WEIGHT_MAX,
+                  default_scale: float = DEFAULT_WEIGHT_SCALE) -> List[Dict[str, Any]]:
+    """How emulated mode maps each population's incoming weights onto the chip's integer
+    range: per population its scale (hardware units per model unit: ``params.weight_scale``,
+    else the analog default), the largest |w|, and how many weights are clipped
+    (|round(scale·w)| > weight_max)."""
+    desc = json.loads(net.to_json_str())
+    out = []
+    for p in desc["populations"]:
+        if p.get("kind") == "input":
+            continue
+        scale = p.get("params", {}).get("weight_scale") or default_scale
+        ws = [np.asarray(net.weights(pr["name"]), np.float64)
+              for pr in desc["projections"] if pr["target"] == p["name"]]
+        w = np.concatenate(ws) if ws else np.zeros(0)
+        clipped = int(np.sum(np.abs(np.round(w * scale)) > weight_max))
+        out.append({"population": p["name"], "scale": float(scale),
+                     "largest": float(np.abs(w).max(initial=0.0)), "weights": int(w.size),
+                     "clipped": clipped})
+    return out
 
 #: Node types that are refused with a reason (anything else unknown is refused as unknown).
 WHY_NOT = {
@@ -389,6 +419,17 @@ def from_nir(graph_or_path, dt: Optional[float] = None, steps: int = 30,
         if t == "Output":
             notes.append(f"Output '{k}' fed by weights: a readout population whose membrane "
                          "is the weighted sum of each step (τ = one step)")
+        if t in ("IF", "I"):
+            notes.append(f"'{k}' ({t}) emulated: the chip's membrane always leaks; the longest "
+                         "calibratable τ_mem (2000 µs) with its input scaled up to match, so "
+                         "a leak of 1/2000 of (v_leak − v) per µs remains")
+        for key, lo, hi in (("tau_mem", 0.1, 2000.0), ("tau_syn", 0.1, 100.0)):
+            v = np.asarray(per.get(key, [prm.get(key, 1.0)]), np.float64)
+            if t not in ("IF", "I", "Output") and (v.min() < lo or v.max() > hi) and \
+                    not (key == "tau_syn" and np.all(v == 1.0)):
+                notes.append(f"'{k}' ({t}) emulated: {key} {v.min():g} to {v.max():g} µs lies "
+                             f"outside the chip's calibratable {lo:g} to {hi:g} µs; the "
+                             "emulator runs it as given")
         populations.append(pop)
         gains[k] = gain
         biases[k] = np.zeros(n)
@@ -406,6 +447,18 @@ def from_nir(graph_or_path, dt: Optional[float] = None, steps: int = 30,
     for proj in projections:
         if names_used[proj["name"]] > 1:
             proj["name"] = f"{proj['name']}_{proj['source']}_to_{proj['target']}"
+    # Emulated mode: the synaptic gain calibration of each population chosen so that its
+    # largest incoming weight uses the chip's whole range (as the chip software's weight
+    # scaling does); nothing is clipped at import.
+    for k in pop_of:
+        ws = [np.abs(np.asarray(p["weights"], np.float64)).max(initial=0.0)
+              for p in projections if p["target"] == k]
+        top = max(ws, default=0.0)
+        if pop_of[k]["kind"] != "input" and top > 0:
+            scale = WEIGHT_MAX / top
+            pop_of[k]["params"]["weight_scale"] = float(np.float32(scale))
+            notes.append(f"emulated weights into '{k}': {scale:.4g} hardware units per model "
+                         f"unit (largest |w| {top:.4g} -> {WEIGHT_MAX})")
     for k, b in biases.items():
         b32 = b.astype(np.float32)
         if not np.any(b32):
@@ -415,7 +468,13 @@ def from_nir(graph_or_path, dt: Optional[float] = None, steps: int = 30,
         else:
             pop_of[k].setdefault("per_neuron", {})["bias"] = b32.tolist()
     record = {"dt": dt, "convention": convention, "outputs": out_names,
-              "weighted_outputs": [k for k in targets if G.node_kind(nodes[k]) == "Output"]}
+              "weighted_outputs": [k for k in targets if G.node_kind(nodes[k]) == "Output"],
+              # The graph as read and how its nodes became projections: export writes it back
+              # with the network's current parameters and weights.
+              "graph": _encode(graph.to_dict()),
+              "chains": {pr["name"]: [k for k, _ in ch]
+                         for pr, (_, ch, _) in zip(projections, paths)},
+              "digest": {pr["name"]: _digest(pr["weights"]) for pr in projections}}
     desc = {
         "name": name or default_name,
         "seed": 0,
@@ -425,6 +484,185 @@ def from_nir(graph_or_path, dt: Optional[float] = None, steps: int = 30,
         "metadata": {"nir": json.dumps(record)},
     }
     return Network.from_str(json.dumps(desc), "json")
+
+
+def _encode(x):
+    """A nir dict (numpy arrays inside) as JSON-able data."""
+    if isinstance(x, dict):
+        return {k: _encode(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_encode(v) for v in x]
+    if isinstance(x, np.generic):
+        return {"__sc__": x.item() if x.dtype.kind not in "SUO" else str(x),
+                "dtype": x.dtype.str}
+    if isinstance(x, np.ndarray):
+        a = np.asarray(x)
+        if a.dtype.kind in "SUO":
+            return {"__str__": [str(v.decode() if isinstance(v, bytes) else v)
+                                for v in a.ravel()], "shape": list(a.shape)}
+        return {"__nd__": a.ravel().tolist(), "dtype": a.dtype.str, "shape": list(a.shape)}
+    if isinstance(x, bytes):
+        return x.decode()
+    return x
+
+
+def _decode(x):
+    if isinstance(x, dict):
+        if "__nd__" in x:
+            return np.asarray(x["__nd__"], dtype=np.dtype(x["dtype"])).reshape(x["shape"])
+        if "__sc__" in x:
+            return np.dtype(x["dtype"]).type(x["__sc__"])
+        if "__str__" in x:
+            return np.asarray(x["__str__"]).reshape(x["shape"])
+        return {k: _decode(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_decode(v) for v in x]
+    return x
+
+
+def _digest(weights) -> str:
+    import hashlib
+    return hashlib.sha1(np.asarray(weights, np.float32).tobytes()).hexdigest()
+
+
+def _lookup(graph, dotted: str):
+    """Node `dotted` of `graph` (top-level names may contain dots; nested ones are
+    `outer.inner`)."""
+    if dotted in graph.nodes:
+        return graph.nodes[dotted]
+    for k, n in graph.nodes.items():
+        if G.kind(n) == "NIRGraph" and dotted.startswith(k + "."):
+            return _lookup(n, dotted[len(k) + 1:])
+    raise KeyError(dotted)
+
+
+def _graph_from(d):
+    d = dict(d)
+    d["type_check"] = False
+    return _nir().NIRGraph.from_dict(d)
+
+
+def _structured(net, desc, meta, dt):
+    """The imported graph, node for node, with the network's current parameters and weights:
+    neuron nodes get τ, thresholds, leak and reset from the network (r and w_in as read); a
+    weight node that became one projection gets its weights with the node's input gain taken
+    out again; chains composed into one projection must be unchanged."""
+    graph = _graph_from(_decode(meta["graph"]))
+    nir_conv = meta.get("convention", "nir") == "nir"
+    weighted = set(meta.get("weighted_outputs", []))
+    gains: Dict[str, np.ndarray] = {}
+    for p in desc["populations"]:
+        if p.get("kind") == "input":
+            continue
+        n = p["size"]
+        if p["name"] in weighted:
+            gains[p["name"]] = np.ones(n)
+            continue
+        node = _lookup(graph, p["name"])
+        t = G.kind(node)
+
+        def per(key, default):
+            v = (p.get("per_neuron") or {}).get(key)
+            if v is not None:
+                return np.asarray(v, np.float64)
+            return np.full(n, p.get("params", {}).get(key, default), np.float64)
+
+        def put(attr, values):
+            old = np.asarray(getattr(node, attr))
+            v = np.asarray(values, old.dtype if old.dtype.kind == "f" else np.float32)
+            if old.size != n:
+                if not np.all(v == v[0]):
+                    raise ValueError(f"NIR node '{p['name']}': '{attr}' now differs between "
+                                     "neurons but the node holds one value")
+                v = np.full(old.shape, v[0], dtype=v.dtype)
+            else:
+                v = v.reshape(old.shape)
+            setattr(node, attr, v)
+
+        def vec(attr):
+            return np.resize(np.asarray(getattr(node, attr), np.float64).ravel(), n)
+
+        tau_syn = per("tau_syn", 5.7).astype(np.float32)
+        if t in ("CubaLIF", "CubaLI"):
+            put("tau_syn", tau_syn * dt)
+            put("tau_mem", per("tau_mem", 6.0) * dt)
+            gain = vec("r") * vec("w_in")
+            if nir_conv:
+                gain = gain / tau_syn
+        elif t in ("LIF", "LI"):
+            put("tau", per("tau_mem", 6.0) * dt)
+            gain = vec("r")
+        else:
+            gain = vec("r") * dt
+        if t not in ("IF", "I"):
+            put("v_leak", per("v_leak", 0.0))
+        if t in G.SPIKING_NODES:
+            th = per("v_th", 1.0).astype(np.float32)
+            if nir_conv:
+                th = np.nextafter(th, np.float32(-np.inf))
+            put("v_threshold", th)
+            if getattr(node, "v_reset", None) is not None:
+                put("v_reset", per("v_reset", 0.0))
+        upd = p.get("params", {}).get("update", "input_first")
+        if upd != "input_first":
+            node.metadata = {**(getattr(node, "metadata", None) or {}), "neuropart_update": upd}
+        gains[p["name"]] = gain
+    chains = meta.get("chains", {})
+    digest = meta.get("digest", {})
+    for pr in desc["projections"]:
+        name = pr["name"]
+        chain = chains.get(name)
+        if chain is None:
+            raise ValueError(f"projection '{name}' was added after the import; export with "
+                             "structure=False")
+        w = np.asarray(net.weights(name), np.float64)
+        core = [k for k in chain if G.kind(_lookup(graph, k)) not in
+                ("Flatten", "Input", "Output", "Delay")]
+        conn = pr.get("connectivity", {"type": "dense"})
+        g = gains[pr["target"]]
+        kinds = [G.kind(_lookup(graph, k)) for k in core]
+        if kinds in (["Linear"], ["Affine"]) and conn["type"] == "dense":
+            node = _lookup(graph, core[0])
+            old = np.asarray(node.weight)
+            node.weight = (w.reshape(old.shape) / g[:, None]).astype(old.dtype)
+        elif kinds == ["Conv2d"] and conn["type"] == "conv2d":
+            node = _lookup(graph, core[0])
+            old = np.asarray(node.weight)
+            g_ch = g.reshape(old.shape[0], -1)[:, 0]
+            node.weight = (w.reshape(old.shape) / g_ch[:, None, None, None]).astype(old.dtype)
+        elif _digest(w) != digest.get(name):
+            raise ValueError(
+                f"projection '{name}' composes the NIR nodes {', '.join(chain) or '(none)'} and "
+                "its weights changed since the import: those nodes cannot hold them; export "
+                "with structure=False (one Linear per projection)"
+            )
+    md = dict(graph.metadata or {})
+    md["neuropart"] = json.dumps({"dt": dt, "convention": meta.get("convention", "nir")})
+    graph.metadata = md
+    return graph
+
+
+def _write(nir, path: str, graph) -> None:
+    """nir.write, with 0-d parameters (some exporters write scalars, which nir 1.0.8 reads
+    but cannot write) stored as one-element arrays."""
+    try:
+        nir.write(path, graph)
+    except TypeError as e:
+        if "Scalar" not in str(e):
+            raise
+
+        def lift(g):
+            for n in g.nodes.values():
+                if G.kind(n) == "NIRGraph":
+                    lift(n)
+                    continue
+                for attr, v in vars(n).items():
+                    if isinstance(v, (np.ndarray, np.generic)) and np.ndim(v) == 0 \
+                            and np.asarray(v).dtype.kind == "f":
+                        setattr(n, attr, np.asarray(v).reshape(1))
+
+        lift(graph)
+        nir.write(path, graph)
 
 
 def _neuropart_meta(graph) -> Dict[str, Any]:
@@ -462,6 +700,9 @@ def _projection(src, chain, tgt, shapes, pop_of, gain, dt, notes) -> Dict[str, A
     conv = _as_conv2d(core, src_pop, tgt_pop, gain)
     if conv is not None:
         proj["connectivity"], proj["weights"] = conv
+        if len(core) > 1:
+            notes.append(f"{' -> '.join(named)}: composed into one convolution {src} -> {tgt} "
+                         f"(kernel {conv[0]['kernel']}, stride {conv[0]['stride']})")
         return proj
     # Anything else: the composed matrix, dense or as a list of synapses.
     sub = [(k, n) for k, n in chain if G.node_kind(n) != "Delay"]
@@ -484,11 +725,53 @@ def _projection(src, chain, tgt, shapes, pop_of, gain, dt, notes) -> Dict[str, A
     return proj
 
 
+def _pool_conv(core, src_pop, tgt_pop, gain):
+    """SumPool2d/AvgPool2d (non-overlapping, tiling the image) then Conv2d, as one
+    convolution: kernel (k_c − 1)·s_p + k_p, stride s_c·s_p, padding p_c·s_p, each conv weight
+    spread over the pooling window (the Sinabs CNNs' pool -> conv)."""
+    (kp_name, pool), (kc_name, conv) = core
+    if G.node_kind(pool) not in ("SumPool2d", "AvgPool2d") or G.node_kind(conv) != "Conv2d":
+        return None
+    kp, sp, pp = (G._ints(pool.kernel_size, 2), G._ints(pool.stride, 2),
+                  G._ints(pool.padding, 2))
+    c_in, h, wd = src_pop["shape"]
+    if kp[0] != kp[1] or kp != sp or pp != (0, 0) or h % kp[0] or wd % kp[0]:
+        return None
+    w = np.asarray(conv.weight, np.float64)
+    if w.shape[2] != w.shape[3] or int(conv.groups) != 1 or w.shape[1] != c_in:
+        return None
+    stride, dil = G._ints(conv.stride, 2), G._ints(conv.dilation, 2)
+    pad = G._conv_padding(kc_name, conv, tuple(w.shape[2:]), stride, dil)
+    if stride[0] != stride[1] or pad[0] != pad[1] or dil != (1, 1):
+        return None
+    c_out, oh, ow = tgt_pop["shape"]
+    g = gain.reshape(c_out, oh * ow)
+    if not np.all(g == g[:, :1]):
+        return None
+    k_p, k_c = kp[0], w.shape[2]
+    kern, st, p = (k_c - 1) * k_p + k_p, stride[0] * k_p, pad[0] * k_p
+    if (h + 2 * p - kern) // st + 1 != oh or (wd + 2 * p - kern) // st + 1 != ow:
+        return None
+    per = 1.0 / (k_p * k_p) if G.node_kind(pool) == "AvgPool2d" else 1.0
+    big = np.zeros((c_out, c_in, kern, kern))
+    for ky in range(k_c):
+        for kx in range(k_c):
+            big[:, :, ky * k_p:(ky + 1) * k_p, kx * k_p:(kx + 1) * k_p] += \
+                w[:, :, ky:ky + 1, kx:kx + 1] * per
+    big = big * g[:, 0][:, None, None, None]
+    conn = {"type": "conv2d", "kernel": int(kern), "stride": int(st), "padding": int(p)}
+    return conn, big.astype(np.float32).ravel().tolist()
+
+
 def _as_conv2d(core, src_pop, tgt_pop, gain):
     """A single square Conv2d or pooling node between image-shaped populations as neuropart's
     conv2d connectivity (weights shared per position), the gain folded per output channel; None
     when it does not fit (then the composed matrix is used)."""
-    if len(core) != 1 or "shape" not in src_pop or "shape" not in tgt_pop:
+    if "shape" not in src_pop or "shape" not in tgt_pop:
+        return None
+    if len(core) == 2:
+        return _pool_conv(core, src_pop, tgt_pop, gain)
+    if len(core) != 1:
         return None
     k, node = core[0]
     t = G.node_kind(node)
@@ -526,7 +809,8 @@ def _as_conv2d(core, src_pop, tgt_pop, gain):
     return conn, w.astype(np.float32).ravel().tolist()
 
 
-def to_nir(net, path=None, dt: Optional[float] = None, convention: str = "nir"):
+def to_nir(net, path=None, dt: Optional[float] = None, convention: str = "nir",
+           structure: bool = True):
     """The network as a NIR graph (written to ``path`` when given).
 
     ``convention="nir"`` (default) writes what NIR's readers integrate to the same spikes:
@@ -538,7 +822,10 @@ def to_nir(net, path=None, dt: Optional[float] = None, convention: str = "nir"):
     (``metadata["neuropart"]``), which :func:`from_nir` reads back. Networks imported from NIR
     keep their Output names and weighted Outputs. ``convention="hxtorch"`` writes the chip
     software's reading (CubaLIF/CubaLI with ``r = w_in = 1``, τ·dt). ``dt``: the file's time
-    per step (default: the import's, else 1e-3).
+    per step (default: the import's, else 1e-3). ``structure``: a network imported from NIR
+    is written back node for node (the same names, types, nesting, r and w_in, with its
+    current parameters and weights), unless ``structure=False`` or the step or convention
+    differs from the import's.
     """
     nir = _nir()
     if convention not in CONVENTIONS:
@@ -559,6 +846,12 @@ def to_nir(net, path=None, dt: Optional[float] = None, convention: str = "nir"):
         raise ValueError(
             f"dt must be a finite number above 0 (the file's time unit per step), not {dt}"
         )
+    if structure and "graph" in meta and float(meta.get("dt", -1)) == float(dt) \
+            and meta.get("convention", "nir") == convention:
+        graph = _structured(net, desc, meta, dt)
+        if path is not None:
+            _write(nir, str(path), graph)
+        return graph
     for p in desc["populations"]:
         if "/" in p["name"]:
             raise ValueError(

@@ -37,8 +37,10 @@ def node_shape(node) -> Optional[Tuple[int, ...]]:
         v = getattr(node, attr, None)
         if v is not None:
             a = np.asarray(v)
-            if a.ndim > 0 and a.size > 0:
+            if a.size > 1 or a.size == 1 and a.ndim > 1:
                 return tuple(int(x) for x in a.shape)
+            if a.size == 1 and a.ndim == 1:
+                return None  # one value: a scalar (nir writes scalars so), sized by its input
     return None
 
 
