@@ -56,6 +56,72 @@ impl BenchRow {
     }
 }
 
+/// How active every spiking population is on `inputs`: per population (network order, inputs
+/// and readouts left out) its name and the fraction of neuron-steps with a spike. An
+/// event-driven emulator's speed depends on it, so a benchmark says it beside its figures.
+pub fn activity(
+    exec: &Executor,
+    backend: &dyn Backend,
+    inputs: &[(PopulationId, SpikeTrains)],
+) -> Result<Vec<(String, f64)>> {
+    let out = exec.run(backend, inputs, Observe::Scores)?;
+    let samples = inputs.first().map_or(0, |(_, t)| t.samples());
+    let steps = exec.network.steps as f64;
+    Ok(exec
+        .network
+        .populations
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.kind == PopulationKind::Lif)
+        .map(|(i, p)| {
+            let spikes = out.spikes.get(i).map_or(0, SpikeTrains::len) as f64;
+            let cells = (samples as f64 * steps * p.size as f64).max(1.0);
+            (p.name.clone(), spikes / cells)
+        })
+        .collect())
+}
+
+/// The first `batch` images of `data` (repeated when it has fewer), encoded time-to-first-spike
+/// as in training, for the network's one input population: realistic activity for trained
+/// weights, where random pixels drive a trained network far less than its data does.
+pub fn dataset_inputs(
+    exec: &Executor,
+    data: &crate::data::Dataset,
+    batch: usize,
+) -> Result<Vec<(PopulationId, SpikeTrains)>> {
+    if batch == 0 {
+        return Err(Error::option("--batch", 0, "at least 1 sample"));
+    }
+    let net = &exec.network;
+    let inputs = net.inputs();
+    let [input] = inputs[..] else {
+        return Err(Error::option(
+            "--mnist",
+            "",
+            format!(
+                "needs a network with one input population ('{}' has {})",
+                net.name,
+                inputs.len()
+            ),
+        ));
+    };
+    let size = net.populations[input].size;
+    if data.is_empty() || data.image_size() != size {
+        return Err(Error::option(
+            "--mnist",
+            "",
+            format!(
+                "images of {} pixels, but input population '{}' has {size} neurons",
+                data.image_size(),
+                net.populations[input].name
+            ),
+        ));
+    }
+    let idx: Vec<usize> = (0..batch).map(|i| i % data.len()).collect();
+    let trains = crate::spikes::encode::images(data, &idx, net.steps, None);
+    Ok(vec![(input, trains)])
+}
+
 /// Random image-like inputs for every input population: a fraction `density` of pixels are on,
 /// with uniform brightness, encoded with the training's encoder ([`crate::spikes::encode::image`]).
 /// The memory the spikes need is checked first.

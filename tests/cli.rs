@@ -146,3 +146,65 @@ fn figures_only_by_their_extension_and_sweeps_of_a_sane_size() {
     assert!(sys.exists() && dir.join("sys-chips.png").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bench_says_how_active_each_layer_was_and_warns_of_silent_ones() {
+    use neuropart::prelude::*;
+    let common = [
+        "bench",
+        "--batch",
+        "8",
+        "--steps",
+        "20",
+        "--seconds",
+        "0.01",
+        "--device",
+        "cpu",
+    ];
+    // No input at all: the hidden layer never spikes, and the figures would be meaningless.
+    let (ok, out, err) = neuropart(&[&common[..], &["--density", "0"]].concat());
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("activity (spikes per neuron and step, initial weights): hidden 0.00%"),
+        "{out}"
+    );
+    assert!(
+        err.contains("hidden did not spike") && err.contains("--checkpoint"),
+        "{err}"
+    );
+    // An excitatory network: the printed activity is the hidden layer's spikes per
+    // neuron-step on the same random input, counted here through the library.
+    let dir = std::env::temp_dir().join(format!("neuropart-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("excitatory.toml");
+    let text = "name = \"exc\"\nsteps = 20\nseed = 3\n\
+        [[populations]]\nname = \"in\"\nsize = 64\nkind = \"input\"\n\
+        [[populations]]\nname = \"hidden\"\nsize = 32\nkind = \"lif\"\n\
+        [[populations]]\nname = \"out\"\nsize = 4\nkind = \"readout\"\n\
+        [[projections]]\nsource = \"in\"\ntarget = \"hidden\"\ninit = { mean = 0.3, std = 0.1 }\n\
+        [[projections]]\nsource = \"hidden\"\ntarget = \"out\"\n";
+    std::fs::write(&file, text).unwrap();
+    let path = file.to_str().unwrap();
+    let (ok, out, err) =
+        neuropart(&[&common[..], &["--density", "0.5", "--network", path]].concat());
+    assert!(ok, "{err}");
+    let sub = Substrate::bss2();
+    let mut net = Network::load(&file, &sub).unwrap();
+    net.steps = 20;
+    let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
+    let inputs = neuropart::bench::random_inputs(&exec, 8, 0.5, 7).unwrap();
+    let run = exec.run(&CpuBackend, &inputs, Observe::Scores).unwrap();
+    let spikes = run.spikes.get(1).unwrap().len() as f64;
+    let expect = format!("hidden {:.2}%", 100.0 * spikes / (8.0 * 20.0 * 32.0));
+    assert!(spikes > 0.0 && out.contains(&expect), "{expect} in {out}");
+    assert!(!err.contains("did not spike"), "{err}");
+    // Real images instead of random pixels: for the MNIST network only.
+    let (ok, _, err) = neuropart(&[&common[..], &["--mnist", "--network", path]].concat());
+    assert!(
+        !ok && err.contains("images of 784 pixels") && err.contains("'in' has 64"),
+        "{err}"
+    );
+    let (ok, out, err) = neuropart(&[&common[..], &["--mnist"]].concat());
+    assert!(ok, "{err}");
+    assert!(out.contains("the MNIST test images"), "{out}");
+}

@@ -52,6 +52,15 @@ pub(crate) struct Args {
     /// same results; for comparing the two).
     #[arg(long, conflicts_with = "train")]
     pub(crate) unfused: bool,
+    /// Trained weights for --network (a checkpoint written by `train`), so that the figures
+    /// are for the activity of a trained network rather than of its initial weights.
+    #[arg(long, requires = "network", conflicts_with = "train")]
+    pub(crate) checkpoint: Option<PathBuf>,
+    /// Feed the first --batch MNIST test images (fetched into data-cache/mnist, encoded as in
+    /// training) instead of random pixels: with --checkpoint, the activity of a trained
+    /// network on its data.
+    #[arg(long, conflicts_with_all = ["train", "density"])]
+    pub(crate) mnist: bool,
 }
 
 /// The backends `bench` measures: `device`, or the CPU and, where every process has one, its
@@ -94,6 +103,8 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         mode,
         batches,
         unfused,
+        checkpoint,
+        mnist,
     } = args;
     let lead = ctx.lead;
     let warn = |lines: &[String]| ctx.warn(lines);
@@ -145,8 +156,8 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         return Ok(());
     }
     let sub = target.substrate()?;
-    let mut net = match network {
-        Some(p) => Network::load(&p, &sub)?,
+    let mut net = match &network {
+        Some(p) => load_network(p, &sub, Some(steps), checkpoint.as_deref())?.0,
         None => neuropart::mnist_network(1).build(&sub)?,
     };
     net.steps = steps;
@@ -156,21 +167,33 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     }
     warn(&exec.warnings);
     // Inputs first: an impossible batch is an error before any device is opened.
+    let images = if mnist {
+        Some(neuropart::data::mnist(&neuropart::data::cache_dir("mnist"))?.1)
+    } else {
+        None
+    };
     let inputs: Vec<_> = batch
         .iter()
-        .map(|&b| neuropart::bench::random_inputs(&exec, b, density, 7))
+        .map(|&b| match &images {
+            Some(test) => neuropart::bench::dataset_inputs(&exec, test, b),
+            None => neuropart::bench::random_inputs(&exec, b, density, 7),
+        })
         .collect::<neuropart::Result<_>>()?;
     let backends = bench_backends(device, comm)?;
     let header = format!(
         "network '{}': {} partitions in {} rounds ({} chip{}: up to {} partitions at the \
-             same time), T = {steps}, random TTFS input ({:.0}% of pixels on){}",
+             same time), T = {steps}, {}{}",
         exec.network.name,
         exec.plan.partitions.len(),
         exec.schedule.rounds.len(),
         chips,
         if chips == 1 { "" } else { "s" },
         exec.schedule.rounds.iter().map(Vec::len).max().unwrap_or(0),
-        100.0 * density,
+        if mnist {
+            "the MNIST test images (TTFS)".to_string()
+        } else {
+            format!("random TTFS input ({:.0}% of pixels on)", 100.0 * density)
+        },
         processes(comm)
     );
     if lead {
@@ -201,8 +224,34 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
             r.stats.spikes_replayed_per_sample
         );
     }
-    if let Some(r) = rows.first() {
+    if let (Some(r), Some(be), Some(first)) = (rows.first(), backends.first(), inputs.first()) {
         print!("{}", system_summary(&exec, r.stats.links.as_ref()));
+        let act = neuropart::bench::activity(&exec, be.as_ref(), first)?;
+        let text: Vec<String> = act
+            .iter()
+            .map(|(name, a)| format!("{name} {:.2}%", 100.0 * a))
+            .collect();
+        println!(
+            "activity (spikes per neuron and step, {} weights): {}",
+            if checkpoint.is_some() {
+                "trained"
+            } else {
+                "initial"
+            },
+            text.join(", ")
+        );
+        let silent: Vec<&str> = act
+            .iter()
+            .filter(|(_, a)| *a == 0.0)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if !silent.is_empty() {
+            warn(&[format!(
+                "{} did not spike: the figures above measure silent layers (an event-driven \
+                 emulator is fastest there); benchmark trained weights with --checkpoint",
+                silent.join(", ")
+            )]);
+        }
     }
     if exec.plan.partitions.len() <= 32 {
         println!("\nper partition run (time inside the backend per batch):");

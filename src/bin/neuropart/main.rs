@@ -77,6 +77,7 @@ fn input_files(command: &Command) -> Vec<(&'static str, PathBuf)> {
         Command::Bench(a) => {
             v.extend(a.network.iter().map(|p| ("network file", p.clone())));
             v.extend(a.substrate.iter().map(|p| ("substrate file", p.clone())));
+            v.extend(a.checkpoint.iter().map(|p| ("checkpoint", p.clone())));
         }
     }
     v
