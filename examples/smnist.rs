@@ -54,9 +54,15 @@ struct Args {
     /// Adam learning rate.
     #[arg(long, default_value_t = 0.005)]
     lr: f32,
+    /// Learning rate factor per epoch.
+    #[arg(long, default_value_t = 0.9)]
+    lr_decay: f32,
     /// Batch size.
     #[arg(long, default_value_t = 100)]
     batch: usize,
+    /// Readout score scale (default: 3, or 3/T for the sum over time).
+    #[arg(long)]
+    readout_scale: Option<f32>,
     /// SuperSpike steepness α of the surrogate gradient.
     #[arg(long, default_value_t = 10.0)]
     alpha: f32,
@@ -117,14 +123,15 @@ fn run(a: Args, comm: &dyn Communicator) -> neuropart::Result<()> {
         }
     };
     // A sum over the run adds up about `steps` membranes: scale it as one.
-    let readout_scale = match score {
+    let readout_scale = a.readout_scale.unwrap_or(match score {
         Score::Sum => 3.0 / steps as f32,
         _ => 3.0,
-    };
+    });
     let cfg = TrainConfig {
         epochs: a.epochs,
         batch: a.batch,
         lr: a.lr,
+        lr_decay: a.lr_decay,
         seed: a.seed,
         augment: a.augment,
         readout_scale,
