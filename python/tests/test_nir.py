@@ -346,3 +346,32 @@ def test_export_checks_dt_names_and_projection_names(tmp_path):
     back = neuropart.from_nir(str(path))
     got = sorted(float(back.weights(p)[0]) for p in back.projections)
     assert got == pytest.approx([-0.25, 0.5], rel=1e-6)  # up to float rounding
+
+
+def test_a_loop_of_flatten_nodes_is_refused_naming_it():
+    nir = pytest.importorskip("nir")
+    n = np.ones(3, np.float32)
+    g = nir.NIRGraph(
+        nodes={"input": nir.Input(input_type=np.array([3])),
+               "a": nir.Flatten(input_type={"input": np.array([3])}, start_dim=0),
+               "b": nir.Flatten(input_type={"input": np.array([3])}, start_dim=0),
+               "w": nir.Linear(weight=np.eye(3, dtype=np.float32)),
+               "lif": nir.LIF(tau=n * 1e-2, r=n, v_leak=0 * n, v_threshold=n),
+               "output": nir.Output(output_type=np.array([3]))},
+        edges=[("input", "a"), ("a", "b"), ("b", "a"), ("b", "w"), ("w", "lif"),
+               ("lif", "output")],
+        type_check=False)
+    with pytest.raises(ValueError, match="a -> b -> a form a loop of Flatten nodes"):
+        neuropart.from_nir(g)
+    # A bad parameter names the node and the neuron, not a column of generated JSON.
+    bad = nir.NIRGraph(
+        nodes={"input": nir.Input(input_type=np.array([3])),
+               "w": nir.Linear(weight=np.eye(3, dtype=np.float32)),
+               "lif": nir.LIF(tau=-n, r=n, v_leak=0 * n, v_threshold=n),
+               "output": nir.Output(output_type=np.array([3]))},
+        edges=[("input", "w"), ("w", "lif"), ("lif", "output")], type_check=False)
+    with pytest.raises(ValueError, match=r"NIR node 'lif' \(LIF\): tau = -1") as e:
+        neuropart.from_nir(bad)
+    assert "column" not in str(e.value)
+    with pytest.raises(TypeError, match="NIRGraph or the path"):
+        neuropart.from_nir(None)

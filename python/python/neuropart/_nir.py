@@ -198,13 +198,17 @@ def _neuron(name: str, node, size: int, dt: float, convention: str):
     return prm, per_neuron, gain, spiking
 
 
-def _input_size_wanted(nodes, succ, k: str) -> Optional[int]:
+def _input_size_wanted(nodes, succ, k: str, seen: Tuple[str, ...] = ()) -> Optional[int]:
     """What the first node after `k` (through identities and Flatten) takes as input."""
     for nxt in succ[k]:
         node = nodes[nxt]
         t = G.node_kind(node)
         if t in (G.IDENTITY, "Flatten"):
-            got = _input_size_wanted(nodes, succ, nxt)
+            if nxt in seen:
+                cycle = " -> ".join(seen[seen.index(nxt):] + (nxt,))
+                raise Refusal(f"NIR nodes {cycle} form a loop of {t} nodes without a weight or "
+                              "neuron node in it: nothing is computed on it")
+            got = _input_size_wanted(nodes, succ, nxt, seen + (nxt,))
             if got is not None:
                 return got
         elif t in ("Linear", "Affine"):
