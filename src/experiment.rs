@@ -246,6 +246,64 @@ pub fn write_csv(history: &[EpochRecord], path: &Path) -> Result<()> {
     crate::files::write_atomic(path, s.as_bytes())
 }
 
+/// Trainings of several seeds: one row per seed and epoch, atomically.
+pub fn write_seeds_csv(runs: &[(u64, Vec<EpochRecord>)], path: &Path) -> Result<()> {
+    let mut s = String::from("seed,epoch,train_loss,train_accuracy,test_loss,test_accuracy\n");
+    for (seed, history) in runs {
+        for r in history {
+            let _ = writeln!(
+                s,
+                "{seed},{},{:.6},{:.6},{},{}",
+                r.epoch,
+                r.train_loss,
+                r.train_accuracy,
+                csv_value(r.test_loss),
+                csv_value(r.test_accuracy)
+            );
+        }
+    }
+    crate::files::write_atomic(path, s.as_bytes())
+}
+
+/// Mean, sample standard deviation (0 for one value), minimum and maximum of `values`.
+pub fn spread(values: &[f64]) -> (f64, f64, f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let sd = if values.len() > 1 {
+        (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (mean, sd, min, max)
+}
+
+/// The final test accuracy of every seed's training, and over seeds its mean, standard
+/// deviation, minimum and maximum, as lines for people.
+pub fn seeds_summary(runs: &[(u64, Vec<EpochRecord>)]) -> String {
+    let finals: Vec<(u64, f64)> = runs
+        .iter()
+        .filter_map(|(s, h)| Some((*s, h.last()?.test_accuracy?)))
+        .collect();
+    let mut out = String::new();
+    for (s, a) in &finals {
+        let _ = writeln!(out, "seed {s}: test accuracy {:.2}%", 100.0 * a);
+    }
+    if finals.is_empty() {
+        return out;
+    }
+    let acc: Vec<f64> = finals.iter().map(|&(_, a)| 100.0 * a).collect();
+    let (mean, sd, min, max) = spread(&acc);
+    let _ = writeln!(
+        out,
+        "over {} seeds: test accuracy mean {mean:.2}%, sd {sd:.2} points, min {min:.2}%, max \
+         {max:.2}%",
+        acc.len()
+    );
+    out
+}
+
 /// A value that may be absent, as a CSV field (empty when absent).
 fn csv_value(v: Option<f64>) -> String {
     v.map_or(String::new(), |v| format!("{v:.6}"))

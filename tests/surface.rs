@@ -799,3 +799,77 @@ fn projection_names_are_unique() {
     )
     .unwrap();
 }
+
+#[test]
+fn several_seeds_train_apart_and_their_spread_is_reported() {
+    let dir = temp("seeds");
+    write_idx(&dir, 60, 3, false, 4);
+    let net_file = dir.join("net.toml");
+    write_net(&net_file, 3);
+    let out = dir.join("out");
+    let run = |extra: &[&str], out: &Path| {
+        let mut args = vec![
+            "train",
+            net_file.to_str().unwrap(),
+            "--data",
+            dir.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--batch",
+            "20",
+            "--device",
+            "cpu",
+            "--mode",
+            "ideal",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        neuropart(&args)
+    };
+    let (ok, stdout, err) = run(&["--seeds", "3", "--seed", "5"], &out);
+    assert!(ok, "{err}");
+    // One folder per seed, and one CSV row per seed and epoch.
+    for s in 5..8 {
+        assert!(
+            out.join(format!("seed-{s}/checkpoint.json")).exists(),
+            "seed {s}"
+        );
+    }
+    let csv = std::fs::read_to_string(out.join("seeds.csv")).unwrap();
+    let rows: Vec<Vec<String>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect();
+    assert_eq!(rows.len(), 6, "{csv}");
+    // The summary, recomputed here from the CSV's final epochs.
+    let finals: Vec<f64> = rows
+        .iter()
+        .filter(|r| r[1] == "2")
+        .map(|r| 100.0 * r[5].parse::<f64>().unwrap())
+        .collect();
+    let mean = finals.iter().sum::<f64>() / 3.0;
+    let sd = (finals.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
+    let min = finals.iter().copied().fold(f64::INFINITY, f64::min);
+    let expect =
+        format!("over 3 seeds: test accuracy mean {mean:.2}%, sd {sd:.2} points, min {min:.2}%");
+    assert!(stdout.contains(&expect), "{expect} in {stdout}");
+    // A seed trained alone gives what it gave among the others (deterministic per seed).
+    let alone = dir.join("alone");
+    let (ok, stdout, err) = run(&["--seed", "6"], &alone);
+    assert!(ok, "{err}");
+    let six = rows.iter().find(|r| r[0] == "6" && r[1] == "2").unwrap();
+    let expect = format!(
+        "test accuracy {:.2}%",
+        100.0 * six[5].parse::<f64>().unwrap()
+    );
+    assert!(stdout.contains(&expect), "{expect} in {stdout}");
+    // An earlier seed's checkpoint is not overwritten without --force.
+    let (ok, _, err) = run(&["--seeds", "2", "--seed", "6"], &out);
+    assert!(
+        !ok && err.contains("seed-6") && err.contains("--force"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -31,6 +31,11 @@ pub(crate) struct Args {
     /// Start afresh over a checkpoint already in OUT (without it, that is refused).
     #[arg(long, conflicts_with = "resume")]
     pub(crate) force: bool,
+    /// Train this many independent seeds (--seed, --seed + 1, ...), each into OUT/seed-S, and
+    /// report the test accuracy over them (mean, standard deviation, minimum, maximum) with
+    /// OUT/seeds.csv (one row per seed and epoch).
+    #[arg(long, default_value = "1", value_parser = at_least_one)]
+    pub(crate) seeds: usize,
 }
 
 pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
@@ -44,6 +49,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         out,
         resume,
         force,
+        seeds,
     } = args;
     let lead = ctx.lead;
     let open_backend = |d| ctx.open_backend(d);
@@ -56,17 +62,26 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         ..Default::default()
     };
     cfg.validate()?;
-    let existing = out.join("checkpoint.json");
-    if !resume && !force && existing.exists() {
-        return Err(neuropart::Error::option(
-            "--out",
-            out.display(),
-            format!(
-                "{} is a checkpoint of an earlier training; continue it with --resume, \
+    let runs: Vec<(u64, PathBuf)> = if seeds == 1 {
+        vec![(seed, out.clone())]
+    } else {
+        (0..seeds as u64)
+            .map(|k| (seed + k, out.join(format!("seed-{}", seed + k))))
+            .collect()
+    };
+    for (_, dir) in &runs {
+        let existing = dir.join("checkpoint.json");
+        if !resume && !force && existing.exists() {
+            return Err(neuropart::Error::option(
+                "--out",
+                out.display(),
+                format!(
+                    "{} is a checkpoint of an earlier training; continue it with --resume, \
                      or start afresh over it with --force",
-                existing.display()
-            ),
-        ));
+                    existing.display()
+                ),
+            ));
+        }
     }
     neuropart::io::check_writable(&out)?;
     let sub = target.substrate()?;
@@ -75,21 +90,46 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     agree_on_data(comm, &[("training set", &train), ("test set", &test)])?;
     let backend = open_backend(data.device)?;
     let setup = target.setup(sub, net.steps, data.mode);
-    let t = neuropart::experiment::train_and_report(
-        net, &setup, &*backend, cfg, &train, &test, &out, resume, comm,
-    )?;
-    if !lead {
-        return Ok(());
+    let mut histories = Vec::new();
+    for (s, dir) in &runs {
+        let cfg = TrainConfig {
+            seed: *s,
+            ..cfg.clone()
+        };
+        let t = neuropart::experiment::train_and_report(
+            net.clone(),
+            &setup,
+            &*backend,
+            cfg,
+            &train,
+            &test,
+            dir,
+            resume,
+            comm,
+        )?;
+        if lead {
+            if let Some(r) = t.history.last() {
+                println!(
+                    "final{}: test accuracy {:.2}%, test loss {:.4} ({:?} mode, {} epochs); \
+                     outputs in {}",
+                    if seeds > 1 {
+                        format!(" (seed {s})")
+                    } else {
+                        String::new()
+                    },
+                    100.0 * r.test_accuracy.unwrap_or(f64::NAN),
+                    r.test_loss.unwrap_or(f64::NAN),
+                    data.mode,
+                    r.epoch,
+                    dir.display()
+                );
+            }
+        }
+        histories.push((*s, t.history.clone()));
     }
-    if let Some(r) = t.history.last() {
-        println!(
-            "final: test accuracy {:.2}%, test loss {:.4} ({:?} mode, {} epochs); outputs in {}",
-            100.0 * r.test_accuracy.unwrap_or(f64::NAN),
-            r.test_loss.unwrap_or(f64::NAN),
-            data.mode,
-            r.epoch,
-            out.display()
-        );
+    if lead && seeds > 1 {
+        neuropart::experiment::write_seeds_csv(&histories, &out.join("seeds.csv"))?;
+        print!("{}", neuropart::experiment::seeds_summary(&histories));
     }
     Ok(())
 }
