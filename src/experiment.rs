@@ -477,6 +477,150 @@ pub fn compare_modes(
     Ok(summary)
 }
 
+/// [`compare_modes`] over several training seeds: every mode trained once per seed (into
+/// `out/seed-S/MODE`), then per mode the test accuracy's mean, standard deviation, minimum and
+/// maximum over the seeds, whether each difference between modes exceeds its spread (twice
+/// the standard error of the difference of the means), `out/fig4-seeds.csv` (one row per
+/// seed, mode and epoch) and `out/fig4-seeds.png` (mean validation accuracy per mode with its
+/// min–max band). Returns the table as text.
+#[allow(clippy::too_many_arguments)]
+pub fn compare_modes_over_seeds(
+    net: &crate::model::network::Network,
+    setup: &Setup,
+    modes: &[Mode],
+    backend: &dyn Backend,
+    cfg: TrainConfig,
+    seeds: &[u64],
+    train: &Dataset,
+    val: &Dataset,
+    test: &Dataset,
+    out: &Path,
+    comm: &dyn crate::dist::comm::Communicator,
+) -> Result<String> {
+    // Per mode: per seed (seed, history, test accuracy).
+    type PerSeed = Vec<(u64, Vec<EpochRecord>, f64)>;
+    let mut runs: Vec<(String, PerSeed)> = modes
+        .iter()
+        .map(|m| (format!("{m:?}").to_lowercase(), Vec::new()))
+        .collect();
+    for &seed in seeds {
+        for (k, &mode) in modes.iter().enumerate() {
+            let dir = out.join(format!("seed-{seed}")).join(&runs[k].0);
+            let t = train_and_report(
+                net.clone(),
+                &Setup {
+                    mode,
+                    ..setup.clone()
+                },
+                backend,
+                TrainConfig {
+                    seed,
+                    ..cfg.clone()
+                },
+                train,
+                val,
+                &dir,
+                false,
+                comm,
+            )?;
+            let st = t.evaluate_in(backend, comm, test, 200)?;
+            let acc = st.correct as f64 / st.samples.max(1) as f64;
+            runs[k].1.push((seed, t.history.clone(), acc));
+        }
+    }
+    let mut csv = String::from("seed,mode,epoch,train_loss,train_accuracy,val_loss,val_accuracy\n");
+    for (name, per_seed) in &runs {
+        for (seed, h, _) in per_seed {
+            for r in h {
+                let _ = writeln!(
+                    csv,
+                    "{seed},{name},{},{:.6},{:.6},{},{}",
+                    r.epoch,
+                    r.train_loss,
+                    r.train_accuracy,
+                    csv_value(r.test_loss),
+                    csv_value(r.test_accuracy)
+                );
+            }
+        }
+    }
+    let table = modes_table(
+        &runs
+            .iter()
+            .map(|(n, s)| (n.clone(), s.iter().map(|r| 100.0 * r.2).collect()))
+            .collect::<Vec<_>>(),
+    );
+    if comm.rank() == 0 {
+        crate::files::write_atomic(&out.join("fig4-seeds.csv"), csv.as_bytes())?;
+        let bands: Vec<crate::io::plot::Band> = runs
+            .iter()
+            .map(|(name, per_seed)| {
+                let epochs = per_seed.iter().map(|r| r.1.len()).min().unwrap_or(0);
+                let band = (0..epochs)
+                    .map(|e| {
+                        let v: Vec<f64> = per_seed
+                            .iter()
+                            .filter_map(|r| r.1[e].test_accuracy)
+                            .map(|a| 100.0 * a)
+                            .collect();
+                        let (mean, _, min, max) = spread(&v);
+                        ((e + 1) as f64, mean, min, max)
+                    })
+                    .collect();
+                (name.clone(), band)
+            })
+            .collect();
+        crate::io::plot::bands(
+            &bands,
+            &format!(
+                "validation accuracy (%), mean and min-max over {} seeds",
+                seeds.len()
+            ),
+            &out.join("fig4-seeds.png"),
+        )?;
+    }
+    Ok(table)
+}
+
+/// Per mode (name, test accuracies in % over seeds): mean, sd, min, max, then for every pair
+/// whether the difference of the means exceeds twice its standard error.
+pub fn modes_table(modes: &[(String, Vec<f64>)]) -> String {
+    let mut s =
+        String::from("| mode | seeds | mean | sd | min | max |\n|---|---:|---:|---:|---:|---:|\n");
+    let stats: Vec<(f64, f64, usize)> = modes
+        .iter()
+        .map(|(name, v)| {
+            let (mean, sd, min, max) = spread(v);
+            let _ = writeln!(
+                s,
+                "| {name} | {} | {mean:.2} % | {sd:.2} | {min:.2} % | {max:.2} % |",
+                v.len()
+            );
+            (mean, sd, v.len())
+        })
+        .collect();
+    for i in 0..modes.len() {
+        for j in i + 1..modes.len() {
+            let ((m1, s1, n1), (m2, s2, n2)) = (stats[i], stats[j]);
+            let se = (s1 * s1 / n1 as f64 + s2 * s2 / n2 as f64).sqrt();
+            let d = m1 - m2;
+            let verdict = if n1 < 2 || n2 < 2 {
+                "one seed: no spread to compare with"
+            } else if d.abs() > 2.0 * se {
+                "exceeds the spread (> 2 standard errors)"
+            } else {
+                "within the spread (≤ 2 standard errors)"
+            };
+            let _ = writeln!(
+                s,
+                "{} − {}: {d:+.2} points, standard error {se:.2}: {verdict}",
+                modes[i].0, modes[j].0
+            );
+        }
+    }
+    s
+}
+
 /// One emulated chip of a [`chip_sweep`].
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ChipResult {
@@ -649,4 +793,38 @@ pub fn summary(v: &[f64]) -> (f64, f64, f64, f64) {
     let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
     let max = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     (mean, var.sqrt(), min, max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_modes_table_states_spread_and_significance() {
+        // ideal 90, 92, 94: mean 92, sd 2; emulated 80, 81, 82: mean 81, sd 1; mixed 91, 93,
+        // 92: mean 92, sd 1. Standard errors of the differences: sqrt(4/3 + 1/3) = 1.29.
+        let t = modes_table(&[
+            ("ideal".into(), vec![90.0, 92.0, 94.0]),
+            ("emulated".into(), vec![80.0, 81.0, 82.0]),
+            ("mixed".into(), vec![91.0, 93.0, 92.0]),
+        ]);
+        assert!(
+            t.contains("| ideal | 3 | 92.00 % | 2.00 | 90.00 % | 94.00 % |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| emulated | 3 | 81.00 % | 1.00 | 80.00 % | 82.00 % |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("ideal − emulated: +11.00 points, standard error 1.29: exceeds"),
+            "{t}"
+        );
+        assert!(
+            t.contains("ideal − mixed: +0.00 points, standard error 1.29: within"),
+            "{t}"
+        );
+        let one = modes_table(&[("a".into(), vec![50.0]), ("b".into(), vec![60.0])]);
+        assert!(one.contains("one seed"), "{one}");
+    }
 }

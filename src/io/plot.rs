@@ -98,6 +98,89 @@ pub fn curves(series: &[(&str, &[EpochRecord])], held_out: &str, path: &Path) ->
     save(&Curves { series, held_out }, path)
 }
 
+/// One series of [`bands`]: its name and per epoch (epoch, mean, min, max).
+pub type Band = (String, Vec<(f64, f64, f64, f64)>);
+
+/// Per series the mean as a line, min–max as a shaded band, one colour per series; `title`
+/// says what is drawn.
+pub fn bands(series: &[Band], title: &str, path: &Path) -> Result<()> {
+    save(&Bands { series, title }, path)
+}
+
+struct Bands<'a> {
+    series: &'a [Band],
+    title: &'a str,
+}
+
+impl Figure for Bands<'_> {
+    fn size(&self) -> (u32, u32) {
+        (800, 520)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> PlotResult
+    where
+        DB::ErrorType: 'static,
+    {
+        root.fill(&WHITE)?;
+        let pts = self.series.iter().flat_map(|(_, b)| b.iter());
+        let epochs = pts.clone().map(|p| p.0).fold(2.0, f64::max);
+        let lo = pts
+            .clone()
+            .map(|p| p.2)
+            .filter(|v| v.is_finite())
+            .fold(f64::INFINITY, f64::min);
+        let hi = pts
+            .map(|p| p.3)
+            .filter(|v| v.is_finite())
+            .fold(f64::NEG_INFINITY, f64::max);
+        let (lo, hi) = if lo.is_finite() && hi > lo {
+            let pad = (hi - lo) * 0.06;
+            (lo - pad, hi + pad)
+        } else {
+            (0.0, 100.0)
+        };
+        let mut chart = ChartBuilder::on(&root)
+            .caption(self.title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(1f64..epochs, lo..hi)?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc("accuracy (%)")
+            .label_style(("sans-serif", 14))
+            .draw()?;
+        // Bands first, translucent, so that no band hides another's line.
+        for (k, (_, band)) in self.series.iter().enumerate() {
+            let mut outline: Vec<(f64, f64)> = band.iter().map(|p| (p.0, p.3)).collect();
+            outline.extend(band.iter().rev().map(|p| (p.0, p.2)));
+            chart.draw_series(std::iter::once(Polygon::new(
+                outline,
+                colour(k).mix(0.18).filled(),
+            )))?;
+        }
+        for (k, (name, band)) in self.series.iter().enumerate() {
+            let c = colour(k);
+            chart
+                .draw_series(LineSeries::new(
+                    band.iter().map(|p| (p.0, p.1)),
+                    c.stroke_width(2),
+                ))?
+                .label(name.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        Ok(())
+    }
+}
+
 struct Curves<'a> {
     series: &'a [(&'a str, &'a [EpochRecord])],
     held_out: &'a str,
