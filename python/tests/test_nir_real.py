@@ -424,3 +424,41 @@ def test_gpu_equals_cpu_on_real_files(b, mode):
             np.testing.assert_array_equal(gpu[k], cpu[k], err_msg=k)
         else:
             np.testing.assert_allclose(gpu[k], cpu[k], atol=1e-6, err_msg=k)
+
+
+def small_trainable(hidden):
+    f = np.float32
+    rng = np.random.default_rng(0)
+    return nir.NIRGraph(
+        nodes={"input": nir.Input(input_type={"input": np.array([64])}),
+               "fc": nir.Affine(weight=rng.normal(0.05, 0.3, (20, 64)).astype(f),
+                                bias=rng.normal(0, 0.5, 20).astype(f)),
+               "h": hidden,
+               "fo": nir.Linear(weight=rng.normal(0, 0.3, (3, 20)).astype(f)),
+               "o": nir.CubaLI(tau_syn=np.full(3, 5e-3, f), tau_mem=np.full(3, 6e-3, f),
+                               r=np.ones(3, f), v_leak=np.zeros(3, f), w_in=np.ones(3, f))},
+        edges=[("input", "fc"), ("fc", "h"), ("h", "fo"), ("fo", "o")])
+
+
+def test_training_keeps_working_with_biases_and_refuses_integrators():
+    """An imported graph with biases and membranes that start below rest trains (weights
+    change, the biases stay: they get no gradient); one with IF neurons is refused by name."""
+    import json
+    f = np.float32
+    lif = nir.CubaLIF(tau_syn=np.full(20, 5e-3, f), tau_mem=np.full(20, 6e-3, f),
+                      r=np.ones(20, f), v_leak=np.full(20, 0.3, f), v_threshold=np.ones(20, f),
+                      v_reset=np.zeros(20, f), w_in=np.ones(20, f))
+    net = neuropart.from_nir(small_trainable(lif), dt=1e-3)
+    rng = np.random.default_rng(1)
+    x = rng.random((60, 8, 8)).astype(f)
+    y = x.reshape(60, -1)[:, :3].argmax(1).astype(np.int64)
+    before = net.weights("fc").copy()
+    bias = json.loads(net.to_json_str())["populations"][1]["per_neuron"]["bias"]
+    records = net.train(x[:40], y[:40], x[40:], y[40:], epochs=2)
+    assert len(records) == 2 and np.isfinite(records[-1]["train_loss"])
+    assert not np.array_equal(net.weights("fc"), before)
+    assert json.loads(net.to_json_str())["populations"][1]["per_neuron"]["bias"] == bias
+    iff = nir.IF(r=np.full(20, 1e3, f), v_threshold=np.ones(20, f), v_reset=np.zeros(20, f))
+    net = neuropart.from_nir(small_trainable(iff), dt=1e-3)
+    with pytest.raises(ValueError, match="population 'h'.*training needs leaky neurons"):
+        net.train(x[:40], y[:40], x[40:], y[40:], epochs=1)
