@@ -232,12 +232,8 @@ pub fn write_csv(history: &[EpochRecord], path: &Path) -> Result<()> {
     for r in history {
         let _ = writeln!(
             s,
-            "{},{:.6},{:.6},{},{},{:.3},{:.2},{:.1}",
-            r.epoch,
-            r.train_loss,
-            r.train_accuracy,
-            csv_value(r.test_loss),
-            csv_value(r.test_accuracy),
+            "{},{:.3},{:.2},{:.1}",
+            epoch_fields(r),
             r.hidden_spikes,
             r.seconds,
             r.samples_per_s
@@ -251,15 +247,7 @@ pub fn write_seeds_csv(runs: &[(u64, Vec<EpochRecord>)], path: &Path) -> Result<
     let mut s = String::from("seed,epoch,train_loss,train_accuracy,test_loss,test_accuracy\n");
     for (seed, history) in runs {
         for r in history {
-            let _ = writeln!(
-                s,
-                "{seed},{},{:.6},{:.6},{},{}",
-                r.epoch,
-                r.train_loss,
-                r.train_accuracy,
-                csv_value(r.test_loss),
-                csv_value(r.test_accuracy)
-            );
+            let _ = writeln!(s, "{seed},{}", epoch_fields(r));
         }
     }
     crate::files::write_atomic(path, s.as_bytes())
@@ -302,6 +290,18 @@ pub fn seeds_summary(runs: &[(u64, Vec<EpochRecord>)]) -> String {
         acc.len()
     );
     out
+}
+
+/// The epoch, losses and accuracies of `r` as CSV fields (the columns every curves file has).
+fn epoch_fields(r: &EpochRecord) -> String {
+    format!(
+        "{},{:.6},{:.6},{},{}",
+        r.epoch,
+        r.train_loss,
+        r.train_accuracy,
+        csv_value(r.test_loss),
+        csv_value(r.test_accuracy)
+    )
 }
 
 /// A value that may be absent, as a CSV field (empty when absent).
@@ -450,15 +450,7 @@ pub fn compare_modes(
     let mut summary = String::new();
     for (name, h, acc) in &runs {
         for r in h {
-            let _ = writeln!(
-                csv,
-                "{name},{},{:.6},{:.6},{},{}",
-                r.epoch,
-                r.train_loss,
-                r.train_accuracy,
-                csv_value(r.test_loss),
-                csv_value(r.test_accuracy)
-            );
+            let _ = writeln!(csv, "{name},{}", epoch_fields(r));
         }
         let last = h.last().cloned().unwrap_or_default();
         let _ = writeln!(
@@ -532,15 +524,7 @@ pub fn compare_modes_over_seeds(
     for (name, per_seed) in &runs {
         for (seed, h, _) in per_seed {
             for r in h {
-                let _ = writeln!(
-                    csv,
-                    "{seed},{name},{},{:.6},{:.6},{},{}",
-                    r.epoch,
-                    r.train_loss,
-                    r.train_accuracy,
-                    csv_value(r.test_loss),
-                    csv_value(r.test_accuracy)
-                );
+                let _ = writeln!(csv, "{seed},{name},{}", epoch_fields(r));
             }
         }
     }
