@@ -134,27 +134,11 @@ fn one_neuron_matches_closed_form_and_fires_at_hand_computed_step() {
 #[test]
 fn results_and_inputs_are_arrays_indexed_by_sample_step_neuron() {
     use neuropart::ndarray::{Array3, Axis};
-    // The single neuron of the closed form behind a readout of two neurons: sample 0 gets no
-    // input, sample 1 the three input spikes; the input goes in as a dense array.
+    // The single neuron of the closed form: sample 0 gets no input, sample 1 the three input
+    // spikes; the input goes in as a dense array.
     let w = [0.75f64, 0.5, -0.25];
     let times = [2u32, 5, 9];
-    let mut net = NetworkBuilder::new("arrays", 30, 0)
-        .input("in", 3)
-        .dense(
-            "n",
-            1,
-            NeuronParams {
-                tau_mem: 6.0,
-                tau_syn: 5.7,
-                v_th: 1.0,
-                ..Default::default()
-            },
-            WeightInit::default(),
-        )
-        .readout("out", 2, NeuronParams::default(), WeightInit::default())
-        .build(&Substrate::bss2())
-        .unwrap();
-    net.projections[0].weights = w.iter().map(|&x| x as f32).collect();
+    let net = single_neuron(w.iter().map(|&x| x as f32).collect(), 30);
     let exec = Executor::new(net, &Substrate::bss2(), 1, &PartitionOptions::default()).unwrap();
     let mut dense = Array3::from_elem((2, 30, 3), false);
     for (j, &t) in times.iter().enumerate() {
