@@ -9,7 +9,12 @@
 #   3. evaluation, a chip-instance sweep and a run with membranes, sharded over the processes
 #      and gathered on the first (identical output expected, byte for byte), also a run on a
 #      multi-chip system whose recurrent loop spans chips;
-#   4. processes given different options or files stop at once with a message naming the
+#   4. the chips of a system shared out by 2 and 4 processes (--distribute chips: model
+#      parallelism, spikes exchanged after every window): the same output as one process, with
+#      receive buffers that drop too, the same weights after training across chips, and a
+#      network whose synapses do not fit one process's --max-memory refused with the memory
+#      each would need, run by 4;
+#   5. processes given different options or files stop at once with a message naming the
 #      difference (no hang, no blend).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -111,6 +116,70 @@ sys=(run examples/networks/recurrent-600.toml --substrate examples/systems/bss2-
 two "${sys[@]}" --output "$out/sys-two.json" 2>/dev/null
 check "2-process system run" same_file "$out/sys-one.json" "$out/sys-two.json" \
   "2-process run of a recurrent loop over 10 chips of a system"
+
+# Model parallelism (--distribute chips): each process holds and runs its share of the chips,
+# the cross-chip spikes exchanged after every window; the output must be one process's, for 2
+# and 4 processes (oversubscribed), and the weights after training too.
+four() {
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+    mpirun --oversubscribe -n 4 "$bin" "$@"
+}
+two "${sys[@]}" --distribute chips --output "$out/sys-chips-two.json" 2>/dev/null
+check "2 processes sharing the chips" same_file "$out/sys-one.json" "$out/sys-chips-two.json" \
+  "the recurrent loop over 10 chips, chips shared by 2 processes"
+four "${sys[@]}" --distribute chips --output "$out/sys-chips-four.json" 2>/dev/null
+check "4 processes sharing the chips" same_file "$out/sys-one.json" "$out/sys-chips-four.json" \
+  "the recurrent loop over 10 chips, chips shared by 4 processes"
+drop=$out/bss2-4chip-drops.toml
+sed 's/^receive_buffer = 0/receive_buffer = 3/' examples/systems/bss2-4chip.toml >"$drop"
+dsys=(run examples/networks/recurrent-600.toml --substrate "$drop" --chips 11 --input "$out/in600.json")
+"$bin" "${dsys[@]}" --output "$out/drop-one.json" 2>"$out/drop-one.txt"
+two "${dsys[@]}" --distribute chips --output "$out/drop-two.json" 2>/dev/null
+check "2 processes sharing chips whose buffers drop" same_file "$out/drop-one.json" \
+  "$out/drop-two.json" "receive buffers of 3 events, chips shared by 2 processes"
+grep -m1 -i "drop" "$out/drop-one.txt" || true
+# The MNIST network with stronger initial input weights, so that its hidden layer spikes (and
+# its spikes cross the links) from the first batch.
+sed 's/mean = -0.05, std = 0.2/mean = 0.05, std = 0.3/' examples/networks/mnist.toml \
+  >"$out/mnist-active.toml"
+systrain=(train "$out/mnist-active.toml" --substrate examples/systems/bss2-4chip.toml --chips 5
+          --train-samples 200 --test-samples 100 --device cpu --mode emulated --epochs 1)
+"$bin" "${systrain[@]}" --out "$out/systrain-one" 2>&1 | grep "^epoch 1"
+two "${systrain[@]}" --distribute chips --out "$out/systrain-two" 2>&1 | tail -n 1
+check "training with the chips shared by 2 processes" same_weights \
+  "$out/systrain-one/checkpoint.json" "$out/systrain-two/checkpoint.json" \
+  "training on 5 chips of a system, chips shared by 2 processes vs 1 process"
+python3 - "$out/in100.json" <<'PY'
+import json, random, sys
+random.seed(5)
+samples = [sorted({(random.randrange(100), n) for n in range(100) if random.random() < 0.1})
+           for _ in range(2)]
+json.dump({"steps": 100, "populations": {"input": [[list(e) for e in s] for s in samples]}},
+          open(sys.argv[1], "w"))
+PY
+big=(run examples/networks/recurrent-1024.toml --substrate examples/systems/bss2-4chip.toml
+     --chips 40 --input "$out/in100.json" --max-memory 12M)
+refused() { # LABEL NEEDLE COMMAND...: must exit non-zero saying NEEDLE
+  local label=$1 needle=$2 log=$out/refused.log
+  shift 2
+  if "$@" >"$log" 2>&1; then
+    echo "$label: ran"
+    return 1
+  fi
+  if grep -q "$needle" "$log"; then
+    echo "$label: refused ($(grep -m1 "$needle" "$log" | cut -c1-240))"
+  else
+    echo "$label: no message naming '$needle':"
+    tail -n 3 "$log"
+    return 1
+  fi
+}
+check "weights too large for one process" refused "a network too large for one process" \
+  "processes with --distribute chips" "$bin" "${big[@]}"
+check "weights too large for two processes" refused "the same network on 2 processes" \
+  "would fit" two "${big[@]}" --distribute chips
+four "${big[@]}" --distribute chips --output "$out/big-four.json" 2>/dev/null || true
+check "weights spread over four processes" test -s "$out/big-four.json"
 
 stops() { # LABEL NEEDLE APP-CONTEXTS...: mpirun with these app contexts must stop with an
   # error (not run to the end, not hang: a time limit) that says NEEDLE

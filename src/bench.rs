@@ -64,7 +64,18 @@ pub fn activity(
     backend: &dyn Backend,
     inputs: &[(PopulationId, SpikeTrains)],
 ) -> Result<Vec<(String, f64)>> {
-    let out = exec.run(backend, inputs, Observe::Scores)?;
+    activity_in(exec, backend, inputs, &crate::dist::comm::Single)
+}
+
+/// [`activity`] by the processes of `comm` together, where the executor is spread over them
+/// ([`Executor::run_samples_in`]); every process gets the figures.
+pub fn activity_in(
+    exec: &Executor,
+    backend: &dyn Backend,
+    inputs: &[(PopulationId, SpikeTrains)],
+    comm: &dyn crate::dist::comm::Communicator,
+) -> Result<Vec<(String, f64)>> {
+    let out = exec.run_samples_in(backend, inputs, Observe::Scores, 0, 0, comm)?;
     let samples = inputs.first().map_or(0, |(_, t)| t.samples());
     let steps = exec.network.steps as f64;
     Ok(exec
@@ -207,15 +218,21 @@ pub fn measure_in<B: Backend + ?Sized>(
             "a finite time",
         ));
     }
-    let mine = crate::dist::comm::shard(batch, comm.size(), comm.rank());
+    // Spread by chips, every process takes every sample (its chips of them).
+    let spread = exec.share().is_some();
+    let mine = if spread {
+        0..batch
+    } else {
+        crate::dist::comm::shard(batch, comm.size(), comm.rank())
+    };
     let shard: Vec<(PopulationId, SpikeTrains)> = inputs
         .iter()
         .map(|(p, t)| (*p, t.slice(mine.clone())))
         .collect();
     let base = mine.start as u32;
     let run = || -> Result<crate::run::executor::Execution> {
-        let e = exec.run_samples(backend, &shard, Observe::Scores, 0, base)?;
-        if comm.size() > 1 {
+        let e = exec.run_samples_in(backend, &shard, Observe::Scores, 0, base, comm)?;
+        if comm.size() > 1 && !spread {
             let scores: Vec<f32> = e.peak.iter().flatten().flatten().copied().collect();
             comm.all_gather(&scores);
         }
@@ -248,6 +265,9 @@ pub fn measure_in<B: Backend + ?Sized>(
         if let Some(l) = &e.stats.links {
             stats.links.get_or_insert_with(Default::default).add(l);
         }
+        if let Some(t) = &e.stats.ranks {
+            stats.ranks.get_or_insert_with(Default::default).add(t);
+        }
         reps += 1;
     }
     let wall = start.elapsed() / reps;
@@ -267,6 +287,9 @@ pub fn measure_in<B: Backend + ?Sized>(
         *d /= reps;
     }
     stats.host_replay /= reps;
+    if let Some(t) = &mut stats.ranks {
+        *t = t.divided(reps);
+    }
     let neurons: usize = exec
         .network
         .populations

@@ -35,6 +35,9 @@ pub struct Setup {
     pub chips: usize,
     /// How the network is cut.
     pub partition: PartitionOptions,
+    /// Processes the runs are spread over by chips, and this one's index ([`Executor::distribute`]);
+    /// `(1, 0)`: not spread.
+    pub ranks: (usize, usize),
 }
 
 impl Setup {
@@ -47,19 +50,21 @@ impl Setup {
             analog: AnalogConfig::default(),
             chips: 1,
             partition: PartitionOptions::default(),
+            ranks: (1, 0),
         }
     }
 
     /// Partition, schedule, compile and emulate `net` as this set-up says.
     pub fn executor(&self, mut net: crate::model::network::Network) -> Result<Executor> {
         net.steps = self.steps;
-        Executor::emulated(
+        Executor::emulated_on_ranks(
             net,
             &self.substrate,
             self.chips,
             &self.partition,
             self.analog.clone(),
             self.mode,
+            self.ranks,
         )
     }
 }
@@ -129,7 +134,15 @@ pub fn train_and_report(
             crate::error::human_bytes(mem.per_sample() * trainer.cfg.batch as u64),
             trainer.cfg.batch
         );
-        if comm.size() > 1 {
+        if let Some(s) = trainer.exec.share() {
+            eprintln!(
+                "training in {} processes sharing the chips (each holds and runs {} of the {} \
+                 partitions, every sample; the backward pass on each)",
+                comm.size(),
+                s.owner.iter().filter(|&&o| o == s.rank).count(),
+                s.owner.len()
+            );
+        } else if comm.size() > 1 {
             eprintln!(
                 "training in {} processes (each a shard of every batch of {})",
                 comm.size(),
@@ -218,8 +231,9 @@ pub fn train_and_report(
         write_csv(&trainer.history, &out.join("curves.csv"))?;
         crate::io::plot::curves(&[("", &trainer.history)], "test", &out.join("curves.png"))?;
     }
-    if lead && !test.is_empty() {
-        plot_sample(&trainer, backend, test, 0, &out.join("sample.png"))?;
+    // Spread by chips, every process takes part in the sample's run.
+    if (lead || trainer.exec.share().is_some()) && !test.is_empty() {
+        plot_sample_in(&trainer, backend, test, 0, &out.join("sample.png"), comm)?;
     }
     Ok(trainer)
 }
@@ -318,6 +332,26 @@ pub fn plot_sample(
     index: usize,
     path: &Path,
 ) -> Result<()> {
+    plot_sample_in(
+        trainer,
+        backend,
+        data,
+        index,
+        path,
+        &crate::dist::comm::Single,
+    )
+}
+
+/// [`plot_sample`] by the processes of `comm` together, where the executor is spread over
+/// them ([`Executor::run_samples_in`]); the first draws.
+pub fn plot_sample_in(
+    trainer: &Trainer,
+    backend: &dyn Backend,
+    data: &Dataset,
+    index: usize,
+    path: &Path,
+    comm: &dyn crate::dist::comm::Communicator,
+) -> Result<()> {
     let exec = &trainer.exec;
     let net = &exec.network;
     let steps = net.steps as usize;
@@ -330,11 +364,17 @@ pub fn plot_sample(
         0..1,
     );
     let input = trainer.topo.input();
-    let out = exec.run(
+    let out = exec.run_samples_in(
         backend,
         &[(input, spikes.clone())],
         crate::run::executor::Observe::ReadoutTraces,
+        0,
+        0,
+        comm,
     )?;
+    if comm.rank() != 0 {
+        return Ok(());
+    }
     let mut panels = vec![(
         format!("input ({} channels)", spikes.neurons),
         spikes.neurons,
@@ -636,6 +676,13 @@ pub fn run_in(
     membranes: bool,
 ) -> Result<Option<(crate::spikes::store::SpikeFile, Option<LinkStats>)>> {
     let samples = inputs.first().map_or(0, |(_, t)| t.samples());
+    if exec.share().is_some() {
+        // Spread by chips: every process runs every sample (its chips of them) and has the
+        // whole result.
+        let out = exec.run_samples_in(backend, inputs, observe, seed, 0, comm)?;
+        let links = out.stats.links.clone();
+        return Ok((comm.rank() == 0).then(|| (out.to_file(&exec.network, membranes), links)));
+    }
     if comm.size() == 1 || samples == 0 {
         let out = exec.run_with_noise(backend, inputs, observe, seed)?;
         let links = out.stats.links.clone();

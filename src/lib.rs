@@ -87,7 +87,8 @@ pub mod gpu {
 
 pub use backend::{
     gpu_backend_in, open_backend, open_backend_in, Backend, CpuBackend, DeviceChoice, GpuBackend,
-    GpuContext, Job, MembraneDest, Membranes, PartitionOutput, PhaseTimings, Resident, RunOptions,
+    GpuContext, Job, MembraneDest, Membranes, PartitionOutput, PhaseTimings, RankTraffic, Ranks,
+    Resident, RunOptions,
 };
 pub use data::Dataset;
 pub use error::{human_bytes, Error, Result};
@@ -118,6 +119,7 @@ pub use plan::partition::{
 pub use plan::schedule::{CostReport, Schedule};
 pub use rng::Rng;
 pub use run::executor::{Emulation, Execution, ExecutionStats, Executor, Observe};
+pub use run::ranks::RankShare;
 pub use spikes::store::{SpikeEvent, SpikeFile, SpikeStore, SpikeTrains};
 pub use threads::{start_worker_threads, worker_threads, MAX_THREADS};
 pub use train::{

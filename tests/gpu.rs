@@ -315,7 +315,7 @@ fn assert_concurrent_equals_sequential(exec: &Executor, backend: &dyn Backend, c
     let inputs = neuropart::bench::random_inputs(exec, 7, 0.4, 3).unwrap();
     let seq = exec.run(backend, &inputs, Observe::AllTraces).unwrap();
     let mut conc = exec.clone();
-    conc.set_chips(chips);
+    conc.set_chips(chips).unwrap();
     assert!(
         conc.schedule.rounds.iter().any(|r| r.len() > 1),
         "some round runs several partitions at once"
@@ -377,7 +377,7 @@ fn concurrent_rounds_equal_sequential_ones_on_both_backends() {
         let inputs = neuropart::bench::random_inputs(&exec, 5, 0.3, 9).unwrap();
         let cpu = exec.run(&CpuBackend, &inputs, Observe::Scores).unwrap();
         let mut four = exec.clone();
-        four.set_chips(4);
+        four.set_chips(4).unwrap();
         let gpu = four.run(g, &inputs, Observe::Scores).unwrap();
         assert_eq!(gpu.spikes.get(1), cpu.spikes.get(1));
         assert_eq!(gpu.peak[2], cpu.peak[2]);

@@ -14,7 +14,8 @@
 //! variant gives bit-identical results.
 
 use super::{
-    check_sources, Backend, Exchange, Job, Membranes, PartitionOutput, Resident, RunOptions,
+    check_sources, Backend, Exchange, Job, Membranes, PartitionOutput, RankTraffic, Ranks,
+    Resident, RunOptions,
 };
 use crate::error::Result;
 use crate::model::analog::Cadc;
@@ -61,6 +62,22 @@ impl Backend for CpuBackend {
         opts: &RunOptions,
     ) -> Result<(Vec<PartitionOutput>, LinkStats)> {
         self.run_system_resident(store, jobs, exchange, opts)
+    }
+
+    fn run_system_ranked(
+        &self,
+        store: &SpikeStore,
+        jobs: &mut [Job<'_>],
+        exchange: &Exchange,
+        opts: &RunOptions,
+        ranks: &Ranks<'_>,
+        traffic: &mut RankTraffic,
+    ) -> Result<(Vec<PartitionOutput>, LinkStats)> {
+        let progs = jobs
+            .iter()
+            .map(|j| j.resident.get::<CpuProgram>())
+            .collect::<Result<Vec<_>>>()?;
+        run_system_on(store, jobs, &progs, exchange, opts, Some((ranks, traffic)))
     }
 
     fn run_round(
@@ -220,10 +237,35 @@ pub(crate) fn run_system(
     exchange: &Exchange,
     opts: &RunOptions,
 ) -> Result<(Vec<PartitionOutput>, LinkStats)> {
+    run_system_on(store, jobs, progs, exchange, opts, None)
+}
+
+/// [`run_system`] by the processes of `ranks` together: this process advances only the chips
+/// it owns (the others' outputs are empty here: the caller gathers them), and after every
+/// window the processes exchange, in one collective, the spikes their chips sent over the
+/// links. Every process then routes every spike of the window in the same fixed order, so
+/// that bandwidth limits and drops are decided, and the links' traffic counted, exactly as in
+/// one process. `traffic` counts what this process exchanged.
+pub(crate) fn run_system_on(
+    store: &SpikeStore,
+    jobs: &mut [Job<'_>],
+    progs: &[&CpuProgram],
+    exchange: &Exchange,
+    opts: &RunOptions,
+    ranks: Option<(&Ranks<'_>, &mut RankTraffic)>,
+) -> Result<(Vec<PartitionOutput>, LinkStats)> {
     let samples = store.samples();
     let steps = opts.steps as usize;
     let chips = jobs.len();
     let window = exchange.window.max(1) as usize;
+    let me = ranks.as_ref().map(|(r, _)| r.comm.rank());
+    let mine: Vec<bool> = (0..chips)
+        .map(|k| {
+            ranks
+                .as_ref()
+                .is_none_or(|(r, _)| r.owner[k] == r.comm.rank())
+        })
+        .collect();
     for job in jobs.iter_mut() {
         if job.membranes == Membranes::Keep {
             job.membranes = Membranes::Trace;
@@ -256,22 +298,29 @@ pub(crate) fn run_system(
     // chunk's samples before the next chip, so its synapse tables stay in cache.
     let threads = rayon::current_num_threads().max(1);
     let chunk = samples.div_ceil(threads).clamp(1, SYSTEM_CHUNK);
-    // Per job: its membrane rows, split by the chunks of samples.
+    // Per job of this process: its membrane rows, split by the chunks of samples.
     let mut own: Vec<Option<Vec<f32>>> = jobs
         .iter()
-        .map(|j| {
+        .zip(&mine)
+        .map(|(j, &m)| {
             let per = rows_per_sample(j.membranes, steps) * j.program.neuron_count();
-            (j.dest.is_none() && per > 0).then(|| crate::pool::take_zeroed(samples * per))
+            (m && j.dest.is_none() && per > 0).then(|| crate::pool::take_zeroed(samples * per))
         })
         .collect();
-    let membranes: Vec<Membranes> = jobs.iter().map(|j| j.membranes).collect();
-    let programs: Vec<&PartitionProgram> = jobs.iter().map(|j| j.program).collect();
-    let ranges: Vec<std::ops::Range<usize>> = (0..samples)
+    let ctx = SystemCtx {
+        progs,
+        programs: jobs.iter().map(|j| j.program).collect(),
+        sources,
+        membranes: jobs.iter().map(|j| j.membranes).collect(),
+        mine,
+        exchange,
+        opts,
+        window,
+    };
+    let mut runs: Vec<ChunkRun<'_>> = (0..samples)
         .step_by(chunk)
-        .map(|s0| s0..(s0 + chunk).min(samples))
+        .map(|s0| ChunkRun::new(&ctx, s0..(s0 + chunk).min(samples)))
         .collect();
-    let mut items: Vec<(std::ops::Range<usize>, Vec<MemOut<'_>>)> =
-        ranges.iter().map(|r| (r.clone(), Vec::new())).collect();
     for (job, buf) in jobs.iter_mut().zip(own.iter_mut()) {
         let n = job.program.neuron_count();
         let rows = rows_per_sample(job.membranes, steps);
@@ -280,10 +329,10 @@ pub(crate) fn run_system(
             (None, Some(b)) => (b.as_mut_slice(), n, 0),
             (None, None) => (&mut [], n, 0),
         };
-        for (range, outs) in items.iter_mut() {
-            let len = (range.len() * rows * stride).min(rest.len());
+        for run in runs.iter_mut() {
+            let len = (run.range.len() * rows * stride).min(rest.len());
             let (a, b) = std::mem::take(&mut rest).split_at_mut(len);
-            outs.push(MemOut {
+            run.outs.push(MemOut {
                 data: a,
                 stride,
                 offset,
@@ -291,139 +340,99 @@ pub(crate) fn run_system(
             rest = b;
         }
     }
-    let nlinks = exchange.links.names.len();
-    // Per chip, per sample of the chunk: spike counts and events, in sample order.
-    type ItemOut = (Vec<Vec<u32>>, Vec<Vec<SpikeEvent>>, LinkStats);
-    let results: Vec<Result<ItemOut>> = items
-        .into_par_iter()
-        .map(|(range, mut outs)| {
-            let m = range.len();
-            let at = |k: usize, i: usize| k * m + i;
-            let mut scratch: Vec<Scratch> = (0..chips * m).map(|_| Scratch::default()).collect();
-            let mut stats = LinkStats::new(nlinks, chips);
-            let mut router = Router::new(
-                &exchange.links,
-                exchange.link_cap,
-                exchange.buffer_cap,
-                exchange.overflow,
-            );
-            let mut events: Vec<Vec<SpikeEvent>> = vec![Vec::new(); chips * m];
-            let mut arrivals: Vec<Vec<(u32, u32)>> = vec![Vec::new(); chips * m];
-            let mut cursors = vec![0usize; chips * m];
-            let mut sent = vec![0usize; chips * m];
-            let sample_of = |k: usize, s: usize| Sample {
-                prog: progs[k],
-                program: programs[k],
-                sources: &sources[k],
-                sample: s,
-                opts,
-                membranes: membranes[k],
-            };
-            for k in 0..chips {
-                for (i, s) in range.clone().enumerate() {
-                    begin(&sample_of(k, s), &mut scratch[at(k, i)]);
+    let windows = || {
+        (0..steps)
+            .step_by(window)
+            .map(|t0| t0..(t0 + window).min(steps))
+    };
+    match ranks {
+        // One process: each chunk runs to the end on its own.
+        None => runs
+            .par_iter_mut()
+            .map(|run| {
+                run.begin(&ctx);
+                for w in windows() {
+                    run.advance(&ctx, w.clone());
+                    run.route(&ctx, w)?;
                 }
-            }
-            stats.samples += m as u64;
-            for t0 in (0..steps).step_by(window) {
-                let t1 = (t0 + window).min(steps);
-                for k in 0..chips {
-                    let rows = rows_per_sample(membranes[k], steps);
-                    for (i, s) in range.clone().enumerate() {
-                        let o = &mut outs[k];
-                        let (stride, offset) = (o.stride, o.offset);
-                        let mut out = MemOut {
-                            data: o.rows(i * rows, rows),
-                            stride,
-                            offset,
-                        };
-                        let mut live = Live {
-                            live: &exchange.live[k],
-                            arrivals: &arrivals[at(k, i)],
-                            cursor: cursors[at(k, i)],
-                        };
-                        advance_best(
-                            &sample_of(k, s),
-                            &mut scratch[at(k, i)],
-                            t0..t1,
-                            &mut events[at(k, i)],
-                            &mut out,
-                            &mut live,
-                        );
-                        cursors[at(k, i)] = live.cursor;
+                run.finish(&ctx);
+                Ok(())
+            })
+            .collect::<Result<()>>()?,
+        // Several: every window ends in an exchange between the processes.
+        Some((ranks, traffic)) => {
+            let me = me.expect("several processes");
+            runs.par_iter_mut().for_each(|run| run.begin(&ctx));
+            for w in windows() {
+                runs.par_iter_mut()
+                    .for_each(|run| run.advance(&ctx, w.clone()));
+                let mut out = Vec::new();
+                for run in &runs {
+                    run.outgoing(&ctx, w.clone(), &mut out);
+                }
+                let t = std::time::Instant::now();
+                let all = ranks.comm.all_gather_bytes(bytemuck::cast_slice(&out));
+                traffic.exchange += t.elapsed();
+                traffic.windows += 1;
+                traffic.events_sent += (out.len() / 4) as u64;
+                traffic.bytes_sent += (out.len() * 4) as u64;
+                for (r, bytes) in all.iter().enumerate() {
+                    if r == me {
+                        continue;
                     }
-                }
-                // Route each sample's spikes of this window: by step, then chip, then neuron;
-                // they arrive a window later.
-                for i in 0..m {
-                    router.begin_window(&mut stats);
-                    for t in t0..t1 {
-                        for k in 0..chips {
-                            let f = &exchange.fanout[k];
-                            let ev = &events[at(k, i)];
-                            let c = &mut sent[at(k, i)];
-                            while *c < ev.len() && ev[*c].step as usize == t {
-                                let j = ev[*c].neuron as usize;
-                                *c += 1;
-                                let (a, b) = (f.offsets[j] as usize, f.offsets[j + 1] as usize);
-                                if a == b {
-                                    continue;
-                                }
-                                let (to, chans) = (&f.chips[a..b], &f.channels[a..b]);
-                                let arrive = (t + window) as u32;
-                                let tree = f.tree(j);
-                                router.route(k, to, tree, &mut stats, |d| {
-                                    arrivals[at(to[d] as usize, i)].push((arrive, chans[d]));
-                                })?;
-                            }
+                    traffic.bytes_received += bytes.len() as u64;
+                    let words: Vec<u32> = bytemuck::pod_collect_to_vec(bytes);
+                    for e in words.chunks_exact(4) {
+                        let (s, k) = (e[0] as usize, e[1] as usize);
+                        if s >= samples || k >= chips || ctx.mine[k] {
+                            return Err(crate::error::Error::input(
+                                format!("the spikes process {r} sent"),
+                                format!(
+                                    "an event of sample {s} from chip {k}, where the run has \
+                                     {samples} samples and process {r} owns other chips"
+                                ),
+                            ));
                         }
-                    }
-                    router.end_window(&mut stats);
-                }
-            }
-            let mut counts: Vec<Vec<u32>> = vec![Vec::with_capacity(m); chips];
-            let mut flat: Vec<Vec<SpikeEvent>> = vec![Vec::new(); chips];
-            for k in 0..chips {
-                let rows = rows_per_sample(membranes[k], steps);
-                for (i, s) in range.clone().enumerate() {
-                    let o = &mut outs[k];
-                    let (stride, offset) = (o.stride, o.offset);
-                    let mut out = MemOut {
-                        data: o.rows(i * rows, rows),
-                        stride,
-                        offset,
-                    };
-                    finish(&sample_of(k, s), &scratch[at(k, i)], &mut out);
-                    let ev = std::mem::take(&mut events[at(k, i)]);
-                    counts[k].push(ev.len() as u32);
-                    if flat[k].is_empty() {
-                        flat[k] = ev;
-                    } else {
-                        flat[k].extend_from_slice(&ev);
+                        let run = &mut runs[s / chunk];
+                        let at = k * run.range.len() + (s - run.range.start);
+                        run.events[at].push(SpikeEvent {
+                            step: e[2],
+                            neuron: e[3],
+                        });
+                        traffic.events_received += 1;
                     }
                 }
+                runs.par_iter_mut()
+                    .map(|run| run.route(&ctx, w.clone()))
+                    .collect::<Result<()>>()?;
             }
-            Ok((counts, flat, stats))
-        })
-        .collect();
+            runs.par_iter_mut().for_each(|run| run.finish(&ctx));
+        }
+    }
     let mut per_job: Vec<(Vec<u32>, Vec<SpikeEvent>)> =
-        jobs.iter().map(|_| (vec![0u32], Vec::new())).collect();
-    let mut stats = LinkStats::new(nlinks, chips);
-    for r in results {
-        let (counts, events, st) = r?;
-        stats.add(&st);
-        for (k, (c, e)) in counts.into_iter().zip(events).enumerate() {
-            let (offsets, all) = &mut per_job[k];
-            for c in c {
-                offsets.push(offsets.last().expect("one offset") + c);
+        (0..chips).map(|_| (vec![0u32], Vec::new())).collect();
+    let mut stats = LinkStats::new(exchange.links.names.len(), chips);
+    for run in runs {
+        stats.add(&run.stats);
+        let m = run.range.len();
+        let mut events = run.events.into_iter();
+        for (k, (offsets, all)) in per_job.iter_mut().enumerate() {
+            for ev in events.by_ref().take(m) {
+                // Another process's chip: only the spikes it sent over links are here.
+                let ev = if ctx.mine[k] { ev } else { Vec::new() };
+                offsets.push(offsets.last().expect("one offset") + ev.len() as u32);
+                if all.is_empty() {
+                    *all = ev;
+                } else {
+                    all.extend_from_slice(&ev);
+                }
             }
-            all.extend_from_slice(&e);
         }
     }
     let outs = per_job
         .into_iter()
         .zip(own)
-        .zip(&programs)
+        .zip(&ctx.programs)
         .map(|(((offsets, events), membrane), program)| PartitionOutput {
             spikes: SpikeTrains {
                 neurons: program.neuron_count(),
@@ -435,6 +444,188 @@ pub(crate) fn run_system(
         })
         .collect();
     Ok((outs, stats))
+}
+
+/// What every chunk of a system run shares: per job (chip), its program, sources and
+/// membranes, and whether this process runs it.
+struct SystemCtx<'a> {
+    progs: &'a [&'a CpuProgram],
+    programs: Vec<&'a PartitionProgram>,
+    sources: Vec<Vec<(&'a ChannelBlock, &'a SpikeTrains)>>,
+    membranes: Vec<Membranes>,
+    mine: Vec<bool>,
+    exchange: &'a Exchange,
+    opts: &'a RunOptions,
+    window: usize,
+}
+
+impl SystemCtx<'_> {
+    fn sample(&self, k: usize, s: usize) -> Sample<'_> {
+        Sample {
+            prog: self.progs[k],
+            program: self.programs[k],
+            sources: &self.sources[k],
+            sample: s,
+            opts: self.opts,
+            membranes: self.membranes[k],
+        }
+    }
+}
+
+/// The state of one chunk of samples of a system run, every chip's (entry `k * m + i` for
+/// chip `k`, the chunk's sample `i`).
+struct ChunkRun<'a> {
+    range: std::ops::Range<usize>,
+    /// Per job: where its membranes of this chunk go.
+    outs: Vec<MemOut<'a>>,
+    scratch: Vec<Scratch>,
+    /// Spikes so far (another process's chip: those it sent over the links).
+    events: Vec<Vec<SpikeEvent>>,
+    /// Spikes on their way in: (arrival step, channel), by arrival.
+    arrivals: Vec<Vec<(u32, u32)>>,
+    cursors: Vec<usize>,
+    /// Spikes routed so far.
+    sent: Vec<usize>,
+    router: Router<'a>,
+    stats: LinkStats,
+}
+
+impl<'a> ChunkRun<'a> {
+    fn new(ctx: &SystemCtx<'a>, range: std::ops::Range<usize>) -> Self {
+        let n = ctx.programs.len() * range.len();
+        let ex = ctx.exchange;
+        ChunkRun {
+            range,
+            outs: Vec::new(),
+            scratch: (0..n).map(|_| Scratch::default()).collect(),
+            events: vec![Vec::new(); n],
+            arrivals: vec![Vec::new(); n],
+            cursors: vec![0; n],
+            sent: vec![0; n],
+            router: Router::new(&ex.links, ex.link_cap, ex.buffer_cap, ex.overflow),
+            stats: LinkStats::new(ex.links.names.len(), ctx.programs.len()),
+        }
+    }
+
+    fn begin(&mut self, ctx: &SystemCtx<'_>) {
+        let m = self.range.len();
+        for k in (0..ctx.programs.len()).filter(|&k| ctx.mine[k]) {
+            for (i, s) in self.range.clone().enumerate() {
+                begin(&ctx.sample(k, s), &mut self.scratch[k * m + i]);
+            }
+        }
+        self.stats.samples += m as u64;
+    }
+
+    /// Every chip of this process through the steps `w`.
+    fn advance(&mut self, ctx: &SystemCtx<'_>, w: std::ops::Range<usize>) {
+        let m = self.range.len();
+        let steps = ctx.opts.steps as usize;
+        for k in (0..ctx.programs.len()).filter(|&k| ctx.mine[k]) {
+            let rows = rows_per_sample(ctx.membranes[k], steps);
+            for (i, s) in self.range.clone().enumerate() {
+                let at = k * m + i;
+                let o = &mut self.outs[k];
+                let (stride, offset) = (o.stride, o.offset);
+                let mut out = MemOut {
+                    data: o.rows(i * rows, rows),
+                    stride,
+                    offset,
+                };
+                let mut live = Live {
+                    live: &ctx.exchange.live[k],
+                    arrivals: &self.arrivals[at],
+                    cursor: self.cursors[at],
+                };
+                advance_best(
+                    &ctx.sample(k, s),
+                    &mut self.scratch[at],
+                    w.clone(),
+                    &mut self.events[at],
+                    &mut out,
+                    &mut live,
+                );
+                self.cursors[at] = live.cursor;
+            }
+        }
+    }
+
+    /// The spikes this process's chips sent over the links in the steps `w` (not yet routed),
+    /// as words (sample, chip, step, neuron), in that order.
+    fn outgoing(&self, ctx: &SystemCtx<'_>, w: std::ops::Range<usize>, out: &mut Vec<u32>) {
+        let m = self.range.len();
+        for (i, s) in self.range.clone().enumerate() {
+            for k in (0..ctx.programs.len()).filter(|&k| ctx.mine[k]) {
+                let f = &ctx.exchange.fanout[k];
+                let at = k * m + i;
+                for e in &self.events[at][self.sent[at]..] {
+                    let j = e.neuron as usize;
+                    if (e.step as usize) < w.end && f.offsets[j] != f.offsets[j + 1] {
+                        out.extend_from_slice(&[s as u32, k as u32, e.step, e.neuron]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Route each sample's spikes of the steps `w`: by step, then chip, then neuron; they
+    /// arrive a window later.
+    fn route(&mut self, ctx: &SystemCtx<'_>, w: std::ops::Range<usize>) -> Result<()> {
+        let m = self.range.len();
+        let chips = ctx.programs.len();
+        let ChunkRun {
+            events,
+            arrivals,
+            sent,
+            router,
+            stats,
+            ..
+        } = self;
+        for i in 0..m {
+            router.begin_window(stats);
+            for t in w.clone() {
+                for k in 0..chips {
+                    let f = &ctx.exchange.fanout[k];
+                    let ev = &events[k * m + i];
+                    let c = &mut sent[k * m + i];
+                    while *c < ev.len() && ev[*c].step as usize == t {
+                        let j = ev[*c].neuron as usize;
+                        *c += 1;
+                        let (a, b) = (f.offsets[j] as usize, f.offsets[j + 1] as usize);
+                        if a == b {
+                            continue;
+                        }
+                        let (to, chans) = (&f.chips[a..b], &f.channels[a..b]);
+                        let arrive = (t + ctx.window) as u32;
+                        let tree = f.tree(j);
+                        router.route(k, to, tree, stats, |d| {
+                            arrivals[to[d] as usize * m + i].push((arrive, chans[d]));
+                        })?;
+                    }
+                }
+            }
+            router.end_window(stats);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, ctx: &SystemCtx<'_>) {
+        let m = self.range.len();
+        let steps = ctx.opts.steps as usize;
+        for k in (0..ctx.programs.len()).filter(|&k| ctx.mine[k]) {
+            let rows = rows_per_sample(ctx.membranes[k], steps);
+            for (i, s) in self.range.clone().enumerate() {
+                let o = &mut self.outs[k];
+                let (stride, offset) = (o.stride, o.offset);
+                let mut out = MemOut {
+                    data: o.rows(i * rows, rows),
+                    stride,
+                    offset,
+                };
+                finish(&ctx.sample(k, s), &self.scratch[k * m + i], &mut out);
+            }
+        }
+    }
 }
 
 /// Most samples one work item of a system run holds (each keeps the state of every chip).

@@ -224,6 +224,35 @@ pub trait Backend: Sync {
         )
     }
 
+    /// [`Backend::run_system`] by the processes of `ranks` together: this process runs the
+    /// jobs it owns (the others' outputs come back empty, for the caller to gather) and the
+    /// cross-chip spikes are exchanged after every window. On the host's cores with the CPU
+    /// backend's code on every backend (the exchange is the host's); `traffic` counts it.
+    fn run_system_ranked(
+        &self,
+        store: &SpikeStore,
+        jobs: &mut [Job<'_>],
+        exchange: &Exchange,
+        opts: &RunOptions,
+        ranks: &Ranks<'_>,
+        traffic: &mut RankTraffic,
+    ) -> Result<(Vec<PartitionOutput>, LinkStats)> {
+        // The other processes' jobs are shells without synapses (see
+        // [`crate::Executor::distribute`]): their tables cost nothing.
+        let progs: Vec<cpu::CpuProgram> = jobs
+            .iter()
+            .map(|j| cpu::CpuProgram::new(j.program))
+            .collect();
+        cpu::run_system_on(
+            store,
+            jobs,
+            &progs.iter().collect::<Vec<_>>(),
+            exchange,
+            opts,
+            Some((ranks, traffic)),
+        )
+    }
+
     /// Phase timings summed since the last call (then reset); `None` for backends that do not
     /// separate upload, dispatch and readback.
     fn take_timings(&self) -> Option<PhaseTimings> {
@@ -242,6 +271,74 @@ pub trait Backend: Sync {
     /// are the same either way.
     fn fuses_waves(&self) -> bool {
         false
+    }
+}
+
+/// The processes a run is spread over (model parallelism, `--distribute chips`): which
+/// process runs each job of a round. Every process calls the backend with every job; it runs
+/// those it owns and exchanges the spikes that cross between processes.
+pub struct Ranks<'a> {
+    /// The processes.
+    pub comm: &'a dyn crate::dist::comm::Communicator,
+    /// Per job: the process that runs it.
+    pub owner: &'a [usize],
+}
+
+/// What one process exchanged with the others in distributed runs, summed over calls.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RankTraffic {
+    /// Windows of system runs, one exchange (collective) each.
+    pub windows: u64,
+    /// Cross-chip spikes this process's chips sent to other processes' chips (each once).
+    pub events_sent: u64,
+    /// Cross-chip spikes it received from the others.
+    pub events_received: u64,
+    /// Bytes it contributed to the window exchanges.
+    pub bytes_sent: u64,
+    /// Bytes it received in them.
+    pub bytes_received: u64,
+    /// Time spent in the window exchanges (waiting for the slowest process included).
+    pub exchange: Duration,
+    /// Rounds whose outputs were gathered (one collective each).
+    pub gathers: u64,
+    /// Bytes of outputs (spikes, membranes) it contributed to those gathers.
+    pub gather_bytes_sent: u64,
+    /// Bytes of outputs it received in them.
+    pub gather_bytes_received: u64,
+    /// Time spent in those gathers.
+    pub gather: Duration,
+}
+
+impl RankTraffic {
+    /// The counts and times divided by `n` (per batch of `n` batches).
+    pub fn divided(&self, n: u32) -> RankTraffic {
+        let (n, d) = (n.max(1), n.max(1) as u64);
+        RankTraffic {
+            windows: self.windows / d,
+            events_sent: self.events_sent / d,
+            events_received: self.events_received / d,
+            bytes_sent: self.bytes_sent / d,
+            bytes_received: self.bytes_received / d,
+            exchange: self.exchange / n,
+            gathers: self.gathers / d,
+            gather_bytes_sent: self.gather_bytes_sent / d,
+            gather_bytes_received: self.gather_bytes_received / d,
+            gather: self.gather / n,
+        }
+    }
+
+    /// Add `o`'s counts.
+    pub fn add(&mut self, o: &RankTraffic) {
+        self.windows += o.windows;
+        self.events_sent += o.events_sent;
+        self.events_received += o.events_received;
+        self.bytes_sent += o.bytes_sent;
+        self.bytes_received += o.bytes_received;
+        self.exchange += o.exchange;
+        self.gathers += o.gathers;
+        self.gather_bytes_sent += o.gather_bytes_sent;
+        self.gather_bytes_received += o.gather_bytes_received;
+        self.gather += o.gather;
     }
 }
 

@@ -187,6 +187,61 @@ impl Communicator for Single {
     }
 }
 
+/// Processes played by threads of this one: `ThreadGroup::new(n)` gives the `n` members, one
+/// for each thread to hold; their exchanges meet in shared memory. What MPI does, without
+/// MPI: for tests, and for trying a run spread over processes on one machine. Every member
+/// must take part in every exchange, as with MPI.
+#[derive(Clone, Debug)]
+pub struct ThreadGroup {
+    rank: usize,
+    shared: std::sync::Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    size: usize,
+    barrier: std::sync::Barrier,
+    slots: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl ThreadGroup {
+    /// The `n` members of a new group (at least one).
+    pub fn new(n: usize) -> Vec<ThreadGroup> {
+        let n = n.max(1);
+        let shared = std::sync::Arc::new(Shared {
+            size: n,
+            barrier: std::sync::Barrier::new(n),
+            slots: std::sync::Mutex::new(vec![Vec::new(); n]),
+        });
+        (0..n)
+            .map(|rank| ThreadGroup {
+                rank,
+                shared: shared.clone(),
+            })
+            .collect()
+    }
+}
+
+impl Communicator for ThreadGroup {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn size(&self) -> usize {
+        self.shared.size
+    }
+
+    fn all_gather_bytes(&self, local: &[u8]) -> Vec<Vec<u8>> {
+        let slots = &self.shared.slots;
+        slots.lock().expect("not poisoned")[self.rank] = local.to_vec();
+        // Everyone wrote before anyone reads, everyone read before anyone writes again.
+        self.shared.barrier.wait();
+        let all = slots.lock().expect("not poisoned").clone();
+        self.shared.barrier.wait();
+        all
+    }
+}
+
 #[cfg(feature = "mpi")]
 pub use with_mpi::Mpi;
 
@@ -321,6 +376,29 @@ mod tests {
         }
         assert_eq!(shard(5, 2, 0), 0..3);
         assert_eq!(shard(5, 2, 1), 3..5);
+    }
+
+    #[test]
+    fn a_thread_group_gathers_every_members_bytes_in_rank_order() {
+        let group = ThreadGroup::new(3);
+        let got: Vec<Vec<Vec<u8>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = group
+                .iter()
+                .map(|c| {
+                    s.spawn(move || {
+                        // Two exchanges in a row: the second must not see the first's bytes.
+                        let first = c.all_gather_bytes(&vec![c.rank() as u8; c.rank()]);
+                        let second = c.all_gather_bytes(&[10 + c.rank() as u8]);
+                        assert_eq!(first, vec![vec![], vec![1], vec![2, 2]]);
+                        second
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for g in got {
+            assert_eq!(g, vec![vec![10], vec![11], vec![12]]);
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! The executor knows nothing about how a backend computes.
 
 use crate::backend::{
-    Backend, Exchange, Job, MembraneDest, Membranes, PartitionOutput, Resident, RunOptions,
+    Backend, Exchange, Job, MembraneDest, Membranes, PartitionOutput, RankTraffic, Ranks, Resident,
+    RunOptions,
 };
 use crate::error::{Error, Result};
 use crate::model::analog::{AnalogConfig, Chip, Mode as AnalogMode, WeightMap};
@@ -17,6 +18,7 @@ use crate::plan::compile::{
 use crate::plan::emulated::compile_emulated;
 use crate::plan::partition::{PartitionOptions, Plan};
 use crate::plan::schedule::Schedule;
+use crate::run::ranks::RankShare;
 use crate::spikes::store::{SpikeFile, SpikeStore, SpikeTrains};
 use ndarray::{Array3, ArrayView2, ArrayView3};
 use rayon::prelude::*;
@@ -65,6 +67,8 @@ pub struct ExecutionStats {
     pub rounds: usize,
     /// Traffic on the links of a system (runs whose chips exchanged spikes), if any.
     pub links: Option<crate::model::system::LinkStats>,
+    /// What this process exchanged with the others (a run spread over processes), if any.
+    pub ranks: Option<RankTraffic>,
 }
 
 /// Result of running a network on a batch.
@@ -230,6 +234,8 @@ pub struct Executor {
     fuse_waves: bool,
     /// Bumped whenever the programs change; residents older than this are updated in place.
     generation: u64,
+    /// This process's share of runs spread over processes (`None`: it runs everything).
+    share: Option<RankShare>,
     residents: Mutex<Option<Residents>>,
 }
 
@@ -258,6 +264,7 @@ impl Clone for Executor {
             wave_fused: self.wave_fused.clone(),
             fuse_waves: self.fuse_waves,
             generation: self.generation,
+            share: self.share.clone(),
             residents: Mutex::new(None),
         }
     }
@@ -271,9 +278,21 @@ impl Executor {
         chips: usize,
         opts: &PartitionOptions,
     ) -> Result<Self> {
+        let mut e = Self::planned(network, substrate, chips, opts)?;
+        e.recompile()?;
+        Ok(e)
+    }
+
+    /// Partitioned and scheduled, nothing compiled yet.
+    fn planned(
+        network: Network,
+        substrate: &Substrate,
+        chips: usize,
+        opts: &PartitionOptions,
+    ) -> Result<Self> {
         let plan = Plan::new(&network, substrate, opts)?;
         let schedule = Schedule::new(&plan, chips);
-        let mut e = Executor {
+        Ok(Executor {
             network,
             plan,
             schedule,
@@ -285,10 +304,9 @@ impl Executor {
             wave_fused: Vec::new(),
             fuse_waves: true,
             generation: 0,
+            share: None,
             residents: Mutex::new(None),
-        };
-        e.recompile()?;
-        Ok(e)
+        })
     }
 
     /// Like [`Executor::new`], with the partitions `mode` selects running on an emulated
@@ -301,8 +319,23 @@ impl Executor {
         config: AnalogConfig,
         mode: AnalogMode,
     ) -> Result<Self> {
+        Self::emulated_on_ranks(network, substrate, chips, opts, config, mode, (1, 0))
+    }
+
+    /// [`Executor::emulated`] for process `ranks.1` of `ranks.0` that run it together
+    /// ([`Executor::distribute`]): only this process's partitions are compiled in full, so
+    /// that the memory limit applies to its share.
+    pub fn emulated_on_ranks(
+        network: Network,
+        substrate: &Substrate,
+        chips: usize,
+        opts: &PartitionOptions,
+        config: AnalogConfig,
+        mode: AnalogMode,
+        ranks: (usize, usize),
+    ) -> Result<Self> {
         config.validate()?;
-        let mut e = Self::new(network, substrate, chips, opts)?;
+        let mut e = Self::planned(network, substrate, chips, opts)?;
         let chips = (0..substrate.system_chips())
             .map(|k| Chip::draw(substrate, &config.for_system_chip(k)))
             .collect::<Result<Vec<_>>>()?;
@@ -313,15 +346,55 @@ impl Executor {
             config,
             mode,
         });
+        e.set_share(ranks.0, ranks.1)?;
         e.recompile()?;
         Ok(e)
     }
 
+    /// Spread runs over `ranks` processes, this being process `rank` (model parallelism): the
+    /// partitions of every round are dealt out to the processes ([`RankShare`]), each holds
+    /// and runs only its own (the others' are kept without synapses), and the processes
+    /// exchange spikes as they run ([`Executor::run_samples_in`]). Results are those of one
+    /// process, whatever the count. `ranks` = 1 undoes it. Recompiles.
+    pub fn distribute(&mut self, ranks: usize, rank: usize) -> Result<()> {
+        self.set_share(ranks, rank)?;
+        self.recompile()
+    }
+
+    fn set_share(&mut self, ranks: usize, rank: usize) -> Result<()> {
+        if rank >= ranks.max(1) {
+            return Err(Error::input(
+                "ranks",
+                format!("process {rank} of {ranks} does not exist"),
+            ));
+        }
+        self.share = (ranks > 1).then(|| RankShare::new(&self.plan, &self.schedule, ranks, rank));
+        Ok(())
+    }
+
+    /// This process's share of runs spread over processes, if they are.
+    pub fn share(&self) -> Option<&RankShare> {
+        self.share.as_ref()
+    }
+
+    /// Per process (of `ranks`): the bytes of the compiled synapses it would hold if runs
+    /// were spread over `ranks` processes (the estimate the memory limit is checked against).
+    pub fn memory_per_rank(&self, ranks: usize) -> Vec<u64> {
+        RankShare::new(&self.plan, &self.schedule, ranks.max(1), 0)
+            .memory(&self.plan, COMPILED_BYTES_PER_SYNAPSE)
+    }
+
     /// Run up to `chips` partitions of a wave at the same time from now on (a plan on a
     /// system keeps its system runs).
-    pub fn set_chips(&mut self, chips: usize) {
+    pub fn set_chips(&mut self, chips: usize) -> Result<()> {
         self.schedule = Schedule::new(&self.plan, chips);
+        if let Some(s) = &self.share {
+            // The rounds changed, and with them which process owns what.
+            let (ranks, rank) = (s.ranks, s.rank);
+            return self.distribute(ranks, rank);
+        }
         self.build_exchanges();
+        Ok(())
     }
 
     /// The live exchange of every round whose partitions read each other over links, and the
@@ -334,9 +407,10 @@ impl Executor {
             .iter()
             .zip(&self.exchanges)
             .map(|(round, ex)| {
+                // Processes that share a run exchange spikes window by window.
                 let ex = ex
                     .as_ref()
-                    .filter(|e| e.link_cap == 0 && e.buffer_cap == 0)?;
+                    .filter(|e| e.link_cap == 0 && e.buffer_cap == 0 && self.share.is_none())?;
                 let progs: Vec<&PartitionProgram> =
                     round.iter().map(|&p| &self.programs[p]).collect();
                 crate::plan::compile::fuse(&progs, &ex.live, ex.window)
@@ -349,7 +423,7 @@ impl Executor {
     /// The fused program of every wave of two or more partitions, without a system (a
     /// system's rounds have their own).
     fn fused_waves(&self) -> Vec<Option<crate::plan::compile::FusedProgram>> {
-        if !self.fuse_waves || self.plan.substrate.system.is_some() {
+        if !self.fuse_waves || self.plan.substrate.system.is_some() || self.share.is_some() {
             return Vec::new();
         }
         self.schedule
@@ -450,15 +524,64 @@ impl Executor {
     /// Rebuild the compiled programs (and, at the next run, their residents) from the network.
     pub fn recompile(&mut self) -> Result<()> {
         self.network.check(&self.plan.substrate)?;
+        let share = self.share.as_ref();
         let synapses: u64 = self
             .plan
             .partitions
             .iter()
+            .filter(|p| share.is_none_or(|s| s.owns(p.id)))
             .map(|p| p.synapse_count as u64)
             .sum();
+        let bytes = crate::memory::product(&[synapses, COMPILED_BYTES_PER_SYNAPSE]);
+        if let Some(s) = share {
+            if bytes > crate::memory::memory_limit() {
+                let per = s.memory(&self.plan, COMPILED_BYTES_PER_SYNAPSE);
+                let total: u64 = per.iter().sum();
+                let fits = (1..=self.plan.partitions.len()).find(|&r| {
+                    self.memory_per_rank(r).iter().max().copied().unwrap_or(0)
+                        <= crate::memory::memory_limit()
+                });
+                return Err(Error::input(
+                    "--distribute chips",
+                    format!(
+                        "process {} of {} would hold {} of compiled synapses (the largest share \
+                         of {} in all: {}), over its memory limit of {}; {}",
+                        s.rank,
+                        s.ranks,
+                        crate::error::human_bytes(bytes),
+                        crate::error::human_bytes(total),
+                        per.iter()
+                            .map(|&b| crate::error::human_bytes(b))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        crate::error::human_bytes(crate::memory::memory_limit()),
+                        match fits {
+                            Some(r) => format!("{r} processes would fit"),
+                            None => "no process count fits: one partition alone is too large"
+                                .to_string(),
+                        }
+                    ),
+                ));
+            }
+        }
         crate::memory::check(
-            || format!("the {} compiled partitions", self.plan.partitions.len()),
-            crate::memory::product(&[synapses, COMPILED_BYTES_PER_SYNAPSE]),
+            || {
+                let limit = crate::memory::memory_limit();
+                let fits = (2..=self.plan.partitions.len().min(4096))
+                    .find(|&r| self.memory_per_rank(r).iter().max().copied().unwrap_or(0) <= limit);
+                format!(
+                    "the {} compiled partitions{}",
+                    self.plan.partitions.len(),
+                    fits.map_or(String::new(), |r| format!(
+                        " (spread over {r} processes with --distribute chips, each would hold \
+                         at most {})",
+                        crate::error::human_bytes(
+                            self.memory_per_rank(r).into_iter().max().unwrap_or(0)
+                        )
+                    ))
+                )
+            },
+            bytes,
         )?;
         let ctx = CompileContext::new(&self.network, self.weight_maps())?;
         self.warnings = precision_warnings(&self.network, &ctx);
@@ -472,6 +595,13 @@ impl Executor {
                     compile_emulated(net, plan, p.id, &em.config, chip, &ctx)
                 }
                 _ => PartitionProgram::compile_with(net, plan, p, &ctx),
+            })
+            .map(|prog| {
+                prog.map(|prog| match share {
+                    // Another process's partition: what its outputs need, no synapses.
+                    Some(s) if !s.owns(prog.partition) => crate::run::ranks::shell(prog),
+                    _ => prog,
+                })
             })
             .collect::<Result<_>>()?;
         self.generation += 1;
@@ -740,6 +870,53 @@ impl Executor {
         noise_seed: u32,
         sample_base: u32,
     ) -> Result<Execution> {
+        self.run_samples_in(
+            backend,
+            inputs,
+            observe,
+            noise_seed,
+            sample_base,
+            &crate::dist::comm::Single,
+        )
+    }
+
+    /// [`Executor::run_samples`] by the processes of `comm` together, where the executor was
+    /// spread over them ([`Executor::distribute`]): each runs its own partitions of every
+    /// round, a system run's processes exchange their cross-chip spikes after every window,
+    /// and every process gets the whole result (every partition's spikes and membranes), the
+    /// same as one process would. Every process must call it with the same inputs. Without a
+    /// share (one process) `comm` is not used.
+    pub fn run_samples_in<B: Backend + ?Sized>(
+        &self,
+        backend: &B,
+        inputs: &[(PopulationId, SpikeTrains)],
+        observe: Observe,
+        noise_seed: u32,
+        sample_base: u32,
+        comm: &dyn crate::dist::comm::Communicator,
+    ) -> Result<Execution> {
+        let share = self.share.as_ref();
+        if let Some(s) = share {
+            if comm.size() != s.ranks || comm.rank() != s.rank {
+                return Err(Error::input(
+                    "--distribute chips",
+                    format!(
+                        "the network was spread for process {} of {}, this is process {} of {}",
+                        s.rank,
+                        s.ranks,
+                        comm.rank(),
+                        comm.size()
+                    ),
+                ));
+            }
+            if observe == Observe::Kept {
+                return Err(Error::input(
+                    "--distribute chips",
+                    "training on a device keeps membranes there; a network spread over \
+                     processes trains on the host (--device cpu)",
+                ));
+            }
+        }
         let net = &self.network;
         let mut store = self.input_store(inputs)?;
         let samples = store.samples();
@@ -881,10 +1058,19 @@ impl Executor {
                 peak.iter_mut().map(Some).collect();
             let mut kinds = Vec::with_capacity(round.len());
             let mut jobs: Vec<Job<'_>> = Vec::with_capacity(round.len());
+            let exchange = exchanges.get(ri).and_then(Option::as_ref);
             for &pid in round {
                 let prog = &self.programs[pid];
-                let membranes = self.membranes_of(pid, observe);
+                let membranes = match self.membranes_of(pid, observe) {
+                    Membranes::Keep if share.is_some() => Membranes::Trace,
+                    m => m,
+                };
                 kinds.push(membranes);
+                // Spread over processes: a round without links runs only this process's
+                // partitions (a system run takes every chip and runs its own).
+                if share.is_some_and(|s| exchange.is_none() && !s.owns(pid)) {
+                    continue;
+                }
                 let runs = prog.population_runs();
                 let sole = |pop: usize| {
                     round
@@ -894,6 +1080,8 @@ impl Executor {
                         == 1
                 };
                 let dest = match (membranes, runs.as_slice()) {
+                    // Spread over processes, outputs are gathered before they are written.
+                    _ if share.is_some() => None,
                     (Membranes::Trace, &[(0, pop, first, _)]) if sole(pop) => {
                         let size = net.populations[pop].size;
                         let slot = slots[pop].take().expect("one writer");
@@ -927,8 +1115,43 @@ impl Executor {
                 });
             }
             let t1 = Instant::now();
-            let outs = match exchanges.get(ri).and_then(Option::as_ref) {
-                Some(ex) => {
+            let outs = match (share, exchange) {
+                (Some(share), ex) => {
+                    let owner: Vec<usize> = round.iter().map(|&p| share.owner[p]).collect();
+                    let traffic = stats.ranks.get_or_insert_with(RankTraffic::default);
+                    let mine = |k: usize| owner[k] == share.rank;
+                    let local: Vec<Option<PartitionOutput>> = match ex {
+                        Some(ex) => {
+                            let ranks = Ranks {
+                                comm,
+                                owner: &owner,
+                            };
+                            let (outs, links) = backend
+                                .run_system_ranked(&store, &mut jobs, ex, &opts, &ranks, traffic)?;
+                            stats
+                                .links
+                                .get_or_insert_with(crate::model::system::LinkStats::default)
+                                .add(&links);
+                            outs.into_iter()
+                                .enumerate()
+                                .map(|(k, o)| mine(k).then_some(o))
+                                .collect()
+                        }
+                        None => {
+                            let mut outs = if jobs.is_empty() {
+                                Vec::new()
+                            } else {
+                                backend.run_round(&store, &mut jobs, &opts)?
+                            }
+                            .into_iter();
+                            (0..round.len())
+                                .map(|k| if mine(k) { outs.next() } else { None })
+                                .collect()
+                        }
+                    };
+                    crate::run::ranks::gather_outputs(comm, &owner, local, traffic)?
+                }
+                (None, Some(ex)) => {
                     let (outs, links) = backend.run_system(&store, &mut jobs, ex, &opts)?;
                     stats
                         .links
@@ -936,7 +1159,7 @@ impl Executor {
                         .add(&links);
                     outs
                 }
-                None => backend.run_round(&store, &mut jobs, &opts)?,
+                (None, None) => backend.run_round(&store, &mut jobs, &opts)?,
             };
             drop(jobs);
             let t2 = Instant::now();

@@ -2,3 +2,4 @@
 //! round by round, with the spikes of a system's links exchanged between chips.
 
 pub(crate) mod executor;
+pub mod ranks;

@@ -707,7 +707,7 @@ impl Trainer {
                 steps,
                 self.cfg.encoding,
                 self.cfg.augment.then_some(&mut aug),
-                Self::batch_shard(idx.len(), comm),
+                Self::batch_shard(idx.len(), self.samples_comm(comm)),
             );
             let labels: Vec<u8> = idx.iter().map(|&i| data.labels[i]).collect();
             let encode = t0.elapsed();
@@ -728,7 +728,7 @@ impl Trainer {
         &self,
         backend: &'b B,
     ) -> Option<&'b dyn crate::backend::DeviceTraining> {
-        if self.exec.exchanges().iter().any(Option::is_some) {
+        if self.exec.exchanges().iter().any(Option::is_some) || self.exec.share().is_some() {
             return None;
         }
         let dev = backend.device_training()?;
@@ -816,14 +816,21 @@ impl Trainer {
         if let Some(dev) = self.device_training(backend) {
             return self.train_batch_device(backend, dev, spikes, labels, bi, host);
         }
-        self.train_batch_host(
-            backend,
-            &crate::dist::comm::Single,
-            spikes,
-            labels,
-            bi,
-            host,
-        )
+        let one = &crate::dist::comm::Single;
+        self.train_batch_host(backend, one, one, spikes, labels, bi, host)
+    }
+
+    /// The processes of `comm` that share out the samples: all of them, or none where the
+    /// executor is spread over them by chips (then every process takes every sample).
+    fn samples_comm<'c>(
+        &self,
+        comm: &'c dyn crate::dist::comm::Communicator,
+    ) -> &'c dyn crate::dist::comm::Communicator {
+        if self.exec.share().is_some() {
+            &crate::dist::comm::Single
+        } else {
+            comm
+        }
     }
 
     /// Adam on the batch's gradients `g` (the weight regulariser's loss added to `st`), the
@@ -889,17 +896,23 @@ impl Trainer {
         if comm.size() == 1 {
             return self.train_batch(backend, spikes, labels, bi, host);
         }
-        self.train_batch_host(backend, comm, spikes, labels, bi, host)
+        // Spread by chips, every process takes the whole batch and the backward pass of all
+        // of it (the same on each: the forward pass gave every process every output).
+        let samples = self.samples_comm(comm);
+        self.train_batch_host(backend, samples, comm, spikes, labels, bi, host)
     }
 
     /// One optimiser step with the backward pass and step on the host, by the processes of
     /// `comm` together ([`Trainer::train_batch_in`]; one process: [`Trainer::train_batch`] on
     /// a backend that trains on the host). `spikes`: the whole batch's, or only this
-    /// process's shard ([`Trainer::batch_shard`]).
+    /// process's shard ([`Trainer::batch_shard`]). `chips`: the processes the executor is
+    /// spread over, if it is (then `comm` is one process).
+    #[allow(clippy::too_many_arguments)]
     fn train_batch_host<B: Backend + ?Sized>(
         &mut self,
         backend: &B,
         comm: &dyn crate::dist::comm::Communicator,
+        chips: &dyn crate::dist::comm::Communicator,
         spikes: SpikeTrains,
         labels: &[u8],
         bi: usize,
@@ -933,12 +946,13 @@ impl Trainer {
         let mut part = None;
         if s0 < s1 {
             let t0 = Instant::now();
-            let out = self.exec.run_samples(
+            let out = self.exec.run_samples_in(
                 backend,
                 &[(self.topo.input(), spikes)],
                 Observe::AllTraces,
                 noise,
                 s0 as u32,
+                chips,
             )?;
             timings.forward = out.stats.backend;
             timings.host += t0.elapsed().saturating_sub(out.stats.backend);
@@ -1186,6 +1200,8 @@ impl Trainer {
         let idx: Vec<usize> = (0..data.len()).collect();
         let batches: Vec<&[usize]> = idx.chunks(batch.max(1)).collect();
         let mut wire = Vec::new();
+        // Spread by chips, every process evaluates every batch (its chips of it).
+        let (chips, comm) = (comm, self.samples_comm(comm));
         for bi in crate::dist::comm::shard(batches.len(), comm.size(), comm.rank()) {
             let chunk = batches[bi];
             let spikes = crate::spikes::encode::encode_part(
@@ -1197,11 +1213,13 @@ impl Trainer {
                 0..chunk.len(),
             );
             let noise = crate::model::neuron::pcg_hash(0xE7A1 ^ bi as u32);
-            let out = self.exec.run_with_noise(
+            let out = self.exec.run_samples_in(
                 backend,
                 &[(self.topo.input(), spikes)],
                 Observe::Scores,
                 noise,
+                0,
+                chips,
             )?;
             let sc = scores(&out, r, self.cfg.readout_scale);
             let mut st = BatchStats {

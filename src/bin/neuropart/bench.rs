@@ -61,6 +61,10 @@ pub(crate) struct Args {
     /// network on its data.
     #[arg(long, conflicts_with_all = ["train", "density"])]
     pub(crate) mnist: bool,
+    /// With several processes (mpirun): share out the samples of each batch, or the chips of
+    /// every round (see `run --help`); then the exchange between processes is reported.
+    #[arg(long, value_enum, default_value = "samples", conflicts_with = "train")]
+    pub(crate) distribute: Distribute,
 }
 
 /// The backends `bench` measures: `device`, or the CPU and, where every process has one, its
@@ -105,6 +109,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         unfused,
         checkpoint,
         mnist,
+        distribute,
     } = args;
     let lead = ctx.lead;
     let warn = |lines: &[String]| ctx.warn(lines);
@@ -115,6 +120,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         chips,
         merge_layers: false,
         placement,
+        distribute,
     };
     let chips = target.chips();
     if train {
@@ -165,6 +171,10 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     if unfused {
         exec.set_fuse_waves(false);
     }
+    let (ranks, rank) = target.ranks(comm);
+    if ranks > 1 {
+        exec.distribute(ranks, rank)?;
+    }
     warn(&exec.warnings);
     // Inputs first: an impossible batch is an error before any device is opened.
     let images = if mnist {
@@ -194,7 +204,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         } else {
             format!("random TTFS input ({:.0}% of pixels on)", 100.0 * density)
         },
-        processes(comm)
+        processes_sharing(comm, distribute)
     );
     if lead {
         println!("{header}");
@@ -211,6 +221,18 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
             )?);
         }
     }
+    // Every process's share and exchange, gathered for the first to print.
+    let shares = match (exec.share(), rows.first()) {
+        (Some(s), Some(r)) => Some(rank_table(comm, &exec, s, r)),
+        _ => None,
+    };
+    // Every process takes part where the run is spread over them by chips.
+    let act = match (backends.first(), inputs.first()) {
+        (Some(be), Some(first)) if lead || exec.share().is_some() => Some(
+            neuropart::bench::activity_in(&exec, be.as_ref(), first, comm)?,
+        ),
+        _ => None,
+    };
     if !lead {
         return Ok(());
     }
@@ -224,9 +246,11 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
             r.stats.spikes_replayed_per_sample
         );
     }
-    if let (Some(r), Some(be), Some(first)) = (rows.first(), backends.first(), inputs.first()) {
+    if let Some(t) = shares {
+        print!("{t}");
+    }
+    if let (Some(r), Some(act)) = (rows.first(), act) {
         print!("{}", system_summary(&exec, r.stats.links.as_ref()));
-        let act = neuropart::bench::activity(&exec, be.as_ref(), first)?;
         let text: Vec<String> = act
             .iter()
             .map(|(name, a)| format!("{name} {:.2}%", 100.0 * a))
@@ -258,4 +282,58 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         print!("{}", neuropart::bench::partition_table(&exec, &rows));
     }
     Ok(())
+}
+
+/// The processes' shares of a run spread over them by chips, as a table (every process
+/// calls it: one exchange): per process the memory of the synapses it holds and, per batch of
+/// `row`, the windows, the cross-chip events it sent and received, and the time exchanges
+/// and gathers took.
+fn rank_table(
+    comm: &dyn Communicator,
+    exec: &Executor,
+    share: &neuropart::RankShare,
+    row: &neuropart::bench::BenchRow,
+) -> String {
+    let t = row.stats.ranks.clone().unwrap_or_default();
+    let mem = exec.memory_per_rank(share.ranks)[share.rank];
+    let mine = [
+        mem as f64,
+        exec.plan
+            .partitions
+            .iter()
+            .filter(|p| share.owns(p.id))
+            .count() as f64,
+        t.windows as f64,
+        t.events_sent as f64,
+        t.events_received as f64,
+        t.bytes_sent as f64,
+        t.exchange.as_secs_f64(),
+        (t.gather_bytes_sent + t.gather_bytes_received) as f64,
+        t.gather.as_secs_f64(),
+    ];
+    let all = comm.all_gather_f64(&mine);
+    let wall = row.wall.as_secs_f64().max(1e-12);
+    let mut out = format!(
+        "\n{} processes share the chips (batch {}, per batch):\n| process | partitions | synapse \
+         memory | windows | events sent | events received | bytes sent per window | exchange \
+         | gathered | gather |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        share.ranks, row.batch
+    );
+    for (r, v) in all.iter().enumerate() {
+        let &[mem, parts, windows, sent, received, bytes, ex, gathered, ga] = v.as_slice() else {
+            continue;
+        };
+        out += &format!(
+            "| {r} | {parts} | {} | {windows} | {sent} | {received} | {:.0} | {:.1} ms ({:.0} %) \
+             | {} | {:.1} ms ({:.0} %) |\n",
+            neuropart::human_bytes(mem as u64),
+            bytes / windows.max(1.0),
+            1e3 * ex,
+            100.0 * ex / wall,
+            neuropart::human_bytes(gathered as u64),
+            1e3 * ga,
+            100.0 * ga / wall,
+        );
+    }
+    out
 }

@@ -85,6 +85,21 @@ pub(crate) struct Target {
     /// run). Needs a [system] in the substrate file.
     #[arg(long, value_enum)]
     pub(crate) placement: Option<neuropart::Placement>,
+    /// With several processes (mpirun): share out the samples (each process runs every
+    /// partition on its share of a batch) or the chips (each process holds and runs its share
+    /// of every round's partitions, all the samples, exchanging spikes after every window of
+    /// a system run). Results are those of one process either way.
+    #[arg(long, value_enum, default_value = "samples")]
+    pub(crate) distribute: Distribute,
+}
+
+/// What the processes of a command share out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Distribute {
+    /// The samples of every batch (data parallelism).
+    Samples,
+    /// The chips of every round (model parallelism).
+    Chips,
 }
 
 impl Target {
@@ -121,10 +136,26 @@ impl Target {
         }
     }
 
+    /// The processes the runs are spread over by chips and this one's index (`(1, 0)`: not
+    /// spread).
+    pub(crate) fn ranks(&self, comm: &dyn Communicator) -> (usize, usize) {
+        match self.distribute {
+            Distribute::Chips => (comm.size(), comm.rank()),
+            Distribute::Samples => (1, 0),
+        }
+    }
+
     /// How to partition and emulate on `sub` (these chips and options, the default analog
-    /// effects): `steps` steps, `mode`.
-    pub(crate) fn setup(&self, sub: Substrate, steps: u32, mode: Mode) -> Setup {
+    /// effects): `steps` steps, `mode`, spread over `comm` as --distribute says.
+    pub(crate) fn setup(
+        &self,
+        sub: Substrate,
+        steps: u32,
+        mode: Mode,
+        comm: &dyn Communicator,
+    ) -> Setup {
         Setup {
+            ranks: self.ranks(comm),
             substrate: sub,
             steps,
             mode,
@@ -176,7 +207,14 @@ impl DataArgs {
 
 /// ", N processes (each a shard of every batch)" when there are several.
 pub(crate) fn processes(comm: &dyn Communicator) -> String {
-    if comm.size() > 1 {
+    processes_sharing(comm, Distribute::Samples)
+}
+
+/// [`processes`], saying what they share.
+pub(crate) fn processes_sharing(comm: &dyn Communicator, what: Distribute) -> String {
+    if comm.size() > 1 && what == Distribute::Chips {
+        format!(", {} processes (each its share of the chips)", comm.size())
+    } else if comm.size() > 1 {
         format!(", {} processes (each a shard of every batch)", comm.size())
     } else {
         String::new()

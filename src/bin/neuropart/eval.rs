@@ -50,13 +50,20 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
             "needs --mode emulated or mixed (an ideal run has no chip)",
         ));
     }
+    if chip_instances.is_some() && target.distribute == Distribute::Chips {
+        return Err(neuropart::Error::option(
+            "--chip-instances",
+            chip_instances.unwrap_or(0),
+            "shares the chips out over the processes itself: leave out --distribute chips",
+        ));
+    }
     if chip_instances.is_some() && lead {
         neuropart::io::check_writable(&out)?;
     }
     let (_, test) = neuropart::comm::first_then_rest(comm, || data.load())?;
     agree_on_data(comm, &[("test set", &test)])?;
     let backend = open_backend(data.device)?;
-    let setup = target.setup(sub, net.steps, data.mode);
+    let setup = target.setup(sub, net.steps, data.mode, comm);
     if let Some(k) = chip_instances {
         let mine = neuropart::comm::shard(k, comm.size(), comm.rank()).len();
         let bar = if lead {

@@ -15,10 +15,35 @@ pub(crate) struct Args {
     /// Draw the placement of the partitions (PNG, or SVG by extension).
     #[arg(long)]
     pub(crate) png: Option<PathBuf>,
+    /// Predict the shares of R processes running it spread by chips (--distribute chips):
+    /// per process the memory of the synapses it holds and the cross-chip spikes it sends
+    /// per window of the system runs at --rate.
+    #[arg(long, value_parser = at_least_one)]
+    pub(crate) ranks: Option<usize>,
+    /// With --ranks: spikes per neuron and step assumed for the prediction.
+    #[arg(long, default_value_t = 0.02, requires = "ranks", value_parser = rate)]
+    pub(crate) rate: f64,
+}
+
+/// A spike rate per neuron and step, in [0, 1].
+fn rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        Ok(v) => Err(format!(
+            "{v} spikes per neuron and step; a rate is in [0, 1]"
+        )),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
-    let Args { target, json, png } = args;
+    let Args {
+        target,
+        json,
+        png,
+        ranks,
+        rate,
+    } = args;
     let warn = |lines: &[String]| ctx.warn(lines);
     let sub = target.substrate()?;
     let net = Network::load(&target.network, &sub)?;
@@ -34,6 +59,10 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         );
     } else {
         print!("{}", report.text());
+    }
+    if let Some(r) = ranks {
+        let exec = Executor::new(net.clone(), &sub, target.chips(), &target.options())?;
+        print!("{}", rank_prediction(&exec, r, rate));
     }
     if let Some(p) = png {
         if plan.system.is_some() {
@@ -54,4 +83,46 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What `ranks` processes sharing `exec` by chips would each hold and send: the compiled
+/// synapses of its partitions, and per window of a system run the spikes of its neurons that
+/// other chips read (each sent once to every other process) at `rate` spikes per neuron and
+/// step, 16 bytes each.
+fn rank_prediction(exec: &Executor, ranks: usize, rate: f64) -> String {
+    let share = neuropart::RankShare::new(&exec.plan, &exec.schedule, ranks, 0);
+    let mem = exec.memory_per_rank(ranks);
+    let mut senders = vec![0u64; ranks];
+    let mut window = 0u32;
+    for (round, ex) in exec.schedule.rounds.iter().zip(exec.exchanges()) {
+        let Some(ex) = ex else { continue };
+        window = window.max(ex.window);
+        for (k, &p) in round.iter().enumerate() {
+            let f = &ex.fanout[k];
+            let reads_out = f.offsets.windows(2).filter(|w| w[0] != w[1]).count();
+            senders[share.owner[p]] += reads_out as u64;
+        }
+    }
+    let mut out = format!(
+        "\n{ranks} processes sharing the chips (--distribute chips), spikes at {rate} per neuron \
+         and step, windows of {window} steps:\n| process | partitions | synapse memory | \
+         neurons read by other chips | events sent per window | bytes received per window |\n\
+         |---:|---:|---:|---:|---:|---:|\n"
+    );
+    let per_window = |n: u64| n as f64 * rate * window as f64;
+    let total: f64 = senders.iter().map(|&n| per_window(n)).sum();
+    for r in 0..ranks {
+        let parts = share.owner.iter().filter(|&&o| o == r).count();
+        let sent = per_window(senders[r]);
+        out += &format!(
+            "| {r} | {parts} | {} | {} | {sent:.1} | {:.0} |\n",
+            neuropart::human_bytes(mem[r]),
+            senders[r],
+            16.0 * (total - sent)
+        );
+    }
+    if window == 0 {
+        out += "no system run exchanges spikes: the processes only gather each round's outputs\n";
+    }
+    out
 }

@@ -48,7 +48,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     let comm = ctx.comm;
     let sub = target.substrate()?;
     let (net, _) = load_network(&target.network, &sub, None, checkpoint.as_deref())?;
-    let exec = target.setup(sub, net.steps, mode).executor(net)?;
+    let exec = target.setup(sub, net.steps, mode, comm).executor(net)?;
     warn(&exec.warnings);
     let file = SpikeFile::load(&input)?;
     let inputs = exec.inputs_from_file(&file, &input)?;
