@@ -598,8 +598,12 @@ impl<'a> ChunkRun<'a> {
                         let (to, chans) = (&f.chips[a..b], &f.channels[a..b]);
                         let arrive = (t + ctx.window) as u32;
                         let tree = f.tree(j);
+                        // Another process's chip takes its arrivals there.
                         router.route(k, to, tree, stats, |d| {
-                            arrivals[to[d] as usize * m + i].push((arrive, chans[d]));
+                            let c = to[d] as usize;
+                            if ctx.mine[c] {
+                                arrivals[c * m + i].push((arrive, chans[d]));
+                            }
                         })?;
                     }
                 }
