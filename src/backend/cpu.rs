@@ -307,12 +307,25 @@ pub(crate) fn run_system_on(
             (m && j.dest.is_none() && per > 0).then(|| crate::pool::take_zeroed(samples * per))
         })
         .collect();
+    // Spread over processes with links that cannot be full, nothing needs the spikes in one
+    // order: each process delivers only to its own chips (the traffic is counted by the caller
+    // from the gathered outputs, [`Exchange::count_chips`]) and sends only the spikes another
+    // process's chips read.
+    let local =
+        (ranks.is_some() && exchange.link_cap == 0 && exchange.buffer_cap == 0).then(|| {
+            exchange
+                .fanout
+                .iter()
+                .map(|f| Local::new(f, &mine))
+                .collect()
+        });
     let ctx = SystemCtx {
         progs,
         programs: jobs.iter().map(|j| j.program).collect(),
         sources,
         membranes: jobs.iter().map(|j| j.membranes).collect(),
         mine,
+        local,
         exchange,
         opts,
         window,
@@ -454,6 +467,9 @@ struct SystemCtx<'a> {
     sources: Vec<Vec<(&'a ChannelBlock, &'a SpikeTrains)>>,
     membranes: Vec<Membranes>,
     mine: Vec<bool>,
+    /// Per chip, where links cannot be full and processes share the run: its fan-out to this
+    /// process's chips, and which of its neurons other processes' chips read.
+    local: Option<Vec<Local>>,
     exchange: &'a Exchange,
     opts: &'a RunOptions,
     window: usize,
@@ -469,6 +485,41 @@ impl SystemCtx<'_> {
             opts: self.opts,
             membranes: self.membranes[k],
         }
+    }
+}
+
+/// A chip's fan-out restricted to this process's chips ([`Fanout`] without the links), and
+/// per neuron whether another process's chip reads it.
+struct Local {
+    offsets: Vec<u32>,
+    chips: Vec<u32>,
+    channels: Vec<u32>,
+    remote: Vec<bool>,
+}
+
+impl Local {
+    fn new(f: &super::Fanout, mine: &[bool]) -> Self {
+        let n = f.offsets.len().saturating_sub(1);
+        let mut l = Local {
+            offsets: Vec::with_capacity(n + 1),
+            chips: Vec::new(),
+            channels: Vec::new(),
+            remote: vec![false; n],
+        };
+        l.offsets.push(0);
+        for j in 0..n {
+            for e in f.offsets[j] as usize..f.offsets[j + 1] as usize {
+                let c = f.chips[e];
+                if mine[c as usize] {
+                    l.chips.push(c);
+                    l.channels.push(f.channels[e]);
+                } else {
+                    l.remote[j] = true;
+                }
+            }
+            l.offsets.push(l.chips.len() as u32);
+        }
+        l
     }
 }
 
@@ -560,7 +611,11 @@ impl<'a> ChunkRun<'a> {
                 let at = k * m + i;
                 for e in &self.events[at][self.sent[at]..] {
                     let j = e.neuron as usize;
-                    if (e.step as usize) < w.end && f.offsets[j] != f.offsets[j + 1] {
+                    let wanted = match &ctx.local {
+                        Some(l) => l[k].remote[j],
+                        None => f.offsets[j] != f.offsets[j + 1],
+                    };
+                    if (e.step as usize) < w.end && wanted {
                         out.extend_from_slice(&[s as u32, k as u32, e.step, e.neuron]);
                     }
                 }
@@ -581,6 +636,26 @@ impl<'a> ChunkRun<'a> {
             stats,
             ..
         } = self;
+        if let Some(local) = &ctx.local {
+            // Links that cannot be full: deliver to this process's chips, in the same order.
+            for i in 0..m {
+                for t in w.clone() {
+                    for (k, f) in local.iter().enumerate() {
+                        let ev = &events[k * m + i];
+                        let c = &mut sent[k * m + i];
+                        while *c < ev.len() && ev[*c].step as usize == t {
+                            let j = ev[*c].neuron as usize;
+                            *c += 1;
+                            let arrive = (t + ctx.window) as u32;
+                            for e in f.offsets[j] as usize..f.offsets[j + 1] as usize {
+                                arrivals[f.chips[e] as usize * m + i].push((arrive, f.channels[e]));
+                            }
+                        }
+                    }
+                }
+            }
+            return Ok(());
+        }
         for i in 0..m {
             router.begin_window(stats);
             for t in w.clone() {

@@ -226,7 +226,9 @@ pub trait Backend: Sync {
 
     /// [`Backend::run_system`] by the processes of `ranks` together: this process runs the
     /// jobs it owns (the others' outputs come back empty, for the caller to gather) and the
-    /// cross-chip spikes are exchanged after every window. On the host's cores with the CPU
+    /// cross-chip spikes are exchanged after every window. Where links and buffers are
+    /// unlimited the traffic returned is empty: the caller counts it from the gathered
+    /// outputs ([`Exchange::count_chips`]), every process delivering only to its own chips. On the host's cores with the CPU
     /// backend's code on every backend (the exchange is the host's); `traffic` counts it.
     fn run_system_ranked(
         &self,
@@ -394,33 +396,62 @@ impl Exchange {
     /// at `offsets[k]..offsets[k + 1]`, each sample sorted by step and neuron): what
     /// [`crate::Router`] counts for the same spikes, in the same windows.
     pub fn count(&self, spikes: &SpikeTrains, offsets: &[usize]) -> LinkStats {
-        use rayon::prelude::*;
         let chips = self.fanout.len();
-        let nlinks = self.links.names.len();
-        let window = self.window.max(1);
         let mut chip_of = vec![0u32; offsets.last().copied().unwrap_or(0)];
         for k in 0..chips {
             chip_of[offsets[k]..offsets[k + 1]].fill(k as u32);
         }
+        self.count_with(spikes.samples(), spikes.steps, |s, t0, t1, f| {
+            let ev = spikes.sample(s);
+            let from = ev.partition_point(|e| e.step < t0);
+            for e in ev[from..].iter().take_while(|e| e.step < t1) {
+                let k = chip_of[e.neuron as usize] as usize;
+                f(k, e.neuron as usize - offsets[k]);
+            }
+        })
+    }
+
+    /// [`Exchange::count`] from each chip's own spikes (`spikes[k]`: chip k's neurons, as a
+    /// system run's outputs give them).
+    pub fn count_chips(&self, spikes: &[&SpikeTrains]) -> LinkStats {
+        let (samples, steps) = spikes.first().map_or((0, 0), |t| (t.samples(), t.steps));
+        self.count_with(samples, steps, |s, t0, t1, f| {
+            for (k, t) in spikes.iter().enumerate() {
+                let ev = t.sample(s);
+                let from = ev.partition_point(|e| e.step < t0);
+                for e in ev[from..].iter().take_while(|e| e.step < t1) {
+                    f(k, e.neuron as usize);
+                }
+            }
+        })
+    }
+
+    /// The counting of [`Exchange::count`]: `window_spikes(s, t0, t1, f)` calls `f(chip,
+    /// local neuron)` for every spike of sample `s` in steps `t0..t1` (any order: a window's
+    /// counts are sums).
+    fn count_with(
+        &self,
+        samples: usize,
+        steps: u32,
+        window_spikes: impl Fn(usize, u32, u32, &mut dyn FnMut(usize, usize)) + Sync,
+    ) -> LinkStats {
+        use rayon::prelude::*;
+        let chips = self.fanout.len();
+        let nlinks = self.links.names.len();
+        let window = self.window.max(1);
         let per = |range: std::ops::Range<usize>| {
             let mut st = LinkStats::new(nlinks, chips);
             let mut used = vec![0u32; nlinks];
             for s in range {
                 st.samples += 1;
-                let ev = spikes.sample(s);
-                let mut i = 0;
-                for t0 in (0..spikes.steps).step_by(window as usize) {
+                for t0 in (0..steps).step_by(window as usize) {
                     used.fill(0);
                     st.windows += 1;
-                    while i < ev.len() && ev[i].step < t0 + window {
-                        let j = ev[i].neuron as usize;
-                        i += 1;
-                        let k = chip_of[j] as usize;
+                    window_spikes(s, t0, t0 + window, &mut |k, local| {
                         let f = &self.fanout[k];
-                        let local = j - offsets[k];
                         let (a, b) = (f.offsets[local] as usize, f.offsets[local + 1] as usize);
                         if a == b {
-                            continue;
+                            return;
                         }
                         st.sent += 1;
                         for &l in f.tree(local) {
@@ -429,7 +460,7 @@ impl Exchange {
                         for &d in &f.chips[a..b] {
                             st.delivered[d as usize] += 1;
                         }
-                    }
+                    });
                     for ((p, c), &u) in st.peak.iter_mut().zip(&mut st.carried).zip(&used) {
                         *p = (*p).max(u);
                         *c += u as u64;
@@ -438,7 +469,7 @@ impl Exchange {
             }
             st
         };
-        let n = spikes.samples();
+        let n = samples;
         let chunk = n.div_ceil(rayon::current_num_threads().max(1) * 4).max(1);
         let parts: Vec<LinkStats> = (0..n)
             .step_by(chunk)

@@ -1128,10 +1128,13 @@ impl Executor {
                             };
                             let (outs, links) = backend
                                 .run_system_ranked(&store, &mut jobs, ex, &opts, &ranks, traffic)?;
-                            stats
-                                .links
-                                .get_or_insert_with(crate::model::system::LinkStats::default)
-                                .add(&links);
+                            // Links that cannot be full are counted from the gathered outputs.
+                            if ex.link_cap != 0 || ex.buffer_cap != 0 {
+                                stats
+                                    .links
+                                    .get_or_insert_with(crate::model::system::LinkStats::default)
+                                    .add(&links);
+                            }
                             outs.into_iter()
                                 .enumerate()
                                 .map(|(k, o)| mine(k).then_some(o))
@@ -1149,7 +1152,15 @@ impl Executor {
                                 .collect()
                         }
                     };
-                    crate::run::ranks::gather_outputs(comm, &owner, local, traffic)?
+                    let outs = crate::run::ranks::gather_outputs(comm, &owner, local, traffic)?;
+                    if let Some(ex) = ex.filter(|e| e.link_cap == 0 && e.buffer_cap == 0) {
+                        let spikes: Vec<&SpikeTrains> = outs.iter().map(|o| &o.spikes).collect();
+                        stats
+                            .links
+                            .get_or_insert_with(crate::model::system::LinkStats::default)
+                            .add(&ex.count_chips(&spikes));
+                    }
+                    outs
                 }
                 (None, Some(ex)) => {
                     let (outs, links) = backend.run_system(&store, &mut jobs, ex, &opts)?;
