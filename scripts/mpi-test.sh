@@ -13,7 +13,8 @@
 #      parallelism, spikes exchanged after every window): the same output as one process, with
 #      receive buffers that drop too, the same weights after training across chips, and a
 #      network whose synapses do not fit one process's --max-memory refused with the memory
-#      each would need, run by 4;
+#      each would need, run by 4; and both ways at once (--distribute chips,samples: 2 groups
+#      of 2 processes);
 #   5. processes given different options or files stop at once with a message naming the
 #      difference (no hang, no blend).
 set -euo pipefail
@@ -149,6 +150,14 @@ two "${systrain[@]}" --distribute chips --out "$out/systrain-two" 2>&1 | tail -n
 check "training with the chips shared by 2 processes" same_weights \
   "$out/systrain-one/checkpoint.json" "$out/systrain-two/checkpoint.json" \
   "training on 5 chips of a system, chips shared by 2 processes vs 1 process"
+four "${systrain[@]}" --distribute chips,samples --chip-ranks 2 --out "$out/systrain-grid" 2>&1 |
+  tail -n 1
+check "training in 2 groups of 2 processes" same_weights "$out/systrain-one/checkpoint.json" \
+  "$out/systrain-grid/checkpoint.json" \
+  "training on 5 chips, 2 groups of 2 processes (chips within, samples between) vs 1 process"
+four "${sys[@]}" --distribute chips,samples --chip-ranks 2 --output "$out/sys-grid.json" 2>/dev/null
+check "a run in 2 groups of 2 processes" same_file "$out/sys-one.json" "$out/sys-grid.json" \
+  "the recurrent loop over 10 chips, 2 groups of 2 processes"
 python3 - "$out/in100.json" <<'PY'
 import json, random, sys
 random.seed(5)

@@ -219,7 +219,7 @@ pub fn measure_in<B: Backend + ?Sized>(
         ));
     }
     // Spread by chips, every process takes every sample (its chips of them).
-    let spread = exec.share().is_some();
+    let spread = exec.share().is_some() && comm.chips().is_none();
     let mine = if spread {
         0..batch
     } else {
@@ -246,8 +246,13 @@ pub fn measure_in<B: Backend + ?Sized>(
     let start = Instant::now();
     loop {
         let go_on = reps == 0 || start.elapsed() < min_time;
-        // The first process's word counts, so that all run the same batches.
-        if comm.all_gather_bytes(&[u8::from(go_on)])[0][0] == 0 {
+        // The first process's word counts, so that all run the same batches (spread both
+        // ways: the first of each group tells its group what it heard from the first).
+        let mut go = comm.all_gather_bytes(&[u8::from(go_on)])[0][0];
+        if let Some(chips) = comm.chips() {
+            go = chips.all_gather_bytes(&[go])[0][0];
+        }
+        if go == 0 {
             break;
         }
         let e = run()?;

@@ -89,7 +89,7 @@ pub fn train_and_report(
 ) -> Result<Trainer> {
     cfg.validate()?;
     // Several processes train together: the first alone reports and writes.
-    let lead = comm.rank() == 0;
+    let lead = comm.leads();
     if lead {
         crate::files::check_writable(out)?;
     }
@@ -135,13 +135,25 @@ pub fn train_and_report(
             trainer.cfg.batch
         );
         if let Some(s) = trainer.exec.share() {
-            eprintln!(
-                "training in {} processes sharing the chips (each holds and runs {} of the {} \
-                 partitions, every sample; the backward pass on each)",
-                comm.size(),
-                s.owner.iter().filter(|&&o| o == s.rank).count(),
-                s.owner.len()
-            );
+            let mine = s.owner.iter().filter(|&&o| o == s.rank).count();
+            if comm.chips().is_some() {
+                eprintln!(
+                    "training in {} groups of {} processes: the groups share out every batch of \
+                     {}, the processes of a group the chips (each holds and runs {mine} of the {} \
+                     partitions)",
+                    comm.size(),
+                    s.ranks,
+                    trainer.cfg.batch,
+                    s.owner.len()
+                );
+            } else {
+                eprintln!(
+                    "training in {} processes sharing the chips (each holds and runs {mine} of \
+                     the {} partitions, every sample; the backward pass on each)",
+                    s.ranks,
+                    s.owner.len()
+                );
+            }
         } else if comm.size() > 1 {
             eprintln!(
                 "training in {} processes (each a shard of every batch of {})",
@@ -372,7 +384,7 @@ pub fn plot_sample_in(
         0,
         comm,
     )?;
-    if comm.rank() != 0 {
+    if !comm.leads() {
         return Ok(());
     }
     let mut panels = vec![(
@@ -483,7 +495,7 @@ pub fn compare_modes(
     }
     let series: Vec<(&str, &[EpochRecord])> =
         runs.iter().map(|(n, h, _)| (n.as_str(), &h[..])).collect();
-    if comm.rank() == 0 {
+    if comm.leads() {
         crate::io::plot::curves(&series, "validation", &out.join("fig4.png"))?;
     }
     let mut csv = String::from("mode,epoch,train_loss,train_accuracy,val_loss,val_accuracy\n");
@@ -503,7 +515,7 @@ pub fn compare_modes(
             last.samples_per_s
         );
     }
-    if comm.rank() == 0 {
+    if comm.leads() {
         crate::files::write_atomic(&out.join("fig4.csv"), csv.as_bytes())?;
     }
     Ok(summary)
@@ -574,7 +586,7 @@ pub fn compare_modes_over_seeds(
             .map(|(n, s)| (n.clone(), s.iter().map(|r| 100.0 * r.2).collect()))
             .collect::<Vec<_>>(),
     );
-    if comm.rank() == 0 {
+    if comm.leads() {
         crate::files::write_atomic(&out.join("fig4-seeds.csv"), csv.as_bytes())?;
         let bands: Vec<crate::io::plot::Band> = runs
             .iter()
@@ -676,17 +688,14 @@ pub fn run_in(
     membranes: bool,
 ) -> Result<Option<(crate::spikes::store::SpikeFile, Option<LinkStats>)>> {
     let samples = inputs.first().map_or(0, |(_, t)| t.samples());
-    if exec.share().is_some() {
-        // Spread by chips: every process runs every sample (its chips of them) and has the
-        // whole result.
+    if exec.share().is_some() && comm.chips().is_none() || comm.size() == 1 || samples == 0 {
+        // One process, or spread by chips only: every process runs every sample (its chips of
+        // them, if spread) and has the whole result.
         let out = exec.run_samples_in(backend, inputs, observe, seed, 0, comm)?;
         let links = out.stats.links.clone();
-        return Ok((comm.rank() == 0).then(|| (out.to_file(&exec.network, membranes), links)));
-    }
-    if comm.size() == 1 || samples == 0 {
-        let out = exec.run_with_noise(backend, inputs, observe, seed)?;
-        let links = out.stats.links.clone();
-        return Ok((comm.rank() == 0).then(|| (out.to_file(&exec.network, membranes), links)));
+        return Ok(comm
+            .leads()
+            .then(|| (out.to_file(&exec.network, membranes), links)));
     }
     let mine = crate::dist::comm::shard(samples, comm.size(), comm.rank());
     let (part, links) = if mine.is_empty() {
@@ -700,7 +709,7 @@ pub fn run_in(
             .iter()
             .map(|(p, t)| (*p, t.slice(mine.clone())))
             .collect();
-        let out = exec.run_samples(backend, &shard, observe, seed, mine.start as u32)?;
+        let out = exec.run_samples_in(backend, &shard, observe, seed, mine.start as u32, comm)?;
         (
             out.to_file(&exec.network, membranes),
             out.stats.links.clone(),
@@ -717,7 +726,7 @@ pub fn run_in(
             total.get_or_insert_with(LinkStats::default).add(&l);
         }
     }
-    if comm.rank() != 0 {
+    if !comm.leads() {
         return Ok(None);
     }
     let mut whole = crate::spikes::store::SpikeFile {

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{looped, random_spikes, system, tiny_chip};
-use neuropart::comm::{Communicator, ThreadGroup};
+use neuropart::comm::{Communicator, Grid, ThreadGroup};
 use neuropart::prelude::*;
 use neuropart::{Execution, Rng, Substrate, TrainConfig, Trainer, WeightInit};
 
@@ -308,5 +308,96 @@ fn a_training_step_spread_over_processes_gives_the_weights_of_one_process() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn groups_sharing_the_chips_and_groups_sharing_the_samples_give_one_process_results() {
+    // Four processes: two groups of two share the chips, the groups share the samples
+    // (--distribute chips,samples --chip-ranks 2): a run's result and a training step's
+    // weights are one process's.
+    let sub = tiny_chip(system(3, 2.0, 8));
+    let net = trainable(&sub, 40, false);
+    let make = || Executor::new(net.clone(), &sub, 1, &PartitionOptions::default()).unwrap();
+    let cfg = TrainConfig {
+        batch: 8,
+        seed: 2,
+        ..Default::default()
+    };
+    let mut rng = Rng::new(30);
+    let input = random_spikes(&mut rng, 8, 30, net.steps, 0.15);
+    let labels: Vec<u8> = (0..8).map(|k| (k % 4) as u8).collect();
+    let mut one = Trainer::new(make(), cfg.clone()).unwrap();
+    let expect_file = neuropart::experiment::run_in(
+        &one.exec,
+        &CpuBackend,
+        &neuropart::comm::Single,
+        &[(0, input.clone())],
+        Observe::Scores,
+        3,
+        false,
+    )
+    .unwrap()
+    .unwrap()
+    .0;
+    one.train_batch(&CpuBackend, input.clone(), &labels, 0, Default::default())
+        .unwrap();
+    let expect: Vec<Vec<f32>> = one
+        .exec
+        .network
+        .projections
+        .iter()
+        .map(|p| p.weights.clone())
+        .collect();
+    let group = ThreadGroup::new(4);
+    let got = std::thread::scope(|s| {
+        let handles: Vec<_> = group
+            .iter()
+            .map(|world| {
+                let (cfg, input, labels) = (cfg.clone(), input.clone(), labels.clone());
+                s.spawn(move || {
+                    let grid = Grid::new(world, 2).unwrap();
+                    let chips = grid.chips().unwrap();
+                    assert_eq!((chips.size(), grid.size()), (2, 2));
+                    let mut exec = make();
+                    exec.distribute(chips.size(), chips.rank()).unwrap();
+                    let file = neuropart::experiment::run_in(
+                        &exec,
+                        &CpuBackend,
+                        &grid,
+                        &[(0, input.clone())],
+                        Observe::Scores,
+                        3,
+                        false,
+                    )
+                    .unwrap();
+                    assert_eq!(
+                        file.is_some(),
+                        world.rank() == 0,
+                        "the first process writes"
+                    );
+                    let mut t = Trainer::new(exec, cfg).unwrap();
+                    t.train_batch_in(&CpuBackend, &grid, input, &labels, 0, Default::default())
+                        .unwrap();
+                    let w: Vec<Vec<f32>> = t
+                        .exec
+                        .network
+                        .projections
+                        .iter()
+                        .map(|p| p.weights.clone())
+                        .collect();
+                    (file.map(|f| f.0), w)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let bytes = got[0].0.as_ref().map(|f| f.to_bytes());
+    assert_eq!(bytes, Some(expect_file.to_bytes()), "the run's output");
+    for (r, (_, w)) in got.iter().enumerate() {
+        assert_eq!(w, &expect, "weights of process {r} of 4 (2 groups of 2)");
     }
 }

@@ -45,6 +45,111 @@ pub trait Communicator {
     /// Stop every process of the group (after an error in this one, so that the others do
     /// not wait for it forever). A single process has nothing to stop.
     fn abort(&self, _code: i32) {}
+    /// The processes of this group that gave the same `color`, as a group of their own, ranked
+    /// as here. Every process of the group must call it (one exchange).
+    fn split(&self, color: usize) -> Box<dyn Communicator>;
+    /// Where this group is the samples' axis of a [`Grid`]: the processes that share this
+    /// one's chips.
+    fn chips(&self) -> Option<&dyn Communicator> {
+        None
+    }
+    /// Whether this process reports (prints, writes files) for the whole group: the first.
+    fn leads(&self) -> bool {
+        self.rank() == 0
+    }
+}
+
+/// The processes of a run spread both ways (`--distribute chips,samples`): groups of
+/// consecutive processes share out the chips of every round, the groups share out the samples.
+/// As a [`Communicator`] it is the samples' axis (this process and those at its place in the
+/// other groups); [`Communicator::chips`] gives its group. The first process of the first group
+/// leads.
+pub struct Grid {
+    samples: Box<dyn Communicator>,
+    chips: Box<dyn Communicator>,
+    local_rank: usize,
+    lead: bool,
+}
+
+impl std::fmt::Debug for Grid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Grid(chips {} of {}, samples {} of {})",
+            self.chips.rank(),
+            self.chips.size(),
+            self.samples.rank(),
+            self.samples.size()
+        )
+    }
+}
+
+impl Grid {
+    /// The processes of `world` in groups of `per_group` consecutive ones that share the
+    /// chips (every process calls it: two exchanges). An error unless `per_group` divides the
+    /// process count.
+    pub fn new(world: &dyn Communicator, per_group: usize) -> crate::error::Result<Grid> {
+        if per_group == 0 || world.size() % per_group != 0 {
+            return Err(crate::error::Error::input(
+                "--chip-ranks",
+                format!(
+                    "{per_group} processes per group of chips do not divide the {} processes",
+                    world.size()
+                ),
+            ));
+        }
+        let (group, place) = (world.rank() / per_group, world.rank() % per_group);
+        let chips = world.split(group);
+        let samples = world.split(place);
+        Ok(Grid {
+            samples,
+            chips,
+            local_rank: world.local_rank(),
+            lead: world.rank() == 0,
+        })
+    }
+}
+
+impl Communicator for Grid {
+    fn rank(&self) -> usize {
+        self.samples.rank()
+    }
+
+    fn size(&self) -> usize {
+        self.samples.size()
+    }
+
+    fn all_gather_bytes(&self, local: &[u8]) -> Vec<Vec<u8>> {
+        self.samples.all_gather_bytes(local)
+    }
+
+    fn all_gather(&self, local: &[f32]) -> Vec<Vec<f32>> {
+        self.samples.all_gather(local)
+    }
+
+    fn all_gather_f64(&self, local: &[f64]) -> Vec<Vec<f64>> {
+        self.samples.all_gather_f64(local)
+    }
+
+    fn local_rank(&self) -> usize {
+        self.local_rank
+    }
+
+    fn abort(&self, code: i32) {
+        self.samples.abort(code)
+    }
+
+    fn split(&self, color: usize) -> Box<dyn Communicator> {
+        self.samples.split(color)
+    }
+
+    fn chips(&self) -> Option<&dyn Communicator> {
+        Some(&*self.chips)
+    }
+
+    fn leads(&self) -> bool {
+        self.lead
+    }
 }
 
 /// A 64-bit FNV-1a digest of `bytes` (the same on every machine and build: what [`agree`]
@@ -185,6 +290,10 @@ impl Communicator for Single {
     fn all_gather_bytes(&self, local: &[u8]) -> Vec<Vec<u8>> {
         vec![local.to_vec()]
     }
+
+    fn split(&self, _color: usize) -> Box<dyn Communicator> {
+        Box::new(Single)
+    }
 }
 
 /// Processes played by threads of this one: `ThreadGroup::new(n)` gives the `n` members, one
@@ -202,17 +311,26 @@ struct Shared {
     size: usize,
     barrier: std::sync::Barrier,
     slots: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// The groups a split made, by color, until every member took its own.
+    made: std::sync::Mutex<std::collections::HashMap<usize, std::sync::Arc<Shared>>>,
+}
+
+impl Shared {
+    fn new(size: usize) -> Self {
+        Shared {
+            size,
+            barrier: std::sync::Barrier::new(size),
+            slots: std::sync::Mutex::new(vec![Vec::new(); size]),
+            made: Default::default(),
+        }
+    }
 }
 
 impl ThreadGroup {
     /// The `n` members of a new group (at least one).
     pub fn new(n: usize) -> Vec<ThreadGroup> {
         let n = n.max(1);
-        let shared = std::sync::Arc::new(Shared {
-            size: n,
-            barrier: std::sync::Barrier::new(n),
-            slots: std::sync::Mutex::new(vec![Vec::new(); n]),
-        });
+        let shared = std::sync::Arc::new(Shared::new(n));
         (0..n)
             .map(|rank| ThreadGroup {
                 rank,
@@ -240,6 +358,39 @@ impl Communicator for ThreadGroup {
         self.shared.barrier.wait();
         all
     }
+
+    fn split(&self, color: usize) -> Box<dyn Communicator> {
+        let colors: Vec<usize> = self
+            .all_gather_bytes(&(color as u64).to_le_bytes())
+            .iter()
+            .map(|b| u64::from_le_bytes(b[..8].try_into().expect("8 bytes")) as usize)
+            .collect();
+        let members: Vec<usize> = (0..colors.len()).filter(|&r| colors[r] == color).collect();
+        let rank = members
+            .iter()
+            .position(|&r| r == self.rank)
+            .expect("a member");
+        // The first member makes the group; the others take it after the barrier.
+        if rank == 0 {
+            let g = std::sync::Arc::new(Shared::new(members.len()));
+            self.shared
+                .made
+                .lock()
+                .expect("not poisoned")
+                .insert(color, g);
+        }
+        self.shared.barrier.wait();
+        let shared = self.shared.made.lock().expect("not poisoned")[&color].clone();
+        self.shared.barrier.wait();
+        if rank == 0 {
+            self.shared
+                .made
+                .lock()
+                .expect("not poisoned")
+                .remove(&color);
+        }
+        Box::new(ThreadGroup { rank, shared })
+    }
 }
 
 #[cfg(feature = "mpi")]
@@ -258,7 +409,8 @@ mod with_mpi {
     pub struct Mpi {
         world: SimpleCommunicator,
         local_rank: usize,
-        _universe: Universe,
+        /// The world's (MPI is finalised when it is dropped); none for a group split from it.
+        _universe: Option<Universe>,
     }
 
     impl std::fmt::Debug for Mpi {
@@ -282,7 +434,7 @@ mod with_mpi {
             Some(Mpi {
                 world,
                 local_rank,
-                _universe: universe,
+                _universe: Some(universe),
             })
         }
     }
@@ -306,6 +458,21 @@ mod with_mpi {
 
         fn all_gather_bytes(&self, local: &[u8]) -> Vec<Vec<u8>> {
             self.gather(local)
+        }
+
+        fn split(&self, color: usize) -> Box<dyn Group> {
+            let Ok(c) = i32::try_from(color) else {
+                panic!("color {color} of a split is beyond MPI's colors (up to 2^31 - 1)")
+            };
+            let world = self
+                .world
+                .split_by_color(mpi::topology::Color::with_value(c))
+                .expect("every process gave a color");
+            Box::new(Mpi {
+                world,
+                local_rank: self.local_rank,
+                _universe: None,
+            })
         }
 
         // Typed, so that the values need no conversion from and to bytes.
@@ -399,6 +566,36 @@ mod tests {
         for g in got {
             assert_eq!(g, vec![vec![10], vec![11], vec![12]]);
         }
+    }
+
+    #[test]
+    fn a_split_group_gathers_only_its_members_ranked_as_before() {
+        let group = ThreadGroup::new(5);
+        let got: Vec<(usize, usize, Vec<Vec<u8>>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = group
+                .iter()
+                .map(|c| {
+                    s.spawn(move || {
+                        // Colors 0, 1, 0, 1, 0: members 0, 2, 4 and 1, 3.
+                        let sub = c.split(c.rank() % 2);
+                        let all = sub.all_gather_bytes(&[c.rank() as u8]);
+                        (sub.rank(), sub.size(), all)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let even = vec![vec![0u8], vec![2], vec![4]];
+        let odd = vec![vec![1u8], vec![3]];
+        assert_eq!(got[0], (0, 3, even.clone()));
+        assert_eq!(got[1], (0, 2, odd.clone()));
+        assert_eq!(got[2], (1, 3, even.clone()));
+        assert_eq!(got[3], (1, 2, odd));
+        assert_eq!(got[4], (2, 3, even));
+        assert!(
+            Grid::new(&Single, 2).is_err(),
+            "2 per group do not divide 1 process"
+        );
     }
 
     #[test]

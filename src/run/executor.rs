@@ -895,6 +895,8 @@ impl Executor {
         sample_base: u32,
         comm: &dyn crate::dist::comm::Communicator,
     ) -> Result<Execution> {
+        // Spread both ways, the chips are shared by this process's group.
+        let comm = comm.chips().unwrap_or(comm);
         let share = self.share.as_ref();
         if let Some(s) = share {
             if comm.size() != s.ranks || comm.rank() != s.rank {

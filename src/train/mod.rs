@@ -826,7 +826,7 @@ impl Trainer {
         &self,
         comm: &'c dyn crate::dist::comm::Communicator,
     ) -> &'c dyn crate::dist::comm::Communicator {
-        if self.exec.share().is_some() {
+        if self.exec.share().is_some() && comm.chips().is_none() {
             &crate::dist::comm::Single
         } else {
             comm
@@ -893,7 +893,7 @@ impl Trainer {
         bi: usize,
         host: std::time::Duration,
     ) -> Result<(BatchStats, StepTimings)> {
-        if comm.size() == 1 {
+        if comm.size() == 1 && comm.chips().is_none() {
             return self.train_batch(backend, spikes, labels, bi, host);
         }
         // Spread by chips, every process takes the whole batch and the backward pass of all

@@ -2,6 +2,7 @@
 //! partitioner and backends, and generators of random networks and input spikes.
 #![allow(dead_code)]
 
+use neuropart::comm::ThreadGroup;
 use neuropart::NeuronParams;
 use neuropart::Rng;
 use neuropart::Substrate;
@@ -568,49 +569,16 @@ fn proj(s: &str, t: &str, delay: u32, mean: f32) -> Projection {
     }
 }
 
-/// Processes simulated by threads for [`neuropart::comm::Communicator`]: each gather writes
-/// its slot, waits for all, reads all, and waits again before the slots are reused.
-pub type Slots = std::sync::Arc<(std::sync::Mutex<Vec<Vec<u8>>>, std::sync::Barrier)>;
-
-/// One simulated process: its rank among `size`, and the slots all of them share.
-pub struct Threads {
-    rank: usize,
-    size: usize,
-    slots: Slots,
-}
-
-impl neuropart::comm::Communicator for Threads {
-    fn rank(&self) -> usize {
-        self.rank
-    }
-    fn size(&self) -> usize {
-        self.size
-    }
-    fn all_gather_bytes(&self, local: &[u8]) -> Vec<Vec<u8>> {
-        self.slots.0.lock().unwrap()[self.rank] = local.to_vec();
-        self.slots.1.wait();
-        let all = self.slots.0.lock().unwrap().clone();
-        self.slots.1.wait();
-        all
-    }
-}
-
-/// Run `f` in `size` simulated processes (one thread each), results in rank order.
-pub fn in_processes<T: Send>(size: usize, f: impl Fn(&Threads) -> T + Sync) -> Vec<T> {
-    let slots: Slots = std::sync::Arc::new((
-        std::sync::Mutex::new(vec![Vec::new(); size]),
-        std::sync::Barrier::new(size),
-    ));
+/// Run `f` in `size` simulated processes (one thread each, [`ThreadGroup`]), results in rank
+/// order.
+pub fn in_processes<T: Send>(size: usize, f: impl Fn(&ThreadGroup) -> T + Sync) -> Vec<T> {
+    let group = ThreadGroup::new(size);
     std::thread::scope(|sc| {
-        let handles: Vec<_> = (0..size)
-            .map(|rank| {
-                let comm = Threads {
-                    rank,
-                    size,
-                    slots: slots.clone(),
-                };
+        let handles: Vec<_> = group
+            .iter()
+            .map(|comm| {
                 let f = &f;
-                sc.spawn(move || f(&comm))
+                sc.spawn(move || f(comm))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()

@@ -65,6 +65,9 @@ pub(crate) struct Args {
     /// every round (see `run --help`); then the exchange between processes is reported.
     #[arg(long, value_enum, default_value = "samples", conflicts_with = "train")]
     pub(crate) distribute: Distribute,
+    /// With --distribute chips,samples: processes per group that share the chips.
+    #[arg(long, value_parser = at_least_one, conflicts_with = "train")]
+    pub(crate) chip_ranks: Option<usize>,
 }
 
 /// The backends `bench` measures: `device`, or the CPU and, where every process has one, its
@@ -110,6 +113,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         checkpoint,
         mnist,
         distribute,
+        chip_ranks,
     } = args;
     let lead = ctx.lead;
     let warn = |lines: &[String]| ctx.warn(lines);
@@ -121,6 +125,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         merge_layers: false,
         placement,
         distribute,
+        chip_ranks,
     };
     let chips = target.chips();
     if train {
@@ -171,6 +176,12 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     if unfused {
         exec.set_fuse_waves(false);
     }
+    let world = comm;
+    let grid = target.grid(world)?;
+    let comm: &dyn Communicator = match &grid {
+        Some(g) => g,
+        None => world,
+    };
     let (ranks, rank) = target.ranks(comm);
     if ranks > 1 {
         exec.distribute(ranks, rank)?;
@@ -204,7 +215,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         } else {
             format!("random TTFS input ({:.0}% of pixels on)", 100.0 * density)
         },
-        processes_sharing(comm, distribute)
+        processes_sharing(world, distribute)
     );
     if lead {
         println!("{header}");
@@ -311,7 +322,7 @@ fn rank_table(
         (t.gather_bytes_sent + t.gather_bytes_received) as f64,
         t.gather.as_secs_f64(),
     ];
-    let all = comm.all_gather_f64(&mine);
+    let all = comm.chips().unwrap_or(comm).all_gather_f64(&mine);
     let wall = row.wall.as_secs_f64().max(1e-12);
     let mut out = format!(
         "\n{} processes share the chips (batch {}, per batch):\n| process | partitions | synapse \

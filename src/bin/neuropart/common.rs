@@ -91,6 +91,10 @@ pub(crate) struct Target {
     /// a system run). Results are those of one process either way.
     #[arg(long, value_enum, default_value = "samples")]
     pub(crate) distribute: Distribute,
+    /// With --distribute chips,samples: processes per group that share the chips (groups of
+    /// consecutive processes; the groups share out the samples). Must divide the process count.
+    #[arg(long, value_parser = at_least_one)]
+    pub(crate) chip_ranks: Option<usize>,
 }
 
 /// What the processes of a command share out.
@@ -100,6 +104,9 @@ pub(crate) enum Distribute {
     Samples,
     /// The chips of every round (model parallelism).
     Chips,
+    /// Both: groups of --chip-ranks processes share the chips, the groups the samples.
+    #[value(name = "chips,samples")]
+    ChipsSamples,
 }
 
 impl Target {
@@ -139,9 +146,32 @@ impl Target {
     /// The processes the runs are spread over by chips and this one's index (`(1, 0)`: not
     /// spread).
     pub(crate) fn ranks(&self, comm: &dyn Communicator) -> (usize, usize) {
-        match self.distribute {
-            Distribute::Chips => (comm.size(), comm.rank()),
-            Distribute::Samples => (1, 0),
+        match (self.distribute, comm.chips()) {
+            (Distribute::Samples, _) => (1, 0),
+            (_, Some(chips)) => (chips.size(), chips.rank()),
+            (_, None) => (comm.size(), comm.rank()),
+        }
+    }
+
+    /// The processes of `world` as --distribute says: `None` for `samples` and `chips` (the
+    /// world itself), a [`neuropart::comm::Grid`] for `chips,samples` (every process calls it).
+    pub(crate) fn grid(
+        &self,
+        world: &dyn Communicator,
+    ) -> neuropart::Result<Option<neuropart::comm::Grid>> {
+        match (self.distribute, self.chip_ranks) {
+            (Distribute::ChipsSamples, Some(c)) => Ok(Some(neuropart::comm::Grid::new(world, c)?)),
+            (Distribute::ChipsSamples, None) => Err(neuropart::Error::option(
+                "--distribute",
+                "chips,samples",
+                "needs --chip-ranks C, the processes per group that share the chips",
+            )),
+            (_, Some(c)) => Err(neuropart::Error::option(
+                "--chip-ranks",
+                c,
+                "only with --distribute chips,samples",
+            )),
+            _ => Ok(None),
         }
     }
 
@@ -214,6 +244,11 @@ pub(crate) fn processes(comm: &dyn Communicator) -> String {
 pub(crate) fn processes_sharing(comm: &dyn Communicator, what: Distribute) -> String {
     if comm.size() > 1 && what == Distribute::Chips {
         format!(", {} processes (each its share of the chips)", comm.size())
+    } else if comm.size() > 1 && what == Distribute::ChipsSamples {
+        format!(
+            ", {} processes (groups sharing the chips, the groups sharing the samples)",
+            comm.size()
+        )
     } else if comm.size() > 1 {
         format!(", {} processes (each a shard of every batch)", comm.size())
     } else {

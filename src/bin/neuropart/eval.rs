@@ -50,7 +50,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
             "needs --mode emulated or mixed (an ideal run has no chip)",
         ));
     }
-    if chip_instances.is_some() && target.distribute == Distribute::Chips {
+    if chip_instances.is_some() && target.distribute != Distribute::Samples {
         return Err(neuropart::Error::option(
             "--chip-instances",
             chip_instances.unwrap_or(0),
@@ -63,6 +63,11 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     let (_, test) = neuropart::comm::first_then_rest(comm, || data.load())?;
     agree_on_data(comm, &[("test set", &test)])?;
     let backend = open_backend(data.device)?;
+    let grid = target.grid(comm)?;
+    let comm: &dyn neuropart::comm::Communicator = match &grid {
+        Some(g) => g,
+        None => comm,
+    };
     let setup = target.setup(sub, net.steps, data.mode, comm);
     if let Some(k) = chip_instances {
         let mine = neuropart::comm::shard(k, comm.size(), comm.rank()).len();

@@ -45,7 +45,11 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     } = args;
     let warn = |lines: &[String]| ctx.warn(lines);
     let open_backend = |d| ctx.open_backend(d);
-    let comm = ctx.comm;
+    let grid = target.grid(ctx.comm)?;
+    let comm: &dyn neuropart::comm::Communicator = match &grid {
+        Some(g) => g,
+        None => ctx.comm,
+    };
     let sub = target.substrate()?;
     let (net, _) = load_network(&target.network, &sub, None, checkpoint.as_deref())?;
     let exec = target.setup(sub, net.steps, mode, comm).executor(net)?;

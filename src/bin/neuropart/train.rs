@@ -89,6 +89,11 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     let (train, test) = neuropart::comm::first_then_rest(comm, || data.load())?;
     agree_on_data(comm, &[("training set", &train), ("test set", &test)])?;
     let backend = open_backend(data.device)?;
+    let grid = target.grid(comm)?;
+    let comm: &dyn neuropart::comm::Communicator = match &grid {
+        Some(g) => g,
+        None => comm,
+    };
     let setup = target.setup(sub, net.steps, data.mode, comm);
     let mut histories = Vec::new();
     for (s, dir) in &runs {
