@@ -89,7 +89,7 @@ impl Grid {
     /// chips (every process calls it: two exchanges). An error unless `per_group` divides the
     /// process count.
     pub fn new(world: &dyn Communicator, per_group: usize) -> crate::error::Result<Grid> {
-        if per_group == 0 || world.size() % per_group != 0 {
+        if per_group == 0 || !world.size().is_multiple_of(per_group) {
             return Err(crate::error::Error::input(
                 "--chip-ranks",
                 format!(
