@@ -71,6 +71,25 @@ def test_gradients_equal_neuropart_training_step(mode):
         assert relative(got, g) <= 1e-5, (name, relative(got, g))
 
 
+def test_gpu_forward_gives_the_cpu_gradients():
+    """device="gpu": the forward pass on the GPU backend (lavapipe in CI), the same backward."""
+    net = network()
+    x, y = batch(16, 2)
+    grads = {}
+    for device in ("cpu", "gpu"):
+        try:
+            module = SpikingModule(net, mode="ideal", device=device)
+            scores, counts = module(x, seed=0, return_counts=True)
+        except RuntimeError as e:
+            if device == "cpu" or os.environ.get("CI"):
+                raise
+            pytest.skip(f"no GPU adapter: {e}")
+        module.loss(scores, y, counts).backward()
+        grads[device] = [w.grad.numpy() for w in module.weights]
+    for a, b in zip(grads["cpu"], grads["gpu"]):
+        assert relative(b, a) <= 1e-5
+
+
 def test_adam_steps_equal_neuropart_trainer():
     net = network()
     module = SpikingModule(net, mode="emulated", device="cpu")
