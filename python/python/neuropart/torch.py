@@ -189,12 +189,13 @@ class SpikingModule(torch.nn.Module):
 
     @classmethod
     def from_nir(cls, graph_or_path: Any, dt: Optional[float] = None, steps: int = 30,
+                 update: Optional[str] = None, name: Optional[str] = None,
                  convention: Optional[str] = None, type_check: bool = True,
                  notes: Optional[List[str]] = None, **kwargs: Any) -> "SpikingModule":
-        """A module of ``neuropart.from_nir(graph_or_path, dt, steps, convention=...,
-        type_check=..., notes=...)``; the other keyword arguments are the module's."""
-        net = _from_nir(graph_or_path, dt=dt, steps=steps, convention=convention,
-                        type_check=type_check, notes=notes)
+        """A module of ``neuropart.from_nir(graph_or_path, dt, steps, update, name,
+        convention, type_check, notes)``; the other keyword arguments are the module's."""
+        net = _from_nir(graph_or_path, dt=dt, steps=steps, update=update, name=name,
+                        convention=convention, type_check=type_check, notes=notes)
         return cls(net, **kwargs)
 
     def extra_repr(self) -> str:
