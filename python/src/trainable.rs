@@ -298,6 +298,11 @@ impl Trainable {
     ) -> PyResult<Bound<'py, PyList>> {
         let net = &trace.network;
         let topo = &self.trainer.topo;
+        if neuropart::Structure::of(net) != neuropart::Structure::of(&self.trainer.exec.network) {
+            return Err(PyValueError::new_err(
+                "trace: made by the forward pass of another network",
+            ));
+        }
         let b = trace.samples;
         let c = net.populations[topo.readout()].size;
         let grad = |obj: &Bound<'py, PyAny>, what: &str, n: usize| -> PyResult<Vec<f32>> {

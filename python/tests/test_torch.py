@@ -3,6 +3,7 @@ a torch Adam step against the trainer's, a short training, NIR in and out, and t
 ``import neuropart`` needs no torch. Skips without torch, except under CI (which installs
 Debian's CPU-only python3-torch, see .ci/run and scripts/test-all.sh)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -173,6 +174,17 @@ def test_errors_name_what_is_wrong():
         SpikingModule(net, learning_rate=0.1)
     with pytest.raises(KeyError, match="no projection"):
         module.weight("nope")
+    x, _ = batch(2, 6)
+    scores, _, trace = module.trainable.forward(x)
+    small = neuropart.Network.from_str(json.dumps({
+        "name": "small", "steps": 30,
+        "populations": [{"name": "input", "size": 784, "kind": "input"},
+                        {"name": "out", "size": 10, "kind": "readout"}],
+        "projections": [{"source": "input", "target": "out"}]}), "json")
+    with pytest.raises(ValueError, match="another network"):
+        neuropart.Trainable(small, mode="ideal", device="cpu").backward(trace, scores)
+    with pytest.raises(ValueError, match=r"dscores has shape \[2, 3\]"):
+        module.trainable.backward(trace, np.zeros((2, 3), np.float32))
 
 
 def test_import_neuropart_needs_no_torch():
