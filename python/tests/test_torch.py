@@ -51,11 +51,12 @@ def relative(a, b):
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
-@pytest.mark.parametrize("mode", ["ideal", "emulated"])
-def test_gradients_equal_neuropart_training_step(mode):
+@pytest.mark.parametrize("mode,chips", [("ideal", 1), ("emulated", 1), ("mixed", 2)])
+def test_gradients_equal_neuropart_training_step(mode, chips):
+    """The MNIST network partitioned into the chip's 5 runs (on 1 or 2 chips)."""
     net = network()
-    module = SpikingModule(net, mode=mode, device="cpu")
-    ref = neuropart.Trainable(net, mode=mode, device="cpu")
+    module = SpikingModule(net, mode=mode, device="cpu", chips=chips)
+    ref = neuropart.Trainable(net, mode=mode, device="cpu", chips=chips)
     # 40 samples: three 16-sample chunks of the backward pass's fixed summation tree.
     x, y = batch(40, 1)
     seed = ref.noise_seed(0)
