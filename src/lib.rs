@@ -123,8 +123,9 @@ pub use run::ranks::RankShare;
 pub use spikes::store::{SpikeEvent, SpikeFile, SpikeStore, SpikeTrains};
 pub use threads::{start_worker_threads, worker_threads, MAX_THREADS};
 pub use train::{
-    gradients, silence_warnings, Adam, BatchStats, Checkpoint, EpochRecord, PopulationShape,
-    ProjectionShape, StepTimings, Structure, Topology, TrainConfig, TrainMemory, Trainer,
+    gradients, gradients_from, readout_scores, silence_warnings, Adam, BatchStats, Checkpoint,
+    EpochRecord, PopulationShape, ProjectionShape, StepTimings, Structure, Topology, TrainConfig,
+    TrainMemory, Trainer, Upstream,
 };
 
 /// The names most programs need.

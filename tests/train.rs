@@ -669,3 +669,72 @@ fn processes_given_different_things_stop_naming_the_first_difference() {
     b.labels[17] = (b.labels[17] + 1) % 10;
     assert_ne!(a.digest(), b.digest());
 }
+
+/// The backward pass from given gradients ([`neuropart::Upstream::Given`], what the PyTorch
+/// bridge passes) with the trainer's own loss gradients written out here gives the trainer's
+/// weight gradients bit for bit: everything after the loss is shared.
+#[test]
+fn gradients_from_given_upstream_equal_the_trainers_bit_for_bit() {
+    let sub = Substrate::bss2();
+    let net = small_net(11, Some(16)).build(&sub).unwrap();
+    let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
+    let topo = Topology::new(&exec.network, 1.0, &[]).unwrap();
+    let b = 40; // three chunks of the fixed summation tree
+    let data = synthetic(b, 4);
+    let idx: Vec<usize> = (0..b).collect();
+    let input = neuropart::encode::images(&data, &idx, 20, None);
+    let (cfg, epoch) = (TrainConfig::default(), 2); // every regulariser on
+    let out = exec
+        .run(&CpuBackend, &[(0, input)], Observe::AllTraces)
+        .unwrap();
+    let net = &exec.network;
+    let (_, want) = gradients(net, &topo, &out, &data.labels, &cfg, epoch);
+    // The trainer's loss (cross-entropy and readout regulariser on the scores, spike-count
+    // regulariser) differentiated by hand, in the backward pass's own arithmetic.
+    let c = net.populations[topo.readout()].size;
+    let bf = b as f32;
+    let scores = neuropart::readout_scores(net, &topo, &out, cfg.readout_scale);
+    let mut ds = vec![0f32; b * c];
+    for (s, (sc, d)) in scores.chunks(c).zip(ds.chunks_mut(c)).enumerate() {
+        let top = sc.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let lse = top + sc.iter().map(|x| (x - top).exp()).sum::<f32>().ln();
+        for k in 0..c {
+            let p = (sc[k] - lse).exp();
+            d[k] = (p - f32::from(k == data.labels[s] as usize)) / bf;
+            d[k] += cfg.reg_readout * 4.0 * sc[k].powi(3) / (bf * c as f32);
+        }
+    }
+    let lam = cfg.reg_spikes * cfg.reg_spikes_decay.powi(epoch as i32);
+    let mut dc = vec![Vec::new(); net.populations.len()];
+    let mut spikes = 0;
+    for (p, pop) in net.populations.iter().enumerate() {
+        if pop.kind != neuropart::PopulationKind::Lif {
+            continue;
+        }
+        let n = pop.size;
+        let mut count = vec![0f32; b * n];
+        let trains = out.spikes.get(p).unwrap();
+        for s in 0..b {
+            for e in trains.sample(s) {
+                count[s * n + e.neuron as usize] += 1.0;
+                spikes += 1;
+            }
+        }
+        let norm = bf * n as f32;
+        dc[p] = count
+            .iter()
+            .map(|&k| lam * 4.0 * k.powi(3) / norm)
+            .collect();
+    }
+    assert!(
+        spikes > 0,
+        "the hidden layer must spike for the regulariser to matter"
+    );
+    let given = neuropart::Upstream::Given {
+        scores: &ds,
+        counts: &dc,
+    };
+    let (_, got) = neuropart::gradients_from(net, &topo, &out, given, &cfg, epoch);
+    assert!(want.iter().all(|g| g.iter().any(|&x| x != 0.0)));
+    assert_eq!(got, want);
+}

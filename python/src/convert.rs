@@ -274,3 +274,37 @@ pub(crate) fn count(name: &str, value: i64, min: u64, max: u64) -> PyResult<u64>
         ))),
     }
 }
+
+/// Spikes `v` (`bool [batch, T, neurons]`, or numbers that are all 0 or 1) as a contiguous
+/// `bool` array; `what` names the argument. Anything else (0.5, NaN, 2) is a mistake, not a
+/// spike.
+pub(crate) fn spike_array<'py>(
+    py: Python<'py>,
+    v: &Bound<'py, PyAny>,
+    what: &str,
+) -> PyResult<PyReadonlyArrayDyn<'py, bool>> {
+    let np = py.import("numpy")?;
+    let a = np.call_method1("asarray", (v,))?;
+    let kind: String = a.getattr("dtype")?.getattr("kind")?.extract()?;
+    if kind != "b" {
+        let spikes: bool = np
+            .call_method1(
+                "all",
+                (np.call_method1(
+                    "logical_or",
+                    (
+                        np.call_method1("equal", (&a, 0))?,
+                        np.call_method1("equal", (&a, 1))?,
+                    ),
+                )?,),
+            )?
+            .extract()
+            .unwrap_or(false);
+        if !spikes {
+            return Err(PyValueError::new_err(format!(
+                "{what}: spikes must be 0 or 1 (bool [batch, T, neurons]); got other values"
+            )));
+        }
+    }
+    array_of(v, "bool", &format!("{what} (bool [batch, T, neurons])"))
+}

@@ -9,23 +9,27 @@
 //! pool of this process (`device::in_pool`), so that a child made by `fork` (multiprocessing's
 //! default on Linux) works instead of waiting for the parent's threads, which it has not.
 
-//! One module per class ([`network`], [`substrate`], [`plan`]), beside the conversions of
-//! arguments and results ([`convert`]), the thread pool and backends ([`device`]) and
-//! [`spikes`].
+//! One module per class ([`network`], [`substrate`], [`plan`], [`trainable`]), beside the
+//! conversions of arguments and results ([`convert`]), images to spikes and MNIST ([`data`]),
+//! the thread pool and backends ([`device`]) and [`spikes`].
 
 mod convert;
+mod data;
 mod device;
 mod network;
 mod plan;
 mod spikes;
 mod substrate;
+mod trainable;
 
 use convert::*;
+use data::*;
 use device::*;
 use network::*;
 use plan::*;
 use spikes::*;
 use substrate::*;
+use trainable::*;
 
 use ndarray::Array3;
 use neuropart::gpu::{GpuBackend, GpuContext};
@@ -45,8 +49,12 @@ fn _neuropart(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Network>()?;
     m.add_class::<Substrate>()?;
     m.add_class::<Plan>()?;
+    m.add_class::<Trainable>()?;
+    m.add_class::<Trace>()?;
     m.add_function(wrap_pyfunction!(spikes_to_dense, m)?)?;
     m.add_function(wrap_pyfunction!(set_memory_limit, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_images, m)?)?;
+    m.add_function(wrap_pyfunction!(load_mnist, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

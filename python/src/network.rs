@@ -17,7 +17,12 @@ impl Network {
         })
     }
 
-    fn executor(&self, sub: &neuropart::Substrate, mode: Mode, chips: usize) -> PyResult<Executor> {
+    pub(crate) fn executor(
+        &self,
+        sub: &neuropart::Substrate,
+        mode: Mode,
+        chips: usize,
+    ) -> PyResult<Executor> {
         in_pool(|| {
             Executor::emulated(
                 self.inner.clone(),
@@ -147,17 +152,7 @@ impl Network {
     /// Projection names, in order.
     #[getter]
     fn projections(&self) -> Vec<String> {
-        self.inner
-            .projections
-            .iter()
-            .map(|p| {
-                if p.name.is_empty() {
-                    format!("{}->{}", p.source, p.target)
-                } else {
-                    p.name.clone()
-                }
-            })
-            .collect()
+        Self::projection_names(&self.inner)
     }
 
     /// The weights of projection `name` (its layout: dense `[target][source]`).
@@ -290,36 +285,7 @@ impl Network {
                     inputs.join(", ")
                 )));
             }
-            // Spikes are 0 or 1: anything else (0.5, NaN, 2) is a mistake, not a spike.
-            let np = py.import("numpy")?;
-            let a = np.call_method1("asarray", (&v,))?;
-            let kind: String = a.getattr("dtype")?.getattr("kind")?.extract()?;
-            if kind != "b" {
-                let spikes: bool = np
-                    .call_method1(
-                        "all",
-                        (np.call_method1(
-                            "logical_or",
-                            (
-                                np.call_method1("equal", (&a, 0))?,
-                                np.call_method1("equal", (&a, 1))?,
-                            ),
-                        )?,),
-                    )?
-                    .extract()
-                    .unwrap_or(false);
-                if !spikes {
-                    return Err(PyValueError::new_err(format!(
-                        "inputs['{name}']: spikes must be 0 or 1 (bool [batch, T, neurons]); \
-                         got other values"
-                    )));
-                }
-            }
-            let arr: PyReadonlyArrayDyn<'py, bool> = array_of(
-                &v,
-                "bool",
-                &format!("inputs['{name}'] (bool [batch, T, neurons])"),
-            )?;
+            let arr = spike_array(py, &v, &format!("inputs['{name}']"))?;
             let shape = arr.shape().to_vec();
             let n = net.populations[pop].size;
             if shape.len() != 3 || shape[1] != steps || shape[2] != n {
@@ -546,6 +512,20 @@ impl Network {
 }
 
 impl Network {
+    /// Projection names as `projections` gives them.
+    pub(crate) fn projection_names(net: &neuropart::Network) -> Vec<String> {
+        net.projections
+            .iter()
+            .map(|p| {
+                if p.name.is_empty() {
+                    format!("{}->{}", p.source, p.target)
+                } else {
+                    p.name.clone()
+                }
+            })
+            .collect()
+    }
+
     fn projection_index(&self, name: &str) -> PyResult<usize> {
         self.projections()
             .iter()

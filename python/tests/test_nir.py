@@ -228,9 +228,36 @@ def graph_with(node, name="x", n=4):
     )
 
 
+def test_threshold_nodes_spike_where_their_input_exceeds_the_threshold():
+    """NIR's Threshold, H(x - threshold) of the step's input x, as a neuron without memory:
+    Input -> Affine -> Threshold -> Linear -> Output against numpy, step by step; the node
+    comes back from to_nir as a Threshold with its thresholds."""
+    rng = np.random.default_rng(3)
+    w1, b1 = dyadic((5, 6)), dyadic(5, scale=32)
+    th = np.array([0.25, 0.5, -0.125, 1.0, 0.0], np.float32)
+    w2 = dyadic((2, 5))
+    g = nir.NIRGraph(
+        nodes={"input": nir.Input(input_type={"input": np.array([6])}),
+               "fc": nir.Affine(weight=w1, bias=b1), "thr": nir.Threshold(threshold=th),
+               "fc2": nir.Linear(weight=w2), "output": nir.Output(output_type={"output": np.array([2])})},
+        edges=[("input", "fc"), ("fc", "thr"), ("thr", "fc2"), ("fc2", "output")],
+        type_check=False,
+    )
+    net = neuropart.from_nir(g, dt=1e-3)
+    x = rng.random((3, 20, 6)) < 0.4
+    out = net.run({"input": x}, device="cpu")
+    want = np.einsum("btj,ij->bti", x.astype(np.float64), w1) + b1 > th
+    np.testing.assert_array_equal(out["thr"], want)
+    assert want.any() and not want.all()
+    np.testing.assert_allclose(out["output"], np.einsum("bti,oi->bto", want, w2), atol=1e-6)
+    back = net.to_nir()
+    assert type(back.nodes["thr"]).__name__ == "Threshold"
+    np.testing.assert_array_equal(np.asarray(back.nodes["thr"].threshold), th)
+    again = neuropart.from_nir(back)
+    np.testing.assert_array_equal(again.run({"input": x}, device="cpu")["thr"], want)
+
+
 def test_refusals_name_the_node():
-    with pytest.raises(ValueError, match="'x' of type Threshold is not supported: .*membranes"):
-        neuropart.from_nir(graph_with(nir.Threshold(threshold=full(4, 0.5))))
     lif = cuba_lif(4)
     lif.tau_mem = np.array([4e-3, -4e-3, 5e-3, 4e-3], np.float32)
     g = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([4])}),

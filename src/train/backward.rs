@@ -240,17 +240,118 @@ pub fn gradients(
     cfg: &TrainConfig,
     epoch: usize,
 ) -> (BatchStats, Vec<Vec<f32>>) {
-    let (stats, acc) = chunk_gradients(
+    gradients_from(net, topo, exec, Upstream::Labels(labels), cfg, epoch)
+}
+
+/// What the backward pass starts from: the trainer's loss, or the gradients of a caller's
+/// own loss on the readout scores and spike counts. Everything after the loss is the same
+/// code, linear in these gradients, so a caller's loss that equals the trainer's gives the
+/// trainer's weight gradients.
+#[derive(Clone, Copy, Debug)]
+pub enum Upstream<'a> {
+    /// The trainer's loss: cross-entropy of the readout scores against these labels (one per
+    /// sample), with the readout and spike-count regularisers of the [`TrainConfig`].
+    Labels(&'a [u8]),
+    /// A caller's loss (the PyTorch bridge): its gradient on the readout scores
+    /// ([`readout_scores`], `[sample][class]`), and per population (indexed by id) on the
+    /// spike count of each of its neurons, `[sample][neuron]` (empty: none). The
+    /// [`TrainConfig`]'s loss terms are not added and the loss statistics stay 0.
+    Given {
+        /// ∂L/∂score, `[sample][class]`.
+        scores: &'a [f32],
+        /// ∂L/∂(spike count) per population, `[sample][neuron]`.
+        counts: &'a [Vec<f32>],
+    },
+}
+
+impl Upstream<'_> {
+    /// Samples of the batch (`classes`: the readout's size).
+    fn samples(&self, classes: usize) -> usize {
+        match self {
+            Upstream::Labels(labels) => labels.len(),
+            Upstream::Given { scores, .. } => scores.len() / classes.max(1),
+        }
+    }
+}
+
+/// [`gradients`] from any [`Upstream`]: statistics and the weight gradients in each
+/// projection's weight layout (without the weight regulariser).
+pub fn gradients_from(
+    net: &Network,
+    topo: &Topology,
+    exec: &Execution,
+    upstream: Upstream<'_>,
+    cfg: &TrainConfig,
+    epoch: usize,
+) -> (BatchStats, Vec<Vec<f32>>) {
+    let b = upstream.samples(net.populations[topo.readout].size);
+    let (stats, acc) = chunk_gradients_from(
         net,
         topo,
         exec,
-        labels,
+        upstream,
         cfg,
         epoch,
-        0..labels.len().div_ceil(GRAD_CHUNK),
+        0..b.div_ceil(GRAD_CHUNK),
         0,
     );
     (stats, to_weight_layout(net, topo, acc))
+}
+
+/// The readout scores `[sample][class]` the backward pass differentiates: the readout's
+/// [`Score`] of its recorded membranes (`exec` as for [`gradients`]) × `scale`.
+pub fn readout_scores(net: &Network, topo: &Topology, exec: &Execution, scale: f32) -> Vec<f32> {
+    let steps = net.steps as usize;
+    let r = topo.readout;
+    let c = net.populations[r].size;
+    let m = exec.membrane[r].as_ref().expect("membranes recorded");
+    let samples = m.len() / (steps * c).max(1);
+    let (mut score, mut at, mut all) = (Vec::new(), Vec::new(), Vec::with_capacity(samples * c));
+    for s in 0..samples {
+        let ms = &m[s * steps * c..(s + 1) * steps * c];
+        sample_scores(
+            ms,
+            steps,
+            net.populations[r].score,
+            scale,
+            &mut score,
+            &mut at,
+        );
+        all.extend_from_slice(&score);
+    }
+    all
+}
+
+/// One sample's scores from its readout membranes `m` (`[step][class]`), and for
+/// [`Score::Max`] the first step of each class's maximum.
+fn sample_scores(
+    m: &[f32],
+    steps: usize,
+    mode: Score,
+    scale: f32,
+    score: &mut Vec<f32>,
+    at: &mut Vec<usize>,
+) {
+    let c = m.len() / steps.max(1);
+    score.clear();
+    at.clear();
+    at.resize(c, 0);
+    for k in 0..c {
+        score.push(mode.of(steps, |t| m[t * c + k]) * scale);
+    }
+    if mode == Score::Max {
+        // The first step of each neuron's maximum.
+        score.fill(f32::NEG_INFINITY);
+        for t in 0..steps {
+            for k in 0..c {
+                let v = m[t * c + k] * scale;
+                if v > score[k] {
+                    score[k] = v;
+                    at[k] = t;
+                }
+            }
+        }
+    }
 }
 
 /// Statistics and gradients (a dense projection's in its weight layout, the others' in
@@ -269,7 +370,23 @@ pub fn chunk_gradients(
     chunks: std::ops::Range<usize>,
     exec_base: usize,
 ) -> (BatchStats, Vec<Vec<f32>>) {
-    let b = labels.len();
+    let upstream = Upstream::Labels(labels);
+    chunk_gradients_from(net, topo, exec, upstream, cfg, epoch, chunks, exec_base)
+}
+
+/// [`chunk_gradients`] from any [`Upstream`].
+#[allow(clippy::too_many_arguments)]
+pub fn chunk_gradients_from(
+    net: &Network,
+    topo: &Topology,
+    exec: &Execution,
+    upstream: Upstream<'_>,
+    cfg: &TrainConfig,
+    epoch: usize,
+    chunks: std::ops::Range<usize>,
+    exec_base: usize,
+) -> (BatchStats, Vec<Vec<f32>>) {
+    let b = upstream.samples(net.populations[topo.readout].size);
     let steps = net.steps as usize;
     let samples = chunks.start * GRAD_CHUNK..(chunks.end * GRAD_CHUNK).min(b);
     // Phase A: per sample, the current gradients of every population, time-major.
@@ -302,7 +419,7 @@ pub fn chunk_gradients(
         .map_init(Scratch::default, |scr, (k, slots)| {
             let s = samples.start + k;
             let x = s - exec_base;
-            sample_backward(net, topo, exec, x, labels[s], b, cfg, epoch, slots, scr)
+            sample_backward(net, topo, exec, x, (upstream, s), b, cfg, epoch, slots, scr)
         })
         .collect();
     // Phase B: every chunk's weight gradients, then their sum over the chunks in the fixed
@@ -727,7 +844,7 @@ fn sample_backward<'a>(
     topo: &Topology,
     exec: &Execution,
     s: usize,
-    label: u8,
+    upstream: (Upstream<'_>, usize),
     batch: usize,
     cfg: &TrainConfig,
     epoch: usize,
@@ -749,35 +866,31 @@ fn sample_backward<'a>(
         &exec.membrane[r].as_ref().expect("membranes recorded")[s * steps * c..(s + 1) * steps * c];
     let mode = net.populations[r].score;
     let (score, at) = (&mut scr.score, &mut scr.at);
-    score.clear();
-    at.clear();
-    at.resize(c, 0);
-    for k in 0..c {
-        score.push(mode.of(steps, |t| m[t * c + k]) * cfg.readout_scale);
-    }
-    if mode == Score::Max {
-        // The first step of each neuron's maximum.
-        score.fill(f32::NEG_INFINITY);
-        for t in 0..steps {
-            for k in 0..c {
-                let v = m[t * c + k] * cfg.readout_scale;
-                if v > score[k] {
-                    score[k] = v;
-                    at[k] = t;
-                }
-            }
-        }
-    }
+    sample_scores(m, steps, mode, cfg.readout_scale, score, at);
+    // The sample's label under the trainer's loss, its row of the given gradients otherwise.
+    let (upstream, sb) = upstream;
+    let label = match upstream {
+        Upstream::Labels(labels) => labels[sb],
+        Upstream::Given { .. } => 0,
+    };
     let lse = log_sum_exp(score);
-    stats.loss += (lse - score[label as usize]) as f64;
-    stats.correct += usize::from(argmax(score) == label as usize);
+    if let Upstream::Labels(_) = upstream {
+        stats.loss += (lse - score[label as usize]) as f64;
+        stats.correct += usize::from(argmax(score) == label as usize);
+    }
     scr.gvd.clear();
     scr.gvd.resize(steps * c, 0.0);
     for k in 0..c {
-        let p = (score[k] - lse).exp();
-        let mut d = (p - f32::from(k == label as usize)) / bf;
-        d += cfg.reg_readout * 4.0 * score[k].powi(3) / (bf * c as f32);
-        stats.loss += (cfg.reg_readout * score[k].powi(4) / c as f32) as f64;
+        let d = match upstream {
+            Upstream::Labels(_) => {
+                let p = (score[k] - lse).exp();
+                let mut d = (p - f32::from(k == label as usize)) / bf;
+                d += cfg.reg_readout * 4.0 * score[k].powi(3) / (bf * c as f32);
+                stats.loss += (cfg.reg_readout * score[k].powi(4) / c as f32) as f64;
+                d
+            }
+            Upstream::Given { scores, .. } => scores[sb * c + k],
+        };
         match mode {
             Score::Max => scr.gvd[at[k] * c + k] += cfg.readout_scale * d,
             Score::Last { steps: last } => {
@@ -817,10 +930,22 @@ fn sample_backward<'a>(
         row.clear();
         row.resize(n, 0.0);
         let mut any = false;
-        for (x, &k) in row.iter_mut().zip(&scr.count) {
-            stats.loss += (lam * k.powi(4) / n as f32) as f64;
-            *x = lam * 4.0 * k.powi(3) / norm;
-            any |= *x != 0.0;
+        match upstream {
+            Upstream::Labels(_) => {
+                for (x, &k) in row.iter_mut().zip(&scr.count) {
+                    stats.loss += (lam * k.powi(4) / n as f32) as f64;
+                    *x = lam * 4.0 * k.powi(3) / norm;
+                    any |= *x != 0.0;
+                }
+            }
+            Upstream::Given { counts, .. } => {
+                if let Some(given) = counts.get(p).filter(|g| !g.is_empty()) {
+                    for (x, &g) in row.iter_mut().zip(&given[sb * n..(sb + 1) * n]) {
+                        *x = g;
+                        any |= g != 0.0;
+                    }
+                }
+            }
         }
         if any {
             for gst in gs.chunks_mut(n) {

@@ -12,7 +12,7 @@ pub mod backward;
 pub mod loss;
 pub mod optimiser;
 
-pub use backward::{gradients, Topology};
+pub use backward::{gradients, gradients_from, readout_scores, Topology, Upstream};
 pub use loss::{argmax, log_sum_exp, scores};
 pub use optimiser::Adam;
 

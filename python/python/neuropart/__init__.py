@@ -8,6 +8,8 @@ chip) that runs and trains spiking networks larger than the chip by partitioning
 
 Arrays are numpy: spikes ``bool [batch, T, neurons]``, membranes ``float32 [batch, T,
 neurons]``, weights ``float32`` in each projection's layout (dense: ``[target][source]``).
+``neuropart.torch`` (needs PyTorch: ``pip install 'neuropart[torch]'``) wraps a network as a
+``torch.nn.Module`` trained from a PyTorch loop with the emulator in the loop.
 Bad networks, inputs and options raise ``ValueError``; device, file and divergence failures
 ``RuntimeError``; both carry the library's message.
 """
@@ -16,7 +18,10 @@ from ._neuropart import (
     Network,
     Plan,
     Substrate,
+    Trainable,
     __version__,
+    encode_images,
+    load_mnist,
     set_memory_limit,
     spikes_to_dense,
 )
@@ -26,6 +31,9 @@ __all__ = [
     "Network",
     "Plan",
     "Substrate",
+    "Trainable",
+    "encode_images",
+    "load_mnist",
     "from_nir",
     "to_nir",
     "weight_report",

@@ -12,10 +12,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-#: Neuron nodes: what becomes a population.
-NEURON_NODES = ("CubaLIF", "CubaLI", "LIF", "LI", "IF", "I")
+#: Neuron nodes: what becomes a population (a Threshold too: a neuron without memory).
+NEURON_NODES = ("CubaLIF", "CubaLI", "LIF", "LI", "IF", "I", "Threshold")
 #: Nodes that spike (their output is 0 or 1 per step).
-SPIKING_NODES = ("CubaLIF", "LIF", "IF")
+SPIKING_NODES = ("CubaLIF", "LIF", "IF", "Threshold")
 #: Linear nodes: composed along a path from one population to the next.
 LINEAR_NODES = ("Linear", "Affine", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten",
                 "Scale", "Delay")
@@ -33,7 +33,7 @@ def kind(node) -> str:
 
 def node_shape(node) -> Optional[Tuple[int, ...]]:
     """The neuron shape of a neuron node from its parameters (None when they are scalars)."""
-    for attr in ("v_threshold", "r", "tau", "tau_mem", "v_leak"):
+    for attr in ("v_threshold", "threshold", "r", "tau", "tau_mem", "v_leak"):
         v = getattr(node, attr, None)
         if v is not None:
             a = np.asarray(v)
