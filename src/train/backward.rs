@@ -812,7 +812,26 @@ widest! {
     /// source spikes from the targets' current gradients `g`.
     fn transpose_product(dst: &mut [f32], w: &[f32], g: &[f32]) {
         let ns = dst.len();
-        for (row, &gp) in w.chunks_exact(ns.max(1)).zip(g) {
+        if ns == 0 {
+            return;
+        }
+        let rows = (w.len() / ns).min(g.len());
+        // Four rows a pass, so that `dst` is loaded and stored once for four: each element
+        // still adds the rows one after another in row order (the same sums, bit for bit,
+        // as one row at a time).
+        let mut r = 0;
+        while r + 4 <= rows {
+            let w = &w[r * ns..(r + 4) * ns];
+            let (w0, rest) = w.split_at(ns);
+            let (w1, rest) = rest.split_at(ns);
+            let (w2, w3) = rest.split_at(ns);
+            let (g0, g1, g2, g3) = (g[r], g[r + 1], g[r + 2], g[r + 3]);
+            for ((((x, &a), &b), &c), &d) in dst.iter_mut().zip(w0).zip(w1).zip(w2).zip(w3) {
+                *x = *x + a * g0 + b * g1 + c * g2 + d * g3;
+            }
+            r += 4;
+        }
+        for (row, &gp) in w[r * ns..rows * ns].chunks_exact(ns).zip(&g[r..rows]) {
             for (x, &wk) in dst.iter_mut().zip(row) {
                 *x += wk * gp;
             }
