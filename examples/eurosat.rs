@@ -19,9 +19,12 @@ struct Args {
     /// EuroSAT folder (class subfolders of 64x64 images); default: generate synthetic data.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Images per class to use (default: all; synthetic: 40 are generated).
+    /// Images per class to use (default: all).
     #[arg(long)]
     per_class: Option<usize>,
+    /// Without --data: images per class of the generated synthetic set.
+    #[arg(long, default_value_t = 40, conflicts_with = "data")]
+    synthetic: usize,
     /// Skip or fail on unreadable / wrongly sized images.
     #[arg(long, value_enum, default_value = "skip")]
     on_bad_image: OnBadImage,
@@ -45,9 +48,26 @@ struct Args {
         default_value = "ideal,emulated,mixed"
     )]
     modes: Vec<Mode>,
-    /// Seed.
+    /// Samples per optimiser step.
+    #[arg(long, default_value_t = 20)]
+    batch: usize,
+    /// Adam learning rate of the first epoch.
+    #[arg(long, default_value_t = 0.004)]
+    lr: f32,
+    /// Learning rate factor per epoch.
+    #[arg(long, default_value_t = 0.97)]
+    lr_decay: f32,
+    /// End every training with the weights of its last epoch instead of those of the epoch
+    /// with the best validation accuracy.
+    #[arg(long)]
+    last_epoch: bool,
+    /// Seed of the initial weights, the shuffling and the noise.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Seed of the train / validation / test split (and of the synthetic set), the same for
+    /// every training seed.
+    #[arg(long, default_value_t = 1)]
+    split_seed: u64,
     /// Train every mode with this many seeds (--seed, --seed + 1, ...) and report per mode the
     /// test accuracy's mean, standard deviation, minimum and maximum, whether the differences
     /// between modes exceed that spread, fig4-seeds.csv and fig4-seeds.png (mean curves with
@@ -78,19 +98,21 @@ fn run(a: Args, comm: &dyn Communicator) -> neuropart::Result<()> {
     let dir = neuropart::comm::first_then_rest(comm, || match &a.data {
         Some(d) => Ok(d.clone()),
         None => {
-            let d = neuropart::data::cache_dir("eurosat-synthetic");
+            // One folder per size and seed: a cached set is the one asked for.
+            let d = neuropart::data::cache_dir("eurosat-synthetic")
+                .join(format!("{}-per-class-seed-{}", a.synthetic, a.split_seed));
             if !d.join("SeaLake").exists() {
                 eprintln!(
                     "no --data: generating a synthetic EuroSAT-layout set in {}",
                     d.display()
                 );
-                neuropart::data::write_synthetic_eurosat(&d, 40, a.seed)?;
+                neuropart::data::write_synthetic_eurosat(&d, a.synthetic, a.split_seed)?;
             }
             Ok::<_, neuropart::Error>(d)
         }
     })?;
     let data = neuropart::data::eurosat(&dir, a.per_class, a.on_bad_image)?;
-    let (train, val, test) = neuropart::data::stratified_split(&data, 0.15, 0.15, a.seed);
+    let (train, val, test) = neuropart::data::stratified_split(&data, 0.15, 0.15, a.split_seed);
     // Processes started together must have the same options and data.
     neuropart::comm::agree(
         comm,
@@ -114,17 +136,29 @@ fn run(a: Args, comm: &dyn Communicator) -> neuropart::Result<()> {
         Format::Toml,
         std::path::Path::new("examples/networks/eurosat-substrate.toml"),
     )?;
-    let net = Network::from_str(
-        NETWORK,
-        Format::Toml,
-        std::path::Path::new("examples/networks/eurosat.toml"),
-        &sub,
-    )?;
+    // The training seed draws the initial weights too (the network file's seed is replaced),
+    // so that seeds are independent trainings.
+    let net = |seed: u64| -> neuropart::Result<Network> {
+        let mut net = Network::from_str(
+            NETWORK,
+            Format::Toml,
+            std::path::Path::new("examples/networks/eurosat.toml"),
+            &sub,
+        )?;
+        net.seed = seed;
+        for p in &mut net.projections {
+            p.weights.clear();
+        }
+        net.materialise_weights()?;
+        Ok(net)
+    };
     let backend = open_backend_in(a.device, comm)?;
     let cfg = TrainConfig {
         epochs: a.epochs,
-        batch: 20,
-        lr: 0.004,
+        batch: a.batch,
+        lr: a.lr,
+        lr_decay: a.lr_decay,
+        keep_best: !a.last_epoch,
         augment: false,
         // count⁴ of the MNIST set-up is far too strong for a convolutional layer that spikes
         // many times per sample.
@@ -133,7 +167,7 @@ fn run(a: Args, comm: &dyn Communicator) -> neuropart::Result<()> {
         ..Default::default()
     };
     let setup = Setup {
-        substrate: sub,
+        substrate: sub.clone(),
         ..Setup::new(a.steps, Mode::Ideal)
     };
     let summary = if a.seeds > 1 {
@@ -143,7 +177,16 @@ fn run(a: Args, comm: &dyn Communicator) -> neuropart::Result<()> {
         )?
     } else {
         neuropart::experiment::compare_modes(
-            &net, &setup, &a.modes, &*backend, cfg, &train, &val, &test, &a.out, comm,
+            &net(a.seed)?,
+            &setup,
+            &a.modes,
+            &*backend,
+            cfg,
+            &train,
+            &val,
+            &test,
+            &a.out,
+            comm,
         )?
     };
     if lead {

@@ -56,6 +56,12 @@ pub struct TrainConfig {
     /// How images become input spikes (default: time-to-first-spike of every pixel).
     #[serde(skip_serializing_if = "is_latency")]
     pub encoding: Encoding,
+    /// Early stopping: end with the weights of the epoch whose evaluation was best (highest
+    /// accuracy; ties: lower loss, then the earlier epoch) instead of the last epoch's
+    /// ([`Trainer::record`], [`Trainer::restore_best`]). The set evaluated every epoch must
+    /// then be a validation set: selecting on the test set would overstate its accuracy.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub keep_best: bool,
 }
 
 fn is_latency(e: &Encoding) -> bool {
@@ -78,6 +84,7 @@ impl Default for TrainConfig {
             augment: true,
             seed: 1,
             encoding: Encoding::Latency,
+            keep_best: false,
         }
     }
 }
@@ -592,6 +599,9 @@ pub struct Trainer {
     pub epoch: usize,
     /// History.
     pub history: Vec<EpochRecord>,
+    /// With `cfg.keep_best`: the checkpoint of the epoch whose evaluation was best so far
+    /// ([`Trainer::record`]); `None` before the first evaluated epoch or without `keep_best`.
+    pub best: Option<Checkpoint>,
     /// Largest weight magnitude (the chip's range in emulated mode).
     pub weight_limit: f32,
     /// Where the optimiser stages new weights for the programs (made at the first step).
@@ -645,6 +655,7 @@ impl Trainer {
             cfg,
             epoch: 0,
             history: Vec::new(),
+            best: None,
             weight_limit,
             stage: None,
             device: None,
@@ -1239,6 +1250,61 @@ impl Trainer {
         Ok(total)
     }
 
+    /// Append the record of the epoch just trained (`rec.test_*` its evaluation) to the
+    /// history; with `cfg.keep_best`, the current state becomes [`Trainer::best`] when its
+    /// evaluation is better than the best so far: a higher accuracy, or the same accuracy at a
+    /// lower loss (a tie on both keeps the earlier epoch, so the choice is deterministic).
+    pub fn record(&mut self, rec: EpochRecord) {
+        let score = evaluation(&rec);
+        self.history.push(rec);
+        if !self.cfg.keep_best {
+            return;
+        }
+        let Some((acc, loss)) = score else {
+            return;
+        };
+        let better = match self
+            .best
+            .as_ref()
+            .and_then(|b| evaluation(b.history.last()?))
+        {
+            None => true,
+            Some((best_acc, best_loss)) => acc > best_acc || (acc == best_acc && loss < best_loss),
+        };
+        if better {
+            self.best = Some(self.checkpoint());
+        }
+    }
+
+    /// The epoch whose weights training ends with: with `cfg.keep_best` the best evaluated
+    /// epoch ([`Trainer::record`]), else the last one (0 before any).
+    pub fn selected_epoch(&self) -> usize {
+        match (&self.best, self.cfg.keep_best) {
+            (Some(b), true) => b.epoch,
+            _ => self.history.last().map_or(self.epoch, |r| r.epoch),
+        }
+    }
+
+    /// Put the weights of [`Trainer::best`] into the network and its programs, for evaluating
+    /// them; returns its epoch (`None`, and nothing changes, without one). The optimiser
+    /// state, epoch count and history stay those of the last epoch: a checkpoint saved after
+    /// this is not one to resume from.
+    pub fn restore_best<B: Backend + ?Sized>(&mut self, backend: &B) -> Result<Option<usize>> {
+        // A training on the device holds the newest weights there: bring them back first, so
+        // that the device state is rebuilt from the host's (restored) weights.
+        self.sync(backend)?;
+        self.device = None;
+        let Some(best) = &self.best else {
+            return Ok(None);
+        };
+        for (p, w) in self.exec.network.projections.iter_mut().zip(&best.weights) {
+            p.weights.clone_from(w);
+        }
+        let epoch = best.epoch;
+        self.exec.update_weights()?;
+        Ok(Some(epoch))
+    }
+
     /// The checkpoint of the current state.
     pub fn checkpoint(&self) -> Checkpoint {
         Checkpoint {
@@ -1355,6 +1421,12 @@ impl Trainer {
         self.history = ck.history;
         Ok(said)
     }
+}
+
+/// The evaluation (accuracy, loss) of an epoch's record, where it has one (a missing loss
+/// counts as infinite).
+fn evaluation(r: &EpochRecord) -> Option<(f64, f64)> {
+    Some((r.test_accuracy?, r.test_loss.unwrap_or(f64::INFINITY)))
 }
 
 /// A mode as people say it.
