@@ -57,6 +57,9 @@ struct Args {
     /// Learning rate factor per epoch.
     #[arg(long, default_value_t = 0.97)]
     lr_decay: f32,
+    /// Epochs over which the learning rate rises linearly to --lr (0: none).
+    #[arg(long, default_value_t = 0)]
+    lr_warmup: usize,
     /// End every training with the weights of its last epoch instead of those of the epoch
     /// with the best validation accuracy.
     #[arg(long)]
@@ -158,6 +161,7 @@ fn run(a: Args, comm: &dyn Communicator) -> neuropart::Result<()> {
         batch: a.batch,
         lr: a.lr,
         lr_decay: a.lr_decay,
+        lr_warmup: a.lr_warmup,
         keep_best: !a.last_epoch,
         augment: false,
         // count⁴ of the MNIST set-up is far too strong for a convolutional layer that spikes

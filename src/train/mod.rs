@@ -37,6 +37,12 @@ pub struct TrainConfig {
     pub lr: f32,
     /// Learning rate factor per epoch.
     pub lr_decay: f32,
+    /// Warm-up: over the first this many epochs the learning rate rises linearly, epoch `e`
+    /// (1-based) getting `e / lr_warmup` of the decayed rate (0: none). A network whose
+    /// initial scores are far off takes its largest gradient steps at the start; smaller ones
+    /// there keep them from silencing a layer for good.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub lr_warmup: usize,
     /// Readout score = this × max over time of the readout membrane.
     pub readout_scale: f32,
     /// SuperSpike steepness α: ∂s/∂v = 1/(α|v − ϑ| + 1)².
@@ -64,6 +70,10 @@ pub struct TrainConfig {
     pub keep_best: bool,
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 fn is_latency(e: &Encoding) -> bool {
     *e == Encoding::Latency
 }
@@ -75,6 +85,7 @@ impl Default for TrainConfig {
             batch: 100,
             lr: 0.002,
             lr_decay: 0.97,
+            lr_warmup: 0,
             readout_scale: 3.0,
             surrogate_alpha: 50.0,
             reg_readout: 1.6e-4,
@@ -90,6 +101,17 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The learning rate of epoch `epoch` (0-based): `lr` decayed by `lr_decay` per epoch,
+    /// times the warm-up's factor.
+    pub fn lr_at(&self, epoch: usize) -> f32 {
+        let warm = if epoch < self.lr_warmup {
+            (epoch + 1) as f32 / self.lr_warmup as f32
+        } else {
+            1.0
+        };
+        self.lr * self.lr_decay.powi(epoch as i32) * warm
+    }
+
     /// Check every value: an error names the option and what it must be.
     pub fn validate(&self) -> Result<()> {
         if self.epochs == 0 {
@@ -917,7 +939,7 @@ impl Trainer {
         host: std::time::Duration,
     ) -> Result<(BatchStats, StepTimings)> {
         use std::time::Instant;
-        let lr = self.cfg.lr * self.cfg.lr_decay.powi(self.epoch as i32);
+        let lr = self.cfg.lr_at(self.epoch);
         let noise = self.noise_seed(bi);
         let mut timings = StepTimings {
             host,
@@ -1019,7 +1041,7 @@ impl Trainer {
         host: std::time::Duration,
     ) -> Result<(BatchStats, StepTimings)> {
         use std::time::Instant;
-        let lr = self.cfg.lr * self.cfg.lr_decay.powi(self.epoch as i32);
+        let lr = self.cfg.lr_at(self.epoch);
         let noise = self.noise_seed(bi);
         let lam = self.cfg.reg_spikes * self.cfg.reg_spikes_decay.powi(self.epoch as i32);
         let mut timings = StepTimings {
@@ -1435,5 +1457,29 @@ fn mode_name(m: crate::model::analog::Mode) -> &'static str {
         crate::model::analog::Mode::Ideal => "ideal",
         crate::model::analog::Mode::Emulated => "emulated",
         crate::model::analog::Mode::Mixed => "mixed (first layer emulated)",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrainConfig;
+
+    #[test]
+    fn the_learning_rate_warms_up_then_decays() {
+        let cfg = TrainConfig {
+            lr: 0.008,
+            lr_decay: 0.5,
+            lr_warmup: 4,
+            ..Default::default()
+        };
+        let lrs: Vec<f32> = (0..6).map(|e| cfg.lr_at(e)).collect();
+        // Epoch e (0-based) of the warm-up: (e + 1) / 4 of 0.008 * 0.5^e.
+        let expect = [0.002, 0.002, 0.0015, 0.001, 0.0005, 0.00025];
+        for (a, b) in lrs.iter().zip(expect) {
+            assert!((a - b).abs() < 1e-9, "{lrs:?}");
+        }
+        let plain = TrainConfig::default();
+        assert_eq!(plain.lr_at(0), plain.lr);
+        assert!((plain.lr_at(2) - plain.lr * 0.97 * 0.97).abs() < 1e-9);
     }
 }
