@@ -72,9 +72,18 @@ struct Args {
     /// with the best validation accuracy.
     #[arg(long)]
     last_epoch: bool,
-    /// Seed of the initial weights, the shuffling and the noise.
+    /// Seed of the shuffling and the noise (and, with --init-per-seed, of the initial weights).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Seed of the initial weights, the same for every training seed (default: the network
+    /// file's, 2): the seeds then differ in shuffling and noise, and the modes of one seed
+    /// start alike.
+    #[arg(long, conflicts_with = "init_per_seed")]
+    init_seed: Option<u64>,
+    /// Let every training seed draw its own initial weights (some draws leave the network
+    /// almost silent at the start: see the README).
+    #[arg(long)]
+    init_per_seed: bool,
     /// Seed of the train / validation / test split (and of the synthetic set), the same for
     /// every training seed.
     #[arg(long, default_value_t = 1)]
@@ -147,8 +156,7 @@ fn run(a: Args, comm: &dyn Communicator) -> neuropart::Result<()> {
         Format::Toml,
         std::path::Path::new("examples/networks/eurosat-substrate.toml"),
     )?;
-    // The training seed draws the initial weights too (the network file's seed is replaced),
-    // so that seeds are independent trainings.
+    // The initial weights: the network file's, another fixed seed's, or each training seed's.
     let net = |seed: u64| -> neuropart::Result<Network> {
         let mut net = Network::from_str(
             NETWORK,
@@ -156,11 +164,18 @@ fn run(a: Args, comm: &dyn Communicator) -> neuropart::Result<()> {
             std::path::Path::new("examples/networks/eurosat.toml"),
             &sub,
         )?;
-        net.seed = seed;
-        for p in &mut net.projections {
-            p.weights.clear();
+        let init = if a.init_per_seed {
+            Some(seed)
+        } else {
+            a.init_seed
+        };
+        if let Some(init) = init {
+            net.seed = init;
+            for p in &mut net.projections {
+                p.weights.clear();
+            }
+            net.materialise_weights()?;
         }
-        net.materialise_weights()?;
         Ok(net)
     };
     let backend = open_backend_in(a.device, comm)?;

@@ -611,17 +611,17 @@ pub fn compare_modes_over_seeds(
             .collect::<Vec<_>>(),
     );
     for (name, per_seed) in &runs {
-        let epochs: Vec<String> = per_seed.iter().map(|r| r.3.to_string()).collect();
+        let each: Vec<String> = per_seed
+            .iter()
+            .map(|(seed, _, acc, epoch)| {
+                format!("seed {seed} {:.2} % (epoch {epoch})", 100.0 * acc)
+            })
+            .collect();
         let _ = writeln!(
             table,
-            "{name}: weights of epoch {} of {} (seeds {})",
-            epochs.join(", "),
+            "{name}: test accuracy per seed, with the weights of the epoch (of {}) kept: {}",
             cfg.epochs,
-            seeds
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
+            each.join(", ")
         );
     }
     if comm.rank() == 0 {
