@@ -45,6 +45,20 @@ struct Args {
     /// Continue from OUT/checkpoint.json up to --epochs.
     #[arg(long)]
     resume: bool,
+    /// Compare modes (e.g. ideal,emulated,mixed) instead of training the one --mode: every mode
+    /// is trained once per seed into OUT/seed-S/MODE, on the training images less the last
+    /// --val-samples, which validate every epoch; each training keeps its best-validation
+    /// epoch's weights, whose test accuracy is reported per mode over the seeds (mean,
+    /// standard deviation, minimum, maximum, and whether the modes differ beyond that spread),
+    /// with OUT/fig4-seeds.csv and OUT/fig4-seeds.png.
+    #[arg(long, value_enum, value_delimiter = ',', conflicts_with = "resume")]
+    modes: Vec<Mode>,
+    /// With --modes (or alone, for --mode): train seeds --seed ... --seed + K - 1.
+    #[arg(long, default_value_t = 1, conflicts_with = "resume")]
+    seeds: u64,
+    /// With --modes or --seeds: training images held out to validate every epoch.
+    #[arg(long, default_value_t = 5000)]
+    val_samples: usize,
 }
 
 fn main() {
@@ -86,6 +100,9 @@ fn run(a: Args, comm: &dyn Communicator) -> neuropart::Result<()> {
         ..Default::default()
     };
     let sub = neuropart::Substrate::bss2();
+    if !a.modes.is_empty() || a.seeds > 1 {
+        return compare(a, cfg, train, test, &sub, comm);
+    }
     let mut net = neuropart::mnist_network(a.seed);
     if train.classes > 10 {
         return Err(neuropart::Error::input(
@@ -106,4 +123,67 @@ fn run(a: Args, comm: &dyn Communicator) -> neuropart::Result<()> {
         comm,
     )
     .map(|_| ())
+}
+
+/// `--modes` / `--seeds`: every mode once per seed, validated on held-out training images,
+/// each keeping its best-validation epoch; prints the table over the seeds.
+fn compare(
+    a: Args,
+    cfg: TrainConfig,
+    train: neuropart::data::Dataset,
+    test: neuropart::data::Dataset,
+    sub: &neuropart::Substrate,
+    comm: &dyn Communicator,
+) -> neuropart::Result<()> {
+    if a.val_samples == 0 || a.val_samples >= train.len() {
+        return Err(neuropart::Error::option(
+            "--val-samples",
+            a.val_samples,
+            format!(
+                "between 1 and {} (fewer than the training images)",
+                train.len().saturating_sub(1)
+            ),
+        ));
+    }
+    let cut = train.len() - a.val_samples;
+    let val = train.select(&(cut..train.len()).collect::<Vec<_>>());
+    let train = train.take(cut);
+    let modes = if a.modes.is_empty() {
+        vec![a.mode]
+    } else {
+        a.modes.clone()
+    };
+    let seeds: Vec<u64> = (a.seed..a.seed + a.seeds).collect();
+    let net = |seed: u64| {
+        neuropart::mnist_network(seed)
+            .with_steps(a.steps)
+            .build(sub)
+    };
+    let table = neuropart::experiment::compare_modes_over_seeds(
+        &net,
+        &Setup::new(a.steps, Mode::Ideal),
+        &modes,
+        &*open_backend_in(a.device, comm)?,
+        TrainConfig {
+            keep_best: true,
+            ..cfg
+        },
+        &seeds,
+        &train,
+        &val,
+        &test,
+        &a.out,
+        comm,
+    )?;
+    if comm.rank() == 0 {
+        println!(
+            "{} training, {} validation, {} test images; {} epochs per training",
+            train.len(),
+            val.len(),
+            test.len(),
+            a.epochs
+        );
+        print!("{table}");
+    }
+    Ok(())
 }

@@ -74,7 +74,11 @@ impl Setup {
 /// (checked to be writable first): the checkpoint after every epoch (atomically; a diverged
 /// run stops before overwriting the last good one), the CSV and PNG of the curves, and a PNG of
 /// one test sample. Warnings (silent populations) go to stderr. With `resume`, continues from
-/// `out/checkpoint.json` up to `cfg.epochs`. Returns the trainer (final weights and history).
+/// `out/checkpoint.json` up to `cfg.epochs`. With `cfg.keep_best` (`test` is then a
+/// validation set), `out/best.json` is the checkpoint of the best epoch so far and the
+/// trainer returned holds its weights ([`Trainer::restore_best`]); else the last epoch's.
+/// `curves.csv` marks the epoch whose weights it ends with. Returns the trainer (history
+/// included).
 #[allow(clippy::too_many_arguments)]
 pub fn train_and_report(
     net: crate::model::network::Network,
@@ -170,11 +174,15 @@ pub fn train_and_report(
         }
     }
     let ck = out.join("checkpoint.json");
+    let best_ck = out.join("best.json");
     if resume {
         for line in trainer.resume(&ck)? {
             if lead {
                 eprintln!("{line}");
             }
+        }
+        if trainer.cfg.keep_best {
+            trainer.best = resumed_best(&trainer, &best_ck)?;
         }
     }
     let style =
@@ -226,7 +234,7 @@ pub fn train_and_report(
             seconds,
             samples_per_s: st.samples as f64 / seconds,
         };
-        trainer.history.push(rec.clone());
+        trainer.record(rec.clone());
         if !lead {
             continue;
         }
@@ -240,8 +248,28 @@ pub fn train_and_report(
             rec.samples_per_s
         );
         trainer.save(&ck)?;
-        write_csv(&trainer.history, &out.join("curves.csv"))?;
+        if let Some(b) = trainer.best.as_ref().filter(|b| b.epoch == e) {
+            let text = serde_json::to_string(b).expect("checkpoint serialises");
+            crate::files::write_atomic(&best_ck, text.as_bytes())?;
+        }
+        write_csv(
+            &trainer.history,
+            trainer.selected_epoch(),
+            &out.join("curves.csv"),
+        )?;
         crate::io::plot::curves(&[("", &trainer.history)], "test", &out.join("curves.png"))?;
+    }
+    let last = trainer.history.last().and_then(|r| r.test_accuracy);
+    if let Some(e) = trainer.restore_best(backend)? {
+        if lead && e != trainer.epoch {
+            eprintln!(
+                "keeping the weights of epoch {e} (best validation accuracy {:.2}%; the last \
+                 epoch's was {:.2}%), saved in {}",
+                100.0 * trainer.history[e - 1].test_accuracy.unwrap_or(f64::NAN),
+                100.0 * last.unwrap_or(f64::NAN),
+                best_ck.display()
+            );
+        }
     }
     // Spread by chips, every process takes part in the sample's run.
     if (lead || trainer.exec.share().is_some()) && !test.is_empty() {
@@ -250,30 +278,59 @@ pub fn train_and_report(
     Ok(trainer)
 }
 
-/// Write the history as CSV, atomically.
-pub fn write_csv(history: &[EpochRecord], path: &Path) -> Result<()> {
+/// The best epoch's checkpoint a resumed training with `keep_best` compares its next epochs
+/// with: `path` (which [`train_and_report`] rewrites whenever the best epoch changes), if it
+/// is one of this training's epochs; else none (its weights are gone).
+fn resumed_best(trainer: &Trainer, path: &Path) -> Result<Option<crate::train::Checkpoint>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let b = crate::train::Checkpoint::load(path)?;
+    b.check_weights(&trainer.exec.network)
+        .map_err(|problem| Error::Checkpoint {
+            path: path.to_path_buf(),
+            problem,
+        })?;
+    let same = b.config.seed == trainer.cfg.seed
+        && b.epoch >= 1
+        && b.epoch <= trainer.history.len()
+        && b.history.last() == trainer.history.get(b.epoch - 1);
+    Ok(same.then_some(b))
+}
+
+/// Write the history as CSV, atomically; the column `selected` is 1 on epoch `selected`, the
+/// one whose weights the training ended with ([`Trainer::selected_epoch`]), 0 on the others.
+pub fn write_csv(history: &[EpochRecord], selected: usize, path: &Path) -> Result<()> {
     let mut s = String::from(
-        "epoch,train_loss,train_accuracy,test_loss,test_accuracy,hidden_spikes_per_sample,seconds,samples_per_s\n",
+        "epoch,train_loss,train_accuracy,test_loss,test_accuracy,hidden_spikes_per_sample,seconds,samples_per_s,selected\n",
     );
     for r in history {
         let _ = writeln!(
             s,
-            "{},{:.3},{:.2},{:.1}",
+            "{},{:.3},{:.2},{:.1},{}",
             epoch_fields(r),
             r.hidden_spikes,
             r.seconds,
-            r.samples_per_s
+            r.samples_per_s,
+            u8::from(r.epoch == selected)
         );
     }
     crate::files::write_atomic(path, s.as_bytes())
 }
 
-/// Trainings of several seeds: one row per seed and epoch, atomically.
-pub fn write_seeds_csv(runs: &[(u64, Vec<EpochRecord>)], path: &Path) -> Result<()> {
-    let mut s = String::from("seed,epoch,train_loss,train_accuracy,test_loss,test_accuracy\n");
-    for (seed, history) in runs {
+/// Trainings of several seeds (seed, history, the epoch whose weights it ended with): one row
+/// per seed and epoch, the column `selected` 1 on that epoch, atomically.
+pub fn write_seeds_csv(runs: &[(u64, Vec<EpochRecord>, usize)], path: &Path) -> Result<()> {
+    let mut s =
+        String::from("seed,epoch,train_loss,train_accuracy,test_loss,test_accuracy,selected\n");
+    for (seed, history, selected) in runs {
         for r in history {
-            let _ = writeln!(s, "{seed},{}", epoch_fields(r));
+            let _ = writeln!(
+                s,
+                "{seed},{},{}",
+                epoch_fields(r),
+                u8::from(r.epoch == *selected)
+            );
         }
     }
     crate::files::write_atomic(path, s.as_bytes())
@@ -293,15 +350,11 @@ pub fn spread(values: &[f64]) -> (f64, f64, f64, f64) {
     (mean, sd, min, max)
 }
 
-/// The final test accuracy of every seed's training, and over seeds its mean, standard
-/// deviation, minimum and maximum, as lines for people.
-pub fn seeds_summary(runs: &[(u64, Vec<EpochRecord>)]) -> String {
-    let finals: Vec<(u64, f64)> = runs
-        .iter()
-        .filter_map(|(s, h)| Some((*s, h.last()?.test_accuracy?)))
-        .collect();
+/// The test accuracy of every seed's training (seed, accuracy as a fraction), and over seeds
+/// its mean, standard deviation, minimum and maximum, as lines for people.
+pub fn seeds_summary(finals: &[(u64, f64)]) -> String {
     let mut out = String::new();
-    for (s, a) in &finals {
+    for (s, a) in finals {
         let _ = writeln!(out, "seed {s}: test accuracy {:.2}%", 100.0 * a);
     }
     if finals.is_empty() {
@@ -491,28 +544,41 @@ pub fn compare_modes(
             name,
             t.history.clone(),
             st.correct as f64 / st.samples.max(1) as f64,
+            t.selected_epoch(),
         ));
     }
     let series: Vec<(&str, &[EpochRecord])> =
-        runs.iter().map(|(n, h, _)| (n.as_str(), &h[..])).collect();
+        runs.iter().map(|(n, h, ..)| (n.as_str(), &h[..])).collect();
     if comm.leads() {
         crate::io::plot::curves(&series, "validation", &out.join("fig4.png"))?;
     }
-    let mut csv = String::from("mode,epoch,train_loss,train_accuracy,val_loss,val_accuracy\n");
+    let mut csv =
+        String::from("mode,epoch,train_loss,train_accuracy,val_loss,val_accuracy,selected\n");
     let mut summary = String::new();
-    for (name, h, acc) in &runs {
+    for (name, h, acc, selected) in &runs {
         for r in h {
-            let _ = writeln!(csv, "{name},{}", epoch_fields(r));
+            let _ = writeln!(
+                csv,
+                "{name},{},{}",
+                epoch_fields(r),
+                u8::from(r.epoch == *selected)
+            );
         }
-        let last = h.last().cloned().unwrap_or_default();
+        let sel = h
+            .iter()
+            .find(|r| r.epoch == *selected)
+            .cloned()
+            .unwrap_or_default();
         let _ = writeln!(
             summary,
-            "{name:>9}: test accuracy {:.2}% (validation {:.2}%, train {:.2}%) after {} epochs, {:.0} training samples/s",
+            "{name:>9}: test accuracy {:.2}% with the weights of epoch {} of {} (validation \
+             {:.2}%, train {:.2}%), {:.0} training samples/s",
             100.0 * acc,
-            100.0 * last.test_accuracy.unwrap_or(f64::NAN),
-            100.0 * last.train_accuracy,
-            last.epoch,
-            last.samples_per_s
+            sel.epoch,
+            h.len(),
+            100.0 * sel.test_accuracy.unwrap_or(f64::NAN),
+            100.0 * sel.train_accuracy,
+            h.last().map_or(0.0, |r| r.samples_per_s)
         );
     }
     if comm.leads() {
@@ -522,14 +588,15 @@ pub fn compare_modes(
 }
 
 /// [`compare_modes`] over several training seeds: every mode trained once per seed (into
-/// `out/seed-S/MODE`), then per mode the test accuracy's mean, standard deviation, minimum and
+/// `out/seed-S/MODE`), all modes of a seed from the network `net(seed)` (whose initial
+/// weights the seed may draw), then per mode the test accuracy's mean, standard deviation, minimum and
 /// maximum over the seeds, whether each difference between modes exceeds its spread (twice
 /// the standard error of the difference of the means), `out/fig4-seeds.csv` (one row per
 /// seed, mode and epoch) and `out/fig4-seeds.png` (mean validation accuracy per mode with its
 /// min–max band). Returns the table as text.
 #[allow(clippy::too_many_arguments)]
 pub fn compare_modes_over_seeds(
-    net: &crate::model::network::Network,
+    net: &dyn Fn(u64) -> Result<crate::model::network::Network>,
     setup: &Setup,
     modes: &[Mode],
     backend: &dyn Backend,
@@ -541,13 +608,14 @@ pub fn compare_modes_over_seeds(
     out: &Path,
     comm: &dyn crate::dist::comm::Communicator,
 ) -> Result<String> {
-    // Per mode: per seed (seed, history, test accuracy).
-    type PerSeed = Vec<(u64, Vec<EpochRecord>, f64)>;
+    // Per mode: per seed (seed, history, test accuracy, selected epoch).
+    type PerSeed = Vec<(u64, Vec<EpochRecord>, f64, usize)>;
     let mut runs: Vec<(String, PerSeed)> = modes
         .iter()
         .map(|m| (format!("{m:?}").to_lowercase(), Vec::new()))
         .collect();
     for &seed in seeds {
+        let net = net(seed)?;
         for (k, &mode) in modes.iter().enumerate() {
             let dir = out.join(format!("seed-{seed}")).join(&runs[k].0);
             let t = train_and_report(
@@ -569,23 +637,45 @@ pub fn compare_modes_over_seeds(
             )?;
             let st = t.evaluate_in(backend, comm, test, 200)?;
             let acc = st.correct as f64 / st.samples.max(1) as f64;
-            runs[k].1.push((seed, t.history.clone(), acc));
+            runs[k]
+                .1
+                .push((seed, t.history.clone(), acc, t.selected_epoch()));
         }
     }
-    let mut csv = String::from("seed,mode,epoch,train_loss,train_accuracy,val_loss,val_accuracy\n");
+    let mut csv =
+        String::from("seed,mode,epoch,train_loss,train_accuracy,val_loss,val_accuracy,selected\n");
     for (name, per_seed) in &runs {
-        for (seed, h, _) in per_seed {
+        for (seed, h, _, selected) in per_seed {
             for r in h {
-                let _ = writeln!(csv, "{seed},{name},{}", epoch_fields(r));
+                let _ = writeln!(
+                    csv,
+                    "{seed},{name},{},{}",
+                    epoch_fields(r),
+                    u8::from(r.epoch == *selected)
+                );
             }
         }
     }
-    let table = modes_table(
+    let mut table = modes_table(
         &runs
             .iter()
             .map(|(n, s)| (n.clone(), s.iter().map(|r| 100.0 * r.2).collect()))
             .collect::<Vec<_>>(),
     );
+    for (name, per_seed) in &runs {
+        let each: Vec<String> = per_seed
+            .iter()
+            .map(|(seed, _, acc, epoch)| {
+                format!("seed {seed} {:.2} % (epoch {epoch})", 100.0 * acc)
+            })
+            .collect();
+        let _ = writeln!(
+            table,
+            "{name}: test accuracy per seed, with the weights of the epoch (of {}) kept: {}",
+            cfg.epochs,
+            each.join(", ")
+        );
+    }
     if comm.leads() {
         crate::files::write_atomic(&out.join("fig4-seeds.csv"), csv.as_bytes())?;
         let bands: Vec<crate::io::plot::Band> = runs

@@ -506,3 +506,48 @@ fn loops_of_several_populations_train_with_the_backward_pass_on_the_host() {
     let (cpu, gpu_w) = (run(&CpuBackend), run(&gpu));
     assert_eq!(cpu, gpu_w, "the forward pass on the GPU is the CPU's");
 }
+
+/// Early stopping on a training on the device: after the epochs, the kept epoch's weights are
+/// brought back into the host's network and programs (not the device's newer ones), and
+/// training can go on from there on the device.
+#[test]
+fn the_best_epoch_of_a_training_on_the_device_is_restored() {
+    let Some(ctx) = context() else { return };
+    let gpu = GpuBackend::with_context(ctx);
+    let data = images(64, 784, 12);
+    let mut t = trainer(false, Mode::Emulated);
+    t.cfg.keep_best = true;
+    t.cfg.batch = 16;
+    // A hand-made validation curve whose best epoch (2) is not the last (3).
+    for acc in [0.2, 0.5, 0.3] {
+        t.train_epoch(&gpu, &data, |_, _, _| {}).unwrap();
+        t.record(neuropart::EpochRecord {
+            epoch: t.epoch,
+            test_accuracy: Some(acc),
+            test_loss: Some(1.0),
+            ..Default::default()
+        });
+    }
+    let best = t.best.clone().unwrap();
+    assert_eq!(best.epoch, 2);
+    assert_ne!(
+        best.weights,
+        t.exec.network.weights(),
+        "epoch 3 moved the weights"
+    );
+    assert_eq!(t.restore_best(&gpu).unwrap(), Some(2));
+    assert_eq!(t.exec.network.weights(), best.weights);
+    // Evaluated on the device, they give what the same weights give on the CPU.
+    let (on_gpu, on_cpu) = (
+        t.evaluate(&gpu, &data, 32).unwrap(),
+        t.evaluate(&CpuBackend, &data, 32).unwrap(),
+    );
+    assert_eq!(on_gpu.samples, on_cpu.samples);
+    assert!(
+        on_gpu.correct.abs_diff(on_cpu.correct) <= 1,
+        "{on_gpu:?} vs {on_cpu:?}"
+    );
+    // Training goes on from the restored weights.
+    t.train_epoch(&gpu, &data, |_, _, _| {}).unwrap();
+    assert_ne!(t.exec.network.weights(), best.weights);
+}

@@ -865,6 +865,24 @@ fn several_seeds_train_apart_and_their_spread_is_reported() {
         100.0 * six[5].parse::<f64>().unwrap()
     );
     assert!(stdout.contains(&expect), "{expect} in {stdout}");
+    // Early stopping on held-out training images: the best-validation epoch is kept (its
+    // checkpoint in best.json), its test accuracy reported, and curves.csv marks it.
+    let held = dir.join("held-out");
+    let (ok, stdout, err) = run(&["--seed", "6", "--val-samples", "20"], &held);
+    assert!(ok, "{err}");
+    let best = neuropart::Checkpoint::load(&held.join("best.json")).unwrap();
+    assert!(
+        stdout.contains(&format!("weights of epoch {} of 2", best.epoch)),
+        "{stdout}"
+    );
+    let curves = std::fs::read_to_string(held.join("curves.csv")).unwrap();
+    let selected: Vec<&str> = curves
+        .lines()
+        .skip(1)
+        .filter(|l| l.ends_with(",1"))
+        .collect();
+    assert_eq!(selected.len(), 1, "{curves}");
+    assert!(selected[0].starts_with(&format!("{},", best.epoch)));
     // An earlier seed's checkpoint is not overwritten without --force.
     let (ok, _, err) = run(&["--seeds", "2", "--seed", "6"], &out);
     assert!(

@@ -7,7 +7,7 @@ use common::in_processes;
 use neuropart::data::Dataset;
 use neuropart::prelude::*;
 use neuropart::Rng;
-use neuropart::{gradients, Topology, TrainConfig, Trainer};
+use neuropart::{gradients, EpochRecord, Topology, TrainConfig, Trainer};
 use neuropart::{AnalogConfig, Mode};
 use neuropart::{NetworkBuilder, WeightInit};
 use neuropart::{NeuronParams, Update};
@@ -737,4 +737,186 @@ fn gradients_from_given_upstream_equal_the_trainers_bit_for_bit() {
     let (_, got) = neuropart::gradients_from(net, &topo, &out, given, &cfg, epoch);
     assert!(want.iter().all(|g| g.iter().any(|&x| x != 0.0)));
     assert_eq!(got, want);
+}
+
+/// A trainer of `small_net(seed, Some(16))` in `mode` that keeps (or not) its best epoch.
+fn keeping_trainer(seed: u64, mode: Mode, keep_best: bool) -> Trainer {
+    let sub = Substrate::bss2();
+    let net = small_net(seed, Some(16)).build(&sub).unwrap();
+    let exec = Executor::emulated(
+        net,
+        &sub,
+        1,
+        &PartitionOptions::default(),
+        AnalogConfig::default(),
+        mode,
+    )
+    .unwrap();
+    Trainer::new(
+        exec,
+        TrainConfig {
+            keep_best,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_best_validation_epoch_is_kept_not_the_last() {
+    // A hand-made validation curve: the best accuracy (0.8) first at epoch 2, again at epoch 4
+    // with a higher loss, again at epoch 5 with the same loss (a tie keeps the earlier).
+    let curve = [
+        (0.5, 1.0),
+        (0.8, 0.6),
+        (0.7, 0.5),
+        (0.8, 0.7),
+        (0.8, 0.6),
+        (0.6, 0.9),
+    ];
+    let run = |keep_best: bool| {
+        let mut t = keeping_trainer(3, Mode::Emulated, keep_best);
+        let mut weights = Vec::new();
+        for (k, &(acc, loss)) in curve.iter().enumerate() {
+            // Stands in for an epoch's training: other weights every epoch.
+            for p in &mut t.exec.network.projections {
+                for w in &mut p.weights {
+                    *w += 0.01 * (k as f32 + 1.0);
+                }
+            }
+            t.exec.update_weights().unwrap();
+            t.epoch += 1;
+            weights.push(t.exec.network.weights());
+            t.record(EpochRecord {
+                epoch: k + 1,
+                test_accuracy: Some(acc),
+                test_loss: Some(loss),
+                ..Default::default()
+            });
+        }
+        (t, weights)
+    };
+    let (mut t, weights) = run(true);
+    assert_eq!(t.selected_epoch(), 2);
+    let best = t.best.clone().unwrap();
+    assert_eq!((best.epoch, best.history.len()), (2, 2));
+    assert_eq!(best.weights, weights[1]);
+    assert_eq!(t.history.len(), 6, "the history stays whole");
+    assert_eq!(t.restore_best(&CpuBackend).unwrap(), Some(2));
+    assert_eq!(t.exec.network.weights(), weights[1]);
+    // The compiled programs run the restored weights: the same evaluation as a trainer built
+    // with epoch 2's weights.
+    let data = synthetic(60, 8);
+    let mut fresh = keeping_trainer(3, Mode::Emulated, true);
+    for (p, w) in fresh.exec.network.projections.iter_mut().zip(&weights[1]) {
+        p.weights.clone_from(w);
+    }
+    fresh.exec.update_weights().unwrap();
+    assert_eq!(
+        t.evaluate(&CpuBackend, &data, 30).unwrap(),
+        fresh.evaluate(&CpuBackend, &data, 30).unwrap()
+    );
+    // Without keep_best: the last epoch, nothing to restore.
+    let (mut t, weights) = run(false);
+    assert_eq!((t.selected_epoch(), t.best.is_none()), (6, true));
+    assert_eq!(t.restore_best(&CpuBackend).unwrap(), None);
+    assert_eq!(t.exec.network.weights(), weights[5]);
+}
+
+#[test]
+fn seeds_keep_their_best_epoch_and_their_spread_is_that_of_their_test_accuracies() {
+    use neuropart::experiment::{compare_modes_over_seeds, spread, Setup};
+    let dir = std::env::temp_dir().join(format!("np-best-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (train, val, test) = (synthetic(160, 21), synthetic(60, 22), synthetic(60, 23));
+    let sub = Substrate::bss2();
+    let net = |seed: u64| small_net(seed, Some(16)).build(&sub);
+    let cfg = TrainConfig {
+        epochs: 4,
+        batch: 20,
+        lr: 0.01,
+        augment: false,
+        keep_best: true,
+        ..Default::default()
+    };
+    let run = |seeds: &[u64], out: &std::path::Path| {
+        compare_modes_over_seeds(
+            &net,
+            &Setup::new(20, Mode::Emulated),
+            &[Mode::Emulated],
+            &CpuBackend,
+            cfg.clone(),
+            seeds,
+            &train,
+            &val,
+            &test,
+            out,
+            &neuropart::comm::Single,
+        )
+        .unwrap()
+    };
+    let out = dir.join("three");
+    let table = run(&[5, 6, 7], &out);
+    let csv = std::fs::read_to_string(out.join("fig4-seeds.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 12, "3 seeds x 4 epochs: {csv}");
+    let mut accuracies = Vec::new();
+    let mut histories = Vec::new();
+    for seed in [5u64, 6, 7] {
+        let mine: Vec<&Vec<&str>> = rows.iter().filter(|r| r[0] == seed.to_string()).collect();
+        assert_eq!(mine.len(), 4, "seed {seed}");
+        // The selected epoch is the best on validation (ties: lower loss, then earlier).
+        let val_of = |r: &Vec<&str>| (r[6].parse::<f64>().unwrap(), r[5].parse::<f64>().unwrap());
+        let best = mine
+            .iter()
+            .copied()
+            .reduce(|a, b| {
+                let ((aa, al), (ba, bl)) = (val_of(a), val_of(b));
+                if ba > aa || (ba == aa && bl < al) {
+                    b
+                } else {
+                    a
+                }
+            })
+            .unwrap();
+        let selected: Vec<&&Vec<&str>> = mine.iter().filter(|r| r[7] == "1").collect();
+        assert_eq!(selected.len(), 1, "one selected epoch for seed {seed}");
+        assert_eq!(selected[0][2], best[2], "seed {seed}");
+        // best.json holds that epoch's weights: evaluated on the test set, they give the
+        // accuracy the table summarises.
+        let ck = neuropart::Checkpoint::load(&out.join(format!("seed-{seed}/emulated/best.json")))
+            .unwrap();
+        assert_eq!(ck.epoch.to_string(), best[2]);
+        let mut n = net(seed).unwrap();
+        ck.apply_weights(&mut n, std::path::Path::new("best.json"))
+            .unwrap();
+        let t = Trainer::new(
+            Setup::new(20, Mode::Emulated).executor(n).unwrap(),
+            cfg.clone(),
+        )
+        .unwrap();
+        accuracies.push(100.0 * t.evaluate(&CpuBackend, &test, 200).unwrap().accuracy());
+        histories.push(mine.iter().map(|r| r[2..].join(",")).collect::<Vec<_>>());
+    }
+    assert!(
+        histories[0] != histories[1] && histories[1] != histories[2],
+        "three distinct trainings"
+    );
+    let (mean, sd, min, max) = spread(&accuracies);
+    let line = format!("| emulated | 3 | {mean:.2} % | {sd:.2} | {min:.2} % | {max:.2} % |");
+    assert!(table.contains(&line), "{line} in {table}");
+    // Deterministic per seed: seed 6 trained alone gives the same curve and the same table.
+    let alone = dir.join("alone");
+    let table6 = run(&[6], &alone);
+    let csv6 = std::fs::read_to_string(alone.join("fig4-seeds.csv")).unwrap();
+    let rows6: Vec<&str> = csv6.lines().skip(1).collect();
+    let among: Vec<&str> = csv.lines().filter(|l| l.starts_with("6,")).collect();
+    assert_eq!(rows6, among);
+    let one = format!("| emulated | 1 | {:.2} % |", accuracies[1]);
+    assert!(table6.contains(&one), "{one} in {table6}");
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -37,6 +37,12 @@ pub struct TrainConfig {
     pub lr: f32,
     /// Learning rate factor per epoch.
     pub lr_decay: f32,
+    /// Warm-up: over the first this many epochs the learning rate rises linearly, epoch `e`
+    /// (1-based) getting `e / lr_warmup` of the decayed rate (0: none). A network whose
+    /// initial scores are far off takes its largest gradient steps at the start; smaller ones
+    /// there keep them from silencing a layer for good.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub lr_warmup: usize,
     /// Readout score = this × max over time of the readout membrane.
     pub readout_scale: f32,
     /// SuperSpike steepness α: ∂s/∂v = 1/(α|v − ϑ| + 1)².
@@ -56,6 +62,16 @@ pub struct TrainConfig {
     /// How images become input spikes (default: time-to-first-spike of every pixel).
     #[serde(skip_serializing_if = "is_latency")]
     pub encoding: Encoding,
+    /// Early stopping: end with the weights of the epoch whose evaluation was best (highest
+    /// accuracy; ties: lower loss, then the earlier epoch) instead of the last epoch's
+    /// ([`Trainer::record`], [`Trainer::restore_best`]). The set evaluated every epoch must
+    /// then be a validation set: selecting on the test set would overstate its accuracy.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub keep_best: bool,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn is_latency(e: &Encoding) -> bool {
@@ -69,6 +85,7 @@ impl Default for TrainConfig {
             batch: 100,
             lr: 0.002,
             lr_decay: 0.97,
+            lr_warmup: 0,
             readout_scale: 3.0,
             surrogate_alpha: 50.0,
             reg_readout: 1.6e-4,
@@ -78,11 +95,23 @@ impl Default for TrainConfig {
             augment: true,
             seed: 1,
             encoding: Encoding::Latency,
+            keep_best: false,
         }
     }
 }
 
 impl TrainConfig {
+    /// The learning rate of epoch `epoch` (0-based): `lr` decayed by `lr_decay` per epoch,
+    /// times the warm-up's factor.
+    pub fn lr_at(&self, epoch: usize) -> f32 {
+        let warm = if epoch < self.lr_warmup {
+            (epoch + 1) as f32 / self.lr_warmup as f32
+        } else {
+            1.0
+        };
+        self.lr * self.lr_decay.powi(epoch as i32) * warm
+    }
+
     /// Check every value: an error names the option and what it must be.
     pub fn validate(&self) -> Result<()> {
         if self.epochs == 0 {
@@ -592,6 +621,9 @@ pub struct Trainer {
     pub epoch: usize,
     /// History.
     pub history: Vec<EpochRecord>,
+    /// With `cfg.keep_best`: the checkpoint of the epoch whose evaluation was best so far
+    /// ([`Trainer::record`]); `None` before the first evaluated epoch or without `keep_best`.
+    pub best: Option<Checkpoint>,
     /// Largest weight magnitude (the chip's range in emulated mode).
     pub weight_limit: f32,
     /// Where the optimiser stages new weights for the programs (made at the first step).
@@ -645,6 +677,7 @@ impl Trainer {
             cfg,
             epoch: 0,
             history: Vec::new(),
+            best: None,
             weight_limit,
             stage: None,
             device: None,
@@ -919,7 +952,7 @@ impl Trainer {
         host: std::time::Duration,
     ) -> Result<(BatchStats, StepTimings)> {
         use std::time::Instant;
-        let lr = self.cfg.lr * self.cfg.lr_decay.powi(self.epoch as i32);
+        let lr = self.cfg.lr_at(self.epoch);
         let noise = self.noise_seed(bi);
         let mut timings = StepTimings {
             host,
@@ -1022,7 +1055,7 @@ impl Trainer {
         host: std::time::Duration,
     ) -> Result<(BatchStats, StepTimings)> {
         use std::time::Instant;
-        let lr = self.cfg.lr * self.cfg.lr_decay.powi(self.epoch as i32);
+        let lr = self.cfg.lr_at(self.epoch);
         let noise = self.noise_seed(bi);
         let lam = self.cfg.reg_spikes * self.cfg.reg_spikes_decay.powi(self.epoch as i32);
         let mut timings = StepTimings {
@@ -1257,6 +1290,61 @@ impl Trainer {
         Ok(total)
     }
 
+    /// Append the record of the epoch just trained (`rec.test_*` its evaluation) to the
+    /// history; with `cfg.keep_best`, the current state becomes [`Trainer::best`] when its
+    /// evaluation is better than the best so far: a higher accuracy, or the same accuracy at a
+    /// lower loss (a tie on both keeps the earlier epoch, so the choice is deterministic).
+    pub fn record(&mut self, rec: EpochRecord) {
+        let score = evaluation(&rec);
+        self.history.push(rec);
+        if !self.cfg.keep_best {
+            return;
+        }
+        let Some((acc, loss)) = score else {
+            return;
+        };
+        let better = match self
+            .best
+            .as_ref()
+            .and_then(|b| evaluation(b.history.last()?))
+        {
+            None => true,
+            Some((best_acc, best_loss)) => acc > best_acc || (acc == best_acc && loss < best_loss),
+        };
+        if better {
+            self.best = Some(self.checkpoint());
+        }
+    }
+
+    /// The epoch whose weights training ends with: with `cfg.keep_best` the best evaluated
+    /// epoch ([`Trainer::record`]), else the last one (0 before any).
+    pub fn selected_epoch(&self) -> usize {
+        match (&self.best, self.cfg.keep_best) {
+            (Some(b), true) => b.epoch,
+            _ => self.history.last().map_or(self.epoch, |r| r.epoch),
+        }
+    }
+
+    /// Put the weights of [`Trainer::best`] into the network and its programs, for evaluating
+    /// them; returns its epoch (`None`, and nothing changes, without one). The optimiser
+    /// state, epoch count and history stay those of the last epoch: a checkpoint saved after
+    /// this is not one to resume from.
+    pub fn restore_best<B: Backend + ?Sized>(&mut self, backend: &B) -> Result<Option<usize>> {
+        // A training on the device holds the newest weights there: bring them back first, so
+        // that the device state is rebuilt from the host's (restored) weights.
+        self.sync(backend)?;
+        self.device = None;
+        let Some(best) = &self.best else {
+            return Ok(None);
+        };
+        for (p, w) in self.exec.network.projections.iter_mut().zip(&best.weights) {
+            p.weights.clone_from(w);
+        }
+        let epoch = best.epoch;
+        self.exec.update_weights()?;
+        Ok(Some(epoch))
+    }
+
     /// The checkpoint of the current state.
     pub fn checkpoint(&self) -> Checkpoint {
         Checkpoint {
@@ -1375,11 +1463,41 @@ impl Trainer {
     }
 }
 
+/// The evaluation (accuracy, loss) of an epoch's record, where it has one (a missing loss
+/// counts as infinite).
+fn evaluation(r: &EpochRecord) -> Option<(f64, f64)> {
+    Some((r.test_accuracy?, r.test_loss.unwrap_or(f64::INFINITY)))
+}
+
 /// A mode as people say it.
 fn mode_name(m: crate::model::analog::Mode) -> &'static str {
     match m {
         crate::model::analog::Mode::Ideal => "ideal",
         crate::model::analog::Mode::Emulated => "emulated",
         crate::model::analog::Mode::Mixed => "mixed (first layer emulated)",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrainConfig;
+
+    #[test]
+    fn the_learning_rate_warms_up_then_decays() {
+        let cfg = TrainConfig {
+            lr: 0.008,
+            lr_decay: 0.5,
+            lr_warmup: 4,
+            ..Default::default()
+        };
+        let lrs: Vec<f32> = (0..6).map(|e| cfg.lr_at(e)).collect();
+        // Epoch e (0-based) of the warm-up: (e + 1) / 4 of 0.008 * 0.5^e.
+        let expect = [0.002, 0.002, 0.0015, 0.001, 0.0005, 0.00025];
+        for (a, b) in lrs.iter().zip(expect) {
+            assert!((a - b).abs() < 1e-9, "{lrs:?}");
+        }
+        let plain = TrainConfig::default();
+        assert_eq!(plain.lr_at(0), plain.lr);
+        assert!((plain.lr_at(2) - plain.lr * 0.97 * 0.97).abs() < 1e-9);
     }
 }

@@ -36,6 +36,12 @@ pub(crate) struct Args {
     /// OUT/seeds.csv (one row per seed and epoch).
     #[arg(long, default_value = "1", value_parser = at_least_one)]
     pub(crate) seeds: usize,
+    /// Hold out the last N training images to validate every epoch (early stopping): each
+    /// training ends with the weights of its best-validation epoch (OUT/best.json), whose test
+    /// accuracy is reported. 0: the test set is evaluated every epoch and the last epoch's
+    /// weights are kept.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) val_samples: usize,
 }
 
 pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
@@ -50,6 +56,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         resume,
         force,
         seeds,
+        val_samples,
     } = args;
     let lead = ctx.lead;
     let open_backend = |d| ctx.open_backend(d);
@@ -59,6 +66,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         batch,
         lr,
         seed,
+        keep_best: val_samples > 0,
         ..Default::default()
     };
     cfg.validate()?;
@@ -86,8 +94,26 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     neuropart::io::check_writable(&out)?;
     let sub = target.substrate()?;
     let (net, _) = load_network(&target.network, &sub, data.steps, None)?;
-    let (train, test) = neuropart::comm::first_then_rest(comm, || data.load())?;
+    let (mut train, test) = neuropart::comm::first_then_rest(comm, || data.load())?;
     agree_on_data(comm, &[("training set", &train), ("test set", &test)])?;
+    let val = if val_samples > 0 {
+        if val_samples >= train.len() {
+            return Err(neuropart::Error::option(
+                "--val-samples",
+                val_samples,
+                format!(
+                    "fewer than the {} training images (some must remain to train on)",
+                    train.len()
+                ),
+            ));
+        }
+        let cut = train.len() - val_samples;
+        let val = train.select(&(cut..train.len()).collect::<Vec<_>>());
+        train = train.take(cut);
+        Some(val)
+    } else {
+        None
+    };
     let backend = open_backend(data.device)?;
     let grid = target.grid(comm)?;
     let comm: &dyn neuropart::comm::Communicator = match &grid {
@@ -96,6 +122,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     };
     let setup = target.setup(sub, net.steps, data.mode, comm);
     let mut histories = Vec::new();
+    let mut finals = Vec::new();
     for (s, dir) in &runs {
         let cfg = TrainConfig {
             seed: *s,
@@ -107,34 +134,50 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
             &*backend,
             cfg,
             &train,
-            &test,
+            val.as_ref().unwrap_or(&test),
             dir,
             resume,
             comm,
         )?;
-        if lead {
-            if let Some(r) = t.history.last() {
-                println!(
-                    "final{}: test accuracy {:.2}%, test loss {:.4} ({:?} mode, {} epochs); \
-                     outputs in {}",
-                    if seeds > 1 {
-                        format!(" (seed {s})")
-                    } else {
-                        String::new()
-                    },
-                    100.0 * r.test_accuracy.unwrap_or(f64::NAN),
-                    r.test_loss.unwrap_or(f64::NAN),
-                    data.mode,
-                    r.epoch,
-                    dir.display()
-                );
+        // With a validation set, the test set is evaluated once, with the kept weights.
+        let result = match &val {
+            Some(_) => {
+                let st = t.evaluate_in(&*backend, comm, &test, 500)?;
+                Some((st.accuracy(), st.mean_loss()))
             }
+            None => t
+                .history
+                .last()
+                .and_then(|r| Some((r.test_accuracy?, r.test_loss.unwrap_or(f64::NAN)))),
+        };
+        if let (true, Some((acc, loss))) = (lead, result) {
+            let epochs = t.history.len();
+            let selected = t.selected_epoch();
+            println!(
+                "final{}: test accuracy {:.2}%, test loss {loss:.4} ({:?} mode, {}); outputs in {}",
+                if seeds > 1 {
+                    format!(" (seed {s})")
+                } else {
+                    String::new()
+                },
+                100.0 * acc,
+                data.mode,
+                if val.is_some() {
+                    format!("weights of epoch {selected} of {epochs}, best on validation")
+                } else {
+                    format!("{epochs} epochs")
+                },
+                dir.display()
+            );
         }
-        histories.push((*s, t.history.clone()));
+        if let Some((acc, _)) = result {
+            finals.push((*s, acc));
+        }
+        histories.push((*s, t.history.clone(), t.selected_epoch()));
     }
     if lead && seeds > 1 {
         neuropart::experiment::write_seeds_csv(&histories, &out.join("seeds.csv"))?;
-        print!("{}", neuropart::experiment::seeds_summary(&histories));
+        print!("{}", neuropart::experiment::seeds_summary(&finals));
     }
     Ok(())
 }
