@@ -159,13 +159,15 @@ check "a run in 2 groups of 2 processes" same_file "$out/sys-one.json" "$out/sys
 python3 - "$out/in100.json" <<'PY'
 import json, random, sys
 random.seed(5)
-samples = [sorted({(random.randrange(100), n) for n in range(100) if random.random() < 0.1})
+samples = [sorted({(random.randrange(100), n) for n in range(100) if random.random() < 0.5})
            for _ in range(2)]
 json.dump({"steps": 100, "populations": {"input": [[list(e) for e in s] for s in samples]}},
           open(sys.argv[1], "w"))
 PY
-big=(run examples/networks/recurrent-1024.toml --substrate examples/systems/bss2-4chip.toml
-     --chips 40 --input "$out/in100.json" --max-memory 12M)
+big0=(run examples/networks/recurrent-1024.toml --substrate examples/systems/bss2-4chip.toml
+      --chips 40 --input "$out/in100.json")
+big=("${big0[@]}" --max-memory 12M)
+"$bin" "${big0[@]}" --output "$out/big-one.json" 2>/dev/null
 refused() { # LABEL NEEDLE COMMAND...: must exit non-zero saying NEEDLE
   local label=$1 needle=$2 log=$out/refused.log
   shift 2
@@ -186,7 +188,8 @@ check "weights too large for one process" refused "a network too large for one p
 check "weights too large for two processes" refused "the same network on 2 processes" \
   "would fit" two "${big[@]}" --distribute chips
 four "${big[@]}" --distribute chips --output "$out/big-four.json" 2>/dev/null || true
-check "weights spread over four processes" test -s "$out/big-four.json"
+check "weights spread over four processes" same_file "$out/big-one.json" "$out/big-four.json" \
+  "the 1 024-neuron loop over 32 chips, too large for one process's limit, run by 4 processes"
 
 stops() { # LABEL NEEDLE APP-CONTEXTS...: mpirun with these app contexts must stop with an
   # error (not run to the end, not hang: a time limit) that says NEEDLE
