@@ -1,13 +1,13 @@
 //! Model parallelism: the chips of a system run (and the partitions of every round) spread over
-//! processes, here played by threads ([`ThreadGroup`], the same exchanges as MPI's), must give
+//! processes, here played by threads ([`neuropart::comm::ThreadGroup`], the same exchanges as MPI's), must give
 //! exactly what one process gives — every population's spikes and membranes, the scores, the
 //! links' traffic and drops, and the weights after a training step — for 1, 2 and 4 processes,
 //! while each process holds only its own partitions' synapses.
 
 mod common;
 
-use common::{looped, random_spikes, system, tiny_chip};
-use neuropart::comm::{Communicator, Grid, ThreadGroup};
+use common::{in_processes, looped, random_spikes, system, tiny_chip};
+use neuropart::comm::{Communicator, Grid};
 use neuropart::prelude::*;
 use neuropart::{Execution, Rng, Substrate, TrainConfig, Trainer, WeightInit};
 
@@ -25,36 +25,37 @@ fn spread(
     input: &SpikeTrains,
     seed: u32,
 ) -> Vec<Got> {
-    let group = ThreadGroup::new(ranks);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = group
-            .iter()
-            .map(|comm| {
-                s.spawn(move || {
-                    let mut exec = make();
-                    exec.distribute(comm.size(), comm.rank()).unwrap();
-                    let out = exec
-                        .run_samples_in(
-                            &CpuBackend,
-                            &[(0, input.clone())],
-                            Observe::AllTraces,
-                            seed,
-                            0,
-                            comm,
-                        )
-                        .unwrap();
-                    let synapses = exec.programs.iter().map(|p| p.synapses.len()).sum();
-                    let traffic = out.stats.ranks.clone();
-                    Got {
-                        out,
-                        synapses,
-                        traffic,
-                    }
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    in_processes(ranks, |comm| {
+        let mut exec = make();
+        exec.distribute(comm.size(), comm.rank()).unwrap();
+        let out = exec
+            .run_samples_in(
+                &CpuBackend,
+                &[(0, input.clone())],
+                Observe::AllTraces,
+                seed,
+                0,
+                comm,
+            )
+            .unwrap();
+        let synapses = exec.programs.iter().map(|p| p.synapses.len()).sum();
+        let traffic = out.stats.ranks.clone();
+        Got {
+            out,
+            synapses,
+            traffic,
+        }
     })
+}
+
+/// Every projection's weights.
+fn weights(t: &Trainer) -> Vec<Vec<f32>> {
+    t.exec
+        .network
+        .projections
+        .iter()
+        .map(|p| p.weights.clone())
+        .collect()
 }
 
 /// Every process's result equals `one`'s: spikes, membranes, scores and link traffic.
@@ -264,42 +265,18 @@ fn a_training_step_spread_over_processes_gives_the_weights_of_one_process() {
         let mut one = Trainer::new(make(), cfg.clone()).unwrap();
         one.train_batch(&CpuBackend, input.clone(), &labels, 0, Default::default())
             .unwrap();
-        let weights = |t: &Trainer| -> Vec<Vec<f32>> {
-            t.exec
-                .network
-                .projections
-                .iter()
-                .map(|p| p.weights.clone())
-                .collect()
-        };
         let expect = weights(&one);
         let before = weights(&Trainer::new(make(), cfg.clone()).unwrap());
         assert_ne!(expect, before, "the step changed the weights");
         for ranks in [2, 3] {
-            let group = ThreadGroup::new(ranks);
-            let got: Vec<Vec<Vec<f32>>> = std::thread::scope(|s| {
-                let handles: Vec<_> = group
-                    .iter()
-                    .map(|comm| {
-                        let (cfg, input, labels) = (cfg.clone(), input.clone(), labels.clone());
-                        s.spawn(move || {
-                            let mut exec = make();
-                            exec.distribute(comm.size(), comm.rank()).unwrap();
-                            let mut t = Trainer::new(exec, cfg).unwrap();
-                            t.train_batch_in(
-                                &CpuBackend,
-                                comm,
-                                input,
-                                &labels,
-                                0,
-                                Default::default(),
-                            )
-                            .unwrap();
-                            weights(&t)
-                        })
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            let got = in_processes(ranks, |comm| {
+                let mut exec = make();
+                exec.distribute(comm.size(), comm.rank()).unwrap();
+                let mut t = Trainer::new(exec, cfg.clone()).unwrap();
+                let (input, labels) = (input.clone(), &labels);
+                t.train_batch_in(&CpuBackend, comm, input, labels, 0, Default::default())
+                    .unwrap();
+                weights(&t)
             });
             for (r, w) in got.iter().enumerate() {
                 assert_eq!(
@@ -342,58 +319,39 @@ fn groups_sharing_the_chips_and_groups_sharing_the_samples_give_one_process_resu
     .0;
     one.train_batch(&CpuBackend, input.clone(), &labels, 0, Default::default())
         .unwrap();
-    let expect: Vec<Vec<f32>> = one
-        .exec
-        .network
-        .projections
-        .iter()
-        .map(|p| p.weights.clone())
-        .collect();
-    let group = ThreadGroup::new(4);
-    let got = std::thread::scope(|s| {
-        let handles: Vec<_> = group
-            .iter()
-            .map(|world| {
-                let (cfg, input, labels) = (cfg.clone(), input.clone(), labels.clone());
-                s.spawn(move || {
-                    let grid = Grid::new(world, 2).unwrap();
-                    let chips = grid.chips().unwrap();
-                    assert_eq!((chips.size(), grid.size()), (2, 2));
-                    let mut exec = make();
-                    exec.distribute(chips.size(), chips.rank()).unwrap();
-                    let file = neuropart::experiment::run_in(
-                        &exec,
-                        &CpuBackend,
-                        &grid,
-                        &[(0, input.clone())],
-                        Observe::Scores,
-                        3,
-                        false,
-                    )
-                    .unwrap();
-                    assert_eq!(
-                        file.is_some(),
-                        world.rank() == 0,
-                        "the first process writes"
-                    );
-                    let mut t = Trainer::new(exec, cfg).unwrap();
-                    t.train_batch_in(&CpuBackend, &grid, input, &labels, 0, Default::default())
-                        .unwrap();
-                    let w: Vec<Vec<f32>> = t
-                        .exec
-                        .network
-                        .projections
-                        .iter()
-                        .map(|p| p.weights.clone())
-                        .collect();
-                    (file.map(|f| f.0), w)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .collect::<Vec<_>>()
+    let expect = weights(&one);
+    let got = in_processes(4, |world| {
+        let grid = Grid::new(world, 2).unwrap();
+        let chips = grid.chips().unwrap();
+        assert_eq!((chips.size(), grid.size()), (2, 2));
+        let mut exec = make();
+        exec.distribute(chips.size(), chips.rank()).unwrap();
+        let file = neuropart::experiment::run_in(
+            &exec,
+            &CpuBackend,
+            &grid,
+            &[(0, input.clone())],
+            Observe::Scores,
+            3,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            file.is_some(),
+            world.rank() == 0,
+            "the first process writes"
+        );
+        let mut t = Trainer::new(exec, cfg.clone()).unwrap();
+        t.train_batch_in(
+            &CpuBackend,
+            &grid,
+            input.clone(),
+            &labels,
+            0,
+            Default::default(),
+        )
+        .unwrap();
+        (file.map(|f| f.0), weights(&t))
     });
     let bytes = got[0].0.as_ref().map(|f| f.to_bytes());
     assert_eq!(bytes, Some(expect_file.to_bytes()), "the run's output");
