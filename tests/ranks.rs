@@ -1,8 +1,8 @@
 //! Model parallelism: the chips of a system run (and the partitions of every round) spread over
-//! processes, here played by threads ([`neuropart::comm::ThreadGroup`], the same exchanges as MPI's), must give
-//! exactly what one process gives — every population's spikes and membranes, the scores, the
-//! links' traffic and drops, and the weights after a training step — for 1, 2 and 4 processes,
-//! while each process holds only its own partitions' synapses.
+//! processes, here played by threads ([`neuropart::comm::ThreadGroup`], the same exchanges as
+//! MPI's), must give exactly what one process gives — every population's spikes and membranes,
+//! the scores, the links' traffic and drops, and the weights after a training step — for 1, 2
+//! and 4 processes, while each process holds only its own partitions' synapses.
 
 mod common;
 
