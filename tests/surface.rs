@@ -891,3 +891,82 @@ fn several_seeds_train_apart_and_their_spread_is_reported() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn train_rows_feeds_images_row_by_row_and_its_checkpoint_evaluates_so() {
+    // 4x4 images, a row every 2 steps: 4 inputs (the width) and at least 8 steps.
+    let dir = temp("rows");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_idx(&data, 60, 3, false, 2);
+    let net = dir.join("net.toml");
+    write_net(&net, 3);
+    let rows_net = dir.join("rows.toml");
+    let text = std::fs::read_to_string(&net)
+        .unwrap()
+        .replacen("size = 16", "size = 4", 1);
+    std::fs::write(&rows_net, text).unwrap();
+    let out = dir.join("out");
+    let train = |network: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "train",
+            network.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--batch",
+            "20",
+            "--mode",
+            "ideal",
+            "--epochs",
+            "1",
+            "--force",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        neuropart(&a)
+    };
+    let (ok, _, err) = train(&rows_net, &["--rows", "2"]);
+    assert!(ok, "{err}");
+    let ck: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint.json")).unwrap())
+            .unwrap();
+    let enc = &ck["config"]["encoding"];
+    assert_eq!(
+        (enc["type"].as_str(), enc["steps_per_row"].as_u64()),
+        (Some("rows"), Some(2)),
+        "{enc}"
+    );
+    // The checkpoint evaluates with the encoding it was trained with.
+    let ck_path = out.join("checkpoint.json");
+    let (ok, text, err) = neuropart(&[
+        "eval",
+        rows_net.to_str().unwrap(),
+        "--checkpoint",
+        ck_path.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--mode",
+        "ideal",
+    ]);
+    assert!(ok && text.contains("accuracy"), "{text} {err}");
+    // Pixels per input: the 16-input network does not fit rows of 4, and 12 steps do not
+    // hold 4 rows of 4 steps; both refused naming the numbers.
+    let (ok, _, err) = train(&net, &["--rows", "2"]);
+    assert!(
+        !ok && err.contains("16 neurons") && err.contains("4 inputs"),
+        "{err}"
+    );
+    let (ok, _, err) = train(&rows_net, &["--rows", "4"]);
+    assert!(
+        !ok && err.contains("12 steps") && err.contains("16"),
+        "{err}"
+    );
+    let (ok, _, err) = train(&rows_net, &["--rows", "0"]);
+    assert!(!ok && err.contains("--rows"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

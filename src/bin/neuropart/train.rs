@@ -42,6 +42,12 @@ pub(crate) struct Args {
     /// weights are kept.
     #[arg(long, default_value_t = 0)]
     pub(crate) val_samples: usize,
+    /// Feed every image row by row (sequential MNIST), a row every K steps: one input per
+    /// column (the network's input population has the images' width), a pixel x of row r
+    /// spiking once at step r·K + ⌊K·(1 − x)⌋; the run needs rows × K steps or more. Default:
+    /// one input per pixel, time-to-first-spike over the whole run. Checkpoints keep it.
+    #[arg(long, value_name = "K", value_parser = at_least_one)]
+    pub(crate) rows: Option<usize>,
 }
 
 pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
@@ -57,6 +63,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         force,
         seeds,
         val_samples,
+        rows,
     } = args;
     let lead = ctx.lead;
     let open_backend = |d| ctx.open_backend(d);
@@ -67,6 +74,12 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         lr,
         seed,
         keep_best: val_samples > 0,
+        encoding: match rows {
+            Some(k) => neuropart::encode::Encoding::Rows {
+                steps_per_row: u32::try_from(k).unwrap_or(u32::MAX),
+            },
+            None => neuropart::encode::Encoding::Latency,
+        },
         ..Default::default()
     };
     cfg.validate()?;
