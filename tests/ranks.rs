@@ -195,6 +195,32 @@ fn rounds_without_links_are_dealt_out_and_gathered() {
         let got = spread(&make, ranks, &input, 0);
         assert_same(&net, &one, &got, "no links");
     }
+    // One chip: every round a single partition. The deal still shares them out (by what each
+    // process holds), so both processes hold synapses and the results are one process's.
+    let make1 = || Executor::new(net.clone(), &sub, 1, &PartitionOptions::default()).unwrap();
+    assert!(make1().schedule.rounds.iter().all(|r| r.len() == 1));
+    let got = spread(&make1, 2, &input, 0);
+    assert_same(&net, &one, &got, "one partition a round");
+    assert!(
+        got.iter().all(|g| g.synapses > 0),
+        "both processes hold synapses"
+    );
+}
+
+#[test]
+fn more_processes_than_chips_leave_some_idle_and_change_nothing() {
+    // Four partitions, six processes: two own nothing and still take part in every exchange.
+    let sub = tiny_chip(system(4, 2.0, 6));
+    let net = looped(&sub);
+    let make = || Executor::new(net.clone(), &sub, 1, &PartitionOptions::default()).unwrap();
+    let mut rng = Rng::new(33);
+    let input = random_spikes(&mut rng, 3, 20, net.steps, 0.2);
+    let one = make()
+        .run_with_noise(&CpuBackend, &[(0, input.clone())], Observe::AllTraces, 1)
+        .unwrap();
+    let got = spread(&make, 6, &input, 1);
+    assert_same(&net, &one, &got, "6 processes, 4 chips");
+    assert_eq!(got.iter().filter(|g| g.synapses == 0).count(), 2);
 }
 
 #[test]
@@ -263,8 +289,10 @@ fn a_training_step_spread_over_processes_gives_the_weights_of_one_process() {
             "chips exchange spikes"
         );
         let mut one = Trainer::new(make(), cfg.clone()).unwrap();
-        one.train_batch(&CpuBackend, input.clone(), &labels, 0, Default::default())
+        let (st, _) = one
+            .train_batch(&CpuBackend, input.clone(), &labels, 0, Default::default())
             .unwrap();
+        let (loss1, dropped1) = (st.loss, st.link_dropped);
         let expect = weights(&one);
         let before = weights(&Trainer::new(make(), cfg.clone()).unwrap());
         assert_ne!(expect, before, "the step changed the weights");
@@ -274,14 +302,20 @@ fn a_training_step_spread_over_processes_gives_the_weights_of_one_process() {
                 exec.distribute(comm.size(), comm.rank()).unwrap();
                 let mut t = Trainer::new(exec, cfg.clone()).unwrap();
                 let (input, labels) = (input.clone(), &labels);
-                t.train_batch_in(&CpuBackend, comm, input, labels, 0, Default::default())
+                let (st, _) = t
+                    .train_batch_in(&CpuBackend, comm, input, labels, 0, Default::default())
                     .unwrap();
-                weights(&t)
+                (st.loss, st.link_dropped, weights(&t))
             });
-            for (r, w) in got.iter().enumerate() {
+            for (r, (loss, dropped, w)) in got.iter().enumerate() {
                 assert_eq!(
                     w, &expect,
                     "hidden {hidden}: weights of process {r} of {ranks}"
+                );
+                assert_eq!(
+                    (*loss, *dropped),
+                    (loss1, dropped1),
+                    "the batch's loss and drops"
                 );
             }
         }

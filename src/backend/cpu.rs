@@ -397,12 +397,23 @@ pub(crate) fn run_system_on(
                     let words: Vec<u32> = bytemuck::pod_collect_to_vec(bytes);
                     for e in words.chunks_exact(4) {
                         let (s, k) = (e[0] as usize, e[1] as usize);
-                        if s >= samples || k >= chips || ctx.mine[k] {
+                        let (step, neuron) = (e[2] as usize, e[3] as usize);
+                        let fits = s < samples
+                            && k < chips
+                            && ranks.owner[k] == r
+                            && w.contains(&step)
+                            && neuron < ctx.programs[k].neuron_count();
+                        if !fits {
                             return Err(crate::error::Error::input(
                                 format!("the spikes process {r} sent"),
                                 format!(
-                                    "an event of sample {s} from chip {k}, where the run has \
-                                     {samples} samples and process {r} owns other chips"
+                                    "a spike of sample {s} at step {step} from neuron {neuron} of \
+                                     chip {k}, in the window of steps {}..{}, where the run has \
+                                     {samples} samples and {chips} chips, and chip {k} is \
+                                     process {}'s",
+                                    w.start,
+                                    w.end,
+                                    ranks.owner.get(k).copied().unwrap_or(usize::MAX)
                                 ),
                             ));
                         }
@@ -609,13 +620,13 @@ impl<'a> ChunkRun<'a> {
             for k in (0..ctx.programs.len()).filter(|&k| ctx.mine[k]) {
                 let f = &ctx.exchange.fanout[k];
                 let at = k * m + i;
+                // Links that cannot be full: only what other processes' chips read.
+                let wanted = |j: usize| match &ctx.local {
+                    Some(l) => l[k].remote[j],
+                    None => f.offsets[j] != f.offsets[j + 1],
+                };
                 for e in &self.events[at][self.sent[at]..] {
-                    let j = e.neuron as usize;
-                    let wanted = match &ctx.local {
-                        Some(l) => l[k].remote[j],
-                        None => f.offsets[j] != f.offsets[j + 1],
-                    };
-                    if (e.step as usize) < w.end && wanted {
+                    if (e.step as usize) < w.end && wanted(e.neuron as usize) {
                         out.extend_from_slice(&[s as u32, k as u32, e.step, e.neuron]);
                     }
                 }

@@ -309,20 +309,62 @@ pub struct ThreadGroup {
 #[derive(Debug)]
 struct Shared {
     size: usize,
-    barrier: std::sync::Barrier,
+    /// Members arrived at the barrier, its generation, and whether a member failed.
+    gate: std::sync::Mutex<(usize, u64, bool)>,
+    opened: std::sync::Condvar,
     slots: std::sync::Mutex<Vec<Vec<u8>>>,
     /// The groups a split made, by color, until every member took its own.
     made: std::sync::Mutex<std::collections::HashMap<usize, std::sync::Arc<Shared>>>,
+    /// The group this one was split from (a failure there stops this one too).
+    parent: Option<std::sync::Arc<Shared>>,
 }
 
 impl Shared {
-    fn new(size: usize) -> Self {
+    fn new(size: usize, parent: Option<std::sync::Arc<Shared>>) -> Self {
         Shared {
             size,
-            barrier: std::sync::Barrier::new(size),
+            gate: std::sync::Mutex::new((0, 0, false)),
+            opened: std::sync::Condvar::new(),
             slots: std::sync::Mutex::new(vec![Vec::new(); size]),
             made: Default::default(),
+            parent,
         }
+    }
+
+    /// Whether a member of this group, or of a group it was split from, failed.
+    fn failed(&self) -> bool {
+        self.gate.lock().map_or(true, |g| g.2) || self.parent.as_ref().is_some_and(|p| p.failed())
+    }
+
+    /// Wait until every member got here; a panic if a member failed (instead of waiting for
+    /// it forever).
+    fn wait(&self) {
+        let mut g = self.gate.lock().expect("not poisoned");
+        let generation = g.1;
+        g.0 += 1;
+        if g.0 == self.size {
+            g.0 = 0;
+            g.1 += 1;
+            self.opened.notify_all();
+            return;
+        }
+        while g.1 == generation {
+            let (next, _) = self
+                .opened
+                .wait_timeout(g, std::time::Duration::from_millis(50))
+                .expect("not poisoned");
+            g = next;
+            if g.2 || self.parent.as_ref().is_some_and(|p| p.failed()) {
+                panic!("another process of the group failed");
+            }
+        }
+    }
+
+    fn fail(&self) {
+        if let Ok(mut g) = self.gate.lock() {
+            g.2 = true;
+        }
+        self.opened.notify_all();
     }
 }
 
@@ -330,13 +372,47 @@ impl ThreadGroup {
     /// The `n` members of a new group (at least one).
     pub fn new(n: usize) -> Vec<ThreadGroup> {
         let n = n.max(1);
-        let shared = std::sync::Arc::new(Shared::new(n));
+        let shared = std::sync::Arc::new(Shared::new(n, None));
         (0..n)
             .map(|rank| ThreadGroup {
                 rank,
                 shared: shared.clone(),
             })
             .collect()
+    }
+}
+
+impl ThreadGroup {
+    /// `f` in `n` processes played by threads, one member each; their results in rank order.
+    /// A process that panics stops the others at their next exchange (they panic too, instead
+    /// of waiting for it), and the panic reaches the caller.
+    pub fn run<T: Send>(n: usize, f: impl Fn(&ThreadGroup) -> T + Sync) -> Vec<T> {
+        /// Marks the group failed when its thread unwinds.
+        struct Guard<'a>(&'a ThreadGroup);
+        impl Drop for Guard<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.shared.fail();
+                }
+            }
+        }
+        let group = ThreadGroup::new(n);
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = group
+                .iter()
+                .map(|comm| {
+                    let f = &f;
+                    sc.spawn(move || {
+                        let _guard = Guard(comm);
+                        f(comm)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        })
     }
 }
 
@@ -353,10 +429,14 @@ impl Communicator for ThreadGroup {
         let slots = &self.shared.slots;
         slots.lock().expect("not poisoned")[self.rank] = local.to_vec();
         // Everyone wrote before anyone reads, everyone read before anyone writes again.
-        self.shared.barrier.wait();
+        self.shared.wait();
         let all = slots.lock().expect("not poisoned").clone();
-        self.shared.barrier.wait();
+        self.shared.wait();
         all
+    }
+
+    fn abort(&self, _code: i32) {
+        self.shared.fail();
     }
 
     fn split(&self, color: usize) -> Box<dyn Communicator> {
@@ -372,16 +452,16 @@ impl Communicator for ThreadGroup {
             .expect("a member");
         // The first member makes the group; the others take it after the barrier.
         if rank == 0 {
-            let g = std::sync::Arc::new(Shared::new(members.len()));
+            let g = std::sync::Arc::new(Shared::new(members.len(), Some(self.shared.clone())));
             self.shared
                 .made
                 .lock()
                 .expect("not poisoned")
                 .insert(color, g);
         }
-        self.shared.barrier.wait();
+        self.shared.wait();
         let shared = self.shared.made.lock().expect("not poisoned")[&color].clone();
-        self.shared.barrier.wait();
+        self.shared.wait();
         if rank == 0 {
             self.shared
                 .made
@@ -509,6 +589,13 @@ mod with_mpi {
                 })
                 .collect();
             let total: usize = counts.iter().map(|&c| c as usize).sum();
+            // Positions in the gathered buffer are MPI counts too.
+            if total > Count::MAX as usize {
+                panic!(
+                    "an exchange of {total} values in all (the processes' shares: {counts:?}); \
+                     MPI places up to 2^31 - 1: use more, smaller batches"
+                )
+            }
             let mut buf = vec![T::default(); total + 1];
             {
                 let mut part = PartitionMut::new(&mut buf[..total], &counts[..], &displs[..]);
@@ -596,6 +683,21 @@ mod tests {
             Grid::new(&Single, 2).is_err(),
             "2 per group do not divide 1 process"
         );
+    }
+
+    #[test]
+    fn a_process_that_fails_stops_the_others_instead_of_leaving_them_waiting() {
+        let got = std::panic::catch_unwind(|| {
+            ThreadGroup::run(3, |c| {
+                let sub = c.split(0);
+                if c.rank() == 1 {
+                    panic!("process 1 fails");
+                }
+                // The others wait in an exchange process 1 never reaches.
+                sub.all_gather_bytes(&[1]);
+            })
+        });
+        assert!(got.is_err(), "the failure reaches the caller");
     }
 
     #[test]

@@ -283,6 +283,21 @@ impl Executor {
         Ok(e)
     }
 
+    /// [`Executor::new`] for process `ranks.1` of `ranks.0` that run it together
+    /// ([`Executor::distribute`]): only this process's partitions are compiled in full.
+    pub fn new_on_ranks(
+        network: Network,
+        substrate: &Substrate,
+        chips: usize,
+        opts: &PartitionOptions,
+        ranks: (usize, usize),
+    ) -> Result<Self> {
+        let mut e = Self::planned(network, substrate, chips, opts)?;
+        e.set_share(ranks.0, ranks.1)?;
+        e.recompile()?;
+        Ok(e)
+    }
+
     /// Partitioned and scheduled, nothing compiled yet.
     fn planned(
         network: Network,
@@ -364,7 +379,7 @@ impl Executor {
     fn set_share(&mut self, ranks: usize, rank: usize) -> Result<()> {
         if rank >= ranks.max(1) {
             return Err(Error::input(
-                "ranks",
+                "--distribute chips",
                 format!("process {rank} of {ranks} does not exist"),
             ));
         }
@@ -536,29 +551,39 @@ impl Executor {
         if let Some(s) = share {
             if bytes > crate::memory::memory_limit() {
                 let per = s.memory(&self.plan, COMPILED_BYTES_PER_SYNAPSE);
-                let total: u64 = per.iter().sum();
-                let fits = (1..=self.plan.partitions.len()).find(|&r| {
-                    self.memory_per_rank(r).iter().max().copied().unwrap_or(0)
-                        <= crate::memory::memory_limit()
-                });
+                let limit = crate::memory::memory_limit();
+                let fits = (1..=self.plan.partitions.len().min(4096))
+                    .find(|&r| self.memory_per_rank(r).iter().max().copied().unwrap_or(0) <= limit);
+                let largest = self
+                    .plan
+                    .partitions
+                    .iter()
+                    .max_by_key(|p| p.synapse_count)
+                    .map_or((0, 0), |p| {
+                        (p.id, p.synapse_count as u64 * COMPILED_BYTES_PER_SYNAPSE)
+                    });
                 return Err(Error::input(
                     "--distribute chips",
                     format!(
-                        "process {} of {} would hold {} of compiled synapses (the largest share \
-                         of {} in all: {}), over its memory limit of {}; {}",
+                        "process {} of {} would hold {} of compiled synapses, over its memory \
+                         limit of {} (the shares: {}; {} in all); {}",
                         s.rank,
                         s.ranks,
                         crate::error::human_bytes(bytes),
-                        crate::error::human_bytes(total),
+                        crate::error::human_bytes(limit),
                         per.iter()
-                            .map(|&b| crate::error::human_bytes(b))
+                            .enumerate()
+                            .map(|(r, &b)| format!("process {r} {}", crate::error::human_bytes(b)))
                             .collect::<Vec<_>>()
                             .join(", "),
-                        crate::error::human_bytes(crate::memory::memory_limit()),
+                        crate::error::human_bytes(per.iter().sum()),
                         match fits {
                             Some(r) => format!("{r} processes would fit"),
-                            None => "no process count fits: one partition alone is too large"
-                                .to_string(),
+                            None => format!(
+                                "no process count fits: partition {} alone holds {}",
+                                largest.0,
+                                crate::error::human_bytes(largest.1)
+                            ),
                         }
                     ),
                 ));

@@ -4,7 +4,8 @@
 //! ([`crate::backend::Backend::run_system_ranked`]), and after every round the processes
 //! gather each other's outputs, so that every process records the whole round as one process
 //! would and the next round, the scores and training see the same data everywhere. Which
-//! process owns which partition depends only on the plan and the process count.
+//! process owns which partition depends only on the plan and the process count; nothing here
+//! combines numbers in an order that depends on it.
 
 use crate::backend::{PartitionOutput, RankTraffic};
 use crate::dist::comm::Communicator;
@@ -35,18 +36,21 @@ pub struct RankShare {
 impl RankShare {
     /// Process `rank` of `ranks`: the partitions of every round of `schedule` dealt out to the
     /// processes, largest expected work first, each to the least loaded process of the round
-    /// so far (ties: the lower index), so that the processes of a round finish together.
+    /// so far, so that the processes of a round finish together; ties go to the process that
+    /// holds the least over all rounds (its memory), then the lower index.
     pub fn new(plan: &Plan, schedule: &Schedule, ranks: usize, rank: usize) -> Self {
         let mut owner = vec![0; plan.partitions.len()];
+        let mut held = vec![0u64; ranks.max(1)];
         for round in &schedule.rounds {
             let mut order: Vec<usize> = round.clone();
             order.sort_by_key(|&p| (std::cmp::Reverse(work(plan, p)), p));
             let mut load = vec![0u64; ranks.max(1)];
             for p in order {
                 let r = (0..load.len())
-                    .min_by_key(|&r| (load[r], r))
+                    .min_by_key(|&r| (load[r], held[r], r))
                     .expect("one process");
                 load[r] += work(plan, p);
+                held[r] += plan.partitions[p].synapse_count as u64;
                 owner[p] = r;
             }
         }

@@ -569,20 +569,10 @@ fn proj(s: &str, t: &str, delay: u32, mean: f32) -> Projection {
     }
 }
 
-/// Run `f` in `size` simulated processes (one thread each, [`ThreadGroup`]), results in rank
-/// order.
+/// Run `f` in `size` simulated processes (one thread each, [`ThreadGroup::run`]: a process
+/// that fails stops the others), results in rank order.
 pub fn in_processes<T: Send>(size: usize, f: impl Fn(&ThreadGroup) -> T + Sync) -> Vec<T> {
-    let group = ThreadGroup::new(size);
-    std::thread::scope(|sc| {
-        let handles: Vec<_> = group
-            .iter()
-            .map(|comm| {
-                let f = &f;
-                sc.spawn(move || f(comm))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    })
+    ThreadGroup::run(size, f)
 }
 
 /// A chip of 32 circuits (rows enough for 128 signed inputs per circuit).

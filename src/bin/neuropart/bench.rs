@@ -172,19 +172,16 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         None => neuropart::mnist_network(1).build(&sub)?,
     };
     net.steps = steps;
-    let mut exec = Executor::new(net, &sub, chips, &target.options())?;
-    if unfused {
-        exec.set_fuse_waves(false);
-    }
     let world = comm;
     let grid = target.grid(world)?;
     let comm: &dyn Communicator = match &grid {
         Some(g) => g,
         None => world,
     };
-    let (ranks, rank) = target.ranks(comm);
-    if ranks > 1 {
-        exec.distribute(ranks, rank)?;
+    // Spread by chips, only this process's share is compiled.
+    let mut exec = Executor::new_on_ranks(net, &sub, chips, &target.options(), target.ranks(comm))?;
+    if unfused {
+        exec.set_fuse_waves(false);
     }
     warn(&exec.warnings);
     // Inputs first: an impossible batch is an error before any device is opened.

@@ -45,6 +45,13 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         rate,
     } = args;
     let warn = |lines: &[String]| ctx.warn(lines);
+    if target.distribute != Distribute::Samples || target.chip_ranks.is_some() {
+        return Err(neuropart::Error::option(
+            "--distribute",
+            "chips",
+            "plan runs nothing: predict a run spread over R processes with --ranks R",
+        ));
+    }
     let sub = target.substrate()?;
     let net = Network::load(&target.network, &sub)?;
     let plan = Plan::new(&net, &sub, &target.options())?;
@@ -61,7 +68,9 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         print!("{}", report.text());
     }
     if let Some(r) = ranks {
-        let exec = Executor::new(net.clone(), &sub, target.chips(), &target.options())?;
+        // The first process's share compiled (what --distribute chips would hold there).
+        let exec =
+            Executor::new_on_ranks(net.clone(), &sub, target.chips(), &target.options(), (r, 0))?;
         print!("{}", rank_prediction(&exec, r, rate));
     }
     if let Some(p) = png {
@@ -98,16 +107,22 @@ fn rank_prediction(exec: &Executor, ranks: usize, rate: f64) -> String {
         let Some(ex) = ex else { continue };
         window = window.max(ex.window);
         for (k, &p) in round.iter().enumerate() {
+            // Neurons of this chip that another process's chip reads.
             let f = &ex.fanout[k];
-            let reads_out = f.offsets.windows(2).filter(|w| w[0] != w[1]).count();
-            senders[share.owner[p]] += reads_out as u64;
+            let remote = (0..f.offsets.len().saturating_sub(1))
+                .filter(|&j| {
+                    (f.offsets[j]..f.offsets[j + 1])
+                        .any(|e| share.owner[round[f.chips[e as usize] as usize]] != share.owner[p])
+                })
+                .count();
+            senders[share.owner[p]] += remote as u64;
         }
     }
     let mut out = format!(
         "\n{ranks} processes sharing the chips (--distribute chips), spikes at {rate} per neuron \
          and step, windows of {window} steps:\n| process | partitions | synapse memory | \
-         neurons read by other chips | events sent per window | bytes received per window |\n\
-         |---:|---:|---:|---:|---:|---:|\n"
+         neurons read by other processes' chips | events sent per window and sample | bytes \
+         received per window and sample |\n|---:|---:|---:|---:|---:|---:|\n"
     );
     let per_window = |n: u64| n as f64 * rate * window as f64;
     let total: f64 = senders.iter().map(|&n| per_window(n)).sum();
