@@ -401,12 +401,12 @@ impl Exchange {
         for k in 0..chips {
             chip_of[offsets[k]..offsets[k + 1]].fill(k as u32);
         }
-        self.count_with(spikes.samples(), spikes.steps, |s, t0, t1, f| {
+        self.count_with(spikes.samples(), spikes.steps, |s, t0, t1, out| {
             let ev = spikes.sample(s);
             let from = ev.partition_point(|e| e.step < t0);
             for e in ev[from..].iter().take_while(|e| e.step < t1) {
                 let k = chip_of[e.neuron as usize] as usize;
-                f(k, e.neuron as usize - offsets[k]);
+                out.push((k as u32, (e.neuron as usize - offsets[k]) as u32));
             }
         })
     }
@@ -415,25 +415,25 @@ impl Exchange {
     /// system run's outputs give them).
     pub fn count_chips(&self, spikes: &[&SpikeTrains]) -> LinkStats {
         let (samples, steps) = spikes.first().map_or((0, 0), |t| (t.samples(), t.steps));
-        self.count_with(samples, steps, |s, t0, t1, f| {
+        self.count_with(samples, steps, |s, t0, t1, out| {
             for (k, t) in spikes.iter().enumerate() {
                 let ev = t.sample(s);
                 let from = ev.partition_point(|e| e.step < t0);
                 for e in ev[from..].iter().take_while(|e| e.step < t1) {
-                    f(k, e.neuron as usize);
+                    out.push((k as u32, e.neuron));
                 }
             }
         })
     }
 
-    /// The counting of [`Exchange::count`]: `window_spikes(s, t0, t1, f)` calls `f(chip,
-    /// local neuron)` for every spike of sample `s` in steps `t0..t1` (any order: a window's
+    /// The counting of [`Exchange::count`]: `window_spikes(s, t0, t1, out)` puts (chip, local
+    /// neuron) of every spike of sample `s` in steps `t0..t1` into `out` (any order: a window's
     /// counts are sums).
     fn count_with(
         &self,
         samples: usize,
         steps: u32,
-        window_spikes: impl Fn(usize, u32, u32, &mut dyn FnMut(usize, usize)) + Sync,
+        window_spikes: impl Fn(usize, u32, u32, &mut Vec<(u32, u32)>) + Sync,
     ) -> LinkStats {
         use rayon::prelude::*;
         let chips = self.fanout.len();
@@ -442,16 +442,19 @@ impl Exchange {
         let per = |range: std::ops::Range<usize>| {
             let mut st = LinkStats::new(nlinks, chips);
             let mut used = vec![0u32; nlinks];
+            let mut spikes = Vec::new();
             for s in range {
                 st.samples += 1;
                 for t0 in (0..steps).step_by(window as usize) {
                     used.fill(0);
                     st.windows += 1;
-                    window_spikes(s, t0, t0 + window, &mut |k, local| {
-                        let f = &self.fanout[k];
+                    spikes.clear();
+                    window_spikes(s, t0, t0 + window, &mut spikes);
+                    for &(k, local) in &spikes {
+                        let (f, local) = (&self.fanout[k as usize], local as usize);
                         let (a, b) = (f.offsets[local] as usize, f.offsets[local + 1] as usize);
                         if a == b {
-                            return;
+                            continue;
                         }
                         st.sent += 1;
                         for &l in f.tree(local) {
@@ -460,7 +463,7 @@ impl Exchange {
                         for &d in &f.chips[a..b] {
                             st.delivered[d as usize] += 1;
                         }
-                    });
+                    }
                     for ((p, c), &u) in st.peak.iter_mut().zip(&mut st.carried).zip(&used) {
                         *p = (*p).max(u);
                         *c += u as u64;
