@@ -700,3 +700,38 @@ fn fused_waves_give_what_partition_by_partition_runs_give() {
         "some wave of two or more partitions ran fused"
     );
 }
+
+#[test]
+fn a_network_plans_from_its_structure_alone_and_a_refusal_comes_before_the_weights() {
+    // Planning needs no weights: the plan of the structure is the plan of the full network.
+    let sub = Substrate::bss2();
+    let path = Path::new("examples/networks/mnist.toml");
+    let bare = Network::load_structure(path, &sub).unwrap();
+    assert!(bare.projections.iter().all(|p| p.weights.is_empty()));
+    let full = Network::load(path, &sub).unwrap();
+    let report = |net: &Network| {
+        let plan = Plan::new(net, &sub, &PartitionOptions::default()).unwrap();
+        let schedule = Schedule::new(&plan, 1);
+        serde_json::to_string(&neuropart::PlanReport::new(net, &plan, &schedule)).unwrap()
+    };
+    assert_eq!(report(&bare), report(&full));
+    // A neuron reading more channels than a run addresses (40 000 > 16 384) is refused by the
+    // plan of the structure: 40 000 x 20 weights are never drawn.
+    let dir = std::env::temp_dir().join(format!("neuropart-wide-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wide = dir.join("wide.toml");
+    std::fs::write(
+        &wide,
+        "name = \"wide\"\nsteps = 10\n\
+         [[populations]]\nname = \"in\"\nsize = 40000\nkind = \"input\"\n\
+         [[populations]]\nname = \"h\"\nsize = 20\n\
+         [[projections]]\nsource = \"in\"\ntarget = \"h\"\n",
+    )
+    .unwrap();
+    let bare = Network::load_structure(&wide, &sub).unwrap();
+    let e = Plan::new(&bare, &sub, &PartitionOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("40000") && e.contains("16384"), "{e}");
+    let _ = std::fs::remove_dir_all(dir);
+}

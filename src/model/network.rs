@@ -817,6 +817,17 @@ impl Network {
         net.prepare(substrate).map_err(|e| e.in_file(path))
     }
 
+    /// [`Network::load`] without drawing the weights (the structure checked against
+    /// `substrate`): for planning, which needs no weights, so that a network that cannot be
+    /// partitioned is refused before its weights take time and memory.
+    /// [`Network::materialise_weights`] draws them later.
+    pub fn load_structure(path: &Path, substrate: &Substrate) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut net: Network = Format::of(path, &text).parse(&text, path)?;
+        net.validate(substrate).map_err(|e| e.in_file(path))?;
+        Ok(net)
+    }
+
     /// Load a `.toml` or `.json` network file (the format from the extension, any case, or
     /// from the content when the extension says neither).
     pub fn load(path: &Path, substrate: &Substrate) -> Result<Self> {

@@ -53,8 +53,12 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         ));
     }
     let sub = target.substrate()?;
-    let net = Network::load(&target.network, &sub)?;
+    // The plan needs no weights: a network that cannot be partitioned is refused before they
+    // are drawn (for the precision warnings).
+    let mut net = Network::load_structure(&target.network, &sub)?;
     let plan = Plan::new(&net, &sub, &target.options())?;
+    net.materialise_weights()
+        .map_err(|e| e.in_file(&target.network))?;
     let compiled = neuropart::CompileContext::ideal(&net)?;
     warn(&neuropart::precision_warnings(&net, &compiled));
     let schedule = Schedule::new(&plan, target.chips());
