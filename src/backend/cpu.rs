@@ -60,24 +60,14 @@ impl Backend for CpuBackend {
         jobs: &mut [Job<'_>],
         exchange: &Exchange,
         opts: &RunOptions,
+        ranks: Option<(&Ranks<'_>, &mut RankTraffic)>,
     ) -> Result<(Vec<PartitionOutput>, LinkStats)> {
-        self.run_system_resident(store, jobs, exchange, opts)
-    }
-
-    fn run_system_ranked(
-        &self,
-        store: &SpikeStore,
-        jobs: &mut [Job<'_>],
-        exchange: &Exchange,
-        opts: &RunOptions,
-        ranks: &Ranks<'_>,
-        traffic: &mut RankTraffic,
-    ) -> Result<(Vec<PartitionOutput>, LinkStats)> {
+        // The prepared residents.
         let progs = jobs
             .iter()
             .map(|j| j.resident.get::<CpuProgram>())
             .collect::<Result<Vec<_>>>()?;
-        run_system_on(store, jobs, &progs, exchange, opts, Some((ranks, traffic)))
+        run_system(store, jobs, &progs, exchange, opts, ranks)
     }
 
     fn run_round(
@@ -209,44 +199,18 @@ impl Backend for CpuBackend {
     }
 }
 
-impl CpuBackend {
-    /// [`Backend::run_system`] with the prepared residents.
-    fn run_system_resident(
-        &self,
-        store: &SpikeStore,
-        jobs: &mut [Job<'_>],
-        exchange: &Exchange,
-        opts: &RunOptions,
-    ) -> Result<(Vec<PartitionOutput>, LinkStats)> {
-        let progs = jobs
-            .iter()
-            .map(|j| j.resident.get::<CpuProgram>())
-            .collect::<Result<Vec<_>>>()?;
-        run_system(store, jobs, &progs, exchange, opts)
-    }
-}
-
 /// The jobs of one system run on the host's cores: rayon over chunks of samples; within a
 /// sample every chip advances one window, then the spikes of that window are routed (in the
 /// order step, chip, neuron) and delivered a window later. Exact whatever the order of the
 /// chips inside a window, since nothing sent in a window arrives in it.
-pub(crate) fn run_system(
-    store: &SpikeStore,
-    jobs: &mut [Job<'_>],
-    progs: &[&CpuProgram],
-    exchange: &Exchange,
-    opts: &RunOptions,
-) -> Result<(Vec<PartitionOutput>, LinkStats)> {
-    run_system_on(store, jobs, progs, exchange, opts, None)
-}
-
-/// [`run_system`] by the processes of `ranks` together: this process advances only the chips
-/// it owns (the others' outputs are empty here: the caller gathers them), and after every
-/// window the processes exchange, in one collective, the spikes their chips sent over the
-/// links. Every process then routes every spike of the window in the same fixed order, so
+///
+/// With `ranks`, by the processes of a run spread over them: this process advances only the
+/// chips it owns (the others' outputs are empty here: the caller gathers them), and after
+/// every window the processes exchange, in one collective, the spikes their chips sent over
+/// the links. Every process then routes every spike of the window in the same fixed order, so
 /// that bandwidth limits and drops are decided, and the links' traffic counted, exactly as in
-/// one process. `traffic` counts what this process exchanged.
-pub(crate) fn run_system_on(
+/// one process. The [`RankTraffic`] counts what this process exchanged.
+pub(crate) fn run_system(
     store: &SpikeStore,
     jobs: &mut [Job<'_>],
     progs: &[&CpuProgram],

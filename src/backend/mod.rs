@@ -204,55 +204,28 @@ pub trait Backend: Sync {
     /// windows of `exchange.window` steps and the spikes each emits routed to the others
     /// between windows ([`Exchange`]). Also returns the links' traffic. The default runs on
     /// the host's cores with the CPU backend's code (programs prepared for this call).
+    ///
+    /// With `ranks`, by the processes of a run spread over them: this process runs the jobs
+    /// it owns (the others' outputs come back empty, for the caller to gather; their programs
+    /// are shells without synapses, [`crate::Executor::distribute`]) and the cross-chip spikes
+    /// are exchanged after every window, counted in the [`RankTraffic`]. Where links and
+    /// buffers are unlimited the traffic returned is then empty: the caller counts it from the
+    /// gathered outputs ([`Exchange::count_chips`]), every process delivering only to its own
+    /// chips. On the host's cores on every backend (the exchange is the host's).
     fn run_system(
         &self,
         store: &SpikeStore,
         jobs: &mut [Job<'_>],
         exchange: &Exchange,
         opts: &RunOptions,
+        ranks: Option<(&Ranks<'_>, &mut RankTraffic)>,
     ) -> Result<(Vec<PartitionOutput>, LinkStats)> {
         let progs: Vec<cpu::CpuProgram> = jobs
             .iter()
             .map(|j| cpu::CpuProgram::new(j.program))
             .collect();
-        cpu::run_system(
-            store,
-            jobs,
-            &progs.iter().collect::<Vec<_>>(),
-            exchange,
-            opts,
-        )
-    }
-
-    /// [`Backend::run_system`] by the processes of `ranks` together: this process runs the
-    /// jobs it owns (the others' outputs come back empty, for the caller to gather) and the
-    /// cross-chip spikes are exchanged after every window. Where links and buffers are
-    /// unlimited the traffic returned is empty: the caller counts it from the gathered
-    /// outputs ([`Exchange::count_chips`]), every process delivering only to its own chips. On the host's cores with the CPU
-    /// backend's code on every backend (the exchange is the host's); `traffic` counts it.
-    fn run_system_ranked(
-        &self,
-        store: &SpikeStore,
-        jobs: &mut [Job<'_>],
-        exchange: &Exchange,
-        opts: &RunOptions,
-        ranks: &Ranks<'_>,
-        traffic: &mut RankTraffic,
-    ) -> Result<(Vec<PartitionOutput>, LinkStats)> {
-        // The other processes' jobs are shells without synapses (see
-        // [`crate::Executor::distribute`]): their tables cost nothing.
-        let progs: Vec<cpu::CpuProgram> = jobs
-            .iter()
-            .map(|j| cpu::CpuProgram::new(j.program))
-            .collect();
-        cpu::run_system_on(
-            store,
-            jobs,
-            &progs.iter().collect::<Vec<_>>(),
-            exchange,
-            opts,
-            Some((ranks, traffic)),
-        )
+        let progs: Vec<&cpu::CpuProgram> = progs.iter().collect();
+        cpu::run_system(store, jobs, &progs, exchange, opts, ranks)
     }
 
     /// Phase timings summed since the last call (then reset); `None` for backends that do not

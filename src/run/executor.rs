@@ -278,9 +278,7 @@ impl Executor {
         chips: usize,
         opts: &PartitionOptions,
     ) -> Result<Self> {
-        let mut e = Self::planned(network, substrate, chips, opts)?;
-        e.recompile()?;
-        Ok(e)
+        Self::new_on_ranks(network, substrate, chips, opts, (1, 0))
     }
 
     /// [`Executor::new`] for process `ranks.1` of `ranks.0` that run it together
@@ -397,6 +395,15 @@ impl Executor {
     pub fn memory_per_rank(&self, ranks: usize) -> Vec<u64> {
         RankShare::new(&self.plan, &self.schedule, ranks.max(1), 0)
             .memory(&self.plan, COMPILED_BYTES_PER_SYNAPSE)
+    }
+
+    /// The fewest processes (up to 4 096) whose shares of the compiled synapses each fit
+    /// `limit` bytes, and the largest share then.
+    fn fewest_ranks_within(&self, limit: u64) -> Option<(usize, u64)> {
+        (1..=self.plan.partitions.len().min(4096)).find_map(|r| {
+            let most = self.memory_per_rank(r).into_iter().max().unwrap_or(0);
+            (most <= limit).then_some((r, most))
+        })
     }
 
     /// Run up to `chips` partitions of a wave at the same time from now on (a plan on a
@@ -552,8 +559,7 @@ impl Executor {
             if bytes > crate::memory::memory_limit() {
                 let per = s.memory(&self.plan, COMPILED_BYTES_PER_SYNAPSE);
                 let limit = crate::memory::memory_limit();
-                let fits = (1..=self.plan.partitions.len().min(4096))
-                    .find(|&r| self.memory_per_rank(r).iter().max().copied().unwrap_or(0) <= limit);
+                let fits = self.fewest_ranks_within(limit);
                 let largest = self
                     .plan
                     .partitions
@@ -578,7 +584,7 @@ impl Executor {
                             .join(", "),
                         crate::error::human_bytes(per.iter().sum()),
                         match fits {
-                            Some(r) => format!("{r} processes would fit"),
+                            Some((r, _)) => format!("{r} processes would fit"),
                             None => format!(
                                 "no process count fits: partition {} alone holds {}",
                                 largest.0,
@@ -591,18 +597,14 @@ impl Executor {
         }
         crate::memory::check(
             || {
-                let limit = crate::memory::memory_limit();
-                let fits = (2..=self.plan.partitions.len().min(4096))
-                    .find(|&r| self.memory_per_rank(r).iter().max().copied().unwrap_or(0) <= limit);
+                let fits = self.fewest_ranks_within(crate::memory::memory_limit());
                 format!(
                     "the {} compiled partitions{}",
                     self.plan.partitions.len(),
-                    fits.map_or(String::new(), |r| format!(
+                    fits.map_or(String::new(), |(r, most)| format!(
                         " (spread over {r} processes with --distribute chips, each would hold \
                          at most {})",
-                        crate::error::human_bytes(
-                            self.memory_per_rank(r).into_iter().max().unwrap_or(0)
-                        )
+                        crate::error::human_bytes(most)
                     ))
                 )
             },
@@ -1153,8 +1155,13 @@ impl Executor {
                                 comm,
                                 owner: &owner,
                             };
-                            let (outs, links) = backend
-                                .run_system_ranked(&store, &mut jobs, ex, &opts, &ranks, traffic)?;
+                            let (outs, links) = backend.run_system(
+                                &store,
+                                &mut jobs,
+                                ex,
+                                &opts,
+                                Some((&ranks, traffic)),
+                            )?;
                             // Links that cannot be full are counted from the gathered outputs.
                             if ex.link_cap != 0 || ex.buffer_cap != 0 {
                                 stats
@@ -1190,7 +1197,7 @@ impl Executor {
                     outs
                 }
                 (None, Some(ex)) => {
-                    let (outs, links) = backend.run_system(&store, &mut jobs, ex, &opts)?;
+                    let (outs, links) = backend.run_system(&store, &mut jobs, ex, &opts, None)?;
                     stats
                         .links
                         .get_or_insert_with(crate::model::system::LinkStats::default)

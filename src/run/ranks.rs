@@ -1,7 +1,7 @@
 //! Model parallelism: the partitions (chips) of every round of a plan spread over processes
 //! (`--distribute chips`). Each process compiles and holds only its own partitions' synapses
 //! and runs only them; a system run exchanges its cross-chip spikes after every window
-//! ([`crate::backend::Backend::run_system_ranked`]), and after every round the processes
+//! ([`crate::backend::Backend::run_system`] with ranks), and after every round the processes
 //! gather each other's outputs, so that every process records the whole round as one process
 //! would and the next round, the scores and training see the same data everywhere. Which
 //! process owns which partition depends only on the plan and the process count; nothing here
