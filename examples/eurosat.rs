@@ -72,6 +72,11 @@ struct Args {
     /// with the best validation accuracy.
     #[arg(long)]
     last_epoch: bool,
+    /// Let a class whose readout never rose above its start (its maximum over time before any
+    /// input, so without gradient) stay silent, instead of passing its gradient to the mean
+    /// of its membrane over the steps with input (see the README).
+    #[arg(long)]
+    no_revive: bool,
     /// Seed of the shuffling and the noise (and, with --init-per-seed, of the initial weights).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -187,6 +192,7 @@ fn run(a: Args, comm: &dyn Communicator) -> neuropart::Result<()> {
         lr_warmup: a.lr_warmup,
         surrogate_alpha: a.surrogate_alpha,
         keep_best: !a.last_epoch,
+        revive_silent_classes: !a.no_revive,
         augment: false,
         // count⁴ of the MNIST set-up is far too strong for a convolutional layer that spikes
         // many times per sample.

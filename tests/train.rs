@@ -920,3 +920,123 @@ fn seeds_keep_their_best_epoch_and_their_spread_is_that_of_their_test_accuracies
     assert!(table6.contains(&one), "{one} in {table6}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A class whose readout trace never rises above its start has its maximum over time at the
+/// first step, before any input: no gradient. With `revive_silent_classes`, where the loss
+/// asks its score to rise, it gets the gradient of the trace's mean over the steps from the
+/// first input on (checked against finite differences of that mean); where the loss asks it
+/// to fall, none; classes whose maximum comes after the input keep the usual gradient.
+#[test]
+fn silent_classes_get_the_gradient_of_their_mean_with_revive() {
+    let sub = Substrate::bss2();
+    let net = small_net(3, None).build(&sub).unwrap();
+    let mut exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
+    let (silent, live, ns) = (4, 7, 144);
+    // Class 4 reads every input with a negative weight: its trace only falls.
+    for w in &mut exec.network.projections[0].weights[silent * ns..(silent + 1) * ns] {
+        *w = -w.abs() - 0.05;
+    }
+    for w in &mut exec.network.projections[0].weights[live * ns..(live + 1) * ns] {
+        *w = w.abs() + 0.05;
+    }
+    exec.recompile().unwrap();
+    let topo = Topology::new(&exec.network, 1.0, &[]).unwrap();
+    let (b, steps, c) = (6, 20, 10);
+    let data = synthetic(b, 8);
+    let idx: Vec<usize> = (0..b).collect();
+    let encoded = neuropart::encode::images(&data, &idx, steps as u32, None);
+    // Every spike 3 steps later (spikes past the end dropped): no input in the first steps.
+    let late = (0..b)
+        .map(|s| {
+            let ev = encoded.sample(s).iter().map(|e| neuropart::SpikeEvent {
+                step: e.step + 3,
+                neuron: e.neuron,
+            });
+            ev.filter(|e| e.step < steps as u32).collect()
+        })
+        .collect();
+    let input = neuropart::SpikeTrains::from_samples(ns, steps as u32, late);
+    let run = |e: &Executor| {
+        e.run(&CpuBackend, &[(0, input.clone())], Observe::AllTraces)
+            .unwrap()
+    };
+    let out = run(&exec);
+    let r = topo.readout();
+    let trace = |o: &neuropart::Execution, s: usize, k: usize| -> Vec<f32> {
+        let m = o.membrane[r].as_ref().unwrap();
+        (0..steps).map(|t| m[(s * steps + t) * c + k]).collect()
+    };
+    // The silent class: maximum at step 0 on every sample; the input reaches it at `first[s]`
+    // (the first step whose membrane differs from the start), the live class peaks later.
+    let mut first = Vec::new();
+    for s in 0..b {
+        let v = trace(&out, s, silent);
+        assert!(v.iter().all(|&x| x <= v[0]), "sample {s}: {v:?}");
+        let arrives = v.iter().position(|&x| x != v[0]).expect("input arrives");
+        let spikes = input.sample(s).iter().map(|e| e.step as usize).min();
+        assert_eq!(Some(arrives), spikes, "sample {s}: the first input spike");
+        assert_eq!(v[0], 0.0);
+        first.push(arrives);
+        let u = trace(&out, s, live);
+        assert!(u.iter().any(|&x| x > u[0]), "sample {s}: {u:?}");
+    }
+    let gradient = |up: f32, revive: bool| {
+        let mut ds = vec![0f32; b * c];
+        for s in 0..b {
+            ds[s * c + silent] = up;
+            ds[s * c + live] = 0.5;
+        }
+        let counts = vec![Vec::new(); exec.network.populations.len()];
+        let given = neuropart::Upstream::Given {
+            scores: &ds,
+            counts: &counts,
+        };
+        let cfg = TrainConfig {
+            revive_silent_classes: revive,
+            ..no_reg()
+        };
+        neuropart::gradients_from(&exec.network, &topo, &out, given, &cfg, 0).1[0].clone()
+    };
+    let row = |g: &[f32], k: usize| g[k * ns..(k + 1) * ns].to_vec();
+    let (off, on, falling) = (
+        gradient(-1.0, false),
+        gradient(-1.0, true),
+        gradient(1.0, true),
+    );
+    assert!(row(&off, silent).iter().all(|&x| x == 0.0));
+    assert!(row(&falling, silent).iter().all(|&x| x == 0.0));
+    assert_eq!(row(&on, live), row(&off, live));
+    assert!(row(&on, live).iter().any(|&x| x != 0.0));
+    // −readout_scale × Σ_s mean over t ≥ first[s] of v(s, t), by finite differences.
+    let scale = TrainConfig::default().readout_scale as f64;
+    let objective = |e: &Executor| -> f64 {
+        let o = run(e);
+        (0..b)
+            .map(|s| {
+                let v = trace(&o, s, silent);
+                let tail = &v[first[s]..];
+                -scale * tail.iter().map(|&x| x as f64).sum::<f64>() / tail.len() as f64
+            })
+            .sum()
+    };
+    let got = row(&on, silent);
+    let mut checked = 0;
+    for j in (0..ns).step_by(7) {
+        let k = silent * ns + j;
+        let eps = 1e-3;
+        let mut plus = exec.clone();
+        plus.network.projections[0].weights[k] += eps;
+        plus.recompile().unwrap();
+        let mut minus = exec.clone();
+        minus.network.projections[0].weights[k] -= eps;
+        minus.recompile().unwrap();
+        let fd = (objective(&plus) - objective(&minus)) / (2.0 * eps as f64);
+        let an = got[j] as f64;
+        assert!(
+            (fd - an).abs() <= 0.02 * fd.abs().max(an.abs()) + 5e-5,
+            "weight {j} of the silent class: finite difference {fd}, gradient {an}"
+        );
+        checked += usize::from(an.abs() > 1e-4);
+    }
+    assert!(checked >= 5, "only {checked} non-zero gradients checked");
+}

@@ -839,6 +839,24 @@ widest! {
     }
 }
 
+/// The first step of sample `s` (as `exec` numbers it) at which a spike of any source reaches
+/// the readout (`net.steps` if none does).
+fn first_arrival(net: &Network, topo: &Topology, exec: &Execution, s: usize) -> usize {
+    let steps = net.steps as usize;
+    let mut first = steps;
+    for &(src, tgt, d) in &topo.ends {
+        if tgt != topo.readout {
+            continue;
+        }
+        if let Some(tr) = exec.spikes.get(src) {
+            for e in tr.sample(s) {
+                first = first.min(e.step as usize + d);
+            }
+        }
+    }
+    first
+}
+
 /// Per-thread buffers of the per-sample backward, reused across samples and batches.
 #[derive(Default)]
 struct Scratch {
@@ -899,6 +917,12 @@ fn sample_backward<'a>(
     }
     scr.gvd.clear();
     scr.gvd.resize(steps * c, 0.0);
+    // The first step at which a spike reaches the readout (`steps`: none does).
+    let first_input = if mode == Score::Max && cfg.revive_silent_classes {
+        first_arrival(net, topo, exec, s)
+    } else {
+        steps
+    };
     for k in 0..c {
         let d = match upstream {
             Upstream::Labels(_) => {
@@ -911,6 +935,17 @@ fn sample_backward<'a>(
             Upstream::Given { scores, .. } => scores[sb * c + k],
         };
         match mode {
+            // A maximum before the first input does not depend on the weights: with
+            // `revive_silent_classes`, where the loss asks the score to rise, the gradient of
+            // the mean from that input on instead. Where it asks it to fall, none: the score
+            // cannot fall below the start, and pushing the trace further down would go on
+            // without end.
+            Score::Max if at[k] < first_input && first_input < steps && d < 0.0 => {
+                let span = (steps - first_input) as f32;
+                for t in first_input..steps {
+                    scr.gvd[t * c + k] += cfg.readout_scale * d / span;
+                }
+            }
             Score::Max => scr.gvd[at[k] * c + k] += cfg.readout_scale * d,
             Score::Last { steps: last } => {
                 let last = (last as usize).clamp(1, steps);

@@ -48,6 +48,12 @@ pub(crate) struct Args {
     /// one input per pixel, time-to-first-spike over the whole run. Checkpoints keep it.
     #[arg(long, value_name = "K", value_parser = at_least_one)]
     pub(crate) rows: Option<usize>,
+    /// With a readout scored by its maximum over time: give a class whose trace never rose
+    /// above its start (its maximum before any input, so without gradient) the gradient of
+    /// its mean over the steps with input, where the loss asks its score to rise, so that a
+    /// class silenced early in training can recover.
+    #[arg(long)]
+    pub(crate) revive_silent_classes: bool,
 }
 
 pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
@@ -64,6 +70,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         seeds,
         val_samples,
         rows,
+        revive_silent_classes,
     } = args;
     let lead = ctx.lead;
     let open_backend = |d| ctx.open_backend(d);
@@ -74,6 +81,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         lr,
         seed,
         keep_best: val_samples > 0,
+        revive_silent_classes,
         encoding: match rows {
             Some(k) => neuropart::encode::Encoding::Rows {
                 steps_per_row: u32::try_from(k).unwrap_or(u32::MAX),
