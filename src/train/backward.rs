@@ -413,14 +413,16 @@ pub fn chunk_gradients_from(
         }
     }
     drop(parts);
+    // Groups of GROUP consecutive samples walk back together (see `group_backward`).
     let stats: Vec<BatchStats> = slots
-        .par_chunks_mut(npop.max(1))
+        .par_chunks_mut((npop * GROUP).max(1))
         .enumerate()
-        .map_init(Scratch::default, |scr, (k, slots)| {
-            let s = samples.start + k;
+        .map_init(Vec::new, |scr, (k, slots)| {
+            let s = samples.start + k * GROUP;
             let x = s - exec_base;
-            sample_backward(net, topo, exec, x, (upstream, s), b, cfg, epoch, slots, scr)
+            group_backward(net, topo, exec, x, (upstream, s), b, cfg, epoch, slots, scr)
         })
+        .flatten_iter()
         .collect();
     // Phase B: every chunk's weight gradients, then their sum over the chunks in the fixed
     // tree, per work item in the item's own (cache-sized) scratch; each sum is written once.
@@ -839,6 +841,67 @@ widest! {
     }
 }
 
+widest! {
+    /// [`transpose_product`] for several samples: `dst += wᵀ·g` for every pair (`dst`, `g`).
+    /// For a full group ([`GROUP`] pairs) the sums of 16 columns of every pair stay in
+    /// registers while the weight rows pass, each block of a row read once for the group (a
+    /// small matrix–matrix product); a smaller group takes [`transpose_product`] pair by
+    /// pair. Either way every `dst` element adds the rows one after another in row order:
+    /// the same sums, bit for bit, as [`transpose_product`].
+    fn transpose_product_group(w: &[f32], pairs: &mut [(&mut [f32], &[f32])]) {
+        const LANES: usize = 16;
+        let [(d0, g0), (d1, g1), (d2, g2), (d3, g3)] = pairs else {
+            for (dst, g) in pairs.iter_mut() {
+                transpose_product(dst, w, g);
+            }
+            return;
+        };
+        let ns = d0.len();
+        if ns == 0 || [d1.len(), d2.len(), d3.len()] != [ns; 3] {
+            for (dst, g) in pairs.iter_mut() {
+                transpose_product(dst, w, g);
+            }
+            return;
+        }
+        let rows = (w.len() / ns).min(g0.len()).min(g1.len()).min(g2.len()).min(g3.len());
+        let (g0, g1, g2, g3) = (&g0[..rows], &g1[..rows], &g2[..rows], &g3[..rows]);
+        let w = &w[..rows * ns];
+        let full = ns / LANES * LANES;
+        let block = |d: &[f32], at: usize| -> [f32; LANES] {
+            d[at..at + LANES].try_into().expect("a block of LANES")
+        };
+        for at in (0..full).step_by(LANES) {
+            let (mut a0, mut a1, mut a2, mut a3) =
+                (block(d0, at), block(d1, at), block(d2, at), block(d3, at));
+            let coef = g0.iter().zip(g1).zip(g2).zip(g3);
+            for (row, (((&c0, &c1), &c2), &c3)) in w.chunks_exact(ns).zip(coef) {
+                let wr = block(row, at);
+                for l in 0..LANES {
+                    a0[l] += wr[l] * c0;
+                    a1[l] += wr[l] * c1;
+                    a2[l] += wr[l] * c2;
+                    a3[l] += wr[l] * c3;
+                }
+            }
+            d0[at..at + LANES].copy_from_slice(&a0);
+            d1[at..at + LANES].copy_from_slice(&a1);
+            d2[at..at + LANES].copy_from_slice(&a2);
+            d3[at..at + LANES].copy_from_slice(&a3);
+        }
+        for (dst, g) in [(d0, g0), (d1, g1), (d2, g2), (d3, g3)] {
+            for (i, x) in dst.iter_mut().enumerate().skip(full) {
+                for (row, &c) in w.chunks_exact(ns).zip(g) {
+                    *x += row[i] * c;
+                }
+            }
+        }
+    }
+}
+
+/// Samples whose backward passes walk the components together: a recurrent projection's
+/// weights are then read once per step for the group ([`transpose_product_group`]).
+const GROUP: usize = 4;
+
 /// The first step of sample `s` (as `exec` numbers it) at which a spike of any source reaches
 /// the readout (`net.steps` if none does).
 fn first_arrival(net: &Network, topo: &Topology, exec: &Execution, s: usize) -> usize {
@@ -874,9 +937,10 @@ struct Scratch {
 }
 
 widest! {
-/// One sample: its loss and statistics, and the current gradient `gi[p]` (`[step][neuron]`)
-/// of every non-input population.
-fn sample_backward<'a>(
+/// One sample's loss and statistics, into `scr` the direct gradient on the readout's
+/// membranes (`gvd`) and the regulariser's (or the caller's) gradients on the spikes (`gs`),
+/// where [`group_backward`] starts the walk back.
+fn sample_loss(
     net: &Network,
     topo: &Topology,
     exec: &Execution,
@@ -885,7 +949,6 @@ fn sample_backward<'a>(
     batch: usize,
     cfg: &TrainConfig,
     epoch: usize,
-    gi: &mut [&'a mut [f32]],
     scr: &mut Scratch,
 ) -> BatchStats {
     let steps = net.steps as usize;
@@ -1009,27 +1072,65 @@ fn sample_backward<'a>(
             }
         }
     }
+    stats
+}
+}
+
+widest! {
+/// The samples of one group (`x0`, `x0` + 1, … as `exec` numbers them; `upstream`'s index is
+/// the first's in the batch): their losses and statistics, and the current gradient
+/// `gi[g·P + p]` (`[step][neuron]`) of every non-input population `p` of sample `g` of the
+/// group (P populations). Each sample's arithmetic is that of a walk on its own; the group
+/// shares the reading of the weights.
+fn group_backward<'a>(
+    net: &Network,
+    topo: &Topology,
+    exec: &Execution,
+    x0: usize,
+    upstream: (Upstream<'_>, usize),
+    batch: usize,
+    cfg: &TrainConfig,
+    epoch: usize,
+    gi: &mut [&'a mut [f32]],
+    scrs: &mut Vec<Scratch>,
+) -> Vec<BatchStats> {
+    let steps = net.steps as usize;
+    let npop = net.populations.len().max(1);
+    let n = gi.len() / npop;
+    scrs.resize_with(n.max(scrs.len()), Scratch::default);
+    let scrs = &mut scrs[..n];
+    let (up, sb) = upstream;
+    let stats = scrs
+        .iter_mut()
+        .enumerate()
+        .map(|(g, scr)| {
+            sample_loss(net, topo, exec, x0 + g, (up, sb + g), batch, cfg, epoch, scr)
+        })
+        .collect();
+    let r = topo.readout;
     // Backward through time, targets before sources: a component's members together, step by
     // step (one member for a feed-forward population).
     for comp in topo.comps.iter().rev() {
         let m = comp.len();
-        for v in [&mut scr.gv, &mut scr.carry] {
-            v.resize_with(m.max(v.len()), Vec::new);
-        }
-        scr.raster.resize_with(m.max(scr.raster.len()), Vec::new);
-        for (j, &p) in comp.iter().enumerate() {
-            let n = net.populations[p].size;
-            for v in [&mut scr.gv[j], &mut scr.carry[j]] {
-                v.clear();
-                v.resize(n, 0.0);
+        for (g, scr) in scrs.iter_mut().enumerate() {
+            for v in [&mut scr.gv, &mut scr.carry] {
+                v.resize_with(m.max(v.len()), Vec::new);
             }
-            let raster = &mut scr.raster[j];
-            raster.clear();
-            if net.populations[p].kind == PopulationKind::Lif {
-                raster.resize(steps * n, 0);
-                if let Some(tr) = exec.spikes.get(p) {
-                    for e in tr.sample(s) {
-                        raster[e.step as usize * n + e.neuron as usize] = 1;
+            scr.raster.resize_with(m.max(scr.raster.len()), Vec::new);
+            for (j, &p) in comp.iter().enumerate() {
+                let size = net.populations[p].size;
+                for v in [&mut scr.gv[j], &mut scr.carry[j]] {
+                    v.clear();
+                    v.resize(size, 0.0);
+                }
+                let raster = &mut scr.raster[j];
+                raster.clear();
+                if net.populations[p].kind == PopulationKind::Lif {
+                    raster.resize(steps * size, 0);
+                    if let Some(tr) = exec.spikes.get(p) {
+                        for e in tr.sample(x0 + g) {
+                            raster[e.step as usize * size + e.neuron as usize] = 1;
+                        }
                     }
                 }
             }
@@ -1037,25 +1138,31 @@ fn sample_backward<'a>(
         for t in (0..steps).rev() {
             for (j, &p) in comp.iter().enumerate() {
                 let pop = &net.populations[p];
-                let n = pop.size;
+                let size = pop.size;
                 let co = &topo.coeffs[p];
-                let mem = &exec.membrane[p].as_ref().expect("membranes recorded")
-                    [s * steps * n..(s + 1) * steps * n];
                 let k = (co.k_mem, co.a_syn, co.v_th, cfg.surrogate_alpha);
                 let mf = co.membrane_first != 0;
-                let row = t * n..(t + 1) * n;
-                let git = &mut gi[p][row.clone()];
-                let (gv, carry) = (&mut scr.gv[j][..], &mut scr.carry[j][..]);
-                if pop.kind == PopulationKind::Lif {
-                    let rec = (&scr.gs[p][row.clone()], &scr.raster[j][row.clone()], &mem[row]);
-                    lif_step_back(git, gv, carry, rec, k, mf);
-                } else {
-                    let direct = (p == r).then(|| &scr.gvd[row]);
-                    li_step_back(git, gv, carry, direct, (k.0, k.1), mf);
+                let row = t * size..(t + 1) * size;
+                for (g, scr) in scrs.iter_mut().enumerate() {
+                    let s = x0 + g;
+                    let mem = &exec.membrane[p].as_ref().expect("membranes recorded")
+                        [s * steps * size..(s + 1) * steps * size];
+                    let git = &mut gi[g * npop + p][row.clone()];
+                    let (gv, carry) = (&mut scr.gv[j][..], &mut scr.carry[j][..]);
+                    if pop.kind == PopulationKind::Lif {
+                        let rec = (
+                            &scr.gs[p][row.clone()],
+                            &scr.raster[j][row.clone()],
+                            &mem[row.clone()],
+                        );
+                        lif_step_back(git, gv, carry, rec, k, mf);
+                    } else {
+                        let direct = (p == r).then(|| &scr.gvd[row.clone()]);
+                        li_step_back(git, gv, carry, direct, (k.0, k.1), mf);
+                    }
                 }
                 // This step's current gradient onto the spikes `d` steps earlier of the
                 // component's spiking members that project here.
-                let git = &gi[p][t * n..(t + 1) * n];
                 for (q, &(src, tgt, d)) in topo.ends.iter().enumerate() {
                     if tgt != p
                         || d > t
@@ -1065,15 +1172,23 @@ fn sample_backward<'a>(
                         continue;
                     }
                     let ns = net.populations[src].size;
-                    let dst = &mut scr.gs[src][(t - d) * ns..(t - d + 1) * ns];
+                    let at = (t - d) * ns..(t - d + 1) * ns;
                     let w = &net.projections[q].weights;
+                    let samples = scrs.iter_mut().zip(gi.chunks(npop));
                     if topo.dense[q] {
-                        transpose_product(dst, w, git);
+                        let mut pairs: Vec<(&mut [f32], &[f32])> = samples
+                            .map(|(scr, gs)| (&mut scr.gs[src][at.clone()], &gs[p][row.clone()]))
+                            .collect();
+                        transpose_product_group(w, &mut pairs);
                     } else {
                         let (offs, syn) = &topo.by_source[q];
-                        for (pre, x) in dst.iter_mut().enumerate() {
-                            for &(post, kw) in &syn[offs[pre] as usize..offs[pre + 1] as usize] {
-                                *x += w[kw as usize] * git[post as usize];
+                        for (scr, gs) in samples {
+                            let git = &gs[p][row.clone()];
+                            let dst = &mut scr.gs[src][at.clone()];
+                            for (pre, x) in dst.iter_mut().enumerate() {
+                                for &(post, kw) in &syn[offs[pre] as usize..offs[pre + 1] as usize] {
+                                    *x += w[kw as usize] * git[post as usize];
+                                }
                             }
                         }
                     }
@@ -1081,32 +1196,34 @@ fn sample_backward<'a>(
             }
         }
         // Gradients on the spikes of spiking sources outside the component, over all steps.
-        for &p in comp {
-            let n = net.populations[p].size;
-            let gip = &*gi[p];
-            for (q, &(src, tgt, d)) in topo.ends.iter().enumerate() {
-                if tgt != p
-                    || comp.contains(&src)
-                    || net.populations[src].kind != PopulationKind::Lif
-                    || d >= steps
-                {
-                    continue;
-                }
-                let ns = net.populations[src].size;
-                let w = &net.projections[q].weights;
-                let gsrc = &mut scr.gs[src];
-                if topo.dense[q] {
-                    for t in 0..steps - d {
-                        let dst = &mut gsrc[t * ns..(t + 1) * ns];
-                        transpose_product(dst, w, &gip[(t + d) * n..(t + d + 1) * n]);
+        for (scr, gs) in scrs.iter_mut().zip(gi.chunks(npop)) {
+            for &p in comp {
+                let size = net.populations[p].size;
+                let gip = &*gs[p];
+                for (q, &(src, tgt, d)) in topo.ends.iter().enumerate() {
+                    if tgt != p
+                        || comp.contains(&src)
+                        || net.populations[src].kind != PopulationKind::Lif
+                        || d >= steps
+                    {
+                        continue;
                     }
-                } else {
-                    let (offs, syn) = &topo.by_source[q];
-                    for pre in 0..ns {
-                        for &(post, k) in &syn[offs[pre] as usize..offs[pre + 1] as usize] {
-                            let wk = w[k as usize];
-                            for t in 0..steps - d {
-                                gsrc[t * ns + pre] += wk * gip[(t + d) * n + post as usize];
+                    let ns = net.populations[src].size;
+                    let w = &net.projections[q].weights;
+                    let gsrc = &mut scr.gs[src];
+                    if topo.dense[q] {
+                        for t in 0..steps - d {
+                            let dst = &mut gsrc[t * ns..(t + 1) * ns];
+                            transpose_product(dst, w, &gip[(t + d) * size..(t + d + 1) * size]);
+                        }
+                    } else {
+                        let (offs, syn) = &topo.by_source[q];
+                        for pre in 0..ns {
+                            for &(post, k) in &syn[offs[pre] as usize..offs[pre + 1] as usize] {
+                                let wk = w[k as usize];
+                                for t in 0..steps - d {
+                                    gsrc[t * ns + pre] += wk * gip[(t + d) * size + post as usize];
+                                }
                             }
                         }
                     }
@@ -1116,4 +1233,47 @@ fn sample_backward<'a>(
     }
     stats
 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{transpose_product, transpose_product_group};
+
+    /// The group product gives every pair the single-sample product's bits, over full blocks
+    /// of 16 columns and a remainder, full groups and smaller ones; both are the naive sum
+    /// (rows in order, in f64) up to rounding.
+    #[test]
+    fn the_group_transposed_product_is_the_single_one_bit_for_bit() {
+        let mut rng = crate::rng::Rng::new(5);
+        let mut draw =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.uniform() as f32 * 2.0 - 1.0).collect() };
+        for (ns, rows, group) in [(40, 13, 4), (16, 7, 4), (5, 3, 4), (40, 13, 3), (33, 9, 1)] {
+            let w = draw(ns * rows);
+            let gs: Vec<Vec<f32>> = (0..group).map(|_| draw(rows)).collect();
+            let start: Vec<Vec<f32>> = (0..group).map(|_| draw(ns)).collect();
+            let mut grouped = start.clone();
+            let mut pairs: Vec<(&mut [f32], &[f32])> = grouped
+                .iter_mut()
+                .zip(&gs)
+                .map(|(d, g)| (&mut d[..], &g[..]))
+                .collect();
+            transpose_product_group(&w, &mut pairs);
+            for k in 0..group {
+                let mut single = start[k].clone();
+                transpose_product(&mut single, &w, &gs[k]);
+                assert_eq!(grouped[k], single, "ns {ns}, rows {rows}, group {group}");
+                for i in 0..ns {
+                    let naive = start[k][i] as f64
+                        + (0..rows)
+                            .map(|r| w[r * ns + i] as f64 * gs[k][r] as f64)
+                            .sum::<f64>();
+                    assert!(
+                        (naive - single[i] as f64).abs() < 1e-5,
+                        "{naive} {}",
+                        single[i]
+                    );
+                }
+            }
+        }
+    }
 }
