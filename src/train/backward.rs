@@ -429,9 +429,12 @@ pub fn chunk_gradients_from(
     // A dense projection's items are blocks of targets: the events of one (sample, step) are
     // consecutive, so the target's current gradient for them is read once, and the block's
     // rows of the weight layout are the item's own. Other projections' items are blocks of
-    // sources, in by-source order.
+    // sources, in by-source order. A dense item takes as many targets (a multiple of 16, at
+    // least 16) as keep its sums (sources × targets) near 16 Ki floats: each spike's row of
+    // current gradients is then read in few pieces, and the sums stay in the core's cache.
+    // The blocks only choose which sums an item holds: every sum is the same.
     const BLOCK_SYNAPSES: usize = 4096;
-    const TARGET_BLOCK: usize = 16;
+    const ITEM_FLOATS: usize = 16_384;
     let nchunks = chunks.len();
     let mut out: Vec<Vec<f32>> = topo
         .by_source
@@ -446,8 +449,9 @@ pub fn chunk_gradients_from(
         let mut lo = 0;
         if topo.dense[q] {
             let nt = sizes[topo.ends[q].1];
+            let block = (ITEM_FLOATS / ns.max(1) / 16 * 16).max(16);
             while lo < nt {
-                let hi = (lo + TARGET_BLOCK).min(nt);
+                let hi = (lo + block).min(nt);
                 let (a, r) = std::mem::take(&mut rest).split_at_mut((hi - lo) * ns);
                 items.push((q, lo..hi, a));
                 rest = r;
