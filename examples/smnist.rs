@@ -210,10 +210,23 @@ fn run(a: Args, comm: &dyn Communicator) -> neuropart::Result<()> {
             .iter()
             .map(|p| format!("{:?}", p.chip))
             .collect();
+        let delays: Vec<String> = plan
+            .link_delays(&trainer.exec.network)?
+            .iter()
+            .map(|l| match l {
+                neuropart::LinkSteps::All(d) => d.to_string(),
+                neuropart::LinkSteps::Each(v) => format!(
+                    "{} of {} synapses {}",
+                    v.iter().filter(|&&d| d > 0).count(),
+                    v.len(),
+                    v.iter().max().copied().unwrap_or(0)
+                ),
+            })
+            .collect();
         eprintln!(
-            "partitions on chips {}; link delays per projection {:?}; {:.1} s in all",
+            "partitions on chips {}; link delays per projection [{}]; {:.1} s in all",
             chips.join(", "),
-            plan.link_delays(&trainer.exec.network)?,
+            delays.join(", "),
             t0.elapsed().as_secs_f64()
         );
     }

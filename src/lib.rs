@@ -113,8 +113,8 @@ pub use plan::compile::{
     precision_warnings, ChannelBlock, CompileContext, PartitionProgram, Synapse, WeightRef,
 };
 pub use plan::partition::{
-    split_range, NeuronRange, Origin, Partition, PartitionOptions, PlacedRange, Placement, Plan,
-    Source, SystemPlan,
+    split_range, LinkSteps, NeuronRange, Origin, Partition, PartitionOptions, PlacedRange,
+    Placement, Plan, Source, SystemPlan,
 };
 pub use plan::schedule::{CostReport, Schedule};
 pub use rng::Rng;

@@ -271,8 +271,9 @@ fn trainable(sub: &Substrate, hidden: usize, recurrent: bool) -> Network {
 #[test]
 fn a_training_step_spread_over_processes_gives_the_weights_of_one_process() {
     // Hidden over two chips and the readout on a third (every hidden spike crosses a link),
-    // then a recurrent hidden layer on one chip read out on another; receive buffers drop.
-    for (hidden, recurrent) in [(40, false), (12, true)] {
+    // then a recurrent hidden layer on one chip read out on another, then one split over two
+    // chips (its recurrent projection has two delays); receive buffers drop.
+    for (hidden, recurrent) in [(40, false), (12, true), (40, true)] {
         let sub = tiny_chip(system(3, 2.0, 8));
         let net = trainable(&sub, hidden, recurrent);
         let cfg = TrainConfig {
@@ -287,6 +288,17 @@ fn a_training_step_spread_over_processes_gives_the_weights_of_one_process() {
         assert!(
             make().exchanges().iter().any(Option::is_some),
             "chips exchange spikes"
+        );
+        let split = make()
+            .plan
+            .link_delays(&net)
+            .unwrap()
+            .iter()
+            .any(|l| l.uniform().is_none());
+        assert_eq!(
+            split,
+            recurrent && hidden == 40,
+            "hidden {hidden}: two delays"
         );
         let mut one = Trainer::new(make(), cfg.clone()).unwrap();
         let (st, _) = one

@@ -61,6 +61,8 @@ struct Model {
     pops: Vec<(usize, bool)>,
     /// Per projection: (source, target, delay in steps).
     ends: Vec<(usize, usize, usize)>,
+    /// Per projection, per weight (`[target][source]`): steps on a system's links on top.
+    links: Vec<Vec<usize>>,
     a: f64,
     k: f64,
     th: f64,
@@ -116,8 +118,11 @@ impl Model {
                         let ns = self.pops[src].0;
                         for post in 0..n {
                             for pre in 0..ns {
-                                input[post] +=
-                                    w[q][post * ns + pre] * spikes[src][(t - d) * ns + pre];
+                                let d = d + self.links[q][post * ns + pre];
+                                if d <= t {
+                                    input[post] +=
+                                        w[q][post * ns + pre] * spikes[src][(t - d) * ns + pre];
+                                }
                             }
                         }
                     }
@@ -191,6 +196,23 @@ impl Model {
 /// of [`Model`], over a spread of weights of every projection, for `exec` (its plan's link
 /// delays `links` expected on the projections, added to the model's delays).
 fn check(exec: &Executor, links: [usize; 6], label: &str) -> f64 {
+    let delays = exec.plan.link_delays(&exec.network).unwrap();
+    assert_eq!(
+        delays,
+        links
+            .iter()
+            .map(|&d| neuropart::LinkSteps::All(d as u32))
+            .collect::<Vec<_>>(),
+        "{label}: link delays"
+    );
+    let per_weight = (0..6)
+        .map(|q| vec![links[q]; exec.network.projections[q].weights.len()])
+        .collect();
+    check_with(exec, per_weight, label)
+}
+
+/// [`check`] with the link delays given per projection and weight (`[target][source]`).
+fn check_with(exec: &Executor, links: Vec<Vec<usize>>, label: &str) -> f64 {
     let network = &exec.network;
     let mut rng = Rng::new(4);
     let input = random_spikes(&mut rng, SAMPLES, INPUTS, STEPS, 0.25);
@@ -199,11 +221,6 @@ fn check(exec: &Executor, links: [usize; 6], label: &str) -> f64 {
         .run_samples(&CpuBackend, &[(0, input.clone())], Observe::AllTraces, 7, 0)
         .unwrap();
     let delays = exec.plan.link_delays(network).unwrap();
-    assert_eq!(
-        delays,
-        links.iter().map(|&d| d as u32).collect::<Vec<_>>(),
-        "{label}: link delays"
-    );
     let topo = Topology::new(network, 1.0, &delays).unwrap();
     assert!(topo.is_recurrent());
     let cfg = no_reg();
@@ -250,13 +267,14 @@ fn check(exec: &Executor, links: [usize; 6], label: &str) -> f64 {
     let model = Model {
         pops: vec![(INPUTS, false), (24, true), (24, true), (3, false)],
         ends: vec![
-            (0, 1, base[0] + links[0]),
-            (1, 1, base[1] + links[1]),
-            (1, 2, base[2] + links[2]),
-            (2, 3, base[3] + links[3]),
-            (2, 1, base[4] + links[4]),
-            (1, 3, base[5] + links[5]),
+            (0, 1, base[0]),
+            (1, 1, base[1]),
+            (1, 2, base[2]),
+            (2, 3, base[3]),
+            (2, 1, base[4]),
+            (1, 3, base[5]),
         ],
+        links,
         a: 1.0 - 1.0 / pp.tau_syn as f64,
         k: 1.0 / pp.tau_mem as f64,
         th: pp.v_th as f64,
@@ -523,4 +541,80 @@ fn a_training_batch_over_the_memory_limit_is_refused_before_allocating() {
     neuropart::set_memory_limit(0);
     assert!(e.to_string().contains("per sample"), "{e}");
     assert!(ok.is_ok());
+}
+
+#[test]
+fn recurrent_gradients_with_populations_split_over_chips_take_each_synapses_delay() {
+    // Chips of 16 circuits: h's 24 neurons on chips 0 and 1, g's on chips 1 and 2, the readout
+    // on chip 3, one system run. h -> h, h -> g and g -> h then have synapses within a chip
+    // and synapses that cross a link (2 steps later): two delays in one projection.
+    let sub = Substrate {
+        circuits_per_hemisphere: 8,
+        ..tiny_chip(system(4, 2.0, 0))
+    };
+    for mode in [Mode::Ideal, Mode::Emulated] {
+        let net = net(&sub, Update::InputFirst, Score::Last { steps: 4 });
+        let exec = Executor::emulated(
+            net,
+            &sub,
+            1,
+            &PartitionOptions::default(),
+            AnalogConfig::default(),
+            mode,
+        )
+        .unwrap();
+        let plan = &exec.plan;
+        assert_eq!(plan.system.as_ref().unwrap().runs, vec![vec![0, 1, 2, 3]]);
+        // Each neuron's chip, from the plan's partitions; a synapse crosses a link where its
+        // source and target neurons sit on different chips.
+        let network = &exec.network;
+        let mut chip: Vec<Vec<Option<usize>>> = network
+            .populations
+            .iter()
+            .map(|p| vec![None; p.size])
+            .collect();
+        for part in &plan.partitions {
+            for r in &part.parts {
+                let n = &r.neurons;
+                chip[n.population][n.range()].fill(part.chip);
+            }
+        }
+        assert_ne!(chip[1][0], chip[1][23], "h spans two chips");
+        let mut mixed = 0;
+        let links: Vec<Vec<usize>> = (0..network.projections.len())
+            .map(|q| {
+                let (src, tgt) = network.endpoints(q).unwrap();
+                let ns = network.populations[src].size;
+                let nt = network.populations[tgt].size;
+                let v: Vec<usize> = (0..nt * ns)
+                    .map(|k| {
+                        let (post, pre) = (k / ns, k % ns);
+                        match (chip[src][pre], chip[tgt][post]) {
+                            (Some(a), Some(b)) if a != b => 2,
+                            _ => 0,
+                        }
+                    })
+                    .collect();
+                mixed += usize::from(v.contains(&0) && v.iter().any(|&d| d > 0));
+                v
+            })
+            .collect();
+        assert_eq!(mixed, 3, "h -> h, h -> g and g -> h have two delays");
+        let said = plan.link_delays(network).unwrap();
+        for (q, (l, want)) in said.iter().zip(&links).enumerate() {
+            let crossing = match l {
+                neuropart::LinkSteps::All(d) => {
+                    if *d > 0 {
+                        want.len()
+                    } else {
+                        0
+                    }
+                }
+                neuropart::LinkSteps::Each(v) => v.iter().filter(|&&d| d > 0).count(),
+            };
+            let expected = want.iter().filter(|&&d| d > 0).count();
+            assert_eq!(crossing, expected, "projection {q}");
+        }
+        check_with(&exec, links, &format!("split populations, {mode:?}"));
+    }
 }

@@ -394,7 +394,9 @@ fn training_across_chips_equals_training_with_the_link_delay_on_one_chip() {
         assert_eq!(x.weights, y.weights, "{}", x.name);
     }
     // Hidden split over three chips, two chips per run: the projection to the readout is
-    // half replayed, half over links; training refuses it, naming it.
+    // partly replayed through the host (no link), partly over a link (2 steps later): its
+    // synapses have two delays, each known (the gradients that follow from them are checked
+    // in tests/recurrent.rs), and it trains.
     let two = tiny_chip(system(2, 2.0, 0));
     let net = feed_forward(&two, 90, 0);
     let exec = Executor::new(
@@ -407,10 +409,43 @@ fn training_across_chips_equals_training_with_the_link_delay_on_one_chip() {
         },
     )
     .unwrap();
-    let e = neuropart::Trainer::new(exec, Default::default())
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("h->out") && e.contains("sequential"), "{e}");
+    let (net, plan) = (&exec.network, &exec.plan);
+    let runs = &plan.system.as_ref().unwrap().runs;
+    let run_of = |part: usize| runs.iter().position(|r| r.contains(&part)).unwrap();
+    let chip = chips_of(net, plan);
+    // (run, chip) of every hidden neuron and of the readout.
+    let mut place: Vec<Vec<(usize, usize)>> = net
+        .populations
+        .iter()
+        .map(|p| vec![(usize::MAX, usize::MAX); p.size])
+        .collect();
+    for (k, part) in plan.partitions.iter().enumerate() {
+        for r in &part.parts {
+            let n = &r.neurons;
+            for i in n.range() {
+                place[n.population][i] = (run_of(k), chip[n.population][i]);
+            }
+        }
+    }
+    let (h, out) = (1, 2);
+    let crossing: usize = (0..net.populations[h].size)
+        .filter(|&i| place[h][i].0 == place[out][0].0 && place[h][i].1 != place[out][0].1)
+        .count()
+        * net.populations[out].size;
+    assert!(crossing > 0 && crossing < 90 * 4, "{crossing} of 360 cross");
+    let said = plan.link_delays(net).unwrap();
+    let neuropart::LinkSteps::Each(steps) = &said[1] else {
+        panic!("h->out: {:?}", said[1]);
+    };
+    assert_eq!(steps.iter().filter(|&&d| d == 2).count(), crossing);
+    assert_eq!(steps.iter().filter(|&&d| d == 0).count(), 360 - crossing);
+    let mut t = neuropart::Trainer::new(exec, Default::default()).unwrap();
+    let spikes = random_spikes(&mut rng, 8, 30, 30, 0.15);
+    let labels: Vec<u8> = (0..8).map(|i| (i % 4) as u8).collect();
+    let (st, _) = t
+        .train_batch(&CpuBackend, spikes, &labels, 0, Default::default())
+        .unwrap();
+    assert!(st.loss.is_finite() && st.hidden_spikes > 0.0);
 }
 
 #[test]

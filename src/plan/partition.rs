@@ -487,41 +487,86 @@ impl Plan {
     }
 }
 
+/// The steps a system's links add to the synapses of one projection ([`Plan::link_delays`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkSteps {
+    /// The same for every synapse: the delivery delay where every synapse crosses chips of
+    /// one system run, 0 where none does.
+    All(u32),
+    /// Per synapse, in the order of [`Network::for_each_synapse_index`] over all targets: a
+    /// projection whose source and target populations are each split over chips, so that some
+    /// of its spikes cross a link and the others stay on their chip (two delays).
+    Each(Vec<u32>),
+}
+
+impl LinkSteps {
+    /// The steps of every synapse where they are all the same.
+    pub fn uniform(&self) -> Option<u32> {
+        match self {
+            LinkSteps::All(d) => Some(*d),
+            LinkSteps::Each(_) => None,
+        }
+    }
+}
+
 impl Plan {
-    /// Steps each projection's spikes spend on a system's links: the delivery delay where
-    /// every synapse of the projection crosses chips of one system run, 0 where none does. A
-    /// projection with both kinds has no single delay (training needs one): an error naming
-    /// it and the counts.
-    pub fn link_delays(&self, network: &Network) -> Result<Vec<u32>> {
+    /// Steps each projection's spikes spend on a system's links, per projection: the same for
+    /// all its synapses, or (where only some cross chips of one system run) per synapse.
+    pub fn link_delays(&self, network: &Network) -> Result<Vec<LinkSteps>> {
         let n = network.projections.len();
         let Some(sp) = &self.system else {
-            return Ok(vec![0; n]);
+            return Ok(vec![LinkSteps::All(0); n]);
         };
         (0..n)
             .map(|p| {
                 let cross = sp.cross_per_projection.get(p).copied().unwrap_or(0);
                 if cross == 0 {
-                    return Ok(0);
+                    return Ok(LinkSteps::All(0));
                 }
-                let mut total = 0usize;
-                let size = network.populations[network.endpoints(p)?.1].size;
-                network.for_each_synapse_index(p, 0..size, |_, _, _| total += 1)?;
-                if cross == total {
-                    Ok(sp.delay_steps)
-                } else {
-                    Err(Error::network(
+                let (src, tgt) = network.endpoints(p)?;
+                // (run, chip) of every neuron of the two populations (NONE: not in a system
+                // run's partitions).
+                const NONE: (usize, usize) = (usize::MAX, usize::MAX);
+                let mut at_src = vec![NONE; network.populations[src].size];
+                let mut at_tgt = vec![NONE; network.populations[tgt].size];
+                for (r, run) in sp.runs.iter().enumerate() {
+                    for (c, &part) in run.iter().enumerate() {
+                        for placed in &self.partitions[part].parts {
+                            let nr = &placed.neurons;
+                            if nr.population == src {
+                                at_src[nr.range()].fill((r, c));
+                            }
+                            if nr.population == tgt {
+                                at_tgt[nr.range()].fill((r, c));
+                            }
+                        }
+                    }
+                }
+                let mut steps = Vec::new();
+                let mut crossing = 0;
+                network.for_each_synapse_index(p, 0..at_tgt.len(), |pre, post, _| {
+                    let (a, b) = (at_src[pre], at_tgt[post]);
+                    let crosses = a != NONE && a.0 == b.0 && a.1 != b.1;
+                    crossing += usize::from(crosses);
+                    steps.push(if crosses { sp.delay_steps } else { 0 });
+                })?;
+                if crossing != cross {
+                    return Err(Error::network(
                         format!(
                             "projection '{}'",
                             crate::model::network::projection_name(&network.projections[p])
                         ),
                         format!(
-                            "{cross} of its {total} synapses cross chips of one system run and \
-                             the rest do not, so its spikes arrive with two delays; training \
-                             needs one: use --placement sequential, or a system whose chips \
-                             hold the projection's target whole"
+                            "the plan counts {cross} synapses crossing chips, the placement of \
+                             its neurons {crossing}"
                         ),
-                    ))
+                    ));
                 }
+                Ok(if crossing == steps.len() {
+                    LinkSteps::All(sp.delay_steps)
+                } else {
+                    LinkSteps::Each(steps)
+                })
             })
             .collect()
     }

@@ -18,6 +18,7 @@ use super::{BatchStats, TrainConfig};
 use crate::error::{Error, Result};
 use crate::model::network::{Network, PopulationId, PopulationKind, Score};
 use crate::model::neuron::NeuronCoeffs;
+use crate::plan::partition::LinkSteps;
 use crate::run::executor::Execution;
 use crate::simd::widest;
 use crate::spikes::store::SpikeTrains;
@@ -39,8 +40,12 @@ pub struct Topology {
     ends: Vec<(PopulationId, PopulationId, usize)>,
     /// Per projection: synapses grouped by source neuron: offsets, then (target, weight index).
     by_source: Vec<BySource>,
-    /// Per projection: dense (weights `[target][source]`, every source reaching every target).
+    /// Per projection: dense (weights `[target][source]`, every source reaching every target)
+    /// and with one delay.
     dense: Vec<bool>,
+    /// Per projection: empty where every synapse has the delay of `ends`, else per synapse
+    /// in `by_source` order the steps its spikes spend on a system's links on top of it.
+    extra: Vec<Vec<u32>>,
     /// Per population: coefficients of the software model.
     coeffs: Vec<NeuronCoeffs>,
     /// The readout population.
@@ -50,10 +55,10 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Check the network is trainable (one input, one readout) and index it; `links[p]`
-    /// steps are added to projection `p`'s delay (its spikes cross a system's links, see
-    /// [`crate::Plan::link_delays`]).
-    pub fn new(net: &Network, dt: f32, links: &[u32]) -> Result<Self> {
+    /// Check the network is trainable (one input, one readout) and index it; `links[p]`'s
+    /// steps are added to the delays of projection `p`'s synapses (its spikes cross a
+    /// system's links, see [`crate::Plan::link_delays`]; missing: none).
+    pub fn new(net: &Network, dt: f32, links: &[LinkSteps]) -> Result<Self> {
         let mut order = Vec::new();
         let mut comps = Vec::new();
         let mut recurrent = false;
@@ -95,20 +100,33 @@ impl Topology {
         let delays = net.effective_delays()?;
         let mut ends = Vec::new();
         let mut by_source = Vec::new();
+        let mut extra = Vec::new();
         for (k, (&delay, &(s, t))) in delays.iter().zip(&all_ends).enumerate() {
-            ends.push((s, t, (delay + links.get(k).copied().unwrap_or(0)) as usize));
+            let link = links.get(k).unwrap_or(&LinkSteps::All(0));
+            ends.push((s, t, (delay + link.uniform().unwrap_or(0)) as usize));
             let ns = net.populations[s].size;
-            let mut lists: Vec<Vec<(u32, u32)>> = vec![Vec::new(); ns];
+            let mut lists: Vec<Vec<(u32, u32, u32)>> = vec![Vec::new(); ns];
+            let mut i = 0;
             net.for_each_synapse_index(k, 0..net.populations[t].size, |pre, post, w| {
-                lists[pre].push((post as u32, w as u32))
+                let steps = match link {
+                    LinkSteps::All(_) => 0,
+                    LinkSteps::Each(v) => v.get(i).copied().unwrap_or(0),
+                };
+                lists[pre].push((post as u32, w as u32, steps));
+                i += 1;
             })?;
             let mut offsets = vec![0u32];
             let mut flat = Vec::new();
+            let mut steps = Vec::new();
             for l in lists {
-                flat.extend(l);
+                flat.extend(l.iter().map(|&(post, w, _)| (post, w)));
+                if let LinkSteps::Each(_) = link {
+                    steps.extend(l.iter().map(|&(_, _, d)| d));
+                }
                 offsets.push(flat.len() as u32);
             }
             by_source.push((offsets, flat));
+            extra.push(steps);
         }
         // The backward pass takes τ, ϑ and the leak per population (a bias or an initial
         // membrane per neuron changes only the forward values it reads, and gets no gradient).
@@ -129,7 +147,10 @@ impl Topology {
         let dense = net
             .projections
             .iter()
-            .map(|p| p.connectivity == crate::model::network::Connectivity::Dense)
+            .zip(&extra)
+            .map(|(p, e)| {
+                p.connectivity == crate::model::network::Connectivity::Dense && e.is_empty()
+            })
             .collect();
         Ok(Topology {
             order,
@@ -138,6 +159,7 @@ impl Topology {
             ends,
             by_source,
             dense,
+            extra,
             coeffs,
             readout,
             input,
@@ -490,7 +512,17 @@ pub fn chunk_gradients_from(
                         accumulate_dense(trains, span, shape, g, range.clone(), part);
                     } else {
                         let by_source = &topo.by_source[q];
-                        accumulate(trains, span, shape, g, by_source, range.clone(), part);
+                        let extra = &topo.extra[q][..];
+                        accumulate(
+                            trains,
+                            span,
+                            shape,
+                            g,
+                            by_source,
+                            extra,
+                            range.clone(),
+                            part,
+                        );
                     }
                 }
             }
@@ -560,14 +592,15 @@ widest! {
 widest! {
     /// One work item of phase B for a sparse projection: into `acc` (the by-source gradients
     /// of sources `range`), for every spike of those sources in samples `span`, the target's
-    /// current gradient `g` (`[sample of span][step][target]`) `d` steps later; `shape` is
-    /// (steps, targets, d).
+    /// current gradient `g` (`[sample of span][step][target]`) `d` steps later (plus, per
+    /// synapse, `extra` steps where it is not empty); `shape` is (steps, targets, d).
     fn accumulate(
         trains: &SpikeTrains,
         span: std::ops::Range<usize>,
         shape: (usize, usize, usize),
         g: &[f32],
         by_source: &BySource,
+        extra: &[u32],
         range: std::ops::Range<usize>,
         acc: &mut [f32],
     ) {
@@ -583,9 +616,19 @@ widest! {
                     continue;
                 }
                 let (a, z) = (offs[pre] as usize - base, offs[pre + 1] as usize - base);
-                let git = &g[t * nt..(t + 1) * nt];
-                for (x, &(post, _)) in acc[a..z].iter_mut().zip(&syn[a + base..z + base]) {
-                    *x += git[post as usize];
+                if extra.is_empty() {
+                    let git = &g[t * nt..(t + 1) * nt];
+                    for (x, &(post, _)) in acc[a..z].iter_mut().zip(&syn[a + base..z + base]) {
+                        *x += git[post as usize];
+                    }
+                } else {
+                    let synapses = syn[a + base..z + base].iter().zip(&extra[a + base..z + base]);
+                    for (x, (&(post, _), &more)) in acc[a..z].iter_mut().zip(synapses) {
+                        let t = t + more as usize;
+                        if t < steps {
+                            *x += g[t * nt + post as usize];
+                        }
+                    }
                 }
             }
         }
@@ -1184,7 +1227,7 @@ fn group_backward<'a>(
                             .map(|(scr, gs)| (&mut scr.gs[src][at.clone()], &gs[p][row.clone()]))
                             .collect();
                         transpose_product_group(w, &mut pairs);
-                    } else {
+                    } else if topo.extra[q].is_empty() {
                         let (offs, syn) = &topo.by_source[q];
                         for (scr, gs) in samples {
                             let git = &gs[p][row.clone()];
@@ -1192,6 +1235,26 @@ fn group_backward<'a>(
                             for (pre, x) in dst.iter_mut().enumerate() {
                                 for &(post, kw) in &syn[offs[pre] as usize..offs[pre + 1] as usize] {
                                     *x += w[kw as usize] * git[post as usize];
+                                }
+                            }
+                        }
+                    } else {
+                        // Synapses whose spikes cross a link arrive `extra` steps later: the
+                        // gradient lands on spikes that many steps earlier (at least one step
+                        // back, which the walk has not reached yet).
+                        let (offs, syn) = &topo.by_source[q];
+                        let extra = &topo.extra[q];
+                        for (scr, gs) in samples {
+                            let git = &gs[p][row.clone()];
+                            let gsrc = &mut scr.gs[src];
+                            for pre in 0..ns {
+                                for k in offs[pre] as usize..offs[pre + 1] as usize {
+                                    let dd = d + extra[k] as usize;
+                                    if dd > t {
+                                        continue;
+                                    }
+                                    let (post, kw) = syn[k];
+                                    gsrc[(t - dd) * ns + pre] += w[kw as usize] * git[post as usize];
                                 }
                             }
                         }
@@ -1222,11 +1285,14 @@ fn group_backward<'a>(
                         }
                     } else {
                         let (offs, syn) = &topo.by_source[q];
+                        let extra = &topo.extra[q];
                         for pre in 0..ns {
-                            for &(post, k) in &syn[offs[pre] as usize..offs[pre + 1] as usize] {
-                                let wk = w[k as usize];
-                                for t in 0..steps - d {
-                                    gsrc[t * ns + pre] += wk * gip[(t + d) * size + post as usize];
+                            let synapses = offs[pre] as usize..offs[pre + 1] as usize;
+                            for (k, &(post, kw)) in synapses.clone().zip(&syn[synapses]) {
+                                let wk = w[kw as usize];
+                                let dd = d + extra.get(k).map_or(0, |&e| e as usize);
+                                for t in 0..steps.saturating_sub(dd) {
+                                    gsrc[t * ns + pre] += wk * gip[(t + dd) * size + post as usize];
                                 }
                             }
                         }
