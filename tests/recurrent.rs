@@ -41,6 +41,19 @@ fn net(sub: &Substrate, update: Update, score: Score) -> Network {
     net
 }
 
+/// `net` on `sub` in `mode`, one chip per wave, the default analog effects.
+fn emulated(net: Network, sub: &Substrate, mode: Mode) -> Executor {
+    Executor::emulated(
+        net,
+        sub,
+        1,
+        &PartitionOptions::default(),
+        AnalogConfig::default(),
+        mode,
+    )
+    .unwrap()
+}
+
 fn no_reg() -> TrainConfig {
     TrainConfig {
         reg_readout: 0.0,
@@ -359,15 +372,7 @@ fn recurrent_gradients_across_chips_include_the_link_delay() {
     let sub = tiny_chip(system(3, 2.0, 0));
     for mode in [Mode::Ideal, Mode::Emulated, Mode::Mixed] {
         let net = net(&sub, Update::InputFirst, Score::Last { steps: 4 });
-        let exec = Executor::emulated(
-            net,
-            &sub,
-            1,
-            &PartitionOptions::default(),
-            AnalogConfig::default(),
-            mode,
-        )
-        .unwrap();
+        let exec = emulated(net, &sub, mode);
         let sp = exec.plan.system.as_ref().unwrap();
         assert_eq!(sp.runs, vec![vec![0, 1, 2]], "one system run");
         let chips: Vec<usize> = exec
@@ -554,15 +559,7 @@ fn recurrent_gradients_with_populations_split_over_chips_take_each_synapses_dela
     };
     for mode in [Mode::Ideal, Mode::Emulated] {
         let net = net(&sub, Update::InputFirst, Score::Last { steps: 4 });
-        let exec = Executor::emulated(
-            net,
-            &sub,
-            1,
-            &PartitionOptions::default(),
-            AnalogConfig::default(),
-            mode,
-        )
-        .unwrap();
+        let exec = emulated(net, &sub, mode);
         let plan = &exec.plan;
         assert_eq!(plan.system.as_ref().unwrap().runs, vec![vec![0, 1, 2, 3]]);
         // Each neuron's chip, from the plan's partitions; a synapse crosses a link where its

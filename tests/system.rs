@@ -412,7 +412,6 @@ fn training_across_chips_equals_training_with_the_link_delay_on_one_chip() {
     let (net, plan) = (&exec.network, &exec.plan);
     let runs = &plan.system.as_ref().unwrap().runs;
     let run_of = |part: usize| runs.iter().position(|r| r.contains(&part)).unwrap();
-    let chip = chips_of(net, plan);
     // (run, chip) of every hidden neuron and of the readout.
     let mut place: Vec<Vec<(usize, usize)>> = net
         .populations
@@ -422,9 +421,7 @@ fn training_across_chips_equals_training_with_the_link_delay_on_one_chip() {
     for (k, part) in plan.partitions.iter().enumerate() {
         for r in &part.parts {
             let n = &r.neurons;
-            for i in n.range() {
-                place[n.population][i] = (run_of(k), chip[n.population][i]);
-            }
+            place[n.population][n.range()].fill((run_of(k), part.chip.unwrap()));
         }
     }
     let (h, out) = (1, 2);

@@ -897,19 +897,17 @@ widest! {
     /// the same sums, bit for bit, as [`transpose_product`].
     fn transpose_product_group(w: &[f32], pairs: &mut [(&mut [f32], &[f32])]) {
         const LANES: usize = 16;
-        let [(d0, g0), (d1, g1), (d2, g2), (d3, g3)] = pairs else {
-            for (dst, g) in pairs.iter_mut() {
-                transpose_product(dst, w, g);
-            }
-            return;
-        };
-        let ns = d0.len();
-        if ns == 0 || [d1.len(), d2.len(), d3.len()] != [ns; 3] {
+        let ns = pairs.first().map_or(0, |p| p.0.len());
+        let full = pairs.len() == GROUP && ns > 0 && pairs.iter().all(|p| p.0.len() == ns);
+        if !full {
             for (dst, g) in pairs.iter_mut() {
                 transpose_product(dst, w, g);
             }
             return;
         }
+        let [(d0, g0), (d1, g1), (d2, g2), (d3, g3)] = pairs else {
+            unreachable!("a full group has GROUP = 4 pairs")
+        };
         let rows = (w.len() / ns).min(g0.len()).min(g1.len()).min(g2.len()).min(g3.len());
         let (g0, g1, g2, g3) = (&g0[..rows], &g1[..rows], &g2[..rows], &g3[..rows]);
         let w = &w[..rows * ns];
