@@ -435,12 +435,14 @@ pub fn chunk_gradients_from(
         }
     }
     drop(parts);
-    // Groups of GROUP consecutive samples walk back together (see `group_backward`).
+    // Groups of GROUP consecutive samples walk back together where a recurrent loop's
+    // products gain from it (see `group_backward`); feed-forward networks walk one by one.
+    let group = if topo.recurrent { GROUP } else { 1 };
     let stats: Vec<BatchStats> = slots
-        .par_chunks_mut((npop * GROUP).max(1))
+        .par_chunks_mut((npop * group).max(1))
         .enumerate()
         .map_init(Vec::new, |scr, (k, slots)| {
-            let s = samples.start + k * GROUP;
+            let s = samples.start + k * group;
             let x = s - exec_base;
             group_backward(net, topo, exec, x, (upstream, s), b, cfg, epoch, slots, scr)
         })
