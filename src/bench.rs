@@ -56,14 +56,23 @@ impl BenchRow {
     }
 }
 
-/// How active every spiking population is on `inputs`: per population (network order, inputs
-/// and readouts left out) its name and the fraction of neuron-steps with a spike. An
-/// event-driven emulator's speed depends on it, so a benchmark says it beside its figures.
+/// How active a network is on some input: what an event-driven emulator's speed depends on,
+/// so a benchmark says it beside its figures.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Activity {
+    /// Per spiking population (network order, inputs and readouts left out): its name and the
+    /// fraction of neuron-steps with a spike.
+    pub populations: Vec<(String, f64)>,
+    /// Synaptic events per sample: every spike (inputs included) times the synapses it reaches.
+    pub synaptic_events_per_sample: f64,
+}
+
+/// How active the network of `exec` is on `inputs` ([`Activity`]).
 pub fn activity(
     exec: &Executor,
     backend: &dyn Backend,
     inputs: &[(PopulationId, SpikeTrains)],
-) -> Result<Vec<(String, f64)>> {
+) -> Result<Activity> {
     activity_in(exec, backend, inputs, &crate::dist::comm::Single)
 }
 
@@ -74,12 +83,12 @@ pub fn activity_in(
     backend: &dyn Backend,
     inputs: &[(PopulationId, SpikeTrains)],
     comm: &dyn crate::dist::comm::Communicator,
-) -> Result<Vec<(String, f64)>> {
+) -> Result<Activity> {
     let out = exec.run_samples_in(backend, inputs, Observe::Scores, 0, 0, comm)?;
     let samples = inputs.first().map_or(0, |(_, t)| t.samples());
-    let steps = exec.network.steps as f64;
-    Ok(exec
-        .network
+    let net = &exec.network;
+    let steps = net.steps as f64;
+    let populations = net
         .populations
         .iter()
         .enumerate()
@@ -89,7 +98,39 @@ pub fn activity_in(
             let cells = (samples as f64 * steps * p.size as f64).max(1.0);
             (p.name.clone(), spikes / cells)
         })
-        .collect())
+        .collect();
+    // Spikes per neuron of every population, then each projection's synapses weighted by
+    // their source's spikes.
+    let counts: Vec<Vec<u64>> = net
+        .populations
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut c = vec![0u64; p.size];
+            if let Some(t) = out.spikes.get(i) {
+                for e in &t.events {
+                    c[e.neuron as usize] += 1;
+                }
+            }
+            c
+        })
+        .collect();
+    let mut events = 0u64;
+    for (k, pr) in net.projections.iter().enumerate() {
+        let (s, t) = net.endpoints(k)?;
+        let c = &counts[s];
+        if matches!(pr.connectivity, crate::model::network::Connectivity::Dense) {
+            events += c.iter().sum::<u64>() * net.populations[t].size as u64;
+        } else {
+            net.for_each_synapse_index(k, 0..net.populations[t].size, |pre, _, _| {
+                events += c[pre];
+            })?;
+        }
+    }
+    Ok(Activity {
+        populations,
+        synaptic_events_per_sample: events as f64 / samples.max(1) as f64,
+    })
 }
 
 /// The first `batch` images of `data` (repeated when it has fewer), encoded time-to-first-spike

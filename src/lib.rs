@@ -88,7 +88,7 @@ pub mod gpu {
 pub use backend::{
     gpu_backend_in, open_backend, open_backend_in, Backend, CpuBackend, DeviceChoice, GpuBackend,
     GpuContext, Job, MembraneDest, Membranes, PartitionOutput, PhaseTimings, RankTraffic, Ranks,
-    Resident, RunOptions,
+    Resident, RunOptions, Stepping,
 };
 pub use data::Dataset;
 pub use error::{human_bytes, Error, Result};

@@ -702,6 +702,133 @@ fn fused_waves_give_what_partition_by_partition_runs_give() {
 }
 
 #[test]
+fn feed_forward_programs_run_by_columns_give_what_sample_by_sample_runs_give() {
+    // The CPU runs a program whose synapses all come from input channels by columns (a chunk
+    // of samples, a block of neurons at a time, the synaptic sums formed before the neurons
+    // step); against every sample stepped through the whole program: bit for bit, ideal and
+    // emulated (noise included), fused waves and not, spikes, traces and scores. Random
+    // networks (columns asked for), and wide layers that run by columns unasked (weights of
+    // 1 MiB or more) and whose blocks split: a dense layer of 300 neurons from 1 000 inputs
+    // (its weights laid out in blocks of 128) and a sparse one of 2 600 over six chips (one
+    // fused program; at 2 threads, 64 samples x 50 steps, two blocks whose spikes are merged by
+    // step).
+    let check = |net: &Network, sub: &Substrate, samples: usize, p: f64, what: &str| {
+        let mut rng = Rng::new(11);
+        let input_pop = net.inputs()[0];
+        let n_in = net.populations[input_pop].size;
+        let inputs = [(
+            input_pop,
+            random_spikes(&mut rng, samples, n_in, net.steps, p),
+        )];
+        for emulated in [false, true] {
+            let opts = PartitionOptions::default();
+            let mut exec = if emulated {
+                Executor::emulated(
+                    net.clone(),
+                    sub,
+                    1,
+                    &opts,
+                    neuropart::AnalogConfig::default(),
+                    neuropart::Mode::Emulated,
+                )
+            } else {
+                Executor::new(net.clone(), sub, 1, &opts)
+            }
+            .unwrap();
+            for fuse in [true, false] {
+                exec.set_fuse_waves(fuse);
+                for observe in [Observe::AllTraces, Observe::Scores] {
+                    exec.set_stepping(neuropart::Stepping::Columns);
+                    let cols = exec
+                        .run_with_noise(&CpuBackend, &inputs, observe, 7)
+                        .unwrap();
+                    exec.set_stepping(neuropart::Stepping::Samples);
+                    let each = exec
+                        .run_with_noise(&CpuBackend, &inputs, observe, 7)
+                        .unwrap();
+                    let bits = |v: &Option<Vec<f32>>| {
+                        v.as_ref()
+                            .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+                    };
+                    let mut hidden = 0;
+                    for (k, pop) in net.populations.iter().enumerate() {
+                        let at = format!(
+                            "{what}, emulated {emulated}, fused {fuse}, {observe:?}, '{}'",
+                            pop.name
+                        );
+                        assert!(cols.spikes.get(k) == each.spikes.get(k), "spikes: {at}");
+                        assert_eq!(
+                            bits(&cols.membrane[k]),
+                            bits(&each.membrane[k]),
+                            "traces: {at}"
+                        );
+                        assert_eq!(bits(&cols.peak[k]), bits(&each.peak[k]), "scores: {at}");
+                        if pop.kind != PopulationKind::Input {
+                            hidden += cols.spikes.get(k).map_or(0, |t| t.len());
+                        }
+                    }
+                    assert!(hidden > 0, "{what}: nothing spiked");
+                }
+            }
+        }
+    };
+    let tiny = small_substrate();
+    for seed in 0..8u64 {
+        check(
+            &random_network(seed, &tiny),
+            &tiny,
+            5,
+            0.25,
+            &format!("seed {seed}"),
+        );
+    }
+    let sub = Substrate::bss2();
+    let init = WeightInit {
+        mean: 0.0,
+        std: 0.3,
+    };
+    let lif = NeuronParams::default();
+    let dense = NetworkBuilder::new("dense", 40, 3)
+        .input("in", 1000)
+        .dense("h", 300, lif.clone(), init)
+        .readout("out", 10, lif.clone(), init)
+        .build(&sub)
+        .unwrap();
+    let mut rng = Rng::new(5);
+    let connections: Vec<[u32; 2]> = (0..2600u32)
+        .flat_map(|t| {
+            let picks: Vec<u32> = (0..120).map(|_| rng.below(1000) as u32).collect();
+            picks.into_iter().map(move |s| [s, t])
+        })
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let sparse = NetworkBuilder::new("sparse", 50, 4)
+        .input("in", 1000)
+        .population("h", 2600, PopulationKind::Lif, lif.clone())
+        .project(
+            "in",
+            "h",
+            neuropart::Connectivity::Sparse { connections },
+            WeightInit {
+                mean: 0.05,
+                std: 0.3,
+            },
+        )
+        .readout("out", 10, lif, init)
+        .build(&sub)
+        .unwrap();
+    let two = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    two.install(|| {
+        check(&dense, &sub, 64, 0.05, "dense 300");
+        check(&sparse, &sub, 64, 0.05, "sparse 2 600");
+    });
+}
+
+#[test]
 fn a_network_plans_from_its_structure_alone_and_a_refusal_comes_before_the_weights() {
     // Planning needs no weights: the plan of the structure is the plan of the full network.
     let sub = Substrate::bss2();
@@ -734,4 +861,64 @@ fn a_network_plans_from_its_structure_alone_and_a_refusal_comes_before_the_weigh
         .to_string();
     assert!(e.contains("40000") && e.contains("16384"), "{e}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn activity_counts_every_spike_times_the_synapses_it_reaches() {
+    // A dense projection 6 -> 5 and a sparse one 5 -> 3 with a hand-written synapse list: the
+    // synaptic events per sample are each input spike times 5 plus, per listed synapse, the
+    // spikes of its source; and the fractions of neuron-steps are the hidden spikes over
+    // samples x steps x 5.
+    let sub = Substrate::bss2();
+    let connections = vec![[0u32, 0], [0, 2], [3, 1], [4, 1], [4, 2]];
+    let net = NetworkBuilder::new("act", 20, 2)
+        .input("in", 6)
+        .dense(
+            "h",
+            5,
+            NeuronParams::default(),
+            WeightInit {
+                mean: 0.8,
+                std: 0.3,
+            },
+        )
+        .population("out", 3, PopulationKind::Readout, NeuronParams::default())
+        .project(
+            "h",
+            "out",
+            neuropart::Connectivity::Sparse {
+                connections: connections.clone(),
+            },
+            WeightInit {
+                mean: 0.5,
+                std: 0.1,
+            },
+        )
+        .build(&sub)
+        .unwrap();
+    let exec = Executor::new(net.clone(), &sub, 1, &PartitionOptions::default()).unwrap();
+    let mut rng = Rng::new(3);
+    let samples = 4;
+    let inputs = [(0, random_spikes(&mut rng, samples, 6, net.steps, 0.3))];
+    let out = exec.run(&CpuBackend, &inputs, Observe::Scores).unwrap();
+    let hidden = out.spikes.get(1).unwrap();
+    let mut per_neuron = [0u64; 5];
+    for e in &hidden.events {
+        per_neuron[e.neuron as usize] += 1;
+    }
+    assert!(!hidden.is_empty(), "the hidden layer spikes");
+    let expected = inputs[0].1.len() as u64 * 5
+        + connections
+            .iter()
+            .map(|c| per_neuron[c[0] as usize])
+            .sum::<u64>();
+    let act = neuropart::bench::activity(&exec, &CpuBackend, &inputs).unwrap();
+    assert_eq!(
+        act.synaptic_events_per_sample,
+        expected as f64 / samples as f64
+    );
+    assert_eq!(act.populations.len(), 1);
+    assert_eq!(act.populations[0].0, "h");
+    let cells = (samples * net.steps as usize * 5) as f64;
+    assert_eq!(act.populations[0].1, hidden.len() as f64 / cells);
 }

@@ -25,6 +25,8 @@ use crate::plan::compile::{ChannelBlock, PartitionProgram};
 use crate::spikes::store::{SpikeEvent, SpikeStore, SpikeTrains};
 use rayon::prelude::*;
 
+mod columns;
+
 /// Runs partitions on the host's cores.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
@@ -124,6 +126,13 @@ impl Backend for CpuBackend {
                 (None, Some(b)) => (b.as_mut_slice(), n, 0),
                 (None, None) => (&mut [], n, 0),
             };
+            // A program run by columns reads each weight once per chunk: larger chunks, one or
+            // a few per thread.
+            let chunk = if prepared[k].0.by_columns(opts.stepping) {
+                (columns::CHUNK_ROWS / steps.max(1)).clamp(1, samples.div_ceil(threads).max(1))
+            } else {
+                chunk
+            };
             for s0 in (0..samples).step_by(chunk) {
                 let s1 = (s0 + chunk).min(samples);
                 let len = ((s1 - s0) * rows * stride).min(rest.len());
@@ -146,6 +155,24 @@ impl Backend for CpuBackend {
                 let (prog, sources, program, membranes) = &prepared[k];
                 let mut counts = Vec::with_capacity(range.len());
                 let mut events = Vec::new();
+                if prog.by_columns(opts.stepping) {
+                    let chunk = columns::Chunk {
+                        prog,
+                        program,
+                        sources,
+                        range,
+                        opts,
+                        membranes: *membranes,
+                    };
+                    columns::run_chunk(
+                        &chunk,
+                        &mut scratch.columns,
+                        &mut mem,
+                        &mut events,
+                        &mut counts,
+                    );
+                    return (k, counts, events);
+                }
                 let rows = rows_per_sample(*membranes, steps);
                 for (i, s) in range.enumerate() {
                     let before = events.len();
@@ -750,6 +777,8 @@ enum Delivery {
     Runs(std::ops::Range<usize>),
     /// Synapses `range` of the program, one by one.
     List(std::ops::Range<usize>),
+    /// One weight to every neuron of the program, with `delay`, held in [`columns::Dense`].
+    Dense { delay: usize },
 }
 
 /// Neuron coefficients as separate arrays, so update loops load them as vectors.
@@ -850,6 +879,12 @@ pub(crate) struct CpuProgram {
     rest: Vec<f32>,
     noisy: bool,
     cadc: Option<Cadc>,
+    /// Can run by columns ([`columns`]): every synapse comes from an input channel.
+    columns: bool,
+    /// Runs by columns unless told otherwise: its weights do not fit a core's cache.
+    wide: bool,
+    /// A dense layer's weights, block by block ([`columns::Dense`]).
+    dense: Option<columns::Dense>,
 }
 
 impl CpuProgram {
@@ -902,6 +937,11 @@ impl CpuProgram {
                 }
             })
             .collect();
+        p.columns = columns::eligible(prog);
+        p.wide = p.columns && columns::wide(prog);
+        if p.wide {
+            p.dense = columns::Dense::take(&mut p, prog.channels.len());
+        }
         p
     }
 
@@ -939,7 +979,20 @@ impl CpuProgram {
             rest: prog.coeffs.iter().map(|c| LifState::rest(c).v).collect(),
             noisy: prog.coeffs.iter().any(|c| c.noise_sd != 0.0),
             cadc: prog.cadc,
+            columns: false,
+            wide: false,
+            dense: None,
         }
+    }
+
+    /// Whether this program runs by columns when asked to step as `stepping` says.
+    fn by_columns(&self, stepping: super::Stepping) -> bool {
+        self.columns
+            && match stepping {
+                super::Stepping::Auto => self.wide,
+                super::Stepping::Samples => false,
+                super::Stepping::Columns => true,
+            }
     }
 
     /// New weights and scales, same structure: rewrite the weight runs in place and the
@@ -964,8 +1017,11 @@ impl CpuProgram {
                         at_syn += r.len;
                     }
                 }
-                Delivery::List(_) => {}
+                Delivery::List(_) | Delivery::Dense { .. } => {}
             }
+        }
+        if let Some(d) = &mut self.dense {
+            d.rewrite(prog);
         }
         let fresh = Self::coefficients(prog);
         self.stages = fresh.stages;
@@ -989,6 +1045,17 @@ impl CpuProgram {
             Delivery::Runs(ref range) => {
                 for &r in &self.runs[range.clone()] {
                     self.deliver_run(r, t, steps, pending);
+                }
+            }
+            Delivery::Dense { delay } => {
+                let when = t + delay;
+                if when < steps {
+                    let d = self
+                        .dense
+                        .as_ref()
+                        .expect("dense deliveries have dense weights");
+                    let base = (when % self.slots) * self.n;
+                    d.deliver(src, &mut pending[base..base + self.n]);
                 }
             }
             Delivery::List(ref range) => {
@@ -1044,6 +1111,7 @@ struct Scratch {
     vrow: Vec<f32>,
     peak: Vec<f32>,
     cursors: Vec<usize>,
+    columns: columns::ColumnScratch,
 }
 
 /// Everything one sample of one partition needs.
@@ -1146,6 +1214,7 @@ fn begin(s: &Sample<'_>, scratch: &mut Scratch) {
         vrow,
         peak,
         cursors,
+        ..
     } = scratch;
     reset(pending, prog.slots * n, 0);
     reset(cur, n, 0.0);
@@ -1182,6 +1251,7 @@ fn advance<const LIVE: bool>(
         vrow,
         peak,
         cursors,
+        ..
     } = scratch;
     let Live {
         live,

@@ -49,6 +49,26 @@ pub struct RunOptions {
     pub noise_seed: u32,
     /// Index of the batch's first sample (noise is drawn per sample index).
     pub sample_base: u32,
+    /// How the CPU steps feed-forward programs. The same results either way.
+    pub stepping: Stepping,
+}
+
+/// How the CPU backend steps a program whose synapses all come from input channels (a layer,
+/// or a fused wave of partitions reading the same sources). The same spikes, membranes and
+/// scores either way; only the speed differs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Stepping {
+    /// By columns where the program's weights do not fit a core's cache (1 MiB or more), else
+    /// by samples.
+    #[default]
+    Auto,
+    /// Every sample through the whole program, step by step.
+    Samples,
+    /// A chunk of samples at once, a block of neurons at a time: the synaptic sums of the
+    /// chunk formed first (each source's weights read once for all its spikes in the chunk),
+    /// then the neurons stepped. Programs with synapses between their own neurons still run
+    /// by samples.
+    Columns,
 }
 
 /// A compiled partition made ready to run on one backend: the backend's own tables or device

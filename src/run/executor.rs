@@ -232,6 +232,8 @@ pub struct Executor {
     wave_fused: Vec<Option<crate::plan::compile::FusedProgram>>,
     /// Whether waves run fused where the backend does so (default: yes).
     fuse_waves: bool,
+    /// How the CPU steps feed-forward programs ([`Executor::set_stepping`]).
+    stepping: crate::backend::Stepping,
     /// Bumped whenever the programs change; residents older than this are updated in place.
     generation: u64,
     /// This process's share of runs spread over processes (`None`: it runs everything).
@@ -263,6 +265,7 @@ impl Clone for Executor {
             fused: self.fused.clone(),
             wave_fused: self.wave_fused.clone(),
             fuse_waves: self.fuse_waves,
+            stepping: self.stepping,
             generation: self.generation,
             share: self.share.clone(),
             residents: Mutex::new(None),
@@ -316,6 +319,7 @@ impl Executor {
             fused: Vec::new(),
             wave_fused: Vec::new(),
             fuse_waves: true,
+            stepping: Default::default(),
             generation: 0,
             share: None,
             residents: Mutex::new(None),
@@ -464,6 +468,13 @@ impl Executor {
                 crate::plan::compile::fuse(&progs, &live, 0)
             })
             .collect()
+    }
+
+    /// How the CPU steps feed-forward programs ([`crate::Stepping`]; default: by columns where
+    /// a program's weights do not fit a core's cache). The same spikes, membranes and scores
+    /// either way; only the speed differs.
+    pub fn set_stepping(&mut self, stepping: crate::backend::Stepping) {
+        self.stepping = stepping;
     }
 
     /// Run the partitions of a wave as one program on backends that fuse waves (the
@@ -979,6 +990,7 @@ impl Executor {
             steps: net.steps,
             noise_seed,
             sample_base,
+            stepping: self.stepping,
         };
         // Waves fused where the backend fuses them (then a wave is one unit, with no
         // exchanges: there is no system), else the schedule's rounds.

@@ -52,6 +52,11 @@ pub(crate) struct Args {
     /// same results; for comparing the two).
     #[arg(long, conflicts_with = "train")]
     pub(crate) unfused: bool,
+    /// How the CPU steps feed-forward programs: auto (by columns where a program's weights
+    /// take 1 MiB or more), samples (every sample through the whole program) or columns (a
+    /// chunk of samples, a block of neurons at a time). The same results; for comparing.
+    #[arg(long, value_enum, default_value = "auto", conflicts_with = "train")]
+    pub(crate) stepping: SteppingArg,
     /// Trained weights for --network (a checkpoint written by `train`), so that the figures
     /// are for the activity of a trained network rather than of its initial weights.
     #[arg(long, requires = "network", conflicts_with = "train")]
@@ -110,6 +115,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         mode,
         batches,
         unfused,
+        stepping,
         checkpoint,
         mnist,
         distribute,
@@ -183,6 +189,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     if unfused {
         exec.set_fuse_waves(false);
     }
+    exec.set_stepping(stepping.into());
     warn(&exec.warnings);
     // Inputs first: an impossible batch is an error before any device is opened.
     let images = if mnist {
@@ -260,6 +267,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     if let (Some(r), Some(act)) = (rows.first(), act) {
         print!("{}", system_summary(&exec, r.stats.links.as_ref()));
         let text: Vec<String> = act
+            .populations
             .iter()
             .map(|(name, a)| format!("{name} {:.2}%", 100.0 * a))
             .collect();
@@ -272,7 +280,19 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
             },
             text.join(", ")
         );
+        // Synaptic events per second at the measured speed of each row.
+        let per_sample = act.synaptic_events_per_sample;
+        for r in &rows {
+            println!(
+                "{} (batch {}): {:.3e} synaptic events per sample, {:.3e} synaptic events/s",
+                r.backend,
+                r.batch,
+                per_sample,
+                per_sample * r.samples_per_s
+            );
+        }
         let silent: Vec<&str> = act
+            .populations
             .iter()
             .filter(|(_, a)| *a == 0.0)
             .map(|(n, _)| n.as_str())
@@ -344,4 +364,25 @@ fn rank_table(
         );
     }
     out
+}
+
+/// `--stepping` ([`neuropart::Stepping`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum SteppingArg {
+    /// By columns where a program's weights take 1 MiB or more, else by samples.
+    Auto,
+    /// Every sample through the whole program.
+    Samples,
+    /// A chunk of samples, a block of neurons at a time.
+    Columns,
+}
+
+impl From<SteppingArg> for neuropart::Stepping {
+    fn from(s: SteppingArg) -> Self {
+        match s {
+            SteppingArg::Auto => neuropart::Stepping::Auto,
+            SteppingArg::Samples => neuropart::Stepping::Samples,
+            SteppingArg::Columns => neuropart::Stepping::Columns,
+        }
+    }
 }

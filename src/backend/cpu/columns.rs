@@ -1,0 +1,439 @@
+//! Feed-forward programs run by columns: a chunk of samples at once, a block of target neurons
+//! at a time. Where every synapse of a program comes from an input channel (a layer, or a fused
+//! wave of partitions reading the same sources), the input of every step is known before the
+//! neurons run, so the synaptic sums of the whole chunk can be formed first: each source's
+//! weights to the block are read once and added for every spike of that source in the chunk
+//! (samples × steps of them), instead of the whole weight row being read again for every spike
+//! of every sample. The rows of a large layer do not fit any cache; the block's sums do.
+//!
+//! The sums are integers (fixed point), so the order of the additions does not change them; the
+//! neurons are then stepped exactly as [`super::advance`] steps them, and each sample's spikes
+//! come out in (step, neuron) order: the results are bit-identical to the sample-by-sample path
+//! (tested in `tests/` against it and against the reference step). Never used for programs with
+//! synapses between their own neurons, several stages or spikes arriving over links.
+
+use super::{
+    reset, rows_per_sample, update_segment, CpuProgram, Delivery, MemOut, Membranes, Run,
+    RunOptions, Segment, State,
+};
+use crate::model::neuron::noise_base;
+use crate::plan::compile::{ChannelBlock, PartitionProgram};
+use crate::spikes::store::{SpikeEvent, SpikeTrains};
+
+/// Bytes of synaptic sums one block keeps (samples × steps × block neurons × 4): half of a
+/// core's L2 cache on the machines we measure (512 KiB), so that the sums stay there while the
+/// weights stream past.
+const BLOCK_BYTES: usize = 4 << 20;
+
+/// Samples × steps that one chunk aims at: enough spikes per source for its weights to be read
+/// once for many of them, few enough that a block stays a few dozen neurons wide or more.
+pub(super) const CHUNK_ROWS: usize = 512;
+
+/// Bytes of weights from which a program runs by columns unless told otherwise: where its
+/// weights fit a core's L2 cache (512 KiB), stepping sample by sample reads them from there
+/// and keeps its ring of pending input in L1, which a block's sums cannot match (MNIST
+/// training, 784 x 64 per partition: forward 3.9 ms per batch by columns against 3.4 ms by
+/// samples, one sitting).
+const WIDE_BYTES: usize = 1 << 20;
+
+/// Whether `program` can run by columns: one stage, no synapse from its own neurons.
+pub(super) fn eligible(program: &PartitionProgram) -> bool {
+    let (nch, n) = (program.channels.len(), program.neuron_count());
+    program.stage_bounds.len() == 2
+        && program.synapse_offsets[nch] == program.synapse_offsets[nch + n]
+}
+
+/// Whether `program`'s weights do not fit a core's cache ([`WIDE_BYTES`]).
+pub(super) fn wide(program: &PartitionProgram) -> bool {
+    program.synapses.len() * std::mem::size_of::<i32>() >= WIDE_BYTES
+}
+
+/// Target neurons per block for `rows` (samples × steps) of sums: as many as fit
+/// [`BLOCK_BYTES`], a multiple of 16 (whole vectors), or every neuron.
+fn block_width(rows: usize, n: usize) -> usize {
+    let w = (BLOCK_BYTES / (rows.max(1) * 4)) / 16 * 16;
+    if w >= n {
+        n
+    } else {
+        w.max(16)
+    }
+}
+
+/// Buffers of one thread, reused across chunks.
+#[derive(Default)]
+pub(super) struct ColumnScratch {
+    /// Per channel + 1: where its spikes start in `entries`.
+    offsets: Vec<u32>,
+    cursor: Vec<u32>,
+    /// The chunk's input spikes by channel: (local sample × steps + step, step).
+    entries: Vec<(u32, u32)>,
+    /// Channels with at least one spike in the chunk.
+    active: Vec<u32>,
+    /// The block's synaptic sums, row (local sample × steps + step) by block neuron.
+    pending: Vec<i32>,
+    cur: Vec<f32>,
+    mem: Vec<f32>,
+    refr: Vec<u32>,
+    spiked: Vec<u8>,
+    vrow: Vec<f32>,
+    peak: Vec<f32>,
+    segments: Vec<Segment>,
+    /// Per local sample: its spikes, block after block.
+    spikes: Vec<Vec<SpikeEvent>>,
+    per_step: Vec<u32>,
+}
+
+/// What one chunk runs.
+pub(super) struct Chunk<'a> {
+    pub prog: &'a CpuProgram,
+    pub program: &'a PartitionProgram,
+    pub sources: &'a [(&'a ChannelBlock, &'a SpikeTrains)],
+    pub range: std::ops::Range<usize>,
+    pub opts: &'a RunOptions,
+    pub membranes: Membranes,
+}
+
+crate::simd::widest! {
+    /// Run the chunk's samples: their spikes appended to `events` (each sample's in (step,
+    /// neuron) order), one count per sample to `counts`, membranes into `mem` (the chunk's rows,
+    /// as [`super::run_sample`] writes them).
+    pub(super) fn run_chunk(
+        c: &Chunk<'_>,
+        scratch: &mut ColumnScratch,
+        mem: &mut MemOut<'_>,
+        events: &mut Vec<SpikeEvent>,
+        counts: &mut Vec<u32>,
+    ) {
+        let prog = c.prog;
+        let (n, steps, m) = (prog.n, c.opts.steps as usize, c.range.len());
+        let rows = m * steps;
+        gather(c, scratch);
+        let width = match &prog.dense {
+            Some(d) => d.width,
+            None => block_width(rows, n),
+        };
+        let ColumnScratch {
+            offsets,
+            entries,
+            active,
+            pending,
+            cur,
+            mem: v,
+            refr,
+            spiked,
+            vrow,
+            peak,
+            segments,
+            spikes,
+            per_step,
+            ..
+        } = scratch;
+        spikes.resize_with(m.max(spikes.len()), Vec::new);
+        spikes.iter_mut().for_each(Vec::clear);
+        let per = rows_per_sample(c.membranes, steps);
+        let stage = &prog.stages[0].2;
+        for lo in (0..n).step_by(width) {
+            let hi = (lo + width).min(n);
+            let w = hi - lo;
+            reset(pending, rows * w, 0);
+            for &ch in active.iter() {
+                let es = &entries[offsets[ch as usize] as usize..offsets[ch as usize + 1] as usize];
+                match prog.deliveries[ch as usize] {
+                    Delivery::Dense { delay } => {
+                        let d = prog.dense.as_ref().expect("dense deliveries have dense weights");
+                        add(d.block(lo, ch as usize, w), 0, delay, es, steps, w, pending);
+                    }
+                    Delivery::Run(r) => add_run(&prog.run_weights, r, lo, hi, es, steps, pending),
+                    Delivery::Runs(ref range) => {
+                        for &r in &prog.runs[range.clone()] {
+                            add_run(&prog.run_weights, r, lo, hi, es, steps, pending);
+                        }
+                    }
+                    Delivery::List(ref range) => {
+                        for syn in &c.program.synapses[range.clone()] {
+                            let j = syn.target as usize;
+                            if j < lo || j >= hi {
+                                continue;
+                            }
+                            let d = syn.delay as usize;
+                            for &(row, step) in es {
+                                if step as usize + d < steps {
+                                    pending[(row as usize + d) * w + j - lo] += syn.weight;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            segments.clear();
+            segments.extend(stage.iter().filter_map(|s| {
+                let (a, b) = (s.lo.max(lo), s.hi.min(hi));
+                (a < b).then_some(Segment { lo: a, hi: b, kind: s.kind })
+            }));
+            for (i, out) in spikes.iter_mut().enumerate().take(m) {
+                let sample = c.opts.sample_base + (c.range.start + i) as u32;
+                reset(cur, w, 0.0);
+                v.clear();
+                v.extend_from_slice(&prog.rest[lo..hi]);
+                reset(refr, w, 0);
+                reset(spiked, w, 0);
+                reset(vrow, w, 0.0);
+                reset(peak, w, f32::NEG_INFINITY);
+                for t in 0..steps {
+                    let input = &pending[(i * steps + t) * w..(i * steps + t + 1) * w];
+                    let base = if prog.noisy {
+                        noise_base(c.opts.noise_seed, sample, t as u32)
+                    } else {
+                        0
+                    };
+                    let vout: &mut [f32] = match c.membranes {
+                        Membranes::Trace | Membranes::Keep => &mut mem.row(i * per + t, n)[lo..hi],
+                        _ => &mut vrow[..],
+                    };
+                    let mut any = false;
+                    for seg in segments.iter() {
+                        let (a, b) = (seg.lo - lo, seg.hi - lo);
+                        any |= update_segment(
+                            seg,
+                            &prog.coeffs,
+                            base,
+                            &input[a..b],
+                            State {
+                                cur: &mut cur[a..b],
+                                mem: &mut v[a..b],
+                                refr: &mut refr[a..b],
+                                spiked: &mut spiked[a..b],
+                                v: &mut vout[a..b],
+                            },
+                        );
+                    }
+                    match c.membranes {
+                        Membranes::None => {}
+                        Membranes::Max => {
+                            for (p, &x) in peak.iter_mut().zip(vrow.iter()) {
+                                *p = p.max(x);
+                            }
+                        }
+                        Membranes::Trace | Membranes::Keep => {
+                            if let Some(q) = prog.cadc {
+                                for x in vout.iter_mut() {
+                                    *x = q.quantise(*x);
+                                }
+                            }
+                        }
+                    }
+                    if any {
+                        for (k, _) in spiked.iter().enumerate().filter(|x| *x.1 != 0) {
+                            out.push(SpikeEvent {
+                                step: t as u32,
+                                neuron: (lo + k) as u32,
+                            });
+                        }
+                    }
+                }
+                if c.membranes == Membranes::Max {
+                    for (o, &p) in mem.row(i, n)[lo..hi].iter_mut().zip(peak.iter()) {
+                        *o = match prog.cadc {
+                            Some(q) => q.quantise(p),
+                            None => p,
+                        };
+                    }
+                }
+            }
+        }
+        // Each sample's spikes in (step, neuron) order: blocks come in neuron order, so a
+        // stable placement by step is enough.
+        for out in spikes.iter().take(m) {
+            if width >= n {
+                events.extend_from_slice(out);
+            } else {
+                reset(per_step, steps + 1, 0);
+                for e in out {
+                    per_step[e.step as usize + 1] += 1;
+                }
+                for t in 0..steps {
+                    per_step[t + 1] += per_step[t];
+                }
+                let at = events.len();
+                events.resize(at + out.len(), SpikeEvent { step: 0, neuron: 0 });
+                for e in out {
+                    let k = &mut per_step[e.step as usize];
+                    events[at + *k as usize] = *e;
+                    *k += 1;
+                }
+            }
+            counts.push(out.len() as u32);
+        }
+    }
+}
+
+/// The chunk's input spikes grouped by channel (counting sort; within a channel by sample, then
+/// step), and the channels that have any.
+fn gather(c: &Chunk<'_>, s: &mut ColumnScratch) {
+    let steps = c.opts.steps as usize;
+    let nch = c.prog.nch;
+    reset(&mut s.offsets, nch + 1, 0);
+    each(c, |_, ch, _| s.offsets[ch as usize + 1] += 1);
+    for k in 0..nch {
+        s.offsets[k + 1] += s.offsets[k];
+    }
+    s.cursor.clear();
+    s.cursor.extend_from_slice(&s.offsets[..nch]);
+    reset(&mut s.entries, s.offsets[nch] as usize, (0, 0));
+    each(c, |i, ch, step| {
+        let k = &mut s.cursor[ch as usize];
+        s.entries[*k as usize] = ((i * steps) as u32 + step, step);
+        *k += 1;
+    });
+    s.active.clear();
+    s.active
+        .extend((0..nch as u32).filter(|&k| s.offsets[k as usize] < s.offsets[k as usize + 1]));
+}
+
+/// Every input spike of the chunk that reaches a channel before the end: (local sample,
+/// channel, step), in sample order.
+#[inline(always)]
+fn each(c: &Chunk<'_>, mut f: impl FnMut(usize, u32, u32)) {
+    let steps = c.opts.steps as usize;
+    for (i, sample) in c.range.clone().enumerate() {
+        for (block, trains) in c.sources {
+            for e in trains.sample(sample) {
+                if (e.step as usize) < steps {
+                    if let Some(ch) = block.channel(e.neuron) {
+                        f(i, ch, e.step);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Add run `r`'s weights to the targets `lo..hi` (the block) for every spike `entries` holds.
+#[inline(always)]
+fn add_run(
+    weights: &[i32],
+    r: Run,
+    lo: usize,
+    hi: usize,
+    entries: &[(u32, u32)],
+    steps: usize,
+    pending: &mut [i32],
+) {
+    let (a, b) = (r.first.max(lo), (r.first + r.len).min(hi));
+    if a < b {
+        let ws = &weights[r.at + a - r.first..r.at + b - r.first];
+        add(ws, a - lo, r.delay, entries, steps, hi - lo, pending);
+    }
+}
+
+/// Add `ws` at `at..` of the block's row (`w` wide) `delay` steps after every spike `entries`
+/// holds that arrives before the end.
+#[inline(always)]
+fn add(
+    ws: &[i32],
+    at: usize,
+    delay: usize,
+    entries: &[(u32, u32)],
+    steps: usize,
+    w: usize,
+    pending: &mut [i32],
+) {
+    for &(row, step) in entries {
+        if step as usize + delay < steps {
+            let x = (row as usize + delay) * w + at;
+            for (p, y) in pending[x..x + ws.len()].iter_mut().zip(ws) {
+                *p += y;
+            }
+        }
+    }
+}
+
+/// Neurons per block of a dense layer's weights: a block's sums for [`CHUNK_ROWS`] rows take
+/// 256 KiB, half a core's L2 cache.
+const DENSE_WIDTH: usize = 128;
+
+/// The weights of a dense layer (every channel that has synapses reaches every neuron, in
+/// order, with one delay) laid out block by block: `weights[(b * nch + ch) * width + k]` is
+/// channel `ch`'s weight to neuron `b * width + k`, zero beyond the last neuron. A block's
+/// weights are then one contiguous stretch that streams past the block's sums, instead of
+/// short pieces of rows a layer's width apart (which the prefetchers do not follow).
+#[derive(Clone, Debug)]
+pub(super) struct Dense {
+    width: usize,
+    n: usize,
+    nch: usize,
+    weights: Vec<i32>,
+}
+
+impl Dense {
+    /// Move a dense program's run weights into blocks (its deliveries become
+    /// [`Delivery::Dense`]); `None`, and nothing changed, where the program is not dense.
+    pub(super) fn take(p: &mut CpuProgram, nch: usize) -> Option<Dense> {
+        let n = p.n;
+        let full = |d: &Delivery| match d {
+            Delivery::Run(r) => r.first == 0 && r.len == n,
+            Delivery::List(range) => range.is_empty(),
+            _ => false,
+        };
+        if n == 0 || !p.deliveries.iter().take(nch).all(full) {
+            return None;
+        }
+        let width = DENSE_WIDTH.min(n);
+        let blocks = n.div_ceil(width);
+        let mut weights = vec![0; blocks * nch * width];
+        for (ch, d) in p.deliveries.iter_mut().take(nch).enumerate() {
+            if let Delivery::Run(r) = *d {
+                let row = &p.run_weights[r.at..r.at + n];
+                for (b, piece) in row.chunks(width).enumerate() {
+                    let at = (b * nch + ch) * width;
+                    weights[at..at + piece.len()].copy_from_slice(piece);
+                }
+                *d = Delivery::Dense { delay: r.delay };
+            }
+        }
+        p.run_weights = Vec::new();
+        Some(Dense {
+            width,
+            n,
+            nch,
+            weights,
+        })
+    }
+
+    /// Channel `ch`'s weights to the block that starts at neuron `lo` (`w` of them).
+    #[inline(always)]
+    fn block(&self, lo: usize, ch: usize, w: usize) -> &[i32] {
+        let at = (lo / self.width * self.nch + ch) * self.width;
+        &self.weights[at..at + w]
+    }
+
+    /// Add channel `ch`'s weights to `row` (one value per neuron).
+    #[inline(always)]
+    pub(super) fn deliver(&self, ch: usize, row: &mut [i32]) {
+        for (lo, piece) in (0..self.n)
+            .step_by(self.width)
+            .zip(row.chunks_mut(self.width))
+        {
+            let len = piece.len();
+            for (p, w) in piece.iter_mut().zip(self.block(lo, ch, len)) {
+                *p += w;
+            }
+        }
+    }
+
+    /// Take new weights from `prog` (same structure).
+    pub(super) fn rewrite(&mut self, prog: &PartitionProgram) {
+        for ch in 0..self.nch {
+            let (a, b) = (
+                prog.synapse_offsets[ch] as usize,
+                prog.synapse_offsets[ch + 1] as usize,
+            );
+            for (k, piece) in prog.synapses[a..b].chunks(self.width).enumerate() {
+                let at = (k * self.nch + ch) * self.width;
+                for (w, syn) in self.weights[at..at + piece.len()].iter_mut().zip(piece) {
+                    *w = syn.weight;
+                }
+            }
+        }
+    }
+}
