@@ -63,7 +63,8 @@ pub struct Activity {
     /// Per spiking population (network order, inputs and readouts left out): its name and the
     /// fraction of neuron-steps with a spike.
     pub populations: Vec<(String, f64)>,
-    /// Synaptic events per sample: every spike (inputs included) times the synapses it reaches.
+    /// Synaptic events per sample: every spike (inputs included) times the synapses it reaches
+    /// (also where a delay carries it past the last step, a small overcount for a benchmark).
     pub synaptic_events_per_sample: f64,
 }
 

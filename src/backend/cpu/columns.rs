@@ -9,8 +9,9 @@
 //! The sums are integers (fixed point), so the order of the additions does not change them; the
 //! neurons are then stepped exactly as [`super::advance`] steps them, and each sample's spikes
 //! come out in (step, neuron) order: the results are bit-identical to the sample-by-sample path
-//! (tested in `tests/` against it and against the reference step). Never used for programs with
-//! synapses between their own neurons, several stages or spikes arriving over links.
+//! (tested in `tests/spine.rs`; the block layout of dense weights against the compiled synapse
+//! list below). Never used for programs with synapses between their own neurons, several
+//! stages or spikes arriving over links.
 
 use super::{
     reset, rows_per_sample, update_segment, CpuProgram, Delivery, MemOut, Membranes, Run,
@@ -20,26 +21,30 @@ use crate::model::neuron::noise_base;
 use crate::plan::compile::{ChannelBlock, PartitionProgram};
 use crate::spikes::store::{SpikeEvent, SpikeTrains};
 
-/// Bytes of synaptic sums one block keeps (samples × steps × block neurons × 4): half of a
-/// core's L2 cache on the machines we measure (512 KiB), so that the sums stay there while the
-/// weights stream past.
+/// Bytes of synaptic sums one block of a program that is not dense keeps (samples × steps ×
+/// block neurons × 4): a quarter of the 16 MiB L3 cache per thread on the machines we
+/// measure. Such a program's weights are rows, and a block reads a piece of each; long pieces
+/// let the prefetchers follow, which outweighs sums in L3 instead of L2 (the large network's
+/// fused waves, rows in place: 256 KiB 128, 1 MiB 186, 4 MiB 196–208, 16 MiB 140 samples/s).
 const BLOCK_BYTES: usize = 4 << 20;
 
 /// Samples × steps that one chunk aims at: enough spikes per source for its weights to be read
 /// once for many of them, few enough that a block stays a few dozen neurons wide or more.
 pub(super) const CHUNK_ROWS: usize = 512;
 
-/// Bytes of weights from which a program runs by columns unless told otherwise: where its
-/// weights fit a core's L2 cache (512 KiB), stepping sample by sample reads them from there
-/// and keeps its ring of pending input in L1, which a block's sums cannot match (MNIST
-/// training, 784 x 64 per partition: forward 3.9 ms per batch by columns against 3.4 ms by
-/// samples, one sitting).
+/// Bytes of weights from which a program runs by columns unless told otherwise. Where its
+/// weights stay in a core's caches (L2: 512 KiB, and the L3 share around it), stepping sample
+/// by sample reads them from there and keeps its ring of pending input in L1, which a block's
+/// sums cannot match (MNIST training, 784 x 64 per partition: forward 3.9 ms per batch by
+/// columns against 3.4 ms by samples, one sitting; the MNIST network's 784 x 256 weights, 784
+/// KiB, ran equally fast either way).
 const WIDE_BYTES: usize = 1 << 20;
 
-/// Whether `program` can run by columns: one stage, no synapse from its own neurons.
+/// Whether `program` can run by columns: neurons in one stage, no synapse from its own.
 pub(super) fn eligible(program: &PartitionProgram) -> bool {
     let (nch, n) = (program.channels.len(), program.neuron_count());
-    program.stage_bounds.len() == 2
+    n > 0
+        && program.stage_bounds.len() == 2
         && program.synapse_offsets[nch] == program.synapse_offsets[nch + n]
 }
 
@@ -85,11 +90,17 @@ pub(super) struct ColumnScratch {
 
 /// What one chunk runs.
 pub(super) struct Chunk<'a> {
+    /// The program as prepared for the CPU.
     pub prog: &'a CpuProgram,
+    /// The program as compiled (its synapse list, for sources delivered one by one).
     pub program: &'a PartitionProgram,
+    /// Where each channel block's spikes come from.
     pub sources: &'a [(&'a ChannelBlock, &'a SpikeTrains)],
+    /// The samples of the batch this chunk runs.
     pub range: std::ops::Range<usize>,
+    /// Steps, noise seed and the batch's first sample index.
     pub opts: &'a RunOptions,
+    /// Which membranes to write.
     pub membranes: Membranes,
 }
 
@@ -435,5 +446,83 @@ impl Dense {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::network::{NetworkBuilder, WeightInit};
+    use crate::model::neuron::NeuronParams;
+    use crate::model::substrate::Substrate;
+    use crate::plan::partition::{PartitionOptions, Plan};
+
+    /// A dense layer's weights in blocks equal the compiled synapse list, weight for weight,
+    /// after preparation and after an update with other weights; delivering a channel adds
+    /// exactly its row.
+    #[test]
+    fn dense_blocks_hold_the_compiled_weights() {
+        let sub = Substrate::bss2();
+        let init = WeightInit {
+            mean: 0.0,
+            std: 0.5,
+        };
+        let net = NetworkBuilder::new("blocks", 10, 9)
+            .input("in", 1000)
+            .dense("h", 300, NeuronParams::default(), init)
+            .build(&sub)
+            .unwrap();
+        let plan = Plan::new(&net, &sub, &PartitionOptions::default()).unwrap();
+        // The layer's partitions fused into one program, as a wave runs.
+        let parts: Vec<PartitionProgram> = plan
+            .partitions
+            .iter()
+            .filter(|p| p.neuron_count() > 0)
+            .map(|p| PartitionProgram::compile(&net, &plan, p).unwrap())
+            .collect();
+        let refs: Vec<&PartitionProgram> = parts.iter().collect();
+        let live: Vec<Vec<bool>> = parts
+            .iter()
+            .map(|p| vec![false; p.channels.len()])
+            .collect();
+        let mut program = crate::plan::compile::fuse(&refs, &live, 0)
+            .expect("one wave")
+            .program;
+        assert_eq!(program.neuron_count(), 300);
+        let mut prog = CpuProgram::new(&program);
+        let nch = program.channels.len();
+        assert_eq!(nch, 1000);
+        let check = |prog: &CpuProgram, program: &PartitionProgram| {
+            let d = prog
+                .dense
+                .as_ref()
+                .expect("a wide dense layer is held in blocks");
+            assert_eq!((d.width, d.weights.len()), (128, 3 * 1000 * 128));
+            for ch in 0..nch {
+                let row: Vec<i32> = program.synapses_of(ch).iter().map(|s| s.weight).collect();
+                assert_eq!(row.len(), 300);
+                for (j, &w) in row.iter().enumerate() {
+                    let (b, k) = (j / 128, j % 128);
+                    assert_eq!(
+                        d.weights[(b * nch + ch) * 128 + k],
+                        w,
+                        "channel {ch}, neuron {j}"
+                    );
+                }
+                // Padding beyond the last neuron stays zero.
+                let last = (2 * nch + ch) * 128;
+                assert!(d.weights[last + 44..last + 128].iter().all(|&w| w == 0));
+                let mut sums = vec![7i32; 300];
+                d.deliver(ch, &mut sums);
+                let expected: Vec<i32> = row.iter().map(|w| w + 7).collect();
+                assert_eq!(sums, expected, "channel {ch} delivered");
+            }
+        };
+        check(&prog, &program);
+        for (k, s) in program.synapses.iter_mut().enumerate() {
+            s.weight = (k % 127) as i32 - 63;
+        }
+        prog.update(&program);
+        check(&prog, &program);
     }
 }

@@ -53,8 +53,10 @@ pub(crate) struct Args {
     #[arg(long, conflicts_with = "train")]
     pub(crate) unfused: bool,
     /// How the CPU steps feed-forward programs: auto (by columns where a program's weights
-    /// take 1 MiB or more), samples (every sample through the whole program) or columns (a
-    /// chunk of samples, a block of neurons at a time). The same results; for comparing.
+    /// take 1 MiB or more), samples (every sample through the whole program; a dense layer's
+    /// weights stay in the blocks that columns read, which makes wide layers slower than
+    /// before columns existed) or columns (a chunk of samples, a block of neurons at a time).
+    /// The same results every way; for comparing. CPU rows only.
     #[arg(long, value_enum, default_value = "auto", conflicts_with = "train")]
     pub(crate) stepping: SteppingArg,
     /// Trained weights for --network (a checkpoint written by `train`), so that the figures
@@ -124,6 +126,13 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     let lead = ctx.lead;
     let warn = |lines: &[String]| ctx.warn(lines);
     let comm = ctx.comm;
+    if stepping != SteppingArg::Auto && device == Some(DeviceChoice::Gpu) {
+        return Err(neuropart::Error::option(
+            "--stepping",
+            format!("{stepping:?}").to_lowercase(),
+            "chooses how the CPU steps feed-forward programs; --device gpu runs none on the CPU",
+        ));
+    }
     let target = Target {
         network: network.clone().unwrap_or_default(),
         substrate: sub_file.clone(),
