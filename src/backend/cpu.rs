@@ -1310,6 +1310,7 @@ fn advance<const LIVE: bool>(
                         spiked: &mut spiked[seg.lo..seg.hi],
                         v: &mut vout[seg.lo..seg.hi],
                     },
+                    s.membranes != Membranes::None,
                 );
             }
             match s.membranes {
@@ -1377,15 +1378,34 @@ struct State<'a> {
 }
 
 /// Advance one segment by one step; returns whether any neuron spiked. Every branch computes
-/// what [`lif_step`] computes for these neurons.
+/// what [`lif_step`] computes for these neurons. The membranes before reset go to `st.v` where
+/// `out` (a trace or a maximum is asked for); elsewhere the store is left out of the loop.
 #[inline(always)]
-fn update_segment(seg: &Segment, c: &SoaCoeffs, base: u32, input: &[i32], st: State<'_>) -> bool {
+fn update_segment(
+    seg: &Segment,
+    c: &SoaCoeffs,
+    base: u32,
+    input: &[i32],
+    st: State<'_>,
+    out: bool,
+) -> bool {
     let (lo, hi) = (seg.lo, seg.hi);
-    match seg.kind {
-        Kind::Uniform(k) => update_uniform(&k, input, st),
-        Kind::Varied { noisy: false } => update_varied::<false>(c, lo, hi, base, input, st),
-        Kind::Varied { noisy: true } => update_varied::<true>(c, lo, hi, base, input, st),
-        Kind::General { .. } => {
+    match (seg.kind, out) {
+        (Kind::Uniform(k), true) => update_uniform::<true>(&k, input, st),
+        (Kind::Uniform(k), false) => update_uniform::<false>(&k, input, st),
+        (Kind::Varied { noisy: false }, true) => {
+            update_varied::<false, true>(c, lo, hi, base, input, st)
+        }
+        (Kind::Varied { noisy: false }, false) => {
+            update_varied::<false, false>(c, lo, hi, base, input, st)
+        }
+        (Kind::Varied { noisy: true }, true) => {
+            update_varied::<true, true>(c, lo, hi, base, input, st)
+        }
+        (Kind::Varied { noisy: true }, false) => {
+            update_varied::<true, false>(c, lo, hi, base, input, st)
+        }
+        (Kind::General { .. }, _) => {
             let mut any = false;
             for (k, j) in (lo..hi).enumerate() {
                 let co = c.get(j);
@@ -1407,9 +1427,10 @@ fn update_segment(seg: &Segment, c: &SoaCoeffs, base: u32, input: &[i32], st: St
     }
 }
 
-/// Equal coefficients, no refractory period, no noise (`lif_step` with `noise = 0`).
+/// Equal coefficients, no refractory period, no noise (`lif_step` with `noise = 0`); the
+/// membranes before reset stored where `OUT`.
 #[inline(always)]
-fn update_uniform(c: &NeuronCoeffs, input: &[i32], st: State<'_>) -> bool {
+fn update_uniform<const OUT: bool>(c: &NeuronCoeffs, input: &[i32], st: State<'_>) -> bool {
     let spiking = c.spiking != 0;
     let mut any = 0u8;
     let n = input.len();
@@ -1432,7 +1453,9 @@ fn update_uniform(c: &NeuronCoeffs, input: &[i32], st: State<'_>) -> bool {
         let nv = *v + c.k_mem * (leak + drive);
         let spike = spiking & (nv >= c.v_th);
         *i = ni;
-        *vo = nv;
+        if OUT {
+            *vo = nv;
+        }
         *v = if spike { c.v_reset } else { nv };
         *sp = spike as u8;
         any |= spike as u8;
@@ -1443,7 +1466,7 @@ fn update_uniform(c: &NeuronCoeffs, input: &[i32], st: State<'_>) -> bool {
 /// Coefficients per neuron, no refractory period; noise when `NOISE` (computed as
 /// [`membrane_noise`], which is exactly 0 where a neuron's noise is off).
 #[inline(always)]
-fn update_varied<const NOISE: bool>(
+fn update_varied<const NOISE: bool, const OUT: bool>(
     c: &SoaCoeffs,
     lo: usize,
     hi: usize,
@@ -1499,7 +1522,9 @@ fn update_varied<const NOISE: bool>(
         }
         let spike = (spiking != 0) & (nv >= v_th);
         *i = ni;
-        *vo = nv;
+        if OUT {
+            *vo = nv;
+        }
         *v = if spike { v_reset } else { nv };
         *sp = spike as u8;
         any |= spike as u8;
@@ -1609,6 +1634,7 @@ mod tests {
                         spiked: &mut spiked,
                         v: &mut v,
                     },
+                    true,
                 );
                 let mut any_ref = false;
                 for j in 0..n {

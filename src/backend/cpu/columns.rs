@@ -216,6 +216,7 @@ crate::simd::widest! {
                                 spiked: &mut spiked[a..b],
                                 v: &mut vout[a..b],
                             },
+                            c.membranes != Membranes::None,
                         );
                     }
                     match c.membranes {
