@@ -876,10 +876,14 @@ pub fn fuse(
         b.lut[k] = ch as u32;
     }
     let channel_of = |id: (PopulationId, u32)| channels.binary_search(&id).ok();
-    // Every synapse under its source in the whole, in chip order.
-    let mut keyed: Vec<(u32, Synapse, WeightRef, (u32, u32))> = Vec::new();
+    // Every synapse under its source in the whole, in chip order: counted per source, then
+    // placed (a stable counting sort, without a keyed copy of every synapse).
+    let nsrc = nch + neurons.len();
+    let mut sources_of: Vec<Vec<(u32, u32)>> = Vec::with_capacity(programs.len());
+    let mut synapse_offsets = vec![0u32; nsrc + 1];
     for (k, p) in programs.iter().enumerate() {
         let pnch = p.channels.len();
+        let mut here = Vec::with_capacity(pnch + p.neurons.len());
         for src in 0..pnch + p.neurons.len() {
             let (source, extra) = if src < pnch {
                 if live[k][src] {
@@ -891,6 +895,21 @@ pub fn fuse(
             } else {
                 ((nch + offsets[k] + src - pnch) as u32, 0)
             };
+            synapse_offsets[source as usize + 1] += p.synapses_of(src).len() as u32;
+            here.push((source, extra));
+        }
+        sources_of.push(here);
+    }
+    for i in 0..nsrc {
+        synapse_offsets[i + 1] += synapse_offsets[i];
+    }
+    let total = synapse_offsets[nsrc] as usize;
+    let mut synapses = vec![<Synapse as bytemuck::Zeroable>::zeroed(); total];
+    let mut weight_refs = vec![<WeightRef as bytemuck::Zeroable>::zeroed(); total];
+    let mut origin = vec![(0u32, 0u32); total];
+    let mut cursor = synapse_offsets[..nsrc].to_vec();
+    for (k, (p, here)) in programs.iter().zip(&sources_of).enumerate() {
+        for (src, &(source, extra)) in here.iter().enumerate() {
             let a = p.synapse_offsets[src] as usize;
             for (i, (syn, r)) in p
                 .synapses_of(src)
@@ -898,36 +917,19 @@ pub fn fuse(
                 .zip(&p.weight_refs[a..])
                 .enumerate()
             {
-                keyed.push((
-                    source,
-                    Synapse {
-                        target: syn.target + offsets[k] as u32,
-                        delay: syn.delay + extra,
-                        weight: syn.weight,
-                    },
-                    *r,
-                    (k as u32, (a + i) as u32),
-                ));
+                let at = &mut cursor[source as usize];
+                let x = *at as usize;
+                *at += 1;
+                synapses[x] = Synapse {
+                    target: syn.target + offsets[k] as u32,
+                    delay: syn.delay + extra,
+                    weight: syn.weight,
+                };
+                weight_refs[x] = *r;
+                origin[x] = (k as u32, (a + i) as u32);
             }
         }
     }
-    keyed.sort_by_key(|e| e.0);
-    let nsrc = nch + neurons.len();
-    let mut synapse_offsets = vec![0u32; nsrc + 1];
-    for (s, _, _, _) in &keyed {
-        synapse_offsets[*s as usize + 1] += 1;
-    }
-    for i in 0..nsrc {
-        synapse_offsets[i + 1] += synapse_offsets[i];
-    }
-    let mut origin = Vec::with_capacity(keyed.len());
-    let (synapses, weight_refs): (Vec<Synapse>, Vec<WeightRef>) = keyed
-        .into_iter()
-        .map(|(_, s, r, o)| {
-            origin.push(o);
-            (s, r)
-        })
-        .unzip();
     let max_delay = synapses.iter().map(|s| s.delay).max().unwrap_or(0);
     let weight_runs = weight_runs(
         &weight_refs,
