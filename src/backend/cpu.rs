@@ -164,13 +164,7 @@ impl Backend for CpuBackend {
                         opts,
                         membranes: *membranes,
                     };
-                    columns::run_chunk(
-                        &chunk,
-                        &mut scratch.columns,
-                        &mut mem,
-                        &mut events,
-                        &mut counts,
-                    );
+                    columns::run_chunk(&chunk, scratch, &mut mem, &mut events, &mut counts);
                     return (k, counts, events);
                 }
                 let rows = rows_per_sample(*membranes, steps);
@@ -1100,7 +1094,7 @@ fn kind_of(c: &[NeuronCoeffs]) -> Kind {
     }
 }
 
-/// Per-thread buffers, reused across samples.
+/// Per-thread buffers, reused across samples (and by [`columns`] for a block's neurons).
 #[derive(Default)]
 struct Scratch {
     pending: Vec<i32>,
@@ -1313,21 +1307,7 @@ fn advance<const LIVE: bool>(
                     s.membranes != Membranes::None,
                 );
             }
-            match s.membranes {
-                Membranes::None => {}
-                Membranes::Max => {
-                    for (p, &v) in peak[lo..hi].iter_mut().zip(&vrow[lo..hi]) {
-                        *p = p.max(v);
-                    }
-                }
-                Membranes::Trace | Membranes::Keep => {
-                    if let Some(q) = prog.cadc {
-                        for v in &mut mem_out.row(t, n)[lo..hi] {
-                            *v = q.quantise(*v);
-                        }
-                    }
-                }
-            }
+            keep_membranes(s.membranes, prog.cadc, &mut peak[lo..hi], &mut vout[lo..hi]);
             if any {
                 for (j, _) in spiked
                     .iter()
@@ -1354,12 +1334,40 @@ fn advance<const LIVE: bool>(
 fn finish(s: &Sample<'_>, scratch: &Scratch, mem_out: &mut MemOut<'_>) {
     let prog = s.prog;
     if s.membranes == Membranes::Max {
-        for (o, &p) in mem_out.row(0, prog.n).iter_mut().zip(scratch.peak.iter()) {
-            *o = match prog.cadc {
-                Some(q) => q.quantise(p),
-                None => p,
-            };
+        write_peaks(prog.cadc, &scratch.peak, mem_out.row(0, prog.n));
+    }
+}
+
+/// What a step keeps of the membranes `v` (before reset) of neurons whose running maxima are
+/// `peak`: the maximum so far (`Max`), or `v` itself, a trace row, quantised as the CADC reads
+/// it.
+#[inline(always)]
+fn keep_membranes(membranes: Membranes, cadc: Option<Cadc>, peak: &mut [f32], v: &mut [f32]) {
+    match membranes {
+        Membranes::None => {}
+        Membranes::Max => {
+            for (p, &x) in peak.iter_mut().zip(v.iter()) {
+                *p = p.max(x);
+            }
         }
+        Membranes::Trace | Membranes::Keep => {
+            if let Some(q) = cadc {
+                for x in v.iter_mut() {
+                    *x = q.quantise(*x);
+                }
+            }
+        }
+    }
+}
+
+/// Write the maxima `peak` to `out`, quantised as the CADC reads them.
+#[inline(always)]
+fn write_peaks(cadc: Option<Cadc>, peak: &[f32], out: &mut [f32]) {
+    for (o, &p) in out.iter_mut().zip(peak) {
+        *o = match cadc {
+            Some(q) => q.quantise(p),
+            None => p,
+        };
     }
 }
 

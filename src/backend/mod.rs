@@ -56,7 +56,7 @@ pub struct RunOptions {
 /// How the CPU backend steps a program whose synapses all come from input channels (a layer,
 /// or a fused wave of partitions reading the same sources). The same spikes, membranes and
 /// scores either way; only the speed differs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Stepping {
     /// By columns where the program's weights do not fit a core's cache (1 MiB or more), else
     /// by samples.

@@ -14,8 +14,8 @@
 //! stages or spikes arriving over links.
 
 use super::{
-    reset, rows_per_sample, update_segment, CpuProgram, Delivery, MemOut, Membranes, Run,
-    RunOptions, Segment, State,
+    keep_membranes, reset, rows_per_sample, update_segment, write_peaks, CpuProgram, Delivery,
+    MemOut, Membranes, Run, RunOptions, Scratch, Segment, State,
 };
 use crate::model::neuron::noise_base;
 use crate::plan::compile::{ChannelBlock, PartitionProgram};
@@ -64,7 +64,8 @@ fn block_width(rows: usize, n: usize) -> usize {
     }
 }
 
-/// Buffers of one thread, reused across chunks.
+/// Buffers of one thread for the chunk's input and spikes, reused across chunks; a block's
+/// neuron state and sums live in the thread's [`Scratch`].
 #[derive(Default)]
 pub(super) struct ColumnScratch {
     /// Per channel + 1: where its spikes start in `entries`.
@@ -74,14 +75,6 @@ pub(super) struct ColumnScratch {
     entries: Vec<(u32, u32)>,
     /// Channels with at least one spike in the chunk.
     active: Vec<u32>,
-    /// The block's synaptic sums, row (local sample × steps + step) by block neuron.
-    pending: Vec<i32>,
-    cur: Vec<f32>,
-    mem: Vec<f32>,
-    refr: Vec<u32>,
-    spiked: Vec<u8>,
-    vrow: Vec<f32>,
-    peak: Vec<f32>,
     segments: Vec<Segment>,
     /// Per local sample: its spikes, block after block.
     spikes: Vec<Vec<SpikeEvent>>,
@@ -110,7 +103,7 @@ crate::simd::widest! {
     /// as [`super::run_sample`] writes them).
     pub(super) fn run_chunk(
         c: &Chunk<'_>,
-        scratch: &mut ColumnScratch,
+        scratch: &mut Scratch,
         mem: &mut MemOut<'_>,
         events: &mut Vec<SpikeEvent>,
         counts: &mut Vec<u32>,
@@ -118,15 +111,13 @@ crate::simd::widest! {
         let prog = c.prog;
         let (n, steps, m) = (prog.n, c.opts.steps as usize, c.range.len());
         let rows = m * steps;
-        gather(c, scratch);
+        gather(c, &mut scratch.columns);
         let width = match &prog.dense {
             Some(d) => d.width,
             None => block_width(rows, n),
         };
-        let ColumnScratch {
-            offsets,
-            entries,
-            active,
+        // The block's synaptic sums in `pending`, rows (local sample × steps + step).
+        let Scratch {
             pending,
             cur,
             mem: v,
@@ -134,9 +125,16 @@ crate::simd::widest! {
             spiked,
             vrow,
             peak,
-            segments,
-            spikes,
-            per_step,
+            columns:
+                ColumnScratch {
+                    offsets,
+                    entries,
+                    active,
+                    segments,
+                    spikes,
+                    per_step,
+                    ..
+                },
             ..
         } = scratch;
         spikes.resize_with(m.max(spikes.len()), Vec::new);
@@ -219,21 +217,7 @@ crate::simd::widest! {
                             c.membranes != Membranes::None,
                         );
                     }
-                    match c.membranes {
-                        Membranes::None => {}
-                        Membranes::Max => {
-                            for (p, &x) in peak.iter_mut().zip(vrow.iter()) {
-                                *p = p.max(x);
-                            }
-                        }
-                        Membranes::Trace | Membranes::Keep => {
-                            if let Some(q) = prog.cadc {
-                                for x in vout.iter_mut() {
-                                    *x = q.quantise(*x);
-                                }
-                            }
-                        }
-                    }
+                    keep_membranes(c.membranes, prog.cadc, peak, vout);
                     if any {
                         for (k, _) in spiked.iter().enumerate().filter(|x| *x.1 != 0) {
                             out.push(SpikeEvent {
@@ -244,12 +228,7 @@ crate::simd::widest! {
                     }
                 }
                 if c.membranes == Membranes::Max {
-                    for (o, &p) in mem.row(i, n)[lo..hi].iter_mut().zip(peak.iter()) {
-                        *o = match prog.cadc {
-                            Some(q) => q.quantise(p),
-                            None => p,
-                        };
-                    }
+                    write_peaks(prog.cadc, peak, &mut mem.row(i, n)[lo..hi]);
                 }
             }
         }

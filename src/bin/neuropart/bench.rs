@@ -58,7 +58,7 @@ pub(crate) struct Args {
     /// before columns existed) or columns (a chunk of samples, a block of neurons at a time).
     /// The same results every way; for comparing. CPU rows only.
     #[arg(long, value_enum, default_value = "auto", conflicts_with = "train")]
-    pub(crate) stepping: SteppingArg,
+    pub(crate) stepping: neuropart::Stepping,
     /// Trained weights for --network (a checkpoint written by `train`), so that the figures
     /// are for the activity of a trained network rather than of its initial weights.
     #[arg(long, requires = "network", conflicts_with = "train")]
@@ -126,7 +126,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     let lead = ctx.lead;
     let warn = |lines: &[String]| ctx.warn(lines);
     let comm = ctx.comm;
-    if stepping != SteppingArg::Auto && device == Some(DeviceChoice::Gpu) {
+    if stepping != neuropart::Stepping::Auto && device == Some(DeviceChoice::Gpu) {
         return Err(neuropart::Error::option(
             "--stepping",
             format!("{stepping:?}").to_lowercase(),
@@ -198,7 +198,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     if unfused {
         exec.set_fuse_waves(false);
     }
-    exec.set_stepping(stepping.into());
+    exec.set_stepping(stepping);
     warn(&exec.warnings);
     // Inputs first: an impossible batch is an error before any device is opened.
     let images = if mnist {
@@ -373,25 +373,4 @@ fn rank_table(
         );
     }
     out
-}
-
-/// `--stepping` ([`neuropart::Stepping`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum SteppingArg {
-    /// By columns where a program's weights take 1 MiB or more, else by samples.
-    Auto,
-    /// Every sample through the whole program.
-    Samples,
-    /// A chunk of samples, a block of neurons at a time.
-    Columns,
-}
-
-impl From<SteppingArg> for neuropart::Stepping {
-    fn from(s: SteppingArg) -> Self {
-        match s {
-            SteppingArg::Auto => neuropart::Stepping::Auto,
-            SteppingArg::Samples => neuropart::Stepping::Samples,
-            SteppingArg::Columns => neuropart::Stepping::Columns,
-        }
-    }
 }
