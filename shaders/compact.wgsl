@@ -1,9 +1,12 @@
 // Turns the spike bits a simulation kernel wrote ([sample][step][word], one bit per neuron)
-// into compact events, so that only spikes that happened are read back: `count` writes each
-// sample's spike count, `scan` turns the counts into offsets (one workgroup), `emit` writes
-// each sample's events in (step, neuron) order as flat indices step·neurons + neuron, at most
-// `capacity` in all (the host grows the buffer and runs `emit` again when they do not fit).
-// src/backend/gpu/compact.rs owns this file.
+// into compact events, so that only spikes that happened are read back. Each sample's steps
+// are cut into `segments` runs of `seg_steps` steps (one run for all but the widest
+// programs, whose runs keep a thread's loop within the software adapter's limit), one thread
+// per (sample, run): `count` writes each run's spike count, `scan` turns the counts into
+// offsets (one workgroup), `emit` writes each run's events in (step, neuron) order as flat
+// indices step·neurons + neuron, at most `capacity` in all (the host grows the buffer and runs
+// `emit` again when they do not fit). Runs follow each other, so offsets[s · segments] is
+// sample s's first event. src/backend/gpu/compact.rs owns this file.
 
 // Mirrors `CompactParams` in src/backend/gpu/compact.rs.
 struct CompactParams {
@@ -13,8 +16,8 @@ struct CompactParams {
     neurons: u32,
     capacity: u32,
     grid_x: u32,
-    pad0: u32,
-    pad1: u32,
+    segments: u32,
+    seg_steps: u32,
 }
 
 override WG: u32 = 64u;
@@ -28,34 +31,42 @@ const SCAN_WG: u32 = 256u;
 
 var<workgroup> partial: array<u32, SCAN_WG>;
 
-fn sample_of(wg: vec3<u32>, lid: u32) -> u32 {
+fn entry_of(wg: vec3<u32>, lid: u32) -> u32 {
     return (wg.y * C.grid_x + wg.x) * WG + lid;
+}
+
+// The first word of the run's sample and the run's steps.
+fn run_of(e: u32) -> vec3<u32> {
+    let s = e / C.segments;
+    let t0 = (e % C.segments) * C.seg_steps;
+    return vec3<u32>(s * C.steps * C.words, t0, min(C.steps, t0 + C.seg_steps));
 }
 
 @compute @workgroup_size(WG)
 fn count(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let s = sample_of(wg, lid);
-    if (s == 0u) {
+    let e = entry_of(wg, lid);
+    if (e == 0u) {
         offsets[0] = 0u;
     }
-    if (s >= C.samples) {
+    if (e >= C.samples * C.segments) {
         return;
     }
+    let r = run_of(e);
     var c = 0u;
-    let base = s * C.steps * C.words;
-    for (var k = 0u; k < C.steps * C.words; k++) {
-        c += countOneBits(bits[base + k]);
+    for (var k = r.y * C.words; k < r.z * C.words; k++) {
+        c += countOneBits(bits[r.x + k]);
     }
-    offsets[s + 1u] = c;
+    offsets[e + 1u] = c;
 }
 
-// Inclusive prefix sum of offsets[1..=samples] by one workgroup: each thread sums a contiguous
+// Inclusive prefix sum of offsets[1..=runs] by one workgroup: each thread sums a contiguous
 // range, the range sums are scanned, then each thread rewrites its range.
 @compute @workgroup_size(SCAN_WG)
 fn scan(@builtin(local_invocation_index) lid: u32) {
-    let per = (C.samples + SCAN_WG - 1u) / SCAN_WG;
-    let lo = 1u + min(lid * per, C.samples);
-    let hi = 1u + min(lo - 1u + per, C.samples);
+    let runs = C.samples * C.segments;
+    let per = (runs + SCAN_WG - 1u) / SCAN_WG;
+    let lo = 1u + min(lid * per, runs);
+    let hi = 1u + min(lo - 1u + per, runs);
     var sum = 0u;
     for (var k = lo; k < hi; k++) {
         sum += offsets[k];
@@ -80,15 +91,15 @@ fn scan(@builtin(local_invocation_index) lid: u32) {
 
 @compute @workgroup_size(WG)
 fn emit(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let s = sample_of(wg, lid);
-    if (s >= C.samples) {
+    let e = entry_of(wg, lid);
+    if (e >= C.samples * C.segments) {
         return;
     }
-    var at = offsets[s];
-    let base = s * C.steps * C.words;
-    for (var t = 0u; t < C.steps; t++) {
+    var at = offsets[e];
+    let r = run_of(e);
+    for (var t = r.y; t < r.z; t++) {
         for (var w = 0u; w < C.words; w++) {
-            var word = bits[base + t * C.words + w];
+            var word = bits[r.x + t * C.words + w];
             while (word != 0u) {
                 let b = firstTrailingBit(word);
                 if (at < C.capacity) {

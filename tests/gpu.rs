@@ -204,7 +204,9 @@ fn feedforward_kernel_chunks_and_regrows_its_output() {
     g.max_chunk = 4;
     assert_backends_agree(&exec, &g, 9, 11);
     let t = g.take_timings().unwrap();
-    assert!(t.rereads > 0 && t.chunks >= 5 * 3, "{t:?}");
+    // 9 samples in chunks of 4: three chunks per run (the hidden wave fused: 2 runs).
+    assert_eq!(units(&exec, &g), 2);
+    assert!(t.rereads > 0 && t.chunks >= 2 * 3, "{t:?}");
 }
 
 #[test]
@@ -310,6 +312,23 @@ fn software_adapter_loop_limit_is_an_error_not_wrong_spikes() {
     }
 }
 
+/// The runs of one batch of `e` on `backend`: one per wave it fuses, one per round of the
+/// other waves.
+fn units(e: &Executor, backend: &dyn Backend) -> usize {
+    let waves = e.schedule.waves.iter().enumerate();
+    waves
+        .map(|(w, wave)| match e.wave_program(w) {
+            Some(p) if backend.fuses(p) => 1,
+            _ => e
+                .schedule
+                .rounds
+                .iter()
+                .filter(|r| wave.contains(&r[0]))
+                .count(),
+        })
+        .sum()
+}
+
 /// Same spikes and membranes for `exec` run with one chip and with `chips`, on `backend`.
 fn assert_concurrent_equals_sequential(exec: &Executor, backend: &dyn Backend, chips: usize) {
     let inputs = neuropart::bench::random_inputs(exec, 7, 0.4, 3).unwrap();
@@ -321,10 +340,12 @@ fn assert_concurrent_equals_sequential(exec: &Executor, backend: &dyn Backend, c
         "some round runs several partitions at once"
     );
     let par = conc.run(backend, &inputs, Observe::AllTraces).unwrap();
-    if backend.fuses_waves() {
-        // A wave runs as one program whatever the chip count.
-        assert_eq!(par.stats.rounds, exec.schedule.waves.len());
-        assert_eq!(seq.stats.rounds, exec.schedule.waves.len());
+    // A wave the backend fuses runs as one program whatever the chip count; the others by
+    // their rounds.
+    assert_eq!(par.stats.rounds, units(&conc, backend));
+    assert_eq!(seq.stats.rounds, units(exec, backend));
+    if par.stats.rounds == seq.stats.rounds {
+        assert!((0..exec.schedule.waves.len()).any(|w| exec.wave_program(w).is_some()));
     } else {
         assert!(par.stats.rounds < seq.stats.rounds);
     }
@@ -560,5 +581,113 @@ fn system_runs_on_the_gpu_equal_the_cpu() {
         assert_eq!(c.stats.links, d.stats.links, "buffer {buffer}");
         let dropped: u64 = c.stats.links.as_ref().unwrap().dropped_buffer.iter().sum();
         assert_eq!(dropped > 0, buffer > 0);
+    }
+}
+
+#[test]
+fn fused_waves_on_the_gpu_give_what_partitions_give_with_weights_packed_or_not() {
+    // A wave as one program (one dispatch) against one partition at a time, and the GPU
+    // against the CPU: the dense weights as 32-bit words, and packed in 8 bits (emulated: the
+    // chip's 6-bit weights) or 16 bits over two buffers, as programs too large for one buffer
+    // hold them (forced here by lowering the limit to just what packing needs).
+    let Some(base) = gpu() else { return };
+    let tiny = small_substrate();
+    let bits_of = |v: &Option<Vec<f32>>| {
+        v.as_ref()
+            .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    // Random networks on small chips, and MNIST (784 inputs) on BrainScaleS-2, whose ideal
+    // fixed-point weights take 16 bits.
+    let bss2 = Substrate::bss2();
+    let mut cases: Vec<(Network, &Substrate, f64)> = (0..8)
+        .map(|seed| (random_network(seed, &tiny), &tiny, 0.25))
+        .collect();
+    cases.push((
+        neuropart::mnist_network(8).build(&bss2).unwrap(),
+        &bss2,
+        0.25,
+    ));
+    // A wave of 2 600 neurons over 50 steps: more than one thread may loop through on the
+    // software adapter, so its spikes are compacted a run of steps at a time.
+    cases.push((sparse_layer(&bss2, 50), &bss2, 0.02));
+    let mut wide_spikes = 0;
+    for (seed, (net, sub, density)) in (0u64..).zip(cases) {
+        let mut rng = Rng::new(seed ^ 0xFA57);
+        let input_pop = net.inputs()[0];
+        let n_in = net.populations[input_pop].size;
+        let inputs = [(
+            input_pop,
+            random_spikes(&mut rng, 5, n_in, net.steps, density),
+        )];
+        for emulated in [false, true] {
+            let opts = PartitionOptions::default();
+            let mut exec = if emulated {
+                Executor::emulated(
+                    net.clone(),
+                    sub,
+                    1,
+                    &opts,
+                    neuropart::AnalogConfig::default(),
+                    neuropart::Mode::Emulated,
+                )
+            } else {
+                Executor::new(net.clone(), sub, 1, &opts)
+            }
+            .unwrap();
+            let run = |exec: &Executor, b: &dyn Backend| {
+                exec.run_with_noise(b, &inputs, Observe::AllTraces, 7)
+                    .unwrap()
+            };
+            let cpu = run(&exec, &CpuBackend);
+            exec.set_fuse_waves(false);
+            let apart = run(&exec, &base);
+            exec.set_fuse_waves(true);
+            let cells = (0..exec.schedule.waves.len())
+                .filter_map(|w| exec.wave_program(w))
+                .map(|p| p.channels.len() as u64 * p.neuron_count() as u64)
+                .max();
+            let Some(cells) = cells else { continue };
+            // Unlimited (32-bit words), then two buffers just large enough for 16 bits and
+            // for 8 bits per weight.
+            for max_dense in [u64::MAX, (cells / 4 + 1) * 4, (cells / 8 + 1) * 4] {
+                let mut g = gpu().unwrap();
+                g.max_dense = max_dense;
+                let waves = exec.schedule.waves.len();
+                let fused: Vec<u32> = (0..waves)
+                    .filter_map(|w| exec.wave_program(w))
+                    .filter_map(|p| g.weight_bits(p))
+                    .collect();
+                seen.extend(fused.iter().map(|&b| (b, emulated)));
+                // A fresh copy: residents are kept per device, and `g` shares `base`'s.
+                let out = run(&exec.clone(), &g);
+                let units = (0..waves)
+                    .filter(|&w| exec.wave_program(w).is_some_and(|p| g.fuses(p)))
+                    .count();
+                assert_eq!(units, fused.len());
+                assert!(out.stats.rounds < apart.stats.rounds || units == 0);
+                for (p, pop) in net.populations.iter().enumerate() {
+                    let what = format!(
+                        "seed {seed}, emulated {emulated}, max_dense {max_dense}, bits \
+                         {fused:?}: '{}'",
+                        pop.name
+                    );
+                    assert_eq!(out.spikes.get(p), apart.spikes.get(p), "spikes of {what}");
+                    assert_eq!(out.spikes.get(p), cpu.spikes.get(p), "CPU spikes of {what}");
+                    let (a, b) = (bits_of(&out.membrane[p]), bits_of(&apart.membrane[p]));
+                    assert_eq!(a, b, "membranes of {what}");
+                    assert_eq!(bits_of(&out.peak[p]), bits_of(&apart.peak[p]), "{what}");
+                    if pop.size * net.steps as usize > 60_000 && units > 0 {
+                        wide_spikes += out.spikes.get(p).map_or(0, |t| t.len());
+                    }
+                }
+            }
+        }
+    }
+    // Every way of holding the weights ran: 32 bits (ideal and emulated), 16 bits (ideal
+    // fixed point) and 8 bits (emulated).
+    assert!(wide_spikes > 0, "the wide wave spiked");
+    for want in [(32, false), (32, true), (16, false), (8, true)] {
+        assert!(seen.contains(&want), "{want:?} never ran; seen {seen:?}");
     }
 }

@@ -794,30 +794,7 @@ fn feed_forward_programs_run_by_columns_give_what_sample_by_sample_runs_give() {
         .readout("out", 10, lif.clone(), init)
         .build(&sub)
         .unwrap();
-    let mut rng = Rng::new(5);
-    let connections: Vec<[u32; 2]> = (0..2600u32)
-        .flat_map(|t| {
-            let picks: Vec<u32> = (0..120).map(|_| rng.below(1000) as u32).collect();
-            picks.into_iter().map(move |s| [s, t])
-        })
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let sparse = NetworkBuilder::new("sparse", 50, 4)
-        .input("in", 1000)
-        .population("h", 2600, PopulationKind::Lif, lif.clone())
-        .project(
-            "in",
-            "h",
-            neuropart::Connectivity::Sparse { connections },
-            WeightInit {
-                mean: 0.05,
-                std: 0.3,
-            },
-        )
-        .readout("out", 10, lif, init)
-        .build(&sub)
-        .unwrap();
+    let sparse = sparse_layer(&sub, 50);
     let two = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
         .build()

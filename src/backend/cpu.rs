@@ -47,7 +47,7 @@ impl Backend for CpuBackend {
         Ok(Resident::new(CPU_KEY, CpuProgram::new(program)))
     }
 
-    fn fuses_waves(&self) -> bool {
+    fn fuses(&self, _whole: &PartitionProgram) -> bool {
         true
     }
 

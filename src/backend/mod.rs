@@ -261,10 +261,11 @@ pub trait Backend: Sync {
         None
     }
 
-    /// Whether the partitions of a wave should run as one program on this backend (each
-    /// source spike taken once for all of them; see [`Executor`](crate::Executor)). Results
-    /// are the same either way.
-    fn fuses_waves(&self) -> bool {
+    /// Whether the partitions of a wave should run as one program, `whole` (each source spike
+    /// taken once for all of them; see [`Executor`](crate::Executor)), on this backend.
+    /// Results are the same either way.
+    fn fuses(&self, whole: &PartitionProgram) -> bool {
+        let _ = whole;
         false
     }
 }

@@ -195,12 +195,23 @@ pub struct Emulation {
 }
 
 /// The programs prepared on one backend.
+/// Partitions that run together: a fused wave, or a round (with its system's fused program and
+/// exchange where it has them).
+struct Unit<'a> {
+    members: &'a [usize],
+    fused: Option<(&'a crate::plan::compile::FusedProgram, &'a Resident)>,
+    exchange: Option<&'a Exchange>,
+    /// The wave, when the unit is a fused wave.
+    wave: Option<usize>,
+}
+
 struct Residents {
     key: u64,
     handles: Vec<Resident>,
     /// Per round: the resident of its fused program, if it has one.
     fused: Vec<Option<Resident>>,
-    /// Per wave: the resident of its fused program (backends that fuse waves).
+    /// Per wave: the resident of its fused program, where the backend runs it
+    /// ([`Backend::fuses`]).
     wave_fused: Vec<Option<Resident>>,
     generation: u64,
 }
@@ -477,6 +488,13 @@ impl Executor {
         self.stepping = stepping;
     }
 
+    /// The program of wave `wave`'s partitions as one (a wave of two or more partitions,
+    /// without a system, while waves are fused), which a backend runs in their place where it
+    /// [fuses](crate::backend::Backend::fuses) it.
+    pub fn wave_program(&self, wave: usize) -> Option<&PartitionProgram> {
+        self.wave_fused.get(wave)?.as_ref().map(|f| &f.program)
+    }
+
     /// Run the partitions of a wave as one program on backends that fuse waves (the
     /// default), or one by one as the schedule's rounds say. The same spikes, membranes and
     /// scores either way; only the speed differs.
@@ -717,14 +735,14 @@ impl Executor {
                 .iter()
                 .map(|f| f.as_ref().map(|f| backend.prepare(&f.program)).transpose())
                 .collect::<Result<Vec<_>>>()?;
-            let wave_fused = if backend.fuses_waves() {
-                self.wave_fused
-                    .iter()
-                    .map(|f| f.as_ref().map(|f| backend.prepare(&f.program)).transpose())
-                    .collect::<Result<Vec<_>>>()?
-            } else {
-                Vec::new()
-            };
+            let wave_fused = self
+                .wave_fused
+                .iter()
+                .map(|f| match f {
+                    Some(f) if backend.fuses(&f.program) => backend.prepare(&f.program).map(Some),
+                    _ => Ok(None),
+                })
+                .collect::<Result<Vec<_>>>()?;
             *slot = Some(Residents {
                 key: backend.key(),
                 handles,
@@ -992,25 +1010,47 @@ impl Executor {
             sample_base,
             stepping: self.stepping,
         };
-        // Waves fused where the backend fuses them (then a wave is one unit, with no
-        // exchanges: there is no system), else the schedule's rounds.
-        let by_waves = !residents.wave_fused.is_empty();
-        let (units, fused, fused_res, exchanges) = if by_waves {
-            (
-                &self.schedule.waves,
-                &self.wave_fused,
-                &residents.wave_fused,
-                &[][..],
-            )
-        } else {
-            (
-                &self.schedule.rounds,
-                &self.fused,
-                &residents.fused,
-                &self.exchanges[..],
-            )
-        };
-        for (ri, round) in units.iter().enumerate() {
+        // Units of execution: a wave whose fused program the backend took runs as one (there
+        // is no system then, so no exchanges); every other wave runs by its rounds, each with
+        // its system's fused program and exchange where it has them. Training on a device
+        // keeps traces per partition there, so it runs by rounds.
+        let fuse_waves = observe != Observe::Kept;
+        let mut wave_of = vec![0usize; self.programs.len()];
+        for (w, wave) in self.schedule.waves.iter().enumerate() {
+            for &pid in wave {
+                wave_of[pid] = w;
+            }
+        }
+        let mut units: Vec<Unit<'_>> = Vec::with_capacity(self.schedule.rounds.len());
+        for (ri, round) in self.schedule.rounds.iter().enumerate() {
+            let wave = wave_of[round[0]];
+            let whole = match (self.wave_fused.get(wave), residents.wave_fused.get(wave)) {
+                (Some(Some(f)), Some(Some(h))) if fuse_waves => Some((f, h)),
+                _ => None,
+            };
+            if let Some(whole) = whole {
+                if units.last().is_none_or(|u| u.wave != Some(wave)) {
+                    units.push(Unit {
+                        members: &self.schedule.waves[wave],
+                        fused: Some(whole),
+                        exchange: None,
+                        wave: Some(wave),
+                    });
+                }
+                continue;
+            }
+            units.push(Unit {
+                members: round,
+                fused: match (self.fused.get(ri), residents.fused.get(ri)) {
+                    (Some(Some(f)), Some(Some(h))) => Some((f, h)),
+                    _ => None,
+                },
+                exchange: self.exchanges.get(ri).and_then(Option::as_ref),
+                wave: None,
+            });
+        }
+        for unit in &units {
+            let round = unit.members;
             let t0 = Instant::now();
             for &pid in round {
                 for b in &self.programs[pid].sources {
@@ -1018,9 +1058,7 @@ impl Executor {
                     replayed += store.get(b.population).map_or(0, |t| t.len());
                 }
             }
-            if let (Some(f), Some(Some(h))) =
-                (fused.get(ri).and_then(Option::as_ref), fused_res.get(ri))
-            {
+            if let Some((f, h)) = unit.fused {
                 // A system run with unlimited links (its chips as one program), or a fused
                 // wave.
                 let kinds: Vec<Membranes> = round
@@ -1049,7 +1087,7 @@ impl Executor {
                     .pop()
                     .expect("one job, one output");
                 let t2 = Instant::now();
-                if let Some(Some(ex)) = exchanges.get(ri) {
+                if let Some(ex) = unit.exchange {
                     stats
                         .links
                         .get_or_insert_with(crate::model::system::LinkStats::default)
@@ -1099,7 +1137,7 @@ impl Executor {
                 peak.iter_mut().map(Some).collect();
             let mut kinds = Vec::with_capacity(round.len());
             let mut jobs: Vec<Job<'_>> = Vec::with_capacity(round.len());
-            let exchange = exchanges.get(ri).and_then(Option::as_ref);
+            let exchange = unit.exchange;
             for &pid in round {
                 let prog = &self.programs[pid];
                 let membranes = match self.membranes_of(pid, observe) {

@@ -621,3 +621,41 @@ pub fn system(chips: usize, delay_us: f32, buffer: usize) -> System {
         ..System::default()
     }
 }
+
+/// 1 000 inputs -> 2 600 neurons, each reading 120 random inputs (a sparse projection that
+/// spans six BrainScaleS-2 chips) -> 10 readouts, over `steps` steps.
+pub fn sparse_layer(sub: &Substrate, steps: u32) -> Network {
+    let mut rng = Rng::new(5);
+    let connections: Vec<[u32; 2]> = (0..2600u32)
+        .flat_map(|t| {
+            let picks: Vec<u32> = (0..120).map(|_| rng.below(1000) as u32).collect();
+            picks.into_iter().map(move |s| [s, t])
+        })
+        .collect::<std::collections::HashSet<_>>()
+        .into_iter()
+        .collect();
+    let lif = NeuronParams::default();
+    NetworkBuilder::new("sparse", steps, 4)
+        .input("in", 1000)
+        .population("h", 2600, PopulationKind::Lif, lif.clone())
+        .project(
+            "in",
+            "h",
+            Connectivity::Sparse { connections },
+            WeightInit {
+                mean: 0.05,
+                std: 0.3,
+            },
+        )
+        .readout(
+            "out",
+            10,
+            lif,
+            WeightInit {
+                mean: 0.0,
+                std: 0.3,
+            },
+        )
+        .build(sub)
+        .unwrap()
+}

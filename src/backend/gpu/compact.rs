@@ -25,9 +25,21 @@ pub struct CompactParams {
     pub capacity: u32,
     /// Workgroups along x of `count` and `emit`.
     pub grid_x: u32,
-    /// Padding to 16 bytes.
-    pub pad: [u32; 2],
+    /// Runs of steps per sample, one thread each, and steps per run.
+    pub segments: u32,
+    pub seg_steps: u32,
 }
+
+/// Steps per compaction run for `neurons` neurons (`words` bit words a step) over `steps`
+/// steps: all of them unless a thread would loop more than the software adapter allows
+/// (a step's words and, at most, a spike of every neuron); and the runs per sample.
+pub fn segments(steps: u32, words: u32, neurons: u32) -> (u32, u32) {
+    let per = (LOOP_LIMIT / (words + neurons).max(1)).clamp(1, steps.max(1));
+    (steps.max(1).div_ceil(per), per)
+}
+
+/// Loop iterations one invocation may run on the software adapter, with a margin.
+pub const LOOP_LIMIT: u32 = 60_000;
 
 /// Binding numbers of `shaders/compact.wgsl`.
 pub mod binding {
@@ -35,7 +47,7 @@ pub mod binding {
     pub const PARAMS: u32 = 0;
     /// The spike bits (read).
     pub const BITS: u32 = 1;
-    /// Per-sample offsets (`samples + 1`).
+    /// Per-run offsets (`samples · segments + 1`).
     pub const OFFSETS: u32 = 2;
     /// The compact events.
     pub const EVENTS: u32 = 3;
@@ -69,7 +81,8 @@ impl CompactKernels {
         }
     }
 
-    /// Encode `count` and `scan` (when `count_too`) and `emit` over a chunk of `samples`.
+    /// Encode `count` and `scan` (when `count_too`) and `emit` over `runs` (a chunk's samples
+    /// times its segments).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn encode(
         &self,
@@ -79,7 +92,7 @@ impl CompactKernels {
         bits: &wgpu::Buffer,
         offsets: &wgpu::Buffer,
         events: &wgpu::Buffer,
-        samples: u64,
+        runs: u64,
         count_too: bool,
     ) -> Result<()> {
         let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -96,7 +109,7 @@ impl CompactKernels {
                 resource: b.as_entire_binding(),
             }),
         });
-        let (gx, gy) = grid(samples.div_ceil(WG as u64))?;
+        let (gx, gy) = grid(runs.div_ceil(WG as u64))?;
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("compact"),
             timestamp_writes: None,

@@ -127,6 +127,8 @@ pub(crate) struct StagingLayout {
     pub(crate) events: u64,
     pub(crate) capacity: u64,
     pub(crate) size: u64,
+    /// Compaction runs per sample ([`compact::segments`]): the staged offsets are per run.
+    pub(crate) segments: u32,
 }
 
 impl GpuBackend {
@@ -255,13 +257,14 @@ impl GpuBackend {
             check_sources(store, job.program)?;
             let g = job.resident.get::<GpuProgram>()?;
             if ctx.is_software() {
+                // Compaction runs a step at a time at least (`compact::segments`).
                 let words = (g.neurons as u64).div_ceil(32);
-                if steps * (words + g.neurons as u64) > 60_000 {
+                if words + g.neurons as u64 > compact::LOOP_LIMIT as u64 {
                     return Err(Error::Gpu(format!(
-                        "partition {}: {} steps of {} neurons exceed what one invocation of the \
-                         software adapter '{}' may loop (65 535 iterations); use --device cpu, \
-                         fewer steps, or a real GPU",
-                        job.program.partition, steps, g.neurons, ctx.info.name
+                        "partition {}: one step of {} neurons exceeds what one invocation of the \
+                         software adapter '{}' may loop (65 535 iterations); use --device cpu \
+                         or a real GPU",
+                        job.program.partition, g.neurons, ctx.info.name
                     )));
                 }
             }
@@ -275,7 +278,11 @@ impl GpuBackend {
                     })
                     .max()
                     .unwrap_or(0);
-                if steps * (g.sources.len() as u64 + 1) + most > 60_000 {
+                // The gather's loops, and the feed-forward kernel's: a step, its events and
+                // its neurons.
+                if steps * (g.sources.len() as u64 + 1 + feedforward::QUAD) + most
+                    > compact::LOOP_LIMIT as u64
+                {
                     return Err(Error::Gpu(format!(
                         "partition {}: a sample with {most} input spikes over {steps} steps \
                          exceeds what one invocation of the software adapter '{}' may loop \
@@ -303,7 +310,8 @@ impl GpuBackend {
             let per = PerSample::of(g, steps, job.membranes);
             chunk = chunk.min(limit / per.largest().max(1));
             let blocks = match g.kernel {
-                Kernel::Feedforward => (g.neurons as u64).div_ceil(WG as u64).max(1),
+                // At most (one neuron per thread).
+                Kernel::Feedforward => feedforward::blocks(g.neurons, 1),
                 Kernel::General => 1,
             };
             chunk = chunk.min(GRID_MAX * GRID_MAX / blocks);
@@ -419,9 +427,10 @@ impl GpuBackend {
                 })
                 .sum();
             let input_words = 2 * c as u64 + 2 * source_events;
+            let (segments, _) = compact::segments(opts.steps, words as u32, g.neurons);
             let layout = {
                 let offsets = 0u64;
-                let flag = (c as u64 + 1) * 4;
+                let flag = (c as u64 * segments as u64 + 1) * 4;
                 let membrane = (flag + 4).next_multiple_of(8);
                 let events = (membrane + membrane_len).next_multiple_of(8);
                 StagingLayout {
@@ -432,6 +441,7 @@ impl GpuBackend {
                     events,
                     capacity,
                     size: events + capacity * 4,
+                    segments,
                 }
             };
             let uniform = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
@@ -497,9 +507,11 @@ impl GpuBackend {
                 Some((buf, base, size)) => (buf, base as u32, size as u32),
                 None => (membrane, 0, n as u32),
             };
+            let (segments, seg_steps) = compact::segments(opts.steps, words as u32, g.neurons);
+            let runs = c as u64 * segments as u64;
             let offsets = slot
                 .offsets
-                .ensure(device, "offsets", (c as u64 + 1) * 4, rw, created)
+                .ensure(device, "offsets", (runs + 1) * 4, rw, created)
                 .clone();
             let events = slot
                 .events
@@ -515,8 +527,10 @@ impl GpuBackend {
                     created,
                 )
                 .clone();
+            let quad = g.packed.is_some() || feedforward::quad(source_events / c as u64, steps);
             let blocks = match g.kernel {
-                Kernel::Feedforward => n.div_ceil(WG as u64).max(1),
+                Kernel::Feedforward if quad => feedforward::blocks(g.neurons, feedforward::QUAD),
+                Kernel::Feedforward => feedforward::blocks(g.neurons, 1),
                 Kernel::General => 1,
             };
             let (gx, gy) = grid(c as u64 * blocks)?;
@@ -559,7 +573,9 @@ impl GpuBackend {
                 gather_grid_x: cgx,
                 mem_base,
                 mem_stride,
-                pad: [0; 3],
+                wbits: g.packed.as_ref().map_or(32, |w| w.bits),
+                wsplit: g.packed.as_ref().map_or(0, |w| w.split),
+                pad: 0,
             };
             let cparams = compact::CompactParams {
                 samples: c as u32,
@@ -567,8 +583,9 @@ impl GpuBackend {
                 words: words as u32,
                 neurons: g.neurons,
                 capacity: capacity as u32,
-                grid_x: cgx,
-                pad: [0; 2],
+                grid_x: grid(runs.div_ceil(WG as u64))?.0,
+                segments,
+                seg_steps,
             };
             ctx.queue
                 .write_buffer(&params_buf, 0, bytemuck::bytes_of(&params));
@@ -591,8 +608,14 @@ impl GpuBackend {
                     (binding::COEFFS, &g.coeffs),
                     (binding::PROGRAM, &g.program),
                     (binding::INPUT, &input),
-                    (binding::STATE, &state),
-                    (binding::PENDING, &pending),
+                    (
+                        binding::STATE,
+                        g.packed.as_ref().map_or(&state, |w| &w.first),
+                    ),
+                    (
+                        binding::PENDING,
+                        g.packed.as_ref().map_or(&pending, |w| &w.second),
+                    ),
                     (binding::BITS, &bits),
                     (binding::MEMBRANE, &membrane),
                 ]
@@ -607,7 +630,7 @@ impl GpuBackend {
                     timestamp_writes: None,
                 });
                 pass.set_pipeline(match g.kernel {
-                    Kernel::Feedforward => &ctx.feedforward,
+                    Kernel::Feedforward => &ctx.feedforward[usize::from(quad)],
                     Kernel::General => &ctx.general,
                 });
                 pass.set_bind_group(0, &bind, &[]);
@@ -620,10 +643,10 @@ impl GpuBackend {
                 &bits,
                 &offsets,
                 &events,
-                c as u64,
+                runs,
                 true,
             )?;
-            enc.copy_buffer_to_buffer(&offsets, 0, &staging, layout.offsets, (c as u64 + 1) * 4);
+            enc.copy_buffer_to_buffer(&offsets, 0, &staging, layout.offsets, (runs + 1) * 4);
             enc.copy_buffer_to_buffer(&bits, c as u64 * per.bits, &staging, layout.flag, 4);
             if membrane_len > 0 {
                 enc.copy_buffer_to_buffer(&membrane, 0, &staging, layout.membrane, membrane_len);
@@ -650,7 +673,9 @@ impl GpuBackend {
                 .get_mapped_range(..layout.size)
                 .map_err(|e| Error::Gpu(format!("mapping a result buffer: {e:?}")))?;
             let words: &[u32] = bytemuck::cast_slice(&view);
-            let offsets = words[..c + 1].to_vec();
+            // Per sample: the offset of its first run.
+            let per = layout.segments as usize;
+            let offsets: Vec<u32> = (0..=c).map(|s| words[s * per]).collect();
             let flag = words[(layout.flag / 4) as usize];
             if flag > 0 && ctx.is_software() {
                 return Err(Error::Gpu(format!(
@@ -796,7 +821,7 @@ impl GpuBackend {
                 bits,
                 offsets,
                 &events,
-                c as u64,
+                c as u64 * layouts[k].0.segments as u64,
                 false,
             )?;
             enc.copy_buffer_to_buffer(&events, 0, &staging, 0, (total * 4).max(4));

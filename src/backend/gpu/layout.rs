@@ -15,9 +15,11 @@ pub mod binding {
     pub const PROGRAM: u32 = 2;
     /// The partition's input, `(step, channel)` pairs per sample (written by `gather.wgsl`).
     pub const INPUT: u32 = 3;
-    /// Neuron state per sample (general kernel).
+    /// Neuron state per sample (general kernel); packed weights, first part (feed-forward
+    /// kernel).
     pub const STATE: u32 = 4;
-    /// Pending fixed-point input per sample and slot (general kernel).
+    /// Pending fixed-point input per sample and slot (general kernel); packed weights, second
+    /// part (feed-forward kernel).
     pub const PENDING: u32 = 5;
     /// Spike bits, then the loop-count word.
     pub const BITS: u32 = 6;
@@ -94,8 +96,13 @@ pub struct SimParams {
     /// ...and the words from one step's row to the next (the local neurons, or the whole
     /// population for traces kept on the device).
     pub mem_stride: u32,
+    /// Feed-forward kernel: bits per dense weight (32: in the program; 16 or 8: packed, see
+    /// [`super::feedforward::Packed`]).
+    pub wbits: u32,
+    /// Words of packed weights in the first of their two bindings.
+    pub wsplit: u32,
     /// Padding to 16 bytes.
-    pub pad: [u32; 3],
+    pub pad: u32,
 }
 
 /// Neuron state as the general kernel stores it (`State` in neuron.wgsl).

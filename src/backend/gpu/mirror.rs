@@ -41,9 +41,9 @@ pub fn mirrored_layouts() -> Vec<(&'static str, &'static str, usize, Vec<usize>)
                 offset_of!(SimParams, gather_grid_x),
                 offset_of!(SimParams, mem_base),
                 offset_of!(SimParams, mem_stride),
+                offset_of!(SimParams, wbits),
+                offset_of!(SimParams, wsplit),
                 offset_of!(SimParams, pad),
-                offset_of!(SimParams, pad) + 4,
-                offset_of!(SimParams, pad) + 8,
             ],
         ),
         (
@@ -209,8 +209,8 @@ pub fn mirrored_layouts() -> Vec<(&'static str, &'static str, usize, Vec<usize>)
                 offset_of!(compact::CompactParams, neurons),
                 offset_of!(compact::CompactParams, capacity),
                 offset_of!(compact::CompactParams, grid_x),
-                offset_of!(compact::CompactParams, pad),
-                offset_of!(compact::CompactParams, pad) + 4,
+                offset_of!(compact::CompactParams, segments),
+                offset_of!(compact::CompactParams, seg_steps),
             ],
         ),
     ]

@@ -133,7 +133,8 @@ pub struct GpuContext {
     queue: wgpu::Queue,
     key: u64,
     sim_layout: wgpu::BindGroupLayout,
-    feedforward: wgpu::ComputePipeline,
+    /// `main` and `quad` of feedforward.wgsl.
+    feedforward: [wgpu::ComputePipeline; 2],
     general: wgpu::ComputePipeline,
     gather: gather::GatherKernel,
     compact: compact::CompactKernels,
@@ -296,7 +297,7 @@ impl GpuContext {
                             storage_entry(binding::MEMBRANE, false),
                         ],
                     });
-                let ff = feedforward::pipeline(&device, &sim_layout);
+                let ff = feedforward::pipelines(&device, &sim_layout);
                 let general = lif::pipeline(&device, &sim_layout);
                 let gather = gather::GatherKernel::new(&device);
                 let compact = compact::CompactKernels::new(&device);
@@ -417,9 +418,34 @@ pub struct GpuBackend {
     ws: Mutex<Workspace>,
     /// Upper bound on one chunk's samples (tests use it to force chunking).
     pub max_chunk: usize,
+    /// Upper bound on the bytes of a dense weight matrix of 32-bit words, and of each of the
+    /// two buffers of packed weights (tests lower it to force packing).
+    pub max_dense: u64,
 }
 
 impl GpuBackend {
+    /// How the feed-forward kernel would hold `p`'s weights: `Some(32)`, 32-bit words in the
+    /// program (one stage and one delay, the dense `[channel][neuron]` matrix within a buffer
+    /// and 1 GiB); `Some(16)` or `Some(8)`, packed over two buffers (a program too large for
+    /// that, such as a fused wave; [`feedforward::Packed`]); `None`: the general kernel runs
+    /// it.
+    pub fn weight_bits(&self, p: &PartitionProgram) -> Option<u32> {
+        if !p.is_feedforward() {
+            return None;
+        }
+        let limit = self.ctx.max_binding().min(self.max_dense);
+        let dense_bytes = p.channels.len() as u64 * p.neuron_count() as u64 * 4;
+        if dense_bytes <= limit.min(1 << 30) {
+            return Some(32);
+        }
+        feedforward::Packed::fits(p, self.packed_window())
+    }
+
+    /// Words in each buffer of packed weights, at most.
+    fn packed_window(&self) -> u64 {
+        self.ctx.max_binding().min(self.max_dense) / 4
+    }
+
     /// A backend on a fresh context (see [`GpuContext::new`]).
     pub fn new() -> Result<Self> {
         Ok(Self::with_context(Arc::new(GpuContext::new()?)))
@@ -440,6 +466,7 @@ impl GpuBackend {
             timings: Mutex::new(PhaseTimings::default()),
             ws: Mutex::new(Workspace::default()),
             max_chunk: usize::MAX,
+            max_dense: u64::MAX,
         }
     }
 
@@ -473,14 +500,19 @@ impl Backend for GpuBackend {
             )));
         }
         let limit = ctx.max_binding();
-        let dense_bytes = p.channels.len() as u64 * p.neuron_count() as u64 * 4;
-        let kernel = if p.is_feedforward() && dense_bytes <= limit.min(1 << 30) {
-            Kernel::Feedforward
-        } else {
-            Kernel::General
+        let wbits = self.weight_bits(p);
+        let kernel = match wbits {
+            Some(_) => Kernel::Feedforward,
+            None => Kernel::General,
+        };
+        let packed = match wbits {
+            Some(8 | 16) => Some(
+                feedforward::Packed::of(p, self.packed_window()).expect("checked by weight_bits"),
+            ),
+            _ => None,
         };
         let bits = p.cadc.map(|_| cadc_bits(p));
-        let pw = program_words(p, kernel, bits);
+        let pw = program_words(p, kernel, packed.as_ref().map(|w| &w.shifts[..]), bits);
         if (pw.words.len() as u64) * 4 > limit {
             return Err(Error::Gpu(format!(
                 "partition {} has {} synapses ({} MiB), more than one GPU buffer may hold ({} MiB)",
@@ -491,23 +523,31 @@ impl Backend for GpuBackend {
             )));
         }
         let mut t = PhaseTimings::default();
-        let (coeffs, program) = scoped(&ctx.device, "creating a partition's buffers", || {
-            let make = |label: &str, bytes: &[u8]| {
-                let b = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(label),
-                    size: (bytes.len() as u64).max(16).next_multiple_of(16),
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
+        let (coeffs, program, packed) =
+            scoped(&ctx.device, "creating a partition's buffers", || {
+                let make = |label: &str, bytes: &[u8]| {
+                    let b = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some(label),
+                        size: (bytes.len() as u64).max(16).next_multiple_of(16),
+                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    });
+                    ctx.queue.write_buffer(&b, 0, bytes);
+                    b
+                };
+                let packed = packed.map(|w| PackedWeights {
+                    bits: w.bits,
+                    split: w.first.len() as u32,
+                    first: make("packed weights", bytemuck::cast_slice(&w.first)),
+                    second: make("packed weights", bytemuck::cast_slice(&w.second)),
                 });
-                ctx.queue.write_buffer(&b, 0, bytes);
-                b
-            };
-            (
-                make("coeffs", bytemuck::cast_slice(&p.coeffs)),
-                make("program", bytemuck::cast_slice(&pw.words)),
-            )
-        })?;
-        t.buffers_created += 2;
+                (
+                    make("coeffs", bytemuck::cast_slice(&p.coeffs)),
+                    make("program", bytemuck::cast_slice(&pw.words)),
+                    packed,
+                )
+            })?;
+        t.buffers_created += if packed.is_some() { 4 } else { 2 };
         self.record_timings(&t);
         Ok(Resident::new(
             ctx.key,
@@ -526,19 +566,49 @@ impl Backend for GpuBackend {
                 sources: p.sources.iter().map(|b| b.population).collect(),
                 coeffs,
                 program,
+                packed,
                 spikes_per_sample: AtomicU32::new((p.neuron_count() as f32 / 4.0).to_bits()),
             },
         ))
     }
 
+    /// A wave runs as one program where that program runs on the feed-forward kernel (one
+    /// dispatch, a thread per sample and neuron), not where it would be one workgroup per
+    /// sample walking every synapse of the wave.
+    fn fuses(&self, whole: &PartitionProgram) -> bool {
+        self.weight_bits(whole).is_some()
+    }
+
     fn update(&self, resident: &mut Resident, p: &PartitionProgram) -> Result<()> {
         let g = resident.get_mut::<GpuProgram>()?;
         let t0 = Instant::now();
+        let q = &self.ctx.queue;
+        if let Some(pw) = &g.packed {
+            let w = feedforward::Packed::of(p, self.packed_window())
+                .filter(|w| w.bits == pw.bits && w.first.len() as u32 == pw.split)
+                .ok_or_else(|| {
+                    Error::Gpu(format!(
+                        "partition {}: its new weights no longer fit the {}-bit words its \
+                         device copy holds them in",
+                        p.partition, pw.bits
+                    ))
+                })?;
+            q.write_buffer(&g.coeffs, 0, bytemuck::cast_slice(&p.coeffs));
+            q.write_buffer(&g.program, 0, bytemuck::cast_slice(&w.shifts));
+            q.write_buffer(&pw.first, 0, bytemuck::cast_slice(&w.first));
+            q.write_buffer(&pw.second, 0, bytemuck::cast_slice(&w.second));
+            self.record_timings(&PhaseTimings {
+                upload: t0.elapsed(),
+                bytes_up: ((w.shifts.len() + w.first.len() + w.second.len()) * 4
+                    + std::mem::size_of_val(&p.coeffs[..])) as u64,
+                ..Default::default()
+            });
+            return Ok(());
+        }
         let words = match g.kernel {
             Kernel::Feedforward => feedforward::dense_weights(p),
             Kernel::General => lif::program_words(p).0,
         };
-        let q = &self.ctx.queue;
         q.write_buffer(&g.coeffs, 0, bytemuck::cast_slice(&p.coeffs));
         q.write_buffer(&g.program, 0, bytemuck::cast_slice(&words));
         self.record_timings(&PhaseTimings {

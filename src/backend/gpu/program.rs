@@ -27,13 +27,26 @@ pub struct GpuProgram {
     pub(crate) sources: Vec<usize>,
     pub(crate) coeffs: wgpu::Buffer,
     pub(crate) program: wgpu::Buffer,
+    /// Feed-forward programs whose dense weights are too large for one buffer as 32-bit
+    /// words: the weights packed ([`feedforward::Packed`]), outside `program`.
+    pub(crate) packed: Option<PackedWeights>,
     /// Expected spikes per sample (f32 bits), learned from earlier batches: sizes the compact
     /// readback.
     pub(crate) spikes_per_sample: AtomicU32,
 }
 
-/// The program buffer's words: the kernel's part (dense weights, or stage bounds, synapse
-/// offsets and synapses), then the source table, the channel tables and the CADC table.
+/// Packed dense weights on the device: bits per weight and the two buffers.
+pub(crate) struct PackedWeights {
+    pub(crate) bits: u32,
+    /// Words in `first`.
+    pub(crate) split: u32,
+    pub(crate) first: wgpu::Buffer,
+    pub(crate) second: wgpu::Buffer,
+}
+
+/// The program buffer's words: the kernel's part (dense weights, or the neurons' shifts of
+/// weights `packed` elsewhere, or stage bounds, synapse offsets and synapses), then the source table, the channel tables and
+/// the CADC table.
 pub(crate) struct ProgramWords {
     pub(crate) words: Vec<u32>,
     pub(crate) syn_off_base: u32,
@@ -45,9 +58,11 @@ pub(crate) struct ProgramWords {
 pub(crate) fn program_words(
     p: &PartitionProgram,
     kernel: Kernel,
+    packed: Option<&[u32]>,
     cadc_bits: Option<u32>,
 ) -> ProgramWords {
     let (mut words, syn_off_base, syn_base) = match kernel {
+        Kernel::Feedforward if let Some(shifts) = packed => (shifts.to_vec(), 0, 0),
         Kernel::Feedforward => (feedforward::dense_weights(p), 0, 0),
         Kernel::General => lif::program_words(p),
     };

@@ -459,6 +459,16 @@ impl DeviceTraining for GpuBackend {
         let mut progs = Vec::with_capacity(s.programs.len());
         for (prog, resident) in s.programs.iter().zip(residents) {
             let gp = resident.get::<GpuProgram>()?;
+            if gp.packed.is_some() {
+                return Err(Error::Gpu(format!(
+                    "partition {}: its dense weights ({} channels x {} neurons) are packed \
+                     beyond one GPU buffer; training on the GPU reads them from one (use \
+                     --device cpu)",
+                    prog.partition,
+                    prog.channels.len(),
+                    prog.neuron_count()
+                )));
+            }
             let runs = prog.population_runs();
             let &[(0, pop, _, _)] = &runs[..] else {
                 return Err(Error::Gpu(format!(

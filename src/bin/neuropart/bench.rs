@@ -262,12 +262,21 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     }
     print!("{}", neuropart::bench::table(&rows));
     for r in &rows {
+        // Device submissions: the GPU's chunks (each a round's or a fused wave's dispatches).
+        let submissions = r
+            .phases
+            .as_ref()
+            .filter(|p| p.chunks > 0)
+            .map(|p| format!(", {} device submissions", p.chunks))
+            .unwrap_or_default();
         println!(
-            "{} (batch {}): {:.1} spikes recorded and {:.1} replayed per sample",
+            "{} (batch {}): {:.1} spikes recorded and {:.1} replayed per sample; {} runs per \
+             batch (a fused wave or a round of partitions each){submissions}",
             r.backend,
             r.batch,
             r.stats.spikes_recorded_per_sample,
-            r.stats.spikes_replayed_per_sample
+            r.stats.spikes_replayed_per_sample,
+            r.stats.rounds,
         );
     }
     if let Some(t) = shares {
