@@ -691,3 +691,82 @@ fn fused_waves_on_the_gpu_give_what_partitions_give_with_weights_packed_or_not()
         assert!(seen.contains(&want), "{want:?} never ran; seen {seen:?}");
     }
 }
+
+#[test]
+fn packed_weights_on_the_gpu_follow_weight_updates() {
+    // A fused wave whose weights are packed, run, then its network's weights changed in place
+    // (as an optimiser step does): the device copy is rewritten (shifts and packed words; the
+    // ideal weights grown past 16 bits: prepared anew on the general kernel) and the next run
+    // gives what the CPU gives with the new weights.
+    let Some(_) = gpu() else { return };
+    let sub = Substrate::bss2();
+    let net = neuropart::mnist_network(8).build(&sub).unwrap();
+    let mut rng = Rng::new(21);
+    let inputs = [(
+        net.inputs()[0],
+        random_spikes(&mut rng, 4, 784, net.steps, 0.25),
+    )];
+    for emulated in [false, true] {
+        let mut exec = if emulated {
+            Executor::emulated(
+                net.clone(),
+                &sub,
+                1,
+                &PartitionOptions::default(),
+                neuropart::AnalogConfig::default(),
+                neuropart::Mode::Emulated,
+            )
+        } else {
+            Executor::new(net.clone(), &sub, 1, &PartitionOptions::default())
+        }
+        .unwrap();
+        let w = (0..exec.schedule.waves.len())
+            .find(|&w| exec.wave_program(w).is_some())
+            .unwrap();
+        let p = exec.wave_program(w).unwrap();
+        let cells = p.channels.len() as u64 * p.neuron_count() as u64;
+        let mut g = gpu().unwrap();
+        g.max_dense = (cells / 4 + 1) * 4;
+        let bits = g.weight_bits(exec.wave_program(w).unwrap());
+        assert_eq!(bits, Some(if emulated { 8 } else { 16 }));
+        let run = |exec: &Executor, b: &dyn Backend| {
+            exec.run_with_noise(b, &inputs, Observe::AllTraces, 3)
+                .unwrap()
+        };
+        run(&exec, &g);
+        // Strengthen some weights, weaken and flip others.
+        for proj in &mut exec.network.projections {
+            for (k, x) in proj.weights.iter_mut().enumerate() {
+                *x *= [1.5, -0.5, 0.25][k % 3];
+            }
+        }
+        exec.update_weights().unwrap();
+        let now = g.weight_bits(exec.wave_program(w).unwrap());
+        assert_eq!(now, if emulated { Some(8) } else { None });
+        let after = run(&exec, &g);
+        let cpu = run(&exec.clone(), &CpuBackend);
+        let mut hidden = 0;
+        for (k, pop) in exec.network.populations.iter().enumerate() {
+            assert_eq!(
+                after.spikes.get(k),
+                cpu.spikes.get(k),
+                "emulated {emulated}: '{}'",
+                pop.name
+            );
+            if let (Some(a), Some(b)) = (&after.membrane[k], &cpu.membrane[k]) {
+                assert!(
+                    a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5),
+                    "'{}'",
+                    pop.name
+                );
+            }
+            if k > 0 {
+                hidden += after.spikes.get(k).map_or(0, |t| t.len());
+            }
+        }
+        assert!(
+            hidden > 0,
+            "emulated {emulated}: nothing spiked after the update"
+        );
+    }
+}

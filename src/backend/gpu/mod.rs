@@ -585,14 +585,13 @@ impl Backend for GpuBackend {
         let q = &self.ctx.queue;
         if let Some(pw) = &g.packed {
             let w = feedforward::Packed::of(p, self.packed_window())
-                .filter(|w| w.bits == pw.bits && w.first.len() as u32 == pw.split)
-                .ok_or_else(|| {
-                    Error::Gpu(format!(
-                        "partition {}: its new weights no longer fit the {}-bit words its \
-                         device copy holds them in",
-                        p.partition, pw.bits
-                    ))
-                })?;
+                .filter(|w| w.bits == pw.bits && w.first.len() as u32 == pw.split);
+            let Some(w) = w else {
+                // The new weights need another width (or no longer pack): prepared anew, as
+                // they now fit.
+                *resident = self.prepare(p)?;
+                return Ok(());
+            };
             q.write_buffer(&g.coeffs, 0, bytemuck::cast_slice(&p.coeffs));
             q.write_buffer(&g.program, 0, bytemuck::cast_slice(&w.shifts));
             q.write_buffer(&pw.first, 0, bytemuck::cast_slice(&w.first));
