@@ -222,6 +222,39 @@ fn training_reduces_the_loss_and_beats_chance_deterministically() {
 }
 
 #[test]
+fn training_with_fused_waves_gives_the_weights_of_training_partition_by_partition() {
+    // The hidden layer over three small chips: its wave runs as one program in training
+    // (forward, traces), and an epoch ends with the weights of one partition at a time.
+    let sub = Substrate {
+        circuits_per_hemisphere: 8,
+        ..Substrate::bss2()
+    };
+    let data = synthetic(300, 3);
+    let mut fused = emulated_trainer(&sub, 5, 40, 50);
+    let waves = fused.exec.schedule.waves.len();
+    assert!((0..waves).any(|w| fused.exec.wave_program(w).is_some()));
+    let mut apart = emulated_trainer(&sub, 5, 40, 50);
+    apart.exec.set_fuse_waves(false);
+    let a = fused.train_epoch(&CpuBackend, &data, |_, _, _| {}).unwrap();
+    let b = apart.train_epoch(&CpuBackend, &data, |_, _, _| {}).unwrap();
+    assert_eq!(a.loss.to_bits(), b.loss.to_bits());
+    for (x, y) in fused
+        .exec
+        .network
+        .projections
+        .iter()
+        .zip(&apart.exec.network.projections)
+    {
+        assert_eq!(x.weights, y.weights, "'{}' -> '{}'", x.source, x.target);
+    }
+    assert_ne!(
+        fused.exec.network.projections[0].weights,
+        emulated_trainer(&sub, 5, 40, 50).exec.network.projections[0].weights,
+        "the epoch changed the weights"
+    );
+}
+
+#[test]
 fn resuming_from_a_checkpoint_continues_exactly() {
     let sub = Substrate::bss2();
     let data = synthetic(200, 3);

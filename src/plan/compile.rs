@@ -972,9 +972,18 @@ impl FusedProgram {
     /// Take the weights and coefficients of `programs` (the ones fused, after their weights
     /// changed; same structure): the same as fusing them again.
     pub fn refresh(&mut self, programs: &[&PartitionProgram]) {
-        for (syn, &(k, i)) in self.program.synapses.iter_mut().zip(&self.origin) {
-            syn.weight = programs[k as usize].synapses[i as usize].weight;
-        }
+        // In pieces over the threads (after every optimiser step of a training with fused
+        // waves).
+        const PIECE: usize = 1 << 14;
+        self.program
+            .synapses
+            .par_chunks_mut(PIECE)
+            .zip(self.origin.par_chunks(PIECE))
+            .for_each(|(syns, origin)| {
+                for (syn, &(k, i)) in syns.iter_mut().zip(origin) {
+                    syn.weight = programs[k as usize].synapses[i as usize].weight;
+                }
+            });
         for (k, p) in programs.iter().enumerate() {
             self.program.coeffs[self.offsets[k]..self.offsets[k + 1]].copy_from_slice(&p.coeffs);
         }

@@ -1075,17 +1075,33 @@ impl Executor {
                 } else {
                     Membranes::None
                 };
-                let mut jobs = [Job {
-                    program: &f.program,
-                    resident: h,
-                    membranes: kind,
-                    dest: None,
-                }];
+                // Traces of a whole that is one population's run go straight into its array
+                // (a fused hidden layer in training: no copy of every trace).
+                let dest = match (kind, &f.program.population_runs()[..]) {
+                    (Membranes::Trace, &[(0, pop, first, _)]) if share.is_none() => {
+                        let size = net.populations[pop].size;
+                        let data = membrane[pop]
+                            .get_or_insert_with(|| crate::pool::take(samples * steps * size));
+                        Some(MembraneDest {
+                            data,
+                            stride: size,
+                            offset: first as usize,
+                        })
+                    }
+                    _ => None,
+                };
                 let t1 = Instant::now();
-                let whole = backend
-                    .run_round(&store, &mut jobs, &opts)?
-                    .pop()
-                    .expect("one job, one output");
+                let whole = {
+                    let mut jobs = [Job {
+                        program: &f.program,
+                        resident: h,
+                        membranes: kind,
+                        dest,
+                    }];
+                    backend.run_round(&store, &mut jobs, &opts)?
+                }
+                .pop()
+                .expect("one job, one output");
                 let t2 = Instant::now();
                 if let Some(ex) = unit.exchange {
                     stats
