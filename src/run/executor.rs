@@ -194,7 +194,6 @@ pub struct Emulation {
     pub emulated: Vec<bool>,
 }
 
-/// The programs prepared on one backend.
 /// Partitions that run together: a fused wave, or a round (with its system's fused program and
 /// exchange where it has them).
 struct Unit<'a> {
@@ -205,6 +204,7 @@ struct Unit<'a> {
     wave: Option<usize>,
 }
 
+/// The programs prepared on one backend.
 struct Residents {
     key: u64,
     handles: Vec<Resident>,

@@ -573,7 +573,7 @@ impl Backend for GpuBackend {
     }
 
     /// A wave runs as one program where that program runs on the feed-forward kernel (one
-    /// dispatch, a thread per sample and neuron), not where it would be one workgroup per
+    /// dispatch, threads per sample and neurons), not where it would be one workgroup per
     /// sample walking every synapse of the wave.
     fn fuses(&self, whole: &PartitionProgram) -> bool {
         self.weight_bits(whole).is_some()
