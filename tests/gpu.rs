@@ -7,8 +7,8 @@ mod common;
 use common::*;
 use neuropart::gpu::{GpuBackend, GpuContext};
 use neuropart::prelude::*;
-use neuropart::PartitionOptions;
 use neuropart::Rng;
+use neuropart::{Execution, PartitionOptions};
 use std::sync::{Arc, OnceLock};
 
 /// One device per test binary.
@@ -81,11 +81,16 @@ fn assert_backends_agree(exec: &Executor, backend: &dyn Backend, samples: usize,
         .collect();
     let cpu = exec.run(&CpuBackend, &inputs, Observe::AllTraces).unwrap();
     let other = exec.run(backend, &inputs, Observe::AllTraces).unwrap();
-    for (p, pop) in exec.network.populations.iter().enumerate() {
+    assert_agree(&exec.network, &other, &cpu, &format!("seed {seed}"));
+}
+
+/// Identical spikes and membranes within 1e-5 in two runs of `net`.
+fn assert_agree(net: &Network, other: &Execution, cpu: &Execution, what: &str) {
+    for (p, pop) in net.populations.iter().enumerate() {
         assert_eq!(
             other.spikes.get(p),
             cpu.spikes.get(p),
-            "seed {seed}: spikes of '{}'",
+            "{what}: spikes of '{}'",
             pop.name
         );
         if let (Some(a), Some(b)) = (&other.membrane[p], &cpu.membrane[p]) {
@@ -96,7 +101,7 @@ fn assert_backends_agree(exec: &Executor, backend: &dyn Backend, samples: usize,
                 .fold(0.0, f32::max);
             assert!(
                 worst <= 1e-5,
-                "seed {seed}: membrane of '{}' differs by {worst}",
+                "{what}: membrane of '{}' differs by {worst}",
                 pop.name
             );
         }
@@ -614,27 +619,9 @@ fn fused_waves_on_the_gpu_give_what_partitions_give_with_weights_packed_or_not()
     let mut wide_spikes = 0;
     for (seed, (net, sub, density)) in (0u64..).zip(cases) {
         let mut rng = Rng::new(seed ^ 0xFA57);
-        let input_pop = net.inputs()[0];
-        let n_in = net.populations[input_pop].size;
-        let inputs = [(
-            input_pop,
-            random_spikes(&mut rng, 5, n_in, net.steps, density),
-        )];
+        let inputs = first_input(&net, &mut rng, 5, density);
         for emulated in [false, true] {
-            let opts = PartitionOptions::default();
-            let mut exec = if emulated {
-                Executor::emulated(
-                    net.clone(),
-                    sub,
-                    1,
-                    &opts,
-                    neuropart::AnalogConfig::default(),
-                    neuropart::Mode::Emulated,
-                )
-            } else {
-                Executor::new(net.clone(), sub, 1, &opts)
-            }
-            .unwrap();
+            let mut exec = ideal_or_emulated(&net, sub, emulated);
             let run = |exec: &Executor, b: &dyn Backend| {
                 exec.run_with_noise(b, &inputs, Observe::AllTraces, 7)
                     .unwrap()
@@ -707,19 +694,7 @@ fn packed_weights_on_the_gpu_follow_weight_updates() {
         random_spikes(&mut rng, 4, 784, net.steps, 0.25),
     )];
     for emulated in [false, true] {
-        let mut exec = if emulated {
-            Executor::emulated(
-                net.clone(),
-                &sub,
-                1,
-                &PartitionOptions::default(),
-                neuropart::AnalogConfig::default(),
-                neuropart::Mode::Emulated,
-            )
-        } else {
-            Executor::new(net.clone(), &sub, 1, &PartitionOptions::default())
-        }
-        .unwrap();
+        let mut exec = ideal_or_emulated(&net, &sub, emulated);
         let w = (0..exec.schedule.waves.len())
             .find(|&w| exec.wave_program(w).is_some())
             .unwrap();
@@ -745,25 +720,10 @@ fn packed_weights_on_the_gpu_follow_weight_updates() {
         assert_eq!(now, if emulated { Some(8) } else { None });
         let after = run(&exec, &g);
         let cpu = run(&exec.clone(), &CpuBackend);
-        let mut hidden = 0;
-        for (k, pop) in exec.network.populations.iter().enumerate() {
-            assert_eq!(
-                after.spikes.get(k),
-                cpu.spikes.get(k),
-                "emulated {emulated}: '{}'",
-                pop.name
-            );
-            if let (Some(a), Some(b)) = (&after.membrane[k], &cpu.membrane[k]) {
-                assert!(
-                    a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5),
-                    "'{}'",
-                    pop.name
-                );
-            }
-            if k > 0 {
-                hidden += after.spikes.get(k).map_or(0, |t| t.len());
-            }
-        }
+        assert_agree(&exec.network, &after, &cpu, &format!("emulated {emulated}"));
+        let hidden: usize = (1..exec.network.populations.len())
+            .map(|k| after.spikes.get(k).map_or(0, |t| t.len()))
+            .sum();
         assert!(
             hidden > 0,
             "emulated {emulated}: nothing spiked after the update"

@@ -634,25 +634,9 @@ fn fused_waves_give_what_partition_by_partition_runs_give() {
     for seed in 0..8u64 {
         let net = random_network(seed, &tiny);
         let mut rng = Rng::new(seed ^ 0x5EED);
-        let input_pop = net.inputs()[0];
-        let n_in = net.populations[input_pop].size;
-        let input = random_spikes(&mut rng, 5, n_in, net.steps, 0.25);
+        let inputs = first_input(&net, &mut rng, 5, 0.25);
         for emulated in [false, true] {
-            let opts = PartitionOptions::default();
-            let mut exec = if emulated {
-                Executor::emulated(
-                    net.clone(),
-                    &tiny,
-                    1,
-                    &opts,
-                    neuropart::AnalogConfig::default(),
-                    neuropart::Mode::Emulated,
-                )
-            } else {
-                Executor::new(net.clone(), &tiny, 1, &opts)
-            }
-            .unwrap();
-            let inputs = [(input_pop, input.clone())];
+            let mut exec = ideal_or_emulated(&net, &tiny, emulated);
             let fused = exec
                 .run_with_noise(&CpuBackend, &inputs, Observe::AllTraces, 7)
                 .unwrap();
@@ -714,27 +698,9 @@ fn feed_forward_programs_run_by_columns_give_what_sample_by_sample_runs_give() {
     // step).
     let check = |net: &Network, sub: &Substrate, samples: usize, p: f64, what: &str| {
         let mut rng = Rng::new(11);
-        let input_pop = net.inputs()[0];
-        let n_in = net.populations[input_pop].size;
-        let inputs = [(
-            input_pop,
-            random_spikes(&mut rng, samples, n_in, net.steps, p),
-        )];
+        let inputs = first_input(net, &mut rng, samples, p);
         for emulated in [false, true] {
-            let opts = PartitionOptions::default();
-            let mut exec = if emulated {
-                Executor::emulated(
-                    net.clone(),
-                    sub,
-                    1,
-                    &opts,
-                    neuropart::AnalogConfig::default(),
-                    neuropart::Mode::Emulated,
-                )
-            } else {
-                Executor::new(net.clone(), sub, 1, &opts)
-            }
-            .unwrap();
+            let mut exec = ideal_or_emulated(net, sub, emulated);
             for fuse in [true, false] {
                 exec.set_fuse_waves(fuse);
                 for observe in [Observe::AllTraces, Observe::Scores] {

@@ -7,7 +7,8 @@
 mod common;
 
 use common::{
-    looped, random_spikes, raster_to_trains, reference_on_system, system, tiny_chip, ChipsOf,
+    assert_same_weights, looped, random_spikes, raster_to_trains, reference_on_system, system,
+    tiny_chip, ChipsOf,
 };
 use neuropart::prelude::*;
 use neuropart::{Origin, Placement, Rng, WeightInit};
@@ -384,15 +385,7 @@ fn training_across_chips_equals_training_with_the_link_delay_on_one_chip() {
         assert_eq!(sa.loss, sb.loss, "batch {k}");
         assert!(sa.hidden_spikes > 0.0, "the hidden layer must spike");
     }
-    for (x, y) in a
-        .exec
-        .network
-        .projections
-        .iter()
-        .zip(&b.exec.network.projections)
-    {
-        assert_eq!(x.weights, y.weights, "{}", x.name);
-    }
+    assert_same_weights(&a.exec.network, &b.exec.network, "system");
     // Hidden split over three chips, two chips per run: the projection to the readout is
     // partly replayed through the host (no link), partly over a link (2 steps later): its
     // synapses have two delays, each known (the gradients that follow from them are checked

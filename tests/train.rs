@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::in_processes;
+use common::{assert_same_weights, in_processes};
 use neuropart::data::Dataset;
 use neuropart::prelude::*;
 use neuropart::Rng;
@@ -194,18 +194,11 @@ fn training_reduces_the_loss_and_beats_chance_deterministically() {
     let e1 = a.train_epoch(&CpuBackend, &data, |_, _, _| {}).unwrap();
     let mut b = make();
     b.train_epoch(&CpuBackend, &data, |_, _, _| {}).unwrap();
-    for (x, y) in a
-        .exec
-        .network
-        .projections
-        .iter()
-        .zip(&b.exec.network.projections)
-    {
-        assert_eq!(
-            x.weights, y.weights,
-            "same seed, same weights after one epoch"
-        );
-    }
+    assert_same_weights(
+        &a.exec.network,
+        &b.exec.network,
+        "same seed, same weights after one epoch",
+    );
     let mut last = e1.clone();
     for _ in 0..3 {
         last = a.train_epoch(&CpuBackend, &data, |_, _, _| {}).unwrap();
@@ -238,15 +231,7 @@ fn training_with_fused_waves_gives_the_weights_of_training_partition_by_partitio
     let a = fused.train_epoch(&CpuBackend, &data, |_, _, _| {}).unwrap();
     let b = apart.train_epoch(&CpuBackend, &data, |_, _, _| {}).unwrap();
     assert_eq!(a.loss.to_bits(), b.loss.to_bits());
-    for (x, y) in fused
-        .exec
-        .network
-        .projections
-        .iter()
-        .zip(&apart.exec.network.projections)
-    {
-        assert_eq!(x.weights, y.weights, "'{}' -> '{}'", x.source, x.target);
-    }
+    assert_same_weights(&fused.exec.network, &apart.exec.network, "fused and apart");
     assert_ne!(
         fused.exec.network.projections[0].weights,
         emulated_trainer(&sub, 5, 40, 50).exec.network.projections[0].weights,
@@ -317,15 +302,7 @@ fn resuming_from_a_checkpoint_continues_exactly() {
     resumed
         .train_epoch(&CpuBackend, &data, |_, _, _| {})
         .unwrap();
-    for (x, y) in straight
-        .exec
-        .network
-        .projections
-        .iter()
-        .zip(&resumed.exec.network.projections)
-    {
-        assert_eq!(x.weights, y.weights);
-    }
+    assert_same_weights(&straight.exec.network, &resumed.exec.network, "resumed");
     // A truncated checkpoint is an error naming the file, and leaves the trainer as it was.
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, &text[..text.len() / 2]).unwrap();

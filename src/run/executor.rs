@@ -194,6 +194,16 @@ pub struct Emulation {
     pub emulated: Vec<bool>,
 }
 
+/// Where a job writes its membranes: `rows` rows of `size` values in `slot` (a population's
+/// array, taken from the pool when there is none yet), from column `first`.
+fn rows_in(slot: &mut Option<Vec<f32>>, rows: usize, size: usize, first: u32) -> MembraneDest<'_> {
+    MembraneDest {
+        data: slot.get_or_insert_with(|| crate::pool::take(rows * size)),
+        stride: size,
+        offset: first as usize,
+    }
+}
+
 /// Partitions that run together: a fused wave, or a round (with its system's fused program and
 /// exchange where it has them).
 struct Unit<'a> {
@@ -1080,13 +1090,7 @@ impl Executor {
                 let dest = match (kind, &f.program.population_runs()[..]) {
                     (Membranes::Trace, &[(0, pop, first, _)]) if share.is_none() => {
                         let size = net.populations[pop].size;
-                        let data = membrane[pop]
-                            .get_or_insert_with(|| crate::pool::take(samples * steps * size));
-                        Some(MembraneDest {
-                            data,
-                            stride: size,
-                            offset: first as usize,
-                        })
+                        Some(rows_in(&mut membrane[pop], samples * steps, size, first))
                     }
                     _ => None,
                 };
@@ -1180,25 +1184,14 @@ impl Executor {
                     (Membranes::Trace, &[(0, pop, first, _)]) if sole(pop) => {
                         let size = net.populations[pop].size;
                         let slot = slots[pop].take().expect("one writer");
-                        let data =
-                            slot.get_or_insert_with(|| crate::pool::take(samples * steps * size));
-                        Some(MembraneDest {
-                            data,
-                            stride: size,
-                            offset: first as usize,
-                        })
+                        Some(rows_in(slot, samples * steps, size, first))
                     }
                     (Membranes::Max, &[(0, pop, first, _)])
                         if sole(pop) && net.populations[pop].kind == PopulationKind::Readout =>
                     {
                         let size = net.populations[pop].size;
                         let slot = peak_slots[pop].take().expect("one writer");
-                        let data = slot.get_or_insert_with(|| crate::pool::take(samples * size));
-                        Some(MembraneDest {
-                            data,
-                            stride: size,
-                            offset: first as usize,
-                        })
+                        Some(rows_in(slot, samples, size, first))
                     }
                     _ => None,
                 };

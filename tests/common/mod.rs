@@ -659,3 +659,42 @@ pub fn sparse_layer(sub: &Substrate, steps: u32) -> Network {
         .build(sub)
         .unwrap()
 }
+
+/// `net` on one chip of `sub`, default partitioning: ideal, or emulated with the default
+/// analog configuration.
+pub fn ideal_or_emulated(net: &Network, sub: &Substrate, emulated: bool) -> neuropart::Executor {
+    let opts = neuropart::PartitionOptions::default();
+    if emulated {
+        neuropart::Executor::emulated(
+            net.clone(),
+            sub,
+            1,
+            &opts,
+            neuropart::AnalogConfig::default(),
+            neuropart::Mode::Emulated,
+        )
+    } else {
+        neuropart::Executor::new(net.clone(), sub, 1, &opts)
+    }
+    .unwrap()
+}
+
+/// Random spikes (probability `p` per input and step) for `samples` samples of `net`'s first
+/// input population.
+pub fn first_input(
+    net: &Network,
+    rng: &mut Rng,
+    samples: usize,
+    p: f64,
+) -> [(usize, SpikeTrains); 1] {
+    let pop = net.inputs()[0];
+    let n = net.populations[pop].size;
+    [(pop, random_spikes(rng, samples, n, net.steps, p))]
+}
+
+/// Require the same weights in every projection of `a` and `b`.
+pub fn assert_same_weights(a: &Network, b: &Network, what: &str) {
+    for (x, y) in a.projections.iter().zip(&b.projections) {
+        assert_eq!(x.weights, y.weights, "{what}: weights of '{}'", x.name);
+    }
+}

@@ -427,7 +427,7 @@ impl GpuBackend {
                 })
                 .sum();
             let input_words = 2 * c as u64 + 2 * source_events;
-            let (segments, _) = compact::segments(opts.steps, words as u32, g.neurons);
+            let (segments, seg_steps) = compact::segments(opts.steps, words as u32, g.neurons);
             let layout = {
                 let offsets = 0u64;
                 let flag = (c as u64 * segments as u64 + 1) * 4;
@@ -507,7 +507,6 @@ impl GpuBackend {
                 Some((buf, base, size)) => (buf, base as u32, size as u32),
                 None => (membrane, 0, n as u32),
             };
-            let (segments, seg_steps) = compact::segments(opts.steps, words as u32, g.neurons);
             let runs = c as u64 * segments as u64;
             let offsets = slot
                 .offsets
