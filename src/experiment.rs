@@ -114,7 +114,7 @@ pub fn train_and_report(
     }
     if lead {
         eprintln!(
-            "{}: {} partitions in {} rounds ({} emulated, {} chip{}), {} training and {} test \
+            "{}: {} partitions in {} rounds ({} emulated, {}), {} training and {} test \
          samples, T = {steps}, on {}",
             exec.network.name,
             exec.plan.partitions.len(),
@@ -122,21 +122,34 @@ pub fn train_and_report(
             exec.emulation
                 .as_ref()
                 .map_or(0, |e| e.emulated.iter().filter(|&&x| x).count()),
-            setup.chips,
-            if setup.chips == 1 { "" } else { "s" },
+            match &exec.plan.substrate.system {
+                Some(s) => format!("a system of {} chips", s.chips),
+                None if setup.chips == 1 => "1 chip".into(),
+                None => format!("{} chips", setup.chips),
+            },
             train.len(),
             test.len(),
             backend.name()
         );
         let mem = crate::train::TrainMemory::of(&exec.network);
+        let batch = trainer.cfg.batch;
+        let pieces = trainer.pieces(batch.div_ceil(crate::train::backward::GRAD_CHUNK));
         eprintln!(
             "training memory: {} per sample ({} neurons x {} steps of membranes and gradients), \
-             {} per batch of {}",
+             {} per batch of {batch}{}",
             crate::error::human_bytes(mem.per_sample()),
             mem.neurons,
             mem.steps,
-            crate::error::human_bytes(mem.per_sample() * trainer.cfg.batch as u64),
-            trainer.cfg.batch
+            crate::error::human_bytes(mem.per_sample() * batch as u64),
+            if pieces > 1 {
+                format!(
+                    ", run in {pieces} pieces one after another to stay within the memory \
+                     limit of {}",
+                    crate::error::human_bytes(trainer.memory_budget())
+                )
+            } else {
+                String::new()
+            }
         );
         if let Some(s) = trainer.exec.share() {
             let mine = s.owner.iter().filter(|&&o| o == s.rank).count();

@@ -515,7 +515,7 @@ fn a_recurrent_network_learns_sequential_mnist_rows() {
 }
 
 #[test]
-fn a_training_batch_over_the_memory_limit_is_refused_before_allocating() {
+fn a_training_batch_over_the_memory_limit_runs_in_pieces_and_one_chunk_over_it_is_refused() {
     // T = 784 with 256 recurrent neurons and 10 readouts: 266 neurons x 784 steps of f32
     // membranes (twice) and current gradients per sample. (On a chip that holds the loop.)
     let sub = Substrate {
@@ -533,19 +533,87 @@ fn a_training_batch_over_the_memory_limit_is_refused_before_allocating() {
     let per_sample = 266 * 784 * 4 * 3;
     assert_eq!(neuropart::TrainMemory::of(&net).per_sample(), per_sample);
     let exec = Executor::new(net, &sub, 1, &Default::default()).unwrap();
-    // Other tests of this binary need far less than the limit set here.
+    // Other tests of this binary need far less than the limits set here.
     neuropart::set_memory_limit(100 * per_sample - 1);
+    let big = neuropart::Trainer::new(exec.clone(), TrainConfig::default());
+    neuropart::set_memory_limit(16 * per_sample - 1);
     let e = neuropart::Trainer::new(exec.clone(), TrainConfig::default()).unwrap_err();
-    let ok = neuropart::Trainer::new(
+    let small = neuropart::Trainer::new(
         exec,
         TrainConfig {
-            batch: 99,
+            batch: 15,
             ..Default::default()
         },
     );
     neuropart::set_memory_limit(0);
-    assert!(e.to_string().contains("per sample"), "{e}");
-    assert!(ok.is_ok());
+    // A batch of 100 is 7 chunks of 16 samples: the tree cuts them 4 + 3, then 2 + 2 + 2 + 1.
+    let mut big = big.unwrap();
+    assert_eq!(big.memory_budget(), 100 * per_sample - 1);
+    assert_eq!(big.pieces(7), 2, "6 chunks fit, 7 do not");
+    let mut pieces = |budget: u64| {
+        big.set_memory_budget(budget);
+        big.pieces(7)
+    };
+    assert_eq!(pieces(64 * per_sample), 2, "pieces of 4 and 3 chunks");
+    assert_eq!(pieces(63 * per_sample), 4, "pieces of 2, 2, 2 and 1 chunks");
+    assert_eq!(pieces(16 * per_sample), 7, "one chunk a piece");
+    assert_eq!(pieces(per_sample), 7, "never fewer samples than a chunk");
+    assert!(
+        e.to_string().contains("16 samples") && e.to_string().contains("per sample"),
+        "{e}"
+    );
+    assert!(
+        small.is_ok(),
+        "a batch smaller than a chunk needs only its own samples"
+    );
+}
+
+#[test]
+fn a_batch_in_pieces_trains_to_the_same_weights_as_in_one() {
+    // The recurrent network across three chips with link delays, emulated (noise streams per
+    // sample), a batch of 80 (five chunks) for three steps: with room for one chunk at a time
+    // it runs in five pieces, with room for two in three (2 + 2 + 1), and ends with the weights
+    // and losses of one piece, bit for bit (summed in another order they differ).
+    let sub = tiny_chip(system(3, 2.0, 0));
+    let per_sample = {
+        let net = net(&sub, Update::InputFirst, Score::Sum);
+        neuropart::TrainMemory::of(&net).per_sample()
+    };
+    let run = |budget: Option<u64>| {
+        let exec = emulated(
+            net(&sub, Update::InputFirst, Score::Sum),
+            &sub,
+            Mode::Emulated,
+        );
+        let cfg = TrainConfig {
+            batch: 80,
+            ..no_reg()
+        };
+        let mut t = neuropart::Trainer::new(exec, cfg).unwrap();
+        if let Some(b) = budget {
+            t.set_memory_budget(b);
+        }
+        let pieces = t.pieces(5);
+        let mut rng = Rng::new(5);
+        let mut losses = Vec::new();
+        for bi in 0..3 {
+            let spikes = random_spikes(&mut rng, 80, INPUTS, STEPS, 0.08);
+            let labels: Vec<u8> = (0..80).map(|k| (k * 7 % 3) as u8).collect();
+            let (st, _) = t
+                .train_batch(&CpuBackend, spikes, &labels, bi, Default::default())
+                .unwrap();
+            losses.push(st.loss);
+        }
+        (pieces, t.exec.network.clone(), losses)
+    };
+    let (one, whole, loss) = run(None);
+    assert_eq!(one, 1);
+    for (budget, want) in [(16 * per_sample, 5), (32 * per_sample, 3)] {
+        let (pieces, net, l) = run(Some(budget));
+        assert_eq!(pieces, want);
+        common::assert_same_weights(&whole, &net, &format!("{pieces} pieces"));
+        assert_eq!(loss, l, "{pieces} pieces: losses");
+    }
 }
 
 #[test]

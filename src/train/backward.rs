@@ -694,6 +694,20 @@ pub fn rank_chunks(n: usize, size: usize) -> Vec<std::ops::Range<usize>> {
     out
 }
 
+/// The sums of the subtrees [`rank_chunks`] cut a tree into (`parts[r]`: part `r`'s, `None`
+/// where it owns no chunk), combined in the tree's order: the halves of `parts` are the
+/// halves `rank_chunks` gives its parts, so the result is the whole tree's sum, bit for bit.
+pub fn join_ranks<T>(parts: &mut [Option<T>], add: &impl Fn(T, T) -> T) -> Option<T> {
+    if parts.len() <= 1 {
+        return parts.first_mut().and_then(Option::take);
+    }
+    let (l, r) = parts.split_at_mut(parts.len() / 2);
+    match (join_ranks(l, add), join_ranks(r, add)) {
+        (Some(a), Some(b)) => Some(add(a, b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Every process's subtree sums (`part`: this process's statistics and gradients from
 /// [`chunk_gradients`], `None` if it owns no chunk), exchanged through `comm` and combined in
 /// the order of the fixed tree, so every process gets what one process computes alone.
@@ -721,29 +735,12 @@ pub fn combine_ranks(
         .zip(all_stats)
         .map(|(g, s)| (!s.is_empty()).then(|| (BatchStats::from_wire(&s), g)))
         .collect();
-    fn join(
-        parts: &mut [Option<(BatchStats, Vec<f32>)>],
-        lo: usize,
-        hi: usize,
-    ) -> Option<(BatchStats, Vec<f32>)> {
-        // Ranks lo..hi own one subtree; the halves are the processes' split of rank_chunks.
-        if hi - lo <= 1 {
-            return parts[lo].take();
-        }
-        let mid = lo + (hi - lo) / 2;
-        let left = join(parts, lo, mid);
-        let right = join(parts, mid, hi);
-        match (left, right) {
-            (Some((sa, mut a)), Some((sb, b))) => {
-                add_into(&mut a, &b);
-                Some((sa + sb, a))
-            }
-            (l, r) => l.or(r),
-        }
-    }
-    let n = parts.len();
     let mut parts = parts;
-    let (st, flat) = join(&mut parts, 0, n).unwrap_or_default();
+    let (st, flat) = join_ranks(&mut parts, &|(sa, mut a), (sb, b)| {
+        add_into(&mut a, &b);
+        (sa + sb, a)
+    })
+    .unwrap_or_default();
     let mut acc = Vec::with_capacity(lens.len());
     let mut at = 0;
     for len in lens {
@@ -757,6 +754,19 @@ pub fn combine_ranks(
         at += len;
     }
     (st, acc)
+}
+
+/// Two parts' statistics and gradients (per projection, as [`chunk_gradients`] gives them)
+/// added, `b`'s buffers back to the pool.
+pub fn add_parts(
+    (sa, mut a): (BatchStats, Vec<Vec<f32>>),
+    (sb, b): (BatchStats, Vec<Vec<f32>>),
+) -> (BatchStats, Vec<Vec<f32>>) {
+    for (x, y) in a.iter_mut().zip(b) {
+        add_into(x, &y);
+        crate::pool::give(y);
+    }
+    (sa + sb, a)
 }
 
 widest! {

@@ -579,8 +579,9 @@ impl Checkpoint {
 }
 
 /// Host memory one sample of a training batch takes while its backward pass runs on the host
-/// (what [`Trainer::new`] checks for a whole batch against the memory limit, `--max-memory`,
-/// before anything is allocated). Spikes come on top: 8 bytes per spike.
+/// (what [`Trainer::pieces`] fits a batch's pieces into and [`Trainer::new`] checks for the
+/// smallest piece against the memory limit, `--max-memory`, before anything is allocated).
+/// Spikes come on top: 8 bytes per spike.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TrainMemory {
     /// Neurons whose membranes are recorded (every non-input population).
@@ -647,6 +648,8 @@ pub struct Trainer {
     /// Says once that the backward pass runs on the host although the backend trains on its
     /// device ([`Trainer::host_backward_reason`]).
     host_note: std::sync::Once,
+    /// The memory a batch's pieces must fit ([`Trainer::pieces`]).
+    memory_budget: u64,
 }
 
 impl Trainer {
@@ -656,19 +659,21 @@ impl Trainer {
         // Waves run fused (CPU; the GPU trains by rounds): the MNIST training step 12–15 %
         // faster than partition by partition (forward faster; the fused copy of the weights
         // rewritten after every optimiser step, in parallel), with the same results either way.
+        // A batch that does not fit runs in pieces ([`Trainer::pieces`]); the smallest piece,
+        // one chunk of samples, must fit.
         let mem = TrainMemory::of(&exec.network);
+        let least = cfg.batch.min(backward::GRAD_CHUNK);
         crate::memory::check(
             || {
                 format!(
-                    "a training batch of {} samples x {} per sample (membranes and current \
-                     gradients of {} neurons x {} steps)",
-                    cfg.batch,
+                    "the smallest piece of a training batch, {least} samples x {} per sample \
+                     (membranes and current gradients of {} neurons x {} steps)",
                     crate::error::human_bytes(mem.per_sample()),
                     mem.neurons,
                     mem.steps
                 )
             },
-            mem.per_sample().saturating_mul(cfg.batch as u64),
+            mem.per_sample().saturating_mul(least as u64),
         )?;
         let topo = Topology::new(
             &exec.network,
@@ -693,6 +698,7 @@ impl Trainer {
             stage: None,
             device: None,
             host_note: std::sync::Once::new(),
+            memory_budget: crate::memory::memory_limit(),
         })
     }
 
@@ -995,31 +1001,58 @@ impl Trainer {
         };
         let mut part = None;
         if s0 < s1 {
-            let t0 = Instant::now();
-            let out = self.exec.run_samples_in(
-                backend,
-                &[(self.topo.input(), spikes)],
-                Observe::AllTraces,
-                noise,
-                s0 as u32,
-                chips,
-            )?;
-            timings.forward = out.stats.backend;
-            timings.host += t0.elapsed().saturating_sub(out.stats.backend);
-            let t1 = Instant::now();
-            let (mut st, acc) = backward::chunk_gradients(
-                &self.exec.network,
-                &self.topo,
-                &out,
-                labels,
-                &self.cfg,
-                self.epoch,
-                mine,
-                s0,
-            );
-            st.silent_samples = silent_samples(&self.exec.network, &out.spikes);
-            timings.backward = t1.elapsed();
-            part = Some((st, acc));
+            // Where the membranes and gradients of the whole shard exceed the memory limit,
+            // its chunks run in pieces one after another (the subtrees `rank_chunks` cuts its
+            // tree into, each piece's samples with their own noise streams), their sums
+            // combined in the tree's order: the same sums as in one piece, bit for bit.
+            let pieces = self.cut(mine.len());
+            let mut parts = Vec::with_capacity(pieces.len());
+            let mut spikes = Some(spikes);
+            for piece in pieces {
+                let chunks = mine.start + piece.start..mine.start + piece.end;
+                let (p0, p1) = (
+                    (chunks.start * backward::GRAD_CHUNK).min(s1),
+                    (chunks.end * backward::GRAD_CHUNK).min(s1),
+                );
+                if p0 >= p1 {
+                    parts.push(None);
+                    continue;
+                }
+                let input = if (p0, p1) == (s0, s1) {
+                    spikes.take().expect("the shard is one piece")
+                } else {
+                    spikes
+                        .as_ref()
+                        .expect("pieces of the shard")
+                        .slice(p0 - s0..p1 - s0)
+                };
+                let t0 = Instant::now();
+                let out = self.exec.run_samples_in(
+                    backend,
+                    &[(self.topo.input(), input)],
+                    Observe::AllTraces,
+                    noise,
+                    p0 as u32,
+                    chips,
+                )?;
+                timings.forward += out.stats.backend;
+                timings.host += t0.elapsed().saturating_sub(out.stats.backend);
+                let t1 = Instant::now();
+                let (mut st, acc) = backward::chunk_gradients(
+                    &self.exec.network,
+                    &self.topo,
+                    &out,
+                    labels,
+                    &self.cfg,
+                    self.epoch,
+                    chunks,
+                    p0,
+                );
+                st.silent_samples = silent_samples(&self.exec.network, &out.spikes);
+                timings.backward += t1.elapsed();
+                parts.push(Some((st, acc)));
+            }
+            part = backward::join_ranks(&mut parts, &backward::add_parts);
         }
         if comm.size() > 1 {
             timings.exchanged_bytes = part.as_ref().map_or(0, |(st, acc)| {
@@ -1037,6 +1070,45 @@ impl Trainer {
         timings.backward += t3.elapsed();
         timings.optimiser = self.optimiser_step(backend, &mut st, g, lr, bi)?;
         Ok((st, timings))
+    }
+
+    /// How many pieces [`Trainer::train_batch`] runs `chunks` chunks of a batch's samples in,
+    /// one after another, so that each piece's membranes and gradients fit the memory limit
+    /// ([`Trainer::memory_budget`]): 1 where they fit together.
+    pub fn pieces(&self, chunks: usize) -> usize {
+        self.cut(chunks).iter().filter(|r| !r.is_empty()).count()
+    }
+
+    /// `chunks` chunks cut into the fewest subtrees of the reduction tree
+    /// ([`backward::rank_chunks`], some perhaps empty) whose samples' memory fits the budget,
+    /// a chunk a piece at the most.
+    fn cut(&self, chunks: usize) -> Vec<Range<usize>> {
+        let per_chunk = TrainMemory::of(&self.exec.network)
+            .per_sample()
+            .saturating_mul(backward::GRAD_CHUNK as u64)
+            .max(1);
+        let fit = (self.memory_budget / per_chunk).max(1) as usize;
+        // As many parts as the next power of two leave one chunk each.
+        let most = chunks.max(1).next_power_of_two();
+        let k = (1..most)
+            .find(|&k| {
+                backward::rank_chunks(chunks, k)
+                    .iter()
+                    .all(|r| r.len() <= fit)
+            })
+            .unwrap_or(most);
+        backward::rank_chunks(chunks, k)
+    }
+
+    /// The memory limit [`Trainer::pieces`] fits a batch into: the process's
+    /// ([`crate::memory::memory_limit`]) when the trainer was made.
+    pub fn memory_budget(&self) -> u64 {
+        self.memory_budget
+    }
+
+    /// Set the limit [`Trainer::pieces`] fits a batch into (the results do not depend on it).
+    pub fn set_memory_budget(&mut self, bytes: u64) {
+        self.memory_budget = bytes;
     }
 
     /// The samples of a batch of `b` that this process of `comm` trains in
