@@ -1,8 +1,9 @@
 """JAX peer of `examples/smnist.rs` (the style of jaxsnn): row-wise sequential MNIST, 28 input
 channels (a row every `--steps-per-row` steps, a pixel x spiking at r*k + floor(k*(1 - x))),
-a recurrent hidden layer of 2 x 128 LIF neurons (tau_mem 10, tau_syn 5.7, every hidden neuron
-reads every hidden neuron one step later), 10 leaky readouts scored by the sum of their
-membrane over time (scale 3/T); forward Euler as the chip's training software, `jit` +
+a recurrent hidden layer of `--hidden` LIF neurons (384: the example's 3 x 128; tau_mem 10,
+tau_syn 5.7, every hidden neuron reads every hidden neuron one step later, initial weights
+drawn per population of hidden / `--populations`), 10 leaky readouts scored by the sum of their
+membrane over time (scale 6/T); forward Euler as the chip's training software, `jit` +
 `lax.scan` over time, SuperSpike surrogate (alpha 10) via a custom derivative, Adam, training
 (backpropagation through time) or inference on random MNIST-shaped images (19 % of pixels on).
 Dense f32 arithmetic: the work does not depend on activity."""
@@ -16,7 +17,8 @@ p = argparse.ArgumentParser()
 p.add_argument("--mode", choices=["infer", "train"], default="train")
 p.add_argument("--steps-per-row", type=int, default=2)
 p.add_argument("--tail", type=int, default=4)
-p.add_argument("--hidden", type=int, default=256)
+p.add_argument("--hidden", type=int, default=384)
+p.add_argument("--populations", type=int, default=3)
 p.add_argument("--batch", type=int, default=100)
 p.add_argument("--seconds", type=float, default=5.0)
 p.add_argument("--threads", type=int, default=2)
@@ -65,7 +67,7 @@ def forward(w, x):
 
     z1, z2 = jnp.zeros((b, n)), jnp.zeros((b, 10))
     _, vs = jax.lax.scan(step, (z1, z1, z1, z2, z2), x)
-    return (3.0 / T) * vs.sum(axis=0)
+    return (6.0 / T) * vs.sum(axis=0)
 
 
 def loss(w, x, y):
@@ -101,8 +103,8 @@ key = jax.random.PRNGKey(0)
 k1, k2, k3 = jax.random.split(key, 3)
 n = a.hidden
 w = (0.05 + 0.4 * jax.random.normal(k1, (n, 28)),
-     (0.5 / np.sqrt(n / 2)) * jax.random.normal(k2, (n, n)),
-     (1.0 / np.sqrt(n / 2)) * jax.random.normal(k3, (10, n)))
+     (0.5 / np.sqrt(n / a.populations)) * jax.random.normal(k2, (n, n)),
+     (1.0 / np.sqrt(n / a.populations)) * jax.random.normal(k3, (10, n)))
 x = jnp.asarray(rows_input(a.batch))
 y = jnp.asarray(np.random.default_rng(8).integers(0, 10, a.batch))
 state = {"w": w, "m": jax.tree.map(jnp.zeros_like, w), "v": jax.tree.map(jnp.zeros_like, w), "t": 0}
