@@ -1,8 +1,8 @@
 """JAX peer of `examples/smnist.rs` (the style of jaxsnn): row-wise sequential MNIST, 28 input
 channels (a row every `--steps-per-row` steps, a pixel x spiking at r*k + floor(k*(1 - x))),
-a recurrent hidden layer of `--hidden` LIF neurons (384: the example's 3 x 128; tau_mem 10,
-tau_syn 5.7, every hidden neuron reads every hidden neuron one step later, initial weights
-drawn per population of hidden / `--populations`), 10 leaky readouts scored by the sum of their
+a recurrent hidden layer of `--populations` x `--hidden` LIF neurons (as the example: 3 x 128;
+tau_mem 10, tau_syn 5.7, every hidden neuron reads every hidden neuron one step later, initial
+weights drawn per population), 10 leaky readouts scored by the sum of their
 membrane over time (scale 6/T); forward Euler as the chip's training software, `jit` +
 `lax.scan` over time, SuperSpike surrogate (alpha 10) via a custom derivative, Adam, training
 (backpropagation through time) or inference on random MNIST-shaped images (19 % of pixels on).
@@ -17,7 +17,7 @@ p = argparse.ArgumentParser()
 p.add_argument("--mode", choices=["infer", "train"], default="train")
 p.add_argument("--steps-per-row", type=int, default=2)
 p.add_argument("--tail", type=int, default=4)
-p.add_argument("--hidden", type=int, default=384)
+p.add_argument("--hidden", type=int, default=128, help="neurons per hidden population")
 p.add_argument("--populations", type=int, default=3)
 p.add_argument("--batch", type=int, default=100)
 p.add_argument("--seconds", type=float, default=5.0)
@@ -101,7 +101,7 @@ def rows_input(batch, seed=7, density=0.19):
 
 key = jax.random.PRNGKey(0)
 k1, k2, k3 = jax.random.split(key, 3)
-n = a.hidden
+n = a.hidden * a.populations
 w = (0.05 + 0.4 * jax.random.normal(k1, (n, 28)),
      (0.5 / np.sqrt(n / a.populations)) * jax.random.normal(k2, (n, n)),
      (1.0 / np.sqrt(n / a.populations)) * jax.random.normal(k3, (10, n)))
@@ -129,5 +129,6 @@ while calls == 0 or time.perf_counter() - t0 < a.seconds:
     step()
     calls += 1
 rate = calls / (time.perf_counter() - t0)
-print(f"jax smnist {a.mode} T={T} hidden={n} batch={a.batch} threads={a.threads}: "
+print(f"jax smnist {a.mode} T={T} hidden={a.populations}x{a.hidden} batch={a.batch} "
+      f"threads={a.threads}: "
       f"{rate * a.batch:.0f} samples/s")

@@ -604,6 +604,7 @@ pub fn measure_training<B: Backend + ?Sized>(
             host: total.host / n,
             exchange: total.exchange / n,
             exchanged_bytes: total.exchanged_bytes / n as u64,
+            pieces: total.pieces / n as usize,
         },
         hidden_spikes: spikes / (batch * batches) as f64,
         processes: comm.size(),

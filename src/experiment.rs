@@ -133,7 +133,12 @@ pub fn train_and_report(
         );
         let mem = crate::train::TrainMemory::of(&exec.network);
         let batch = trainer.cfg.batch;
-        let pieces = trainer.pieces(batch.div_ceil(crate::train::backward::GRAD_CHUNK));
+        // This process's share of a batch, in pieces where the backward pass runs on the host.
+        let shard = Trainer::batch_shard(batch, comm).len();
+        let pieces = match trainer.device_training(backend) {
+            Some(_) => 1,
+            None => trainer.pieces(shard.div_ceil(crate::train::backward::GRAD_CHUNK)),
+        };
         eprintln!(
             "training memory: {} per sample ({} neurons x {} steps of membranes and gradients), \
              {} per batch of {batch}{}",

@@ -572,14 +572,15 @@ fn a_training_batch_over_the_memory_limit_runs_in_pieces_and_one_chunk_over_it_i
 fn a_batch_in_pieces_trains_to_the_same_weights_as_in_one() {
     // The recurrent network across three chips with link delays, emulated (noise streams per
     // sample), a batch of 80 (five chunks) for three steps: with room for one chunk at a time
-    // it runs in five pieces, with room for two in three (2 + 2 + 1), and ends with the weights
-    // and losses of one piece, bit for bit (summed in another order they differ).
+    // it runs in five pieces, with room for two in three (2 + 2 + 1); two processes (threads)
+    // take four chunks and one, the first in four pieces; every way ends with the weights and
+    // losses of one piece, bit for bit (summed in another order they differ).
     let sub = tiny_chip(system(3, 2.0, 0));
     let per_sample = {
         let net = net(&sub, Update::InputFirst, Score::Sum);
         neuropart::TrainMemory::of(&net).per_sample()
     };
-    let run = |budget: Option<u64>| {
+    let run = |budget: Option<u64>, comm: &dyn neuropart::comm::Communicator| {
         let exec = emulated(
             net(&sub, Update::InputFirst, Score::Sum),
             &sub,
@@ -593,26 +594,37 @@ fn a_batch_in_pieces_trains_to_the_same_weights_as_in_one() {
         if let Some(b) = budget {
             t.set_memory_budget(b);
         }
-        let pieces = t.pieces(5);
         let mut rng = Rng::new(5);
-        let mut losses = Vec::new();
+        let (mut losses, mut pieces) = (Vec::new(), Vec::new());
         for bi in 0..3 {
             let spikes = random_spikes(&mut rng, 80, INPUTS, STEPS, 0.08);
             let labels: Vec<u8> = (0..80).map(|k| (k * 7 % 3) as u8).collect();
-            let (st, _) = t
-                .train_batch(&CpuBackend, spikes, &labels, bi, Default::default())
+            let (st, timings) = t
+                .train_batch_in(&CpuBackend, comm, spikes, &labels, bi, Default::default())
                 .unwrap();
             losses.push(st.loss);
+            pieces.push(timings.pieces);
         }
         (pieces, t.exec.network.clone(), losses)
     };
-    let (one, whole, loss) = run(None);
-    assert_eq!(one, 1);
+    let one = &neuropart::comm::Single;
+    let (pieces, whole, loss) = run(None, one);
+    assert_eq!(pieces, [1, 1, 1]);
     for (budget, want) in [(16 * per_sample, 5), (32 * per_sample, 3)] {
-        let (pieces, net, l) = run(Some(budget));
-        assert_eq!(pieces, want);
-        common::assert_same_weights(&whole, &net, &format!("{pieces} pieces"));
-        assert_eq!(loss, l, "{pieces} pieces: losses");
+        let (pieces, net, l) = run(Some(budget), one);
+        assert_eq!(pieces, [want; 3], "pieces run per batch");
+        common::assert_same_weights(&whole, &net, &format!("{want} pieces"));
+        assert_eq!(loss, l, "{want} pieces: losses");
+    }
+    let ranks = neuropart::comm::ThreadGroup::run(2, |comm| run(Some(16 * per_sample), comm));
+    for (rank, (pieces, net, l), want) in ranks
+        .into_iter()
+        .enumerate()
+        .map(|(r, x)| (r, x, [4, 1][r]))
+    {
+        assert_eq!(pieces, [want; 3], "process {rank}: pieces run per batch");
+        common::assert_same_weights(&whole, &net, &format!("process {rank} in pieces"));
+        assert_eq!(loss, l, "process {rank}: losses");
     }
 }
 

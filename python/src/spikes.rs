@@ -35,7 +35,9 @@ pub(crate) fn spikes_to_dense<'py>(
 }
 
 /// Set the memory this process may plan for: bytes as an int, or a size such as "512M",
-/// "16G". Runs and trainings that would need more raise `MemoryError` before allocating.
+/// "16G". Runs that would need more raise `MemoryError` before allocating; a training batch
+/// that would need more runs in pieces one after another (`MemoryError` if 16 samples do
+/// not fit).
 /// The default is 80 % of the machine's memory.
 #[pyfunction]
 pub(crate) fn set_memory_limit(limit: &Bound<'_, PyAny>) -> PyResult<()> {

@@ -340,6 +340,9 @@ pub struct StepTimings {
     /// With several processes: bytes of this process's part of the exchange (its gradient sums
     /// and batch statistics), which the all-gather delivers to each of the others.
     pub exchanged_bytes: u64,
+    /// Forward and backward passes this process ran one after another: the pieces its shard
+    /// of the batch was cut into to fit the memory limit ([`Trainer::pieces`]; 1 where it fit).
+    pub pieces: usize,
 }
 
 impl StepTimings {
@@ -351,6 +354,7 @@ impl StepTimings {
         self.host += o.host;
         self.exchange += o.exchange;
         self.exchanged_bytes += o.exchanged_bytes;
+        self.pieces += o.pieces;
     }
 }
 
@@ -1050,6 +1054,7 @@ impl Trainer {
                 );
                 st.silent_samples = silent_samples(&self.exec.network, &out.spikes);
                 timings.backward += t1.elapsed();
+                timings.pieces += 1;
                 parts.push(Some((st, acc)));
             }
             part = backward::join_ranks(&mut parts, &backward::add_parts);
@@ -1072,17 +1077,24 @@ impl Trainer {
         Ok((st, timings))
     }
 
-    /// How many pieces [`Trainer::train_batch`] runs `chunks` chunks of a batch's samples in,
-    /// one after another, so that each piece's membranes and gradients fit the memory limit
-    /// ([`Trainer::memory_budget`]): 1 where they fit together.
+    /// How many pieces a training step with the backward pass on the host
+    /// ([`Trainer::train_batch`], [`Trainer::train_batch_in`]) runs `chunks` chunks of its
+    /// samples in, one after another, so that each piece's membranes and current gradients
+    /// fit the memory limit ([`Trainer::memory_budget`]): 1 where they fit together, and
+    /// always 1 for an executor spread over processes by chips (whose runs are collective).
+    /// Each piece's weight gradients are kept until the pieces are joined (one copy of the
+    /// weights per piece on top of the estimate).
     pub fn pieces(&self, chunks: usize) -> usize {
         self.cut(chunks).iter().filter(|r| !r.is_empty()).count()
     }
 
-    /// `chunks` chunks cut into the fewest subtrees of the reduction tree
-    /// ([`backward::rank_chunks`], some perhaps empty) whose samples' memory fits the budget,
-    /// a chunk a piece at the most.
+    /// `chunks` chunks cut into subtrees of the reduction tree ([`backward::rank_chunks`],
+    /// some perhaps empty) whose samples' memory fits the budget: the fewest parts among the
+    /// cuts `rank_chunks` makes, a chunk a piece at the most.
     fn cut(&self, chunks: usize) -> Vec<Range<usize>> {
+        if self.exec.share().is_some() {
+            return backward::rank_chunks(chunks, 1);
+        }
         let per_chunk = TrainMemory::of(&self.exec.network)
             .per_sample()
             .saturating_mul(backward::GRAD_CHUNK as u64)

@@ -23,7 +23,8 @@ use std::process::ExitCode;
 )]
 struct Cli {
     /// Memory the process may plan for (e.g. 8G, 512M); default: 80% of the machine's.
-    /// Plans, runs and trainings that would need more are refused before allocating.
+    /// Plans and runs that would need more are refused before allocating; a training batch
+    /// that would need more runs in pieces one after another (16 samples over it: refused).
     #[arg(long, global = true, value_parser = neuropart::parse_size)]
     max_memory: Option<u64>,
     #[command(subcommand)]
