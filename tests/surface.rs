@@ -482,6 +482,18 @@ fn resume_continues_to_the_requested_epochs_and_refuses_what_cannot_change() {
     assert!(e.contains("--seed 1") && e.contains("says 2"), "{e}");
     let e = train(cfg(6, 1, 10), true).unwrap_err().to_string();
     assert!(e.contains("--batch 20") && e.contains("says 10"), "{e}");
+    // What may change is said: here the readout's score scale.
+    let exec = setup.executor(net.clone()).unwrap();
+    let scaled = TrainConfig {
+        readout_scale: 6.0,
+        ..cfg(6, 1, 20)
+    };
+    let mut t = Trainer::new(exec, scaled).unwrap();
+    let said = t.resume(&out.join("checkpoint.json")).unwrap().join("\n");
+    assert!(
+        said.contains("readout score scale: 6 from now on") && said.contains("trained with 3)"),
+        "{said}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

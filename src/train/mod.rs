@@ -1483,8 +1483,8 @@ impl Trainer {
     /// Continue from a checkpoint written by [`Trainer::save`], up to this trainer's
     /// `cfg.epochs`. Every array is checked against the network. What cannot change on
     /// resume (seed, batch size, steps) must equal the checkpoint's, else an error says which;
-    /// the learning rate and the epoch count are this trainer's. Returns lines saying what was
-    /// reconciled, for the caller to show.
+    /// the learning rate, the readout's score scale and the epoch count are this trainer's.
+    /// Returns lines saying what was reconciled, for the caller to show.
     pub fn resume(&mut self, path: &std::path::Path) -> Result<Vec<String>> {
         let ck = Checkpoint::load(path)?;
         let err = |problem: String| Error::Checkpoint {
@@ -1543,6 +1543,12 @@ impl Trainer {
                 old.lr,
                 new.lr_decay,
                 ck.epoch + 1
+            ));
+        }
+        if old.readout_scale != new.readout_scale {
+            said.push(format!(
+                "readout score scale: {} from now on (the checkpoint was trained with {})",
+                new.readout_scale, old.readout_scale
             ));
         }
         if let Some(m) = ck.mode.filter(|&m| m != self.mode()) {
