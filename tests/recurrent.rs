@@ -616,6 +616,28 @@ fn a_batch_in_pieces_trains_to_the_same_weights_as_in_one() {
         common::assert_same_weights(&whole, &net, &format!("{want} pieces"));
         assert_eq!(loss, l, "{want} pieces: losses");
     }
+    // A batch larger than the trainer was made for, whose one-chunk piece is over the limit:
+    // refused, naming the piece.
+    let exec = emulated(
+        net(&sub, Update::InputFirst, Score::Sum),
+        &sub,
+        Mode::Emulated,
+    );
+    let mut t = neuropart::Trainer::new(
+        exec,
+        TrainConfig {
+            batch: 4,
+            ..no_reg()
+        },
+    )
+    .unwrap();
+    t.set_memory_budget(10 * per_sample);
+    let spikes = random_spikes(&mut Rng::new(5), 16, INPUTS, STEPS, 0.08);
+    let e = t
+        .train_batch(&CpuBackend, spikes, &[0; 16], 0, Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("a piece of a training batch, 16 samples"), "{e}");
     let ranks = neuropart::comm::ThreadGroup::run(2, |comm| run(Some(16 * per_sample), comm));
     for (rank, (pieces, net, l), want) in ranks
         .into_iter()

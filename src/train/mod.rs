@@ -1022,6 +1022,21 @@ impl Trainer {
                     parts.push(None);
                     continue;
                 }
+                // A batch larger than the trainer was made for may bring a chunk over the
+                // limit that `Trainer::new` did not see.
+                let per_sample = TrainMemory::of(&self.exec.network).per_sample();
+                let needed = per_sample.saturating_mul((p1 - p0) as u64);
+                if needed > self.memory_budget {
+                    return Err(Error::Memory {
+                        quantity: format!(
+                            "a piece of a training batch, {} samples x {} per sample",
+                            p1 - p0,
+                            crate::error::human_bytes(per_sample)
+                        ),
+                        needed,
+                        limit: self.memory_budget,
+                    });
+                }
                 let input = if (p0, p1) == (s0, s1) {
                     spikes.take().expect("the shard is one piece")
                 } else {
