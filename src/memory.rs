@@ -36,7 +36,11 @@ pub fn machine_memory() -> u64 {
 
 /// An error if `bytes` (what `quantity` needs) exceed the limit.
 pub fn check(quantity: impl FnOnce() -> String, bytes: u64) -> Result<()> {
-    let limit = memory_limit();
+    check_within(quantity, bytes, memory_limit())
+}
+
+/// An error if `bytes` (what `quantity` needs) exceed `limit` (a share of the process's).
+pub fn check_within(quantity: impl FnOnce() -> String, bytes: u64, limit: u64) -> Result<()> {
     if bytes > limit {
         return Err(Error::Memory {
             quantity: quantity(),

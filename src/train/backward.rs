@@ -377,10 +377,11 @@ fn sample_scores(
 }
 
 /// Statistics and gradients (a dense projection's in its weight layout, the others' in
-/// by-source order; see [`to_weight_layout`]) of chunks `chunks` of the batch, summed over the chunks in the fixed tree of [`tree_split`]. For a range of chunks
-/// that is a node of the whole batch's tree (as [`rank_chunks`] cuts it), this is that
-/// subtree's sum, which another process, or another piece, may combine with the others. `exec` holds the
-/// batch's samples from `exec_base` on (a process's shard), `labels` the whole batch's.
+/// by-source order; see [`to_weight_layout`]) of chunks `chunks` of the batch, summed over the
+/// chunks in the fixed tree of [`tree_split`]. For a range of chunks that is a node of the
+/// whole batch's tree (as [`rank_chunks`] cuts it), this is that subtree's sum, which another
+/// process, or another piece, may combine with the others. `exec` holds the batch's samples
+/// from `exec_base` on (a process's shard), `labels` the whole batch's.
 #[allow(clippy::too_many_arguments)]
 pub fn chunk_gradients(
     net: &Network,

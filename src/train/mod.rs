@@ -1010,6 +1010,7 @@ impl Trainer {
             // tree into, each piece's samples with their own noise streams), their sums
             // combined in the tree's order: the same sums as in one piece, bit for bit.
             let pieces = self.cut(mine.len());
+            let per_sample = TrainMemory::of(&self.exec.network).per_sample();
             let mut parts = Vec::with_capacity(pieces.len());
             let mut spikes = Some(spikes);
             for piece in pieces {
@@ -1024,19 +1025,17 @@ impl Trainer {
                 }
                 // A batch larger than the trainer was made for may bring a chunk over the
                 // limit that `Trainer::new` did not see.
-                let per_sample = TrainMemory::of(&self.exec.network).per_sample();
-                let needed = per_sample.saturating_mul((p1 - p0) as u64);
-                if needed > self.memory_budget {
-                    return Err(Error::Memory {
-                        quantity: format!(
+                crate::memory::check_within(
+                    || {
+                        format!(
                             "a piece of a training batch, {} samples x {} per sample",
                             p1 - p0,
                             crate::error::human_bytes(per_sample)
-                        ),
-                        needed,
-                        limit: self.memory_budget,
-                    });
-                }
+                        )
+                    },
+                    per_sample.saturating_mul((p1 - p0) as u64),
+                    self.memory_budget,
+                )?;
                 let input = if (p0, p1) == (s0, s1) {
                     spikes.take().expect("the shard is one piece")
                 } else {
