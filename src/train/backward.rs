@@ -450,14 +450,14 @@ pub fn chunk_gradients_from(
         .flatten_iter()
         .collect();
     // Phase B: every chunk's weight gradients, then their sum over the chunks in the fixed
-    // tree, per work item in the item's own (cache-sized) scratch; each sum is written once.
-    // A dense projection's items are blocks of targets: the events of one (sample, step) are
-    // consecutive, so the target's current gradient for them is read once, and the block's
-    // rows of the weight layout are the item's own. Other projections' items are blocks of
-    // sources, in by-source order. A dense item takes as many targets (a multiple of 16, at
-    // least 16) as keep its sums (sources × targets) near 16 Ki floats: each spike's row of
-    // current gradients is then read in few pieces, and the sums stay in the core's cache.
-    // The blocks only choose which sums an item holds: every sum is the same.
+    // tree, per work item in the item's own (cache-sized) scratch. Items are blocks of
+    // sources, each event's whole row of target gradients added into its source's row of
+    // sums: the rows are read whole and in order (a dense projection's target gradients for
+    // one (sample, step) are contiguous), and an item's sums stay in the core's cache. A sparse
+    // projection's items hold about BLOCK_SYNAPSES synapses in by-source order and write their
+    // sums in place; a dense projection's items near ITEM_FLOATS sums (`[source][target]`),
+    // put into the weight layout (`[target][source]`) after all items. The blocks only choose
+    // which sums an item holds: every sum is the same.
     const BLOCK_SYNAPSES: usize = 4096;
     const ITEM_FLOATS: usize = 16_384;
     let nchunks = chunks.len();
@@ -466,24 +466,22 @@ pub fn chunk_gradients_from(
         .iter()
         .map(|(_, syn)| crate::pool::take(syn.len()))
         .collect();
-    let mut items = Vec::new();
+    let mut items: Vec<Item<'_>> = Vec::new();
     for (q, acc) in out.iter_mut().enumerate() {
         let (offs, _) = &topo.by_source[q];
         let ns = offs.len() - 1;
-        let mut rest: &mut [f32] = acc;
         let mut lo = 0;
         if topo.dense[q] {
             let nt = sizes[topo.ends[q].1];
-            let block = (ITEM_FLOATS / ns.max(1) / 16 * 16).max(16);
-            while lo < nt {
-                let hi = (lo + block).min(nt);
-                let (a, r) = std::mem::take(&mut rest).split_at_mut((hi - lo) * ns);
-                items.push((q, lo..hi, a));
-                rest = r;
+            let block = (ITEM_FLOATS / nt.max(1)).max(1);
+            while lo < ns {
+                let hi = (lo + block).min(ns);
+                items.push((q, lo..hi, None));
                 lo = hi;
             }
             continue;
         }
+        let mut rest: &mut [f32] = acc;
         while lo < ns {
             let mut hi = lo + 1;
             while hi < ns && (offs[hi + 1] - offs[lo]) as usize <= BLOCK_SYNAPSES {
@@ -491,19 +489,22 @@ pub fn chunk_gradients_from(
             }
             let len = (offs[hi] - offs[lo]) as usize;
             let (a, r) = std::mem::take(&mut rest).split_at_mut(len);
-            items.push((q, lo..hi, a));
+            items.push((q, lo..hi, Some(a)));
             rest = r;
             lo = hi;
         }
     }
-    items
+    let dense_sums: Vec<(usize, std::ops::Range<usize>, Vec<f32>)> = items
         .into_par_iter()
-        .for_each_init(Vec::new, |scratch: &mut Vec<f32>, (q, range, acc)| {
-            let len = acc.len();
+        .map_init(Vec::new, |scratch: &mut Vec<f32>, (q, range, acc)| {
+            let (src, tgt, d) = topo.ends[q];
+            let nt = sizes[tgt];
+            let len = match &acc {
+                Some(a) => a.len(),
+                None => range.len() * nt,
+            };
             scratch.clear();
             scratch.resize(nchunks * len, 0.0);
-            let (src, tgt, d) = topo.ends[q];
-            let (dense, ns, nt) = (topo.dense[q], sizes[src], sizes[tgt]);
             if let Some(trains) = exec.spikes.get(src) {
                 for (part, ci) in scratch.chunks_mut(len.max(1)).zip(chunks.clone()) {
                     let first = ci * GRAD_CHUNK;
@@ -511,7 +512,7 @@ pub fn chunk_gradients_from(
                     let span = first - exec_base..(first + GRAD_CHUNK).min(b) - exec_base;
                     let g = &gi[tgt][(first - samples.start) * steps * nt..];
                     let shape = (steps, nt, d);
-                    if dense {
+                    if acc.is_none() {
                         accumulate_dense(trains, span, shape, g, range.clone(), part);
                     } else {
                         let by_source = &topo.by_source[q];
@@ -530,18 +531,37 @@ pub fn chunk_gradients_from(
                 }
             }
             tree_sum(scratch, nchunks, len);
-            if dense {
-                // The scratch is [source][target of the block]; the weights [target][source].
-                let tb = range.len();
-                for (j, row) in acc.chunks_mut(ns.max(1)).enumerate() {
-                    for (x, &y) in row.iter_mut().zip(scratch[j..].iter().step_by(tb)) {
+            match acc {
+                Some(acc) => {
+                    acc.copy_from_slice(&scratch[..len]);
+                    None
+                }
+                None => Some((q, range, scratch[..len].to_vec())),
+            }
+        })
+        .flatten_iter()
+        .collect();
+    // The dense projections' sums into the weight layout, by rows of targets.
+    for (q, acc) in out.iter_mut().enumerate() {
+        if !topo.dense[q] {
+            continue;
+        }
+        let ns = topo.by_source[q].0.len() - 1;
+        let nt = sizes[topo.ends[q].1];
+        let blocks: Vec<_> = dense_sums.iter().filter(|(p, ..)| *p == q).collect();
+        acc.par_chunks_mut(ns.max(1))
+            .enumerate()
+            .for_each(|(j, row)| {
+                for (_, range, sums) in &blocks {
+                    for (x, &y) in row[range.clone()]
+                        .iter_mut()
+                        .zip(sums[j..].iter().step_by(nt))
+                    {
                         *x = y;
                     }
                 }
-            } else {
-                acc.copy_from_slice(&scratch[..len]);
-            }
-        });
+            });
+    }
     gi.into_iter().for_each(crate::pool::give);
     // Statistics per chunk (summed in sample order), then over the chunks in the same tree.
     let mut chunk_stats: Vec<BatchStats> = chunks
@@ -561,30 +581,35 @@ pub fn chunk_gradients_from(
     (chunk_stats.into_iter().next().unwrap_or_default(), out)
 }
 
+/// A work item of phase B: a projection, a block of its sources, and where the block's sums go
+/// (`None`: a dense projection's, put into the weight layout after all items).
+type Item<'a> = (usize, std::ops::Range<usize>, Option<&'a mut [f32]>);
+
 widest! {
-    /// One work item of phase B for a dense projection: into `acc` (`[source][target of
-    /// `targets`]`), for every spike in samples `span`, the target's current gradient `g`
-    /// (`[sample of span][step][target]`) `d` steps later; `shape` is (steps, targets, d).
+    /// One work item of phase B for a dense projection: into `acc` (`[source of sources]
+    /// [target]`), for every spike of those sources in samples `span`, the row of current
+    /// gradients `g` (`[sample of span][step][target]`) `d` steps later; `shape` is (steps,
+    /// targets, d).
     fn accumulate_dense(
         trains: &SpikeTrains,
         span: std::ops::Range<usize>,
         shape: (usize, usize, usize),
         g: &[f32],
-        targets: std::ops::Range<usize>,
+        sources: std::ops::Range<usize>,
         acc: &mut [f32],
     ) {
         let (steps, nt, d) = shape;
-        let tb = targets.len();
         for (k, s) in span.enumerate() {
             let g = &g[k * steps * nt..(k + 1) * steps * nt];
             for e in trains.sample(s) {
                 let t = e.step as usize + d;
-                if t >= steps {
+                let pre = e.neuron as usize;
+                if t >= steps || !sources.contains(&pre) {
                     continue;
                 }
-                let pre = e.neuron as usize;
-                let git = &g[t * nt + targets.start..t * nt + targets.end];
-                for (x, &y) in acc[pre * tb..(pre + 1) * tb].iter_mut().zip(git) {
+                let row = pre - sources.start;
+                let git = &g[t * nt..(t + 1) * nt];
+                for (x, &y) in acc[row * nt..(row + 1) * nt].iter_mut().zip(git) {
                     *x += y;
                 }
             }
