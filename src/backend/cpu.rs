@@ -992,28 +992,48 @@ impl CpuProgram {
     /// New weights and scales, same structure: rewrite the weight runs in place and the
     /// coefficient-dependent parts.
     fn update(&mut self, prog: &PartitionProgram) {
-        let mut rewrite = |r: &Run, a: usize, at_syn: usize| {
-            for (dst, s) in self.run_weights[r.at..r.at + r.len]
-                .iter_mut()
-                .zip(&prog.synapses[a + at_syn..a + at_syn + r.len])
-            {
-                *dst = s.weight;
-            }
+        // The runs' weights lie in channel order: pieces of consecutive channels (about
+        // PIECE weights each) are rewritten over the threads.
+        const PIECE: usize = 1 << 13;
+        let (deliveries, runs) = (&self.deliveries, &self.runs);
+        let end = |d: &Delivery| match d {
+            Delivery::Run(r) => Some(r.at + r.len),
+            Delivery::Runs(range) => runs[range.clone()].last().map(|r| r.at + r.len),
+            Delivery::List(_) | Delivery::Dense { .. } => None,
         };
-        for (d, w) in self.deliveries.iter().zip(prog.synapse_offsets.windows(2)) {
-            let a = w[0] as usize;
-            match d {
-                Delivery::Run(r) => rewrite(r, a, 0),
-                Delivery::Runs(range) => {
-                    let mut at_syn = 0;
-                    for r in &self.runs[range.clone()] {
-                        rewrite(r, a, at_syn);
-                        at_syn += r.len;
-                    }
-                }
-                Delivery::List(_) | Delivery::Dense { .. } => {}
+        let mut pieces = Vec::new();
+        let mut rest: &mut [i32] = &mut self.run_weights;
+        let (mut first, mut base, mut at) = (0, 0, 0);
+        for (ch, d) in deliveries.iter().enumerate() {
+            at = end(d).unwrap_or(at);
+            if at - base >= PIECE || ch + 1 == deliveries.len() {
+                let (piece, r) = std::mem::take(&mut rest).split_at_mut(at - base);
+                pieces.push((first..ch + 1, base, piece));
+                (rest, first, base) = (r, ch + 1, at);
             }
         }
+        pieces.into_par_iter().for_each(|(channels, base, out)| {
+            let mut rewrite = |r: &Run, a: usize| {
+                let dst = &mut out[r.at - base..r.at - base + r.len];
+                for (w, s) in dst.iter_mut().zip(&prog.synapses[a..a + r.len]) {
+                    *w = s.weight;
+                }
+            };
+            for ch in channels {
+                let a = prog.synapse_offsets[ch] as usize;
+                match &deliveries[ch] {
+                    Delivery::Run(r) => rewrite(r, a),
+                    Delivery::Runs(range) => {
+                        let mut at_syn = a;
+                        for r in &runs[range.clone()] {
+                            rewrite(r, at_syn);
+                            at_syn += r.len;
+                        }
+                    }
+                    Delivery::List(_) | Delivery::Dense { .. } => {}
+                }
+            }
+        });
         if let Some(d) = &mut self.dense {
             d.rewrite(prog);
         }

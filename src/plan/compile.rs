@@ -930,6 +930,15 @@ pub fn fuse(
             }
         }
     }
+    // The origins as stretches: consecutive synapses of the whole that are consecutive in one
+    // program.
+    let mut stretches: Vec<(u32, u32, u32)> = Vec::new();
+    for &(k, i) in &origin {
+        match stretches.last_mut() {
+            Some((sk, si, len)) if *sk == k && *si + *len == i => *len += 1,
+            _ => stretches.push((k, i, 1)),
+        }
+    }
     let max_delay = synapses.iter().map(|s| s.delay).max().unwrap_or(0);
     let weight_runs = weight_runs(
         &weight_refs,
@@ -953,7 +962,7 @@ pub fn fuse(
             cadc: first.cadc,
         },
         offsets,
-        origin,
+        origin: stretches,
     })
 }
 
@@ -964,26 +973,42 @@ pub struct FusedProgram {
     pub program: PartitionProgram,
     /// `chips + 1` bounds: chip k's neurons are `offsets[k]..offsets[k + 1]` of the whole.
     pub offsets: Vec<usize>,
-    /// Per synapse of the whole: (chip, index of the synapse in that chip's program).
-    origin: Vec<(u32, u32)>,
+    /// The whole's synapses in order as stretches that one program holds consecutively:
+    /// (program, index of the stretch's first synapse there, length).
+    origin: Vec<(u32, u32, u32)>,
 }
 
 impl FusedProgram {
     /// Take the weights and coefficients of `programs` (the ones fused, after their weights
     /// changed; same structure): the same as fusing them again.
     pub fn refresh(&mut self, programs: &[&PartitionProgram]) {
-        // In pieces over the threads (after every optimiser step of a training with fused
-        // waves).
+        // In pieces of stretches over the threads (after every optimiser step of a training
+        // with fused waves).
         const PIECE: usize = 1 << 14;
-        self.program
-            .synapses
-            .par_chunks_mut(PIECE)
-            .zip(self.origin.par_chunks(PIECE))
-            .for_each(|(syns, origin)| {
-                for (syn, &(k, i)) in syns.iter_mut().zip(origin) {
-                    syn.weight = programs[k as usize].synapses[i as usize].weight;
+        let mut pieces = Vec::new();
+        let mut rest: &mut [Synapse] = &mut self.program.synapses;
+        let (mut first, mut len) = (0, 0);
+        for (j, &(_, _, n)) in self.origin.iter().enumerate() {
+            len += n as usize;
+            if len >= PIECE || j + 1 == self.origin.len() {
+                let (piece, r) = std::mem::take(&mut rest).split_at_mut(len);
+                pieces.push((&self.origin[first..=j], piece));
+                (rest, first, len) = (r, j + 1, 0);
+            }
+        }
+        pieces.into_par_iter().for_each(|(stretches, mut syns)| {
+            for &(k, i, n) in stretches {
+                let (i, n) = (i as usize, n as usize);
+                let (here, r) = std::mem::take(&mut syns).split_at_mut(n);
+                for (syn, from) in here
+                    .iter_mut()
+                    .zip(&programs[k as usize].synapses[i..i + n])
+                {
+                    syn.weight = from.weight;
                 }
-            });
+                syns = r;
+            }
+        });
         for (k, p) in programs.iter().enumerate() {
             self.program.coeffs[self.offsets[k]..self.offsets[k + 1]].copy_from_slice(&p.coeffs);
         }

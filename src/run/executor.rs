@@ -763,16 +763,19 @@ impl Executor {
         }
         let r = slot.as_mut().expect("just set");
         if r.generation != self.generation {
-            for (h, p) in r.handles.iter_mut().zip(&self.programs) {
-                backend.update(h, p)?;
-            }
-            let pairs = (r.fused.iter_mut().zip(&self.fused))
-                .chain(r.wave_fused.iter_mut().zip(&self.wave_fused));
-            for (h, f) in pairs {
-                if let (Some(h), Some(f)) = (h, f) {
-                    backend.update(h, &f.program)?;
-                }
-            }
+            // Every resident at once over the threads (a backend's update may be parallel
+            // within too).
+            let fused = (r.fused.iter_mut().zip(&self.fused))
+                .chain(r.wave_fused.iter_mut().zip(&self.wave_fused))
+                .filter_map(|(h, f)| Some((h.as_mut()?, &f.as_ref()?.program)));
+            let all: Vec<(&mut Resident, &PartitionProgram)> = r
+                .handles
+                .iter_mut()
+                .zip(&self.programs)
+                .chain(fused)
+                .collect();
+            all.into_par_iter()
+                .try_for_each(|(h, p)| backend.update(h, p))?;
             r.generation = self.generation;
         }
         Ok(r)

@@ -412,20 +412,26 @@ impl Dense {
         }
     }
 
-    /// Take new weights from `prog` (same structure).
+    /// Take new weights from `prog` (same structure), a block of neurons per task.
     pub(super) fn rewrite(&mut self, prog: &PartitionProgram) {
-        for ch in 0..self.nch {
-            let (a, b) = (
-                prog.synapse_offsets[ch] as usize,
-                prog.synapse_offsets[ch + 1] as usize,
-            );
-            for (k, piece) in prog.synapses[a..b].chunks(self.width).enumerate() {
-                let at = (k * self.nch + ch) * self.width;
-                for (w, syn) in self.weights[at..at + piece.len()].iter_mut().zip(piece) {
-                    *w = syn.weight;
+        use rayon::prelude::*;
+        let (nch, width) = (self.nch, self.width);
+        self.weights
+            .par_chunks_mut((nch * width).max(1))
+            .enumerate()
+            .for_each(|(k, block)| {
+                for ch in 0..nch {
+                    let (a, b) = (
+                        prog.synapse_offsets[ch] as usize + k * width,
+                        prog.synapse_offsets[ch + 1] as usize,
+                    );
+                    let piece = &prog.synapses[a.min(b)..(a + width).min(b)];
+                    let row = &mut block[ch * width..ch * width + piece.len()];
+                    for (w, syn) in row.iter_mut().zip(piece) {
+                        *w = syn.weight;
+                    }
                 }
-            }
-        }
+            });
     }
 }
 
