@@ -541,7 +541,9 @@ pub fn chunk_gradients_from(
         })
         .flatten_iter()
         .collect();
-    // The dense projections' sums into the weight layout, by rows of targets.
+    // The dense projections' sums into the weight layout, by tiles of ROWS targets: a
+    // source's sums for the tile are read as one piece and written to the tile's rows.
+    const ROWS: usize = 8;
     for (q, acc) in out.iter_mut().enumerate() {
         if !topo.dense[q] {
             continue;
@@ -549,15 +551,16 @@ pub fn chunk_gradients_from(
         let ns = topo.by_source[q].0.len() - 1;
         let nt = sizes[topo.ends[q].1];
         let blocks: Vec<_> = dense_sums.iter().filter(|(p, ..)| *p == q).collect();
-        acc.par_chunks_mut(ns.max(1))
+        acc.par_chunks_mut((ns * ROWS).max(1))
             .enumerate()
-            .for_each(|(j, row)| {
+            .for_each(|(k, rows)| {
+                let j = k * ROWS;
+                let tile = rows.len() / ns.max(1);
                 for (_, range, sums) in &blocks {
-                    for (x, &y) in row[range.clone()]
-                        .iter_mut()
-                        .zip(sums[j..].iter().step_by(nt))
-                    {
-                        *x = y;
+                    for (i, piece) in range.clone().zip(sums.chunks(nt)) {
+                        for (r, &y) in piece[j..j + tile].iter().enumerate() {
+                            rows[r * ns + i] = y;
+                        }
                     }
                 }
             });
