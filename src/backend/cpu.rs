@@ -992,8 +992,9 @@ impl CpuProgram {
     /// New weights and scales, same structure: rewrite the weight runs in place and the
     /// coefficient-dependent parts.
     fn update(&mut self, prog: &PartitionProgram) {
-        // The runs' weights lie in channel order: pieces of consecutive channels (about
-        // PIECE weights each) are rewritten over the threads.
+        // The runs' weights lie in source order (channels, then the program's own neurons):
+        // pieces of consecutive sources (about PIECE weights each) are rewritten over the
+        // threads, since a fused wave's program holds a whole layer's weights.
         const PIECE: usize = 1 << 13;
         let (deliveries, runs) = (&self.deliveries, &self.runs);
         let end = |d: &Delivery| match d {
@@ -1004,24 +1005,24 @@ impl CpuProgram {
         let mut pieces = Vec::new();
         let mut rest: &mut [i32] = &mut self.run_weights;
         let (mut first, mut base, mut at) = (0, 0, 0);
-        for (ch, d) in deliveries.iter().enumerate() {
+        for (src, d) in deliveries.iter().enumerate() {
             at = end(d).unwrap_or(at);
-            if at - base >= PIECE || ch + 1 == deliveries.len() {
+            if at - base >= PIECE || src + 1 == deliveries.len() {
                 let (piece, r) = std::mem::take(&mut rest).split_at_mut(at - base);
-                pieces.push((first..ch + 1, base, piece));
-                (rest, first, base) = (r, ch + 1, at);
+                pieces.push((first..src + 1, base, piece));
+                (rest, first, base) = (r, src + 1, at);
             }
         }
-        pieces.into_par_iter().for_each(|(channels, base, out)| {
+        pieces.into_par_iter().for_each(|(sources, base, out)| {
             let mut rewrite = |r: &Run, a: usize| {
                 let dst = &mut out[r.at - base..r.at - base + r.len];
                 for (w, s) in dst.iter_mut().zip(&prog.synapses[a..a + r.len]) {
                     *w = s.weight;
                 }
             };
-            for ch in channels {
-                let a = prog.synapse_offsets[ch] as usize;
-                match &deliveries[ch] {
+            for src in sources {
+                let a = prog.synapse_offsets[src] as usize;
+                match &deliveries[src] {
                     Delivery::Run(r) => rewrite(r, a),
                     Delivery::Runs(range) => {
                         let mut at_syn = a;

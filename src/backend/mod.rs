@@ -207,7 +207,8 @@ pub trait Backend: Sync {
     fn prepare(&self, program: &PartitionProgram) -> Result<Resident>;
 
     /// Bring `resident` up to date after `program`'s weights and fixed-point scales changed
-    /// (its structure did not): rewritten in place, nothing created.
+    /// (its structure did not): rewritten in place, nothing created. Called for several
+    /// residents at once, from different threads.
     fn update(&self, resident: &mut Resident, program: &PartitionProgram) -> Result<()>;
 
     /// Run every job of a round for every sample of the batch, all at the same time; each

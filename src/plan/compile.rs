@@ -962,7 +962,7 @@ pub fn fuse(
             cadc: first.cadc,
         },
         offsets,
-        origin: stretches,
+        stretches,
     })
 }
 
@@ -973,9 +973,9 @@ pub struct FusedProgram {
     pub program: PartitionProgram,
     /// `chips + 1` bounds: chip k's neurons are `offsets[k]..offsets[k + 1]` of the whole.
     pub offsets: Vec<usize>,
-    /// The whole's synapses in order as stretches that one program holds consecutively:
-    /// (program, index of the stretch's first synapse there, length).
-    origin: Vec<(u32, u32, u32)>,
+    /// Where the whole's synapses come from, in order, as stretches that one program holds
+    /// consecutively: (program, index of the stretch's first synapse there, length).
+    stretches: Vec<(u32, u32, u32)>,
 }
 
 impl FusedProgram {
@@ -988,11 +988,11 @@ impl FusedProgram {
         let mut pieces = Vec::new();
         let mut rest: &mut [Synapse] = &mut self.program.synapses;
         let (mut first, mut len) = (0, 0);
-        for (j, &(_, _, n)) in self.origin.iter().enumerate() {
+        for (j, &(_, _, n)) in self.stretches.iter().enumerate() {
             len += n as usize;
-            if len >= PIECE || j + 1 == self.origin.len() {
+            if len >= PIECE || j + 1 == self.stretches.len() {
                 let (piece, r) = std::mem::take(&mut rest).split_at_mut(len);
-                pieces.push((&self.origin[first..=j], piece));
+                pieces.push((&self.stretches[first..=j], piece));
                 (rest, first, len) = (r, j + 1, 0);
             }
         }

@@ -763,8 +763,9 @@ impl Executor {
         }
         let r = slot.as_mut().expect("just set");
         if r.generation != self.generation {
-            // Every resident at once over the threads (a backend's update may be parallel
-            // within too).
+            // Every resident at once over the threads: after each optimiser step of a
+            // training, the partitions' residents and the fused wave's (which holds the same
+            // weights again) would otherwise be rewritten one after another.
             let fused = (r.fused.iter_mut().zip(&self.fused))
                 .chain(r.wave_fused.iter_mut().zip(&self.wave_fused))
                 .filter_map(|(h, f)| Some((h.as_mut()?, &f.as_ref()?.program)));

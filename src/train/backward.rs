@@ -451,13 +451,13 @@ pub fn chunk_gradients_from(
         .collect();
     // Phase B: every chunk's weight gradients, then their sum over the chunks in the fixed
     // tree, per work item in the item's own (cache-sized) scratch. Items are blocks of
-    // sources, each event's whole row of target gradients added into its source's row of
-    // sums: the rows are read whole and in order (a dense projection's target gradients for
-    // one (sample, step) are contiguous), and an item's sums stay in the core's cache. A sparse
-    // projection's items hold about BLOCK_SYNAPSES synapses in by-source order and write their
-    // sums in place; a dense projection's items near ITEM_FLOATS sums (`[source][target]`),
-    // put into the weight layout (`[target][source]`) after all items. The blocks only choose
-    // which sums an item holds: every sum is the same.
+    // sources. A dense projection's items hold near ITEM_FLOATS sums (`[source][target]`):
+    // each of a source's spikes adds its whole row of target gradients (one (sample, step)'s,
+    // contiguous, read in order) to the source's row of sums, which stays in the core's cache;
+    // the sums go into the weight layout (`[target][source]`) after all items. A sparse
+    // projection's items hold about BLOCK_SYNAPSES synapses in by-source order, each spike
+    // adding its targets' gradients one by one, and write their sums in place. The blocks
+    // only choose which sums an item holds: every sum is the same.
     const BLOCK_SYNAPSES: usize = 4096;
     const ITEM_FLOATS: usize = 16_384;
     let nchunks = chunks.len();
@@ -536,7 +536,11 @@ pub fn chunk_gradients_from(
                     acc.copy_from_slice(&scratch[..len]);
                     None
                 }
-                None => Some((q, range, scratch[..len].to_vec())),
+                None => {
+                    let mut sums = crate::pool::take(len);
+                    sums[..len].copy_from_slice(&scratch[..len]);
+                    Some((q, range, sums))
+                }
             }
         })
         .flatten_iter()
@@ -565,6 +569,9 @@ pub fn chunk_gradients_from(
                 }
             });
     }
+    dense_sums
+        .into_iter()
+        .for_each(|(_, _, sums)| crate::pool::give(sums));
     gi.into_iter().for_each(crate::pool::give);
     // Statistics per chunk (summed in sample order), then over the chunks in the same tree.
     let mut chunk_stats: Vec<BatchStats> = chunks

@@ -580,6 +580,8 @@ impl Backend for GpuBackend {
     }
 
     fn update(&self, resident: &mut Resident, p: &PartitionProgram) -> Result<()> {
+        // Updates of several residents run at once: their upload times add up to the host's
+        // time spent, which may exceed the wall time.
         let g = resident.get_mut::<GpuProgram>()?;
         let t0 = Instant::now();
         let q = &self.ctx.queue;
