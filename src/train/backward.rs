@@ -454,7 +454,7 @@ pub fn chunk_gradients_from(
     // sources. A dense projection's items hold near ITEM_FLOATS sums (`[source][target]`):
     // each of a source's spikes adds its whole row of target gradients (one (sample, step)'s,
     // contiguous, read in order) to the source's row of sums, which stays in the core's cache;
-    // the sums go into the weight layout (`[target][source]`) after all items. A sparse
+    // the item then writes its columns of the weight layout (`[target][source]`). A sparse
     // projection's items hold about BLOCK_SYNAPSES synapses in by-source order, each spike
     // adding its targets' gradients one by one, and write their sums in place. The blocks
     // only choose which sums an item holds: every sum is the same.
@@ -474,9 +474,14 @@ pub fn chunk_gradients_from(
         if topo.dense[q] {
             let nt = sizes[topo.ends[q].1];
             let block = (ITEM_FLOATS / nt.max(1)).max(1);
+            let columns = Columns {
+                weights: acc.as_mut_ptr(),
+                sources: ns,
+                targets: nt,
+            };
             while lo < ns {
                 let hi = (lo + block).min(ns);
-                items.push((q, lo..hi, None));
+                items.push((q, lo..hi, Out::Columns(columns)));
                 lo = hi;
             }
             continue;
@@ -489,19 +494,19 @@ pub fn chunk_gradients_from(
             }
             let len = (offs[hi] - offs[lo]) as usize;
             let (a, r) = std::mem::take(&mut rest).split_at_mut(len);
-            items.push((q, lo..hi, Some(a)));
+            items.push((q, lo..hi, Out::Sums(a)));
             rest = r;
             lo = hi;
         }
     }
-    let dense_sums: Vec<(usize, std::ops::Range<usize>, Vec<f32>)> = items
+    items
         .into_par_iter()
-        .map_init(Vec::new, |scratch: &mut Vec<f32>, (q, range, acc)| {
+        .for_each_init(Vec::new, |scratch: &mut Vec<f32>, (q, range, acc)| {
             let (src, tgt, d) = topo.ends[q];
             let nt = sizes[tgt];
             let len = match &acc {
-                Some(a) => a.len(),
-                None => range.len() * nt,
+                Out::Sums(a) => a.len(),
+                Out::Columns(_) => range.len() * nt,
             };
             scratch.clear();
             scratch.resize(nchunks * len, 0.0);
@@ -512,7 +517,7 @@ pub fn chunk_gradients_from(
                     let span = first - exec_base..(first + GRAD_CHUNK).min(b) - exec_base;
                     let g = &gi[tgt][(first - samples.start) * steps * nt..];
                     let shape = (steps, nt, d);
-                    if acc.is_none() {
+                    if let Out::Columns(_) = acc {
                         accumulate_dense(trains, span, shape, g, range.clone(), part);
                     } else {
                         let by_source = &topo.by_source[q];
@@ -532,46 +537,13 @@ pub fn chunk_gradients_from(
             }
             tree_sum(scratch, nchunks, len);
             match acc {
-                Some(acc) => {
-                    acc.copy_from_slice(&scratch[..len]);
-                    None
-                }
-                None => {
-                    let mut sums = crate::pool::take(len);
-                    sums[..len].copy_from_slice(&scratch[..len]);
-                    Some((q, range, sums))
-                }
+                Out::Sums(acc) => acc.copy_from_slice(&scratch[..len]),
+                // SAFETY: the items of a dense projection hold disjoint blocks of sources, so
+                // this item is the only one writing columns `range`, and nothing reads the
+                // projection's sums before every item is done.
+                Out::Columns(columns) => unsafe { columns.put(range, &scratch[..len]) },
             }
-        })
-        .flatten_iter()
-        .collect();
-    // The dense projections' sums into the weight layout, by tiles of ROWS targets: a
-    // source's sums for the tile are read as one piece and written to the tile's rows.
-    const ROWS: usize = 8;
-    for (q, acc) in out.iter_mut().enumerate() {
-        if !topo.dense[q] {
-            continue;
-        }
-        let ns = topo.by_source[q].0.len() - 1;
-        let nt = sizes[topo.ends[q].1];
-        let blocks: Vec<_> = dense_sums.iter().filter(|(p, ..)| *p == q).collect();
-        acc.par_chunks_mut((ns * ROWS).max(1))
-            .enumerate()
-            .for_each(|(k, rows)| {
-                let j = k * ROWS;
-                let tile = rows.len() / ns.max(1);
-                for (_, range, sums) in &blocks {
-                    for (i, piece) in range.clone().zip(sums.chunks(nt)) {
-                        for (r, &y) in piece[j..j + tile].iter().enumerate() {
-                            rows[r * ns + i] = y;
-                        }
-                    }
-                }
-            });
-    }
-    dense_sums
-        .into_iter()
-        .for_each(|(_, _, sums)| crate::pool::give(sums));
+        });
     gi.into_iter().for_each(crate::pool::give);
     // Statistics per chunk (summed in sample order), then over the chunks in the same tree.
     let mut chunk_stats: Vec<BatchStats> = chunks
@@ -591,9 +563,55 @@ pub fn chunk_gradients_from(
     (chunk_stats.into_iter().next().unwrap_or_default(), out)
 }
 
-/// A work item of phase B: a projection, a block of its sources, and where the block's sums go
-/// (`None`: a dense projection's, put into the weight layout after all items).
-type Item<'a> = (usize, std::ops::Range<usize>, Option<&'a mut [f32]>);
+/// A work item of phase B: a projection, a block of its sources, and where the block's sums go.
+type Item<'a> = (usize, std::ops::Range<usize>, Out<'a>);
+
+/// Where a phase-B item's sums go.
+enum Out<'a> {
+    /// A sparse projection's: the item's own slice of the by-source order.
+    Sums(&'a mut [f32]),
+    /// A dense projection's: the item's columns (its sources) of the weight layout.
+    Columns(Columns),
+}
+
+/// A dense projection's gradients in its weight layout (`[target][source]`), written by the
+/// phase-B items, each into the columns of its own block of sources. A pointer, since the
+/// columns of several items interleave in every row.
+#[derive(Clone, Copy)]
+struct Columns {
+    weights: *mut f32,
+    sources: usize,
+    targets: usize,
+}
+
+// SAFETY: the items that share a `Columns` write disjoint columns (see `Columns::put`), and the
+// buffer outlives them (the items run to completion inside `chunk_gradients_from`).
+unsafe impl Send for Columns {}
+
+impl Columns {
+    /// Write `sums` (`[source of sources][target]`) into columns `sources` of every row, a
+    /// row (target) at a time so that each row's piece is one run of stores.
+    ///
+    /// # Safety
+    /// No other thread reads or writes columns `sources` meanwhile, and `sources` lies within
+    /// the layout.
+    unsafe fn put(&self, sources: std::ops::Range<usize>, sums: &[f32]) {
+        let width = sources.len();
+        for t in 0..self.targets {
+            // SAFETY: row `t`'s columns `sources` lie within the `targets × sources` layout
+            // (the caller's promise on `sources`), and only this item touches them.
+            let row = unsafe {
+                std::slice::from_raw_parts_mut(
+                    self.weights.add(t * self.sources + sources.start),
+                    width,
+                )
+            };
+            for (x, &y) in row.iter_mut().zip(sums[t..].iter().step_by(self.targets)) {
+                *x = y;
+            }
+        }
+    }
+}
 
 widest! {
     /// One work item of phase B for a dense projection: into `acc` (`[source of sources]
