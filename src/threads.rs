@@ -52,6 +52,29 @@ pub fn start_worker_threads() -> Result<()> {
         })
 }
 
+/// `data` cut for the worker threads into pieces of about `piece` values (at least), each
+/// ending where one of a list of consecutive items ends: `ends[j]` is where item `j`'s values
+/// end in `data` (non-decreasing; an item may hold none). Per piece: its items, where it
+/// starts in `data`, and its values. The pieces cover `data` up to the last item's end.
+pub fn pieces_at<T>(
+    data: &mut [T],
+    ends: impl IntoIterator<Item = usize>,
+    piece: usize,
+) -> Vec<(std::ops::Range<usize>, usize, &mut [T])> {
+    let mut pieces = Vec::new();
+    let mut rest = data;
+    let (mut first, mut base) = (0, 0);
+    let mut ends = ends.into_iter().enumerate().peekable();
+    while let Some((j, end)) = ends.next() {
+        if end - base >= piece || ends.peek().is_none() {
+            let (values, r) = std::mem::take(&mut rest).split_at_mut(end - base);
+            pieces.push((first..j + 1, base, values));
+            (rest, first, base) = (r, j + 1, end);
+        }
+    }
+    pieces
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +92,25 @@ mod tests {
         );
         let e = threads_from(Some("many"), 2).unwrap_err().to_string();
         assert!(e.contains("many"), "{e}");
+    }
+
+    #[test]
+    fn pieces_end_where_items_end_and_cover_the_data() {
+        let mut data: Vec<u32> = (0..10).collect();
+        // Items of 3, 0, 4, 2 and 1 values; pieces of at least 4.
+        let ends = [3usize, 3, 7, 9, 10];
+        let pieces = pieces_at(&mut data, ends.iter().copied(), 4);
+        let got: Vec<(std::ops::Range<usize>, usize, Vec<u32>)> = pieces
+            .into_iter()
+            .map(|(items, base, values)| (items, base, values.to_vec()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0..3, 0, vec![0, 1, 2, 3, 4, 5, 6]),
+                (3..5, 7, vec![7, 8, 9]),
+            ]
+        );
+        assert!(pieces_at(&mut data, std::iter::empty(), 4).is_empty());
     }
 }

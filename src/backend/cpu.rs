@@ -1002,17 +1002,11 @@ impl CpuProgram {
             Delivery::Runs(range) => runs[range.clone()].last().map(|r| r.at + r.len),
             Delivery::List(_) | Delivery::Dense { .. } => None,
         };
-        let mut pieces = Vec::new();
-        let mut rest: &mut [i32] = &mut self.run_weights;
-        let (mut first, mut base, mut at) = (0, 0, 0);
-        for (src, d) in deliveries.iter().enumerate() {
-            at = end(d).unwrap_or(at);
-            if at - base >= PIECE || src + 1 == deliveries.len() {
-                let (piece, r) = std::mem::take(&mut rest).split_at_mut(at - base);
-                pieces.push((first..src + 1, base, piece));
-                (rest, first, base) = (r, src + 1, at);
-            }
-        }
+        let ends = deliveries.iter().scan(0, |at, d| {
+            *at = end(d).unwrap_or(*at);
+            Some(*at)
+        });
+        let pieces = crate::threads::pieces_at(&mut self.run_weights, ends, PIECE);
         pieces.into_par_iter().for_each(|(sources, base, out)| {
             let mut rewrite = |r: &Run, a: usize| {
                 let dst = &mut out[r.at - base..r.at - base + r.len];

@@ -985,19 +985,14 @@ impl FusedProgram {
         // In pieces of stretches over the threads (after every optimiser step of a training
         // with fused waves).
         const PIECE: usize = 1 << 14;
-        let mut pieces = Vec::new();
-        let mut rest: &mut [Synapse] = &mut self.program.synapses;
-        let (mut first, mut len) = (0, 0);
-        for (j, &(_, _, n)) in self.stretches.iter().enumerate() {
-            len += n as usize;
-            if len >= PIECE || j + 1 == self.stretches.len() {
-                let (piece, r) = std::mem::take(&mut rest).split_at_mut(len);
-                pieces.push((&self.stretches[first..=j], piece));
-                (rest, first, len) = (r, j + 1, 0);
-            }
-        }
-        pieces.into_par_iter().for_each(|(stretches, mut syns)| {
-            for &(k, i, n) in stretches {
+        let ends = self.stretches.iter().scan(0, |at, &(_, _, n)| {
+            *at += n as usize;
+            Some(*at)
+        });
+        let pieces = crate::threads::pieces_at(&mut self.program.synapses, ends, PIECE);
+        let stretches = &self.stretches;
+        pieces.into_par_iter().for_each(|(items, _, mut syns)| {
+            for &(k, i, n) in &stretches[items] {
                 let (i, n) = (i as usize, n as usize);
                 let (here, r) = std::mem::take(&mut syns).split_at_mut(n);
                 for (syn, from) in here
