@@ -131,7 +131,7 @@ pub fn train_and_report(
             test.len(),
             backend.name()
         );
-        let mem = crate::train::TrainMemory::of(&exec.network);
+        let mem = crate::train::TrainMemory::of(exec);
         let batch = trainer.cfg.batch;
         // This process's share of a batch, in pieces where the backward pass runs on the host.
         let shard = Trainer::batch_shard(batch, comm).len();
@@ -140,11 +140,15 @@ pub fn train_and_report(
             None => trainer.pieces(shard.div_ceil(crate::train::backward::GRAD_CHUNK)),
         };
         eprintln!(
-            "training memory: {} per sample ({} neurons x {} steps of membranes and gradients), \
+            "training memory: {} per sample ({} neurons x {} steps of membranes and gradients{}), \
              {} per batch of {batch}{}",
             crate::error::human_bytes(mem.per_sample()),
             mem.neurons,
             mem.steps,
+            match mem.coded {
+                0 => String::new(),
+                n => format!("; the membranes of {n} as the CADC's 8-bit codes"),
+            },
             crate::error::human_bytes(mem.per_sample() * batch as u64),
             if pieces > 1 {
                 format!(

@@ -118,7 +118,7 @@ pub use plan::partition::{
 };
 pub use plan::schedule::{CostReport, Schedule};
 pub use rng::Rng;
-pub use run::executor::{Emulation, Execution, ExecutionStats, Executor, Observe};
+pub use run::executor::{CodeTrace, Emulation, Execution, ExecutionStats, Executor, Observe};
 pub use run::ranks::RankShare;
 pub use spikes::store::{SpikeEvent, SpikeFile, SpikeStore, SpikeTrains};
 pub use threads::{start_worker_threads, worker_threads, MAX_THREADS};

@@ -1,4 +1,4 @@
-//! A process-wide pool of `f32` buffers, so that the large arrays a batch needs (membrane
+//! Process-wide pools of `f32` and byte buffers, so that the large arrays a batch needs (membrane
 //! traces, the backward's current gradients, partial weight gradients) are reused from batch to
 //! batch instead of being returned to the operating system and faulted in again (measured on
 //! the 2-core machine: fresh allocations cost the training step several times its arithmetic).
@@ -6,17 +6,45 @@
 
 use std::sync::Mutex;
 
-/// Most buffers kept.
+/// Most buffers kept (per kind of element).
 pub const MAX_BUFFERS: usize = 64;
-/// Most bytes kept.
+/// Most bytes kept (per kind of element).
 pub const MAX_BYTES: usize = 1 << 30;
 
 static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
 
+/// Byte buffers (membranes recorded as the CADC's codes).
+static BYTES: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
 /// A buffer of `len` zeros, reusing a kept one when one is large enough.
 pub fn take_zeroed(len: usize) -> Vec<f32> {
+    take_zeroed_from(&POOL, len)
+}
+
+/// A buffer of `len` values that the caller overwrites entirely: a kept buffer comes back with
+/// whatever it held (no zeroing), a new one with zeros.
+pub fn take(len: usize) -> Vec<f32> {
+    take_from(&POOL, len)
+}
+
+/// Keep `v` for a later [`take_zeroed`] (dropped when the pool is full).
+pub fn give(v: Vec<f32>) {
+    give_to(&POOL, v)
+}
+
+/// [`take`] for bytes.
+pub fn take_bytes(len: usize) -> Vec<u8> {
+    take_from(&BYTES, len)
+}
+
+/// [`give`] for bytes.
+pub fn give_bytes(v: Vec<u8>) {
+    give_to(&BYTES, v)
+}
+
+fn take_zeroed_from<T: Copy + Default>(pool: &Mutex<Vec<Vec<T>>>, len: usize) -> Vec<T> {
     let reused = {
-        let mut pool = POOL.lock().expect("not poisoned");
+        let mut pool = pool.lock().expect("not poisoned");
         // The smallest kept buffer that holds `len`.
         let best = pool
             .iter()
@@ -29,43 +57,41 @@ pub fn take_zeroed(len: usize) -> Vec<f32> {
     match reused {
         Some(mut v) => {
             v.clear();
-            v.resize(len, 0.0);
+            v.resize(len, T::default());
             v
         }
-        None => vec![0.0; len],
+        None => vec![T::default(); len],
     }
 }
 
-/// A buffer of `len` values that the caller overwrites entirely: a kept buffer comes back with
-/// whatever it held (no zeroing), a new one with zeros.
-pub fn take(len: usize) -> Vec<f32> {
+fn take_from<T: Copy + Default>(pool: &Mutex<Vec<Vec<T>>>, len: usize) -> Vec<T> {
     let reused = {
-        let mut pool = POOL.lock().expect("not poisoned");
-        let best = pool
+        let mut kept = pool.lock().expect("not poisoned");
+        let best = kept
             .iter()
             .enumerate()
             .filter(|(_, b)| b.len() >= len)
             .min_by_key(|(_, b)| b.len())
             .map(|(k, _)| k);
-        best.map(|k| pool.swap_remove(k))
+        best.map(|k| kept.swap_remove(k))
     };
     match reused {
         Some(mut v) => {
             v.truncate(len);
             v
         }
-        None => take_zeroed(len),
+        None => take_zeroed_from(pool, len),
     }
 }
 
-/// Keep `v` for a later [`take_zeroed`] (dropped when the pool is full).
-pub fn give(v: Vec<f32>) {
-    if v.capacity() < 1024 {
+fn give_to<T>(pool: &Mutex<Vec<Vec<T>>>, v: Vec<T>) {
+    let size = std::mem::size_of::<T>();
+    if v.capacity() * size < 4096 {
         return;
     }
-    let mut pool = POOL.lock().expect("not poisoned");
-    let bytes: usize = pool.iter().map(|b| b.capacity() * 4).sum();
-    if pool.len() < MAX_BUFFERS && bytes + v.capacity() * 4 <= MAX_BYTES {
+    let mut pool = pool.lock().expect("not poisoned");
+    let bytes: usize = pool.iter().map(|b| b.capacity() * size).sum();
+    if pool.len() < MAX_BUFFERS && bytes + v.capacity() * size <= MAX_BYTES {
         pool.push(v);
     }
 }
@@ -87,5 +113,12 @@ mod tests {
             give(vec![0.0; 2048]);
         }
         assert!(POOL.lock().unwrap().len() <= MAX_BUFFERS);
+        // Bytes have their own pool.
+        let mut b = take_bytes(9000);
+        b.fill(7);
+        give_bytes(b);
+        let c = take_bytes(8000);
+        assert_eq!(c.len(), 8000);
+        assert!(BYTES.lock().unwrap().len() <= MAX_BUFFERS);
     }
 }

@@ -172,3 +172,28 @@ fn updating_weights_equals_compiling_afresh() {
         }
     }
 }
+
+#[test]
+fn compact_traces_are_the_cadc_codes_of_the_same_membranes_on_every_cpu_path() {
+    use neuropart::Stepping;
+    // Fused wave into the population's codes, partitions into buffers of their own, by
+    // columns and by samples; emulated, mixed (the hidden layer emulated) and ideal.
+    for mode in [Mode::Emulated, Mode::Mixed, Mode::Ideal] {
+        for (fuse, stepping) in [
+            (true, Stepping::Auto),
+            (true, Stepping::Columns),
+            (false, Stepping::Samples),
+            (false, Stepping::Columns),
+        ] {
+            let mut exec = mnist(mode, AnalogConfig::default());
+            exec.set_fuse_waves(fuse);
+            exec.set_stepping(stepping);
+            let what = format!("{mode:?}, fused waves {fuse}, {stepping:?}");
+            let coded = common::compact_equals_values(&exec, 12, &what);
+            // The readout keeps values (its score is computed from them); ideal partitions
+            // have no CADC.
+            let expect = if mode == Mode::Ideal { vec![] } else { vec![1] };
+            assert_eq!(coded, expect, "{what}");
+        }
+    }
+}

@@ -517,7 +517,8 @@ fn a_recurrent_network_learns_sequential_mnist_rows() {
 #[test]
 fn a_training_batch_over_the_memory_limit_runs_in_pieces_and_one_chunk_over_it_is_refused() {
     // T = 784 with 256 recurrent neurons and 10 readouts: 266 neurons x 784 steps of f32
-    // membranes (twice) and current gradients per sample. (On a chip that holds the loop.)
+    // membranes (twice) and current gradients per sample, ideal. (On a chip that holds the
+    // loop.)
     let sub = Substrate {
         circuits_per_hemisphere: 1024,
         ..Substrate::bss2()
@@ -531,8 +532,14 @@ fn a_training_batch_over_the_memory_limit_runs_in_pieces_and_one_chunk_over_it_i
         .build(&sub)
         .unwrap();
     let per_sample = 266 * 784 * 4 * 3;
-    assert_eq!(neuropart::TrainMemory::of(&net).per_sample(), per_sample);
-    let exec = Executor::new(net, &sub, 1, &Default::default()).unwrap();
+    let exec = Executor::new(net.clone(), &sub, 1, &Default::default()).unwrap();
+    assert_eq!(neuropart::TrainMemory::of(&exec).per_sample(), per_sample);
+    // Emulated, the hidden membranes are kept as the CADC's 8-bit codes (the readout's as
+    // values): 256 x 784 x 1 byte + 10 x 784 x 4, twice, and the gradients as before.
+    let em = emulated(net, &sub, Mode::Emulated);
+    let mem = neuropart::TrainMemory::of(&em);
+    assert_eq!(mem.coded, 256);
+    assert_eq!(mem.per_sample(), (256 + 40) * 784 * 2 + 266 * 784 * 4);
     // Other tests of this binary need far less than the limits set here.
     neuropart::set_memory_limit(100 * per_sample - 1);
     let big = neuropart::Trainer::new(exec.clone(), TrainConfig::default());
@@ -578,7 +585,7 @@ fn a_batch_in_pieces_trains_to_the_same_weights_as_in_one() {
     let sub = tiny_chip(system(3, 2.0, 0));
     let per_sample = {
         let net = net(&sub, Update::InputFirst, Score::Sum);
-        neuropart::TrainMemory::of(&net).per_sample()
+        neuropart::TrainMemory::of(&emulated(net, &sub, Mode::Emulated)).per_sample()
     };
     let run = |budget: Option<u64>, comm: &dyn neuropart::comm::Communicator| {
         let exec = emulated(
@@ -715,5 +722,21 @@ fn recurrent_gradients_with_populations_split_over_chips_take_each_synapses_dela
             assert_eq!(crossing, expected, "projection {q}");
         }
         check_with(&exec, links, &format!("split populations, {mode:?}"));
+    }
+}
+
+#[test]
+fn compact_traces_across_chips_are_the_codes_of_the_same_membranes() {
+    // The chips as one program (unlimited links) and in lock-step windows (a receive buffer
+    // that never fills); emulated (h and g coded, the readout's values decoded from its
+    // chip's codes) and mixed (only h emulated).
+    for buffer in [0, 1_000_000] {
+        let sub = tiny_chip(system(3, 2.0, buffer));
+        for (mode, expect) in [(Mode::Emulated, vec![1, 2]), (Mode::Mixed, vec![1])] {
+            let exec = emulated(net(&sub, Update::InputFirst, Score::Sum), &sub, mode);
+            let what = format!("system, buffer {buffer}, {mode:?}");
+            let coded = common::compact_equals_values(&exec, SAMPLES, &what);
+            assert_eq!(coded, expect, "{what}");
+        }
     }
 }

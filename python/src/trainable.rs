@@ -50,14 +50,15 @@ impl Trainable {
         Ok(SpikeTrains::from_dense(a))
     }
 
-    /// The forward pass on `spikes` with every trace kept.
+    /// The forward pass on `spikes` with every trace kept (an emulated hidden population's as
+    /// its CADC's 8-bit codes: the same values in a quarter of the memory).
     fn run(&self, py: Python<'_>, spikes: SpikeTrains, seed: u32) -> PyResult<Execution> {
         let backend = backend(&self.device)?;
         let b = backend.as_ref();
         let exec = &self.trainer.exec;
         let input = self.trainer.topo.input();
         py.detach(|| {
-            in_pool(|| exec.run_samples(b, &[(input, spikes)], Observe::AllTraces, seed, 0))
+            in_pool(|| exec.run_samples(b, &[(input, spikes)], Observe::CompactTraces, seed, 0))
         })?
         .map_err(to_py)
     }

@@ -51,6 +51,10 @@ impl Backend for CpuBackend {
         true
     }
 
+    fn records_codes(&self) -> bool {
+        true
+    }
+
     fn update(&self, resident: &mut Resident, program: &PartitionProgram) -> Result<()> {
         resident.get_mut::<CpuProgram>()?.update(program);
         Ok(())
@@ -109,23 +113,11 @@ impl Backend for CpuBackend {
             .clamp(1, samples.max(1));
         // Each job's membranes are written in place by its chunks: into the destination the
         // job gives, or into one buffer per job.
-        let mut own: Vec<Option<Vec<f32>>> = jobs
-            .iter()
-            .map(|j| {
-                let per = rows_per_sample(j.membranes, steps) * j.program.neuron_count();
-                (j.dest.is_none() && per > 0).then(|| crate::pool::take_zeroed(samples * per))
-            })
-            .collect();
+        let mut own = own_buffers(jobs, &vec![true; jobs.len()], samples, steps);
         let mut items = Vec::new();
         for (k, (job, buf)) in jobs.iter_mut().zip(own.iter_mut()).enumerate() {
-            let n = job.program.neuron_count();
             let rows = rows_per_sample(job.membranes, steps);
-            let (mut rest, stride, offset): (&mut [f32], usize, usize) = match (&mut job.dest, buf)
-            {
-                (Some(d), _) => (&mut *d.data, d.stride, d.offset),
-                (None, Some(b)) => (b.as_mut_slice(), n, 0),
-                (None, None) => (&mut [], n, 0),
-            };
+            let mut rest = job_rows(job, buf);
             // A program run by columns reads each weight once per chunk: larger chunks, one or
             // a few per thread.
             let chunk = if prepared[k].0.by_columns(opts.stepping) {
@@ -135,18 +127,7 @@ impl Backend for CpuBackend {
             };
             for s0 in (0..samples).step_by(chunk) {
                 let s1 = (s0 + chunk).min(samples);
-                let len = ((s1 - s0) * rows * stride).min(rest.len());
-                let (a, b) = std::mem::take(&mut rest).split_at_mut(len);
-                items.push((
-                    k,
-                    s0..s1,
-                    MemOut {
-                        data: a,
-                        stride,
-                        offset,
-                    },
-                ));
-                rest = b;
+                items.push((k, s0..s1, rest.split_rows((s1 - s0) * rows)));
             }
         }
         let results: Vec<(usize, Vec<u32>, Vec<SpikeEvent>)> = items
@@ -178,13 +159,7 @@ impl Backend for CpuBackend {
                         opts,
                         membranes: *membranes,
                     };
-                    let (stride, offset) = (mem.stride, mem.offset);
-                    let out = MemOut {
-                        data: mem.rows(i * rows, rows),
-                        stride,
-                        offset,
-                    };
-                    run_sample_best(&sample, scratch, &mut events, out);
+                    run_sample_best(&sample, scratch, &mut events, mem.rows(i * rows, rows));
                     counts.push((events.len() - before) as u32);
                 }
                 (k, counts, events)
@@ -207,15 +182,18 @@ impl Backend for CpuBackend {
             .into_iter()
             .zip(own)
             .zip(jobs.iter())
-            .map(|(((offsets, events), membrane), job)| PartitionOutput {
-                spikes: SpikeTrains {
-                    neurons: job.program.neuron_count(),
-                    steps: opts.steps,
-                    offsets,
-                    events,
+            .map(
+                |(((offsets, events), (membrane, codes)), job)| PartitionOutput {
+                    spikes: SpikeTrains {
+                        neurons: job.program.neuron_count(),
+                        steps: opts.steps,
+                        offsets,
+                        events,
+                    },
+                    membrane,
+                    codes,
                 },
-                membrane,
-            })
+            )
             .collect())
     }
 }
@@ -284,14 +262,7 @@ pub(crate) fn run_system(
     let threads = rayon::current_num_threads().max(1);
     let chunk = samples.div_ceil(threads).clamp(1, SYSTEM_CHUNK);
     // Per job of this process: its membrane rows, split by the chunks of samples.
-    let mut own: Vec<Option<Vec<f32>>> = jobs
-        .iter()
-        .zip(&mine)
-        .map(|(j, &m)| {
-            let per = rows_per_sample(j.membranes, steps) * j.program.neuron_count();
-            (m && j.dest.is_none() && per > 0).then(|| crate::pool::take_zeroed(samples * per))
-        })
-        .collect();
+    let mut own = own_buffers(jobs, &mine, samples, steps);
     // Spread over processes with links that cannot be full, nothing needs the spikes in one
     // order: each process delivers only to its own chips (the traffic is counted by the caller
     // from the gathered outputs, [`Exchange::count_chips`]) and sends only the spikes another
@@ -320,22 +291,10 @@ pub(crate) fn run_system(
         .map(|s0| ChunkRun::new(&ctx, s0..(s0 + chunk).min(samples)))
         .collect();
     for (job, buf) in jobs.iter_mut().zip(own.iter_mut()) {
-        let n = job.program.neuron_count();
         let rows = rows_per_sample(job.membranes, steps);
-        let (mut rest, stride, offset): (&mut [f32], usize, usize) = match (&mut job.dest, buf) {
-            (Some(d), _) => (&mut *d.data, d.stride, d.offset),
-            (None, Some(b)) => (b.as_mut_slice(), n, 0),
-            (None, None) => (&mut [], n, 0),
-        };
+        let mut rest = job_rows(job, buf);
         for run in runs.iter_mut() {
-            let len = (run.range.len() * rows * stride).min(rest.len());
-            let (a, b) = std::mem::take(&mut rest).split_at_mut(len);
-            run.outs.push(MemOut {
-                data: a,
-                stride,
-                offset,
-            });
-            rest = b;
+            run.outs.push(rest.split_rows(run.range.len() * rows));
         }
     }
     let windows = || {
@@ -442,15 +401,18 @@ pub(crate) fn run_system(
         .into_iter()
         .zip(own)
         .zip(&ctx.programs)
-        .map(|(((offsets, events), membrane), program)| PartitionOutput {
-            spikes: SpikeTrains {
-                neurons: program.neuron_count(),
-                steps: opts.steps,
-                offsets,
-                events,
+        .map(
+            |(((offsets, events), (membrane, codes)), program)| PartitionOutput {
+                spikes: SpikeTrains {
+                    neurons: program.neuron_count(),
+                    steps: opts.steps,
+                    offsets,
+                    events,
+                },
+                membrane,
+                codes,
             },
-            membrane,
-        })
+        )
         .collect();
     Ok((outs, stats))
 }
@@ -572,13 +534,7 @@ impl<'a> ChunkRun<'a> {
             let rows = rows_per_sample(ctx.membranes[k], steps);
             for (i, s) in self.range.clone().enumerate() {
                 let at = k * m + i;
-                let o = &mut self.outs[k];
-                let (stride, offset) = (o.stride, o.offset);
-                let mut out = MemOut {
-                    data: o.rows(i * rows, rows),
-                    stride,
-                    offset,
-                };
+                let mut out = self.outs[k].rows(i * rows, rows);
                 let mut live = Live {
                     live: &ctx.exchange.live[k],
                     arrivals: &self.arrivals[at],
@@ -690,13 +646,7 @@ impl<'a> ChunkRun<'a> {
         for k in (0..ctx.programs.len()).filter(|&k| ctx.mine[k]) {
             let rows = rows_per_sample(ctx.membranes[k], steps);
             for (i, s) in self.range.clone().enumerate() {
-                let o = &mut self.outs[k];
-                let (stride, offset) = (o.stride, o.offset);
-                let mut out = MemOut {
-                    data: o.rows(i * rows, rows),
-                    stride,
-                    offset,
-                };
+                let mut out = self.outs[k].rows(i * rows, rows);
                 finish(&ctx.sample(k, s), &self.scratch[k * m + i], &mut out);
             }
         }
@@ -720,29 +670,98 @@ crate::simd::widest! {
     }
 }
 
+/// Per job: a buffer of its own for the membranes it records (values or codes), where it gave
+/// no destination and `mine` (this process runs it).
+#[allow(clippy::type_complexity)]
+fn own_buffers(
+    jobs: &[Job<'_>],
+    mine: &[bool],
+    samples: usize,
+    steps: usize,
+) -> Vec<(Option<Vec<f32>>, Option<Vec<u8>>)> {
+    jobs.iter()
+        .zip(mine)
+        .map(|(j, &m)| {
+            let per = rows_per_sample(j.membranes, steps) * j.program.neuron_count();
+            if !m || j.dest.is_some() || per == 0 {
+                (None, None)
+            } else if j.membranes == Membranes::Codes {
+                (None, Some(crate::pool::take_bytes(samples * per)))
+            } else {
+                (Some(crate::pool::take_zeroed(samples * per)), None)
+            }
+        })
+        .collect()
+}
+
+/// Where `job` writes its membranes: the destination it gave, or its buffer `own`.
+fn job_rows<'a>(
+    job: &'a mut Job<'_>,
+    own: &'a mut (Option<Vec<f32>>, Option<Vec<u8>>),
+) -> MemOut<'a> {
+    let n = job.program.neuron_count();
+    match (&mut job.dest, own) {
+        (Some(d), _) => MemOut::new(&mut *d.data, &mut *d.codes, d.stride, d.offset),
+        (None, (values, codes)) => MemOut::new(
+            values.as_deref_mut().unwrap_or_default(),
+            codes.as_deref_mut().unwrap_or_default(),
+            n,
+            0,
+        ),
+    }
+}
+
 /// Rows of membranes one sample fills: every step for a trace, one for the maximum.
 fn rows_per_sample(m: Membranes, steps: usize) -> usize {
     match m {
         Membranes::None => 0,
         Membranes::Max => 1,
         // The host is the CPU's device: kept membranes are traces like any other.
-        Membranes::Trace | Membranes::Keep => steps,
+        Membranes::Trace | Membranes::Keep | Membranes::Codes => steps,
     }
 }
 
-/// Where a sample's membranes go: rows of `stride` values, its neurons at `offset..`.
+/// Where a sample's membranes go: rows of `stride` values (or codes, [`Membranes::Codes`]; the
+/// other of the two is empty), its neurons at `offset..`.
 struct MemOut<'a> {
     data: &'a mut [f32],
+    codes: &'a mut [u8],
     stride: usize,
     offset: usize,
 }
 
-impl MemOut<'_> {
-    /// Rows `first..first + rows`.
-    fn rows(&mut self, first: usize, rows: usize) -> &mut [f32] {
-        let len = self.data.len();
+impl<'a> MemOut<'a> {
+    /// Rows of `stride` values in `data`, or of codes in `codes`, whichever is not empty.
+    fn new(data: &'a mut [f32], codes: &'a mut [u8], stride: usize, offset: usize) -> Self {
+        MemOut {
+            data,
+            codes,
+            stride,
+            offset,
+        }
+    }
+
+    /// Rows `first..first + rows`, as far as there are any.
+    fn rows(&mut self, first: usize, rows: usize) -> MemOut<'_> {
         let (a, b) = (first * self.stride, (first + rows) * self.stride);
-        &mut self.data[a.min(len)..b.min(len)]
+        let (n, m) = (self.data.len(), self.codes.len());
+        MemOut {
+            data: &mut self.data[a.min(n)..b.min(n)],
+            codes: &mut self.codes[a.min(m)..b.min(m)],
+            stride: self.stride,
+            offset: self.offset,
+        }
+    }
+
+    /// The first `rows` rows, taken off the front (as far as there are any).
+    fn split_rows(&mut self, rows: usize) -> MemOut<'a> {
+        let len = rows * self.stride;
+        let (n, m) = (len.min(self.data.len()), len.min(self.codes.len()));
+        let (data, rest) = std::mem::take(&mut self.data).split_at_mut(n);
+        self.data = rest;
+        let (codes, rest) = std::mem::take(&mut self.codes).split_at_mut(m);
+        self.codes = rest;
+        MemOut::new(data, codes, self.stride, self.offset)
     }
 
     /// The `n` values of row `r`.
@@ -751,6 +770,14 @@ impl MemOut<'_> {
         let a = r * self.stride + self.offset;
         &mut self.data[a..a + n]
     }
+}
+
+/// The `n` entries of row `r` of `rows` (rows of `stride`, the neurons at `offset..`): one of
+/// a [`MemOut`]'s arrays, borrowed apart from the other.
+#[inline(always)]
+fn row_in<T>(rows: &mut [T], stride: usize, offset: usize, r: usize, n: usize) -> &mut [T] {
+    let a = r * stride + offset;
+    &mut rows[a..a + n]
 }
 
 /// Weights `run_weights[at..at+len]` to targets `first..first+len`, one delay.
@@ -1269,11 +1296,13 @@ fn advance<const LIVE: bool>(
     } = live;
     let (live, arrivals) = (*live, *arrivals);
     // A local view of the output, so that its fields stay in registers across the loop.
-    let mut mem_out = MemOut {
+    let mem_out = MemOut {
         data: &mut *mem_out.data,
+        codes: &mut *mem_out.codes,
         stride: mem_out.stride,
         offset: mem_out.offset,
     };
+    let (stride, offset) = (mem_out.stride, mem_out.offset);
     let mut at = *cursor;
     for t in range {
         for ((block, trains), c) in s.sources.iter().zip(cursors.iter_mut()) {
@@ -1302,7 +1331,7 @@ fn advance<const LIVE: bool>(
         for (lo, hi, segs) in &prog.stages {
             let (lo, hi) = (*lo, *hi);
             let vout: &mut [f32] = match s.membranes {
-                Membranes::Trace | Membranes::Keep => mem_out.row(t, n),
+                Membranes::Trace | Membranes::Keep => row_in(mem_out.data, stride, offset, t, n),
                 _ => &mut vrow[..],
             };
             let mut any = false;
@@ -1322,7 +1351,17 @@ fn advance<const LIVE: bool>(
                     s.membranes != Membranes::None,
                 );
             }
-            keep_membranes(s.membranes, prog.cadc, &mut peak[lo..hi], &mut vout[lo..hi]);
+            let codes: &mut [u8] = match s.membranes {
+                Membranes::Codes => &mut row_in(mem_out.codes, stride, offset, t, n)[lo..hi],
+                _ => &mut [],
+            };
+            keep_membranes(
+                s.membranes,
+                prog.cadc,
+                &mut peak[lo..hi],
+                &mut vout[lo..hi],
+                codes,
+            );
             if any {
                 for (j, _) in spiked
                     .iter()
@@ -1355,9 +1394,16 @@ fn finish(s: &Sample<'_>, scratch: &Scratch, mem_out: &mut MemOut<'_>) {
 
 /// What a step keeps of the membranes `v` (before reset) of neurons whose running maxima are
 /// `peak`: the maximum so far (`Max`), or `v` itself, a trace row, quantised as the CADC reads
-/// it.
+/// it, or the CADC's codes of `v` into `codes` (`Codes`: the program has a CADC of at most 8
+/// bits).
 #[inline(always)]
-fn keep_membranes(membranes: Membranes, cadc: Option<Cadc>, peak: &mut [f32], v: &mut [f32]) {
+fn keep_membranes(
+    membranes: Membranes,
+    cadc: Option<Cadc>,
+    peak: &mut [f32],
+    v: &mut [f32],
+    codes: &mut [u8],
+) {
     match membranes {
         Membranes::None => {}
         Membranes::Max => {
@@ -1370,6 +1416,12 @@ fn keep_membranes(membranes: Membranes, cadc: Option<Cadc>, peak: &mut [f32], v:
                 for x in v.iter_mut() {
                     *x = q.quantise(*x);
                 }
+            }
+        }
+        Membranes::Codes => {
+            let q = cadc.expect("codes are asked of programs with a CADC");
+            for (c, &x) in codes.iter_mut().zip(v.iter()) {
+                *c = q.code(x);
             }
         }
     }

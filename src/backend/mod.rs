@@ -38,6 +38,11 @@ pub enum Membranes {
     /// ([`DeviceTraining`]), in the region of the partition's population; nothing is returned.
     /// Only backends that train on their device are asked for it.
     Keep,
+    /// As `Trace`, as the 8-bit codes of the program's CADC ([`crate::Cadc::code`]): a
+    /// quarter of the memory, the same values ([`crate::Cadc::value`]). Only asked of
+    /// backends that record codes ([`Backend::records_codes`]), for programs whose CADC has
+    /// at most 8 bits.
+    Codes,
 }
 
 /// Options of one run that are the same for every partition of a round.
@@ -118,8 +123,10 @@ impl Resident {
 /// the job's neurons at columns `offset..offset + neurons`. Saves a copy of every trace.
 #[derive(Debug)]
 pub struct MembraneDest<'a> {
-    /// The rows.
+    /// The rows (values; empty when the job records codes).
     pub data: &'a mut [f32],
+    /// The rows as codes, when the job records them ([`Membranes::Codes`]; empty otherwise).
+    pub codes: &'a mut [u8],
     /// Values per row.
     pub stride: usize,
     /// The job's first column.
@@ -148,6 +155,8 @@ pub struct PartitionOutput {
     /// Membranes as asked for ([`Membranes`]), unless the job gave a destination;
     /// CADC-quantised where the program says so.
     pub membrane: Option<Vec<f32>>,
+    /// Membranes as codes ([`Membranes::Codes`]), unless the job gave a destination.
+    pub codes: Option<Vec<u8>>,
 }
 
 /// Where a backend's time went, summed over calls.
@@ -267,6 +276,12 @@ pub trait Backend: Sync {
     /// Results are the same either way.
     fn fuses(&self, whole: &PartitionProgram) -> bool {
         let _ = whole;
+        false
+    }
+
+    /// Whether [`Backend::run_round`] records membranes as codes ([`Membranes::Codes`]).
+    /// System runs ([`Backend::run_system`]'s default) always can.
+    fn records_codes(&self) -> bool {
         false
     }
 }

@@ -9,7 +9,7 @@ use crate::error::{check_range, Result};
 use crate::model::neuron::NeuronParams;
 use crate::model::substrate::Substrate;
 use crate::rng::Rng;
-use crate::simd::round_f32;
+use crate::simd::{round_f32, round_i32};
 use serde::{Deserialize, Serialize};
 
 /// Magnitudes of the analog effects (0 switches an effect off).
@@ -268,6 +268,26 @@ impl Cadc {
         let code = round_f32(self.offset + v * self.gain).clamp(0.0, self.top);
         (code - self.offset) / self.gain
     }
+
+    /// Whether every code fits a byte (at most 8 bits), as [`Cadc::code`] needs.
+    pub fn fits_byte(&self) -> bool {
+        self.top <= 255.0
+    }
+
+    /// The code the readout reports for `v` (a CADC of at most 8 bits): the one
+    /// [`Cadc::quantise`] maps back, so `value(code(v)) == quantise(v)` bit for bit.
+    #[inline(always)]
+    pub fn code(&self, v: f32) -> u8 {
+        // Integer rounding and clamping (they vectorise; a float's `as u8` does not): the same
+        // code for every `v`, NaN (0) and beyond ±2^23 included.
+        round_i32(self.offset + v * self.gain).clamp(0, self.top as i32) as u8
+    }
+
+    /// The membrane, in model units, that code `c` stands for.
+    #[inline(always)]
+    pub fn value(&self, c: u8) -> f32 {
+        (f32::from(c) - self.offset) / self.gain
+    }
 }
 
 #[cfg(test)]
@@ -288,6 +308,38 @@ mod tests {
         assert_eq!(c.quantise_readout(0.02, 8), 0.025);
         assert_eq!(c.quantise_readout(-3.0, 8), -2.0);
         assert_eq!(c.quantise_readout(10.0, 8), 175.0 / 40.0);
+    }
+
+    #[test]
+    fn codes_stand_for_the_quantised_membranes_bit_for_bit() {
+        let c = AnalogConfig::default();
+        let q = c.cadc(8).unwrap();
+        assert!(q.fits_byte() && !c.cadc(9).unwrap().fits_byte());
+        // From below the range to above it, through every code and between them.
+        let mut seen = [false; 256];
+        let far = [
+            f32::NAN,
+            1e9,
+            -1e9,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            9e6,
+            -9e6,
+        ];
+        for v in (-4000..=12000).map(|i| i as f32 * 0.000_731).chain(far) {
+            if v.is_nan() {
+                // NaN has no code; it reads as code 0.
+                assert_eq!(q.code(v), 0);
+                continue;
+            }
+            let code = q.code(v);
+            seen[code as usize] = true;
+            assert_eq!(q.value(code).to_bits(), q.quantise(v).to_bits(), "{v}");
+            // By hand: 0 is code 80, one model unit 40 codes.
+            let expect = (80.0 + 40.0 * v).round().clamp(0.0, 255.0) as u8;
+            assert_eq!(code, expect, "{v}");
+        }
+        assert!(seen.iter().all(|&s| s), "every code reached");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::backend::{
     RunOptions,
 };
 use crate::error::{Error, Result};
-use crate::model::analog::{AnalogConfig, Chip, Mode as AnalogMode, WeightMap};
+use crate::model::analog::{AnalogConfig, Cadc, Chip, Mode as AnalogMode, WeightMap};
 use crate::model::network::{Network, PopulationId, PopulationKind};
 use crate::model::substrate::Substrate;
 use crate::plan::compile::{
@@ -43,6 +43,11 @@ pub enum Observe {
     ReadoutTraces,
     /// The membranes of every population at every step (training).
     AllTraces,
+    /// The same, with the traces of hidden populations that a CADC of at most 8 bits reads
+    /// (emulated) as its codes ([`Execution::codes`]): a quarter of the memory, the same
+    /// values. Where the backend does not record codes ([`Backend::records_codes`]) or the
+    /// run is spread over processes, values as `AllTraces` (training on the host).
+    CompactTraces,
     /// The same, kept on the device of a backend that trains there
     /// ([`crate::backend::DeviceTraining`]); the execution holds spikes only.
     Kept,
@@ -78,6 +83,8 @@ pub struct Execution {
     pub spikes: SpikeStore,
     /// Membranes `[sample][step][neuron]` per population, as [`Observe`] asked.
     pub membrane: Vec<Option<Vec<f32>>>,
+    /// Membranes recorded as codes instead ([`Observe::CompactTraces`]), per population.
+    pub codes: Vec<Option<CodeTrace>>,
     /// Score `[sample][neuron]` of every readout population: the maximum over time of its
     /// membrane, or what its [`crate::Score`] says.
     pub peak: Vec<Option<Vec<f32>>>,
@@ -93,6 +100,29 @@ impl Drop for Execution {
                 crate::pool::give(v);
             }
         }
+        for c in &mut self.codes {
+            if let Some(c) = c.take() {
+                crate::pool::give_bytes(c.codes);
+            }
+        }
+    }
+}
+
+/// The membranes of one population recorded as the 8-bit codes of the CADC that read them,
+/// `[sample][step][neuron]` ([`Observe::CompactTraces`]); code `c` stands for the membrane
+/// `cadc.value(c)`, the value [`Observe::AllTraces`] records, bit for bit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CodeTrace {
+    /// The codes.
+    pub codes: Vec<u8>,
+    /// The readout that gave them.
+    pub cadc: Cadc,
+}
+
+impl CodeTrace {
+    /// The membranes the codes stand for.
+    pub fn values(&self) -> Vec<f32> {
+        self.codes.iter().map(|&c| self.cadc.value(c)).collect()
     }
 }
 
@@ -199,6 +229,27 @@ pub struct Emulation {
 fn rows_in(slot: &mut Option<Vec<f32>>, rows: usize, size: usize, first: u32) -> MembraneDest<'_> {
     MembraneDest {
         data: slot.get_or_insert_with(|| crate::pool::take(rows * size)),
+        codes: &mut [],
+        stride: size,
+        offset: first as usize,
+    }
+}
+
+/// [`rows_in`] for a job that records codes read by `cadc`, into a population's codes.
+fn codes_in(
+    slot: &mut Option<CodeTrace>,
+    cadc: Cadc,
+    rows: usize,
+    size: usize,
+    first: u32,
+) -> MembraneDest<'_> {
+    let trace = slot.get_or_insert_with(|| CodeTrace {
+        codes: crate::pool::take_bytes(rows * size),
+        cadc,
+    });
+    MembraneDest {
+        data: &mut [],
+        codes: &mut trace.codes,
         stride: size,
         offset: first as usize,
     }
@@ -909,12 +960,44 @@ impl Executor {
         });
         match observe {
             Observe::AllTraces => Membranes::Trace,
+            Observe::CompactTraces if self.coded_program(&self.programs[pid]) => Membranes::Codes,
+            Observe::CompactTraces => Membranes::Trace,
             Observe::Kept => Membranes::Keep,
             Observe::ReadoutTraces if readout => Membranes::Trace,
             Observe::Scores if traced_score => Membranes::Trace,
             Observe::Scores if readout => Membranes::Max,
             _ => Membranes::None,
         }
+    }
+
+    /// Whether `program` records its traces as codes under [`Observe::CompactTraces`]: it has
+    /// a CADC of at most 8 bits (emulated). Its populations keep them as codes where every
+    /// partition holding them records codes ([`Executor::coded_populations`]), and have them
+    /// as values otherwise (readouts, whose scores are computed from them, always).
+    fn coded_program(&self, program: &PartitionProgram) -> bool {
+        program.cadc.is_some_and(|q| q.fits_byte())
+    }
+
+    /// Per population: the CADC whose codes it keeps under [`Observe::CompactTraces`], if it
+    /// does (a hidden population every partition of which [`Executor::coded_program`], the
+    /// same CADC for all).
+    pub(crate) fn coded_populations(&self) -> Vec<Option<Cadc>> {
+        let net = &self.network;
+        let mut coded: Vec<Option<Option<Cadc>>> = vec![None; net.populations.len()];
+        for prog in &self.programs {
+            let q = prog.cadc.filter(|_| self.coded_program(prog));
+            for (_, pop, _, _) in prog.population_runs() {
+                coded[pop] = match coded[pop] {
+                    None => Some(q),
+                    Some(was) => Some(if was == q { q } else { None }),
+                };
+            }
+        }
+        coded
+            .into_iter()
+            .zip(&net.populations)
+            .map(|(q, p)| q.flatten().filter(|_| p.kind == PopulationKind::Lif))
+            .collect()
     }
 
     /// [`Executor::run`] with the seed of the temporal noise of emulated partitions (vary it
@@ -990,28 +1073,56 @@ impl Executor {
             }
         }
         let net = &self.network;
+        // Codes where this backend records them and the outputs are not gathered.
+        let observe = match observe {
+            Observe::CompactTraces if share.is_some() || !backend.records_codes() => {
+                Observe::AllTraces
+            }
+            o => o,
+        };
+        let coded = match observe {
+            Observe::CompactTraces => self.coded_populations(),
+            _ => vec![None; net.populations.len()],
+        };
         let mut store = self.input_store(inputs)?;
         let samples = store.samples();
         let steps = net.steps as usize;
-        let traced: u64 = net
-            .populations
-            .iter()
-            .filter(|p| match observe {
-                Observe::AllTraces => p.kind != PopulationKind::Input,
+        // Neurons whose traces are recorded, and those of them kept as codes (1 byte, not 4).
+        let (mut traced, mut codes_of) = (0u64, 0u64);
+        for (p, q) in net.populations.iter().zip(&coded) {
+            let on = match observe {
+                Observe::AllTraces | Observe::CompactTraces => p.kind != PopulationKind::Input,
                 Observe::Kept => false,
                 Observe::ReadoutTraces => p.kind == PopulationKind::Readout,
                 Observe::Scores => p.kind == PopulationKind::Readout && !p.score.is_max(),
-            })
-            .map(|p| p.size as u64)
-            .sum();
+            };
+            if on {
+                traced += p.size as u64;
+                codes_of += if q.is_some() { p.size as u64 } else { 0 };
+            }
+        }
         // The backend's copy and the populations' arrays.
         crate::memory::check(
-            || format!("membrane traces of {samples} samples x {steps} steps x {traced} neurons"),
-            crate::memory::product(&[samples as u64, steps as u64, traced, 4, 2]),
+            || {
+                format!(
+                    "membrane traces of {samples} samples x {steps} steps x {traced} neurons{}",
+                    match codes_of {
+                        0 => String::new(),
+                        n => format!(" ({n} of them as 8-bit codes)"),
+                    }
+                )
+            },
+            crate::memory::product(&[
+                samples as u64,
+                steps as u64,
+                (traced - codes_of) * 4 + codes_of,
+                2,
+            ]),
         )?;
         let mut guard = self.residents.lock().expect("not poisoned");
         let residents = self.ensure_residents(backend, &mut guard)?;
         let mut membrane: Vec<Option<Vec<f32>>> = vec![None; net.populations.len()];
+        let mut codes: Vec<Option<CodeTrace>> = vec![None; net.populations.len()];
         let mut peak: Vec<Option<Vec<f32>>> = vec![None; net.populations.len()];
         let mut stats = ExecutionStats {
             per_partition: vec![Duration::ZERO; self.programs.len()],
@@ -1082,8 +1193,13 @@ impl Executor {
                         m => m,
                     })
                     .collect();
-                let kind = if kinds.contains(&Membranes::Trace) {
-                    Membranes::Trace
+                let traced = |k: &Membranes| matches!(k, Membranes::Trace | Membranes::Codes);
+                let kind = if kinds.iter().any(traced) {
+                    if observe == Observe::CompactTraces && self.coded_program(&f.program) {
+                        Membranes::Codes
+                    } else {
+                        Membranes::Trace
+                    }
                 } else if kinds.contains(&Membranes::Max) {
                     Membranes::Max
                 } else {
@@ -1096,6 +1212,10 @@ impl Executor {
                         let size = net.populations[pop].size;
                         Some(rows_in(&mut membrane[pop], samples * steps, size, first))
                     }
+                    (Membranes::Codes, &[(0, pop, first, _)]) => coded[pop].map(|q| {
+                        let size = net.populations[pop].size;
+                        codes_in(&mut codes[pop], q, samples * steps, size, first)
+                    }),
                     _ => None,
                 };
                 let t1 = Instant::now();
@@ -1124,17 +1244,20 @@ impl Executor {
                     &f.program,
                     whole,
                     kind,
-                    samples,
-                    steps,
+                    (samples, steps),
                     &mut store,
-                    &mut membrane,
-                    &mut peak,
+                    Traces {
+                        membrane: &mut membrane,
+                        codes: &mut codes,
+                        coded: &coded,
+                        peak: &mut peak,
+                    },
                 );
                 // Traces only where they were asked for (the whole ran with the widest kind).
                 let asked: Vec<PopulationId> = round
                     .iter()
                     .zip(&kinds)
-                    .filter(|(_, k)| matches!(k, Membranes::Trace))
+                    .filter(|(_, k)| traced(k))
                     .flat_map(|(&pid, _)| self.programs[pid].population_runs())
                     .map(|(_, pop, _, _)| pop)
                     .collect();
@@ -1142,6 +1265,9 @@ impl Executor {
                     if !asked.contains(&pop) {
                         if let Some(v) = membrane[pop].take() {
                             crate::pool::give(v);
+                        }
+                        if let Some(c) = codes[pop].take() {
+                            crate::pool::give_bytes(c.codes);
                         }
                     }
                 }
@@ -1157,6 +1283,8 @@ impl Executor {
             // them straight into its array; the others into buffers copied below.
             let mut slots: Vec<Option<&mut Option<Vec<f32>>>> =
                 membrane.iter_mut().map(Some).collect();
+            let mut code_slots: Vec<Option<&mut Option<CodeTrace>>> =
+                codes.iter_mut().map(Some).collect();
             let mut peak_slots: Vec<Option<&mut Option<Vec<f32>>>> =
                 peak.iter_mut().map(Some).collect();
             let mut kinds = Vec::with_capacity(round.len());
@@ -1190,6 +1318,11 @@ impl Executor {
                         let slot = slots[pop].take().expect("one writer");
                         Some(rows_in(slot, samples * steps, size, first))
                     }
+                    (Membranes::Codes, &[(0, pop, first, _)]) if sole(pop) => coded[pop].map(|q| {
+                        let size = net.populations[pop].size;
+                        let slot = code_slots[pop].take().expect("one writer");
+                        codes_in(slot, q, samples * steps, size, first)
+                    }),
                     (Membranes::Max, &[(0, pop, first, _)])
                         if sole(pop) && net.populations[pop].kind == PopulationKind::Readout =>
                     {
@@ -1282,11 +1415,14 @@ impl Executor {
                     &self.programs[pid],
                     out,
                     kind,
-                    samples,
-                    steps,
+                    (samples, steps),
                     &mut store,
-                    &mut membrane,
-                    &mut peak,
+                    Traces {
+                        membrane: &mut membrane,
+                        codes: &mut codes,
+                        coded: &coded,
+                        peak: &mut peak,
+                    },
                 );
                 stats.per_partition[pid] += t2 - t1;
             }
@@ -1303,6 +1439,7 @@ impl Executor {
         Ok(Execution {
             spikes: store,
             membrane,
+            codes,
             peak,
             stats,
         })
@@ -1310,17 +1447,14 @@ impl Executor {
 
     /// Put one partition's output where it belongs: its spikes into the store (a piece per
     /// population it holds neurons of), its membranes into the populations' arrays.
-    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         prog: &PartitionProgram,
         out: PartitionOutput,
         membranes: Membranes,
-        samples: usize,
-        steps: usize,
+        (samples, steps): (usize, usize),
         store: &mut SpikeStore,
-        membrane: &mut [Option<Vec<f32>>],
-        peak: &mut [Option<Vec<f32>>],
+        mut traces: Traces<'_>,
     ) {
         let net = &self.network;
         let n = prog.neuron_count();
@@ -1328,6 +1462,7 @@ impl Executor {
         let PartitionOutput {
             mut spikes,
             membrane: mem,
+            codes: cs,
         } = out;
         if let [(0, pop, first, len)] = runs[..] {
             debug_assert_eq!(len, n);
@@ -1363,11 +1498,35 @@ impl Executor {
                 );
             }
         }
+        let shape = (samples, steps);
         if let Some(m) = mem {
-            self.scatter(&runs, n, &m, membranes, samples, steps, membrane, peak);
+            self.scatter(
+                &runs,
+                n,
+                Rows::Values(&m),
+                membranes,
+                shape,
+                traces.reborrow(),
+            );
             crate::pool::give(m);
         }
-        if matches!(membranes, Membranes::Trace | Membranes::Keep) {
+        if let Some(c) = cs {
+            let q = prog.cadc.expect("codes come from programs with a CADC");
+            self.scatter(
+                &runs,
+                n,
+                Rows::Codes(&c, q),
+                membranes,
+                shape,
+                traces.reborrow(),
+            );
+            crate::pool::give_bytes(c);
+        }
+        let Traces { membrane, peak, .. } = traces;
+        if matches!(
+            membranes,
+            Membranes::Trace | Membranes::Keep | Membranes::Codes
+        ) {
             // Scores of readouts from their traces: the same maximum a `Max` run records, or
             // the population's other score (membranes kept on a device are not here).
             for &(_, pop, _, _) in &runs {
@@ -1402,44 +1561,96 @@ impl Executor {
     }
 
     /// Copy a partition's membranes `m` (its `n` local neurons per row) into the populations'
-    /// arrays.
-    #[allow(clippy::too_many_arguments)]
+    /// arrays: codes into the codes of populations that keep them, and as the values they
+    /// stand for into the others'.
     fn scatter(
         &self,
         runs: &[(usize, PopulationId, u32, usize)],
         n: usize,
-        m: &[f32],
+        m: Rows<'_>,
         membranes: Membranes,
-        samples: usize,
-        steps: usize,
-        membrane: &mut [Option<Vec<f32>>],
-        peak: &mut [Option<Vec<f32>>],
+        (samples, steps): (usize, usize),
+        traces: Traces<'_>,
     ) {
+        let Traces {
+            membrane,
+            codes,
+            coded,
+            peak,
+        } = traces;
         for &(j0, pop, first, len) in runs {
             let p = &self.network.populations[pop];
             let (first, size) = (first as usize, p.size);
-            match membranes {
-                Membranes::None => {}
-                Membranes::Max => {
+            let rows = match membranes {
+                Membranes::None => 0,
+                Membranes::Max => samples,
+                Membranes::Trace | Membranes::Keep | Membranes::Codes => samples * steps,
+            };
+            let (to, from) = (|r: usize| r * size + first, |r: usize| r * n + j0);
+            match (membranes, m) {
+                (Membranes::None, _) => {}
+                (Membranes::Max, Rows::Values(m)) => {
                     if p.kind == PopulationKind::Readout {
-                        let dst =
-                            peak[pop].get_or_insert_with(|| crate::pool::take(samples * size));
-                        for s in 0..samples {
-                            dst[s * size + first..s * size + first + len]
-                                .copy_from_slice(&m[s * n + j0..s * n + j0 + len]);
+                        let dst = peak[pop].get_or_insert_with(|| crate::pool::take(rows * size));
+                        for r in 0..rows {
+                            dst[to(r)..to(r) + len].copy_from_slice(&m[from(r)..from(r) + len]);
+                        }
+                    }
+                }
+                (Membranes::Codes, Rows::Codes(m, q)) if coded[pop].is_some() => {
+                    let dst = codes[pop].get_or_insert_with(|| CodeTrace {
+                        codes: crate::pool::take_bytes(rows * size),
+                        cadc: q,
+                    });
+                    for r in 0..rows {
+                        dst.codes[to(r)..to(r) + len].copy_from_slice(&m[from(r)..from(r) + len]);
+                    }
+                }
+                // A population that keeps values (a readout beside coded chips).
+                (Membranes::Codes, Rows::Codes(m, q)) => {
+                    let dst = membrane[pop].get_or_insert_with(|| crate::pool::take(rows * size));
+                    for r in 0..rows {
+                        for (d, &c) in dst[to(r)..to(r) + len].iter_mut().zip(&m[from(r)..]) {
+                            *d = q.value(c);
                         }
                     }
                 }
                 // A backend without a device of its own returns kept membranes like traces.
-                Membranes::Trace | Membranes::Keep => {
-                    let dst = membrane[pop]
-                        .get_or_insert_with(|| crate::pool::take(samples * steps * size));
-                    for row in 0..samples * steps {
-                        dst[row * size + first..row * size + first + len]
-                            .copy_from_slice(&m[row * n + j0..row * n + j0 + len]);
+                (Membranes::Trace | Membranes::Keep, Rows::Values(m)) => {
+                    let dst = membrane[pop].get_or_insert_with(|| crate::pool::take(rows * size));
+                    for r in 0..rows {
+                        dst[to(r)..to(r) + len].copy_from_slice(&m[from(r)..from(r) + len]);
                     }
                 }
+                (kind, _) => unreachable!("{kind:?} membranes came back in the other form"),
             }
+        }
+    }
+}
+
+/// A partition's membranes as they came back: values, or codes of a CADC.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    Values(&'a [f32]),
+    Codes(&'a [u8], Cadc),
+}
+
+/// Where a run's membranes go: the populations' values and codes, which populations keep
+/// codes ([`Executor::coded_populations`]), and the readouts' scores.
+struct Traces<'a> {
+    membrane: &'a mut [Option<Vec<f32>>],
+    codes: &'a mut [Option<CodeTrace>],
+    coded: &'a [Option<Cadc>],
+    peak: &'a mut [Option<Vec<f32>>],
+}
+
+impl Traces<'_> {
+    fn reborrow(&mut self) -> Traces<'_> {
+        Traces {
+            membrane: self.membrane,
+            codes: self.codes,
+            coded: self.coded,
+            peak: self.peak,
         }
     }
 }

@@ -145,6 +145,8 @@ pub fn gather_outputs(
 /// Job `k`'s output as words: k, neurons, steps, samples, events, membrane values (low and
 /// high word, `u32::MAX` twice: none), then the offsets, the events and the membranes.
 fn encode(k: usize, o: &PartitionOutput, words: &mut Vec<u32>) {
+    // Runs spread over processes record membranes as values.
+    debug_assert!(o.codes.is_none(), "codes are not gathered");
     let s = &o.spikes;
     let mem = o.membrane.as_ref().map_or(u64::MAX, |m| m.len() as u64);
     words.extend_from_slice(&[
@@ -196,6 +198,7 @@ fn decode(words: &[u32], at: &mut usize) -> Option<(usize, PartitionOutput)> {
                 events: ev,
             },
             membrane,
+            codes: None,
         },
     ))
 }
@@ -218,10 +221,12 @@ mod tests {
                 ],
             },
             membrane: Some(vec![0.5, -1.25, f32::MIN_POSITIVE]),
+            codes: None,
         };
         let none = PartitionOutput {
             spikes: SpikeTrains::empty(2, 4, 7),
             membrane: None,
+            codes: None,
         };
         let mut w = Vec::new();
         encode(5, &o, &mut w);

@@ -894,6 +894,16 @@ widest! {
 }
 
 widest! {
+    /// The membranes that the codes `codes` of the CADC `q` stand for, into `values`.
+    fn decode(q: crate::Cadc, codes: &[u8], values: &mut Vec<f32>) {
+        values.resize(codes.len(), 0.0);
+        for (v, &c) in values.iter_mut().zip(codes) {
+            *v = q.value(c);
+        }
+    }
+}
+
+widest! {
     /// [`lif_step_back`] for a non-spiking population (a leaky integrator): `direct` is the
     /// loss's gradient on this step's membranes (the readout's). `k` is (k_mem, a_syn).
     fn li_step_back(
@@ -1045,6 +1055,8 @@ struct Scratch {
     count: Vec<f32>,
     gv: Vec<Vec<f32>>,
     carry: Vec<Vec<f32>>,
+    /// The membranes of a step, decoded from the CADC's codes.
+    decoded: Vec<f32>,
 }
 
 widest! {
@@ -1256,16 +1268,19 @@ fn group_backward<'a>(
                 let row = t * size..(t + 1) * size;
                 for (g, scr) in scrs.iter_mut().enumerate() {
                     let s = x0 + g;
-                    let mem = &exec.membrane[p].as_ref().expect("membranes recorded")
-                        [s * steps * size..(s + 1) * steps * size];
+                    let at = s * steps * size + t * size;
                     let git = &mut gi[g * npop + p][row.clone()];
                     let (gv, carry) = (&mut scr.gv[j][..], &mut scr.carry[j][..]);
                     if pop.kind == PopulationKind::Lif {
-                        let rec = (
-                            &scr.gs[p][row.clone()],
-                            &scr.raster[j][row.clone()],
-                            &mem[row.clone()],
-                        );
+                        let mem: &[f32] = match (&exec.membrane[p], &exec.codes[p]) {
+                            (Some(m), _) => &m[at..at + size],
+                            (None, Some(c)) => {
+                                decode(c.cadc, &c.codes[at..at + size], &mut scr.decoded);
+                                &scr.decoded
+                            }
+                            (None, None) => panic!("membranes recorded"),
+                        };
+                        let rec = (&scr.gs[p][row.clone()], &scr.raster[j][row.clone()], mem);
                         lif_step_back(git, gv, carry, rec, k, mf);
                     } else {
                         let direct = (p == r).then(|| &scr.gvd[row.clone()]);

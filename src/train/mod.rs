@@ -590,31 +590,41 @@ impl Checkpoint {
 pub struct TrainMemory {
     /// Neurons whose membranes are recorded (every non-input population).
     pub neurons: u64,
+    /// Of them, those whose membranes are kept as the CADC's 8-bit codes (emulated hidden
+    /// populations, [`crate::Observe::CompactTraces`]).
+    pub coded: u64,
     /// Steps of a run.
     pub steps: u64,
-    /// The recorded membranes, `f32` per neuron and step, twice (the backend's copy and the
-    /// populations' arrays).
+    /// The recorded membranes, twice (the backend's copy and the populations' arrays): 4
+    /// bytes per neuron and step, 1 for a code.
     pub traces: u64,
     /// The current gradients of the backward pass, `f32` per neuron and step.
     pub gradients: u64,
 }
 
 impl TrainMemory {
-    /// The memory of `network`'s training per sample.
-    pub fn of(network: &crate::model::network::Network) -> Self {
-        let neurons: u64 = network
-            .populations
-            .iter()
-            .filter(|p| p.kind != PopulationKind::Input)
-            .map(|p| p.size as u64)
-            .sum();
+    /// The memory per sample of training `exec`'s network on the host.
+    pub fn of(exec: &Executor) -> Self {
+        let network = &exec.network;
+        let coded = exec.coded_populations();
+        let (mut neurons, mut codes) = (0u64, 0u64);
+        for (p, q) in network.populations.iter().zip(&coded) {
+            if p.kind != PopulationKind::Input {
+                neurons += p.size as u64;
+                // A run spread over processes gathers values.
+                if q.is_some() && exec.share().is_none() {
+                    codes += p.size as u64;
+                }
+            }
+        }
         let steps = network.steps as u64;
-        let cells = crate::memory::product(&[neurons, steps, 4]);
+        let per_step = (neurons - codes) * 4 + codes;
         TrainMemory {
             neurons,
+            coded: codes,
             steps,
-            traces: cells.saturating_mul(2),
-            gradients: cells,
+            traces: crate::memory::product(&[per_step, steps, 2]),
+            gradients: crate::memory::product(&[neurons, steps, 4]),
         }
     }
 
@@ -665,7 +675,7 @@ impl Trainer {
         // rewritten after every optimiser step, in parallel), with the same results either way.
         // A batch that does not fit runs in pieces ([`Trainer::pieces`]); the smallest piece,
         // one chunk of samples, must fit.
-        let mem = TrainMemory::of(&exec.network);
+        let mem = TrainMemory::of(&exec);
         let least = cfg.batch.min(backward::GRAD_CHUNK);
         crate::memory::check(
             || {
@@ -1010,7 +1020,7 @@ impl Trainer {
             // tree into, each piece's samples with their own noise streams), their sums
             // combined in the tree's order: the same sums as in one piece, bit for bit.
             let pieces = self.cut(mine.len());
-            let per_sample = TrainMemory::of(&self.exec.network).per_sample();
+            let per_sample = TrainMemory::of(&self.exec).per_sample();
             let mut parts = Vec::with_capacity(pieces.len());
             let mut spikes = Some(spikes);
             for piece in pieces {
@@ -1048,7 +1058,7 @@ impl Trainer {
                 let out = self.exec.run_samples_in(
                     backend,
                     &[(self.topo.input(), input)],
-                    Observe::AllTraces,
+                    Observe::CompactTraces,
                     noise,
                     p0 as u32,
                     chips,
@@ -1109,7 +1119,7 @@ impl Trainer {
         if self.exec.share().is_some() {
             return backward::rank_chunks(chunks, 1);
         }
-        let per_chunk = TrainMemory::of(&self.exec.network)
+        let per_chunk = TrainMemory::of(&self.exec)
             .per_sample()
             .saturating_mul(backward::GRAD_CHUNK as u64)
             .max(1);

@@ -698,3 +698,76 @@ pub fn assert_same_weights(a: &Network, b: &Network, what: &str) {
         assert_eq!(x.weights, y.weights, "{what}: weights of '{}'", x.name);
     }
 }
+
+/// Require that `compact` (a run with [`neuropart::Observe::CompactTraces`]) recorded what
+/// `all` (the same run with `AllTraces`) did: the same spikes and scores, and every membrane
+/// either the same value or a code that stands for it bit for bit. Returns the populations
+/// kept as codes.
+pub fn assert_codes_stand_for_values(
+    all: &neuropart::Execution,
+    compact: &neuropart::Execution,
+    what: &str,
+) -> Vec<usize> {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    let mut coded = Vec::new();
+    for p in 0..all.membrane.len() {
+        assert_eq!(
+            all.spikes.get(p),
+            compact.spikes.get(p),
+            "{what}: spikes of {p}"
+        );
+        assert_eq!(all.peak[p], compact.peak[p], "{what}: scores of {p}");
+        assert!(all.codes[p].is_none(), "{what}: AllTraces records values");
+        match &compact.codes[p] {
+            Some(c) => {
+                assert!(compact.membrane[p].is_none(), "{what}: {p} both ways");
+                let values = all.membrane[p].as_ref().expect("traced");
+                assert_eq!(bits(&c.values()), bits(values), "{what}: codes of {p}");
+                coded.push(p);
+            }
+            None => assert_eq!(
+                all.membrane[p].as_deref().map(bits),
+                compact.membrane[p].as_deref().map(bits),
+                "{what}: membranes of {p}"
+            ),
+        }
+    }
+    coded
+}
+
+/// Runs of `exec` with every trace as values and with compact traces: the codes stand for the
+/// same membranes, and the backward pass gives the same gradients and loss from either.
+/// Returns the populations kept as codes.
+pub fn compact_equals_values(exec: &neuropart::Executor, samples: usize, what: &str) -> Vec<usize> {
+    let net = &exec.network;
+    let mut rng = neuropart::Rng::new(8);
+    let input = first_input(net, &mut rng, samples, 0.19);
+    let run = |observe| {
+        exec.run_with_noise(&neuropart::CpuBackend, &input, observe, 5)
+            .unwrap()
+    };
+    let (all, compact) = (
+        run(neuropart::Observe::AllTraces),
+        run(neuropart::Observe::CompactTraces),
+    );
+    let coded = assert_codes_stand_for_values(&all, &compact, what);
+    let delays = exec.plan.link_delays(net).unwrap();
+    let topo = neuropart::Topology::new(net, 1.0, &delays).unwrap();
+    let readout = net
+        .populations
+        .iter()
+        .rposition(|p| p.kind == PopulationKind::Readout)
+        .expect("a readout");
+    let classes = net.populations[readout].size;
+    let labels: Vec<u8> = (0..samples).map(|s| (s % classes) as u8).collect();
+    let cfg = neuropart::TrainConfig::default();
+    let (sa, ga) = neuropart::gradients(net, &topo, &all, &labels, &cfg, 0);
+    let (sb, gb) = neuropart::gradients(net, &topo, &compact, &labels, &cfg, 0);
+    assert_eq!(sa, sb, "{what}: loss and statistics");
+    assert_eq!(ga, gb, "{what}: gradients");
+    assert!(
+        ga.iter().flatten().any(|&g| g != 0.0),
+        "{what}: some gradient"
+    );
+    coded
+}

@@ -14,8 +14,8 @@
 //! stages or spikes arriving over links.
 
 use super::{
-    keep_membranes, reset, rows_per_sample, update_segment, write_peaks, CpuProgram, Delivery,
-    MemOut, Membranes, Run, RunOptions, Scratch, Segment, State,
+    keep_membranes, reset, row_in, rows_per_sample, update_segment, write_peaks, CpuProgram,
+    Delivery, MemOut, Membranes, Run, RunOptions, Scratch, Segment, State,
 };
 use crate::model::neuron::noise_base;
 use crate::plan::compile::{ChannelBlock, PartitionProgram};
@@ -140,6 +140,7 @@ crate::simd::widest! {
         spikes.resize_with(m.max(spikes.len()), Vec::new);
         spikes.iter_mut().for_each(Vec::clear);
         let per = rows_per_sample(c.membranes, steps);
+        let (stride, offset) = (mem.stride, mem.offset);
         let stage = &prog.stages[0].2;
         for lo in (0..n).step_by(width) {
             let hi = (lo + width).min(n);
@@ -196,7 +197,9 @@ crate::simd::widest! {
                         0
                     };
                     let vout: &mut [f32] = match c.membranes {
-                        Membranes::Trace | Membranes::Keep => &mut mem.row(i * per + t, n)[lo..hi],
+                        Membranes::Trace | Membranes::Keep => {
+                            &mut row_in(mem.data, stride, offset, i * per + t, n)[lo..hi]
+                        }
                         _ => &mut vrow[..],
                     };
                     let mut any = false;
@@ -217,7 +220,13 @@ crate::simd::widest! {
                             c.membranes != Membranes::None,
                         );
                     }
-                    keep_membranes(c.membranes, prog.cadc, peak, vout);
+                    let codes: &mut [u8] = match c.membranes {
+                        Membranes::Codes => {
+                            &mut row_in(mem.codes, stride, offset, i * per + t, n)[lo..hi]
+                        }
+                        _ => &mut [],
+                    };
+                    keep_membranes(c.membranes, prog.cadc, peak, vout, codes);
                     if any {
                         for (k, _) in spiked.iter().enumerate().filter(|x| *x.1 != 0) {
                             out.push(SpikeEvent {

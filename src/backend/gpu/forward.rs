@@ -105,7 +105,8 @@ impl PerSample {
                 // Kept traces go to the workspace's kept buffer.
                 Membranes::None | Membranes::Keep => 0,
                 Membranes::Max => n * 4,
-                Membranes::Trace => steps * n * 4,
+                // Never asked of this backend (`records_codes`).
+                Membranes::Trace | Membranes::Codes => steps * n * 4,
             },
         }
     }
@@ -348,6 +349,7 @@ impl GpuBackend {
                 membrane: (matches!(job.membranes, Membranes::Max | Membranes::Trace)
                     && job.dest.is_none())
                 .then_some(membrane),
+                codes: None,
             })
             .collect();
         t.host += t1.elapsed();
@@ -553,7 +555,7 @@ impl GpuBackend {
                 record: match job.membranes {
                     Membranes::None => 0,
                     Membranes::Max => 1,
-                    Membranes::Trace | Membranes::Keep => 2,
+                    Membranes::Trace | Membranes::Keep | Membranes::Codes => 2,
                 },
                 syn_off_base: g.syn_off_base,
                 syn_base: g.syn_base,

@@ -626,6 +626,13 @@ impl Backend for GpuBackend {
         jobs: &mut [Job<'_>],
         opts: &RunOptions,
     ) -> Result<Vec<PartitionOutput>> {
+        if let Some(j) = jobs.iter().find(|j| j.membranes == Membranes::Codes) {
+            return Err(Error::Gpu(format!(
+                "partition {} asked for its membranes as CADC codes; this backend records \
+                 values (it does not say `records_codes`)",
+                j.program.partition
+            )));
+        }
         let mut t = PhaseTimings::default();
         let result = self.run_round_timed(store, jobs, opts, &mut t);
         self.record_timings(&t);
