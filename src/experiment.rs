@@ -131,13 +131,13 @@ pub fn train_and_report(
             test.len(),
             backend.name()
         );
-        let mem = crate::train::TrainMemory::of(exec);
+        let mem = crate::train::TrainMemory::of(exec, backend.records_codes());
         let batch = trainer.cfg.batch;
         // This process's share of a batch, in pieces where the backward pass runs on the host.
         let shard = Trainer::batch_shard(batch, comm).len();
         let pieces = match trainer.device_training(backend) {
             Some(_) => 1,
-            None => trainer.pieces(shard.div_ceil(crate::train::backward::GRAD_CHUNK)),
+            None => trainer.pieces(shard.div_ceil(crate::train::backward::GRAD_CHUNK), backend),
         };
         eprintln!(
             "training memory: {} per sample ({} neurons x {} steps of membranes and gradients{}), \

@@ -2,7 +2,8 @@
 //! traces, the backward's current gradients, partial weight gradients) are reused from batch to
 //! batch instead of being returned to the operating system and faulted in again (measured on
 //! the 2-core machine: fresh allocations cost the training step several times its arithmetic).
-//! Bounded: at most [`MAX_BUFFERS`] buffers and [`MAX_BYTES`] are kept.
+//! Bounded: at most [`MAX_BUFFERS`] buffers and [`MAX_BYTES`] are kept per pool (two pools:
+//! 2 GiB at the most).
 
 use std::sync::Mutex;
 
@@ -35,6 +36,11 @@ pub fn give(v: Vec<f32>) {
 /// [`take`] for bytes.
 pub fn take_bytes(len: usize) -> Vec<u8> {
     take_from(&BYTES, len)
+}
+
+/// [`take_zeroed`] for bytes.
+pub fn take_bytes_zeroed(len: usize) -> Vec<u8> {
+    take_zeroed_from(&BYTES, len)
 }
 
 /// [`give`] for bytes.

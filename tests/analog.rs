@@ -176,8 +176,10 @@ fn updating_weights_equals_compiling_afresh() {
 #[test]
 fn compact_traces_are_the_cadc_codes_of_the_same_membranes_on_every_cpu_path() {
     use neuropart::Stepping;
-    // Fused wave into the population's codes, partitions into buffers of their own, by
-    // columns and by samples; emulated, mixed (the hidden layer emulated) and ideal.
+    // The fused wave writing into the population's codes, or its partitions one by one (each
+    // the only writer of its columns), by columns and by samples; emulated, mixed (the hidden
+    // layer emulated) and ideal; each configuration with its own noise.
+    let mut seed = 0;
     for mode in [Mode::Emulated, Mode::Mixed, Mode::Ideal] {
         for (fuse, stepping) in [
             (true, Stepping::Auto),
@@ -189,11 +191,70 @@ fn compact_traces_are_the_cadc_codes_of_the_same_membranes_on_every_cpu_path() {
             exec.set_fuse_waves(fuse);
             exec.set_stepping(stepping);
             let what = format!("{mode:?}, fused waves {fuse}, {stepping:?}");
-            let coded = common::compact_equals_values(&exec, 12, &what);
+            seed += 1;
+            let coded = common::compact_equals_values(&exec, 12, seed, &what);
             // The readout keeps values (its score is computed from them); ideal partitions
             // have no CADC.
             let expect = if mode == Mode::Ideal { vec![] } else { vec![1] };
             assert_eq!(coded, expect, "{what}");
         }
     }
+    // A readout whose model 0 is code 0 has no codes (the readout keeps the sign of −0).
+    let zero = AnalogConfig {
+        readout_offset: 0.0,
+        ..Default::default()
+    };
+    let coded = common::compact_equals_values(&mnist(Mode::Emulated, zero), 12, 99, "offset 0");
+    assert!(coded.is_empty());
+}
+
+/// The CPU backend, saying it records no codes (as a GPU's rounds).
+struct ValuesOnly;
+
+impl Backend for ValuesOnly {
+    fn name(&self) -> String {
+        "values only".into()
+    }
+    fn key(&self) -> u64 {
+        CpuBackend.key()
+    }
+    fn prepare(&self, p: &neuropart::PartitionProgram) -> neuropart::Result<neuropart::Resident> {
+        CpuBackend.prepare(p)
+    }
+    fn update(
+        &self,
+        r: &mut neuropart::Resident,
+        p: &neuropart::PartitionProgram,
+    ) -> neuropart::Result<()> {
+        CpuBackend.update(r, p)
+    }
+    fn run_round(
+        &self,
+        store: &neuropart::SpikeStore,
+        jobs: &mut [neuropart::Job<'_>],
+        opts: &neuropart::RunOptions,
+    ) -> neuropart::Result<Vec<neuropart::PartitionOutput>> {
+        assert!(jobs
+            .iter()
+            .all(|j| j.membranes != neuropart::Membranes::Codes));
+        CpuBackend.run_round(store, jobs, opts)
+    }
+    fn fuses(&self, _whole: &neuropart::PartitionProgram) -> bool {
+        true
+    }
+}
+
+#[test]
+fn compact_traces_are_values_on_a_backend_without_codes() {
+    let exec = mnist(Mode::Emulated, AnalogConfig::default());
+    let mut rng = neuropart::Rng::new(3);
+    let input = common::first_input(&exec.network, &mut rng, 6, 0.19);
+    let all = exec
+        .run_with_noise(&CpuBackend, &input, Observe::AllTraces, 4)
+        .unwrap();
+    let compact = exec
+        .run_with_noise(&ValuesOnly, &input, Observe::CompactTraces, 4)
+        .unwrap();
+    let coded = common::assert_codes_stand_for_values(&all, &compact, "values only");
+    assert!(coded.is_empty() && compact.membrane[1].is_some());
 }

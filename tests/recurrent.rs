@@ -533,13 +533,21 @@ fn a_training_batch_over_the_memory_limit_runs_in_pieces_and_one_chunk_over_it_i
         .unwrap();
     let per_sample = 266 * 784 * 4 * 3;
     let exec = Executor::new(net.clone(), &sub, 1, &Default::default()).unwrap();
-    assert_eq!(neuropart::TrainMemory::of(&exec).per_sample(), per_sample);
+    assert_eq!(
+        neuropart::TrainMemory::of(&exec, true).per_sample(),
+        per_sample
+    );
     // Emulated, the hidden membranes are kept as the CADC's 8-bit codes (the readout's as
     // values): 256 x 784 x 1 byte + 10 x 784 x 4, twice, and the gradients as before.
     let em = emulated(net, &sub, Mode::Emulated);
-    let mem = neuropart::TrainMemory::of(&em);
+    let mem = neuropart::TrainMemory::of(&em, true);
     assert_eq!(mem.coded, 256);
     assert_eq!(mem.per_sample(), (256 + 40) * 784 * 2 + 266 * 784 * 4);
+    // On a backend that records values (a GPU with the backward pass on the host), f32.
+    assert_eq!(
+        neuropart::TrainMemory::of(&em, false).per_sample(),
+        per_sample
+    );
     // Other tests of this binary need far less than the limits set here.
     neuropart::set_memory_limit(100 * per_sample - 1);
     let big = neuropart::Trainer::new(exec.clone(), TrainConfig::default());
@@ -556,10 +564,10 @@ fn a_training_batch_over_the_memory_limit_runs_in_pieces_and_one_chunk_over_it_i
     // A batch of 100 is 7 chunks of 16 samples: the tree cuts them 4 + 3, then 2 + 2 + 2 + 1.
     let mut big = big.unwrap();
     assert_eq!(big.memory_budget(), 100 * per_sample - 1);
-    assert_eq!(big.pieces(7), 2, "6 chunks fit, 7 do not");
+    assert_eq!(big.pieces(7, &CpuBackend), 2, "6 chunks fit, 7 do not");
     let mut pieces = |budget: u64| {
         big.set_memory_budget(budget);
-        big.pieces(7)
+        big.pieces(7, &CpuBackend)
     };
     assert_eq!(pieces(64 * per_sample), 2, "pieces of 4 and 3 chunks");
     assert_eq!(pieces(63 * per_sample), 4, "pieces of 2, 2, 2 and 1 chunks");
@@ -585,7 +593,7 @@ fn a_batch_in_pieces_trains_to_the_same_weights_as_in_one() {
     let sub = tiny_chip(system(3, 2.0, 0));
     let per_sample = {
         let net = net(&sub, Update::InputFirst, Score::Sum);
-        neuropart::TrainMemory::of(&emulated(net, &sub, Mode::Emulated)).per_sample()
+        neuropart::TrainMemory::of(&emulated(net, &sub, Mode::Emulated), true).per_sample()
     };
     let run = |budget: Option<u64>, comm: &dyn neuropart::comm::Communicator| {
         let exec = emulated(
@@ -727,15 +735,17 @@ fn recurrent_gradients_with_populations_split_over_chips_take_each_synapses_dela
 
 #[test]
 fn compact_traces_across_chips_are_the_codes_of_the_same_membranes() {
-    // The chips as one program (unlimited links) and in lock-step windows (a receive buffer
-    // that never fills); emulated (h and g coded, the readout's values decoded from its
-    // chip's codes) and mixed (only h emulated).
+    // Emulated: the chips as one program (unlimited links; its codes copied into h's and g's,
+    // the readout's decoded) and in lock-step windows (a receive buffer that never fills);
+    // mixed (only h emulated; the chips' readouts differ, so windows either way).
+    let mut seed = 0;
     for buffer in [0, 1_000_000] {
         let sub = tiny_chip(system(3, 2.0, buffer));
         for (mode, expect) in [(Mode::Emulated, vec![1, 2]), (Mode::Mixed, vec![1])] {
             let exec = emulated(net(&sub, Update::InputFirst, Score::Sum), &sub, mode);
             let what = format!("system, buffer {buffer}, {mode:?}");
-            let coded = common::compact_equals_values(&exec, SAMPLES, &what);
+            seed += 1;
+            let coded = common::compact_equals_values(&exec, SAMPLES, seed, &what);
             assert_eq!(coded, expect, "{what}");
         }
     }

@@ -180,7 +180,7 @@ impl Backend for CpuBackend {
         }
         Ok(per_job
             .into_iter()
-            .zip(own)
+            .zip(own.into_iter().map(Own::into_output))
             .zip(jobs.iter())
             .map(
                 |(((offsets, events), (membrane, codes)), job)| PartitionOutput {
@@ -399,7 +399,7 @@ pub(crate) fn run_system(
     }
     let outs = per_job
         .into_iter()
-        .zip(own)
+        .zip(own.into_iter().map(Own::into_output))
         .zip(&ctx.programs)
         .map(
             |(((offsets, events), (membrane, codes)), program)| PartitionOutput {
@@ -670,44 +670,50 @@ crate::simd::widest! {
     }
 }
 
-/// Per job: a buffer of its own for the membranes it records (values or codes), where it gave
-/// no destination and `mine` (this process runs it).
-#[allow(clippy::type_complexity)]
-fn own_buffers(
-    jobs: &[Job<'_>],
-    mine: &[bool],
-    samples: usize,
-    steps: usize,
-) -> Vec<(Option<Vec<f32>>, Option<Vec<u8>>)> {
+/// A job's buffer of its own for the membranes it records.
+enum Own {
+    None,
+    Values(Vec<f32>),
+    Codes(Vec<u8>),
+}
+
+/// Per job: a buffer of its own (zeros) for the membranes it records, where it gave no
+/// destination and `mine` (this process runs it).
+fn own_buffers(jobs: &[Job<'_>], mine: &[bool], samples: usize, steps: usize) -> Vec<Own> {
     jobs.iter()
         .zip(mine)
         .map(|(j, &m)| {
             let per = rows_per_sample(j.membranes, steps) * j.program.neuron_count();
             if !m || j.dest.is_some() || per == 0 {
-                (None, None)
+                Own::None
             } else if j.membranes == Membranes::Codes {
-                (None, Some(crate::pool::take_bytes(samples * per)))
+                Own::Codes(crate::pool::take_bytes_zeroed(samples * per))
             } else {
-                (Some(crate::pool::take_zeroed(samples * per)), None)
+                Own::Values(crate::pool::take_zeroed(samples * per))
             }
         })
         .collect()
 }
 
 /// Where `job` writes its membranes: the destination it gave, or its buffer `own`.
-fn job_rows<'a>(
-    job: &'a mut Job<'_>,
-    own: &'a mut (Option<Vec<f32>>, Option<Vec<u8>>),
-) -> MemOut<'a> {
+fn job_rows<'a>(job: &'a mut Job<'_>, own: &'a mut Own) -> MemOut<'a> {
     let n = job.program.neuron_count();
     match (&mut job.dest, own) {
         (Some(d), _) => MemOut::new(&mut *d.data, &mut *d.codes, d.stride, d.offset),
-        (None, (values, codes)) => MemOut::new(
-            values.as_deref_mut().unwrap_or_default(),
-            codes.as_deref_mut().unwrap_or_default(),
-            n,
-            0,
-        ),
+        (None, Own::Values(v)) => MemOut::new(v, &mut [], n, 0),
+        (None, Own::Codes(c)) => MemOut::new(&mut [], c, n, 0),
+        (None, Own::None) => MemOut::new(&mut [], &mut [], n, 0),
+    }
+}
+
+impl Own {
+    /// The buffer as a job's output: (values, codes).
+    fn into_output(self) -> (Option<Vec<f32>>, Option<Vec<u8>>) {
+        match self {
+            Own::None => (None, None),
+            Own::Values(v) => (Some(v), None),
+            Own::Codes(c) => (None, Some(c)),
+        }
     }
 }
 
@@ -745,12 +751,12 @@ impl<'a> MemOut<'a> {
     fn rows(&mut self, first: usize, rows: usize) -> MemOut<'_> {
         let (a, b) = (first * self.stride, (first + rows) * self.stride);
         let (n, m) = (self.data.len(), self.codes.len());
-        MemOut {
-            data: &mut self.data[a.min(n)..b.min(n)],
-            codes: &mut self.codes[a.min(m)..b.min(m)],
-            stride: self.stride,
-            offset: self.offset,
-        }
+        MemOut::new(
+            &mut self.data[a.min(n)..b.min(n)],
+            &mut self.codes[a.min(m)..b.min(m)],
+            self.stride,
+            self.offset,
+        )
     }
 
     /// The first `rows` rows, taken off the front (as far as there are any).
@@ -1296,12 +1302,12 @@ fn advance<const LIVE: bool>(
     } = live;
     let (live, arrivals) = (*live, *arrivals);
     // A local view of the output, so that its fields stay in registers across the loop.
-    let mem_out = MemOut {
-        data: &mut *mem_out.data,
-        codes: &mut *mem_out.codes,
-        stride: mem_out.stride,
-        offset: mem_out.offset,
-    };
+    let mem_out = MemOut::new(
+        &mut *mem_out.data,
+        &mut *mem_out.codes,
+        mem_out.stride,
+        mem_out.offset,
+    );
     let (stride, offset) = (mem_out.stride, mem_out.offset);
     let mut at = *cursor;
     for t in range {

@@ -127,7 +127,7 @@ pub struct MembraneDest<'a> {
     pub data: &'a mut [f32],
     /// The rows as codes, when the job records them ([`Membranes::Codes`]; empty otherwise).
     pub codes: &'a mut [u8],
-    /// Values per row.
+    /// Values (or codes) per row.
     pub stride: usize,
     /// The job's first column.
     pub offset: usize,
@@ -152,8 +152,8 @@ pub struct Job<'a> {
 pub struct PartitionOutput {
     /// Spikes of the local neurons, each sample sorted by (step, neuron).
     pub spikes: SpikeTrains,
-    /// Membranes as asked for ([`Membranes`]), unless the job gave a destination;
-    /// CADC-quantised where the program says so.
+    /// Membranes as asked for ([`Membranes`]), unless the job gave a destination or asked for
+    /// codes; CADC-quantised where the program says so.
     pub membrane: Option<Vec<f32>>,
     /// Membranes as codes ([`Membranes::Codes`]), unless the job gave a destination.
     pub codes: Option<Vec<u8>>,
@@ -279,8 +279,9 @@ pub trait Backend: Sync {
         false
     }
 
-    /// Whether [`Backend::run_round`] records membranes as codes ([`Membranes::Codes`]).
-    /// System runs ([`Backend::run_system`]'s default) always can.
+    /// Whether this backend records membranes as codes ([`Membranes::Codes`]) in
+    /// [`Backend::run_round`] (and in [`Backend::run_system`], whose default always can).
+    /// Where it does not, runs that ask for compact traces record values.
     fn records_codes(&self) -> bool {
         false
     }

@@ -269,17 +269,20 @@ impl Cadc {
         (code - self.offset) / self.gain
     }
 
-    /// Whether every code fits a byte (at most 8 bits), as [`Cadc::code`] needs.
-    pub fn fits_byte(&self) -> bool {
-        self.top <= 255.0
+    /// Whether codes can stand for the membranes: every code fits a byte (at most 8 bits), as
+    /// [`Cadc::code`] needs, and the model's 0 is not code +0.0 (where [`Cadc::quantise`]
+    /// keeps the sign of a potential that rounds to −0, which a code cannot hold).
+    pub fn has_codes(&self) -> bool {
+        self.top <= 255.0 && self.offset.to_bits() != 0
     }
 
-    /// The code the readout reports for `v` (a CADC of at most 8 bits): the one
-    /// [`Cadc::quantise`] maps back, so `value(code(v)) == quantise(v)` bit for bit.
+    /// The code the readout reports for `v` (a CADC with [`Cadc::has_codes`]): the one
+    /// [`Cadc::quantise`] maps back, so `value(code(v)) == quantise(v)` bit for bit for every
+    /// `v` but NaN (whose quantised value is NaN; its code is 0).
     #[inline(always)]
     pub fn code(&self, v: f32) -> u8 {
-        // Integer rounding and clamping (they vectorise; a float's `as u8` does not): the same
-        // code for every `v`, NaN (0) and beyond ±2^23 included.
+        // Integer rounding and clamping (they vectorise; a float's `as u8` does not): the
+        // code of `quantise` for every `v` but NaN, ties and beyond ±2^23 included.
         round_i32(self.offset + v * self.gain).clamp(0, self.top as i32) as u8
     }
 
@@ -314,7 +317,12 @@ mod tests {
     fn codes_stand_for_the_quantised_membranes_bit_for_bit() {
         let c = AnalogConfig::default();
         let q = c.cadc(8).unwrap();
-        assert!(q.fits_byte() && !c.cadc(9).unwrap().fits_byte());
+        assert!(q.has_codes() && !c.cadc(9).unwrap().has_codes());
+        // With the model's 0 at code 0, quantise keeps −0.0 just below 0: no codes then.
+        let zero = Cadc { offset: 0.0, ..q };
+        assert_eq!(zero.quantise(-0.001).to_bits(), (-0.0f32).to_bits());
+        assert_eq!(zero.value(zero.code(-0.001)).to_bits(), 0.0f32.to_bits());
+        assert!(!zero.has_codes());
         // From below the range to above it, through every code and between them.
         let mut seen = [false; 256];
         let far = [

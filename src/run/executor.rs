@@ -81,7 +81,8 @@ pub struct ExecutionStats {
 pub struct Execution {
     /// Spikes of every population (inputs included).
     pub spikes: SpikeStore,
-    /// Membranes `[sample][step][neuron]` per population, as [`Observe`] asked.
+    /// Membranes `[sample][step][neuron]` per population, as [`Observe`] asked (`None` for
+    /// a population kept as codes, [`Execution::codes`]).
     pub membrane: Vec<Option<Vec<f32>>>,
     /// Membranes recorded as codes instead ([`Observe::CompactTraces`]), per population.
     pub codes: Vec<Option<CodeTrace>>,
@@ -222,6 +223,12 @@ pub struct Emulation {
     pub chips: Vec<Chip>,
     /// Per partition: emulated.
     pub emulated: Vec<bool>,
+}
+
+/// The CADC whose codes `program` records under [`Observe::CompactTraces`], if it has one that
+/// [has codes](Cadc::has_codes) (an emulated partition).
+fn records_codes(program: &PartitionProgram) -> Option<Cadc> {
+    program.cadc.filter(Cadc::has_codes)
 }
 
 /// Where a job writes its membranes: `rows` rows of `size` values in `slot` (a population's
@@ -960,7 +967,9 @@ impl Executor {
         });
         match observe {
             Observe::AllTraces => Membranes::Trace,
-            Observe::CompactTraces if self.coded_program(&self.programs[pid]) => Membranes::Codes,
+            Observe::CompactTraces if records_codes(&self.programs[pid]).is_some() => {
+                Membranes::Codes
+            }
             Observe::CompactTraces => Membranes::Trace,
             Observe::Kept => Membranes::Keep,
             Observe::ReadoutTraces if readout => Membranes::Trace,
@@ -970,22 +979,15 @@ impl Executor {
         }
     }
 
-    /// Whether `program` records its traces as codes under [`Observe::CompactTraces`]: it has
-    /// a CADC of at most 8 bits (emulated). Its populations keep them as codes where every
-    /// partition holding them records codes ([`Executor::coded_populations`]), and have them
-    /// as values otherwise (readouts, whose scores are computed from them, always).
-    fn coded_program(&self, program: &PartitionProgram) -> bool {
-        program.cadc.is_some_and(|q| q.fits_byte())
-    }
-
     /// Per population: the CADC whose codes it keeps under [`Observe::CompactTraces`], if it
-    /// does (a hidden population every partition of which [`Executor::coded_program`], the
-    /// same CADC for all).
+    /// does: a spiking population all of whose partitions record codes (each has the same
+    /// CADC, one with [`Cadc::has_codes`]: emulated). Readouts keep values (their scores are
+    /// computed from them), decoded where their partitions record codes.
     pub(crate) fn coded_populations(&self) -> Vec<Option<Cadc>> {
         let net = &self.network;
         let mut coded: Vec<Option<Option<Cadc>>> = vec![None; net.populations.len()];
         for prog in &self.programs {
-            let q = prog.cadc.filter(|_| self.coded_program(prog));
+            let q = records_codes(prog);
             for (_, pop, _, _) in prog.population_runs() {
                 coded[pop] = match coded[pop] {
                     None => Some(q),
@@ -1195,7 +1197,7 @@ impl Executor {
                     .collect();
                 let traced = |k: &Membranes| matches!(k, Membranes::Trace | Membranes::Codes);
                 let kind = if kinds.iter().any(traced) {
-                    if observe == Observe::CompactTraces && self.coded_program(&f.program) {
+                    if observe == Observe::CompactTraces && records_codes(&f.program).is_some() {
                         Membranes::Codes
                     } else {
                         Membranes::Trace
@@ -1586,15 +1588,14 @@ impl Executor {
                 Membranes::Max => samples,
                 Membranes::Trace | Membranes::Keep | Membranes::Codes => samples * steps,
             };
-            let (to, from) = (|r: usize| r * size + first, |r: usize| r * n + j0);
+            // Row `r` of the population's array at column `first`, of the partition's at `j0`.
+            let rows_of = |r: usize| (r * size + first, r * n + j0);
             match (membranes, m) {
                 (Membranes::None, _) => {}
                 (Membranes::Max, Rows::Values(m)) => {
                     if p.kind == PopulationKind::Readout {
                         let dst = peak[pop].get_or_insert_with(|| crate::pool::take(rows * size));
-                        for r in 0..rows {
-                            dst[to(r)..to(r) + len].copy_from_slice(&m[from(r)..from(r) + len]);
-                        }
+                        copy_rows(dst, m, rows, len, rows_of, |x| x);
                     }
                 }
                 (Membranes::Codes, Rows::Codes(m, q)) if coded[pop].is_some() => {
@@ -1602,28 +1603,38 @@ impl Executor {
                         codes: crate::pool::take_bytes(rows * size),
                         cadc: q,
                     });
-                    for r in 0..rows {
-                        dst.codes[to(r)..to(r) + len].copy_from_slice(&m[from(r)..from(r) + len]);
-                    }
+                    copy_rows(&mut dst.codes, m, rows, len, rows_of, |c| c);
                 }
                 // A population that keeps values (a readout beside coded chips).
                 (Membranes::Codes, Rows::Codes(m, q)) => {
                     let dst = membrane[pop].get_or_insert_with(|| crate::pool::take(rows * size));
-                    for r in 0..rows {
-                        for (d, &c) in dst[to(r)..to(r) + len].iter_mut().zip(&m[from(r)..]) {
-                            *d = q.value(c);
-                        }
-                    }
+                    copy_rows(dst, m, rows, len, rows_of, |c| q.value(c));
                 }
                 // A backend without a device of its own returns kept membranes like traces.
                 (Membranes::Trace | Membranes::Keep, Rows::Values(m)) => {
                     let dst = membrane[pop].get_or_insert_with(|| crate::pool::take(rows * size));
-                    for r in 0..rows {
-                        dst[to(r)..to(r) + len].copy_from_slice(&m[from(r)..from(r) + len]);
-                    }
+                    copy_rows(dst, m, rows, len, rows_of, |x| x);
                 }
                 (kind, _) => unreachable!("{kind:?} membranes came back in the other form"),
             }
+        }
+    }
+}
+
+/// Copy `rows` rows of `len` entries from `src` to `dst` through `f`, row `r` from
+/// `rows_of(r).1` to `rows_of(r).0`.
+fn copy_rows<S: Copy, D>(
+    dst: &mut [D],
+    src: &[S],
+    rows: usize,
+    len: usize,
+    rows_of: impl Fn(usize) -> (usize, usize),
+    f: impl Fn(S) -> D,
+) {
+    for r in 0..rows {
+        let (to, from) = rows_of(r);
+        for (d, &x) in dst[to..to + len].iter_mut().zip(&src[from..from + len]) {
+            *d = f(x);
         }
     }
 }

@@ -251,7 +251,8 @@ pub fn spike_regulariser(
 pub const GRAD_CHUNK: usize = 16;
 
 /// Loss and weight gradients of a batch from its recorded observables. `exec` must hold the
-/// membranes of every population ([`crate::Observe::AllTraces`]). Gradients are of the batch
+/// membranes of every population ([`crate::Observe::AllTraces`], or as codes where they
+/// have them, [`crate::Observe::CompactTraces`]). Gradients are of the batch
 /// mean, in each projection's weight layout; they do not include the weight regulariser (the
 /// optimiser adds it, [`crate::Adam::step`]).
 pub fn gradients(

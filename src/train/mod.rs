@@ -603,25 +603,26 @@ pub struct TrainMemory {
 }
 
 impl TrainMemory {
-    /// The memory per sample of training `exec`'s network on the host.
-    pub fn of(exec: &Executor) -> Self {
+    /// The memory per sample of training `exec`'s network with the backward pass on the host,
+    /// on a backend that records codes or not ([`crate::Backend::records_codes`]).
+    pub fn of(exec: &Executor, codes: bool) -> Self {
         let network = &exec.network;
-        let coded = exec.coded_populations();
-        let (mut neurons, mut codes) = (0u64, 0u64);
-        for (p, q) in network.populations.iter().zip(&coded) {
+        let kept = exec.coded_populations();
+        let (mut neurons, mut coded) = (0u64, 0u64);
+        for (p, q) in network.populations.iter().zip(&kept) {
             if p.kind != PopulationKind::Input {
                 neurons += p.size as u64;
                 // A run spread over processes gathers values.
-                if q.is_some() && exec.share().is_none() {
-                    codes += p.size as u64;
+                if codes && q.is_some() && exec.share().is_none() {
+                    coded += p.size as u64;
                 }
             }
         }
         let steps = network.steps as u64;
-        let per_step = (neurons - codes) * 4 + codes;
+        let per_step = (neurons - coded) * 4 + coded;
         TrainMemory {
             neurons,
-            coded: codes,
+            coded,
             steps,
             traces: crate::memory::product(&[per_step, steps, 2]),
             gradients: crate::memory::product(&[neurons, steps, 4]),
@@ -674,8 +675,9 @@ impl Trainer {
         // faster than partition by partition (forward faster; the fused copy of the weights
         // rewritten after every optimiser step, in parallel), with the same results either way.
         // A batch that does not fit runs in pieces ([`Trainer::pieces`]); the smallest piece,
-        // one chunk of samples, must fit.
-        let mem = TrainMemory::of(&exec);
+        // one chunk of samples, must fit: counted with codes where the executor has them (the
+        // least it can need; each piece is checked again, on its backend, before it runs).
+        let mem = TrainMemory::of(&exec, true);
         let least = cfg.batch.min(backward::GRAD_CHUNK);
         crate::memory::check(
             || {
@@ -1019,8 +1021,9 @@ impl Trainer {
             // its chunks run in pieces one after another (the subtrees `rank_chunks` cuts its
             // tree into, each piece's samples with their own noise streams), their sums
             // combined in the tree's order: the same sums as in one piece, bit for bit.
-            let pieces = self.cut(mine.len());
-            let per_sample = TrainMemory::of(&self.exec).per_sample();
+            let codes = backend.records_codes();
+            let pieces = self.cut(mine.len(), codes);
+            let per_sample = TrainMemory::of(&self.exec, codes).per_sample();
             let mut parts = Vec::with_capacity(pieces.len());
             let mut spikes = Some(spikes);
             for piece in pieces {
@@ -1101,25 +1104,26 @@ impl Trainer {
         Ok((st, timings))
     }
 
-    /// How many pieces a training step with the backward pass on the host
+    /// How many pieces a training step on `backend` with the backward pass on the host
     /// ([`Trainer::train_batch`], [`Trainer::train_batch_in`]) runs `chunks` chunks of its
     /// samples in, one after another, so that each piece's membranes and current gradients
     /// fit the memory limit ([`Trainer::memory_budget`]): 1 where they fit together, and
     /// always 1 for an executor spread over processes by chips (whose runs are collective).
     /// Each piece's weight gradients are kept until the pieces are joined (one copy of the
     /// weights per piece on top of the estimate).
-    pub fn pieces(&self, chunks: usize) -> usize {
-        self.cut(chunks).iter().filter(|r| !r.is_empty()).count()
+    pub fn pieces<B: Backend + ?Sized>(&self, chunks: usize, backend: &B) -> usize {
+        let parts = self.cut(chunks, backend.records_codes());
+        parts.iter().filter(|r| !r.is_empty()).count()
     }
 
     /// `chunks` chunks cut into subtrees of the reduction tree ([`backward::rank_chunks`],
     /// some perhaps empty) whose samples' memory fits the budget: the fewest parts among the
     /// cuts `rank_chunks` makes, a chunk a piece at the most.
-    fn cut(&self, chunks: usize) -> Vec<Range<usize>> {
+    fn cut(&self, chunks: usize, codes: bool) -> Vec<Range<usize>> {
         if self.exec.share().is_some() {
             return backward::rank_chunks(chunks, 1);
         }
-        let per_chunk = TrainMemory::of(&self.exec)
+        let per_chunk = TrainMemory::of(&self.exec, codes)
             .per_sample()
             .saturating_mul(backward::GRAD_CHUNK as u64)
             .max(1);

@@ -735,15 +735,22 @@ pub fn assert_codes_stand_for_values(
     coded
 }
 
-/// Runs of `exec` with every trace as values and with compact traces: the codes stand for the
-/// same membranes, and the backward pass gives the same gradients and loss from either.
-/// Returns the populations kept as codes.
-pub fn compact_equals_values(exec: &neuropart::Executor, samples: usize, what: &str) -> Vec<usize> {
+/// Runs of `exec` (noise seed `seed`) with every trace as values and with compact traces: the
+/// codes stand for the same membranes, and the backward pass gives the same gradients and loss
+/// from either. Returns the populations kept as codes. (Give each call its own seed: buffers
+/// come back from the pool holding an earlier run's codes, which a row left unwritten would
+/// keep.)
+pub fn compact_equals_values(
+    exec: &neuropart::Executor,
+    samples: usize,
+    seed: u32,
+    what: &str,
+) -> Vec<usize> {
     let net = &exec.network;
     let mut rng = neuropart::Rng::new(8);
     let input = first_input(net, &mut rng, samples, 0.19);
     let run = |observe| {
-        exec.run_with_noise(&neuropart::CpuBackend, &input, observe, 5)
+        exec.run_with_noise(&neuropart::CpuBackend, &input, observe, seed)
             .unwrap()
     };
     let (all, compact) = (

@@ -105,8 +105,8 @@ impl PerSample {
                 // Kept traces go to the workspace's kept buffer.
                 Membranes::None | Membranes::Keep => 0,
                 Membranes::Max => n * 4,
-                // Never asked of this backend (`records_codes`).
-                Membranes::Trace | Membranes::Codes => steps * n * 4,
+                Membranes::Trace => steps * n * 4,
+                Membranes::Codes => unreachable!("refused by `run_round`: no `records_codes`"),
             },
         }
     }
@@ -555,7 +555,8 @@ impl GpuBackend {
                 record: match job.membranes {
                     Membranes::None => 0,
                     Membranes::Max => 1,
-                    Membranes::Trace | Membranes::Keep | Membranes::Codes => 2,
+                    Membranes::Trace | Membranes::Keep => 2,
+                    Membranes::Codes => unreachable!("refused by `run_round`"),
                 },
                 syn_off_base: g.syn_off_base,
                 syn_base: g.syn_base,
