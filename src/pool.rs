@@ -125,6 +125,9 @@ mod tests {
         give_bytes(b);
         let c = take_bytes(8000);
         assert_eq!(c.len(), 8000);
+        give_bytes(c);
+        let z = take_bytes_zeroed(7000);
+        assert!(z.len() == 7000 && z.iter().all(|&b| b == 0), "zeroed");
         assert!(BYTES.lock().unwrap().len() <= MAX_BUFFERS);
     }
 }

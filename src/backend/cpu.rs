@@ -82,6 +82,7 @@ impl Backend for CpuBackend {
         jobs: &mut [Job<'_>],
         opts: &RunOptions,
     ) -> Result<Vec<PartitionOutput>> {
+        check_codes(jobs)?;
         let samples = store.samples();
         let steps = opts.steps as usize;
         // The host is the CPU's device: kept membranes are returned like traces.
@@ -229,6 +230,7 @@ pub(crate) fn run_system(
                 .is_none_or(|(r, _)| r.owner[k] == r.comm.rank())
         })
         .collect();
+    check_codes(jobs)?;
     for job in jobs.iter_mut() {
         if job.membranes == Membranes::Keep {
             job.membranes = Membranes::Trace;
@@ -670,6 +672,23 @@ crate::simd::widest! {
     }
 }
 
+/// Refuse a job that asks for its membranes as codes ([`Membranes::Codes`]) without a CADC
+/// that [has codes](Cadc::has_codes).
+fn check_codes(jobs: &[Job<'_>]) -> Result<()> {
+    let bad = jobs.iter().find(|j| {
+        j.membranes == Membranes::Codes && !j.program.cadc.is_some_and(|q| q.has_codes())
+    });
+    match bad {
+        Some(j) => Err(crate::error::Error::input(
+            format!("partition {}", j.program.partition),
+            "asks for its membranes as CADC codes, but has no CADC with codes (an emulated \
+             partition whose readout has at most 8 bits and puts the model's 0 at a code \
+             other than 0)",
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A job's buffer of its own for the membranes it records.
 enum Own {
     None,
@@ -773,8 +792,7 @@ impl<'a> MemOut<'a> {
     /// The `n` values of row `r`.
     #[inline(always)]
     fn row(&mut self, r: usize, n: usize) -> &mut [f32] {
-        let a = r * self.stride + self.offset;
-        &mut self.data[a..a + n]
+        row_in(self.data, self.stride, self.offset, r, n)
     }
 }
 
@@ -1400,8 +1418,8 @@ fn finish(s: &Sample<'_>, scratch: &Scratch, mem_out: &mut MemOut<'_>) {
 
 /// What a step keeps of the membranes `v` (before reset) of neurons whose running maxima are
 /// `peak`: the maximum so far (`Max`), or `v` itself, a trace row, quantised as the CADC reads
-/// it, or the CADC's codes of `v` into `codes` (`Codes`: the program has a CADC of at most 8
-/// bits).
+/// it, or the CADC's codes of `v` into `codes` (`Codes`: the program has a CADC that
+/// [has codes](Cadc::has_codes), checked by [`check_codes`]).
 #[inline(always)]
 fn keep_membranes(
     membranes: Membranes,

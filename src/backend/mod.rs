@@ -40,8 +40,8 @@ pub enum Membranes {
     Keep,
     /// As `Trace`, as the 8-bit codes of the program's CADC ([`crate::Cadc::code`]): a
     /// quarter of the memory, the same values ([`crate::Cadc::value`]). Only asked of
-    /// backends that record codes ([`Backend::records_codes`]), for programs whose CADC has
-    /// at most 8 bits.
+    /// backends that record codes ([`Backend::records_codes`]), for programs with a CADC that
+    /// [has codes](crate::Cadc::has_codes); the CPU refuses others.
     Codes,
 }
 

@@ -43,8 +43,8 @@ pub enum Observe {
     ReadoutTraces,
     /// The membranes of every population at every step (training).
     AllTraces,
-    /// The same, with the traces of hidden populations that a CADC of at most 8 bits reads
-    /// (emulated) as its codes ([`Execution::codes`]): a quarter of the memory, the same
+    /// The same, with the traces of hidden populations that a CADC reads (emulated, one that
+    /// [has codes](Cadc::has_codes)) as its codes ([`Execution::codes`]): a quarter of the memory, the same
     /// values. Where the backend does not record codes ([`Backend::records_codes`]) or the
     /// run is spread over processes, values as `AllTraces` (training on the host).
     CompactTraces,
@@ -121,9 +121,19 @@ pub struct CodeTrace {
 }
 
 impl CodeTrace {
+    /// `len` codes of `cadc` from the pool, for the caller to overwrite.
+    fn taken(cadc: Cadc, len: usize) -> Self {
+        CodeTrace {
+            codes: crate::pool::take_bytes(len),
+            cadc,
+        }
+    }
+
     /// The membranes the codes stand for.
     pub fn values(&self) -> Vec<f32> {
-        self.codes.iter().map(|&c| self.cadc.value(c)).collect()
+        let mut v = Vec::new();
+        self.cadc.decode(&self.codes, &mut v);
+        v
     }
 }
 
@@ -135,7 +145,8 @@ impl Execution {
     }
 
     /// The membranes of population `p` as a `[sample, step, neuron]` view, when they were
-    /// recorded ([`Observe`]).
+    /// recorded as values ([`Observe`]; a population kept as codes has them in
+    /// [`Execution::codes`]).
     pub fn membranes(&self, p: usize) -> Option<ArrayView3<'_, f32>> {
         let m = self.membrane.get(p)?.as_ref()?;
         let steps = self.spikes.steps() as usize;
@@ -144,7 +155,7 @@ impl Execution {
     }
 
     /// The membranes of population `p` as an owned `[sample, step, neuron]` array, moved out
-    /// of this result without a copy.
+    /// of this result without a copy (recorded as values, as [`Execution::membranes`]).
     pub fn take_membranes(&mut self, p: usize) -> Option<Array3<f32>> {
         let steps = self.spikes.steps() as usize;
         let samples = self.spikes.samples();
@@ -167,7 +178,7 @@ impl Execution {
     }
 
     /// The file form of this result: every population's spikes, the readouts' scores and
-    /// predicted classes, and the membranes that were recorded (when `membranes`).
+    /// predicted classes, and the membranes that were recorded as values (when `membranes`).
     pub fn to_file(&self, network: &Network, membranes: bool) -> SpikeFile {
         let steps = network.steps as usize;
         let mut file = SpikeFile {
@@ -227,7 +238,7 @@ pub struct Emulation {
 
 /// The CADC whose codes `program` records under [`Observe::CompactTraces`], if it has one that
 /// [has codes](Cadc::has_codes) (an emulated partition).
-fn records_codes(program: &PartitionProgram) -> Option<Cadc> {
+fn cadc_with_codes(program: &PartitionProgram) -> Option<Cadc> {
     program.cadc.filter(Cadc::has_codes)
 }
 
@@ -250,10 +261,7 @@ fn codes_in(
     size: usize,
     first: u32,
 ) -> MembraneDest<'_> {
-    let trace = slot.get_or_insert_with(|| CodeTrace {
-        codes: crate::pool::take_bytes(rows * size),
-        cadc,
-    });
+    let trace = slot.get_or_insert_with(|| CodeTrace::taken(cadc, rows * size));
     MembraneDest {
         data: &mut [],
         codes: &mut trace.codes,
@@ -967,7 +975,7 @@ impl Executor {
         });
         match observe {
             Observe::AllTraces => Membranes::Trace,
-            Observe::CompactTraces if records_codes(&self.programs[pid]).is_some() => {
+            Observe::CompactTraces if cadc_with_codes(&self.programs[pid]).is_some() => {
                 Membranes::Codes
             }
             Observe::CompactTraces => Membranes::Trace,
@@ -987,7 +995,7 @@ impl Executor {
         let net = &self.network;
         let mut coded: Vec<Option<Option<Cadc>>> = vec![None; net.populations.len()];
         for prog in &self.programs {
-            let q = records_codes(prog);
+            let q = cadc_with_codes(prog);
             for (_, pop, _, _) in prog.population_runs() {
                 coded[pop] = match coded[pop] {
                     None => Some(q),
@@ -1197,7 +1205,7 @@ impl Executor {
                     .collect();
                 let traced = |k: &Membranes| matches!(k, Membranes::Trace | Membranes::Codes);
                 let kind = if kinds.iter().any(traced) {
-                    if observe == Observe::CompactTraces && records_codes(&f.program).is_some() {
+                    if observe == Observe::CompactTraces && cadc_with_codes(&f.program).is_some() {
                         Membranes::Codes
                     } else {
                         Membranes::Trace
@@ -1599,10 +1607,7 @@ impl Executor {
                     }
                 }
                 (Membranes::Codes, Rows::Codes(m, q)) if coded[pop].is_some() => {
-                    let dst = codes[pop].get_or_insert_with(|| CodeTrace {
-                        codes: crate::pool::take_bytes(rows * size),
-                        cadc: q,
-                    });
+                    let dst = codes[pop].get_or_insert_with(|| CodeTrace::taken(q, rows * size));
                     copy_rows(&mut dst.codes, m, rows, len, rows_of, |c| c);
                 }
                 // A population that keeps values (a readout beside coded chips).

@@ -895,16 +895,6 @@ widest! {
 }
 
 widest! {
-    /// The membranes that the codes `codes` of the CADC `q` stand for, into `values`.
-    fn decode(q: crate::Cadc, codes: &[u8], values: &mut Vec<f32>) {
-        values.resize(codes.len(), 0.0);
-        for (v, &c) in values.iter_mut().zip(codes) {
-            *v = q.value(c);
-        }
-    }
-}
-
-widest! {
     /// [`lif_step_back`] for a non-spiking population (a leaky integrator): `direct` is the
     /// loss's gradient on this step's membranes (the readout's). `k` is (k_mem, a_syn).
     fn li_step_back(
@@ -1276,7 +1266,7 @@ fn group_backward<'a>(
                         let mem: &[f32] = match (&exec.membrane[p], &exec.codes[p]) {
                             (Some(m), _) => &m[at..at + size],
                             (None, Some(c)) => {
-                                decode(c.cadc, &c.codes[at..at + size], &mut scr.decoded);
+                                c.cadc.decode(&c.codes[at..at + size], &mut scr.decoded);
                                 &scr.decoded
                             }
                             (None, None) => panic!("membranes recorded"),
