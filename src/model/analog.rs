@@ -292,16 +292,15 @@ impl Cadc {
         (f32::from(c) - self.offset) / self.gain
     }
 
-    /// The membranes that `codes` stand for, into `values` (resized to fit).
-    pub fn decode(&self, codes: &[u8], values: &mut Vec<f32>) {
+    /// The membranes that `codes` stand for, into `values` (as many).
+    pub fn decode(&self, codes: &[u8], values: &mut [f32]) {
         decode(*self, codes, values)
     }
 }
 
 crate::simd::widest! {
     /// [`Cadc::decode`], vectorised for the widest unit the processor has.
-    fn decode(q: Cadc, codes: &[u8], values: &mut Vec<f32>) {
-        values.resize(codes.len(), 0.0);
+    fn decode(q: Cadc, codes: &[u8], values: &mut [f32]) {
         for (v, &c) in values.iter_mut().zip(codes) {
             *v = q.value(c);
         }

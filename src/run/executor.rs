@@ -131,7 +131,7 @@ impl CodeTrace {
 
     /// The membranes the codes stand for.
     pub fn values(&self) -> Vec<f32> {
-        let mut v = Vec::new();
+        let mut v = vec![0.0; self.codes.len()];
         self.cadc.decode(&self.codes, &mut v);
         v
     }
