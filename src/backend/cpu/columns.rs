@@ -196,12 +196,9 @@ crate::simd::widest! {
                     } else {
                         0
                     };
-                    let vout: &mut [f32] = match c.membranes {
-                        Membranes::Trace | Membranes::Keep => {
-                            &mut row_in(mem.data, stride, offset, i * per + t, n)[lo..hi]
-                        }
-                        _ => &mut vrow[..],
-                    };
+                    // Membranes into the block's row first, then copied to the trace (a
+                    // plain loop takes the stores that miss the cache).
+                    let vout: &mut [f32] = &mut vrow[..];
                     let mut any = false;
                     for seg in segments.iter() {
                         let (a, b) = (seg.lo - lo, seg.hi - lo);
@@ -227,6 +224,10 @@ crate::simd::widest! {
                         _ => &mut [],
                     };
                     keep_membranes(c.membranes, prog.cadc, peak, vout, codes);
+                    if matches!(c.membranes, Membranes::Trace | Membranes::Keep) {
+                        row_in(mem.data, stride, offset, i * per + t, n)[lo..hi]
+                            .copy_from_slice(vout);
+                    }
                     if any {
                         for (k, _) in spiked.iter().enumerate().filter(|x| *x.1 != 0) {
                             out.push(SpikeEvent {
