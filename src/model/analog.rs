@@ -301,6 +301,7 @@ impl Cadc {
 crate::simd::widest! {
     /// [`Cadc::decode`], vectorised for the widest unit the processor has.
     fn decode(q: Cadc, codes: &[u8], values: &mut [f32]) {
+        debug_assert_eq!(codes.len(), values.len(), "one value per code");
         for (v, &c) in values.iter_mut().zip(codes) {
             *v = q.value(c);
         }
