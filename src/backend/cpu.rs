@@ -675,9 +675,9 @@ crate::simd::widest! {
 /// Refuse a job that asks for its membranes as codes ([`Membranes::Codes`]) without a CADC
 /// that [has codes](Cadc::has_codes).
 fn check_codes(jobs: &[Job<'_>]) -> Result<()> {
-    let bad = jobs.iter().find(|j| {
-        j.membranes == Membranes::Codes && !j.program.cadc.is_some_and(|q| q.has_codes())
-    });
+    let bad = jobs
+        .iter()
+        .find(|j| j.membranes == Membranes::Codes && j.program.cadc_with_codes().is_none());
     match bad {
         Some(j) => Err(crate::error::Error::input(
             format!("partition {}", j.program.partition),

@@ -175,6 +175,12 @@ impl CompileContext {
 }
 
 impl PartitionProgram {
+    /// Its CADC, where it has one that [has codes](Cadc::has_codes) (an emulated partition):
+    /// the readout whose 8-bit codes it can record ([`crate::Membranes::Codes`]).
+    pub fn cadc_with_codes(&self) -> Option<Cadc> {
+        self.cadc.filter(Cadc::has_codes)
+    }
+
     /// Compile partition `part` of `plan` in ideal mode (weights as they are).
     pub fn compile(network: &Network, plan: &Plan, part: &Partition) -> Result<Self> {
         Self::compile_with(network, plan, part, &CompileContext::ideal(network)?)

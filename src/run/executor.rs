@@ -236,12 +236,6 @@ pub struct Emulation {
     pub emulated: Vec<bool>,
 }
 
-/// The CADC whose codes `program` records under [`Observe::CompactTraces`], if it has one that
-/// [has codes](Cadc::has_codes) (an emulated partition).
-fn cadc_with_codes(program: &PartitionProgram) -> Option<Cadc> {
-    program.cadc.filter(Cadc::has_codes)
-}
-
 /// Where a job writes its membranes: `rows` rows of `size` values in `slot` (a population's
 /// array, taken from the pool when there is none yet), from column `first`.
 fn rows_in(slot: &mut Option<Vec<f32>>, rows: usize, size: usize, first: u32) -> MembraneDest<'_> {
@@ -975,7 +969,7 @@ impl Executor {
         });
         match observe {
             Observe::AllTraces => Membranes::Trace,
-            Observe::CompactTraces if cadc_with_codes(&self.programs[pid]).is_some() => {
+            Observe::CompactTraces if self.programs[pid].cadc_with_codes().is_some() => {
                 Membranes::Codes
             }
             Observe::CompactTraces => Membranes::Trace,
@@ -995,7 +989,7 @@ impl Executor {
         let net = &self.network;
         let mut coded: Vec<Option<Option<Cadc>>> = vec![None; net.populations.len()];
         for prog in &self.programs {
-            let q = cadc_with_codes(prog);
+            let q = prog.cadc_with_codes();
             for (_, pop, _, _) in prog.population_runs() {
                 coded[pop] = match coded[pop] {
                     None => Some(q),
@@ -1205,7 +1199,7 @@ impl Executor {
                     .collect();
                 let traced = |k: &Membranes| matches!(k, Membranes::Trace | Membranes::Codes);
                 let kind = if kinds.iter().any(traced) {
-                    if observe == Observe::CompactTraces && cadc_with_codes(&f.program).is_some() {
+                    if observe == Observe::CompactTraces && f.program.cadc_with_codes().is_some() {
                         Membranes::Codes
                     } else {
                         Membranes::Trace
