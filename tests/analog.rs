@@ -159,7 +159,8 @@ fn updating_weights_equals_compiling_afresh() {
             e.update_weights().unwrap();
             for (a, b) in e.programs.iter().zip(&fresh.programs) {
                 assert_eq!(
-                    a.synapses, b.synapses,
+                    (&a.synapses, &a.weights),
+                    (&b.synapses, &b.weights),
                     "network {k} {mode:?} partition {}",
                     a.partition
                 );

@@ -940,7 +940,7 @@ impl CpuProgram {
             .windows(2)
             .map(|w| {
                 let (a, b) = (w[0] as usize, w[1] as usize);
-                let syn = &prog.synapses[a..b];
+                let (syn, weights) = (&prog.synapses[a..b], &prog.weights[a..b]);
                 // Maximal stretches of consecutive targets with one delay.
                 let mut runs: Vec<(usize, usize)> = Vec::new();
                 for (k, s) in syn.iter().enumerate() {
@@ -957,7 +957,7 @@ impl CpuProgram {
                 let mut run = |(start, len): (usize, usize)| {
                     let at = p.run_weights.len();
                     p.run_weights
-                        .extend(syn[start..start + len].iter().map(|s| s.weight));
+                        .extend_from_slice(&weights[start..start + len]);
                     Run {
                         first: syn[start].target as usize,
                         len,
@@ -1060,10 +1060,7 @@ impl CpuProgram {
         let pieces = crate::threads::pieces_at(&mut self.run_weights, ends, PIECE);
         pieces.into_par_iter().for_each(|(sources, base, out)| {
             let mut rewrite = |r: &Run, a: usize| {
-                let dst = &mut out[r.at - base..r.at - base + r.len];
-                for (w, s) in dst.iter_mut().zip(&prog.synapses[a..a + r.len]) {
-                    *w = s.weight;
-                }
+                out[r.at - base..r.at - base + r.len].copy_from_slice(&prog.weights[a..a + r.len]);
             };
             for src in sources {
                 let a = prog.synapse_offsets[src] as usize;
@@ -1119,10 +1116,11 @@ impl CpuProgram {
                 }
             }
             Delivery::List(ref range) => {
-                for syn in &prog.synapses[range.clone()] {
+                let ws = &prog.weights[range.clone()];
+                for (syn, &w) in prog.synapses[range.clone()].iter().zip(ws) {
                     let when = t + syn.delay as usize;
                     if when < steps {
-                        pending[(when % self.slots) * self.n + syn.target as usize] += syn.weight;
+                        pending[(when % self.slots) * self.n + syn.target as usize] += w;
                     }
                 }
             }

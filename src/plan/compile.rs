@@ -13,16 +13,17 @@ use crate::plan::partition::{Partition, Plan};
 use crate::simd::{round_f32, round_f64, round_i32, widest};
 use rayon::prelude::*;
 
-/// One synapse, grouped by source; laid out as the GPU's synapse words (target, delay, weight).
+/// One synapse, grouped by source: where it goes and when. Its weight is the element of
+/// [`PartitionProgram::weights`] at the same index (kept apart, so that rewriting the weights
+/// after an optimiser step, and copying them to a fused program or a backend, moves a plain
+/// array of `i32`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Synapse {
     /// Local target neuron.
     pub target: u32,
     /// Delay in steps (0 = same step, only towards a later stage).
     pub delay: u32,
-    /// Weight in fixed point: units of the target's `NeuronCoeffs::input_scale`.
-    pub weight: i32,
 }
 
 /// Which model weight a synapse realises: projection and index into its weights.
@@ -130,6 +131,9 @@ pub struct PartitionProgram {
     pub synapse_offsets: Vec<u32>,
     /// Synapses grouped by source.
     pub synapses: Vec<Synapse>,
+    /// Each synapse's weight in fixed point (units of its target's
+    /// `NeuronCoeffs::input_scale`), as many as `synapses`.
+    pub weights: Vec<i32>,
     /// Largest delay.
     pub max_delay: u32,
     /// For each synapse, the model weight it realises.
@@ -230,7 +234,7 @@ impl PartitionProgram {
             .first()
             .map_or(WeightMap::Ideal, |p| ctx.maps[p.neurons.population]);
         // Gather synapses by target, then regroup by source.
-        let mut raw: Vec<(PopulationId, u32, Synapse, WeightRef)> = Vec::new();
+        let mut raw: Vec<(PopulationId, u32, (Synapse, i32), WeightRef)> = Vec::new();
         for pr in &part.parts {
             let t = pr.neurons.population;
             let scale = (2f64).powi(ctx.exponents[t]);
@@ -244,11 +248,13 @@ impl PartitionProgram {
                     raw.push((
                         s,
                         pre as u32,
-                        Synapse {
-                            target: local_of[t][post],
-                            delay: d,
-                            weight: fixed_point(map.apply(ws[k]), scale),
-                        },
+                        (
+                            Synapse {
+                                target: local_of[t][post],
+                                delay: d,
+                            },
+                            fixed_point(map.apply(ws[k]), scale),
+                        ),
                         WeightRef {
                             projection: p as u32,
                             index: k as u32,
@@ -312,13 +318,13 @@ impl PartitionProgram {
         // extra step of a recurrent loop inside one chip (see `Network::effective_delays`)
         // does not apply to it; outside a system no external source is recurrent, so this is
         // the effective delay there.
-        let keyed: Vec<(usize, Synapse, WeightRef)> = raw
+        let keyed: Vec<(usize, (Synapse, i32), WeightRef)> = raw
             .into_iter()
-            .map(|(p, n, mut syn, r)| {
+            .map(|(p, n, (mut syn, w), r)| {
                 if !is_local(p, n) {
                     syn.delay = network.projections[r.projection as usize].delay;
                 }
-                (source_index(p, n), syn, r)
+                (source_index(p, n), (syn, w), r)
             })
             .collect();
         let mut offsets = vec![0u32; nsrc + 1];
@@ -332,9 +338,9 @@ impl PartitionProgram {
         let zero = Synapse {
             target: 0,
             delay: 0,
-            weight: 0,
         };
         let mut synapses = vec![zero; keyed.len()];
+        let mut weights = vec![0i32; keyed.len()];
         let mut weight_refs = vec![
             WeightRef {
                 projection: 0,
@@ -342,8 +348,9 @@ impl PartitionProgram {
             };
             keyed.len()
         ];
-        for (k, syn, r) in keyed {
+        for (k, (syn, w), r) in keyed {
             synapses[fill[k] as usize] = syn;
+            weights[fill[k] as usize] = w;
             weight_refs[fill[k] as usize] = r;
             fill[k] += 1;
         }
@@ -361,6 +368,7 @@ impl PartitionProgram {
             sources,
             synapse_offsets: offsets,
             synapses,
+            weights,
             max_delay,
             weight_refs,
             weight_runs,
@@ -376,7 +384,17 @@ impl PartitionProgram {
 
     /// Synapses of source `src` (channel index, or `channels + local neuron`).
     pub fn synapses_of(&self, src: usize) -> &[Synapse] {
-        &self.synapses[self.synapse_offsets[src] as usize..self.synapse_offsets[src + 1] as usize]
+        &self.synapses[self.synapse_range(src)]
+    }
+
+    /// The weights of [`PartitionProgram::synapses_of`] `src`, in the same order.
+    pub fn weights_of(&self, src: usize) -> &[i32] {
+        &self.weights[self.synapse_range(src)]
+    }
+
+    /// Indices of the synapses of source `src`.
+    pub fn synapse_range(&self, src: usize) -> std::ops::Range<usize> {
+        self.synapse_offsets[src] as usize..self.synapse_offsets[src + 1] as usize
     }
 
     /// True for a partition a single feed-forward pass computes: one stage, no synapse from
@@ -591,16 +609,16 @@ fn abs_sum(x: &[f32]) -> f64 {
 
 widest! {
     /// Every synapse of `runs` (which `syn` holds, in order): its weight in fixed point.
-    fn write_runs(runs: &[WeightRun], syn: &mut [Synapse], mapped: &[Vec<f32>], scales: &[f32]) {
-        let mut syn = syn;
+    fn write_runs(runs: &[WeightRun], out: &mut [i32], mapped: &[Vec<f32>], scales: &[f32]) {
+        let mut out = out;
         for run in runs {
-            let (s, rest) = std::mem::take(&mut syn).split_at_mut(run.len as usize);
-            syn = rest;
+            let (o, rest) = std::mem::take(&mut out).split_at_mut(run.len as usize);
+            out = rest;
             let w = &mapped[run.projection as usize];
             let scale = scales[run.population as usize];
             let (i0, step) = (run.index as usize, run.stride as usize);
-            for (k, s) in s.iter_mut().enumerate() {
-                s.weight = round_i32(w[i0 + k * step] * scale);
+            for (k, o) in o.iter_mut().enumerate() {
+                *o = round_i32(w[i0 + k * step] * scale);
             }
         }
     }
@@ -750,13 +768,13 @@ impl WeightStage {
         // Powers of two: `w · scale` is exact in f32 as in f64, so rounding in f32 gives the
         // same fixed-point values as `fixed_point`.
         let scales: Vec<f32> = exps.iter().map(|&e| (2f64).powi(e) as f32).collect();
-        let mut groups: Vec<(&[WeightRun], &mut [Synapse])> = Vec::new();
+        let mut groups: Vec<(&[WeightRun], &mut [i32])> = Vec::new();
         for prog in programs.iter_mut() {
             for (c, &(pop, _)) in prog.coeffs.iter_mut().zip(&prog.neurons) {
                 c.input_scale = input_scale(exps[pop]);
             }
             let mut runs: &[WeightRun] = &prog.weight_runs;
-            let mut syn: &mut [Synapse] = &mut prog.synapses;
+            let mut syn: &mut [i32] = &mut prog.weights;
             while !runs.is_empty() {
                 let (mut k, mut len) = (0, 0);
                 while k < runs.len() && len < GROUP {
@@ -911,15 +929,17 @@ pub fn fuse(
     }
     let total = synapse_offsets[nsrc] as usize;
     let mut synapses = vec![<Synapse as bytemuck::Zeroable>::zeroed(); total];
+    let mut weights = vec![0i32; total];
     let mut weight_refs = vec![<WeightRef as bytemuck::Zeroable>::zeroed(); total];
     let mut origin = vec![(0u32, 0u32); total];
     let mut cursor = synapse_offsets[..nsrc].to_vec();
     for (k, (p, here)) in programs.iter().zip(&sources_of).enumerate() {
         for (src, &(source, extra)) in here.iter().enumerate() {
             let a = p.synapse_offsets[src] as usize;
-            for (i, (syn, r)) in p
+            for (i, ((syn, &w), r)) in p
                 .synapses_of(src)
                 .iter()
+                .zip(p.weights_of(src))
                 .zip(&p.weight_refs[a..])
                 .enumerate()
             {
@@ -929,8 +949,8 @@ pub fn fuse(
                 synapses[x] = Synapse {
                     target: syn.target + offsets[k] as u32,
                     delay: syn.delay + extra,
-                    weight: syn.weight,
                 };
+                weights[x] = w;
                 weight_refs[x] = *r;
                 origin[x] = (k as u32, (a + i) as u32);
             }
@@ -961,6 +981,7 @@ pub fn fuse(
             sources,
             synapse_offsets,
             synapses,
+            weights,
             max_delay,
             weight_refs,
             weight_runs,
@@ -995,19 +1016,14 @@ impl FusedProgram {
             *at += n as usize;
             Some(*at)
         });
-        let pieces = crate::threads::pieces_at(&mut self.program.synapses, ends, PIECE);
+        let pieces = crate::threads::pieces_at(&mut self.program.weights, ends, PIECE);
         let stretches = &self.stretches;
-        pieces.into_par_iter().for_each(|(items, _, mut syns)| {
+        pieces.into_par_iter().for_each(|(items, _, mut out)| {
             for &(k, i, n) in &stretches[items] {
                 let (i, n) = (i as usize, n as usize);
-                let (here, r) = std::mem::take(&mut syns).split_at_mut(n);
-                for (syn, from) in here
-                    .iter_mut()
-                    .zip(&programs[k as usize].synapses[i..i + n])
-                {
-                    syn.weight = from.weight;
-                }
-                syns = r;
+                let (here, r) = std::mem::take(&mut out).split_at_mut(n);
+                here.copy_from_slice(&programs[k as usize].weights[i..i + n]);
+                out = r;
             }
         });
         for (k, p) in programs.iter().enumerate() {

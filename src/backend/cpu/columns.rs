@@ -160,7 +160,8 @@ crate::simd::widest! {
                         }
                     }
                     Delivery::List(ref range) => {
-                        for syn in &c.program.synapses[range.clone()] {
+                        let (syns, ws) = (&c.program.synapses, &c.program.weights);
+                        for (syn, &weight) in syns[range.clone()].iter().zip(&ws[range.clone()]) {
                             let j = syn.target as usize;
                             if j < lo || j >= hi {
                                 continue;
@@ -168,7 +169,7 @@ crate::simd::widest! {
                             let d = syn.delay as usize;
                             for &(row, step) in es {
                                 if step as usize + d < steps {
-                                    pending[(row as usize + d) * w + j - lo] += syn.weight;
+                                    pending[(row as usize + d) * w + j - lo] += weight;
                                 }
                             }
                         }
@@ -435,11 +436,8 @@ impl Dense {
                         prog.synapse_offsets[ch] as usize + k * width,
                         prog.synapse_offsets[ch + 1] as usize,
                     );
-                    let piece = &prog.synapses[a.min(b)..(a + width).min(b)];
-                    let row = &mut block[ch * width..ch * width + piece.len()];
-                    for (w, syn) in row.iter_mut().zip(piece) {
-                        *w = syn.weight;
-                    }
+                    let piece = &prog.weights[a.min(b)..(a + width).min(b)];
+                    block[ch * width..ch * width + piece.len()].copy_from_slice(piece);
                 }
             });
     }
@@ -495,7 +493,7 @@ mod tests {
                 .expect("a wide dense layer is held in blocks");
             assert_eq!((d.width, d.weights.len()), (128, 3 * 1000 * 128));
             for ch in 0..nch {
-                let row: Vec<i32> = program.synapses_of(ch).iter().map(|s| s.weight).collect();
+                let row: Vec<i32> = program.weights_of(ch).to_vec();
                 assert_eq!(row.len(), 300);
                 for (j, &w) in row.iter().enumerate() {
                     let (b, k) = (j / 128, j % 128);
@@ -515,8 +513,8 @@ mod tests {
             }
         };
         check(&prog, &program);
-        for (k, s) in program.synapses.iter_mut().enumerate() {
-            s.weight = (k % 127) as i32 - 63;
+        for (k, w) in program.weights.iter_mut().enumerate() {
+            *w = (k % 127) as i32 - 63;
         }
         prog.update(&program);
         check(&prog, &program);

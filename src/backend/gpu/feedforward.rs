@@ -53,8 +53,8 @@ fn dense(p: &PartitionProgram) -> Vec<i32> {
     let n = p.neuron_count();
     let mut w = vec![0i32; nch * n];
     for (ch, row) in w.chunks_mut(n.max(1)).enumerate().take(nch) {
-        for s in p.synapses_of(ch) {
-            row[s.target as usize] += s.weight;
+        for (s, &w) in p.synapses_of(ch).iter().zip(p.weights_of(ch)) {
+            row[s.target as usize] += w;
         }
     }
     w
@@ -125,8 +125,8 @@ impl Packed {
         let mut each_cell = |f: &mut dyn FnMut(usize, i32)| {
             for ch in 0..p.channels.len() {
                 let syns = p.synapses_of(ch);
-                for s in syns {
-                    row[s.target as usize] += s.weight;
+                for (s, &w) in syns.iter().zip(p.weights_of(ch)) {
+                    row[s.target as usize] += w;
                 }
                 for s in syns {
                     let j = s.target as usize;
