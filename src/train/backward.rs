@@ -21,7 +21,7 @@ use crate::model::neuron::NeuronCoeffs;
 use crate::plan::partition::LinkSteps;
 use crate::run::executor::Execution;
 use crate::simd::widest;
-use crate::spikes::store::SpikeTrains;
+use crate::spikes::store::{SpikeEvent, SpikeTrains};
 use rayon::prelude::*;
 
 pub(crate) use crate::backend::BySource;
@@ -500,6 +500,19 @@ pub fn chunk_gradients_from(
             lo = hi;
         }
     }
+    // A dense projection cut into several items: its source spikes grouped by item once, so
+    // that each item reads its own sources' spikes instead of every spike of the chunk.
+    let buckets: Vec<Option<Buckets>> = topo
+        .ends
+        .par_iter()
+        .enumerate()
+        .map(|(q, &(src, tgt, _))| {
+            let ns = topo.by_source[q].0.len() - 1;
+            let block = (ITEM_FLOATS / sizes[tgt].max(1)).max(1);
+            let trains = exec.spikes.get(src)?;
+            (topo.dense[q] && block < ns).then(|| Buckets::new(trains, block, ns.div_ceil(block)))
+        })
+        .collect();
     items
         .into_par_iter()
         .for_each_init(Vec::new, |scratch: &mut Vec<f32>, (q, range, acc)| {
@@ -519,7 +532,11 @@ pub fn chunk_gradients_from(
                     let g = &gi[tgt][(first - samples.start) * steps * nt..];
                     let shape = (steps, nt, d);
                     if let Out::Columns(_) = acc {
-                        accumulate_dense(trains, span, shape, g, range.clone(), part);
+                        let spikes = match &buckets[q] {
+                            Some(b) => Spikes::Item(b, range.start / b.block),
+                            None => Spikes::All(trains),
+                        };
+                        accumulate_dense(&spikes, span, shape, g, range.clone(), part);
                     } else {
                         let by_source = &topo.by_source[q];
                         let extra = &topo.extra[q][..];
@@ -562,6 +579,72 @@ pub fn chunk_gradients_from(
         &|a: &mut BatchStats, b: &mut BatchStats| *a = std::mem::take(a) + std::mem::take(b),
     );
     (chunk_stats.into_iter().next().unwrap_or_default(), out)
+}
+
+/// A dense projection's source spikes of every sample of a run, grouped by the phase-B item
+/// (block of `block` consecutive sources) each belongs to; within a group in their order in
+/// the run (by step, then neuron), so each source's spikes are added in the same order as
+/// from the whole list.
+struct Buckets {
+    block: usize,
+    items: usize,
+    events: Vec<SpikeEvent>,
+    /// `samples · items + 1` offsets: sample `s`'s spikes of item `i` are
+    /// `events[offsets[s·items + i]..offsets[s·items + i + 1]]`.
+    offsets: Vec<u32>,
+}
+
+impl Buckets {
+    /// The spikes of `trains` grouped by blocks of `block` sources (`items` blocks).
+    fn new(trains: &SpikeTrains, block: usize, items: usize) -> Self {
+        let n = trains.samples();
+        let item = |e: &SpikeEvent| (e.neuron as usize / block).min(items - 1);
+        let mut offsets = vec![0u32; n * items + 1];
+        for s in 0..n {
+            for e in trains.sample(s) {
+                offsets[s * items + item(e) + 1] += 1;
+            }
+        }
+        for k in 0..n * items {
+            offsets[k + 1] += offsets[k];
+        }
+        let mut fill = offsets.clone();
+        let mut events = vec![SpikeEvent { step: 0, neuron: 0 }; trains.events.len()];
+        for s in 0..n {
+            for e in trains.sample(s) {
+                let at = &mut fill[s * items + item(e)];
+                events[*at as usize] = *e;
+                *at += 1;
+            }
+        }
+        Buckets {
+            block,
+            items,
+            events,
+            offsets,
+        }
+    }
+}
+
+/// The spikes a phase-B item of a dense projection reads.
+enum Spikes<'a> {
+    /// Every spike of its source population.
+    All(&'a SpikeTrains),
+    /// Those of one item (the block's index).
+    Item(&'a Buckets, usize),
+}
+
+impl Spikes<'_> {
+    /// Sample `s`'s spikes (all, or the item's).
+    fn sample(&self, s: usize) -> &[SpikeEvent] {
+        match *self {
+            Spikes::All(t) => t.sample(s),
+            Spikes::Item(b, i) => {
+                let k = s * b.items + i;
+                &b.events[b.offsets[k] as usize..b.offsets[k + 1] as usize]
+            }
+        }
+    }
 }
 
 /// A work item of phase B: a projection, a block of its sources, and where the block's sums go.
@@ -620,7 +703,7 @@ widest! {
     /// gradients `g` (`[sample of span][step][target]`) `d` steps later; `shape` is (steps,
     /// targets, d).
     fn accumulate_dense(
-        trains: &SpikeTrains,
+        trains: &Spikes<'_>,
         span: std::ops::Range<usize>,
         shape: (usize, usize, usize),
         g: &[f32],
