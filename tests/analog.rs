@@ -170,6 +170,18 @@ fn updating_weights_equals_compiling_afresh() {
                     a.partition
                 );
             }
+            // The fused waves' copies too (refreshed, not fused again).
+            for w in 0..e.schedule.waves.len() {
+                match (e.wave_program(w), fresh.wave_program(w)) {
+                    (Some(a), Some(b)) => assert_eq!(
+                        (&a.synapses, &a.weights, &a.coeffs),
+                        (&b.synapses, &b.weights, &b.coeffs),
+                        "network {k} {mode:?} wave {w}"
+                    ),
+                    (None, None) => {}
+                    _ => panic!("network {k} {mode:?} wave {w}: fused in one only"),
+                }
+            }
         }
     }
 }

@@ -608,7 +608,8 @@ fn abs_sum(x: &[f32]) -> f64 {
 }
 
 widest! {
-    /// Every synapse of `runs` (which `syn` holds, in order): its weight in fixed point.
+    /// The fixed-point weight of every synapse of `runs` into `out` (the runs' weights, in
+    /// order).
     fn write_runs(runs: &[WeightRun], out: &mut [i32], mapped: &[Vec<f32>], scales: &[f32]) {
         let mut out = out;
         for run in runs {
@@ -774,7 +775,7 @@ impl WeightStage {
                 c.input_scale = input_scale(exps[pop]);
             }
             let mut runs: &[WeightRun] = &prog.weight_runs;
-            let mut syn: &mut [i32] = &mut prog.weights;
+            let mut weights: &mut [i32] = &mut prog.weights;
             while !runs.is_empty() {
                 let (mut k, mut len) = (0, 0);
                 while k < runs.len() && len < GROUP {
@@ -782,14 +783,14 @@ impl WeightStage {
                     k += 1;
                 }
                 let (r, rr) = runs.split_at(k);
-                let (s, sr) = std::mem::take(&mut syn).split_at_mut(len);
-                groups.push((r, s));
-                (runs, syn) = (rr, sr);
+                let (w, wr) = std::mem::take(&mut weights).split_at_mut(len);
+                groups.push((r, w));
+                (runs, weights) = (rr, wr);
             }
         }
         groups
             .into_par_iter()
-            .for_each(|(runs, syn)| write_runs(runs, syn, &self.mapped, &scales));
+            .for_each(|(runs, out)| write_runs(runs, out, &self.mapped, &scales));
         Ok(exps)
     }
 }

@@ -468,6 +468,8 @@ pub fn chunk_gradients_from(
         .map(|(_, syn)| crate::pool::take(syn.len()))
         .collect();
     let mut items: Vec<Item<'_>> = Vec::new();
+    // Per dense projection: the sources of each of its items (the last may hold fewer).
+    let mut blocks: Vec<Option<usize>> = vec![None; out.len()];
     for (q, acc) in out.iter_mut().enumerate() {
         let (offs, _) = &topo.by_source[q];
         let ns = offs.len() - 1;
@@ -475,6 +477,7 @@ pub fn chunk_gradients_from(
         if topo.dense[q] {
             let nt = sizes[topo.ends[q].1];
             let block = (ITEM_FLOATS / nt.max(1)).max(1);
+            blocks[q] = Some(block);
             let columns = Columns {
                 weights: acc.as_mut_ptr(),
                 sources: ns,
@@ -502,15 +505,13 @@ pub fn chunk_gradients_from(
     }
     // A dense projection cut into several items: its source spikes grouped by item once, so
     // that each item reads its own sources' spikes instead of every spike of the chunk.
-    let buckets: Vec<Option<Buckets>> = topo
-        .ends
+    let buckets: Vec<Option<Buckets>> = blocks
         .par_iter()
         .enumerate()
-        .map(|(q, &(src, tgt, _))| {
-            let ns = topo.by_source[q].0.len() - 1;
-            let block = (ITEM_FLOATS / sizes[tgt].max(1)).max(1);
-            let trains = exec.spikes.get(src)?;
-            (topo.dense[q] && block < ns).then(|| Buckets::new(trains, block, ns.div_ceil(block)))
+        .map(|(q, &block)| {
+            let (block, ns) = (block?, topo.by_source[q].0.len() - 1);
+            let trains = exec.spikes.get(topo.ends[q].0)?;
+            (block < ns).then(|| Buckets::new(trains, block, ns))
         })
         .collect();
     items
@@ -595,10 +596,14 @@ struct Buckets {
 }
 
 impl Buckets {
-    /// The spikes of `trains` grouped by blocks of `block` sources (`items` blocks).
-    fn new(trains: &SpikeTrains, block: usize, items: usize) -> Self {
+    /// The spikes of `trains` (of `sources` sources) grouped by blocks of `block` sources.
+    fn new(trains: &SpikeTrains, block: usize, sources: usize) -> Self {
         let n = trains.samples();
-        let item = |e: &SpikeEvent| (e.neuron as usize / block).min(items - 1);
+        let items = sources.div_ceil(block.max(1));
+        let item = |e: &SpikeEvent| {
+            debug_assert!((e.neuron as usize) < sources, "a spike of a known source");
+            e.neuron as usize / block
+        };
         let mut offsets = vec![0u32; n * items + 1];
         for s in 0..n {
             for e in trains.sample(s) {
@@ -703,7 +708,7 @@ widest! {
     /// gradients `g` (`[sample of span][step][target]`) `d` steps later; `shape` is (steps,
     /// targets, d).
     fn accumulate_dense(
-        trains: &Spikes<'_>,
+        spikes: &Spikes<'_>,
         span: std::ops::Range<usize>,
         shape: (usize, usize, usize),
         g: &[f32],
@@ -713,9 +718,10 @@ widest! {
         let (steps, nt, d) = shape;
         for (k, s) in span.enumerate() {
             let g = &g[k * steps * nt..(k + 1) * steps * nt];
-            for e in trains.sample(s) {
+            for e in spikes.sample(s) {
                 let t = e.step as usize + d;
                 let pre = e.neuron as usize;
+                // (An item's own spikes are all of `sources`; every spike is checked alike.)
                 if t >= steps || !sources.contains(&pre) {
                     continue;
                 }
@@ -1459,7 +1465,68 @@ fn group_backward<'a>(
 
 #[cfg(test)]
 mod tests {
-    use super::{transpose_product, transpose_product_group};
+    use super::{accumulate_dense, transpose_product, transpose_product_group, Buckets, Spikes};
+    use crate::spikes::store::{SpikeEvent, SpikeTrains};
+
+    /// Grouped by item, each item sees exactly the spikes of its own sources, in the run's
+    /// order (a partial last item and a silent sample included), and its weight-gradient sums
+    /// are the bits of the sums over every spike; both are the naive sum up to rounding.
+    #[test]
+    fn bucketed_spikes_give_each_item_its_own_spikes_and_the_same_sums() {
+        let mut rng = crate::rng::Rng::new(11);
+        let (sources, steps, nt, d, block) = (100usize, 12usize, 5usize, 1usize, 16usize);
+        let samples: Vec<Vec<SpikeEvent>> = (0..5)
+            .map(|s| {
+                let mut events = Vec::new();
+                for step in 0..steps as u32 {
+                    for neuron in 0..sources as u32 {
+                        if s != 2 && rng.uniform() < 0.15 {
+                            events.push(SpikeEvent { step, neuron });
+                        }
+                    }
+                }
+                events
+            })
+            .collect();
+        let trains = SpikeTrains::from_samples(sources, steps as u32, samples);
+        let buckets = Buckets::new(&trains, block, sources);
+        let items = sources.div_ceil(block);
+        assert_eq!(items, 7);
+        let g: Vec<f32> = (0..5 * steps * nt)
+            .map(|_| rng.uniform() as f32 * 2.0 - 1.0)
+            .collect();
+        for i in 0..items {
+            let range = i * block..((i + 1) * block).min(sources);
+            let item = Spikes::Item(&buckets, i);
+            for s in 0..5 {
+                let expected: Vec<SpikeEvent> = trains
+                    .sample(s)
+                    .iter()
+                    .filter(|e| range.contains(&(e.neuron as usize)))
+                    .copied()
+                    .collect();
+                assert_eq!(item.sample(s), &expected[..], "sample {s}, item {i}");
+            }
+            let mut by_item = vec![0f32; range.len() * nt];
+            let mut by_all = by_item.clone();
+            let shape = (steps, nt, d);
+            accumulate_dense(&item, 0..5, shape, &g, range.clone(), &mut by_item);
+            let all = Spikes::All(&trains);
+            accumulate_dense(&all, 0..5, shape, &g, range.clone(), &mut by_all);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&by_item), bits(&by_all), "item {i}");
+            for (row, pre) in range.clone().enumerate() {
+                for tgt in 0..nt {
+                    let naive: f64 = (0..5)
+                        .flat_map(|s| trains.sample(s).iter().map(move |e| (s, e)))
+                        .filter(|(_, e)| e.neuron as usize == pre && (e.step as usize) + d < steps)
+                        .map(|(s, e)| g[(s * steps + e.step as usize + d) * nt + tgt] as f64)
+                        .sum();
+                    assert!((naive - by_item[row * nt + tgt] as f64).abs() < 1e-5);
+                }
+            }
+        }
+    }
 
     /// The group product gives every pair the single-sample product's bits, over full blocks
     /// of 16 columns and a remainder, full groups and smaller ones; both are the naive sum

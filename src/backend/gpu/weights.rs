@@ -94,12 +94,53 @@ pub fn word_of_synapses(p: &PartitionProgram, dense: bool, syn_base: u32) -> Vec
                 debug_assert!(src < nch, "feed-forward programs have no local sources");
                 src as u32 * n + p.synapses[j as usize].target
             } else {
-                // Synapse words are (target, delay, weight).
-                syn_base + 3 * j + 2
+                syn_base + super::lif::SYNAPSE_WORDS * j + super::lif::WEIGHT_WORD
             };
             out.push((word, j));
         }
     }
     out.sort_unstable();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::word_of_synapses;
+    use crate::backend::gpu::lif::program_words;
+    use crate::model::network::{NetworkBuilder, WeightInit};
+    use crate::model::neuron::NeuronParams;
+    use crate::model::substrate::Substrate;
+    use crate::plan::compile::PartitionProgram;
+    use crate::plan::partition::{PartitionOptions, Plan};
+
+    /// The general kernel's program holds every synapse's target, delay and weight in its
+    /// words, and the word the optimiser's write targets for a synapse is its weight.
+    #[test]
+    fn synapse_words_hold_each_synapse_and_its_weight() {
+        let sub = Substrate::bss2();
+        let w = |mean, std| WeightInit { mean, std };
+        let net = NetworkBuilder::new("words", 8, 3)
+            .input("in", 30)
+            .dense("h", 50, NeuronParams::default(), w(0.1, 0.5))
+            .recurrent(w(0.0, 0.3))
+            .build(&sub)
+            .unwrap();
+        let plan = Plan::new(&net, &sub, &PartitionOptions::default()).unwrap();
+        let mut checked = 0;
+        for part in plan.partitions.iter().filter(|p| p.neuron_count() > 0) {
+            let p = PartitionProgram::compile(&net, &plan, part).unwrap();
+            let (words, _, syn_base) = program_words(&p);
+            assert!(p.weights.iter().any(|&x| x != 0), "weights to find");
+            for (word, j) in word_of_synapses(&p, false, syn_base) {
+                let j = j as usize;
+                let at = syn_base as usize + 3 * j;
+                assert_eq!(words[at], p.synapses[j].target, "synapse {j}");
+                assert_eq!(words[at + 1], p.synapses[j].delay, "synapse {j}");
+                assert_eq!(word as usize, at + 2, "synapse {j}");
+                assert_eq!(words[word as usize] as i32, p.weights[j], "synapse {j}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 30 * 50 + 50 * 50);
+    }
 }
