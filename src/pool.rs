@@ -48,19 +48,26 @@ pub fn give_bytes(v: Vec<u8>) {
     give_to(&BYTES, v)
 }
 
+/// The kept buffer of `pool` with the smallest `size` of those whose `size` is at least `len`,
+/// taken out of the pool.
+fn smallest<T>(
+    pool: &Mutex<Vec<Vec<T>>>,
+    len: usize,
+    size: fn(&Vec<T>) -> usize,
+) -> Option<Vec<T>> {
+    let mut kept = pool.lock().expect("not poisoned");
+    let best = kept
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| size(b) >= len)
+        .min_by_key(|(_, b)| size(b))
+        .map(|(k, _)| k);
+    best.map(|k| kept.swap_remove(k))
+}
+
 fn take_zeroed_from<T: Copy + Default>(pool: &Mutex<Vec<Vec<T>>>, len: usize) -> Vec<T> {
-    let reused = {
-        let mut pool = pool.lock().expect("not poisoned");
-        // The smallest kept buffer that holds `len`.
-        let best = pool
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.capacity() >= len)
-            .min_by_key(|(_, b)| b.capacity())
-            .map(|(k, _)| k);
-        best.map(|k| pool.swap_remove(k))
-    };
-    match reused {
+    // Any buffer with room: it is zeroed anyway.
+    match smallest(pool, len, Vec::capacity) {
         Some(mut v) => {
             v.clear();
             v.resize(len, T::default());
@@ -71,17 +78,8 @@ fn take_zeroed_from<T: Copy + Default>(pool: &Mutex<Vec<Vec<T>>>, len: usize) ->
 }
 
 fn take_from<T: Copy + Default>(pool: &Mutex<Vec<Vec<T>>>, len: usize) -> Vec<T> {
-    let reused = {
-        let mut kept = pool.lock().expect("not poisoned");
-        let best = kept
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.len() >= len)
-            .min_by_key(|(_, b)| b.len())
-            .map(|(k, _)| k);
-        best.map(|k| kept.swap_remove(k))
-    };
-    match reused {
+    // One already holding `len` values (kept as they are), else a zeroed one.
+    match smallest(pool, len, Vec::len) {
         Some(mut v) => {
             v.truncate(len);
             v

@@ -46,16 +46,14 @@ pub fn program_words(p: &PartitionProgram) -> (Vec<u32>, u32, u32) {
     let syn_off_base = w.len() as u32;
     w.extend_from_slice(&p.synapse_offsets);
     let syn_base = w.len() as u32;
-    let synapses: Vec<SynapseWords> = p
-        .synapses
-        .iter()
-        .zip(&p.weights)
-        .map(|(s, &weight)| SynapseWords {
+    w.reserve(p.synapses.len() * SYNAPSE_WORDS as usize);
+    for (s, &weight) in p.synapses.iter().zip(&p.weights) {
+        let words = SynapseWords {
             target: s.target,
             delay: s.delay,
             weight,
-        })
-        .collect();
-    w.extend_from_slice(bytemuck::cast_slice(&synapses));
+        };
+        w.extend_from_slice(bytemuck::cast_slice(std::slice::from_ref(&words)));
+    }
     (w, syn_off_base, syn_base)
 }
