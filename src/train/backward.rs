@@ -1336,6 +1336,17 @@ fn group_backward<'a>(
                             raster[e.step as usize * size + e.neuron as usize] = 1;
                         }
                     }
+                    // The sample's membranes, every step, where its current gradients go: one
+                    // pass forward through memory (the walk back reads them from the cache;
+                    // decoded row by row, each row's codes and values missed it: the decode
+                    // was 10 % of the emulated T = 100 training).
+                    let at = (x0 + g) * steps * size..(x0 + g + 1) * steps * size;
+                    let git = &mut gi[g * npop + p][..steps * size];
+                    match (&exec.membrane[p], &exec.codes[p]) {
+                        (Some(m), _) => git.copy_from_slice(&m[at]),
+                        (None, Some(c)) => c.cadc.decode(&c.codes[at], git),
+                        (None, None) => panic!("membranes recorded"),
+                    }
                 }
             }
         }
@@ -1348,17 +1359,10 @@ fn group_backward<'a>(
                 let mf = co.membrane_first != 0;
                 let row = t * size..(t + 1) * size;
                 for (g, scr) in scrs.iter_mut().enumerate() {
-                    let s = x0 + g;
-                    let at = s * steps * size + t * size;
                     let git = &mut gi[g * npop + p][row.clone()];
                     let (gv, carry) = (&mut scr.gv[j][..], &mut scr.carry[j][..]);
                     if pop.kind == PopulationKind::Lif {
-                        // The step's membranes first, where its current gradients go.
-                        match (&exec.membrane[p], &exec.codes[p]) {
-                            (Some(m), _) => git.copy_from_slice(&m[at..at + size]),
-                            (None, Some(c)) => c.cadc.decode(&c.codes[at..at + size], git),
-                            (None, None) => panic!("membranes recorded"),
-                        }
+                        // `git` holds the step's membranes (written above).
                         let rec = (&scr.gs[p][row.clone()], &scr.raster[j][row.clone()]);
                         lif_step_back(git, gv, carry, rec, k, mf);
                     } else {
