@@ -208,3 +208,58 @@ fn bench_says_how_active_each_layer_was_and_warns_of_silent_ones() {
     assert!(ok, "{err}");
     assert!(out.contains("the MNIST test images"), "{out}");
 }
+
+/// `bench --checkpoint` without `--network` benchmarks the MNIST network with the checkpoint's
+/// weights (what the MNIST example writes): the activity it prints is that of those weights,
+/// counted here through the library.
+#[test]
+fn bench_takes_a_checkpoint_of_the_mnist_network_without_a_network_file() {
+    use neuropart::prelude::*;
+    let dir = std::env::temp_dir().join(format!("neuropart-bench-ck-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sub = Substrate::bss2();
+    // Strong input weights: the hidden layer fires often (with the initial weights it stays
+    // silent on random pixels).
+    let mut net = neuropart::mnist_network(1).build(&sub).unwrap();
+    net.projections[0].weights.fill(0.4);
+    let ck = dir.join("strong.json");
+    let exec = Executor::new(net.clone(), &sub, 1, &PartitionOptions::default()).unwrap();
+    neuropart::Trainer::new(exec, neuropart::TrainConfig::default())
+        .unwrap()
+        .save(&ck)
+        .unwrap();
+    let (ok, out, err) = neuropart(&[
+        "bench",
+        "--batch",
+        "8",
+        "--steps",
+        "20",
+        "--seconds",
+        "0.01",
+        "--device",
+        "cpu",
+        "--density",
+        "0.5",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    net.steps = 20;
+    let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
+    let inputs = neuropart::bench::random_inputs(&exec, 8, 0.5, 7).unwrap();
+    let run = exec.run(&CpuBackend, &inputs, Observe::Scores).unwrap();
+    let spikes = run.spikes.get(1).unwrap().len() as f64;
+    let expect = format!(
+        "activity (spikes per neuron and step, trained weights): hidden {:.2}%",
+        100.0 * spikes / (8.0 * 20.0 * 256.0)
+    );
+    assert!(
+        spikes > 1000.0 && out.contains(&expect),
+        "{expect} in {out}"
+    );
+    // A checkpoint that is not there: named.
+    let gone = dir.join("gone.json");
+    let (ok, _, err) = neuropart(&["bench", "--checkpoint", gone.to_str().unwrap()]);
+    assert!(!ok && err.contains("gone.json"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -945,9 +945,9 @@ widest! {
     /// membranes and `carry` on the synaptic currents one step later, the recorded (gradient
     /// on the spikes, spike raster) of this step and its membranes, which `git` holds on
     /// entry, the current gradient of this step into `git`; `gv` and `carry` move one step
-    /// back. (The caller's copy of the membranes into `git` brings its row into the cache in a
-    /// plain loop first: the MNIST backward pass 10–13 % faster at T = 100 than storing each
-    /// current gradient to a row that was not in the cache.) `k` is (k_mem, a_syn, v_th,
+    /// back. (The caller writes a sample's membranes into its rows in one pass forward through
+    /// memory before the walk back, so that a plain loop, not this recursion, takes the stores
+    /// and loads that miss the cache.) `k` is (k_mem, a_syn, v_th,
     /// surrogate alpha). With `membrane_first` (hxtorch's order: the membrane integrates the
     /// previous step's current) a step's current reaches the loss through the next step's
     /// membrane, so `carry` holds a·g_i(t+1) + k·g_v(t+1) and is this step's current gradient;
@@ -1336,15 +1336,16 @@ fn group_backward<'a>(
                             raster[e.step as usize * size + e.neuron as usize] = 1;
                         }
                     }
-                    // The sample's membranes, every step, where its current gradients go: one
-                    // pass forward through memory (the walk back reads them from the cache;
-                    // decoded row by row, each row's codes and values missed it: the decode
-                    // was 10 % of the emulated T = 100 training).
+                    // The sample's membranes, every step, into the rows where its current
+                    // gradients go, in one pass forward through memory (decoded a row per
+                    // step inside the walk, each row of codes and of values missed the cache:
+                    // the decode was 10 % of the emulated T = 100 MNIST training); the walk
+                    // back then finds the latest rows still cached.
                     let at = (x0 + g) * steps * size..(x0 + g + 1) * steps * size;
-                    let git = &mut gi[g * npop + p][..steps * size];
+                    let gip = &mut gi[g * npop + p][..steps * size];
                     match (&exec.membrane[p], &exec.codes[p]) {
-                        (Some(m), _) => git.copy_from_slice(&m[at]),
-                        (None, Some(c)) => c.cadc.decode(&c.codes[at], git),
+                        (Some(v), _) => gip.copy_from_slice(&v[at]),
+                        (None, Some(q)) => q.cadc.decode(&q.codes[at], gip),
                         (None, None) => panic!("membranes recorded"),
                     }
                 }

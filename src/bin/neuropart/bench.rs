@@ -3,7 +3,7 @@
 use super::common::*;
 use neuropart::comm::Communicator;
 use neuropart::prelude::*;
-use neuropart::{open_backend_in, DeviceChoice};
+use neuropart::{open_backend_in, Checkpoint, DeviceChoice};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -59,9 +59,10 @@ pub(crate) struct Args {
     /// The same results every way; for comparing. CPU rows only.
     #[arg(long, value_enum, default_value = "auto", conflicts_with = "train")]
     pub(crate) stepping: neuropart::Stepping,
-    /// Trained weights for --network (a checkpoint written by `train`), so that the figures
-    /// are for the activity of a trained network rather than of its initial weights.
-    #[arg(long, requires = "network", conflicts_with = "train")]
+    /// Trained weights for --network, or without it for the MNIST network (a checkpoint
+    /// written by `train` or the MNIST example), so that the figures are for the activity of
+    /// a trained network rather than of its initial weights.
+    #[arg(long, conflicts_with = "train")]
     pub(crate) checkpoint: Option<PathBuf>,
     /// Feed the first --batch MNIST test images (fetched into data-cache/mnist, encoded as in
     /// training) instead of random pixels: with --checkpoint, the activity of a trained
@@ -184,7 +185,13 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     let sub = target.substrate()?;
     let mut net = match &network {
         Some(p) => load_network(p, &sub, Some(steps), checkpoint.as_deref())?.0,
-        None => neuropart::mnist_network(1).build(&sub)?,
+        None => {
+            let mut net = neuropart::mnist_network(1).build(&sub)?;
+            if let Some(c) = &checkpoint {
+                Checkpoint::load(c)?.apply_weights(&mut net, c)?;
+            }
+            net
+        }
     };
     net.steps = steps;
     let world = comm;
