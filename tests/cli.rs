@@ -257,6 +257,21 @@ fn bench_takes_a_checkpoint_of_the_mnist_network_without_a_network_file() {
         spikes > 1000.0 && out.contains(&expect),
         "{expect} in {out}"
     );
+    // The network file of the same network gives its input an image shape, which changes no
+    // weight's meaning: the checkpoint fits it (export writes its weights into the file).
+    let out = dir.join("mnist-trained.toml");
+    let (ok, _, err) = neuropart(&[
+        "export",
+        "examples/networks/mnist.toml",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let exported = Network::load(&out, &sub).unwrap();
+    assert_eq!(exported.populations[0].shape, Some([1, 28, 28]));
+    assert!(exported.projections[0].weights.iter().all(|&w| w == 0.4));
     // A checkpoint that is not there: named.
     let gone = dir.join("gone.json");
     let (ok, _, err) = neuropart(&["bench", "--checkpoint", gone.to_str().unwrap()]);

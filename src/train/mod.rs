@@ -260,10 +260,11 @@ impl BatchStats {
 
 /// The first difference between the checkpoint's items `a` and the network's `b` (of kind
 /// `what`), in words.
-fn first_difference_in<T: PartialEq>(
+fn first_difference_in<T>(
     what: &str,
     a: &[T],
     b: &[T],
+    fits: impl Fn(&T, &T) -> bool,
     describe: impl Fn(&T) -> String,
 ) -> Option<String> {
     if a.len() != b.len() {
@@ -273,7 +274,7 @@ fn first_difference_in<T: PartialEq>(
             b.len()
         ));
     }
-    let k = a.iter().zip(b).position(|(x, y)| x != y)?;
+    let k = a.iter().zip(b).position(|(x, y)| !fits(x, y))?;
     Some(format!(
         "{what} #{k}: it was trained on {}, this network has {}",
         describe(&a[k]),
@@ -492,6 +493,7 @@ impl Structure {
             "population",
             &self.populations,
             &now.populations,
+            PopulationShape::fits,
             describe_population,
         )
         .or_else(|| {
@@ -499,9 +501,26 @@ impl Structure {
                 "projection",
                 &self.projections,
                 &now.projections,
+                |a, b| a == b,
                 describe_projection,
             )
         })
+    }
+}
+
+impl PopulationShape {
+    /// Whether weights trained with this population fit `now`: the same name, size and kind,
+    /// and the same image shape where both give one. A shape lays the same neurons out as an
+    /// image and changes no weight's meaning (projections are compared apart, convolutions
+    /// with their kernels and weight counts): the MNIST example's network has none,
+    /// `examples/networks/mnist.toml` gives its input `[1, 28, 28]`, and the example's
+    /// checkpoint fits both.
+    fn fits(&self, now: &Self) -> bool {
+        let shapes = match (self.shape, now.shape) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        self.name == now.name && self.size == now.size && self.kind == now.kind && shapes
     }
 }
 
@@ -1616,6 +1635,39 @@ fn mode_name(m: crate::model::analog::Mode) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::TrainConfig;
+
+    /// A population's image shape is compared only where both structures give one; name,
+    /// size and kind always.
+    #[test]
+    fn a_shape_given_on_one_side_only_fits_and_two_different_shapes_do_not() {
+        use super::{PopulationShape, Structure};
+        use crate::model::network::PopulationKind;
+        let one = |shape: Option<[usize; 3]>, size: usize| Structure {
+            populations: vec![PopulationShape {
+                name: "input".into(),
+                size,
+                kind: PopulationKind::Input,
+                shape,
+            }],
+            projections: Vec::new(),
+        };
+        let (flat, image) = (one(None, 784), one(Some([1, 28, 28]), 784));
+        assert_eq!(flat.first_difference(&image), None);
+        assert_eq!(image.first_difference(&flat), None);
+        let other = one(Some([4, 14, 14]), 784);
+        let d = image.first_difference(&other).expect("different shapes");
+        assert!(
+            d.contains("shape [1, 28, 28]") && d.contains("shape [4, 14, 14]"),
+            "{d}"
+        );
+        let d = flat
+            .first_difference(&one(Some([1, 28, 29]), 812))
+            .expect("sizes");
+        assert!(
+            d.contains("784 neurons") && d.contains("812 neurons"),
+            "{d}"
+        );
+    }
 
     #[test]
     fn the_learning_rate_warms_up_then_decays() {
