@@ -147,20 +147,35 @@ fn figures_only_by_their_extension_and_sweeps_of_a_sane_size() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A short CPU benchmark: 8 samples of 20 steps.
+const SHORT_BENCH: [&str; 9] = [
+    "bench",
+    "--batch",
+    "8",
+    "--steps",
+    "20",
+    "--seconds",
+    "0.01",
+    "--device",
+    "cpu",
+];
+
+/// The spikes population 1 of `net` emits over [`SHORT_BENCH`]'s samples and steps on the
+/// random input `bench --density density` draws, counted through the library.
+fn short_bench_spikes(mut net: neuropart::prelude::Network, density: f64) -> f64 {
+    use neuropart::prelude::*;
+    let sub = Substrate::bss2();
+    net.steps = 20;
+    let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
+    let inputs = neuropart::bench::random_inputs(&exec, 8, density, 7).unwrap();
+    let run = exec.run(&CpuBackend, &inputs, Observe::Scores).unwrap();
+    run.spikes.get(1).unwrap().len() as f64
+}
+
 #[test]
 fn bench_says_how_active_each_layer_was_and_warns_of_silent_ones() {
     use neuropart::prelude::*;
-    let common = [
-        "bench",
-        "--batch",
-        "8",
-        "--steps",
-        "20",
-        "--seconds",
-        "0.01",
-        "--device",
-        "cpu",
-    ];
+    let common = SHORT_BENCH;
     // No input at all: the hidden layer never spikes, and the figures would be meaningless.
     let (ok, out, err) = neuropart(&[&common[..], &["--density", "0"]].concat());
     assert!(ok, "{err}");
@@ -188,13 +203,7 @@ fn bench_says_how_active_each_layer_was_and_warns_of_silent_ones() {
     let (ok, out, err) =
         neuropart(&[&common[..], &["--density", "0.5", "--network", path]].concat());
     assert!(ok, "{err}");
-    let sub = Substrate::bss2();
-    let mut net = Network::load(&file, &sub).unwrap();
-    net.steps = 20;
-    let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
-    let inputs = neuropart::bench::random_inputs(&exec, 8, 0.5, 7).unwrap();
-    let run = exec.run(&CpuBackend, &inputs, Observe::Scores).unwrap();
-    let spikes = run.spikes.get(1).unwrap().len() as f64;
+    let spikes = short_bench_spikes(Network::load(&file, &Substrate::bss2()).unwrap(), 0.5);
     let expect = format!("hidden {:.2}%", 100.0 * spikes / (8.0 * 20.0 * 32.0));
     assert!(spikes > 0.0 && out.contains(&expect), "{expect} in {out}");
     assert!(!err.contains("did not spike"), "{err}");
@@ -228,27 +237,10 @@ fn bench_takes_a_checkpoint_of_the_mnist_network_without_a_network_file() {
         .unwrap()
         .save(&ck)
         .unwrap();
-    let (ok, out, err) = neuropart(&[
-        "bench",
-        "--batch",
-        "8",
-        "--steps",
-        "20",
-        "--seconds",
-        "0.01",
-        "--device",
-        "cpu",
-        "--density",
-        "0.5",
-        "--checkpoint",
-        ck.to_str().unwrap(),
-    ]);
+    let args = ["--density", "0.5", "--checkpoint", ck.to_str().unwrap()];
+    let (ok, out, err) = neuropart(&[&SHORT_BENCH[..], &args].concat());
     assert!(ok, "{err}");
-    net.steps = 20;
-    let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
-    let inputs = neuropart::bench::random_inputs(&exec, 8, 0.5, 7).unwrap();
-    let run = exec.run(&CpuBackend, &inputs, Observe::Scores).unwrap();
-    let spikes = run.spikes.get(1).unwrap().len() as f64;
+    let spikes = short_bench_spikes(net, 0.5);
     let expect = format!(
         "activity (spikes per neuron and step, trained weights): hidden {:.2}%",
         100.0 * spikes / (8.0 * 20.0 * 256.0)

@@ -3,7 +3,7 @@
 use super::common::*;
 use neuropart::comm::Communicator;
 use neuropart::prelude::*;
-use neuropart::{open_backend_in, Checkpoint, DeviceChoice};
+use neuropart::{open_backend_in, DeviceChoice};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -186,11 +186,8 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     let mut net = match &network {
         Some(p) => load_network(p, &sub, Some(steps), checkpoint.as_deref())?.0,
         None => {
-            let mut net = neuropart::mnist_network(1).build(&sub)?;
-            if let Some(c) = &checkpoint {
-                Checkpoint::load(c)?.apply_weights(&mut net, c)?;
-            }
-            net
+            let net = neuropart::mnist_network(1).build(&sub)?;
+            with_checkpoint(net, Some(steps), checkpoint.as_deref())?.0
         }
     };
     net.steps = steps;

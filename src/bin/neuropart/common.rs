@@ -332,7 +332,16 @@ pub(crate) fn load_network(
     steps: Option<u32>,
     checkpoint: Option<&Path>,
 ) -> neuropart::Result<(Network, Option<Checkpoint>)> {
-    let mut net = Network::load(path, sub)?;
+    with_checkpoint(Network::load(path, sub)?, steps, checkpoint)
+}
+
+/// `net` with `steps` (if given) and a checkpoint's weights (if given; its steps unless
+/// `steps` says otherwise, said out loud): [`load_network`] for a network already built.
+pub(crate) fn with_checkpoint(
+    mut net: Network,
+    steps: Option<u32>,
+    checkpoint: Option<&Path>,
+) -> neuropart::Result<(Network, Option<Checkpoint>)> {
     let ck = match checkpoint {
         Some(c) => {
             let ck = Checkpoint::load(c)?;
