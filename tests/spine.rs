@@ -865,3 +865,26 @@ fn activity_counts_every_spike_times_the_synapses_it_reaches() {
     let cells = (samples * net.steps as usize * 5) as f64;
     assert_eq!(act.populations[0].1, hidden.len() as f64 / cells);
 }
+
+/// A batch of no samples gives arrays of no samples with every population's neurons (the
+/// neuron count is the population's, not inferred from values there are none of).
+#[test]
+fn an_empty_batch_gives_empty_arrays_of_the_right_shape() {
+    let sub = Substrate::bss2();
+    let net = Network::load(
+        std::path::Path::new("examples/networks/recurrent.toml"),
+        &sub,
+    )
+    .unwrap();
+    let steps = net.steps as usize;
+    let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
+    let none = SpikeTrains::from_samples(200, steps as u32, Vec::new());
+    let mut out = exec
+        .run(&CpuBackend, &[(0, none)], Observe::ReadoutTraces)
+        .unwrap();
+    // Populations: input 200, exc 160, inh 40, readout 10.
+    assert_eq!(out.spikes_dense(1).unwrap().shape(), &[0, steps, 160]);
+    assert_eq!(out.membranes(3).unwrap().shape(), &[0, steps, 10]);
+    assert_eq!(out.scores(3).unwrap().shape(), &[0, 10]);
+    assert_eq!(out.take_membranes(3).unwrap().shape(), &[0, steps, 10]);
+}

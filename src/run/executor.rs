@@ -138,10 +138,16 @@ impl CodeTrace {
 }
 
 impl Execution {
-    /// Neurons of population `p` in a `[sample][step][neuron]` array of `len` values.
-    fn neurons_of(&self, len: usize, per_sample_steps: usize) -> usize {
-        len.checked_div(self.spikes.samples() * per_sample_steps)
-            .unwrap_or(0)
+    /// Neurons of population `p`, whose `[sample][step][neuron]` array holds `len` values:
+    /// its spike trains' count where it has them (a batch of no samples holds no values to
+    /// count them by), else the values per sample and step.
+    fn neurons_of(&self, p: usize, len: usize, per_sample_steps: usize) -> usize {
+        match self.spikes.get(p) {
+            Some(t) => t.neurons,
+            None => len
+                .checked_div(self.spikes.samples() * per_sample_steps)
+                .unwrap_or(0),
+        }
     }
 
     /// The membranes of population `p` as a `[sample, step, neuron]` view, when they were
@@ -150,7 +156,7 @@ impl Execution {
     pub fn membranes(&self, p: usize) -> Option<ArrayView3<'_, f32>> {
         let m = self.membrane.get(p)?.as_ref()?;
         let steps = self.spikes.steps() as usize;
-        let n = self.neurons_of(m.len(), steps);
+        let n = self.neurons_of(p, m.len(), steps);
         ArrayView3::from_shape((self.spikes.samples(), steps, n), m).ok()
     }
 
@@ -160,7 +166,7 @@ impl Execution {
         let steps = self.spikes.steps() as usize;
         let samples = self.spikes.samples();
         let m = self.membrane.get_mut(p)?.take()?;
-        let n = self.neurons_of(m.len(), steps);
+        let n = self.neurons_of(p, m.len(), steps);
         Array3::from_shape_vec((samples, steps, n), m).ok()
     }
 
@@ -168,7 +174,7 @@ impl Execution {
     /// `[sample, neuron]` view.
     pub fn scores(&self, p: usize) -> Option<ArrayView2<'_, f32>> {
         let m = self.peak.get(p)?.as_ref()?;
-        let n = self.neurons_of(m.len(), 1);
+        let n = self.neurons_of(p, m.len(), 1);
         ArrayView2::from_shape((self.spikes.samples(), n), m).ok()
     }
 
