@@ -607,20 +607,69 @@ fn abs_sum(x: &[f32]) -> f64 {
         + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
 }
 
+/// Runs a tile of [`write_runs`] takes together (and weights of each it takes at once).
+const TILE: usize = 16;
+
+/// True if `runs` starts with [`TILE`] runs of one projection and population, each as long
+/// and as strided as the first, each starting one weight after the one before: a dense
+/// projection's rows read across (its weights lie by target, a program's synapses by source).
+fn tile_at(runs: &[WeightRun]) -> bool {
+    let Some(first) = runs.first() else {
+        return false;
+    };
+    runs.len() >= TILE
+        && first.stride as usize >= TILE
+        && runs[..TILE].iter().zip(0u32..).all(|(r, k)| {
+            r.projection == first.projection
+                && r.population == first.population
+                && r.len == first.len
+                && r.stride == first.stride
+                && r.index == first.index + k
+        })
+}
+
 widest! {
     /// The fixed-point weight of every synapse of `runs` into `out` (the runs' weights, in
-    /// order).
+    /// order). [`TILE`] runs that read consecutive weights of strided rows ([`tile_at`]) go
+    /// together: each row's [`TILE`] weights are read at once and written into the runs'
+    /// outputs through a small tile, instead of one weight per cache line, run after run.
+    /// The same value for every synapse either way.
     fn write_runs(runs: &[WeightRun], out: &mut [i32], mapped: &[Vec<f32>], scales: &[f32]) {
         let mut out = out;
-        for run in runs {
-            let (o, rest) = std::mem::take(&mut out).split_at_mut(run.len as usize);
-            out = rest;
+        let mut runs = runs;
+        while let Some(run) = runs.first() {
             let w = &mapped[run.projection as usize];
             let scale = scales[run.population as usize];
-            let (i0, step) = (run.index as usize, run.stride as usize);
+            let (i0, step, len) = (run.index as usize, run.stride as usize, run.len as usize);
+            if tile_at(runs) {
+                let (o, rest) = std::mem::take(&mut out).split_at_mut(TILE * len);
+                out = rest;
+                let mut tile = [[0i32; TILE]; TILE];
+                for k0 in (0..len).step_by(TILE) {
+                    let kn = TILE.min(len - k0);
+                    for (kk, row) in tile.iter_mut().enumerate().take(kn) {
+                        let at = i0 + (k0 + kk) * step;
+                        let src: &[f32; TILE] =
+                            w[at..at + TILE].try_into().expect("a tile's row");
+                        for (x, &v) in row.iter_mut().zip(src) {
+                            *x = round_i32(v * scale);
+                        }
+                    }
+                    for (r, o) in o.chunks_exact_mut(len).enumerate() {
+                        for (kk, x) in o[k0..k0 + kn].iter_mut().enumerate() {
+                            *x = tile[kk][r];
+                        }
+                    }
+                }
+                runs = &runs[TILE..];
+                continue;
+            }
+            let (o, rest) = std::mem::take(&mut out).split_at_mut(len);
+            out = rest;
             for (k, o) in o.iter_mut().enumerate() {
                 *o = round_i32(w[i0 + k * step] * scale);
             }
+            runs = &runs[1..];
         }
     }
 }
@@ -798,6 +847,54 @@ impl WeightStage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `write_runs` gives every synapse `round(w · scale)` of its own weight, whether its run
+    /// goes in a tile or alone: tiles of runs of several lengths (shorter and longer than a
+    /// tile's rows, not a multiple of them), a run breaking the sequence, strides just at
+    /// the tile's width, other projections and populations between, and a tail of runs too
+    /// short to make a tile.
+    #[test]
+    fn written_runs_are_each_synapse_weight_however_tiled() {
+        let mut rng = crate::rng::Rng::new(9);
+        let mapped: Vec<Vec<f32>> = (0..2)
+            .map(|_| (0..8000).map(|_| rng.normal() as f32 * 3.0).collect())
+            .collect();
+        let scales = [4.0f32, 0.5];
+        let mut runs = Vec::new();
+        let mut push = |projection: u32, population: u32, index: u32, len: u32, stride: u32| {
+            runs.push(WeightRun {
+                synapse: 0,
+                len,
+                projection,
+                index,
+                stride,
+                population,
+            })
+        };
+        for (len, stride) in [(10, 256), (21, 40), (16, 16), (33, 100)] {
+            for k in 0..37 {
+                // Run 20 of each block breaks the sequence (its index jumps).
+                let index = if k == 20 { 3000 } else { k };
+                push(len % 2, stride % 2, index, len, stride);
+            }
+            push(1, 0, 5, 7, 3);
+        }
+        for k in 0..5 {
+            push(0, 1, k, 12, 50);
+        }
+        let total: usize = runs.iter().map(|r| r.len as usize).sum();
+        let mut expected = Vec::with_capacity(total);
+        for r in &runs {
+            for k in 0..r.len as usize {
+                let w = mapped[r.projection as usize][r.index as usize + k * r.stride as usize];
+                expected.push(round_i32(w * scales[r.population as usize]));
+            }
+        }
+        let mut out = vec![i32::MIN; total];
+        write_runs(&runs, &mut out, &mapped, &scales);
+        assert_eq!(out, expected);
+        assert!(tile_at(&runs), "the first runs make a tile");
+    }
 
     #[test]
     fn inline_rounding_equals_the_standard_library_bit_for_bit() {

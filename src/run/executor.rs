@@ -276,8 +276,6 @@ struct Unit<'a> {
     members: &'a [usize],
     fused: Option<(&'a crate::plan::compile::FusedProgram, &'a Resident)>,
     exchange: Option<&'a Exchange>,
-    /// The wave, when the unit is a fused wave.
-    wave: Option<usize>,
 }
 
 /// The programs prepared on one backend.
@@ -289,7 +287,31 @@ struct Residents {
     /// Per wave: the resident of its fused program, where the backend runs it
     /// ([`Backend::fuses`]).
     wave_fused: Vec<Option<Resident>>,
-    generation: u64,
+    /// The executor's generation each resident was last brought up to date with: per
+    /// handle, per round's fused resident, per wave's fused resident.
+    generations: [Vec<u64>; 3],
+}
+
+/// How a run takes the residents ([`Executor::units`]): a wave as its fused program, or a
+/// round (as its system's fused program where it has one, else partition by partition).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UnitPlan {
+    Wave(usize),
+    Round(usize),
+}
+
+/// A resident's generation, if it is needed and older than `g`.
+fn stale<'a>(g: u64, (gen, need): (&'a mut u64, &bool)) -> Option<&'a mut u64> {
+    (*gen != g && *need).then_some(gen)
+}
+
+/// The residents a caller needs up to date.
+#[derive(Clone, Copy, Debug)]
+enum Need {
+    /// Every one.
+    All,
+    /// Those a run takes, with waves fused or not ([`Executor::units`]).
+    Run { fuse_waves: bool },
 }
 
 /// A network prepared for execution: its plan, schedule and compiled partitions, and their
@@ -782,15 +804,16 @@ impl Executor {
         f: impl FnOnce(&[Resident]) -> R,
     ) -> Result<R> {
         let mut guard = self.residents.lock().expect("not poisoned");
-        let r = self.ensure_residents(backend, &mut guard)?;
+        let r = self.ensure_residents(backend, &mut guard, Need::All)?;
         Ok(f(&r.handles))
     }
 
-    /// Prepare every partition on `backend` now (otherwise the first run does it), or bring
-    /// the residents up to date.
+    /// Prepare every partition on `backend` now (otherwise the first run does it), and bring
+    /// the residents a run takes up to date (a fused wave's, not its partitions' own: those
+    /// are brought up to date when a run takes them).
     pub fn prepare<B: Backend + ?Sized>(&self, backend: &B) -> Result<()> {
         let mut guard = self.residents.lock().expect("not poisoned");
-        self.ensure_residents(backend, &mut guard)?;
+        self.ensure_residents(backend, &mut guard, Need::Run { fuse_waves: true })?;
         Ok(())
     }
 
@@ -798,6 +821,7 @@ impl Executor {
         &self,
         backend: &B,
         slot: &'g mut Option<Residents>,
+        need: Need,
     ) -> Result<&'g Residents> {
         let fresh = !matches!(slot, Some(r) if r.key == backend.key());
         if fresh {
@@ -819,33 +843,109 @@ impl Executor {
                     _ => Ok(None),
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let g = self.generation;
             *slot = Some(Residents {
                 key: backend.key(),
+                generations: [
+                    vec![g; handles.len()],
+                    vec![g; fused.len()],
+                    vec![g; wave_fused.len()],
+                ],
                 handles,
                 fused,
                 wave_fused,
-                generation: self.generation,
             });
         }
         let r = slot.as_mut().expect("just set");
-        if r.generation != self.generation {
-            // Every resident at once over the threads: after each optimiser step of a
-            // training, the partitions' residents and the fused wave's (which holds the same
-            // weights again) would otherwise be rewritten one after another.
-            let fused = (r.fused.iter_mut().zip(&self.fused))
-                .chain(r.wave_fused.iter_mut().zip(&self.wave_fused))
-                .filter_map(|(h, f)| Some((h.as_mut()?, &f.as_ref()?.program)));
-            let all: Vec<(&mut Resident, &PartitionProgram)> = r
-                .handles
-                .iter_mut()
-                .zip(&self.programs)
-                .chain(fused)
-                .collect();
-            all.into_par_iter()
-                .try_for_each(|(h, p)| backend.update(h, p))?;
-            r.generation = self.generation;
+        // What is needed: the residents the run's units take, or all.
+        let mut needed = [
+            vec![false; r.handles.len()],
+            vec![false; r.fused.len()],
+            vec![false; r.wave_fused.len()],
+        ];
+        match need {
+            Need::All => needed.iter_mut().for_each(|n| n.fill(true)),
+            Need::Run { fuse_waves } => {
+                for unit in self.units(r, fuse_waves) {
+                    match unit {
+                        UnitPlan::Wave(w) => needed[2][w] = true,
+                        UnitPlan::Round(ri) if self.round_fused(r, ri).is_some() => {
+                            needed[1][ri] = true
+                        }
+                        UnitPlan::Round(ri) => {
+                            for &p in &self.schedule.rounds[ri] {
+                                needed[0][p] = true;
+                            }
+                        }
+                    }
+                }
+            }
         }
+        let g = self.generation;
+        // Every stale resident needed, at once over the threads (after each optimiser step of
+        // a training, the fused wave's; its partitions' own, which hold the same weights
+        // again, wait until a run takes them).
+        let [hg, fg, wg] = &mut r.generations;
+        let [hn, fnd, wn] = &needed;
+        let handles = r
+            .handles
+            .iter_mut()
+            .zip(&self.programs)
+            .zip(hg.iter_mut().zip(hn).map(|x| stale(g, x)))
+            .filter_map(|((h, p), gen)| Some((h, p, gen?)));
+        let fused = (r.fused.iter_mut().zip(&self.fused))
+            .zip(fg.iter_mut().zip(fnd).map(|x| stale(g, x)))
+            .chain(
+                (r.wave_fused.iter_mut().zip(&self.wave_fused))
+                    .zip(wg.iter_mut().zip(wn).map(|x| stale(g, x))),
+            )
+            .filter_map(|((h, f), gen)| Some((h.as_mut()?, &f.as_ref()?.program, gen?)));
+        let todo: Vec<(&mut Resident, &PartitionProgram, &mut u64)> =
+            handles.chain(fused).collect();
+        todo.into_par_iter().try_for_each(|(h, p, gen)| {
+            backend.update(h, p)?;
+            *gen = g;
+            Ok::<(), Error>(())
+        })?;
         Ok(r)
+    }
+
+    /// The units a run takes with `residents`, in order: each wave whose fused program the
+    /// backend took (when `fuse_waves`) as one, every other wave round by round.
+    fn units(&self, residents: &Residents, fuse_waves: bool) -> Vec<UnitPlan> {
+        let mut wave_of = vec![0usize; self.programs.len()];
+        for (w, wave) in self.schedule.waves.iter().enumerate() {
+            for &pid in wave {
+                wave_of[pid] = w;
+            }
+        }
+        let mut units: Vec<UnitPlan> = Vec::with_capacity(self.schedule.rounds.len());
+        for (ri, round) in self.schedule.rounds.iter().enumerate() {
+            let wave = wave_of[round[0]];
+            let whole = fuse_waves
+                && matches!(
+                    (self.wave_fused.get(wave), residents.wave_fused.get(wave)),
+                    (Some(Some(_)), Some(Some(_)))
+                );
+            if !whole {
+                units.push(UnitPlan::Round(ri));
+            } else if units.last() != Some(&UnitPlan::Wave(wave)) {
+                units.push(UnitPlan::Wave(wave));
+            }
+        }
+        units
+    }
+
+    /// Round `ri`'s fused program and its resident, where it has them.
+    fn round_fused<'a>(
+        &'a self,
+        residents: &'a Residents,
+        ri: usize,
+    ) -> Option<(&'a crate::plan::compile::FusedProgram, &'a Resident)> {
+        match (self.fused.get(ri), residents.fused.get(ri)) {
+            (Some(Some(f)), Some(Some(h))) => Some((f, h)),
+            _ => None,
+        }
     }
 
     /// The input spikes of `file` (from `path`, named in errors) for this network: every input
@@ -1129,8 +1229,10 @@ impl Executor {
                 2,
             ]),
         )?;
+        // Training on a device keeps traces per partition there, so it runs by rounds.
+        let fuse_waves = observe != Observe::Kept;
         let mut guard = self.residents.lock().expect("not poisoned");
-        let residents = self.ensure_residents(backend, &mut guard)?;
+        let residents = self.ensure_residents(backend, &mut guard, Need::Run { fuse_waves })?;
         let mut membrane: Vec<Option<Vec<f32>>> = vec![None; net.populations.len()];
         let mut codes: Vec<Option<CodeTrace>> = vec![None; net.populations.len()];
         let mut peak: Vec<Option<Vec<f32>>> = vec![None; net.populations.len()];
@@ -1147,43 +1249,27 @@ impl Executor {
         };
         // Units of execution: a wave whose fused program the backend took runs as one (there
         // is no system then, so no exchanges); every other wave runs by its rounds, each with
-        // its system's fused program and exchange where it has them. Training on a device
-        // keeps traces per partition there, so it runs by rounds.
-        let fuse_waves = observe != Observe::Kept;
-        let mut wave_of = vec![0usize; self.programs.len()];
-        for (w, wave) in self.schedule.waves.iter().enumerate() {
-            for &pid in wave {
-                wave_of[pid] = w;
-            }
-        }
-        let mut units: Vec<Unit<'_>> = Vec::with_capacity(self.schedule.rounds.len());
-        for (ri, round) in self.schedule.rounds.iter().enumerate() {
-            let wave = wave_of[round[0]];
-            let whole = match (self.wave_fused.get(wave), residents.wave_fused.get(wave)) {
-                (Some(Some(f)), Some(Some(h))) if fuse_waves => Some((f, h)),
-                _ => None,
-            };
-            if let Some(whole) = whole {
-                if units.last().is_none_or(|u| u.wave != Some(wave)) {
-                    units.push(Unit {
-                        members: &self.schedule.waves[wave],
-                        fused: Some(whole),
-                        exchange: None,
-                        wave: Some(wave),
-                    });
-                }
-                continue;
-            }
-            units.push(Unit {
-                members: round,
-                fused: match (self.fused.get(ri), residents.fused.get(ri)) {
-                    (Some(Some(f)), Some(Some(h))) => Some((f, h)),
-                    _ => None,
+        // its system's fused program and exchange where it has them. The residents brought up
+        // to date above are those of these units.
+        let units: Vec<Unit<'_>> = self
+            .units(residents, fuse_waves)
+            .into_iter()
+            .map(|u| match u {
+                UnitPlan::Wave(w) => Unit {
+                    members: &self.schedule.waves[w],
+                    fused: match (&self.wave_fused[w], &residents.wave_fused[w]) {
+                        (Some(f), Some(h)) => Some((f, h)),
+                        _ => unreachable!("a fused wave's unit has its program and resident"),
+                    },
+                    exchange: None,
                 },
-                exchange: self.exchanges.get(ri).and_then(Option::as_ref),
-                wave: None,
-            });
-        }
+                UnitPlan::Round(ri) => Unit {
+                    members: &self.schedule.rounds[ri],
+                    fused: self.round_fused(residents, ri),
+                    exchange: self.exchanges.get(ri).and_then(Option::as_ref),
+                },
+            })
+            .collect();
         for unit in &units {
             let round = unit.members;
             let t0 = Instant::now();
