@@ -804,7 +804,8 @@ fn row_in<T>(rows: &mut [T], stride: usize, offset: usize, r: usize, n: usize) -
     &mut rows[a..a + n]
 }
 
-/// Weights `run_weights[at..at+len]` to targets `first..first+len`, one delay.
+/// The program's weights `at..at+len` (its synapses there, in order) to targets
+/// `first..first+len`, one delay.
 #[derive(Clone, Copy, Debug)]
 struct Run {
     first: usize,
@@ -919,7 +920,6 @@ pub(crate) struct CpuProgram {
     deliveries: Vec<Delivery>,
     /// The stretches of sources delivered as several runs.
     runs: Vec<Run>,
-    run_weights: Vec<i32>,
     coeffs: SoaCoeffs,
     rest: Vec<f32>,
     noisy: bool,
@@ -940,7 +940,7 @@ impl CpuProgram {
             .windows(2)
             .map(|w| {
                 let (a, b) = (w[0] as usize, w[1] as usize);
-                let (syn, weights) = (&prog.synapses[a..b], &prog.weights[a..b]);
+                let syn = &prog.synapses[a..b];
                 // Maximal stretches of consecutive targets with one delay.
                 let mut runs: Vec<(usize, usize)> = Vec::new();
                 for (k, s) in syn.iter().enumerate() {
@@ -954,16 +954,13 @@ impl CpuProgram {
                         _ => runs.push((k, 1)),
                     }
                 }
-                let mut run = |(start, len): (usize, usize)| {
-                    let at = p.run_weights.len();
-                    p.run_weights
-                        .extend_from_slice(&weights[start..start + len]);
-                    Run {
-                        first: syn[start].target as usize,
-                        len,
-                        at,
-                        delay: syn[start].delay as usize,
-                    }
+                // A run reads the program's weights where its synapses lie: new weights need
+                // no copy into the resident.
+                let run = |(start, len): (usize, usize)| Run {
+                    first: syn[start].target as usize,
+                    len,
+                    at: a + start,
+                    delay: syn[start].delay as usize,
                 };
                 match runs[..] {
                     [] => Delivery::List(a..b),
@@ -985,7 +982,7 @@ impl CpuProgram {
         p.columns = columns::eligible(prog);
         p.wide = p.columns && columns::wide(prog);
         if p.wide {
-            p.dense = columns::Dense::take(&mut p, prog.channels.len());
+            p.dense = columns::Dense::take(&mut p, prog);
         }
         p
     }
@@ -1019,7 +1016,6 @@ impl CpuProgram {
             stages,
             deliveries: Vec::new(),
             runs: Vec::new(),
-            run_weights: Vec::new(),
             coeffs: SoaCoeffs::new(&prog.coeffs),
             rest: prog.coeffs.iter().map(|c| LifState::rest(c).v).collect(),
             noisy: prog.coeffs.iter().any(|c| c.noise_sd != 0.0),
@@ -1040,43 +1036,9 @@ impl CpuProgram {
             }
     }
 
-    /// New weights and scales, same structure: rewrite the weight runs in place and the
-    /// coefficient-dependent parts.
+    /// New weights and scales, same structure: the coefficient-dependent parts and a dense
+    /// layer's blocks (the runs read the program's weights where they lie).
     fn update(&mut self, prog: &PartitionProgram) {
-        // The runs' weights lie in source order (channels, then the program's own neurons):
-        // pieces of consecutive sources (about PIECE weights each) are rewritten over the
-        // threads, since a fused wave's program holds a whole layer's weights.
-        const PIECE: usize = 1 << 13;
-        let (deliveries, runs) = (&self.deliveries, &self.runs);
-        let end = |d: &Delivery| match d {
-            Delivery::Run(r) => Some(r.at + r.len),
-            Delivery::Runs(range) => runs[range.clone()].last().map(|r| r.at + r.len),
-            Delivery::List(_) | Delivery::Dense { .. } => None,
-        };
-        let ends = deliveries.iter().scan(0, |at, d| {
-            *at = end(d).unwrap_or(*at);
-            Some(*at)
-        });
-        let pieces = crate::threads::pieces_at(&mut self.run_weights, ends, PIECE);
-        pieces.into_par_iter().for_each(|(sources, base, out)| {
-            let mut rewrite = |r: &Run, a: usize| {
-                out[r.at - base..r.at - base + r.len].copy_from_slice(&prog.weights[a..a + r.len]);
-            };
-            for src in sources {
-                let a = prog.synapse_offsets[src] as usize;
-                match &deliveries[src] {
-                    Delivery::Run(r) => rewrite(r, a),
-                    Delivery::Runs(range) => {
-                        let mut at_syn = a;
-                        for r in &runs[range.clone()] {
-                            rewrite(r, at_syn);
-                            at_syn += r.len;
-                        }
-                    }
-                    Delivery::List(_) | Delivery::Dense { .. } => {}
-                }
-            }
-        });
         if let Some(d) = &mut self.dense {
             d.rewrite(prog);
         }
@@ -1098,10 +1060,10 @@ impl CpuProgram {
         pending: &mut [i32],
     ) {
         match self.deliveries[src] {
-            Delivery::Run(r) => self.deliver_run(r, t, steps, pending),
+            Delivery::Run(r) => self.deliver_run(&prog.weights, r, t, steps, pending),
             Delivery::Runs(ref range) => {
                 for &r in &self.runs[range.clone()] {
-                    self.deliver_run(r, t, steps, pending);
+                    self.deliver_run(&prog.weights, r, t, steps, pending);
                 }
             }
             Delivery::Dense { delay } => {
@@ -1129,13 +1091,13 @@ impl CpuProgram {
 
     /// Add one run's weights to the pending input of its step.
     #[inline(always)]
-    fn deliver_run(&self, r: Run, t: usize, steps: usize, pending: &mut [i32]) {
+    fn deliver_run(&self, weights: &[i32], r: Run, t: usize, steps: usize, pending: &mut [i32]) {
         let when = t + r.delay;
         if when < steps {
             let base = (when % self.slots) * self.n + r.first;
             for (p, w) in pending[base..base + r.len]
                 .iter_mut()
-                .zip(&self.run_weights[r.at..r.at + r.len])
+                .zip(&weights[r.at..r.at + r.len])
             {
                 *p += w;
             }

@@ -153,10 +153,10 @@ crate::simd::widest! {
                         let d = prog.dense.as_ref().expect("dense deliveries have dense weights");
                         add(d.block(lo, ch as usize, w), 0, delay, es, steps, w, pending);
                     }
-                    Delivery::Run(r) => add_run(&prog.run_weights, r, lo, hi, es, steps, pending),
+                    Delivery::Run(r) => add_run(&c.program.weights, r, lo, hi, es, steps, pending),
                     Delivery::Runs(ref range) => {
                         for &r in &prog.runs[range.clone()] {
-                            add_run(&prog.run_weights, r, lo, hi, es, steps, pending);
+                            add_run(&c.program.weights, r, lo, hi, es, steps, pending);
                         }
                     }
                     Delivery::List(ref range) => {
@@ -368,9 +368,10 @@ pub(super) struct Dense {
 }
 
 impl Dense {
-    /// Move a dense program's run weights into blocks (its deliveries become
+    /// A dense program's run weights (of `prog`) in blocks (its deliveries become
     /// [`Delivery::Dense`]); `None`, and nothing changed, where the program is not dense.
-    pub(super) fn take(p: &mut CpuProgram, nch: usize) -> Option<Dense> {
+    pub(super) fn take(p: &mut CpuProgram, prog: &PartitionProgram) -> Option<Dense> {
+        let nch = prog.channels.len();
         let n = p.n;
         let full = |d: &Delivery| match d {
             Delivery::Run(r) => r.first == 0 && r.len == n,
@@ -385,7 +386,7 @@ impl Dense {
         let mut weights = vec![0; blocks * nch * width];
         for (ch, d) in p.deliveries.iter_mut().take(nch).enumerate() {
             if let Delivery::Run(r) = *d {
-                let row = &p.run_weights[r.at..r.at + n];
+                let row = &prog.weights[r.at..r.at + n];
                 for (b, piece) in row.chunks(width).enumerate() {
                     let at = (b * nch + ch) * width;
                     weights[at..at + piece.len()].copy_from_slice(piece);
@@ -393,7 +394,6 @@ impl Dense {
                 *d = Delivery::Dense { delay: r.delay };
             }
         }
-        p.run_weights = Vec::new();
         Some(Dense {
             width,
             n,
