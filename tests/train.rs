@@ -340,11 +340,19 @@ fn real_mnist_loads_with_the_published_first_labels() {
 /// The surrogate gradient of the hidden weights cannot be checked by finite differences (spikes
 /// are discrete), so it is checked against a naive dense implementation of the same equations
 /// (REFERENCE.md: forward Euler, SuperSpike ∂s/∂v = 1/(α|v − ϑ| + 1)², reset not
-/// differentiated), written here step by step with dense matrices.
+/// differentiated), written here step by step with dense matrices. With 16 hidden neurons the
+/// input weights' gradients are summed by blocks of sources, with 64 by blocks of targets
+/// (`chunk_gradients`' two ways for a dense projection).
 #[test]
 fn hidden_gradients_match_a_naive_dense_bptt() {
+    for hidden in [16, 64] {
+        naive_dense_bptt_check(hidden);
+    }
+}
+
+fn naive_dense_bptt_check(nh: usize) {
     let sub = Substrate::bss2();
-    let net = small_net(11, Some(16)).build(&sub).unwrap();
+    let net = small_net(11, Some(nh)).build(&sub).unwrap();
     let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
     let topo = Topology::new(&exec.network, 1.0, &[]).unwrap();
     let data = synthetic(8, 4);
@@ -356,7 +364,7 @@ fn hidden_gradients_match_a_naive_dense_bptt() {
         .unwrap();
     let (_, g) = gradients(&exec.network, &topo, &out, &data.labels, &cfg, 0);
 
-    let (t_n, ni, nh, nc, b) = (20usize, 144usize, 16usize, 10usize, 8usize);
+    let (t_n, ni, nc, b) = (20usize, 144usize, 10usize, 8usize);
     let w_out = &exec.network.projections[1].weights; // [c][h]
     let p = neuropart::NeuronParams::default();
     let (a, k, th) = (1.0 - 1.0 / p.tau_syn, 1.0 / p.tau_mem, p.v_th);
@@ -435,7 +443,7 @@ fn hidden_gradients_match_a_naive_dense_bptt() {
     for (kk, &v) in gin.iter().enumerate() {
         assert!(
             close(v, g[0][kk]),
-            "input->hidden weight {kk}: naive {v}, computed {}",
+            "{nh} hidden, input->hidden weight {kk}: naive {v}, computed {}",
             g[0][kk]
         );
         nonzero += usize::from(v.abs() > 1e-6);
@@ -443,13 +451,13 @@ fn hidden_gradients_match_a_naive_dense_bptt() {
     for (kk, &v) in gout.iter().enumerate() {
         assert!(
             close(v, g[1][kk]),
-            "hidden->readout weight {kk}: naive {v}, computed {}",
+            "{nh} hidden, hidden->readout weight {kk}: naive {v}, computed {}",
             g[1][kk]
         );
     }
     assert!(
         nonzero > 100,
-        "only {nonzero} hidden weights have a gradient"
+        "{nh} hidden: only {nonzero} hidden weights have a gradient"
     );
 }
 

@@ -461,6 +461,13 @@ pub fn chunk_gradients_from(
     // only choose which sums an item holds: every sum is the same.
     const BLOCK_SYNAPSES: usize = 4096;
     const ITEM_FLOATS: usize = 16_384;
+    // A dense projection whose every source fits an item's scratch for a block of ROW_BLOCK
+    // targets or more (every chunk's sums, about half a core's cache) is cut by targets
+    // instead: each item then reads, of a (sample, step)'s row of target gradients, its own
+    // block once for every source that spiked at that step (the row read from memory once,
+    // not once for every block of sources with a spike then).
+    const ROW_BLOCK: usize = 32;
+    const ROWS_SCRATCH_FLOATS: usize = 3 << 17;
     let nchunks = chunks.len();
     let mut out: Vec<Vec<f32>> = topo
         .by_source
@@ -476,13 +483,26 @@ pub fn chunk_gradients_from(
         let mut lo = 0;
         if topo.dense[q] {
             let nt = sizes[topo.ends[q].1];
-            let block = (ITEM_FLOATS / nt.max(1)).max(1);
-            blocks[q] = Some(block);
             let columns = Columns {
                 weights: acc.as_mut_ptr(),
                 sources: ns,
                 targets: nt,
             };
+            // The widest block of targets (a multiple of 16, half of them at most) whose
+            // sums of every chunk fit the scratch.
+            let fit = ROWS_SCRATCH_FLOATS / (ns * nchunks).max(1);
+            let rows = fit.min(nt / 2) / 16 * 16;
+            if rows >= ROW_BLOCK {
+                let mut t0 = 0;
+                while t0 < nt {
+                    let t1 = (t0 + rows).min(nt);
+                    items.push((q, t0..t1, Out::Rows(columns)));
+                    t0 = t1;
+                }
+                continue;
+            }
+            let block = (ITEM_FLOATS / nt.max(1)).max(1);
+            blocks[q] = Some(block);
             while lo < ns {
                 let hi = (lo + block).min(ns);
                 items.push((q, lo..hi, Out::Columns(columns)));
@@ -522,6 +542,7 @@ pub fn chunk_gradients_from(
             let len = match &acc {
                 Out::Sums(a) => a.len(),
                 Out::Columns(_) => range.len() * nt,
+                Out::Rows(c) => range.len() * c.sources,
             };
             scratch.clear();
             scratch.resize(nchunks * len, 0.0);
@@ -532,7 +553,10 @@ pub fn chunk_gradients_from(
                     let span = first - exec_base..(first + GRAD_CHUNK).min(b) - exec_base;
                     let g = &gi[tgt][(first - samples.start) * steps * nt..];
                     let shape = (steps, nt, d);
-                    if let Out::Columns(_) = acc {
+                    if let Out::Rows(c) = acc {
+                        let shape = (steps, nt, d, c.sources);
+                        accumulate_rows(trains, span, shape, g, range.clone(), part);
+                    } else if let Out::Columns(_) = acc {
                         let spikes = match &buckets[q] {
                             Some(b) => Spikes::Item(b, range.start / b.block),
                             None => Spikes::All(trains),
@@ -561,6 +585,10 @@ pub fn chunk_gradients_from(
                 // this item is the only one writing columns `range`, and nothing reads the
                 // projection's sums before every item is done.
                 Out::Columns(columns) => unsafe { columns.put(range, &scratch[..len]) },
+                // SAFETY: the items of a dense projection cut by targets hold disjoint blocks
+                // of targets, so this item is the only one writing rows `range`, and nothing
+                // reads the projection's sums before every item is done.
+                Out::Rows(columns) => unsafe { columns.put_rows(range, &scratch[..len]) },
             }
         });
     gi.into_iter().for_each(crate::pool::give);
@@ -661,6 +689,9 @@ enum Out<'a> {
     Sums(&'a mut [f32]),
     /// A dense projection's: the item's columns (its sources) of the weight layout.
     Columns(Columns),
+    /// A dense projection's cut by targets: the item's rows (its targets) of the weight
+    /// layout.
+    Rows(Columns),
 }
 
 /// A dense projection's gradients in its weight layout (`[target][source]`), written by the
@@ -700,6 +731,26 @@ impl Columns {
             }
         }
     }
+
+    /// Write `sums` (`[source][target of targets]`) into rows `targets`, each row's every
+    /// column.
+    ///
+    /// # Safety
+    /// No other thread reads or writes rows `targets` meanwhile, and `targets` lies within
+    /// the layout.
+    unsafe fn put_rows(&self, targets: std::ops::Range<usize>, sums: &[f32]) {
+        let width = targets.len();
+        for (k, t) in targets.enumerate() {
+            // SAFETY: row `t` lies within the `targets × sources` layout (the caller's
+            // promise on `targets`), and only this item touches it.
+            let row = unsafe {
+                std::slice::from_raw_parts_mut(self.weights.add(t * self.sources), self.sources)
+            };
+            for (x, &y) in row.iter_mut().zip(sums[k..].iter().step_by(width)) {
+                *x = y;
+            }
+        }
+    }
 }
 
 widest! {
@@ -728,6 +779,39 @@ widest! {
                 let row = pre - sources.start;
                 let git = &g[t * nt..(t + 1) * nt];
                 for (x, &y) in acc[row * nt..(row + 1) * nt].iter_mut().zip(git) {
+                    *x += y;
+                }
+            }
+        }
+    }
+}
+
+widest! {
+    /// One work item of phase B for a dense projection cut by targets: into `acc` (`[source]
+    /// [target of targets]`), for every spike in samples `span`, its block `targets` of the
+    /// row of current gradients `g` (`[sample of span][step][target]`) `d` steps later;
+    /// `shape` is (steps, targets, d, sources). Each source's sums add its spikes in the
+    /// run's order, as [`accumulate_dense`] does.
+    fn accumulate_rows(
+        spikes: &SpikeTrains,
+        span: std::ops::Range<usize>,
+        shape: (usize, usize, usize, usize),
+        g: &[f32],
+        targets: std::ops::Range<usize>,
+        acc: &mut [f32],
+    ) {
+        let (steps, nt, d, ns) = shape;
+        let w = targets.len();
+        for (k, s) in span.enumerate() {
+            let g = &g[k * steps * nt..(k + 1) * steps * nt];
+            for e in spikes.sample(s) {
+                let t = e.step as usize + d;
+                let pre = e.neuron as usize;
+                if t >= steps || pre >= ns {
+                    continue;
+                }
+                let git = &g[t * nt + targets.start..t * nt + targets.end];
+                for (x, &y) in acc[pre * w..(pre + 1) * w].iter_mut().zip(git) {
                     *x += y;
                 }
             }
