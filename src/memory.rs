@@ -21,17 +21,21 @@ pub fn memory_limit() -> u64 {
     }
 }
 
-/// The machine's memory (`MemTotal` of /proc/meminfo; 8 GiB where that cannot be read).
+/// The machine's memory (`MemTotal` of /proc/meminfo; 8 GiB where that cannot be read), read
+/// once per process: every run and training batch checks its estimates against it.
 pub fn machine_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(8 << 30, |kb| kb * 1024)
+    static TOTAL: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TOTAL.get_or_init(|| {
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+            .map_or(8 << 30, |kb| kb * 1024)
+    })
 }
 
 /// An error if `bytes` (what `quantity` needs) exceed the limit.
