@@ -8,13 +8,7 @@ use neuropart::prelude::*;
 use neuropart::{AnalogConfig, Mode};
 
 fn mnist(mode: Mode, config: AnalogConfig) -> Executor {
-    let sub = Substrate::bss2();
-    let mut net = neuropart::mnist_network(4).build(&sub).unwrap();
-    // Excitatory enough that hidden neurons spike a few times per sample.
-    for w in &mut net.projections[0].weights {
-        *w = 0.2 * w.abs();
-    }
-    Executor::emulated(net, &sub, 1, &PartitionOptions::default(), config, mode).unwrap()
+    common::active_mnist(mode, config)
 }
 
 #[test]
@@ -186,51 +180,10 @@ fn updating_weights_equals_compiling_afresh() {
     }
 }
 
-/// After new weights, a run brings up to date the residents it takes and only those (a fused
-/// wave's; its partitions' own when a run takes them): a run partition by partition after a
-/// run of the fused wave sees the new weights, as does a run of the fused wave after a run by
-/// partitions, each equal to an executor that never saw the old weights.
+/// After new weights, runs take them whichever residents they use (the shared body).
 #[test]
 fn runs_take_the_new_weights_whichever_residents_they_use() {
-    let mut exec = mnist(Mode::Emulated, AnalogConfig::default());
-    let mut rng = neuropart::Rng::new(4);
-    let input = common::first_input(&exec.network, &mut rng, 6, 0.19);
-    let cpu = &CpuBackend;
-    let run = |e: &Executor, observe: Observe| {
-        let out = e.run_with_noise(cpu, &input, observe, 3).unwrap();
-        (
-            out.spikes.get(1).unwrap().clone(),
-            out.scores(2).unwrap().to_owned(),
-        )
-    };
-    // Every resident prepared with the old weights.
-    let old = run(&exec, Observe::Scores);
-    let hidden_spikes = |r: &(SpikeTrains, _)| r.0.len();
-    assert!(hidden_spikes(&old) > 0, "the hidden layer spikes");
-    for round in 0..2 {
-        for w in &mut exec.network.projections[0].weights {
-            *w *= 1.4 + 0.2 * rng.normal() as f32;
-        }
-        exec.update_weights().unwrap();
-        exec.prepare(cpu).unwrap();
-        let fresh = exec.clone();
-        fresh.prepare(cpu).unwrap();
-        // Round 0: fused first, then by partitions; round 1 the other way round.
-        let order = if round == 0 {
-            [Observe::Scores, Observe::Kept]
-        } else {
-            [Observe::Kept, Observe::Scores]
-        };
-        for observe in order {
-            let (now, expect) = (run(&exec, observe), run(&fresh, observe));
-            assert_eq!(now.0, expect.0, "round {round}, {observe:?}: hidden spikes");
-            assert_eq!(now.1, expect.1, "round {round}, {observe:?}: scores");
-            assert_ne!(
-                now.0, old.0,
-                "round {round}, {observe:?}: the weights changed"
-            );
-        }
-    }
+    common::runs_take_new_weights(&CpuBackend, mnist(Mode::Emulated, AnalogConfig::default()));
 }
 
 #[test]

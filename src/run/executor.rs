@@ -287,9 +287,27 @@ struct Residents {
     /// Per wave: the resident of its fused program, where the backend runs it
     /// ([`Backend::fuses`]).
     wave_fused: Vec<Option<Resident>>,
-    /// The executor's generation each resident was last brought up to date with: per
-    /// handle, per round's fused resident, per wave's fused resident.
-    generations: [Vec<u64>; 3],
+    /// The executor's generation each resident was last brought up to date with.
+    generations: PerResident<u64>,
+}
+
+/// One value per resident of [`Residents`]: per handle, per round's fused resident, per
+/// wave's fused resident.
+struct PerResident<T> {
+    handles: Vec<T>,
+    fused: Vec<T>,
+    wave_fused: Vec<T>,
+}
+
+impl<T: Clone> PerResident<T> {
+    /// `v` for every resident of `r`.
+    fn of(r: &Residents, v: T) -> Self {
+        PerResident {
+            handles: vec![v.clone(); r.handles.len()],
+            fused: vec![v.clone(); r.fused.len()],
+            wave_fused: vec![v; r.wave_fused.len()],
+        }
+    }
 }
 
 /// How a run takes the residents ([`Executor::units`]): a wave as its fused program, or a
@@ -843,50 +861,56 @@ impl Executor {
                     _ => Ok(None),
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let g = self.generation;
-            *slot = Some(Residents {
+            let mut r = Residents {
                 key: backend.key(),
-                generations: [
-                    vec![g; handles.len()],
-                    vec![g; fused.len()],
-                    vec![g; wave_fused.len()],
-                ],
                 handles,
                 fused,
                 wave_fused,
-            });
+                generations: PerResident {
+                    handles: Vec::new(),
+                    fused: Vec::new(),
+                    wave_fused: Vec::new(),
+                },
+            };
+            r.generations = PerResident::of(&r, self.generation);
+            *slot = Some(r);
         }
         let r = slot.as_mut().expect("just set");
         // What is needed: the residents the run's units take, or all.
-        let mut needed = [
-            vec![false; r.handles.len()],
-            vec![false; r.fused.len()],
-            vec![false; r.wave_fused.len()],
-        ];
-        match need {
-            Need::All => needed.iter_mut().for_each(|n| n.fill(true)),
+        let needed = match need {
+            Need::All => PerResident::of(r, true),
             Need::Run { fuse_waves } => {
+                let mut needed = PerResident::of(r, false);
                 for unit in self.units(r, fuse_waves) {
                     match unit {
-                        UnitPlan::Wave(w) => needed[2][w] = true,
+                        UnitPlan::Wave(w) => needed.wave_fused[w] = true,
                         UnitPlan::Round(ri) if self.round_fused(r, ri).is_some() => {
-                            needed[1][ri] = true
+                            needed.fused[ri] = true
                         }
                         UnitPlan::Round(ri) => {
                             for &p in &self.schedule.rounds[ri] {
-                                needed[0][p] = true;
+                                needed.handles[p] = true;
                             }
                         }
                     }
                 }
+                needed
             }
-        }
+        };
         let g = self.generation;
         // Every stale resident needed, at once over the threads (after each optimiser step of
         // a training, the fused wave's; its partitions' own, which hold the same weights
         // again, wait until a run takes them).
-        let [hg, fg, wg] = &mut r.generations;
-        let [hn, fnd, wn] = &needed;
+        let PerResident {
+            handles: hg,
+            fused: fg,
+            wave_fused: wg,
+        } = &mut r.generations;
+        let PerResident {
+            handles: hn,
+            fused: fnd,
+            wave_fused: wn,
+        } = &needed;
         let handles = r
             .handles
             .iter_mut()

@@ -452,7 +452,8 @@ pub fn chunk_gradients_from(
         .collect();
     // Phase B: every chunk's weight gradients, then their sum over the chunks in the fixed
     // tree, per work item in the item's own (cache-sized) scratch. Items are blocks of
-    // sources. A dense projection's items hold near ITEM_FLOATS sums (`[source][target]`):
+    // sources, or of targets (below). A dense projection's items by sources hold near
+    // ITEM_FLOATS sums (`[source][target]`):
     // each of a source's spikes adds its whole row of target gradients (one (sample, step)'s,
     // contiguous, read in order) to the source's row of sums, which stays in the core's cache;
     // the item then writes its columns of the weight layout (`[target][source]`). A sparse
@@ -463,9 +464,10 @@ pub fn chunk_gradients_from(
     const ITEM_FLOATS: usize = 16_384;
     // A dense projection whose every source fits an item's scratch for a block of ROW_BLOCK
     // targets or more (every chunk's sums, about half a core's cache) is cut by targets
-    // instead: each item then reads, of a (sample, step)'s row of target gradients, its own
-    // block once for every source that spiked at that step (the row read from memory once,
-    // not once for every block of sources with a spike then).
+    // instead, into at least as many items as there are threads: each item then reads, of a
+    // (sample, step)'s row of target gradients, its own block once for every source that
+    // spiked at that step (the row read from memory once, not once per spike), and writes
+    // its rows of the weight layout.
     const ROW_BLOCK: usize = 32;
     const ROWS_SCRATCH_FLOATS: usize = 3 << 17;
     let nchunks = chunks.len();
@@ -483,20 +485,21 @@ pub fn chunk_gradients_from(
         let mut lo = 0;
         if topo.dense[q] {
             let nt = sizes[topo.ends[q].1];
-            let columns = Columns {
+            let layout = WeightLayout {
                 weights: acc.as_mut_ptr(),
                 sources: ns,
                 targets: nt,
             };
-            // The widest block of targets (a multiple of 16, half of them at most) whose
-            // sums of every chunk fit the scratch.
+            // The widest block of targets (a multiple of 16; a share of them for every thread,
+            // two at least) whose sums of every chunk fit the scratch.
             let fit = ROWS_SCRATCH_FLOATS / (ns * nchunks).max(1);
-            let rows = fit.min(nt / 2) / 16 * 16;
+            let share = nt / rayon::current_num_threads().max(2);
+            let rows = fit.min(share) / 16 * 16;
             if rows >= ROW_BLOCK {
                 let mut t0 = 0;
                 while t0 < nt {
                     let t1 = (t0 + rows).min(nt);
-                    items.push((q, t0..t1, Out::Rows(columns)));
+                    items.push((q, t0..t1, Out::Rows(layout)));
                     t0 = t1;
                 }
                 continue;
@@ -505,7 +508,7 @@ pub fn chunk_gradients_from(
             blocks[q] = Some(block);
             while lo < ns {
                 let hi = (lo + block).min(ns);
-                items.push((q, lo..hi, Out::Columns(columns)));
+                items.push((q, lo..hi, Out::Columns(layout)));
                 lo = hi;
             }
             continue;
@@ -680,7 +683,8 @@ impl Spikes<'_> {
     }
 }
 
-/// A work item of phase B: a projection, a block of its sources, and where the block's sums go.
+/// A work item of phase B: a projection, a block of its sources (or of its targets, for a
+/// dense projection cut by targets), and where the block's sums go.
 type Item<'a> = (usize, std::ops::Range<usize>, Out<'a>);
 
 /// Where a phase-B item's sums go.
@@ -688,27 +692,29 @@ enum Out<'a> {
     /// A sparse projection's: the item's own slice of the by-source order.
     Sums(&'a mut [f32]),
     /// A dense projection's: the item's columns (its sources) of the weight layout.
-    Columns(Columns),
+    Columns(WeightLayout),
     /// A dense projection's cut by targets: the item's rows (its targets) of the weight
     /// layout.
-    Rows(Columns),
+    Rows(WeightLayout),
 }
 
 /// A dense projection's gradients in its weight layout (`[target][source]`), written by the
-/// phase-B items, each into the columns of its own block of sources. A pointer, since the
+/// phase-B items, each into the columns of its own block of sources ([`WeightLayout::put`])
+/// or the rows of its own block of targets ([`WeightLayout::put_rows`]). A pointer, since the
 /// columns of several items interleave in every row.
 #[derive(Clone, Copy)]
-struct Columns {
+struct WeightLayout {
     weights: *mut f32,
     sources: usize,
     targets: usize,
 }
 
-// SAFETY: the items that share a `Columns` write disjoint columns (see `Columns::put`), and the
-// buffer outlives them (the items run to completion inside `chunk_gradients_from`).
-unsafe impl Send for Columns {}
+// SAFETY: the items that share a `WeightLayout` write disjoint columns or disjoint rows (see
+// `WeightLayout::put`, `WeightLayout::put_rows`; one projection's items are cut one way), and
+// the buffer outlives them (the items run to completion inside `chunk_gradients_from`).
+unsafe impl Send for WeightLayout {}
 
-impl Columns {
+impl WeightLayout {
     /// Write `sums` (`[source of sources][target]`) into columns `sources` of every row, a
     /// row (target) at a time so that each row's piece is one run of stores.
     ///
@@ -1554,8 +1560,69 @@ fn group_backward<'a>(
 
 #[cfg(test)]
 mod tests {
-    use super::{accumulate_dense, transpose_product, transpose_product_group, Buckets, Spikes};
+    use super::{
+        accumulate_dense, accumulate_rows, transpose_product, transpose_product_group, Buckets,
+        Spikes, WeightLayout,
+    };
     use crate::spikes::store::{SpikeEvent, SpikeTrains};
+
+    /// A dense projection's weight gradients summed by blocks of targets (a narrower last
+    /// block too) are those summed by blocks of sources, bit for bit, in the weight layout:
+    /// every sum adds the same values in the same order. Spikes at the last steps, whose
+    /// gradient `d` steps later lies beyond the run, add nothing either way.
+    #[test]
+    fn sums_by_blocks_of_targets_are_those_by_blocks_of_sources_bit_for_bit() {
+        let mut rng = crate::rng::Rng::new(5);
+        let (ns, nt, steps, d, samples) = (37usize, 40usize, 9usize, 2usize, 4usize);
+        let lists: Vec<Vec<SpikeEvent>> = (0..samples)
+            .map(|_| {
+                let mut events = Vec::new();
+                for step in 0..steps as u32 {
+                    for neuron in 0..ns as u32 {
+                        if rng.uniform() < 0.2 {
+                            events.push(SpikeEvent { step, neuron });
+                        }
+                    }
+                }
+                events
+            })
+            .collect();
+        let trains = SpikeTrains::from_samples(ns, steps as u32, lists);
+        // Values of many magnitudes, so that a different order of additions would show.
+        let g: Vec<f32> = (0..samples * steps * nt)
+            .map(|_| (rng.normal() * 10f64.powi(rng.below(7) as i32 - 3)) as f32)
+            .collect();
+        let by_sources = {
+            let mut acc = vec![0f32; ns * nt];
+            let all = Spikes::All(&trains);
+            accumulate_dense(&all, 0..samples, (steps, nt, d), &g, 0..ns, &mut acc);
+            let mut w = vec![f32::NAN; nt * ns];
+            let layout = WeightLayout {
+                weights: w.as_mut_ptr(),
+                sources: ns,
+                targets: nt,
+            };
+            // SAFETY: one writer, every source of the layout.
+            unsafe { layout.put(0..ns, &acc) };
+            w
+        };
+        let mut by_targets = vec![f32::NAN; nt * ns];
+        let layout = WeightLayout {
+            weights: by_targets.as_mut_ptr(),
+            sources: ns,
+            targets: nt,
+        };
+        for block in [0..16, 16..32, 32..nt] {
+            let mut acc = vec![0f32; ns * block.len()];
+            let shape = (steps, nt, d, ns);
+            accumulate_rows(&trains, 0..samples, shape, &g, block.clone(), &mut acc);
+            // SAFETY: one writer at a time, rows within the layout.
+            unsafe { layout.put_rows(block, &acc) };
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&by_targets), bits(&by_sources));
+        assert!(by_sources.iter().filter(|x| **x != 0.0).count() > ns * nt / 2);
+    }
 
     /// Grouped by item, each item sees exactly the spikes of its own sources, in the run's
     /// order (a partial last item and a silent sample included), and its weight-gradient sums

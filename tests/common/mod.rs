@@ -778,3 +778,57 @@ pub fn compact_equals_values(
     );
     coded
 }
+
+/// The MNIST network (seed 4), its input weights excitatory enough that hidden neurons spike a
+/// few times per sample, on BrainScaleS-2 in `mode`.
+pub fn active_mnist(mode: neuropart::Mode, config: neuropart::AnalogConfig) -> neuropart::Executor {
+    let sub = Substrate::bss2();
+    let mut net = neuropart::mnist_network(4).build(&sub).unwrap();
+    for w in &mut net.projections[0].weights {
+        *w = 0.2 * w.abs();
+    }
+    let opts = neuropart::PartitionOptions::default();
+    neuropart::Executor::emulated(net, &sub, 1, &opts, config, mode).unwrap()
+}
+
+/// After new weights, a run on `backend` brings up to date the residents it takes and only
+/// those (a fused wave's; its partitions' own when a run takes them): a run partition by
+/// partition (`Observe::Kept`) after a run of the fused wave sees the new weights, as does a
+/// run of the fused wave after a run by partitions, each equal to an executor that never saw
+/// the old weights (`exec`: a network with fused waves whose hidden layer spikes). The CPU's:
+/// a GPU runs by partitions only while it trains (`Observe::Kept` needs the training's device
+/// regions), which tests/gpu_train.rs covers step after step against the CPU.
+pub fn runs_take_new_weights<B: neuropart::Backend + ?Sized>(
+    backend: &B,
+    mut exec: neuropart::Executor,
+) {
+    use neuropart::Observe;
+    let mut rng = Rng::new(4);
+    let input = first_input(&exec.network, &mut rng, 6, 0.19);
+    let run = |e: &neuropart::Executor, observe: Observe| {
+        let out = e.run_with_noise(backend, &input, observe, 3).unwrap();
+        out.spikes.get(1).unwrap().clone()
+    };
+    // Every resident prepared with the old weights.
+    let old = run(&exec, Observe::Scores);
+    assert!(!old.is_empty(), "the hidden layer spikes");
+    for round in 0..2 {
+        for w in &mut exec.network.projections[0].weights {
+            *w *= 1.4 + 0.2 * rng.normal() as f32;
+        }
+        exec.update_weights().unwrap();
+        exec.prepare(backend).unwrap();
+        let fresh = exec.clone();
+        // Round 0: fused first, then by partitions; round 1 the other way round.
+        let order = if round == 0 {
+            [Observe::Scores, Observe::Kept]
+        } else {
+            [Observe::Kept, Observe::Scores]
+        };
+        for observe in order {
+            let (now, expect) = (run(&exec, observe), run(&fresh, observe));
+            assert_eq!(now, expect, "round {round}, {observe:?}: hidden spikes");
+            assert_ne!(now, old, "round {round}, {observe:?}: the weights changed");
+        }
+    }
+}
