@@ -230,12 +230,12 @@ crate::simd::widest! {
                             .copy_from_slice(vout);
                     }
                     if any {
-                        for (k, _) in spiked.iter().enumerate().filter(|x| *x.1 != 0) {
+                        super::for_each_set(spiked, |k| {
                             out.push(SpikeEvent {
                                 step: t as u32,
                                 neuron: (lo + k) as u32,
-                            });
-                        }
+                            })
+                        });
                     }
                 }
                 if c.membranes == Membranes::Max {
