@@ -463,11 +463,11 @@ pub fn chunk_gradients_from(
     const BLOCK_SYNAPSES: usize = 4096;
     const ITEM_FLOATS: usize = 16_384;
     // A dense projection whose every source fits an item's scratch for a block of ROW_BLOCK
-    // targets or more (every chunk's sums, about half a core's cache) is cut by targets
-    // instead, into at least as many items as there are threads: each item then reads, of a
-    // (sample, step)'s row of target gradients, its own block once for every source that
-    // spiked at that step (the row read from memory once, not once per spike), and writes
-    // its rows of the weight layout.
+    // targets or more (every chunk's sums, about half a core's cache) and whose sources spike
+    // together is cut by targets instead, into at least as many items as there are threads:
+    // each item then reads, of a (sample, step)'s row of target gradients, its own block once
+    // for every source that spiked at that step (the row read from memory once, not once per
+    // spike), and writes its rows of the weight layout.
     const ROW_BLOCK: usize = 32;
     const ROWS_SCRATCH_FLOATS: usize = 3 << 17;
     let nchunks = chunks.len();
@@ -495,7 +495,14 @@ pub fn chunk_gradients_from(
             let fit = ROWS_SCRATCH_FLOATS / (ns * nchunks).max(1);
             let share = nt / rayon::current_num_threads().max(2);
             let rows = fit.min(share) / 16 * 16;
-            if rows >= ROW_BLOCK {
+            // Worth it where sources spike together: two spikes or more per (sample, step) on
+            // average (the MNIST pixels at T = 30: five; at T = 100 one or two, and the blocks
+            // of sources were faster).
+            let together = exec
+                .spikes
+                .get(topo.ends[q].0)
+                .is_some_and(|tr| tr.len() >= 2 * tr.samples() * steps);
+            if rows >= ROW_BLOCK && together {
                 let mut t0 = 0;
                 while t0 < nt {
                     let t1 = (t0 + rows).min(nt);
