@@ -1627,7 +1627,6 @@ mod tests {
     use crate::model::neuron::NeuronParams;
     use crate::rng::Rng;
 
-    /// Every specialised update computes exactly (bit for bit) what `lif_step` computes.
     /// The spike flags found word by word are those a plain scan finds, in order: every
     /// length around the word's eight (a remainder or none), flags of 1 and other non-zero
     /// bytes, at a word's first and last byte.
@@ -1650,6 +1649,7 @@ mod tests {
         }
     }
 
+    /// Every specialised update computes exactly (bit for bit) what `lif_step` computes.
     #[test]
     fn specialised_updates_equal_lif_step_bit_for_bit() {
         let mut rng = Rng::new(3);

@@ -293,6 +293,7 @@ struct Residents {
 
 /// One value per resident of [`Residents`]: per handle, per round's fused resident, per
 /// wave's fused resident.
+#[derive(Default)]
 struct PerResident<T> {
     handles: Vec<T>,
     fused: Vec<T>,
@@ -325,11 +326,11 @@ fn stale<'a>(g: u64, (gen, need): (&'a mut u64, &bool)) -> Option<&'a mut u64> {
 
 /// The residents a caller needs up to date.
 #[derive(Clone, Copy, Debug)]
-enum Need {
+enum Need<'u> {
     /// Every one.
     All,
-    /// Those a run takes, with waves fused or not ([`Executor::units`]).
-    Run { fuse_waves: bool },
+    /// Those a run of these units takes ([`Executor::units`]).
+    Units(&'u [UnitPlan]),
 }
 
 /// A network prepared for execution: its plan, schedule and compiled partitions, and their
@@ -822,7 +823,8 @@ impl Executor {
         f: impl FnOnce(&[Resident]) -> R,
     ) -> Result<R> {
         let mut guard = self.residents.lock().expect("not poisoned");
-        let r = self.ensure_residents(backend, &mut guard, Need::All)?;
+        let r = self.residents_on(backend, &mut guard)?;
+        self.bring_up(backend, r, Need::All)?;
         Ok(f(&r.handles))
     }
 
@@ -831,16 +833,18 @@ impl Executor {
     /// are brought up to date when a run takes them).
     pub fn prepare<B: Backend + ?Sized>(&self, backend: &B) -> Result<()> {
         let mut guard = self.residents.lock().expect("not poisoned");
-        self.ensure_residents(backend, &mut guard, Need::Run { fuse_waves: true })?;
-        Ok(())
+        let r = self.residents_on(backend, &mut guard)?;
+        let units = self.units(r, true);
+        self.bring_up(backend, r, Need::Units(&units))
     }
 
-    fn ensure_residents<'g, B: Backend + ?Sized>(
+    /// The residents on `backend`: those in `slot`, or every program prepared there afresh
+    /// (up to date then).
+    fn residents_on<'g, B: Backend + ?Sized>(
         &self,
         backend: &B,
         slot: &'g mut Option<Residents>,
-        need: Need,
-    ) -> Result<&'g Residents> {
+    ) -> Result<&'g mut Residents> {
         let fresh = !matches!(slot, Some(r) if r.key == backend.key());
         if fresh {
             let handles = self
@@ -866,22 +870,26 @@ impl Executor {
                 handles,
                 fused,
                 wave_fused,
-                generations: PerResident {
-                    handles: Vec::new(),
-                    fused: Vec::new(),
-                    wave_fused: Vec::new(),
-                },
+                generations: PerResident::default(),
             };
             r.generations = PerResident::of(&r, self.generation);
             *slot = Some(r);
         }
-        let r = slot.as_mut().expect("just set");
-        // What is needed: the residents the run's units take, or all.
+        Ok(slot.as_mut().expect("just set"))
+    }
+
+    /// Bring the residents `need` names up to date with the programs, those that are stale.
+    fn bring_up<B: Backend + ?Sized>(
+        &self,
+        backend: &B,
+        r: &mut Residents,
+        need: Need<'_>,
+    ) -> Result<()> {
         let needed = match need {
             Need::All => PerResident::of(r, true),
-            Need::Run { fuse_waves } => {
+            Need::Units(units) => {
                 let mut needed = PerResident::of(r, false);
-                for unit in self.units(r, fuse_waves) {
+                for &unit in units {
                     match unit {
                         UnitPlan::Wave(w) => needed.wave_fused[w] = true,
                         UnitPlan::Round(ri) if self.round_fused(r, ri).is_some() => {
@@ -930,8 +938,7 @@ impl Executor {
             backend.update(h, p)?;
             *gen = g;
             Ok::<(), Error>(())
-        })?;
-        Ok(r)
+        })
     }
 
     /// The units a run takes with `residents`, in order: each wave whose fused program the
@@ -1256,7 +1263,14 @@ impl Executor {
         // Training on a device keeps traces per partition there, so it runs by rounds.
         let fuse_waves = observe != Observe::Kept;
         let mut guard = self.residents.lock().expect("not poisoned");
-        let residents = self.ensure_residents(backend, &mut guard, Need::Run { fuse_waves })?;
+        let residents = self.residents_on(backend, &mut guard)?;
+        // Units of execution: a wave whose fused program the backend took runs as one (there
+        // is no system then, so no exchanges); every other wave runs by its rounds, each with
+        // its system's fused program and exchange where it has them. Their residents, and
+        // only theirs, are brought up to date.
+        let plan = self.units(residents, fuse_waves);
+        self.bring_up(backend, residents, Need::Units(&plan))?;
+        let residents = &*residents;
         let mut membrane: Vec<Option<Vec<f32>>> = vec![None; net.populations.len()];
         let mut codes: Vec<Option<CodeTrace>> = vec![None; net.populations.len()];
         let mut peak: Vec<Option<Vec<f32>>> = vec![None; net.populations.len()];
@@ -1271,12 +1285,7 @@ impl Executor {
             sample_base,
             stepping: self.stepping,
         };
-        // Units of execution: a wave whose fused program the backend took runs as one (there
-        // is no system then, so no exchanges); every other wave runs by its rounds, each with
-        // its system's fused program and exchange where it has them. The residents brought up
-        // to date above are those of these units.
-        let units: Vec<Unit<'_>> = self
-            .units(residents, fuse_waves)
+        let units: Vec<Unit<'_>> = plan
             .into_iter()
             .map(|u| match u {
                 UnitPlan::Wave(w) => Unit {
