@@ -1,189 +1,169 @@
 // Integrates a feed-forward partition (one stage, no synapses between its own neurons, one
-// delay for all inputs) for a chunk of samples: the time
-// loop inside, no barriers and no atomics on the input (`main`: one neuron per thread; `quad`:
-// Q). Each thread walks its sample's input events (built by gather.wgsl) and gathers its
-// neurons' weights from a dense
+// delay for all inputs) for a chunk of samples: the time loop inside, no barriers and no
+// atomics on the input, QN neurons of one sample per thread. Each thread walks its sample's
+// input events (built by gather.wgsl) and gathers its neurons' weights from a dense
 // [channel][neuron] matrix: 32-bit words in `program`, or, for programs too large for that (a
 // fused wave), packed in 8 or 16 bits over bindings 4 and 5. Same model as lif.wgsl and
 // src/neuron.rs `lif_step`; bindings as declared in neuron.wgsl (src/backend/gpu/feedforward.rs
-// owns this file and mirrors Q).
+// owns this file, its pipeline constants and the packed layout).
+//
+// The software adapter (llvmpipe) runs every branch of a kernel under lane masks, and each
+// storage-buffer load as a loop over its lanes: the paths not taken cost as much as the one
+// taken. So the weights' width is a pipeline constant (each width compiles only its own path),
+// an event is one load, and a thread's weights for one event are one vec4 load.
 
 override WG: u32 = 64u;
+// The weights: 32 (words in `program`), 16 or 8 (packed in bindings 4 and 5).
+override WBITS: u32 = 32u;
+// Whether the packed weights span both bindings (else only binding 4 is read).
+override SPLIT: bool = false;
+// Neurons per thread: 4 for 32-bit weights; for packed weights the neurons of one
+// vec4 of words (8 at 16 bits, 16 at 8 bits).
+override QN: u32 = 4u;
+// The most neurons per thread (QN's largest value).
+const QMAX: u32 = 16u;
+// Threads side by side along the neurons: a workgroup is WG / LANES samples times
+// LANES threads of QN neurons each, so that the samples' walks read the same slice of each
+// weight row (LANES * QN neurons) one after another and find it in the cache.
+override LANES: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> coeffs: array<Coeffs>;
 // Dense fixed-point weights [channel][neuron] (as u32) | source table | luts | CADC table.
 @group(0) @binding(2) var<storage, read> program: array<u32>;
-// [start, end] per sample | (step, channel) pairs, from gather.wgsl.
-@group(0) @binding(3) var<storage, read> input: array<u32>;
-// Dense weights too large for `program` as 32-bit words, packed in 8 or 16 bits
-// (`P.wbits`), the first `P.wsplit` words here...
-@group(0) @binding(4) var<storage, read_write> packed_a: array<u32>;
+// [start, end] per sample (in words: twice the pair index) | (step, channel) pairs, from
+// gather.wgsl.
+@group(0) @binding(3) var<storage, read> input: array<vec2<u32>>;
+// Packed weights: vec4s of words, one per thread and channel, by blocks of LANES threads
+// ([block][channel][thread of the block]; src/backend/gpu/feedforward.rs `Packed`), the first
+// `P.wsplit` vec4s here...
+@group(0) @binding(4) var<storage, read_write> packed_a: array<vec4<u32>>;
 // ...and the rest here.
-@group(0) @binding(5) var<storage, read_write> packed_b: array<u32>;
+@group(0) @binding(5) var<storage, read_write> packed_b: array<vec4<u32>>;
 // Spike bits [sample][step][word] | loop-count word.
 @group(0) @binding(6) var<storage, read_write> bits: array<atomic<u32>>;
 // [sample][step][neuron] (trace) or [sample][neuron] (maximum).
 @group(0) @binding(7) var<storage, read_write> membrane: array<f32>;
 
-// Neurons per thread of `quad`.
-const Q: u32 = 4u;
-
-// Word `at` of the packed weights.
-fn packed_word(at: u32) -> u32 {
-    if (at < P.wsplit) {
-        return packed_a[at];
+// Vec4 `at` of the packed weights.
+fn packed_vec(at: u32) -> vec4<u32> {
+    if (SPLIT && at >= P.wsplit) {
+        return packed_b[at - P.wsplit];
     }
-    return packed_b[at - P.wsplit];
+    return packed_a[at];
 }
 
-// The fixed-point weight at `k` = channel · neurons + neuron of the dense matrix.
-fn weight(k: u32) -> i32 {
-    if (P.wbits == 32u) {
-        return bitcast<i32>(program[k]);
-    }
-    // 8 bits: 4 per word; 16 bits: 2 per word.
-    let ps = select(1u, 2u, P.wbits == 8u);
-    let w = packed_word(k >> ps);
-    // The weight's bits to the top, then an arithmetic shift back (sign extension).
-    let shift = 32u - P.wbits;
-    return bitcast<i32>(w << (shift - (k & ((1u << ps) - 1u)) * P.wbits)) >> shift;
+// The 32-bit weights at k, k + 1, ... for the `valid` (1 to 4) neurons of a thread; 0 beyond.
+fn words4(k: u32, valid: u32) -> vec4<i32> {
+    let w = vec4<i32>(bitcast<i32>(program[k]), bitcast<i32>(program[k + 1u]),
+                      bitcast<i32>(program[k + 2u]), bitcast<i32>(program[k + 3u]));
+    return select(vec4<i32>(0), w, vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(valid));
 }
 
-// The weights at k, k + 1, ... for the `valid` (1 to Q) neurons of a thread; 0 beyond. Packed
-// weights come without their neurons' shifts (`shifts`).
-fn weights(k: u32, valid: u32) -> vec4<i32> {
-    if (valid == Q) {
-        if (P.wbits == 8u && (k & 3u) == 0u) {
-            let w = packed_word(k >> 2u);
-            return vec4<i32>(bitcast<i32>(w << 24u), bitcast<i32>(w << 16u),
-                             bitcast<i32>(w << 8u), bitcast<i32>(w)) >> vec4<u32>(24u);
-        }
-        if (P.wbits == 16u && (k & 1u) == 0u) {
-            let w0 = packed_word(k >> 1u);
-            let w1 = packed_word((k >> 1u) + 1u);
-            return vec4<i32>(bitcast<i32>(w0 << 16u), bitcast<i32>(w0),
-                             bitcast<i32>(w1 << 16u), bitcast<i32>(w1)) >> vec4<u32>(16u);
-        }
-        if (P.wbits == 32u) {
-            return vec4<i32>(bitcast<i32>(program[k]), bitcast<i32>(program[k + 1u]),
-                             bitcast<i32>(program[k + 2u]), bitcast<i32>(program[k + 3u]));
-        }
-    }
-    var w = vec4<i32>(weight(k), 0, 0, 0);
-    if (valid > 1u) {
-        w.y = weight(k + 1u);
-    }
-    if (valid > 2u) {
-        w.z = weight(k + 2u);
-    }
-    if (valid > 3u) {
-        w.w = weight(k + 3u);
-    }
-    return w;
+// A sample's input events as pair indices: [first, end).
+fn events_of(sample: u32) -> vec2<u32> {
+    return input[sample] / vec2<u32>(2u);
 }
 
-// One neuron per thread, 32-bit weights only: where a sample's input events are few for its
-// steps (MNIST), the neuron updates dominate and this straight code runs them fastest (with
-// the packed weights' path beside it, even untaken, the software adapter ran MNIST 7 %
-// slower).
+// QN neurons of one sample per thread: each event's weights to the QN neurons are read
+// together (one vec4 where they are packed), which divides the per-event loop work by QN. A
+// thread's neurons lie in one word of spike bits (QN divides 32), set once per step.
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let block = wg.y * P.grid_x + wg.x;
-    let sample = block / P.blocks;
-    let j = (block % P.blocks) * WG + lid;
-    if (sample >= P.samples || j >= P.neurons) {
-        return;
-    }
-    let n = P.neurons;
-    let c = coeffs[j];
-    var e = input[2u * sample];
-    let end = input[2u * sample + 1u];
-    var s = State(0.0, c.v_init, 0u);
-    var peak = bitcast<f32>(0xff800000u);
-    for (var t = 0u; t < P.steps; t++) {
-        tick();
-        var acc = 0i;
-        while (e < end && input[e] + P.delay == t) {
-            tick();
-            acc += bitcast<i32>(program[input[e + 1u] * n + j]);
-            e += 2u;
-        }
-        let r = lif_step(c, s, acc, membrane_noise(c, noise_base(P.noise_seed, P.noise_sample + sample, t)), P.zero);
-        s = r.next;
-        peak = max(peak, r.v);
-        record(sample, t, j, r);
-    }
-    record_peak(sample, j, peak);
-    report_iterations();
-}
-
-// Q neurons per thread, weights of any width: where a sample's input events are many (a wide
-// layer's thousands of input spikes per sample), each event's weights to the Q neurons are
-// read together (one word where they are packed in 8 bits), which divides the per-event loop
-// work by Q; and every program whose weights are packed.
-@compute @workgroup_size(WG)
-fn quad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let block = wg.y * P.grid_x + wg.x;
-    let sample = block / P.blocks;
-    let j0 = ((block % P.blocks) * WG + lid) * Q;
+    let sample = (block / P.blocks) * (WG / LANES) + lid / LANES;
+    let g = (block % P.blocks) * LANES + lid % LANES;
+    let j0 = g * QN;
     if (sample >= P.samples || j0 >= P.neurons) {
         return;
     }
     let n = P.neurons;
-    let valid = min(Q, n - j0);
-    var e = input[2u * sample];
-    let end = input[2u * sample + 1u];
+    let valid = min(QN, n - j0);
+    // Packed weights: this thread's vec4 for channel 0, and weights per word.
+    let first = (g / LANES) * P.channels * LANES + g % LANES;
+    let per = 32u / WBITS;
+    let range = events_of(sample);
+    var e = range.x;
+    // Loops over the QN neurons have a constant count, so that the compiler unrolls them and
+    // keeps the neurons' state in registers (with a count of `valid` the software adapter
+    // kept them in memory: MNIST 2.5x slower). Coefficients are read once, not every step.
+    var cs: array<Coeffs, QMAX>;
+    var s: array<State, QMAX>;
+    var peak: array<f32, QMAX>;
     // Packed weights: each neuron's sums are shifted left by its shift (at the start of
     // `program`), exact in integers as the sums of the shifted weights are.
-    var shifts = vec4<u32>(0u);
-    if (P.wbits != 32u) {
-        shifts.x = program[j0];
-        if (valid > 1u) {
-            shifts.y = program[j0 + 1u];
-        }
-        if (valid > 2u) {
-            shifts.z = program[j0 + 2u];
-        }
-        if (valid > 3u) {
-            shifts.w = program[j0 + 3u];
-        }
-    }
-    var s: array<State, Q>;
-    var peak: array<f32, Q>;
-    // Loops over the Q neurons have a constant count, so that the compiler unrolls them and
-    // keeps `s` and `peak` in registers (with a count of `valid` the software adapter kept
-    // them in memory: MNIST 2.5x slower).
-    for (var i = 0u; i < Q; i++) {
+    var shift: array<u32, QMAX>;
+    for (var i = 0u; i < QN; i++) {
         tick();
         if (i < valid) {
-            s[i] = State(0.0, coeffs[j0 + i].v_init, 0u);
+            cs[i] = coeffs[j0 + i];
+            s[i] = State(0.0, cs[i].v_init, 0u);
+            if (WBITS != 32u) {
+                shift[i] = program[j0 + i];
+            }
         }
         peak[i] = bitcast<f32>(0xff800000u);
     }
     for (var t = 0u; t < P.steps; t++) {
         tick();
-        var acc = vec4<i32>(0);
-        while (e < end && input[e] + P.delay == t) {
+        // The sums of the neurons in bits b of each word (32 bits: a0, neuron c in component
+        // c; 16: neuron 2c + b in ab; 8: neuron 4c + b in ab), as separate variables: the
+        // software adapter keeps an array updated under the loop's lane mask in memory and
+        // writes it lane by lane.
+        var a0 = vec4<i32>(0);
+        var a1 = vec4<i32>(0);
+        var a2 = vec4<i32>(0);
+        var a3 = vec4<i32>(0);
+        while (e < range.y) {
             tick();
-            acc += weights(input[e + 1u] * n + j0, valid);
-            e += 2u;
+            let ev = input[e];
+            if (ev.x + P.delay != t) {
+                break;
+            }
+            if (WBITS == 32u) {
+                a0 += words4(ev.y * n + j0, valid);
+            } else {
+                // The weights' bits to the top, then an arithmetic shift back (sign extension).
+                let w = bitcast<vec4<i32>>(packed_vec(first + ev.y * LANES));
+                let top = vec4<u32>(32u - WBITS);
+                if (WBITS == 16u) {
+                    a0 += (w << vec4<u32>(16u)) >> top;
+                    a1 += w >> top;
+                } else {
+                    a0 += (w << vec4<u32>(24u)) >> top;
+                    a1 += (w << vec4<u32>(16u)) >> top;
+                    a2 += (w << vec4<u32>(8u)) >> top;
+                    a3 += w >> top;
+                }
+            }
+            e += 1u;
         }
-        acc = acc << shifts;
+        let acc = array<vec4<i32>, 4>(a0, a1, a2, a3);
         let base = noise_base(P.noise_seed, P.noise_sample + sample, t);
-        for (var i = 0u; i < Q; i++) {
+        var word = 0u;
+        for (var i = 0u; i < QN; i++) {
             tick();
             if (i < valid) {
                 let j = j0 + i;
-                let c = coeffs[j];
-                let r = lif_step(c, s[i], acc[i], membrane_noise(c, base), P.zero);
+                var x = acc[i % per][i / per];
+                if (WBITS != 32u) {
+                    x = x << shift[i];
+                }
+                let r = lif_step(cs[i], s[i], x, membrane_noise(cs[i], base), P.zero);
                 s[i] = r.next;
                 peak[i] = max(peak[i], r.v);
-                record(sample, t, j, r);
+                if (P.record == 2u) {
+                    membrane[P.mem_base + (sample * P.steps + t) * P.mem_stride + j] =
+                        readout_value(r.v);
+                }
+                word |= select(0u, 1u << (j % 32u), r.spike);
             }
         }
+        if (word != 0u) {
+            atomicOr(&bits[(sample * P.steps + t) * P.words + j0 / 32u], word);
+        }
     }
-    for (var i = 0u; i < Q; i++) {
+    for (var i = 0u; i < QN; i++) {
         tick();
         if (i < valid) {
             record_peak(sample, j0 + i, peak[i]);

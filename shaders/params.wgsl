@@ -46,10 +46,10 @@ struct Params {
     // device for training).
     mem_base: u32,
     mem_stride: u32,
-    // Feed-forward kernel: bits per dense weight (32: in `program`; 16 or 8: packed into the
-    // words of bindings 4 and 5, the first `wsplit` words in 4, the rest in 5).
-    wbits: u32,
+    // Feed-forward kernel: vec4s of packed weights in binding 4 (the rest in 5; their width
+    // is the pipeline's `WBITS`).
     wsplit: u32,
     pad0: u32,
+    pad1: u32,
 }
 

@@ -281,7 +281,7 @@ impl GpuBackend {
                     .unwrap_or(0);
                 // The gather's loops, and the feed-forward kernel's: a step, its events and
                 // its neurons.
-                if steps * (g.sources.len() as u64 + 1 + feedforward::QUAD) + most
+                if steps * (g.sources.len() as u64 + 1 + feedforward::MOST_PER_THREAD) + most
                     > compact::LOOP_LIMIT as u64
                 {
                     return Err(Error::Gpu(format!(
@@ -310,12 +310,12 @@ impl GpuBackend {
         for (g, job) in progs.iter().zip(jobs.iter()) {
             let per = PerSample::of(g, steps, job.membranes);
             chunk = chunk.min(limit / per.largest().max(1));
-            let blocks = match g.kernel {
-                // At most (one neuron per thread).
-                Kernel::Feedforward => feedforward::blocks(g.neurons, 1),
+            let per_sample = match g.kernel {
+                // At most (a workgroup per sample).
+                Kernel::Feedforward => feedforward::grid(g.neurons, 1, 1).0,
                 Kernel::General => 1,
             };
-            chunk = chunk.min(GRID_MAX * GRID_MAX / blocks);
+            chunk = chunk.min(GRID_MAX * GRID_MAX / per_sample);
         }
         if chunk == 0 {
             return Err(Error::Gpu(format!(
@@ -528,13 +528,17 @@ impl GpuBackend {
                     created,
                 )
                 .clone();
-            let quad = g.packed.is_some() || feedforward::quad(source_events / c as u64, steps);
-            let blocks = match g.kernel {
-                Kernel::Feedforward if quad => feedforward::blocks(g.neurons, feedforward::QUAD),
-                Kernel::Feedforward => feedforward::blocks(g.neurons, 1),
-                Kernel::General => 1,
+            let wbits = g.packed.as_ref().map_or(32, |w| w.bits);
+            // Vec4s of packed weights in the first binding.
+            let wsplit = g.packed.as_ref().map_or(0, |w| w.split / 4);
+            // Workgroups along the neurons (per group of samples), and in all.
+            let (blocks, groups) = match g.kernel {
+                Kernel::Feedforward => {
+                    feedforward::grid(g.neurons, feedforward::per_thread(wbits), c as u64)
+                }
+                Kernel::General => (1, c as u64),
             };
-            let (gx, gy) = grid(c as u64 * blocks)?;
+            let (gx, gy) = grid(groups)?;
             let (cgx, cgy) = grid((c as u64).div_ceil(WG as u64))?;
             let (cadc, cadc_offset, cadc_gain, cadc_top) = match g.cadc {
                 Some(q) => (1, q.offset, q.gain, q.top),
@@ -575,9 +579,8 @@ impl GpuBackend {
                 gather_grid_x: cgx,
                 mem_base,
                 mem_stride,
-                wbits: g.packed.as_ref().map_or(32, |w| w.bits),
-                wsplit: g.packed.as_ref().map_or(0, |w| w.split),
-                pad: 0,
+                wsplit,
+                pad: [0; 2],
             };
             let cparams = compact::CompactParams {
                 samples: c as u32,
@@ -632,7 +635,10 @@ impl GpuBackend {
                     timestamp_writes: None,
                 });
                 pass.set_pipeline(match g.kernel {
-                    Kernel::Feedforward => &ctx.feedforward[usize::from(quad)],
+                    Kernel::Feedforward => {
+                        let split = g.packed.as_ref().is_some_and(|w| w.both);
+                        &ctx.feedforward[feedforward::pipeline_index(wbits, split)]
+                    }
                     Kernel::General => &ctx.general,
                 });
                 pass.set_bind_group(0, &bind, &[]);

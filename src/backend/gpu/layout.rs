@@ -96,13 +96,11 @@ pub struct SimParams {
     /// ...and the words from one step's row to the next (the local neurons, or the whole
     /// population for traces kept on the device).
     pub mem_stride: u32,
-    /// Feed-forward kernel: bits per dense weight (32: in the program; 16 or 8: packed, see
-    /// [`super::feedforward::Packed`]).
-    pub wbits: u32,
-    /// Words of packed weights in the first of their two bindings.
+    /// Feed-forward kernel: vec4s of packed weights in the first of their two bindings (see
+    /// [`super::feedforward::Packed`]; the weights' width is the pipeline's).
     pub wsplit: u32,
     /// Padding to 16 bytes.
-    pub pad: u32,
+    pub pad: [u32; 2],
 }
 
 /// Neuron state as the general kernel stores it (`State` in neuron.wgsl).

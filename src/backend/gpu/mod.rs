@@ -133,8 +133,8 @@ pub struct GpuContext {
     queue: wgpu::Queue,
     key: u64,
     sim_layout: wgpu::BindGroupLayout,
-    /// `main` and `quad` of feedforward.wgsl.
-    feedforward: [wgpu::ComputePipeline; 2],
+    /// feedforward.wgsl, one per way of holding the weights ([`feedforward::pipelines`]).
+    feedforward: [wgpu::ComputePipeline; feedforward::WIDTHS.len()],
     general: wgpu::ComputePipeline,
     gather: gather::GatherKernel,
     compact: compact::CompactKernels,
@@ -538,6 +538,7 @@ impl Backend for GpuBackend {
                 let packed = packed.map(|w| PackedWeights {
                     bits: w.bits,
                     split: w.first.len() as u32,
+                    both: !w.second.is_empty(),
                     first: make("packed weights", bytemuck::cast_slice(&w.first)),
                     second: make("packed weights", bytemuck::cast_slice(&w.second)),
                 });

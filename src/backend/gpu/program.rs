@@ -38,8 +38,10 @@ pub struct GpuProgram {
 /// Packed dense weights on the device: bits per weight and the two buffers.
 pub(crate) struct PackedWeights {
     pub(crate) bits: u32,
-    /// Words in `first`.
+    /// Words in `first` (a multiple of 4).
     pub(crate) split: u32,
+    /// Whether `second` holds any (the kernel then reads both bindings).
+    pub(crate) both: bool,
     pub(crate) first: wgpu::Buffer,
     pub(crate) second: wgpu::Buffer,
 }
