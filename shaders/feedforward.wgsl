@@ -1,9 +1,10 @@
 // Integrates a feed-forward partition (one stage, no synapses between its own neurons, one
 // delay for all inputs) for a chunk of samples: the time loop inside, no barriers and no
 // atomics on the input, QN neurons of one sample per thread. Each thread walks its sample's
-// input events (built by gather.wgsl) and gathers its neurons' weights from a dense
-// [channel][neuron] matrix: 32-bit words in `program`, or, for programs too large for that (a
-// fused wave), packed in 8 or 16 bits over bindings 4 and 5. Same model as lif.wgsl and
+// input events (built by gather.wgsl) and reads its neurons' weights for each from a dense
+// matrix, blocked so that a workgroup's weights lie together ([block][channel][thread of the
+// block], src/backend/gpu/feedforward.rs `position`): 32-bit words in `program`, or, for
+// programs too large for that (a fused wave), packed in 8 or 16 bits over bindings 4 and 5. Same model as lif.wgsl and
 // src/neuron.rs `lif_step`; bindings as declared in neuron.wgsl (src/backend/gpu/feedforward.rs
 // owns this file, its pipeline constants and the packed layout).
 //
@@ -12,7 +13,7 @@
 // taken. So the weights' width is a pipeline constant (each width compiles only its own path),
 // an event is one load, and a thread's weights for one event are one vec4 load.
 
-override WG: u32 = 64u;
+override WG: u32 = 256u;
 // The weights: 32 (words in `program`), 16 or 8 (packed in bindings 4 and 5).
 override WBITS: u32 = 32u;
 // Whether the packed weights span both bindings (else only binding 4 is read).
@@ -29,14 +30,13 @@ override LANES: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> coeffs: array<Coeffs>;
-// Dense fixed-point weights [channel][neuron] (as u32) | source table | luts | CADC table.
-@group(0) @binding(2) var<storage, read> program: array<u32>;
+// 32-bit weights: the dense fixed-point weights, blocked as the packed ones below; packed:
+// the neurons' shifts | source table | luts | CADC table; read as vec4s (`program_word`).
+@group(0) @binding(2) var<storage, read> program: array<vec4<u32>>;
 // [start, end] per sample (in words: twice the pair index) | (step, channel) pairs, from
 // gather.wgsl.
 @group(0) @binding(3) var<storage, read> input: array<vec2<u32>>;
-// Packed weights: vec4s of words, one per thread and channel, by blocks of LANES threads
-// ([block][channel][thread of the block]; src/backend/gpu/feedforward.rs `Packed`), the first
-// `P.wsplit` vec4s here...
+// Packed weights, blocked as the 32-bit ones: the first `P.wsplit` vec4s here...
 @group(0) @binding(4) var<storage, read_write> packed_a: array<vec4<u32>>;
 // ...and the rest here.
 @group(0) @binding(5) var<storage, read_write> packed_b: array<vec4<u32>>;
@@ -53,11 +53,9 @@ fn packed_vec(at: u32) -> vec4<u32> {
     return packed_a[at];
 }
 
-// The 32-bit weights at k, k + 1, ... for the `valid` (1 to 4) neurons of a thread; 0 beyond.
-fn words4(k: u32, valid: u32) -> vec4<i32> {
-    let w = vec4<i32>(bitcast<i32>(program[k]), bitcast<i32>(program[k + 1u]),
-                      bitcast<i32>(program[k + 2u]), bitcast<i32>(program[k + 3u]));
-    return select(vec4<i32>(0), w, vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(valid));
+// Word `i` of the program (neuron.wgsl reads the CADC table through this).
+fn program_word(i: u32) -> u32 {
+    return program[i >> 2u][i & 3u];
 }
 
 // A sample's input events as pair indices: [first, end).
@@ -79,8 +77,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     let n = P.neurons;
     let valid = min(QN, n - j0);
-    // Packed weights: this thread's vec4 for channel 0, and weights per word.
-    let first = (g / LANES) * P.channels * LANES + g % LANES;
+    // This thread's vec4 of weights for channel 0, and weights per word.
+    let mine = (g / LANES) * P.channels * LANES + g % LANES;
     let per = 32u / WBITS;
     let range = events_of(sample);
     var e = range.x;
@@ -99,7 +97,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             cs[i] = coeffs[j0 + i];
             s[i] = State(0.0, cs[i].v_init, 0u);
             if (WBITS != 32u) {
-                shift[i] = program[j0 + i];
+                shift[i] = program_word(j0 + i);
             }
         }
         peak[i] = bitcast<f32>(0xff800000u);
@@ -121,10 +119,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 break;
             }
             if (WBITS == 32u) {
-                a0 += words4(ev.y * n + j0, valid);
+                a0 += bitcast<vec4<i32>>(program[mine + ev.y * LANES]);
             } else {
                 // The weights' bits to the top, then an arithmetic shift back (sign extension).
-                let w = bitcast<vec4<i32>>(packed_vec(first + ev.y * LANES));
+                let w = bitcast<vec4<i32>>(packed_vec(mine + ev.y * LANES));
                 let top = vec4<u32>(32u - WBITS);
                 if (WBITS == 16u) {
                     a0 += (w << vec4<u32>(16u)) >> top;
@@ -152,10 +150,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 let r = lif_step(cs[i], s[i], x, membrane_noise(cs[i], base), P.zero);
                 s[i] = r.next;
                 peak[i] = max(peak[i], r.v);
-                if (P.record == 2u) {
-                    membrane[P.mem_base + (sample * P.steps + t) * P.mem_stride + j] =
-                        readout_value(r.v);
-                }
+                record_membrane(sample, t, j, r.v);
                 word |= select(0u, 1u << (j % 32u), r.spike);
             }
         }

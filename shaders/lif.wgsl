@@ -35,6 +35,11 @@ const FIRED_MAX: u32 = 1024u;
 var<workgroup> fired: array<u32, 1024>;
 var<workgroup> fired_count: atomic<u32>;
 
+// Word `i` of the program (neuron.wgsl reads the CADC table through this).
+fn program_word(i: u32) -> u32 {
+    return program[i];
+}
+
 // Add the weights of source `source` (channel, or channels + local neuron) spiking at step `t`
 // to the pending input of their targets; threads `lane, lane + stride, ...` share the list.
 fn deliver(source: u32, t: u32, sample: u32, lane: u32, stride: u32) {

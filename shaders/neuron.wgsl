@@ -5,7 +5,8 @@
 // asked.
 //
 // Both kernels declare `P` (binding 0), `coeffs` (1), `program` (2), `input` (3), `bits` (6)
-// and `membrane` (7) with the same types; src/backend/gpu/mod.rs owns the layout.
+// and `membrane` (7) (`program` and `input` as words or as vectors of them), and
+// `program_word` (word i of the program); src/backend/gpu/mod.rs owns the layout.
 
 struct Coeffs {
     a_syn: f32,
@@ -117,16 +118,21 @@ fn readout_value(v: f32) -> f32 {
     let t = trunc(x);
     let r = select(t, t + sign(x), abs(x - t) >= 0.5);
     let code = clamp(r, 0.0, P.cadc_top);
-    return bitcast<f32>(program[P.cadc_base + u32(code)]);
+    return bitcast<f32>(program_word(P.cadc_base + u32(code)));
 }
 
 // Record neuron `j`'s step `t`: its spike as a bit, its membrane when a trace is asked for.
 fn record(sample: u32, t: u32, j: u32, r: Step) {
-    if (P.record == 2u) {
-        membrane[P.mem_base + (sample * P.steps + t) * P.mem_stride + j] = readout_value(r.v);
-    }
+    record_membrane(sample, t, j, r.v);
     if (r.spike) {
         atomicOr(&bits[(sample * P.steps + t) * P.words + j / 32u], 1u << (j % 32u));
+    }
+}
+
+// Record neuron `j`'s membrane `v` at step `t` when a trace is asked for.
+fn record_membrane(sample: u32, t: u32, j: u32, v: f32) {
+    if (P.record == 2u) {
+        membrane[P.mem_base + (sample * P.steps + t) * P.mem_stride + j] = readout_value(v);
     }
 }
 

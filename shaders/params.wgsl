@@ -13,7 +13,7 @@ struct Params {
     store_sample: u32,
     noise_sample: u32,
     grid_x: u32,
-    // Workgroups per sample (feed-forward kernel).
+    // Feed-forward kernel: workgroups along the neurons (for each group of samples).
     blocks: u32,
     // Spike-bit words per step: ceil(neurons / 32).
     words: u32,

@@ -79,6 +79,7 @@ pub use spikes::encode::Encoding;
 
 /// The GPU backend's pieces: its context, shaders and the layouts they share with the host.
 pub mod gpu {
+    pub use crate::backend::gpu::feedforward::blocked_words;
     pub use crate::backend::gpu::{
         binding, mirrored_layouts, quiet_vulkan_loader, GpuBackend, GpuContext, GpuState,
         SimParams, MAX_SOURCES, SHADERS, WG,

@@ -613,6 +613,25 @@ fn fused_waves_on_the_gpu_give_what_partitions_give_with_weights_packed_or_not()
         &bss2,
         0.25,
     ));
+    // 100 hidden neurons: at 16 bits (8 a thread) the last thread of each block holds 4.
+    let narrow = neuropart::NetworkBuilder::new("narrow", 30, 3)
+        .input("input", 784)
+        .dense(
+            "hidden",
+            100,
+            neuropart::NeuronParams::default(),
+            neuropart::WeightInit {
+                mean: -0.05,
+                std: 0.2,
+            },
+        )
+        .readout(
+            "readout",
+            10,
+            neuropart::NeuronParams::default(),
+            neuropart::WeightInit::default(),
+        );
+    cases.push((narrow.build(&bss2).unwrap(), &bss2, 0.25));
     // A wave of 2 600 neurons over 50 steps: more than one thread may loop through on the
     // software adapter, so its spikes are compacted a run of steps at a time.
     cases.push((sparse_layer(&bss2, 50), &bss2, 0.02));
@@ -630,22 +649,39 @@ fn fused_waves_on_the_gpu_give_what_partitions_give_with_weights_packed_or_not()
             exec.set_fuse_waves(false);
             let apart = run(&exec, &base);
             exec.set_fuse_waves(true);
-            let cells = (0..exec.schedule.waves.len())
-                .filter_map(|w| exec.wave_program(w))
-                .map(|p| p.channels.len() as u64 * p.neuron_count() as u64)
-                .max();
-            let Some(cells) = cells else { continue };
-            // Unlimited (32-bit words), then two buffers just large enough for 16 bits and
-            // for 8 bits per weight.
-            for max_dense in [u64::MAX, (cells / 4 + 1) * 4, (cells / 8 + 1) * 4] {
+            // The words of the largest wave's weights at 16 and 8 bits, padded to whole
+            // blocks as the kernel holds them.
+            let words = |bits| {
+                (0..exec.schedule.waves.len())
+                    .filter_map(|w| exec.wave_program(w))
+                    .map(|p| {
+                        let (nch, n) = (p.channels.len() as u64, p.neuron_count() as u64);
+                        neuropart::gpu::blocked_words(nch, n, bits)
+                    })
+                    .max()
+            };
+            let (Some(w16), Some(w8)) = (words(16), words(8)) else {
+                continue;
+            };
+            // Unlimited (32-bit words), one buffer for 16 bits per weight, and two buffers
+            // just large enough for 16 bits and for 8 bits (each a whole number of vec4s).
+            let halves = |w: u64| w.div_ceil(2).next_multiple_of(4) * 4;
+            for max_dense in [u64::MAX, w16 * 4, halves(w16), halves(w8)] {
                 let mut g = gpu().unwrap();
                 g.max_dense = max_dense;
                 let waves = exec.schedule.waves.len();
-                let fused: Vec<u32> = (0..waves)
+                // Bits per weight of each fused wave, and whether its packed weights span
+                // both buffers (more words than one holds).
+                let fused: Vec<(u32, bool)> = (0..waves)
                     .filter_map(|w| exec.wave_program(w))
-                    .filter_map(|p| g.weight_bits(p))
+                    .filter_map(|p| {
+                        let bits = g.weight_bits(p)?;
+                        let (nch, n) = (p.channels.len() as u64, p.neuron_count() as u64);
+                        let words = neuropart::gpu::blocked_words(nch, n, bits);
+                        Some((bits, bits < 32 && words > max_dense / 16 * 4))
+                    })
                     .collect();
-                seen.extend(fused.iter().map(|&b| (b, emulated)));
+                seen.extend(fused.iter().map(|&(b, split)| (b, split, emulated)));
                 // A fresh copy: residents are kept per device, and `g` shares `base`'s.
                 let out = run(&exec.clone(), &g);
                 let units = (0..waves)
@@ -672,9 +708,16 @@ fn fused_waves_on_the_gpu_give_what_partitions_give_with_weights_packed_or_not()
         }
     }
     // Every way of holding the weights ran: 32 bits (ideal and emulated), 16 bits (ideal
-    // fixed point) and 8 bits (emulated).
+    // fixed point) and 8 bits (emulated), in one buffer and over two.
     assert!(wide_spikes > 0, "the wide wave spiked");
-    for want in [(32, false), (32, true), (16, false), (8, true)] {
+    for want in [
+        (32, false, false),
+        (32, false, true),
+        (16, false, false),
+        (16, true, false),
+        (8, false, true),
+        (8, true, true),
+    ] {
         assert!(seen.contains(&want), "{want:?} never ran; seen {seen:?}");
     }
 }

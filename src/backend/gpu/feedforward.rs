@@ -22,9 +22,6 @@ pub const fn per_thread(bits: u32) -> u64 {
     }
 }
 
-/// The most neurons one thread takes (`QMAX` in the kernel).
-pub const MOST_PER_THREAD: u64 = 16;
-
 /// Threads of a workgroup side by side along the neurons (`LANES`); the others take other
 /// samples. On the software adapter, whose 8 SIMD lanes run a workgroup's threads 8 at a time,
 /// the samples of a workgroup then read the same 128 bytes of each weight row in turn (from
@@ -32,14 +29,28 @@ pub const MOST_PER_THREAD: u64 = 16;
 /// from memory.
 pub const LANES: u64 = 8;
 
-/// Threads per workgroup (`WG`): `THREADS / LANES` samples.
+/// Threads per workgroup (`WG`), `THREADS / LANES` samples, where the device allows that
+/// many ([`threads`]).
 pub const THREADS: u32 = 256;
 
-/// Workgroups for `samples` samples of `neurons` neurons, `per_thread` each: along the neurons
-/// (the kernel's `P.blocks`), and in all.
-pub(crate) fn grid(neurons: u32, per_thread: u64, samples: u64) -> (u64, u64) {
-    let along = (neurons as u64).div_ceil(per_thread).div_ceil(LANES).max(1);
-    (along, along * samples.div_ceil(THREADS as u64 / LANES))
+/// Threads per workgroup on a device allowing `most` invocations per workgroup: [`THREADS`],
+/// or fewer samples per workgroup (a whole number of them, at least one).
+pub(super) fn threads(most: u32) -> u32 {
+    THREADS
+        .min(most / LANES as u32 * LANES as u32)
+        .max(LANES as u32)
+}
+
+/// Blocks of [`LANES`] threads along `neurons` neurons at `bits` bits per weight.
+fn blocks_along(neurons: u64, bits: u32) -> u64 {
+    neurons.div_ceil(per_thread(bits)).div_ceil(LANES)
+}
+
+/// Workgroups of `threads` threads for `samples` samples of `neurons` neurons at `bits` bits
+/// per weight: along the neurons (the kernel's `P.blocks`), and in all.
+pub(crate) fn grid(neurons: u32, bits: u32, samples: u64, threads: u32) -> (u64, u64) {
+    let along = blocks_along(neurons as u64, bits).max(1);
+    (along, along * samples.div_ceil(threads as u64 / LANES))
 }
 
 /// The ways of holding the weights, one pipeline each: bits per weight, and whether packed
@@ -49,14 +60,16 @@ pub(crate) fn grid(neurons: u32, per_thread: u64, samples: u64) -> (u64, u64) {
 /// parameters.
 pub const WIDTHS: [(u32, bool); 5] = [(32, false), (16, false), (16, true), (8, false), (8, true)];
 
-/// The pipelines, one per [`WIDTHS`] in order, on the simulation kernels' bind group layout.
+/// The pipelines, one per [`WIDTHS`] in order, on the simulation kernels' bind group layout,
+/// with workgroups of `threads` threads ([`threads`]).
 pub(super) fn pipelines(
     device: &wgpu::Device,
     layout: &wgpu::BindGroupLayout,
+    threads: u32,
 ) -> [wgpu::ComputePipeline; WIDTHS.len()] {
     WIDTHS.map(|(bits, split)| {
         let constants = [
-            ("WG", THREADS as f64),
+            ("WG", threads as f64),
             ("LANES", LANES as f64),
             ("WBITS", bits as f64),
             ("SPLIT", f64::from(u8::from(split))),
@@ -82,10 +95,50 @@ pub(super) fn pipeline_index(bits: u32, split: bool) -> usize {
         .expect("a width the kernel is specialised for")
 }
 
-/// The dense `[channel][neuron]` fixed-point weights of a feed-forward partition, as the words
-/// the kernel reads (a channel reaching a neuron through several synapses adds their weights).
+/// The dense fixed-point weights of a feed-forward partition as the 32-bit words the kernel
+/// reads (a channel reaching a neuron through several synapses adds their weights), in the
+/// blocked layout ([`position`]).
 pub fn dense_weights(p: &PartitionProgram) -> Vec<u32> {
-    bytemuck::cast_vec(dense(p))
+    blocked(p, 32, &[])
+}
+
+/// Words of a blocked matrix of `channels` channels to `neurons` neurons, `bits` bits each
+/// ([`position`]).
+pub fn blocked_words(channels: u64, neurons: u64, bits: u32) -> u64 {
+    blocks_along(neurons, bits) * LANES * channels * 4
+}
+
+/// Where the weight of channel `ch` to neuron `j` lies among the words of a blocked matrix of
+/// `channels` channels, `bits` bits per weight: (word, lowest bit). Each thread's neurons
+/// ([`per_thread`]) take one vec4 of words per channel, packed from the low bits up; the
+/// vec4s go by blocks of [`LANES`] threads, each block every channel's vec4s for its threads
+/// (`[block][channel][thread of the block]`), so that a workgroup reads one contiguous
+/// stretch (by channel rows, 16 to 32 KB long for a wide layer, each event's vec4s lay on
+/// another page and line). Padding is zero.
+pub fn position(channels: usize, ch: usize, j: usize, bits: u32) -> (usize, u32) {
+    let (qn, per, lanes) = (
+        per_thread(bits) as usize,
+        (32 / bits) as usize,
+        LANES as usize,
+    );
+    let (g, k) = (j / qn, j % qn);
+    let at = ((g / lanes * channels + ch) * lanes + g % lanes) * 4 + k / per;
+    (at, (k % per) as u32 * bits)
+}
+
+/// `p`'s dense weights in the blocked layout at `bits` bits, each neuron's shifted right by
+/// its `shifts` (none: 0).
+fn blocked(p: &PartitionProgram, bits: u32, shifts: &[u32]) -> Vec<u32> {
+    let (n, nch) = (p.neuron_count(), p.channels.len());
+    let mask = u32::MAX >> (32 - bits);
+    let mut words = vec![0u32; blocked_words(nch as u64, n as u64, bits) as usize];
+    for (ch, row) in dense(p).chunks(n.max(1)).enumerate().take(nch) {
+        for (j, &x) in row.iter().enumerate() {
+            let (at, low) = position(nch, ch, j, bits);
+            words[at] |= ((x >> shifts.get(j).copied().unwrap_or(0)) as u32 & mask) << low;
+        }
+    }
+    words
 }
 
 fn dense(p: &PartitionProgram) -> Vec<i32> {
@@ -103,12 +156,9 @@ fn dense(p: &PartitionProgram) -> Vec<i32> {
 /// The dense matrix of a program too large for one buffer as 32-bit words: each neuron's
 /// weights as multiples of a power of two (its `shift`: fixed-point weights are the chip's
 /// 6-bit codes times a per-target scale in emulation, and trailing zeros in general), the
-/// multiples in 8 or 16 bits (the fewest that hold all of them), packed from the low bits up
-/// into vec4s of words, one thread's neurons ([`per_thread`]) each; by blocks of [`LANES`]
-/// threads' neurons, each block holding every channel's vec4s for its threads (so that a
-/// workgroup reads one contiguous stretch: as channel rows 16 KB long, each event's vec4s lay
-/// on another page), padded with zeros; the words split after a whole vec4 over two bindings
-/// of at most `window` words each (the kernel's `packed_vec`).
+/// multiples in 8 or 16 bits (the fewest that hold all of them) in the blocked layout
+/// ([`position`]), the words split after a whole vec4 over two bindings of at most `window`
+/// words each (the kernel's `packed_vec`).
 pub struct Packed {
     /// Bits per weight: 8 or 16.
     pub bits: u32,
@@ -123,19 +173,7 @@ impl Packed {
     /// `p`'s dense weights packed, if they fit two bindings of `window` words each.
     pub fn of(p: &PartitionProgram, window: u64) -> Option<Packed> {
         let (bits, shifts) = Self::layout(p, window)?;
-        let n = p.neuron_count().max(1);
-        let per = (32 / bits) as usize;
-        let qn = per_thread(bits) as usize;
-        let mask = (1u32 << bits) - 1;
-        let (lanes, nch) = (LANES as usize, p.channels.len());
-        let mut words = vec![0u32; Self::words(nch as u64, n as u64, bits) as usize];
-        for (ch, w) in dense(p).chunks(n).enumerate() {
-            for (j, (&x, &s)) in w.iter().zip(&shifts).enumerate() {
-                let (g, k) = (j / qn, j % qn);
-                let at = ((g / lanes * nch + ch) * lanes + g % lanes) * 4 + k / per;
-                words[at] |= ((x >> s) as u32 & mask) << ((k % per) as u32 * bits);
-            }
-        }
+        let mut words = blocked(p, bits, &shifts);
         let second = words.split_off(words.len().min(Self::first_words(window) as usize));
         Some(Packed {
             bits,
@@ -143,13 +181,6 @@ impl Packed {
             first: words,
             second,
         })
-    }
-
-    /// Words of the packed weights of `channels` channels to `neurons` neurons, `bits` bits
-    /// each: blocks of [`LANES`] threads' neurons, each block every channel's vec4 for each of
-    /// its threads.
-    fn words(channels: u64, neurons: u64, bits: u32) -> u64 {
-        neurons.div_ceil(per_thread(bits)).div_ceil(LANES) * LANES * channels * 4
     }
 
     /// Words the first binding takes, at most: whole vec4s within `window`.
@@ -166,7 +197,7 @@ impl Packed {
     /// Bits per weight and the neurons' shifts, if the packed weights fit.
     fn layout(p: &PartitionProgram, window: u64) -> Option<(u32, Vec<u32>)> {
         let n = p.neuron_count();
-        let words = |bits| Self::words(p.channels.len() as u64, n as u64, bits);
+        let words = |bits| blocked_words(p.channels.len() as u64, n as u64, bits);
         if words(8) > 2 * Self::first_words(window) {
             return None;
         }

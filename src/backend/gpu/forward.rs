@@ -279,9 +279,10 @@ impl GpuBackend {
                     })
                     .max()
                     .unwrap_or(0);
-                // The gather's loops, and the feed-forward kernel's: a step, its events and
-                // its neurons.
-                if steps * (g.sources.len() as u64 + 1 + feedforward::MOST_PER_THREAD) + most
+                // The gather's loops, and the feed-forward kernel's: a step, its events, the
+                // step that ends them, and its neurons; its neurons before and after.
+                let qn = feedforward::per_thread(g.packed.as_ref().map_or(32, |w| w.bits));
+                if steps * (g.sources.len() as u64 + 2 + qn) + most + 2 * qn
                     > compact::LOOP_LIMIT as u64
                 {
                     return Err(Error::Gpu(format!(
@@ -311,8 +312,8 @@ impl GpuBackend {
             let per = PerSample::of(g, steps, job.membranes);
             chunk = chunk.min(limit / per.largest().max(1));
             let per_sample = match g.kernel {
-                // At most (a workgroup per sample).
-                Kernel::Feedforward => feedforward::grid(g.neurons, 1, 1).0,
+                // At most (every sample in workgroups of its own).
+                Kernel::Feedforward => feedforward::grid(g.neurons, 32, 1, ctx.ff_threads).0,
                 Kernel::General => 1,
             };
             chunk = chunk.min(GRID_MAX * GRID_MAX / per_sample);
@@ -534,7 +535,7 @@ impl GpuBackend {
             // Workgroups along the neurons (per group of samples), and in all.
             let (blocks, groups) = match g.kernel {
                 Kernel::Feedforward => {
-                    feedforward::grid(g.neurons, feedforward::per_thread(wbits), c as u64)
+                    feedforward::grid(g.neurons, wbits, c as u64, ctx.ff_threads)
                 }
                 Kernel::General => (1, c as u64),
             };

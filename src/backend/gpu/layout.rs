@@ -55,7 +55,7 @@ pub struct SimParams {
     pub noise_sample: u32,
     /// Workgroups along x.
     pub grid_x: u32,
-    /// Workgroups per sample (feed-forward kernel).
+    /// Feed-forward kernel: workgroups along the neurons (for each group of samples).
     pub blocks: u32,
     /// Spike-bit words per step.
     pub words: u32,

@@ -65,7 +65,7 @@ pub const SHADERS: &[(&[&str], &str)] = &[
     (&["weights.wgsl"], weights::SOURCE),
 ];
 
-/// Threads per workgroup of every kernel.
+/// Threads per workgroup of every kernel but feedforward.wgsl ([`feedforward::threads`]).
 pub const WG: u32 = 64;
 
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
@@ -135,6 +135,8 @@ pub struct GpuContext {
     sim_layout: wgpu::BindGroupLayout,
     /// feedforward.wgsl, one per way of holding the weights ([`feedforward::pipelines`]).
     feedforward: [wgpu::ComputePipeline; feedforward::WIDTHS.len()],
+    /// Threads per workgroup of feedforward.wgsl ([`feedforward::threads`]).
+    ff_threads: u32,
     general: wgpu::ComputePipeline,
     gather: gather::GatherKernel,
     compact: compact::CompactKernels,
@@ -281,6 +283,7 @@ impl GpuContext {
                 info.name, limits.max_storage_buffers_per_shader_stage
             )));
         }
+        let ff_threads = feedforward::threads(limits.max_compute_invocations_per_workgroup);
         let (sim_layout, feedforward, general, gather, compact) =
             scoped(&device, "compiling the shaders", || {
                 let sim_layout =
@@ -297,7 +300,7 @@ impl GpuContext {
                             storage_entry(binding::MEMBRANE, false),
                         ],
                     });
-                let ff = feedforward::pipelines(&device, &sim_layout);
+                let ff = feedforward::pipelines(&device, &sim_layout, ff_threads);
                 let general = lif::pipeline(&device, &sim_layout);
                 let gather = gather::GatherKernel::new(&device);
                 let compact = compact::CompactKernels::new(&device);
@@ -321,6 +324,7 @@ impl GpuContext {
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
             sim_layout,
             feedforward,
+            ff_threads,
             general,
             gather,
             compact,
@@ -425,16 +429,19 @@ pub struct GpuBackend {
 
 impl GpuBackend {
     /// How the feed-forward kernel would hold `p`'s weights: `Some(32)`, 32-bit words in the
-    /// program (one stage and one delay, the dense `[channel][neuron]` matrix within a buffer
-    /// and 1 GiB); `Some(16)` or `Some(8)`, packed over two buffers (a program too large for
-    /// that, such as a fused wave; [`feedforward::Packed`]); `None`: the general kernel runs
-    /// it.
+    /// program (one stage and one delay, the dense matrix within a buffer and 1 GiB);
+    /// `Some(16)` or `Some(8)`, packed over two buffers (a program too large for that, such as
+    /// a fused wave; [`feedforward::Packed`]); `None`: the general kernel runs it. Sizes count
+    /// the blocked layout's padding ([`feedforward::blocked_words`]: a channel's weights take
+    /// whole blocks of 32, 64 or 128 neurons at 32, 16 or 8 bits), so a narrow program never
+    /// packs: its packed weights would take as many words as the 32-bit ones.
     pub fn weight_bits(&self, p: &PartitionProgram) -> Option<u32> {
         if !p.is_feedforward() {
             return None;
         }
         let limit = self.ctx.max_binding().min(self.max_dense);
-        let dense_bytes = p.channels.len() as u64 * p.neuron_count() as u64 * 4;
+        let dense_bytes =
+            4 * feedforward::blocked_words(p.channels.len() as u64, p.neuron_count() as u64, 32);
         if dense_bytes <= limit.min(1 << 30) {
             return Some(32);
         }

@@ -5,7 +5,7 @@ use super::*;
 /// Which kernel runs a partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kernel {
-    /// `shaders/feedforward.wgsl`: dense weights, one thread per (sample, neuron).
+    /// `shaders/feedforward.wgsl`: dense weights, one thread per sample and few neurons.
     Feedforward,
     /// `shaders/lif.wgsl`: synapse lists, stages, delays; one workgroup per sample.
     General,

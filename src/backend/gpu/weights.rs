@@ -81,10 +81,9 @@ impl WeightsKernel {
 
 /// Which program word each synapse's weight goes to: `(word, synapse)` for every synapse of
 /// `p` in the program `words` layout the GPU backend chose (`dense`: the feed-forward kernel's
-/// `[channel][neuron]` matrix, whose words add the weights of every synapse of one channel to
-/// one neuron; otherwise the general kernel's synapse words from `syn_base`), sorted by word.
+/// blocked matrix, [`super::feedforward::position`], whose words add the weights of every
+/// synapse of one channel to one neuron; otherwise the general kernel's synapse words from `syn_base`), sorted by word.
 pub fn word_of_synapses(p: &PartitionProgram, dense: bool, syn_base: u32) -> Vec<(u32, u32)> {
-    let n = p.neuron_count() as u32;
     let nch = p.channels.len();
     let mut out = Vec::with_capacity(p.synapses.len());
     for src in 0..p.synapse_offsets.len() - 1 {
@@ -92,7 +91,8 @@ pub fn word_of_synapses(p: &PartitionProgram, dense: bool, syn_base: u32) -> Vec
         for j in a..b {
             let word = if dense {
                 debug_assert!(src < nch, "feed-forward programs have no local sources");
-                src as u32 * n + p.synapses[j as usize].target
+                let target = p.synapses[j as usize].target as usize;
+                super::feedforward::position(nch, src, target, 32).0 as u32
             } else {
                 syn_base + super::lif::SYNAPSE_WORDS * j + super::lif::WEIGHT_WORD
             };
