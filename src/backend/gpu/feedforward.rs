@@ -242,3 +242,41 @@ impl Packed {
         (words(bits) <= 2 * Self::first_words(window)).then_some((bits, shifts))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn blocked_positions_give_each_workgroup_one_stretch_and_each_thread_one_vec4() {
+        // Properties the kernel and its speed rely on, for widths and sizes around the
+        // blocks: every (channel, neuron) has its own bits within the words; a thread's
+        // neurons for one channel lie in one aligned vec4; the threads of one block of LANES
+        // read one contiguous stretch for all channels (what a workgroup reads); the
+        // positions fill the blocks from the first word.
+        for bits in [32, 16, 8] {
+            let qn = per_thread(bits) as usize;
+            for (channels, neurons) in [(1, 1), (3, 31), (5, 64), (2, 129), (7, 300)] {
+                let total = blocked_words(channels as u64, neurons as u64, bits) as usize;
+                let mut seen = HashSet::new();
+                let stretch = channels * LANES as usize * 4;
+                for ch in 0..channels {
+                    for j in 0..neurons {
+                        let (at, low) = position(channels, ch, j, bits);
+                        let what = format!("bits {bits}, {channels}x{neurons}, ({ch}, {j})");
+                        assert!(at < total && low + bits <= 32, "{what}: {at}, {low}");
+                        assert!(seen.insert((at, low)), "{what} shares its bits");
+                        let first = j / qn * qn;
+                        let (at0, _) = position(channels, ch, first, bits);
+                        assert_eq!(at0 % 4, 0, "{what}: its thread's vec4 is aligned");
+                        assert_eq!(at / 4, at0 / 4, "{what}: in its thread's vec4");
+                        let block = j / qn / LANES as usize;
+                        assert_eq!(at / stretch, block, "{what}: in its block's stretch");
+                    }
+                }
+                assert!(total.div_ceil(stretch) == neurons.div_ceil(qn * LANES as usize));
+            }
+        }
+    }
+}
