@@ -33,7 +33,7 @@ pub const LANES: u64 = 8;
 /// many ([`threads`]).
 pub const THREADS: u32 = 256;
 
-/// Threads per workgroup on a device allowing `most` invocations per workgroup: [`THREADS`],
+/// Threads per workgroup on a device allowing `most` invocations along x: [`THREADS`],
 /// or fewer samples per workgroup (a whole number of them, at least one).
 pub(super) fn threads(most: u32) -> u32 {
     THREADS

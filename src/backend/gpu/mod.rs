@@ -283,7 +283,11 @@ impl GpuContext {
                 info.name, limits.max_storage_buffers_per_shader_stage
             )));
         }
-        let ff_threads = feedforward::threads(limits.max_compute_invocations_per_workgroup);
+        let ff_threads = feedforward::threads(
+            limits
+                .max_compute_invocations_per_workgroup
+                .min(limits.max_compute_workgroup_size_x),
+        );
         let (sim_layout, feedforward, general, gather, compact) =
             scoped(&device, "compiling the shaders", || {
                 let sim_layout =
