@@ -4,9 +4,9 @@
 // input events (built by gather.wgsl) and reads its neurons' weights for each from a dense
 // matrix, blocked so that a workgroup's weights lie together ([block][channel][thread of the
 // block], src/backend/gpu/feedforward.rs `position`): 32-bit words in `program`, or, for
-// programs too large for that (a fused wave), packed in 8 or 16 bits over bindings 4 and 5. Same model as lif.wgsl and
-// src/neuron.rs `lif_step`; bindings as declared in neuron.wgsl (src/backend/gpu/feedforward.rs
-// owns this file, its pipeline constants and the packed layout).
+// programs too large for that (a fused wave), packed in 8 or 16 bits over bindings 4 and 5.
+// Same model as lif.wgsl and src/neuron.rs `lif_step`; bindings as declared in neuron.wgsl
+// (src/backend/gpu/feedforward.rs owns this file, its pipeline constants and the layout).
 //
 // The software adapter (llvmpipe) runs every branch of a kernel under lane masks, and each
 // storage-buffer load as a loop over its lanes: the paths not taken cost as much as the one
@@ -23,9 +23,9 @@ override SPLIT: bool = false;
 override QN: u32 = 4u;
 // The most neurons per thread (QN's largest value).
 const QMAX: u32 = 16u;
-// Threads side by side along the neurons: a workgroup is WG / LANES samples times
-// LANES threads of QN neurons each, so that the samples' walks read the same slice of each
-// weight row (LANES * QN neurons) one after another and find it in the cache.
+// Threads side by side along the neurons: a workgroup is WG / LANES samples times LANES
+// threads of QN neurons each, so that the samples' walks read the same stretch of weights
+// (every channel's weights to LANES * QN neurons) one after another and find it in the cache.
 override LANES: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -63,9 +63,9 @@ fn events_of(sample: u32) -> vec2<u32> {
     return input[sample] / vec2<u32>(2u);
 }
 
-// QN neurons of one sample per thread: each event's weights to the QN neurons are read
-// together (one vec4 where they are packed), which divides the per-event loop work by QN. A
-// thread's neurons lie in one word of spike bits (QN divides 32), set once per step.
+// QN neurons of one sample per thread: each event's weights to the QN neurons are one vec4,
+// which divides the per-event loop work by QN. A thread's neurons lie in one word of spike
+// bits (QN divides 32), set once per step.
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let block = wg.y * P.grid_x + wg.x;
@@ -82,9 +82,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let per = 32u / WBITS;
     let range = events_of(sample);
     var e = range.x;
-    // Loops over the QN neurons have a constant count, so that the compiler unrolls them and
-    // keeps the neurons' state in registers (with a count of `valid` the software adapter
-    // kept them in memory: MNIST 2.5x slower). Coefficients are read once, not every step.
+    // Loops over the QN neurons have a constant count (a pipeline constant), so that the
+    // compiler can unroll them and keep the neurons' state in registers (with a count of
+    // `valid` the software adapter kept four neurons' state in memory: MNIST 2.5x slower).
+    // Coefficients are read once, not every step.
     var cs: array<Coeffs, QMAX>;
     var s: array<State, QMAX>;
     var peak: array<f32, QMAX>;
@@ -104,10 +105,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     for (var t = 0u; t < P.steps; t++) {
         tick();
-        // The sums of the neurons in bits b of each word (32 bits: a0, neuron c in component
-        // c; 16: neuron 2c + b in ab; 8: neuron 4c + b in ab), as separate variables: the
-        // software adapter keeps an array updated under the loop's lane mask in memory and
-        // writes it lane by lane.
+        // a<b>: the sums of the neurons in bits b of each word of the vec4 (32 bits: neuron c
+        // in component c of a0; 16: neuron 2c + b in component c of a<b>; 8: neuron 4c + b),
+        // as separate variables: the software adapter keeps an array updated under the loop's
+        // lane mask in memory and writes it lane by lane.
         var a0 = vec4<i32>(0);
         var a1 = vec4<i32>(0);
         var a2 = vec4<i32>(0);
