@@ -1,7 +1,7 @@
 //! Host side of `shaders/feedforward.wgsl`: feed-forward partitions (one stage, no synapses
 //! from their own neurons, one delay for every input), one thread per sample and few neurons
-//! gathering their weights from a dense `[channel][neuron]` matrix. This module owns the
-//! source, the pipelines (one per way of holding the weights) and the matrix layouts.
+//! reading their weights from a dense matrix in the blocked layout ([`position`]). This module
+//! owns the source, the pipelines (one per way of holding the weights) and the layout.
 
 use crate::plan::compile::PartitionProgram;
 
@@ -24,9 +24,9 @@ pub const fn per_thread(bits: u32) -> u64 {
 
 /// Threads of a workgroup side by side along the neurons (`LANES`); the others take other
 /// samples. On the software adapter, whose 8 SIMD lanes run a workgroup's threads 8 at a time,
-/// the samples of a workgroup then read the same 128 bytes of each weight row in turn (from
-/// the cache but for the first), where with one sample per workgroup every event's row came
-/// from memory.
+/// the samples of a workgroup then read the same stretch of weights in turn ([`position`]:
+/// from the cache but for the first), where with one sample per workgroup every event's
+/// weights came from memory.
 pub const LANES: u64 = 8;
 
 /// Threads per workgroup (`WG`), `THREADS / LANES` samples, where the device allows that

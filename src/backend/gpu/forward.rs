@@ -281,7 +281,7 @@ impl GpuBackend {
                     .unwrap_or(0);
                 // The gather's loops, and the feed-forward kernel's: a step, its events, the
                 // step that ends them, and its neurons; its neurons before and after.
-                let qn = feedforward::per_thread(g.packed.as_ref().map_or(32, |w| w.bits));
+                let qn = feedforward::per_thread(g.weight_bits());
                 if steps * (g.sources.len() as u64 + 2 + qn) + most + 2 * qn
                     > compact::LOOP_LIMIT as u64
                 {
@@ -529,7 +529,7 @@ impl GpuBackend {
                     created,
                 )
                 .clone();
-            let wbits = g.packed.as_ref().map_or(32, |w| w.bits);
+            let wbits = g.weight_bits();
             // Vec4s of packed weights in the first binding.
             let wsplit = g.packed.as_ref().map_or(0, |w| w.split / 4);
             // Workgroups along the neurons (per group of samples), and in all.

@@ -35,6 +35,13 @@ pub struct GpuProgram {
     pub(crate) spikes_per_sample: AtomicU32,
 }
 
+impl GpuProgram {
+    /// Bits per weight the feed-forward kernel reads: 32 in `program`, or the packed width.
+    pub(crate) fn weight_bits(&self) -> u32 {
+        self.packed.as_ref().map_or(32, |w| w.bits)
+    }
+}
+
 /// Packed dense weights on the device: bits per weight and the two buffers.
 pub(crate) struct PackedWeights {
     pub(crate) bits: u32,

@@ -82,7 +82,8 @@ impl WeightsKernel {
 /// Which program word each synapse's weight goes to: `(word, synapse)` for every synapse of
 /// `p` in the program `words` layout the GPU backend chose (`dense`: the feed-forward kernel's
 /// blocked matrix, [`super::feedforward::position`], whose words add the weights of every
-/// synapse of one channel to one neuron; otherwise the general kernel's synapse words from `syn_base`), sorted by word.
+/// synapse of one channel to one neuron; otherwise the general kernel's synapse words from
+/// `syn_base`), sorted by word.
 pub fn word_of_synapses(p: &PartitionProgram, dense: bool, syn_base: u32) -> Vec<(u32, u32)> {
     let nch = p.channels.len();
     let mut out = Vec::with_capacity(p.synapses.len());
