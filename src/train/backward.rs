@@ -247,7 +247,8 @@ pub fn spike_regulariser(
 }
 
 /// Samples per chunk of the gradient sum: partial sums over whole chunks are combined in a
-/// fixed tree ([`tree_sum`]). Fixed, so that results do not depend on the machine.
+/// fixed tree ([`tree`]; the gradients' by [`TreeStack`], as the chunks come). Fixed, so that
+/// results do not depend on the machine.
 pub const GRAD_CHUNK: usize = 16;
 
 /// Loss and weight gradients of a batch from its recorded observables. `exec` must hold the
@@ -544,63 +545,63 @@ pub fn chunk_gradients_from(
             (block < ns).then(|| Buckets::new(trains, block, ns))
         })
         .collect();
-    items
-        .into_par_iter()
-        .for_each_init(Vec::new, |scratch: &mut Vec<f32>, (q, range, acc)| {
-            let (src, tgt, d) = topo.ends[q];
-            let nt = sizes[tgt];
-            let len = match &acc {
-                Out::Sums(a) => a.len(),
-                Out::Columns(_) => range.len() * nt,
-                Out::Rows(c) => range.len() * c.sources,
-            };
-            scratch.clear();
-            scratch.resize(nchunks * len, 0.0);
+    items.into_par_iter().for_each(|(q, range, acc)| {
+        let (src, tgt, d) = topo.ends[q];
+        let nt = sizes[tgt];
+        let len = match &acc {
+            Out::Sums(a) => a.len(),
+            Out::Columns(_) => range.len() * nt,
+            Out::Rows(c) => range.len() * c.sources,
+        };
+        let mut sums = TreeStack::new(nchunks, len);
+        for ci in chunks.clone() {
+            let part = sums.leaf();
             if let Some(trains) = exec.spikes.get(src) {
-                for (part, ci) in scratch.chunks_mut(len.max(1)).zip(chunks.clone()) {
-                    let first = ci * GRAD_CHUNK;
-                    // The chunk's samples as `exec` numbers them.
-                    let span = first - exec_base..(first + GRAD_CHUNK).min(b) - exec_base;
-                    let g = &gi[tgt][(first - samples.start) * steps * nt..];
-                    let shape = (steps, nt, d);
-                    if let Out::Rows(c) = acc {
-                        let shape = (steps, nt, d, c.sources);
-                        accumulate_rows(trains, span, shape, g, range.clone(), part);
-                    } else if let Out::Columns(_) = acc {
-                        let spikes = match &buckets[q] {
-                            Some(b) => Spikes::Item(b, range.start / b.block),
-                            None => Spikes::All(trains),
-                        };
-                        accumulate_dense(&spikes, span, shape, g, range.clone(), part);
-                    } else {
-                        let by_source = &topo.by_source[q];
-                        let extra = &topo.extra[q][..];
-                        accumulate(
-                            trains,
-                            span,
-                            shape,
-                            g,
-                            by_source,
-                            extra,
-                            range.clone(),
-                            part,
-                        );
-                    }
+                let first = ci * GRAD_CHUNK;
+                // The chunk's samples as `exec` numbers them.
+                let span = first - exec_base..(first + GRAD_CHUNK).min(b) - exec_base;
+                let g = &gi[tgt][(first - samples.start) * steps * nt..];
+                let shape = (steps, nt, d);
+                if let Out::Rows(c) = acc {
+                    let shape = (steps, nt, d, c.sources);
+                    accumulate_rows(trains, span, shape, g, range.clone(), part);
+                } else if let Out::Columns(_) = acc {
+                    let spikes = match &buckets[q] {
+                        Some(b) => Spikes::Item(b, range.start / b.block),
+                        None => Spikes::All(trains),
+                    };
+                    accumulate_dense(&spikes, span, shape, g, range.clone(), part);
+                } else {
+                    let by_source = &topo.by_source[q];
+                    let extra = &topo.extra[q][..];
+                    accumulate(
+                        trains,
+                        span,
+                        shape,
+                        g,
+                        by_source,
+                        extra,
+                        range.clone(),
+                        part,
+                    );
                 }
             }
-            tree_sum(scratch, nchunks, len);
-            match acc {
-                Out::Sums(acc) => acc.copy_from_slice(&scratch[..len]),
-                // SAFETY: the items of a dense projection hold disjoint blocks of sources, so
-                // this item is the only one writing columns `range`, and nothing reads the
-                // projection's sums before every item is done.
-                Out::Columns(columns) => unsafe { columns.put(range, &scratch[..len]) },
-                // SAFETY: the items of a dense projection cut by targets hold disjoint blocks
-                // of targets, so this item is the only one writing rows `range`, and nothing
-                // reads the projection's sums before every item is done.
-                Out::Rows(columns) => unsafe { columns.put_rows(range, &scratch[..len]) },
-            }
-        });
+            sums.push();
+        }
+        let sums = sums.finish();
+        match acc {
+            Out::Sums(acc) => acc.copy_from_slice(&sums[..len]),
+            // SAFETY: the items of a dense projection hold disjoint blocks of sources, so
+            // this item is the only one writing columns `range`, and nothing reads the
+            // projection's sums before every item is done.
+            Out::Columns(columns) => unsafe { columns.put(range, &sums[..len]) },
+            // SAFETY: the items of a dense projection cut by targets hold disjoint blocks
+            // of targets, so this item is the only one writing rows `range`, and nothing
+            // reads the projection's sums before every item is done.
+            Out::Rows(columns) => unsafe { columns.put_rows(range, &sums[..len]) },
+        }
+        crate::pool::give(sums);
+    });
     gi.into_iter().for_each(crate::pool::give);
     // Statistics per chunk (summed in sample order), then over the chunks in the same tree.
     let mut chunk_stats: Vec<BatchStats> = chunks
@@ -902,15 +903,75 @@ pub fn tree<T>(items: &mut [T], add: &impl Fn(&mut T, &mut T)) {
     add(&mut l[0], &mut r[0]);
 }
 
-/// [`tree`] over `n` consecutive parts of `len` values of `buf`, into the first part.
-fn tree_sum(buf: &mut [f32], n: usize, len: usize) {
-    if n <= 1 {
-        return;
+/// The fixed tree of [`tree_split`] summed as its leaves come, one after another, in a few
+/// parts instead of one per leaf: the sums of the complete subtrees so far, on a stack (a
+/// binary counter: a leaf is pushed, and the top two are added while they hold as many leaves
+/// each), and at the end the stack added from its top down. The tree splits `n` leaves at the
+/// largest power of two below `n`, i.e. by the binary digits of `n` from the highest, so these
+/// are its additions, each of the same two operands as [`tree`]'s: the sums are the same bit
+/// for bit, while only the parts of the stack are live (a leaf's sums are added into them while
+/// they are still in the cache, instead of every leaf's being kept, zeroed and read back).
+struct TreeStack {
+    /// The parts: `depth` of them in use, `len` values each.
+    buf: Vec<f32>,
+    /// Leaves summed in each part in use.
+    leaves: Vec<usize>,
+    len: usize,
+}
+
+impl TreeStack {
+    /// Room for the sums of a tree over `n` leaves of `len` values (in `buf`, taken from the
+    /// pool; [`TreeStack::finish`] gives it back).
+    fn new(n: usize, len: usize) -> Self {
+        // At most one part per binary digit of `n`, and the leaf being summed.
+        let parts = (usize::BITS - n.leading_zeros()) as usize + 1;
+        TreeStack {
+            buf: crate::pool::take(parts * len),
+            leaves: Vec::with_capacity(parts),
+            len,
+        }
     }
-    let (l, r) = buf.split_at_mut(tree_split(n) * len);
-    tree_sum(l, tree_split(n), len);
-    tree_sum(r, n - tree_split(n), len);
-    add_into(&mut l[..len], &r[..len]);
+
+    /// The next leaf's part, zeroed, for the caller to sum into; then [`TreeStack::push`].
+    fn leaf(&mut self) -> &mut [f32] {
+        let at = self.leaves.len() * self.len;
+        let part = &mut self.buf[at..at + self.len];
+        part.fill(0.0);
+        part
+    }
+
+    /// The leaf just summed into [`TreeStack::leaf`]'s part is complete: onto the stack, and
+    /// complete subtrees of equal size added.
+    fn push(&mut self) {
+        self.leaves.push(1);
+        while let [.., a, b] = self.leaves[..] {
+            if a != b {
+                break;
+            }
+            self.merge();
+        }
+    }
+
+    /// The top part added into the one below it.
+    fn merge(&mut self) {
+        let k = self.leaves.len() - 1;
+        let (below, top) = self.buf.split_at_mut(k * self.len);
+        add_into(&mut below[(k - 1) * self.len..], &top[..self.len]);
+        let b = self.leaves.pop().unwrap_or(0);
+        self.leaves[k - 1] += b;
+    }
+
+    /// The whole tree's sums (the first `len` values of the returned buffer; zeros for no
+    /// leaves), for the caller to give back to the pool.
+    fn finish(mut self) -> Vec<f32> {
+        while self.leaves.len() > 1 {
+            self.merge();
+        }
+        if self.leaves.is_empty() {
+            self.buf[..self.len].fill(0.0);
+        }
+        self.buf
+    }
 }
 
 /// The chunks of a batch's `n` chunks each of `size` processes owns: the fixed reduction tree
@@ -1569,9 +1630,62 @@ fn group_backward<'a>(
 mod tests {
     use super::{
         accumulate_dense, accumulate_rows, transpose_product, transpose_product_group, Buckets,
-        Spikes, WeightLayout,
+        Spikes, TreeStack, WeightLayout,
     };
     use crate::spikes::store::{SpikeEvent, SpikeTrains};
+
+    /// The stack sums leaves as they come in exactly the fixed tree's additions: for every
+    /// count of leaves up to 40, bit for bit what the tree written out here gives (split at the
+    /// largest power of two below the count, halves for a power of two; the left part plus the
+    /// right), with values of many magnitudes, where the order of additions shows. The plain
+    /// left-to-right sum differs for some counts, so the comparison can tell orders apart.
+    #[test]
+    fn the_stack_of_subtree_sums_adds_as_the_fixed_tree_bit_for_bit() {
+        fn reference(leaves: &[Vec<f32>]) -> Vec<f32> {
+            let n = leaves.len();
+            if n == 1 {
+                return leaves[0].clone();
+            }
+            let split = if n.is_power_of_two() {
+                n / 2
+            } else {
+                1 << (usize::BITS - 1 - n.leading_zeros())
+            };
+            let (l, r) = (reference(&leaves[..split]), reference(&leaves[split..]));
+            l.iter().zip(&r).map(|(a, b)| a + b).collect()
+        }
+        let mut rng = crate::rng::Rng::new(11);
+        let len = 5;
+        let mut orders_differ = false;
+        for n in 0..=40usize {
+            let leaves: Vec<Vec<f32>> = (0..n)
+                .map(|_| {
+                    (0..len)
+                        .map(|_| (rng.normal() * 10f64.powi(rng.below(9) as i32 - 4)) as f32)
+                        .collect()
+                })
+                .collect();
+            let mut stack = TreeStack::new(n, len);
+            for leaf in &leaves {
+                stack.leaf().copy_from_slice(leaf);
+                stack.push();
+            }
+            let got = stack.finish()[..len].to_vec();
+            let want = if n == 0 {
+                vec![0.0; len]
+            } else {
+                reference(&leaves)
+            };
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{n} leaves");
+            let plain = (0..len).map(|k| leaves.iter().map(|l| l[k]).sum::<f32>());
+            orders_differ |= n > 0 && plain.zip(&want).any(|(a, b)| a.to_bits() != b.to_bits());
+        }
+        assert!(
+            orders_differ,
+            "the values should tell the orders of addition apart"
+        );
+    }
 
     /// A dense projection's weight gradients summed by blocks of targets (a narrower last
     /// block too) are those summed by blocks of sources, bit for bit, in the weight layout:
