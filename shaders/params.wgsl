@@ -46,10 +46,8 @@ struct Params {
     // device for training).
     mem_base: u32,
     mem_stride: u32,
-    // Feed-forward kernel: vec4s of packed weights in binding 4 (the rest in 5; their width
-    // is the pipeline's `WBITS`).
-    wsplit: u32,
     pad0: u32,
     pad1: u32,
+    pad2: u32,
 }
 

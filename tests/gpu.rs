@@ -593,7 +593,7 @@ fn system_runs_on_the_gpu_equal_the_cpu() {
 fn fused_waves_on_the_gpu_give_what_partitions_give_with_weights_packed_or_not() {
     // A wave as one program (one dispatch) against one partition at a time, and the GPU
     // against the CPU: the dense weights as 32-bit words, and packed in 8 bits (emulated: the
-    // chip's 6-bit weights) or 16 bits over two buffers, as programs too large for one buffer
+    // chip's 6-bit weights) or 16 bits in a texture, as programs too large for one buffer
     // hold them (forced here by lowering the limit to just what packing needs).
     let Some(base) = gpu() else { return };
     let tiny = small_substrate();
@@ -663,25 +663,18 @@ fn fused_waves_on_the_gpu_give_what_partitions_give_with_weights_packed_or_not()
             let (Some(w16), Some(w8)) = (words(16), words(8)) else {
                 continue;
             };
-            // Unlimited (32-bit words), one buffer for 16 bits per weight, and two buffers
-            // just large enough for 16 bits and for 8 bits (each a whole number of vec4s).
-            let halves = |w: u64| w.div_ceil(2).next_multiple_of(4) * 4;
-            for max_dense in [u64::MAX, w16 * 4, halves(w16), halves(w8)] {
+            // Unlimited (32-bit words), and packed weights of at most what 16 bits and what 8
+            // bits per weight take (ideal weights need 16: the general kernel runs them).
+            for max_dense in [u64::MAX, w16 * 4, w8 * 4] {
                 let mut g = gpu().unwrap();
                 g.max_dense = max_dense;
                 let waves = exec.schedule.waves.len();
-                // Bits per weight of each fused wave, and whether its packed weights span
-                // both buffers (more words than one holds).
-                let fused: Vec<(u32, bool)> = (0..waves)
+                // Bits per weight of each fused wave.
+                let fused: Vec<u32> = (0..waves)
                     .filter_map(|w| exec.wave_program(w))
-                    .filter_map(|p| {
-                        let bits = g.weight_bits(p)?;
-                        let (nch, n) = (p.channels.len() as u64, p.neuron_count() as u64);
-                        let words = neuropart::gpu::blocked_words(nch, n, bits);
-                        Some((bits, bits < 32 && words > max_dense / 16 * 4))
-                    })
+                    .filter_map(|p| g.weight_bits(p))
                     .collect();
-                seen.extend(fused.iter().map(|&(b, split)| (b, split, emulated)));
+                seen.extend(fused.iter().map(|&b| (b, emulated)));
                 // A fresh copy: residents are kept per device, and `g` shares `base`'s.
                 let out = run(&exec.clone(), &g);
                 let units = (0..waves)
@@ -708,16 +701,9 @@ fn fused_waves_on_the_gpu_give_what_partitions_give_with_weights_packed_or_not()
         }
     }
     // Every way of holding the weights ran: 32 bits (ideal and emulated), 16 bits (ideal
-    // fixed point) and 8 bits (emulated), in one buffer and over two.
+    // fixed point) and 8 bits (emulated).
     assert!(wide_spikes > 0, "the wide wave spiked");
-    for want in [
-        (32, false, false),
-        (32, false, true),
-        (16, false, false),
-        (16, true, false),
-        (8, false, true),
-        (8, true, true),
-    ] {
+    for want in [(32, false), (32, true), (16, false), (8, true)] {
         assert!(seen.contains(&want), "{want:?} never ran; seen {seen:?}");
     }
 }
@@ -742,9 +728,10 @@ fn packed_weights_on_the_gpu_follow_weight_updates() {
             .find(|&w| exec.wave_program(w).is_some())
             .unwrap();
         let p = exec.wave_program(w).unwrap();
-        let cells = p.channels.len() as u64 * p.neuron_count() as u64;
+        let (nch, n) = (p.channels.len() as u64, p.neuron_count() as u64);
         let mut g = gpu().unwrap();
-        g.max_dense = (cells / 4 + 1) * 4;
+        // Room for the weights packed in 16 bits, not for them in 32.
+        g.max_dense = 4 * neuropart::gpu::blocked_words(nch, n, 16);
         let bits = g.weight_bits(exec.wave_program(w).unwrap());
         assert_eq!(bits, Some(if emulated { 8 } else { 16 }));
         let run = |exec: &Executor, b: &dyn Backend| {

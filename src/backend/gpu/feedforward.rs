@@ -53,12 +53,20 @@ pub(crate) fn grid(neurons: u32, bits: u32, samples: u64, threads: u32) -> (u64,
     (along, along * samples.div_ceil(threads as u64 / LANES))
 }
 
-/// The ways of holding the weights, one pipeline each: bits per weight, and whether packed
-/// weights span both bindings (the kernel's `WBITS` and `SPLIT`). The software adapter runs
-/// every branch of a kernel, so that each way compiles only its own path: the large network's
-/// wide layer ran 1.7x faster with the width a pipeline constant than read from the
-/// parameters.
-pub const WIDTHS: [(u32, bool); 5] = [(32, false), (16, false), (16, true), (8, false), (8, true)];
+/// The ways of holding the weights, one pipeline each: bits per weight (the kernel's
+/// `WBITS`; 32 in the program, 16 and 8 packed in a texture). The software adapter runs every
+/// branch of a kernel, so that each way compiles only its own path: the large network's wide
+/// layer ran 1.7x faster with the width a pipeline constant than read from the parameters.
+pub const WIDTHS: [u32; 3] = [32, 16, 8];
+
+/// Texels per row of the packed weights' texture (the kernel's `TEXW`): each texel one vec4
+/// of packed words (64 KiB a row), the vec4s in order along the rows.
+pub const TEXEL_ROW: u32 = 4096;
+
+/// Rows of the packed weights' texture for `words` packed words (at least one).
+pub fn texture_rows(words: u64) -> u64 {
+    words.div_ceil(4).div_ceil(TEXEL_ROW as u64).max(1)
+}
 
 /// The pipelines, one per [`WIDTHS`] in order, on the simulation kernels' bind group layout,
 /// with workgroups of `threads` threads ([`threads`]).
@@ -67,12 +75,12 @@ pub(super) fn pipelines(
     layout: &wgpu::BindGroupLayout,
     threads: u32,
 ) -> [wgpu::ComputePipeline; WIDTHS.len()] {
-    WIDTHS.map(|(bits, split)| {
+    WIDTHS.map(|bits| {
         let constants = [
             ("WG", threads as f64),
             ("LANES", LANES as f64),
             ("WBITS", bits as f64),
-            ("SPLIT", f64::from(u8::from(split))),
+            ("TEXW", TEXEL_ROW as f64),
             ("QN", per_thread(bits) as f64),
         ];
         super::pipeline_with(
@@ -86,13 +94,74 @@ pub(super) fn pipelines(
     })
 }
 
-/// The index in [`pipelines`] of the kernel for weights of `bits` bits, spanning both bindings
-/// or not.
-pub(super) fn pipeline_index(bits: u32, split: bool) -> usize {
+/// The index in [`pipelines`] of the kernel for weights of `bits` bits.
+pub(super) fn pipeline_index(bits: u32) -> usize {
     WIDTHS
         .iter()
-        .position(|&w| w == (bits, split && bits != 32))
+        .position(|&w| w == bits)
         .expect("a width the kernel is specialised for")
+}
+
+/// A texture for packed weights of `words` words ([`TEXEL_ROW`] texels of four words a row),
+/// written with them.
+pub(super) fn weights_texture(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    words: &[u32],
+) -> (wgpu::Texture, wgpu::TextureView) {
+    let texture = device.create_texture(&wgpu::TextureDescriptor {
+        label: Some("packed weights"),
+        size: wgpu::Extent3d {
+            width: TEXEL_ROW,
+            height: texture_rows(words.len() as u64) as u32,
+            depth_or_array_layers: 1,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::Rgba32Uint,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    });
+    write_texture(queue, &texture, words);
+    let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
+    (texture, view)
+}
+
+/// `words` (a whole number of vec4s) into `texture` from its first texel: the whole rows,
+/// then the part of the last one (texels beyond are never read).
+pub(super) fn write_texture(queue: &wgpu::Queue, texture: &wgpu::Texture, words: &[u32]) {
+    let row = TEXEL_ROW as usize * 4;
+    let full = words.len() / row;
+    let rest = &words[full * row..];
+    let parts = [
+        (0, &words[..full * row], TEXEL_ROW, full as u32),
+        (full as u32, rest, (rest.len() / 4) as u32, 1),
+    ];
+    for (y, part, width, height) in parts {
+        if part.is_empty() {
+            continue;
+        }
+        queue.write_texture(
+            wgpu::TexelCopyTextureInfo {
+                texture,
+                mip_level: 0,
+                origin: wgpu::Origin3d { x: 0, y, z: 0 },
+                aspect: wgpu::TextureAspect::All,
+            },
+            bytemuck::cast_slice(part),
+            wgpu::TexelCopyBufferLayout {
+                offset: 0,
+                bytes_per_row: Some(TEXEL_ROW * 16),
+                rows_per_image: Some(height),
+            },
+            wgpu::Extent3d {
+                width,
+                height,
+                depth_or_array_layers: 1,
+            },
+        );
+    }
 }
 
 /// The dense fixed-point weights of a feed-forward partition as the 32-bit words the kernel
@@ -157,39 +226,30 @@ fn dense(p: &PartitionProgram) -> Vec<i32> {
 /// weights as multiples of a power of two (its `shift`: fixed-point weights are the chip's
 /// 6-bit codes times a per-target scale in emulation, and trailing zeros in general), the
 /// multiples in 8 or 16 bits (the fewest that hold all of them) in the blocked layout
-/// ([`position`]), the words split after a whole vec4 over two bindings of at most `window`
-/// words each (the kernel's `packed_vec`).
+/// ([`position`]), for a texture of at most `window` words ([`weights_texture`]; the kernel's
+/// `packed_vec`).
 pub struct Packed {
     /// Bits per weight: 8 or 16.
     pub bits: u32,
     /// Per neuron: the weights are the packed values shifted left by this.
     pub shifts: Vec<u32>,
-    /// The words of the first binding (a multiple of 4), then the rest.
-    pub first: Vec<u32>,
-    pub second: Vec<u32>,
+    /// The words (a whole number of vec4s).
+    pub words: Vec<u32>,
 }
 
 impl Packed {
-    /// `p`'s dense weights packed, if they fit two bindings of `window` words each.
+    /// `p`'s dense weights packed, if they fit `window` words.
     pub fn of(p: &PartitionProgram, window: u64) -> Option<Packed> {
         let (bits, shifts) = Self::layout(p, window)?;
-        let mut words = blocked(p, bits, &shifts);
-        let second = words.split_off(words.len().min(Self::first_words(window) as usize));
+        let words = blocked(p, bits, &shifts);
         Some(Packed {
             bits,
             shifts,
-            first: words,
-            second,
+            words,
         })
     }
 
-    /// Words the first binding takes, at most: whole vec4s within `window`.
-    fn first_words(window: u64) -> u64 {
-        window / 4 * 4
-    }
-
-    /// The bits per weight `p`'s packed dense weights take, if they fit two bindings of
-    /// `window` words each.
+    /// The bits per weight `p`'s packed dense weights take, if they fit `window` words.
     pub fn fits(p: &PartitionProgram, window: u64) -> Option<u32> {
         Self::layout(p, window).map(|(bits, _)| bits)
     }
@@ -198,7 +258,7 @@ impl Packed {
     fn layout(p: &PartitionProgram, window: u64) -> Option<(u32, Vec<u32>)> {
         let n = p.neuron_count();
         let words = |bits| blocked_words(p.channels.len() as u64, n as u64, bits);
-        if words(8) > 2 * Self::first_words(window) {
+        if words(8) > window {
             return None;
         }
         // Each channel's sums, a row at a time (several synapses may join a channel to a
@@ -239,7 +299,7 @@ impl Packed {
         } else {
             return None;
         };
-        (words(bits) <= 2 * Self::first_words(window)).then_some((bits, shifts))
+        (words(bits) <= window).then_some((bits, shifts))
     }
 }
 

@@ -530,8 +530,6 @@ impl GpuBackend {
                 )
                 .clone();
             let wbits = g.weight_bits();
-            // Vec4s of packed weights in the first binding.
-            let wsplit = g.packed.as_ref().map_or(0, |w| w.split / 4);
             // Workgroups along the neurons (per group of samples), and in all.
             let (blocks, groups) = match g.kernel {
                 Kernel::Feedforward => {
@@ -580,8 +578,7 @@ impl GpuBackend {
                 gather_grid_x: cgx,
                 mem_base,
                 mem_stride,
-                wsplit,
-                pad: [0; 2],
+                pad: [0; 3],
             };
             let cparams = compact::CompactParams {
                 samples: c as u32,
@@ -614,21 +611,23 @@ impl GpuBackend {
                     (binding::COEFFS, &g.coeffs),
                     (binding::PROGRAM, &g.program),
                     (binding::INPUT, &input),
-                    (
-                        binding::STATE,
-                        g.packed.as_ref().map_or(&state, |w| &w.first),
-                    ),
-                    (
-                        binding::PENDING,
-                        g.packed.as_ref().map_or(&pending, |w| &w.second),
-                    ),
+                    (binding::STATE, &state),
+                    (binding::PENDING, &pending),
                     (binding::BITS, &bits),
                     (binding::MEMBRANE, &membrane),
                 ]
                 .map(|(binding, b)| wgpu::BindGroupEntry {
                     binding,
                     resource: b.as_entire_binding(),
-                }),
+                })
+                .into_iter()
+                .chain([wgpu::BindGroupEntry {
+                    binding: binding::WEIGHTS,
+                    resource: wgpu::BindingResource::TextureView(
+                        g.packed.as_ref().map_or(&ctx.no_weights, |w| &w.view),
+                    ),
+                }])
+                .collect::<Vec<_>>(),
             });
             {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -636,10 +635,7 @@ impl GpuBackend {
                     timestamp_writes: None,
                 });
                 pass.set_pipeline(match g.kernel {
-                    Kernel::Feedforward => {
-                        let split = g.packed.as_ref().is_some_and(|w| w.both);
-                        &ctx.feedforward[feedforward::pipeline_index(wbits, split)]
-                    }
+                    Kernel::Feedforward => &ctx.feedforward[feedforward::pipeline_index(wbits)],
                     Kernel::General => &ctx.general,
                 });
                 pass.set_bind_group(0, &bind, &[]);

@@ -15,16 +15,17 @@ pub mod binding {
     pub const PROGRAM: u32 = 2;
     /// The partition's input, `(step, channel)` pairs per sample (written by `gather.wgsl`).
     pub const INPUT: u32 = 3;
-    /// Neuron state per sample (general kernel); packed weights, first part (feed-forward
-    /// kernel).
+    /// Neuron state per sample (general kernel).
     pub const STATE: u32 = 4;
-    /// Pending fixed-point input per sample and slot (general kernel); packed weights, second
-    /// part (feed-forward kernel).
+    /// Pending fixed-point input per sample and slot (general kernel).
     pub const PENDING: u32 = 5;
     /// Spike bits, then the loop-count word.
     pub const BITS: u32 = 6;
     /// Membranes (trace or maximum).
     pub const MEMBRANE: u32 = 7;
+    /// Packed weights, a texture (feed-forward kernel; see
+    /// [`super::super::feedforward::Packed`]).
+    pub const WEIGHTS: u32 = 8;
 }
 
 /// Most workgroups along one dispatch dimension that every adapter allows.
@@ -96,11 +97,8 @@ pub struct SimParams {
     /// ...and the words from one step's row to the next (the local neurons, or the whole
     /// population for traces kept on the device).
     pub mem_stride: u32,
-    /// Feed-forward kernel: vec4s of packed weights in the first of their two bindings (see
-    /// [`super::feedforward::Packed`]; the weights' width is the pipeline's).
-    pub wsplit: u32,
     /// Padding to 16 bytes.
-    pub pad: [u32; 2],
+    pub pad: [u32; 3],
 }
 
 /// Neuron state as the general kernel stores it (`State` in neuron.wgsl).

@@ -41,9 +41,9 @@ pub fn mirrored_layouts() -> Vec<(&'static str, &'static str, usize, Vec<usize>)
                 offset_of!(SimParams, gather_grid_x),
                 offset_of!(SimParams, mem_base),
                 offset_of!(SimParams, mem_stride),
-                offset_of!(SimParams, wsplit),
                 offset_of!(SimParams, pad),
                 offset_of!(SimParams, pad) + 4,
+                offset_of!(SimParams, pad) + 8,
             ],
         ),
         (

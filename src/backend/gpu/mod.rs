@@ -133,6 +133,8 @@ pub struct GpuContext {
     queue: wgpu::Queue,
     key: u64,
     sim_layout: wgpu::BindGroupLayout,
+    /// What the packed weights' binding holds for programs without them (one texel).
+    no_weights: wgpu::TextureView,
     /// feedforward.wgsl, one per way of holding the weights ([`feedforward::pipelines`]).
     feedforward: [wgpu::ComputePipeline; feedforward::WIDTHS.len()],
     /// Threads per workgroup of feedforward.wgsl ([`feedforward::threads`]).
@@ -302,6 +304,16 @@ impl GpuContext {
                             storage_entry(binding::PENDING, false),
                             storage_entry(binding::BITS, false),
                             storage_entry(binding::MEMBRANE, false),
+                            wgpu::BindGroupLayoutEntry {
+                                binding: binding::WEIGHTS,
+                                visibility: wgpu::ShaderStages::COMPUTE,
+                                ty: wgpu::BindingType::Texture {
+                                    sample_type: wgpu::TextureSampleType::Uint,
+                                    view_dimension: wgpu::TextureViewDimension::D2,
+                                    multisampled: false,
+                                },
+                                count: None,
+                            },
                         ],
                     });
                 let ff = feedforward::pipelines(&device, &sim_layout, ff_threads);
@@ -320,6 +332,7 @@ impl GpuContext {
                     weights::WeightsKernel::new(&device),
                 )
             })?;
+        let (_, no_weights) = feedforward::weights_texture(&device, &queue, &[0; 4]);
         Ok(GpuContext {
             info,
             limits,
@@ -327,6 +340,7 @@ impl GpuContext {
             queue,
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
             sim_layout,
+            no_weights,
             feedforward,
             ff_threads,
             general,
@@ -426,16 +440,16 @@ pub struct GpuBackend {
     ws: Mutex<Workspace>,
     /// Upper bound on one chunk's samples (tests use it to force chunking).
     pub max_chunk: usize,
-    /// Upper bound on the bytes of a dense weight matrix of 32-bit words, and of each of the
-    /// two buffers of packed weights (tests lower it to force packing).
+    /// Upper bound on the bytes of a dense weight matrix of 32-bit words, and of the packed
+    /// weights (tests lower it to force packing).
     pub max_dense: u64,
 }
 
 impl GpuBackend {
     /// How the feed-forward kernel would hold `p`'s weights: `Some(32)`, 32-bit words in the
     /// program (one stage and one delay, the dense matrix within a buffer and 1 GiB);
-    /// `Some(16)` or `Some(8)`, packed over two buffers (a program too large for that, such as
-    /// a fused wave; [`feedforward::Packed`]); `None`: the general kernel runs it. Sizes count
+    /// `Some(16)` or `Some(8)`, packed in a texture (a program too large for that, such as a
+    /// fused wave; [`feedforward::Packed`]); `None`: the general kernel runs it. Sizes count
     /// the blocked layout's padding ([`feedforward::blocked_words`]: a channel's weights take
     /// whole blocks of 32, 64 or 128 neurons at 32, 16 or 8 bits), so a narrow program never
     /// packs: its packed weights would take as many words as the 32-bit ones.
@@ -452,9 +466,11 @@ impl GpuBackend {
         feedforward::Packed::fits(p, self.packed_window())
     }
 
-    /// Words in each buffer of packed weights, at most.
+    /// Words of packed weights, at most: what the texture's rows hold on this device
+    /// (the device's largest 2D texture, [`feedforward::TEXEL_ROW`] texels of 4 words a row).
     fn packed_window(&self) -> u64 {
-        self.ctx.max_binding().min(self.max_dense) / 4
+        let rows = self.ctx.limits.max_texture_dimension_2d as u64;
+        (rows * feedforward::TEXEL_ROW as u64 * 4).min(self.max_dense / 4)
     }
 
     /// A backend on a fresh context (see [`GpuContext::new`]).
@@ -546,12 +562,15 @@ impl Backend for GpuBackend {
                     ctx.queue.write_buffer(&b, 0, bytes);
                     b
                 };
-                let packed = packed.map(|w| PackedWeights {
-                    bits: w.bits,
-                    split: w.first.len() as u32,
-                    both: !w.second.is_empty(),
-                    first: make("packed weights", bytemuck::cast_slice(&w.first)),
-                    second: make("packed weights", bytemuck::cast_slice(&w.second)),
+                let packed = packed.map(|w| {
+                    let (texture, view) =
+                        feedforward::weights_texture(&ctx.device, &ctx.queue, &w.words);
+                    PackedWeights {
+                        bits: w.bits,
+                        words: w.words.len(),
+                        texture,
+                        view,
+                    }
                 });
                 (
                     make("coeffs", bytemuck::cast_slice(&p.coeffs)),
@@ -559,7 +578,7 @@ impl Backend for GpuBackend {
                     packed,
                 )
             })?;
-        t.buffers_created += if packed.is_some() { 4 } else { 2 };
+        t.buffers_created += if packed.is_some() { 3 } else { 2 };
         self.record_timings(&t);
         Ok(Resident::new(
             ctx.key,
@@ -599,7 +618,7 @@ impl Backend for GpuBackend {
         let q = &self.ctx.queue;
         if let Some(pw) = &g.packed {
             let w = feedforward::Packed::of(p, self.packed_window())
-                .filter(|w| w.bits == pw.bits && w.first.len() as u32 == pw.split);
+                .filter(|w| w.bits == pw.bits && w.words.len() == pw.words);
             let Some(w) = w else {
                 // The new weights need another width (or no longer pack): prepared anew, as
                 // they now fit.
@@ -608,11 +627,10 @@ impl Backend for GpuBackend {
             };
             q.write_buffer(&g.coeffs, 0, bytemuck::cast_slice(&p.coeffs));
             q.write_buffer(&g.program, 0, bytemuck::cast_slice(&w.shifts));
-            q.write_buffer(&pw.first, 0, bytemuck::cast_slice(&w.first));
-            q.write_buffer(&pw.second, 0, bytemuck::cast_slice(&w.second));
+            feedforward::write_texture(q, &pw.texture, &w.words);
             self.record_timings(&PhaseTimings {
                 upload: t0.elapsed(),
-                bytes_up: ((w.shifts.len() + w.first.len() + w.second.len()) * 4
+                bytes_up: ((w.shifts.len() + w.words.len()) * 4
                     + std::mem::size_of_val(&p.coeffs[..])) as u64,
                 ..Default::default()
             });

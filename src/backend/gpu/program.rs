@@ -42,15 +42,14 @@ impl GpuProgram {
     }
 }
 
-/// Packed dense weights on the device: bits per weight and the two buffers.
+/// Packed dense weights on the device: bits per weight and the texture
+/// ([`super::feedforward::weights_texture`]).
 pub(crate) struct PackedWeights {
     pub(crate) bits: u32,
-    /// Words in `first` (a multiple of 4).
-    pub(crate) split: u32,
-    /// Whether `second` holds any (the kernel then reads both bindings).
-    pub(crate) both: bool,
-    pub(crate) first: wgpu::Buffer,
-    pub(crate) second: wgpu::Buffer,
+    /// The packed words (what the texture holds from its first texel).
+    pub(crate) words: usize,
+    pub(crate) texture: wgpu::Texture,
+    pub(crate) view: wgpu::TextureView,
 }
 
 /// The program buffer's words: the kernel's part (dense weights, or the neurons' shifts of
