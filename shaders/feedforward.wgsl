@@ -44,10 +44,20 @@ override LANES: u32 = 8u;
 @group(0) @binding(7) var<storage, read_write> membrane: array<f32>;
 // Packed weights, blocked as the 32-bit ones, a vec4 of words per texel, TEXW texels a row.
 @group(0) @binding(8) var weights: texture_2d<u32>;
+// `input` as a texture (copied after gather.wgsl wrote it), laid out as `weights`: its pairs
+// two a texel. Read instead of `input`, for the same reason as the weights.
+@group(0) @binding(9) var input_texture: texture_2d<u32>;
 
 // Vec4 `at` of the packed weights.
 fn packed_vec(at: u32) -> vec4<u32> {
     return textureLoad(weights, vec2<u32>(at % TEXW, at / TEXW), 0);
+}
+
+// Pair `i` of the input (what `input[i]` holds).
+fn input_pair(i: u32) -> vec2<u32> {
+    let t = i >> 1u;
+    let v = textureLoad(input_texture, vec2<u32>(t % TEXW, t / TEXW), 0);
+    return select(v.xy, v.zw, (i & 1u) == 1u);
 }
 
 // Word `i` of the program (neuron.wgsl reads the CADC table through this).
@@ -57,7 +67,7 @@ fn program_word(i: u32) -> u32 {
 
 // A sample's input events as pair indices: [first, end).
 fn events_of(sample: u32) -> vec2<u32> {
-    return input[sample] / vec2<u32>(2u);
+    return input_pair(sample) / vec2<u32>(2u);
 }
 
 // QN neurons of one sample per thread: each event's weights to the QN neurons are one vec4,
@@ -112,7 +122,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         var a3 = vec4<i32>(0);
         while (e < range.y) {
             tick();
-            let ev = input[e];
+            let ev = input_pair(e);
             if (ev.x + P.delay != t) {
                 break;
             }

@@ -102,18 +102,18 @@ pub(super) fn pipeline_index(bits: u32) -> usize {
         .expect("a width the kernel is specialised for")
 }
 
-/// A texture for packed weights of `words` words ([`TEXEL_ROW`] texels of four words a row),
-/// written with them.
-pub(super) fn weights_texture(
+/// A texture of `rows` rows of [`TEXEL_ROW`] texels, each a vec4 of words, as the kernel
+/// reads its packed weights and its input; texels in order along the rows.
+pub(super) fn texture(
     device: &wgpu::Device,
-    queue: &wgpu::Queue,
-    words: &[u32],
+    label: &str,
+    rows: u32,
 ) -> (wgpu::Texture, wgpu::TextureView) {
     let texture = device.create_texture(&wgpu::TextureDescriptor {
-        label: Some("packed weights"),
+        label: Some(label),
         size: wgpu::Extent3d {
             width: TEXEL_ROW,
-            height: texture_rows(words.len() as u64) as u32,
+            height: rows,
             depth_or_array_layers: 1,
         },
         mip_level_count: 1,
@@ -123,22 +123,79 @@ pub(super) fn weights_texture(
         usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
         view_formats: &[],
     });
-    write_texture(queue, &texture, words);
     let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
     (texture, view)
+}
+
+/// A texture for packed weights of `words` words, written with them.
+pub(super) fn weights_texture(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    words: &[u32],
+) -> (wgpu::Texture, wgpu::TextureView) {
+    let (texture, view) = texture(
+        device,
+        "packed weights",
+        texture_rows(words.len() as u64) as u32,
+    );
+    write_texture(queue, &texture, words);
+    (texture, view)
+}
+
+/// The whole rows, then the part of the last one, that `words` words take from the first
+/// texel: (first row, texels wide, rows, first word).
+fn row_parts(words: u64) -> [(u32, u32, u32, u64); 2] {
+    let row = TEXEL_ROW as u64 * 4;
+    let full = words / row;
+    let rest = words.div_ceil(4) - full * TEXEL_ROW as u64;
+    [
+        (0, TEXEL_ROW, full as u32, 0),
+        (full as u32, rest as u32, 1, full * row),
+    ]
+}
+
+/// Encode a copy of the first `words` words of `buffer` (a storage buffer whose size is a
+/// multiple of 16 bytes) into `texture` from its first texel (the last texel's words beyond
+/// `words` are whatever the buffer holds there: the kernel does not read them).
+pub(super) fn copy_to_texture(
+    enc: &mut wgpu::CommandEncoder,
+    buffer: &wgpu::Buffer,
+    words: u64,
+    texture: &wgpu::Texture,
+) {
+    for (y, width, height, first) in row_parts(words) {
+        if width == 0 || height == 0 {
+            continue;
+        }
+        enc.copy_buffer_to_texture(
+            wgpu::TexelCopyBufferInfo {
+                buffer,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: first * 4,
+                    bytes_per_row: Some(TEXEL_ROW * 16),
+                    rows_per_image: Some(height),
+                },
+            },
+            wgpu::TexelCopyTextureInfo {
+                texture,
+                mip_level: 0,
+                origin: wgpu::Origin3d { x: 0, y, z: 0 },
+                aspect: wgpu::TextureAspect::All,
+            },
+            wgpu::Extent3d {
+                width,
+                height,
+                depth_or_array_layers: 1,
+            },
+        );
+    }
 }
 
 /// `words` (a whole number of vec4s) into `texture` from its first texel: the whole rows,
 /// then the part of the last one (texels beyond are never read).
 pub(super) fn write_texture(queue: &wgpu::Queue, texture: &wgpu::Texture, words: &[u32]) {
-    let row = TEXEL_ROW as usize * 4;
-    let full = words.len() / row;
-    let rest = &words[full * row..];
-    let parts = [
-        (0, &words[..full * row], TEXEL_ROW, full as u32),
-        (full as u32, rest, (rest.len() / 4) as u32, 1),
-    ];
-    for (y, part, width, height) in parts {
+    for (y, width, height, first) in row_parts(words.len() as u64) {
+        let part = &words[first as usize..(first as usize + 4 * (width * height) as usize)];
         if part.is_empty() {
             continue;
         }

@@ -35,11 +35,39 @@ impl Grown {
     }
 }
 
+/// A texture of [`feedforward::TEXEL_ROW`] texels (four words each) a row, replaced by a
+/// taller one when it has too few rows.
+#[derive(Default)]
+pub(crate) struct GrownTexture {
+    pub(crate) tex: Option<(wgpu::Texture, wgpu::TextureView)>,
+}
+
+impl GrownTexture {
+    /// The texture, with room for at least `words` words (created or replaced when smaller).
+    pub(crate) fn ensure(
+        &mut self,
+        device: &wgpu::Device,
+        words: u64,
+        created: &mut usize,
+    ) -> &(wgpu::Texture, wgpu::TextureView) {
+        let rows = feedforward::texture_rows(words) as u32;
+        if self.tex.as_ref().is_none_or(|(t, _)| t.height() < rows) {
+            // Room to grow, as [`Grown`] has.
+            let rows = rows + rows / 4;
+            self.tex = Some(feedforward::texture(device, "input events", rows));
+            *created += 1;
+        }
+        self.tex.as_ref().expect("just ensured")
+    }
+}
+
 /// Buffers of the k-th partition of a round, reused by every round and batch.
 #[derive(Default)]
 pub(crate) struct Slot {
     pub(crate) params: Grown,
     pub(crate) input: Grown,
+    /// `input` as the feed-forward kernel reads it ([`feedforward::copy_to_texture`]).
+    pub(crate) input_texture: GrownTexture,
     pub(crate) compact_params: Grown,
     pub(crate) state: Grown,
     pub(crate) pending: Grown,
@@ -474,10 +502,18 @@ impl GpuBackend {
                     device,
                     "input",
                     input_words * 4,
-                    wgpu::BufferUsages::STORAGE,
+                    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
                     created,
                 )
                 .clone();
+            let input_texture = match g.kernel {
+                Kernel::Feedforward => Some(
+                    slot.input_texture
+                        .ensure(device, input_words, created)
+                        .clone(),
+                ),
+                Kernel::General => None,
+            };
             let state = slot
                 .state
                 .ensure(
@@ -603,6 +639,9 @@ impl GpuBackend {
                 [&params_buf, &g.program, store_buf, &input],
                 (cgx, cgy),
             );
+            if let Some((texture, _)) = &input_texture {
+                feedforward::copy_to_texture(&mut enc, &input, input_words, texture);
+            }
             let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("simulation"),
                 layout: &ctx.sim_layout,
@@ -621,12 +660,20 @@ impl GpuBackend {
                     resource: b.as_entire_binding(),
                 })
                 .into_iter()
-                .chain([wgpu::BindGroupEntry {
-                    binding: binding::WEIGHTS,
-                    resource: wgpu::BindingResource::TextureView(
-                        g.packed.as_ref().map_or(&ctx.no_weights, |w| &w.view),
-                    ),
-                }])
+                .chain([
+                    wgpu::BindGroupEntry {
+                        binding: binding::WEIGHTS,
+                        resource: wgpu::BindingResource::TextureView(
+                            g.packed.as_ref().map_or(&ctx.no_texture, |w| &w.view),
+                        ),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: binding::INPUT_TEXTURE,
+                        resource: wgpu::BindingResource::TextureView(
+                            input_texture.as_ref().map_or(&ctx.no_texture, |(_, v)| v),
+                        ),
+                    },
+                ])
                 .collect::<Vec<_>>(),
             });
             {

@@ -26,6 +26,8 @@ pub mod binding {
     /// Packed weights, a texture (feed-forward kernel; see
     /// [`super::super::feedforward::Packed`]).
     pub const WEIGHTS: u32 = 8;
+    /// The partition's input as a texture, a copy of [`INPUT`] (feed-forward kernel).
+    pub const INPUT_TEXTURE: u32 = 9;
 }
 
 /// Most workgroups along one dispatch dimension that every adapter allows.

@@ -133,8 +133,8 @@ pub struct GpuContext {
     queue: wgpu::Queue,
     key: u64,
     sim_layout: wgpu::BindGroupLayout,
-    /// What the packed weights' binding holds for programs without them (one texel).
-    no_weights: wgpu::TextureView,
+    /// What the texture bindings hold for kernels that do not read them (one row).
+    no_texture: wgpu::TextureView,
     /// feedforward.wgsl, one per way of holding the weights ([`feedforward::pipelines`]).
     feedforward: [wgpu::ComputePipeline; feedforward::WIDTHS.len()],
     /// Threads per workgroup of feedforward.wgsl ([`feedforward::threads`]).
@@ -194,6 +194,20 @@ fn training_layout(
         label: Some(label),
         entries: &entries,
     })
+}
+
+/// A texture of unsigned words at `binding` (read with `textureLoad`).
+fn texture_entry(binding: u32) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Texture {
+            sample_type: wgpu::TextureSampleType::Uint,
+            view_dimension: wgpu::TextureViewDimension::D2,
+            multisampled: false,
+        },
+        count: None,
+    }
 }
 
 fn uniform_entry(binding: u32) -> wgpu::BindGroupLayoutEntry {
@@ -304,16 +318,8 @@ impl GpuContext {
                             storage_entry(binding::PENDING, false),
                             storage_entry(binding::BITS, false),
                             storage_entry(binding::MEMBRANE, false),
-                            wgpu::BindGroupLayoutEntry {
-                                binding: binding::WEIGHTS,
-                                visibility: wgpu::ShaderStages::COMPUTE,
-                                ty: wgpu::BindingType::Texture {
-                                    sample_type: wgpu::TextureSampleType::Uint,
-                                    view_dimension: wgpu::TextureViewDimension::D2,
-                                    multisampled: false,
-                                },
-                                count: None,
-                            },
+                            texture_entry(binding::WEIGHTS),
+                            texture_entry(binding::INPUT_TEXTURE),
                         ],
                     });
                 let ff = feedforward::pipelines(&device, &sim_layout, ff_threads);
@@ -332,7 +338,7 @@ impl GpuContext {
                     weights::WeightsKernel::new(&device),
                 )
             })?;
-        let (_, no_weights) = feedforward::weights_texture(&device, &queue, &[0; 4]);
+        let (_, no_texture) = feedforward::texture(&device, "unused", 1);
         Ok(GpuContext {
             info,
             limits,
@@ -340,7 +346,7 @@ impl GpuContext {
             queue,
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
             sim_layout,
-            no_weights,
+            no_texture,
             feedforward,
             ff_threads,
             general,
