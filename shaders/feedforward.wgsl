@@ -35,17 +35,15 @@ override LANES: u32 = 8u;
 // 32-bit weights: the dense fixed-point weights, blocked as the packed ones below; packed:
 // the neurons' shifts | source table | luts | CADC table; read as vec4s (`program_word`).
 @group(0) @binding(2) var<storage, read> program: array<vec4<u32>>;
-// [start, end] per sample (in words: twice the pair index) | (step, channel) pairs, from
-// gather.wgsl.
-@group(0) @binding(3) var<storage, read> input: array<vec2<u32>>;
 // Spike bits [sample][step][word] | loop-count word.
 @group(0) @binding(6) var<storage, read_write> bits: array<atomic<u32>>;
 // [sample][step][neuron] (trace) or [sample][neuron] (maximum).
 @group(0) @binding(7) var<storage, read_write> membrane: array<f32>;
 // Packed weights, blocked as the 32-bit ones, a vec4 of words per texel, TEXW texels a row.
 @group(0) @binding(8) var weights: texture_2d<u32>;
-// `input` as a texture (copied after gather.wgsl wrote it), laid out as `weights`: its pairs
-// two a texel. Read instead of `input`, for the same reason as the weights.
+// The input, as gather.wgsl wrote it into binding 3 ([start, end] per sample, in words: twice
+// the pair index | (step, channel) pairs), copied into a texture laid out as `weights`, two
+// pairs a texel: read from there for the same reason as the weights.
 @group(0) @binding(9) var input_texture: texture_2d<u32>;
 
 // Vec4 `at` of the packed weights.
@@ -53,7 +51,7 @@ fn packed_vec(at: u32) -> vec4<u32> {
     return textureLoad(weights, vec2<u32>(at % TEXW, at / TEXW), 0);
 }
 
-// Pair `i` of the input (what `input[i]` holds).
+// Pair `i` of the input.
 fn input_pair(i: u32) -> vec2<u32> {
     let t = i >> 1u;
     let v = textureLoad(input_texture, vec2<u32>(t % TEXW, t / TEXW), 0);

@@ -4,9 +4,11 @@
 // src/neuron.rs, the same IEEE operations), and recording spikes as bits and membranes as
 // asked.
 //
-// Both kernels declare `P` (binding 0), `coeffs` (1), `program` (2), `input` (3), `bits` (6)
-// and `membrane` (7) (`program` and `input` as words or as vectors of them), and
-// `program_word` (word i of the program); src/backend/gpu/mod.rs owns the layout.
+// Both kernels declare `P` (binding 0), `coeffs` (1), `program` (2), `bits` (6) and
+// `membrane` (7) (`program` as words or as vectors of them), and `program_word` (word i of
+// the program); lif.wgsl reads its input from `input` (3), feedforward.wgsl from a copy of it
+// in a texture (9) and its packed weights from another (8). src/backend/gpu/mod.rs owns the
+// layout.
 
 struct Coeffs {
     a_syn: f32,

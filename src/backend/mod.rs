@@ -175,7 +175,7 @@ pub struct PhaseTimings {
     /// Partition chunks that emitted more spikes than expected: their events were written
     /// and read back a second time into a larger buffer.
     pub rereads: usize,
-    /// Device buffers created (0 in steady state: buffers are kept and reused).
+    /// Device buffers and textures created (0 in steady state: they are kept and reused).
     pub buffers_created: usize,
     /// Bytes written to the device (inputs, replayed spikes, parameters, weight updates).
     pub bytes_up: u64,

@@ -912,7 +912,7 @@ pub fn tree<T>(items: &mut [T], add: &impl Fn(&mut T, &mut T)) {
 /// for bit, while only the parts of the stack are live (a leaf's sums are added into them while
 /// they are still in the cache, instead of every leaf's being kept, zeroed and read back).
 struct TreeStack {
-    /// The parts: `depth` of them in use, `len` values each.
+    /// The parts, `len` values each: as many in use as `leaves` has entries.
     buf: Vec<f32>,
     /// Leaves summed in each part in use.
     leaves: Vec<usize>,
@@ -921,7 +921,7 @@ struct TreeStack {
 
 impl TreeStack {
     /// Room for the sums of a tree over `n` leaves of `len` values (in `buf`, taken from the
-    /// pool; [`TreeStack::finish`] gives it back).
+    /// pool; [`TreeStack::finish`] returns it, for the caller to give back).
     fn new(n: usize, len: usize) -> Self {
         // At most one part per binary digit of `n`, and the leaf being summed.
         let parts = (usize::BITS - n.leading_zeros()) as usize + 1;

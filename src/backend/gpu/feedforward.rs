@@ -142,15 +142,37 @@ pub(super) fn weights_texture(
     (texture, view)
 }
 
+/// A rectangle of a texture's rows that a run of words fills.
+struct RowPart {
+    /// Its first row.
+    row: u32,
+    /// Texels along each row.
+    width: u32,
+    /// Rows.
+    rows: u32,
+    /// Its first word among the words.
+    first: u64,
+}
+
 /// The whole rows, then the part of the last one, that `words` words take from the first
-/// texel: (first row, texels wide, rows, first word).
-fn row_parts(words: u64) -> [(u32, u32, u32, u64); 2] {
+/// texel (either may be empty).
+fn row_parts(words: u64) -> [RowPart; 2] {
     let row = TEXEL_ROW as u64 * 4;
     let full = words / row;
     let rest = words.div_ceil(4) - full * TEXEL_ROW as u64;
     [
-        (0, TEXEL_ROW, full as u32, 0),
-        (full as u32, rest as u32, 1, full * row),
+        RowPart {
+            row: 0,
+            width: TEXEL_ROW,
+            rows: full as u32,
+            first: 0,
+        },
+        RowPart {
+            row: full as u32,
+            width: rest as u32,
+            rows: 1,
+            first: full * row,
+        },
     ]
 }
 
@@ -163,28 +185,32 @@ pub(super) fn copy_to_texture(
     words: u64,
     texture: &wgpu::Texture,
 ) {
-    for (y, width, height, first) in row_parts(words) {
-        if width == 0 || height == 0 {
+    for part in row_parts(words) {
+        if part.width == 0 || part.rows == 0 {
             continue;
         }
         enc.copy_buffer_to_texture(
             wgpu::TexelCopyBufferInfo {
                 buffer,
                 layout: wgpu::TexelCopyBufferLayout {
-                    offset: first * 4,
+                    offset: part.first * 4,
                     bytes_per_row: Some(TEXEL_ROW * 16),
-                    rows_per_image: Some(height),
+                    rows_per_image: Some(part.rows),
                 },
             },
             wgpu::TexelCopyTextureInfo {
                 texture,
                 mip_level: 0,
-                origin: wgpu::Origin3d { x: 0, y, z: 0 },
+                origin: wgpu::Origin3d {
+                    x: 0,
+                    y: part.row,
+                    z: 0,
+                },
                 aspect: wgpu::TextureAspect::All,
             },
             wgpu::Extent3d {
-                width,
-                height,
+                width: part.width,
+                height: part.rows,
                 depth_or_array_layers: 1,
             },
         );
@@ -194,27 +220,33 @@ pub(super) fn copy_to_texture(
 /// `words` (a whole number of vec4s) into `texture` from its first texel: the whole rows,
 /// then the part of the last one (texels beyond are never read).
 pub(super) fn write_texture(queue: &wgpu::Queue, texture: &wgpu::Texture, words: &[u32]) {
-    for (y, width, height, first) in row_parts(words.len() as u64) {
-        let part = &words[first as usize..(first as usize + 4 * (width * height) as usize)];
-        if part.is_empty() {
+    assert_eq!(words.len() % 4, 0, "packed weights are whole vec4s");
+    for part in row_parts(words.len() as u64) {
+        let first = part.first as usize;
+        let data = &words[first..first + 4 * (part.width * part.rows) as usize];
+        if data.is_empty() {
             continue;
         }
         queue.write_texture(
             wgpu::TexelCopyTextureInfo {
                 texture,
                 mip_level: 0,
-                origin: wgpu::Origin3d { x: 0, y, z: 0 },
+                origin: wgpu::Origin3d {
+                    x: 0,
+                    y: part.row,
+                    z: 0,
+                },
                 aspect: wgpu::TextureAspect::All,
             },
-            bytemuck::cast_slice(part),
+            bytemuck::cast_slice(data),
             wgpu::TexelCopyBufferLayout {
                 offset: 0,
                 bytes_per_row: Some(TEXEL_ROW * 16),
-                rows_per_image: Some(height),
+                rows_per_image: Some(part.rows),
             },
             wgpu::Extent3d {
-                width,
-                height,
+                width: part.width,
+                height: part.rows,
                 depth_or_array_layers: 1,
             },
         );
@@ -364,6 +396,29 @@ impl Packed {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn row_parts_cover_each_texel_of_the_words_once_in_order() {
+        // Texel k of the words lies at (k % TEXEL_ROW, k / TEXEL_ROW): the parts together hold
+        // texels 0..ceil(words / 4), each once, and each part's first word is its first
+        // texel's.
+        let row = TEXEL_ROW as u64;
+        for words in [0, 3, 4, 4 * row - 4, 4 * row, 4 * row + 1, 12 * row + 36] {
+            let mut texels = Vec::new();
+            for part in row_parts(words) {
+                let start = part.row as u64 * row;
+                assert_eq!(part.first, start * 4, "{words} words");
+                for r in 0..part.rows as u64 {
+                    for x in 0..part.width as u64 {
+                        texels.push(start + r * row + x);
+                    }
+                }
+            }
+            let want: Vec<u64> = (0..words.div_ceil(4)).collect();
+            assert_eq!(texels, want, "{words} words");
+            assert!(texture_rows(words) * row >= words.div_ceil(4));
+        }
+    }
 
     #[test]
     fn blocked_positions_give_each_workgroup_one_stretch_and_each_thread_one_vec4() {

@@ -43,21 +43,31 @@ pub(crate) struct GrownTexture {
 }
 
 impl GrownTexture {
-    /// The texture, with room for at least `words` words (created or replaced when smaller).
+    /// The texture, with room for at least `words` words (created or replaced when smaller),
+    /// of at most `most` rows (the device's largest 2D texture; an error if they do not fit).
     pub(crate) fn ensure(
         &mut self,
         device: &wgpu::Device,
         words: u64,
+        most: u32,
         created: &mut usize,
-    ) -> &(wgpu::Texture, wgpu::TextureView) {
-        let rows = feedforward::texture_rows(words) as u32;
+    ) -> Result<&(wgpu::Texture, wgpu::TextureView)> {
+        let rows = feedforward::texture_rows(words);
+        if rows > most as u64 {
+            return Err(Error::Gpu(format!(
+                "a chunk's input of {words} words needs a texture of {rows} rows of {} texels, \
+                 the device allows {most} rows (use a smaller batch)",
+                feedforward::TEXEL_ROW
+            )));
+        }
+        let rows = rows as u32;
         if self.tex.as_ref().is_none_or(|(t, _)| t.height() < rows) {
-            // Room to grow, as [`Grown`] has.
-            let rows = rows + rows / 4;
+            // Room to grow, as [`Grown`] has, within the device's limit.
+            let rows = (rows + rows / 4).min(most);
             self.tex = Some(feedforward::texture(device, "input events", rows));
             *created += 1;
         }
-        self.tex.as_ref().expect("just ensured")
+        Ok(self.tex.as_ref().expect("just ensured"))
     }
 }
 
@@ -509,7 +519,12 @@ impl GpuBackend {
             let input_texture = match g.kernel {
                 Kernel::Feedforward => Some(
                     slot.input_texture
-                        .ensure(device, input_words, created)
+                        .ensure(
+                            device,
+                            input_words,
+                            ctx.limits.max_texture_dimension_2d,
+                            created,
+                        )?
                         .clone(),
                 ),
                 Kernel::General => None,

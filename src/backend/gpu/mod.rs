@@ -293,6 +293,15 @@ impl GpuContext {
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| Error::Gpu(format!("cannot open device on '{}': {e}", info.name)))?;
+        if limits.max_texture_dimension_2d < feedforward::TEXEL_ROW {
+            return Err(Error::Gpu(format!(
+                "adapter '{}' allows 2D textures {} texels wide, the feed-forward kernel \
+                 reads textures {} wide",
+                info.name,
+                limits.max_texture_dimension_2d,
+                feedforward::TEXEL_ROW
+            )));
+        }
         if limits.max_storage_buffers_per_shader_stage < 7 {
             return Err(Error::Gpu(format!(
                 "adapter '{}' allows {} storage buffers per shader stage, the kernels need 7",
