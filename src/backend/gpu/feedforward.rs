@@ -154,6 +154,45 @@ struct RowPart {
     first: u64,
 }
 
+impl RowPart {
+    /// Whether it holds no texel.
+    fn is_empty(&self) -> bool {
+        self.width == 0 || self.rows == 0
+    }
+
+    /// Where it lies in `texture`.
+    fn place<'a>(&self, texture: &'a wgpu::Texture) -> wgpu::TexelCopyTextureInfo<'a> {
+        wgpu::TexelCopyTextureInfo {
+            texture,
+            mip_level: 0,
+            origin: wgpu::Origin3d {
+                x: 0,
+                y: self.row,
+                z: 0,
+            },
+            aspect: wgpu::TextureAspect::All,
+        }
+    }
+
+    /// Its words' layout in memory from byte `offset`: whole rows of the texture apart.
+    fn layout(&self, offset: u64) -> wgpu::TexelCopyBufferLayout {
+        wgpu::TexelCopyBufferLayout {
+            offset,
+            bytes_per_row: Some(TEXEL_ROW * 16),
+            rows_per_image: Some(self.rows),
+        }
+    }
+
+    /// Its size in texels.
+    fn extent(&self) -> wgpu::Extent3d {
+        wgpu::Extent3d {
+            width: self.width,
+            height: self.rows,
+            depth_or_array_layers: 1,
+        }
+    }
+}
+
 /// The whole rows, then the part of the last one, that `words` words take from the first
 /// texel (either may be empty).
 fn row_parts(words: u64) -> [RowPart; 2] {
@@ -185,34 +224,14 @@ pub(super) fn copy_to_texture(
     words: u64,
     texture: &wgpu::Texture,
 ) {
-    for part in row_parts(words) {
-        if part.width == 0 || part.rows == 0 {
-            continue;
-        }
+    for part in row_parts(words).iter().filter(|part| !part.is_empty()) {
         enc.copy_buffer_to_texture(
             wgpu::TexelCopyBufferInfo {
                 buffer,
-                layout: wgpu::TexelCopyBufferLayout {
-                    offset: part.first * 4,
-                    bytes_per_row: Some(TEXEL_ROW * 16),
-                    rows_per_image: Some(part.rows),
-                },
+                layout: part.layout(part.first * 4),
             },
-            wgpu::TexelCopyTextureInfo {
-                texture,
-                mip_level: 0,
-                origin: wgpu::Origin3d {
-                    x: 0,
-                    y: part.row,
-                    z: 0,
-                },
-                aspect: wgpu::TextureAspect::All,
-            },
-            wgpu::Extent3d {
-                width: part.width,
-                height: part.rows,
-                depth_or_array_layers: 1,
-            },
+            part.place(texture),
+            part.extent(),
         );
     }
 }
@@ -221,34 +240,17 @@ pub(super) fn copy_to_texture(
 /// then the part of the last one (texels beyond are never read).
 pub(super) fn write_texture(queue: &wgpu::Queue, texture: &wgpu::Texture, words: &[u32]) {
     assert_eq!(words.len() % 4, 0, "packed weights are whole vec4s");
-    for part in row_parts(words.len() as u64) {
+    for part in row_parts(words.len() as u64)
+        .iter()
+        .filter(|part| !part.is_empty())
+    {
         let first = part.first as usize;
         let data = &words[first..first + 4 * (part.width * part.rows) as usize];
-        if data.is_empty() {
-            continue;
-        }
         queue.write_texture(
-            wgpu::TexelCopyTextureInfo {
-                texture,
-                mip_level: 0,
-                origin: wgpu::Origin3d {
-                    x: 0,
-                    y: part.row,
-                    z: 0,
-                },
-                aspect: wgpu::TextureAspect::All,
-            },
+            part.place(texture),
             bytemuck::cast_slice(data),
-            wgpu::TexelCopyBufferLayout {
-                offset: 0,
-                bytes_per_row: Some(TEXEL_ROW * 16),
-                rows_per_image: Some(part.rows),
-            },
-            wgpu::Extent3d {
-                width: part.width,
-                height: part.rows,
-                depth_or_array_layers: 1,
-            },
+            part.layout(0),
+            part.extent(),
         );
     }
 }
