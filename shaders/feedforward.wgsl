@@ -11,7 +11,7 @@
 // The software adapter (llvmpipe) runs every branch of a kernel under lane masks, and each
 // storage-buffer load as a loop over its lanes: the paths not taken cost as much as the one
 // taken. So the weights' width is a pipeline constant (each width compiles only its own path),
-// an event is one load, and a thread's weights for one event are one vec4 load. The packed
+// two events are one load, and a thread's weights for one event are one vec4 load. The packed
 // weights are a texture, because a texel fetch is one vector gather there (with no branch per
 // lane): the large network's wide layer read its weights 5x faster than from a buffer.
 
@@ -51,11 +51,9 @@ fn packed_vec(at: u32) -> vec4<u32> {
     return textureLoad(weights, vec2<u32>(at % TEXW, at / TEXW), 0);
 }
 
-// Pair `i` of the input.
-fn input_pair(i: u32) -> vec2<u32> {
-    let t = i >> 1u;
-    let v = textureLoad(input_texture, vec2<u32>(t % TEXW, t / TEXW), 0);
-    return select(v.xy, v.zw, (i & 1u) == 1u);
+// Texel `i` of the input: pairs 2i and 2i + 1.
+fn input_texel(i: u32) -> vec4<u32> {
+    return textureLoad(input_texture, vec2<u32>(i % TEXW, i / TEXW), 0);
 }
 
 // Word `i` of the program (neuron.wgsl reads the CADC table through this).
@@ -65,7 +63,42 @@ fn program_word(i: u32) -> u32 {
 
 // A sample's input events as pair indices: [first, end).
 fn events_of(sample: u32) -> vec2<u32> {
-    return input_pair(sample) / vec2<u32>(2u);
+    let v = input_texel(sample >> 1u);
+    return select(v.xy, v.zw, (sample & 1u) == 1u) / vec2<u32>(2u);
+}
+
+// A thread's synaptic sums for one step: a<b> holds the sums of the neurons in bits b of each
+// word of a vec4 of weights (32 bits: neuron c in component c of a0; 16: neuron 2c + b in
+// component c of a<b>; 8: neuron 4c + b), as separate vectors: the software adapter keeps an
+// array updated under a loop's lane mask in memory and writes it lane by lane.
+struct Sums {
+    a0: vec4<i32>,
+    a1: vec4<i32>,
+    a2: vec4<i32>,
+    a3: vec4<i32>,
+}
+
+// `s` with the weights of input channel `channel` to a thread's neurons added; `mine` is the
+// thread's vec4 of weights for channel 0.
+fn add_channel(s: Sums, mine: u32, channel: u32) -> Sums {
+    var r = s;
+    if (WBITS == 32u) {
+        r.a0 += bitcast<vec4<i32>>(program[mine + channel * LANES]);
+    } else {
+        // The weights' bits to the top, then an arithmetic shift back (sign extension).
+        let w = bitcast<vec4<i32>>(packed_vec(mine + channel * LANES));
+        let top = vec4<u32>(32u - WBITS);
+        if (WBITS == 16u) {
+            r.a0 += (w << vec4<u32>(16u)) >> top;
+            r.a1 += w >> top;
+        } else {
+            r.a0 += (w << vec4<u32>(24u)) >> top;
+            r.a1 += (w << vec4<u32>(16u)) >> top;
+            r.a2 += (w << vec4<u32>(8u)) >> top;
+            r.a3 += w >> top;
+        }
+    }
+    return r;
 }
 
 // QN neurons of one sample per thread: each event's weights to the QN neurons are one vec4,
@@ -110,39 +143,27 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     for (var t = 0u; t < P.steps; t++) {
         tick();
-        // a<b>: the sums of the neurons in bits b of each word of the vec4 (32 bits: neuron c
-        // in component c of a0; 16: neuron 2c + b in component c of a<b>; 8: neuron 4c + b),
-        // as separate variables: the software adapter keeps an array updated under the loop's
-        // lane mask in memory and writes it lane by lane.
-        var a0 = vec4<i32>(0);
-        var a1 = vec4<i32>(0);
-        var a2 = vec4<i32>(0);
-        var a3 = vec4<i32>(0);
+        var sums = Sums(vec4<i32>(0), vec4<i32>(0), vec4<i32>(0), vec4<i32>(0));
         while (e < range.y) {
             tick();
-            let ev = input_pair(e);
+            // Two (step, channel) pairs a texel: the pair at e and, when e is even, the one
+            // after it if it is of this step too: one fetch of the input for two events (the
+            // large network's wide layer on the software adapter 1.25x faster than a fetch
+            // per event).
+            let v = input_texel(e >> 1u);
+            let odd = (e & 1u) == 1u;
+            let ev = select(v.xy, v.zw, odd);
             if (ev.x + P.delay != t) {
                 break;
             }
-            if (WBITS == 32u) {
-                a0 += bitcast<vec4<i32>>(program[mine + ev.y * LANES]);
-            } else {
-                // The weights' bits to the top, then an arithmetic shift back (sign extension).
-                let w = bitcast<vec4<i32>>(packed_vec(mine + ev.y * LANES));
-                let top = vec4<u32>(32u - WBITS);
-                if (WBITS == 16u) {
-                    a0 += (w << vec4<u32>(16u)) >> top;
-                    a1 += w >> top;
-                } else {
-                    a0 += (w << vec4<u32>(24u)) >> top;
-                    a1 += (w << vec4<u32>(16u)) >> top;
-                    a2 += (w << vec4<u32>(8u)) >> top;
-                    a3 += w >> top;
-                }
-            }
+            sums = add_channel(sums, mine, ev.y);
             e += 1u;
+            if (!odd && e < range.y && v.z + P.delay == t) {
+                sums = add_channel(sums, mine, v.w);
+                e += 1u;
+            }
         }
-        let acc = array<vec4<i32>, 4>(a0, a1, a2, a3);
+        let acc = array<vec4<i32>, 4>(sums.a0, sums.a1, sums.a2, sums.a3);
         let base = noise_base(P.noise_seed, P.noise_sample + sample, t);
         var word = 0u;
         for (var i = 0u; i < QN; i++) {
