@@ -52,6 +52,17 @@ pub fn start_worker_threads() -> Result<()> {
         })
 }
 
+/// `f()` run on a worker thread of the global pool, the calling thread waiting for it (as it
+/// is, where the caller is a worker already). Work that forks and joins many times (a training
+/// step: the forward pass, the backward pass and the optimiser each a few parallel loops) then
+/// forks among the pool's threads, where from outside the pool every loop handed its work to
+/// the pool and put the caller to sleep until it was done: two more thread switches per loop.
+/// The MNIST training step at T = 30 on 2 cores ran ~10 % faster so (inference, with fewer
+/// loops a batch, unchanged: not used there).
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
 /// `data` cut for the worker threads into pieces of about `piece` values (at least), each
 /// ending where one of a list of consecutive items ends: `ends[j]` is where item `j`'s values
 /// end in `data` (non-decreasing; an item may hold none). Per piece: its items, where it

@@ -908,7 +908,9 @@ impl Trainer {
             return self.train_batch_device(backend, dev, spikes, labels, bi, host);
         }
         let one = &crate::dist::comm::Single;
-        self.train_batch_host(backend, one, one, spikes, labels, bi, host)
+        crate::threads::on_pool(|| {
+            self.train_batch_host(backend, one, one, spikes, labels, bi, host)
+        })
     }
 
     /// The processes of `comm` that share out the samples: all of them, or none where the
