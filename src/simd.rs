@@ -50,6 +50,18 @@ macro_rules! widest {
 
 pub(crate) use widest;
 
+/// Whether [`widest!`] functions run their AVX-512 variant here: 32 vector registers of 16
+/// lanes, where AVX2 has 16 of 8 (a loop keeping more sums in registers pays only with the
+/// former).
+pub fn wide_registers() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// `x.round()` (half away from zero), bit for bit, without a call into libm: the hot loops
 /// round every weight and every recorded membrane, and `f32::round` is a function call on
 /// x86-64.
