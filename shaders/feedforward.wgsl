@@ -11,9 +11,10 @@
 // The software adapter (llvmpipe) runs every branch of a kernel under lane masks, and each
 // storage-buffer load as a loop over its lanes: the paths not taken cost as much as the one
 // taken. So the weights' width is a pipeline constant (each width compiles only its own path),
-// two events are one load, and a thread's weights for one event are one vec4 load. The packed
-// weights are a texture, because a texel fetch is one vector gather there (with no branch per
-// lane): the large network's wide layer read its weights 5x faster than from a buffer.
+// up to two events of a step are one texel fetch, and a thread's weights for one event are one
+// vec4 load. The packed weights are a texture, because a texel fetch is one vector gather
+// there (with no branch per lane): the large network's wide layer read its weights 5x faster
+// than from a buffer.
 
 override WG: u32 = 256u;
 // The weights: 32 (words in `program`), 16 or 8 (packed in `weights`).
@@ -79,7 +80,7 @@ struct Sums {
 }
 
 // `s` with the weights of input channel `channel` to a thread's neurons added; `mine` is the
-// thread's vec4 of weights for channel 0.
+// index of the thread's vec4 of weights for channel 0.
 fn add_channel(s: Sums, mine: u32, channel: u32) -> Sums {
     var r = s;
     if (WBITS == 32u) {

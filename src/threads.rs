@@ -52,13 +52,14 @@ pub fn start_worker_threads() -> Result<()> {
         })
 }
 
-/// `f()` run on a worker thread of the global pool, the calling thread waiting for it (as it
-/// is, where the caller is a worker already). Work that forks and joins many times (a training
-/// step: the forward pass, the backward pass and the optimiser each a few parallel loops) then
-/// forks among the pool's threads, where from outside the pool every loop handed its work to
-/// the pool and put the caller to sleep until it was done: two more thread switches per loop.
-/// The MNIST training step at T = 30 on 2 cores ran ~10 % faster so (inference, with fewer
-/// loops a batch, unchanged: not used there).
+/// `f()` on the calling thread if it is a worker of a pool (the Python bindings run in one of
+/// their own), else on a worker of the global pool while the caller waits. Work that forks
+/// and joins many times (a training step: the forward pass, the backward pass and the
+/// optimiser each a few parallel loops) then forks among the pool's threads, where from
+/// outside a pool every loop handed its work to the pool and put the caller to sleep until it
+/// was done: two more thread switches per loop. The MNIST training step at T = 30 on 2 cores
+/// ran ~10 % faster so from the command line and Rust (inference, with fewer loops a batch,
+/// unchanged: not used there).
 pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
 }

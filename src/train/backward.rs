@@ -1205,14 +1205,20 @@ widest! {
     }
 }
 
+/// [`transpose_product`] for several samples: `dst += wᵀ·g` for every pair (`dst`, `g`).
+/// For a full group ([`GROUP`] pairs) the sums of 32 columns (with AVX-512,
+/// [`crate::simd::wide_registers`]; else 16) of every pair stay in registers while the weight
+/// rows pass, each block of a row read once for the group (a small matrix–matrix product); a
+/// smaller group takes [`transpose_product`] pair by pair. Either way every `dst` element
+/// adds the rows one after another in row order: the same sums, bit for bit, as
+/// [`transpose_product`].
+fn transpose_product_group(w: &[f32], pairs: &mut [(&mut [f32], &[f32])]) {
+    transpose_product_blocks(w, pairs, crate::simd::wide_registers());
+}
+
 widest! {
-    /// [`transpose_product`] for several samples: `dst += wᵀ·g` for every pair (`dst`, `g`).
-    /// For a full group ([`GROUP`] pairs) the sums of 32 (or 16) columns of every pair stay in
-    /// registers while the weight rows pass, each block of a row read once for the group (a
-    /// small matrix–matrix product); a smaller group takes [`transpose_product`] pair by
-    /// pair. Either way every `dst` element adds the rows one after another in row order:
-    /// the same sums, bit for bit, as [`transpose_product`].
-    fn transpose_product_group(w: &[f32], pairs: &mut [(&mut [f32], &[f32])]) {
+    /// [`transpose_product_group`], two blocks of 16 columns a pass where `two` (else one).
+    fn transpose_product_blocks(w: &[f32], pairs: &mut [(&mut [f32], &[f32])], two: bool) {
         const LANES: usize = 16;
         let ns = pairs.first().map_or(0, |p| p.0.len());
         let full = pairs.len() == GROUP && ns > 0 && pairs.iter().all(|p| p.0.len() == ns);
@@ -1237,7 +1243,7 @@ widest! {
         // waiting on each addition's latency: sequential MNIST's training spent 42 % of its
         // time here, 1.09-1.15x faster so). With AVX2 a block's four sums are eight registers
         // already, and sixteen spill (the same epoch ~15 % slower).
-        let pairs_end = if crate::simd::wide_registers() {
+        let pairs_end = if two {
             full / (2 * LANES) * (2 * LANES)
         } else {
             0
@@ -1669,7 +1675,7 @@ fn group_backward<'a>(
 #[cfg(test)]
 mod tests {
     use super::{
-        accumulate_dense, accumulate_rows, transpose_product, transpose_product_group, Buckets,
+        accumulate_dense, accumulate_rows, transpose_product, transpose_product_blocks, Buckets,
         Spikes, TreeStack, WeightLayout,
     };
     use crate::spikes::store::{SpikeEvent, SpikeTrains};
@@ -1846,8 +1852,8 @@ mod tests {
     }
 
     /// The group product gives every pair the single-sample product's bits, over full blocks
-    /// of 16 columns taken two at a time and one at a time, a remainder, full groups and
-    /// smaller ones; both are the naive sum
+    /// of 16 columns taken two at a time or one at a time (both, whatever the processor), a
+    /// remainder, full groups and smaller ones; both are the naive sum
     /// (rows in order, in f64) up to rounding.
     #[test]
     fn the_group_transposed_product_is_the_single_one_bit_for_bit() {
@@ -1867,17 +1873,23 @@ mod tests {
             let w = draw(ns * rows);
             let gs: Vec<Vec<f32>> = (0..group).map(|_| draw(rows)).collect();
             let start: Vec<Vec<f32>> = (0..group).map(|_| draw(ns)).collect();
-            let mut grouped = start.clone();
-            let mut pairs: Vec<(&mut [f32], &[f32])> = grouped
-                .iter_mut()
-                .zip(&gs)
-                .map(|(d, g)| (&mut d[..], &g[..]))
-                .collect();
-            transpose_product_group(&w, &mut pairs);
+            let grouped = |two: bool| {
+                let mut out = start.clone();
+                let mut pairs: Vec<(&mut [f32], &[f32])> = out
+                    .iter_mut()
+                    .zip(&gs)
+                    .map(|(d, g)| (&mut d[..], &g[..]))
+                    .collect();
+                transpose_product_blocks(&w, &mut pairs, two);
+                out
+            };
+            let (by_one, by_two) = (grouped(false), grouped(true));
             for k in 0..group {
                 let mut single = start[k].clone();
                 transpose_product(&mut single, &w, &gs[k]);
-                assert_eq!(grouped[k], single, "ns {ns}, rows {rows}, group {group}");
+                let at = format!("ns {ns}, rows {rows}, group {group}");
+                assert_eq!(by_one[k], single, "one block a pass, {at}");
+                assert_eq!(by_two[k], single, "two blocks a pass, {at}");
                 for i in 0..ns {
                     let naive = start[k][i] as f64
                         + (0..rows)

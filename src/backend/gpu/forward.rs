@@ -317,8 +317,9 @@ impl GpuBackend {
                     })
                     .max()
                     .unwrap_or(0);
-                // The gather's loops, and the feed-forward kernel's: a step, its events, the
-                // step that ends them, and its neurons; its neurons before and after.
+                // The gather's loops, and the feed-forward kernel's: a step, its events (one
+                // or two an iteration: one each is an upper bound), the step that ends them,
+                // and its neurons; its neurons before and after.
                 let qn = feedforward::per_thread(g.weight_bits());
                 if steps * (g.sources.len() as u64 + 2 + qn) + most + 2 * qn
                     > compact::LOOP_LIMIT as u64
