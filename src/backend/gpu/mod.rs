@@ -472,13 +472,18 @@ impl GpuBackend {
         if !p.is_feedforward() {
             return None;
         }
-        let limit = self.ctx.max_binding().min(self.max_dense);
-        let dense_bytes =
-            4 * feedforward::blocked_words(p.channels.len() as u64, p.neuron_count() as u64, 32);
-        if dense_bytes <= limit.min(1 << 30) {
+        if self.fits_words(p) {
             return Some(32);
         }
         feedforward::Packed::fits(p, self.packed_window())
+    }
+
+    /// Whether feed-forward `p`'s dense weights fit as 32-bit words ([`GpuBackend::weight_bits`]).
+    fn fits_words(&self, p: &PartitionProgram) -> bool {
+        let limit = self.ctx.max_binding().min(self.max_dense);
+        let dense_bytes =
+            4 * feedforward::blocked_words(p.channels.len() as u64, p.neuron_count() as u64, 32);
+        dense_bytes <= limit.min(1 << 30)
     }
 
     /// Words of packed weights, at most: what the texture's rows hold on this device
@@ -542,16 +547,18 @@ impl Backend for GpuBackend {
             )));
         }
         let limit = ctx.max_binding();
-        let wbits = self.weight_bits(p);
-        let kernel = match wbits {
-            Some(_) => Kernel::Feedforward,
-            None => Kernel::General,
+        // The kernel `weight_bits` says, the packed weights' layout found once (two passes
+        // over the synapses) rather than by `weight_bits` and again by `Packed::of`.
+        let words = p.is_feedforward() && self.fits_words(p);
+        let packed = if p.is_feedforward() && !words {
+            feedforward::Packed::of(p, self.packed_window())
+        } else {
+            None
         };
-        let packed = match wbits {
-            Some(8 | 16) => Some(
-                feedforward::Packed::of(p, self.packed_window()).expect("checked by weight_bits"),
-            ),
-            _ => None,
+        let kernel = if words || packed.is_some() {
+            Kernel::Feedforward
+        } else {
+            Kernel::General
         };
         let bits = p.cadc.map(|_| cadc_bits(p));
         let pw = program_words(p, kernel, packed.as_ref().map(|w| &w.shifts[..]), bits);
