@@ -1238,7 +1238,7 @@ widest! {
         let block = |d: &[f32], at: usize| -> [f32; LANES] {
             d[at..at + LANES].try_into().expect("a block of LANES")
         };
-        // With AVX-512, two blocks of columns a pass where there are two: eight sums in
+        // `two` (AVX-512): two blocks of columns a pass where there are two, eight sums in
         // registers, eight chains of additions for the processor to overlap (four left it
         // waiting on each addition's latency: sequential MNIST's training spent 42 % of its
         // time here, 1.09-1.15x faster so). With AVX2 a block's four sums are eight registers
@@ -1853,8 +1853,8 @@ mod tests {
 
     /// The group product gives every pair the single-sample product's bits, over full blocks
     /// of 16 columns taken two at a time or one at a time (both, whatever the processor), a
-    /// remainder, full groups and smaller ones; both are the naive sum
-    /// (rows in order, in f64) up to rounding.
+    /// remainder, full groups and smaller ones; both are the naive sum (rows in order, in
+    /// f64) up to rounding.
     #[test]
     fn the_group_transposed_product_is_the_single_one_bit_for_bit() {
         let mut rng = crate::rng::Rng::new(5);
