@@ -91,6 +91,24 @@ pub fn pieces_at<T>(
 mod tests {
     use super::*;
 
+    /// Called from outside the pool (the test's own thread), `on_pool` runs its work on one of
+    /// the pool's workers, where the parallel loops inside fork without waking the caller;
+    /// called there again, it runs in place.
+    #[test]
+    fn on_pool_runs_the_work_on_a_worker_of_the_pool() {
+        assert_eq!(
+            rayon::current_thread_index(),
+            None,
+            "the test thread is no worker"
+        );
+        let (outer, inner) = on_pool(|| {
+            let outer = rayon::current_thread_index();
+            (outer, on_pool(rayon::current_thread_index))
+        });
+        assert!(outer.is_some(), "on a worker");
+        assert_eq!(inner, outer, "in place on the same worker");
+    }
+
     #[test]
     fn thread_counts_are_checked() {
         assert_eq!(threads_from(None, 2).unwrap(), 2);
