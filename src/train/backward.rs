@@ -1219,7 +1219,7 @@ fn transpose_product_group(w: &[f32], pairs: &mut [(&mut [f32], &[f32])]) {
 widest! {
     /// [`transpose_product_group`], two blocks of 16 columns a pass where `two` (else one).
     fn transpose_product_blocks(w: &[f32], pairs: &mut [(&mut [f32], &[f32])], two: bool) {
-        const LANES: usize = 16;
+        const LANES: usize = BLOCK_LANES;
         let ns = pairs.first().map_or(0, |p| p.0.len());
         let full = pairs.len() == GROUP && ns > 0 && pairs.iter().all(|p| p.0.len() == ns);
         if !full {
@@ -1235,9 +1235,6 @@ widest! {
         let (g0, g1, g2, g3) = (&g0[..rows], &g1[..rows], &g2[..rows], &g3[..rows]);
         let w = &w[..rows * ns];
         let full = ns / LANES * LANES;
-        let block = |d: &[f32], at: usize| -> [f32; LANES] {
-            d[at..at + LANES].try_into().expect("a block of LANES")
-        };
         // `two` (AVX-512): two blocks of columns a pass where there are two, eight sums in
         // registers, eight chains of additions for the processor to overlap (four left it
         // waiting on each addition's latency: sequential MNIST's training spent 42 % of its
@@ -1248,60 +1245,63 @@ widest! {
         } else {
             0
         };
+        let mut d = [&mut **d0, &mut **d1, &mut **d2, &mut **d3];
+        let g = [g0, g1, g2, g3];
         for at in (0..pairs_end).step_by(2 * LANES) {
-            let bt = at + LANES;
-            let (mut a0, mut a1, mut a2, mut a3) =
-                (block(d0, at), block(d1, at), block(d2, at), block(d3, at));
-            let (mut b0, mut b1, mut b2, mut b3) =
-                (block(d0, bt), block(d1, bt), block(d2, bt), block(d3, bt));
-            let coef = g0.iter().zip(g1).zip(g2).zip(g3);
-            for (row, (((&c0, &c1), &c2), &c3)) in w.chunks_exact(ns).zip(coef) {
-                let wa = block(row, at);
-                let wb = block(row, bt);
-                for l in 0..LANES {
-                    a0[l] += wa[l] * c0;
-                    a1[l] += wa[l] * c1;
-                    a2[l] += wa[l] * c2;
-                    a3[l] += wa[l] * c3;
-                    b0[l] += wb[l] * c0;
-                    b1[l] += wb[l] * c1;
-                    b2[l] += wb[l] * c2;
-                    b3[l] += wb[l] * c3;
-                }
-            }
-            d0[at..at + LANES].copy_from_slice(&a0);
-            d1[at..at + LANES].copy_from_slice(&a1);
-            d2[at..at + LANES].copy_from_slice(&a2);
-            d3[at..at + LANES].copy_from_slice(&a3);
-            d0[bt..bt + LANES].copy_from_slice(&b0);
-            d1[bt..bt + LANES].copy_from_slice(&b1);
-            d2[bt..bt + LANES].copy_from_slice(&b2);
-            d3[bt..bt + LANES].copy_from_slice(&b3);
+            blocks_pass::<2>(w, ns, at, &mut d, g);
         }
         for at in (pairs_end..full).step_by(LANES) {
-            let (mut a0, mut a1, mut a2, mut a3) =
-                (block(d0, at), block(d1, at), block(d2, at), block(d3, at));
-            let coef = g0.iter().zip(g1).zip(g2).zip(g3);
-            for (row, (((&c0, &c1), &c2), &c3)) in w.chunks_exact(ns).zip(coef) {
-                let wr = block(row, at);
-                for l in 0..LANES {
-                    a0[l] += wr[l] * c0;
-                    a1[l] += wr[l] * c1;
-                    a2[l] += wr[l] * c2;
-                    a3[l] += wr[l] * c3;
-                }
-            }
-            d0[at..at + LANES].copy_from_slice(&a0);
-            d1[at..at + LANES].copy_from_slice(&a1);
-            d2[at..at + LANES].copy_from_slice(&a2);
-            d3[at..at + LANES].copy_from_slice(&a3);
+            blocks_pass::<1>(w, ns, at, &mut d, g);
         }
-        for (dst, g) in [(d0, g0), (d1, g1), (d2, g2), (d3, g3)] {
+        for (dst, g) in d.into_iter().zip(g) {
             for (i, x) in dst.iter_mut().enumerate().skip(full) {
                 for (row, &c) in w.chunks_exact(ns).zip(g) {
                     *x += row[i] * c;
                 }
             }
+        }
+    }
+}
+
+/// Columns in a block of [`transpose_product_blocks`] (16 lanes of f32: one AVX-512 register).
+const BLOCK_LANES: usize = 16;
+
+/// Columns `at..at + B·16` of the four pairs of a full group ([`transpose_product_blocks`]):
+/// their sums held in registers (`B` × 4 vectors of 16 lanes) while the rows of `w` pass,
+/// each row's blocks read once for the four; every element adds the rows in row order.
+#[inline(always)]
+fn blocks_pass<const B: usize>(
+    w: &[f32],
+    ns: usize,
+    at: usize,
+    d: &mut [&mut [f32]; GROUP],
+    g: [&[f32]; GROUP],
+) {
+    const LANES: usize = BLOCK_LANES;
+    let block = |x: &[f32], at: usize| -> [f32; LANES] {
+        x[at..at + LANES].try_into().expect("a block of LANES")
+    };
+    let mut sums = [[[0f32; LANES]; GROUP]; B];
+    for (b, s) in sums.iter_mut().enumerate() {
+        for (k, s) in s.iter_mut().enumerate() {
+            *s = block(d[k], at + b * LANES);
+        }
+    }
+    let coef = g[0].iter().zip(g[1]).zip(g[2]).zip(g[3]);
+    for (row, (((&c0, &c1), &c2), &c3)) in w.chunks_exact(ns).zip(coef) {
+        let c = [c0, c1, c2, c3];
+        for (b, s) in sums.iter_mut().enumerate() {
+            let wr = block(row, at + b * LANES);
+            for (s, &c) in s.iter_mut().zip(&c) {
+                for l in 0..LANES {
+                    s[l] += wr[l] * c;
+                }
+            }
+        }
+    }
+    for (b, s) in sums.iter().enumerate() {
+        for (k, s) in s.iter().enumerate() {
+            d[k][at + b * LANES..at + (b + 1) * LANES].copy_from_slice(s);
         }
     }
 }
