@@ -230,12 +230,12 @@ crate::simd::widest! {
                             .copy_from_slice(vout);
                     }
                     if any {
-                        super::for_each_set(spiked, |k| {
+                        for k in super::set_flags(spiked) {
                             out.push(SpikeEvent {
                                 step: t as u32,
                                 neuron: (lo + k) as u32,
-                            })
-                        });
+                            });
+                        }
                     }
                 }
                 if c.membranes == Membranes::Max {
