@@ -1371,8 +1371,8 @@ fn advance<const LIVE: bool>(
 /// caller: a closure is a function of its own, built for the baseline instruction set even
 /// where its caller is inlined into a function compiled for AVX-512 (a recurrent layer's
 /// deliveries ran four times narrower than the rest of its step).
-#[derive(Clone, Debug)]
-pub(crate) struct SetFlags<'a> {
+#[derive(Debug)]
+struct SetFlags<'a> {
     /// Flags after the current word.
     rest: &'a [u8],
     /// Index of the current word's first flag.
@@ -1383,31 +1383,32 @@ pub(crate) struct SetFlags<'a> {
 
 /// [`SetFlags`] of `flags`.
 #[inline(always)]
-pub(crate) fn set_flags(flags: &[u8]) -> SetFlags<'_> {
-    SetFlags {
+fn set_flags(flags: &[u8]) -> SetFlags<'_> {
+    let mut it = SetFlags {
         rest: flags,
         base: 0,
         word: 0,
-    }
-    .skip_word()
+    };
+    it.load_word();
+    it
 }
 
-impl<'a> SetFlags<'a> {
-    /// Move to the next word (the start: the first), zero-padded past the end.
+impl SetFlags<'_> {
+    /// Take the next eight flags of `rest` into `word`, zero-padded past the end (`base` is
+    /// the caller's to move).
     #[inline(always)]
-    fn skip_word(self) -> Self {
-        let (word, rest) = match self.rest.split_first_chunk::<8>() {
-            Some((w, rest)) => (u64::from_le_bytes(*w), rest),
+    fn load_word(&mut self) {
+        match self.rest.split_first_chunk::<8>() {
+            Some((w, rest)) => {
+                self.word = u64::from_le_bytes(*w);
+                self.rest = rest;
+            }
             None => {
                 let mut w = [0u8; 8];
                 w[..self.rest.len()].copy_from_slice(self.rest);
-                (u64::from_le_bytes(w), &[][..])
+                self.word = u64::from_le_bytes(w);
+                self.rest = &[];
             }
-        };
-        SetFlags {
-            rest,
-            base: self.base,
-            word,
         }
     }
 }
@@ -1421,14 +1422,11 @@ impl Iterator for SetFlags<'_> {
             if self.rest.is_empty() {
                 return None;
             }
-            *self = SetFlags {
-                base: self.base + 8,
-                ..self.clone()
-            }
-            .skip_word();
+            self.base += 8;
+            self.load_word();
         }
         let k = self.word.trailing_zeros() as usize / 8;
-        self.word &= !(0xff << (8 * k));
+        self.word &= !(0xffu64 << (8 * k));
         Some(self.base + k)
     }
 }
