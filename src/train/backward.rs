@@ -1206,7 +1206,7 @@ widest! {
 }
 
 /// [`transpose_product`] for several samples: `dst += wᵀ·g` for every pair (`dst`, `g`).
-/// For a full group ([`GROUP`] pairs) the sums of 32 columns (with AVX-512,
+/// For a full group ([`GROUP`] pairs) the sums of 64 columns (with AVX-512,
 /// [`crate::simd::wide_registers`]; else 16) of every pair stay in registers while the weight
 /// rows pass, each block of a row read once for the group (a small matrix–matrix product); a
 /// smaller group takes [`transpose_product`] pair by pair. Either way every `dst` element
@@ -1217,8 +1217,9 @@ fn transpose_product_group(w: &[f32], pairs: &mut [(&mut [f32], &[f32])]) {
 }
 
 widest! {
-    /// [`transpose_product_group`], two blocks of 16 columns a pass where `two` (else one).
-    fn transpose_product_blocks(w: &[f32], pairs: &mut [(&mut [f32], &[f32])], two: bool) {
+    /// [`transpose_product_group`], [`WIDE_BLOCKS`] blocks of 16 columns a pass where `wide`
+    /// (else one).
+    fn transpose_product_blocks(w: &[f32], pairs: &mut [(&mut [f32], &[f32])], wide: bool) {
         const LANES: usize = BLOCK_LANES;
         let ns = pairs.first().map_or(0, |p| p.0.len());
         let full = pairs.len() == GROUP && ns > 0 && pairs.iter().all(|p| p.0.len() == ns);
@@ -1235,22 +1236,21 @@ widest! {
         let (g0, g1, g2, g3) = (&g0[..rows], &g1[..rows], &g2[..rows], &g3[..rows]);
         let w = &w[..rows * ns];
         let full = ns / LANES * LANES;
-        // `two` (AVX-512): two blocks of columns a pass where there are two, eight sums in
-        // registers, eight chains of additions for the processor to overlap (four left it
-        // waiting on each addition's latency: sequential MNIST's training spent 42 % of its
-        // time here, 1.09-1.15x faster so). With AVX2 a block's four sums are eight registers
-        // already, and sixteen spill (the same epoch ~15 % slower).
-        let pairs_end = if two {
-            full / (2 * LANES) * (2 * LANES)
-        } else {
-            0
-        };
+        // `wide` (AVX-512): four blocks of columns a pass where there are four, sixteen sums
+        // in registers (of 32), sixteen chains of additions for the processor to overlap and
+        // each coefficient's broadcast used four times (with four sums, sequential MNIST's
+        // training waited on each addition's latency and spent 42 % of its time here; two
+        // blocks a pass made it 1.09-1.15x faster, four 1.06-1.14x more; three, five and six
+        // were no faster than two). With AVX2 a block's four sums are eight registers
+        // already, and sixteen spill (the same epoch ~15 % slower with two).
+        let pass = WIDE_BLOCKS * LANES;
+        let wide_end = if wide { full / pass * pass } else { 0 };
         let mut d = [&mut **d0, &mut **d1, &mut **d2, &mut **d3];
         let g = [g0, g1, g2, g3];
-        for at in (0..pairs_end).step_by(2 * LANES) {
-            blocks_pass::<2>(w, ns, at, &mut d, g);
+        for at in (0..wide_end).step_by(pass) {
+            blocks_pass::<WIDE_BLOCKS>(w, ns, at, &mut d, g);
         }
-        for at in (pairs_end..full).step_by(LANES) {
+        for at in (wide_end..full).step_by(LANES) {
             blocks_pass::<1>(w, ns, at, &mut d, g);
         }
         for (dst, g) in d.into_iter().zip(g) {
@@ -1265,6 +1265,10 @@ widest! {
 
 /// Columns in a block of [`transpose_product_blocks`] (16 lanes of f32: one AVX-512 register).
 const BLOCK_LANES: usize = 16;
+
+/// Blocks of [`BLOCK_LANES`] columns a pass of [`transpose_product_blocks`] takes with
+/// AVX-512.
+const WIDE_BLOCKS: usize = 4;
 
 /// Columns `at..at + B·16` of the four pairs of a full group ([`transpose_product_blocks`]):
 /// their sums held in registers (`B` × 4 vectors of 16 lanes) while the rows of `w` pass,
@@ -1290,8 +1294,9 @@ fn blocks_pass<const B: usize>(
     let coef = g[0].iter().zip(g[1]).zip(g[2]).zip(g[3]);
     for (row, (((&c0, &c1), &c2), &c3)) in w.chunks_exact(ns).zip(coef) {
         let c = [c0, c1, c2, c3];
-        for (b, s) in sums.iter_mut().enumerate() {
-            let wr = block(row, at + b * LANES);
+        // The row's B blocks as one slice (one bounds check a row, not one a block).
+        let (blocks, _) = row[at..at + B * LANES].as_chunks::<LANES>();
+        for (s, wr) in sums.iter_mut().zip(blocks) {
             for (s, &c) in s.iter_mut().zip(&c) {
                 for l in 0..LANES {
                     s[l] += wr[l] * c;
@@ -1852,9 +1857,9 @@ mod tests {
     }
 
     /// The group product gives every pair the single-sample product's bits, over full blocks
-    /// of 16 columns taken two at a time or one at a time (both, whatever the processor), a
-    /// remainder, full groups and smaller ones; both are the naive sum (rows in order, in
-    /// f64) up to rounding.
+    /// of 16 columns taken WIDE_BLOCKS at a time or one at a time (both, whatever the
+    /// processor), blocks left over from the wide passes, a remainder, full groups and
+    /// smaller ones; both are the naive sum (rows in order, in f64) up to rounding.
     #[test]
     fn the_group_transposed_product_is_the_single_one_bit_for_bit() {
         let mut rng = crate::rng::Rng::new(5);
@@ -1865,6 +1870,8 @@ mod tests {
             (16, 7, 4),
             (56, 11, 4),
             (64, 6, 4),
+            (136, 5, 4),
+            (200, 3, 4),
             (5, 3, 4),
             (40, 13, 3),
             (33, 9, 1),
@@ -1873,23 +1880,23 @@ mod tests {
             let w = draw(ns * rows);
             let gs: Vec<Vec<f32>> = (0..group).map(|_| draw(rows)).collect();
             let start: Vec<Vec<f32>> = (0..group).map(|_| draw(ns)).collect();
-            let grouped = |two: bool| {
+            let grouped = |wide: bool| {
                 let mut out = start.clone();
                 let mut pairs: Vec<(&mut [f32], &[f32])> = out
                     .iter_mut()
                     .zip(&gs)
                     .map(|(d, g)| (&mut d[..], &g[..]))
                     .collect();
-                transpose_product_blocks(&w, &mut pairs, two);
+                transpose_product_blocks(&w, &mut pairs, wide);
                 out
             };
-            let (by_one, by_two) = (grouped(false), grouped(true));
+            let (by_one, by_wide) = (grouped(false), grouped(true));
             for k in 0..group {
                 let mut single = start[k].clone();
                 transpose_product(&mut single, &w, &gs[k]);
                 let at = format!("ns {ns}, rows {rows}, group {group}");
                 assert_eq!(by_one[k], single, "one block a pass, {at}");
-                assert_eq!(by_two[k], single, "two blocks a pass, {at}");
+                assert_eq!(by_wide[k], single, "WIDE_BLOCKS blocks a pass, {at}");
                 for i in 0..ns {
                     let naive = start[k][i] as f64
                         + (0..rows)
