@@ -1601,20 +1601,32 @@ impl Executor {
             spikes.neurons = net.populations[pop].size;
             store.add_piece(pop, first, spikes);
         } else {
-            for &(j0, pop, first, len) in &runs {
-                let lists: Vec<Vec<crate::spikes::store::SpikeEvent>> = (0..samples)
-                    .into_par_iter()
-                    .map(|s| {
-                        spikes
-                            .sample(s)
-                            .iter()
-                            .filter(|e| (j0..j0 + len).contains(&(e.neuron as usize)))
-                            .map(|e| crate::spikes::store::SpikeEvent {
+            // Each sample's spikes dealt to the runs in one pass (in their order, so every
+            // run's lists stay sorted), not one pass over all of them per run.
+            let run_of = |j: usize| {
+                runs.iter()
+                    .position(|&(j0, _, _, len)| (j0..j0 + len).contains(&j))
+            };
+            let mut dealt: Vec<Vec<Vec<crate::spikes::store::SpikeEvent>>> = (0..samples)
+                .into_par_iter()
+                .map(|s| {
+                    let mut lists = vec![Vec::new(); runs.len()];
+                    for e in spikes.sample(s) {
+                        if let Some(k) = run_of(e.neuron as usize) {
+                            let (j0, _, first, _) = runs[k];
+                            lists[k].push(crate::spikes::store::SpikeEvent {
                                 step: e.step,
                                 neuron: e.neuron - j0 as u32 + first,
-                            })
-                            .collect()
-                    })
+                            });
+                        }
+                    }
+                    lists
+                })
+                .collect();
+            for (k, &(_, pop, first, _)) in runs.iter().enumerate() {
+                let lists = dealt
+                    .iter_mut()
+                    .map(|l| std::mem::take(&mut l[k]))
                     .collect();
                 store.add_piece(
                     pop,
