@@ -8,8 +8,9 @@
 //! arrays walked with `zip` (no bounds checks), splits the neurons into segments whose
 //! coefficients are all equal (broadcast, not loaded), vary per neuron, or need the general
 //! step (refractory period), delivers a source whose synapses reach a contiguous run of targets
-//! as one vector add, hashes noise only where there is noise, and is compiled for the widest
-//! vector unit the processor has (AVX-512, AVX2, or the baseline). The arithmetic is the same
+//! as one vector add (a step's sources with the same runs together, their sums in registers:
+//! [`CpuProgram::deliver_all`]), hashes noise only where there is noise, and is compiled for
+//! the widest vector unit the processor has (AVX-512, AVX2, or the baseline). The arithmetic is the same
 //! IEEE operations in the same order as `lif_step` (Rust never fuses multiply and add), so every
 //! variant gives bit-identical results.
 
