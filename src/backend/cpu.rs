@@ -10,9 +10,9 @@
 //! step (refractory period), delivers a source whose synapses reach a contiguous run of targets
 //! as one vector add (a step's sources with the same runs together, their sums in registers:
 //! [`CpuProgram::deliver_all`]), hashes noise only where there is noise, and is compiled for
-//! the widest vector unit the processor has (AVX-512, AVX2, or the baseline). The arithmetic is the same
-//! IEEE operations in the same order as `lif_step` (Rust never fuses multiply and add), so every
-//! variant gives bit-identical results.
+//! the widest vector unit the processor has (AVX-512, AVX2, or the baseline). The arithmetic
+//! is the same IEEE operations in the same order as `lif_step` (Rust never fuses multiply and
+//! add), so every variant gives bit-identical results.
 
 use super::{
     check_sources, Backend, Exchange, Job, Membranes, PartitionOutput, RankTraffic, Ranks,
@@ -1768,8 +1768,10 @@ mod tests {
     /// Delivering a step's sources together gives every pending input the sum that
     /// delivering them one by one gives: a dense layer's channels (each one run of 300
     /// targets: four blocks of 64 and a remainder), and the same channels as two runs each
-    /// with delays 0 and 2 (a source reaching two chips), every fifth left a single run so
-    /// that groups break; groups of one and many, a source twice, steps near the end.
+    /// with delays 0 and 2 (a source reaching two chips), with sources that must break a
+    /// group among them: a single run, the same runs with another delay, runs split at
+    /// another target, a synapse list; groups of one and many, a source twice, steps near
+    /// the end.
     #[test]
     fn sources_delivered_together_add_what_one_by_one_adds() {
         use crate::model::network::{NetworkBuilder, WeightInit};
@@ -1801,13 +1803,24 @@ mod tests {
             let Delivery::Run(r) = split.deliveries[ch] else {
                 unreachable!("checked above")
             };
+            if ch % 11 == 0 {
+                // The same synapses as a list (their delays are all 0).
+                split.deliveries[ch] = Delivery::List(r.at..r.at + r.len);
+                continue;
+            }
+            // Mostly split at 150 with delay 2; some with delay 1, some split at 100.
+            let (cut, delay) = match ch % 7 {
+                0 => (150, 1),
+                3 => (100, 2),
+                _ => (150, 2),
+            };
             let first = split.runs.len();
-            split.runs.push(Run { len: 150, ..r });
+            split.runs.push(Run { len: cut, ..r });
             split.runs.push(Run {
-                first: 150,
-                len: 150,
-                at: r.at + 150,
-                delay: 2,
+                first: cut,
+                len: 300 - cut,
+                at: r.at + cut,
+                delay,
             });
             split.deliveries[ch] = Delivery::Runs(first..first + 2);
         }

@@ -1240,7 +1240,7 @@ widest! {
         // in registers (of 32), sixteen chains of additions for the processor to overlap and
         // each coefficient's broadcast used four times (with four sums, sequential MNIST's
         // training waited on each addition's latency and spent 42 % of its time here; two
-        // blocks a pass made it 1.09-1.15x faster, four 1.06-1.14x more; three, five and six
+        // blocks a pass made it 1.09-1.15x faster, four 1.06-1.21x more; three, five and six
         // were no faster than two). With AVX2 a block's four sums are eight registers
         // already, and sixteen spill (the same epoch ~15 % slower with two).
         let pass = WIDE_BLOCKS * LANES;
@@ -1872,6 +1872,7 @@ mod tests {
             (64, 6, 4),
             (136, 5, 4),
             (200, 3, 4),
+            (120, 5, 4),
             (5, 3, 4),
             (40, 13, 3),
             (33, 9, 1),
