@@ -91,14 +91,17 @@ pub(crate) fn labels_of<'py>(
 }
 
 /// `obj` as a contiguous numpy array of `dtype` (lists, other dtypes and views converted);
-/// what cannot be converted is a `ValueError` naming `what`.
+/// what cannot be converted is a `ValueError` naming `what`. Converting to `float32`, a finite
+/// value beyond its range (which numpy would turn into an infinity with a `RuntimeWarning`)
+/// is a `ValueError` naming its index and value.
 pub(crate) fn array_of<'py, T: numpy::Element>(
     obj: &Bound<'py, PyAny>,
     dtype: &str,
     what: &str,
 ) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
     let bad = |e: PyErr| PyValueError::new_err(format!("{what}: {e}"));
-    let np = obj.py().import("numpy")?;
+    let py = obj.py();
+    let np = py.import("numpy")?;
     let given = np.call_method1("asarray", (obj,)).map_err(bad)?;
     let kind: String = given.getattr("dtype")?.getattr("kind")?.extract()?;
     if !matches!(kind.as_str(), "b" | "i" | "u" | "f" | "O") {
@@ -107,8 +110,40 @@ pub(crate) fn array_of<'py, T: numpy::Element>(
             "{what}: values of dtype {name}; give real numbers"
         )));
     }
-    np.call_method1("ascontiguousarray", (given, dtype))
-        .map_err(bad)?
+    // Overflow is looked for below, not warned of.
+    let quiet = pyo3::types::PyDict::new(py);
+    quiet.set_item("over", "ignore")?;
+    let errstate = np.getattr("errstate")?.call((), Some(&quiet))?;
+    errstate.call_method0("__enter__")?;
+    let converted = np.call_method1("ascontiguousarray", (&given, dtype));
+    errstate.call_method1("__exit__", (py.None(), py.None(), py.None()))?;
+    let converted = converted.map_err(bad)?;
+    if dtype == "float32" {
+        let inf = np.call_method1("isinf", (&converted,))?;
+        if inf.call_method0("any")?.extract::<bool>()? {
+            let flat = given.call_method0("ravel")?;
+            let at: Vec<usize> = np
+                .call_method1("flatnonzero", (inf,))?
+                .call_method0("tolist")?
+                .extract()?;
+            for i in at {
+                let v = flat.get_item(i)?;
+                let x: f64 = py
+                    .import("builtins")?
+                    .getattr("float")?
+                    .call1((&v,))
+                    .and_then(|f| f.extract())
+                    .unwrap_or(f64::INFINITY);
+                if x.is_finite() {
+                    return Err(PyValueError::new_err(format!(
+                        "{what}: value {x:e} at index {i} (flattened) is beyond float32's range \
+                         (about ±3.4e38)"
+                    )));
+                }
+            }
+        }
+    }
+    converted
         .extract::<PyReadonlyArrayDyn<'py, T>>()
         .map_err(bad)
 }

@@ -206,6 +206,17 @@ def test_weights_can_be_set_and_are_checked():
         net.set_weights("in->hidden", np.zeros(3, np.float32))
     with pytest.raises(ValueError, match="not finite"):
         net.set_weights("in->hidden", np.full_like(w, np.nan))
+    # A finite value beyond float32's range is named, with its index, and numpy's overflow
+    # warning does not reach the caller.
+    big = np.zeros(w.size, np.float64)
+    big[17] = -1e300
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"-1e300 at index 17 .*beyond float32's range"):
+            net.set_weights("in->hidden", big)
+        with pytest.raises(ValueError, match="index 3 .*beyond float32's range"):
+            net.set_weights("in->hidden", [0.0, 0.0, 0.0, 4e38] + [0.0] * (w.size - 4))
 
 
 def test_a_recurrent_loop_spans_the_chips_of_a_system():
