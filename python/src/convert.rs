@@ -126,11 +126,10 @@ pub(crate) fn array_of<'py, T: numpy::Element>(
                 .call_method1("flatnonzero", (inf,))?
                 .call_method0("tolist")?
                 .extract()?;
+            let float = py.import("builtins")?.getattr("float")?;
             for i in at {
                 let v = flat.get_item(i)?;
-                let x: f64 = py
-                    .import("builtins")?
-                    .getattr("float")?
+                let x: f64 = float
                     .call1((&v,))
                     .and_then(|f| f.extract())
                     .unwrap_or(f64::INFINITY);

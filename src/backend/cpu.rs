@@ -1105,6 +1105,8 @@ impl CpuProgram {
         }
     }
 
+    /// A source whose synapses are not runs ([`CpuProgram::deliver_all`] adds those): a dense
+    /// layer's blocks or a synapse list.
     #[inline(always)]
     fn deliver(
         &self,
@@ -1115,11 +1117,8 @@ impl CpuProgram {
         pending: &mut [i32],
     ) {
         match self.deliveries[src] {
-            Delivery::Run(r) => self.deliver_run(&prog.weights, r, t, steps, pending),
-            Delivery::Runs(ref range) => {
-                for &r in &self.runs[range.clone()] {
-                    self.deliver_run(&prog.weights, r, t, steps, pending);
-                }
+            Delivery::Run(_) | Delivery::Runs(_) => {
+                unreachable!("deliver_all adds the runs")
             }
             Delivery::Dense { delay } => {
                 let when = t + delay;
@@ -1140,21 +1139,6 @@ impl CpuProgram {
                         pending[(when % self.slots) * self.n + syn.target as usize] += w;
                     }
                 }
-            }
-        }
-    }
-
-    /// Add one run's weights to the pending input of its step.
-    #[inline(always)]
-    fn deliver_run(&self, weights: &[i32], r: Run, t: usize, steps: usize, pending: &mut [i32]) {
-        let when = t + r.delay;
-        if when < steps {
-            let base = (when % self.slots) * self.n + r.first;
-            for (p, w) in pending[base..base + r.len]
-                .iter_mut()
-                .zip(&weights[r.at..r.at + r.len])
-            {
-                *p += w;
             }
         }
     }
@@ -1838,9 +1822,31 @@ mod tests {
                 let start: Vec<i32> = (0..len).map(|_| rng.below(200) as i32 - 100).collect();
                 let mut together = start.clone();
                 prog.deliver_all(&program, &due, t, steps, &mut together);
+                // One source at a time, one synapse at a time.
                 let mut one_by_one = start.clone();
+                let mut add = |target: usize, delay: usize, w: i32| {
+                    if t + delay < steps {
+                        one_by_one[((t + delay) % prog.slots) * prog.n + target] += w;
+                    }
+                };
                 for &src in &due {
-                    prog.deliver(&program, src as usize, t, steps, &mut one_by_one);
+                    let runs = match &prog.deliveries[src as usize] {
+                        Delivery::Run(r) => std::slice::from_ref(r),
+                        Delivery::Runs(range) => &prog.runs[range.clone()],
+                        Delivery::List(range) => {
+                            let ws = &program.weights[range.clone()];
+                            for (syn, &w) in program.synapses[range.clone()].iter().zip(ws) {
+                                add(syn.target as usize, syn.delay as usize, w);
+                            }
+                            continue;
+                        }
+                        Delivery::Dense { .. } => unreachable!("no dense layer here"),
+                    };
+                    for r in runs {
+                        for i in 0..r.len {
+                            add(r.first + i, r.delay, program.weights[r.at + i]);
+                        }
+                    }
                 }
                 assert_eq!(together, one_by_one, "sources {due:?} at step {t}");
                 assert_ne!(together, start, "sources {due:?} at step {t} add something");
