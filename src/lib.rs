@@ -20,7 +20,7 @@
 //! - A [`Trainer`] trains with surrogate gradients from the emulator's observables, backward
 //!   through time across recurrent loops and the links of a system.
 //! - [`data`] loads MNIST-like IDX sets and EuroSAT, [`encode`] turns images into spikes,
-//!   [`plot`] draws figures, [`bench`] measures throughput, [`experiment`] runs a whole
+//!   [`plot`] draws figures, [`bench`](mod@bench) measures throughput, [`experiment`] runs a whole
 //!   training with its outputs.
 //!
 //! ```

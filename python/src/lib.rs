@@ -13,6 +13,10 @@
 //! conversions of arguments and results ([`convert`]), images to spikes and MNIST ([`data`]),
 //! the thread pool and backends ([`device`]) and [`spikes`].
 
+// The extension exports nothing to Rust: its modules are private, and its documentation
+// (`cargo doc`) is for the people who work on them.
+#![allow(rustdoc::private_intra_doc_links)]
+
 mod convert;
 mod data;
 mod device;

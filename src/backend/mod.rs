@@ -35,7 +35,7 @@ pub enum Membranes {
     /// Every local neuron's membrane (before reset) at every step, `[sample][step][neuron]`.
     Trace,
     /// As `Trace`, but kept on the device for a backward pass that runs there
-    /// ([`DeviceTraining`]), in the region of the partition's population; nothing is returned.
+    /// (`DeviceTraining`), in the region of the partition's population; nothing is returned.
     /// Only backends that train on their device are asked for it.
     Keep,
     /// As `Trace`, as the 8-bit codes of the program's CADC ([`crate::Cadc::code`]): a
@@ -232,7 +232,7 @@ pub trait Backend: Sync {
 
     /// Run the jobs of one system run, job `k` on chip `k`, all chips stepping together in
     /// windows of `exchange.window` steps and the spikes each emits routed to the others
-    /// between windows ([`Exchange`]). Also returns the links' traffic. The default runs on
+    /// between windows (`Exchange`). Also returns the links' traffic. The default runs on
     /// the host's cores with the CPU backend's code (programs prepared for this call).
     ///
     /// With `ranks`, by the processes of a run spread over them: this process runs the jobs
@@ -240,7 +240,7 @@ pub trait Backend: Sync {
     /// are shells without synapses, [`crate::Executor::distribute`]) and the cross-chip spikes
     /// are exchanged after every window, counted in the [`RankTraffic`]. Where links and
     /// buffers are unlimited the traffic returned is then empty: the caller counts it from the
-    /// gathered outputs ([`Exchange::count_chips`]), every process delivering only to its own
+    /// gathered outputs (`Exchange::count_chips`), every process delivering only to its own
     /// chips. On the host's cores on every backend (the exchange is the host's).
     fn run_system(
         &self,
@@ -264,7 +264,7 @@ pub trait Backend: Sync {
         None
     }
 
-    /// Training on this backend's own device ([`DeviceTraining`]), if it trains there; `None`:
+    /// Training on this backend's own device (`DeviceTraining`), if it trains there; `None`:
     /// the host computes the backward pass and the optimiser step from the observables the
     /// forward pass returns (the CPU, whose device is the host).
     fn device_training(&self) -> Option<&dyn DeviceTraining> {

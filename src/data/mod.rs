@@ -1,6 +1,6 @@
 //! Datasets: images with labels, pixels in [0, 1]. [`idx`] reads the IDX format (MNIST,
 //! Fashion-MNIST and any other IDX image-classification set, plain or gzipped) and fetches
-//! MNIST; [`eurosat`] reads EuroSAT's class folders; [`augment`] is the reference experiment's
+//! MNIST; [`eurosat`](mod@eurosat) reads EuroSAT's class folders; [`augment`] is the reference experiment's
 //! augmentation. Missing, truncated or corrupt files are errors that name the file and what is
 //! wrong; nothing is dropped silently.
 

@@ -1,5 +1,5 @@
 //! How processes that work together talk: a small communicator with two implementations, the
-//! single process ([`Single`], the default) and MPI ([`Mpi`], feature `mpi`, over the system's
+//! single process ([`Single`], the default) and MPI (`Mpi`, feature `mpi`, over the system's
 //! OpenMPI through the `mpi` crate). Only the main thread calls it, between parallel regions.
 //! Nothing here decides what is summed in which order: callers gather every process's values
 //! and combine them in their own fixed order, so results do not depend on the number of

@@ -256,7 +256,7 @@ impl LifState {
 /// training needs for the surrogate). Written without branches so that loops over neurons
 /// vectorise; `lif_step` in `shaders/neuron.wgsl` makes the same operations.
 ///
-/// `noise` is this step's temporal membrane noise (see [`membrane_noise`]; 0 in ideal mode).
+/// `noise` is this step's temporal membrane noise (see `membrane_noise`; 0 in ideal mode).
 #[inline(always)]
 pub fn lif_step(c: &NeuronCoeffs, s: LifState, input: i32, noise: f32) -> (LifState, bool, f32) {
     let i = c.a_syn * s.i + (c.weight_gain * (input as f32 * c.input_scale) + c.bias);

@@ -156,7 +156,7 @@ pub struct CompileContext {
     pub ends: Vec<(PopulationId, PopulationId)>,
     /// How each population's incoming weights are realised.
     pub maps: Vec<WeightMap>,
-    /// Fixed-point exponent of each population (see [`exponents`]).
+    /// Fixed-point exponent of each population (see `exponents`).
     pub exponents: Vec<i32>,
 }
 

@@ -49,7 +49,7 @@ pub enum Observe {
     /// run is spread over processes, values as `AllTraces` (training on the host).
     CompactTraces,
     /// The same, kept on the device of a backend that trains there
-    /// ([`crate::backend::DeviceTraining`]); the execution holds spikes only.
+    /// (`DeviceTraining`); the execution holds spikes only.
     Kept,
 }
 
@@ -792,7 +792,7 @@ impl Executor {
         Ok(())
     }
 
-    /// An empty [`WeightStage`] for these programs, for an optimiser to fill as it steps;
+    /// An empty `WeightStage` for these programs, for an optimiser to fill as it steps;
     /// `old` again if it still fits them.
     pub fn weight_stage(&self, old: Option<WeightStage>) -> Result<WeightStage> {
         match old {

@@ -30,7 +30,7 @@ pub fn image(img: &[f32], steps: u32) -> Vec<SpikeEvent> {
     out
 }
 
-/// Encode images `idx` of `data` with [`image`] for `steps` steps, each after the random
+/// Encode images `idx` of `data` with [`image()`] for `steps` steps, each after the random
 /// rotation of the reference experiment when `augment` gives a generator. The rotations are
 /// drawn in image order, the images encoded in parallel (in groups, each with its own reused
 /// buffers).
@@ -286,7 +286,7 @@ mod tests {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Encoding {
-    /// One input per pixel, time-to-first-spike over the whole run ([`image`]).
+    /// One input per pixel, time-to-first-spike over the whole run ([`image()`]).
     #[default]
     Latency,
     /// Row by row (sequential MNIST): one input per column; row `r` takes steps

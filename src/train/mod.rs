@@ -881,7 +881,7 @@ impl Trainer {
     }
 
     /// The last batch's gradients on the backend's device (see
-    /// [`crate::backend::DeviceTraining::gradients`]); `None` for a backend that trains on
+    /// `DeviceTraining::gradients`); `None` for a backend that trains on
     /// the host or before the first batch.
     pub fn device_gradients<B: Backend + ?Sized>(
         &self,
@@ -971,7 +971,7 @@ impl Trainer {
     /// [`Trainer::train_batch`] by the processes of `comm` together (data parallel): each
     /// runs the forward and backward pass of its shard of the batch — the samples of its
     /// subtree of the fixed reduction tree over the batch's 16-sample chunks
-    /// ([`backward::rank_chunks`]) — the processes exchange their subtree sums, and every one
+    /// (`backward::rank_chunks`) — the processes exchange their subtree sums, and every one
     /// combines them in the tree's order and takes the same optimiser step. The weights are
     /// those of one process, bit for bit, for any number of processes. On a
     /// backend that trains on its device (a GPU), each process runs its shard's forward pass

@@ -86,7 +86,7 @@ impl Adam {
     /// `reg · mean(w⁴)` per projection (its gradient added to `grads`), the clamp of every
     /// weight to ±`limit` and the staging of the new weights for the programs (their map onto
     /// the substrate's range and the bounds that set the fixed-point exponents, see
-    /// [`WeightStage`]): one parallel pass over the weights, no call per weight. Returns the
+    /// `WeightStage`): one parallel pass over the weights, no call per weight. Returns the
     /// regulariser's loss (of the weights before the step, per sample) and whether every
     /// weight is finite afterwards. The pass is split into fixed blocks of whole rows summed
     /// in order, so the result does not depend on the number of threads.

@@ -263,7 +263,7 @@ pub fn dense_weights(p: &PartitionProgram) -> Vec<u32> {
 }
 
 /// Words of a blocked matrix of `channels` channels to `neurons` neurons, `bits` bits each
-/// ([`position`]).
+/// (`position`).
 pub fn blocked_words(channels: u64, neurons: u64, bits: u32) -> u64 {
     blocks_along(neurons, bits) * LANES * channels * 4
 }

@@ -24,7 +24,7 @@ pub mod binding {
     /// Membranes (trace or maximum).
     pub const MEMBRANE: u32 = 7;
     /// Packed weights, a texture (feed-forward kernel; see
-    /// [`super::super::feedforward::Packed`]).
+    /// `feedforward::Packed`).
     pub const WEIGHTS: u32 = 8;
     /// The partition's input as a texture, a copy of [`INPUT`] (feed-forward kernel).
     pub const INPUT_TEXTURE: u32 = 9;

@@ -65,7 +65,7 @@ pub const SHADERS: &[(&[&str], &str)] = &[
     (&["weights.wgsl"], weights::SOURCE),
 ];
 
-/// Threads per workgroup of every kernel but feedforward.wgsl ([`feedforward::threads`]).
+/// Threads per workgroup of every kernel but feedforward.wgsl (`feedforward::threads`).
 pub const WG: u32 = 64;
 
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
@@ -464,7 +464,7 @@ impl GpuBackend {
     /// How the feed-forward kernel would hold `p`'s weights: `Some(32)`, 32-bit words in the
     /// program (one stage and one delay, the dense matrix within a buffer and 1 GiB);
     /// `Some(16)` or `Some(8)`, packed in a texture (a program too large for that, such as a
-    /// fused wave; [`feedforward::Packed`]); `None`: the general kernel runs it. Sizes count
+    /// fused wave; `feedforward::Packed`); `None`: the general kernel runs it. Sizes count
     /// the blocked layout's padding ([`feedforward::blocked_words`]: a channel's weights take
     /// whole blocks of 32, 64 or 128 neurons at 32, 16 or 8 bits), so a narrow program never
     /// packs: its packed weights would take as many words as the 32-bit ones.
