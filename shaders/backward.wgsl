@@ -51,8 +51,11 @@ override WG: u32 = 64u;
 // then (target, weight index) pairs.
 @group(0) @binding(5) var<storage, read> topo: array<u32>;
 @group(0) @binding(6) var<storage, read> w: array<f32>;
-// loss.wgsl's direct gradients on the readout: per (sample, class) (step, value bits).
+// loss.wgsl's direct gradients on the readout: per (sample, class) (step, value bits), the
+// step with FROM set where the value is for every step from it on (a score over a span).
 @group(0) @binding(7) var<storage, read> per_sample: array<u32>;
+
+const FROM: u32 = 0x80000000u;
 
 fn thread_index(wg: vec3<u32>, lid: u32) -> u32 {
     return (wg.y * B.grid_x + wg.x) * WG + lid;
@@ -144,7 +147,8 @@ fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
         } else {
             gpre = gv;
             let d = 2u * (s * B.neurons + n);
-            if (per_sample[d] == t) {
+            let when = per_sample[d];
+            if (when == t || (when >= FROM && t >= when - FROM)) {
                 gpre += bitcast<f32>(per_sample[d + 1u]);
             }
         }

@@ -1,8 +1,10 @@
 // The loss of a training batch on the device (src/backend/gpu/loss.rs owns this file): per
-// sample, the readout's score (maximum over time of its recorded membrane, × readout_scale),
-// log-softmax cross-entropy, the readout regulariser, and the direct gradient on the readout
-// membrane at each class's time of maximum. The same f32 operations as src/train/backward.rs
-// `sample_backward` (its first part); one thread per sample.
+// sample, the readout's score (of its recorded membrane, × readout_scale: the maximum over
+// time, the mean over the last steps or the sum over all), log-softmax cross-entropy, the
+// readout regulariser, and the direct gradient on the readout membrane: at each class's time
+// of maximum, or one value for every step from the first the score reads. The same f32
+// operations as src/train/backward.rs `sample_scores` and `sample_loss` (its first part); one
+// thread per sample.
 
 // Mirrors `LossParams` in src/backend/gpu/loss.rs.
 struct LossParams {
@@ -20,9 +22,17 @@ struct LossParams {
     grid_x: u32,
     // Where the batch's per-sample (loss, correct) pairs start in `per_sample`.
     stats_base: u32,
-    pad0: u32,
-    pad1: u32,
+    // SCORE_MAX, SCORE_LAST or SCORE_SUM.
+    score: u32,
+    // With SCORE_LAST: the steps it averages.
+    last: u32,
 }
+
+const SCORE_MAX: u32 = 0u;
+const SCORE_LAST: u32 = 1u;
+// A direct gradient's step word with this bit: the value is for every step from the rest on
+// (backward.wgsl reads it so).
+const FROM: u32 = 0x80000000u;
 
 override WG: u32 = 64u;
 // Most classes a readout may have on the device (the scores stay in registers).
@@ -31,7 +41,8 @@ const MAX_CLASSES: u32 = 64u;
 @group(0) @binding(0) var<uniform> L: LossParams;
 @group(0) @binding(1) var<storage, read> mem: array<f32>;
 @group(0) @binding(2) var<storage, read> labels: array<u32>;
-// Per sample of the chunk: `classes` pairs (step of the maximum, gradient as f32 bits); from
+// Per sample of the chunk: `classes` pairs (step of the maximum, or FROM | first step of a
+// score over a span, and the gradient on each of its steps as f32 bits); from
 // `stats_base`, per sample of the batch: (loss, correct as f32).
 @group(0) @binding(3) var<storage, read_write> per_sample: array<u32>;
 
@@ -49,13 +60,37 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         at[k] = 0u;
     }
     let base = L.mem_base + s * L.steps * c;
-    for (var t = 0u; t < L.steps; t++) {
-        for (var k = 0u; k < c; k++) {
-            let v = mem[base + t * c + k] * L.readout_scale;
-            if (v > score[k]) {
-                score[k] = v;
-                at[k] = t;
+    if (L.score == SCORE_MAX) {
+        for (var t = 0u; t < L.steps; t++) {
+            for (var k = 0u; k < c; k++) {
+                let v = mem[base + t * c + k] * L.readout_scale;
+                if (v > score[k]) {
+                    score[k] = v;
+                    at[k] = t;
+                }
             }
+        }
+    } else {
+        // The membrane summed in time order over the steps the score reads, then (the mean of
+        // the last steps) divided by their number, then scaled.
+        var first = 0u;
+        if (L.score == SCORE_LAST) {
+            first = L.steps - L.last;
+        }
+        for (var k = 0u; k < c; k++) {
+            score[k] = 0.0;
+            at[k] = FROM | first;
+        }
+        for (var t = first; t < L.steps; t++) {
+            for (var k = 0u; k < c; k++) {
+                score[k] += mem[base + t * c + k];
+            }
+        }
+        for (var k = 0u; k < c; k++) {
+            if (L.score == SCORE_LAST) {
+                score[k] = score[k] / f32(L.last);
+            }
+            score[k] = score[k] * L.readout_scale;
         }
     }
     // log-sum-exp as src/train/loss.rs: the largest, then the log of the shifted sum.
@@ -84,8 +119,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let s3 = score[k] * score[k] * score[k];
         d += L.reg_readout * 4.0 * s3 / (L.batch * f32(c));
         reg += L.reg_readout * (s3 * score[k]) / f32(c);
+        var g = L.readout_scale * d;
+        if (L.score == SCORE_LAST) {
+            g = g / f32(L.last);
+        }
         per_sample[2u * (pairs + k)] = at[k];
-        per_sample[2u * (pairs + k) + 1u] = bitcast<u32>(L.readout_scale * d);
+        per_sample[2u * (pairs + k) + 1u] = bitcast<u32>(g);
     }
     let stats = L.stats_base + 2u * (L.first + s);
     per_sample[stats] = bitcast<u32>(loss + reg);

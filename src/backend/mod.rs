@@ -605,8 +605,11 @@ pub struct TrainChunk<'a> {
     pub first: usize,
     /// True for the batch's first chunk (its gradients replace the previous batch's).
     pub first_chunk: bool,
-    /// Score = this × the readout membrane's maximum over time.
+    /// Score = this × the readout membrane's maximum over time, mean over the last steps or
+    /// sum (`score`).
     pub readout_scale: f32,
+    /// How the readout scores its membrane (the network's readout population's).
+    pub score: crate::Score,
     /// SuperSpike steepness.
     pub alpha: f32,
     /// Readout regulariser strength.

@@ -852,13 +852,12 @@ impl Trainer {
             }
         }
         let r = &net.populations[self.topo.readout()];
-        if self.cfg.revive_silent_classes {
-            return Some(format!(
+        self.cfg.revive_silent_classes.then(|| {
+            format!(
                 "readout '{}' revives silent classes (the device's loss does not)",
                 r.name
-            ));
-        }
-        (!r.score.is_max()).then(|| format!("readout '{}' scores {:?}", r.name, r.score))
+            )
+        })
     }
 
     /// Bring the host's weights, optimiser state and compiled programs up to date with a
@@ -1279,6 +1278,7 @@ impl Trainer {
                     first: start,
                     first_chunk: start == 0,
                     readout_scale: self.cfg.readout_scale,
+                    score: self.exec.network.populations[self.topo.readout()].score,
                     alpha: self.cfg.surrogate_alpha,
                     reg_readout: self.cfg.reg_readout,
                     reg_spikes: lam,

@@ -1,6 +1,6 @@
 //! Host side of `shaders/loss.wgsl`: the training loss per sample on the device (readout
-//! score, cross-entropy, readout regulariser) and the direct gradients on the readout
-//! membrane. This module owns the source, the parameters' layout and the pipeline.
+//! score — the maximum over time, the mean of the last steps or the sum —, cross-entropy,
+//! readout regulariser) and the direct gradients on the readout membrane. This module owns the source, the parameters' layout and the pipeline.
 
 /// The kernel's source.
 pub const SOURCE: &str = include_str!("../../../shaders/loss.wgsl");
@@ -22,7 +22,8 @@ pub struct LossParams {
     pub mem_base: u32,
     /// Samples of the whole batch.
     pub batch: f32,
-    /// Score = this × the maximum membrane.
+    /// Score = this × the membrane's maximum over time, mean over the last steps or sum
+    /// (`score`).
     pub readout_scale: f32,
     /// Readout regulariser strength.
     pub reg_readout: f32,
@@ -32,8 +33,28 @@ pub struct LossParams {
     pub grid_x: u32,
     /// Where the batch's per-sample (loss, correct) pairs start in the per-sample buffer.
     pub stats_base: u32,
-    /// Padding to 16 bytes.
-    pub pad: [u32; 2],
+    /// The readout's score: [`SCORE_MAX`], [`SCORE_LAST`] or [`SCORE_SUM`].
+    pub score: u32,
+    /// With [`SCORE_LAST`]: the steps it averages (1 to `steps`).
+    pub last: u32,
+}
+
+/// [`LossParams::score`] of [`crate::Score::Max`].
+pub const SCORE_MAX: u32 = 0;
+/// [`LossParams::score`] of [`crate::Score::Last`].
+pub const SCORE_LAST: u32 = 1;
+/// [`LossParams::score`] of [`crate::Score::Sum`].
+pub const SCORE_SUM: u32 = 2;
+
+impl LossParams {
+    /// [`LossParams::score`] and [`LossParams::last`] of `score` over `steps` steps.
+    pub fn score_of(score: crate::Score, steps: u32) -> (u32, u32) {
+        match score {
+            crate::Score::Max => (SCORE_MAX, 0),
+            crate::Score::Last { steps: k } => (SCORE_LAST, k.clamp(1, steps.max(1))),
+            crate::Score::Sum => (SCORE_SUM, 0),
+        }
+    }
 }
 
 /// Binding numbers (after the parameters at 0).

@@ -685,6 +685,7 @@ impl DeviceTraining for GpuBackend {
             }
         }
         let (lgx, lgy) = groups(samples as u64)?;
+        let (score, last) = LossParams::score_of(chunk.score, steps);
         let loss_at = arena.push(&LossParams {
             samples: samples as u32,
             steps,
@@ -696,7 +697,8 @@ impl DeviceTraining for GpuBackend {
             first: chunk.first as u32,
             grid_x: lgx,
             stats_base: words32(st.capacity as u64 * classes * 2, "the per-sample results")?,
-            pad: [0; 2],
+            score,
+            last,
         });
         let mut backs = Vec::new();
         for &p in st.order.iter().rev() {
