@@ -444,7 +444,8 @@ pub struct SpikeFile {
     pub steps: u32,
     /// Per population: per sample, the `[step, neuron]` pairs.
     pub populations: BTreeMap<String, Vec<Vec<[u32; 2]>>>,
-    /// Per readout population: per sample, each neuron's maximum membrane over the run.
+    /// Per readout population: per sample, each neuron's score: its maximum membrane over the
+    /// run, or the population's other score (the mean of the last steps, the sum).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub scores: BTreeMap<String, Vec<Vec<f32>>>,
     /// Per readout population: per sample, the neuron with the highest score.

@@ -36,7 +36,8 @@ enum Command {
     /// Show how a network is partitioned and scheduled.
     Plan(plan::Args),
     /// Run a network on input spikes (a JSON spike file) and write every population's spikes,
-    /// each readout's scores (maximum membrane over time) and predicted class per sample, and
+    /// each readout's scores (its membrane's maximum over time, or the score its network file
+    /// gives) and predicted class per sample, and
     /// the membranes with --membranes.
     Run(run::Args),
     /// Train a network with one input and one readout population on an image-classification
