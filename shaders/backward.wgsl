@@ -55,6 +55,8 @@ override WG: u32 = 64u;
 // step with FROM set where the value is for every step from it on (a score over a span).
 @group(0) @binding(7) var<storage, read> per_sample: array<u32>;
 
+// As in loss.wgsl: a direct gradient's step word with this bit set applies from the step in
+// its other bits on.
 const FROM: u32 = 0x80000000u;
 
 fn thread_index(wg: vec3<u32>, lid: u32) -> u32 {

@@ -28,10 +28,12 @@ struct LossParams {
     last: u32,
 }
 
+// Mirror SCORE_MAX, SCORE_LAST, SCORE_SUM in src/backend/gpu/loss.rs.
 const SCORE_MAX: u32 = 0u;
 const SCORE_LAST: u32 = 1u;
-// A direct gradient's step word with this bit: the value is for every step from the rest on
-// (backward.wgsl reads it so).
+const SCORE_SUM: u32 = 2u;
+// A direct gradient's step word with this bit set: the value applies to every step from the
+// word's other bits on (backward.wgsl reads it so).
 const FROM: u32 = 0x80000000u;
 
 override WG: u32 = 64u;

@@ -30,7 +30,7 @@ pub enum Membranes {
     #[default]
     None,
     /// The maximum over time of every local neuron's membrane, `[sample][neuron]` (what a
-    /// readout's score needs).
+    /// readout scored by its maximum needs).
     Max,
     /// Every local neuron's membrane (before reset) at every step, `[sample][step][neuron]`.
     Trace,

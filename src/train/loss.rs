@@ -1,11 +1,12 @@
-//! The classification loss: readout score = scale × the maximum over time of the readout
-//! membrane, log-softmax, cross-entropy; shared by training and evaluation.
+//! The classification loss: readout score = scale × the readout membrane's maximum over time
+//! (or the readout's own score, [`crate::Score`]), log-softmax, cross-entropy; shared by
+//! training and evaluation.
 
 use crate::model::network::PopulationId;
 use crate::run::executor::Execution;
 
-/// Readout scores `[sample][class]` from an execution: scale × the maximum over time of the
-/// readout membrane.
+/// Readout scores `[sample][class]` from an execution: scale × the readout membrane's maximum
+/// over time, or its own score ([`crate::Score`]).
 pub fn scores(exec: &Execution, readout: PopulationId, scale: f32) -> Vec<f32> {
     exec.peak[readout]
         .as_ref()

@@ -43,7 +43,8 @@ pub struct TrainConfig {
     /// there keep them from silencing a layer for good.
     #[serde(skip_serializing_if = "is_zero")]
     pub lr_warmup: usize,
-    /// Readout score = this × max over time of the readout membrane.
+    /// Readout score = this × the readout membrane's maximum over time (or the readout's own
+    /// score: the mean of its last steps, the sum).
     pub readout_scale: f32,
     /// SuperSpike steepness α: ∂s/∂v = 1/(α|v − ϑ| + 1)².
     pub surrogate_alpha: f32,
@@ -829,8 +830,8 @@ impl Trainer {
     }
 
     /// Why this network's backward pass cannot run on `dev`, a device that trains there (its
-    /// kernels walk populations one at a time, a loop only within one population, and score
-    /// the maximum over time), if it cannot.
+    /// kernels walk populations one at a time, a loop only within one population, and do not
+    /// revive silent classes), if it cannot.
     pub fn host_backward_reason(&self, dev: &dyn crate::backend::DeviceTraining) -> Option<String> {
         let net = &self.exec.network;
         let most = dev.largest_self_loop();
@@ -851,8 +852,9 @@ impl Trainer {
                 ));
             }
         }
+        // Reviving silent classes applies to the maximum over time only.
         let r = &net.populations[self.topo.readout()];
-        self.cfg.revive_silent_classes.then(|| {
+        (self.cfg.revive_silent_classes && r.score.is_max()).then(|| {
             format!(
                 "readout '{}' revives silent classes (the device's loss does not)",
                 r.name
