@@ -908,7 +908,37 @@ struct Segment {
     lo: usize,
     hi: usize,
     kind: Kind,
+    /// A segment of fewer than [`SHORT`] neurons with coefficients per neuron: where
+    /// [`SHORT`] copies of its coefficients start in the program's (its own, then
+    /// non-spiking, noiseless ones), for [`update_short`]; [`NO_PAD`] for any other.
+    pad_at: usize,
 }
+
+/// [`Segment::pad_at`] of a segment without padded coefficients.
+const NO_PAD: usize = usize::MAX;
+
+/// For a segment of kind `kind` with coefficients `c`: where [`update_short`] finds them
+/// padded to [`SHORT`] neurons, appended to `all` here (a segment of fewer neurons with
+/// coefficients per neuron), or [`NO_PAD`].
+fn padded_copy(all: &mut Vec<NeuronCoeffs>, c: &[NeuronCoeffs], kind: Kind) -> usize {
+    if c.is_empty() || c.len() >= SHORT || !matches!(kind, Kind::Varied { .. }) {
+        return NO_PAD;
+    }
+    let at = all.len();
+    let silent = NeuronCoeffs {
+        spiking: 0,
+        noise_sd: 0.0,
+        ..c[0]
+    };
+    all.extend_from_slice(c);
+    all.resize(at + SHORT, silent);
+    at
+}
+
+/// Segments of fewer neurons (a readout's ten) update on padded copies of their state
+/// ([`update_short`]): the update loop's vector steps take 32 neurons a pass, and its
+/// neurons left over one at a time.
+const SHORT: usize = 32;
 
 /// A partition prepared for the CPU.
 #[derive(Clone, Debug)]
@@ -991,6 +1021,8 @@ impl CpuProgram {
     /// Everything but the synapse tables: sizes, stages and their segments, coefficients.
     fn coefficients(prog: &PartitionProgram) -> Self {
         let runs = prog.population_runs();
+        // The coefficients, then the padded copies of short segments'.
+        let mut all = prog.coeffs.clone();
         let stages = prog
             .stage_bounds
             .windows(2)
@@ -1000,10 +1032,15 @@ impl CpuProgram {
                     .iter()
                     .filter_map(|&(first, _, _, len)| {
                         let (a, b) = (first.max(lo), (first + len).min(hi));
-                        (a < b).then(|| Segment {
-                            lo: a,
-                            hi: b,
-                            kind: kind_of(&prog.coeffs[a..b]),
+                        (a < b).then(|| {
+                            let kind = kind_of(&prog.coeffs[a..b]);
+                            let pad_at = padded_copy(&mut all, &prog.coeffs[a..b], kind);
+                            Segment {
+                                lo: a,
+                                hi: b,
+                                kind,
+                                pad_at,
+                            }
                         })
                     })
                     .collect();
@@ -1017,7 +1054,7 @@ impl CpuProgram {
             stages,
             deliveries: Vec::new(),
             runs: Vec::new(),
-            coeffs: SoaCoeffs::new(&prog.coeffs),
+            coeffs: SoaCoeffs::new(&all),
             rest: prog.coeffs.iter().map(|c| LifState::rest(c).v).collect(),
             noisy: prog.coeffs.iter().any(|c| c.noise_sd != 0.0),
             cadc: prog.cadc,
@@ -1590,6 +1627,64 @@ fn update_segment(
     st: State<'_>,
     out: bool,
 ) -> bool {
+    if seg.pad_at != NO_PAD {
+        return update_short(seg, c, base, input, st, out);
+    }
+    update_neurons(seg, c, base, input, st, out)
+}
+
+/// [`update_segment`] of a segment of fewer than [`SHORT`] neurons, equal coefficients or
+/// padded ones at `seg.pad_at`: on copies of its state padded to [`SHORT`] neurons (zeros),
+/// so that the loop takes them in vector steps; the padding's results are dropped. The same
+/// arithmetic per neuron as on the segment itself.
+#[inline(always)]
+fn update_short(
+    seg: &Segment,
+    c: &SoaCoeffs,
+    base: u32,
+    input: &[i32],
+    st: State<'_>,
+    out: bool,
+) -> bool {
+    let n = seg.hi - seg.lo;
+    let mut inp = [0i32; SHORT];
+    let (mut cur, mut mem, mut v) = ([0f32; SHORT], [0f32; SHORT], [0f32; SHORT]);
+    let (mut refr, mut spiked) = ([0u32; SHORT], [0u8; SHORT]);
+    inp[..n].copy_from_slice(&input[..n]);
+    cur[..n].copy_from_slice(&st.cur[..n]);
+    mem[..n].copy_from_slice(&st.mem[..n]);
+    let padded = Segment {
+        lo: seg.pad_at,
+        hi: seg.pad_at + SHORT,
+        ..*seg
+    };
+    let state = State {
+        cur: &mut cur,
+        mem: &mut mem,
+        refr: &mut refr,
+        spiked: &mut spiked,
+        v: &mut v,
+    };
+    update_neurons(&padded, c, base, &inp, state, out);
+    st.cur[..n].copy_from_slice(&cur[..n]);
+    st.mem[..n].copy_from_slice(&mem[..n]);
+    st.spiked[..n].copy_from_slice(&spiked[..n]);
+    if out {
+        st.v[..n].copy_from_slice(&v[..n]);
+    }
+    spiked[..n].iter().any(|&f| f != 0)
+}
+
+/// [`update_segment`] of the segment's neurons themselves.
+#[inline(always)]
+fn update_neurons(
+    seg: &Segment,
+    c: &SoaCoeffs,
+    base: u32,
+    input: &[i32],
+    st: State<'_>,
+    out: bool,
+) -> bool {
     let (lo, hi) = (seg.lo, seg.hi);
     match (seg.kind, out) {
         (Kind::Uniform(k), out) => {
@@ -1899,8 +1994,8 @@ mod tests {
         // 0 uniform, 1 varied, 2 varied and noisy, 3 refractory; 4 and 5: 0 and 2 in
         // hxtorch's update order; 6 and 7: uniform without a leak in the published order, and
         // with one in hxtorch's.
-        for case in 0..8 {
-            let n = 37;
+        // 37 neurons: vector steps and neurons left over; 10: a short segment's padded copy.
+        for (case, n) in (0..8).flat_map(|case| [(case, 37), (case, 10)]) {
             let coeffs: Vec<NeuronCoeffs> = (0..n)
                 .map(|j| {
                     let varied = (1..=3).contains(&case) || case == 5;
@@ -1956,8 +2051,16 @@ mod tests {
                 _ => kind == Kind::General { noisy: true },
             };
             assert!(expected, "case {case}: {kind:?}");
-            let soa = SoaCoeffs::new(&coeffs);
-            let seg = Segment { lo: 0, hi: n, kind };
+            let mut all = coeffs.clone();
+            let pad_at = padded_copy(&mut all, &coeffs, kind);
+            assert_eq!(pad_at != NO_PAD, n < SHORT && matches!(case, 1 | 2));
+            let soa = SoaCoeffs::new(&all);
+            let seg = Segment {
+                lo: 0,
+                hi: n,
+                kind,
+                pad_at,
+            };
             let mut reference: Vec<LifState> = coeffs.iter().map(LifState::rest).collect();
             let (mut cur, mut mem) = (
                 vec![0f32; n],
@@ -2005,7 +2108,10 @@ mod tests {
                 }
                 assert_eq!(any, any_ref);
             }
-            assert!(fired > 20, "case {case}: neurons spike ({fired})");
+            assert!(
+                fired * 37 > 20 * n,
+                "case {case}: neurons spike ({fired} of {n})"
+            );
         }
     }
 }

@@ -15,7 +15,7 @@
 
 use super::{
     keep_membranes, reset, row_in, rows_per_sample, update_segment, write_peaks, CpuProgram,
-    Delivery, MemOut, Membranes, Run, RunOptions, Scratch, Segment, State,
+    Delivery, MemOut, Membranes, Run, RunOptions, Scratch, Segment, State, NO_PAD,
 };
 use crate::model::neuron::noise_base;
 use crate::plan::compile::{ChannelBlock, PartitionProgram};
@@ -179,7 +179,14 @@ crate::simd::widest! {
             segments.clear();
             segments.extend(stage.iter().filter_map(|s| {
                 let (a, b) = (s.lo.max(lo), s.hi.min(hi));
-                (a < b).then_some(Segment { lo: a, hi: b, kind: s.kind })
+                // A segment cut by the block has no padded coefficients of its own.
+                let pad_at = if (a, b) == (s.lo, s.hi) { s.pad_at } else { NO_PAD };
+                (a < b).then_some(Segment {
+                    lo: a,
+                    hi: b,
+                    kind: s.kind,
+                    pad_at,
+                })
             }));
             for (i, out) in spikes.iter_mut().enumerate().take(m) {
                 let sample = c.opts.sample_base + (c.range.start + i) as u32;
