@@ -910,19 +910,22 @@ struct Segment {
     kind: Kind,
     /// A segment of fewer than [`SHORT`] neurons with coefficients per neuron: where
     /// [`SHORT`] copies of its coefficients start in the program's (its own, then
-    /// non-spiking, noiseless ones), for [`update_short`]; [`NO_PAD`] for any other.
-    pad_at: usize,
+    /// non-spiking, noiseless ones), for [`update_short`].
+    pad_at: Option<usize>,
 }
 
-/// [`Segment::pad_at`] of a segment without padded coefficients.
-const NO_PAD: usize = usize::MAX;
+/// Segments of fewer neurons with coefficients per neuron (an emulated readout's ten) update
+/// on padded copies of their state ([`update_short`]): the update loop takes neurons in
+/// vector steps of 32 where measured (AVX-512 and AVX2 unrolled), and those left over one at a
+/// time.
+const SHORT: usize = 32;
 
 /// For a segment of kind `kind` with coefficients `c`: where [`update_short`] finds them
-/// padded to [`SHORT`] neurons, appended to `all` here (a segment of fewer neurons with
-/// coefficients per neuron), or [`NO_PAD`].
-fn padded_copy(all: &mut Vec<NeuronCoeffs>, c: &[NeuronCoeffs], kind: Kind) -> usize {
+/// padded to [`SHORT`] neurons, appended to `all` here, if the segment has fewer neurons and
+/// coefficients per neuron.
+fn pad_coeffs(all: &mut Vec<NeuronCoeffs>, c: &[NeuronCoeffs], kind: Kind) -> Option<usize> {
     if c.is_empty() || c.len() >= SHORT || !matches!(kind, Kind::Varied { .. }) {
-        return NO_PAD;
+        return None;
     }
     let at = all.len();
     let silent = NeuronCoeffs {
@@ -932,13 +935,8 @@ fn padded_copy(all: &mut Vec<NeuronCoeffs>, c: &[NeuronCoeffs], kind: Kind) -> u
     };
     all.extend_from_slice(c);
     all.resize(at + SHORT, silent);
-    at
+    Some(at)
 }
-
-/// Segments of fewer neurons (a readout's ten) update on padded copies of their state
-/// ([`update_short`]): the update loop's vector steps take 32 neurons a pass, and its
-/// neurons left over one at a time.
-const SHORT: usize = 32;
 
 /// A partition prepared for the CPU.
 #[derive(Clone, Debug)]
@@ -1034,7 +1032,7 @@ impl CpuProgram {
                         let (a, b) = (first.max(lo), (first + len).min(hi));
                         (a < b).then(|| {
                             let kind = kind_of(&prog.coeffs[a..b]);
-                            let pad_at = padded_copy(&mut all, &prog.coeffs[a..b], kind);
+                            let pad_at = pad_coeffs(&mut all, &prog.coeffs[a..b], kind);
                             Segment {
                                 lo: a,
                                 hi: b,
@@ -1627,19 +1625,20 @@ fn update_segment(
     st: State<'_>,
     out: bool,
 ) -> bool {
-    if seg.pad_at != NO_PAD {
-        return update_short(seg, c, base, input, st, out);
+    if let Some(at) = seg.pad_at {
+        return update_short(seg, at, c, base, input, st, out);
     }
     update_neurons(seg, c, base, input, st, out)
 }
 
-/// [`update_segment`] of a segment of fewer than [`SHORT`] neurons, equal coefficients or
-/// padded ones at `seg.pad_at`: on copies of its state padded to [`SHORT`] neurons (zeros),
-/// so that the loop takes them in vector steps; the padding's results are dropped. The same
-/// arithmetic per neuron as on the segment itself.
+/// [`update_segment`] of a segment of fewer than [`SHORT`] neurons with coefficients per
+/// neuron, padded ones at `pad_at`: on copies of its state padded to [`SHORT`] neurons
+/// (zeros), so that the loop takes them in vector steps; the padding's results are dropped.
+/// The same arithmetic per neuron as on the segment itself.
 #[inline(always)]
 fn update_short(
     seg: &Segment,
+    pad_at: usize,
     c: &SoaCoeffs,
     base: u32,
     input: &[i32],
@@ -1647,6 +1646,7 @@ fn update_short(
     out: bool,
 ) -> bool {
     let n = seg.hi - seg.lo;
+    debug_assert!(n < SHORT && input.len() == n, "a short segment's own input");
     let mut inp = [0i32; SHORT];
     let (mut cur, mut mem, mut v) = ([0f32; SHORT], [0f32; SHORT], [0f32; SHORT]);
     let (mut refr, mut spiked) = ([0u32; SHORT], [0u8; SHORT]);
@@ -1654,8 +1654,9 @@ fn update_short(
     cur[..n].copy_from_slice(&st.cur[..n]);
     mem[..n].copy_from_slice(&st.mem[..n]);
     let padded = Segment {
-        lo: seg.pad_at,
-        hi: seg.pad_at + SHORT,
+        lo: pad_at,
+        hi: pad_at + SHORT,
+        pad_at: None,
         ..*seg
     };
     let state = State {
@@ -2051,13 +2052,17 @@ mod tests {
                 _ => kind == Kind::General { noisy: true },
             };
             assert!(expected, "case {case}: {kind:?}");
-            let mut all = coeffs.clone();
-            let pad_at = padded_copy(&mut all, &coeffs, kind);
-            assert_eq!(pad_at != NO_PAD, n < SHORT && matches!(case, 1 | 2));
+            // The segment after five other neurons, its padded copy after them all (as a
+            // program holds them), so that using the one for the other would show.
+            let front = 5;
+            let mut all: Vec<NeuronCoeffs> = coeffs.iter().rev().take(front).copied().collect();
+            all.extend_from_slice(&coeffs);
+            let pad_at = pad_coeffs(&mut all, &coeffs, kind);
+            assert_eq!(pad_at.is_some(), n < SHORT && matches!(case, 1 | 2));
             let soa = SoaCoeffs::new(&all);
             let seg = Segment {
-                lo: 0,
-                hi: n,
+                lo: front,
+                hi: front + n,
                 kind,
                 pad_at,
             };
@@ -2108,6 +2113,7 @@ mod tests {
                 }
                 assert_eq!(any, any_ref);
             }
+            // More than 20 spikes per 37 neurons over the run.
             assert!(
                 fired * 37 > 20 * n,
                 "case {case}: neurons spike ({fired} of {n})"

@@ -15,7 +15,7 @@
 
 use super::{
     keep_membranes, reset, row_in, rows_per_sample, update_segment, write_peaks, CpuProgram,
-    Delivery, MemOut, Membranes, Run, RunOptions, Scratch, Segment, State, NO_PAD,
+    Delivery, MemOut, Membranes, Run, RunOptions, Scratch, Segment, State,
 };
 use crate::model::neuron::noise_base;
 use crate::plan::compile::{ChannelBlock, PartitionProgram};
@@ -180,7 +180,7 @@ crate::simd::widest! {
             segments.extend(stage.iter().filter_map(|s| {
                 let (a, b) = (s.lo.max(lo), s.hi.min(hi));
                 // A segment cut by the block has no padded coefficients of its own.
-                let pad_at = if (a, b) == (s.lo, s.hi) { s.pad_at } else { NO_PAD };
+                let pad_at = s.pad_at.filter(|_| (a, b) == (s.lo, s.hi));
                 (a < b).then_some(Segment {
                     lo: a,
                     hi: b,
