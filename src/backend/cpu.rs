@@ -1845,8 +1845,9 @@ fn update_varied<const NOISE: bool, const OUT: bool>(
     any != 0
 }
 
-/// [`membrane_noise`] without the branch: where `sd` is 0 the product is ±0, which adds
-/// nothing to any membrane value.
+/// [`membrane_noise`] without the branch: where `sd` is 0 the product is ±0, which changes
+/// no membrane value (only the sign of a membrane of exactly −0, which `lif_step`'s +0 would
+/// make +0: a membrane reaches −0 only from parameters given as −0).
 #[inline(always)]
 fn noise_value(sd: f32, key: u32, base: u32) -> f32 {
     let h = crate::model::neuron::pcg_hash(key ^ base);
