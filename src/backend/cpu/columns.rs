@@ -198,7 +198,7 @@ crate::simd::widest! {
                 reset(vrow, w, 0.0);
                 reset(peak, w, f32::NEG_INFINITY);
                 for t in 0..steps {
-                    let input = &pending[(i * steps + t) * w..(i * steps + t + 1) * w];
+                    let input = &mut pending[(i * steps + t) * w..(i * steps + t + 1) * w];
                     let base = if prog.noisy {
                         noise_base(c.opts.noise_seed, sample, t as u32)
                     } else {
@@ -214,7 +214,7 @@ crate::simd::widest! {
                             seg,
                             &prog.coeffs,
                             base,
-                            &input[a..b],
+                            &mut input[a..b],
                             State {
                                 cur: &mut cur[a..b],
                                 mem: &mut v[a..b],
