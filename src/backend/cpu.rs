@@ -1617,7 +1617,7 @@ struct State<'a> {
 /// `out` (a trace or a maximum is asked for); elsewhere the store is left out of the loop.
 /// The input is taken, zeros left for the slot's next use: each value is stored back as it
 /// was loaded, so the next deliveries' loads find their stores at the same width (clearing
-/// the slot after the step, a `memset` of other widths, made a readout's loads wait on
+/// the slot after the step, a `memset` of other widths, likely made a readout's loads wait on
 /// store forwarding: a quarter of MNIST inference went to the ten-neuron readout's run).
 #[inline(always)]
 fn update_segment(
