@@ -88,8 +88,19 @@ fn trainer(two_hidden: bool, mode: Mode) -> Trainer {
 }
 
 fn trainer_in(two_hidden: bool, mode: Mode, update: neuropart::Update) -> Trainer {
+    let net = network(two_hidden, 20, update)
+        .build(&Substrate::bss2())
+        .unwrap();
+    let cfg = TrainConfig {
+        augment: false,
+        ..Default::default()
+    };
+    trainer_of(net, mode, cfg)
+}
+
+/// A trainer of `net` on one BrainScaleS-2 chip in `mode` with `cfg`.
+fn trainer_of(net: neuropart::Network, mode: Mode, cfg: TrainConfig) -> Trainer {
     let sub = Substrate::bss2();
-    let net = network(two_hidden, 20, update).build(&sub).unwrap();
     let exec = Executor::emulated(
         net,
         &sub,
@@ -99,14 +110,42 @@ fn trainer_in(two_hidden: bool, mode: Mode, update: neuropart::Update) -> Traine
         mode,
     )
     .unwrap();
-    Trainer::new(
-        exec,
-        TrainConfig {
-            augment: false,
-            ..Default::default()
-        },
-    )
-    .unwrap()
+    Trainer::new(exec, cfg).unwrap()
+}
+
+/// The weights after `steps` batches of 16 of `data` trained by a fresh `make()` on the CPU
+/// and on `gpu` agree within 1e-5 of the largest for 99.9 % of them (as in
+/// `steps_agree_with_the_cpu_and_repeat_exactly`: a gradient that rounds to the other sign
+/// may flip a weight's Adam step); `what` names the case.
+fn assert_steps_agree(
+    make: impl Fn() -> Trainer,
+    gpu: &GpuBackend,
+    data: &neuropart::Dataset,
+    steps: usize,
+    what: &str,
+) {
+    let run = |backend: &dyn Backend| {
+        let mut t = make();
+        for k in 0..steps {
+            let (spikes, labels) = batch(data, 16, k);
+            t.train_batch(backend, spikes, &labels, k, Default::default())
+                .unwrap();
+        }
+        t.sync(backend).unwrap();
+        weights(&t)
+    };
+    let (cpu, gpu_w) = (run(&CpuBackend), run(gpu));
+    let largest = cpu.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let close = cpu
+        .iter()
+        .zip(&gpu_w)
+        .filter(|(a, b)| (*a - *b).abs() <= 1e-5 * largest)
+        .count();
+    assert!(
+        close as f64 >= 0.999 * cpu.len() as f64,
+        "{what}: {close} of {} weights agree after {steps} steps",
+        cpu.len()
+    );
 }
 
 /// Batch `k` of `data` (size `b`), encoded.
@@ -283,30 +322,17 @@ fn sequence_scores_train_on_the_device() {
     let Some(ctx) = context() else { return };
     let data = images(3 * 16, 784, 12);
     let scoring = |score: neuropart::Score, mode: Mode| {
-        let sub = Substrate::bss2();
         let mut net = network(false, 20, neuropart::Update::InputFirst)
-            .build(&sub)
+            .build(&Substrate::bss2())
             .unwrap();
         let readout = net.populations.len() - 1;
         net.populations[readout].score = score;
-        let exec = Executor::emulated(
-            net,
-            &sub,
-            1,
-            &PartitionOptions::default(),
-            AnalogConfig::default(),
-            mode,
-        )
-        .unwrap();
-        Trainer::new(
-            exec,
-            TrainConfig {
-                augment: false,
-                readout_scale: 0.5,
-                ..Default::default()
-            },
-        )
-        .unwrap()
+        let cfg = TrainConfig {
+            augment: false,
+            readout_scale: 0.5,
+            ..Default::default()
+        };
+        trainer_of(net, mode, cfg)
     };
     // Reviving silent classes applies to a maximum only: a sum still trains on the device.
     let mut t = scoring(neuropart::Score::Sum, Mode::Emulated);
@@ -345,30 +371,7 @@ fn sequence_scores_train_on_the_device() {
         assert_eq!(cpu_stats.correct, gpu_stats.correct, "{what}: correct");
         let got = t.device_gradients(&gpu).unwrap().expect("on the device");
         assert_gradients_close(&got, &want, &what);
-        let run = |backend: &dyn Backend| {
-            let mut t = scoring(score, mode);
-            for k in 0..3 {
-                let (spikes, labels) = batch(&data, 16, k);
-                t.train_batch(backend, spikes, &labels, k, Default::default())
-                    .unwrap();
-            }
-            t.sync(backend).unwrap();
-            weights(&t)
-        };
-        let (cpu, gpu_w) = (run(&CpuBackend), run(&gpu));
-        let largest = cpu.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let close = cpu
-            .iter()
-            .zip(&gpu_w)
-            .filter(|(a, b)| (*a - *b).abs() <= 1e-5 * largest)
-            .count();
-        // As in `steps_agree_with_the_cpu_and_repeat_exactly`: a gradient that rounds to the
-        // other sign may flip a weight's Adam step.
-        assert!(
-            close as f64 >= 0.999 * cpu.len() as f64,
-            "{what}: {close} of {} weights agree after three steps",
-            cpu.len()
-        );
+        assert_steps_agree(|| scoring(score, mode), &gpu, &data, 3, &what);
     }
 }
 
@@ -405,23 +408,11 @@ fn gradients_equal_the_cpus_for_convolutions() {
         )
         .build(&sub)
         .unwrap();
-    let exec = Executor::emulated(
-        net,
-        &sub,
-        1,
-        &PartitionOptions::default(),
-        AnalogConfig::default(),
-        Mode::Emulated,
-    )
-    .unwrap();
-    let mut t = Trainer::new(
-        exec,
-        TrainConfig {
-            augment: false,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let cfg = TrainConfig {
+        augment: false,
+        ..Default::default()
+    };
+    let mut t = trainer_of(net, Mode::Emulated, cfg);
     let data = images(16, 144, 5);
     let idx: Vec<usize> = (0..16).collect();
     let spikes = neuropart::encode::images(&data, &idx, 20, None);
@@ -517,24 +508,12 @@ fn recurrent_trainer(mode: Mode, pair: bool) -> Trainer {
         .readout("out", 10, p.clone(), w(0.0, 0.3))
         .build(&sub)
         .unwrap();
-    let exec = Executor::emulated(
-        net,
-        &sub,
-        1,
-        &PartitionOptions::default(),
-        AnalogConfig::default(),
-        mode,
-    )
-    .unwrap();
-    Trainer::new(
-        exec,
-        TrainConfig {
-            batch: 16,
-            surrogate_alpha: 10.0,
-            ..Default::default()
-        },
-    )
-    .unwrap()
+    let cfg = TrainConfig {
+        batch: 16,
+        surrogate_alpha: 10.0,
+        ..Default::default()
+    };
+    trainer_of(net, mode, cfg)
 }
 
 /// A population that projects onto itself trains on the device (one workgroup per sample
@@ -553,31 +532,9 @@ fn recurrent_gradients_equal_the_cpus() {
         t.train_batch(&gpu, spikes, &labels, 0, Default::default())
             .unwrap();
         let got = t.device_gradients(&gpu).unwrap().expect("on the device");
-        assert_gradients_close(&got, &want, &format!("recurrent, {mode:?}"));
-        let run = |backend: &dyn Backend| {
-            let mut t = recurrent_trainer(mode, false);
-            for k in 0..3 {
-                let (spikes, labels) = batch(&data, 16, k);
-                t.train_batch(backend, spikes, &labels, k, Default::default())
-                    .unwrap();
-            }
-            t.sync(backend).unwrap();
-            weights(&t)
-        };
-        let (cpu, gpu_w) = (run(&CpuBackend), run(&gpu));
-        let largest = cpu.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let close = cpu
-            .iter()
-            .zip(&gpu_w)
-            .filter(|(a, b)| (*a - *b).abs() <= 1e-5 * largest)
-            .count();
-        // As in `steps_agree_with_the_cpu_and_repeat_exactly`: a gradient that rounds to the
-        // other sign may flip a weight's Adam step.
-        assert!(
-            close as f64 >= 0.999 * cpu.len() as f64,
-            "{mode:?}: {close} of {} weights agree after three steps",
-            cpu.len()
-        );
+        let what = format!("recurrent, {mode:?}");
+        assert_gradients_close(&got, &want, &what);
+        assert_steps_agree(|| recurrent_trainer(mode, false), &gpu, &data, 3, &what);
     }
 }
 
