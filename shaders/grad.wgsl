@@ -13,7 +13,8 @@ struct GradParams {
     delay: u32,
     // The projection's first weight in `g`.
     w_base: u32,
-    // The target's [sample][step][neuron] region in `gi`.
+    // The target's [sample][step][neuron] region in `gi` (`tgt_stride` words from one step's
+    // row to the next).
     tgt_base: u32,
     // The source's spikes by neuron in `events`: ns + 1 offsets, then sample·steps + step.
     csr_base: u32,
@@ -27,9 +28,9 @@ struct GradParams {
     synapses: u32,
     numel: u32,
     grid_x: u32,
+    tgt_stride: u32,
     pad0: u32,
     pad1: u32,
-    pad2: u32,
 }
 
 override WG: u32 = 64u;
@@ -56,7 +57,7 @@ fn summed(pre: u32, post: u32) -> f32 {
         let st = events[list + e];
         let t = st % G.steps + G.delay;
         if (t < G.steps) {
-            acc += gi[G.tgt_base + (st - st % G.steps + t) * G.nt + post];
+            acc += gi[G.tgt_base + (st - st % G.steps + t) * G.tgt_stride + post];
         }
     }
     return acc;

@@ -1,7 +1,8 @@
-// Writes the fixed-point weights of one partition's program and its neurons' input scale from
-// the optimiser's mapped weights and exponents (src/backend/gpu/weights.rs owns this file):
-// what src/compile.rs `WeightStage::write` does on the host, in place in the resident program
-// buffer that the simulation kernels read, so that the weights never leave the device.
+// Writes the fixed-point weights into one partition's neurons of one population, and their
+// input scale, from the optimiser's mapped weights and exponents (src/backend/gpu/weights.rs
+// owns this file): what src/plan/compile.rs `WeightStage::write` does on the host, in place in the
+// resident program buffer that the simulation kernels read, so that the weights never leave
+// the device.
 
 // Mirrors `WriteParams` in src/backend/gpu/weights.rs.
 struct WriteParams {
@@ -9,13 +10,14 @@ struct WriteParams {
     // words + 1 offsets, then the global indices of the weights summed into each word.
     words: u32,
     table_base: u32,
-    // The (scale, input scale) pair of the partition's population in `scalars`.
+    // The (scale, input scale) pair of the population in `scalars`.
     exp_at: u32,
+    // The partition's neurons of the population, from local neuron `first` on.
     neurons: u32,
     grid_x: u32,
+    first: u32,
     pad0: u32,
     pad1: u32,
-    pad2: u32,
 }
 
 override WG: u32 = 64u;
@@ -40,7 +42,7 @@ fn round_away(x: f32) -> f32 {
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = (wg.y * W.grid_x + wg.x) * WG + lid;
     if (i < W.neurons) {
-        coeffs[i * COEFF_WORDS + INPUT_SCALE_WORD] = bitcast<u32>(scalars[W.exp_at + 1u]);
+        coeffs[(W.first + i) * COEFF_WORDS + INPUT_SCALE_WORD] = bitcast<u32>(scalars[W.exp_at + 1u]);
     }
     if (i >= W.words) {
         return;

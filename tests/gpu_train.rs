@@ -516,51 +516,75 @@ fn recurrent_trainer(mode: Mode, pair: bool) -> Trainer {
     trainer_of(net, mode, cfg)
 }
 
-/// A population that projects onto itself trains on the device (one workgroup per sample
-/// steps its neurons back together): gradients equal the CPU's within 1e-5, and the weights
-/// after three steps too.
+/// Recurrent loops train on the device (one workgroup per sample steps the loop's neurons back
+/// together): a population that projects onto itself, and a loop of two (`h` onto itself and
+/// onto `g`, `g` back onto `h`); gradients equal the CPU's within 1e-5, and the weights after
+/// three steps too.
 #[test]
 fn recurrent_gradients_equal_the_cpus() {
     let Some(ctx) = context() else { return };
     let gpu = GpuBackend::with_context(ctx);
     let data = images(3 * 16, 100, 4);
-    for mode in [Mode::Ideal, Mode::Emulated] {
-        let mut t = recurrent_trainer(mode, false);
-        assert!(t.device_training(&gpu).is_some());
+    for (mode, pair) in [
+        (Mode::Ideal, false),
+        (Mode::Emulated, false),
+        (Mode::Ideal, true),
+        (Mode::Emulated, true),
+    ] {
+        let what = format!("recurrent, {mode:?}, loop of two: {pair}");
+        let mut t = recurrent_trainer(mode, pair);
+        assert!(t.device_training(&gpu).is_some(), "{what}: on the device");
         let (spikes, labels) = batch(&data, 16, 0);
         let want = cpu_gradients(&t, &spikes, &labels);
         t.train_batch(&gpu, spikes, &labels, 0, Default::default())
             .unwrap();
         let got = t.device_gradients(&gpu).unwrap().expect("on the device");
-        let what = format!("recurrent, {mode:?}");
         assert_gradients_close(&got, &want, &what);
-        assert_steps_agree(|| recurrent_trainer(mode, false), &gpu, &data, 3, &what);
+        assert_steps_agree(|| recurrent_trainer(mode, pair), &gpu, &data, 3, &what);
     }
 }
 
-/// A loop of two populations trains with the backward pass on the host, said once, with the
-/// CPU's weights.
+/// A loop larger than the device's workgroup memory holds (two populations of 1 100 neurons
+/// together, on a chip with room for them) trains with the backward pass on the host, and says
+/// why.
 #[test]
-fn loops_of_several_populations_train_with_the_backward_pass_on_the_host() {
+fn loops_too_large_for_the_device_train_with_the_backward_pass_on_the_host() {
     let Some(ctx) = context() else { return };
     let gpu = GpuBackend::with_context(ctx);
-    let data = images(3 * 16, 100, 4);
-    let run = |backend: &dyn Backend| {
-        let mut t = recurrent_trainer(Mode::Emulated, true);
-        let dev = gpu.device_training().unwrap();
-        let why = t.host_backward_reason(dev).expect("on the host");
-        assert!(why.contains("2 populations"), "{why}");
-        assert!(t.device_training(backend).is_none());
-        for k in 0..3 {
-            let (spikes, labels) = batch(&data, 16, k);
-            t.train_batch(backend, spikes, &labels, k, Default::default())
-                .unwrap();
-        }
-        t.sync(backend).unwrap();
-        weights(&t)
+    let sub = Substrate {
+        circuits_per_hemisphere: 8192,
+        ..Substrate::bss2()
     };
-    let (cpu, gpu_w) = (run(&CpuBackend), run(&gpu));
-    assert_eq!(cpu, gpu_w, "the forward pass on the GPU is the CPU's");
+    let p = NeuronParams::default();
+    let w = WeightInit {
+        mean: 0.0,
+        std: 0.1,
+    };
+    let net = NetworkBuilder::new("big-loop", 10, 5)
+        .input("in", 20)
+        .dense("h", 600, p.clone(), w)
+        .dense("g", 500, p.clone(), w)
+        .project("g", "h", neuropart::Connectivity::Dense, w)
+        .readout("out", 10, p, w)
+        .build(&sub)
+        .unwrap();
+    let exec = Executor::emulated(
+        net,
+        &sub,
+        1,
+        &PartitionOptions::default(),
+        AnalogConfig::default(),
+        Mode::Ideal,
+    )
+    .unwrap();
+    let t = Trainer::new(exec, TrainConfig::default()).unwrap();
+    let dev = gpu.device_training().unwrap();
+    let why = t.host_backward_reason(dev).expect("on the host");
+    assert!(
+        why.contains("spans 2 populations of 1100 neurons") && why.contains("up to 1024"),
+        "{why}"
+    );
+    assert!(t.device_training(&gpu).is_none());
 }
 
 /// Early stopping on a training on the device: after the epochs, the kept epoch's weights are

@@ -578,6 +578,10 @@ pub struct TrainStructure<'a> {
     pub network: &'a Network,
     /// Non-input populations, sources before targets.
     pub order: &'a [PopulationId],
+    /// The same as strongly connected components in topological order: a recurrent loop's
+    /// populations (a component of several, or of one that projects onto itself) walk back
+    /// through time together, in this order.
+    pub comps: &'a [Vec<PopulationId>],
     /// Per projection: (source, target, delay in steps).
     pub ends: &'a [(PopulationId, PopulationId, usize)],
     /// Per projection: its synapses by source neuron (offsets, then (target, weight index)).
@@ -670,10 +674,10 @@ pub trait DeviceTraining {
     /// each projection's weight layout.
     fn gradients(&self, state: &Resident) -> Result<Vec<Vec<f32>>>;
 
-    /// The most neurons of a population that projects onto itself (a recurrent loop of one
-    /// population) whose backward pass this device runs; loops of several populations, or
-    /// larger, train with the backward pass on the host. 0: no recurrent loops.
-    fn largest_self_loop(&self) -> usize {
+    /// The most neurons of a recurrent loop (all its populations together) whose backward
+    /// pass this device runs; larger loops train with the backward pass on the host. 0: no
+    /// recurrent loops.
+    fn largest_loop(&self) -> usize {
         0
     }
 }

@@ -200,6 +200,7 @@ impl Topology {
         crate::backend::TrainStructure {
             network: net,
             order: &self.order,
+            comps: &self.comps,
             ends: &self.ends,
             by_source: &self.by_source,
             dense: &self.dense,

@@ -834,22 +834,23 @@ impl Trainer {
     /// revive silent classes), if it cannot.
     pub fn host_backward_reason(&self, dev: &dyn crate::backend::DeviceTraining) -> Option<String> {
         let net = &self.exec.network;
-        let most = dev.largest_self_loop();
+        let most = dev.largest_loop();
         for l in self.topo.loops() {
             let name = &net.populations[l[0]].name;
-            if l.len() > 1 {
-                return Some(format!(
-                    "the recurrent loop of '{name}' spans {} populations (the device walks \
-                     loops of one population)",
-                    l.len()
-                ));
-            }
-            if net.populations[l[0]].size > most {
-                return Some(format!(
-                    "population '{name}' projects onto itself with {} neurons (the device \
-                     walks such loops of up to {most})",
-                    net.populations[l[0]].size
-                ));
+            let neurons: usize = l.iter().map(|&p| net.populations[p].size).sum();
+            if neurons > most {
+                return Some(if l.len() > 1 {
+                    format!(
+                        "the recurrent loop of '{name}' spans {} populations of {neurons} \
+                         neurons (the device walks loops of up to {most})",
+                        l.len()
+                    )
+                } else {
+                    format!(
+                        "population '{name}' projects onto itself with {neurons} neurons (the \
+                         device walks such loops of up to {most})"
+                    )
+                });
             }
         }
         // Reviving silent classes applies to the maximum over time only.

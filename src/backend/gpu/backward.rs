@@ -1,14 +1,19 @@
 //! Host side of `shaders/backward.wgsl`: the spike raster of a population from its recorded
 //! spikes, and the backward pass through time of one population on the device (one thread per
-//! neuron, or for a population that projects onto itself one workgroup per sample). This module
-//! owns the source, the parameters' layout and the pipelines.
+//! neuron), or of a recurrent loop's populations together (one workgroup per sample). This
+//! module owns the source, the parameters' layout and the pipelines.
 
 /// The kernel's source.
 pub const SOURCE: &str = include_str!("../../../shaders/backward.wgsl");
 
-/// Most neurons of a population that projects onto itself whose backward pass runs on the
-/// device (`MAX_LOOP` in the shader: its state lives in workgroup memory).
+/// Most neurons of a recurrent loop (all its populations together) whose backward pass runs
+/// on the device (`MAX_LOOP` in the shader: their state lives in workgroup memory).
 pub const MAX_LOOP_NEURONS: usize = 1024;
+
+/// Words of a loop member's record in the events buffer (`MEMBER` in the shader): neurons,
+/// trace region and stride, raster region, raster words, spikes' offset, spiking, outgoing
+/// records' first and count, update order, then k_mem, a_syn and v_th as f32 bits.
+pub const MEMBER_WORDS: usize = 13;
 
 /// Words per outgoing-projection record in the topology buffer (see the shader).
 pub const OUT_RECORD: usize = 8;
@@ -23,7 +28,7 @@ pub struct BackParams {
     pub steps: u32,
     /// The population's neurons.
     pub neurons: u32,
-    /// Its region in the kept traces and in the current gradients.
+    /// Its region in the kept traces and in the current gradients (rows of `stride` words).
     pub mem_base: u32,
     /// Its region in the raster.
     pub raster_base: u32,
@@ -53,8 +58,14 @@ pub struct BackParams {
     pub grid_x: u32,
     /// 1 in hxtorch's update order.
     pub membrane_first: u32,
+    /// `backward_loop`: the loop's populations.
+    pub members: u32,
+    /// `backward_loop`: where their records ([`MEMBER_WORDS`] each) start in the events buffer.
+    pub member_table: u32,
+    /// Words from one step's row of its region to the next.
+    pub stride: u32,
     /// Padding to 16 bytes.
-    pub pad: [u32; 2],
+    pub pad: [u32; 3],
 }
 
 /// Binding numbers (after the parameters at 0).
@@ -80,7 +91,7 @@ pub(super) struct BackwardKernels {
     pub layout: wgpu::BindGroupLayout,
     pub raster: wgpu::ComputePipeline,
     pub backward: wgpu::ComputePipeline,
-    /// A population that projects onto itself: one workgroup per sample.
+    /// A recurrent loop's populations together: one workgroup per sample.
     pub backward_loop: wgpu::ComputePipeline,
 }
 

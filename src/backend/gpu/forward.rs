@@ -115,8 +115,9 @@ pub(crate) struct KeptTraces {
     pub(crate) buf: Option<wgpu::Buffer>,
     /// Per population: the first word of its region, if it has one.
     pub(crate) regions: Vec<Option<u64>>,
-    /// Per population: neurons.
-    pub(crate) sizes: Vec<usize>,
+    /// Per population: words from one step's row of its region to the next (its neurons, or
+    /// those of the program it shares with other populations).
+    pub(crate) strides: Vec<usize>,
 }
 
 /// Bytes one sample of a job needs in each per-sample buffer.
@@ -421,17 +422,12 @@ impl GpuBackend {
         });
         let created = &mut t.buffers_created;
         for (k, (job, g)) in jobs.iter().zip(progs).enumerate() {
-            // Kept traces: the population's region of the kept buffer, rows of its size.
+            // Kept traces: the population's region of the kept buffer, rows of its stride (a
+            // program of several populations writes one row for all of them: their regions
+            // lie side by side, see `training.rs`).
             let kept = if job.membranes == Membranes::Keep {
                 let runs = job.program.population_runs();
-                let &[(0, pop, first, _)] = &runs[..] else {
-                    return Err(Error::Gpu(format!(
-                        "partition {} holds neurons of {} populations; training on the GPU \
-                         needs one population per partition (use --device cpu)",
-                        job.program.partition,
-                        runs.len()
-                    )));
-                };
+                let (_, pop, first, _) = runs[0];
                 let (Some(buf), Some(&Some(region))) =
                     (ws.kept.buf.clone(), ws.kept.regions.get(pop))
                 else {
@@ -440,8 +436,27 @@ impl GpuBackend {
                         job.program.partition
                     )));
                 };
-                let size = ws.kept.sizes[pop] as u64;
-                Some((buf, region + s0 as u64 * steps * size + first as u64, size))
+                let stride = ws.kept.strides[pop] as u64;
+                let base = region + first as u64;
+                let side_by_side = runs.iter().all(|&(l, p, f, _)| {
+                    ws.kept
+                        .regions
+                        .get(p)
+                        .copied()
+                        .flatten()
+                        .map(|r| r + f as u64)
+                        == Some(base + l as u64)
+                        && ws.kept.strides[p] as u64 == stride
+                });
+                if runs.len() > 1 && !side_by_side {
+                    return Err(Error::Gpu(format!(
+                        "partition {}: the kept traces of its {} populations do not lie side \
+                         by side on the device",
+                        job.program.partition,
+                        runs.len()
+                    )));
+                }
+                Some((buf, base + s0 as u64 * steps * stride, stride))
             } else {
                 None
             };

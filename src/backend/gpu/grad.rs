@@ -35,8 +35,10 @@ pub struct GradParams {
     pub numel: u32,
     /// Workgroups along x.
     pub grid_x: u32,
+    /// Words from one step's row of the target's region to the next.
+    pub tgt_stride: u32,
     /// Padding to 16 bytes.
-    pub pad: [u32; 3],
+    pub pad: [u32; 2],
 }
 
 /// Binding numbers (after the parameters at 0).

@@ -120,8 +120,12 @@ pub fn mirrored_layouts() -> Vec<(&'static str, &'static str, usize, Vec<usize>)
                     offset_of!(P, out_count),
                     offset_of!(P, grid_x),
                     offset_of!(P, membrane_first),
+                    offset_of!(P, members),
+                    offset_of!(P, member_table),
+                    offset_of!(P, stride),
                     offset_of!(P, pad),
                     offset_of!(P, pad) + 4,
+                    offset_of!(P, pad) + 8,
                 ]
             },
         ),
@@ -141,9 +145,9 @@ pub fn mirrored_layouts() -> Vec<(&'static str, &'static str, usize, Vec<usize>)
                 offset_of!(P, synapses),
                 offset_of!(P, numel),
                 offset_of!(P, grid_x),
+                offset_of!(P, tgt_stride),
                 offset_of!(P, pad),
                 offset_of!(P, pad) + 4,
-                offset_of!(P, pad) + 8,
             ]
         }),
         (
@@ -192,9 +196,9 @@ pub fn mirrored_layouts() -> Vec<(&'static str, &'static str, usize, Vec<usize>)
                     offset_of!(P, exp_at),
                     offset_of!(P, neurons),
                     offset_of!(P, grid_x),
+                    offset_of!(P, first),
                     offset_of!(P, pad),
                     offset_of!(P, pad) + 4,
-                    offset_of!(P, pad) + 8,
                 ]
             },
         ),

@@ -5,12 +5,13 @@
 //! sample (loss, correct) and the regulariser's partial sums.
 //!
 //! Kernels per chunk: [`super::backward`] `raster_bits` (spikes to bits), [`super::loss`],
-//! `backward` per population (targets first), [`super::grad`] per projection; per batch:
-//! [`super::optimiser`] (`adam`, bounds, exponents) and [`super::weights`] per partition,
-//! which writes the fixed-point weights into the resident program the next forward pass
-//! reads. Every dispatch's parameters go into one uniform buffer read at dynamic offsets.
+//! `backward` per population (targets first; a recurrent loop's populations together in
+//! `backward_loop`), [`super::grad`] per projection; per batch: [`super::optimiser`] (`adam`,
+//! bounds, exponents) and [`super::weights`] per partition and population in it, which writes
+//! the fixed-point weights into the resident program the next forward pass reads. Every
+//! dispatch's parameters go into one uniform buffer read at dynamic offsets.
 
-use super::backward::{binding as back_b, BackParams, OUT_RECORD};
+use super::backward::{binding as back_b, BackParams, MEMBER_WORDS, OUT_RECORD};
 use super::grad::{binding as grad_b, GradParams};
 use super::loss::{binding as loss_b, LossParams, MAX_CLASSES};
 use super::optimiser::{binding as opt_b, OptParams};
@@ -56,6 +57,10 @@ struct Pop {
     kind: PopulationKind,
     /// Its `[sample][step][neuron]` region in the kept traces and in `gi` (non-input).
     region: Option<u32>,
+    /// Words from one step's row of its region to the next: its neurons, or those of the
+    /// partition it shares with other populations (their regions then interleave, one row
+    /// of the partition's neurons a step, as its forward pass writes them).
+    stride: u32,
     /// Its `[sample][step][word]` region in `raster` (spiking populations).
     raster: Option<u32>,
     words: u32,
@@ -66,14 +71,22 @@ struct Pop {
     bound_base: Option<u32>,
 }
 
-/// One partition's resident program and its word table in `tables`.
+/// One partition's resident program and the word tables in `tables` of its neurons of each
+/// population.
 struct Prog {
     program: wgpu::Buffer,
     coeffs: wgpu::Buffer,
-    words: u32,
-    table_base: u32,
+    runs: Vec<ProgRun>,
+}
+
+/// The neurons of one population in a partition: their first local neuron, their
+/// population, and the program words of the synapses into them (a table in `tables`).
+struct ProgRun {
+    first: u32,
     neurons: u32,
     pop: usize,
+    words: u32,
+    table_base: u32,
 }
 
 /// The state of a training on the GPU (held by the trainer in a [`Resident`]).
@@ -82,6 +95,8 @@ pub(super) struct GpuTraining {
     projs: Vec<Proj>,
     pops: Vec<Pop>,
     order: Vec<usize>,
+    /// The recurrent loops' populations, each in the order they step back together.
+    loops: Vec<Vec<usize>>,
     readout: usize,
     coeffs: Vec<NeuronCoeffs>,
     progs: Vec<Prog>,
@@ -273,7 +288,7 @@ impl GpuBackend {
 }
 
 impl DeviceTraining for GpuBackend {
-    fn largest_self_loop(&self) -> usize {
+    fn largest_loop(&self) -> usize {
         super::backward::MAX_LOOP_NEURONS
     }
 
@@ -328,6 +343,7 @@ impl DeviceTraining for GpuBackend {
                 size: p.size as u32,
                 kind: p.kind,
                 region: None,
+                stride: p.size as u32,
                 raster: None,
                 words: (p.size as u32).div_ceil(32),
                 out_first: 0,
@@ -358,15 +374,64 @@ impl DeviceTraining for GpuBackend {
         // Each chunk at most a few thousand samples (the regions are allocated for it), and
         // no more than the backend's chunk limit (tests force chunking with it).
         let capacity = capacity.min(4096).min(self.max_chunk.max(1));
-        let (mut trace_at, mut raster_at) = (0u64, 0u64);
-        for p in pops.iter_mut() {
-            if p.kind != PopulationKind::Input {
-                p.region = Some(words32(trace_at, "the kept traces")?);
-                trace_at += capacity as u64 * steps as u64 * p.size as u64;
+        // A partition of several populations (a recurrent loop's, on one chip) writes one row
+        // of traces a step for all of them: their regions interleave.
+        let mut shared: Vec<Option<(usize, u32)>> = vec![None; npop];
+        for prog in s.programs {
+            let runs = prog.population_runs();
+            if runs.len() < 2 {
+                continue;
             }
-            if p.kind == PopulationKind::Lif {
-                p.raster = Some(words32(raster_at, "the raster")?);
-                raster_at += capacity as u64 * steps as u64 * p.words as u64;
+            for &(local, pop, first, len) in &runs {
+                if first != 0 || len != net.populations[pop].size {
+                    return Err(Error::Gpu(format!(
+                        "partition {} holds part of population '{}' together with {} other \
+                         populations; training on the GPU needs the populations of such a \
+                         partition whole (use --device cpu)",
+                        prog.partition,
+                        net.populations[pop].name,
+                        runs.len() - 1
+                    )));
+                }
+                if pop == s.readout {
+                    return Err(Error::Gpu(format!(
+                        "partition {} holds the readout '{}' together with {} other \
+                         populations; training on the GPU needs the readout alone in its \
+                         partition (use --device cpu)",
+                        prog.partition,
+                        net.populations[pop].name,
+                        runs.len() - 1
+                    )));
+                }
+                shared[pop] = Some((prog.partition, local as u32));
+                pops[pop].stride = prog.neuron_count() as u32;
+            }
+        }
+        let (mut trace_at, mut raster_at) = (0u64, 0u64);
+        let mut joint: Vec<(usize, u64)> = Vec::new();
+        for (p, pop) in pops.iter_mut().enumerate() {
+            if pop.kind != PopulationKind::Input {
+                let rows = capacity as u64 * steps as u64;
+                // The partition's joint region, allocated where its first population comes.
+                let (at, local) = match shared[p] {
+                    None => (None, 0),
+                    Some((partition, local)) => (
+                        joint.iter().find(|j| j.0 == partition).map(|j| j.1),
+                        local as u64,
+                    ),
+                };
+                let base = at.unwrap_or(trace_at);
+                if at.is_none() {
+                    if let Some((partition, _)) = shared[p] {
+                        joint.push((partition, base));
+                    }
+                    trace_at += rows * pop.stride as u64;
+                }
+                pop.region = Some(words32(base + local, "the kept traces")?);
+            }
+            if pop.kind == PopulationKind::Lif {
+                pop.raster = Some(words32(raster_at, "the raster")?);
+                raster_at += capacity as u64 * steps as u64 * pop.words as u64;
             }
         }
         // Topology words: outgoing records per population (targets in reverse order, then
@@ -430,7 +495,7 @@ impl DeviceTraining for GpuBackend {
                     tgt_region,
                     pr.list,
                     pr.ns,
-                    0,
+                    pops[pr.tgt].stride,
                 ]);
                 at += OUT_RECORD;
             }
@@ -454,7 +519,7 @@ impl DeviceTraining for GpuBackend {
         }
         let exp_base = bounds_at;
         let scalars_len = exp_base as u64 + 2 * npop as u64;
-        // Program word tables (every partition holds one population's neurons).
+        // Program word tables.
         let mut tables: Vec<u32> = Vec::new();
         let mut progs = Vec::with_capacity(s.programs.len());
         for (prog, resident) in s.programs.iter().zip(residents) {
@@ -469,45 +534,51 @@ impl DeviceTraining for GpuBackend {
                     prog.neuron_count()
                 )));
             }
-            let runs = prog.population_runs();
-            let &[(0, pop, _, _)] = &runs[..] else {
-                return Err(Error::Gpu(format!(
-                    "partition {} holds neurons of {} populations; training on the GPU needs \
-                     one population per partition (use --device cpu)",
-                    prog.partition,
-                    runs.len()
-                )));
-            };
             let pairs = super::weights::word_of_synapses(
                 prog,
                 gp.kernel == Kernel::Feedforward,
                 gp.syn_base,
             );
-            let table_base = words32(tables.len() as u64, "the weight tables")?;
-            let mut words: Vec<u32> = Vec::new();
-            let mut offsets: Vec<u32> = vec![0];
-            let mut list: Vec<u32> = Vec::with_capacity(pairs.len());
-            for (k, &(word, j)) in pairs.iter().enumerate() {
-                if k > 0 && pairs[k - 1].0 == word {
-                    *offsets.last_mut().expect("one per word") += 1;
-                } else {
-                    words.push(word);
-                    offsets.push(offsets.last().copied().unwrap_or(0) + 1);
+            // Per population of the partition, the words of the synapses into its neurons
+            // (a word's synapses share their target).
+            let mut runs = Vec::new();
+            for (first, pop, _, len) in prog.population_runs() {
+                let into = |j: u32| {
+                    let target = prog.synapses[j as usize].target as usize;
+                    (first..first + len).contains(&target)
+                };
+                let table_base = words32(tables.len() as u64, "the weight tables")?;
+                let mut words: Vec<u32> = Vec::new();
+                let mut offsets: Vec<u32> = vec![0];
+                let mut list: Vec<u32> = Vec::new();
+                let mut last = None;
+                for &(word, j) in pairs.iter().filter(|&&(_, j)| into(j)) {
+                    if last == Some(word) {
+                        *offsets.last_mut().expect("one per word") += 1;
+                    } else {
+                        words.push(word);
+                        offsets.push(offsets.last().copied().unwrap_or(0) + 1);
+                    }
+                    last = Some(word);
+                    let r = prog.weight_refs[j as usize];
+                    list.push(projs[r.projection as usize].w_base + r.index);
                 }
-                let r = prog.weight_refs[j as usize];
-                list.push(projs[r.projection as usize].w_base + r.index);
+                runs.push(ProgRun {
+                    first: first as u32,
+                    neurons: len as u32,
+                    pop,
+                    words: words.len() as u32,
+                    table_base,
+                });
+                tables.extend_from_slice(&words);
+                tables.extend_from_slice(&offsets);
+                tables.extend_from_slice(&list);
             }
             progs.push(Prog {
                 program: gp.program.clone(),
                 coeffs: gp.coeffs.clone(),
-                words: words.len() as u32,
-                table_base,
-                neurons: prog.neuron_count() as u32,
-                pop,
+                runs,
             });
-            tables.extend_from_slice(&words);
-            tables.extend_from_slice(&offsets);
-            tables.extend_from_slice(&list);
         }
         // Buffers, filled.
         let q = &self.ctx.queue;
@@ -533,6 +604,14 @@ impl DeviceTraining for GpuBackend {
             GpuTraining {
                 steps,
                 order: s.order.to_vec(),
+                loops: s
+                    .comps
+                    .iter()
+                    .filter(|c| {
+                        c.len() > 1 || s.ends.iter().any(|&(a, b, _)| a == c[0] && b == c[0])
+                    })
+                    .cloned()
+                    .collect(),
                 readout: s.readout,
                 coeffs: s.coeffs.to_vec(),
                 progs,
@@ -582,7 +661,7 @@ impl DeviceTraining for GpuBackend {
         let mut ws = self.ws.lock().expect("not poisoned");
         ws.kept.buf = Some(st.kept.clone());
         ws.kept.regions = st.pops.iter().map(|p| p.region.map(u64::from)).collect();
-        ws.kept.sizes = st.pops.iter().map(|p| p.size as usize).collect();
+        ws.kept.strides = st.pops.iter().map(|p| p.stride as usize).collect();
         Ok(())
     }
 
@@ -613,6 +692,30 @@ impl DeviceTraining for GpuBackend {
             );
             events.extend_from_slice(&offsets);
             events.extend_from_slice(&list);
+        }
+        // Each recurrent loop's populations, as `backward_loop` reads them.
+        let mut member_tables = Vec::with_capacity(st.loops.len());
+        for l in &st.loops {
+            member_tables.push(words32(events.len() as u64, "the chunk's spikes")?);
+            for &m in l {
+                let (pop, c) = (&st.pops[m], &st.coeffs[m]);
+                let record: [u32; MEMBER_WORDS] = [
+                    pop.size,
+                    pop.region.unwrap_or(0),
+                    pop.stride,
+                    pop.raster.unwrap_or(0),
+                    pop.words,
+                    csr_at[m],
+                    u32::from(pop.kind == PopulationKind::Lif),
+                    pop.out_first,
+                    pop.out_count,
+                    c.membrane_first,
+                    c.k_mem.to_bits(),
+                    c.a_syn.to_bits(),
+                    c.v_th.to_bits(),
+                ];
+                events.extend_from_slice(&record);
+            }
         }
         let labels: Vec<u32> = chunk.labels.iter().map(|&l| l as u32).collect();
         let classes = st.pops[st.readout].size as u64;
@@ -673,7 +776,10 @@ impl DeviceTraining for GpuBackend {
                 out_count: pop.out_count,
                 grid_x: 0,
                 membrane_first: c.membrane_first,
-                pad: [0; 2],
+                members: 0,
+                member_table: 0,
+                stride: pop.stride,
+                pad: [0; 3],
             })
         };
         for (p, pop) in st.pops.iter().enumerate() {
@@ -703,15 +809,22 @@ impl DeviceTraining for GpuBackend {
         let mut backs = Vec::new();
         for &p in st.order.iter().rev() {
             let mut bp = back(p, st)?;
-            // A population that projects onto itself steps back a sample at a time.
-            let looped = st.projs.iter().any(|q| q.src == p && q.tgt == p);
-            let grid = if looped {
-                super::grid(samples as u64)?
-            } else {
-                groups(samples as u64 * st.pops[p].size as u64)?
-            };
+            // A recurrent loop's populations step back together, a sample at a time, the
+            // loop dispatched where its last population comes (targets before sources).
+            if let Some(l) = st.loops.iter().find(|l| l.contains(&p)) {
+                if l.last() != Some(&p) {
+                    continue;
+                }
+                bp.members = l.len() as u32;
+                bp.member_table = member_tables[st.loops.iter().position(|x| x == l).unwrap_or(0)];
+                let grid = super::grid(samples as u64)?;
+                bp.grid_x = grid.0;
+                backs.push((true, arena.push(&bp), grid));
+                continue;
+            }
+            let grid = groups(samples as u64 * st.pops[p].size as u64)?;
             bp.grid_x = grid.0;
-            backs.push((looped, arena.push(&bp), grid));
+            backs.push((false, arena.push(&bp), grid));
         }
         let mut grads = Vec::new();
         for pr in &st.projs {
@@ -728,6 +841,7 @@ impl DeviceTraining for GpuBackend {
                 delay: pr.delay,
                 w_base: pr.w_base,
                 tgt_base: st.pops[pr.tgt].region.unwrap_or(0),
+                tgt_stride: st.pops[pr.tgt].stride,
                 csr_base: csr_at[pr.src],
                 first: u32::from(chunk.first_chunk),
                 list: pr.list,
@@ -735,7 +849,7 @@ impl DeviceTraining for GpuBackend {
                 synapses: pr.synapses,
                 numel: pr.numel,
                 grid_x: 0,
-                pad: [0; 3],
+                pad: [0; 2],
             };
             if pr.dense {
                 let grid = groups(pr.ns as u64 * pr.nt as u64)?;
@@ -903,18 +1017,22 @@ impl DeviceTraining for GpuBackend {
             grid_x: ge.0,
             ..Default::default()
         });
+        // Per partition and population in it: its neurons' weights and input scale.
         let mut writes = Vec::new();
-        for pg in &st.progs {
-            let gw = groups(pg.words.max(pg.neurons) as u64)?;
-            let at = arena.push(&WriteParams {
-                words: pg.words,
-                table_base: pg.table_base,
-                exp_at: st.exp_base + 2 * pg.pop as u32,
-                neurons: pg.neurons,
-                grid_x: gw.0,
-                pad: [0; 3],
-            });
-            writes.push((at, gw));
+        for (k, pg) in st.progs.iter().enumerate() {
+            for run in &pg.runs {
+                let gw = groups(run.words.max(run.neurons) as u64)?;
+                let at = arena.push(&WriteParams {
+                    words: run.words,
+                    table_base: run.table_base,
+                    exp_at: st.exp_base + 2 * run.pop as u32,
+                    neurons: run.neurons,
+                    grid_x: gw.0,
+                    first: run.first,
+                    pad: [0; 2],
+                });
+                writes.push((k, at, gw));
+            }
         }
         let arena_buf = self.upload_arena(st, &arena);
         let ob = self.bind(
@@ -977,8 +1095,8 @@ impl DeviceTraining for GpuBackend {
             pass.set_bind_group(0, &ob, &[exp_at]);
             pass.dispatch_workgroups(ge.0, ge.1, 1);
             pass.set_pipeline(&ctx.weights.pipeline);
-            for (&(at, (x, y)), bind) in writes.iter().zip(&wbs) {
-                pass.set_bind_group(0, bind, &[at]);
+            for &(k, at, (x, y)) in &writes {
+                pass.set_bind_group(0, &wbs[k], &[at]);
                 pass.dispatch_workgroups(x, y, 1);
             }
         }

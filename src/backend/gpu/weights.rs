@@ -17,14 +17,16 @@ pub struct WriteParams {
     pub words: u32,
     /// Their table in the tables buffer.
     pub table_base: u32,
-    /// The partition population's (scale, input scale) pair in the scalars buffer.
+    /// The population's (scale, input scale) pair in the scalars buffer.
     pub exp_at: u32,
-    /// The partition's neurons.
+    /// The partition's neurons of the population...
     pub neurons: u32,
     /// Workgroups along x.
     pub grid_x: u32,
+    /// ...from this local neuron on.
+    pub first: u32,
     /// Padding to 16 bytes.
-    pub pad: [u32; 3],
+    pub pad: [u32; 2],
 }
 
 /// Binding numbers (after the parameters at 0).
