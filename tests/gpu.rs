@@ -586,6 +586,12 @@ fn system_runs_on_the_gpu_equal_the_cpu() {
         assert_eq!(c.stats.links, d.stats.links, "buffer {buffer}");
         let dropped: u64 = c.stats.links.as_ref().unwrap().dropped_buffer.iter().sum();
         assert_eq!(dropped > 0, buffer > 0);
+        // Trained with the GPU, its backward pass runs on the host, and the trainer says why.
+        let t = neuropart::Trainer::new(exec, neuropart::TrainConfig::default()).unwrap();
+        let dev = g.device_training().expect("the GPU trains on its device");
+        let why = t.host_backward_reason(dev).expect("on the host");
+        assert!(why.contains("exchange spikes over links"), "{why}");
+        assert!(t.device_training(&g).is_none());
     }
 }
 

@@ -809,14 +809,11 @@ impl Trainer {
 
     /// The backend's own training on its device, where this network can train there: not
     /// when chips of a system exchange spikes over links (their runs return traces to the
-    /// host, whose backward pass then runs).
+    /// host, whose backward pass then runs); the first time it cannot, it says why.
     pub fn device_training<'b, B: Backend + ?Sized>(
         &self,
         backend: &'b B,
     ) -> Option<&'b dyn crate::backend::DeviceTraining> {
-        if self.exec.exchanges().iter().any(Option::is_some) || self.exec.share().is_some() {
-            return None;
-        }
         let dev = backend.device_training()?;
         if let Some(why) = self.host_backward_reason(dev) {
             self.host_note.call_once(|| {
@@ -830,10 +827,20 @@ impl Trainer {
     }
 
     /// Why this network's backward pass cannot run on `dev`, a device that trains there (its
-    /// kernels walk populations one at a time, a loop only within one population, and do not
-    /// revive silent classes), if it cannot.
+    /// runs have no links between chips, its kernels walk a recurrent loop's neurons in one
+    /// workgroup, and its loss does not revive silent classes), if it cannot.
     pub fn host_backward_reason(&self, dev: &dyn crate::backend::DeviceTraining) -> Option<String> {
         let net = &self.exec.network;
+        if self.exec.exchanges().iter().any(Option::is_some) {
+            return Some(
+                "chips of the system exchange spikes over links while they run (such runs \
+                 step on the host's cores and return their traces there)"
+                    .into(),
+            );
+        }
+        if self.exec.share().is_some() {
+            return Some("its runs are spread over processes by chips".into());
+        }
         let most = dev.largest_loop();
         for l in self.topo.loops() {
             let name = &net.populations[l[0]].name;
