@@ -11,7 +11,8 @@ struct LossParams {
     samples: u32,
     steps: u32,
     classes: u32,
-    // First word of the readout's [sample][step][class] region in `mem`.
+    // First word of the readout's [sample][step][class] region in `mem` (rows of `stride`
+    // words: its classes, or the neurons of the program it shares).
     mem_base: u32,
     // Samples of the whole batch (gradients are of its mean), as f32.
     batch: f32,
@@ -26,6 +27,10 @@ struct LossParams {
     score: u32,
     // With SCORE_LAST: the steps it averages.
     last: u32,
+    stride: u32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
 }
 
 // Mirror SCORE_MAX, SCORE_LAST, SCORE_SUM in src/backend/gpu/loss.rs.
@@ -61,11 +66,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         score[k] = bitcast<f32>(0xff800000u);
         at[k] = 0u;
     }
-    let base = L.mem_base + s * L.steps * c;
+    let base = L.mem_base + s * L.steps * L.stride;
     if (L.score == SCORE_MAX) {
         for (var t = 0u; t < L.steps; t++) {
             for (var k = 0u; k < c; k++) {
-                let v = mem[base + t * c + k] * L.readout_scale;
+                let v = mem[base + t * L.stride + k] * L.readout_scale;
                 if (v > score[k]) {
                     score[k] = v;
                     at[k] = t;
@@ -85,7 +90,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
         for (var t = first; t < L.steps; t++) {
             for (var k = 0u; k < c; k++) {
-                score[k] += mem[base + t * c + k];
+                score[k] += mem[base + t * L.stride + k];
             }
         }
         for (var k = 0u; k < c; k++) {

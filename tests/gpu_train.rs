@@ -544,6 +544,132 @@ fn recurrent_gradients_equal_the_cpus() {
     }
 }
 
+/// A recurrent loop across the chips of a system (`a` on one chip, `b` on another, the
+/// readout on a third; links unlimited, so the system run is one program on the device, the
+/// spikes between chips arriving 2 steps later) trains on the device: gradients equal the
+/// CPU's (whose system run steps the chips with their exchange) within 1e-5, and the weights
+/// after three steps too. With a receive buffer the chips step in lock-step windows on the
+/// host, and the backward pass runs there, said once.
+#[test]
+fn loops_across_a_systems_chips_train_on_the_device() {
+    let Some(ctx) = context() else { return };
+    let gpu = GpuBackend::with_context(ctx);
+    let data = images(3 * 16, 20, 5);
+    let p = NeuronParams {
+        tau_mem: 6.0,
+        tau_syn: 4.0,
+        v_th: 0.6,
+        ..Default::default()
+    };
+    let w = |mean: f32, std: f32| WeightInit { mean, std };
+    let net = NetworkBuilder::new("system-loop", 20, 11)
+        .input("in", 20)
+        .dense("a", 40, p.clone(), w(0.2, 0.5))
+        .recurrent(w(0.0, 0.25))
+        .dense("b", 30, p.clone(), w(0.1, 0.4))
+        .project("b", "a", neuropart::Connectivity::Dense, w(-0.05, 0.3))
+        .readout("out", 10, p, w(0.0, 0.3));
+    for (mode, buffer) in [(Mode::Ideal, 0), (Mode::Emulated, 0), (Mode::Emulated, 6)] {
+        let sub = Substrate {
+            circuits_per_hemisphere: 48,
+            system: Some(common::system(4, 2.0, buffer)),
+            ..Substrate::bss2()
+        };
+        let make = || {
+            let exec = Executor::emulated(
+                net.clone().build(&sub).unwrap(),
+                &sub,
+                1,
+                &PartitionOptions::default(),
+                AnalogConfig::default(),
+                mode,
+            )
+            .unwrap();
+            let cfg = TrainConfig {
+                batch: 16,
+                surrogate_alpha: 10.0,
+                ..Default::default()
+            };
+            Trainer::new(exec, cfg).unwrap()
+        };
+        let what = format!("system loop, {mode:?}, receive buffer {buffer}");
+        let mut t = make();
+        assert_eq!(
+            t.exec.exchanges().iter().flatten().count(),
+            1,
+            "{what}: one system run whose chips exchange spikes"
+        );
+        if buffer > 0 {
+            let dev = gpu.device_training().unwrap();
+            let why = t.host_backward_reason(dev).expect("on the host");
+            assert!(why.contains("links are limited"), "{what}: {why}");
+            assert!(t.device_training(&gpu).is_none(), "{what}");
+            continue;
+        }
+        let dev = gpu.device_training().unwrap();
+        assert_eq!(t.host_backward_reason(dev), None, "{what}: on the device");
+        assert!(t.device_training(&gpu).is_some(), "{what}: on the device");
+        let (spikes, labels) = batch(&data, 16, 0);
+        let want = cpu_gradients(&t, &spikes, &labels);
+        t.train_batch(&gpu, spikes, &labels, 0, Default::default())
+            .unwrap();
+        let got = t.device_gradients(&gpu).unwrap().expect("on the device");
+        assert_gradients_close(&got, &want, &what);
+        assert_steps_agree(make, &gpu, &data, 3, &what);
+    }
+}
+
+/// On the software adapter, which cuts the loops of a kernel invocation at 65 535 iterations
+/// in all, a backward pass whose kernels would loop more trains on the host, and says how
+/// many (counted here by hand, as the kernels loop); short runs stay on the device, and a real
+/// GPU has no such limit.
+#[test]
+fn backward_kernels_that_would_loop_too_long_on_the_software_adapter_run_on_the_host() {
+    let Some(ctx) = context() else { return };
+    let software = ctx.is_software();
+    let gpu = GpuBackend::with_context(ctx);
+    let dev = gpu.device_training().unwrap();
+    let sub = Substrate::bss2();
+    let (p, w) = (NeuronParams::default(), WeightInit::default());
+    // A population of 10 onto itself (dense, or each neuron onto itself and the next two)
+    // and a readout of 3.
+    let reason = |steps: u32, sparse: bool| {
+        let b = NetworkBuilder::new("count", steps, 1)
+            .input("in", 5)
+            .dense("h", 10, p.clone(), w);
+        let b = if sparse {
+            let connections = (0..10u32)
+                .flat_map(|i| (0..3).map(move |k| [i, (i + k) % 10]))
+                .collect();
+            b.project("h", "h", neuropart::Connectivity::Sparse { connections }, w)
+        } else {
+            b.recurrent(w)
+        };
+        let net = b.readout("out", 3, p.clone(), w).build(&sub).unwrap();
+        let cfg = TrainConfig {
+            batch: 16,
+            ..Default::default()
+        };
+        trainer_of(net, Mode::Ideal, cfg).host_backward_reason(dev)
+    };
+    for (sparse, fan, steps) in [(false, 10, 4000), (true, 3, 6000)] {
+        // One invocation of the loop's workgroup (h's 10 neurons, one each of 64): its
+        // member and neuron, the regulariser's steps; then per step (1) the member (1) and
+        // the neuron's step: 1 + (1 + fan onto h) + (1 + 3 onto the readout). The readout's
+        // and the loss's loops are shorter.
+        let step = 1 + (1 + fan) + (1 + 3);
+        let want = 1 + 1 + steps + steps * (1 + 1 + step);
+        let why = reason(steps, sparse);
+        if software {
+            let why = why.expect("on the host");
+            assert!(why.contains(&format!("loop up to {want} times")), "{why}");
+        } else {
+            assert_eq!(why, None, "a real GPU has no loop limit");
+        }
+        assert_eq!(reason(20, sparse), None, "20 steps on the device");
+    }
+}
+
 /// A loop larger than the device's workgroup memory holds (two populations of 1 100 neurons
 /// together, on a chip with room for them) trains with the backward pass on the host, and says
 /// why.

@@ -594,8 +594,10 @@ pub struct TrainStructure<'a> {
     pub readout: PopulationId,
     /// Per population: how the weights into it map onto the substrate.
     pub maps: &'a [WeightMap],
-    /// The compiled partitions (their residents on the backend given alongside).
-    pub programs: &'a [PartitionProgram],
+    /// The programs a training's forward pass runs (their residents on the backend given
+    /// alongside): each partition's own, or a system run's chips as one program where its
+    /// links are unlimited.
+    pub programs: &'a [&'a PartitionProgram],
 }
 
 /// One chunk of a training batch whose forward pass just ran with [`Membranes::Keep`].
@@ -647,7 +649,7 @@ pub trait DeviceTraining {
     fn begin(
         &self,
         structure: &TrainStructure<'_>,
-        residents: &[Resident],
+        residents: &[&Resident],
         weights: &[Vec<f32>],
         adam: &Adam,
     ) -> Result<Resident>;
@@ -679,6 +681,14 @@ pub trait DeviceTraining {
     /// recurrent loops.
     fn largest_loop(&self) -> usize {
         0
+    }
+
+    /// Why this device cannot run the backward pass of `structure` (beyond
+    /// [`DeviceTraining::largest_loop`]), if it cannot: then it trains with the backward pass
+    /// on the host.
+    fn unfit(&self, structure: &TrainStructure<'_>) -> Option<String> {
+        let _ = structure;
+        None
     }
 }
 

@@ -665,6 +665,15 @@ impl Executor {
         &self.exchanges
     }
 
+    /// Whether every system run whose chips exchange spikes runs as one program (its links
+    /// unlimited: no lock-step windows), as a training on a device needs.
+    pub fn exchanges_fused(&self) -> bool {
+        self.exchanges
+            .iter()
+            .enumerate()
+            .all(|(ri, e)| e.is_none() || matches!(self.fused.get(ri), Some(Some(_))))
+    }
+
     /// How each population's weights reach the substrate.
     pub fn weight_maps(&self) -> Vec<WeightMap> {
         let mut maps = vec![WeightMap::Ideal; self.network.populations.len()];
@@ -815,17 +824,47 @@ impl Executor {
         self.generation
     }
 
-    /// Run `f` on the residents of every program on `backend` (prepared or brought up to date
-    /// first), in program order.
-    pub fn with_residents<B: Backend + ?Sized, R>(
+    /// The programs a run by rounds takes (as a training on a device runs), round by round:
+    /// a system run's chips as one program where its links are unlimited, else each
+    /// partition's own.
+    pub fn run_programs(&self) -> Vec<&PartitionProgram> {
+        let mut out = Vec::new();
+        for (ri, round) in self.schedule.rounds.iter().enumerate() {
+            match self.fused.get(ri) {
+                Some(Some(f)) => out.push(&f.program),
+                _ => out.extend(round.iter().map(|&p| &self.programs[p])),
+            }
+        }
+        out
+    }
+
+    /// Run `f` on [`Executor::run_programs`] and their residents on `backend` (every
+    /// resident prepared or brought up to date first).
+    pub fn with_run_residents<B: Backend + ?Sized, R>(
         &self,
         backend: &B,
-        f: impl FnOnce(&[Resident]) -> R,
+        f: impl FnOnce(&[&PartitionProgram], &[&Resident]) -> R,
     ) -> Result<R> {
         let mut guard = self.residents.lock().expect("not poisoned");
         let r = self.residents_on(backend, &mut guard)?;
         self.bring_up(backend, r, Need::All)?;
-        Ok(f(&r.handles))
+        let r = &*r;
+        let (mut programs, mut residents) = (Vec::new(), Vec::new());
+        for (ri, round) in self.schedule.rounds.iter().enumerate() {
+            match self.round_fused(r, ri) {
+                Some((f, h)) => {
+                    programs.push(&f.program);
+                    residents.push(h);
+                }
+                None => {
+                    for &p in round {
+                        programs.push(&self.programs[p]);
+                        residents.push(&r.handles[p]);
+                    }
+                }
+            }
+        }
+        Ok(f(&programs, &residents))
     }
 
     /// Prepare every partition on `backend` now (otherwise the first run does it), and bring
@@ -1323,7 +1362,11 @@ impl Executor {
                     })
                     .collect();
                 let traced = |k: &Membranes| matches!(k, Membranes::Trace | Membranes::Codes);
-                let kind = if kinds.iter().any(traced) {
+                // A training on a device keeps a system run's traces there too (in the fused
+                // program's rows, every population of it whole: `DeviceTraining`).
+                let kind = if observe == Observe::Kept && share.is_none() {
+                    Membranes::Keep
+                } else if kinds.iter().any(traced) {
                     if observe == Observe::CompactTraces && f.program.cadc_with_codes().is_some() {
                         Membranes::Codes
                     } else {

@@ -166,6 +166,12 @@ impl Topology {
         })
     }
 
+    /// The first projection whose synapses spend different steps on a system's links (some
+    /// cross chips, others do not), if one does.
+    pub fn per_synapse_delays(&self) -> Option<usize> {
+        self.extra.iter().position(|e| !e.is_empty())
+    }
+
     /// Whether the network has a recurrent loop.
     pub fn is_recurrent(&self) -> bool {
         self.recurrent
@@ -195,7 +201,7 @@ impl Topology {
         &'a self,
         net: &'a Network,
         maps: &'a [crate::model::analog::WeightMap],
-        programs: &'a [crate::plan::compile::PartitionProgram],
+        programs: &'a [&'a crate::plan::compile::PartitionProgram],
     ) -> crate::backend::TrainStructure<'a> {
         crate::backend::TrainStructure {
             network: net,

@@ -831,15 +831,41 @@ impl Trainer {
     /// workgroup, and its loss does not revive silent classes), if it cannot.
     pub fn host_backward_reason(&self, dev: &dyn crate::backend::DeviceTraining) -> Option<String> {
         let net = &self.exec.network;
-        if self.exec.exchanges().iter().any(Option::is_some) {
+        if !self.exec.exchanges_fused() {
             return Some(
-                "chips of the system exchange spikes over links while they run (such runs \
-                 step on the host's cores and return their traces there)"
+                "the system's links are limited (its chips step in lock-step windows on the \
+                 host's cores and return their traces there)"
                     .into(),
             );
         }
         if self.exec.share().is_some() {
             return Some("its runs are spread over processes by chips".into());
+        }
+        if let Some(q) = self.topo.per_synapse_delays() {
+            return Some(format!(
+                "projection '{}' has synapses that cross chips and synapses that do not (the \
+                 device's backward pass takes one delay a projection)",
+                net.projections[q].name
+            ));
+        }
+        // The device keeps the traces of a program of several populations as one row a
+        // step, which needs each of them whole in it.
+        let programs = self.exec.run_programs();
+        for prog in &programs {
+            let runs = prog.population_runs();
+            if runs.len() < 2 {
+                continue;
+            }
+            if let Some(&(_, pop, _, _)) = runs
+                .iter()
+                .find(|&&(_, p, first, len)| first != 0 || len != net.populations[p].size)
+            {
+                return Some(format!(
+                    "a run holds part of population '{}' together with other populations (the \
+                     device keeps such a run's traces by whole populations)",
+                    net.populations[pop].name
+                ));
+            }
         }
         let most = dev.largest_loop();
         for l in self.topo.loops() {
@@ -859,6 +885,10 @@ impl Trainer {
                     )
                 });
             }
+        }
+        let maps = self.exec.weight_maps();
+        if let Some(why) = dev.unfit(&self.topo.structure(net, &maps, &programs)) {
+            return Some(why);
         }
         // Reviving silent classes applies to the maximum over time only.
         let r = &net.populations[self.topo.readout()];
@@ -1228,12 +1258,12 @@ impl Trainer {
             _ => {
                 let maps = self.exec.weight_maps();
                 let weights = self.exec.network.weights();
-                let structure = self
-                    .topo
-                    .structure(&self.exec.network, &maps, &self.exec.programs);
-                let adam = &self.adam;
+                let (topo, net, adam) = (&self.topo, &self.exec.network, &self.adam);
                 self.exec
-                    .with_residents(backend, |res| dev.begin(&structure, res, &weights, adam))??
+                    .with_run_residents(backend, |programs, residents| {
+                        let structure = topo.structure(net, &maps, programs);
+                        dev.begin(&structure, residents, &weights, adam)
+                    })??
             }
         };
         timings.host += t0.elapsed();

@@ -15,6 +15,58 @@ pub const MAX_LOOP_NEURONS: usize = 1024;
 /// records' first and count, update order, then k_mem, a_syn and v_th as f32 bits.
 pub const MEMBER_WORDS: usize = 13;
 
+/// The most loop iterations one invocation of `backward`, `backward_loop` or the loss takes
+/// for the training `s` (the software adapter cuts an invocation's loops at 65 535 in all,
+/// silently): per step, a neuron's walk over its outgoing projections (every target of a dense
+/// one, its own synapses of a sparse one), and a loop's neurons shared by the workgroup's
+/// invocations, its regulariser's count over the steps before; the loss's walks over the
+/// readout's steps and classes. (`raster_bits` and the weight gradients loop over a neuron's
+/// spikes in a chunk: the chunk's samples are bounded for them.)
+pub fn loop_iterations(s: &crate::backend::TrainStructure<'_>) -> u64 {
+    let net = s.network;
+    let steps = net.steps as u64;
+    // Per population: the iterations of one neuron's step (its records and their targets).
+    let per_step: Vec<u64> = (0..net.populations.len())
+        .map(|p| {
+            let records = s.ends.iter().enumerate().filter(|(_, e)| e.0 == p);
+            1 + records
+                .map(|(q, e)| {
+                    let fan = if s.dense[q] {
+                        net.populations[e.1].size as u64
+                    } else {
+                        let offs = &s.by_source[q].0;
+                        let most = offs.windows(2).map(|w| u64::from(w[1] - w[0])).max();
+                        most.unwrap_or(0)
+                    };
+                    1 + fan
+                })
+                .sum::<u64>()
+        })
+        .collect();
+    let wg = u64::from(super::WG);
+    let share = |p: usize| (net.populations[p].size as u64).div_ceil(wg);
+    let classes = net.populations[s.readout].size as u64;
+    let loss = 2 * steps * (1 + classes) + 8 * classes;
+    let walks = s
+        .comps
+        .iter()
+        .map(|comp| {
+            let looped = comp.len() > 1 || s.ends.iter().any(|e| e.0 == comp[0] && e.1 == comp[0]);
+            if looped {
+                // Per member (one iteration) its neurons (`share` each) and their regulariser
+                // counts; then per step (one) per member (one) its neurons' steps.
+                let init: u64 = comp.iter().map(|&p| 1 + share(p) * (1 + steps)).sum();
+                let step: u64 = comp.iter().map(|&p| 1 + share(p) * per_step[p]).sum();
+                init + steps * (1 + step)
+            } else {
+                steps * (1 + per_step[comp[0]])
+            }
+        })
+        .max()
+        .unwrap_or(0);
+    walks.max(loss)
+}
+
 /// Words per outgoing-projection record in the topology buffer (see the shader).
 pub const OUT_RECORD: usize = 8;
 

@@ -18,7 +18,7 @@ pub struct LossParams {
     pub steps: u32,
     /// Readout neurons.
     pub classes: u32,
-    /// The readout's region in the kept traces.
+    /// The readout's region in the kept traces (rows of `stride` words).
     pub mem_base: u32,
     /// Samples of the whole batch.
     pub batch: f32,
@@ -37,6 +37,10 @@ pub struct LossParams {
     pub score: u32,
     /// With [`SCORE_LAST`]: the steps it averages (1 to `steps`).
     pub last: u32,
+    /// Words from one step's row of the readout's region to the next.
+    pub stride: u32,
+    /// Padding to 16 bytes.
+    pub pad: [u32; 3],
 }
 
 /// [`LossParams::score`] of [`crate::Score::Max`].

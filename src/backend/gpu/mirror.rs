@@ -93,6 +93,10 @@ pub fn mirrored_layouts() -> Vec<(&'static str, &'static str, usize, Vec<usize>)
                 offset_of!(P, stats_base),
                 offset_of!(P, score),
                 offset_of!(P, last),
+                offset_of!(P, stride),
+                offset_of!(P, pad),
+                offset_of!(P, pad) + 4,
+                offset_of!(P, pad) + 8,
             ]
         }),
         (

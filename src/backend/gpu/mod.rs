@@ -385,7 +385,7 @@ impl GpuContext {
     }
 
     /// True for a software adapter (llvmpipe/lavapipe), which cuts long shader loops short.
-    fn is_software(&self) -> bool {
+    pub fn is_software(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu
     }
 }

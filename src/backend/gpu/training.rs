@@ -292,10 +292,21 @@ impl DeviceTraining for GpuBackend {
         super::backward::MAX_LOOP_NEURONS
     }
 
+    fn unfit(&self, s: &TrainStructure<'_>) -> Option<String> {
+        let n = super::backward::loop_iterations(s);
+        (self.ctx.is_software() && n > u64::from(super::compact::LOOP_LIMIT)).then(|| {
+            format!(
+                "one invocation of its backward kernels would loop up to {n} times, more than \
+                 the software adapter '{}' runs (65 535; a real GPU has no such limit)",
+                self.ctx.info.name
+            )
+        })
+    }
+
     fn begin(
         &self,
         s: &TrainStructure<'_>,
-        residents: &[Resident],
+        residents: &[&Resident],
         weights: &[Vec<f32>],
         adam: &Adam,
     ) -> Result<Resident> {
@@ -374,6 +385,14 @@ impl DeviceTraining for GpuBackend {
         // Each chunk at most a few thousand samples (the regions are allocated for it), and
         // no more than the backend's chunk limit (tests force chunking with it).
         let capacity = capacity.min(4096).min(self.max_chunk.max(1));
+        // On the software adapter, which cuts an invocation's loops at 65 535 iterations, no
+        // more samples than keep a neuron's spikes of a chunk (at most one a step and sample:
+        // `raster_bits` and the weight gradients loop over them) within that.
+        let capacity = if self.ctx.is_software() {
+            capacity.min((super::compact::LOOP_LIMIT / 2 / steps.max(1)).max(1) as usize)
+        } else {
+            capacity
+        };
         // A partition of several populations (a recurrent loop's, on one chip) writes one row
         // of traces a step for all of them: their regions interleave.
         let mut shared: Vec<Option<(usize, u32)>> = vec![None; npop];
@@ -385,22 +404,10 @@ impl DeviceTraining for GpuBackend {
             for &(local, pop, first, len) in &runs {
                 if first != 0 || len != net.populations[pop].size {
                     return Err(Error::Gpu(format!(
-                        "partition {} holds part of population '{}' together with {} other \
+                        "partition {} holds part of population '{}' together with other \
                          populations; training on the GPU needs the populations of such a \
                          partition whole (use --device cpu)",
-                        prog.partition,
-                        net.populations[pop].name,
-                        runs.len() - 1
-                    )));
-                }
-                if pop == s.readout {
-                    return Err(Error::Gpu(format!(
-                        "partition {} holds the readout '{}' together with {} other \
-                         populations; training on the GPU needs the readout alone in its \
-                         partition (use --device cpu)",
-                        prog.partition,
-                        net.populations[pop].name,
-                        runs.len() - 1
+                        prog.partition, net.populations[pop].name
                     )));
                 }
                 shared[pop] = Some((prog.partition, local as u32));
@@ -805,6 +812,8 @@ impl DeviceTraining for GpuBackend {
             stats_base: words32(st.capacity as u64 * classes * 2, "the per-sample results")?,
             score,
             last,
+            stride: st.pops[st.readout].stride,
+            pad: [0; 3],
         });
         let mut backs = Vec::new();
         for &p in st.order.iter().rev() {
