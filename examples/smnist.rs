@@ -28,7 +28,8 @@ struct Args {
     /// ideal, emulated or mixed (the first hidden population emulated).
     #[arg(long, value_enum, default_value = "emulated")]
     mode: Mode,
-    /// Backend (the backward pass of a recurrent network runs on the CPU either way).
+    /// Backend (with gpu, the backward pass runs on the device where it can; the trainer says
+    /// when it runs on the CPU instead, as on the software adapter for this network).
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceChoice,
     /// Use only the first N training images (0 = all 60 000).

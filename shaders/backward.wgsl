@@ -139,8 +139,9 @@ fn regulariser(P: Pop, s: u32, n: u32) -> f32 {
 }
 
 // The gradient on neuron n's spike at step t of sample s: `reg` plus what its outgoing
-// projections carry back (the targets' current gradients d steps later), added in the CPU's
-// order.
+// projections carry back (the targets' current gradients d steps later), added in a fixed
+// order: the CPU's, but for a loop's own targets, which the CPU adds step by step as it walks
+// back (the sums then differ in rounding).
 fn spike_gradient(P: Pop, s: u32, t: u32, n: u32, reg: f32) -> f32 {
     var g = reg;
     for (var q = 0u; q < P.out_count; q++) {
@@ -222,7 +223,7 @@ fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
 // later, some of them the loop's own, so all the loop's neurons of a sample step back
 // together. One workgroup per sample; its invocations share each member's neurons, keep their
 // state in workgroup memory (the members one after another) and meet at a barrier after every
-// member's step, the members in the order the CPU walks them (src/train/backward.rs).
+// step, the members in the order the CPU walks them (src/train/backward.rs).
 const MAX_LOOP: u32 = 1024u;
 var<workgroup> loop_gv: array<f32, MAX_LOOP>;
 var<workgroup> loop_carry: array<f32, MAX_LOOP>;
@@ -268,9 +269,9 @@ fn backward_loop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
                 loop_carry[k] = carry;
             }
             off += P.neurons;
-            // This member's current gradients at step t are read by the members after it at
-            // step t (a projection without delay) and by every member at step t − d.
-            storageBarrier();
         }
+        // This step's current gradients are read by every member at step t − d (a loop's
+        // projections have d >= 1: `effective_delays` adds a step inside a component).
+        storageBarrier();
     }
 }

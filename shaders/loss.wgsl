@@ -27,6 +27,7 @@ struct LossParams {
     score: u32,
     // With SCORE_LAST: the steps it averages.
     last: u32,
+    // Words from one step's row of the readout's region to the next.
     stride: u32,
     pad0: u32,
     pad1: u32,

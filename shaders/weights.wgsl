@@ -1,8 +1,8 @@
-// Writes the fixed-point weights into one partition's neurons of one population, and their
+// Writes the fixed-point weights into one program's neurons of one population, and their
 // input scale, from the optimiser's mapped weights and exponents (src/backend/gpu/weights.rs
-// owns this file): what src/plan/compile.rs `WeightStage::write` does on the host, in place in the
-// resident program buffer that the simulation kernels read, so that the weights never leave
-// the device.
+// owns this file): what src/plan/compile.rs `WeightStage::write` does on the host, in place
+// in the resident program buffer that the simulation kernels read, so that the weights never
+// leave the device.
 
 // Mirrors `WriteParams` in src/backend/gpu/weights.rs.
 struct WriteParams {

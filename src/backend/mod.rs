@@ -570,8 +570,8 @@ impl Exchange {
 /// neuron, weight index) pairs.
 pub type BySource = (Vec<u32>, Vec<(u32, u32)>);
 
-/// The structure of a feed-forward network as a backward pass needs it (plain data, computed
-/// once by the trainer).
+/// The structure of a network as a backward pass needs it (plain data, computed once by the
+/// trainer).
 #[derive(Clone, Copy, Debug)]
 pub struct TrainStructure<'a> {
     /// The network (its weights are the model weights the backward pass differentiates).
@@ -637,6 +637,27 @@ pub struct DeviceStepStats {
     pub reg_loss: f64,
     /// False if a weight or the loss became non-finite.
     pub finite: bool,
+}
+
+impl TrainStructure<'_> {
+    /// The recurrent loops: components of several populations, or of one that projects onto
+    /// itself, each in the order its populations walk back through time.
+    pub fn loops(&self) -> impl Iterator<Item = &[PopulationId]> {
+        loops_of(self.comps, self.ends)
+    }
+}
+
+/// The recurrent loops among `comps` (strongly connected components; `ends`: per projection
+/// source, target and delay): those of several populations, or of one that projects onto
+/// itself.
+pub fn loops_of<'a>(
+    comps: &'a [Vec<PopulationId>],
+    ends: &'a [(PopulationId, PopulationId, usize)],
+) -> impl Iterator<Item = &'a [PopulationId]> {
+    comps
+        .iter()
+        .map(Vec::as_slice)
+        .filter(|c| c.len() > 1 || ends.iter().any(|&(s, t, _)| s == c[0] && t == c[0]))
 }
 
 /// A backend that trains on its own device: the observables of the forward pass

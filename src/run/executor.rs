@@ -291,6 +291,13 @@ struct Residents {
     generations: PerResident<u64>,
 }
 
+/// What a run by rounds takes ([`Executor::run_programs`]): a round's chips as one program
+/// (the round), or one partition.
+enum RunUnit {
+    Fused(usize),
+    Partition(usize),
+}
+
 /// One value per resident of [`Residents`]: per handle, per round's fused resident, per
 /// wave's fused resident.
 #[derive(Default)]
@@ -828,11 +835,24 @@ impl Executor {
     /// a system run's chips as one program where its links are unlimited, else each
     /// partition's own.
     pub fn run_programs(&self) -> Vec<&PartitionProgram> {
+        self.run_units(|ri| matches!(self.fused.get(ri), Some(Some(_))))
+            .into_iter()
+            .map(|unit| match unit {
+                RunUnit::Fused(ri) => &self.fused[ri].as_ref().expect("fused").program,
+                RunUnit::Partition(p) => &self.programs[p],
+            })
+            .collect()
+    }
+
+    /// The units a run by rounds takes, round by round: a round whose chips run as one program
+    /// (`fused(round)`), else each of its partitions.
+    fn run_units(&self, fused: impl Fn(usize) -> bool) -> Vec<RunUnit> {
         let mut out = Vec::new();
         for (ri, round) in self.schedule.rounds.iter().enumerate() {
-            match self.fused.get(ri) {
-                Some(Some(f)) => out.push(&f.program),
-                _ => out.extend(round.iter().map(|&p| &self.programs[p])),
+            if fused(ri) {
+                out.push(RunUnit::Fused(ri));
+            } else {
+                out.extend(round.iter().map(|&p| RunUnit::Partition(p)));
             }
         }
         out
@@ -849,21 +869,17 @@ impl Executor {
         let r = self.residents_on(backend, &mut guard)?;
         self.bring_up(backend, r, Need::All)?;
         let r = &*r;
-        let (mut programs, mut residents) = (Vec::new(), Vec::new());
-        for (ri, round) in self.schedule.rounds.iter().enumerate() {
-            match self.round_fused(r, ri) {
-                Some((f, h)) => {
-                    programs.push(&f.program);
-                    residents.push(h);
+        let (programs, residents): (Vec<_>, Vec<_>) = self
+            .run_units(|ri| self.round_fused(r, ri).is_some())
+            .into_iter()
+            .map(|unit| match unit {
+                RunUnit::Fused(ri) => {
+                    let (f, h) = self.round_fused(r, ri).expect("fused");
+                    (&f.program, h)
                 }
-                None => {
-                    for &p in round {
-                        programs.push(&self.programs[p]);
-                        residents.push(&r.handles[p]);
-                    }
-                }
-            }
-        }
+                RunUnit::Partition(p) => (&self.programs[p], &r.handles[p]),
+            })
+            .unzip();
         Ok(f(&programs, &residents))
     }
 
@@ -1299,7 +1315,8 @@ impl Executor {
                 2,
             ]),
         )?;
-        // Training on a device keeps traces per partition there, so it runs by rounds.
+        // Training on a device keeps traces per program of a run there (a partition's, or a
+        // system run's fused one: `Executor::run_programs`), so it runs by rounds.
         let fuse_waves = observe != Observe::Kept;
         let mut guard = self.residents.lock().expect("not poisoned");
         let residents = self.residents_on(backend, &mut guard)?;

@@ -180,10 +180,7 @@ impl Topology {
     /// The recurrent loops: every strongly connected component of more than one population,
     /// or of one that projects onto itself.
     pub fn loops(&self) -> impl Iterator<Item = &[PopulationId]> {
-        self.comps
-            .iter()
-            .map(Vec::as_slice)
-            .filter(|c| c.len() > 1 || self.ends.iter().any(|&(s, t, _)| s == c[0] && t == c[0]))
+        crate::backend::loops_of(&self.comps, &self.ends)
     }
 
     /// The readout population.

@@ -2,11 +2,12 @@
 //! on the emulator (any backend, partition by partition, spikes replayed) and records the
 //! observables — spikes and membranes of every population; the backward pass ([`backward`])
 //! recomputes the model's gradients from those observables on the host, with the SuperSpike
-//! surrogate; the loss ([`loss`]) is the cross-entropy of the readout's score (the maximum
-//! over time, or the readout's [`crate::Score`]);
-//! the optimiser ([`optimiser`]) is Adam with the published schedule. This module holds the
-//! configuration and the [`Trainer`]: epochs, evaluation, checkpoints, divergence and silence
-//! checks. Recurrent loops are trained through time on the host ([`backward`]).
+//! surrogate, recurrent loops through time; the loss ([`loss`]) is the cross-entropy of the
+//! readout's score (the maximum over time, or the readout's [`crate::Score`]); the optimiser
+//! ([`optimiser`]) is Adam with the published schedule. A backend with a device of its own
+//! (a GPU) runs the backward pass and the optimiser there instead, where it can
+//! ([`Trainer::host_backward_reason`]). This module holds the configuration and the
+//! [`Trainer`]: epochs, evaluation, checkpoints, divergence and silence checks.
 
 pub mod backward;
 pub mod loss;
@@ -807,9 +808,8 @@ impl Trainer {
         Ok(total)
     }
 
-    /// The backend's own training on its device, where this network can train there: not
-    /// when chips of a system exchange spikes over links (their runs return traces to the
-    /// host, whose backward pass then runs); the first time it cannot, it says why.
+    /// The backend's own training on its device, where this network can train there (see
+    /// [`Trainer::host_backward_reason`]); the first time it cannot, it says why.
     pub fn device_training<'b, B: Backend + ?Sized>(
         &self,
         backend: &'b B,
@@ -826,20 +826,24 @@ impl Trainer {
         Some(dev)
     }
 
-    /// Why this network's backward pass cannot run on `dev`, a device that trains there (its
-    /// runs have no links between chips, its kernels walk a recurrent loop's neurons in one
-    /// workgroup, and its loss does not revive silent classes), if it cannot.
+    /// Why this network's backward pass cannot run on `dev`, a device that trains there, if it
+    /// cannot: the device needs every system run to be one program (unlimited links) and its
+    /// runs on this process, one delay per projection, each population whole where it shares
+    /// a program, recurrent loops within its workgroup memory, kernels it can run
+    /// ([`DeviceTraining::unfit`](crate::backend::DeviceTraining::unfit)), and no reviving of
+    /// silent classes.
     pub fn host_backward_reason(&self, dev: &dyn crate::backend::DeviceTraining) -> Option<String> {
         let net = &self.exec.network;
-        if !self.exec.exchanges_fused() {
-            return Some(
-                "the system's links are limited (its chips step in lock-step windows on the \
-                 host's cores and return their traces there)"
-                    .into(),
-            );
-        }
         if self.exec.share().is_some() {
             return Some("its runs are spread over processes by chips".into());
+        }
+        if !self.exec.exchanges_fused() {
+            return Some(
+                "a system run whose chips exchange spikes is not one program (its links are \
+                 limited, or its chips differ in stages, readout or weight map): its chips \
+                 step in lock-step windows on the host's cores and return their traces there"
+                    .into(),
+            );
         }
         if let Some(q) = self.topo.per_synapse_delays() {
             return Some(format!(

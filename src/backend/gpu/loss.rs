@@ -1,6 +1,7 @@
 //! Host side of `shaders/loss.wgsl`: the training loss per sample on the device (readout score
 //! (the maximum over time, the mean of the last steps or the sum), cross-entropy, readout
-//! regulariser) and the direct gradients on the readout membrane. This module owns the source, the parameters' layout and the pipeline.
+//! regulariser) and the direct gradients on the readout membrane. This module owns the source,
+//! the parameters' layout and the pipeline.
 
 /// The kernel's source.
 pub const SOURCE: &str = include_str!("../../../shaders/loss.wgsl");

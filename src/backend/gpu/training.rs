@@ -293,11 +293,18 @@ impl DeviceTraining for GpuBackend {
     }
 
     fn unfit(&self, s: &TrainStructure<'_>) -> Option<String> {
-        let n = super::backward::loop_iterations(s);
-        (self.ctx.is_software() && n > u64::from(super::compact::LOOP_LIMIT)).then(|| {
+        if !self.ctx.is_software() {
+            return None;
+        }
+        let (n, most) = (
+            super::backward::loop_iterations(s),
+            super::compact::LOOP_LIMIT,
+        );
+        (n > u64::from(most)).then(|| {
             format!(
-                "one invocation of its backward kernels would loop up to {n} times, more than \
-                 the software adapter '{}' runs (65 535; a real GPU has no such limit)",
+                "one invocation of its backward kernels would count up to {n} loop iterations \
+                 on the software adapter '{}', which cuts them at 65 535 (taken here up to \
+                 {most}; a real GPU has no such limit)",
                 self.ctx.info.name
             )
         })
@@ -385,18 +392,20 @@ impl DeviceTraining for GpuBackend {
         // Each chunk at most a few thousand samples (the regions are allocated for it), and
         // no more than the backend's chunk limit (tests force chunking with it).
         let capacity = capacity.min(4096).min(self.max_chunk.max(1));
-        // On the software adapter, which cuts an invocation's loops at 65 535 iterations, no
-        // more samples than keep a neuron's spikes of a chunk (at most one a step and sample:
-        // `raster_bits` and the weight gradients loop over them) within that.
+        // On the software adapter, which cuts an invocation's loops at 65 535 iterations (two
+        // counted for most: `backward::loop_iterations`), no more samples than keep a neuron's
+        // spikes of a chunk (at most one a step and sample: `raster_bits` and the weight
+        // gradients loop over them) within that.
         let capacity = if self.ctx.is_software() {
             capacity.min((super::compact::LOOP_LIMIT / 2 / steps.max(1)).max(1) as usize)
         } else {
             capacity
         };
-        // A partition of several populations (a recurrent loop's, on one chip) writes one row
-        // of traces a step for all of them: their regions interleave.
+        // A program of several populations (a recurrent loop's on one chip, a system run's)
+        // writes one row of traces a step for all of them: their regions interleave. Per
+        // population: its program (index in `s.programs`) and first local neuron there.
         let mut shared: Vec<Option<(usize, u32)>> = vec![None; npop];
-        for prog in s.programs {
+        for (k, prog) in s.programs.iter().enumerate() {
             let runs = prog.population_runs();
             if runs.len() < 2 {
                 continue;
@@ -410,27 +419,27 @@ impl DeviceTraining for GpuBackend {
                         prog.partition, net.populations[pop].name
                     )));
                 }
-                shared[pop] = Some((prog.partition, local as u32));
+                shared[pop] = Some((k, local as u32));
                 pops[pop].stride = prog.neuron_count() as u32;
             }
         }
         let (mut trace_at, mut raster_at) = (0u64, 0u64);
+        // Per program of several populations: its joint region.
         let mut joint: Vec<(usize, u64)> = Vec::new();
         for (p, pop) in pops.iter_mut().enumerate() {
             if pop.kind != PopulationKind::Input {
                 let rows = capacity as u64 * steps as u64;
-                // The partition's joint region, allocated where its first population comes.
+                // The program's joint region, allocated where its first population comes.
                 let (at, local) = match shared[p] {
                     None => (None, 0),
-                    Some((partition, local)) => (
-                        joint.iter().find(|j| j.0 == partition).map(|j| j.1),
-                        local as u64,
-                    ),
+                    Some((k, local)) => {
+                        (joint.iter().find(|j| j.0 == k).map(|j| j.1), local as u64)
+                    }
                 };
                 let base = at.unwrap_or(trace_at);
                 if at.is_none() {
-                    if let Some((partition, _)) = shared[p] {
-                        joint.push((partition, base));
+                    if let Some((k, _)) = shared[p] {
+                        joint.push((k, base));
                     }
                     trace_at += rows * pop.stride as u64;
                 }
@@ -611,14 +620,7 @@ impl DeviceTraining for GpuBackend {
             GpuTraining {
                 steps,
                 order: s.order.to_vec(),
-                loops: s
-                    .comps
-                    .iter()
-                    .filter(|c| {
-                        c.len() > 1 || s.ends.iter().any(|&(a, b, _)| a == c[0] && b == c[0])
-                    })
-                    .cloned()
-                    .collect(),
+                loops: s.loops().map(<[usize]>::to_vec).collect(),
                 readout: s.readout,
                 coeffs: s.coeffs.to_vec(),
                 progs,
@@ -820,12 +822,12 @@ impl DeviceTraining for GpuBackend {
             let mut bp = back(p, st)?;
             // A recurrent loop's populations step back together, a sample at a time, the
             // loop dispatched where its last population comes (targets before sources).
-            if let Some(l) = st.loops.iter().find(|l| l.contains(&p)) {
+            if let Some((k, l)) = st.loops.iter().enumerate().find(|(_, l)| l.contains(&p)) {
                 if l.last() != Some(&p) {
                     continue;
                 }
                 bp.members = l.len() as u32;
-                bp.member_table = member_tables[st.loops.iter().position(|x| x == l).unwrap_or(0)];
+                bp.member_table = member_tables[k];
                 let grid = super::grid(samples as u64)?;
                 bp.grid_x = grid.0;
                 backs.push((true, arena.push(&bp), grid));
