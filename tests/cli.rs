@@ -162,11 +162,22 @@ const SHORT_BENCH: [&str; 9] = [
 
 /// The spikes population 1 of `net` emits over [`SHORT_BENCH`]'s samples and steps on the
 /// random input `bench --density density` draws, counted through the library.
-fn short_bench_spikes(mut net: neuropart::prelude::Network, density: f64) -> f64 {
+fn short_bench_spikes(net: neuropart::prelude::Network, density: f64) -> f64 {
+    short_bench_spikes_in(net, density, neuropart::Mode::Ideal)
+}
+
+/// [`short_bench_spikes`] with the chip's analog effects of `mode` (`bench --mode`).
+fn short_bench_spikes_in(
+    mut net: neuropart::prelude::Network,
+    density: f64,
+    mode: neuropart::Mode,
+) -> f64 {
     use neuropart::prelude::*;
     let sub = Substrate::bss2();
     net.steps = 20;
-    let exec = Executor::new(net, &sub, 1, &PartitionOptions::default()).unwrap();
+    let opts = PartitionOptions::default();
+    let analog = neuropart::AnalogConfig::default();
+    let exec = Executor::emulated(net, &sub, 1, &opts, analog, mode).unwrap();
     let inputs = neuropart::bench::random_inputs(&exec, 8, density, 7).unwrap();
     let run = exec.run(&CpuBackend, &inputs, Observe::Scores).unwrap();
     run.spikes.get(1).unwrap().len() as f64
@@ -207,6 +218,19 @@ fn bench_says_how_active_each_layer_was_and_warns_of_silent_ones() {
     let expect = format!("hidden {:.2}%", 100.0 * spikes / (8.0 * 20.0 * 32.0));
     assert!(spikes > 0.0 && out.contains(&expect), "{expect} in {out}");
     assert!(!err.contains("did not spike"), "{err}");
+    assert!(out.contains("Ideal mode"), "{out}");
+    // With the chip's analog effects (`--mode emulated`): the emulated network's spikes.
+    let args = ["--density", "0.5", "--network", path, "--mode", "emulated"];
+    let (ok, out, err) = neuropart(&[&common[..], &args].concat());
+    assert!(ok, "{err}");
+    let net = Network::load(&file, &Substrate::bss2()).unwrap();
+    let emulated = short_bench_spikes_in(net, 0.5, neuropart::Mode::Emulated);
+    let expect = format!("hidden {:.2}%", 100.0 * emulated / (8.0 * 20.0 * 32.0));
+    assert!(
+        out.contains("Emulated mode") && out.contains(&expect),
+        "{expect} in {out}"
+    );
+    assert_ne!(emulated, spikes, "the analog effects change the spikes");
     // Real images instead of random pixels: for the MNIST network only.
     let (ok, _, err) = neuropart(&[&common[..], &["--mnist", "--network", path]].concat());
     assert!(

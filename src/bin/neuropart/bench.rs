@@ -42,9 +42,11 @@ pub(crate) struct Args {
     /// device and batch size; --steps, --density and --chips apply.
     #[arg(long, conflicts_with_all = ["network", "substrate", "seconds"])]
     pub(crate) train: bool,
-    /// With --train: ideal or emulated (or mixed).
-    #[arg(long, value_enum, default_value = "emulated", requires = "train")]
-    pub(crate) mode: Mode,
+    /// ideal, emulated (the chip's analog effects: fixed-pattern deviations, noise, 6-bit
+    /// weights, the CADC) or mixed; default: emulated with --train, ideal otherwise (the JAX
+    /// peers' dynamics).
+    #[arg(long, value_enum)]
+    pub(crate) mode: Option<Mode>,
     /// With --train: timed batches.
     #[arg(long, default_value = "20", value_parser = at_least_one, requires = "train")]
     pub(crate) batches: usize,
@@ -152,7 +154,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
                 let setup = neuropart::bench::TrainBench {
                     steps,
                     batch: b,
-                    mode,
+                    mode: mode.unwrap_or(Mode::Emulated),
                     batches,
                     density,
                     chips,
@@ -168,8 +170,9 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
             return Ok(());
         }
         println!(
-            "Training the MNIST network (784-256-10), {mode:?} mode, {chips} chip{}, \
+            "Training the MNIST network (784-256-10), {:?} mode, {chips} chip{}, \
                  random MNIST-shaped input (density {density}){}",
+            mode.unwrap_or(Mode::Emulated),
             if chips == 1 { "" } else { "s" },
             processes(comm)
         );
@@ -198,7 +201,14 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         None => world,
     };
     // Spread by chips, only this process's share is compiled.
-    let mut exec = Executor::new_on_ranks(net, &sub, chips, &target.options(), target.ranks(comm))?;
+    let mode = mode.unwrap_or(Mode::Ideal);
+    let mut exec = if mode == Mode::Ideal {
+        Executor::new_on_ranks(net, &sub, chips, &target.options(), target.ranks(comm))?
+    } else {
+        let analog = neuropart::AnalogConfig::default();
+        let ranks = target.ranks(comm);
+        Executor::emulated_on_ranks(net, &sub, chips, &target.options(), analog, mode, ranks)?
+    };
     if unfused {
         exec.set_fuse_waves(false);
     }
@@ -220,7 +230,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     let backends = bench_backends(device, comm)?;
     let header = format!(
         "network '{}': {} partitions in {} rounds ({} chip{}: up to {} partitions at the \
-             same time), T = {steps}, {}{}",
+             same time), {mode:?} mode, T = {steps}, {}{}",
         exec.network.name,
         exec.plan.partitions.len(),
         exec.schedule.rounds.len(),
