@@ -170,6 +170,22 @@ fn cpu_gradients(t: &Trainer, spikes: &SpikeTrains, labels: &[u8]) -> Vec<Vec<f3
     neuropart::gradients(&t.exec.network, &t.topo, &out, labels, &t.cfg, 0).1
 }
 
+/// `t` trains on `gpu`'s device, and its gradients of a first batch `(spikes, labels)` there
+/// equal the CPU's within 1e-5 of the largest ([`assert_gradients_close`]).
+fn assert_first_gradients_agree(
+    t: &mut Trainer,
+    gpu: &GpuBackend,
+    (spikes, labels): (SpikeTrains, Vec<u8>),
+    what: &str,
+) {
+    assert!(t.device_training(gpu).is_some(), "{what}: on the device");
+    let want = cpu_gradients(t, &spikes, &labels);
+    t.train_batch(gpu, spikes, &labels, 0, Default::default())
+        .unwrap();
+    let got = t.device_gradients(gpu).unwrap().expect("on the device");
+    assert_gradients_close(&got, &want, what);
+}
+
 /// Every projection of `got` within 1e-5 of the largest gradient of `want` (which must have
 /// one); `what` names the case in the message.
 fn assert_gradients_close(got: &[Vec<f32>], want: &[Vec<f32>], what: &str) {
@@ -532,14 +548,8 @@ fn recurrent_gradients_equal_the_cpus() {
         (Mode::Emulated, true),
     ] {
         let what = format!("recurrent, {mode:?}, loop of two: {pair}");
-        let mut t = recurrent_trainer(mode, pair);
-        assert!(t.device_training(&gpu).is_some(), "{what}: on the device");
-        let (spikes, labels) = batch(&data, 16, 0);
-        let want = cpu_gradients(&t, &spikes, &labels);
-        t.train_batch(&gpu, spikes, &labels, 0, Default::default())
-            .unwrap();
-        let got = t.device_gradients(&gpu).unwrap().expect("on the device");
-        assert_gradients_close(&got, &want, &what);
+        let first = batch(&data, 16, 0);
+        assert_first_gradients_agree(&mut recurrent_trainer(mode, pair), &gpu, first, &what);
         assert_steps_agree(|| recurrent_trainer(mode, pair), &gpu, &data, 3, &what);
     }
 }
@@ -555,12 +565,7 @@ fn loops_across_a_systems_chips_train_on_the_device() {
     let Some(ctx) = context() else { return };
     let gpu = GpuBackend::with_context(ctx);
     let data = images(3 * 16, 20, 5);
-    let p = NeuronParams {
-        tau_mem: 6.0,
-        tau_syn: 4.0,
-        v_th: 0.6,
-        ..Default::default()
-    };
+    let p = common::fast(0.6);
     let w = |mean: f32, std: f32| WeightInit { mean, std };
     let net = NetworkBuilder::new("system-loop", 20, 11)
         .input("in", 20)
@@ -622,13 +627,7 @@ fn loops_across_a_systems_chips_train_on_the_device() {
         }
         let dev = gpu.device_training().unwrap();
         assert_eq!(t.host_backward_reason(dev), None, "{what}: on the device");
-        assert!(t.device_training(&gpu).is_some(), "{what}: on the device");
-        let (spikes, labels) = batch(&data, 16, 0);
-        let want = cpu_gradients(&t, &spikes, &labels);
-        t.train_batch(&gpu, spikes, &labels, 0, Default::default())
-            .unwrap();
-        let got = t.device_gradients(&gpu).unwrap().expect("on the device");
-        assert_gradients_close(&got, &want, &what);
+        assert_first_gradients_agree(&mut t, &gpu, batch(&data, 16, 0), &what);
         assert_steps_agree(make, &gpu, &data, 3, &what);
     }
 }
@@ -707,11 +706,8 @@ fn backward_kernels_that_would_loop_too_long_on_the_software_adapter_run_on_the_
         let idx: Vec<usize> = (0..16).collect();
         let spikes = neuropart::encode::images(&data, &idx, lo, None);
         let labels: Vec<u8> = idx.iter().map(|&i| data.labels[i]).collect();
-        let want = cpu_gradients(&t, &spikes, &labels);
-        t.train_batch(&gpu, spikes, &labels, 0, Default::default())
-            .unwrap();
-        let got = t.device_gradients(&gpu).unwrap().expect("on the device");
-        assert_gradients_close(&got, &want, &format!("kind {kind}, {lo} steps"));
+        let what = format!("kind {kind}, {lo} steps");
+        assert_first_gradients_agree(&mut t, &gpu, (spikes, labels), &what);
     }
 }
 

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{in_processes, looped, random_spikes, system, tiny_chip};
+use common::{fast, in_processes, looped, random_spikes, system, tiny_chip};
 use neuropart::comm::{Communicator, Grid};
 use neuropart::prelude::*;
 use neuropart::{Execution, Rng, Substrate, TrainConfig, Trainer, WeightInit};
@@ -163,12 +163,7 @@ fn rounds_without_links_are_dealt_out_and_gathered() {
     // them while they run; each process runs its own and the outputs are gathered.
     let mut sub = tiny_chip(system(1, 2.0, 0));
     sub.system = None;
-    let p = NeuronParams {
-        tau_mem: 6.0,
-        tau_syn: 4.0,
-        v_th: 0.6,
-        ..Default::default()
-    };
+    let p = fast(0.6);
     let w = |mean: f32, std: f32| WeightInit { mean, std };
     let net = NetworkBuilder::new("wide", 30, 4)
         .input("in", 20)
@@ -252,12 +247,7 @@ fn partitions_are_dealt_out_by_work_the_same_way_on_every_process() {
 
 /// 30 inputs -> `hidden` LIF (recurrent where `recurrent`) -> 4 readouts, on `sub`.
 fn trainable(sub: &Substrate, hidden: usize, recurrent: bool) -> Network {
-    let p = NeuronParams {
-        tau_mem: 6.0,
-        tau_syn: 4.0,
-        v_th: 0.5,
-        ..Default::default()
-    };
+    let p = fast(0.5);
     let w = |mean: f32, std: f32| WeightInit { mean, std };
     let mut b = NetworkBuilder::new("trainable", 30, 5)
         .input("in", 30)

@@ -19,11 +19,8 @@ const INPUTS: usize = 6;
 /// Projections: 0 in->h, 1 h->h, 2 h->g, 3 g->out, 4 g->h, 5 h->out.
 fn net(sub: &Substrate, update: Update, score: Score) -> Network {
     let p = NeuronParams {
-        tau_mem: 6.0,
-        tau_syn: 4.0,
-        v_th: 0.5,
         update,
-        ..Default::default()
+        ..common::fast(0.5)
     };
     let w = |mean: f32, std: f32| WeightInit { mean, std };
     let mut net = NetworkBuilder::new("rec", STEPS, 21)

@@ -7,8 +7,8 @@
 mod common;
 
 use common::{
-    assert_same_weights, looped, random_spikes, raster_to_trains, reference_on_system, system,
-    tiny_chip, ChipsOf,
+    assert_same_weights, fast, looped, random_spikes, raster_to_trains, reference_on_system,
+    system, tiny_chip, ChipsOf,
 };
 use neuropart::prelude::*;
 use neuropart::{Origin, Placement, Rng, WeightInit};
@@ -313,12 +313,7 @@ fn substrate_files_with_a_system_parse_and_refuse_bad_fields() {
 /// A feed-forward network on tiny chips: 30 inputs, `hidden` LIF neurons (20 or 30 per chip),
 /// 4 readouts; the hidden-to-readout projection with `delay`.
 fn feed_forward(sub: &Substrate, hidden: usize, delay: u32) -> Network {
-    let p = NeuronParams {
-        tau_mem: 6.0,
-        tau_syn: 4.0,
-        v_th: 0.5,
-        ..Default::default()
-    };
+    let p = fast(0.5);
     let w = |mean: f32, std: f32| WeightInit { mean, std };
     let mut net = NetworkBuilder::new("ff", 30, 5)
         .input("in", 30)

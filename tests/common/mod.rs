@@ -585,15 +585,21 @@ pub fn tiny_chip(system: System) -> Substrate {
     }
 }
 
+/// Fast neurons (τ_mem 6, τ_syn 4 µs) with threshold `v_th`: small test networks spike within
+/// a few steps.
+pub fn fast(v_th: f32) -> NeuronParams {
+    NeuronParams {
+        tau_mem: 6.0,
+        tau_syn: 4.0,
+        v_th,
+        ..Default::default()
+    }
+}
+
 /// Two recurrent populations in one loop (a: 40, b: 30, a -> a, a -> b, b -> a with a delay),
 /// 70 circuits: three tiny chips; a readout on a fourth.
 pub fn looped(sub: &Substrate) -> Network {
-    let p = NeuronParams {
-        tau_mem: 6.0,
-        tau_syn: 4.0,
-        v_th: 0.6,
-        ..Default::default()
-    };
+    let p = fast(0.6);
     let w = |mean: f32, std: f32| WeightInit { mean, std };
     let mut net = NetworkBuilder::new("looped", 40, 11)
         .input("in", 20)
