@@ -830,8 +830,7 @@ impl Trainer {
     /// cannot: the device needs every system run to be one program (unlimited links) and its
     /// runs on this process, one delay per projection, each population whole where it shares
     /// a program, recurrent loops within its workgroup memory, kernels it can run
-    /// ([`DeviceTraining::unfit`](crate::backend::DeviceTraining::unfit)), and no reviving of
-    /// silent classes.
+    /// (`DeviceTraining::unfit`), and no reviving of silent classes.
     pub fn host_backward_reason(&self, dev: &dyn crate::backend::DeviceTraining) -> Option<String> {
         let net = &self.exec.network;
         if self.exec.share().is_some() {
