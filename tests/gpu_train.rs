@@ -114,9 +114,7 @@ fn trainer_of(net: neuropart::Network, mode: Mode, cfg: TrainConfig) -> Trainer 
 }
 
 /// The weights after `steps` batches of 16 of `data` trained by a fresh `make()` on the CPU
-/// and on `gpu` agree within 1e-5 of the largest for 99.9 % of them (as in
-/// `steps_agree_with_the_cpu_and_repeat_exactly`: a gradient that rounds to the other sign
-/// may flip a weight's Adam step); `what` names the case.
+/// and on `gpu` agree ([`assert_weights_agree`]); `what` names the case.
 fn assert_steps_agree(
     make: impl Fn() -> Trainer,
     gpu: &GpuBackend,
@@ -135,15 +133,22 @@ fn assert_steps_agree(
         weights(&t)
     };
     let (cpu, gpu_w) = (run(&CpuBackend), run(gpu));
+    assert_weights_agree(&cpu, &gpu_w, &format!("{what}, after {steps} steps"));
+}
+
+/// The GPU's weights `gpu` within 1e-5 of the largest of the CPU's `cpu` for 99.9 % of them
+/// (a gradient that rounds to the other sign may flip a weight's Adam step); `what` names the
+/// case.
+fn assert_weights_agree(cpu: &[f32], gpu: &[f32], what: &str) {
     let largest = cpu.iter().fold(0f32, |m, x| m.max(x.abs()));
     let close = cpu
         .iter()
-        .zip(&gpu_w)
+        .zip(gpu)
         .filter(|(a, b)| (*a - *b).abs() <= 1e-5 * largest)
         .count();
     assert!(
         close as f64 >= 0.999 * cpu.len() as f64,
-        "{what}: {close} of {} weights agree after {steps} steps",
+        "{what}: {close} of {} weights agree",
         cpu.len()
     );
 }
@@ -294,18 +299,7 @@ fn steps_agree_with_the_cpu_and_repeat_exactly() {
     // Adam step, so a few may differ by 2 lr).
     let (cpu1, ..) = run(&CpuBackend, 1);
     let (gpu1, ..) = run(&gpu, 1);
-    let largest = cpu1.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let close = cpu1
-        .iter()
-        .zip(&gpu1)
-        .filter(|(a, b)| (*a - *b).abs() <= 1e-5 * largest)
-        .count();
-    assert!(
-        close as f64 >= 0.999 * cpu1.len() as f64,
-        "{} of {} weights agree after one step",
-        close,
-        cpu1.len()
-    );
+    assert_weights_agree(&cpu1, &gpu1, "after one step");
     // Twenty steps: loss and accuracy of the last batch within 1 %.
     let (_, cpu_loss, cpu_correct) = run(&CpuBackend, 20);
     let (gpu20, gpu_loss, gpu_correct) = run(&gpu, 20);
@@ -447,18 +441,7 @@ fn gradients_equal_the_cpus_for_convolutions() {
     assert_gradients_close(&got, &want, "convolutional network");
     // The step (shared kernel weights, by-target bounds) gives the CPU's weights.
     t.sync(&gpu).unwrap();
-    let (a, b) = (weights(&on_cpu), weights(&t));
-    let largest = a.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let close = a
-        .iter()
-        .zip(&b)
-        .filter(|(x, y)| (*x - *y).abs() <= 1e-5 * largest)
-        .count();
-    assert!(
-        close as f64 >= 0.999 * a.len() as f64,
-        "{close} of {} weights agree",
-        a.len()
-    );
+    assert_weights_agree(&weights(&on_cpu), &weights(&t), "convolutional network");
 }
 
 /// Data-parallel training of 2 (simulated) processes, each on its GPU: every process runs its
