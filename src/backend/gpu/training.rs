@@ -424,30 +424,29 @@ impl DeviceTraining for GpuBackend {
             }
         }
         let (mut trace_at, mut raster_at) = (0u64, 0u64);
-        // Per program of several populations: its joint region.
-        let mut joint: Vec<(usize, u64)> = Vec::new();
+        let rows = capacity as u64 * steps as u64;
+        // Per program of several populations: its joint region, allocated where its first
+        // population comes.
+        let mut joint: Vec<Option<u64>> = vec![None; s.programs.len()];
         for (p, pop) in pops.iter_mut().enumerate() {
             if pop.kind != PopulationKind::Input {
-                let rows = capacity as u64 * steps as u64;
-                // The program's joint region, allocated where its first population comes.
-                let (at, local) = match shared[p] {
+                let (base, local) = match shared[p] {
                     None => (None, 0),
-                    Some((k, local)) => {
-                        (joint.iter().find(|j| j.0 == k).map(|j| j.1), local as u64)
-                    }
+                    Some((k, local)) => (joint[k], local as u64),
                 };
-                let base = at.unwrap_or(trace_at);
-                if at.is_none() {
-                    if let Some((k, _)) = shared[p] {
-                        joint.push((k, base));
-                    }
+                let base = base.unwrap_or_else(|| {
+                    let at = trace_at;
                     trace_at += rows * pop.stride as u64;
-                }
+                    if let Some((k, _)) = shared[p] {
+                        joint[k] = Some(at);
+                    }
+                    at
+                });
                 pop.region = Some(words32(base + local, "the kept traces")?);
             }
             if pop.kind == PopulationKind::Lif {
                 pop.raster = Some(words32(raster_at, "the raster")?);
-                raster_at += capacity as u64 * steps as u64 * pop.words as u64;
+                raster_at += rows * pop.words as u64;
             }
         }
         // Topology words: outgoing records per population (targets in reverse order, then
