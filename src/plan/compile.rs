@@ -56,10 +56,11 @@ pub struct WeightRun {
     pub population: u32,
 }
 
-/// The runs of `refs` (see [`WeightRun`]), `targets[j]` the target population of synapse `j`.
-fn weight_runs(refs: &[WeightRef], targets: impl Iterator<Item = PopulationId>) -> Vec<WeightRun> {
+/// The runs (see [`WeightRun`]) of a program's synapses, given in order as (the model weight
+/// each realises, its target population).
+fn weight_runs(synapses: impl Iterator<Item = (WeightRef, PopulationId)>) -> Vec<WeightRun> {
     let mut runs: Vec<WeightRun> = Vec::new();
-    for (j, (r, pop)) in refs.iter().zip(targets).enumerate() {
+    for (j, (r, pop)) in synapses.enumerate() {
         let pop = pop as u32;
         if let Some(last) = runs.last_mut() {
             if last.projection == r.projection && last.population == pop {
@@ -136,9 +137,10 @@ pub struct PartitionProgram {
     pub weights: Vec<i32>,
     /// Largest delay.
     pub max_delay: u32,
-    /// For each synapse, the model weight it realises.
-    pub weight_refs: Vec<WeightRef>,
-    /// The same, as runs of evenly spaced weights (what rewriting the weights walks).
+    /// The model weight each synapse realises, as runs of evenly spaced weights (what
+    /// rewriting the weights walks; [`PartitionProgram::weight_ref`] answers for one synapse).
+    /// Kept as runs rather than a reference per synapse: 8 bytes a synapse less, for a program
+    /// and again for a fused program holding it.
     pub weight_runs: Vec<WeightRun>,
     /// How this partition's weights reach the substrate.
     pub weight_map: WeightMap,
@@ -356,8 +358,9 @@ impl PartitionProgram {
         }
         let max_delay = synapses.iter().map(|s| s.delay).max().unwrap_or(0);
         let weight_runs = weight_runs(
-            &weight_refs,
-            synapses.iter().map(|s| neurons[s.target as usize].0),
+            weight_refs
+                .into_iter()
+                .zip(synapses.iter().map(|s| neurons[s.target as usize].0)),
         );
         Ok(PartitionProgram {
             partition: part.id,
@@ -370,7 +373,6 @@ impl PartitionProgram {
             synapses,
             weights,
             max_delay,
-            weight_refs,
             weight_runs,
             weight_map,
             cadc: None,
@@ -395,6 +397,27 @@ impl PartitionProgram {
     /// Indices of the synapses of source `src`.
     pub fn synapse_range(&self, src: usize) -> std::ops::Range<usize> {
         self.synapse_offsets[src] as usize..self.synapse_offsets[src + 1] as usize
+    }
+
+    /// The model weight synapse `j` realises.
+    pub fn weight_ref(&self, j: usize) -> WeightRef {
+        self.weight_refs_from(j)
+            .next()
+            .expect("a weight run covers every synapse")
+    }
+
+    /// The model weights synapses `j..` realise, in order.
+    pub fn weight_refs_from(&self, j: usize) -> impl Iterator<Item = WeightRef> + '_ {
+        let first = self
+            .weight_runs
+            .partition_point(|r| (r.synapse + r.len) as usize <= j);
+        self.weight_runs[first..].iter().flat_map(move |r| {
+            let skip = j.saturating_sub(r.synapse as usize) as u32;
+            (skip..r.len).map(move |k| WeightRef {
+                projection: r.projection,
+                index: r.index + k * r.stride,
+            })
+        })
     }
 
     /// True for a partition a single feed-forward pass computes: one stage, no synapse from
@@ -896,6 +919,101 @@ mod tests {
         assert!(tile_at(&runs), "the first runs make a tile");
     }
 
+    /// A synapse as (source, target, projection, weight index), neurons as global identities.
+    type SynapseRef = ((PopulationId, u32), (PopulationId, u32), u32, u32);
+
+    /// Every synapse's model weight, read through `weight_ref`.
+    fn synapse_refs(p: &PartitionProgram) -> Vec<SynapseRef> {
+        let nch = p.channels.len();
+        let mut out = Vec::new();
+        for src in 0..p.synapse_offsets.len() - 1 {
+            let from = if src < nch {
+                p.channels[src]
+            } else {
+                p.neurons[src - nch]
+            };
+            for j in p.synapse_range(src) {
+                let r = p.weight_ref(j);
+                let to = p.neurons[p.synapses[j].target as usize];
+                out.push((from, to, r.projection, r.index));
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// A program keeps its synapses' model weights as runs: `weight_ref` and `weight_refs_from`
+    /// give each synapse the weight the network stores for its (source, target) pair, in the
+    /// partitions (a hidden layer split over several, a readout) and in the fusion of the
+    /// hidden layer's (runs taken stretch by stretch from the programs), read one by one and
+    /// from the middle of a run on.
+    #[test]
+    fn weight_references_as_runs_name_each_synapses_weight() {
+        use crate::model::network::{NetworkBuilder, WeightInit};
+        use crate::model::neuron::NeuronParams;
+        use crate::model::substrate::Substrate;
+        use crate::plan::partition::{PartitionOptions, Plan};
+        let sub = Substrate::bss2();
+        let init = WeightInit {
+            mean: 0.0,
+            std: 0.5,
+        };
+        let net = NetworkBuilder::new("refs", 10, 3)
+            .input("in", 300)
+            .dense("h", 700, NeuronParams::default(), init)
+            .dense("o", 40, NeuronParams::default(), init)
+            .build(&sub)
+            .unwrap();
+        let plan = Plan::new(&net, &sub, &PartitionOptions::default()).unwrap();
+        let progs: Vec<PartitionProgram> = plan
+            .partitions
+            .iter()
+            .map(|p| PartitionProgram::compile(&net, &plan, p).unwrap())
+            .collect();
+        // Independently: each projection's weight index of (pre, post), from the network.
+        let mut expected = Vec::new();
+        let mut seen = Vec::new();
+        for (k, prog) in progs.iter().enumerate() {
+            assert!(
+                prog.weight_runs.len() < prog.synapses.len() / 8,
+                "partition {k}: runs"
+            );
+            for (from, to, proj, index) in synapse_refs(prog) {
+                // Dense weights are stored [target, source].
+                let (s, t) = [(0, 1), (1, 2)][proj as usize];
+                assert_eq!((from.0, to.0), (s, t), "partition {k}: projection {proj}");
+                let sources = net.populations[s].size as u32;
+                assert_eq!(
+                    index,
+                    to.1 * sources + from.1,
+                    "partition {k}: {from:?} -> {to:?}"
+                );
+                expected.push((from, to, proj, index));
+            }
+            // Read from the middle of the runs: the same as one by one.
+            let mid = prog.synapses.len() / 3;
+            let tail: Vec<WeightRef> = prog.weight_refs_from(mid).collect();
+            let one: Vec<WeightRef> = (mid..prog.synapses.len())
+                .map(|j| prog.weight_ref(j))
+                .collect();
+            assert_eq!(tail, one);
+            seen.push(prog.synapses.len());
+        }
+        expected.sort_unstable();
+        assert_eq!(expected.len(), 300 * 700 + 700 * 40);
+        // The hidden layer's partitions as one wave.
+        let wave: Vec<&PartitionProgram> = progs
+            .iter()
+            .filter(|p| p.neurons.iter().all(|n| n.0 == 1))
+            .collect();
+        assert!(wave.len() >= 2, "the hidden layer spans partitions");
+        let live: Vec<Vec<bool>> = wave.iter().map(|p| vec![false; p.channels.len()]).collect();
+        let fused = fuse(&wave, &live, 0).expect("one wave").program;
+        let mut parts: Vec<_> = wave.iter().flat_map(|p| synapse_refs(p)).collect();
+        parts.sort_unstable();
+        assert_eq!(synapse_refs(&fused), parts);
+    }
+
     #[test]
     fn inline_rounding_equals_the_standard_library_bit_for_bit() {
         let mut rng = crate::rng::Rng::new(5);
@@ -1028,19 +1146,12 @@ pub fn fuse(
     let total = synapse_offsets[nsrc] as usize;
     let mut synapses = vec![<Synapse as bytemuck::Zeroable>::zeroed(); total];
     let mut weights = vec![0i32; total];
-    let mut weight_refs = vec![<WeightRef as bytemuck::Zeroable>::zeroed(); total];
     let mut origin = vec![(0u32, 0u32); total];
     let mut cursor = synapse_offsets[..nsrc].to_vec();
     for (k, (p, here)) in programs.iter().zip(&sources_of).enumerate() {
         for (src, &(source, extra)) in here.iter().enumerate() {
             let a = p.synapse_offsets[src] as usize;
-            for (i, ((syn, &w), r)) in p
-                .synapses_of(src)
-                .iter()
-                .zip(p.weights_of(src))
-                .zip(&p.weight_refs[a..])
-                .enumerate()
-            {
+            for (i, (syn, &w)) in p.synapses_of(src).iter().zip(p.weights_of(src)).enumerate() {
                 let at = &mut cursor[source as usize];
                 let x = *at as usize;
                 *at += 1;
@@ -1049,7 +1160,6 @@ pub fn fuse(
                     delay: syn.delay + extra,
                 };
                 weights[x] = w;
-                weight_refs[x] = *r;
                 origin[x] = (k as u32, (a + i) as u32);
             }
         }
@@ -1064,10 +1174,15 @@ pub fn fuse(
         }
     }
     let max_delay = synapses.iter().map(|s| s.delay).max().unwrap_or(0);
-    let weight_runs = weight_runs(
-        &weight_refs,
-        synapses.iter().map(|s| neurons[s.target as usize].0),
-    );
+    drop(origin);
+    // The model weights of the whole's synapses, stretch by stretch from the runs of the
+    // programs that hold them.
+    let refs = stretches.iter().flat_map(|&(k, i, n)| {
+        programs[k as usize]
+            .weight_refs_from(i as usize)
+            .take(n as usize)
+    });
+    let weight_runs = weight_runs(refs.zip(synapses.iter().map(|s| neurons[s.target as usize].0)));
     let n = neurons.len() as u32;
     Some(FusedProgram {
         program: PartitionProgram {
@@ -1081,7 +1196,6 @@ pub fn fuse(
             synapses,
             weights,
             max_delay,
-            weight_refs,
             weight_runs,
             weight_map: first.weight_map,
             cadc: first.cadc,

@@ -25,9 +25,10 @@ use rayon::prelude::*;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Bytes a compiled synapse takes (the program's synapse and weight reference, a backend's
-/// copy of the weight), for the memory estimate.
-const COMPILED_BYTES_PER_SYNAPSE: u64 = 24;
+/// Bytes a compiled synapse takes, for the memory estimate: its program's synapse and
+/// fixed-point weight (12), the same again where a wave or a system run is fused into one
+/// program (12), and a backend's copy of the weight (at most 4).
+const COMPILED_BYTES_PER_SYNAPSE: u64 = 28;
 
 /// Bytes of a recorded spike on the host.
 const SPIKE_BYTES: u64 = std::mem::size_of::<crate::spikes::store::SpikeEvent>() as u64;

@@ -77,7 +77,6 @@ impl RankShare {
 pub fn shell(mut program: PartitionProgram) -> PartitionProgram {
     program.synapses = Vec::new();
     program.weights = Vec::new();
-    program.weight_refs = Vec::new();
     program.weight_runs = Vec::new();
     program.synapse_offsets.iter_mut().for_each(|o| *o = 0);
     program

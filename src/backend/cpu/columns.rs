@@ -151,7 +151,12 @@ crate::simd::widest! {
                 match prog.deliveries[ch as usize] {
                     Delivery::Dense { delay } => {
                         let d = prog.dense.as_ref().expect("dense deliveries have dense weights");
-                        add(d.block(lo, ch as usize, w), 0, delay, es, steps, w, pending);
+                        let at = d.block_at(lo, ch as usize);
+                        match &d.weights {
+                            Narrow::I8(ws) => add(&ws[at..at + w], 0, delay, es, steps, w, pending),
+                            Narrow::I16(ws) => add(&ws[at..at + w], 0, delay, es, steps, w, pending),
+                            Narrow::I32(ws) => add(&ws[at..at + w], 0, delay, es, steps, w, pending),
+                        }
                     }
                     Delivery::Run(r) => add_run(&c.program.weights, r, lo, hi, es, steps, pending),
                     Delivery::Runs(ref range) => {
@@ -175,6 +180,10 @@ crate::simd::widest! {
                         }
                     }
                 }
+            }
+            // A dense layer's sums are in units of its weights' common power of two.
+            if let Some(d) = prog.dense.as_ref().filter(|d| d.shift > 0) {
+                pending[..rows * w].iter_mut().for_each(|p| *p <<= d.shift);
             }
             segments.clear();
             segments.extend(stage.iter().filter_map(|s| {
@@ -338,8 +347,8 @@ fn add_run(
 /// Add `ws` at `at..` of the block's row (`w` wide) `delay` steps after every spike `entries`
 /// holds that arrives before the end.
 #[inline(always)]
-fn add(
-    ws: &[i32],
+fn add<W: Copy + Into<i32>>(
+    ws: &[W],
     at: usize,
     delay: usize,
     entries: &[(u32, u32)],
@@ -350,8 +359,8 @@ fn add(
     for &(row, step) in entries {
         if step as usize + delay < steps {
             let x = (row as usize + delay) * w + at;
-            for (p, y) in pending[x..x + ws.len()].iter_mut().zip(ws) {
-                *p += y;
+            for (p, &y) in pending[x..x + ws.len()].iter_mut().zip(ws) {
+                *p += y.into();
             }
         }
     }
@@ -366,12 +375,64 @@ const DENSE_WIDTH: usize = 128;
 /// channel `ch`'s weight to neuron `b * width + k`, zero beyond the last neuron. A block's
 /// weights are then one contiguous stretch that streams past the block's sums, instead of
 /// short pieces of rows a layer's width apart (which the prefetchers do not follow).
+///
+/// The weights are held at the resolution they have ([`Narrow`]): every fixed-point weight is
+/// `held << shift`, with `shift` the largest power of two that divides them all, in the
+/// narrowest integers that hold the multiples. An emulated layer's weights are its 6-bit
+/// codes times one power of two (bytes); an ideal layer's usually need 16 bits. The sums are
+/// formed in units of `2^shift` and shifted once before the neurons read them: integer sums,
+/// so the result is the same bit for bit.
 #[derive(Clone, Debug)]
 pub(super) struct Dense {
     width: usize,
     n: usize,
     nch: usize,
-    weights: Vec<i32>,
+    shift: u32,
+    weights: Narrow,
+}
+
+/// Integers of the width a dense layer's weights need (see [`Dense`]).
+#[derive(Clone, Debug)]
+pub(super) enum Narrow {
+    I8(Vec<i8>),
+    I16(Vec<i16>),
+    I32(Vec<i32>),
+}
+
+impl Narrow {
+    /// `len` zeros of the narrowest width that holds every `w >> shift` of `weights` (each a
+    /// multiple of `2^shift`).
+    fn zeros(weights: &[i32], shift: u32, len: usize) -> Narrow {
+        let (lo, hi) = weights.iter().fold((0i32, 0i32), |(lo, hi), &w| {
+            (lo.min(w >> shift), hi.max(w >> shift))
+        });
+        if lo >= i8::MIN as i32 && hi <= i8::MAX as i32 {
+            Narrow::I8(vec![0; len])
+        } else if lo >= i16::MIN as i32 && hi <= i16::MAX as i32 {
+            Narrow::I16(vec![0; len])
+        } else {
+            Narrow::I32(vec![0; len])
+        }
+    }
+}
+
+/// The largest power of two (at most 2^30) that divides every weight.
+fn common_shift(weights: &[i32]) -> u32 {
+    weights
+        .iter()
+        .fold(0i32, |acc, &w| acc | w)
+        .trailing_zeros()
+        .min(30)
+}
+
+/// Copy `piece` (fixed point, multiples of `2^shift`) into `out` as multiples.
+#[inline(always)]
+fn put<W: TryFrom<i32>>(out: &mut [W], piece: &[i32], shift: u32) {
+    for (o, &w) in out.iter_mut().zip(piece) {
+        *o = W::try_from(w >> shift)
+            .ok()
+            .expect("the width chosen holds every weight");
+    }
 }
 
 impl Dense {
@@ -389,64 +450,112 @@ impl Dense {
             return None;
         }
         let width = DENSE_WIDTH.min(n);
-        let blocks = n.div_ceil(width);
-        let mut weights = vec![0; blocks * nch * width];
+        let mut runs = vec![None; nch];
         for (ch, d) in p.deliveries.iter_mut().take(nch).enumerate() {
             if let Delivery::Run(r) = *d {
-                let row = &prog.weights[r.at..r.at + n];
-                for (b, piece) in row.chunks(width).enumerate() {
-                    let at = (b * nch + ch) * width;
-                    weights[at..at + piece.len()].copy_from_slice(piece);
-                }
+                runs[ch] = Some(r.at);
                 *d = Delivery::Dense { delay: r.delay };
             }
         }
-        Some(Dense {
+        let mut dense = Dense {
             width,
             n,
             nch,
-            weights,
-        })
+            shift: 0,
+            weights: Narrow::I32(Vec::new()),
+        };
+        dense.fill(prog, |ch| runs[ch]);
+        Some(dense)
     }
 
-    /// Channel `ch`'s weights to the block that starts at neuron `lo` (`w` of them).
+    /// Lay out `prog`'s weights in blocks, channel `ch`'s row starting at synapse `row(ch)`
+    /// (`None`: a channel without synapses), at the narrowest width that holds them.
+    fn fill(&mut self, prog: &PartitionProgram, row: impl Fn(usize) -> Option<usize> + Sync) {
+        use rayon::prelude::*;
+        let (nch, width, n) = (self.nch, self.width, self.n);
+        self.shift = common_shift(&prog.weights);
+        let len = n.div_ceil(width) * nch * width;
+        let shift = self.shift;
+        self.weights = Narrow::zeros(&prog.weights, shift, len);
+        fn blocks<W: TryFrom<i32> + Send>(
+            out: &mut [W],
+            prog: &PartitionProgram,
+            row: &(impl Fn(usize) -> Option<usize> + Sync),
+            (nch, width, n, shift): (usize, usize, usize, u32),
+        ) {
+            out.par_chunks_mut((nch * width).max(1))
+                .enumerate()
+                .for_each(|(k, block)| {
+                    let (lo, hi) = (k * width, ((k + 1) * width).min(n));
+                    for ch in 0..nch {
+                        if let Some(at) = row(ch) {
+                            let piece = &prog.weights[at + lo..at + hi];
+                            put(&mut block[ch * width..], piece, shift);
+                        }
+                    }
+                });
+        }
+        let dims = (nch, width, n, shift);
+        match &mut self.weights {
+            Narrow::I8(out) => blocks(out, prog, &row, dims),
+            Narrow::I16(out) => blocks(out, prog, &row, dims),
+            Narrow::I32(out) => blocks(out, prog, &row, dims),
+        }
+    }
+
+    /// Where channel `ch`'s weights to the block that starts at neuron `lo` begin.
     #[inline(always)]
-    fn block(&self, lo: usize, ch: usize, w: usize) -> &[i32] {
-        let at = (lo / self.width * self.nch + ch) * self.width;
-        &self.weights[at..at + w]
+    fn block_at(&self, lo: usize, ch: usize) -> usize {
+        (lo / self.width * self.nch + ch) * self.width
     }
 
     /// Add channel `ch`'s weights to `row` (one value per neuron).
     #[inline(always)]
     pub(super) fn deliver(&self, ch: usize, row: &mut [i32]) {
-        for (lo, piece) in (0..self.n)
-            .step_by(self.width)
-            .zip(row.chunks_mut(self.width))
-        {
-            let len = piece.len();
-            for (p, w) in piece.iter_mut().zip(self.block(lo, ch, len)) {
-                *p += w;
+        #[inline(always)]
+        fn each<W: Copy + Into<i32>>(d: &Dense, ws: &[W], ch: usize, row: &mut [i32]) {
+            for (lo, piece) in (0..d.n).step_by(d.width).zip(row.chunks_mut(d.width)) {
+                let (at, len) = (d.block_at(lo, ch), piece.len());
+                for (p, &w) in piece.iter_mut().zip(&ws[at..at + len]) {
+                    *p += w.into() << d.shift;
+                }
             }
+        }
+        match &self.weights {
+            Narrow::I8(ws) => each(self, ws, ch, row),
+            Narrow::I16(ws) => each(self, ws, ch, row),
+            Narrow::I32(ws) => each(self, ws, ch, row),
         }
     }
 
-    /// Take new weights from `prog` (same structure), a block of neurons per task.
+    /// Take new weights from `prog` (same structure): the width chosen again.
     pub(super) fn rewrite(&mut self, prog: &PartitionProgram) {
-        use rayon::prelude::*;
-        let (nch, width) = (self.nch, self.width);
-        self.weights
-            .par_chunks_mut((nch * width).max(1))
-            .enumerate()
-            .for_each(|(k, block)| {
-                for ch in 0..nch {
-                    let (a, b) = (
-                        prog.synapse_offsets[ch] as usize + k * width,
-                        prog.synapse_offsets[ch + 1] as usize,
-                    );
-                    let piece = &prog.weights[a.min(b)..(a + width).min(b)];
-                    block[ch * width..ch * width + piece.len()].copy_from_slice(piece);
-                }
-            });
+        let offsets = &prog.synapse_offsets;
+        self.fill(prog, |ch| {
+            let (a, b) = (offsets[ch] as usize, offsets[ch + 1] as usize);
+            (a < b).then_some(a)
+        });
+    }
+
+    /// The fixed-point weight held at `at` (see [`Dense::block_at`]).
+    #[cfg(test)]
+    fn weight(&self, at: usize) -> i32 {
+        let held = match &self.weights {
+            Narrow::I8(ws) => ws[at] as i32,
+            Narrow::I16(ws) => ws[at] as i32,
+            Narrow::I32(ws) => ws[at],
+        };
+        held << self.shift
+    }
+
+    /// Bytes a weight takes here.
+    #[cfg(test)]
+    fn weight_bytes(&self) -> usize {
+        match &self.weights {
+            Narrow::I8(_) => 1,
+            Narrow::I16(_) => 2,
+            Narrow::I32(_) => 4,
+        }
     }
 }
 
@@ -459,8 +568,10 @@ mod tests {
     use crate::plan::partition::{PartitionOptions, Plan};
 
     /// A dense layer's weights in blocks equal the compiled synapse list, weight for weight,
-    /// after preparation and after an update with other weights; delivering a channel adds
-    /// exactly its row.
+    /// after preparation and after updates with other weights, at the narrowest width that
+    /// holds them (the initial ideal weights, past 16 bits at this fan-in, in 32; 6-bit values
+    /// in bytes; multiples of 8 held as multiples; 15-bit values in 16); delivering a channel
+    /// adds exactly its row.
     #[test]
     fn dense_blocks_hold_the_compiled_weights() {
         let sub = Substrate::bss2();
@@ -493,37 +604,52 @@ mod tests {
         let mut prog = CpuProgram::new(&program);
         let nch = program.channels.len();
         assert_eq!(nch, 1000);
-        let check = |prog: &CpuProgram, program: &PartitionProgram| {
+        let check = |prog: &CpuProgram, program: &PartitionProgram, bytes: usize, shift: u32| {
             let d = prog
                 .dense
                 .as_ref()
                 .expect("a wide dense layer is held in blocks");
-            assert_eq!((d.width, d.weights.len()), (128, 3 * 1000 * 128));
+            assert_eq!((d.width, d.weight_bytes(), d.shift), (128, bytes, shift));
             for ch in 0..nch {
                 let row: Vec<i32> = program.weights_of(ch).to_vec();
                 assert_eq!(row.len(), 300);
                 for (j, &w) in row.iter().enumerate() {
                     let (b, k) = (j / 128, j % 128);
                     assert_eq!(
-                        d.weights[(b * nch + ch) * 128 + k],
+                        d.weight((b * nch + ch) * 128 + k),
                         w,
                         "channel {ch}, neuron {j}"
                     );
                 }
                 // Padding beyond the last neuron stays zero.
                 let last = (2 * nch + ch) * 128;
-                assert!(d.weights[last + 44..last + 128].iter().all(|&w| w == 0));
+                assert!((last + 44..last + 128).all(|at| d.weight(at) == 0));
                 let mut sums = vec![7i32; 300];
                 d.deliver(ch, &mut sums);
                 let expected: Vec<i32> = row.iter().map(|w| w + 7).collect();
                 assert_eq!(sums, expected, "channel {ch} delivered");
             }
         };
-        check(&prog, &program);
+        let largest = program.weights.iter().map(|w| w.abs()).max().unwrap();
+        assert!(largest > 32767, "{largest}");
+        check(&prog, &program, 4, common_shift(&program.weights));
         for (k, w) in program.weights.iter_mut().enumerate() {
             *w = (k % 127) as i32 - 63;
         }
         prog.update(&program);
-        check(&prog, &program);
+        check(&prog, &program, 1, 0);
+        for (k, w) in program.weights.iter_mut().enumerate() {
+            *w = ((k % 255) as i32 - 127) * 8;
+        }
+        prog.update(&program);
+        check(&prog, &program, 1, 3);
+        program.weights[4321] = 40_000 * 8;
+        prog.update(&program);
+        check(&prog, &program, 4, 3);
+        for (k, w) in program.weights.iter_mut().enumerate() {
+            *w = (k % 60_001) as i32 - 30_000;
+        }
+        prog.update(&program);
+        check(&prog, &program, 2, 0);
     }
 }

@@ -575,7 +575,7 @@ impl DeviceTraining for GpuBackend {
                         offsets.push(offsets.last().copied().unwrap_or(0) + 1);
                     }
                     last = Some(word);
-                    let r = prog.weight_refs[j as usize];
+                    let r = prog.weight_ref(j as usize);
                     list.push(projs[r.projection as usize].w_base + r.index);
                 }
                 runs.push(ProgRun {
