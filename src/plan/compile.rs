@@ -408,9 +408,27 @@ impl PartitionProgram {
 
     /// The model weights synapses `j..` realise, in order.
     pub fn weight_refs_from(&self, j: usize) -> impl Iterator<Item = WeightRef> + '_ {
-        let first = self
-            .weight_runs
-            .partition_point(|r| (r.synapse + r.len) as usize <= j);
+        self.weight_refs_at(self.run_of(j, 0), j)
+    }
+
+    /// The weight run that holds synapse `j`, searched from run `hint` on where that run
+    /// starts at or before `j` (walking a program's synapses in order), else among all.
+    fn run_of(&self, j: usize, hint: usize) -> usize {
+        let runs = &self.weight_runs;
+        let end = |r: &WeightRun| (r.synapse + r.len) as usize;
+        match runs.get(hint) {
+            Some(r) if r.synapse as usize <= j => {
+                hint + runs[hint..]
+                    .iter()
+                    .position(|r| end(r) > j)
+                    .unwrap_or(runs.len() - hint)
+            }
+            _ => runs.partition_point(|r| end(r) <= j),
+        }
+    }
+
+    /// [`PartitionProgram::weight_refs_from`] `j`, which run `first` holds.
+    fn weight_refs_at(&self, first: usize, j: usize) -> impl Iterator<Item = WeightRef> + '_ {
         self.weight_runs[first..].iter().flat_map(move |r| {
             let skip = j.saturating_sub(r.synapse as usize) as u32;
             (skip..r.len).map(move |k| WeightRef {
@@ -972,7 +990,6 @@ mod tests {
             .collect();
         // Independently: each projection's weight index of (pre, post), from the network.
         let mut expected = Vec::new();
-        let mut seen = Vec::new();
         for (k, prog) in progs.iter().enumerate() {
             assert!(
                 prog.weight_runs.len() < prog.synapses.len() / 8,
@@ -997,7 +1014,6 @@ mod tests {
                 .map(|j| prog.weight_ref(j))
                 .collect();
             assert_eq!(tail, one);
-            seen.push(prog.synapses.len());
         }
         expected.sort_unstable();
         assert_eq!(expected.len(), 300 * 700 + 700 * 40);
@@ -1055,6 +1071,15 @@ mod tests {
         assert_eq!(round_i32(1e30), 8_388_608);
         assert_eq!(round_i32(-f32::INFINITY), -8_388_608);
         assert_eq!(round_i32(f32::NAN), -8_388_608);
+    }
+}
+
+/// Append stretch `(program, first synapse there, length)` to `stretches`, joined to the last
+/// where it continues it.
+fn push_stretch(stretches: &mut Vec<(u32, u32, u32)>, (k, i, n): (u32, u32, u32)) {
+    match stretches.last_mut() {
+        Some((sk, si, len)) if *sk == k && *si + *len == i => *len += n,
+        _ => stretches.push((k, i, n)),
     }
 }
 
@@ -1116,14 +1141,15 @@ pub fn fuse(
         b.lut[k] = ch as u32;
     }
     let channel_of = |id: (PopulationId, u32)| channels.binary_search(&id).ok();
-    // Every synapse under its source in the whole, in chip order: counted per source, then
-    // placed (a stable counting sort, without a keyed copy of every synapse).
+    // Every synapse under its source in the whole, in chip order: what feeds each source of
+    // the whole is listed first (per source, the programs' sources in chip order), then the
+    // whole is written in order, source after source, in pieces over the threads.
     let nsrc = nch + neurons.len();
-    let mut sources_of: Vec<Vec<(u32, u32)>> = Vec::with_capacity(programs.len());
     let mut synapse_offsets = vec![0u32; nsrc + 1];
+    let mut feed_offsets = vec![0usize; nsrc + 1];
+    let mut feeding: Vec<(u32, u32)> = Vec::new();
     for (k, p) in programs.iter().enumerate() {
         let pnch = p.channels.len();
-        let mut here = Vec::with_capacity(pnch + p.neurons.len());
         for src in 0..pnch + p.neurons.len() {
             let (source, extra) = if src < pnch {
                 if live[k][src] {
@@ -1136,51 +1162,80 @@ pub fn fuse(
                 ((nch + offsets[k] + src - pnch) as u32, 0)
             };
             synapse_offsets[source as usize + 1] += p.synapses_of(src).len() as u32;
-            here.push((source, extra));
+            feed_offsets[source as usize + 1] += 1;
+            feeding.push((source, extra));
         }
-        sources_of.push(here);
     }
     for i in 0..nsrc {
         synapse_offsets[i + 1] += synapse_offsets[i];
+        feed_offsets[i + 1] += feed_offsets[i];
     }
+    // Per source of the whole: (program, its source, extra delay), in chip order.
+    let mut feeds = vec![(0u32, 0u32, 0u32); feed_offsets[nsrc]];
+    let mut cursor = feed_offsets[..nsrc].to_vec();
+    let mut each = feeding.into_iter();
+    for (k, p) in programs.iter().enumerate() {
+        for (src, (source, extra)) in each.by_ref().take(p.synapse_offsets.len() - 1).enumerate() {
+            let at = &mut cursor[source as usize];
+            feeds[*at] = (k as u32, src as u32, extra);
+            *at += 1;
+        }
+    }
+    drop(cursor);
     let total = synapse_offsets[nsrc] as usize;
     let mut synapses = vec![<Synapse as bytemuck::Zeroable>::zeroed(); total];
     let mut weights = vec![0i32; total];
-    let mut origin = vec![(0u32, 0u32); total];
-    let mut cursor = synapse_offsets[..nsrc].to_vec();
-    for (k, (p, here)) in programs.iter().zip(&sources_of).enumerate() {
-        for (src, &(source, extra)) in here.iter().enumerate() {
-            let a = p.synapse_offsets[src] as usize;
-            for (i, (syn, &w)) in p.synapses_of(src).iter().zip(p.weights_of(src)).enumerate() {
-                let at = &mut cursor[source as usize];
-                let x = *at as usize;
-                *at += 1;
-                synapses[x] = Synapse {
-                    target: syn.target + offsets[k] as u32,
-                    delay: syn.delay + extra,
-                };
-                weights[x] = w;
-                origin[x] = (k as u32, (a + i) as u32);
+    const PIECE: usize = 1 << 16;
+    let ends = || synapse_offsets[1..].iter().map(|&e| e as usize);
+    let pieces = crate::threads::pieces_at(&mut synapses, ends(), PIECE)
+        .into_iter()
+        .zip(crate::threads::pieces_at(&mut weights, ends(), PIECE))
+        .collect::<Vec<_>>();
+    // Where the whole's synapses come from, as stretches that one program holds
+    // consecutively, per piece.
+    let pieces: Vec<Vec<(u32, u32, u32)>> = pieces
+        .into_par_iter()
+        .map(|((items, _, mut syn_out), (_, _, mut w_out))| {
+            let mut stretches: Vec<(u32, u32, u32)> = Vec::new();
+            for &(k, src, extra) in &feeds[feed_offsets[items.start]..feed_offsets[items.end]] {
+                let p = programs[k as usize];
+                let range = p.synapse_range(src as usize);
+                let n = range.len();
+                if n == 0 {
+                    continue;
+                }
+                let (syn_here, rest) = std::mem::take(&mut syn_out).split_at_mut(n);
+                syn_out = rest;
+                let first = offsets[k as usize] as u32;
+                for (o, syn) in syn_here.iter_mut().zip(&p.synapses[range.clone()]) {
+                    *o = Synapse {
+                        target: syn.target + first,
+                        delay: syn.delay + extra,
+                    };
+                }
+                let (w_here, rest) = std::mem::take(&mut w_out).split_at_mut(n);
+                w_out = rest;
+                w_here.copy_from_slice(&p.weights[range.clone()]);
+                push_stretch(&mut stretches, (k, range.start as u32, n as u32));
             }
-        }
-    }
-    // The origins as stretches: consecutive synapses of the whole that are consecutive in one
-    // program.
+            stretches
+        })
+        .collect();
     let mut stretches: Vec<(u32, u32, u32)> = Vec::new();
-    for &(k, i) in &origin {
-        match stretches.last_mut() {
-            Some((sk, si, len)) if *sk == k && *si + *len == i => *len += 1,
-            _ => stretches.push((k, i, 1)),
-        }
+    for st in pieces.into_iter().flatten() {
+        push_stretch(&mut stretches, st);
     }
     let max_delay = synapses.iter().map(|s| s.delay).max().unwrap_or(0);
-    drop(origin);
     // The model weights of the whole's synapses, stretch by stretch from the runs of the
     // programs that hold them.
+    // A program's stretches come in the order of its synapses (its sources in order), so
+    // each search starts from the run the last one ended in.
+    let mut hint = vec![0usize; programs.len()];
     let refs = stretches.iter().flat_map(|&(k, i, n)| {
-        programs[k as usize]
-            .weight_refs_from(i as usize)
-            .take(n as usize)
+        let (p, i) = (programs[k as usize], i as usize);
+        let run = p.run_of(i, hint[k as usize]);
+        hint[k as usize] = run;
+        p.weight_refs_at(run, i).take(n as usize)
     });
     let weight_runs = weight_runs(refs.zip(synapses.iter().map(|s| neurons[s.target as usize].0)));
     let n = neurons.len() as u32;

@@ -282,7 +282,9 @@ struct Unit<'a> {
 /// The programs prepared on one backend.
 struct Residents {
     key: u64,
-    handles: Vec<Resident>,
+    /// Per partition: its own resident, prepared when a run first takes it (a partition of a
+    /// fused wave may never run alone: preparing it would hold its synapses a second time).
+    handles: Vec<Option<Resident>>,
     /// Per round: the resident of its fused program, if it has one.
     fused: Vec<Option<Resident>>,
     /// Per wave: the resident of its fused program, where the backend runs it
@@ -878,15 +880,18 @@ impl Executor {
                     let (f, h) = self.round_fused(r, ri).expect("fused");
                     (&f.program, h)
                 }
-                RunUnit::Partition(p) => (&self.programs[p], &r.handles[p]),
+                RunUnit::Partition(p) => (
+                    &self.programs[p],
+                    r.handles[p].as_ref().expect("brought up"),
+                ),
             })
             .unzip();
         Ok(f(&programs, &residents))
     }
 
-    /// Prepare every partition on `backend` now (otherwise the first run does it), and bring
-    /// the residents a run takes up to date (a fused wave's, not its partitions' own: those
-    /// are brought up to date when a run takes them).
+    /// Prepare on `backend` now what a run takes (otherwise the first run does it), or bring
+    /// it up to date: a fused wave's resident, not its partitions' own (those are prepared,
+    /// or brought up to date, when a run takes them).
     pub fn prepare<B: Backend + ?Sized>(&self, backend: &B) -> Result<()> {
         let mut guard = self.residents.lock().expect("not poisoned");
         let r = self.residents_on(backend, &mut guard)?;
@@ -903,11 +908,7 @@ impl Executor {
     ) -> Result<&'g mut Residents> {
         let fresh = !matches!(slot, Some(r) if r.key == backend.key());
         if fresh {
-            let handles = self
-                .programs
-                .iter()
-                .map(|p| backend.prepare(p))
-                .collect::<Result<Vec<_>>>()?;
+            let handles = self.programs.iter().map(|_| None).collect();
             let fused = self
                 .fused
                 .iter()
@@ -929,6 +930,8 @@ impl Executor {
                 generations: PerResident::default(),
             };
             r.generations = PerResident::of(&r, self.generation);
+            // Not prepared yet: older than any generation.
+            r.generations.handles.fill(u64::MAX);
             *slot = Some(r);
         }
         Ok(slot.as_mut().expect("just set"))
@@ -975,6 +978,7 @@ impl Executor {
             fused: fnd,
             wave_fused: wn,
         } = &needed;
+        // A partition's own resident not prepared yet is prepared now (up to date then).
         let handles = r
             .handles
             .iter_mut()
@@ -987,11 +991,18 @@ impl Executor {
                 (r.wave_fused.iter_mut().zip(&self.wave_fused))
                     .zip(wg.iter_mut().zip(wn).map(|x| stale(g, x))),
             )
-            .filter_map(|((h, f), gen)| Some((h.as_mut()?, &f.as_ref()?.program, gen?)));
-        let todo: Vec<(&mut Resident, &PartitionProgram, &mut u64)> =
+            .filter_map(|((h, f), gen)| {
+                let program = &f.as_ref()?.program;
+                // A fused program the backend does not run has no resident.
+                h.is_some().then_some((h, program, gen?))
+            });
+        let todo: Vec<(&mut Option<Resident>, &PartitionProgram, &mut u64)> =
             handles.chain(fused).collect();
         todo.into_par_iter().try_for_each(|(h, p, gen)| {
-            backend.update(h, p)?;
+            match h {
+                Some(h) => backend.update(h, p)?,
+                None => *h = Some(backend.prepare(p)?),
+            }
             *gen = g;
             Ok::<(), Error>(())
         })
@@ -1524,7 +1535,7 @@ impl Executor {
                 };
                 jobs.push(Job {
                     program: prog,
-                    resident: &residents.handles[pid],
+                    resident: residents.handles[pid].as_ref().expect("brought up"),
                     membranes,
                     dest,
                 });
