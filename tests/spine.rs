@@ -693,7 +693,8 @@ fn feed_forward_programs_run_by_columns_give_what_sample_by_sample_runs_give() {
     // emulated (noise included), fused waves and not, spikes, traces and scores. Random
     // networks (columns asked for), and wide layers that run by columns unasked (weights of
     // 1 MiB or more) and whose blocks split: a dense layer of 300 neurons from 1 000 inputs
-    // (its weights laid out in blocks of 128) and a sparse one of 2 600 over six chips (one
+    // (its weights laid out in blocks of 128: 32-bit ideal, 8-bit emulated), one of 40 from
+    // 8 000 (a block of 64; 16-bit ideal) and a sparse one of 2 600 over six chips (one
     // fused program; at 2 threads, 64 samples x 50 steps, two blocks whose spikes are merged by
     // step).
     let check = |net: &Network, sub: &Substrate, samples: usize, p: f64, what: &str| {
@@ -760,6 +761,13 @@ fn feed_forward_programs_run_by_columns_give_what_sample_by_sample_runs_give() {
         .readout("out", 10, lif.clone(), init)
         .build(&sub)
         .unwrap();
+    // 40 neurons from 8 000 inputs: one block of 64, 16-bit weights (ideal).
+    let narrow = NetworkBuilder::new("narrow", 40, 5)
+        .input("in", 8000)
+        .dense("h", 40, lif.clone(), init)
+        .readout("out", 10, lif.clone(), init)
+        .build(&sub)
+        .unwrap();
     let sparse = sparse_layer(&sub, 50);
     let two = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
@@ -767,6 +775,7 @@ fn feed_forward_programs_run_by_columns_give_what_sample_by_sample_runs_give() {
         .unwrap();
     two.install(|| {
         check(&dense, &sub, 64, 0.05, "dense 300");
+        check(&narrow, &sub, 64, 0.01, "dense 40 from 8 000");
         check(&sparse, &sub, 64, 0.05, "sparse 2 600");
     });
 }

@@ -111,7 +111,10 @@ crate::simd::widest! {
         let prog = c.prog;
         let (n, steps, m) = (prog.n, c.opts.steps as usize, c.range.len());
         let rows = m * steps;
-        gather(c, &mut scratch.columns);
+        match &prog.dense {
+            Some(_) => gather_rows(c, &mut scratch.columns),
+            None => gather(c, &mut scratch.columns),
+        }
         let width = match &prog.dense {
             Some(d) => d.width,
             None => block_width(rows, n),
@@ -146,18 +149,13 @@ crate::simd::widest! {
             let hi = (lo + width).min(n);
             let w = hi - lo;
             reset(pending, rows * w, 0);
+            if let Some(d) = &prog.dense {
+                d.row_sums(lo, w, offsets, entries, pending);
+            }
             for &ch in active.iter() {
                 let es = &entries[offsets[ch as usize] as usize..offsets[ch as usize + 1] as usize];
                 match prog.deliveries[ch as usize] {
-                    Delivery::Dense { delay } => {
-                        let d = prog.dense.as_ref().expect("dense deliveries have dense weights");
-                        let at = d.block_at(lo, ch as usize);
-                        match &d.weights {
-                            Narrow::I8(ws) => add(&ws[at..at + w], 0, delay, es, steps, w, pending),
-                            Narrow::I16(ws) => add(&ws[at..at + w], 0, delay, es, steps, w, pending),
-                            Narrow::I32(ws) => add(&ws[at..at + w], 0, delay, es, steps, w, pending),
-                        }
-                    }
+                    Delivery::Dense { .. } => unreachable!("a dense layer's sums come by rows"),
                     Delivery::Run(r) => add_run(&c.program.weights, r, lo, hi, es, steps, pending),
                     Delivery::Runs(ref range) => {
                         for &r in &prog.runs[range.clone()] {
@@ -308,6 +306,40 @@ fn gather(c: &Chunk<'_>, s: &mut ColumnScratch) {
         .extend((0..nch as u32).filter(|&k| s.offsets[k as usize] < s.offsets[k as usize + 1]));
 }
 
+/// A dense layer's input for the chunk by rows: per row (local sample × steps + step of
+/// arrival, its delivery's delay after the spike), the channels whose spikes arrive then
+/// (`offsets` into `entries`, whose first halves hold the channels); `active` is left empty.
+fn gather_rows(c: &Chunk<'_>, s: &mut ColumnScratch) {
+    let steps = c.opts.steps as usize;
+    let rows = c.range.len() * steps;
+    let deliveries = &c.prog.deliveries;
+    let arrival = |ch: u32, step: u32| match deliveries[ch as usize] {
+        Delivery::Dense { delay } => Some(step as usize + delay).filter(|&t| t < steps),
+        // A channel without synapses.
+        _ => None,
+    };
+    reset(&mut s.offsets, rows + 1, 0);
+    each(c, |i, ch, step| {
+        if let Some(t) = arrival(ch, step) {
+            s.offsets[i * steps + t + 1] += 1;
+        }
+    });
+    for r in 0..rows {
+        s.offsets[r + 1] += s.offsets[r];
+    }
+    s.cursor.clear();
+    s.cursor.extend_from_slice(&s.offsets[..rows]);
+    reset(&mut s.entries, s.offsets[rows] as usize, (0, 0));
+    each(c, |i, ch, step| {
+        if let Some(t) = arrival(ch, step) {
+            let k = &mut s.cursor[i * steps + t];
+            s.entries[*k as usize] = (ch, 0);
+            *k += 1;
+        }
+    });
+    s.active.clear();
+}
+
 /// Every input spike of the chunk that reaches a channel before the end: (local sample,
 /// channel, step), in sample order.
 #[inline(always)]
@@ -366,8 +398,11 @@ fn add<W: Copy + Into<i32>>(
     }
 }
 
-/// Neurons per block of a dense layer's weights: a block's sums for [`CHUNK_ROWS`] rows take
-/// 256 KiB, half a core's L2 cache.
+/// Neurons per block of a dense layer's weights: a row's 128 sums are eight AVX-512 vectors.
+/// The block's weights (every channel's: 2 MiB for the large network's wide layer in 16 bits)
+/// lie in the L3 cache while the chunk's rows pass. Measured there (the large network, 32
+/// samples, one sitting): blocks of 128 neurons 699 / 713 samples/s, 64 629 / 486 (weights
+/// in L2), 16 330; 32 ran at 85 (not understood).
 const DENSE_WIDTH: usize = 128;
 
 /// The weights of a dense layer (every channel that has synapses reaches every neuron, in
@@ -375,6 +410,12 @@ const DENSE_WIDTH: usize = 128;
 /// channel `ch`'s weight to neuron `b * width + k`, zero beyond the last neuron. A block's
 /// weights are then one contiguous stretch that streams past the block's sums, instead of
 /// short pieces of rows a layer's width apart (which the prefetchers do not follow).
+///
+/// A row's sums are formed in registers: for each row of the chunk (sample and step), the
+/// block's weights of every channel whose spike arrives then are added, and the row stored
+/// once. The block's weights stay in the cache while the rows pass; adding each spike's
+/// weights into sums held in memory (by channel, each row's sums loaded and stored for every
+/// spike) took the L2 cache's loads and stores (the large network: 520 samples/s that way).
 ///
 /// The weights are held at the resolution they have ([`Narrow`]): every fixed-point weight is
 /// `held << shift`, with `shift` the largest power of two that divides them all, in the
@@ -400,19 +441,52 @@ pub(super) enum Narrow {
 }
 
 impl Narrow {
-    /// `len` zeros of the narrowest width that holds every `w >> shift` of `weights` (each a
+    /// Bytes of the narrowest integers that hold every `w >> shift` of `weights` (each a
     /// multiple of `2^shift`).
-    fn zeros(weights: &[i32], shift: u32, len: usize) -> Narrow {
+    fn bytes(weights: &[i32], shift: u32) -> usize {
         let (lo, hi) = weights.iter().fold((0i32, 0i32), |(lo, hi), &w| {
             (lo.min(w >> shift), hi.max(w >> shift))
         });
         if lo >= i8::MIN as i32 && hi <= i8::MAX as i32 {
-            Narrow::I8(vec![0; len])
+            1
         } else if lo >= i16::MIN as i32 && hi <= i16::MAX as i32 {
-            Narrow::I16(vec![0; len])
+            2
         } else {
-            Narrow::I32(vec![0; len])
+            4
         }
+    }
+
+    /// `len` zeros of `bytes` bytes each.
+    fn zeros(bytes: usize, len: usize) -> Narrow {
+        match bytes {
+            1 => Narrow::I8(vec![0; len]),
+            2 => Narrow::I16(vec![0; len]),
+            _ => Narrow::I32(vec![0; len]),
+        }
+    }
+}
+
+/// The sums of the rows `offsets` delimits in `entries` (each entry's first half a channel) for
+/// the block whose weights are `block` (`N` a channel), each row's first `w` sums (`w` <= `N`)
+/// stored into `out` one after another.
+#[inline(always)]
+fn rows_into<W: Copy + Into<i32>, const N: usize>(
+    block: &[W],
+    offsets: &[u32],
+    entries: &[(u32, u32)],
+    w: usize,
+    out: &mut [i32],
+) {
+    for (row, out) in offsets.windows(2).zip(out.chunks_exact_mut(w)) {
+        let mut acc = [0i32; N];
+        for &(ch, _) in &entries[row[0] as usize..row[1] as usize] {
+            let at = ch as usize * N;
+            let ws: &[W; N] = block[at..at + N].try_into().expect("N weights");
+            for (a, &x) in acc.iter_mut().zip(ws) {
+                *a += x.into();
+            }
+        }
+        out.copy_from_slice(&acc[..w]);
     }
 }
 
@@ -449,7 +523,6 @@ impl Dense {
         if n == 0 || !p.deliveries.iter().take(nch).all(full) {
             return None;
         }
-        let width = DENSE_WIDTH.min(n);
         let mut runs = vec![None; nch];
         for (ch, d) in p.deliveries.iter_mut().take(nch).enumerate() {
             if let Delivery::Run(r) = *d {
@@ -458,7 +531,7 @@ impl Dense {
             }
         }
         let mut dense = Dense {
-            width,
+            width: 0,
             n,
             nch,
             shift: 0,
@@ -472,11 +545,18 @@ impl Dense {
     /// (`None`: a channel without synapses), at the narrowest width that holds them.
     fn fill(&mut self, prog: &PartitionProgram, row: impl Fn(usize) -> Option<usize> + Sync) {
         use rayon::prelude::*;
-        let (nch, width, n) = (self.nch, self.width, self.n);
+        let (nch, n) = (self.nch, self.n);
         self.shift = common_shift(&prog.weights);
-        let len = n.div_ceil(width) * nch * width;
         let shift = self.shift;
-        self.weights = Narrow::zeros(&prog.weights, shift, len);
+        let bytes = Narrow::bytes(&prog.weights, shift);
+        // A layer of fewer neurons: 16, 32 or 64, the fewest that hold them.
+        let width = [16, 32, 64]
+            .into_iter()
+            .find(|&w| n <= w)
+            .unwrap_or(DENSE_WIDTH);
+        self.width = width;
+        let len = n.div_ceil(width) * nch * width;
+        self.weights = Narrow::zeros(bytes, len);
         fn blocks<W: TryFrom<i32> + Send>(
             out: &mut [W],
             prog: &PartitionProgram,
@@ -500,6 +580,38 @@ impl Dense {
             Narrow::I8(out) => blocks(out, prog, &row, dims),
             Narrow::I16(out) => blocks(out, prog, &row, dims),
             Narrow::I32(out) => blocks(out, prog, &row, dims),
+        }
+    }
+
+    /// The sums of every row (`offsets` into `entries`, from [`gather_rows`]) for the `w`
+    /// neurons of the block that starts at `lo`, into `out` (rows × `w`).
+    #[inline(always)]
+    fn row_sums(
+        &self,
+        lo: usize,
+        w: usize,
+        offsets: &[u32],
+        entries: &[(u32, u32)],
+        out: &mut [i32],
+    ) {
+        let at = self.block_at(lo, 0);
+        let len = self.nch * self.width;
+        macro_rules! by_width {
+            ($ws:expr) => {{
+                let block = &$ws[at..at + len];
+                match self.width {
+                    16 => rows_into::<_, 16>(block, offsets, entries, w, out),
+                    32 => rows_into::<_, 32>(block, offsets, entries, w, out),
+                    64 => rows_into::<_, 64>(block, offsets, entries, w, out),
+                    DENSE_WIDTH => rows_into::<_, DENSE_WIDTH>(block, offsets, entries, w, out),
+                    other => unreachable!("no dense blocks of {other} neurons"),
+                }
+            }};
+        }
+        match &self.weights {
+            Narrow::I8(ws) => by_width!(ws),
+            Narrow::I16(ws) => by_width!(ws),
+            Narrow::I32(ws) => by_width!(ws),
         }
     }
 
@@ -566,6 +678,66 @@ mod tests {
     use crate::model::neuron::NeuronParams;
     use crate::model::substrate::Substrate;
     use crate::plan::partition::{PartitionOptions, Plan};
+
+    /// A row's sums are its channels' weights added (a channel as often as it appears), for a
+    /// layer of 40 neurons from 8 000 inputs (blocks of 64 neurons, 16-bit weights): against
+    /// the compiled synapse list, summed here one weight at a time.
+    #[test]
+    fn row_sums_add_each_rows_channels_weights() {
+        let sub = Substrate::bss2();
+        let init = WeightInit {
+            mean: 0.0,
+            std: 0.5,
+        };
+        let net = NetworkBuilder::new("rows", 10, 4)
+            .input("in", 8000)
+            .dense("h", 40, NeuronParams::default(), init)
+            .build(&sub)
+            .unwrap();
+        let plan = Plan::new(&net, &sub, &PartitionOptions::default()).unwrap();
+        let parts: Vec<PartitionProgram> = plan
+            .partitions
+            .iter()
+            .filter(|p| p.neuron_count() > 0)
+            .map(|p| PartitionProgram::compile(&net, &plan, p).unwrap())
+            .collect();
+        let refs: Vec<&PartitionProgram> = parts.iter().collect();
+        let live: Vec<Vec<bool>> = parts
+            .iter()
+            .map(|p| vec![false; p.channels.len()])
+            .collect();
+        let program = match refs.len() {
+            1 => parts[0].clone(),
+            _ => crate::plan::compile::fuse(&refs, &live, 0).unwrap().program,
+        };
+        let prog = CpuProgram::new(&program);
+        let d = prog.dense.as_ref().expect("1.3 MB of weights: dense");
+        assert_eq!((d.width, d.weight_bytes()), (64, 2));
+        let nch = program.channels.len();
+        let mut rng = crate::rng::Rng::new(3);
+        let mut offsets = vec![0u32];
+        let mut entries = Vec::new();
+        for row in 0..30 {
+            // Row 7 empty; the others up to 300 channels, repeats allowed.
+            let count = if row == 7 { 0 } else { rng.below(300) };
+            for _ in 0..count {
+                entries.push((rng.below(nch) as u32, 0));
+            }
+            offsets.push(entries.len() as u32);
+        }
+        let mut out = vec![-1i32; 30 * 40];
+        d.row_sums(0, 40, &offsets, &entries, &mut out);
+        for row in 0..30 {
+            for j in 0..40 {
+                let mut sum = 0i64;
+                for &(ch, _) in &entries[offsets[row] as usize..offsets[row + 1] as usize] {
+                    sum += program.weights_of(ch as usize)[j] as i64;
+                }
+                let got = (out[row * 40 + j] as i64) << d.shift;
+                assert_eq!(got, sum, "row {row}, neuron {j}");
+            }
+        }
+    }
 
     /// A dense layer's weights in blocks equal the compiled synapse list, weight for weight,
     /// after preparation and after updates with other weights, at the narrowest width that
