@@ -402,7 +402,7 @@ fn add<W: Copy + Into<i32>>(
 /// The block's weights (every channel's: 2 MiB for the large network's wide layer in 16 bits)
 /// lie in the L3 cache while the chunk's rows pass. Measured there (the large network, 32
 /// samples, one sitting): blocks of 128 neurons 699 / 713 samples/s, 64 629 / 486 (weights
-/// in L2), 16 330; 32 ran at 85 (not understood).
+/// in L2), 16 330; 32 ran at 85 (its sums compiled to scalar code, see `rows_into`).
 const DENSE_WIDTH: usize = 128;
 
 /// The weights of a dense layer (every channel that has synapses reaches every neuron, in
@@ -468,7 +468,10 @@ impl Narrow {
 
 /// The sums of the rows `offsets` delimits in `entries` (each entry's first half a channel) for
 /// the block whose weights are `block` (`N` a channel), each row's first `w` sums (`w` <= `N`)
-/// stored into `out` one after another.
+/// stored into `out` one after another. `N` is 16, 64 or 128: with 32 the compiler unrolled
+/// the sums into scalar code kept on the stack (a layer of 30 neurons from 16 000 inputs 1.8x
+/// slower than adding each spike into sums in memory), and so it did with the sums as arrays
+/// of 16.
 #[inline(always)]
 fn rows_into<W: Copy + Into<i32>, const N: usize>(
     block: &[W],
@@ -549,8 +552,8 @@ impl Dense {
         self.shift = common_shift(&prog.weights);
         let shift = self.shift;
         let bytes = Narrow::bytes(&prog.weights, shift);
-        // A layer of fewer neurons: 16, 32 or 64, the fewest that hold them.
-        let width = [16, 32, 64]
+        // A layer of fewer neurons: 16 or 64, the fewest that hold them (see `rows_into`).
+        let width = [16, 64]
             .into_iter()
             .find(|&w| n <= w)
             .unwrap_or(DENSE_WIDTH);
@@ -601,7 +604,6 @@ impl Dense {
                 let block = &$ws[at..at + len];
                 match self.width {
                     16 => rows_into::<_, 16>(block, offsets, entries, w, out),
-                    32 => rows_into::<_, 32>(block, offsets, entries, w, out),
                     64 => rows_into::<_, 64>(block, offsets, entries, w, out),
                     DENSE_WIDTH => rows_into::<_, DENSE_WIDTH>(block, offsets, entries, w, out),
                     other => unreachable!("no dense blocks of {other} neurons"),
