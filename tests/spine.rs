@@ -356,8 +356,7 @@ fn check_plan(net: &Network, plan: &Plan, seed: u64) {
                 prog.neurons[src - nch]
             };
             let a = prog.synapse_offsets[src] as usize;
-            for (k, syn) in prog.synapses_of(src).iter().enumerate() {
-                let r = prog.weight_ref(a + k);
+            for (syn, r) in prog.synapses_of(src).iter().zip(prog.weight_refs_from(a)) {
                 let (_, post) = prog.neurons[syn.target as usize];
                 let w = net.projections[r.projection as usize].weights[r.index as usize];
                 compiled.push((r.projection, pre as usize, post as usize, w.to_bits()));

@@ -408,11 +408,13 @@ impl PartitionProgram {
 
     /// The model weights synapses `j..` realise, in order.
     pub fn weight_refs_from(&self, j: usize) -> impl Iterator<Item = WeightRef> + '_ {
-        self.weight_refs_at(self.run_of(j, 0), j)
+        let end = |r: &WeightRun| (r.synapse + r.len) as usize;
+        self.weight_refs_at(self.weight_runs.partition_point(|r| end(r) <= j), j)
     }
 
-    /// The weight run that holds synapse `j`, searched from run `hint` on where that run
-    /// starts at or before `j` (walking a program's synapses in order), else among all.
+    /// The weight run that holds synapse `j`, walked to from run `hint` where that run starts
+    /// at or before `j` (a caller going through a program's synapses in order), else searched
+    /// among all.
     fn run_of(&self, j: usize, hint: usize) -> usize {
         let runs = &self.weight_runs;
         let end = |r: &WeightRun| (r.synapse + r.len) as usize;
@@ -1238,6 +1240,11 @@ pub fn fuse(
         p.weight_refs_at(run, i).take(n as usize)
     });
     let weight_runs = weight_runs(refs.zip(synapses.iter().map(|s| neurons[s.target as usize].0)));
+    debug_assert_eq!(
+        weight_runs.iter().map(|r| r.len as usize).sum::<usize>(),
+        synapses.len(),
+        "the runs cover every synapse of the whole"
+    );
     let n = neurons.len() as u32;
     Some(FusedProgram {
         program: PartitionProgram {

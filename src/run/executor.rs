@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 
 /// Bytes a compiled synapse takes, for the memory estimate: its program's synapse and
 /// fixed-point weight (12), the same again where a wave or a system run is fused into one
-/// program (12), and a backend's copy of the weight (at most 4).
+/// program (12), and a backend's copy of the weight (at most 4; more for a wide dense layer
+/// of an odd number of neurons, its blocks padded to 16, 64 or 128).
 const COMPILED_BYTES_PER_SYNAPSE: u64 = 28;
 
 /// Bytes of a recorded spike on the host.
@@ -332,15 +333,6 @@ enum UnitPlan {
 /// A resident's generation, if it is needed and older than `g`.
 fn stale<'a>(g: u64, (gen, need): (&'a mut u64, &bool)) -> Option<&'a mut u64> {
     (*gen != g && *need).then_some(gen)
-}
-
-/// The residents a caller needs up to date.
-#[derive(Clone, Copy, Debug)]
-enum Need<'u> {
-    /// Every one.
-    All,
-    /// Those a run of these units takes ([`Executor::units`]).
-    Units(&'u [UnitPlan]),
 }
 
 /// A network prepared for execution: its plan, schedule and compiled partitions, and their
@@ -861,8 +853,8 @@ impl Executor {
         out
     }
 
-    /// Run `f` on [`Executor::run_programs`] and their residents on `backend` (every
-    /// resident prepared or brought up to date first).
+    /// Run `f` on [`Executor::run_programs`] and their residents on `backend` (each prepared
+    /// or brought up to date first).
     pub fn with_run_residents<B: Backend + ?Sized, R>(
         &self,
         backend: &B,
@@ -870,7 +862,12 @@ impl Executor {
     ) -> Result<R> {
         let mut guard = self.residents.lock().expect("not poisoned");
         let r = self.residents_on(backend, &mut guard)?;
-        self.bring_up(backend, r, Need::All)?;
+        // What a run by rounds takes (see `run_units`): a round's fused program, else its
+        // partitions' own residents.
+        let rounds: Vec<UnitPlan> = (0..self.schedule.rounds.len())
+            .map(UnitPlan::Round)
+            .collect();
+        self.bring_up(backend, r, &rounds)?;
         let r = &*r;
         let (programs, residents): (Vec<_>, Vec<_>) = self
             .run_units(|ri| self.round_fused(r, ri).is_some())
@@ -896,11 +893,11 @@ impl Executor {
         let mut guard = self.residents.lock().expect("not poisoned");
         let r = self.residents_on(backend, &mut guard)?;
         let units = self.units(r, true);
-        self.bring_up(backend, r, Need::Units(&units))
+        self.bring_up(backend, r, &units)
     }
 
-    /// The residents on `backend`: those in `slot`, or every program prepared there afresh
-    /// (up to date then).
+    /// The residents on `backend`: those in `slot`, or afresh: every fused program the backend
+    /// runs prepared there (up to date then), the partitions' own left to [`Self::bring_up`].
     fn residents_on<'g, B: Backend + ?Sized>(
         &self,
         backend: &B,
@@ -937,33 +934,26 @@ impl Executor {
         Ok(slot.as_mut().expect("just set"))
     }
 
-    /// Bring the residents `need` names up to date with the programs, those that are stale.
+    /// Bring the residents a run of `units` takes ([`Executor::units`]) up to date with the
+    /// programs, those that are stale (a partition's own not prepared yet: prepared now).
     fn bring_up<B: Backend + ?Sized>(
         &self,
         backend: &B,
         r: &mut Residents,
-        need: Need<'_>,
+        units: &[UnitPlan],
     ) -> Result<()> {
-        let needed = match need {
-            Need::All => PerResident::of(r, true),
-            Need::Units(units) => {
-                let mut needed = PerResident::of(r, false);
-                for &unit in units {
-                    match unit {
-                        UnitPlan::Wave(w) => needed.wave_fused[w] = true,
-                        UnitPlan::Round(ri) if self.round_fused(r, ri).is_some() => {
-                            needed.fused[ri] = true
-                        }
-                        UnitPlan::Round(ri) => {
-                            for &p in &self.schedule.rounds[ri] {
-                                needed.handles[p] = true;
-                            }
-                        }
+        let mut needed = PerResident::of(r, false);
+        for &unit in units {
+            match unit {
+                UnitPlan::Wave(w) => needed.wave_fused[w] = true,
+                UnitPlan::Round(ri) if self.round_fused(r, ri).is_some() => needed.fused[ri] = true,
+                UnitPlan::Round(ri) => {
+                    for &p in &self.schedule.rounds[ri] {
+                        needed.handles[p] = true;
                     }
                 }
-                needed
             }
-        };
+        }
         let g = self.generation;
         // Every stale resident needed, at once over the threads (after each optimiser step of
         // a training, the fused wave's; its partitions' own, which hold the same weights
@@ -1337,7 +1327,7 @@ impl Executor {
         // its system's fused program and exchange where it has them. Their residents, and
         // only theirs, are brought up to date.
         let plan = self.units(residents, fuse_waves);
-        self.bring_up(backend, residents, Need::Units(&plan))?;
+        self.bring_up(backend, residents, &plan)?;
         let residents = &*residents;
         let mut membrane: Vec<Option<Vec<f32>>> = vec![None; net.populations.len()];
         let mut codes: Vec<Option<CodeTrace>> = vec![None; net.populations.len()];

@@ -815,8 +815,10 @@ pub fn runs_take_new_weights<B: neuropart::Backend + ?Sized>(
         let out = e.run_with_noise(backend, &input, observe, 3).unwrap();
         out.spikes.get(1).unwrap().clone()
     };
-    // Every resident prepared with the old weights.
+    // Every resident prepared with the old weights: the fused wave's by a run of scores, the
+    // partitions' own by a run that keeps traces (partition by partition).
     let old = run(&exec, Observe::Scores);
+    assert_eq!(run(&exec, Observe::Kept), old, "the same spikes either way");
     assert!(!old.is_empty(), "the hidden layer spikes");
     for round in 0..2 {
         for w in &mut exec.network.projections[0].weights {

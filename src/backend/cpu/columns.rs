@@ -1,10 +1,12 @@
 //! Feed-forward programs run by columns: a chunk of samples at once, a block of target neurons
 //! at a time. Where every synapse of a program comes from an input channel (a layer, or a fused
 //! wave of partitions reading the same sources), the input of every step is known before the
-//! neurons run, so the synaptic sums of the whole chunk can be formed first: each source's
-//! weights to the block are read once and added for every spike of that source in the chunk
-//! (samples × steps of them), instead of the whole weight row being read again for every spike
-//! of every sample. The rows of a large layer do not fit any cache; the block's sums do.
+//! neurons run, so the synaptic sums of the whole chunk can be formed first, a block of target
+//! neurons at a time, instead of the whole weight row being read again for every spike of every
+//! sample: a dense layer's block ([`Dense`]) row by row, each row's sums in registers while the
+//! block's weights stay in the cache; other programs source by source, each source's weights to
+//! the block read once and added for every spike of that source in the chunk (samples × steps
+//! of them) into the block's sums, which stay in the cache.
 //!
 //! The sums are integers (fixed point), so the order of the additions does not change them; the
 //! neurons are then stepped exactly as [`super::advance`] steps them, and each sample's spikes
@@ -68,12 +70,14 @@ fn block_width(rows: usize, n: usize) -> usize {
 /// neuron state and sums live in the thread's [`Scratch`].
 #[derive(Default)]
 pub(super) struct ColumnScratch {
-    /// Per channel + 1: where its spikes start in `entries`.
+    /// Per channel + 1 (by rows for a dense layer: per row + 1): where its spikes start in
+    /// `entries`.
     offsets: Vec<u32>,
     cursor: Vec<u32>,
-    /// The chunk's input spikes by channel: (local sample × steps + step, step).
+    /// The chunk's input spikes by channel: (local sample × steps + step, step); for a dense
+    /// layer by row ([`gather_rows`]): (channel, 0).
     entries: Vec<(u32, u32)>,
-    /// Channels with at least one spike in the chunk.
+    /// Channels with at least one spike in the chunk (none for a dense layer).
     active: Vec<u32>,
     segments: Vec<Segment>,
     /// Per local sample: its spikes, block after block.
@@ -379,8 +383,8 @@ fn add_run(
 /// Add `ws` at `at..` of the block's row (`w` wide) `delay` steps after every spike `entries`
 /// holds that arrives before the end.
 #[inline(always)]
-fn add<W: Copy + Into<i32>>(
-    ws: &[W],
+fn add(
+    ws: &[i32],
     at: usize,
     delay: usize,
     entries: &[(u32, u32)],
@@ -391,8 +395,8 @@ fn add<W: Copy + Into<i32>>(
     for &(row, step) in entries {
         if step as usize + delay < steps {
             let x = (row as usize + delay) * w + at;
-            for (p, &y) in pending[x..x + ws.len()].iter_mut().zip(ws) {
-                *p += y.into();
+            for (p, y) in pending[x..x + ws.len()].iter_mut().zip(ws) {
+                *p += y;
             }
         }
     }
@@ -441,18 +445,23 @@ pub(super) enum Narrow {
 }
 
 impl Narrow {
-    /// Bytes of the narrowest integers that hold every `w >> shift` of `weights` (each a
-    /// multiple of `2^shift`).
-    fn bytes(weights: &[i32], shift: u32) -> usize {
-        let (lo, hi) = weights.iter().fold((0i32, 0i32), |(lo, hi), &w| {
-            (lo.min(w >> shift), hi.max(w >> shift))
-        });
+    /// Bytes of the narrowest integers that hold every value from `lo` to `hi`.
+    fn bytes(lo: i32, hi: i32) -> usize {
         if lo >= i8::MIN as i32 && hi <= i8::MAX as i32 {
             1
         } else if lo >= i16::MIN as i32 && hi <= i16::MAX as i32 {
             2
         } else {
             4
+        }
+    }
+
+    /// Bytes of each value held, and how many.
+    fn held(&self) -> (usize, usize) {
+        match self {
+            Narrow::I8(v) => (1, v.len()),
+            Narrow::I16(v) => (2, v.len()),
+            Narrow::I32(v) => (4, v.len()),
         }
     }
 
@@ -470,8 +479,8 @@ impl Narrow {
 /// the block whose weights are `block` (`N` a channel), each row's first `w` sums (`w` <= `N`)
 /// stored into `out` one after another. `N` is 16, 64 or 128: with 32 the compiler unrolled
 /// the sums into scalar code kept on the stack (a layer of 30 neurons from 16 000 inputs 1.8x
-/// slower than adding each spike into sums in memory), and so it did with the sums as arrays
-/// of 16.
+/// slower than adding each spike into sums in memory), and so it did for every width when the
+/// sums were written as `N / 16` arrays of 16.
 #[inline(always)]
 fn rows_into<W: Copy + Into<i32>, const N: usize>(
     block: &[W],
@@ -493,13 +502,20 @@ fn rows_into<W: Copy + Into<i32>, const N: usize>(
     }
 }
 
-/// The largest power of two (at most 2^30) that divides every weight.
-fn common_shift(weights: &[i32]) -> u32 {
-    weights
-        .iter()
-        .fold(0i32, |acc, &w| acc | w)
-        .trailing_zeros()
-        .min(30)
+/// The largest power of two (at most 2^30) that divides every weight, and the bytes of the
+/// narrowest integers that hold every weight divided by it: one pass over the threads.
+fn resolution(weights: &[i32]) -> (u32, usize) {
+    use rayon::prelude::*;
+    let (or, lo, hi) = weights
+        .par_chunks(1 << 16)
+        .map(|c| {
+            c.iter().fold((0i32, 0i32, 0i32), |(o, l, h), &w| {
+                (o | w, l.min(w), h.max(w))
+            })
+        })
+        .reduce(|| (0, 0, 0), |a, b| (a.0 | b.0, a.1.min(b.1), a.2.max(b.2)));
+    let shift = or.trailing_zeros().min(30);
+    (shift, Narrow::bytes(lo >> shift, hi >> shift))
 }
 
 /// Copy `piece` (fixed point, multiples of `2^shift`) into `out` as multiples.
@@ -549,9 +565,8 @@ impl Dense {
     fn fill(&mut self, prog: &PartitionProgram, row: impl Fn(usize) -> Option<usize> + Sync) {
         use rayon::prelude::*;
         let (nch, n) = (self.nch, self.n);
-        self.shift = common_shift(&prog.weights);
-        let shift = self.shift;
-        let bytes = Narrow::bytes(&prog.weights, shift);
+        let (shift, bytes) = resolution(&prog.weights);
+        self.shift = shift;
         // A layer of fewer neurons: 16 or 64, the fewest that hold them (see `rows_into`).
         let width = [16, 64]
             .into_iter()
@@ -559,7 +574,11 @@ impl Dense {
             .unwrap_or(DENSE_WIDTH);
         self.width = width;
         let len = n.div_ceil(width) * nch * width;
-        self.weights = Narrow::zeros(bytes, len);
+        // The same width again (an optimiser step's new weights, mostly): the blocks rewritten
+        // in place, their padding still zero.
+        if self.weights.held() != (bytes, len) {
+            self.weights = Narrow::zeros(bytes, len);
+        }
         fn blocks<W: TryFrom<i32> + Send>(
             out: &mut [W],
             prog: &PartitionProgram,
@@ -665,11 +684,7 @@ impl Dense {
     /// Bytes a weight takes here.
     #[cfg(test)]
     fn weight_bytes(&self) -> usize {
-        match &self.weights {
-            Narrow::I8(_) => 1,
-            Narrow::I16(_) => 2,
-            Narrow::I32(_) => 4,
-        }
+        self.weights.held().0
     }
 }
 
@@ -806,7 +821,12 @@ mod tests {
         };
         let largest = program.weights.iter().map(|w| w.abs()).max().unwrap();
         assert!(largest > 32767, "{largest}");
-        check(&prog, &program, 4, common_shift(&program.weights));
+        let shift = program
+            .weights
+            .iter()
+            .fold(0, |a, w| a | w)
+            .trailing_zeros();
+        check(&prog, &program, 4, shift);
         for (k, w) in program.weights.iter_mut().enumerate() {
             *w = (k % 127) as i32 - 63;
         }
