@@ -287,23 +287,13 @@ crate::simd::widest! {
     }
 }
 
-/// The chunk's input spikes grouped by channel (counting sort; within a channel by sample, then
-/// step), and the channels that have any.
+/// The chunk's input spikes grouped by channel (within a channel by sample, then step), and the
+/// channels that have any.
 fn gather(c: &Chunk<'_>, s: &mut ColumnScratch) {
-    let steps = c.opts.steps as usize;
+    let steps = c.opts.steps as u32;
     let nch = c.prog.nch;
-    reset(&mut s.offsets, nch + 1, 0);
-    each(c, |_, ch, _| s.offsets[ch as usize + 1] += 1);
-    for k in 0..nch {
-        s.offsets[k + 1] += s.offsets[k];
-    }
-    s.cursor.clear();
-    s.cursor.extend_from_slice(&s.offsets[..nch]);
-    reset(&mut s.entries, s.offsets[nch] as usize, (0, 0));
-    each(c, |i, ch, step| {
-        let k = &mut s.cursor[ch as usize];
-        s.entries[*k as usize] = ((i * steps) as u32 + step, step);
-        *k += 1;
+    group(c, s, nch, |i, ch, step| {
+        Some((ch as usize, (i as u32 * steps + step, step)))
     });
     s.active.clear();
     s.active
@@ -315,33 +305,47 @@ fn gather(c: &Chunk<'_>, s: &mut ColumnScratch) {
 /// (`offsets` into `entries`, whose first halves hold the channels); `active` is left empty.
 fn gather_rows(c: &Chunk<'_>, s: &mut ColumnScratch) {
     let steps = c.opts.steps as usize;
-    let rows = c.range.len() * steps;
     let deliveries = &c.prog.deliveries;
-    let arrival = |ch: u32, step: u32| match deliveries[ch as usize] {
-        Delivery::Dense { delay } => Some(step as usize + delay).filter(|&t| t < steps),
-        // A channel without synapses.
-        _ => None,
-    };
-    reset(&mut s.offsets, rows + 1, 0);
-    each(c, |i, ch, step| {
-        if let Some(t) = arrival(ch, step) {
-            s.offsets[i * steps + t + 1] += 1;
-        }
-    });
-    for r in 0..rows {
-        s.offsets[r + 1] += s.offsets[r];
-    }
-    s.cursor.clear();
-    s.cursor.extend_from_slice(&s.offsets[..rows]);
-    reset(&mut s.entries, s.offsets[rows] as usize, (0, 0));
-    each(c, |i, ch, step| {
-        if let Some(t) = arrival(ch, step) {
-            let k = &mut s.cursor[i * steps + t];
-            s.entries[*k as usize] = (ch, 0);
-            *k += 1;
+    group(c, s, c.range.len() * steps, |i, ch, step| {
+        match deliveries[ch as usize] {
+            Delivery::Dense { delay } => Some(step as usize + delay)
+                .filter(|&t| t < steps)
+                .map(|t| (i * steps + t, (ch, 0))),
+            // A channel without synapses.
+            _ => None,
         }
     });
     s.active.clear();
+}
+
+/// The chunk's input spikes that `place` keeps, each as the entry it gives under the key it
+/// gives (below `keys`), grouped by key into `entries` (`offsets`: keys + 1) by a counting
+/// sort: within a key in the order of [`each`].
+fn group(
+    c: &Chunk<'_>,
+    s: &mut ColumnScratch,
+    keys: usize,
+    place: impl Fn(usize, u32, u32) -> Option<(usize, (u32, u32))>,
+) {
+    reset(&mut s.offsets, keys + 1, 0);
+    each(c, |i, ch, step| {
+        if let Some((k, _)) = place(i, ch, step) {
+            s.offsets[k + 1] += 1;
+        }
+    });
+    for k in 0..keys {
+        s.offsets[k + 1] += s.offsets[k];
+    }
+    s.cursor.clear();
+    s.cursor.extend_from_slice(&s.offsets[..keys]);
+    reset(&mut s.entries, s.offsets[keys] as usize, (0, 0));
+    each(c, |i, ch, step| {
+        if let Some((k, entry)) = place(i, ch, step) {
+            let at = &mut s.cursor[k];
+            s.entries[*at as usize] = entry;
+            *at += 1;
+        }
+    });
 }
 
 /// Every input spike of the chunk that reaches a channel before the end: (local sample,
@@ -696,19 +700,17 @@ mod tests {
     use crate::model::substrate::Substrate;
     use crate::plan::partition::{PartitionOptions, Plan};
 
-    /// A row's sums are its channels' weights added (a channel as often as it appears), for a
-    /// layer of 40 neurons from 8 000 inputs (blocks of 64 neurons, 16-bit weights): against
-    /// the compiled synapse list, summed here one weight at a time.
-    #[test]
-    fn row_sums_add_each_rows_channels_weights() {
+    /// A dense layer of `size` neurons from `inputs` (ideal, weights drawn with `seed`), its
+    /// partitions compiled and fused into one program, as a wave runs.
+    fn fused_layer(inputs: usize, size: usize, seed: u64) -> PartitionProgram {
         let sub = Substrate::bss2();
         let init = WeightInit {
             mean: 0.0,
             std: 0.5,
         };
-        let net = NetworkBuilder::new("rows", 10, 4)
-            .input("in", 8000)
-            .dense("h", 40, NeuronParams::default(), init)
+        let net = NetworkBuilder::new("layer", 10, seed)
+            .input("in", inputs)
+            .dense("h", size, NeuronParams::default(), init)
             .build(&sub)
             .unwrap();
         let plan = Plan::new(&net, &sub, &PartitionOptions::default()).unwrap();
@@ -723,10 +725,22 @@ mod tests {
             .iter()
             .map(|p| vec![false; p.channels.len()])
             .collect();
-        let program = match refs.len() {
+        match refs.len() {
             1 => parts[0].clone(),
-            _ => crate::plan::compile::fuse(&refs, &live, 0).unwrap().program,
-        };
+            _ => {
+                crate::plan::compile::fuse(&refs, &live, 0)
+                    .expect("one wave")
+                    .program
+            }
+        }
+    }
+
+    /// A row's sums are its channels' weights added (a channel as often as it appears), for a
+    /// layer of 40 neurons from 8 000 inputs (blocks of 64 neurons, 16-bit weights): against
+    /// the compiled synapse list, summed here one weight at a time.
+    #[test]
+    fn row_sums_add_each_rows_channels_weights() {
+        let program = fused_layer(8000, 40, 4);
         let prog = CpuProgram::new(&program);
         let d = prog.dense.as_ref().expect("1.3 MB of weights: dense");
         assert_eq!((d.width, d.weight_bytes()), (64, 2));
@@ -763,32 +777,7 @@ mod tests {
     /// adds exactly its row.
     #[test]
     fn dense_blocks_hold_the_compiled_weights() {
-        let sub = Substrate::bss2();
-        let init = WeightInit {
-            mean: 0.0,
-            std: 0.5,
-        };
-        let net = NetworkBuilder::new("blocks", 10, 9)
-            .input("in", 1000)
-            .dense("h", 300, NeuronParams::default(), init)
-            .build(&sub)
-            .unwrap();
-        let plan = Plan::new(&net, &sub, &PartitionOptions::default()).unwrap();
-        // The layer's partitions fused into one program, as a wave runs.
-        let parts: Vec<PartitionProgram> = plan
-            .partitions
-            .iter()
-            .filter(|p| p.neuron_count() > 0)
-            .map(|p| PartitionProgram::compile(&net, &plan, p).unwrap())
-            .collect();
-        let refs: Vec<&PartitionProgram> = parts.iter().collect();
-        let live: Vec<Vec<bool>> = parts
-            .iter()
-            .map(|p| vec![false; p.channels.len()])
-            .collect();
-        let mut program = crate::plan::compile::fuse(&refs, &live, 0)
-            .expect("one wave")
-            .program;
+        let mut program = fused_layer(1000, 300, 9);
         assert_eq!(program.neuron_count(), 300);
         let mut prog = CpuProgram::new(&program);
         let nch = program.channels.len();
