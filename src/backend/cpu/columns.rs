@@ -290,7 +290,7 @@ crate::simd::widest! {
 /// The chunk's input spikes grouped by channel (within a channel by sample, then step), and the
 /// channels that have any.
 fn gather(c: &Chunk<'_>, s: &mut ColumnScratch) {
-    let steps = c.opts.steps as u32;
+    let steps = c.opts.steps;
     let nch = c.prog.nch;
     group(c, s, nch, |i, ch, step| {
         Some((ch as usize, (i as u32 * steps + step, step)))
