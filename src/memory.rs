@@ -43,6 +43,13 @@ pub fn check(quantity: impl FnOnce() -> String, bytes: u64) -> Result<()> {
     check_within(quantity, bytes, memory_limit())
 }
 
+/// Bytes a compiled synapse takes when a network runs: its program's synapse and fixed-point
+/// weight (12), the same again where a wave or a system run is fused into one program (12),
+/// and a backend's copy of the weight (at most 4; more for a wide dense layer of an odd number
+/// of neurons, its blocks padded to 16, 64 or 128). Which model weight a synapse realises is
+/// kept as runs, not per synapse. The network's own weights (f32) come on top.
+pub const COMPILED_BYTES_PER_SYNAPSE: u64 = 28;
+
 /// An error if `bytes` (what `quantity` needs) exceed `limit` (a share of the process's).
 pub fn check_within(quantity: impl FnOnce() -> String, bytes: u64, limit: u64) -> Result<()> {
     if bytes > limit {

@@ -36,9 +36,22 @@ fn plan_prints_five_partitions_as_json_and_draws_png() {
         serde_json::json!([[0, 1, 2, 3], [4]])
     );
     assert_eq!(v["schedule"]["cost"]["host_round_trips"], 2);
+    // 784 x 256 + 256 x 10 synapses, 4 bytes each as f32, 28 compiled.
+    let synapses = 784 * 256 + 256 * 10;
+    assert_eq!(
+        v["memory"],
+        serde_json::json!({"synapses": synapses, "weight_bytes": 4 * synapses,
+            "compiled_bytes": 28 * synapses})
+    );
     let img = image::open(&png).unwrap();
     assert!(img.width() > 500 && img.height() > 5 * 100);
 
+    let (ok, out, _) = neuropart(&["plan", "examples/networks/mnist.toml"]);
+    assert!(ok);
+    assert!(
+        out.contains("memory: 203264 synapses: 794.0 KiB of weights (f32) and up to 5.4 MiB"),
+        "{out}"
+    );
     let (ok, out, _) = neuropart(&["plan", "examples/networks/recurrent.toml"]);
     assert!(ok);
     assert!(

@@ -37,6 +37,13 @@ impl Plan {
         json(py, &self.report.schedule.cost)
     }
 
+    /// What the network's synapses take in memory when it runs: synapses, the weights' bytes
+    /// (f32) and the compiled synapses' bytes (at most 28 each).
+    #[getter]
+    fn memory<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        json(py, &self.report.memory)
+    }
+
     /// The whole report as JSON text.
     fn to_json(&self) -> String {
         serde_json::to_string_pretty(&self.report).expect("the report serialises")

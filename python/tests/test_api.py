@@ -110,6 +110,9 @@ def test_plan(tmp_path, root):
     assert plan.waves == [[0, 1, 2, 3], [4]]
     assert plan.rounds == [[0], [1], [2], [3], [4]]
     assert plan.cost["chip_runs"] == 5
+    synapses = 784 * 256 + 256 * 10
+    assert plan.memory == {"synapses": synapses, "weight_bytes": 4 * synapses,
+                           "compiled_bytes": 28 * synapses}
     assert json.loads(plan.to_json())["network"] == "mnist"
     four = net.plan(chips=4)
     assert four.rounds == [[0, 1, 2, 3], [4]]

@@ -243,6 +243,21 @@ pub struct PlanReport {
     /// The placement on a multi-chip system, if the substrate has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub system: Option<SystemReport>,
+    /// What the network's synapses take in memory when it runs.
+    pub memory: MemoryReport,
+}
+
+/// The memory a network's synapses take when it runs (`neuropart plan`): what `--max-memory`
+/// is checked against, besides the run's recorded spikes and traces.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemoryReport {
+    /// Synapses of every partition.
+    pub synapses: u64,
+    /// The network's weights (f32), bytes.
+    pub weight_bytes: u64,
+    /// The compiled synapses, bytes (at most
+    /// [`crate::memory::COMPILED_BYTES_PER_SYNAPSE`] each).
+    pub compiled_bytes: u64,
 }
 
 impl PlanReport {
@@ -293,6 +308,7 @@ impl PlanReport {
                 system_run: p.system_run,
             })
             .collect();
+        let synapses: u64 = plan.partitions.iter().map(|p| p.synapse_count as u64).sum();
         PlanReport {
             network: network.name.clone(),
             substrate: plan.substrate.name.clone(),
@@ -300,6 +316,14 @@ impl PlanReport {
             partitions,
             schedule: schedule.clone(),
             system: SystemReport::new(plan, network.steps),
+            memory: MemoryReport {
+                synapses,
+                weight_bytes: crate::memory::product(&[synapses, 4]),
+                compiled_bytes: crate::memory::product(&[
+                    synapses,
+                    crate::memory::COMPILED_BYTES_PER_SYNAPSE,
+                ]),
+            },
         }
     }
 
@@ -377,6 +401,16 @@ impl PlanReport {
             c.recorded_channels,
             c.replayed_channels,
             c.host_input_channels
+        );
+        let m = &self.memory;
+        let _ = writeln!(
+            s,
+            "memory: {} synapses: {} of weights (f32) and up to {} compiled when it runs ({} \
+             bytes a synapse)",
+            m.synapses,
+            crate::error::human_bytes(m.weight_bytes),
+            crate::error::human_bytes(m.compiled_bytes),
+            crate::memory::COMPILED_BYTES_PER_SYNAPSE
         );
         if let Some(sys) = &self.system {
             s += &sys.text();

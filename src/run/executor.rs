@@ -25,11 +25,7 @@ use rayon::prelude::*;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Bytes a compiled synapse takes, for the memory estimate: its program's synapse and
-/// fixed-point weight (12), the same again where a wave or a system run is fused into one
-/// program (12), and a backend's copy of the weight (at most 4; more for a wide dense layer
-/// of an odd number of neurons, its blocks padded to 16, 64 or 128).
-const COMPILED_BYTES_PER_SYNAPSE: u64 = 28;
+use crate::memory::COMPILED_BYTES_PER_SYNAPSE;
 
 /// Bytes of a recorded spike on the host.
 const SPIKE_BYTES: u64 = std::mem::size_of::<crate::spikes::store::SpikeEvent>() as u64;
