@@ -96,8 +96,8 @@ pub use error::{human_bytes, Error, Result};
 pub use experiment::Setup;
 pub use io::report::{LinkReport, PlanReport, SystemReport};
 pub use memory::{
-    check as check_memory, machine_memory, memory_limit, parse_size, product as memory_product,
-    set_memory_limit,
+    check as check_memory, machine_memory, memory_limit, parse_size, peak_resident,
+    product as memory_product, set_memory_limit, COMPILED_BYTES_PER_SYNAPSE,
 };
 pub use model::analog::{AnalogConfig, Cadc, Chip, Mode, WeightMap};
 pub use model::network::{

@@ -38,6 +38,20 @@ pub fn machine_memory() -> u64 {
     })
 }
 
+/// The most memory this process has held so far (its resident high-water mark, Linux's
+/// `VmHWM`), if the system says.
+pub fn peak_resident() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+        })
+}
+
 /// An error if `bytes` (what `quantity` needs) exceed the limit.
 pub fn check(quantity: impl FnOnce() -> String, bytes: u64) -> Result<()> {
     check_within(quantity, bytes, memory_limit())
@@ -112,6 +126,11 @@ mod tests {
         assert_eq!(parse_size("1000").unwrap(), 1000);
         assert!(parse_size("-1G").is_err() && parse_size("12Q").is_err());
         assert!(machine_memory() > 1 << 20);
+        // This test's own process holds its code and the test harness at least.
+        if cfg!(target_os = "linux") {
+            let peak = peak_resident().expect("Linux says");
+            assert!(peak > 1 << 20 && peak < machine_memory(), "{peak}");
+        }
         let e = check(|| "the spikes".into(), u64::MAX)
             .unwrap_err()
             .to_string();

@@ -211,6 +211,16 @@ fn bench_says_how_active_each_layer_was_and_warns_of_silent_ones() {
         err.contains("hidden did not spike") && err.contains("--checkpoint"),
         "{err}"
     );
+    // The set-up and the process's peak memory, per synapse of the MNIST network.
+    let set_up = out
+        .lines()
+        .find(|l| l.starts_with("set-up: planned and compiled in "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(set_up.contains("(203264 synapses)"), "{set_up}");
+    if cfg!(target_os = "linux") {
+        assert!(set_up.contains("peak memory of the process"), "{set_up}");
+        assert!(set_up.contains(" bytes a synapse)"), "{set_up}");
+    }
     // An excitatory network: the printed activity is the hidden layer's spikes per
     // neuron-step on the same random input, counted here through the library.
     let dir = std::env::temp_dir().join(format!("neuropart-bench-{}", std::process::id()));

@@ -202,6 +202,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     };
     // Spread by chips, only this process's share is compiled.
     let mode = mode.unwrap_or(Mode::Ideal);
+    let set_up = std::time::Instant::now();
     let mut exec = if mode == Mode::Ideal {
         Executor::new_on_ranks(net, &sub, chips, &target.options(), target.ranks(comm))?
     } else {
@@ -214,6 +215,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     }
     exec.set_stepping(stepping);
     warn(&exec.warnings);
+    let set_up = set_up.elapsed();
     // Inputs first: an impossible batch is an error before any device is opened.
     let images = if mnist {
         Some(neuropart::data::mnist(&neuropart::data::cache_dir("mnist"))?.1)
@@ -296,6 +298,22 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     if let Some(t) = shares {
         print!("{t}");
     }
+    let synapses: u64 = exec
+        .plan
+        .partitions
+        .iter()
+        .map(|p| p.synapse_count as u64)
+        .sum();
+    println!(
+        "set-up: planned and compiled in {:.1} s ({synapses} synapses); peak memory of the \
+         process {}",
+        set_up.as_secs_f64(),
+        neuropart::peak_resident().map_or("unknown".into(), |b| format!(
+            "{} ({:.0} bytes a synapse)",
+            neuropart::human_bytes(b),
+            b as f64 / synapses.max(1) as f64
+        ))
+    );
     if let (Some(r), Some(act)) = (rows.first(), act) {
         print!("{}", system_summary(&exec, r.stats.links.as_ref()));
         let text: Vec<String> = act
