@@ -381,6 +381,21 @@ fn training_across_chips_equals_training_with_the_link_delay_on_one_chip() {
         assert!(sa.hidden_spikes > 0.0, "the hidden layer must spike");
     }
     assert_same_weights(&a.exec.network, &b.exec.network, "system");
+    // Training does not count the links' traffic (nothing reads it), a run after it does:
+    // every hidden spike crosses to the readout's chip, once per spike.
+    let spikes = random_spikes(&mut rng, 8, 30, 30, 0.15);
+    let out = a
+        .exec
+        .run(&CpuBackend, &[(0, spikes)], Observe::Scores)
+        .unwrap();
+    let links = out
+        .stats
+        .links
+        .clone()
+        .expect("the links' traffic counted after training");
+    let hidden = out.spikes.get(1).expect("the hidden layer's spikes");
+    assert!(!hidden.is_empty());
+    assert_eq!(links.sent, hidden.len() as u64, "one send per hidden spike");
     // Hidden split over three chips, two chips per run: the projection to the readout is
     // partly replayed through the host (no link), partly over a link (2 steps later): its
     // synapses have two delays, each known (the gradients that follow from them are checked

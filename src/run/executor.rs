@@ -360,6 +360,8 @@ pub struct Executor {
     fuse_waves: bool,
     /// How the CPU steps feed-forward programs ([`Executor::set_stepping`]).
     stepping: crate::backend::Stepping,
+    /// Whether runs count the traffic of links that cannot be full ([`Executor::set_count_links`]).
+    count_links: bool,
     /// Bumped whenever the programs change; residents older than this are updated in place.
     generation: u64,
     /// This process's share of runs spread over processes (`None`: it runs everything).
@@ -392,6 +394,7 @@ impl Clone for Executor {
             wave_fused: self.wave_fused.clone(),
             fuse_waves: self.fuse_waves,
             stepping: self.stepping,
+            count_links: self.count_links,
             generation: self.generation,
             share: self.share.clone(),
             residents: Mutex::new(None),
@@ -445,6 +448,7 @@ impl Executor {
             fused: Vec::new(),
             wave_fused: Vec::new(),
             fuse_waves: true,
+            count_links: true,
             stepping: Default::default(),
             generation: 0,
             share: None,
@@ -601,6 +605,14 @@ impl Executor {
     /// either way; only the speed differs.
     pub fn set_stepping(&mut self, stepping: crate::backend::Stepping) {
         self.stepping = stepping;
+    }
+
+    /// Whether runs count the traffic of a system's links where nothing can be full (unlimited
+    /// links and buffers: `ExecutionStats::links`; default: yes). Only statistics: the spikes,
+    /// membranes and scores are the same either way. Where links are limited, the lock-step
+    /// windows always count, since what they drop changes the run.
+    pub fn set_count_links(&mut self, on: bool) {
+        self.count_links = on;
     }
 
     /// The program of wave `wave`'s partitions as one (a wave of two or more partitions,
@@ -1418,7 +1430,7 @@ impl Executor {
                 .pop()
                 .expect("one job, one output");
                 let t2 = Instant::now();
-                if let Some(ex) = unit.exchange {
+                if let Some(ex) = unit.exchange.filter(|_| self.count_links) {
                     stats
                         .links
                         .get_or_insert_with(crate::model::system::LinkStats::default)
@@ -1570,7 +1582,8 @@ impl Executor {
                         }
                     };
                     let outs = crate::run::ranks::gather_outputs(comm, &owner, local, traffic)?;
-                    if let Some(ex) = ex.filter(|e| e.link_cap == 0 && e.buffer_cap == 0) {
+                    let unlimited = |e: &&Exchange| e.link_cap == 0 && e.buffer_cap == 0;
+                    if let Some(ex) = ex.filter(unlimited).filter(|_| self.count_links) {
                         let spikes: Vec<&SpikeTrains> = outs.iter().map(|o| &o.spikes).collect();
                         stats
                             .links

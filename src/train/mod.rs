@@ -946,6 +946,22 @@ impl Trainer {
         bi: usize,
         host: std::time::Duration,
     ) -> Result<(BatchStats, StepTimings)> {
+        // A training run's link traffic is not reported (only evaluation's): not counted.
+        self.exec.set_count_links(false);
+        let out = self.train_batch_uncounted(backend, spikes, labels, bi, host);
+        self.exec.set_count_links(true);
+        out
+    }
+
+    /// [`Trainer::train_batch`], the link traffic not counted.
+    fn train_batch_uncounted<B: Backend + ?Sized>(
+        &mut self,
+        backend: &B,
+        spikes: SpikeTrains,
+        labels: &[u8],
+        bi: usize,
+        host: std::time::Duration,
+    ) -> Result<(BatchStats, StepTimings)> {
         if let Some(dev) = self.device_training(backend) {
             return self.train_batch_device(backend, dev, spikes, labels, bi, host);
         }
@@ -1034,7 +1050,10 @@ impl Trainer {
         // Spread by chips, every process takes the whole batch and the backward pass of all
         // of it (the same on each: the forward pass gave every process every output).
         let samples = self.samples_comm(comm);
-        self.train_batch_host(backend, samples, comm, spikes, labels, bi, host)
+        self.exec.set_count_links(false);
+        let out = self.train_batch_host(backend, samples, comm, spikes, labels, bi, host);
+        self.exec.set_count_links(true);
+        out
     }
 
     /// One optimiser step with the backward pass and step on the host, by the processes of
