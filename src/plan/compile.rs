@@ -800,6 +800,22 @@ impl WeightStage {
         }
     }
 
+    /// Every projection's slot at once ([`WeightStage::slot`]).
+    pub fn slots(&mut self) -> Vec<StageSlot<'_>> {
+        let (maps, rows) = (&self.maps, &self.rows);
+        self.mapped
+            .iter_mut()
+            .zip(self.row_bounds.iter_mut())
+            .enumerate()
+            .map(|(p, (mapped, bounds))| StageSlot {
+                map: maps[p],
+                row: rows[p],
+                mapped,
+                bounds,
+            })
+            .collect()
+    }
+
     /// Stage every weight of `network` as it is, in parallel blocks.
     pub fn stage_all(&mut self, network: &Network) {
         for p in 0..self.ends.len() {

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 pub use crate::adam::{Adam, StepSize};
 
 /// What every weight's Adam update shares.
+#[derive(Clone, Copy)]
 struct AdamConsts {
     b1: f32,
     b2: f32,
@@ -89,7 +90,9 @@ impl Adam {
     /// `WeightStage`): one parallel pass over the weights, no call per weight. Returns the
     /// regulariser's loss (of the weights before the step, per sample) and whether every
     /// weight is finite afterwards. The pass is split into fixed blocks of whole rows summed
-    /// in order, so the result does not depend on the number of threads.
+    /// in order, so the result does not depend on the number of threads; the blocks of every
+    /// projection share the threads (a recurrent network's many small projections, one block
+    /// each, ran one after another).
     pub fn step(
         &mut self,
         network: &mut Network,
@@ -103,14 +106,12 @@ impl Adam {
         self.t += 1;
         let c1 = 1.0 - b1.powi(self.t as i32);
         let c2 = 1.0 - b2.powi(self.t as i32);
-        let mut loss = 0.0;
-        let mut finite = true;
-        for (p, g) in grads.iter().enumerate() {
-            let w = &mut network.projections[p].weights;
-            let numel = w.len().max(1) as f32;
-            let (m, v) = (&mut self.m[p], &mut self.v[p]);
-            let slot = stage.slot(p);
-            let (map, row, len) = (slot.map, slot.row, slot.block_len(BLOCK));
+        // Every block of every projection: (its constants, map, row length, weights, moments,
+        // gradients, staged weights and bounds).
+        let mut items = Vec::new();
+        let projections = network.projections.iter_mut().map(|p| &mut p.weights);
+        let moments = self.m.iter_mut().zip(self.v.iter_mut());
+        for (((w, (m, v)), g), slot) in projections.zip(moments).zip(grads).zip(stage.slots()) {
             let k = AdamConsts {
                 b1,
                 b2,
@@ -119,24 +120,33 @@ impl Adam {
                 eps,
                 lr,
                 limit,
-                reg_n: reg / numel,
+                reg_n: reg / w.len().max(1) as f32,
             };
-            let blocks: Vec<(f64, bool)> = w
-                .par_chunks_mut(len)
-                .zip(m.par_chunks_mut(len))
-                .zip(v.par_chunks_mut(len))
-                .zip(g.par_chunks(len))
-                .zip(slot.blocks(len))
-                .map(|((((w, m), v), g), (mapped, bounds))| {
-                    let (loss, finite) = adam_block(&k, w, m, v, g);
-                    stage_block(map, row, w, mapped, bounds);
-                    (loss, finite)
-                })
-                .collect();
-            for (l, f) in blocks {
-                loss += l;
-                finite &= f;
+            let (map, row, len) = (slot.map, slot.row, slot.block_len(BLOCK));
+            let blocks = w
+                .chunks_mut(len)
+                .zip(m.chunks_mut(len))
+                .zip(v.chunks_mut(len))
+                .zip(g.chunks(len))
+                .zip(slot.blocks(len));
+            for ((((w, m), v), g), (mapped, bounds)) in blocks {
+                items.push((k, map, row, w, m, v, g, mapped, bounds));
             }
+        }
+        let blocks: Vec<(f64, bool)> = items
+            .into_par_iter()
+            .map(|(k, map, row, w, m, v, g, mapped, bounds)| {
+                let (loss, finite) = adam_block(&k, w, m, v, g);
+                stage_block(map, row, w, mapped, bounds);
+                (loss, finite)
+            })
+            .collect();
+        // In order, as one projection after another summed them.
+        let mut loss = 0.0;
+        let mut finite = true;
+        for (l, f) in blocks {
+            loss += l;
+            finite &= f;
         }
         (loss, finite)
     }
