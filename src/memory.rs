@@ -25,31 +25,21 @@ pub fn memory_limit() -> u64 {
 /// once per process: every run and training batch checks its estimates against it.
 pub fn machine_memory() -> u64 {
     static TOTAL: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *TOTAL.get_or_init(|| {
-        std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|t| {
-                t.lines()
-                    .find(|l| l.starts_with("MemTotal:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|kb| kb.parse::<u64>().ok())
-            })
-            .map_or(8 << 30, |kb| kb * 1024)
-    })
+    *TOTAL.get_or_init(|| proc_bytes("/proc/meminfo", "MemTotal:").unwrap_or(8 << 30))
 }
 
 /// The most memory this process has held so far (its resident high-water mark, Linux's
 /// `VmHWM`), if the system says.
 pub fn peak_resident() -> Option<u64> {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-                .map(|kb| kb * 1024)
-        })
+    proc_bytes("/proc/self/status", "VmHWM:")
+}
+
+/// The bytes of the line `key` of a `/proc` file that gives sizes in kB (`MemTotal:  24 kB`).
+fn proc_bytes(path: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kb = line.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+    Some(kb * 1024)
 }
 
 /// An error if `bytes` (what `quantity` needs) exceed the limit.

@@ -308,7 +308,7 @@ impl PlanReport {
                 system_run: p.system_run,
             })
             .collect();
-        let synapses: u64 = plan.partitions.iter().map(|p| p.synapse_count as u64).sum();
+        let synapses = plan.synapse_count();
         PlanReport {
             network: network.name.clone(),
             substrate: plan.substrate.name.clone(),

@@ -408,8 +408,13 @@ impl PartitionProgram {
 
     /// The model weights synapses `j..` realise, in order.
     pub fn weight_refs_from(&self, j: usize) -> impl Iterator<Item = WeightRef> + '_ {
-        let end = |r: &WeightRun| (r.synapse + r.len) as usize;
-        self.weight_refs_at(self.weight_runs.partition_point(|r| end(r) <= j), j)
+        self.weight_refs_at(self.run_at(j), j)
+    }
+
+    /// The weight run that holds synapse `j`, searched among all.
+    fn run_at(&self, j: usize) -> usize {
+        self.weight_runs
+            .partition_point(|r| (r.synapse + r.len) as usize <= j)
     }
 
     /// The weight run that holds synapse `j`, walked to from run `hint` where that run starts
@@ -417,15 +422,14 @@ impl PartitionProgram {
     /// among all.
     fn run_of(&self, j: usize, hint: usize) -> usize {
         let runs = &self.weight_runs;
-        let end = |r: &WeightRun| (r.synapse + r.len) as usize;
         match runs.get(hint) {
             Some(r) if r.synapse as usize <= j => {
                 hint + runs[hint..]
                     .iter()
-                    .position(|r| end(r) > j)
+                    .position(|r| (r.synapse + r.len) as usize > j)
                     .unwrap_or(runs.len() - hint)
             }
-            _ => runs.partition_point(|r| end(r) <= j),
+            _ => self.run_at(j),
         }
     }
 

@@ -213,6 +213,11 @@ struct Unit {
 }
 
 impl Plan {
+    /// Synapses of every partition together.
+    pub fn synapse_count(&self) -> u64 {
+        self.partitions.iter().map(|p| p.synapse_count as u64).sum()
+    }
+
     /// Partition `network` (validated, weights drawn) for `substrate`, without placing the
     /// partitions on a system's chips ([`Plan::new`] does that too); with each partition, the
     /// recurrent subnetwork spanning chips it is a piece of.

@@ -946,29 +946,24 @@ impl Trainer {
         bi: usize,
         host: std::time::Duration,
     ) -> Result<(BatchStats, StepTimings)> {
-        // A training run's link traffic is not reported (only evaluation's): not counted.
-        self.exec.set_count_links(false);
-        let out = self.train_batch_uncounted(backend, spikes, labels, bi, host);
-        self.exec.set_count_links(true);
-        out
+        self.without_link_counts(|t| {
+            if let Some(dev) = t.device_training(backend) {
+                return t.train_batch_device(backend, dev, spikes, labels, bi, host);
+            }
+            let one = &crate::dist::comm::Single;
+            crate::threads::on_pool(|| {
+                t.train_batch_host(backend, one, one, spikes, labels, bi, host)
+            })
+        })
     }
 
-    /// [`Trainer::train_batch`], the link traffic not counted.
-    fn train_batch_uncounted<B: Backend + ?Sized>(
-        &mut self,
-        backend: &B,
-        spikes: SpikeTrains,
-        labels: &[u8],
-        bi: usize,
-        host: std::time::Duration,
-    ) -> Result<(BatchStats, StepTimings)> {
-        if let Some(dev) = self.device_training(backend) {
-            return self.train_batch_device(backend, dev, spikes, labels, bi, host);
-        }
-        let one = &crate::dist::comm::Single;
-        crate::threads::on_pool(|| {
-            self.train_batch_host(backend, one, one, spikes, labels, bi, host)
-        })
+    /// `f` on this trainer with its runs not counting the links' traffic: a training run's is
+    /// never reported (only evaluation's), so it is not counted.
+    fn without_link_counts<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        self.exec.set_count_links(false);
+        let out = f(self);
+        self.exec.set_count_links(true);
+        out
     }
 
     /// The processes of `comm` that share out the samples: all of them, or none where the
@@ -1050,10 +1045,9 @@ impl Trainer {
         // Spread by chips, every process takes the whole batch and the backward pass of all
         // of it (the same on each: the forward pass gave every process every output).
         let samples = self.samples_comm(comm);
-        self.exec.set_count_links(false);
-        let out = self.train_batch_host(backend, samples, comm, spikes, labels, bi, host);
-        self.exec.set_count_links(true);
-        out
+        self.without_link_counts(|t| {
+            t.train_batch_host(backend, samples, comm, spikes, labels, bi, host)
+        })
     }
 
     /// One optimiser step with the backward pass and step on the host, by the processes of

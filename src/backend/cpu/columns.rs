@@ -546,10 +546,8 @@ impl Dense {
         if n == 0 || !p.deliveries.iter().take(nch).all(full) {
             return None;
         }
-        let mut runs = vec![None; nch];
-        for (ch, d) in p.deliveries.iter_mut().take(nch).enumerate() {
+        for d in p.deliveries.iter_mut().take(nch) {
             if let Delivery::Run(r) = *d {
-                runs[ch] = Some(r.at);
                 *d = Delivery::Dense { delay: r.delay };
             }
         }
@@ -560,13 +558,14 @@ impl Dense {
             shift: 0,
             weights: Narrow::I32(Vec::new()),
         };
-        dense.fill(prog, |ch| runs[ch]);
+        dense.rewrite(prog);
         Some(dense)
     }
 
-    /// Lay out `prog`'s weights in blocks, channel `ch`'s row starting at synapse `row(ch)`
-    /// (`None`: a channel without synapses), at the narrowest width that holds them.
-    fn fill(&mut self, prog: &PartitionProgram, row: impl Fn(usize) -> Option<usize> + Sync) {
+    /// Lay out `prog`'s weights (same structure) in blocks, each channel's row where its
+    /// synapses lie (a channel without synapses: zeros), at the narrowest width that holds
+    /// them: when the program is prepared, and after every optimiser step.
+    pub(super) fn rewrite(&mut self, prog: &PartitionProgram) {
         use rayon::prelude::*;
         let (nch, n) = (self.nch, self.n);
         let (shift, bytes) = resolution(&prog.weights);
@@ -586,7 +585,6 @@ impl Dense {
         fn blocks<W: TryFrom<i32> + Send>(
             out: &mut [W],
             prog: &PartitionProgram,
-            row: &(impl Fn(usize) -> Option<usize> + Sync),
             (nch, width, n, shift): (usize, usize, usize, u32),
         ) {
             out.par_chunks_mut((nch * width).max(1))
@@ -594,8 +592,9 @@ impl Dense {
                 .for_each(|(k, block)| {
                     let (lo, hi) = (k * width, ((k + 1) * width).min(n));
                     for ch in 0..nch {
-                        if let Some(at) = row(ch) {
-                            let piece = &prog.weights[at + lo..at + hi];
+                        let row = prog.synapse_range(ch);
+                        if !row.is_empty() {
+                            let piece = &prog.weights[row.start + lo..row.start + hi];
                             put(&mut block[ch * width..], piece, shift);
                         }
                     }
@@ -603,9 +602,9 @@ impl Dense {
         }
         let dims = (nch, width, n, shift);
         match &mut self.weights {
-            Narrow::I8(out) => blocks(out, prog, &row, dims),
-            Narrow::I16(out) => blocks(out, prog, &row, dims),
-            Narrow::I32(out) => blocks(out, prog, &row, dims),
+            Narrow::I8(out) => blocks(out, prog, dims),
+            Narrow::I16(out) => blocks(out, prog, dims),
+            Narrow::I32(out) => blocks(out, prog, dims),
         }
     }
 
@@ -663,15 +662,6 @@ impl Dense {
             Narrow::I16(ws) => each(self, ws, ch, row),
             Narrow::I32(ws) => each(self, ws, ch, row),
         }
-    }
-
-    /// Take new weights from `prog` (same structure): the width chosen again.
-    pub(super) fn rewrite(&mut self, prog: &PartitionProgram) {
-        let offsets = &prog.synapse_offsets;
-        self.fill(prog, |ch| {
-            let (a, b) = (offsets[ch] as usize, offsets[ch + 1] as usize);
-            (a < b).then_some(a)
-        });
     }
 
     /// The fixed-point weight held at `at` (see [`Dense::block_at`]).

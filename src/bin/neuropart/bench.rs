@@ -298,12 +298,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     if let Some(t) = shares {
         print!("{t}");
     }
-    let synapses: u64 = exec
-        .plan
-        .partitions
-        .iter()
-        .map(|p| p.synapse_count as u64)
-        .sum();
+    let synapses = exec.plan.synapse_count();
     println!(
         "set-up: planned and compiled in {:.1} s ({synapses} synapses); peak memory of the \
          process {}",
