@@ -959,6 +959,10 @@ pub(crate) struct CpuProgram {
     wide: bool,
     /// A dense layer's weights, block by block ([`columns::Dense`]).
     dense: Option<columns::Dense>,
+    /// The program's weights for its runs at their resolution (the shift, then the
+    /// multiples), where that is narrower than the program's `i32` (emulated weights: bytes):
+    /// the rows a spike adds are read from memory at a quarter or half the bytes.
+    narrow: Option<(u32, columns::Narrow)>,
 }
 
 impl CpuProgram {
@@ -1013,7 +1017,22 @@ impl CpuProgram {
         if p.wide {
             p.dense = columns::Dense::take(&mut p, prog);
         }
+        p.narrow_runs(prog);
         p
+    }
+
+    /// Hold the weights of the runs narrow where they can be ([`CpuProgram::narrow`]); not
+    /// for a program whose channels are a dense layer's blocks (their backend copy), nor
+    /// without runs.
+    fn narrow_runs(&mut self, prog: &PartitionProgram) {
+        let runs = self
+            .deliveries
+            .iter()
+            .any(|d| matches!(d, Delivery::Run(_) | Delivery::Runs(_)));
+        let old = self.narrow.take();
+        if self.dense.is_none() && runs {
+            self.narrow = columns::narrowed(&prog.weights, old);
+        }
     }
 
     /// Everything but the synapse tables: sizes, stages and their segments, coefficients.
@@ -1059,6 +1078,7 @@ impl CpuProgram {
             columns: false,
             wide: false,
             dense: None,
+            narrow: None,
         }
     }
 
@@ -1078,6 +1098,7 @@ impl CpuProgram {
         if let Some(d) = &mut self.dense {
             d.rewrite(prog);
         }
+        self.narrow_runs(prog);
         let fresh = Self::coefficients(prog);
         self.stages = fresh.stages;
         self.coeffs = fresh.coeffs;
@@ -1129,11 +1150,23 @@ impl CpuProgram {
                 let when = t + r.delay;
                 if when < steps {
                     let base = (when % self.slots) * self.n + r.first;
-                    let ats = due[i..j].iter().map(|&src| match runs_of(src) {
-                        Some(rs) => rs[k].at,
-                        None => unreachable!("a group of sources delivered as runs"),
-                    });
-                    add_rows(&prog.weights, ats, &mut pending[base..base + r.len]);
+                    // The group's rows looked up once, not once per block of lanes.
+                    for group in due[i..j].chunks(GROUP_ROWS) {
+                        let mut ats = [0usize; GROUP_ROWS];
+                        for (a, &src) in ats.iter_mut().zip(group) {
+                            *a = match runs_of(src) {
+                                Some(rs) => rs[k].at,
+                                None => unreachable!("a group of sources delivered as runs"),
+                            };
+                        }
+                        let ats = ats[..group.len()].iter().copied();
+                        let dst = &mut pending[base..base + r.len];
+                        match &self.narrow {
+                            Some((shift, columns::Narrow::I8(w))) => add_rows(w, *shift, ats, dst),
+                            Some((shift, columns::Narrow::I16(w))) => add_rows(w, *shift, ats, dst),
+                            _ => add_rows(&prog.weights, 0, ats, dst),
+                        }
+                    }
                 }
             }
             i = j;
@@ -1183,29 +1216,41 @@ impl CpuProgram {
 /// registers of 16 `i32`).
 const DUE_LANES: usize = 64;
 
-/// `dst += weights[at..at + dst.len()]` for every `at` of `ats`, [`DUE_LANES`] targets at a
-/// time with their sums in registers.
+/// Sources whose rows [`CpuProgram::deliver_all`] adds in one [`add_rows`] (their row offsets
+/// gathered on the stack first).
+const GROUP_ROWS: usize = 64;
+
+/// `dst += weights[at..at + dst.len()] << shift` for every `at` of `ats`, [`DUE_LANES`]
+/// targets at a time with their sums in registers, shifted once into `dst` (integer sums:
+/// the same as adding the shifted weights one by one, wrapping alike).
 #[inline(always)]
-fn add_rows(weights: &[i32], ats: impl Iterator<Item = usize> + Clone, dst: &mut [i32]) {
+fn add_rows<W: Copy + Into<i32>>(
+    weights: &[W],
+    shift: u32,
+    ats: impl Iterator<Item = usize> + Clone,
+    dst: &mut [i32],
+) {
     let (blocks, rest) = dst.as_chunks_mut::<DUE_LANES>();
     for (b, sums) in blocks.iter_mut().enumerate() {
-        let mut acc = *sums;
+        let mut acc = [0i32; DUE_LANES];
         for at in ats.clone() {
             let at = at + b * DUE_LANES;
-            let row: &[i32; DUE_LANES] = weights[at..at + DUE_LANES]
+            let row: &[W; DUE_LANES] = weights[at..at + DUE_LANES]
                 .try_into()
                 .expect("a block of lanes");
             for (x, &w) in acc.iter_mut().zip(row) {
-                *x += w;
+                *x += w.into();
             }
         }
-        *sums = acc;
+        for (s, a) in sums.iter_mut().zip(acc) {
+            *s += a << shift;
+        }
     }
     let off = blocks.len() * DUE_LANES;
     let left = rest.len();
     for at in ats {
         for (x, &w) in rest.iter_mut().zip(&weights[at + off..at + off + left]) {
-            *x += w;
+            *x += w.into() << shift;
         }
     }
 }

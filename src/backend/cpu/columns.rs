@@ -522,6 +522,96 @@ fn resolution(weights: &[i32]) -> (u32, usize) {
     (shift, Narrow::bytes(lo >> shift, hi >> shift))
 }
 
+/// `weights` as multiples of a power of two dividing them all (the shift, first), in the
+/// narrowest integers that hold them, where those are narrower than `i32` (`None` otherwise:
+/// the weights themselves are as narrow). `old` (the last weights' shift and multiples, as an
+/// optimiser step leaves them) is rewritten in one pass where its shift and width still hold
+/// the new weights; else the largest shift and the narrowest width are found first.
+pub(super) fn narrowed(weights: &[i32], old: Option<(u32, Narrow)>) -> Option<(u32, Narrow)> {
+    if let Some((shift, mut out)) = old {
+        if out.held().1 == weights.len() {
+            let (or, lo, hi) = match &mut out {
+                Narrow::I8(o) => cast_into(o, weights, shift),
+                Narrow::I16(o) => cast_into(o, weights, shift),
+                Narrow::I32(_) => unreachable!("narrower than i32"),
+            };
+            let fits = Narrow::bytes(lo >> shift, hi >> shift) <= out.held().0;
+            if or.trailing_zeros() >= shift && fits {
+                return Some((shift, out));
+            }
+        }
+    }
+    let (shift, bytes) = resolution(weights);
+    let mut out = match bytes {
+        1 => Narrow::I8(vec![0; weights.len()]),
+        2 => Narrow::I16(vec![0; weights.len()]),
+        _ => return None,
+    };
+    match &mut out {
+        Narrow::I8(o) => cast_into(o, weights, shift),
+        Narrow::I16(o) => cast_into(o, weights, shift),
+        Narrow::I32(_) => unreachable!("narrower than i32"),
+    };
+    Some((shift, out))
+}
+
+/// `out = weights >> shift` by plain casts (they vectorise; [`narrowed`] keeps the result only
+/// where every value fits), over the threads; returns the OR, minimum and maximum of
+/// `weights` (as [`resolution`] finds them).
+fn cast_into<W: Copy + Send + TruncateFrom>(
+    out: &mut [W],
+    weights: &[i32],
+    shift: u32,
+) -> (i32, i32, i32) {
+    use rayon::prelude::*;
+    const PIECE: usize = 1 << 16;
+    out.par_chunks_mut(PIECE)
+        .zip(weights.par_chunks(PIECE))
+        .map(|(o, w)| {
+            // Sixteen lanes of each, so that the loop vectorises.
+            const LANES: usize = 16;
+            let (mut or, mut lo, mut hi) = ([0i32; LANES], [0i32; LANES], [0i32; LANES]);
+            let (ws, wrest) = w.as_chunks::<LANES>();
+            let (os, orest) = o.as_chunks_mut::<LANES>();
+            for (o, w) in os.iter_mut().zip(ws) {
+                for l in 0..LANES {
+                    o[l] = W::truncate(w[l] >> shift);
+                    or[l] |= w[l];
+                    lo[l] = lo[l].min(w[l]);
+                    hi[l] = hi[l].max(w[l]);
+                }
+            }
+            for (o, &w) in orest.iter_mut().zip(wrest) {
+                *o = W::truncate(w >> shift);
+                or[0] |= w;
+                lo[0] = lo[0].min(w);
+                hi[0] = hi[0].max(w);
+            }
+            let or = or.iter().fold(0, |a, &b| a | b);
+            let lo = lo.iter().fold(0, |a, &b| a.min(b));
+            (or, lo, hi.iter().fold(0, |a, &b| a.max(b)))
+        })
+        .reduce(|| (0, 0, 0), |a, b| (a.0 | b.0, a.1.min(b.1), a.2.max(b.2)))
+}
+
+/// The low bits of an `i32` (an `as` cast).
+pub(super) trait TruncateFrom {
+    /// `x as Self`.
+    fn truncate(x: i32) -> Self;
+}
+
+impl TruncateFrom for i8 {
+    fn truncate(x: i32) -> Self {
+        x as i8
+    }
+}
+
+impl TruncateFrom for i16 {
+    fn truncate(x: i32) -> Self {
+        x as i16
+    }
+}
+
 /// Copy `piece` (fixed point, multiples of `2^shift`) into `out` as multiples.
 #[inline(always)]
 fn put<W: TryFrom<i32>>(out: &mut [W], piece: &[i32], shift: u32) {
@@ -689,6 +779,42 @@ mod tests {
     use crate::model::neuron::NeuronParams;
     use crate::model::substrate::Substrate;
     use crate::plan::partition::{PartitionOptions, Plan};
+
+    /// The multiples `narrowed` holds, widened back.
+    fn widened(n: &Narrow) -> Vec<i32> {
+        match n {
+            Narrow::I8(v) => v.iter().map(|&x| x as i32).collect(),
+            Narrow::I16(v) => v.iter().map(|&x| x as i32).collect(),
+            Narrow::I32(v) => v.clone(),
+        }
+    }
+
+    #[test]
+    fn narrowed_weights_are_exact_multiples_and_kept_only_while_they_hold() {
+        // Emulated weights: 6-bit codes times 2^7 (and a zero): bytes, shift 7.
+        let w: Vec<i32> = [-63, 0, 5, 63, -1].iter().map(|c| c << 7).collect();
+        let (shift, n) = narrowed(&w, None).expect("bytes hold them");
+        assert_eq!((shift, n.held()), (7, (1, 5)));
+        assert_eq!(widened(&n), vec![-63, 0, 5, 63, -1]);
+        // Every weight now a multiple of 2^9: the old shift still holds them, kept.
+        let w2: Vec<i32> = [-31, 1, 2, 31, 0].iter().map(|c| c << 9).collect();
+        let (shift, n) = narrowed(&w2, Some((7, n))).expect("bytes");
+        assert_eq!((shift, n.held()), (7, (1, 5)));
+        assert_eq!(widened(&n), vec![-124, 4, 8, 124, 0]);
+        // A weight no longer a multiple of 2^7: the largest common power found again (2^6).
+        let w3 = vec![64, -128, 640, 0, 192];
+        let (shift, n) = narrowed(&w3, Some((7, n))).expect("bytes");
+        assert_eq!((shift, n.held()), (6, (1, 5)));
+        assert_eq!(widened(&n), vec![1, -2, 10, 0, 3]);
+        // One multiple beyond a byte: 16 bits.
+        let w4 = vec![200 << 6, 64, 0, -64, 0];
+        let (shift, n) = narrowed(&w4, Some((6, n))).expect("16 bits");
+        assert_eq!((shift, n.held()), (6, (2, 5)));
+        assert_eq!(widened(&n), vec![200, 1, 0, -1, 0]);
+        // Odd weights beyond 16 bits: as wide as the program's own, no copy.
+        assert!(narrowed(&[70_001, 3], None).is_none());
+        assert!(narrowed(&[70_001, 3], Some((6, n))).is_none());
+    }
 
     /// A dense layer of `size` neurons from `inputs` (ideal, weights drawn with `seed`), its
     /// partitions compiled and fused into one program, as a wave runs.
