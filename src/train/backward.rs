@@ -1198,27 +1198,41 @@ widest! {
             return;
         }
         let rows = (w.len() / ns).min(g.len());
-        // Four rows a pass, so that `dst` is loaded and stored once for four: each element
-        // still adds the rows one after another in row order (the same sums, bit for bit,
-        // as one row at a time).
-        let mut r = 0;
-        while r + 4 <= rows {
-            let w = &w[r * ns..(r + 4) * ns];
-            let (w0, rest) = w.split_at(ns);
-            let (w1, rest) = rest.split_at(ns);
-            let (w2, w3) = rest.split_at(ns);
-            let (g0, g1, g2, g3) = (g[r], g[r + 1], g[r + 2], g[r + 3]);
-            for ((((x, &a), &b), &c), &d) in dst.iter_mut().zip(w0).zip(w1).zip(w2).zip(w3) {
-                *x = *x + a * g0 + b * g1 + c * g2 + d * g3;
-            }
-            r += 4;
+        // A block of columns at a time, its sums in registers while every row passes (each
+        // element adds the rows one after another in row order: the same sums, bit for bit,
+        // as one row at a time); 128 columns (eight chains of additions for the processor to
+        // overlap), then 16. Before, four rows a pass loaded and stored `dst` once for four:
+        // the readout's ten rows onto 256 hidden neurons loaded and stored it three times.
+        let mut at = 0;
+        while at + 128 <= ns {
+            columns_pass::<128>(dst, w, g, rows, at);
+            at += 128;
         }
-        for (row, &gp) in w[r * ns..rows * ns].chunks_exact(ns).zip(&g[r..rows]) {
-            for (x, &wk) in dst.iter_mut().zip(row) {
-                *x += wk * gp;
+        while at + 16 <= ns {
+            columns_pass::<16>(dst, w, g, rows, at);
+            at += 16;
+        }
+        for (i, x) in dst.iter_mut().enumerate().skip(at) {
+            for (row, &gp) in w.chunks_exact(ns).zip(&g[..rows]) {
+                *x += row[i] * gp;
             }
         }
     }
+}
+
+/// Columns `at..at + N` of [`transpose_product`]: their sums held while the `rows` rows of
+/// `w` pass, in row order.
+#[inline(always)]
+fn columns_pass<const N: usize>(dst: &mut [f32], w: &[f32], g: &[f32], rows: usize, at: usize) {
+    let ns = dst.len();
+    let mut sums: [f32; N] = dst[at..at + N].try_into().expect("N columns");
+    for (row, &c) in w.chunks_exact(ns).zip(&g[..rows]) {
+        let row: &[f32; N] = row[at..at + N].try_into().expect("N columns");
+        for (s, &x) in sums.iter_mut().zip(row) {
+            *s += x * c;
+        }
+    }
+    dst[at..at + N].copy_from_slice(&sums);
 }
 
 /// [`transpose_product`] for several samples: `dst += wᵀ·g` for every pair (`dst`, `g`).
@@ -1892,6 +1906,8 @@ mod tests {
             (5, 3, 4),
             (40, 13, 3),
             (33, 9, 1),
+            (256, 10, 1),
+            (300, 17, 2),
         ];
         for (ns, rows, group) in cases {
             let w = draw(ns * rows);
@@ -1915,6 +1931,12 @@ mod tests {
                 assert_eq!(by_one[k], single, "one block a pass, {at}");
                 assert_eq!(by_wide[k], single, "WIDE_BLOCKS blocks a pass, {at}");
                 for i in 0..ns {
+                    // Row by row in f32, in row order: the same sums bit for bit.
+                    let mut in_order = start[k][i];
+                    for r in 0..rows {
+                        in_order += w[r * ns + i] * gs[k][r];
+                    }
+                    assert_eq!(single[i].to_bits(), in_order.to_bits(), "{at}, column {i}");
                     let naive = start[k][i] as f64
                         + (0..rows)
                             .map(|r| w[r * ns + i] as f64 * gs[k][r] as f64)
