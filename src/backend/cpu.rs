@@ -27,6 +27,7 @@ use crate::spikes::store::{SpikeEvent, SpikeStore, SpikeTrains};
 use rayon::prelude::*;
 
 mod columns;
+mod narrow;
 
 /// Runs partitions on the host's cores.
 #[derive(Clone, Copy, Debug, Default)]
@@ -962,7 +963,7 @@ pub(crate) struct CpuProgram {
     /// The program's weights for its runs at their resolution (the shift, then the
     /// multiples), where that is narrower than the program's `i32` (emulated weights: bytes):
     /// the rows a spike adds are read from memory at a quarter or half the bytes.
-    narrow: Option<(u32, columns::Narrow)>,
+    narrow: Option<(u32, narrow::Narrow)>,
 }
 
 impl CpuProgram {
@@ -987,8 +988,8 @@ impl CpuProgram {
                         _ => runs.push((k, 1)),
                     }
                 }
-                // A run reads the program's weights where its synapses lie: new weights need
-                // no copy into the resident.
+                // A run reads the program's weights where its synapses lie (or their narrow
+                // copy, `CpuProgram::narrow`, rewritten by `update`).
                 let run = |(start, len): (usize, usize)| Run {
                     first: syn[start].target as usize,
                     len,
@@ -1031,7 +1032,7 @@ impl CpuProgram {
             .any(|d| matches!(d, Delivery::Run(_) | Delivery::Runs(_)));
         let old = self.narrow.take();
         if self.dense.is_none() && runs {
-            self.narrow = columns::narrowed(&prog.weights, old);
+            self.narrow = narrow::narrowed(&prog.weights, old);
         }
     }
 
@@ -1092,8 +1093,8 @@ impl CpuProgram {
             }
     }
 
-    /// New weights and scales, same structure: the coefficient-dependent parts and a dense
-    /// layer's blocks (the runs read the program's weights where they lie).
+    /// New weights and scales, same structure: the coefficient-dependent parts, a dense
+    /// layer's blocks and the runs' narrow copy of the weights.
     fn update(&mut self, prog: &PartitionProgram) {
         if let Some(d) = &mut self.dense {
             d.rewrite(prog);
@@ -1162,8 +1163,8 @@ impl CpuProgram {
                         let ats = ats[..group.len()].iter().copied();
                         let dst = &mut pending[base..base + r.len];
                         match &self.narrow {
-                            Some((shift, columns::Narrow::I8(w))) => add_rows(w, *shift, ats, dst),
-                            Some((shift, columns::Narrow::I16(w))) => add_rows(w, *shift, ats, dst),
+                            Some((shift, narrow::Narrow::I8(w))) => add_rows(w, *shift, ats, dst),
+                            Some((shift, narrow::Narrow::I16(w))) => add_rows(w, *shift, ats, dst),
                             _ => add_rows(&prog.weights, 0, ats, dst),
                         }
                     }
@@ -1973,9 +1974,44 @@ mod tests {
             });
             split.deliveries[ch] = Delivery::Runs(first..first + 2);
         }
+        // The weights as compiled, then as multiples of 2^7 that fit bytes (emulated weights)
+        // and of 2^3 that need 16 bits: the deliveries read the narrow copy `update` makes.
+        let as_compiled = program.clone();
+        let mut bytes = program.clone();
+        for (k, w) in bytes.weights.iter_mut().enumerate() {
+            *w = ((k * 37 % 127) as i32 - 63) << 7;
+        }
+        let mut halves = program.clone();
+        for (k, w) in halves.weights.iter_mut().enumerate() {
+            *w = ((k * 911 % 20_000) as i32 - 10_000) << 3;
+        }
         let mut rng = Rng::new(9);
         let steps = net.steps as usize;
-        for prog in [&single, &split] {
+        let (mut single, mut split) = (single, split);
+        for (program, held) in [(&as_compiled, None), (&bytes, Some(1)), (&halves, Some(2))] {
+            single.update(program);
+            split.update(program);
+            if let Some(held) = held {
+                for prog in [&single, &split] {
+                    let narrow = prog.narrow.as_ref().map(|(_, n)| n.held().0);
+                    assert_eq!(narrow, Some(held), "the runs' copy of the weights");
+                }
+            }
+            check_together(program, &single, &split, steps, &mut rng);
+        }
+    }
+
+    /// [`sources_delivered_together_add_what_one_by_one_adds`] for the programs `single` and
+    /// `split` of `program`.
+    fn check_together(
+        program: &PartitionProgram,
+        single: &CpuProgram,
+        split: &CpuProgram,
+        steps: usize,
+        rng: &mut Rng,
+    ) {
+        let nch = program.channels.len();
+        for prog in [single, split] {
             let len = prog.slots * prog.n;
             for case in 0..40 {
                 let count = [1, 2, 5, 17][case % 4];
@@ -1986,7 +2022,7 @@ mod tests {
                 let t = [0, 3, steps - 2, steps - 1][case % 4];
                 let start: Vec<i32> = (0..len).map(|_| rng.below(200) as i32 - 100).collect();
                 let mut together = start.clone();
-                prog.deliver_all(&program, &due, t, steps, &mut together);
+                prog.deliver_all(program, &due, t, steps, &mut together);
                 // One source at a time, one synapse at a time.
                 let mut one_by_one = start.clone();
                 let mut add = |target: usize, delay: usize, w: i32| {

@@ -340,7 +340,9 @@ pub struct Executor {
     pub plan: Plan,
     /// Its ordering.
     pub schedule: Schedule,
-    /// One compiled program per partition.
+    /// One compiled program per partition. Backends run prepared copies of them (the CPU's
+    /// weights at their resolution, the GPU's buffers): weights written here reach a run only
+    /// through [`Executor::update_weights`] or [`Executor::recompile`].
     pub programs: Vec<PartitionProgram>,
     /// Analog emulation, if any.
     pub emulation: Option<Emulation>,

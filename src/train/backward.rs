@@ -1200,25 +1200,30 @@ widest! {
         let rows = (w.len() / ns).min(g.len());
         // A block of columns at a time, its sums in registers while every row passes (each
         // element adds the rows one after another in row order: the same sums, bit for bit,
-        // as one row at a time); 128 columns (eight chains of additions for the processor to
-        // overlap), then 16. Before, four rows a pass loaded and stored `dst` once for four:
-        // the readout's ten rows onto 256 hidden neurons loaded and stored it three times.
+        // as one row at a time): WIDE_COLUMNS with AVX-512 (eight chains of additions for the
+        // processor to overlap; with AVX2 they would fill its 16 registers: half as many),
+        // then blocks of one vector.
         let mut at = 0;
-        while at + 128 <= ns {
-            columns_pass::<128>(dst, w, g, rows, at);
-            at += 128;
-        }
-        while at + 16 <= ns {
-            columns_pass::<16>(dst, w, g, rows, at);
-            at += 16;
-        }
-        for (i, x) in dst.iter_mut().enumerate().skip(at) {
-            for (row, &gp) in w.chunks_exact(ns).zip(&g[..rows]) {
-                *x += row[i] * gp;
+        if crate::simd::wide_registers() {
+            while at + WIDE_COLUMNS <= ns {
+                columns_pass::<WIDE_COLUMNS>(dst, w, g, rows, at);
+                at += WIDE_COLUMNS;
             }
         }
+        while at + WIDE_COLUMNS / 2 <= ns {
+            columns_pass::<{ WIDE_COLUMNS / 2 }>(dst, w, g, rows, at);
+            at += WIDE_COLUMNS / 2;
+        }
+        while at + BLOCK_LANES <= ns {
+            columns_pass::<BLOCK_LANES>(dst, w, g, rows, at);
+            at += BLOCK_LANES;
+        }
+        rest_columns(dst, w, g, rows, at);
     }
 }
+
+/// Columns [`transpose_product`] keeps in registers at a time with AVX-512 (eight vectors).
+const WIDE_COLUMNS: usize = 128;
 
 /// Columns `at..at + N` of [`transpose_product`]: their sums held while the `rows` rows of
 /// `w` pass, in row order.
@@ -1233,6 +1238,18 @@ fn columns_pass<const N: usize>(dst: &mut [f32], w: &[f32], g: &[f32], rows: usi
         }
     }
     dst[at..at + N].copy_from_slice(&sums);
+}
+
+/// `dst[i] += Σ_r w[r][i]·g[r]` for the columns `i` from `from` on, one at a time, the rows in
+/// order (the columns the blocked passes leave).
+#[inline(always)]
+fn rest_columns(dst: &mut [f32], w: &[f32], g: &[f32], rows: usize, from: usize) {
+    let ns = dst.len();
+    for (i, x) in dst.iter_mut().enumerate().skip(from) {
+        for (row, &c) in w.chunks_exact(ns).zip(&g[..rows]) {
+            *x += row[i] * c;
+        }
+    }
 }
 
 /// [`transpose_product`] for several samples: `dst += wᵀ·g` for every pair (`dst`, `g`).
@@ -1284,11 +1301,7 @@ widest! {
             blocks_pass::<1>(w, ns, at, &mut d, g);
         }
         for (dst, g) in d.into_iter().zip(g) {
-            for (i, x) in dst.iter_mut().enumerate().skip(full) {
-                for (row, &c) in w.chunks_exact(ns).zip(g) {
-                    *x += row[i] * c;
-                }
-            }
+            rest_columns(dst, w, g, rows, full);
         }
     }
 }
@@ -1889,7 +1902,9 @@ mod tests {
     /// The group product gives every pair the single-sample product's bits, over full blocks
     /// of 16 columns taken WIDE_BLOCKS at a time or one at a time (both, whatever the
     /// processor), blocks left over from the wide passes, a remainder, full groups and
-    /// smaller ones; both are the naive sum (rows in order, in f64) up to rounding.
+    /// smaller ones; the single-sample product is the in-order f32 sum bit for bit (over
+    /// blocks of 128, 64 and 16 columns and a remainder) and the naive sum (rows in order, in
+    /// f64) up to rounding.
     #[test]
     fn the_group_transposed_product_is_the_single_one_bit_for_bit() {
         let mut rng = crate::rng::Rng::new(5);
@@ -1908,6 +1923,7 @@ mod tests {
             (33, 9, 1),
             (256, 10, 1),
             (300, 17, 2),
+            (220, 6, 1),
         ];
         for (ns, rows, group) in cases {
             let w = draw(ns * rows);

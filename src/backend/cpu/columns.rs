@@ -15,6 +15,7 @@
 //! list below). Never used for programs with synapses between their own neurons, several
 //! stages or spikes arriving over links.
 
+use super::narrow::{put, resolution, Narrow, TruncateFrom};
 use super::{
     keep_membranes, reset, row_in, rows_per_sample, update_segment, write_peaks, CpuProgram,
     Delivery, MemOut, Membranes, Run, RunOptions, Scratch, Segment, State,
@@ -440,45 +441,6 @@ pub(super) struct Dense {
     weights: Narrow,
 }
 
-/// Integers of the width a dense layer's weights need (see [`Dense`]).
-#[derive(Clone, Debug)]
-pub(super) enum Narrow {
-    I8(Vec<i8>),
-    I16(Vec<i16>),
-    I32(Vec<i32>),
-}
-
-impl Narrow {
-    /// Bytes of the narrowest integers that hold every value from `lo` to `hi`.
-    fn bytes(lo: i32, hi: i32) -> usize {
-        if lo >= i8::MIN as i32 && hi <= i8::MAX as i32 {
-            1
-        } else if lo >= i16::MIN as i32 && hi <= i16::MAX as i32 {
-            2
-        } else {
-            4
-        }
-    }
-
-    /// Bytes of each value held, and how many.
-    fn held(&self) -> (usize, usize) {
-        match self {
-            Narrow::I8(v) => (1, v.len()),
-            Narrow::I16(v) => (2, v.len()),
-            Narrow::I32(v) => (4, v.len()),
-        }
-    }
-
-    /// `len` zeros of `bytes` bytes each.
-    fn zeros(bytes: usize, len: usize) -> Narrow {
-        match bytes {
-            1 => Narrow::I8(vec![0; len]),
-            2 => Narrow::I16(vec![0; len]),
-            _ => Narrow::I32(vec![0; len]),
-        }
-    }
-}
-
 /// The sums of the rows `offsets` delimits in `entries` (each entry's first half a channel) for
 /// the block whose weights are `block` (`N` a channel), each row's first `w` sums (`w` <= `N`)
 /// stored into `out` one after another. `N` is 16, 64 or 128: with 32 the compiler unrolled
@@ -503,120 +465,6 @@ fn rows_into<W: Copy + Into<i32>, const N: usize>(
             }
         }
         out.copy_from_slice(&acc[..w]);
-    }
-}
-
-/// The largest power of two (at most 2^30) that divides every weight, and the bytes of the
-/// narrowest integers that hold every weight divided by it: one pass over the threads.
-fn resolution(weights: &[i32]) -> (u32, usize) {
-    use rayon::prelude::*;
-    let (or, lo, hi) = weights
-        .par_chunks(1 << 16)
-        .map(|c| {
-            c.iter().fold((0i32, 0i32, 0i32), |(o, l, h), &w| {
-                (o | w, l.min(w), h.max(w))
-            })
-        })
-        .reduce(|| (0, 0, 0), |a, b| (a.0 | b.0, a.1.min(b.1), a.2.max(b.2)));
-    let shift = or.trailing_zeros().min(30);
-    (shift, Narrow::bytes(lo >> shift, hi >> shift))
-}
-
-/// `weights` as multiples of a power of two dividing them all (the shift, first), in the
-/// narrowest integers that hold them, where those are narrower than `i32` (`None` otherwise:
-/// the weights themselves are as narrow). `old` (the last weights' shift and multiples, as an
-/// optimiser step leaves them) is rewritten in one pass where its shift and width still hold
-/// the new weights; else the largest shift and the narrowest width are found first.
-pub(super) fn narrowed(weights: &[i32], old: Option<(u32, Narrow)>) -> Option<(u32, Narrow)> {
-    if let Some((shift, mut out)) = old {
-        if out.held().1 == weights.len() {
-            let (or, lo, hi) = cast_into(&mut out, weights, shift);
-            let fits = Narrow::bytes(lo >> shift, hi >> shift) <= out.held().0;
-            if or.trailing_zeros() >= shift && fits {
-                return Some((shift, out));
-            }
-        }
-    }
-    let (shift, bytes) = resolution(weights);
-    let mut out = match bytes {
-        1 => Narrow::I8(vec![0; weights.len()]),
-        2 => Narrow::I16(vec![0; weights.len()]),
-        _ => return None,
-    };
-    cast_into(&mut out, weights, shift);
-    Some((shift, out))
-}
-
-crate::simd::widest! {
-    /// `out = weights >> shift` by plain casts (they vectorise; [`narrowed`] keeps the result
-    /// only where every value fits); returns the OR, minimum and maximum of `weights` (as
-    /// [`resolution`] finds them). On the calling thread: a program's weights after an
-    /// optimiser step take microseconds, less than waking the pool (over the threads in
-    /// pieces, the MNIST network's 203 000 weights took 60 µs, on one 9).
-    fn cast_into(out: &mut Narrow, weights: &[i32], shift: u32) -> (i32, i32, i32) {
-        match out {
-            Narrow::I8(o) => cast_lanes(o, weights, shift),
-            Narrow::I16(o) => cast_lanes(o, weights, shift),
-            Narrow::I32(_) => unreachable!("narrower than i32"),
-        }
-    }
-}
-
-/// [`cast_into`] at one width, sixteen lanes of each result so that the loop vectorises.
-#[inline(always)]
-fn cast_lanes<W: Copy + TruncateFrom>(
-    out: &mut [W],
-    weights: &[i32],
-    shift: u32,
-) -> (i32, i32, i32) {
-    const LANES: usize = 16;
-    let (mut or, mut lo, mut hi) = ([0i32; LANES], [0i32; LANES], [0i32; LANES]);
-    let (ws, wrest) = weights.as_chunks::<LANES>();
-    let (os, orest) = out.as_chunks_mut::<LANES>();
-    for (o, w) in os.iter_mut().zip(ws) {
-        for l in 0..LANES {
-            o[l] = W::truncate(w[l] >> shift);
-            or[l] |= w[l];
-            lo[l] = lo[l].min(w[l]);
-            hi[l] = hi[l].max(w[l]);
-        }
-    }
-    for (o, &w) in orest.iter_mut().zip(wrest) {
-        *o = W::truncate(w >> shift);
-        or[0] |= w;
-        lo[0] = lo[0].min(w);
-        hi[0] = hi[0].max(w);
-    }
-    let or = or.iter().fold(0, |a, &b| a | b);
-    let lo = lo.iter().fold(0, |a, &b| a.min(b));
-    (or, lo, hi.iter().fold(0, |a, &b| a.max(b)))
-}
-
-/// The low bits of an `i32` (an `as` cast).
-pub(super) trait TruncateFrom {
-    /// `x as Self`.
-    fn truncate(x: i32) -> Self;
-}
-
-impl TruncateFrom for i8 {
-    fn truncate(x: i32) -> Self {
-        x as i8
-    }
-}
-
-impl TruncateFrom for i16 {
-    fn truncate(x: i32) -> Self {
-        x as i16
-    }
-}
-
-/// Copy `piece` (fixed point, multiples of `2^shift`) into `out` as multiples.
-#[inline(always)]
-fn put<W: TryFrom<i32>>(out: &mut [W], piece: &[i32], shift: u32) {
-    for (o, &w) in out.iter_mut().zip(piece) {
-        *o = W::try_from(w >> shift)
-            .ok()
-            .expect("the width chosen holds every weight");
     }
 }
 
@@ -670,7 +518,7 @@ impl Dense {
         if self.weights.held() != (bytes, len) {
             self.weights = Narrow::zeros(bytes, len);
         }
-        fn blocks<W: TryFrom<i32> + Send>(
+        fn blocks<W: TruncateFrom + Send>(
             out: &mut [W],
             prog: &PartitionProgram,
             (nch, width, n, shift): (usize, usize, usize, u32),
@@ -755,12 +603,7 @@ impl Dense {
     /// The fixed-point weight held at `at` (see [`Dense::block_at`]).
     #[cfg(test)]
     fn weight(&self, at: usize) -> i32 {
-        let held = match &self.weights {
-            Narrow::I8(ws) => ws[at] as i32,
-            Narrow::I16(ws) => ws[at] as i32,
-            Narrow::I32(ws) => ws[at],
-        };
-        held << self.shift
+        self.weights.get(at) << self.shift
     }
 
     /// Bytes a weight takes here.
@@ -777,42 +620,6 @@ mod tests {
     use crate::model::neuron::NeuronParams;
     use crate::model::substrate::Substrate;
     use crate::plan::partition::{PartitionOptions, Plan};
-
-    /// The multiples `narrowed` holds, widened back.
-    fn widened(n: &Narrow) -> Vec<i32> {
-        match n {
-            Narrow::I8(v) => v.iter().map(|&x| x as i32).collect(),
-            Narrow::I16(v) => v.iter().map(|&x| x as i32).collect(),
-            Narrow::I32(v) => v.clone(),
-        }
-    }
-
-    #[test]
-    fn narrowed_weights_are_exact_multiples_and_kept_only_while_they_hold() {
-        // Emulated weights: 6-bit codes times 2^7 (and a zero): bytes, shift 7.
-        let w: Vec<i32> = [-63, 0, 5, 63, -1].iter().map(|c| c << 7).collect();
-        let (shift, n) = narrowed(&w, None).expect("bytes hold them");
-        assert_eq!((shift, n.held()), (7, (1, 5)));
-        assert_eq!(widened(&n), vec![-63, 0, 5, 63, -1]);
-        // Every weight now a multiple of 2^9: the old shift still holds them, kept.
-        let w2: Vec<i32> = [-31, 1, 2, 31, 0].iter().map(|c| c << 9).collect();
-        let (shift, n) = narrowed(&w2, Some((7, n))).expect("bytes");
-        assert_eq!((shift, n.held()), (7, (1, 5)));
-        assert_eq!(widened(&n), vec![-124, 4, 8, 124, 0]);
-        // A weight no longer a multiple of 2^7: the largest common power found again (2^6).
-        let w3 = vec![64, -128, 640, 0, 192];
-        let (shift, n) = narrowed(&w3, Some((7, n))).expect("bytes");
-        assert_eq!((shift, n.held()), (6, (1, 5)));
-        assert_eq!(widened(&n), vec![1, -2, 10, 0, 3]);
-        // One multiple beyond a byte: 16 bits.
-        let w4 = vec![200 << 6, 64, 0, -64, 0];
-        let (shift, n) = narrowed(&w4, Some((6, n))).expect("16 bits");
-        assert_eq!((shift, n.held()), (6, (2, 5)));
-        assert_eq!(widened(&n), vec![200, 1, 0, -1, 0]);
-        // Odd weights beyond 16 bits: as wide as the program's own, no copy.
-        assert!(narrowed(&[70_001, 3], None).is_none());
-        assert!(narrowed(&[70_001, 3], Some((6, n))).is_none());
-    }
 
     /// A dense layer of `size` neurons from `inputs` (ideal, weights drawn with `seed`), its
     /// partitions compiled and fused into one program, as a wave runs.
