@@ -469,7 +469,8 @@ pub fn chunk_gradients_from(
     const ITEM_FLOATS: usize = 16_384;
     // A dense projection whose every source fits an item's scratch for a block of ROW_BLOCK
     // targets or more (every chunk's sums, about half a core's cache) and whose sources spike
-    // together is cut by targets instead, into at least as many items as there are threads:
+    // together is cut by targets instead (with the others like it, into at least as many
+    // items as there are threads):
     // each item then reads, of a (sample, step)'s row of target gradients, its own block once
     // for every source that spiked at that step (the row read from memory once, not once per
     // spike), and writes its rows of the weight layout.
@@ -484,6 +485,30 @@ pub fn chunk_gradients_from(
     let mut items: Vec<Item<'_>> = Vec::new();
     // Per dense projection: the sources of each of its items (the last may hold fewer).
     let mut blocks: Vec<Option<usize>> = vec![None; out.len()];
+    // Worth cutting a dense projection by targets where its sources spike together: two spikes
+    // or more per (sample, step) on average (the MNIST pixels at T = 30: five; at T = 100 one
+    // or two, and the blocks of sources were faster).
+    let together = |q: usize| {
+        exec.spikes
+            .get(topo.ends[q].0)
+            .is_some_and(|tr| tr.len() >= 2 * tr.samples() * steps)
+    };
+    // With as many such projections as threads, each item takes all of its projection's
+    // targets that fit the scratch (a spike's row of gradients read in one pass: sequential
+    // MNIST's twelve recurrent and readout projections 1.04 - 1.07x per round against halves);
+    // with fewer, every thread a share of each (MNIST's input layer at T = 30).
+    // The widest block of projection `q`'s targets (a multiple of 16; all of them or a
+    // `split`th) whose sums of every chunk fit the scratch.
+    let rows_of = |q: usize, split: usize| {
+        let ns = topo.by_source[q].0.len() - 1;
+        let fit = ROWS_SCRATCH_FLOATS / (ns * nchunks).max(1);
+        fit.min(sizes[topo.ends[q].1] / split) / 16 * 16
+    };
+    let threads = rayon::current_num_threads().max(2);
+    let by_targets = (0..out.len())
+        .filter(|&q| topo.dense[q] && together(q) && rows_of(q, 1) >= ROW_BLOCK)
+        .count();
+    let split = if by_targets >= threads { 1 } else { threads };
     for (q, acc) in out.iter_mut().enumerate() {
         let (offs, _) = &topo.by_source[q];
         let ns = offs.len() - 1;
@@ -495,19 +520,8 @@ pub fn chunk_gradients_from(
                 sources: ns,
                 targets: nt,
             };
-            // The widest block of targets (a multiple of 16; a share of them for every thread,
-            // two at least) whose sums of every chunk fit the scratch.
-            let fit = ROWS_SCRATCH_FLOATS / (ns * nchunks).max(1);
-            let share = nt / rayon::current_num_threads().max(2);
-            let rows = fit.min(share) / 16 * 16;
-            // Worth it where sources spike together: two spikes or more per (sample, step) on
-            // average (the MNIST pixels at T = 30: five; at T = 100 one or two, and the blocks
-            // of sources were faster).
-            let together = exec
-                .spikes
-                .get(topo.ends[q].0)
-                .is_some_and(|tr| tr.len() >= 2 * tr.samples() * steps);
-            if rows >= ROW_BLOCK && together {
+            let rows = rows_of(q, split);
+            if rows >= ROW_BLOCK && together(q) {
                 let mut t0 = 0;
                 while t0 < nt {
                     let t1 = (t0 + rows).min(nt);
