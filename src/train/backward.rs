@@ -493,10 +493,6 @@ pub fn chunk_gradients_from(
             .get(topo.ends[q].0)
             .is_some_and(|tr| tr.len() >= 2 * tr.samples() * steps)
     };
-    // With as many such projections as threads, each item takes all of its projection's
-    // targets that fit the scratch (a spike's row of gradients read in one pass: sequential
-    // MNIST's twelve recurrent and readout projections 1.04 - 1.07x per round against halves);
-    // with fewer, every thread a share of each (MNIST's input layer at T = 30).
     // The widest block of projection `q`'s targets (a multiple of 16; all of them or a
     // `split`th) whose sums of every chunk fit the scratch.
     let rows_of = |q: usize, split: usize| {
@@ -504,6 +500,10 @@ pub fn chunk_gradients_from(
         let fit = ROWS_SCRATCH_FLOATS / (ns * nchunks).max(1);
         fit.min(sizes[topo.ends[q].1] / split) / 16 * 16
     };
+    // With as many projections cut by targets as threads, each item takes all of its
+    // projection's targets that fit the scratch (a spike's row of gradients read in one pass:
+    // sequential MNIST's twelve recurrent and readout projections 1.06x against halves); with
+    // fewer, every thread a share of each (MNIST's input layer at T = 30).
     let threads = rayon::current_num_threads().max(2);
     let by_targets = (0..out.len())
         .filter(|&q| topo.dense[q] && together(q) && rows_of(q, 1) >= ROW_BLOCK)
