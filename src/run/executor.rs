@@ -1674,42 +1674,68 @@ impl Executor {
             spikes.neurons = net.populations[pop].size;
             store.add_piece(pop, first, spikes);
         } else {
-            // Each sample's spikes dealt to the runs in one pass (in their order, so every
-            // run's lists stay sorted), not one pass over all of them per run.
-            let run_of = |j: usize| {
-                runs.iter()
-                    .position(|&(j0, _, _, len)| (j0..j0 + len).contains(&j))
-            };
-            let mut dealt: Vec<Vec<Vec<crate::spikes::store::SpikeEvent>>> = (0..samples)
+            // Each run's spikes of each sample counted, then copied into place, sample by
+            // sample in parallel (in their order, so every run's lists stay sorted): no list
+            // per sample and run and no serial concatenation of them (sequential MNIST's
+            // 89 000 spikes a batch: 0.67 ms so, 0.31 ms now, on the Xeon VM).
+            let mut run_of = vec![u32::MAX; n];
+            for (k, &(j0, _, _, len)) in runs.iter().enumerate() {
+                run_of[j0..j0 + len].fill(k as u32);
+            }
+            let counts: Vec<Vec<u32>> = (0..samples)
                 .into_par_iter()
                 .map(|s| {
-                    let mut lists = vec![Vec::new(); runs.len()];
+                    let mut c = vec![0u32; runs.len()];
                     for e in spikes.sample(s) {
-                        if let Some(k) = run_of(e.neuron as usize) {
-                            let (j0, _, first, _) = runs[k];
-                            lists[k].push(crate::spikes::store::SpikeEvent {
-                                step: e.step,
-                                neuron: e.neuron - j0 as u32 + first,
-                            });
+                        if let Some(k) = run_of.get(e.neuron as usize).filter(|&&k| k != u32::MAX) {
+                            c[*k as usize] += 1;
                         }
                     }
-                    lists
+                    c
                 })
                 .collect();
-            for (k, &(_, pop, first, _)) in runs.iter().enumerate() {
-                let lists = dealt
-                    .iter_mut()
-                    .map(|l| std::mem::take(&mut l[k]))
-                    .collect();
-                store.add_piece(
-                    pop,
-                    first,
-                    SpikeTrains::from_sorted_samples(
-                        net.populations[pop].size,
-                        spikes.steps,
-                        lists,
-                    ),
-                );
+            let none = crate::spikes::store::SpikeEvent { step: 0, neuron: 0 };
+            let mut trains: Vec<SpikeTrains> = runs
+                .iter()
+                .enumerate()
+                .map(|(k, &(_, pop, _, _))| {
+                    let mut offsets = Vec::with_capacity(samples + 1);
+                    offsets.push(0u32);
+                    for c in &counts {
+                        offsets.push(offsets[offsets.len() - 1] + c[k]);
+                    }
+                    let events = vec![none; offsets[samples] as usize];
+                    SpikeTrains::from_flat(net.populations[pop].size, spikes.steps, offsets, events)
+                })
+                .collect();
+            // Per sample, its slice of every run's events.
+            let mut outs: Vec<Vec<&mut [crate::spikes::store::SpikeEvent]>> = (0..samples)
+                .map(|_| Vec::with_capacity(runs.len()))
+                .collect();
+            for tr in &mut trains {
+                let mut rest = &mut tr.events[..];
+                for (w, out) in tr.offsets.windows(2).zip(&mut outs) {
+                    let (a, b) = std::mem::take(&mut rest).split_at_mut((w[1] - w[0]) as usize);
+                    out.push(a);
+                    rest = b;
+                }
+            }
+            outs.into_par_iter().enumerate().for_each(|(s, mut out)| {
+                let mut at = vec![0usize; runs.len()];
+                for e in spikes.sample(s) {
+                    let Some(&k) = run_of.get(e.neuron as usize).filter(|&&k| k != u32::MAX) else {
+                        continue;
+                    };
+                    let (j0, _, first, _) = runs[k as usize];
+                    out[k as usize][at[k as usize]] = crate::spikes::store::SpikeEvent {
+                        step: e.step,
+                        neuron: e.neuron - j0 as u32 + first,
+                    };
+                    at[k as usize] += 1;
+                }
+            });
+            for (tr, &(_, pop, first, _)) in trains.into_iter().zip(&runs) {
+                store.add_piece(pop, first, tr);
             }
         }
         let shape = (samples, steps);
@@ -1800,29 +1826,29 @@ impl Executor {
                 Membranes::Max => samples,
                 Membranes::Trace | Membranes::Keep | Membranes::Codes => samples * steps,
             };
-            // Row `r` of the population's array at column `first`, of the partition's at `j0`.
-            let rows_of = |r: usize| (r * size + first, r * n + j0);
+            // Rows of the population's array from column `first`, of the partition's from `j0`.
+            let (to, from) = ((size, first), (n, j0));
             match (membranes, m) {
                 (Membranes::None, _) => {}
                 (Membranes::Max, Rows::Values(m)) => {
                     if p.kind == PopulationKind::Readout {
                         let dst = peak[pop].get_or_insert_with(|| crate::pool::take(rows * size));
-                        copy_rows(dst, m, rows, len, rows_of, |x| x);
+                        copy_rows(dst, m, rows, to, from, len, |x| x);
                     }
                 }
                 (Membranes::Codes, Rows::Codes(m, q)) if coded[pop].is_some() => {
                     let dst = codes[pop].get_or_insert_with(|| CodeTrace::taken(q, rows * size));
-                    copy_rows(&mut dst.codes, m, rows, len, rows_of, |c| c);
+                    copy_rows(&mut dst.codes, m, rows, to, from, len, |c| c);
                 }
                 // A population that keeps values (a readout beside coded chips).
                 (Membranes::Codes, Rows::Codes(m, q)) => {
                     let dst = membrane[pop].get_or_insert_with(|| crate::pool::take(rows * size));
-                    copy_rows(dst, m, rows, len, rows_of, |c| q.value(c));
+                    copy_rows(dst, m, rows, to, from, len, |c| q.value(c));
                 }
                 // A backend without a device of its own returns kept membranes like traces.
                 (Membranes::Trace | Membranes::Keep, Rows::Values(m)) => {
                     let dst = membrane[pop].get_or_insert_with(|| crate::pool::take(rows * size));
-                    copy_rows(dst, m, rows, len, rows_of, |x| x);
+                    copy_rows(dst, m, rows, to, from, len, |x| x);
                 }
                 (kind, _) => unreachable!("{kind:?} membranes came back in the other form"),
             }
@@ -1830,22 +1856,36 @@ impl Executor {
     }
 }
 
-/// Copy `rows` rows of `len` entries from `src` to `dst` through `f`, row `r` from
-/// `rows_of(r).1` to `rows_of(r).0`.
-fn copy_rows<S: Copy, D>(
+/// Copy `rows` rows of `len` entries from `src` (rows of `n`, from column `j0`) to `dst` (rows
+/// of `size`, from column `first`) through `f`, in pieces of rows on the worker threads (a
+/// system run's traces dealt to its populations: sequential MNIST's 2.4 million codes a batch
+/// took one core 0.9 ms while the other waited; 0.45 ms on both now, on the Xeon VM).
+fn copy_rows<S: Copy + Sync, D: Send>(
     dst: &mut [D],
     src: &[S],
     rows: usize,
+    (size, first): (usize, usize),
+    (n, j0): (usize, usize),
     len: usize,
-    rows_of: impl Fn(usize) -> (usize, usize),
-    f: impl Fn(S) -> D,
+    f: impl Fn(S) -> D + Sync,
 ) {
-    for r in 0..rows {
-        let (to, from) = rows_of(r);
-        for (d, &x) in dst[to..to + len].iter_mut().zip(&src[from..from + len]) {
-            *d = f(x);
-        }
-    }
+    /// Values a piece takes (at least a row).
+    const PIECE: usize = 1 << 15;
+    let per = (PIECE / size.max(1)).max(1);
+    dst[..rows * size]
+        .par_chunks_mut(per * size)
+        .enumerate()
+        .for_each(|(k, piece)| {
+            for (i, row) in piece.chunks_exact_mut(size).enumerate() {
+                let from = (k * per + i) * n + j0;
+                for (d, &x) in row[first..first + len]
+                    .iter_mut()
+                    .zip(&src[from..from + len])
+                {
+                    *d = f(x);
+                }
+            }
+        });
 }
 
 /// A partition's membranes as they came back: values, or codes of a CADC.
