@@ -1567,6 +1567,7 @@ fn group_backward<'a>(
     let steps = net.steps as usize;
     let npop = net.populations.len().max(1);
     let n = gi.len() / npop;
+    debug_assert!(n <= GROUP, "a group of at most GROUP samples");
     scrs.resize_with(n.max(scrs.len()), Scratch::default);
     let scrs = &mut scrs[..n];
     let (up, sb) = upstream;
@@ -1652,10 +1653,15 @@ fn group_backward<'a>(
                     let w = &net.projections[q].weights;
                     let samples = scrs.iter_mut().zip(gi.chunks(npop));
                     if topo.dense[q] {
-                        let mut pairs: Vec<(&mut [f32], &[f32])> = samples
-                            .map(|(scr, gs)| (&mut scr.gs[src][at.clone()], &gs[p][row.clone()]))
-                            .collect();
-                        transpose_product_group(w, &mut pairs);
+                        // The group's (destination, coefficients), on the stack (this runs
+                        // once a projection and step: no allocation).
+                        let mut pairs: [(&mut [f32], &[f32]); GROUP] = Default::default();
+                        let mut n = 0;
+                        for (pair, (scr, gs)) in pairs.iter_mut().zip(samples) {
+                            *pair = (&mut scr.gs[src][at.clone()], &gs[p][row.clone()]);
+                            n += 1;
+                        }
+                        transpose_product_group(w, &mut pairs[..n]);
                     } else if topo.extra[q].is_empty() {
                         let (offs, syn) = &topo.by_source[q];
                         for (scr, gs) in samples {
