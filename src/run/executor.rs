@@ -19,7 +19,7 @@ use crate::plan::emulated::compile_emulated;
 use crate::plan::partition::{PartitionOptions, Plan};
 use crate::plan::schedule::Schedule;
 use crate::run::ranks::RankShare;
-use crate::spikes::store::{SpikeFile, SpikeStore, SpikeTrains};
+use crate::spikes::store::{SpikeEvent, SpikeFile, SpikeStore, SpikeTrains, PARALLEL_MIN};
 use ndarray::{Array3, ArrayView2, ArrayView3};
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use crate::memory::COMPILED_BYTES_PER_SYNAPSE;
 
 /// Bytes of a recorded spike on the host.
-const SPIKE_BYTES: u64 = std::mem::size_of::<crate::spikes::store::SpikeEvent>() as u64;
+const SPIKE_BYTES: u64 = std::mem::size_of::<SpikeEvent>() as u64;
 
 /// What a run brings back besides every population's spikes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -1674,66 +1674,80 @@ impl Executor {
             spikes.neurons = net.populations[pop].size;
             store.add_piece(pop, first, spikes);
         } else {
-            // Each run's spikes of each sample counted, then copied into place, sample by
-            // sample in parallel (in their order, so every run's lists stay sorted): no list
-            // per sample and run and no serial concatenation of them (sequential MNIST's
-            // 89 000 spikes a batch: 0.67 ms so, 0.31 ms now, on the Xeon VM).
-            let mut run_of = vec![u32::MAX; n];
+            // Each run's spikes of each sample counted, then copied into place sample by
+            // sample (in their order, so every run's lists stay sorted), in parallel where
+            // there are enough: no list per sample and run, no serial concatenation of them
+            // (sequential MNIST's 89 000 spikes a batch: 0.67 ms so, 0.31 ms now, on the
+            // 2-core Xeon VM). The runs cover the program's neurons in order.
+            let r = runs.len().max(1);
+            let mut run_of = vec![0u32; n];
             for (k, &(j0, _, _, len)) in runs.iter().enumerate() {
                 run_of[j0..j0 + len].fill(k as u32);
             }
-            let counts: Vec<Vec<u32>> = (0..samples)
-                .into_par_iter()
-                .map(|s| {
-                    let mut c = vec![0u32; runs.len()];
+            let run = |e: &SpikeEvent| run_of.get(e.neuron as usize).map(|&k| k as usize);
+            // One job (on the calling thread) where waking the pool would cost more.
+            let min = if samples + spikes.len() >= PARALLEL_MIN {
+                1
+            } else {
+                samples.max(1)
+            };
+            let mut counts = vec![0u32; samples * r];
+            counts
+                .par_chunks_mut(r)
+                .enumerate()
+                .with_min_len(min)
+                .for_each(|(s, c)| {
                     for e in spikes.sample(s) {
-                        if let Some(k) = run_of.get(e.neuron as usize).filter(|&&k| k != u32::MAX) {
-                            c[*k as usize] += 1;
+                        if let Some(k) = run(e) {
+                            c[k] += 1;
                         }
                     }
-                    c
-                })
-                .collect();
-            let none = crate::spikes::store::SpikeEvent { step: 0, neuron: 0 };
+                });
             let mut trains: Vec<SpikeTrains> = runs
                 .iter()
                 .enumerate()
                 .map(|(k, &(_, pop, _, _))| {
                     let mut offsets = Vec::with_capacity(samples + 1);
-                    offsets.push(0u32);
-                    for c in &counts {
-                        offsets.push(offsets[offsets.len() - 1] + c[k]);
+                    let mut total = 0u32;
+                    offsets.push(total);
+                    for c in counts.chunks_exact(r) {
+                        total += c[k];
+                        offsets.push(total);
                     }
-                    let events = vec![none; offsets[samples] as usize];
+                    let events = vec![SpikeEvent { step: 0, neuron: 0 }; total as usize];
                     SpikeTrains::from_flat(net.populations[pop].size, spikes.steps, offsets, events)
                 })
                 .collect();
-            // Per sample, its slice of every run's events.
-            let mut outs: Vec<Vec<&mut [crate::spikes::store::SpikeEvent]>> = (0..samples)
-                .map(|_| Vec::with_capacity(runs.len()))
-                .collect();
-            for tr in &mut trains {
+            // Sample `s`'s part of run `k`'s events at `s * r + k`.
+            let mut parts: Vec<&mut [SpikeEvent]> = Vec::new();
+            parts.resize_with(samples * r, Default::default);
+            for (k, tr) in trains.iter_mut().enumerate() {
                 let mut rest = &mut tr.events[..];
-                for (w, out) in tr.offsets.windows(2).zip(&mut outs) {
+                for (s, w) in tr.offsets.windows(2).enumerate() {
                     let (a, b) = std::mem::take(&mut rest).split_at_mut((w[1] - w[0]) as usize);
-                    out.push(a);
+                    parts[s * r + k] = a;
                     rest = b;
                 }
             }
-            outs.into_par_iter().enumerate().for_each(|(s, mut out)| {
-                let mut at = vec![0usize; runs.len()];
-                for e in spikes.sample(s) {
-                    let Some(&k) = run_of.get(e.neuron as usize).filter(|&&k| k != u32::MAX) else {
-                        continue;
-                    };
-                    let (j0, _, first, _) = runs[k as usize];
-                    out[k as usize][at[k as usize]] = crate::spikes::store::SpikeEvent {
-                        step: e.step,
-                        neuron: e.neuron - j0 as u32 + first,
-                    };
-                    at[k as usize] += 1;
-                }
-            });
+            parts
+                .par_chunks_mut(r)
+                .enumerate()
+                .with_min_len(min)
+                .for_each(|(s, out)| {
+                    for e in spikes.sample(s) {
+                        let Some(k) = run(e) else { continue };
+                        let (j0, _, first, _) = runs[k];
+                        let (slot, rest) = std::mem::take(&mut out[k])
+                            .split_first_mut()
+                            .expect("counted");
+                        *slot = SpikeEvent {
+                            step: e.step,
+                            neuron: e.neuron - j0 as u32 + first,
+                        };
+                        out[k] = rest;
+                    }
+                    debug_assert!(out.iter().all(|o| o.is_empty()), "every slot filled");
+                });
             for (tr, &(_, pop, first, _)) in trains.into_iter().zip(&runs) {
                 store.add_piece(pop, first, tr);
             }
@@ -1859,9 +1873,9 @@ impl Executor {
 /// Copy `rows` rows of `len` entries from `src` (rows of `n`, from column `j0`) to `dst` (rows
 /// of `size`, from column `first`) through `f`; a large copy in pieces of rows on the worker
 /// threads (a system run's traces dealt to its populations: sequential MNIST's 2.4 million
-/// codes a batch took one core 0.9 ms while the other waited; 0.45 ms on both now, on the
-/// Xeon VM), a small one on the calling thread (an MNIST readout's 100 000 membranes at
-/// T = 100: handing them to the pool cost the training step 0.03 ms more than the copy).
+/// codes a batch took one core 0.9 ms while the other waited, 0.45 ms on both now, on the
+/// 2-core Xeon VM), a small one on the calling thread (an MNIST readout's 100 000 membranes
+/// at T = 100: handing them to the pool cost the training step 0.03 ms more than the copy).
 fn copy_rows<S: Copy + Sync, D: Send>(
     dst: &mut [D],
     src: &[S],
@@ -1871,29 +1885,26 @@ fn copy_rows<S: Copy + Sync, D: Send>(
     len: usize,
     f: impl Fn(S) -> D + Sync,
 ) {
-    /// Values a piece takes (a row at the least), and the least a copy on the threads moves.
+    /// Values a piece on a thread takes (a row at the least).
     const PIECE: usize = 1 << 17;
-    // Rows `r0..` of `dst` from `piece` on.
-    let copy = |r0: usize, piece: &mut [D]| {
-        for (i, row) in piece.chunks_exact_mut(size).enumerate() {
-            let from = (r0 + i) * n + j0;
-            for (d, &x) in row[first..first + len]
-                .iter_mut()
-                .zip(&src[from..from + len])
-            {
-                *d = f(x);
-            }
+    /// The least a copy on the threads moves.
+    const THREADS_MIN: usize = 1 << 18;
+    let copy_row = |(d, s): (&mut [D], &[S])| {
+        for (d, &x) in d[first..first + len].iter_mut().zip(&s[j0..j0 + len]) {
+            *d = f(x);
         }
     };
-    let dst = &mut dst[..rows * size];
-    if rows * len < 2 * PIECE {
-        copy(0, dst);
-        return;
+    let (dst, src) = (&mut dst[..rows * size], &src[..rows * n]);
+    if rows * len < THREADS_MIN {
+        dst.chunks_exact_mut(size)
+            .zip(src.chunks_exact(n))
+            .for_each(copy_row);
+    } else {
+        dst.par_chunks_exact_mut(size)
+            .zip(src.par_chunks_exact(n))
+            .with_min_len((PIECE / len.max(1)).max(1))
+            .for_each(copy_row);
     }
-    let per = (PIECE / len.max(1)).max(1);
-    dst.par_chunks_mut(per * size)
-        .enumerate()
-        .for_each(|(k, piece)| copy(k * per, piece));
 }
 
 /// A partition's membranes as they came back: values, or codes of a CADC.
@@ -1919,6 +1930,44 @@ impl Traces<'_> {
             codes: self.codes,
             coded: self.coded,
             peak: self.peak,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `copy_rows` writes each row's `len` entries, and nothing else, on the calling thread
+    /// and in pieces on the threads alike: against a copy written out entry by entry, for
+    /// copies below and above the threads' threshold, columns from the start and further on,
+    /// and a last piece shorter than the others.
+    #[test]
+    fn rows_are_copied_to_their_columns_on_one_thread_and_on_many() {
+        // (rows, len, size, first, n, j0)
+        let cases = [
+            (7, 3, 5, 2, 4, 1),
+            (100, 10, 10, 0, 394, 384),
+            (6_000, 128, 128, 0, 394, 128),
+            (2_100, 130, 200, 70, 300, 170),
+            (3, 1 << 18, 1 << 18, 0, 1 << 18, 0),
+        ];
+        for (rows, len, size, first, n, j0) in cases {
+            let src: Vec<u32> = (0..rows * n).map(|i| i as u32).collect();
+            let mut got = vec![u64::MAX; rows * size];
+            copy_rows(&mut got, &src, rows, (size, first), (n, j0), len, |x| {
+                u64::from(x) * 3
+            });
+            let mut want = vec![u64::MAX; rows * size];
+            for r in 0..rows {
+                for c in 0..len {
+                    want[r * size + first + c] = u64::from(src[r * n + j0 + c]) * 3;
+                }
+            }
+            assert!(
+                got == want,
+                "rows {rows}, len {len}, size {size}, first {first}, n {n}, j0 {j0}"
+            );
         }
     }
 }

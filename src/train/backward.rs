@@ -1567,7 +1567,7 @@ fn group_backward<'a>(
     let steps = net.steps as usize;
     let npop = net.populations.len().max(1);
     let n = gi.len() / npop;
-    debug_assert!(n <= GROUP, "a group of at most GROUP samples");
+    assert!(n <= GROUP, "a group of {n} samples, at most {GROUP}");
     scrs.resize_with(n.max(scrs.len()), Scratch::default);
     let scrs = &mut scrs[..n];
     let (up, sb) = upstream;
@@ -1656,10 +1656,8 @@ fn group_backward<'a>(
                         // The group's (destination, coefficients), on the stack (this runs
                         // once a projection and step: no allocation).
                         let mut pairs: [(&mut [f32], &[f32]); GROUP] = Default::default();
-                        let mut n = 0;
                         for (pair, (scr, gs)) in pairs.iter_mut().zip(samples) {
                             *pair = (&mut scr.gs[src][at.clone()], &gs[p][row.clone()]);
-                            n += 1;
                         }
                         transpose_product_group(w, &mut pairs[..n]);
                     } else if topo.extra[q].is_empty() {
