@@ -1889,21 +1889,27 @@ fn copy_rows<S: Copy + Sync, D: Send>(
     const PIECE: usize = 1 << 17;
     /// The least a copy on the threads moves.
     const THREADS_MIN: usize = 1 << 18;
-    let copy_row = |(d, s): (&mut [D], &[S])| {
-        for (d, &x) in d[first..first + len].iter_mut().zip(&s[j0..j0 + len]) {
-            *d = f(x);
+    // Rows `r0..` of `dst` into `piece` (written out by index: zipping rows of `dst` and `src`
+    // instead cost the MNIST readout's copy at T = 100 0.04 ms more a batch).
+    let copy = |r0: usize, piece: &mut [D]| {
+        for (i, row) in piece.chunks_exact_mut(size).enumerate() {
+            let from = (r0 + i) * n + j0;
+            for (d, &x) in row[first..first + len]
+                .iter_mut()
+                .zip(&src[from..from + len])
+            {
+                *d = f(x);
+            }
         }
     };
-    let (dst, src) = (&mut dst[..rows * size], &src[..rows * n]);
+    let dst = &mut dst[..rows * size];
     if rows * len < THREADS_MIN {
-        dst.chunks_exact_mut(size)
-            .zip(src.chunks_exact(n))
-            .for_each(copy_row);
+        copy(0, dst);
     } else {
-        dst.par_chunks_exact_mut(size)
-            .zip(src.par_chunks_exact(n))
-            .with_min_len((PIECE / len.max(1)).max(1))
-            .for_each(copy_row);
+        let per = (PIECE / len.max(1)).max(1);
+        dst.par_chunks_mut(per * size)
+            .enumerate()
+            .for_each(|(k, piece)| copy(k * per, piece));
     }
 }
 
