@@ -19,7 +19,9 @@ use crate::plan::emulated::compile_emulated;
 use crate::plan::partition::{PartitionOptions, Plan};
 use crate::plan::schedule::Schedule;
 use crate::run::ranks::RankShare;
-use crate::spikes::store::{SpikeEvent, SpikeFile, SpikeStore, SpikeTrains, PARALLEL_MIN};
+use crate::spikes::store::{
+    sample_parts, SpikeEvent, SpikeFile, SpikeStore, SpikeTrains, PARALLEL_MIN,
+};
 use ndarray::{Array3, ArrayView2, ArrayView3};
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -1722,11 +1724,8 @@ impl Executor {
             let mut parts: Vec<&mut [SpikeEvent]> = Vec::new();
             parts.resize_with(samples * r, Default::default);
             for (k, tr) in trains.iter_mut().enumerate() {
-                let mut rest = &mut tr.events[..];
-                for (s, w) in tr.offsets.windows(2).enumerate() {
-                    let (a, b) = std::mem::take(&mut rest).split_at_mut((w[1] - w[0]) as usize);
-                    parts[s * r + k] = a;
-                    rest = b;
+                for (s, part) in sample_parts(&tr.offsets, &mut tr.events).enumerate() {
+                    parts[s * r + k] = part;
                 }
             }
             parts

@@ -240,20 +240,29 @@ impl SpikeTrains {
 /// a long device wait takes tens of microseconds).
 pub const PARALLEL_MIN: usize = 1 << 16;
 
+/// `events` (sized by `offsets`, one entry per sample plus one) as one mutable slice per
+/// sample, in sample order.
+pub fn sample_parts<'a>(
+    offsets: &'a [u32],
+    events: &'a mut [SpikeEvent],
+) -> impl Iterator<Item = &'a mut [SpikeEvent]> + 'a {
+    let mut rest = events;
+    offsets.windows(2).map(move |w| {
+        let (a, b) = std::mem::take(&mut rest).split_at_mut((w[1] - w[0]) as usize);
+        rest = b;
+        a
+    })
+}
+
 /// Split `events` (sized by `offsets`, one entry per sample plus one) into one mutable slice
-/// per sample and fill them with `fill(sample, slice)`, in parallel when there is enough work.
+/// per sample ([`sample_parts`]) and fill them with `fill(sample, slice)`, in parallel when
+/// there is enough work.
 pub fn fill_per_sample(
     offsets: &[u32],
     events: &mut [SpikeEvent],
     fill: impl Fn(usize, &mut [SpikeEvent]) + Sync,
 ) {
-    let mut rest = events;
-    let mut parts = Vec::with_capacity(offsets.len().saturating_sub(1));
-    for w in offsets.windows(2) {
-        let (a, b) = std::mem::take(&mut rest).split_at_mut((w[1] - w[0]) as usize);
-        parts.push(a);
-        rest = b;
-    }
+    let parts: Vec<&mut [SpikeEvent]> = sample_parts(offsets, events).collect();
     if parts.len() + *offsets.last().unwrap_or(&0) as usize >= PARALLEL_MIN {
         parts
             .into_par_iter()
