@@ -364,12 +364,10 @@ fn sample_scores(
     score.clear();
     at.clear();
     at.resize(c, 0);
-    for k in 0..c {
-        score.push(mode.of(steps, |t| m[t * c + k]) * scale);
-    }
     if mode == Score::Max {
-        // The first step of each neuron's maximum.
-        score.fill(f32::NEG_INFINITY);
+        // The maximum and the first step of it, in one pass over the steps (the score alone,
+        // as `Score::of` gives it, is the same: scaling by a positive factor keeps the order).
+        score.resize(c, f32::NEG_INFINITY);
         for t in 0..steps {
             for k in 0..c {
                 let v = m[t * c + k] * scale;
@@ -379,6 +377,10 @@ fn sample_scores(
                 }
             }
         }
+        return;
+    }
+    for k in 0..c {
+        score.push(mode.of(steps, |t| m[t * c + k]) * scale);
     }
 }
 
@@ -1503,7 +1505,6 @@ fn sample_loss(
             continue;
         }
         let n = pop.size;
-        gs.resize(steps * n, 0.0);
         scr.count.clear();
         scr.count.resize(n, 0.0);
         if let Some(tr) = exec.spikes.get(p) {
@@ -1534,12 +1535,15 @@ fn sample_loss(
                 }
             }
         }
+        // Every step starts from the row (or zeros): `x + 0.0`, as adding the row to zeros
+        // gave (a −0 becomes +0), written once instead of zeros first and the row over them.
         if any {
-            for gst in gs.chunks_mut(n) {
-                for (g, &x) in gst.iter_mut().zip(row.iter()) {
-                    *g += x;
-                }
+            row.iter_mut().for_each(|x| *x += 0.0);
+            for _ in 0..steps {
+                gs.extend_from_slice(row);
             }
+        } else {
+            gs.resize(steps * n, 0.0);
         }
     }
     stats
