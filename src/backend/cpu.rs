@@ -1806,9 +1806,9 @@ fn update_uniform<const MF: bool, const LEAKY: bool, const OUT: bool>(
     )
 }
 
-/// The loop of [`update_uniform`], every array a parameter of its own and taken by index, so
-/// that the vectorised loop runs without checking on entry whether they overlap (see
-/// [`varied_loop`]).
+/// The loop of [`update_uniform`], every array a parameter of its own, taken by index and
+/// cut to `n` here, so that the vectorised loop runs without checking on entry whether they
+/// overlap (see [`varied_loop`]).
 #[inline(always)]
 fn uniform_loop<const MF: bool, const LEAKY: bool, const OUT: bool>(
     c: &NeuronCoeffs,
@@ -1883,13 +1883,17 @@ fn update_varied<const NOISE: bool, const OUT: bool>(
     )
 }
 
-/// The loop of [`update_varied`]: every array a parameter of its own, and taken by index.
-/// Slices handed in as parameters are ones the compiler knows do not overlap (it keeps that
-/// knowledge when it inlines the function), so the vectorised loop runs without checking
-/// every pair of its 17 arrays on entry; sliced from `SoaCoeffs` and `State` in the caller,
-/// or zipped as iterators, they were checked at every segment and step (on the emulated
-/// MNIST network's segments of 64 neurons or fewer, those checks and the flags they kept on
-/// the stack took a fifth of the forward pass's samples).
+/// The loop of [`update_varied`]: every written array a parameter of its own (the
+/// coefficients, only read, come in tuples), every array taken by index and cut to `n` here.
+/// Mutable slices handed in as parameters are ones LLVM knows overlap nothing (it keeps that
+/// knowledge when its inliner inlines the function), so the vectorised loop runs without
+/// checking each written array against the others on entry; sliced from `SoaCoeffs` and
+/// `State` in the caller, zipped as iterators, or cut by a helper that returns them, they
+/// were checked at every segment and step (those checks and the flags they kept on the stack
+/// took a fifth of the emulated forward pass's samples; commit 6724c68). Nothing fails if
+/// the checks come back (a change here, or rustc inlining it before LLVM does): count them
+/// in the disassembly, `setb` in `run_sample_avx512` and `columns::run_chunk::avx512`
+/// (5 and 22 with these loops, 497 and 514 before).
 #[inline(always)]
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn varied_loop<const NOISE: bool, const OUT: bool>(

@@ -365,8 +365,8 @@ fn sample_scores(
     at.clear();
     at.resize(c, 0);
     if mode == Score::Max {
-        // The maximum and the first step of it, in one pass over the steps (the score alone,
-        // as `Score::of` gives it, is the same: scaling by a positive factor keeps the order).
+        // The maximum and the first step of it, in one pass over the steps (for a scale above
+        // 0, which training uses, the score is `Score::of`'s: scaling keeps the order).
         score.resize(c, f32::NEG_INFINITY);
         for t in 0..steps {
             for k in 0..c {
@@ -1538,7 +1538,9 @@ fn sample_loss(
         // Every step starts from the row (or zeros): `x + 0.0`, as adding the row to zeros
         // gave (a −0 becomes +0), written once instead of zeros first and the row over them.
         if any {
-            row.iter_mut().for_each(|x| *x += 0.0);
+            for x in row.iter_mut() {
+                *x += 0.0;
+            }
             for _ in 0..steps {
                 gs.extend_from_slice(row);
             }
