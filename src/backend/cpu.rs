@@ -1795,15 +1795,7 @@ fn update_uniform<const MF: bool, const LEAKY: bool, const OUT: bool>(
     input: &mut [i32],
     st: State<'_>,
 ) -> bool {
-    let n = input.len();
-    uniform_loop::<MF, LEAKY, OUT>(
-        c,
-        input,
-        &mut st.cur[..n],
-        &mut st.mem[..n],
-        &mut st.spiked[..n],
-        &mut st.v[..n],
-    )
+    uniform_loop::<MF, LEAKY, OUT>(c, input, st.cur, st.mem, st.spiked, st.v)
 }
 
 /// The loop of [`update_uniform`], every array a parameter of its own, taken by index and
@@ -1876,10 +1868,10 @@ fn update_varied<const NOISE: bool, const OUT: bool>(
         (&c.bias[r.clone()], &c.leaky[r]),
         base,
         &mut input[..n],
-        &mut st.cur[..n],
-        &mut st.mem[..n],
-        &mut st.spiked[..n],
-        &mut st.v[..n],
+        st.cur,
+        st.mem,
+        st.spiked,
+        st.v,
     )
 }
 
