@@ -172,6 +172,11 @@ impl SpikeTrains {
                 ),
             ));
         }
+        // One pass without branches first (every batch's input comes through here); where
+        // it fails, the pass below finds and names the first fault.
+        if self.events_valid() {
+            return Ok(());
+        }
         for s in 0..self.samples() {
             let ev = self.sample(s);
             for e in ev {
@@ -208,6 +213,24 @@ impl SpikeTrains {
             }
         }
         Ok(())
+    }
+
+    /// Whether every sample's events lie inside `neurons` × `steps` and strictly increase
+    /// in (step, neuron) order (sorted, none twice): what [`SpikeTrains::validate`] checks of
+    /// them, given monotone offsets, without saying where it fails.
+    fn events_valid(&self) -> bool {
+        let (neurons, steps) = (u32::try_from(self.neurons).unwrap_or(u32::MAX), self.steps);
+        let key = |e: &SpikeEvent| ((e.step as u64) << 32) | e.neuron as u64;
+        (0..self.samples()).all(|s| {
+            let ev = self.sample(s);
+            let inside = ev
+                .iter()
+                .fold(true, |ok, e| ok & (e.neuron < neurons) & (e.step < steps));
+            let increasing = ev
+                .windows(2)
+                .fold(true, |ok, w| ok & (key(&w[0]) < key(&w[1])));
+            inside & increasing
+        })
     }
 
     /// Concatenate batches of the same shape (samples of `other` after those of `self`).
@@ -671,6 +694,59 @@ mod tests {
         );
         // 8 bytes per event, no per-neuron storage.
         assert_eq!(std::mem::size_of::<SpikeEvent>(), 8);
+    }
+
+    /// The one-pass check accepts exactly the trains a plain reference accepts: random
+    /// trains, valid or with one fault each (out of range, unsorted, twice, at the edges).
+    #[test]
+    fn the_quick_check_accepts_what_a_plain_scan_accepts() {
+        fn reference(t: &SpikeTrains) -> bool {
+            (0..t.samples()).all(|s| {
+                let ev = t.sample(s);
+                ev.iter()
+                    .all(|e| (e.neuron as usize) < t.neurons && e.step < t.steps)
+                    && ev
+                        .windows(2)
+                        .all(|w| (w[0].step, w[0].neuron) < (w[1].step, w[1].neuron))
+            })
+        }
+        let mut rng = crate::rng::Rng::new(7);
+        let (mut good, mut bad) = (0, 0);
+        for case in 0..400 {
+            let (neurons, steps) = (1 + rng.below(6), 1 + rng.below(6) as u32);
+            let samples: Vec<Vec<SpikeEvent>> = (0..1 + rng.below(3))
+                .map(|_| {
+                    let mut e: Vec<SpikeEvent> = (0..rng.below(8))
+                        .map(|_| ev(rng.below(steps as usize) as u32, rng.below(neurons) as u32))
+                        .collect();
+                    e.sort_unstable();
+                    e.dedup();
+                    e
+                })
+                .collect();
+            let mut t = SpikeTrains::from_sorted_samples(neurons, steps, samples);
+            if !t.events.is_empty() && case % 2 == 1 {
+                let k = rng.below(t.events.len());
+                match case % 8 {
+                    1 => t.events[k].neuron = neurons as u32 + rng.below(2) as u32,
+                    3 => t.events[k].step = steps + rng.below(2) as u32,
+                    5 => t.events[k] = t.events[rng.below(t.events.len())],
+                    _ => t.events[k].neuron = rng.below(neurons + 1) as u32,
+                }
+            }
+            let expected = reference(&t);
+            assert_eq!(t.events_valid(), expected, "case {case}: {t:?}");
+            assert_eq!(t.validate().is_ok(), expected, "case {case}");
+            if expected {
+                good += 1;
+            } else {
+                bad += 1;
+            }
+        }
+        assert!(
+            good > 100 && bad > 50,
+            "{good} valid and {bad} faulty cases"
+        );
     }
 
     #[test]
