@@ -8,12 +8,27 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Write `bytes` to `path` atomically: readers see the old file or the new one, never a mix.
+/// What is not a regular file (a device such as `/dev/null`, a named pipe) is written into as
+/// it is: renaming over it would replace it with a file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let path = resolve_links(path)?;
+    if let Ok(m) = std::fs::metadata(&path) {
+        if !m.is_file() && !m.is_dir() {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            return f
+                .write_all(bytes)
+                .and_then(|()| f.flush())
+                .map_err(|e| Error::io(&path, e));
+        }
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    folder_over_no_file(&dir)?;
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let name = path
         .file_name()
@@ -58,7 +73,17 @@ fn resolve_links(path: &Path) -> Result<PathBuf> {
 /// Check that the folder `dir` can be written (creating it if needed), before long work
 /// that writes into it.
 pub fn check_writable(dir: &Path) -> Result<()> {
-    // The first existing ancestor that is a file: the output folder cannot be made there.
+    folder_over_no_file(dir)?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let probe = dir.join(format!(".neuropart-write-test{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| Error::io(dir, e))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// An error naming `dir` and the file in its way where an existing ancestor of `dir` (or
+/// `dir` itself) is a file: the folder cannot be made there.
+fn folder_over_no_file(dir: &Path) -> Result<()> {
     if let Some(file) = dir.ancestors().find(|a| a.is_file()) {
         return Err(Error::io(
             dir,
@@ -71,10 +96,6 @@ pub fn check_writable(dir: &Path) -> Result<()> {
             ),
         ));
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let probe = dir.join(format!(".neuropart-write-test{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(|e| Error::io(dir, e))?;
-    let _ = std::fs::remove_file(&probe);
     Ok(())
 }
 
@@ -159,6 +180,44 @@ mod tests {
             "the file is left alone"
         );
         check_writable(&dir.join("new")).unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A named pipe (like a device) is written into, not replaced by a file: directly and
+    /// through a link. (A pipe in a folder of the test's own, not `/dev/null`: were the file
+    /// renamed over it, nothing outside the test would be harmed.)
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_pipe_stays_a_pipe() {
+        use std::io::Read;
+        use std::os::unix::fs::FileTypeExt;
+        let dir = std::env::temp_dir().join(format!("np-pipe-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (pipe, link) = (dir.join("pipe"), dir.join("out.json"));
+        let made = std::process::Command::new("mkfifo").arg(&pipe).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        std::os::unix::fs::symlink(&pipe, &link).unwrap();
+        // Open for reading and writing, so that opening it to write does not wait (Linux).
+        let mut reader = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&pipe)
+            .unwrap();
+        for (path, text) in [(&pipe, b"{1}"), (&link, b"{2}")] {
+            write_atomic(path, text).unwrap();
+            let meta = std::fs::metadata(&pipe).unwrap();
+            assert!(meta.file_type().is_fifo(), "{} replaced", path.display());
+            let mut got = [0u8; 3];
+            reader.read_exact(&mut got).unwrap();
+            assert_eq!(&got, text);
+        }
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        // No temporary file left beside them.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -317,3 +317,104 @@ fn bench_takes_a_checkpoint_of_the_mnist_network_without_a_network_file() {
     assert!(!ok && err.contains("gone.json"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What the command line is given and cannot use is refused before the work (or, where a
+/// run's own output is fed back, said out loud), and output it cannot write ends it cleanly.
+#[test]
+fn surfaces_refuse_or_say_what_they_leave_out() {
+    let dir = std::env::temp_dir().join(format!("neuropart-cli-surface-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    // A figure under a name it cannot have: refused before the plan is printed.
+    let (ok, out, err) = neuropart(&[
+        "plan",
+        "examples/networks/mnist.toml",
+        "--png",
+        &path("p.jpg"),
+    ]);
+    assert!(
+        !ok && out.is_empty() && err.contains(".png or .svg"),
+        "{out}{err}"
+    );
+    // A spike file with a non-input population (a run's output holds every population's):
+    // run, and say which spikes were left out; one without the input population: an error
+    // naming the file.
+    let given = r#"{"steps": 100, "populations": {"input": [[[1, 1]]], "exc": [[[1, 1]]]}}"#;
+    std::fs::write(path("in.json"), given).unwrap();
+    let run = |file: &str| neuropart(&["run", "examples/networks/recurrent.toml", "--input", file]);
+    let (ok, _, err) = run(&path("in.json"));
+    assert!(
+        ok && err.contains("in.json") && err.contains("'exc' are left out"),
+        "{err}"
+    );
+    std::fs::write(path("none.json"), r#"{"steps": 100, "populations": {}}"#).unwrap();
+    let (ok, _, err) = run(&path("none.json"));
+    assert!(
+        !ok && err.contains("none.json") && err.contains("no spikes given"),
+        "{err}"
+    );
+    // A network file under a NIR name is not written as TOML; NIR is not read as text.
+    let (ok, _, err) = neuropart(&[
+        "export",
+        "examples/networks/mnist.toml",
+        "--checkpoint",
+        &path("none.json"),
+        "-o",
+        &path("net.nir"),
+    ]);
+    assert!(
+        !ok && err.contains("--output") && err.contains(".toml or .json"),
+        "{err}"
+    );
+    assert!(!dir.join("net.nir").exists());
+    std::fs::write(path("graph.nir"), [0x89u8, b'H', b'D', b'F', 0xff, 0xfe]).unwrap();
+    let (ok, _, err) = neuropart(&["plan", &path("graph.nir")]);
+    assert!(
+        !ok && err.contains("NIR graph") && err.contains("from_nir"),
+        "{err}"
+    );
+    // Options that do not apply, or out of range: errors naming them, no panic.
+    for (args, option) in [
+        (&["bench", "--batches", "3"][..], "--batches"),
+        (&["bench", "--seconds", "1e20"][..], "--seconds"),
+        (
+            &[
+                "eval",
+                "examples/networks/mnist.toml",
+                "--checkpoint",
+                "x.json",
+                "--train-samples",
+                "5",
+            ][..],
+            "--train-samples",
+        ),
+    ] {
+        let (ok, _, err) = neuropart(args);
+        assert!(
+            !ok && err.contains(option) && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+    // Standard output closed by its reader: the plan ends quietly (status 141, as by SIGPIPE).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_neuropart"))
+        .args([
+            "plan",
+            "examples/networks/recurrent-2048.toml",
+            "--substrate",
+            "examples/systems/bss2-2x12-backplanes.toml",
+            "--chips",
+            "129",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -598,7 +598,10 @@ fn bad_input_gives_clear_errors() {
 
     // Excitatory projection with a negative weight.
     let e = err_of(&format!("{base}[[projections]]\nsource = \"in\"\ntarget = \"h\"\nsign = \"excitatory\"\nweights = [1.0, -2.0, 3.0, 1.0]\n"));
-    assert!(e.contains("weights[1]") && e.contains("Excitatory"), "{e}");
+    assert!(
+        e.contains("weights[1]") && e.contains("sign (excitatory)"),
+        "{e}"
+    );
 
     // Missing file.
     let e = Network::load(Path::new("no/such/net.toml"), &sub)

@@ -160,6 +160,30 @@ fn be_u32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
+/// Check that `bytes` hold an IDX header of `len` bytes starting with `magic` (a file of
+/// `what`s); the problem otherwise, with what the file holds.
+fn check_header(
+    bytes: &[u8],
+    len: usize,
+    magic: u32,
+    what: &str,
+) -> std::result::Result<(), String> {
+    if bytes.len() < len {
+        return Err(format!(
+            "{} bytes: too short for an IDX {what} file (a {len}-byte header first)",
+            bytes.len()
+        ));
+    }
+    let found = be_u32(bytes, 0);
+    if found != magic {
+        return Err(format!(
+            "not an IDX {what} file: it starts with 0x{found:08x}, an IDX {what} file with \
+             0x{magic:08x}"
+        ));
+    }
+    Ok(())
+}
+
 /// Read an IDX image file (`[n][h][w]` unsigned bytes) and its label file (checked against
 /// each other); the number of classes is the largest label plus one.
 pub fn load_idx_pair(images: &Path, labels: &Path) -> Result<Dataset> {
@@ -168,12 +192,7 @@ pub fn load_idx_pair(images: &Path, labels: &Path) -> Result<Dataset> {
         problem,
     };
     let ib = read_maybe_gz(images)?;
-    if ib.len() < 16 || be_u32(&ib, 0) != 0x0803 {
-        return Err(bad(
-            images,
-            "not an IDX image file (magic 0x00000803)".into(),
-        ));
-    }
+    check_header(&ib, 16, 0x0803, "image").map_err(|e| bad(images, e))?;
     let (n, h, w) = (
         be_u32(&ib, 4) as u64,
         be_u32(&ib, 8) as u64,
@@ -191,12 +210,7 @@ pub fn load_idx_pair(images: &Path, labels: &Path) -> Result<Dataset> {
         ));
     }
     let lb = read_maybe_gz(labels)?;
-    if lb.len() < 8 || be_u32(&lb, 0) != 0x0801 {
-        return Err(bad(
-            labels,
-            "not an IDX label file (magic 0x00000801)".into(),
-        ));
-    }
+    check_header(&lb, 8, 0x0801, "label").map_err(|e| bad(labels, e))?;
     let m = be_u32(&lb, 4) as u64;
     if m != n || lb.len() as u64 != 8 + m {
         return Err(bad(
@@ -253,8 +267,21 @@ mod tests {
             !e.contains("fetch"),
             "nothing is fetched for a given file: {e}"
         );
-        let e = load_idx_pair(&b, &a).unwrap_err().to_string();
-        assert!(e.contains("magic 0x00000803"), "{e}");
+        let mut labels_as_images = vec![0u8, 0, 8, 1];
+        labels_as_images.resize(20, 0);
+        std::fs::write(dir.join("wrong"), &labels_as_images).unwrap();
+        let e = load_idx_pair(&dir.join("wrong"), &a)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("starts with 0x00000801") && e.contains("image file with 0x00000803"),
+            "{e}"
+        );
+        std::fs::write(dir.join("short"), [0u8, 0, 8]).unwrap();
+        let e = load_idx_pair(&dir.join("short"), &a)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("3 bytes: too short"), "{e}");
         let e = load_idx_dir(&dir.join("nothing")).unwrap_err().to_string();
         assert!(e.contains("not found"), "{e}");
         std::fs::write(dir.join("x"), b"abc").unwrap();

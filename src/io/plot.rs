@@ -58,12 +58,9 @@ trait Figure {
         DB::ErrorType: 'static;
 }
 
-/// Draw `fig` to `path`: SVG for `.svg`, PNG otherwise; atomically.
-fn save(fig: &impl Figure, path: &Path) -> Result<()> {
-    init_font();
-    let fail =
-        |e: Box<dyn std::error::Error>| Error::io(path, std::io::Error::other(e.to_string()));
-    let (w, h) = fig.size();
+/// Whether a figure can be drawn to `path`: an error unless it ends in `.png` or `.svg`
+/// (check it before the work whose figure it is).
+pub fn check_figure_path(path: &Path) -> Result<()> {
     let ext = path
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase());
@@ -73,7 +70,19 @@ fn save(fig: &impl Figure, path: &Path) -> Result<()> {
             std::io::Error::other("a figure is written as .png or .svg (by the file's extension)"),
         ));
     }
-    let svg = ext.as_deref() == Some("svg");
+    Ok(())
+}
+
+/// Draw `fig` to `path`: SVG for `.svg`, PNG otherwise; atomically.
+fn save(fig: &impl Figure, path: &Path) -> Result<()> {
+    init_font();
+    check_figure_path(path)?;
+    let fail =
+        |e: Box<dyn std::error::Error>| Error::io(path, std::io::Error::other(e.to_string()));
+    let (w, h) = fig.size();
+    let svg = path
+        .extension()
+        .is_some_and(|e| e.to_string_lossy().eq_ignore_ascii_case("svg"));
     let bytes = if svg {
         let mut s = String::new();
         fig.draw(SVGBackend::with_string(&mut s, (w, h)).into_drawing_area())

@@ -118,7 +118,8 @@ impl SystemReport {
         let used_links = sp.link_channels.iter().any(|&c| c > 0);
         if used_links && latency > sys.delivery_delay_us {
             warnings.push(format!(
-                "the delivery delay ({} us) is shorter than the latency of the longest route                  ({} hops x {} us = {latency} us): a real system would drop those spikes as late",
+                "the delivery delay ({} us) is shorter than the latency of the longest route \
+                 ({} hops x {} us = {latency} us): a real system would drop those spikes as late",
                 sys.delivery_delay_us,
                 links.longest_route(),
                 sys.hop_latency_us
@@ -126,10 +127,11 @@ impl SystemReport {
         }
         let dt = plan.substrate.dt_us;
         if (sys.delay_steps(dt) as f32 * dt - sys.delivery_delay_us).abs() > 1e-3 * dt {
+            let steps = sys.delay_steps(dt);
             warnings.push(format!(
-                "the delivery delay of {} us is emulated as {} steps of {dt} us",
+                "the delivery delay of {} us is emulated as {steps} step{} of {dt} us",
                 sys.delivery_delay_us,
-                sys.delay_steps(dt)
+                if steps == 1 { "" } else { "s" }
             ));
         }
         Some(SystemReport {

@@ -544,7 +544,10 @@ impl Network {
                     owner: name,
                     name: format!("weights[{k}]"),
                     value: w as f64,
-                    reason: format!("must be finite and fit sign {:?}", pr.sign),
+                    reason: format!(
+                        "must be finite and fit the projection's sign ({})",
+                        format!("{:?}", pr.sign).to_lowercase()
+                    ),
                 });
             }
         }
@@ -822,7 +825,7 @@ impl Network {
     /// partitioned is refused before its weights take time and memory.
     /// [`Network::materialise_weights`] draws them later.
     pub fn load_structure(path: &Path, substrate: &Substrate) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = read_network_text(path)?;
         let mut net: Network = Format::of(path, &text).parse(&text, path)?;
         net.validate(substrate).map_err(|e| e.in_file(path))?;
         Ok(net)
@@ -831,7 +834,7 @@ impl Network {
     /// Load a `.toml` or `.json` network file (the format from the extension, any case, or
     /// from the content when the extension says neither).
     pub fn load(path: &Path, substrate: &Substrate) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = read_network_text(path)?;
         Self::from_str(&text, Format::of(path, &text), path, substrate)
     }
 
@@ -851,6 +854,31 @@ impl Network {
         };
         crate::files::write_atomic(path, text.as_bytes())
     }
+}
+
+/// The text of the network file `path`; an error that says where NIR graphs go for one (an
+/// HDF5 file, `.nir`), as for any file that is not text.
+fn read_network_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let nir = path.extension().is_some_and(|e| {
+        ["nir", "h5", "hdf5"]
+            .iter()
+            .any(|x| e.eq_ignore_ascii_case(x))
+    });
+    String::from_utf8(bytes).map_err(|_| {
+        let what = if nir {
+            "a NIR graph (HDF5)"
+        } else {
+            "not text"
+        };
+        Error::io(
+            path,
+            std::io::Error::other(format!(
+                "{what}: network files are TOML or JSON; NIR graphs are read by the Python \
+                 package (neuropart.from_nir)"
+            )),
+        )
+    })
 }
 
 /// The shapes of a convolution's source and target; an error when one has none.

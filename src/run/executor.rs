@@ -1049,7 +1049,9 @@ impl Executor {
     }
 
     /// The input spikes of `file` (from `path`, named in errors) for this network: every input
-    /// population, each checked against the population's size and the network's steps.
+    /// population, each checked against the population's size and the network's steps. The
+    /// spikes of the network's other populations are left out (a run's output holds every
+    /// population's; [`Executor::ignored_in_file`] names them).
     pub fn inputs_from_file(
         &self,
         file: &SpikeFile,
@@ -1096,7 +1098,30 @@ impl Executor {
                 .map_err(|e| e.in_file(path))?;
             inputs.push((pop, t));
         }
+        for pop in net.inputs() {
+            if !inputs.iter().any(|&(p, _)| p == pop) {
+                return Err(Error::input(
+                    format!("population '{}'", net.populations[pop].name),
+                    "no spikes given for this input population",
+                )
+                .in_file(path));
+            }
+        }
         Ok(inputs)
+    }
+
+    /// The populations of `file` that are in this network but not its inputs: their spikes
+    /// are not input, [`Executor::inputs_from_file`] leaves them out.
+    pub fn ignored_in_file<'a>(&self, file: &'a SpikeFile) -> Vec<&'a str> {
+        let net = &self.network;
+        file.populations
+            .keys()
+            .map(String::as_str)
+            .filter(|name| {
+                net.population_id(name)
+                    .is_some_and(|p| net.populations[p].kind != PopulationKind::Input)
+            })
+            .collect()
     }
 
     /// Run a batch. `inputs` gives the spikes of each input population (same sample count).

@@ -543,7 +543,15 @@ impl Checkpoint {
     /// Read a checkpoint written by [`Trainer::save`].
     pub fn load(path: &std::path::Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        crate::model::network::Format::Json.parse(&text, path)
+        let ck: Self = crate::model::network::Format::Json.parse(&text, path)?;
+        if let Some(s) = ck.steps.filter(|s| !(1..=crate::MAX_STEPS).contains(s)) {
+            return Err(Error::input(
+                "steps",
+                format!("{s} recorded; a run takes 1 to {}", crate::MAX_STEPS),
+            )
+            .in_file(path));
+        }
+        Ok(ck)
     }
 
     /// Check the weights fit `network`: the same structure (where the checkpoint records
@@ -1382,8 +1390,15 @@ impl Trainer {
             return Err(Error::input(
                 format!("population '{}'", input.name),
                 format!(
-                    "has {} neurons, the data's images give {inputs} inputs ({:?}, {:?})",
-                    input.size, data.shape, self.cfg.encoding
+                    "has {} neurons, the data's images give {inputs} inputs ({:?} {})",
+                    input.size,
+                    data.shape,
+                    match self.cfg.encoding {
+                        crate::Encoding::Latency => "a pixel an input".to_string(),
+                        crate::Encoding::Rows { steps_per_row } => format!(
+                            "fed row by row, {steps_per_row} steps a row: a column an input"
+                        ),
+                    }
                 ),
             ));
         }

@@ -18,8 +18,8 @@ pub(crate) struct Args {
     /// Time steps (overrides the network's).
     #[arg(long, default_value = "100", value_parser = steps)]
     pub(crate) steps: u32,
-    /// Minimum seconds per measurement.
-    #[arg(long, default_value = "2", value_parser = positive, allow_hyphen_values = true)]
+    /// Minimum seconds per measurement (at most a day).
+    #[arg(long, default_value = "2", value_parser = seconds, allow_hyphen_values = true)]
     pub(crate) seconds: f32,
     /// Backend; default: the CPU and, if there is one, the GPU.
     #[arg(long, value_enum)]
@@ -47,9 +47,9 @@ pub(crate) struct Args {
     /// peers' dynamics).
     #[arg(long, value_enum)]
     pub(crate) mode: Option<Mode>,
-    /// With --train: timed batches.
-    #[arg(long, default_value = "20", value_parser = at_least_one, requires = "train")]
-    pub(crate) batches: usize,
+    /// With --train: timed batches (default 20).
+    #[arg(long, value_parser = at_least_one)]
+    pub(crate) batches: Option<usize>,
     /// Run the partitions of a wave one by one instead of as one program on the CPU (the
     /// same results; for comparing the two).
     #[arg(long, conflicts_with = "train")]
@@ -136,6 +136,14 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
             "chooses how the CPU steps feed-forward programs; --device gpu runs none on the CPU",
         ));
     }
+    // (clap's `requires` takes the flag's default `false` for given.)
+    if let (Some(n), false) = (batches, train) {
+        return Err(neuropart::Error::option(
+            "--batches",
+            n,
+            "counts the timed batches of --train; without it, --seconds sets how long to measure",
+        ));
+    }
     let target = Target {
         network: network.clone().unwrap_or_default(),
         substrate: sub_file.clone(),
@@ -155,7 +163,7 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
                     steps,
                     batch: b,
                     mode: mode.unwrap_or(Mode::Emulated),
-                    batches,
+                    batches: batches.unwrap_or(20),
                     density,
                     chips,
                 };

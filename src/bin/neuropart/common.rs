@@ -53,6 +53,15 @@ pub(crate) fn positive(s: &str) -> Result<f32, String> {
     }
 }
 
+/// Seconds to measure for: above 0 and at most a day.
+pub(crate) fn seconds(s: &str) -> Result<f32, String> {
+    let v = positive(s)?;
+    if v > 86_400.0 {
+        return Err(format!("{v} seconds; measure for at most a day (86400)"));
+    }
+    Ok(v)
+}
+
 /// A number of steps: 1 to 2^30.
 pub(crate) fn steps(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {

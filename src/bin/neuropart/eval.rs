@@ -40,6 +40,13 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     let warn = |lines: &[String]| ctx.warn(lines);
     let open_backend = |d| ctx.open_backend(d);
     let comm = ctx.comm;
+    if data.train_samples > 0 {
+        return Err(neuropart::Error::option(
+            "--train-samples",
+            data.train_samples,
+            "eval reads only the test images (--test-samples N takes the first N)",
+        ));
+    }
     let sub = target.substrate()?;
     let (net, ck) = load_network(&target.network, &sub, data.steps, Some(&checkpoint))?;
     let ck = ck.expect("loaded");

@@ -25,6 +25,17 @@ pub(crate) fn run(args: Args, _ctx: &Ctx) -> neuropart::Result<()> {
         checkpoint,
         output,
     } = args;
+    let ext = output
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    if !matches!(ext.as_deref(), Some("toml" | "json")) {
+        return Err(neuropart::Error::option(
+            "--output",
+            output.display(),
+            "a network file ends in .toml or .json (NIR graphs are written from Python: \
+             neuropart.to_nir)",
+        ));
+    }
     for (input, what) in [(&network, "network file"), (&checkpoint, "checkpoint")] {
         if same_file(&output, input) {
             return Err(neuropart::Error::option(

@@ -85,8 +85,33 @@ fn input_files(command: &Command) -> Vec<(&'static str, PathBuf)> {
     v
 }
 
+/// Standard output that cannot be written (`print!` panics then) ends the program as other
+/// command-line tools end: quietly where the reader went away (`neuropart plan … | head`,
+/// status 141 as for SIGPIPE), with one line that says why otherwise (a full disk); every
+/// other panic as before.
+fn quiet_stdout_failures() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if let Some(why) = msg.strip_prefix("failed printing to stdout: ") {
+            if why.contains("Broken pipe") {
+                std::process::exit(141);
+            }
+            eprintln!("error: cannot write to standard output: {why}");
+            std::process::exit(1);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     neuropart::gpu::quiet_vulkan_loader();
+    quiet_stdout_failures();
     let cli = Cli::parse();
     if let Err(e) = neuropart::start_worker_threads() {
         eprintln!("error: {e}");

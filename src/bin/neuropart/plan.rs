@@ -45,12 +45,22 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         rate,
     } = args;
     let warn = |lines: &[String]| ctx.warn(lines);
-    if target.distribute != Distribute::Samples || target.chip_ranks.is_some() {
+    if let Some(r) = target.chip_ranks {
+        return Err(neuropart::Error::option(
+            "--chip-ranks",
+            r,
+            "plan runs nothing: predict a run spread over R processes with --ranks R",
+        ));
+    }
+    if target.distribute != Distribute::Samples {
         return Err(neuropart::Error::option(
             "--distribute",
             "chips",
             "plan runs nothing: predict a run spread over R processes with --ranks R",
         ));
+    }
+    if let Some(p) = &png {
+        neuropart::plot::check_figure_path(p)?;
     }
     let sub = target.substrate()?;
     // The plan needs no weights: a network that cannot be partitioned is refused before they

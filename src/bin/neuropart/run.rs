@@ -56,6 +56,19 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     warn(&exec.warnings);
     let file = SpikeFile::load(&input)?;
     let inputs = exec.inputs_from_file(&file, &input)?;
+    let ignored = exec.ignored_in_file(&file);
+    if !ignored.is_empty() {
+        warn(&[format!(
+            "{}: the spikes of {} are left out (not input populations of network '{}')",
+            input.display(),
+            ignored
+                .iter()
+                .map(|n| format!("'{n}'"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            exec.network.name
+        )]);
+    }
     let backend = open_backend(device)?;
     let observe = if membranes {
         Observe::AllTraces

@@ -114,7 +114,20 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     }
     neuropart::io::check_writable(&out)?;
     let sub = target.substrate()?;
-    let (net, _) = load_network(&target.network, &sub, data.steps, None)?;
+    // Resumed without --steps: the steps the checkpoint was trained with (as `eval`, `run`
+    // and `export` take them).
+    let mut steps = data.steps;
+    if resume && steps.is_none() {
+        if let Some((s, c)) = runs.iter().find_map(|(_, dir)| {
+            let c = dir.join("checkpoint.json");
+            let s = neuropart::Checkpoint::load(&c).ok()?.steps?;
+            Some((s, c))
+        }) {
+            eprintln!("using {s} steps, as {} was trained with", c.display());
+            steps = Some(s);
+        }
+    }
+    let (net, _) = load_network(&target.network, &sub, steps, None)?;
     let (mut train, test) = neuropart::comm::first_then_rest(comm, || data.load())?;
     agree_on_data(comm, &[("training set", &train), ("test set", &test)])?;
     let val = if val_samples > 0 {
