@@ -8,22 +8,31 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Write `bytes` to `path` atomically: readers see the old file or the new one, never a mix.
-/// What is not a regular file (a device such as `/dev/null`, a named pipe) is written into as
-/// it is: renaming over it would replace it with a file.
+/// What is neither a regular file nor a folder (a device such as `/dev/null`, a named pipe,
+/// `/dev/stdout`) is written into as it is: renaming over it would replace it with a file
+/// (opening a named pipe waits for its reader). A folder is an error that names it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let path = resolve_links(path)?;
-    if let Ok(m) = std::fs::metadata(&path) {
-        if !m.is_file() && !m.is_dir() {
+    // The path as given: the kernel follows `/dev/stdout` to a pipe, which `resolve_links`
+    // cannot name.
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.is_dir() {
+            return Err(Error::io(
+                path,
+                std::io::Error::other("is a folder; give a file's path"),
+            ));
+        }
+        if !m.is_file() {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
-                .open(&path)
-                .map_err(|e| Error::io(&path, e))?;
+                .open(path)
+                .map_err(|e| Error::io(path, e))?;
             return f
                 .write_all(bytes)
                 .and_then(|()| f.flush())
-                .map_err(|e| Error::io(&path, e));
+                .map_err(|e| Error::io(path, e));
         }
     }
+    let path = resolve_links(path)?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -206,16 +215,17 @@ mod tests {
             .unwrap();
         for (path, text) in [(&pipe, b"{1}"), (&link, b"{2}")] {
             write_atomic(path, text).unwrap();
+            // Both still there before the read (which would wait for ever otherwise).
             let meta = std::fs::metadata(&pipe).unwrap();
             assert!(meta.file_type().is_fifo(), "{} replaced", path.display());
+            let link_meta = std::fs::symlink_metadata(&link).unwrap();
+            assert!(link_meta.file_type().is_symlink(), "the link replaced");
             let mut got = [0u8; 3];
             reader.read_exact(&mut got).unwrap();
             assert_eq!(&got, text);
         }
-        assert!(std::fs::symlink_metadata(&link)
-            .unwrap()
-            .file_type()
-            .is_symlink());
+        let e = write_atomic(&dir, b"{}").unwrap_err().to_string();
+        assert!(e.contains("is a folder"), "{e}");
         // No temporary file left beside them.
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
         let _ = std::fs::remove_dir_all(dir);

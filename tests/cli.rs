@@ -395,26 +395,15 @@ fn surfaces_refuse_or_say_what_they_leave_out() {
             "{args:?}: {err}"
         );
     }
-    // Standard output closed by its reader: the plan ends quietly (status 141, as by SIGPIPE).
+    // Standard output closed by its reader before the plan prints: it ends quietly (status
+    // 141, as by SIGPIPE; a panic is 101).
     let mut child = Command::new(env!("CARGO_BIN_EXE_neuropart"))
-        .args([
-            "plan",
-            "examples/networks/recurrent-2048.toml",
-            "--substrate",
-            "examples/systems/bss2-2x12-backplanes.toml",
-            "--chips",
-            "129",
-        ])
+        .args(["plan", "examples/networks/mnist.toml"])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("binary runs");
-    let mut first = [0u8; 16];
-    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
     drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(141), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(child.wait().unwrap().code(), Some(141));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -126,12 +126,12 @@ impl SystemReport {
             ));
         }
         let dt = plan.substrate.dt_us;
-        if (sys.delay_steps(dt) as f32 * dt - sys.delivery_delay_us).abs() > 1e-3 * dt {
-            let steps = sys.delay_steps(dt);
+        let delay = sys.delay_steps(dt);
+        if (delay as f32 * dt - sys.delivery_delay_us).abs() > 1e-3 * dt {
             warnings.push(format!(
-                "the delivery delay of {} us is emulated as {steps} step{} of {dt} us",
+                "the delivery delay of {} us is emulated as {delay} step{} of {dt} us",
                 sys.delivery_delay_us,
-                if steps == 1 { "" } else { "s" }
+                if delay == 1 { "" } else { "s" }
             ));
         }
         Some(SystemReport {

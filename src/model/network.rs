@@ -189,6 +189,17 @@ pub enum Sign {
     Inhibitory,
 }
 
+impl Sign {
+    /// The sign as network files write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sign::Signed => "signed",
+            Sign::Excitatory => "excitatory",
+            Sign::Inhibitory => "inhibitory",
+        }
+    }
+}
+
 /// How a projection connects source to target neurons.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -546,7 +557,7 @@ impl Network {
                     value: w as f64,
                     reason: format!(
                         "must be finite and fit the projection's sign ({})",
-                        format!("{:?}", pr.sign).to_lowercase()
+                        pr.sign.name()
                     ),
                 });
             }

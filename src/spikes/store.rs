@@ -172,8 +172,8 @@ impl SpikeTrains {
                 ),
             ));
         }
-        // One pass without branches first (every batch's input comes through here); where
-        // it fails, the pass below finds and names the first fault.
+        // A check without branches first (every batch's input comes through here); where it
+        // fails, the pass below finds and names the first fault.
         if self.events_valid() {
             return Ok(());
         }

@@ -1390,9 +1390,9 @@ impl Trainer {
             return Err(Error::input(
                 format!("population '{}'", input.name),
                 format!(
-                    "has {} neurons, the data's images give {inputs} inputs ({:?} {})",
+                    "has {} neurons, the data's images give {inputs} inputs (images of {}: {})",
                     input.size,
-                    data.shape,
+                    data.shape.map(|d| d.to_string()).join(" x "),
                     match self.cfg.encoding {
                         crate::Encoding::Latency => "a pixel an input".to_string(),
                         crate::Encoding::Rows { steps_per_row } => format!(

@@ -12,6 +12,7 @@ mod train;
 use clap::{Parser, Subcommand};
 use common::*;
 use neuropart::comm::Communicator;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -92,17 +93,17 @@ fn input_files(command: &Command) -> Vec<(&'static str, PathBuf)> {
 fn quiet_stdout_failures() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let msg = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("");
+        let msg = info.payload_as_str().unwrap_or("");
         if let Some(why) = msg.strip_prefix("failed printing to stdout: ") {
-            if why.contains("Broken pipe") {
+            // EPIPE.
+            if why.contains("(os error 32)") {
                 std::process::exit(141);
             }
-            eprintln!("error: cannot write to standard output: {why}");
+            // Standard error may be gone too.
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: cannot write to standard output: {why}"
+            );
             std::process::exit(1);
         }
         default(info);

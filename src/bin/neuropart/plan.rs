@@ -45,18 +45,16 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
         rate,
     } = args;
     let warn = |lines: &[String]| ctx.warn(lines);
+    const NOTHING_RUNS: &str =
+        "plan runs nothing: predict a run spread over R processes with --ranks R";
     if let Some(r) = target.chip_ranks {
-        return Err(neuropart::Error::option(
-            "--chip-ranks",
-            r,
-            "plan runs nothing: predict a run spread over R processes with --ranks R",
-        ));
+        return Err(neuropart::Error::option("--chip-ranks", r, NOTHING_RUNS));
     }
     if target.distribute != Distribute::Samples {
         return Err(neuropart::Error::option(
             "--distribute",
             "chips",
-            "plan runs nothing: predict a run spread over R processes with --ranks R",
+            NOTHING_RUNS,
         ));
     }
     if let Some(p) = &png {

@@ -114,20 +114,25 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     }
     neuropart::io::check_writable(&out)?;
     let sub = target.substrate()?;
-    // Resumed without --steps: the steps the checkpoint was trained with (as `eval`, `run`
-    // and `export` take them).
-    let mut steps = data.steps;
-    if resume && steps.is_none() {
-        if let Some((s, c)) = runs.iter().find_map(|(_, dir)| {
-            let c = dir.join("checkpoint.json");
-            let s = neuropart::Checkpoint::load(&c).ok()?.steps?;
-            Some((s, c))
-        }) {
-            eprintln!("using {s} steps, as {} was trained with", c.display());
-            steps = Some(s);
+    let (mut net, _) = load_network(&target.network, &sub, data.steps, None)?;
+    // Resumed without --steps: the steps the (first seed's) checkpoint was trained with, as
+    // `eval`, `run` and `export` take them (a broken checkpoint is reported by the resume).
+    if resume && data.steps.is_none() {
+        let first = runs[0].1.join("checkpoint.json");
+        if let Some(s) = neuropart::Checkpoint::load(&first)
+            .ok()
+            .and_then(|c| c.steps)
+        {
+            if s != net.steps && lead {
+                eprintln!(
+                    "using {s} steps, as {} was trained with (the network file says {})",
+                    first.display(),
+                    net.steps
+                );
+            }
+            net.steps = s;
         }
     }
-    let (net, _) = load_network(&target.network, &sub, steps, None)?;
     let (mut train, test) = neuropart::comm::first_then_rest(comm, || data.load())?;
     agree_on_data(comm, &[("training set", &train), ("test set", &test)])?;
     let val = if val_samples > 0 {
