@@ -385,8 +385,11 @@ pub struct EpochRecord {
     pub samples_per_s: f64,
 }
 
-/// What a checkpoint holds: enough to continue exactly where training stopped.
+/// What a checkpoint holds: enough to continue exactly where training stopped. A key it does
+/// not know is an error (as in network, substrate and spike files; no key of it was ever
+/// removed, so every checkpoint this project wrote loads).
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Checkpoint {
     /// Weights of every projection.
     pub weights: Vec<Vec<f32>>,
@@ -1759,5 +1762,33 @@ mod tests {
         let plain = TrainConfig::default();
         assert_eq!(plain.lr_at(0), plain.lr);
         assert!((plain.lr_at(2) - plain.lr * 0.97 * 0.97).abs() < 1e-9);
+    }
+
+    /// A checkpoint with a key it does not know (a typo in a hand-edited one) or steps no run
+    /// takes is an error naming the file and the key; without them it loads.
+    #[test]
+    fn checkpoints_refuse_unknown_keys_and_impossible_steps() {
+        let dir = std::env::temp_dir().join(format!("np-ck-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("checkpoint.json");
+        let base = r#""weights": [[0.5]], "adam": {"m": [[0]], "v": [[0]], "t": 1},
+            "epoch": 1, "config": {}, "history": []"#;
+        for (extra, bad) in [
+            ("", None),
+            (r#", "steps": 30"#, None),
+            (r#", "stpes": 30"#, Some("stpes")),
+            (r#", "steps": 0"#, Some("0 recorded")),
+        ] {
+            std::fs::write(&path, format!("{{{base}{extra}}}")).unwrap();
+            match (super::Checkpoint::load(&path), bad) {
+                (Ok(ck), None) => assert_eq!(ck.weights, vec![vec![0.5]]),
+                (Err(e), Some(word)) => {
+                    let e = e.to_string();
+                    assert!(e.contains(word) && e.contains("checkpoint.json"), "{e}");
+                }
+                (r, _) => panic!("{extra}: {:?}", r.map(|c| c.steps)),
+            }
+        }
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
