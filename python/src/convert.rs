@@ -57,8 +57,9 @@ pub(crate) fn mode_of(mode: &str) -> PyResult<Mode> {
     }
 }
 
-/// Labels `y` as `int64`, refusing what is not a whole number (float labels like 1.5 or NaN
-/// would otherwise be truncated silently); `what` names the argument.
+/// Labels `y` as `int64`, one per sample, refusing what is not a whole number (float labels
+/// like 1.5 or NaN would otherwise be truncated silently) and any shape but 1-D (a (2, 4)
+/// array of 8 labels, or one-hot rows, would be flattened); `what` names the argument.
 pub(crate) fn labels_of<'py>(
     y: &Bound<'py, PyAny>,
     what: &str,
@@ -87,7 +88,24 @@ pub(crate) fn labels_of<'py>(
             )))
         }
     }
-    array_of(&a, "int64", what)
+    let labels = array_of(&a, "int64", what)?;
+    if labels.ndim() != 1 {
+        let v = labels.as_array();
+        let one_hot = v.ndim() == 2
+            && v.rows().into_iter().all(|r| {
+                r.iter().all(|&x| x == 0 || x == 1) && r.iter().filter(|&&x| x == 1).count() == 1
+            });
+        return Err(PyValueError::new_err(format!(
+            "{what}: labels must be one class index per sample (1-D), not of shape {:?}{}",
+            labels.shape(),
+            if one_hot {
+                " (these are one-hot rows: give their argmax along the classes)"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(labels)
 }
 
 /// `obj` as a contiguous numpy array of `dtype` (lists, other dtypes and views converted);

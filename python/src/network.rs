@@ -164,13 +164,30 @@ impl Network {
     /// Replace the weights of projection `name` (same length).
     fn set_weights(&mut self, name: &str, weights: &Bound<'_, PyAny>) -> PyResult<()> {
         let k = self.projection_index(name)?;
-        // Any array-like of numbers, any shape (flattened in C order), as `run` and `train`
-        // take their inputs.
-        let w: Vec<f32> = array_of::<f32>(weights, "float32", "weights")?
-            .as_array()
-            .iter()
-            .copied()
-            .collect();
+        // Any array-like of numbers, flattened in C order, as `run` and `train` take their
+        // inputs; a dense projection's as a flat array or as [target, source] (a matrix of
+        // another shape, its transpose above all, would be flattened into the wrong places).
+        let a = array_of::<f32>(weights, "float32", "weights")?;
+        let net = &self.inner;
+        let pr = &net.projections[k];
+        if pr.connectivity == neuropart::Connectivity::Dense && a.ndim() > 1 {
+            let size = |p: &str| net.population_id(p).map_or(0, |i| net.populations[i].size);
+            let (t, s) = (size(&pr.target), size(&pr.source));
+            if a.shape() != [t, s] {
+                return Err(PyValueError::new_err(format!(
+                    "projection '{name}': weights of shape {:?}; a dense projection's are \
+                     [target, source] = [{t}, {s}] (or flat, {} values){}",
+                    a.shape(),
+                    t * s,
+                    if a.shape() == [s, t] {
+                        " — this is its transpose"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+        }
+        let w: Vec<f32> = a.as_array().iter().copied().collect();
         let have = self.inner.projections[k].weights.len();
         if w.len() != have {
             return Err(PyValueError::new_err(format!(

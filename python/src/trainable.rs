@@ -314,7 +314,16 @@ impl Trainable {
                     a.shape()
                 )));
             }
-            Ok(a.as_array().iter().copied().collect())
+            let v: Vec<f32> = a.as_array().iter().copied().collect();
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(PyValueError::new_err(format!(
+                    "{what}: sample {}, value {} is {} (gradients must be finite)",
+                    i / n.max(1),
+                    i % n.max(1),
+                    v[i]
+                )));
+            }
+            Ok(v)
         };
         let scores = grad(dscores, "dscores", c)?;
         let mut counts: Vec<Vec<f32>> = vec![Vec::new(); net.populations.len()];

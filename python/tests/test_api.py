@@ -327,9 +327,17 @@ def test_set_weights_takes_what_run_takes_and_data_is_validated():
     net = task_net()
     name = net.projections[0]
     w = net.weights(name)
-    # float64, lists and 2-D arrays, as run and train accept their inputs.
-    net.set_weights(name, w.astype(np.float64).reshape(2, -1))
+    # float64, lists and [target, source] matrices, as run and train accept their inputs; a
+    # matrix of another shape (its transpose) is refused, not flattened into the wrong places.
+    sizes = {p["name"]: p["size"] for p in net.populations}
+    src, tgt = name.split("->")
+    matrix = w.astype(np.float64).reshape(sizes[tgt], sizes[src])
+    net.set_weights(name, matrix)
     np.testing.assert_array_equal(net.weights(name), w)
+    with pytest.raises(ValueError, match="transpose"):
+        net.set_weights(name, matrix.T)
+    with pytest.raises(ValueError, match=r"\[target, source\]"):
+        net.set_weights(name, w.reshape(2, -1))
     net.set_weights(name, [float(v) for v in w])
     np.testing.assert_array_equal(net.weights(name), w)
     x, y = synthetic(20, 3)
@@ -441,3 +449,21 @@ def subprocess_env(code, **env):
 
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, env={**os.environ, **env})
+
+
+def test_labels_of_another_shape_and_non_finite_gradients_are_refused():
+    net = task_net()
+    x, y = synthetic(8, 5)
+    # A (2, 4) array of 8 labels, or one-hot rows, was flattened into 8 or 32 labels.
+    with pytest.raises(ValueError, match=r"y: labels must be one class index per sample.*\[2, 4\]"):
+        net.evaluate(x, y.reshape(2, 4), device="cpu")
+    with pytest.raises(ValueError, match="one-hot rows"):
+        net.evaluate(x, np.eye(4, dtype=np.int64)[y], device="cpu")
+    tr = neuropart.Trainable(net, mode="ideal", device="cpu")
+    spikes = (np.random.default_rng(1).random((2, 12, 36)) < 0.2).astype(np.float32)
+    scores, _, trace = tr.forward(spikes)
+    d = np.ones_like(scores)
+    assert all(np.isfinite(g).all() for g in tr.backward(trace, d))
+    d[1, 2] = np.nan
+    with pytest.raises(ValueError, match="dscores: sample 1, value 2 is NaN"):
+        tr.backward(trace, d)

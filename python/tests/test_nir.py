@@ -279,6 +279,24 @@ def test_refusals_name_the_node():
         neuropart.from_nir(g)
     with pytest.raises(ValueError, match="dt"):
         neuropart.from_nir(graph_with(nir.Linear(weight=dyadic((4, 4)))), dt=0)
+    # Weights no float32 holds, or not real: refused naming the node and the first value
+    # (they went into the network description as invalid JSON).
+    for bad, word in [(np.nan, "nan"), (np.inf, "inf"), (1e39, r"1e\+39")]:
+        w = dyadic((4, 4)).astype(np.float64)
+        w[2, 1] = bad
+        with pytest.raises(ValueError, match=rf"'fc' \(Linear\): weight has 1 values.*{word} "
+                                             r"at index \[2, 1\]"):
+            neuropart.from_nir(graph_with(nir.Linear(weight=w), name="fc"))
+    with pytest.raises(ValueError, match=r"'fc' \(Linear\): weight holds complex128"):
+        neuropart.from_nir(graph_with(nir.Linear(weight=dyadic((4, 4)).astype(complex)), "fc"))
+    # steps and name: checked, not coerced.
+    good = graph_with(nir.Linear(weight=dyadic((4, 4))))
+    for steps in (0, -5, 2.5, "10", True):
+        with pytest.raises(ValueError, match="steps must be a whole number"):
+            neuropart.from_nir(good, steps=steps)
+    for name in ("", 5):
+        with pytest.raises(ValueError, match="name must be a non-empty string"):
+            neuropart.from_nir(good, name=name)
 
 
 def test_a_recurrent_nir_graph_larger_than_a_chip_runs_on_a_system():

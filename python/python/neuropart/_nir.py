@@ -92,7 +92,14 @@ def _read(nir, path: str, type_check: bool):
             except Exception:
                 pass
         why = f"{type(e).__name__}: {e}"
-        if not hint:
+        try:
+            with open(path, "rb") as f:
+                hdf5 = f.read(8) == b"\x89HDF\r\n\x1a\n"
+        except OSError:
+            hdf5 = True
+        if not hdf5:
+            why += " (not an HDF5 file: a NIR file is HDF5, as nir.write writes it)"
+        elif not hint:
             why += (" (the file does not follow the NIR format that this version of nir "
                     "reads: a node lacks a required field or an edge names a missing node)")
         raise Refusal(f"nir.read (nir {version}) cannot read '{path}': {why}{hint}") from e
@@ -223,6 +230,24 @@ def _input_size_wanted(nodes, succ, k: str, seen: Tuple[str, ...] = ()) -> Optio
     return None
 
 
+def _check_values(k: str, t: str, node) -> None:
+    """Refuse a weight node whose arrays are not real numbers that float32 holds, naming
+    the node, the parameter, how many and the first."""
+    for attr in ("weight", "bias", "scale"):
+        v = getattr(node, attr, None)
+        if v is None or isinstance(v, (str, bytes)):
+            continue
+        a = np.asarray(v)
+        if a.dtype.kind not in "biuf":
+            raise Refusal(f"NIR node '{k}' ({t}): {attr} holds {a.dtype} values, not real numbers")
+        bad = ~np.isfinite(a) | (np.abs(a) > np.finfo(np.float32).max)
+        if bad.any():
+            first = np.unravel_index(int(np.argmax(bad)), a.shape) if a.ndim else ()
+            raise Refusal(f"NIR node '{k}' ({t}): {attr} has {int(bad.sum())} values that are "
+                          f"not finite float32 numbers, the first {a[first]} at index "
+                          f"{list(map(int, first))}")
+
+
 def from_nir(graph_or_path, dt: Optional[float] = None, steps: int = 30,
              update: Optional[str] = None, name: Optional[str] = None,
              convention: Optional[str] = None, type_check: bool = True,
@@ -247,6 +272,11 @@ def from_nir(graph_or_path, dt: Optional[float] = None, steps: int = 30,
         raise ValueError(f"convention '{convention}': use 'nir' or 'hxtorch'")
     if update is not None and update not in ("input_first", "hxtorch"):
         raise ValueError(f"update '{update}': use 'input_first' or 'hxtorch'")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) \
+            or not 1 <= steps <= 2**30:
+        raise ValueError(f"steps must be a whole number of steps from 1 to 2**30, not {steps!r}")
+    if name is not None and not (isinstance(name, str) and name):
+        raise ValueError(f"name must be a non-empty string, not {name!r}")
     if notes is None:
         notes = []
     if isinstance(graph_or_path, (str, os.PathLike)):
@@ -286,6 +316,8 @@ def from_nir(graph_or_path, dt: Optional[float] = None, steps: int = 30,
                 f"NIR node '{k}' of type {t} is not supported (neuropart maps Input, Output, "
                 f"{', '.join(G.NEURON_NODES + G.LINEAR_NODES)})"
             )
+        if t in G.LINEAR_NODES:
+            _check_values(k, t, node)
     inputs = sorted(k for k, n in nodes.items() if G.node_kind(n) == "Input")
     if not inputs:
         raise Refusal(
