@@ -248,14 +248,15 @@ def _check_values(k: str, t: str, node) -> None:
                           f"{list(map(int, first))}")
 
 
-def from_nir(graph_or_path, dt: Optional[float] = None, steps: int = 30,
+def from_nir(graph_or_path, dt: Optional[float] = None, steps: Optional[int] = None,
              update: Optional[str] = None, name: Optional[str] = None,
              convention: Optional[str] = None, type_check: bool = True,
              notes: Optional[List[str]] = None):
     """A :class:`neuropart.Network` from a NIR graph (or a NIR file's path).
 
     ``dt``: the step in the file's time unit (τ/dt steps; default: the one recorded by
-    :func:`to_nir`, else 1e-3); ``steps``: the default T of a run (``Network.run`` takes T
+    :func:`to_nir`, else 1e-3); ``steps``: the default T of a run (default: the one recorded
+    by :func:`to_nir`, else 30; ``Network.run`` takes T
     from its input); ``convention``: ``"nir"`` (default) integrates NIR's equations as the
     specification writes them (one input spike moves a CubaLIF's current by
     (dt/τ_syn)·w_in·w, membranes start at 0, a neuron fires when v > v_threshold);
@@ -272,8 +273,8 @@ def from_nir(graph_or_path, dt: Optional[float] = None, steps: int = 30,
         raise ValueError(f"convention '{convention}': use 'nir' or 'hxtorch'")
     if update is not None and update not in ("input_first", "hxtorch"):
         raise ValueError(f"update '{update}': use 'input_first' or 'hxtorch'")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) \
-            or not 1 <= steps <= 2**30:
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer))
+                              or not 1 <= steps <= 2**30):
         raise ValueError(f"steps must be a whole number of steps from 1 to 2**30, not {steps!r}")
     if name is not None and not (isinstance(name, str) and name):
         raise ValueError(f"name must be a non-empty string, not {name!r}")
@@ -293,6 +294,10 @@ def from_nir(graph_or_path, dt: Optional[float] = None, steps: int = 30,
         raise TypeError("from_nir takes a nir.NIRGraph or the path of a NIR file, not "
                         f"{type(graph_or_path).__name__}")
     meta = _neuropart_meta(graph)
+    if steps is None:
+        s = meta.get("steps")
+        ok = isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= 2**30
+        steps = s if ok else 30
     if convention is None:
         convention = meta.get("convention", "nir")
     if convention not in CONVENTIONS:
@@ -494,10 +499,16 @@ def from_nir(graph_or_path, dt: Optional[float] = None, steps: int = 30,
     # Emulated mode: the synaptic gain calibration of each population chosen so that its
     # largest incoming weight uses the chip's whole range (as the chip software's weight
     # scaling does); nothing is clipped at import.
+    recorded = meta.get("weight_scales", {})
     for k in pop_of:
         ws = [np.abs(np.asarray(p["weights"], np.float64)).max(initial=0.0)
               for p in projections if p["target"] == k]
         top = max(ws, default=0.0)
+        if k in recorded:
+            # Written by to_nir: the scale the network had (None: the analog default).
+            if recorded[k] is not None:
+                pop_of[k]["params"]["weight_scale"] = float(recorded[k])
+            continue
         if pop_of[k]["kind"] != "input" and top > 0:
             scale = WEIGHT_MAX / top
             pop_of[k]["params"]["weight_scale"] = float(np.float32(scale))
@@ -1068,8 +1079,14 @@ def to_nir(net, path=None, dt: Optional[float] = None, convention: str = "nir",
         k = next(iter(bias_of))
         raise ValueError(f"population '{k}' has a bias but no projection into it to carry it "
                          "(NIR puts biases on Affine and convolution nodes)")
+    # What NIR has no field for, so that from_nir gives this network back: its steps and each
+    # population's emulated weight scale (None: the analog default).
+    scales = {k: p.get("params", {}).get("weight_scale") for k, p in pops.items()
+              if p["kind"] != "input"}
+    record = {"dt": dt, "convention": convention, "steps": desc["steps"],
+              "weight_scales": scales}
     graph = nir.NIRGraph(nodes=nodes, edges=edges, type_check=False,
-                         metadata={"neuropart": json.dumps({"dt": dt, "convention": convention})})
+                         metadata={"neuropart": json.dumps(record)})
     if path is not None:
         nir.write(str(path), graph)
     return graph
