@@ -211,17 +211,17 @@ pub(crate) fn check_augmentable(
 /// Images `[n, ...]` in [0, 1] and labels `[n]` as a dataset (shape from the array: `[n, H,
 /// W]` or `[n, C, H, W]`; anything else is flattened to one row).
 pub(crate) fn dataset(
-    x: &PyReadonlyArrayDyn<'_, f32>,
-    y: &PyReadonlyArrayDyn<'_, i64>,
+    (x, xname): (&PyReadonlyArrayDyn<'_, f32>, &str),
+    (y, yname): (&PyReadonlyArrayDyn<'_, i64>, &str),
 ) -> PyResult<neuropart::Dataset> {
     let shape = x.shape().to_vec();
     let n = *shape
         .first()
-        .ok_or_else(|| PyValueError::new_err("x has no sample axis"))?;
+        .ok_or_else(|| PyValueError::new_err(format!("{xname} has no sample axis")))?;
     if n == 0 {
-        return Err(PyValueError::new_err(
-            "x has 0 samples: there is nothing to train or evaluate on",
-        ));
+        return Err(PyValueError::new_err(format!(
+            "{xname} has 0 samples: there is nothing to train or evaluate on"
+        )));
     }
     if let Some((i, v)) = x
         .as_array()
@@ -230,19 +230,23 @@ pub(crate) fn dataset(
         .find(|(_, v)| !v.is_finite())
     {
         return Err(PyValueError::new_err(format!(
-            "x: pixel {i} (flat index) is {v}; images must be finite"
+            "{xname}: pixel {i} (flat index) is {v}; images must be finite"
         )));
     }
     let labels: Vec<i64> = y.as_array().iter().copied().collect();
     if labels.len() != n {
         return Err(PyValueError::new_err(format!(
-            "{n} images but {} labels",
+            "{n} images in {xname} but {} labels in {yname}",
             labels.len()
         )));
     }
-    if let Some(&bad) = labels.iter().find(|&&l| !(0..=255).contains(&l)) {
+    if let Some((i, &bad)) = labels
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| !(0..=255).contains(&l))
+    {
         return Err(PyValueError::new_err(format!(
-            "label {bad} is outside 0..=255"
+            "{yname}: label {bad} of sample {i} is outside 0..=255"
         )));
     }
     let img_shape = match shape.len() {

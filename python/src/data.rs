@@ -26,7 +26,7 @@ pub(crate) fn encode_images<'py>(
     let images = array_of::<f32>(x, "float32", "x")?;
     let n = images.shape().first().copied().unwrap_or(0);
     let labels = numpy::ndarray::ArrayD::<i64>::zeros(vec![n]).into_pyarray(py);
-    let data = dataset(&images, &labels.readonly())?;
+    let data = dataset((&images, "x"), (&labels.readonly(), "labels"))?;
     neuropart::check_memory(
         || format!("encode_images' array of {n} images x {steps} steps"),
         neuropart::memory_product(&[n as u64, steps as u64, data.image_size() as u64]),

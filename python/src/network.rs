@@ -106,17 +106,18 @@ impl Network {
 
     /// The network as a NIR graph, written to `path` when given (conventions in
     /// `neuropart._nir` and the README).
-    #[pyo3(signature = (path = None, dt = None, convention = "nir"))]
+    #[pyo3(signature = (path = None, dt = None, convention = "nir", structure = true))]
     fn to_nir<'py>(
         slf: &Bound<'py, Self>,
         path: Option<PathBuf>,
         dt: Option<f64>,
         convention: &str,
+        structure: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         py.import("neuropart._nir")?
             .getattr("to_nir")?
-            .call1((slf, path, dt, convention))
+            .call1((slf, path, dt, convention, structure))
     }
 
     /// The network (with its weights) as JSON text.
@@ -387,13 +388,13 @@ impl Network {
         let backend = backend(device)?;
         check_augmentable(py, train_x, augment)?;
         let train = dataset(
-            &array_of(train_x, "float32", "train_x")?,
-            &labels_of(train_y, "train_y")?,
+            (&array_of(train_x, "float32", "train_x")?, "train_x"),
+            (&labels_of(train_y, "train_y")?, "train_y"),
         )?;
         let test = match (&test_x, &test_y) {
             (Some(x), Some(y)) => Some(dataset(
-                &array_of(x, "float32", "test_x")?,
-                &labels_of(y, "test_y")?,
+                (&array_of(x, "float32", "test_x")?, "test_x"),
+                (&labels_of(y, "test_y")?, "test_y"),
             )?),
             (None, None) => None,
             _ => {
@@ -496,7 +497,10 @@ impl Network {
         let batch = count("batch", batch, 1, u64::MAX)? as usize;
         let mode = mode_of(mode)?;
         let backend = backend(device)?;
-        let data = dataset(&array_of(x, "float32", "x")?, &labels_of(y, "y")?)?;
+        let data = dataset(
+            (&array_of(x, "float32", "x")?, "x"),
+            (&labels_of(y, "y")?, "y"),
+        )?;
         let sub = substrate_or_default(substrate);
         let exec = self.executor(&sub, mode, 1)?;
         let trainer = Trainer::new(exec, TrainConfig::default()).map_err(to_py)?;

@@ -467,3 +467,20 @@ def test_labels_of_another_shape_and_non_finite_gradients_are_refused():
     d[1, 2] = np.nan
     with pytest.raises(ValueError, match="dscores: sample 1, value 2 is NaN"):
         tr.backward(trace, d)
+
+
+def test_training_errors_name_the_argument_and_the_sample():
+    net = task_net()
+    x, y = synthetic(8, 6)
+    bad = x.copy()
+    bad[2, 1, 1] = np.inf
+    with pytest.raises(ValueError, match="test_x: pixel 79"):
+        net.train(x, y, bad, y, epochs=1, device="cpu")
+    with pytest.raises(ValueError, match=r"test_y: label 30\d of sample 0"):
+        net.train(x, y, x, y + 300, epochs=1, device="cpu")
+    with pytest.raises(ValueError, match=r"train_y: label -\d of sample 0"):
+        net.train(x, y - 5, epochs=1, device="cpu")
+    with pytest.raises(ValueError, match="8 images in x but 7 labels in y"):
+        net.evaluate(x, y[:7], device="cpu")
+    # Network.to_nir takes what neuropart.to_nir takes.
+    assert type(net.to_nir(structure=False)).__name__ == "NIRGraph"
