@@ -480,3 +480,25 @@ def test_a_recurrent_nir_graph_trains_and_exports(tmp_path):
     back = neuropart.from_nir(nir.read(str(path)), steps=20)
     # Equal up to float rounding (export takes NIR's input gain out, import puts it back).
     np.testing.assert_allclose(back.weights("rec"), net.weights("rec"), rtol=1e-6, atol=1e-9)
+
+
+def test_weight_report_counts_clipped_weights_and_checks_its_arguments():
+    desc = {
+        "name": "wr", "steps": 5, "seed": 1,
+        "populations": [
+            {"name": "in", "size": 4, "kind": "input"},
+            {"name": "h", "size": 2, "kind": "lif", "params": {"weight_scale": 10.0}},
+        ],
+        "projections": [{"source": "in", "target": "h", "weights": [1, 2, 6.4, -7, 0, 0, 0, 0]}],
+    }
+    net = neuropart.Network.from_str(json.dumps(desc), "json")
+    # round(10 * w): 10, 20, 64, -70 -> two beyond 63.
+    (h,) = neuropart.weight_report(net)
+    assert (h["population"], h["scale"], h["largest"], h["weights"], h["clipped"]) == \
+        ("h", 10.0, 7.0, 8, 2)
+    assert neuropart.weight_report(net, weight_max=70)[0]["clipped"] == 0
+    for bad in (-1, 0, float("nan"), "63", True):
+        with pytest.raises(ValueError, match="weight_max must be a finite number above 0"):
+            neuropart.weight_report(net, weight_max=bad)
+    with pytest.raises(TypeError, match="takes a neuropart.Network, not str"):
+        neuropart.weight_report("x")

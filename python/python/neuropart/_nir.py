@@ -52,6 +52,12 @@ def weight_report(net, weight_max: int = WEIGHT_MAX,
     range: per population its scale (hardware units per model unit: ``params.weight_scale``,
     else the analog default), the largest |w|, and how many weights are clipped
     (|round(scale·w)| > weight_max)."""
+    if not hasattr(net, "to_json_str"):
+        raise TypeError(f"weight_report takes a neuropart.Network, not {type(net).__name__}")
+    for arg, v in (("weight_max", weight_max), ("default_scale", default_scale)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not (np.isfinite(v) and v > 0):
+            raise ValueError(f"{arg} must be a finite number above 0, not {v!r}")
     desc = json.loads(net.to_json_str())
     out = []
     for p in desc["populations"]:
