@@ -696,7 +696,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<SpikeEvent>(), 8);
     }
 
-    /// The one-pass check accepts exactly the trains a plain reference accepts: random
+    /// The quick check accepts exactly the trains a plain reference accepts: random
     /// trains, valid or with one fault each (out of range, unsorted, twice, at the edges).
     #[test]
     fn the_quick_check_accepts_what_a_plain_scan_accepts() {

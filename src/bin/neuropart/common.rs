@@ -344,6 +344,21 @@ pub(crate) fn load_network(
     with_checkpoint(Network::load(path, sub)?, steps, checkpoint)
 }
 
+/// The steps checkpoint `path` was trained with (`steps`, where it records them) into `net`,
+/// said out loud (where `say`) when they differ from the network file's.
+pub(crate) fn take_checkpoint_steps(net: &mut Network, steps: Option<u32>, path: &Path, say: bool) {
+    if let Some(s) = steps.filter(|&s| s != net.steps) {
+        if say {
+            eprintln!(
+                "using {s} steps, as {} was trained with (the network file says {})",
+                path.display(),
+                net.steps
+            );
+        }
+        net.steps = s;
+    }
+}
+
 /// `net` with `steps` (if given) and a checkpoint's weights (if given; its steps unless
 /// `steps` says otherwise, said out loud): [`load_network`] for a network already built.
 pub(crate) fn with_checkpoint(
@@ -355,15 +370,8 @@ pub(crate) fn with_checkpoint(
         Some(c) => {
             let ck = Checkpoint::load(c)?;
             ck.apply_weights(&mut net, c)?;
-            if let (Some(s), None) = (ck.steps, steps) {
-                if s != net.steps {
-                    eprintln!(
-                        "using {s} steps, as {} was trained with (the network file says {})",
-                        c.display(),
-                        net.steps
-                    );
-                    net.steps = s;
-                }
+            if steps.is_none() {
+                take_checkpoint_steps(&mut net, ck.steps, c, true);
             }
             Some(ck)
         }

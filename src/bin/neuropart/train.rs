@@ -119,18 +119,8 @@ pub(crate) fn run(args: Args, ctx: &Ctx) -> neuropart::Result<()> {
     // `eval`, `run` and `export` take them (a broken checkpoint is reported by the resume).
     if resume && data.steps.is_none() {
         let first = runs[0].1.join("checkpoint.json");
-        if let Some(s) = neuropart::Checkpoint::load(&first)
-            .ok()
-            .and_then(|c| c.steps)
-        {
-            if s != net.steps && lead {
-                eprintln!(
-                    "using {s} steps, as {} was trained with (the network file says {})",
-                    first.display(),
-                    net.steps
-                );
-            }
-            net.steps = s;
+        if let Ok(ck) = neuropart::Checkpoint::load(&first) {
+            take_checkpoint_steps(&mut net, ck.steps, &first, lead);
         }
     }
     let (mut train, test) = neuropart::comm::first_then_rest(comm, || data.load())?;
