@@ -133,7 +133,12 @@ pub(crate) fn array_of<'py, T: numpy::Element>(
     quiet.set_item("over", "ignore")?;
     let errstate = np.getattr("errstate")?.call((), Some(&quiet))?;
     errstate.call_method0("__enter__")?;
-    let converted = np.call_method1("ascontiguousarray", (&given, dtype));
+    // `asarray`, not `ascontiguousarray`: the latter makes a 0-d array 1-d, whose shape the
+    // messages then misreport.
+    let order = pyo3::types::PyDict::new(py);
+    order.set_item("dtype", dtype)?;
+    order.set_item("order", "C")?;
+    let converted = np.getattr("asarray")?.call((&given,), Some(&order));
     errstate.call_method1("__exit__", (py.None(), py.None(), py.None()))?;
     let converted = converted.map_err(bad)?;
     if dtype == "float32" {
@@ -215,9 +220,19 @@ pub(crate) fn dataset(
     (y, yname): (&PyReadonlyArrayDyn<'_, i64>, &str),
 ) -> PyResult<neuropart::Dataset> {
     let shape = x.shape().to_vec();
-    let n = *shape
-        .first()
-        .ok_or_else(|| PyValueError::new_err(format!("{xname} has no sample axis")))?;
+    if !(2..=4).contains(&shape.len()) {
+        // A flat image (784,) was taken as 784 samples of one pixel, a 5-D array flattened.
+        return Err(PyValueError::new_err(format!(
+            "{xname} has shape {shape:?}: give [samples, pixels], [samples, height, width] or \
+             [samples, channels, height, width]{}",
+            if shape.len() < 2 {
+                " (one image: x[None])"
+            } else {
+                ""
+            }
+        )));
+    }
+    let n = shape[0];
     if n == 0 {
         return Err(PyValueError::new_err(format!(
             "{xname} has 0 samples: there is nothing to train or evaluate on"
@@ -231,6 +246,24 @@ pub(crate) fn dataset(
     {
         return Err(PyValueError::new_err(format!(
             "{xname}: pixel {i} (flat index) is {v}; images must be finite"
+        )));
+    }
+    // Time-to-first-spike encoding reads a pixel in [0, 1]: a darker one spikes later, 0 never;
+    // beyond 1 it spiked at step 0 and below 0 never (0..255 images all at step 0).
+    if let Some((i, v)) = x
+        .as_array()
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !(0.0..=1.0).contains(*v))
+    {
+        return Err(PyValueError::new_err(format!(
+            "{xname}: pixel {i} (flat index) is {v}; pixels must lie in [0, 1] (time-to-first-\
+             spike: 1 spikes first, 0 never){}",
+            if *v > 1.0 && *v <= 255.0 {
+                "; divide images of 0..255 by 255"
+            } else {
+                ""
+            }
         )));
     }
     let labels: Vec<i64> = y.as_array().iter().copied().collect();
@@ -252,7 +285,7 @@ pub(crate) fn dataset(
     let img_shape = match shape.len() {
         3 => [1, shape[1], shape[2]],
         4 => [shape[1], shape[2], shape[3]],
-        _ => [1, 1, shape[1..].iter().product()],
+        _ => [1, 1, shape[1]],
     };
     let pixels: Vec<f32> = x.as_array().iter().copied().collect();
     let classes = labels.iter().copied().max().map_or(0, |m| m as usize + 1);
@@ -316,13 +349,13 @@ pub(crate) fn check_run_memory(
     .map_err(to_py)
 }
 
-/// An integer argument `name` within `min..=max` as a count (Python ints of any sign arrive
-/// here, so that a negative one is a `ValueError` naming the argument, not a bare
+/// An integer argument `name` within `min..=max` as a count (Python ints within ±2^127 arrive
+/// here, so that a negative or too large one is a `ValueError` naming the argument, not a bare
 /// `OverflowError`).
-pub(crate) fn count(name: &str, value: i64, min: u64, max: u64) -> PyResult<u64> {
+pub(crate) fn count(name: &str, value: i128, min: u64, max: u64) -> PyResult<u64> {
     match u64::try_from(value) {
         Ok(v) if (min..=max).contains(&v) => Ok(v),
-        _ if max == u64::MAX => Err(PyValueError::new_err(format!(
+        _ if max == u64::MAX && value < min as i128 => Err(PyValueError::new_err(format!(
             "argument {name} = {value}: at least {min}"
         ))),
         _ => Err(PyValueError::new_err(format!(

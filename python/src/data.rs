@@ -14,8 +14,8 @@ use numpy::PyArrayMethods;
 pub(crate) fn encode_images<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
-    steps: i64,
-    augment_seed: Option<i64>,
+    steps: i128,
+    augment_seed: Option<i128>,
 ) -> PyResult<Bound<'py, PyArrayDyn<bool>>> {
     let steps = count("steps", steps, 1, neuropart::MAX_STEPS as u64)? as u32;
     if augment_seed.is_some() {

@@ -138,7 +138,7 @@ impl Network {
     }
 
     #[setter]
-    fn set_steps(&mut self, steps: i64) -> PyResult<()> {
+    fn set_steps(&mut self, steps: i128) -> PyResult<()> {
         let steps = count("steps", steps, 1, neuropart::MAX_STEPS as u64)? as u32;
         self.inner.steps = steps;
         Ok(())
@@ -211,7 +211,7 @@ impl Network {
     fn plan(
         &self,
         substrate: Option<PyRef<'_, Substrate>>,
-        chips: i64,
+        chips: i128,
         merge_layers: bool,
     ) -> PyResult<Plan> {
         let chips = count("chips", chips, 1, u64::MAX)? as usize;
@@ -246,8 +246,8 @@ impl Network {
         inputs: &Bound<'py, PyDict>,
         device: &str,
         mode: &str,
-        chips: i64,
-        seed: i64,
+        chips: i128,
+        seed: i128,
         substrate: Option<PyRef<'py, Substrate>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let chips = count("chips", chips, 1, u64::MAX)? as usize;
@@ -269,8 +269,8 @@ impl Network {
                     inputs,
                     device,
                     mode,
-                    chips as i64,
-                    seed as i64,
+                    chips as i128,
+                    seed as i128,
                     substrate,
                 );
             }
@@ -369,13 +369,13 @@ impl Network {
         train_y: &Bound<'py, PyAny>,
         test_x: Option<Bound<'py, PyAny>>,
         test_y: Option<Bound<'py, PyAny>>,
-        epochs: i64,
+        epochs: i128,
         mode: &str,
         device: &str,
         out: Option<PathBuf>,
         on_epoch: Option<Bound<'py, PyAny>>,
-        batch: i64,
-        seed: i64,
+        batch: i128,
+        seed: i128,
         augment: bool,
         lr: f32,
         substrate: Option<PyRef<'py, Substrate>>,
@@ -491,7 +491,7 @@ impl Network {
         y: &Bound<'py, PyAny>,
         mode: &str,
         device: &str,
-        batch: i64,
+        batch: i128,
         substrate: Option<PyRef<'py, Substrate>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let batch = count("batch", batch, 1, u64::MAX)? as usize;

@@ -55,11 +55,11 @@ impl Substrate {
         link_events_per_us = 0.0, receive_buffer = 0))]
     fn with_system(
         &self,
-        chips: i64,
+        chips: i128,
         topology: &str,
         delivery_delay_us: f32,
         link_events_per_us: f32,
-        receive_buffer: i64,
+        receive_buffer: i128,
     ) -> PyResult<Self> {
         let chips = count("chips", chips, 1, u64::MAX)? as usize;
         let receive_buffer = count("receive_buffer", receive_buffer, 0, u64::MAX)? as usize;

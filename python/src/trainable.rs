@@ -103,11 +103,10 @@ impl Trainable {
     #[pyo3(signature = (network, mode = "emulated", device = "auto", chips = 1,
         substrate = None, config = None))]
     fn new(
-        py: Python<'_>,
         network: PyRef<'_, Network>,
         mode: &str,
         device: &str,
-        chips: i64,
+        chips: i128,
         substrate: Option<PyRef<'_, Substrate>>,
         config: Option<Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
@@ -116,11 +115,7 @@ impl Trainable {
         backend(device)?;
         let cfg: TrainConfig = match config {
             None => TrainConfig::default(),
-            Some(d) => {
-                let text: String = py.import("json")?.call_method1("dumps", (d,))?.extract()?;
-                serde_json::from_str(&text)
-                    .map_err(|e| PyValueError::new_err(format!("config: {e}")))?
-            }
+            Some(d) => config_of(&d)?,
         };
         let sub = substrate_or_default(substrate);
         let exec = network.executor(&sub, mode, chips)?;
@@ -169,7 +164,7 @@ impl Trainable {
     }
 
     #[setter]
-    fn set_epoch(&mut self, epoch: i64) -> PyResult<()> {
+    fn set_epoch(&mut self, epoch: i128) -> PyResult<()> {
         self.trainer.epoch = count("epoch", epoch, 0, u32::MAX as u64)? as usize;
         Ok(())
     }
@@ -183,7 +178,7 @@ impl Trainable {
 
     /// The seed of the temporal noise of batch `batch_index` of the current epoch in
     /// `train_step` (pass it to `forward` for the same noise).
-    fn noise_seed(&self, batch_index: i64) -> PyResult<u32> {
+    fn noise_seed(&self, batch_index: i128) -> PyResult<u32> {
         let bi = count("batch_index", batch_index, 0, u32::MAX as u64)? as usize;
         Ok(self.trainer.noise_seed(bi))
     }
@@ -247,7 +242,7 @@ impl Trainable {
         &self,
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
-        seed: i64,
+        seed: i128,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>, Trace)> {
         let seed = count("seed", seed, 0, u32::MAX as u64)? as u32;
         let spikes = self.input(py, x)?;
@@ -364,7 +359,7 @@ impl Trainable {
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
         y: &Bound<'py, PyAny>,
-        seed: i64,
+        seed: i128,
     ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyDict>)> {
         let seed = count("seed", seed, 0, u32::MAX as u64)? as u32;
         let spikes = self.input(py, x)?;
@@ -388,7 +383,7 @@ impl Trainable {
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
         y: &Bound<'py, PyAny>,
-        batch_index: i64,
+        batch_index: i128,
     ) -> PyResult<Bound<'py, PyDict>> {
         let bi = count("batch_index", batch_index, 0, u32::MAX as u64)? as usize;
         let spikes = self.input(py, x)?;
@@ -416,4 +411,37 @@ impl Trainable {
             self.device
         )
     }
+}
+
+/// The [`TrainConfig`] a `config` dict gives (defaults for the keys it leaves out): a bad
+/// entry is named with its key and value (serde's message alone gave a column of the JSON text,
+/// and a NaN "expected value").
+fn config_of(d: &Bound<'_, PyDict>) -> PyResult<TrainConfig> {
+    let py = d.py();
+    let json = py.import("json")?;
+    let strict = pyo3::types::PyDict::new(py);
+    strict.set_item("allow_nan", false)?;
+    let dumps = |obj: &Bound<'_, PyAny>| -> PyResult<String> {
+        json.getattr("dumps")?
+            .call((obj,), Some(&strict))?
+            .extract()
+    };
+    for (k, v) in d.iter() {
+        let name = k.repr()?.to_string();
+        let value = v.repr()?.to_string();
+        let one = PyDict::new(py);
+        one.set_item(&k, &v)?;
+        let text = dumps(one.as_any()).map_err(|e| {
+            // json's "Out of range float values are not JSON compliant" for NaN and inf.
+            PyValueError::new_err(format!("config[{name}] = {value}: {}", e.value(py)))
+        })?;
+        serde_json::from_str::<TrainConfig>(&text).map_err(|e| {
+            // serde's position is within this one-entry text: leave it out.
+            let msg = e.to_string();
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+            PyValueError::new_err(format!("config[{name}] = {value}: {msg}"))
+        })?;
+    }
+    let text = dumps(d.as_any())?;
+    serde_json::from_str(&text).map_err(|e| PyValueError::new_err(format!("config: {e}")))
 }

@@ -484,3 +484,38 @@ def test_training_errors_name_the_argument_and_the_sample():
         net.evaluate(x, y[:7], device="cpu")
     # Network.to_nir takes what neuropart.to_nir takes.
     assert type(net.to_nir(structure=False)).__name__ == "NIRGraph"
+
+
+def test_images_of_another_shape_or_range_and_bad_config_entries_are_refused():
+    net = task_net()
+    x, y = synthetic(4, 7)
+    # A flat image was 36 samples of one pixel, a 5-D array flattened, 0..255 pixels all spiked
+    # at step 0 and negative ones never.
+    with pytest.raises(ValueError, match=r"x has shape \[36\].*one image: x\[None\]"):
+        neuropart.encode_images(x[0].ravel(), steps=12)
+    with pytest.raises(ValueError, match=r"x has shape \[\]"):
+        neuropart.encode_images(np.float32(0.5), steps=12)
+    with pytest.raises(ValueError, match=r"x has shape \[1, 4, 1, 6, 6\]"):
+        neuropart.encode_images(x[None, :, None], steps=12)
+    img = np.zeros((2, 6, 6), np.float32)
+    img[1, 2, 3] = 200.0
+    with pytest.raises(ValueError, match="pixel 51 .* is 200; .*divide images of 0..255 by 255"):
+        neuropart.encode_images(img, steps=12)
+    neg = x.copy()
+    neg[1, 0, 3] = -0.25
+    with pytest.raises(ValueError, match=r"train_x: pixel 39 .* is -0.25; pixels must lie in \[0, 1\]"):
+        net.train(neg, y, epochs=1, device="cpu")
+    # The edges themselves are pixels: 1 spikes at step 0, 0 never.
+    edge = np.array([[0.0, 1.0]], np.float32)
+    assert neuropart.encode_images(edge, steps=4)[0].nonzero() == (np.array([0]), np.array([1]))
+    # A config entry is named with its key and value (serde gave a column of JSON text).
+    with pytest.raises(ValueError, match=r"config\['lr'\] = 'fast': invalid type"):
+        neuropart.Trainable(net, config={"lr": "fast"})
+    with pytest.raises(ValueError, match=r"config\['lr'\] = nan: Out of range float"):
+        neuropart.Trainable(net, config={"lr": float("nan")})
+    with pytest.raises(ValueError, match=r"config\['learning_rate'\] = 0.1: unknown field"):
+        neuropart.Trainable(net, config={"learning_rate": 0.1})
+    assert neuropart.Trainable(net, config={"lr": 0.01, "batch": 2}, device="cpu")
+    # Integers beyond 64 bits are named too (a bare OverflowError before).
+    with pytest.raises(ValueError, match=r"argument seed = 1180591620717411303424: 0 to"):
+        net.train(x, y, epochs=1, seed=2**70, device="cpu")

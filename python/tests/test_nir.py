@@ -502,3 +502,31 @@ def test_weight_report_counts_clipped_weights_and_checks_its_arguments():
             neuropart.weight_report(net, weight_max=bad)
     with pytest.raises(TypeError, match="takes a neuropart.Network, not str"):
         neuropart.weight_report("x")
+
+
+def test_export_names_a_path_it_cannot_write_and_never_leaves_half_a_file(tmp_path, monkeypatch):
+    net = two_pops()
+    with pytest.raises(FileNotFoundError, match="the folder .*no/such does not exist"):
+        net.to_nir(str(tmp_path / "no" / "such" / "x.nir"))
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        net.to_nir(str(tmp_path))
+    # A file that is there stays whole until the new one is complete, and no temporary is left.
+    path = tmp_path / "x.nir"
+    path.write_bytes(b"earlier")
+
+    def fails_halfway(nir, to, graph):
+        with open(to, "wb") as f:
+            f.write(b"half")
+        raise OSError("disk full")
+
+    import neuropart._nir as N
+    monkeypatch.setattr(N, "_write_graph", fails_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        net.to_nir(str(path))
+    assert path.read_bytes() == b"earlier"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.nir"]
+    monkeypatch.undo()
+    net.to_nir(str(path))
+    back = neuropart.from_nir(str(path))
+    assert [p["name"] for p in back.populations] == [p["name"] for p in net.populations]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.nir"]

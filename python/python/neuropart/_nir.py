@@ -705,9 +705,34 @@ def _structured(net, desc, meta, dt):
     return graph
 
 
+def _check_out(path) -> None:
+    """Refuse an output ``path`` that cannot be written, naming it, before any work (h5py's
+    own message named neither the folder nor what was wrong with it)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a folder; give a file name (e.g. net.nir) in it")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{path}: the folder {folder} does not exist")
+
+
 def _write(nir, path: str, graph) -> None:
-    """nir.write, with 0-d parameters (some exporters write scalars, which nir 1.0.8 reads
-    but cannot write) stored as one-element arrays."""
+    """nir.write into a temporary file beside ``path``, renamed over it when complete (a
+    failure leaves any earlier file as it was, never half a file), with 0-d parameters (some
+    exporters write scalars, which nir 1.0.8 reads but cannot write) stored as one-element
+    arrays."""
+    _check_out(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
+    try:
+        _write_graph(nir, tmp, graph)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _write_graph(nir, path: str, graph) -> None:
     try:
         nir.write(path, graph)
     except TypeError as e:
@@ -909,6 +934,8 @@ def to_nir(net, path=None, dt: Optional[float] = None, convention: str = "nir",
         raise ValueError(
             f"dt must be a finite number above 0 (the file's time unit per step), not {dt}"
         )
+    if path is not None:
+        _check_out(path)
     if structure and "graph" in meta and float(meta.get("dt", -1)) == float(dt) \
             and meta.get("convention", "nir") == convention:
         graph = _structured(net, desc, meta, dt)
@@ -1094,5 +1121,5 @@ def to_nir(net, path=None, dt: Optional[float] = None, convention: str = "nir",
     graph = nir.NIRGraph(nodes=nodes, edges=edges, type_check=False,
                          metadata={"neuropart": json.dumps(record)})
     if path is not None:
-        nir.write(str(path), graph)
+        _write(nir, str(path), graph)
     return graph
