@@ -783,6 +783,108 @@ fn feed_forward_programs_run_by_columns_give_what_sample_by_sample_runs_give() {
 }
 
 #[test]
+fn small_programs_stepped_by_lanes_give_what_sample_by_sample_runs_give() {
+    // Programs of up to 16 neurons without refractory periods (a readout, a small layer) step
+    // 16 samples at a time, one vector lane a sample; against every sample stepped alone: bit
+    // for bit, spikes, traces, codes and scores. Ideal (coefficients equal: both update
+    // orders, leaky or not, a bias and a start off rest) and emulated (coefficients per neuron,
+    // noise per sample, the CADC's codes); 3 samples (one group, mostly empty lanes) and 37
+    // (two full groups and five), on two threads.
+    use neuropart::{Observe, Stepping, Update};
+    let sub = Substrate::bss2();
+    let init = WeightInit {
+        mean: 0.1,
+        std: 0.5,
+    };
+    let base = NeuronParams::default();
+    let variants = [
+        ("input first", base.clone()),
+        (
+            "membrane first",
+            NeuronParams {
+                update: Update::Hxtorch,
+                ..base.clone()
+            },
+        ),
+        (
+            "no leak",
+            NeuronParams {
+                leak: false,
+                v_th: 1.5,
+                ..base.clone()
+            },
+        ),
+        (
+            "bias, start off rest",
+            NeuronParams {
+                bias: 0.02,
+                v_init: Some(0.4),
+                ..base.clone()
+            },
+        ),
+    ];
+    let bits = |v: &Option<Vec<f32>>| {
+        v.as_ref()
+            .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+    };
+    let two = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    two.install(|| {
+        for (what, lif) in variants {
+            let net = NetworkBuilder::new("small", 40, 2)
+                .input("in", 200)
+                .dense("h", 12, lif.clone(), init)
+                .readout("out", 10, lif, init)
+                .build(&sub)
+                .unwrap();
+            for samples in [3, 37] {
+                let mut rng = Rng::new(samples as u64);
+                let inputs = first_input(&net, &mut rng, samples, 0.05);
+                for emulated in [false, true] {
+                    let mut exec = ideal_or_emulated(&net, &sub, emulated);
+                    let mut spiked = 0;
+                    for observe in [Observe::AllTraces, Observe::CompactTraces, Observe::Scores] {
+                        exec.set_stepping(Stepping::Samples);
+                        let each = exec
+                            .run_with_noise(&CpuBackend, &inputs, observe, 5)
+                            .unwrap();
+                        exec.set_stepping(Stepping::Auto);
+                        let lanes = exec
+                            .run_with_noise(&CpuBackend, &inputs, observe, 5)
+                            .unwrap();
+                        for (k, pop) in net.populations.iter().enumerate() {
+                            let at = format!(
+                                "{what}, {samples} samples, emulated {emulated}, {observe:?}, '{}'",
+                                pop.name
+                            );
+                            assert!(lanes.spikes.get(k) == each.spikes.get(k), "spikes: {at}");
+                            assert_eq!(
+                                bits(&lanes.membrane[k]),
+                                bits(&each.membrane[k]),
+                                "traces: {at}"
+                            );
+                            assert_eq!(bits(&lanes.peak[k]), bits(&each.peak[k]), "scores: {at}");
+                            assert_eq!(
+                                lanes.codes[k].as_ref().map(|c| &c.codes),
+                                each.codes[k].as_ref().map(|c| &c.codes),
+                                "codes: {at}"
+                            );
+                        }
+                        spiked += lanes.spikes.get(1).map_or(0, |t| t.len());
+                        if emulated && observe == Observe::CompactTraces {
+                            assert!(lanes.codes[1].is_some(), "{what}: the layer as codes");
+                        }
+                    }
+                    assert!(spiked > 0, "{what}, {samples} samples: the layer spiked");
+                }
+            }
+        }
+    });
+}
+
+#[test]
 fn a_network_plans_from_its_structure_alone_and_a_refusal_comes_before_the_weights() {
     // Planning needs no weights: the plan of the structure is the plan of the full network.
     let sub = Substrate::bss2();

@@ -27,6 +27,7 @@ use crate::spikes::store::{SpikeEvent, SpikeStore, SpikeTrains};
 use rayon::prelude::*;
 
 mod columns;
+mod lanes;
 mod narrow;
 
 /// Runs partitions on the host's cores.
@@ -123,7 +124,9 @@ impl Backend for CpuBackend {
             let mut rest = job_rows(job, buf);
             // A program run by columns reads each weight once per chunk: larger chunks, one or
             // a few per thread.
-            let chunk = if prepared[k].0.by_columns(opts.stepping) {
+            let chunk = if prepared[k].0.by_lanes(opts.stepping) {
+                lanes::chunk(samples, threads, steps)
+            } else if prepared[k].0.by_columns(opts.stepping) {
                 (columns::CHUNK_ROWS / steps.max(1)).clamp(1, samples.div_ceil(threads).max(1))
             } else {
                 chunk
@@ -956,6 +959,9 @@ pub(crate) struct CpuProgram {
     cadc: Option<Cadc>,
     /// Can run by columns ([`columns`]): every synapse comes from an input channel.
     columns: bool,
+    /// Steps [`lanes::LANES`] samples at a time where it runs by columns ([`lanes`]): few
+    /// neurons, no refractory period.
+    lanes: bool,
     /// Runs by columns unless told otherwise: its weights do not fit a core's cache.
     wide: bool,
     /// A dense layer's weights, block by block ([`columns::Dense`]).
@@ -1015,6 +1021,7 @@ impl CpuProgram {
             .collect();
         p.columns = columns::eligible(prog);
         p.wide = p.columns && columns::wide(prog);
+        p.lanes = lanes::eligible(p.n, p.columns, &p.stages);
         if p.wide {
             p.dense = columns::Dense::take(&mut p, prog);
         }
@@ -1077,20 +1084,28 @@ impl CpuProgram {
             noisy: prog.coeffs.iter().any(|c| c.noise_sd != 0.0),
             cadc: prog.cadc,
             columns: false,
+            lanes: false,
             wide: false,
             dense: None,
             narrow: None,
         }
     }
 
-    /// Whether this program runs by columns when asked to step as `stepping` says.
+    /// Whether this program runs by columns when asked to step as `stepping` says: where its
+    /// weights do not fit a core's cache, or its neurons step by lanes (MNIST's readout with
+    /// the trained checkpoint, T = 100, batch 256: 0.50 ms by samples, 0.20 – 0.25 by lanes).
     fn by_columns(&self, stepping: super::Stepping) -> bool {
         self.columns
             && match stepping {
-                super::Stepping::Auto => self.wide,
+                super::Stepping::Auto => self.wide || self.lanes,
                 super::Stepping::Samples => false,
                 super::Stepping::Columns => true,
             }
+    }
+
+    /// Whether this program runs by columns with its neurons stepped by lanes ([`lanes`]).
+    fn by_lanes(&self, stepping: super::Stepping) -> bool {
+        self.lanes && self.by_columns(stepping)
     }
 
     /// New weights and scales, same structure: the coefficient-dependent parts, a dense

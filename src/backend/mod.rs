@@ -63,16 +63,18 @@ pub struct RunOptions {
 /// scores either way; only the speed differs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Stepping {
-    /// By columns where the program's weights do not fit a core's cache (1 MiB or more), else
-    /// by samples.
+    /// By columns where the program's weights do not fit a core's cache (1 MiB or more) or
+    /// it has at most 16 neurons without a refractory period (a readout: its neurons then
+    /// step 16 samples at a time, one vector lane a sample), else by samples.
     #[default]
     Auto,
     /// Every sample through the whole program, step by step.
     Samples,
     /// A chunk of samples at once, a block of neurons at a time: the synaptic sums of the
     /// chunk formed first (each source's weights read once for all its spikes in the chunk),
-    /// then the neurons stepped. Programs with synapses between their own neurons still run
-    /// by samples.
+    /// then the neurons stepped (those of a program of at most 16 neurons without a
+    /// refractory period 16 samples at a time). Programs with synapses between their own
+    /// neurons still run by samples.
     Columns,
 }
 

@@ -200,6 +200,21 @@ crate::simd::widest! {
                     pad_at,
                 })
             }));
+            if prog.lanes && w == n {
+                let block = super::lanes::Block {
+                    prog,
+                    segments,
+                    sums: &pending[..rows * n],
+                    first: c.range.start,
+                    samples: m,
+                    steps,
+                    noise_seed: c.opts.noise_seed,
+                    sample_base: c.opts.sample_base,
+                    membranes: c.membranes,
+                };
+                super::lanes::run(&block, mem, per, &mut spikes[..m]);
+                continue;
+            }
             for (i, out) in spikes.iter_mut().enumerate().take(m) {
                 let sample = c.opts.sample_base + (c.range.start + i) as u32;
                 reset(cur, w, 0.0);

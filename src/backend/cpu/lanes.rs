@@ -1,0 +1,234 @@
+//! Programs of a few neurons (a readout's ten) stepped [`LANES`] samples at a time.
+//!
+//! Sample by sample, a step of a ten-neuron readout costs what a step costs whatever its
+//! neurons (its input's cursors, the pending ring, the update's dispatch and a vector loop that
+//! a ten-neuron segment barely fills): about 500 instructions a sample and step, a quarter of
+//! MNIST inference at T = 100 for 10 of its 266 neurons. Here the neurons' state is held as
+//! `[neuron][lane]`, one lane per sample of a group, so that each neuron's update runs as one
+//! vector operation over the group; the synaptic input comes from the chunk's sums that
+//! [`super::columns`] forms for every sample and step first.
+//!
+//! Every lane computes exactly what [`super::update_segment`] computes for that sample (the
+//! same expressions in the same order; noise from the sample's own [`noise_base`]), the
+//! membranes are kept as [`super::keep_membranes`] keeps them and each sample's spikes come out
+//! in (step, neuron) order: bit-identical to stepping sample by sample (tested in
+//! `tests/spine.rs`). Only for programs whose every segment has no refractory period
+//! ([`Kind::Uniform`] and [`Kind::Varied`]).
+
+use super::{noise_value, row_in, write_peaks, CpuProgram, Kind, MemOut, Membranes, Segment};
+use crate::model::neuron::{noise_base, NeuronCoeffs};
+use crate::spikes::store::SpikeEvent;
+
+/// Samples stepped together: one 512-bit vector of `f32`.
+pub(super) const LANES: usize = 16;
+
+/// The most neurons a program stepped by lanes has: its state (`[neuron][lane]`, five arrays)
+/// stays in registers and L1.
+pub(super) const MAX_NEURONS: usize = 16;
+
+/// Whether a program of `n` neurons in `stages`, one that can run by columns, steps by lanes:
+/// few neurons, one stage, no refractory period.
+pub(super) fn eligible(n: usize, columns: bool, stages: &[(usize, usize, Vec<Segment>)]) -> bool {
+    columns
+        && (1..=MAX_NEURONS).contains(&n)
+        && stages.len() == 1
+        && stages[0]
+            .2
+            .iter()
+            .all(|s| matches!(s.kind, Kind::Uniform(_) | Kind::Varied { .. }))
+}
+
+/// Samples per work item of a program stepped by lanes, of `samples` on `threads` threads with
+/// `steps` steps: a few items per thread, whole groups of [`LANES`], and the chunk's sums
+/// (`samples × steps × 16` of `i32`) within 1 MiB where that leaves a group.
+pub(super) fn chunk(samples: usize, threads: usize, steps: usize) -> usize {
+    let fit = ((1 << 20) / (steps.max(1) * MAX_NEURONS * 4)) / LANES * LANES;
+    samples
+        .div_ceil(threads.max(1) * 2)
+        .next_multiple_of(LANES)
+        .clamp(LANES, 4 * LANES)
+        .min(fit.max(LANES))
+}
+
+/// One group's state, `[neuron][lane]`.
+struct Group {
+    cur: [f32; MAX_NEURONS * LANES],
+    mem: [f32; MAX_NEURONS * LANES],
+    v: [f32; MAX_NEURONS * LANES],
+    peak: [f32; MAX_NEURONS * LANES],
+    input: [i32; MAX_NEURONS * LANES],
+    spiked: [u8; MAX_NEURONS * LANES],
+    base: [u32; LANES],
+}
+
+/// What [`run`] steps: the chunk's first sample in the batch and its sample count, the
+/// program's segments and its sums (`rows` sample × steps + step, `n` wide).
+pub(super) struct Block<'a> {
+    pub prog: &'a CpuProgram,
+    pub segments: &'a [Segment],
+    pub sums: &'a [i32],
+    pub first: usize,
+    pub samples: usize,
+    pub steps: usize,
+    pub noise_seed: u32,
+    pub sample_base: u32,
+    pub membranes: Membranes,
+}
+
+/// Step the block's samples [`LANES`] at a time: membranes into `mem` (`per` rows a sample,
+/// as [`super::run_sample`] writes them), each sample's spikes appended to its list in
+/// `spikes`.
+#[inline(always)]
+pub(super) fn run(b: &Block<'_>, mem: &mut MemOut<'_>, per: usize, spikes: &mut [Vec<SpikeEvent>]) {
+    let (n, steps) = (b.prog.n, b.steps);
+    let (stride, offset) = (mem.stride, mem.offset);
+    for g0 in (0..b.samples).step_by(LANES) {
+        let lanes = (b.samples - g0).min(LANES);
+        let mut g = Group {
+            cur: [0.0; MAX_NEURONS * LANES],
+            mem: [0.0; MAX_NEURONS * LANES],
+            v: [0.0; MAX_NEURONS * LANES],
+            peak: [f32::NEG_INFINITY; MAX_NEURONS * LANES],
+            input: [0; MAX_NEURONS * LANES],
+            spiked: [0; MAX_NEURONS * LANES],
+            base: [0; LANES],
+        };
+        for (j, &rest) in b.prog.rest.iter().enumerate() {
+            g.mem[j * LANES..(j + 1) * LANES].fill(rest);
+        }
+        for t in 0..steps {
+            for l in 0..lanes {
+                let row = &b.sums[((g0 + l) * steps + t) * n..][..n];
+                for (j, &x) in row.iter().enumerate() {
+                    g.input[j * LANES + l] = x;
+                }
+            }
+            if b.prog.noisy {
+                for (l, base) in g.base.iter_mut().enumerate() {
+                    let sample = b.sample_base + (b.first + g0 + l) as u32;
+                    *base = noise_base(b.noise_seed, sample, t as u32);
+                }
+            }
+            let mut any = 0u8;
+            for seg in b.segments {
+                for j in seg.lo..seg.hi {
+                    let at = j * LANES;
+                    let (input, cur, mem, v, spiked) = (
+                        &g.input[at..at + LANES],
+                        &mut g.cur[at..at + LANES],
+                        &mut g.mem[at..at + LANES],
+                        &mut g.v[at..at + LANES],
+                        &mut g.spiked[at..at + LANES],
+                    );
+                    any |= match seg.kind {
+                        Kind::Uniform(k) => {
+                            neuron::<false>(&k, &g.base, input, cur, mem, v, spiked)
+                        }
+                        Kind::Varied { noisy: false } => {
+                            let c = b.prog.coeffs.get(j);
+                            neuron::<false>(&c, &g.base, input, cur, mem, v, spiked)
+                        }
+                        Kind::Varied { noisy: true } => {
+                            let c = b.prog.coeffs.get(j);
+                            neuron::<true>(&c, &g.base, input, cur, mem, v, spiked)
+                        }
+                        Kind::General { .. } => unreachable!("no lanes for refractory periods"),
+                    };
+                }
+            }
+            match b.membranes {
+                Membranes::None => {}
+                Membranes::Max => {
+                    for (p, &x) in g.peak.iter_mut().zip(&g.v) {
+                        *p = p.max(x);
+                    }
+                }
+                Membranes::Trace | Membranes::Keep => {
+                    for l in 0..lanes {
+                        let row = row_in(mem.data, stride, offset, (g0 + l) * per + t, n);
+                        for (j, o) in row.iter_mut().enumerate() {
+                            let x = g.v[j * LANES + l];
+                            *o = match b.prog.cadc {
+                                Some(q) => q.quantise(x),
+                                None => x,
+                            };
+                        }
+                    }
+                }
+                Membranes::Codes => {
+                    let q = b
+                        .prog
+                        .cadc
+                        .expect("codes are asked of programs with a CADC");
+                    for l in 0..lanes {
+                        let row = row_in(mem.codes, stride, offset, (g0 + l) * per + t, n);
+                        for (j, o) in row.iter_mut().enumerate() {
+                            *o = q.code(g.v[j * LANES + l]);
+                        }
+                    }
+                }
+            }
+            if any != 0 {
+                for j in 0..n {
+                    for (l, out) in spikes[g0..g0 + lanes].iter_mut().enumerate() {
+                        if g.spiked[j * LANES + l] != 0 {
+                            out.push(SpikeEvent {
+                                step: t as u32,
+                                neuron: j as u32,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        if b.membranes == Membranes::Max {
+            for l in 0..lanes {
+                let mut peak = [0.0f32; MAX_NEURONS];
+                for (j, p) in peak[..n].iter_mut().enumerate() {
+                    *p = g.peak[j * LANES + l];
+                }
+                write_peaks(b.prog.cadc, &peak[..n], mem.row(g0 + l, n));
+            }
+        }
+    }
+}
+
+/// One neuron's step in every lane: [`super::uniform_loop`]'s and [`super::varied_loop`]'s
+/// arithmetic for neuron `c` (noise where `NOISE`, from each lane's `base`); returns whether
+/// any lane spiked.
+#[inline(always)]
+fn neuron<const NOISE: bool>(
+    c: &NeuronCoeffs,
+    base: &[u32; LANES],
+    input: &[i32],
+    cur: &mut [f32],
+    mem: &mut [f32],
+    v: &mut [f32],
+    spiked: &mut [u8],
+) -> u8 {
+    let (input, cur, mem, v, spiked) = (
+        &input[..LANES],
+        &mut cur[..LANES],
+        &mut mem[..LANES],
+        &mut v[..LANES],
+        &mut spiked[..LANES],
+    );
+    let (mf, leaky, spiking) = (c.membrane_first != 0, c.leaky != 0, c.spiking != 0);
+    let mut any = 0u8;
+    for l in 0..LANES {
+        let ni = c.a_syn * cur[l] + (c.weight_gain * (input[l] as f32 * c.input_scale) + c.bias);
+        let drive = if mf { cur[l] } else { ni };
+        let leak = if leaky { c.v_leak - mem[l] } else { 0.0 };
+        let mut nv = mem[l] + c.k_mem * (leak + drive);
+        if NOISE {
+            nv += noise_value(c.noise_sd, c.noise_key, base[l]);
+        }
+        let spike = spiking & (nv >= c.v_th);
+        cur[l] = ni;
+        v[l] = nv;
+        mem[l] = if spike { c.v_reset } else { nv };
+        spiked[l] = spike as u8;
+        any |= spike as u8;
+    }
+    any
+}
