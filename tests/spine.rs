@@ -881,6 +881,93 @@ fn small_programs_stepped_by_lanes_give_what_sample_by_sample_runs_give() {
                 }
             }
         }
+        // Two layers of 8 with their own parameters, one reaching the readout 2 steps later:
+        // a fused program of 16 neurons (the most that step by lanes) in two segments. Asked
+        // by columns too, and as a part of a batch (its noise from the samples' indices in the
+        // whole batch); one sample, and 40.
+        let two_layers = r#"
+            name = "two"
+            seed = 3
+            steps = 40
+            [[populations]]
+            name = "in"
+            size = 200
+            kind = "input"
+            [[populations]]
+            name = "a"
+            size = 8
+            kind = "lif"
+            params = { tau_mem = 6.0, tau_syn = 5.7, v_th = 0.8 }
+            [[populations]]
+            name = "b"
+            size = 8
+            kind = "lif"
+            params = { tau_mem = 9.0, tau_syn = 3.0, v_th = 0.6, v_reset = -0.2 }
+            [[populations]]
+            name = "out"
+            size = 10
+            kind = "readout"
+            [[projections]]
+            source = "in"
+            target = "a"
+            init = { mean = 0.1, std = 0.5 }
+            [[projections]]
+            source = "in"
+            target = "b"
+            init = { mean = 0.1, std = 0.5 }
+            [[projections]]
+            source = "a"
+            target = "out"
+            init = { mean = 0.1, std = 0.5 }
+            [[projections]]
+            source = "b"
+            target = "out"
+            delay = 2
+            init = { mean = 0.1, std = 0.5 }
+        "#;
+        let net = Network::from_str(
+            two_layers,
+            neuropart::Format::Toml,
+            Path::new("two.toml"),
+            &sub,
+        )
+        .unwrap();
+        for samples in [1, 40] {
+            let mut rng = Rng::new(7);
+            let inputs = first_input(&net, &mut rng, samples, 0.05);
+            for emulated in [false, true] {
+                let mut exec = ideal_or_emulated(&net, &sub, emulated);
+                assert_eq!(
+                    exec.wave_program(0).map(|p| p.neuron_count()),
+                    Some(16),
+                    "the two layers' partitions fuse into one program"
+                );
+                for (stepping, base) in [(Stepping::Auto, 0), (Stepping::Columns, 1000)] {
+                    let observe = Observe::AllTraces;
+                    exec.set_stepping(Stepping::Samples);
+                    let each = exec
+                        .run_samples(&CpuBackend, &inputs, observe, 9, base)
+                        .unwrap();
+                    exec.set_stepping(stepping);
+                    let lanes = exec
+                        .run_samples(&CpuBackend, &inputs, observe, 9, base)
+                        .unwrap();
+                    let at =
+                        format!("two layers, {samples} samples, emulated {emulated}, {stepping:?}");
+                    for k in 0..net.populations.len() {
+                        assert!(
+                            lanes.spikes.get(k) == each.spikes.get(k),
+                            "spikes of {k}: {at}"
+                        );
+                        assert_eq!(
+                            bits(&lanes.membrane[k]),
+                            bits(&each.membrane[k]),
+                            "traces of {k}: {at}"
+                        );
+                    }
+                }
+            }
+        }
     });
 }
 

@@ -124,9 +124,9 @@ impl Backend for CpuBackend {
             let mut rest = job_rows(job, buf);
             // A program run by columns reads each weight once per chunk: larger chunks, one or
             // a few per thread.
-            let chunk = if prepared[k].0.by_lanes(opts.stepping) {
-                lanes::chunk(samples, threads, steps)
-            } else if prepared[k].0.by_columns(opts.stepping) {
+            let chunk = if prepared[k].0.by_lanes(opts.stepping, steps) {
+                lanes::chunk(samples, threads, steps, prepared[k].0.n)
+            } else if prepared[k].0.by_columns(opts.stepping, steps) {
                 (columns::CHUNK_ROWS / steps.max(1)).clamp(1, samples.div_ceil(threads).max(1))
             } else {
                 chunk
@@ -142,7 +142,7 @@ impl Backend for CpuBackend {
                 let (prog, sources, program, membranes) = &prepared[k];
                 let mut counts = Vec::with_capacity(range.len());
                 let mut events = Vec::new();
-                if prog.by_columns(opts.stepping) {
+                if prog.by_columns(opts.stepping, steps) {
                     let chunk = columns::Chunk {
                         prog,
                         program,
@@ -1092,20 +1092,22 @@ impl CpuProgram {
     }
 
     /// Whether this program runs by columns when asked to step as `stepping` says: where its
-    /// weights do not fit a core's cache, or its neurons step by lanes (MNIST's readout with
-    /// the trained checkpoint, T = 100, batch 256: 0.50 ms by samples, 0.20 – 0.25 by lanes).
-    fn by_columns(&self, stepping: super::Stepping) -> bool {
+    /// weights do not fit a core's cache, or its neurons step by lanes at `steps` steps
+    /// (MNIST's readout with the trained checkpoint, T = 100, batch 256: 0.50 ms by samples,
+    /// 0.20 – 0.25 by lanes).
+    fn by_columns(&self, stepping: super::Stepping, steps: usize) -> bool {
         self.columns
             && match stepping {
-                super::Stepping::Auto => self.wide || self.lanes,
+                super::Stepping::Auto => self.wide || self.lanes && lanes::fits(self.n, steps),
                 super::Stepping::Samples => false,
                 super::Stepping::Columns => true,
             }
     }
 
-    /// Whether this program runs by columns with its neurons stepped by lanes ([`lanes`]).
-    fn by_lanes(&self, stepping: super::Stepping) -> bool {
-        self.lanes && self.by_columns(stepping)
+    /// Whether this program runs by columns with its neurons stepped by lanes ([`lanes`]) at
+    /// `steps` steps.
+    fn by_lanes(&self, stepping: super::Stepping, steps: usize) -> bool {
+        self.lanes && lanes::fits(self.n, steps) && self.by_columns(stepping, steps)
     }
 
     /// New weights and scales, same structure: the coefficient-dependent parts, a dense
@@ -1121,6 +1123,7 @@ impl CpuProgram {
         self.rest = fresh.rest;
         self.noisy = fresh.noisy;
         self.cadc = fresh.cadc;
+        self.lanes = lanes::eligible(self.n, self.columns, &self.stages);
     }
 
     /// [`CpuProgram::deliver`] for every source of `due` (spikes of step `t`): consecutive

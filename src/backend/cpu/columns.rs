@@ -200,7 +200,7 @@ crate::simd::widest! {
                     pad_at,
                 })
             }));
-            if prog.lanes && w == n {
+            if prog.lanes && w == n && super::lanes::fits(n, steps) {
                 let block = super::lanes::Block {
                     prog,
                     segments,

@@ -26,6 +26,17 @@ pub(super) const LANES: usize = 16;
 /// stays in registers and L1.
 pub(super) const MAX_NEURONS: usize = 16;
 
+/// Bytes of synaptic sums a chunk of a program stepped by lanes may take (samples × steps × its
+/// neurons × 4): a group of [`LANES`] samples at most this, else the program steps sample by
+/// sample (its sums grow with T, the ring of pending input by samples does not). 1 MiB: a
+/// readout of 10 at T = 100 in chunks of 64 takes 256 KiB.
+pub(super) const SUMS_BYTES: usize = 1 << 20;
+
+/// Work items per thread a program stepped by lanes aims at (each at least a group of
+/// [`LANES`] where the batch has that many samples per thread), and the most groups one holds.
+const ITEMS_PER_THREAD: usize = 2;
+const GROUPS_PER_ITEM: usize = 4;
+
 /// Whether a program of `n` neurons in `stages`, one that can run by columns, steps by lanes:
 /// few neurons, one stage, no refractory period.
 pub(super) fn eligible(n: usize, columns: bool, stages: &[(usize, usize, Vec<Segment>)]) -> bool {
@@ -38,16 +49,27 @@ pub(super) fn eligible(n: usize, columns: bool, stages: &[(usize, usize, Vec<Seg
             .all(|s| matches!(s.kind, Kind::Uniform(_) | Kind::Varied { .. }))
 }
 
-/// Samples per work item of a program stepped by lanes, of `samples` on `threads` threads with
-/// `steps` steps: a few items per thread, whole groups of [`LANES`], and the chunk's sums
-/// (`samples × steps × 16` of `i32`) within 1 MiB where that leaves a group.
-pub(super) fn chunk(samples: usize, threads: usize, steps: usize) -> usize {
-    let fit = ((1 << 20) / (steps.max(1) * MAX_NEURONS * 4)) / LANES * LANES;
-    samples
-        .div_ceil(threads.max(1) * 2)
-        .next_multiple_of(LANES)
-        .clamp(LANES, 4 * LANES)
-        .min(fit.max(LANES))
+/// Whether a group of [`LANES`] samples of a program of `n` neurons at `steps` steps keeps its
+/// sums within [`SUMS_BYTES`].
+pub(super) fn fits(n: usize, steps: usize) -> bool {
+    LANES * steps * n * std::mem::size_of::<i32>() <= SUMS_BYTES
+}
+
+/// Samples per work item of a program of `n` neurons stepped by lanes, of `samples` on
+/// `threads` threads with `steps` steps: [`ITEMS_PER_THREAD`] items a thread of whole groups
+/// of [`LANES`] (at most [`GROUPS_PER_ITEM`], and the chunk's sums within [`SUMS_BYTES`]);
+/// where the batch has fewer than a group per item, the samples shared by the threads (a
+/// group partly empty: every thread busy).
+pub(super) fn chunk(samples: usize, threads: usize, steps: usize, n: usize) -> usize {
+    let per = samples.div_ceil(threads.max(1) * ITEMS_PER_THREAD);
+    if per < LANES {
+        return samples.div_ceil(threads.max(1)).max(1);
+    }
+    let sums = steps.max(1) * n.max(1) * std::mem::size_of::<i32>();
+    let fit = (SUMS_BYTES / sums / LANES * LANES).max(LANES);
+    per.next_multiple_of(LANES)
+        .min(GROUPS_PER_ITEM * LANES)
+        .min(fit)
 }
 
 /// One group's state, `[neuron][lane]`.
@@ -61,17 +83,23 @@ struct Group {
     base: [u32; LANES],
 }
 
-/// What [`run`] steps: the chunk's first sample in the batch and its sample count, the
-/// program's segments and its sums (`rows` sample × steps + step, `n` wide).
+/// What [`run`] steps.
 pub(super) struct Block<'a> {
+    /// The program as prepared for the CPU.
     pub prog: &'a CpuProgram,
+    /// Its segments (one stage, every neuron).
     pub segments: &'a [Segment],
+    /// The chunk's synaptic sums: rows sample × steps + step, the program's neurons wide.
     pub sums: &'a [i32],
+    /// The chunk's first sample in the batch, and its samples.
     pub first: usize,
     pub samples: usize,
+    /// Steps of the run.
     pub steps: usize,
+    /// The run's noise seed, and the batch's first sample's index in the whole batch.
     pub noise_seed: u32,
     pub sample_base: u32,
+    /// Which membranes to write.
     pub membranes: Membranes,
 }
 
@@ -104,7 +132,7 @@ pub(super) fn run(b: &Block<'_>, mem: &mut MemOut<'_>, per: usize, spikes: &mut 
                 }
             }
             if b.prog.noisy {
-                for (l, base) in g.base.iter_mut().enumerate() {
+                for (l, base) in g.base[..lanes].iter_mut().enumerate() {
                     let sample = b.sample_base + (b.first + g0 + l) as u32;
                     *base = noise_base(b.noise_seed, sample, t as u32);
                 }
@@ -193,8 +221,10 @@ pub(super) fn run(b: &Block<'_>, mem: &mut MemOut<'_>, per: usize, spikes: &mut 
     }
 }
 
-/// One neuron's step in every lane: [`super::uniform_loop`]'s and [`super::varied_loop`]'s
-/// arithmetic for neuron `c` (noise where `NOISE`, from each lane's `base`); returns whether
+/// One neuron's step in every lane: [`super::uniform_loop`]'s arithmetic for neuron `c`
+/// (both update orders, leaky or not), and with `NOISE` [`super::varied_loop`]'s (whose
+/// neurons integrate the current input first: the other order with coefficients per neuron
+/// is [`Kind::General`], not stepped here), the noise from each lane's `base`; returns whether
 /// any lane spiked.
 #[inline(always)]
 fn neuron<const NOISE: bool>(
