@@ -687,6 +687,35 @@ fn fused_waves_give_what_partition_by_partition_runs_give() {
     );
 }
 
+/// Require that `a` and `b`, two runs of `net`, recorded the same: every population's spikes,
+/// and its traces, scores and codes bit for bit; `at` says which runs.
+fn assert_same_results(
+    net: &Network,
+    a: &neuropart::Execution,
+    b: &neuropart::Execution,
+    at: &str,
+) {
+    let bits = |v: &Option<Vec<f32>>| {
+        v.as_ref()
+            .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+    };
+    for (k, pop) in net.populations.iter().enumerate() {
+        let name = &pop.name;
+        assert!(a.spikes.get(k) == b.spikes.get(k), "spikes: {at}, '{name}'");
+        assert_eq!(
+            bits(&a.membrane[k]),
+            bits(&b.membrane[k]),
+            "traces: {at}, '{name}'"
+        );
+        assert_eq!(bits(&a.peak[k]), bits(&b.peak[k]), "scores: {at}, '{name}'");
+        assert_eq!(
+            a.codes[k].as_ref().map(|c| &c.codes),
+            b.codes[k].as_ref().map(|c| &c.codes),
+            "codes: {at}, '{name}'"
+        );
+    }
+}
+
 #[test]
 fn feed_forward_programs_run_by_columns_give_what_sample_by_sample_runs_give() {
     // The CPU runs a program whose synapses all come from input channels by columns (a chunk
@@ -715,23 +744,10 @@ fn feed_forward_programs_run_by_columns_give_what_sample_by_sample_runs_give() {
                     let each = exec
                         .run_with_noise(&CpuBackend, &inputs, observe, 7)
                         .unwrap();
-                    let bits = |v: &Option<Vec<f32>>| {
-                        v.as_ref()
-                            .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
-                    };
+                    let at = format!("{what}, emulated {emulated}, fused {fuse}, {observe:?}");
+                    assert_same_results(net, &cols, &each, &at);
                     let mut hidden = 0;
                     for (k, pop) in net.populations.iter().enumerate() {
-                        let at = format!(
-                            "{what}, emulated {emulated}, fused {fuse}, {observe:?}, '{}'",
-                            pop.name
-                        );
-                        assert!(cols.spikes.get(k) == each.spikes.get(k), "spikes: {at}");
-                        assert_eq!(
-                            bits(&cols.membrane[k]),
-                            bits(&each.membrane[k]),
-                            "traces: {at}"
-                        );
-                        assert_eq!(bits(&cols.peak[k]), bits(&each.peak[k]), "scores: {at}");
                         if pop.kind != PopulationKind::Input {
                             hidden += cols.spikes.get(k).map_or(0, |t| t.len());
                         }
@@ -823,10 +839,6 @@ fn small_programs_stepped_by_lanes_give_what_sample_by_sample_runs_give() {
             },
         ),
     ];
-    let bits = |v: &Option<Vec<f32>>| {
-        v.as_ref()
-            .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
-    };
     let two = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
         .build()
@@ -854,24 +866,9 @@ fn small_programs_stepped_by_lanes_give_what_sample_by_sample_runs_give() {
                         let lanes = exec
                             .run_with_noise(&CpuBackend, &inputs, observe, 5)
                             .unwrap();
-                        for (k, pop) in net.populations.iter().enumerate() {
-                            let at = format!(
-                                "{what}, {samples} samples, emulated {emulated}, {observe:?}, '{}'",
-                                pop.name
-                            );
-                            assert!(lanes.spikes.get(k) == each.spikes.get(k), "spikes: {at}");
-                            assert_eq!(
-                                bits(&lanes.membrane[k]),
-                                bits(&each.membrane[k]),
-                                "traces: {at}"
-                            );
-                            assert_eq!(bits(&lanes.peak[k]), bits(&each.peak[k]), "scores: {at}");
-                            assert_eq!(
-                                lanes.codes[k].as_ref().map(|c| &c.codes),
-                                each.codes[k].as_ref().map(|c| &c.codes),
-                                "codes: {at}"
-                            );
-                        }
+                        let at =
+                            format!("{what}, {samples} samples, emulated {emulated}, {observe:?}");
+                        assert_same_results(&net, &lanes, &each, &at);
                         spiked += lanes.spikes.get(1).map_or(0, |t| t.len());
                         if emulated && observe == Observe::CompactTraces {
                             assert!(lanes.codes[1].is_some(), "{what}: the layer as codes");
@@ -954,17 +951,7 @@ fn small_programs_stepped_by_lanes_give_what_sample_by_sample_runs_give() {
                         .unwrap();
                     let at =
                         format!("two layers, {samples} samples, emulated {emulated}, {stepping:?}");
-                    for k in 0..net.populations.len() {
-                        assert!(
-                            lanes.spikes.get(k) == each.spikes.get(k),
-                            "spikes of {k}: {at}"
-                        );
-                        assert_eq!(
-                            bits(&lanes.membrane[k]),
-                            bits(&each.membrane[k]),
-                            "traces of {k}: {at}"
-                        );
-                    }
+                    assert_same_results(&net, &lanes, &each, &at);
                 }
             }
         }
