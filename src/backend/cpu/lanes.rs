@@ -2,7 +2,7 @@
 //!
 //! Sample by sample, a step of a ten-neuron readout costs what a step costs whatever its
 //! neurons (its input's cursors, the pending ring, the update's dispatch and a vector loop that
-//! a ten-neuron segment barely fills): about 500 instructions a sample and step, a quarter of
+//! a ten-neuron segment barely fills): 500 – 570 instructions a sample and step, a quarter of
 //! MNIST inference at T = 100 for 10 of its 266 neurons. Here the neurons' state is held as
 //! `[neuron][lane]`, one lane per sample of a group, so that each neuron's update runs as one
 //! vector operation over the group; the synaptic input comes from the chunk's sums that
