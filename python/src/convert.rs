@@ -81,6 +81,32 @@ pub(crate) fn labels_of<'py>(
                      values"
                 )));
             }
+            // Beyond int64 (inf, 1e30) the cast below gave a RuntimeWarning and the label
+            // -9223372036854775808: named here with its value.
+            let flat = a.call_method0("ravel")?;
+            let out: Vec<usize> = np
+                .call_method1(
+                    "flatnonzero",
+                    (np.call_method1("greater", (np.call_method1("abs", (&flat,))?, 255))?,),
+                )?
+                .call_method0("tolist")?
+                .extract()?;
+            if let Some(&i) = out.first() {
+                let v: f64 = flat.get_item(i)?.extract()?;
+                let at = if a.getattr("ndim")?.extract::<usize>()? == 1 {
+                    format!("of sample {i}")
+                } else {
+                    format!("at index {i} (flattened)")
+                };
+                let v = if v.abs() < 1e6 {
+                    format!("{v}")
+                } else {
+                    format!("{v:e}")
+                };
+                return Err(PyValueError::new_err(format!(
+                    "{what}: label {v} {at} is outside 0..=255"
+                )));
+            }
         }
         k => {
             return Err(PyValueError::new_err(format!(

@@ -482,6 +482,15 @@ def test_training_errors_name_the_argument_and_the_sample():
         net.train(x, y - 5, epochs=1, device="cpu")
     with pytest.raises(ValueError, match="8 images in x but 7 labels in y"):
         net.evaluate(x, y[:7], device="cpu")
+    # Float labels beyond int64 gave numpy's RuntimeWarning and the label -2^63: named, quietly.
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for big, shown in ((np.inf, "inf"), (1e30, "1e30"), (300.0, "300")):
+            far = y.astype(np.float64)
+            far[3] = big
+            with pytest.raises(ValueError, match=f"y: label {shown} of sample 3 is outside 0..=255"):
+                net.evaluate(x, far, device="cpu")
     # Network.to_nir takes what neuropart.to_nir takes.
     assert type(net.to_nir(structure=False)).__name__ == "NIRGraph"
 
