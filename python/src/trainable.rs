@@ -426,6 +426,11 @@ fn config_of(d: &Bound<'_, PyDict>) -> PyResult<TrainConfig> {
             .call((obj,), Some(&strict))?
             .extract()
     };
+    let parse = |text: &str| serde_json::from_str::<TrainConfig>(text);
+    if let Some(cfg) = dumps(d.as_any()).ok().and_then(|t| parse(&t).ok()) {
+        return Ok(cfg);
+    }
+    // Name the entry at fault: each alone.
     for (k, v) in d.iter() {
         let name = k.repr()?.to_string();
         let value = v.repr()?.to_string();
@@ -435,13 +440,14 @@ fn config_of(d: &Bound<'_, PyDict>) -> PyResult<TrainConfig> {
             // json's "Out of range float values are not JSON compliant" for NaN and inf.
             PyValueError::new_err(format!("config[{name}] = {value}: {}", e.value(py)))
         })?;
-        serde_json::from_str::<TrainConfig>(&text).map_err(|e| {
+        parse(&text).map_err(|e| {
             // serde's position is within this one-entry text: leave it out.
             let msg = e.to_string();
             let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
             PyValueError::new_err(format!("config[{name}] = {value}: {msg}"))
         })?;
     }
+    // Every entry fits alone: the whole's own error.
     let text = dumps(d.as_any())?;
-    serde_json::from_str(&text).map_err(|e| PyValueError::new_err(format!("config: {e}")))
+    parse(&text).map_err(|e| PyValueError::new_err(format!("config: {e}")))
 }

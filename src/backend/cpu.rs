@@ -959,9 +959,6 @@ pub(crate) struct CpuProgram {
     cadc: Option<Cadc>,
     /// Can run by columns ([`columns`]): every synapse comes from an input channel.
     columns: bool,
-    /// Steps [`lanes::LANES`] samples at a time where it runs by columns ([`lanes`]): few
-    /// neurons, no refractory period.
-    lanes: bool,
     /// Runs by columns unless told otherwise: its weights do not fit a core's cache.
     wide: bool,
     /// A dense layer's weights, block by block ([`columns::Dense`]).
@@ -1021,7 +1018,6 @@ impl CpuProgram {
             .collect();
         p.columns = columns::eligible(prog);
         p.wide = p.columns && columns::wide(prog);
-        p.lanes = lanes::eligible(p.n, p.columns, &p.stages);
         if p.wide {
             p.dense = columns::Dense::take(&mut p, prog);
         }
@@ -1084,7 +1080,6 @@ impl CpuProgram {
             noisy: prog.coeffs.iter().any(|c| c.noise_sd != 0.0),
             cadc: prog.cadc,
             columns: false,
-            lanes: false,
             wide: false,
             dense: None,
             narrow: None,
@@ -1098,7 +1093,7 @@ impl CpuProgram {
     fn by_columns(&self, stepping: super::Stepping, steps: usize) -> bool {
         self.columns
             && match stepping {
-                super::Stepping::Auto => self.wide || self.lanes && lanes::fits(self.n, steps),
+                super::Stepping::Auto => self.wide || self.lanes_fit(steps),
                 super::Stepping::Samples => false,
                 super::Stepping::Columns => true,
             }
@@ -1107,7 +1102,13 @@ impl CpuProgram {
     /// Whether this program runs by columns with its neurons stepped by lanes ([`lanes`]) at
     /// `steps` steps.
     fn by_lanes(&self, stepping: super::Stepping, steps: usize) -> bool {
-        self.lanes && lanes::fits(self.n, steps) && self.by_columns(stepping, steps)
+        self.lanes_fit(steps) && self.by_columns(stepping, steps)
+    }
+
+    /// Whether its neurons can step by lanes ([`lanes::eligible`]: few, no refractory period;
+    /// derived from the segments, which [`CpuProgram::update`] rebuilds) at `steps` steps.
+    fn lanes_fit(&self, steps: usize) -> bool {
+        lanes::eligible(self.n, self.columns, &self.stages) && lanes::fits(self.n, steps)
     }
 
     /// New weights and scales, same structure: the coefficient-dependent parts, a dense
@@ -1123,7 +1124,6 @@ impl CpuProgram {
         self.rest = fresh.rest;
         self.noisy = fresh.noisy;
         self.cadc = fresh.cadc;
-        self.lanes = lanes::eligible(self.n, self.columns, &self.stages);
     }
 
     /// [`CpuProgram::deliver`] for every source of `due` (spikes of step `t`): consecutive

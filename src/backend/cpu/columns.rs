@@ -200,19 +200,8 @@ crate::simd::widest! {
                     pad_at,
                 })
             }));
-            if prog.lanes && w == n && super::lanes::fits(n, steps) {
-                let block = super::lanes::Block {
-                    prog,
-                    segments,
-                    sums: &pending[..rows * n],
-                    first: c.range.start,
-                    samples: m,
-                    steps,
-                    noise_seed: c.opts.noise_seed,
-                    sample_base: c.opts.sample_base,
-                    membranes: c.membranes,
-                };
-                super::lanes::run(&block, mem, per, &mut spikes[..m]);
+            if w == n && prog.by_lanes(c.opts.stepping, steps) {
+                super::lanes::run(c, segments, &pending[..rows * n], mem, per, &mut spikes[..m]);
                 continue;
             }
             for (i, out) in spikes.iter_mut().enumerate().take(m) {

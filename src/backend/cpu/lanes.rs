@@ -15,7 +15,8 @@
 //! `tests/spine.rs`). Only for programs whose every segment has no refractory period
 //! ([`Kind::Uniform`] and [`Kind::Varied`]).
 
-use super::{noise_value, row_in, write_peaks, CpuProgram, Kind, MemOut, Membranes, Segment};
+use super::columns::Chunk;
+use super::{keep_membranes, noise_value, row_in, write_peaks, Kind, MemOut, Membranes, Segment};
 use crate::model::neuron::{noise_base, NeuronCoeffs};
 use crate::spikes::store::SpikeEvent;
 
@@ -83,35 +84,24 @@ struct Group {
     base: [u32; LANES],
 }
 
-/// What [`run`] steps.
-pub(super) struct Block<'a> {
-    /// The program as prepared for the CPU.
-    pub prog: &'a CpuProgram,
-    /// Its segments (one stage, every neuron).
-    pub segments: &'a [Segment],
-    /// The chunk's synaptic sums: rows sample × steps + step, the program's neurons wide.
-    pub sums: &'a [i32],
-    /// The chunk's first sample in the batch, and its samples.
-    pub first: usize,
-    pub samples: usize,
-    /// Steps of the run.
-    pub steps: usize,
-    /// The run's noise seed, and the batch's first sample's index in the whole batch.
-    pub noise_seed: u32,
-    pub sample_base: u32,
-    /// Which membranes to write.
-    pub membranes: Membranes,
-}
-
-/// Step the block's samples [`LANES`] at a time: membranes into `mem` (`per` rows a sample,
-/// as [`super::run_sample`] writes them), each sample's spikes appended to its list in
-/// `spikes`.
+/// Step the chunk `c`'s samples [`LANES`] at a time, its program's `segments` (one stage,
+/// every neuron) from the chunk's synaptic `sums` (rows sample × steps + step, the program's
+/// neurons wide): membranes into `mem` (`per` rows a sample, as [`super::run_sample`] writes
+/// them), each sample's spikes appended to its list in `spikes`.
 #[inline(always)]
-pub(super) fn run(b: &Block<'_>, mem: &mut MemOut<'_>, per: usize, spikes: &mut [Vec<SpikeEvent>]) {
-    let (n, steps) = (b.prog.n, b.steps);
+pub(super) fn run(
+    c: &Chunk<'_>,
+    segments: &[Segment],
+    sums: &[i32],
+    mem: &mut MemOut<'_>,
+    per: usize,
+    spikes: &mut [Vec<SpikeEvent>],
+) {
+    let prog = c.prog;
+    let (n, steps, samples) = (prog.n, c.opts.steps as usize, c.range.len());
     let (stride, offset) = (mem.stride, mem.offset);
-    for g0 in (0..b.samples).step_by(LANES) {
-        let lanes = (b.samples - g0).min(LANES);
+    for g0 in (0..samples).step_by(LANES) {
+        let lanes = (samples - g0).min(LANES);
         let mut g = Group {
             cur: [0.0; MAX_NEURONS * LANES],
             mem: [0.0; MAX_NEURONS * LANES],
@@ -121,24 +111,24 @@ pub(super) fn run(b: &Block<'_>, mem: &mut MemOut<'_>, per: usize, spikes: &mut 
             spiked: [0; MAX_NEURONS * LANES],
             base: [0; LANES],
         };
-        for (j, &rest) in b.prog.rest.iter().enumerate() {
+        for (j, &rest) in prog.rest.iter().enumerate() {
             g.mem[j * LANES..(j + 1) * LANES].fill(rest);
         }
         for t in 0..steps {
             for l in 0..lanes {
-                let row = &b.sums[((g0 + l) * steps + t) * n..][..n];
+                let row = &sums[((g0 + l) * steps + t) * n..][..n];
                 for (j, &x) in row.iter().enumerate() {
                     g.input[j * LANES + l] = x;
                 }
             }
-            if b.prog.noisy {
+            if prog.noisy {
                 for (l, base) in g.base[..lanes].iter_mut().enumerate() {
-                    let sample = b.sample_base + (b.first + g0 + l) as u32;
-                    *base = noise_base(b.noise_seed, sample, t as u32);
+                    let sample = c.opts.sample_base + (c.range.start + g0 + l) as u32;
+                    *base = noise_base(c.opts.noise_seed, sample, t as u32);
                 }
             }
             let mut any = 0u8;
-            for seg in b.segments {
+            for seg in segments {
                 for j in seg.lo..seg.hi {
                     let at = j * LANES;
                     let (input, cur, mem, v, spiked) = (
@@ -153,45 +143,38 @@ pub(super) fn run(b: &Block<'_>, mem: &mut MemOut<'_>, per: usize, spikes: &mut 
                             neuron::<false>(&k, &g.base, input, cur, mem, v, spiked)
                         }
                         Kind::Varied { noisy: false } => {
-                            let c = b.prog.coeffs.get(j);
-                            neuron::<false>(&c, &g.base, input, cur, mem, v, spiked)
+                            let k = prog.coeffs.get(j);
+                            neuron::<false>(&k, &g.base, input, cur, mem, v, spiked)
                         }
                         Kind::Varied { noisy: true } => {
-                            let c = b.prog.coeffs.get(j);
-                            neuron::<true>(&c, &g.base, input, cur, mem, v, spiked)
+                            let k = prog.coeffs.get(j);
+                            neuron::<true>(&k, &g.base, input, cur, mem, v, spiked)
                         }
                         Kind::General { .. } => unreachable!("no lanes for refractory periods"),
                     };
                 }
             }
-            match b.membranes {
+            // What a step keeps, as [`super::advance`] keeps it: the maxima element by element
+            // (the layout does not matter to them), else each sample's row.
+            match c.membranes {
                 Membranes::None => {}
                 Membranes::Max => {
-                    for (p, &x) in g.peak.iter_mut().zip(&g.v) {
-                        *p = p.max(x);
-                    }
+                    keep_membranes(Membranes::Max, prog.cadc, &mut g.peak, &mut g.v, &mut [])
                 }
-                Membranes::Trace | Membranes::Keep => {
+                kind => {
                     for l in 0..lanes {
-                        let row = row_in(mem.data, stride, offset, (g0 + l) * per + t, n);
-                        for (j, o) in row.iter_mut().enumerate() {
-                            let x = g.v[j * LANES + l];
-                            *o = match b.prog.cadc {
-                                Some(q) => q.quantise(x),
-                                None => x,
-                            };
+                        let mut v = [0.0f32; MAX_NEURONS];
+                        for (j, x) in v[..n].iter_mut().enumerate() {
+                            *x = g.v[j * LANES + l];
                         }
-                    }
-                }
-                Membranes::Codes => {
-                    let q = b
-                        .prog
-                        .cadc
-                        .expect("codes are asked of programs with a CADC");
-                    for l in 0..lanes {
-                        let row = row_in(mem.codes, stride, offset, (g0 + l) * per + t, n);
-                        for (j, o) in row.iter_mut().enumerate() {
-                            *o = q.code(g.v[j * LANES + l]);
+                        let r = (g0 + l) * per + t;
+                        let codes: &mut [u8] = match kind {
+                            Membranes::Codes => row_in(mem.codes, stride, offset, r, n),
+                            _ => &mut [],
+                        };
+                        keep_membranes(kind, prog.cadc, &mut [], &mut v[..n], codes);
+                        if matches!(kind, Membranes::Trace | Membranes::Keep) {
+                            row_in(mem.data, stride, offset, r, n).copy_from_slice(&v[..n]);
                         }
                     }
                 }
@@ -209,13 +192,13 @@ pub(super) fn run(b: &Block<'_>, mem: &mut MemOut<'_>, per: usize, spikes: &mut 
                 }
             }
         }
-        if b.membranes == Membranes::Max {
+        if c.membranes == Membranes::Max {
             for l in 0..lanes {
                 let mut peak = [0.0f32; MAX_NEURONS];
                 for (j, p) in peak[..n].iter_mut().enumerate() {
                     *p = g.peak[j * LANES + l];
                 }
-                write_peaks(b.prog.cadc, &peak[..n], mem.row(g0 + l, n));
+                write_peaks(prog.cadc, &peak[..n], mem.row(g0 + l, n));
             }
         }
     }
